@@ -1,0 +1,44 @@
+# neocloud: `make run` and `make test` each build the virtual environment they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8420
+DATA_DIR ?= .data
+
+.PHONY: run test test-fast lint typecheck bench bench-fleet venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/neocloud up --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -n 2 -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -x -m "not postgres"
+
+bench: bench-fleet
+
+bench-fleet: $(STAMP)
+	$(BIN)/python bench/fleet/bench_fleet.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

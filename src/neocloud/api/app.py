@@ -1,0 +1,79 @@
+"""The application factory: one FastAPI app with every context's router mounted."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from neocloud import __version__
+from neocloud.api.errors import install_error_handlers
+from neocloud.api.middleware import BodyLimitAndIdempotencyMiddleware, RequestContextMiddleware
+from neocloud.db.engine import Database
+from neocloud.kernel.clock import Clock, SystemClock
+from neocloud.kernel.settings import Settings
+from neocloud.web.deps import AppContext
+from neocloud.web.schemas import ResponseModel
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+The neocloud platform API.
+
+* Authenticate with `Authorization: Bearer <api key>`.
+* Lists answer `{"object": "list", "data": [...], "has_more": bool, "next_cursor": str|null}`;
+  pass `after=<next_cursor>` for the next page and `limit` (at most 1000) for its size.
+* Errors answer `{"error": {"type", "code", "message", "param"}}` with the matching status.
+* Creating POSTs take an `Idempotency-Key` header: a retry with the same key and body replays
+  the first response; the same key with another body is a 409.
+* Times are RFC 3339 UTC; money is a decimal string with a currency.
+"""
+
+
+class HealthOut(ResponseModel):
+    status: str
+    version: str
+
+
+def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:
+    """Build the app around an existing database (migrations are the caller's job)."""
+    clock = clock or SystemClock()
+    app = FastAPI(
+        title="neocloud",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    from neocloud.tenancy.service import authenticator
+
+    app.state.ctx = AppContext(settings=settings, db=db, clock=clock, authenticate=authenticator)
+    install_error_handlers(app)
+
+    @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
+    def health() -> HealthOut:
+        """Liveness: answers without authentication."""
+        return HealthOut(status="ok", version=__version__)
+
+    for router in _routers():
+        app.include_router(router, prefix=API_PREFIX)
+
+    # Outermost first: request id, then audit (needs the id), then body limit + idempotency.
+    app.add_middleware(
+        BodyLimitAndIdempotencyMiddleware,
+        db=db,
+        clock=clock,
+        max_body_bytes=settings.max_body_bytes,
+        ttl_s=settings.idempotency_ttl_s,
+    )
+    from neocloud.api.audit import AuditMiddleware
+
+    app.add_middleware(AuditMiddleware, db=db, clock=clock)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _routers() -> list:  # type: ignore[type-arg]
+    from neocloud.fleet.api import router as fleet_router
+    from neocloud.tenancy.api import router as tenancy_router
+
+    return [tenancy_router, fleet_router]

@@ -1,0 +1,97 @@
+"""The one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from neocloud.kernel.errors import NeocloudError, RateLimited, ValidationFailed
+
+log = logging.getLogger("neocloud.api")
+
+_HTTP_TYPES = {
+    401: ("authentication_error", "unauthenticated"),
+    403: ("permission_error", "permission_denied"),
+    404: ("not_found_error", "route_not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "payload_too_large"),
+}
+
+
+def error_response(exc: NeocloudError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+def validation_error(errors: list[dict[str, Any]]) -> ValidationFailed:
+    """Turn pydantic's error list into one precise error naming the first bad field."""
+    described = [_describe(e) for e in errors]
+    first = described[0]
+    return ValidationFailed(
+        first["message"],
+        code=first["code"],
+        param=first["param"],
+        details={"errors": described} if len(described) > 1 else None,
+    )
+
+
+def _describe(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [part for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    param = _dotted(loc) or None
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        code, message = "unknown_field", f"unknown field {param!r}"
+    elif kind == "missing":
+        code, message = "missing_field", f"{param!r} is required"
+    elif kind in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
+        code, message = "invalid_json", "the body must be a JSON object"
+    else:
+        code = "invalid_value"
+        message = f"{param}: {error.get('msg', 'invalid value')}" if param else error.get("msg")
+    return {"param": param, "code": code, "message": message}
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NeocloudError)
+    async def _neocloud(_: Request, exc: NeocloudError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        etype, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", "http_error"))
+        body = {"error": {"type": etype, "code": code, "message": str(exc.detail), "param": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = {
+            "error": {
+                "type": "api_error",
+                "code": "internal_error",
+                "message": "an internal error occurred; it has been logged",
+                "param": None,
+            }
+        }
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,249 @@
+"""ASGI middleware: request ids, the body-size bound and ``Idempotency-Key`` replay.
+
+Idempotency follows Stripe's rules. The first POST with a key runs and its response is stored;
+a repeat with the same key and the same body gets the stored response (with
+``Idempotent-Replayed: true``); the same key with a different body is a 409; a repeat while the
+first is still running is a 409 too. Keys are scoped to the caller's API key. Server errors are
+not stored, so a retry after one runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from neocloud.db.engine import Database
+from neocloud.db.tables import IdempotencyRow
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict, InvalidRequest, NeocloudError, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_KEY_LENGTH = 255
+# Statuses that say nothing final about the request: not stored, so a retry runs again.
+_NOT_STORED = {401, 409, 429}
+
+
+class RequestContextMiddleware:
+    """Give every request an id (or keep the caller's ``X-Request-Id``) and echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and len(given) <= 128 else "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitAndIdempotencyMiddleware:
+    def __init__(self, app: ASGIApp, *, db: Database, clock: Clock, max_body_bytes: int,
+                 ttl_s: int) -> None:
+        self.app, self.db, self.clock = app, db, clock
+        self.max_body_bytes, self.ttl = max_body_bytes, timedelta(seconds=ttl_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except NeocloudError as exc:
+            await _send_error(send, exc)
+            return
+        replay = _replayer(body)
+        key = _header(scope, b"idempotency-key")
+        auth = _header(scope, b"authorization")
+        if scope["method"] != "POST" or key is None or auth is None:
+            await self.app(scope, replay, send)
+            return
+        if not key or len(key) > MAX_KEY_LENGTH:
+            await _send_error(send, InvalidRequest(
+                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
+                code="invalid_idempotency_key", param="Idempotency-Key"))
+            return
+        caller = hashlib.sha256(auth.encode()).hexdigest()
+        request_hash = hashlib.sha256(
+            scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + _canonical(body)
+        ).hexdigest()
+        try:
+            stored = await anyio.to_thread.run_sync(
+                self._claim, caller, key, scope["method"], scope["path"], request_hash
+            )
+        except NeocloudError as exc:
+            await _send_error(send, exc)
+            return
+        if stored is not None:
+            status, payload = stored
+            await _send_json(send, status, payload, replayed=True)
+            return
+        captured = _Capture(send)
+        try:
+            await self.app(scope, replay, captured.send)
+        except BaseException:
+            await anyio.to_thread.run_sync(self._forget, caller, key)
+            raise
+        if captured.status is None or captured.status >= 500 or captured.status in _NOT_STORED:
+            await anyio.to_thread.run_sync(self._forget, caller, key)
+        else:
+            await anyio.to_thread.run_sync(
+                self._store, caller, key, captured.status, captured.json_body()
+            )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    # The three database steps run in a worker thread; each is one short transaction.
+    def _claim(
+        self, caller: str, key: str, method: str, path: str, request_hash: str
+    ) -> tuple[int, Any] | None:
+        now = self.clock.now()
+        table = IdempotencyRow.__table__
+        with self.db.transaction() as s:
+            s.execute(
+                sa.delete(table)
+                .where(table.c.scope == caller, table.c.key == key)
+                .where(table.c.created_at < now - self.ttl)
+            )
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(sa.insert(table).values(
+                    scope=caller, key=key, method=method, path=path,
+                    request_hash=request_hash, created_at=now))
+            return None
+        except IntegrityError:
+            pass
+        with self.db.transaction() as s:
+            row = s.execute(
+                sa.select(table).where(table.c.scope == caller, table.c.key == key)
+            ).first()
+        if row is None:  # expired and removed between our two steps: run it
+            return self._claim(caller, key, method, path, request_hash)
+        if row.request_hash != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request; use a new key",
+                code="idempotency_key_reused", param="Idempotency-Key")
+        if row.status_code is None:
+            raise Conflict(
+                "a request with this Idempotency-Key is still being processed; retry later",
+                code="idempotency_key_in_use", param="Idempotency-Key")
+        return row.status_code, row.response_body
+
+    def _store(self, caller: str, key: str, status: int, body: Any) -> None:
+        table = IdempotencyRow.__table__
+        with self.db.transaction() as s:
+            s.execute(
+                sa.update(table)
+                .where(table.c.scope == caller, table.c.key == key)
+                .values(status_code=status, response_body=body)
+            )
+
+    def _forget(self, caller: str, key: str) -> None:
+        table = IdempotencyRow.__table__
+        with self.db.transaction() as s:
+            s.execute(sa.delete(table).where(table.c.scope == caller, table.c.key == key))
+
+
+class _Capture:
+    """Pass a response through while keeping a copy of its status and body."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status: int | None = None
+        self._chunks: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self._chunks.append(message.get("body", b""))
+        await self._send(message)
+
+    def json_body(self) -> Any:
+        raw = b"".join(self._chunks)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return {"_raw": raw.decode("utf-8", "replace")}
+
+
+def _canonical(body: bytes) -> bytes:
+    """Hash JSON bodies by content, so key order and spacing do not make a different request."""
+    try:
+        return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        return body
+
+
+def _replayer(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1")).strip()
+    return None
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit} bytes", param="body")
+
+
+async def _send_error(send: Send, exc: NeocloudError) -> None:
+    await _send_json(send, exc.status, exc.to_body())
+
+
+async def _send_json(send: Send, status: int, payload: Any, *, replayed: bool = False) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

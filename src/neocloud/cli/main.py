@@ -1,0 +1,148 @@
+"""The ``neocloud`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neocloud import __version__
+from neocloud.cli.output import err, fail, out, print_json
+from neocloud.cli.state import STATE
+from neocloud.client import ApiError, Client
+
+app = typer.Typer(
+    name="neocloud",
+    help="neocloud: run a GPU cloud. Tenants script it; operators run it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def root(
+    profile: Annotated[
+        str | None, typer.Option("--profile", "-p", help="Saved profile to use (see `login`)")
+    ] = None,
+) -> None:
+    STATE.profile = profile
+
+
+@app.command()
+def version() -> None:
+    """Print the neocloud version."""
+    out.print(__version__)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8420)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
+    ] = None,
+    fleet: Annotated[
+        Path | None, typer.Option("--fleet", help="Fleet spec to import into an empty fleet")
+    ] = None,
+    demo_fleet: Annotated[
+        bool, typer.Option("--demo-fleet/--no-demo-fleet", help="Load the demo fleet if empty")
+    ] = True,
+) -> None:
+    """Run the whole platform in one process (API, and later scheduler and reconcilers)."""
+    import uvicorn
+
+    from neocloud.api.app import create_app
+    from neocloud.api.platform import prepare
+    from neocloud.kernel.clock import SystemClock
+    from neocloud.kernel.settings import load_settings
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    clock = SystemClock()
+    prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
+    if prepared.admin_key:
+        out.print("[bold]Operator admin key (shown once; also saved to "
+                  f"{prepared.admin_key_path}, mode 0600):[/bold]")
+        out.print(prepared.admin_key, highlight=False, soft_wrap=True)
+    if prepared.imported_nodes:
+        out.print(f"Imported {prepared.imported_nodes} nodes into the empty fleet.")
+    url = f"http://{settings.host}:{settings.port}"
+    out.print(f"neocloud {__version__} serving {url}  (API docs: {url}/api/v1/docs)")
+    out.print(f"Log in:  neocloud login --url {url} --key-file {prepared.admin_key_path}")
+    app_ = create_app(settings=settings, db=prepared.db, clock=clock)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url")] = None,
+) -> None:
+    """Apply database migrations up to the newest."""
+    from neocloud.db.engine import Database
+    from neocloud.db.migrate import current_revisions, upgrade
+    from neocloud.kernel.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.from_url(settings.resolved_database_url())
+    upgrade(db)
+    out.print(f"database at revision {', '.join(sorted(current_revisions(db)))}")
+
+
+@app.command()
+def login(
+    url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8420",
+    key: Annotated[str | None, typer.Option(help="API key (or use --key-file)")] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the key")] = None,
+    name: Annotated[str, typer.Option("--name", help="Profile name to save")] = "default",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check a key against the API and save it as a profile."""
+    from neocloud.cli.config import Profile, save_profile
+
+    if key_file is not None:
+        key = key_file.read_text().strip()
+    if not key:
+        key = typer.prompt("API key", hide_input=True)
+    client = Client(url, key)
+    try:
+        me = client.get("me")
+    except ApiError as exc:
+        raise fail(exc) from None
+    path = save_profile(Profile(name, url, key))
+    if as_json:
+        print_json(me)
+    else:
+        out.print(f"Logged in to {url} as {me.get('user', {}).get('email', me.get('user_id'))} "
+                  f"(org {me.get('org_id')}, role {me.get('role')}); profile '{name}' saved to {path}")
+
+
+def _register_subcommands() -> None:
+    from neocloud.cli import fleet as fleet_cli
+    from neocloud.cli import tenancy as tenancy_cli
+
+    app.add_typer(fleet_cli.fleet_app, name="fleet")
+    app.add_typer(fleet_cli.nodes_app, name="nodes")
+    for name, sub in tenancy_cli.APPS.items():
+        app.add_typer(sub, name=name)
+
+
+def main() -> None:
+    _register_subcommands()
+    try:
+        app()
+    except ApiError as exc:
+        raise SystemExit(fail(exc).exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Options every command shares, set once by the root callback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neocloud.cli.config import client_for
+from neocloud.client import Client
+
+
+@dataclass
+class CliState:
+    profile: str | None = None
+    _client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = client_for(self.profile)
+        return self._client
+
+
+STATE = CliState()

@@ -1,0 +1,41 @@
+"""Settings, read once from ``NEOCLOUD_*`` environment variables and passed down explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEOCLOUD_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("./.data"), description="Where SQLite, the admin key and logs live")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/neocloud.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8420, ge=1, le=65535)
+    log_level: str = "info"
+    # API limits: every size and count is bounded.
+    page_limit_default: int = Field(100, ge=1)
+    page_limit_max: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60)
+    # Leader lease for the scheduler and reconcilers.
+    leader_lease_ttl_s: float = Field(15.0, gt=0)
+    # Don't write last_used_at on every request: once per this many seconds per key is enough.
+    key_touch_interval_s: float = Field(60.0, ge=0)
+    redis_url: str | None = None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'neocloud.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the one ``Settings`` object: environment first, explicit overrides on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]

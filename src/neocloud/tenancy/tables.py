@@ -1,0 +1,1 @@
+from neocloud.db.base import Base  # noqa: F401

@@ -1,0 +1,48 @@
+"""Wire shapes shared by every router: the strict base model, lists and errors."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: unknown fields are an error, strings are trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ListOut(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(examples=["not_found_error"])
+    code: str = Field(examples=["node_not_found"])
+    message: str = Field(examples=["no node node_01J… exists"])
+    param: str | None = Field(None, examples=["gpu_model"])
+    details: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# Listed on routes so that the OpenAPI document shows the error shape next to each status.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid API key"},
+    403: {"model": ErrorOut, "description": "The key's role may not do this"},
+    404: {"model": ErrorOut, "description": "No such object"},
+    409: {"model": ErrorOut, "description": "Conflicts with the current state"},
+    422: {"model": ErrorOut, "description": "A field failed validation; `param` names it"},
+}

@@ -1,0 +1,133 @@
+"""Shared fixtures: a virtual clock, databases (SQLite and PostgreSQL), the app and clients.
+
+API tests take the ``db`` fixture, which runs each test once on SQLite and once on PostgreSQL.
+PostgreSQL comes from ``NEOCLOUD_TEST_POSTGRES_URL`` (default: postgres@127.0.0.1:5432/test);
+each test session creates its own throwaway database there and drops it at the end. Without a
+server the PostgreSQL variants are skipped, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from neocloud.api.app import create_app
+from neocloud.client import Client
+from neocloud.db.engine import Database
+from neocloud.db.metadata import all_metadata
+from neocloud.db.migrate import upgrade
+from neocloud.kernel.clock import VirtualClock
+from neocloud.kernel.settings import Settings
+
+PG_ADMIN_URL = os.environ.get(
+    "NEOCLOUD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+
+
+def _postgres_database() -> Iterator[str]:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        admin.dispose()
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
+    name = f"neocloud_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    path = tmp_path_factory.mktemp("sqlite") / "neocloud.db"
+    db = Database.from_url(f"sqlite:///{path}")
+    upgrade(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[Database]:
+    gen = _postgres_database()
+    url = next(gen)
+    db = Database.from_url(url)
+    upgrade(db)
+    try:
+        yield db
+    finally:
+        db.dispose()
+        next(gen, None)
+
+
+def _empty(db: Database) -> None:
+    tables = [t for t in reversed(all_metadata().sorted_tables)]
+    with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A migrated, empty database: each test runs once per backend."""
+    database: Database = request.getfixturevalue(f"{request.param}_db")
+    _empty(database)
+    yield database
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, key_touch_interval_s=0)
+
+
+@pytest.fixture
+def admin_key(db: Database, clock: VirtualClock) -> str:
+    from neocloud.tenancy.service import bootstrap_operator
+
+    key = bootstrap_operator(db=db, clock=clock)
+    assert key is not None
+    return key
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, clock: VirtualClock):  # type: ignore[no-untyped-def]
+    return create_app(settings=settings, db=db, clock=clock)
+
+
+@pytest.fixture
+def http(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """An unauthenticated HTTP client on the app."""
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(app, admin_key: str) -> Iterator[Client]:  # type: ignore[no-untyped-def]
+    """The SDK authenticated as the operator admin."""
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield Client(api_key=admin_key, http=test_client, retries=0)
