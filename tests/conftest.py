@@ -2,15 +2,22 @@
 
 API tests take the ``db`` fixture, which runs each test once on SQLite and once on PostgreSQL.
 PostgreSQL comes from ``NEOCLOUD_TEST_POSTGRES_URL`` (default: postgres@127.0.0.1:5432/test);
-each test session creates its own throwaway database there and drops it at the end. Without a
-server the PostgreSQL variants are skipped, except under ``CI=true``, where they fail.
+each test session creates its own throwaway database there and drops it at the end. If no
+server answers there but PostgreSQL's binaries are installed, a private server is started for
+the session. Failing both, the PostgreSQL variants are skipped, except under ``CI=true``, where
+they fail.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,26 +44,79 @@ def clock() -> VirtualClock:
     return VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
 
 
-def _postgres_database() -> Iterator[str]:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def _reachable(url: str) -> bool:
+    engine = sa.create_engine(url)
     try:
-        with admin.connect() as conn:
+        with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
-        pytest.skip(message)
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _throwaway_postgres() -> tuple[str, Callable[[], None]] | None:
+    """Start a private PostgreSQL from the installed binaries, if there are any."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = shutil.which("initdb") or (found[-1] if found else None)
+    if initdb is None:
+        return None
+    bindir = Path(initdb).parent
+    home = Path(tempfile.mkdtemp(prefix="neocloud-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root; run the server as the postgres user
+        shutil.chown(home, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    datadir = home / "data"
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust",
+                    "-U", "postgres"], check=True, capture_output=True)
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options,
+                    "-l", str(home / "log"), "-w", "start"], check=True, capture_output=True)
+
+    def stop() -> None:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate",
+                        "stop"], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _postgres_database() -> Iterator[str]:
+    admin_url, stop = PG_ADMIN_URL, None
+    if not _reachable(admin_url):
+        started = None
+        try:
+            started = _throwaway_postgres()
+        except (OSError, subprocess.CalledProcessError, LookupError) as exc:
+            if IN_CI:
+                pytest.fail(f"could not start a throwaway PostgreSQL: {exc}")
+        if started is None:
+            message = f"PostgreSQL is not reachable at {PG_ADMIN_URL} and none could be started"
+            if IN_CI:
+                pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+            pytest.skip(message)
+        admin_url, stop = started
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     name = f"neocloud_test_{os.getpid()}_{secrets.token_hex(3)}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        if stop is not None:
+            stop()
 
 
 @pytest.fixture(scope="session")
