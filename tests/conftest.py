@@ -70,15 +70,35 @@ def _throwaway_postgres() -> tuple[str, Callable[[], None]] | None:
         run_as = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     datadir = home / "data"
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options,
-                    "-l", str(home / "log"), "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-o",
+            options,
+            "-l",
+            str(home / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     def stop() -> None:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate",
-                        "stop"], check=False, capture_output=True)
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(home, ignore_errors=True)
 
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", stop
@@ -159,7 +179,7 @@ def db(request: pytest.FixtureRequest) -> Iterator[Database]:
     """A migrated, empty database: each test runs once per backend."""
     database: Database = request.getfixturevalue(f"{request.param}_db")
     _empty(database)
-    yield database
+    return database
 
 
 @pytest.fixture

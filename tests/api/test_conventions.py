@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from neocloud.client import ApiError, Client
@@ -57,14 +58,11 @@ def test_oversized_body_is_413_and_changes_nothing(
 
 
 def test_unknown_fields_are_rejected_naming_the_field(admin: Client) -> None:
-    try:
+    with pytest.raises(ApiError) as caught:
         admin.post("orgs", {"name": "Acme", "colour": "blue"})
-    except ApiError as exc:
-        assert exc.status == 422
-        assert exc.code == "unknown_field"
-        assert exc.param == "colour"
-    else:
-        raise AssertionError("an unknown field must be rejected")
+    assert caught.value.status == 422
+    assert caught.value.code == "unknown_field"
+    assert caught.value.param == "colour"
 
 
 def test_idempotent_create_replays_and_refuses_a_different_body(admin: Client) -> None:
@@ -72,13 +70,10 @@ def test_idempotent_create_replays_and_refuses_a_different_body(admin: Client) -
     again = admin.post("orgs", {"name": "Replay Co"}, idempotency_key="k-1")
     assert again["id"] == first["id"]
     assert sum(1 for o in admin.iter("orgs") if o["name"] == "Replay Co") == 1
-    try:
+    with pytest.raises(ApiError) as caught:
         admin.post("orgs", {"name": "Other Co"}, idempotency_key="k-1")
-    except ApiError as exc:
-        assert exc.status == 409
-        assert exc.code == "idempotency_key_reused"
-    else:
-        raise AssertionError("reusing a key with another body must be refused")
+    assert caught.value.status == 409
+    assert caught.value.code == "idempotency_key_reused"
 
 
 def test_idempotent_replay_is_marked(http: TestClient, admin_key: str) -> None:
@@ -93,22 +88,18 @@ def test_idempotent_replay_is_marked(http: TestClient, admin_key: str) -> None:
 
 
 def test_failed_request_is_not_stored_so_a_fixed_retry_runs(admin: Client) -> None:
-    try:
+    with pytest.raises(ApiError) as caught:
         admin.post("orgs", {"name": ""}, idempotency_key="k-3")
-    except ApiError as exc:
-        assert exc.status == 422
+    assert caught.value.status == 422
     # 4xx validation answers are final for that body; a different body needs a new key.
     created = admin.post("orgs", {"name": "Fixed"}, idempotency_key="k-4")
     assert created["name"] == "Fixed"
 
 
 def test_limit_is_bounded(admin: Client) -> None:
-    try:
+    with pytest.raises(ApiError) as caught:
         admin.get("orgs", limit=100000)
-    except ApiError as exc:
-        assert exc.param == "limit"
-    else:
-        raise AssertionError("an unbounded page must be refused")
+    assert caught.value.param == "limit"
 
 
 def test_openapi_document_lists_the_api(http: TestClient) -> None:

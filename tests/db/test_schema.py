@@ -1,5 +1,6 @@
 """Migrations and tables agree, on both backends; pagination behaves."""
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -30,7 +31,9 @@ def test_cursor_pagination_walks_every_row_once(db: Database, clock: VirtualCloc
     now = clock.now()
     with db.transaction() as s:
         for i in range(23):
-            s.add(LeaseRow(name=f"l{i:02d}", holder="h", token="t", acquired_at=now, expires_at=now))
+            s.add(
+                LeaseRow(name=f"l{i:02d}", holder="h", token="t", acquired_at=now, expires_at=now)
+            )
     seen: list[str] = []
     after = None
     pages = 0
@@ -49,9 +52,7 @@ def test_cursor_pagination_walks_every_row_once(db: Database, clock: VirtualCloc
 
 def test_bad_cursor_is_a_precise_error() -> None:
     assert decode_cursor(encode_cursor("node_123")) == "node_123"
-    try:
+    with pytest.raises(InvalidRequest) as caught:
         decode_cursor("!!!not-base64")
-    except InvalidRequest as exc:
-        assert exc.param == "after" and exc.code == "invalid_cursor"
-    else:
-        raise AssertionError("expected InvalidRequest")
+    assert caught.value.param == "after"
+    assert caught.value.code == "invalid_cursor"

@@ -33,7 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     log = (data_dir / "server.log").open("w")
     proc = subprocess.Popen(
         [*NEOCLOUD, "up", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,7 +94,9 @@ def test_demo_fleet_and_cli_tour(server: tuple[str, Path]) -> None:
     summary = _cli(data_dir, "fleet", "summary", "--json")
     assert summary.returncode == 0, summary.stderr
 
-    listed = _cli(data_dir, "nodes", "list", "--gpu-model", "H100", "--state", "available", "--json")
+    listed = _cli(
+        data_dir, "nodes", "list", "--gpu-model", "H100", "--state", "available", "--json"
+    )
     assert listed.returncode == 0, listed.stderr
     nodes = json.loads(listed.stdout)
     assert nodes, "the demo fleet has available H100 nodes"
@@ -122,7 +126,10 @@ def test_restart_keeps_data_and_does_not_make_a_new_key(server: tuple[str, Path]
     # A second process on the same data dir must not create another operator or fleet.
     proc = subprocess.Popen(
         [*NEOCLOUD, "up", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 60

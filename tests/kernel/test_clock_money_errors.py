@@ -53,7 +53,7 @@ def test_money_rounds_half_up_once() -> None:
     assert Money.from_wire({"amount": "3.10", "currency": "EUR"}) == Money.of("3.10", "EUR")
 
 
-@given(st.lists(st.decimals(min_value=-10**6, max_value=10**6, places=6), max_size=50))
+@given(st.lists(st.decimals(min_value=-(10**6), max_value=10**6, places=6), max_size=50))
 def test_money_sum_matches_decimal_sum(amounts: list[Decimal]) -> None:
     total = Money.zero()
     for amount in amounts:
@@ -87,4 +87,5 @@ def test_illegal_transition_names_allowed_states() -> None:
 
 def test_rate_limited_carries_retry_after() -> None:
     exc = RateLimited("slow down", retry_after_s=2.5)
-    assert exc.status == 429 and exc.retry_after_s == 2.5
+    assert exc.status == 429
+    assert exc.retry_after_s == 2.5

@@ -33,7 +33,9 @@ def test_unknown_prefix_is_refused() -> None:
         new_id("zzz")
 
 
-@pytest.mark.parametrize("bad", ["", "node_", "node_short", "NODE_01ARZ3NDEKTSV4RRFFQ69G5FAV", "x" * 40])
+@pytest.mark.parametrize(
+    "bad", ["", "node_", "node_short", "NODE_01ARZ3NDEKTSV4RRFFQ69G5FAV", "x" * 40]
+)
 def test_malformed_ids_are_rejected(bad: str) -> None:
     assert not is_id(bad)
 
@@ -45,4 +47,6 @@ def test_wrong_prefix_is_rejected() -> None:
 
 def test_prefixes_are_short_lowercase() -> None:
     for prefix in PREFIXES:
-        assert prefix.isalnum() and prefix.islower() and len(prefix) <= 8
+        assert prefix.isalnum()
+        assert prefix.islower()
+        assert len(prefix) <= 8

@@ -74,6 +74,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
 def _routers() -> list:  # type: ignore[type-arg]
     from neocloud.fleet.api import router as fleet_router
+
     from neocloud.tenancy.api import router as tenancy_router
 
     return [tenancy_router, fleet_router]

@@ -59,8 +59,9 @@ class RequestContextMiddleware:
 
 
 class BodyLimitAndIdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, db: Database, clock: Clock, max_body_bytes: int,
-                 ttl_s: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, db: Database, clock: Clock, max_body_bytes: int, ttl_s: int
+    ) -> None:
         self.app, self.db, self.clock = app, db, clock
         self.max_body_bytes, self.ttl = max_body_bytes, timedelta(seconds=ttl_s)
 
@@ -80,9 +81,14 @@ class BodyLimitAndIdempotencyMiddleware:
             await self.app(scope, replay, send)
             return
         if not key or len(key) > MAX_KEY_LENGTH:
-            await _send_error(send, InvalidRequest(
-                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
-                code="invalid_idempotency_key", param="Idempotency-Key"))
+            await _send_error(
+                send,
+                InvalidRequest(
+                    f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
+                    code="invalid_idempotency_key",
+                    param="Idempotency-Key",
+                ),
+            )
             return
         caller = hashlib.sha256(auth.encode()).hexdigest()
         request_hash = hashlib.sha256(
@@ -144,9 +150,16 @@ class BodyLimitAndIdempotencyMiddleware:
             )
         try:
             with self.db.engine.begin() as conn:
-                conn.execute(sa.insert(table).values(
-                    scope=caller, key=key, method=method, path=path,
-                    request_hash=request_hash, created_at=now))
+                conn.execute(
+                    sa.insert(table).values(
+                        scope=caller,
+                        key=key,
+                        method=method,
+                        path=path,
+                        request_hash=request_hash,
+                        created_at=now,
+                    )
+                )
             return None
         except IntegrityError:
             pass
@@ -159,11 +172,15 @@ class BodyLimitAndIdempotencyMiddleware:
         if row.request_hash != request_hash:
             raise Conflict(
                 "this Idempotency-Key was used with a different request; use a new key",
-                code="idempotency_key_reused", param="Idempotency-Key")
+                code="idempotency_key_reused",
+                param="Idempotency-Key",
+            )
         if row.status_code is None:
             raise Conflict(
                 "a request with this Idempotency-Key is still being processed; retry later",
-                code="idempotency_key_in_use", param="Idempotency-Key")
+                code="idempotency_key_in_use",
+                param="Idempotency-Key",
+            )
         return row.status_code, row.response_body
 
     def _store(self, caller: str, key: str, status: int, body: Any) -> None:

@@ -66,8 +66,10 @@ def up(
     clock = SystemClock()
     prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
     if prepared.admin_key:
-        out.print("[bold]Operator admin key (shown once; also saved to "
-                  f"{prepared.admin_key_path}, mode 0600):[/bold]")
+        out.print(
+            "[bold]Operator admin key (shown once; also saved to "
+            f"{prepared.admin_key_path}, mode 0600):[/bold]"
+        )
         out.print(prepared.admin_key, highlight=False, soft_wrap=True)
     if prepared.imported_nodes:
         out.print(f"Imported {prepared.imported_nodes} nodes into the empty fleet.")
@@ -99,7 +101,9 @@ def db_upgrade(
 def login(
     url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8420",
     key: Annotated[str | None, typer.Option(help="API key (or use --key-file)")] = None,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the key")] = None,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="File holding the key")
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Profile name to save")] = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -119,8 +123,10 @@ def login(
     if as_json:
         print_json(me)
     else:
-        out.print(f"Logged in to {url} as {me.get('user', {}).get('email', me.get('user_id'))} "
-                  f"(org {me.get('org_id')}, role {me.get('role')}); profile '{name}' saved to {path}")
+        out.print(
+            f"Logged in to {url} as {me.get('user', {}).get('email', me.get('user_id'))} "
+            f"(org {me.get('org_id')}, role {me.get('role')}); profile '{name}' saved to {path}"
+        )
 
 
 def _register_subcommands() -> None:

@@ -23,7 +23,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None) -> None:
+def print_table(
+    rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None
+) -> None:
     table = Table(title=title, header_style="bold", show_edge=False)
     for header, _ in columns:
         table.add_column(header)
@@ -36,7 +38,9 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, ti
         err.print("(none)")
 
 
-def print_object(obj: dict[str, Any], *, as_json: bool, fields: Sequence[Column] | None = None) -> None:
+def print_object(
+    obj: dict[str, Any], *, as_json: bool, fields: Sequence[Column] | None = None
+) -> None:
     if as_json:
         print_json(obj)
         return

@@ -11,8 +11,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 
 from neocloud.db.engine import Database
 from neocloud.db.tables import LeaseRow
@@ -41,14 +43,15 @@ class LeaderLease:
         now = self.clock.now()
         token = self.current.token if self.current else secrets.token_hex(16)
         expires = now + self.ttl
-        table = LeaseRow.__table__
         with self.db.transaction() as s:
-            taken = s.execute(
-                sa.update(table)
-                .where(table.c.name == self.name)
-                .where(sa.or_(table.c.holder == self.holder, table.c.expires_at <= now))
+            result = s.execute(
+                sa.update(LeaseRow)
+                .where(LeaseRow.name == self.name)
+                .where(sa.or_(LeaseRow.holder == self.holder, LeaseRow.expires_at <= now))
                 .values(holder=self.holder, token=token, acquired_at=now, expires_at=expires)
-            ).rowcount
+                .execution_options(synchronize_session=False)
+            )
+            taken = cast(CursorResult[Any], result).rowcount
         if not taken:
             try:
                 with self.db.transaction() as s:
@@ -72,31 +75,29 @@ class LeaderLease:
         if self.current is None:
             return False
         now = self.clock.now()
-        table = LeaseRow.__table__
         with self.db.transaction() as s:
             row = s.execute(
-                sa.select(table.c.token, table.c.expires_at).where(table.c.name == self.name)
+                sa.select(LeaseRow.token, LeaseRow.expires_at).where(LeaseRow.name == self.name)
             ).first()
         return row is not None and row.token == self.current.token and row.expires_at > now
 
     def release(self) -> None:
         if self.current is None:
             return
-        table = LeaseRow.__table__
         with self.db.transaction() as s:
             s.execute(
-                sa.delete(table)
-                .where(table.c.name == self.name)
-                .where(table.c.token == self.current.token)
+                sa.delete(LeaseRow)
+                .where(LeaseRow.name == self.name)
+                .where(LeaseRow.token == self.current.token)
+                .execution_options(synchronize_session=False)
             )
         self.current = None
 
 
 def lease_holder(db: Database, clock: Clock, name: str) -> Lease | None:
     """Who holds ``name`` now, if anyone."""
-    table = LeaseRow.__table__
     with db.transaction() as s:
-        row = s.execute(sa.select(table).where(table.c.name == name)).first()
+        row = s.scalars(sa.select(LeaseRow).where(LeaseRow.name == name)).first()
     if row is None or row.expires_at <= clock.now():
         return None
     return Lease(row.name, row.holder, row.token, row.expires_at)

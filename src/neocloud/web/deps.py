@@ -76,7 +76,8 @@ def page_params(
     size = settings.page_limit_default if limit is None else limit
     if size > settings.page_limit_max:
         raise InvalidRequest(
-            f"limit must be at most {settings.page_limit_max}", code="limit_too_large",
+            f"limit must be at most {settings.page_limit_max}",
+            code="limit_too_large",
             param="limit",
         )
     return PageParams(size, after)
