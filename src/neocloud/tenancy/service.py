@@ -1,0 +1,662 @@
+"""Tenancy use cases: orgs, projects, users, API keys, authentication, quotas.
+
+Each function is keyword-only, runs one transaction and raises the kernel's errors. ``actor`` is
+the authenticated ``Principal`` that the function authorises against. Reads of another org's
+objects answer not-found (its existence is not the caller's business); writes check roles.
+Audit events live in ``neocloud.tenancy.audit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from neocloud.db.engine import Database
+from neocloud.db.pagination import Page, paginate
+from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import (
+    AuthenticationFailed,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from neocloud.kernel.ids import new_id
+from neocloud.tenancy import domain
+from neocloud.tenancy.tables import (
+    ApiKeyRow,
+    MembershipRow,
+    OrgRow,
+    ProjectRow,
+    QuotaDefaultRow,
+    QuotaRow,
+    UserRow,
+)
+
+if TYPE_CHECKING:
+    from neocloud.web.deps import AppContext
+
+
+# ---------------------------------------------------------------- authentication and bootstrap
+
+
+def authenticator(ctx: AppContext, token: str) -> Principal:
+    """The app's authenticate function: resolve a bearer token to a ``Principal``."""
+    return authenticate_key(
+        db=ctx.db, clock=ctx.clock, token=token, touch_interval_s=ctx.settings.key_touch_interval_s
+    )
+
+
+def authenticate_key(
+    *, db: Database, clock: Clock, token: str, touch_interval_s: float = 60.0
+) -> Principal:
+    """Resolve ``token`` to its key's principal; 401 ``invalid_api_key`` for anything else.
+
+    The role is the user's membership role now, capped by the key's role. ``last_used_at`` is
+    written at most once per ``touch_interval_s`` seconds per key.
+    """
+    domain.check_key_format(token)
+    now = clock.now()
+    invalid = AuthenticationFailed("the API key is not valid", code="invalid_api_key")
+    with db.transaction() as s:
+        found = s.execute(
+            sa.select(ApiKeyRow, MembershipRow.role, OrgRow.is_operator)
+            .join(
+                MembershipRow,
+                sa.and_(
+                    MembershipRow.org_id == ApiKeyRow.org_id,
+                    MembershipRow.user_id == ApiKeyRow.user_id,
+                ),
+            )
+            .join(OrgRow, OrgRow.id == ApiKeyRow.org_id)
+            .where(ApiKeyRow.secret_hash == domain.hash_key(token))
+        ).first()
+        if found is None:
+            raise invalid
+        key, member_role, is_operator = found
+        if key.revoked_at is not None:
+            raise AuthenticationFailed("the API key has been revoked", code="invalid_api_key")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise AuthenticationFailed("the API key has expired", code="invalid_api_key")
+        due = key.last_used_at is None or now - key.last_used_at >= timedelta(
+            seconds=touch_interval_s
+        )
+        if due:
+            s.execute(sa.update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(last_used_at=now))
+        role = domain.effective_role(Role(member_role), Role(key.role) if key.role else None)
+        return Principal(key.id, key.user_id, key.org_id, role, bool(is_operator))
+
+
+def bootstrap_operator(*, db: Database, clock: Clock) -> str | None:
+    """Create the operator org, its admin user and a key; return the key's secret.
+
+    Idempotent: returns ``None`` when the operator org exists already.
+    """
+    now = clock.now()
+    made = domain.generate_key()
+    try:
+        with db.transaction() as s:
+            if s.scalar(sa.select(OrgRow.id).where(OrgRow.is_operator.is_(True))) is not None:
+                return None
+            org = _new_org(now, "Operator", domain.OPERATOR_ORG_SLUG, is_operator=True)
+            s.add(org)
+            s.flush()
+            user = _find_or_create_user(s, now, domain.OPERATOR_ADMIN_EMAIL, "Operator admin")
+            s.add(_new_membership(now, org.id, user.id, Role.OWNER))
+            s.add(_new_key(now, made, org.id, user.id, "bootstrap admin", None, None))
+    except Conflict:  # another process bootstrapped at the same moment
+        return None
+    return made.secret
+
+
+@dataclass(frozen=True)
+class Me:
+    principal: Principal
+    user: UserRow
+    org: OrgRow
+
+
+def get_me(*, db: Database, actor: Principal) -> Me:
+    with db.transaction() as s:
+        user = s.get(UserRow, actor.user_id)
+        org = s.get(OrgRow, actor.org_id)
+    if user is None or org is None:
+        raise AuthenticationFailed("the API key is not valid", code="invalid_api_key")
+    return Me(actor, user, org)
+
+
+# ---------------------------------------------------------------------------------------- orgs
+
+
+def create_org(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    name: str,
+    slug: str | None = None,
+    owner_email: str | None = None,
+    owner_name: str | None = None,
+) -> OrgRow:
+    """Create an org (operator admins only); with ``owner_email``, that user becomes its owner."""
+    actor.require_operator(write=True)
+    slug = domain.check_slug(slug) if slug else domain.slugify(name)
+    email = domain.normalize_email(owner_email) if owner_email else None
+    now = clock.now()
+    org = _new_org(now, name, slug, is_operator=False)
+    try:
+        with db.transaction() as s:
+            s.add(org)
+            s.flush()
+            if email is not None:
+                user = _find_or_create_user(s, now, email, owner_name or "")
+                s.add(_new_membership(now, org.id, user.id, Role.OWNER))
+    except Conflict as exc:
+        raise Conflict(
+            f"an organization with slug {slug!r} exists already", code="slug_taken", param="slug"
+        ) from exc
+    return org
+
+
+def list_orgs(*, db: Database, actor: Principal, limit: int, after: str | None) -> Page[OrgRow]:
+    """Operator staff see every org; anyone else sees their own."""
+    stmt = sa.select(OrgRow)
+    if not actor.is_operator:
+        stmt = stmt.where(OrgRow.id == actor.org_id)
+    with db.transaction() as s:
+        return paginate(s, stmt, OrgRow.id, limit=limit, after=after)
+
+
+def get_org(*, db: Database, actor: Principal, org_id: str) -> OrgRow:
+    _require_read(actor, org_id)
+    with db.transaction() as s:
+        return _org(s, org_id)
+
+
+def update_org(
+    *, db: Database, clock: Clock, actor: Principal, org_id: str, name: str | None
+) -> OrgRow:
+    _require_read(actor, org_id)
+    actor.require_org_role(org_id, Role.ADMIN)
+    with db.transaction() as s:
+        org = _org(s, org_id)
+        if name is not None:
+            org.name = name
+        org.updated_at = clock.now()
+    return org
+
+
+# ------------------------------------------------------------------------------------ projects
+
+
+def create_project(
+    *, db: Database, clock: Clock, actor: Principal, org_id: str, name: str, description: str = ""
+) -> ProjectRow:
+    _require_read(actor, org_id)
+    actor.require_org_role(org_id, Role.ADMIN)
+    row = ProjectRow(
+        id=new_id("prj"),
+        org_id=org_id,
+        name=name,
+        description=description,
+        created_at=clock.now(),
+    )
+    try:
+        with db.transaction() as s:
+            _org(s, org_id)
+            s.add(row)
+    except Conflict as exc:
+        raise Conflict(
+            f"the organization has a project named {name!r} already",
+            code="project_name_taken",
+            param="name",
+        ) from exc
+    return row
+
+
+def list_projects(
+    *, db: Database, actor: Principal, org_id: str, limit: int, after: str | None
+) -> Page[ProjectRow]:
+    _require_read(actor, org_id)
+    with db.transaction() as s:
+        _org(s, org_id)
+        stmt = sa.select(ProjectRow).where(ProjectRow.org_id == org_id)
+        return paginate(s, stmt, ProjectRow.id, limit=limit, after=after)
+
+
+def get_project(*, db: Database, actor: Principal, project_id: str) -> ProjectRow:
+    with db.transaction() as s:
+        row = s.get(ProjectRow, project_id)
+    if row is None or not _can_read(actor, row.org_id):
+        raise NotFound(f"no project {project_id}", code="project_not_found", param="project_id")
+    return row
+
+
+# --------------------------------------------------------------------------------------- users
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user as seen from one org: the user and their role there."""
+
+    user: UserRow
+    org_id: str
+    role: Role
+
+
+def add_user(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    org_id: str,
+    email: str,
+    name: str = "",
+    role: Role = Role.MEMBER,
+) -> Member:
+    """Add a user (created if the email is new) to ``org_id`` with ``role`` (org admins)."""
+    _require_read(actor, org_id)
+    actor.require_org_role(org_id, Role.ADMIN)
+    domain.check_can_grant(actor.role, role, operator_admin=actor.is_operator_admin)
+    email = domain.normalize_email(email)
+    now = clock.now()
+    try:
+        with db.transaction() as s:
+            _org(s, org_id)
+            user = _find_or_create_user(s, now, email, name)
+            s.add(_new_membership(now, org_id, user.id, role))
+    except Conflict as exc:
+        raise Conflict(
+            f"{email} is a member of this organization already",
+            code="already_member",
+            param="email",
+        ) from exc
+    return Member(user, org_id, role)
+
+
+def list_members(
+    *, db: Database, actor: Principal, org_id: str, limit: int, after: str | None
+) -> Page[Member]:
+    _require_read(actor, org_id)
+    with db.transaction() as s:
+        _org(s, org_id)
+        stmt = (
+            sa.select(UserRow)
+            .join(MembershipRow, MembershipRow.user_id == UserRow.id)
+            .where(MembershipRow.org_id == org_id)
+        )
+        page = paginate(s, stmt, UserRow.id, limit=limit, after=after)
+        roles = dict(
+            s.execute(
+                sa.select(MembershipRow.user_id, MembershipRow.role).where(
+                    MembershipRow.org_id == org_id,
+                    MembershipRow.user_id.in_([u.id for u in page.items]),
+                )
+            ).all()
+        )
+    members = [Member(u, org_id, Role(roles[u.id])) for u in page.items]
+    return Page(members, page.has_more, page.next_cursor)
+
+
+def set_member_role(
+    *, db: Database, clock: Clock, actor: Principal, org_id: str, user_id: str, role: Role
+) -> Member:
+    """Change a member's role; the last owner of an org cannot stop being one (409)."""
+    _require_read(actor, org_id)
+    actor.require_org_role(org_id, Role.ADMIN)
+    operator_admin = actor.is_operator_admin
+    domain.check_can_grant(actor.role, role, operator_admin=operator_admin)
+    with db.transaction() as s:
+        # Lock the org row so two demotions of the last two owners cannot both pass.
+        s.execute(sa.select(OrgRow.id).where(OrgRow.id == org_id).with_for_update()).first()
+        _org(s, org_id)
+        membership = _membership(s, org_id, user_id)
+        current = Role(membership.role)
+        if current is Role.OWNER and not operator_admin and actor.role is not Role.OWNER:
+            raise PermissionDenied(
+                "only an owner may change an owner's role",
+                code="insufficient_role",
+                param="role",
+            )
+        if current is Role.OWNER and role is not Role.OWNER:
+            owners = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(MembershipRow)
+                .where(MembershipRow.org_id == org_id, MembershipRow.role == Role.OWNER.value)
+            )
+            if owners is not None and owners <= 1:
+                raise Conflict(
+                    "this user is the organization's last owner; make another owner first",
+                    code="last_owner",
+                    param="role",
+                )
+        membership.role = role.value
+        user = s.get(UserRow, user_id)
+    assert user is not None
+    return Member(user, org_id, role)
+
+
+# ---------------------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKeyRow
+    secret: str  # shown once, never stored
+
+
+def create_key(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    name: str,
+    org_id: str | None = None,
+    user_id: str | None = None,
+    role: Role | None = None,
+    expires_at: datetime | None = None,
+) -> CreatedKey:
+    """Make an API key for the caller (or, for an org admin, another member of the org)."""
+    org_id = org_id or actor.org_id
+    user_id = user_id or actor.user_id
+    now = clock.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed(
+            "expires_at must be in the future", code="expires_at_in_past", param="expires_at"
+        )
+    if org_id != actor.org_id or user_id != actor.user_id:
+        _require_read(actor, org_id)
+        actor.require_org_role(org_id, Role.ADMIN)
+    made = domain.generate_key()
+    with db.transaction() as s:
+        _org(s, org_id)
+        holder_role = Role(_membership(s, org_id, user_id, param="user_id").role)
+        domain.check_key_role(role, holder_role)
+        if not actor.is_operator_admin:
+            # Nobody mints a key stronger than the one they hold.
+            strongest = role or holder_role
+            if strongest.rank > actor.role.rank:
+                if role is not None:
+                    raise PermissionDenied(
+                        f"your key's role is {actor.role.value}; it cannot make a {role.value} key",
+                        code="insufficient_role",
+                        param="role",
+                    )
+                role = actor.role
+        row = _new_key(now, made, org_id, user_id, name, role, expires_at)
+        s.add(row)
+    return CreatedKey(row, made.secret)
+
+
+def list_keys(
+    *, db: Database, actor: Principal, org_id: str | None, limit: int, after: str | None
+) -> Page[ApiKeyRow]:
+    """The caller's own keys; with ``org_id``, every key of that org (its admins only)."""
+    stmt = sa.select(ApiKeyRow)
+    if org_id is None:
+        stmt = stmt.where(ApiKeyRow.user_id == actor.user_id, ApiKeyRow.org_id == actor.org_id)
+    else:
+        _require_read(actor, org_id)
+        if not (actor.is_operator and org_id != actor.org_id):
+            actor.require_org_role(org_id, Role.ADMIN)
+        stmt = stmt.where(ApiKeyRow.org_id == org_id)
+    with db.transaction() as s:
+        return paginate(s, stmt, ApiKeyRow.id, limit=limit, after=after)
+
+
+def get_key(*, db: Database, actor: Principal, key_id: str) -> ApiKeyRow:
+    with db.transaction() as s:
+        return _visible_key(s, actor, key_id)
+
+
+def revoke_key(*, db: Database, clock: Clock, actor: Principal, key_id: str) -> ApiKeyRow:
+    """Revoke a key (its holder, or an admin of its org); revoking twice is harmless."""
+    with db.transaction() as s:
+        row = _visible_key(s, actor, key_id)
+        if row.user_id != actor.user_id or row.org_id != actor.org_id:
+            actor.require_org_role(row.org_id, Role.ADMIN)
+        if row.revoked_at is None:
+            row.revoked_at = clock.now()
+    return row
+
+
+# -------------------------------------------------------------------------------------- quotas
+
+
+@dataclass(frozen=True)
+class EffectiveQuota:
+    org_id: str
+    gpu_model: str
+    limit_gpus: int
+    source: str  # "default" | "override"
+    default_gpus: int | None
+    usage_gpus: int
+
+
+def list_quotas(*, db: Database, actor: Principal, org_id: str) -> list[EffectiveQuota]:
+    """The org's effective quota for every GPU model with a default or an override."""
+    _require_read(actor, org_id)
+    with db.transaction() as s:
+        _org(s, org_id)
+        defaults = dict(
+            s.execute(sa.select(QuotaDefaultRow.gpu_model, QuotaDefaultRow.limit_gpus)).all()
+        )
+        overrides = dict(
+            s.execute(
+                sa.select(QuotaRow.gpu_model, QuotaRow.limit_gpus).where(QuotaRow.org_id == org_id)
+            ).all()
+        )
+    out = []
+    for model in sorted(set(defaults) | set(overrides)):
+        limit, source = domain.resolve_quota(defaults.get(model), overrides.get(model))
+        assert limit is not None
+        assert source is not None
+        out.append(EffectiveQuota(org_id, model, limit, source, defaults.get(model), 0))
+    return out
+
+
+def effective_quota(*, db: Database, org_id: str, gpu_model: str) -> int | None:
+    """The org's limit in GPUs for ``gpu_model``: its override, else the default, else None."""
+    with db.transaction() as s:
+        override = s.scalar(
+            sa.select(QuotaRow.limit_gpus).where(
+                QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model
+            )
+        )
+        default = s.scalar(
+            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
+        )
+    return domain.resolve_quota(default, override)[0]
+
+
+def set_quota(
+    *, db: Database, clock: Clock, actor: Principal, org_id: str, gpu_model: str, limit_gpus: int
+) -> EffectiveQuota:
+    """Set an org's override for one GPU model (operator admins)."""
+    actor.require_operator(write=True)
+    domain.check_gpu_model(gpu_model)
+    now = clock.now()
+    with db.transaction() as s:
+        _org(s, org_id)
+        updated = s.execute(
+            sa.update(QuotaRow)
+            .where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
+            .values(limit_gpus=limit_gpus, updated_at=now)
+        ).rowcount
+        if not updated:
+            s.add(
+                QuotaRow(
+                    id=new_id("quo"),
+                    org_id=org_id,
+                    gpu_model=gpu_model,
+                    limit_gpus=limit_gpus,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        default = s.scalar(
+            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
+        )
+    return EffectiveQuota(org_id, gpu_model, limit_gpus, "override", default, 0)
+
+
+def delete_quota(
+    *, db: Database, actor: Principal, org_id: str, gpu_model: str
+) -> EffectiveQuota | None:
+    """Remove an org's override so the default applies again; returns what is now in force."""
+    actor.require_operator(write=True)
+    domain.check_gpu_model(gpu_model)
+    with db.transaction() as s:
+        _org(s, org_id)
+        gone = s.execute(
+            sa.delete(QuotaRow).where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
+        ).rowcount
+        if not gone:
+            raise NotFound(
+                f"the organization has no quota override for {gpu_model}",
+                code="quota_not_found",
+                param="gpu_model",
+            )
+        default = s.scalar(
+            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
+        )
+    if default is None:
+        return None
+    return EffectiveQuota(org_id, gpu_model, default, "default", default, 0)
+
+
+def set_quota_default(
+    *, db: Database, clock: Clock, actor: Principal, gpu_model: str, limit_gpus: int
+) -> QuotaDefaultRow:
+    actor.require_operator(write=True)
+    domain.check_gpu_model(gpu_model)
+    now = clock.now()
+    with db.transaction() as s:
+        row = s.get(QuotaDefaultRow, gpu_model)
+        if row is None:
+            row = QuotaDefaultRow(gpu_model=gpu_model, limit_gpus=limit_gpus, updated_at=now)
+            s.add(row)
+        else:
+            row.limit_gpus, row.updated_at = limit_gpus, now
+    return row
+
+
+def list_quota_defaults(
+    *, db: Database, actor: Principal, limit: int, after: str | None
+) -> Page[QuotaDefaultRow]:
+    del actor  # every authenticated caller may read the registered defaults
+    with db.transaction() as s:
+        return paginate(
+            s, sa.select(QuotaDefaultRow), QuotaDefaultRow.gpu_model, limit=limit, after=after
+        )
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _can_read(actor: Principal, org_id: str) -> bool:
+    return actor.is_operator or actor.org_id == org_id
+
+
+def _require_read(actor: Principal, org_id: str) -> None:
+    if not _can_read(actor, org_id):
+        raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
+
+
+def _org(s: Session, org_id: str) -> OrgRow:
+    org = s.get(OrgRow, org_id)
+    if org is None:
+        raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
+    return org
+
+
+def _membership(s: Session, org_id: str, user_id: str, *, param: str = "user_id") -> MembershipRow:
+    row = s.scalar(
+        sa.select(MembershipRow).where(
+            MembershipRow.org_id == org_id, MembershipRow.user_id == user_id
+        )
+    )
+    if row is None:
+        raise NotFound(
+            f"user {user_id} is not a member of organization {org_id}",
+            code="user_not_found",
+            param=param,
+        )
+    return row
+
+
+def _visible_key(s: Session, actor: Principal, key_id: str) -> ApiKeyRow:
+    row = s.get(ApiKeyRow, key_id)
+    own = row is not None and row.user_id == actor.user_id and row.org_id == actor.org_id
+    if row is None or not (
+        own
+        or (actor.is_operator and row.org_id != actor.org_id)
+        or actor.is_operator_admin
+        or (row.org_id == actor.org_id and actor.role.at_least(Role.ADMIN))
+    ):
+        raise NotFound(f"no API key {key_id}", code="key_not_found", param="key_id")
+    return row
+
+
+def _find_or_create_user(s: Session, now: datetime, email: str, name: str) -> UserRow:
+    """The user with ``email``, created if new; a concurrent creation is picked up, not a 409."""
+    existing = s.scalar(sa.select(UserRow).where(UserRow.email == email))
+    if existing is not None:
+        return existing
+    user = UserRow(id=new_id("usr"), email=email, name=name, created_at=now)
+    try:
+        with s.begin_nested():
+            s.add(user)
+    except IntegrityError:
+        found = s.scalar(sa.select(UserRow).where(UserRow.email == email))
+        assert found is not None
+        return found
+    return user
+
+
+def _new_org(now: datetime, name: str, slug: str, *, is_operator: bool) -> OrgRow:
+    return OrgRow(
+        id=new_id("org"),
+        name=name,
+        slug=slug,
+        is_operator=is_operator,
+        operator_marker=True if is_operator else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _new_membership(now: datetime, org_id: str, user_id: str, role: Role) -> MembershipRow:
+    return MembershipRow(
+        id=new_id("mem"), org_id=org_id, user_id=user_id, role=role.value, created_at=now
+    )
+
+
+def _new_key(
+    now: datetime,
+    made: domain.NewKey,
+    org_id: str,
+    user_id: str,
+    name: str,
+    role: Role | None,
+    expires_at: datetime | None,
+) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=new_id("key"),
+        org_id=org_id,
+        user_id=user_id,
+        name=name,
+        prefix=made.prefix,
+        secret_hash=made.hash,
+        role=role.value if role else None,
+        created_at=now,
+        expires_at=expires_at,
+        revoked_at=None,
+        last_used_at=None,
+    )
