@@ -1,1 +1,136 @@
-from neocloud.db.base import Base  # noqa: F401
+"""Fleet rows: settings (levels), domains, nodes, their topology index, labels, events, checks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from neocloud.db.base import Base
+from neocloud.db.types import Amount, Json, UtcDateTime
+
+
+class FleetSettingsRow(Base):
+    """The fleet's topology levels, stored once (a single row, id 1)."""
+
+    __tablename__ = "fleet_settings"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    levels: Mapped[list[str]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DomainRow(Base):
+    """A topology domain (a region, a fabric, a rack, …); names are unique within a level."""
+
+    __tablename__ = "fleet_domains"
+
+    level: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    parent_path: Mapped[str] = mapped_column(sa.String(512))  # "us-east-1/us-east-1a"
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        sa.Index("ix_nodes_model_state_id", "gpu_model", "state", "id"),
+        sa.Index("ix_nodes_state_id", "state", "id"),
+        sa.Index("ix_nodes_health_id", "health", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    hostname: Mapped[str] = mapped_column(sa.String(253), unique=True)
+    gpu_model: Mapped[str] = mapped_column(sa.String(32))
+    gpu_count: Mapped[int] = mapped_column(sa.Integer)
+    vcpus: Mapped[int] = mapped_column(sa.Integer)
+    ram_gib: Mapped[int] = mapped_column(sa.Integer)
+    nvme_gib: Mapped[int] = mapped_column(sa.Integer)
+    topology: Mapped[dict[str, str]] = mapped_column(Json)  # ordered {level: name}
+    state: Mapped[str] = mapped_column(sa.String(16))
+    state_reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    hold: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    resume_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    drain_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    health: Mapped[str] = mapped_column(sa.String(8))
+    health_checks: Mapped[dict[str, Any]] = mapped_column(Json)  # name -> latest result
+    labels: Mapped[dict[str, str]] = mapped_column(Json)
+    bmc: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    capex_amount: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
+    capex_currency: Mapped[str | None] = mapped_column(sa.String(3), nullable=True)
+    book_life_years: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    in_service_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    import_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class NodeDomainRow(Base):
+    """The index behind topology filters: one row per (node, level)."""
+
+    __tablename__ = "node_domains"
+    __table_args__ = (sa.Index("ix_node_domains_level_name_node", "level", "name", "node_id"),)
+
+    node_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    level: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(63))
+
+
+class NodeLabelRow(Base):
+    """The index behind label filters: one row per (node, label)."""
+
+    __tablename__ = "node_labels"
+    __table_args__ = (sa.Index("ix_node_labels_key_value_node", "key", "value", "node_id"),)
+
+    node_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(255))
+
+
+class NodeEventRow(Base):
+    """One lifecycle transition of one node (append-only)."""
+
+    __tablename__ = "node_events"
+    __table_args__ = (sa.Index("ix_node_events_node_id_id", "node_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    node_id: Mapped[str] = mapped_column(sa.ForeignKey("nodes.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+
+
+class HealthCheckRow(Base):
+    """One reported check result (append-only history; the node keeps the latest per name)."""
+
+    __tablename__ = "node_health_checks"
+    __table_args__ = (sa.Index("ix_node_health_checks_node_id_id", "node_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    node_id: Mapped[str] = mapped_column(sa.ForeignKey("nodes.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    name: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(8))
+    message: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+
+
+class FleetImportRow(Base):
+    """One spec import: who loaded how many nodes when."""
+
+    __tablename__ = "fleet_imports"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    nodes_created: Mapped[int] = mapped_column(sa.Integer)
+    gpus_created: Mapped[int] = mapped_column(sa.Integer)
+    initial_state: Mapped[str] = mapped_column(sa.String(16))

@@ -1,0 +1,553 @@
+"""Fleet spec files: a YAML document declaring topology levels, node templates and sites.
+
+```yaml
+version: 1
+levels: [region, zone, fabric, block, rack]      # the node is the implied last level
+templates:
+  h100-8x: {gpu_model: H100, gpu_count: 8, vcpus: 224, ram_gib: 2048, nvme_tib: 30,
+            capex: "250000.00", book_life_years: 5, labels: {pool: training}}
+sites:
+  - region: us-east-1
+    zone: us-east-1a
+    fabrics:                                      # generated: blocks x racks x nodes
+      - {name: us-east-1a-ib01, template: h100-8x, blocks: 8, racks_per_block: 8,
+         nodes_per_rack: 4, in_service: 2026-01-15, bmc: "https://{hostname}.bmc.example"}
+    nodes:                                        # listed one by one
+      - {hostname: gpu-0001, template: h100-8x,
+         topology: {fabric: us-east-1a-ib01, block: us-east-1a-ib01-b01, rack: r-special}}
+```
+
+Generated names derive from their parents (block ``<fabric>-b03``, rack ``<block>-r02``, host
+``<rack>-n01``), so a name is unique within its level across the fleet. Errors are
+``ValidationFailed`` whose ``param`` is the dotted path of the field and whose message names the
+line of the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
+from neocloud.kernel.errors import ValidationFailed
+from neocloud.kernel.money import to_decimal
+
+DEFAULT_LEVELS: tuple[str, ...] = ("region", "zone", "fabric", "block", "rack")
+MAX_NODES_PER_FILE = 100_000
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+Name = Field(pattern=NAME_PATTERN)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class NodeTemplate(_Strict):
+    gpu_model: str
+    gpu_count: int = Field(ge=1, le=16)
+    vcpus: int = Field(ge=1, le=4096)
+    ram_gib: int = Field(ge=1, le=1 << 20)
+    nvme_gib: int | None = Field(None, ge=0, le=1 << 24)
+    nvme_tib: Decimal | None = Field(None, ge=0, le=16384)
+    capex: Decimal | None = Field(None, ge=0, description="purchase price of one node")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    book_life_years: int | None = Field(None, ge=1, le=15)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        model = find_gpu_model(value)
+        if model is None:
+            resolve_gpu_model(value)  # raises with the list of known models
+            raise AssertionError("unreachable")
+        return model.id
+
+    @field_validator("capex", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        return None if value is None else to_decimal(value)
+
+    @property
+    def nvme(self) -> int:
+        """NVMe capacity in GiB."""
+        if self.nvme_gib is not None:
+            return self.nvme_gib
+        if self.nvme_tib is not None:
+            return int(self.nvme_tib * 1024)
+        return 0
+
+
+class BmcSpec(_Strict):
+    """Where the node's baseboard controller answers; credentials live in a secret store."""
+
+    endpoint: str = Field(min_length=1, max_length=512)
+    vendor: str | None = Field(None, max_length=64)
+
+
+class FabricSpec(_Strict):
+    name: str = Name
+    template: str
+    blocks: int = Field(ge=1, le=4096)
+    racks_per_block: int = Field(ge=1, le=256)
+    nodes_per_rack: int = Field(ge=1, le=72)
+    node_count: int | None = Field(None, ge=1, description="fill racks in order up to this")
+    in_service: date | None = None
+    bmc: str | None = Field(None, max_length=512, description="endpoint with {hostname}")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def capacity(self) -> int:
+        return self.blocks * self.racks_per_block * self.nodes_per_rack
+
+    @property
+    def nodes(self) -> int:
+        return self.node_count if self.node_count is not None else self.capacity
+
+
+class ExplicitNode(_Strict):
+    hostname: str = Field(pattern=HOSTNAME_PATTERN)
+    template: str
+    topology: dict[str, str]
+    in_service: date | None = None
+    bmc: BmcSpec | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class SiteSpec(_Strict):
+    region: str = Name
+    zone: str = Name
+    fabrics: list[FabricSpec] = Field(default_factory=list)
+    nodes: list[ExplicitNode] = Field(default_factory=list)
+
+
+class FleetSpec(_Strict):
+    version: Literal[1] = 1
+    levels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LEVELS), min_length=2, max_length=8
+    )
+    templates: dict[str, NodeTemplate] = Field(min_length=1)
+    sites: list[SiteSpec] = Field(min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[str]) -> list[str]:
+        if value[:2] != ["region", "zone"]:
+            raise ValueError("levels must start with region, zone (the site's levels)")
+        if len(set(value)) != len(value):
+            raise ValueError("levels must be distinct")
+        for level in value:
+            if not level.isidentifier() or level != level.lower() or level == "node":
+                raise ValueError(f"level {level!r} must be a lowercase identifier, not 'node'")
+        return value
+
+    @property
+    def node_count(self) -> int:
+        return sum(f.nodes for s in self.sites for f in s.fabrics) + sum(
+            len(s.nodes) for s in self.sites
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedNode:
+    """One node the spec declares, ready to become a row."""
+
+    hostname: str
+    template: NodeTemplate
+    topology: dict[str, str]
+    in_service: date | None
+    bmc: dict[str, Any] | None
+    labels: dict[str, str]
+
+
+# --- loading with line numbers ----------------------------------------------------------------
+
+
+def load_spec_file(path: Path | str) -> FleetSpec:
+    path = Path(path)
+    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> FleetSpec:
+    """Parse and check a spec; a problem raises ``ValidationFailed`` naming field and line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationFailed(
+            f"{source}: not valid YAML{line}: {problem}", code="invalid_yaml"
+        ) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ValidationFailed(f"{source}: a fleet spec is a YAML mapping", code="invalid_spec")
+    try:
+        spec = FleetSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        raise _located(source, root, loc, first["msg"], "invalid_spec") from None
+    except ValidationFailed as exc:  # raised by a validator (unknown GPU model)
+        raise _located(source, root, ("templates",), exc.message, exc.code) from None
+    problem = check_spec(spec)
+    if problem is not None:
+        loc, message = problem
+        raise _located(source, root, loc, message, "invalid_spec")
+    return spec
+
+
+def _located(source: str, root: Any, loc: tuple[Any, ...], msg: str, code: str) -> ValidationFailed:
+    param = _dotted(loc)
+    line = _line_of(root, loc)
+    where = f" (line {line})" if line else ""
+    return ValidationFailed(
+        f"{source}: {param}: {msg}{where}",
+        code=code,
+        param=param or None,
+        details={"line": line} if line else None,
+    )
+
+
+def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest YAML node on ``loc`` that the document has."""
+    node = root
+    if node is None:
+        return None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if str(key.value) == str(part):
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    line: int = node.start_mark.line + 1
+    return line
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- semantic checks ------------------------------------------------------------------------
+
+
+def check_spec(spec: FleetSpec) -> tuple[tuple[Any, ...], str] | None:
+    """The first problem the schema cannot see (references, duplicates, sizes), or ``None``."""
+    total = spec.node_count
+    if total > MAX_NODES_PER_FILE:
+        return (
+            ("sites",),
+            f"the spec declares {total} nodes; one file may hold at most "
+            f"{MAX_NODES_PER_FILE} (split it into several imports)",
+        )
+    custom = list(spec.levels) != list(DEFAULT_LEVELS)
+    parents: dict[tuple[str, str], tuple[str, ...]] = {}
+    zones: dict[str, int] = {}
+    for i, site in enumerate(spec.sites):
+        if site.zone in zones:
+            return (
+                "sites",
+                i,
+                "zone",
+            ), f"duplicate zone {site.zone!r} (also sites[{zones[site.zone]}])"
+        zones[site.zone] = i
+        problem = _claim(parents, "zone", site.zone, (site.region,), ("sites", i, "zone"))
+        if problem:
+            return problem
+        for j, fabric in enumerate(site.fabrics):
+            at = ("sites", i, "fabrics", j)
+            if custom:
+                return (
+                    at,
+                    "generated fabrics need the default levels "
+                    f"{list(DEFAULT_LEVELS)}; with custom levels list nodes explicitly",
+                )
+            problem = _check_fabric(spec, site, fabric, at, parents)
+            if problem:
+                return problem
+        for k, node in enumerate(site.nodes):
+            at = ("sites", i, "nodes", k)
+            if node.template not in spec.templates:
+                return (*at, "template"), f"unknown template {node.template!r}"
+            problem = _check_explicit(spec, site, node, at, parents)
+            if problem:
+                return problem
+    return _check_hostnames(spec)
+
+
+def _claim(
+    parents: dict[tuple[str, str], tuple[str, ...]],
+    level: str,
+    name: str,
+    path: tuple[str, ...],
+    at: tuple[Any, ...],
+) -> tuple[tuple[Any, ...], str] | None:
+    """Record that ``name`` at ``level`` sits under ``path``; a second parent is a duplicate."""
+    known = parents.setdefault((level, name), path)
+    if known != path:
+        return at, f"duplicate {level} name {name!r}: already used under {'/'.join(known)}"
+    return None
+
+
+def _check_fabric(
+    spec: FleetSpec,
+    site: SiteSpec,
+    fabric: FabricSpec,
+    at: tuple[Any, ...],
+    parents: dict[tuple[str, str], tuple[str, ...]],
+) -> tuple[tuple[Any, ...], str] | None:
+    if fabric.template not in spec.templates:
+        return (*at, "template"), f"unknown template {fabric.template!r}"
+    if fabric.node_count is not None and fabric.node_count > fabric.capacity:
+        return (
+            (*at, "node_count"),
+            f"node_count {fabric.node_count} exceeds the fabric's "
+            f"capacity of {fabric.capacity} (blocks x racks_per_block x nodes_per_rack)",
+        )
+    if (("fabric", fabric.name)) in parents:
+        return (*at, "name"), f"duplicate fabric name {fabric.name!r}"
+    parents[("fabric", fabric.name)] = (site.region, site.zone)
+    for b in range(1, fabric.blocks + 1):
+        block = f"{fabric.name}-b{b:02d}"
+        problem = _claim(parents, "block", block, (site.region, site.zone, fabric.name), at)
+        if problem:
+            return problem
+        for r in range(1, fabric.racks_per_block + 1):
+            path = (site.region, site.zone, fabric.name, block)
+            problem = _claim(parents, "rack", f"{block}-r{r:02d}", path, at)
+            if problem:
+                return problem
+    if fabric.bmc is not None and "{hostname}" not in fabric.bmc:
+        return (*at, "bmc"), "the bmc endpoint pattern must contain {hostname}"
+    return None
+
+
+def _check_explicit(
+    spec: FleetSpec,
+    site: SiteSpec,
+    node: ExplicitNode,
+    at: tuple[Any, ...],
+    parents: dict[tuple[str, str], tuple[str, ...]],
+) -> tuple[tuple[Any, ...], str] | None:
+    lower = spec.levels[2:]
+    if set(node.topology) != set(lower):
+        return (*at, "topology"), f"topology must name exactly the levels {lower}"
+    path: tuple[str, ...] = (site.region, site.zone)
+    for level in lower:
+        name = node.topology[level]
+        if not _valid_name(name):
+            return (*at, "topology", level), f"{name!r} is not a valid {level} name"
+        problem = _claim(parents, level, name, path, (*at, "topology", level))
+        if problem:
+            return problem
+        path = (*path, name)
+    return None
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def _check_hostnames(spec: FleetSpec) -> tuple[tuple[Any, ...], str] | None:
+    seen: set[str] = set()
+    for i, site in enumerate(spec.sites):
+        for j, fabric in enumerate(site.fabrics):
+            for host in _fabric_hostnames(fabric):
+                if host[0] in seen:
+                    return ("sites", i, "fabrics", j, "name"), f"duplicate hostname {host[0]!r}"
+                seen.add(host[0])
+        for k, node in enumerate(site.nodes):
+            if node.hostname in seen:
+                return ("sites", i, "nodes", k, "hostname"), f"duplicate hostname {node.hostname!r}"
+            seen.add(node.hostname)
+    return None
+
+
+def _fabric_hostnames(fabric: FabricSpec) -> Iterator[tuple[str, str, str]]:
+    """(hostname, block, rack) of each node of a generated fabric, in order."""
+    count = 0
+    for b in range(1, fabric.blocks + 1):
+        block = f"{fabric.name}-b{b:02d}"
+        for r in range(1, fabric.racks_per_block + 1):
+            rack = f"{block}-r{r:02d}"
+            for n in range(1, fabric.nodes_per_rack + 1):
+                if count >= fabric.nodes:
+                    return
+                count += 1
+                yield f"{rack}-n{n:02d}", block, rack
+
+
+def expand(spec: FleetSpec) -> Iterator[PlannedNode]:
+    """Every node the spec declares, in file order."""
+    for site in spec.sites:
+        for fabric in site.fabrics:
+            template = spec.templates[fabric.template]
+            labels = {**template.labels, **fabric.labels}
+            for hostname, block, rack in _fabric_hostnames(fabric):
+                bmc = None
+                if fabric.bmc:
+                    bmc = {"endpoint": fabric.bmc.replace("{hostname}", hostname)}
+                topology = {
+                    "region": site.region,
+                    "zone": site.zone,
+                    "fabric": fabric.name,
+                    "block": block,
+                    "rack": rack,
+                }
+                yield PlannedNode(hostname, template, topology, fabric.in_service, bmc, labels)
+        for node in site.nodes:
+            template = spec.templates[node.template]
+            topology = {"region": site.region, "zone": site.zone}
+            topology.update({level: node.topology[level] for level in spec.levels[2:]})
+            bmc_dict = node.bmc.model_dump(exclude_none=True) if node.bmc else None
+            yield PlannedNode(
+                node.hostname,
+                template,
+                topology,
+                node.in_service,
+                bmc_dict,
+                {**template.labels, **node.labels},
+            )
+
+
+def dump_spec(spec: FleetSpec) -> str:
+    data = spec.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+# --- generation -------------------------------------------------------------------------------
+
+# (vcpus, ram GiB, NVMe GiB, capex per GPU) of a typical server per model.
+_SERVER: dict[str, tuple[int, int, int, str]] = {
+    "A100-SXM-80GB": (256, 2048, 15360, "20000"),
+    "H100-SXM-80GB": (224, 2048, 30720, "31250"),
+    "H200-SXM-141GB": (224, 3072, 30720, "36000"),
+    "B200-SXM-180GB": (224, 4096, 30720, "47000"),
+    "GB200-NVL72": (144, 960, 15360, "60000"),
+    "L40S-48GB": (128, 1024, 7680, "11000"),
+}
+REGION_NAMES = (
+    "us-east-1",
+    "eu-west-1",
+    "us-west-2",
+    "eu-north-1",
+    "ap-northeast-1",
+    "us-central-1",
+    "eu-central-1",
+    "ap-southeast-1",
+)
+
+
+def generate_spec(
+    *,
+    gpus: int,
+    model: str,
+    regions: int = 1,
+    fabric_nodes: int = 2048,
+    in_service: date | None = None,
+    bmc: str | None = None,
+) -> FleetSpec:
+    """A realistic spec for ``gpus`` GPUs of ``model`` (rounded up to whole nodes).
+
+    Nodes are split evenly over ``regions`` (one zone each), into fabrics of at most
+    ``fabric_nodes`` nodes; a block is one leaf switch (32 nodes: 8 racks of 4), except for
+    rack-scale NVLink systems (GB200 NVL72), whose rack is the NVLink domain (18 trays of 4).
+    """
+    gm = resolve_gpu_model(model, param="model")
+    if not 1 <= regions <= len(REGION_NAMES):
+        raise ValidationFailed(f"regions must be 1 to {len(REGION_NAMES)}", param="regions")
+    if gpus < 1:
+        raise ValidationFailed("gpus must be at least 1", param="gpus")
+    per_node = (
+        gm.max_gpus_per_node
+        if gm.nvlink_domain > gm.max_gpus_per_node
+        else min(8, gm.max_gpus_per_node)
+    )
+    total = math.ceil(gpus / per_node)
+    if total > MAX_NODES_PER_FILE:
+        raise ValidationFailed(
+            f"{gpus} GPUs make {total} nodes; one spec holds at most {MAX_NODES_PER_FILE}",
+            param="gpus",
+        )
+    if gm.nvlink_domain > per_node:
+        nodes_per_rack, racks_per_block = gm.nvlink_domain // per_node, 8
+    else:
+        nodes_per_rack, racks_per_block = 4, 8
+    block_nodes = nodes_per_rack * racks_per_block
+    if fabric_nodes < block_nodes:
+        raise ValidationFailed(
+            f"a fabric needs at least one block of {block_nodes} nodes", param="fabric_nodes"
+        )
+    vcpus, ram, nvme, capex_per_gpu = _SERVER[gm.id]
+    key = f"{gm.id.split('-')[0].lower()}-{per_node}x"
+    template = NodeTemplate(
+        gpu_model=gm.id,
+        gpu_count=per_node,
+        vcpus=vcpus,
+        ram_gib=ram,
+        nvme_gib=nvme,
+        capex=Decimal(capex_per_gpu) * per_node,
+        book_life_years=5,
+        labels={"pool": "general"},
+    )
+    sites = []
+    for r in range(regions):
+        region_nodes = total // regions + (1 if r < total % regions else 0)
+        if region_nodes == 0:
+            continue
+        region = REGION_NAMES[r]
+        zone = f"{region}a"
+        n_fabrics = math.ceil(region_nodes / fabric_nodes)
+        fabrics = []
+        for f in range(n_fabrics):
+            nodes = region_nodes // n_fabrics + (1 if f < region_nodes % n_fabrics else 0)
+            fabrics.append(
+                FabricSpec(
+                    name=f"{zone}-ib{f + 1:02d}",
+                    template=key,
+                    blocks=math.ceil(nodes / block_nodes),
+                    racks_per_block=racks_per_block,
+                    nodes_per_rack=nodes_per_rack,
+                    node_count=nodes if nodes % block_nodes else None,
+                    in_service=in_service,
+                    bmc=bmc,
+                )
+            )
+        sites.append(SiteSpec(region=region, zone=zone, fabrics=fabrics))
+    spec = FleetSpec(templates={key: template}, sites=sites)
+    problem = check_spec(spec)
+    if problem is not None:
+        raise ValidationFailed(problem[1], param=_dotted(problem[0]))
+    return spec
+
+
+def demo_spec() -> FleetSpec:
+    """The demo fleet: 4,096 GPUs (H100, H200, L40S) over two regions."""
+    return load_spec_file(Path(__file__).parent / "specs" / "demo.yaml")
