@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from neocloud.kernel.errors import InvalidRequest
 
@@ -50,7 +50,7 @@ def decode_cursor(cursor: str) -> str:
 def paginate(
     session: Session,
     stmt: sa.Select[Any],
-    id_column: sa.ColumnElement[str],
+    id_column: sa.ColumnElement[str] | QueryableAttribute[str],
     *,
     limit: int,
     after: str | None,
@@ -65,6 +65,6 @@ def paginate(
     return Page(rows, has_more, next_cursor)
 
 
-def _id_of(row: Any, id_column: sa.ColumnElement[str]) -> str:
+def _id_of(row: Any, id_column: sa.ColumnElement[str] | QueryableAttribute[str]) -> str:
     key = getattr(id_column, "key", "id")
     return str(getattr(row, key))

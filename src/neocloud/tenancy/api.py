@@ -7,6 +7,7 @@ alone at ``GET /projects/{project_id}``.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -41,7 +42,12 @@ router = APIRouter(responses=ERROR_RESPONSES)
 OrgId = Annotated[str, Path(max_length=40)]
 AnyId = Annotated[str, Path(max_length=40)]
 GpuModel = Annotated[str, Path(max_length=64, pattern=rules.GPU_MODEL_PATTERN)]
-TAG_ORGS, TAG_KEYS, TAG_QUOTAS, TAG_AUDIT = ["organizations"], ["api keys"], ["quotas"], ["audit"]
+TAG_ORGS: list[str | Enum] = ["organizations"]
+TAG_PROJECTS: list[str | Enum] = ["projects"]
+TAG_USERS: list[str | Enum] = ["users"]
+TAG_KEYS: list[str | Enum] = ["api keys"]
+TAG_QUOTAS: list[str | Enum] = ["quotas"]
+TAG_AUDIT: list[str | Enum] = ["audit"]
 
 
 def _org(row: OrgRow) -> OrgOut:
@@ -64,7 +70,7 @@ def _quota(q: service.EffectiveQuota) -> QuotaOut:
         org_id=q.org_id,
         gpu_model=q.gpu_model,
         limit_gpus=q.limit_gpus,
-        source=q.source,  # type: ignore[arg-type]
+        source=q.source,
         default_gpus=q.default_gpus,
         usage=q.usage_gpus,
     )
@@ -128,7 +134,7 @@ def update_org(ctx: Ctx, caller: Caller, org_id: OrgId, body: OrgUpdate) -> OrgO
 
 
 @router.post(
-    "/orgs/{org_id}/projects", response_model=ProjectOut, status_code=201, tags=["projects"]
+    "/orgs/{org_id}/projects", response_model=ProjectOut, status_code=201, tags=TAG_PROJECTS
 )
 def create_project(ctx: Ctx, caller: Caller, org_id: OrgId, body: ProjectCreate) -> ProjectOut:
     row = service.create_project(
@@ -142,7 +148,7 @@ def create_project(ctx: Ctx, caller: Caller, org_id: OrgId, body: ProjectCreate)
     return ProjectOut.model_validate(row, from_attributes=True)
 
 
-@router.get("/orgs/{org_id}/projects", response_model=ListOut[ProjectOut], tags=["projects"])
+@router.get("/orgs/{org_id}/projects", response_model=ListOut[ProjectOut], tags=TAG_PROJECTS)
 def list_projects(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListOut[ProjectOut]:
     page = service.list_projects(
         db=ctx.db, actor=caller, org_id=org_id, limit=paging.limit, after=paging.after
@@ -154,7 +160,7 @@ def list_projects(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> Li
     )
 
 
-@router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+@router.get("/projects/{project_id}", response_model=ProjectOut, tags=TAG_PROJECTS)
 def get_project(ctx: Ctx, caller: Caller, project_id: AnyId) -> ProjectOut:
     row = service.get_project(db=ctx.db, actor=caller, project_id=project_id)
     return ProjectOut.model_validate(row, from_attributes=True)
@@ -163,7 +169,7 @@ def get_project(ctx: Ctx, caller: Caller, project_id: AnyId) -> ProjectOut:
 # --------------------------------------------------------------------------------------- users
 
 
-@router.post("/orgs/{org_id}/users", response_model=UserOut, status_code=201, tags=["users"])
+@router.post("/orgs/{org_id}/users", response_model=UserOut, status_code=201, tags=TAG_USERS)
 def add_user(ctx: Ctx, caller: Caller, org_id: OrgId, body: UserCreate) -> UserOut:
     """Add a user to the org with a role (created if the email is new; org admins)."""
     member = service.add_user(
@@ -178,7 +184,7 @@ def add_user(ctx: Ctx, caller: Caller, org_id: OrgId, body: UserCreate) -> UserO
     return _member(member)
 
 
-@router.get("/orgs/{org_id}/users", response_model=ListOut[UserOut], tags=["users"])
+@router.get("/orgs/{org_id}/users", response_model=ListOut[UserOut], tags=TAG_USERS)
 def list_users(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListOut[UserOut]:
     page = service.list_members(
         db=ctx.db, actor=caller, org_id=org_id, limit=paging.limit, after=paging.after
@@ -188,7 +194,7 @@ def list_users(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListO
     )
 
 
-@router.patch("/orgs/{org_id}/users/{user_id}", response_model=UserOut, tags=["users"])
+@router.patch("/orgs/{org_id}/users/{user_id}", response_model=UserOut, tags=TAG_USERS)
 def update_user(
     ctx: Ctx, caller: Caller, org_id: OrgId, user_id: AnyId, body: MemberUpdate
 ) -> UserOut:

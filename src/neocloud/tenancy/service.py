@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -484,11 +485,13 @@ def set_quota(
     now = clock.now()
     with db.transaction() as s:
         _org(s, org_id)
-        updated = s.execute(
-            sa.update(QuotaRow)
-            .where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
-            .values(limit_gpus=limit_gpus, updated_at=now)
-        ).rowcount
+        updated = _rowcount(
+            s.execute(
+                sa.update(QuotaRow)
+                .where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
+                .values(limit_gpus=limit_gpus, updated_at=now)
+            )
+        )
         if not updated:
             s.add(
                 QuotaRow(
@@ -514,9 +517,13 @@ def delete_quota(
     domain.check_gpu_model(gpu_model)
     with db.transaction() as s:
         _org(s, org_id)
-        gone = s.execute(
-            sa.delete(QuotaRow).where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
-        ).rowcount
+        gone = _rowcount(
+            s.execute(
+                sa.delete(QuotaRow).where(
+                    QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model
+                )
+            )
+        )
         if not gone:
             raise NotFound(
                 f"the organization has no quota override for {gpu_model}",
@@ -558,6 +565,10 @@ def list_quota_defaults(
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _can_read(actor: Principal, org_id: str) -> bool:
