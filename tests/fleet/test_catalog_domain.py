@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from neocloud.fleet import domain
@@ -23,17 +25,24 @@ def test_catalog_has_the_six_models_with_figures() -> None:
         "L40S-48GB",
     } <= ids
     for m in CATALOG:
-        assert m.memory_gb > 0 and m.tdp_w > 0 and m.bf16_tflops > 0 and m.hbm_tbps > 0
+        assert m.memory_gb > 0
+        assert m.tdp_w > 0
+        assert m.bf16_tflops > 0
+        assert m.hbm_tbps > 0
         assert m.nvlink_domain >= 1
         assert m.list_price_per_gpu_hour.amount > 0
     h100 = find_gpu_model("H100-SXM-80GB")
     assert h100 is not None
     assert (h100.memory_gb, h100.tdp_w, h100.nvlink_domain) == (80, 700, 8)
-    assert str(h100.bf16_tflops) == "989" and str(h100.hbm_tbps) == "3.35"
+    assert str(h100.bf16_tflops) == "989"
+    assert str(h100.hbm_tbps) == "3.35"
     gb200 = find_gpu_model("GB200")
-    assert gb200 is not None and gb200.nvlink_domain == 72 and gb200.max_gpus_per_node == 4
+    assert gb200 is not None
+    assert gb200.nvlink_domain == 72
+    assert gb200.max_gpus_per_node == 4
     l40s = find_gpu_model("l40s")
-    assert l40s is not None and l40s.nvlink_domain == 1
+    assert l40s is not None
+    assert l40s.nvlink_domain == 1
 
 
 @pytest.mark.parametrize(
@@ -78,7 +87,7 @@ def test_the_happy_path_of_one_tenant() -> None:
         S.WIPING,
         S.AVAILABLE,
     ]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         assert domain.transition(a, b) == b
 
 
@@ -92,22 +101,31 @@ def test_illegal_transition_names_allowed_states() -> None:
 
 def test_cordon_idle_and_busy() -> None:
     lc, moves = domain.cordon(Lifecycle(S.AVAILABLE))
-    assert lc.state == S.CORDONED and lc.hold and len(moves) == 1
+    assert lc.state == S.CORDONED
+    assert lc.hold
+    assert len(moves) == 1
     lc, _ = domain.cordon(Lifecycle(S.IN_USE))
-    assert lc.state == S.DRAINING and lc.hold and lc.resume == S.IN_USE and not lc.drain
+    assert lc.state == S.DRAINING
+    assert lc.hold
+    assert lc.resume == S.IN_USE
+    assert not lc.drain
     lc, _ = domain.settle(lc, S.RELEASING)
     lc, _ = domain.settle(lc, S.WIPING)
     lc, _ = domain.settle(lc, S.AVAILABLE)  # the compute context finishes the wipe
     assert lc.state == S.CORDONED
     lc, _ = domain.uncordon(lc)
-    assert lc.state == S.AVAILABLE and not lc.hold
+    assert lc.state == S.AVAILABLE
+    assert not lc.hold
 
 
 def test_drain_marks_the_workload_and_uncordon_resumes() -> None:
     lc, _ = domain.cordon(Lifecycle(S.PROVISIONING), drain=True)
-    assert lc.state == S.DRAINING and lc.drain
+    assert lc.state == S.DRAINING
+    assert lc.drain
     lc, _ = domain.uncordon(lc)
-    assert lc.state == S.PROVISIONING and not lc.drain and not lc.hold
+    assert lc.state == S.PROVISIONING
+    assert not lc.drain
+    assert not lc.hold
 
 
 def test_retire_only_from_idle_states() -> None:

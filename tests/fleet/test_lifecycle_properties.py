@@ -1,5 +1,7 @@
 """Property-based tests: random operation sequences on the pure node lifecycle."""
 
+# ruff: noqa: PT017 - hypothesis explores both outcomes; the except branch checks the error
+
 from __future__ import annotations
 
 from hypothesis import given, settings

@@ -28,12 +28,16 @@ def _ids(db: Database, **filters: object) -> list[str]:
 
 def test_import_creates_nodes_domains_and_events(db: Database, clock: VirtualClock) -> None:
     result = _import(db, clock)
-    assert result.nodes_created == 17 and result.gpus_created == 136
+    assert result.nodes_created == 17
+    assert result.gpus_created == 136
     assert service.count_nodes(db=db) == 17
     node = service.list_nodes(db=db, filters=NodeFilter(), limit=1, after=None).items[0]
-    assert node.state == "available" and node.health == "healthy"
-    assert node.capex_amount is not None and str(node.capex_amount.normalize()) == "2.5E+5"
-    assert node.in_service_at is not None and node.in_service_at.year == 2026
+    assert node.state == "available"
+    assert node.health == "healthy"
+    assert node.capex_amount is not None
+    assert str(node.capex_amount.normalize()) == "2.5E+5"
+    assert node.in_service_at is not None
+    assert node.in_service_at.year == 2026
     events = service.list_node_events(db=db, node_id=node.id, limit=10, after=None).items
     assert [(e.from_state, e.to_state) for e in events] == [(None, "available")]
     levels, domains = service.topology(db=db, level="rack")
@@ -96,9 +100,11 @@ def test_filters(db: Database, clock: VirtualClock) -> None:
 def test_pagination(db: Database, clock: VirtualClock) -> None:
     _import(db, clock)
     first = service.list_nodes(db=db, filters=NodeFilter(), limit=10, after=None)
-    assert first.has_more and first.next_cursor
+    assert first.has_more
+    assert first.next_cursor
     second = service.list_nodes(db=db, filters=NodeFilter(), limit=10, after=first.next_cursor)
-    assert len(second.items) == 7 and not second.has_more
+    assert len(second.items) == 7
+    assert not second.has_more
     assert {n.id for n in first.items}.isdisjoint(n.id for n in second.items)
 
 
@@ -114,24 +120,30 @@ def _one(db: Database, clock: VirtualClock) -> str:
 def test_cordon_uncordon_drain_retire(db: Database, clock: VirtualClock) -> None:
     node_id = _one(db, clock)
     node = service.cordon_node(db=db, clock=clock, node_id=node_id, reason="bad cable", actor="ops")
-    assert node.state == "cordoned" and node.hold and node.state_reason == "bad cable"
+    assert node.state == "cordoned"
+    assert node.hold
+    assert node.state_reason == "bad cable"
     node = service.uncordon_node(db=db, clock=clock, node_id=node_id)
-    assert node.state == "available" and not node.hold
+    assert node.state == "available"
+    assert not node.hold
     # A busy node drains: the tenant keeps running, then lands in cordoned.
     for to in ("allocated", "provisioning", "in_use"):
         service.transition_node(db=db, clock=clock, node_id=node_id, to=to)
     node = service.drain_node(db=db, clock=clock, node_id=node_id)
-    assert node.state == "draining" and node.drain_requested_at is not None
+    assert node.state == "draining"
+    assert node.drain_requested_at is not None
     for to in ("releasing", "wiping", "available"):
         node = service.transition_node(db=db, clock=clock, node_id=node_id, to=to)
-    assert node.state == "cordoned" and node.drain_requested_at is None
+    assert node.state == "cordoned"
+    assert node.drain_requested_at is None
     with pytest.raises(IllegalTransition):
         service.transition_node(db=db, clock=clock, node_id=node_id, to="in_use")
     node = service.retire_node(db=db, clock=clock, node_id=node_id)
     assert node.state == "retired"
     events = service.list_node_events(db=db, node_id=node_id, limit=100, after=None).items
     assert [e.to_state for e in events][-3:] == ["wiping", "cordoned", "retired"]
-    assert events[1].actor == "ops" and events[1].reason == "bad cable"
+    assert events[1].actor == "ops"
+    assert events[1].reason == "bad cable"
 
 
 def test_retire_refused_while_in_use(db: Database, clock: VirtualClock) -> None:
@@ -154,14 +166,16 @@ def test_failing_health_check_fails_the_node(db: Database, clock: VirtualClock) 
             CheckResult("ib", CheckStatus.WARN, "flapping"),
         ],
     )
-    assert node.health == "warning" and node.state == "available"
+    assert node.health == "warning"
+    assert node.state == "available"
     node = service.report_health(
         db=db,
         clock=clock,
         node_id=node_id,
         checks=[CheckResult("dcgm", CheckStatus.FAIL, "XID 79")],
     )
-    assert node.health == "failed" and node.state == "failed"
+    assert node.health == "failed"
+    assert node.state == "failed"
     assert "XID 79" in (node.state_reason or "")
     assert _ids(db, health="failed") == ["special-01"]
     with pytest.raises(IllegalTransition):
@@ -180,6 +194,7 @@ def test_summary(db: Database, clock: VirtualClock) -> None:
         ("cordoned", 1, 8),
     }
     by_rack = service.fleet_summary(db=db, group_by="rack")
-    assert sum(x.nodes for x in by_rack) == 17 and len({x.domain for x in by_rack}) == 5
+    assert sum(x.nodes for x in by_rack) == 17
+    assert len({x.domain for x in by_rack}) == 5
     with pytest.raises(ValidationFailed):
         service.fleet_summary(db=db, group_by="row")

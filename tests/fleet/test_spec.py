@@ -38,7 +38,8 @@ def _error(text: str) -> ValidationFailed:
 def test_bad_field_names_field_and_line() -> None:
     err = _error(GOOD.replace("gpu_count: 8", "gpu_count: many"))
     assert err.param == "templates.h100-8x.gpu_count"
-    assert "line 6" in err.message and "fleet.yaml" in err.message
+    assert "line 6" in err.message
+    assert "fleet.yaml" in err.message
 
 
 def test_unknown_field_and_unknown_model() -> None:
@@ -46,7 +47,8 @@ def test_unknown_field_and_unknown_model() -> None:
     assert err.param == "sites[0].fabrics[0].colour"
     assert "line 20" in err.message
     err = _error(GOOD.replace("gpu_model: h100", "gpu_model: V100"))
-    assert "V100" in err.message and "line 4" in err.message
+    assert "V100" in err.message
+    assert "line 4" in err.message
 
 
 def test_unknown_template_and_node_count_over_capacity() -> None:
@@ -55,7 +57,8 @@ def test_unknown_template_and_node_count_over_capacity() -> None:
             "        template: h100-8x\n        blocks", "        template: nope\n        blocks"
         )
     )
-    assert err.param == "sites[0].fabrics[0].template" and "line 18" in err.message
+    assert err.param == "sites[0].fabrics[0].template"
+    assert "line 18" in err.message
     err = _error(GOOD.replace("nodes_per_rack: 4", "nodes_per_rack: 4\n        node_count: 99"))
     assert err.param == "sites[0].fabrics[0].node_count"
 
@@ -73,11 +76,13 @@ def test_duplicate_names_are_rejected() -> None:
       - hostname""",
     )
     err = _error(dup_fabric)
-    assert err.param == "sites[0].fabrics[1].name" and "duplicate fabric" in err.message
+    assert err.param == "sites[0].fabrics[1].name"
+    assert "duplicate fabric" in err.message
     assert "line 24" in err.message
     dup_host = GOOD.replace("hostname: special-01", "hostname: us-east-1a-ib01-b01-r01-n01")
     err = _error(dup_host)
-    assert "duplicate hostname" in err.message and err.param == "sites[0].nodes[0].hostname"
+    assert "duplicate hostname" in err.message
+    assert err.param == "sites[0].nodes[0].hostname"
     wrong_parent = GOOD.replace(
         "block: us-east-1a-ib01-b01,", "block: us-east-1a-ib01-b01x,"
     ).replace("rack: rack-special", "rack: us-east-1a-ib01-b01-r01")
@@ -87,7 +92,8 @@ def test_duplicate_names_are_rejected() -> None:
 
 def test_invalid_yaml_names_the_line() -> None:
     err = _error("levels: [region\ntemplates: {")
-    assert err.code == "invalid_yaml" and "line" in err.message
+    assert err.code == "invalid_yaml"
+    assert "line" in err.message
 
 
 def test_size_limit() -> None:
@@ -95,14 +101,16 @@ def test_size_limit() -> None:
         "racks_per_block: 2", "racks_per_block: 30"
     )
     err = _error(big)
-    assert "at most 100000" in err.message and err.param == "sites"
+    assert "at most 100000" in err.message
+    assert err.param == "sites"
 
 
 def test_generator_makes_31250_nodes_for_250000_gpus() -> None:
     spec = generate_spec(gpus=250_000, model="H100", regions=2)
     assert spec.node_count == 31_250
     nodes = list(expand(spec))
-    assert len(nodes) == 31_250 and sum(n.template.gpu_count for n in nodes) == 250_000
+    assert len(nodes) == 31_250
+    assert sum(n.template.gpu_count for n in nodes) == 250_000
     assert len({n.hostname for n in nodes}) == 31_250
     assert {n.topology["region"] for n in nodes} == {"us-east-1", "eu-west-1"}
     again = parse_spec(dump_spec(spec))
@@ -112,7 +120,8 @@ def test_generator_makes_31250_nodes_for_250000_gpus() -> None:
 def test_generator_gb200_racks_are_nvlink_domains() -> None:
     spec = generate_spec(gpus=72 * 16, model="gb200")
     fabric = spec.sites[0].fabrics[0]
-    assert fabric.nodes_per_rack == 18 and spec.templates["gb200-4x"].gpu_count == 4
+    assert fabric.nodes_per_rack == 18
+    assert spec.templates["gb200-4x"].gpu_count == 4
 
 
 def test_demo_spec_is_4096_gpus_over_two_regions_and_three_models() -> None:

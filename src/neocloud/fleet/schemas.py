@@ -86,7 +86,7 @@ class NodeOut(ResponseModel):
     def of(cls, row: NodeRow) -> NodeOut:
         capex = None
         if row.capex_amount is not None:
-            capex = MoneyOut.of(Money(row.capex_amount, row.capex_currency or "USD"))
+            capex = MoneyOut.of(Money(row.capex_amount, row.capex_currency or "USD").rounded())
         return cls(
             id=row.id,
             hostname=row.hostname,

@@ -1,0 +1,355 @@
+"""CLI for the fleet: ``neocloud fleet generate|import|summary|topology|gpu-models`` and
+``neocloud nodes list|get|events|cordon|uncordon|drain|retire|transition|health``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from neocloud.cli.output import Column, err, fail, out, print_json, print_object, print_table
+from neocloud.cli.state import STATE
+from neocloud.client import ApiError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+fleet_app = typer.Typer(
+    help="The GPU fleet: specs, imports, summary, topology.", no_args_is_help=True
+)
+nodes_app = typer.Typer(help="Nodes and their lifecycle (operators).", no_args_is_help=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+Reason = Annotated[str | None, typer.Option("--reason", help="Why (kept in the node's events)")]
+Opt = Annotated[str | None, typer.Option()]
+
+NODE_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("GPU", lambda n: f"{n['gpu_count']}x {n['gpu_model']}"),
+    (
+        "STATE",
+        lambda n: (
+            n["state"] + (" (cordoned)" if n.get("cordoned") and n["state"] != "cordoned" else "")
+        ),
+    ),
+    ("HEALTH", "health"),
+    ("FABRIC", lambda n: n["topology"].get("fabric")),
+    ("RACK", lambda n: n["topology"].get("rack")),
+]
+NODE_FIELDS: list[Column] = [
+    ("id", "id"),
+    ("hostname", "hostname"),
+    ("gpu model", "gpu_model"),
+    ("gpus", "gpu_count"),
+    ("vcpus", "vcpus"),
+    ("ram GiB", "ram_gib"),
+    ("NVMe GiB", "nvme_gib"),
+    ("topology", "topology"),
+    ("state", "state"),
+    ("reason", "state_reason"),
+    ("cordoned", "cordoned"),
+    ("drain requested", "drain_requested_at"),
+    ("health", "health"),
+    ("labels", "labels"),
+    ("bmc", "bmc"),
+    ("capex", "capex"),
+    ("in service", "in_service_at"),
+    ("updated", "updated_at"),
+]
+
+
+def api_call(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise fail(exc) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------- fleet
+
+
+@fleet_app.command("generate")
+def fleet_generate(
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="How many GPUs")],
+    model: Annotated[str, typer.Option("--model", help="GPU model (H100, H200, B200, …)")],
+    regions: Annotated[int, typer.Option("--regions", min=1, max=8)] = 1,
+    fabric_size: Annotated[
+        int, typer.Option("--fabric-size", min=1, help="Most nodes in one fabric")
+    ] = 2048,
+    in_service: Annotated[str | None, typer.Option("--in-service", help="YYYY-MM-DD")] = None,
+    bmc: Annotated[str | None, typer.Option("--bmc", help="BMC endpoint with {hostname}")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here, not stdout")
+    ] = None,
+) -> None:
+    """Write a fleet spec for N GPUs of one model (import it with `fleet import`)."""
+    from neocloud.fleet.spec import dump_spec, generate_spec
+    from neocloud.kernel.errors import NeocloudError
+
+    try:
+        day = date.fromisoformat(in_service) if in_service else None
+        spec = generate_spec(
+            gpus=gpus,
+            model=model,
+            regions=regions,
+            fabric_nodes=fabric_size,
+            in_service=day,
+            bmc=bmc,
+        )
+    except (NeocloudError, ValueError) as exc:
+        err.print(f"[red]error[/red] {getattr(exc, 'message', exc)}")
+        raise typer.Exit(2) from None
+    text = dump_spec(spec)
+    if out_file is None:
+        typer.echo(text, nl=False)
+        return
+    out_file.write_text(text, encoding="utf-8")
+    gpus_made = sum(
+        spec.templates[f.template].gpu_count * f.nodes for s in spec.sites for f in s.fabrics
+    )
+    err.print(f"wrote {out_file}: {spec.node_count} nodes, {gpus_made} GPUs")
+
+
+@fleet_app.command("import")
+@api_call
+def fleet_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    initial_state: Annotated[
+        str, typer.Option("--initial-state", help="available, enrolled or burn_in")
+    ] = "available",
+    as_json: Json = False,
+) -> None:
+    """Import a fleet spec: every node in one transaction, or none."""
+    result = STATE.client().fleet.import_spec(
+        file.read_text(encoding="utf-8"), initial_state=initial_state
+    )
+    if as_json:
+        print_json(result)
+    else:
+        out.print(
+            f"imported {result['nodes_created']} nodes ({result['gpus_created']} GPUs, "
+            f"{result['domains_created']} new domains) as {result['initial_state']}; "
+            f"import {result['id']}"
+        )
+
+
+@fleet_app.command("summary")
+@api_call
+def fleet_summary(
+    by: Annotated[
+        str | None, typer.Option("--by", help="Also group by a level (fabric, …)")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Nodes and GPUs by model x state (x domain)."""
+    summary = STATE.client().fleet.summary(group_by=by)
+    if as_json:
+        print_json(summary)
+        return
+    columns: list[Column] = [("GPU MODEL", "gpu_model")]
+    if by:
+        columns.append((by.upper(), "domain"))
+    columns += [("STATE", "state"), ("NODES", "nodes"), ("GPUS", "gpus")]
+    print_table(summary["lines"], columns)
+    out.print(f"total: {summary['nodes']} nodes, {summary['gpus']} GPUs")
+
+
+@fleet_app.command("topology")
+@api_call
+def fleet_topology(
+    level: Annotated[str | None, typer.Option("--level", help="Only this level")] = None,
+    as_json: Json = False,
+) -> None:
+    """The fleet's levels and domains with node and GPU counts."""
+    topo = STATE.client().fleet.topology(level=level)
+    if as_json:
+        print_json(topo)
+        return
+    out.print("levels: " + " > ".join([*topo["levels"], "node"]))
+    print_table(
+        topo["domains"],
+        [
+            ("LEVEL", "level"),
+            ("NAME", "name"),
+            ("PARENT", "parent"),
+            ("NODES", "nodes"),
+            ("GPUS", "gpus"),
+        ],
+    )
+
+
+@fleet_app.command("gpu-models")
+@api_call
+def fleet_gpu_models(as_json: Json = False) -> None:
+    """The GPU catalog."""
+    models = STATE.client().fleet.gpu_models()
+    if as_json:
+        print_json(models)
+        return
+    print_table(
+        models,
+        [
+            ("ID", "id"),
+            ("MEMORY GB", "memory_gb"),
+            ("TDP W", "tdp_w"),
+            ("NVLINK", "nvlink_domain"),
+            ("BF16 TFLOP/S", "bf16_tflops"),
+            ("HBM TB/S", "hbm_tbps"),
+            ("LIST $/GPU-H", lambda m: m["list_price_per_gpu_hour"]["amount"]),
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------- nodes
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error[/red] {what} must be key=value, not {item!r}")
+            raise typer.Exit(2)
+        pairs[key] = value
+    return pairs
+
+
+@nodes_app.command("list")
+@api_call
+def nodes_list(
+    gpu_model: Annotated[
+        str | None, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, …")
+    ] = None,
+    state: Opt = None,
+    health: Opt = None,
+    hostname: Opt = None,
+    region: Opt = None,
+    zone: Opt = None,
+    fabric: Opt = None,
+    block: Opt = None,
+    rack: Opt = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v, repeatable")] = None,
+    level: Annotated[
+        list[str] | None, typer.Option("--level", help="other topology level: level=name")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100000)] = 100,
+    as_json: Json = False,
+) -> None:
+    """List nodes, filtered by model, state, health, labels and any topology level."""
+    topology = {
+        k: v
+        for k, v in {
+            "region": region,
+            "zone": zone,
+            "fabric": fabric,
+            "block": block,
+            "rack": rack,
+        }.items()
+        if v
+    }
+    topology.update(_pairs(level, "--level"))
+    rows: list[dict[str, Any]] = []
+    for node in STATE.client().nodes.iter(
+        gpu_model=gpu_model,
+        state=state,
+        health=health,
+        hostname=hostname,
+        labels=_pairs(label, "--label"),
+        topology=topology,
+    ):
+        rows.append(node)
+        if len(rows) >= limit:
+            break
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, NODE_COLUMNS)
+
+
+@nodes_app.command("get")
+@api_call
+def nodes_get(node_id: str, as_json: Json = False) -> None:
+    print_object(STATE.client().nodes.get(node_id), as_json=as_json, fields=NODE_FIELDS)
+
+
+@nodes_app.command("events")
+@api_call
+def nodes_events(node_id: str, as_json: Json = False) -> None:
+    """The node's lifecycle transitions, oldest first."""
+    events = list(STATE.client().iter(f"nodes/{node_id}/events"))
+    if as_json:
+        print_json(events)
+        return
+    print_table(
+        events,
+        [
+            ("AT", "at"),
+            ("FROM", "from_state"),
+            ("TO", "to_state"),
+            ("REASON", "reason"),
+            ("ACTOR", "actor"),
+        ],
+    )
+
+
+def _action(name: str, doc: str) -> None:
+    @api_call
+    def command(node_id: str, reason: Reason = None, as_json: Json = False) -> None:
+        node = getattr(STATE.client().nodes, name)(node_id, reason=reason)
+        if as_json:
+            print_json(node)
+        else:
+            out.print(
+                f"{node['id']} ({node['hostname']}): {node['state']}"
+                + (" [cordoned]" if node["cordoned"] and node["state"] != "cordoned" else "")
+            )
+
+    command.__doc__ = doc
+    nodes_app.command(name)(command)
+
+
+_action("cordon", "No new work; a busy node drains and lands in cordoned after release.")
+_action("uncordon", "Lift a cordon: back to available (or back to its work if draining).")
+_action("drain", "Cordon and ask for the workload to be evicted.")
+_action("retire", "Take the node out of the fleet for good (not while in use).")
+
+
+@nodes_app.command("transition")
+@api_call
+def nodes_transition(node_id: str, to: str, reason: Reason = None, as_json: Json = False) -> None:
+    """Move a node through the lifecycle table (e.g. burn_in -> available, failed -> repair)."""
+    node = STATE.client().nodes.transition(node_id, to, reason=reason)
+    if as_json:
+        print_json(node)
+    else:
+        out.print(f"{node['id']} ({node['hostname']}): {node['state']}")
+
+
+@nodes_app.command("health")
+@api_call
+def nodes_health(
+    node_id: str,
+    check: Annotated[list[str], typer.Option("--check", help="name=pass|warn|fail[:message]")],
+    as_json: Json = False,
+) -> None:
+    """Report health check results (a failing check takes the node out of service)."""
+    checks = []
+    for name, value in _pairs(check, "--check").items():
+        status, _, message = value.partition(":")
+        checks.append({"name": name, "status": status, **({"message": message} if message else {})})
+    node = STATE.client().nodes.report_health(node_id, checks)
+    if as_json:
+        print_json(node)
+    else:
+        out.print(
+            f"{node['id']} ({node['hostname']}): health {node['health']}, state {node['state']}"
+        )

@@ -1,0 +1,103 @@
+"""SDK resources for the fleet: ``client.fleet`` (catalog, summary, topology, imports) and
+``client.nodes`` (list, get, events, lifecycle actions, health reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from neocloud.client.resources import Resource
+
+Obj = dict[str, Any]
+
+
+def _filters(
+    *,
+    gpu_model: str | None = None,
+    state: str | None = None,
+    health: str | None = None,
+    hostname: str | None = None,
+    labels: dict[str, str] | None = None,
+    topology: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "gpu_model": gpu_model,
+        "state": state,
+        "health": health,
+        "hostname": hostname,
+    }
+    if labels:
+        params["label"] = [f"{k}={v}" for k, v in labels.items()]
+    params.update(topology or {})
+    return params
+
+
+class FleetResource(Resource):
+    def gpu_models(self) -> list[Obj]:
+        result: list[Obj] = self._c.get("gpu-models")["data"]
+        return result
+
+    def summary(self, *, group_by: str | None = None) -> Obj:
+        result: Obj = self._c.get("fleet/summary", group_by=group_by)
+        return result
+
+    def topology(self, *, level: str | None = None) -> Obj:
+        result: Obj = self._c.get("fleet/topology", level=level)
+        return result
+
+    def import_spec(self, spec_yaml: str, *, initial_state: str | None = None) -> Obj:
+        """Send a fleet spec (YAML text); the server imports all of it or nothing."""
+        result: Obj = self._c.request(
+            "POST",
+            "fleet/imports",
+            content=spec_yaml.encode("utf-8"),
+            params={"initial_state": initial_state},
+            headers={"Content-Type": "application/yaml"},
+        )
+        return result
+
+
+class NodesResource(Resource):
+    def list(self, *, limit: int | None = None, after: str | None = None, **filters: Any) -> Obj:
+        """One page; filters: gpu_model, state, health, hostname, labels={k: v},
+        topology={level: name}."""
+        result: Obj = self._c.get("nodes", limit=limit, after=after, **_filters(**filters))
+        return result
+
+    def iter(self, **filters: Any) -> Iterator[Obj]:
+        return self._c.iter("nodes", **_filters(**filters))
+
+    def get(self, node_id: str) -> Obj:
+        result: Obj = self._c.get(f"nodes/{node_id}")
+        return result
+
+    def events(self, node_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
+        result: Obj = self._c.get(f"nodes/{node_id}/events", limit=limit, after=after)
+        return result
+
+    def _action(self, node_id: str, action: str, reason: str | None) -> Obj:
+        body = {"reason": reason} if reason else {}
+        result: Obj = self._c.post(f"nodes/{node_id}/{action}", body)
+        return result
+
+    def cordon(self, node_id: str, *, reason: str | None = None) -> Obj:
+        return self._action(node_id, "cordon", reason)
+
+    def uncordon(self, node_id: str, *, reason: str | None = None) -> Obj:
+        return self._action(node_id, "uncordon", reason)
+
+    def drain(self, node_id: str, *, reason: str | None = None) -> Obj:
+        return self._action(node_id, "drain", reason)
+
+    def retire(self, node_id: str, *, reason: str | None = None) -> Obj:
+        return self._action(node_id, "retire", reason)
+
+    def transition(self, node_id: str, to: str, *, reason: str | None = None) -> Obj:
+        body = {"to": to, "reason": reason} if reason else {"to": to}
+        result: Obj = self._c.post(f"nodes/{node_id}/transition", body)
+        return result
+
+    def report_health(self, node_id: str, checks: list[Obj]) -> Obj:
+        """``checks``: ``[{"name": "dcgm", "status": "pass|warn|fail", "message": ...}]``."""
+        result: Obj = self._c.post(f"nodes/{node_id}/health", {"checks": checks})
+        return result
