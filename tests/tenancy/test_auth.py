@@ -128,3 +128,34 @@ def test_key_role_caps_membership(admin: Client) -> None:
     assert info.value.status == 403
     weaker = viewer.keys.create("same")
     assert weaker["role"] == "viewer"
+
+
+def test_last_used_at_is_written_at_most_once_per_interval(
+    admin_key: str, db: Database, clock: VirtualClock
+) -> None:
+    from neocloud.tenancy.service import authenticate_key
+
+    def touched() -> object:
+        with db.transaction() as s:
+            return s.scalar(sa.select(ApiKeyRow.last_used_at))
+
+    principal = authenticate_key(db=db, clock=clock, token=admin_key, touch_interval_s=60)
+    assert principal.is_operator_admin
+    first = touched()
+    clock.advance(30)
+    authenticate_key(db=db, clock=clock, token=admin_key, touch_interval_s=60)
+    assert touched() == first
+    clock.advance(31)
+    authenticate_key(db=db, clock=clock, token=admin_key, touch_interval_s=60)
+    assert touched() == clock.now()
+
+
+def test_concurrent_bootstrap_makes_one_operator(db: Database, clock: VirtualClock) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: bootstrap_operator(db=db, clock=clock), range(4)))
+    assert sum(r is not None for r in results) == 1
+    with db.transaction() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(OrgRow)) == 1
+        assert s.scalar(sa.select(sa.func.count()).select_from(ApiKeyRow)) == 1
