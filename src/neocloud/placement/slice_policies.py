@@ -1,0 +1,336 @@
+"""Named, pluggable policies that place shared-GPU pods on nodes (and on GPUs inside a node).
+
+Each policy scores every feasible node, takes the best score and breaks ties by the cluster's node
+rank (``SliceCluster.rank``), then picks the GPU(s) inside that node. The baselines follow
+the FGD paper's simulator (hkust-adsl/kubernetes-scheduler-simulator), including its integer
+scores, because ties decide much of the outcome:
+
+- ``first_fit``: the first feasible node; the first GPU that fits.
+- ``random``: a uniformly random feasible node; a random fitting GPU.
+- ``best_fit``: least leftover of (vCPU / 128 cores + GPU / 8 GPUs) / 2; best-fit GPU.
+- ``dot_prod``: Tetris — smallest dot product of free and requested (vCPU, GPU) vectors.
+- ``gpu_packing``: prefer GPUs already shared, then nodes already in use, then idle nodes.
+- ``gpu_clustering``: prefer nodes that already run pods of the same GPU shape.
+- ``fgd``: fragmentation gradient descent — least expected fragmentation increase against the
+  target workload (see ``fragmentation``), on both the node and the GPU.
+- ``default``: FGD with the exact (not integer-rounded) fragmentation increase, ties broken by
+  the least leftover GPU on the node (best fit), then at random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from neocloud.kernel.errors import NotFound
+from neocloud.placement.fragmentation import FragmentationMeter, TargetWorkload
+from neocloud.placement.slices import MILLI, SliceCluster, SlicePod
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+MAX_SPEC_CPU = 128_000  # milli-cores: normalises vCPU in best_fit and dot_prod
+MAX_SPEC_GPU = 8 * MILLI  # milli-GPU: normalises GPU in best_fit, dot_prod and gpu_clustering
+MAX_SCORE = 100
+
+Placement = tuple[int, tuple[int, ...]]  # node index, GPU indices on it
+
+
+class SlicePolicy(Protocol):
+    """Chooses a node and GPUs for ``pod``, or ``None`` when no node fits."""
+
+    name: str
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None: ...
+
+
+def pick_best(cluster: SliceCluster, scores: FloatArray, feasible: BoolArray) -> int:
+    """Index of a highest score among ``feasible`` nodes; among ties the lowest
+    ``cluster.rank`` (the paper's simulator: the smallest node name)."""
+    masked = np.where(feasible, scores, -np.inf)
+    best = np.flatnonzero(masked == masked.max())
+    return int(best[0]) if len(best) == 1 else int(best[np.argmin(cluster.rank[best])])
+
+
+def best_fit_gpu(cluster: SliceCluster, pod: SlicePod, node: int) -> tuple[int, ...]:
+    """Fractional pod: the GPU with the least free milli that fits (lowest index on ties).
+    Whole-GPU pod: the lowest-indexed entirely free GPUs."""
+    if pod.num_gpu == 0:
+        return ()
+    if not pod.is_fractional:
+        return cluster.whole_gpus(pod, node)
+    free = cluster.gpu_free[node]
+    cand = np.where(free >= pod.gpu_milli, free, MILLI + 1)
+    return (int(np.argmin(cand)),)
+
+
+def _total_free(cluster: SliceCluster) -> IntArray:
+    out: IntArray = cluster.gpu_free.sum(axis=1)
+    return out
+
+
+class _ScoredPolicy:
+    """Shared shape: integer-valued score per node, random tie-break, then a GPU choice."""
+
+    name = "scored"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        raise NotImplementedError
+
+    def gpus(
+        self, cluster: SliceCluster, pod: SlicePod, node: int, rng: np.random.Generator
+    ) -> tuple[int, ...]:
+        return best_fit_gpu(cluster, pod, node)
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None:
+        feasible = cluster.feasible(pod)
+        if not feasible.any():
+            return None
+        node = pick_best(cluster, self.scores(cluster, pod), feasible)
+        return node, self.gpus(cluster, pod, node, rng)
+
+
+class FirstFit(_ScoredPolicy):
+    name = "first_fit"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        return -np.arange(len(cluster), dtype=np.float64)
+
+    def gpus(
+        self, cluster: SliceCluster, pod: SlicePod, node: int, rng: np.random.Generator
+    ) -> tuple[int, ...]:
+        return cluster.whole_gpus(pod, node)
+
+
+class RandomFit(_ScoredPolicy):
+    name = "random"
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None:
+        feasible = np.flatnonzero(cluster.feasible(pod))
+        if not len(feasible):
+            return None
+        node = int(rng.choice(feasible))
+        return node, self.gpus(cluster, pod, node, rng)
+
+    def gpus(
+        self, cluster: SliceCluster, pod: SlicePod, node: int, rng: np.random.Generator
+    ) -> tuple[int, ...]:
+        if not pod.is_fractional:
+            return cluster.whole_gpus(pod, node)
+        fitting = np.flatnonzero(cluster.gpu_free[node] >= pod.gpu_milli)
+        return (int(rng.choice(fitting)),)
+
+
+class BestFit(_ScoredPolicy):
+    """Score ``trunc(100 * (1 - leftover))``, then min-max normalised to 0..100 with integer
+    division over the feasible nodes, as the paper's simulator does."""
+
+    name = "best_fit"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        cpu_left = (cluster.cpu_free - pod.cpu_milli) / MAX_SPEC_CPU
+        gpu_left = (_total_free(cluster) - pod.total_gpu_milli) / MAX_SPEC_GPU
+        raw = np.trunc((1.0 - (0.5 * cpu_left + 0.5 * gpu_left)) * MAX_SCORE).astype(np.int64)
+        feasible = cluster.feasible(pod)
+        lowest, highest = raw[feasible].min(), raw[feasible].max()
+        if highest == lowest:
+            return np.zeros(len(cluster), dtype=np.float64)
+        return np.asarray(((raw - lowest) * MAX_SCORE // (highest - lowest)).astype(np.float64), dtype=np.float64)
+
+
+class DotProd(_ScoredPolicy):
+    name = "dot_prod"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        dot = (cluster.cpu_free / MAX_SPEC_CPU) * (pod.cpu_milli / MAX_SPEC_CPU) + (
+            _total_free(cluster) / MAX_SPEC_GPU
+        ) * (pod.total_gpu_milli / MAX_SPEC_GPU)
+        return np.trunc(MAX_SCORE * (1.0 - dot / 2.0))
+
+
+class GpuPacking(_ScoredPolicy):
+    """Shared GPUs first (less free is better), then used nodes (fewer idle GPUs taken is
+    better), then idle nodes."""
+
+    name = "gpu_packing"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        n = len(cluster)
+        if pod.num_gpu == 0:
+            return np.zeros(n, dtype=np.float64)
+        free = cluster.gpu_free
+        fully_free = (free == MILLI).sum(axis=1)
+        all_free = fully_free == cluster.gpu_count
+        case3 = np.maximum(MAX_SCORE // 3 - fully_free, fully_free)
+        if pod.is_fractional:
+            cand = np.where(free >= pod.gpu_milli, free, MILLI + 1)
+            chosen = cand.min(axis=1)
+            uses_idle = chosen == MILLI
+            case2 = np.maximum(MAX_SCORE // 2 - 1, MAX_SCORE // 3)
+            ratio = np.minimum(chosen, MILLI) * 100 // MILLI
+            case1 = np.maximum(MAX_SCORE - ratio // 10, MAX_SCORE // 2)
+            partial = np.where(uses_idle, case2, case1)
+        else:
+            partial = np.full(n, max(MAX_SCORE // 2 - pod.num_gpu, MAX_SCORE // 3))
+        return np.asarray(np.where(all_free, case3, partial).astype(np.float64), dtype=np.float64)
+
+
+class GpuClustering(_ScoredPolicy):
+    """Nodes that only run pods of this GPU shape first, then nodes that run it among others,
+    then idle nodes, then the rest; within each band, fuller nodes first."""
+
+    name = "gpu_clustering"
+
+    def scores(self, cluster: SliceCluster, pod: SlicePod) -> FloatArray:
+        n = len(cluster)
+        if pod.num_gpu == 0:
+            return np.zeros(n, dtype=np.float64)
+        shape = cluster.shape_counts
+        same = shape[:, cluster.shape_of(pod)] > 0
+        kinds = (shape > 0).sum(axis=1)
+        band = np.where(same, np.where(kinds == 1, 3, 2), np.where(kinds == 0, 1, 0))
+        fill = (MAX_SCORE // 4) * (MAX_SPEC_GPU - _total_free(cluster)) // MAX_SPEC_GPU
+        return np.asarray((fill + band * (MAX_SCORE // 4)).astype(np.float64), dtype=np.float64)
+
+
+class _FragCache:
+    """Per pod signature: the best score and GPU per node, valid while the node is unchanged."""
+
+    def __init__(self, n: int) -> None:
+        self.version = np.full(n, -1, dtype=np.int64)
+        self.score = np.zeros(n, dtype=np.float64)
+        self.gpu = np.full(n, -1, dtype=np.int64)
+
+
+class Fgd:
+    """Fragmentation gradient descent. ``exact=False`` reproduces the paper's integer score
+    ``trunc(100 * sigmoid(-increase / 1000))``; ``exact=True`` ranks by the increase itself
+    and breaks ties by best fit (least free GPU left on the node)."""
+
+    def __init__(self, target: TargetWorkload, *, exact: bool = False, name: str = "fgd") -> None:
+        self.target = target
+        self.exact = exact
+        self.name = name
+        self._meter: FragmentationMeter | None = None
+        self._models: tuple[str, ...] = ()
+        self._caches: dict[object, _FragCache] = {}
+        self._cluster_id = -1
+
+    def _reset_for(self, cluster: SliceCluster) -> FragmentationMeter:
+        if self._meter is None or self._cluster_id != id(cluster) or self._models != cluster.models:
+            self._meter = FragmentationMeter(self.target, cluster.models)
+            self._models = cluster.models
+            self._caches = {}
+            self._cluster_id = id(cluster)
+        return self._meter
+
+    def _score(self, delta: FloatArray) -> FloatArray:
+        if self.exact:
+            return -delta
+        return np.floor(MAX_SCORE / (1.0 + np.exp(delta / 1000.0)))
+
+    def _evaluate(
+        self, cluster: SliceCluster, pod: SlicePod, nodes: IntArray
+    ) -> tuple[FloatArray, IntArray]:
+        meter = self._reset_for(cluster)
+        g = cluster.gpu_free[nodes]
+        c = cluster.cpu_free[nodes]
+        m = cluster.model_idx[nodes]
+        before = meter.measure(g, c, m)
+        c_after = c - pod.cpu_milli
+        if pod.is_fractional:
+            k, slots = g.shape
+            after_g = np.repeat(g[:, None, :], slots, axis=1)  # (K, option, GPU)
+            idx = np.arange(slots)
+            after_g[:, idx, idx] -= pod.gpu_milli
+            valid = g >= pod.gpu_milli
+            after = meter.measure(
+                after_g.reshape(k * slots, slots), np.repeat(c_after, slots), np.repeat(m, slots)
+            ).reshape(k, slots)
+            scores = np.where(valid, self._score(after - before[:, None]), -np.inf)
+            gpu = np.argmax(scores, axis=1)  # the first GPU among equal scores
+            return scores[np.arange(k), gpu], gpu.astype(np.int64)
+        after_g = g.copy()
+        if pod.num_gpu:
+            whole = np.cumsum(g >= pod.gpu_milli, axis=1) <= pod.num_gpu
+            after_g = np.where(whole & (g >= pod.gpu_milli), g - pod.gpu_milli, g)
+        after = meter.measure(after_g, c_after, m)
+        return self._score(after - before), np.full(len(nodes), -1, dtype=np.int64)
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None:
+        feasible = cluster.feasible(pod)
+        if not feasible.any():
+            return None
+        self._reset_for(cluster)
+        key = (pod.cpu_milli, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches[key] = _FragCache(len(cluster))
+        stale = np.flatnonzero(feasible & (cache.version != cluster.version))
+        if len(stale):
+            cache.score[stale], cache.gpu[stale] = self._evaluate(cluster, pod, stale)
+            cache.version[stale] = cluster.version[stale]
+        scores = cache.score
+        if self.exact:
+            # Ties on the exact increase: the node left with the least idle GPU (best fit).
+            leftover = (cluster.gpu_free.sum(axis=1) - pod.total_gpu_milli) / MAX_SPEC_GPU
+            scores = scores - 1e-6 * leftover
+        node = pick_best(cluster, scores, feasible)
+        if pod.is_fractional:
+            return node, (int(cache.gpu[node]),)
+        return node, cluster.whole_gpus(pod, node)
+
+
+PolicyFactory = Callable[[TargetWorkload | None], SlicePolicy]
+
+
+def _needs_target(name: str, target: TargetWorkload | None) -> TargetWorkload:
+    if target is None:
+        raise NotFound(
+            f"slice policy {name!r} needs a target workload (the expected pod-type mix)",
+            code="target_required",
+            param="target",
+        )
+    return target
+
+
+SLICE_POLICIES: dict[str, PolicyFactory] = {
+    "first_fit": lambda _t: FirstFit(),
+    "random": lambda _t: RandomFit(),
+    "best_fit": lambda _t: BestFit(),
+    "dot_prod": lambda _t: DotProd(),
+    "gpu_packing": lambda _t: GpuPacking(),
+    "gpu_clustering": lambda _t: GpuClustering(),
+    "fgd": lambda t: Fgd(_needs_target("fgd", t)),
+    "default": lambda t: Fgd(_needs_target("default", t), exact=True, name="default"),
+}
+
+
+def slice_policy_names() -> list[str]:
+    return list(SLICE_POLICIES)
+
+
+def get_slice_policy(name: str, *, target: TargetWorkload | None = None) -> SlicePolicy:
+    """The policy registered as ``name``; raises ``NotFound`` listing the known names."""
+    factory = SLICE_POLICIES.get(name)
+    if factory is None:
+        known = ", ".join(SLICE_POLICIES)
+        raise NotFound(
+            f"unknown slice policy {name!r}; known policies: {known}",
+            code="unknown_policy",
+            param="policy",
+            details={"known": list(SLICE_POLICIES)},
+        )
+    return factory(target)

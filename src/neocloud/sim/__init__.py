@@ -1,0 +1,1 @@
+"""Trace-driven simulation through the real placement code (DESIGN §2)."""
