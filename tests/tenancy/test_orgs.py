@@ -168,3 +168,14 @@ def test_pagination_over_more_than_a_page(admin: Client) -> None:
 def test_bad_cursor_is_400(admin: Client) -> None:
     exc = _error(admin.orgs.list, after="!!!")
     assert (exc.status, exc.code, exc.param) == (400, "invalid_cursor", "after")
+
+
+def test_removing_a_member_stops_their_keys(admin: Client) -> None:
+    acme = make_tenant(admin, "acme")
+    member = add_member(admin, acme, "member")
+    assert member.client.get("me")["role"] == "member"
+    acme.client.users.remove(acme.org["id"], member.user["id"])
+    assert _error(member.client.get, "me").status == 401
+    assert _error(acme.client.users.remove, acme.org["id"], member.user["id"]).status == 404
+    exc = _error(acme.client.users.remove, acme.org["id"], acme.user["id"])
+    assert (exc.status, exc.code, exc.param) == (409, "last_owner", "user_id")

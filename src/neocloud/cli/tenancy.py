@@ -201,6 +201,14 @@ def users_set_role(org_id: str, user_id: str, role: str, as_json: Json = False) 
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
+@users_app.command("remove")
+@api_call
+def users_remove(org_id: str, user_id: str) -> None:
+    """Take a user out of an organization (their keys for it stop working)."""
+    STATE.client().users.remove(org_id, user_id)
+    err.print(f"{user_id} removed from {org_id}")
+
+
 # ---------------------------------------------------------------------------------------- keys
 
 

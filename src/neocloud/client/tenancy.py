@@ -80,6 +80,9 @@ class UsersResource(Resource):
         result: Obj = self._c.patch(f"orgs/{org_id}/users/{user_id}", {"role": role})
         return result
 
+    def remove(self, org_id: str, user_id: str) -> None:
+        self._c.delete(f"orgs/{org_id}/users/{user_id}")
+
 
 class KeysResource(Resource):
     def create(

@@ -205,6 +205,12 @@ def update_user(
     return _member(member)
 
 
+@router.delete("/orgs/{org_id}/users/{user_id}", status_code=204, tags=TAG_USERS)
+def remove_user(ctx: Ctx, caller: Caller, org_id: OrgId, user_id: AnyId) -> None:
+    """Take a user out of the org; their keys for it stop working at once (org admins)."""
+    service.remove_member(db=ctx.db, actor=caller, org_id=org_id, user_id=user_id)
+
+
 # ---------------------------------------------------------------------------------------- keys
 
 

@@ -326,21 +326,42 @@ def set_member_role(
                 param="role",
             )
         if current is Role.OWNER and role is not Role.OWNER:
-            owners = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(MembershipRow)
-                .where(MembershipRow.org_id == org_id, MembershipRow.role == Role.OWNER.value)
-            )
-            if owners is not None and owners <= 1:
-                raise Conflict(
-                    "this user is the organization's last owner; make another owner first",
-                    code="last_owner",
-                    param="role",
-                )
+            _check_not_last_owner(s, org_id, param="role")
         membership.role = role.value
         user = s.get(UserRow, user_id)
     assert user is not None
     return Member(user, org_id, role)
+
+
+def remove_member(*, db: Database, actor: Principal, org_id: str, user_id: str) -> None:
+    """Take a user out of an org (their keys for it stop working at once); not the last owner."""
+    _require_read(actor, org_id)
+    actor.require_org_role(org_id, Role.ADMIN)
+    with db.transaction() as s:
+        s.execute(sa.select(OrgRow.id).where(OrgRow.id == org_id).with_for_update()).first()
+        _org(s, org_id)
+        membership = _membership(s, org_id, user_id)
+        if Role(membership.role) is Role.OWNER:
+            if not actor.is_operator_admin and actor.role is not Role.OWNER:
+                raise PermissionDenied(
+                    "only an owner may remove an owner", code="insufficient_role"
+                )
+            _check_not_last_owner(s, org_id, param="user_id")
+        s.delete(membership)
+
+
+def _check_not_last_owner(s: Session, org_id: str, *, param: str) -> None:
+    owners = s.scalar(
+        sa.select(sa.func.count())
+        .select_from(MembershipRow)
+        .where(MembershipRow.org_id == org_id, MembershipRow.role == Role.OWNER.value)
+    )
+    if owners is not None and owners <= 1:
+        raise Conflict(
+            "this user is the organization's last owner; make another owner first",
+            code="last_owner",
+            param=param,
+        )
 
 
 # ---------------------------------------------------------------------------------------- keys
