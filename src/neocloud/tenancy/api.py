@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from neocloud.kernel.clock import ensure_utc
-from neocloud.tenancy import audit, service
+from neocloud.tenancy import audit, quotas, service
 from neocloud.tenancy import domain as rules
 from neocloud.tenancy.schemas import (
     AuditEventOut,
@@ -65,7 +65,7 @@ def _member(m: service.Member) -> UserOut:
     )
 
 
-def _quota(q: service.EffectiveQuota) -> QuotaOut:
+def _quota(q: quotas.EffectiveQuota) -> QuotaOut:
     return QuotaOut(
         org_id=q.org_id,
         gpu_model=q.gpu_model,
@@ -266,8 +266,8 @@ def revoke_key(ctx: Ctx, caller: Caller, key_id: AnyId) -> KeyOut:
 @router.get("/orgs/{org_id}/quotas", response_model=ListOut[QuotaOut], tags=TAG_QUOTAS)
 def list_quotas(ctx: Ctx, caller: Caller, org_id: OrgId) -> ListOut[QuotaOut]:
     """The org's effective quota per GPU model: its override, else the registered default."""
-    quotas = service.list_quotas(db=ctx.db, actor=caller, org_id=org_id)
-    return ListOut(data=[_quota(q) for q in quotas], has_more=False)
+    found = quotas.list_quotas(db=ctx.db, actor=caller, org_id=org_id)
+    return ListOut(data=[_quota(q) for q in found], has_more=False)
 
 
 @router.put("/orgs/{org_id}/quotas/{gpu_model}", response_model=QuotaOut, tags=TAG_QUOTAS)
@@ -275,7 +275,7 @@ def set_quota(
     ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel, body: QuotaSet
 ) -> QuotaOut:
     """Override the org's quota for one GPU model (operator admins)."""
-    quota = service.set_quota(
+    quota = quotas.set_quota(
         db=ctx.db,
         clock=ctx.clock,
         actor=caller,
@@ -289,12 +289,12 @@ def set_quota(
 @router.delete("/orgs/{org_id}/quotas/{gpu_model}", status_code=204, tags=TAG_QUOTAS)
 def delete_quota(ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel) -> None:
     """Drop the org's override so the registered default applies again (operator admins)."""
-    service.delete_quota(db=ctx.db, actor=caller, org_id=org_id, gpu_model=gpu_model)
+    quotas.delete_quota(db=ctx.db, actor=caller, org_id=org_id, gpu_model=gpu_model)
 
 
 @router.get("/quota-defaults", response_model=ListOut[QuotaDefaultOut], tags=TAG_QUOTAS)
 def list_quota_defaults(ctx: Ctx, caller: Caller, paging: Paging) -> ListOut[QuotaDefaultOut]:
-    page = service.list_quota_defaults(
+    page = quotas.list_quota_defaults(
         db=ctx.db, actor=caller, limit=paging.limit, after=paging.after
     )
     return ListOut(
@@ -309,7 +309,7 @@ def set_quota_default(
     ctx: Ctx, caller: Caller, gpu_model: GpuModel, body: QuotaSet
 ) -> QuotaDefaultOut:
     """Register the default quota of a GPU model for every org without an override."""
-    row = service.set_quota_default(
+    row = quotas.set_quota_default(
         db=ctx.db, clock=ctx.clock, actor=caller, gpu_model=gpu_model, limit_gpus=body.limit_gpus
     )
     return QuotaDefaultOut.model_validate(row, from_attributes=True)

@@ -3,17 +3,17 @@
 Each function is keyword-only, runs one transaction and raises the kernel's errors. ``actor`` is
 the authenticated ``Principal`` that the function authorises against. Reads of another org's
 objects answer not-found (its existence is not the caller's business); writes check roles.
-Audit events live in ``neocloud.tenancy.audit``.
+Quotas live in ``neocloud.tenancy.quotas`` (``effective_quota`` is re-exported here), audit
+events in ``neocloud.tenancy.audit``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,13 +30,13 @@ from neocloud.kernel.errors import (
 )
 from neocloud.kernel.ids import new_id
 from neocloud.tenancy import domain
+from neocloud.tenancy.access import can_read, membership_row, org_row, require_read
+from neocloud.tenancy.quotas import effective_quota as effective_quota  # re-exported
 from neocloud.tenancy.tables import (
     ApiKeyRow,
     MembershipRow,
     OrgRow,
     ProjectRow,
-    QuotaDefaultRow,
-    QuotaRow,
     UserRow,
 )
 
@@ -175,18 +175,18 @@ def list_orgs(*, db: Database, actor: Principal, limit: int, after: str | None) 
 
 
 def get_org(*, db: Database, actor: Principal, org_id: str) -> OrgRow:
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     with db.transaction() as s:
-        return _org(s, org_id)
+        return org_row(s, org_id)
 
 
 def update_org(
     *, db: Database, clock: Clock, actor: Principal, org_id: str, name: str | None
 ) -> OrgRow:
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     actor.require_org_role(org_id, Role.ADMIN)
     with db.transaction() as s:
-        org = _org(s, org_id)
+        org = org_row(s, org_id)
         if name is not None:
             org.name = name
         org.updated_at = clock.now()
@@ -199,7 +199,7 @@ def update_org(
 def create_project(
     *, db: Database, clock: Clock, actor: Principal, org_id: str, name: str, description: str = ""
 ) -> ProjectRow:
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     actor.require_org_role(org_id, Role.ADMIN)
     row = ProjectRow(
         id=new_id("prj"),
@@ -210,7 +210,7 @@ def create_project(
     )
     try:
         with db.transaction() as s:
-            _org(s, org_id)
+            org_row(s, org_id)
             s.add(row)
     except Conflict as exc:
         raise Conflict(
@@ -224,9 +224,9 @@ def create_project(
 def list_projects(
     *, db: Database, actor: Principal, org_id: str, limit: int, after: str | None
 ) -> Page[ProjectRow]:
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     with db.transaction() as s:
-        _org(s, org_id)
+        org_row(s, org_id)
         stmt = sa.select(ProjectRow).where(ProjectRow.org_id == org_id)
         return paginate(s, stmt, ProjectRow.id, limit=limit, after=after)
 
@@ -234,7 +234,7 @@ def list_projects(
 def get_project(*, db: Database, actor: Principal, project_id: str) -> ProjectRow:
     with db.transaction() as s:
         row = s.get(ProjectRow, project_id)
-    if row is None or not _can_read(actor, row.org_id):
+    if row is None or not can_read(actor, row.org_id):
         raise NotFound(f"no project {project_id}", code="project_not_found", param="project_id")
     return row
 
@@ -262,14 +262,14 @@ def add_user(
     role: Role = Role.MEMBER,
 ) -> Member:
     """Add a user (created if the email is new) to ``org_id`` with ``role`` (org admins)."""
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     actor.require_org_role(org_id, Role.ADMIN)
     domain.check_can_grant(actor.role, role, operator_admin=actor.is_operator_admin)
     email = domain.normalize_email(email)
     now = clock.now()
     try:
         with db.transaction() as s:
-            _org(s, org_id)
+            org_row(s, org_id)
             user = _find_or_create_user(s, now, email, name)
             s.add(_new_membership(now, org_id, user.id, role))
     except Conflict as exc:
@@ -284,9 +284,9 @@ def add_user(
 def list_members(
     *, db: Database, actor: Principal, org_id: str, limit: int, after: str | None
 ) -> Page[Member]:
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     with db.transaction() as s:
-        _org(s, org_id)
+        org_row(s, org_id)
         stmt = (
             sa.select(UserRow)
             .join(MembershipRow, MembershipRow.user_id == UserRow.id)
@@ -309,15 +309,15 @@ def set_member_role(
     *, db: Database, clock: Clock, actor: Principal, org_id: str, user_id: str, role: Role
 ) -> Member:
     """Change a member's role; the last owner of an org cannot stop being one (409)."""
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     actor.require_org_role(org_id, Role.ADMIN)
     operator_admin = actor.is_operator_admin
     domain.check_can_grant(actor.role, role, operator_admin=operator_admin)
     with db.transaction() as s:
         # Lock the org row so two demotions of the last two owners cannot both pass.
         s.execute(sa.select(OrgRow.id).where(OrgRow.id == org_id).with_for_update()).first()
-        _org(s, org_id)
-        membership = _membership(s, org_id, user_id)
+        org_row(s, org_id)
+        membership = membership_row(s, org_id, user_id)
         current = Role(membership.role)
         if current is Role.OWNER and not operator_admin and actor.role is not Role.OWNER:
             raise PermissionDenied(
@@ -335,12 +335,12 @@ def set_member_role(
 
 def remove_member(*, db: Database, actor: Principal, org_id: str, user_id: str) -> None:
     """Take a user out of an org (their keys for it stop working at once); not the last owner."""
-    _require_read(actor, org_id)
+    require_read(actor, org_id)
     actor.require_org_role(org_id, Role.ADMIN)
     with db.transaction() as s:
         s.execute(sa.select(OrgRow.id).where(OrgRow.id == org_id).with_for_update()).first()
-        _org(s, org_id)
-        membership = _membership(s, org_id, user_id)
+        org_row(s, org_id)
+        membership = membership_row(s, org_id, user_id)
         if Role(membership.role) is Role.OWNER:
             if not actor.is_operator_admin and actor.role is not Role.OWNER:
                 raise PermissionDenied(
@@ -393,12 +393,12 @@ def create_key(
             "expires_at must be in the future", code="expires_at_in_past", param="expires_at"
         )
     if org_id != actor.org_id or user_id != actor.user_id:
-        _require_read(actor, org_id)
+        require_read(actor, org_id)
         actor.require_org_role(org_id, Role.ADMIN)
     made = domain.generate_key()
     with db.transaction() as s:
-        _org(s, org_id)
-        holder_role = Role(_membership(s, org_id, user_id, param="user_id").role)
+        org_row(s, org_id)
+        holder_role = Role(membership_row(s, org_id, user_id, param="user_id").role)
         domain.check_key_role(role, holder_role)
         if not actor.is_operator_admin:
             # Nobody mints a key stronger than the one they hold.
@@ -424,7 +424,7 @@ def list_keys(
     if org_id is None:
         stmt = stmt.where(ApiKeyRow.user_id == actor.user_id, ApiKeyRow.org_id == actor.org_id)
     else:
-        _require_read(actor, org_id)
+        require_read(actor, org_id)
         if not (actor.is_operator and org_id != actor.org_id):
             actor.require_org_role(org_id, Role.ADMIN)
         stmt = stmt.where(ApiKeyRow.org_id == org_id)
@@ -448,179 +448,7 @@ def revoke_key(*, db: Database, clock: Clock, actor: Principal, key_id: str) -> 
     return row
 
 
-# -------------------------------------------------------------------------------------- quotas
-
-
-@dataclass(frozen=True)
-class EffectiveQuota:
-    org_id: str
-    gpu_model: str
-    limit_gpus: int
-    source: str  # "default" | "override"
-    default_gpus: int | None
-    usage_gpus: int
-
-
-def list_quotas(*, db: Database, actor: Principal, org_id: str) -> list[EffectiveQuota]:
-    """The org's effective quota for every GPU model with a default or an override."""
-    _require_read(actor, org_id)
-    with db.transaction() as s:
-        _org(s, org_id)
-        defaults = dict(
-            s.execute(sa.select(QuotaDefaultRow.gpu_model, QuotaDefaultRow.limit_gpus)).all()
-        )
-        overrides = dict(
-            s.execute(
-                sa.select(QuotaRow.gpu_model, QuotaRow.limit_gpus).where(QuotaRow.org_id == org_id)
-            ).all()
-        )
-    out = []
-    for model in sorted(set(defaults) | set(overrides)):
-        limit, source = domain.resolve_quota(defaults.get(model), overrides.get(model))
-        assert limit is not None
-        assert source is not None
-        out.append(EffectiveQuota(org_id, model, limit, source, defaults.get(model), 0))
-    return out
-
-
-def effective_quota(*, db: Database, org_id: str, gpu_model: str) -> int | None:
-    """The org's limit in GPUs for ``gpu_model``: its override, else the default, else None."""
-    with db.transaction() as s:
-        override = s.scalar(
-            sa.select(QuotaRow.limit_gpus).where(
-                QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model
-            )
-        )
-        default = s.scalar(
-            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
-        )
-    return domain.resolve_quota(default, override)[0]
-
-
-def set_quota(
-    *, db: Database, clock: Clock, actor: Principal, org_id: str, gpu_model: str, limit_gpus: int
-) -> EffectiveQuota:
-    """Set an org's override for one GPU model (operator admins)."""
-    actor.require_operator(write=True)
-    domain.check_gpu_model(gpu_model)
-    now = clock.now()
-    with db.transaction() as s:
-        _org(s, org_id)
-        updated = _rowcount(
-            s.execute(
-                sa.update(QuotaRow)
-                .where(QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model)
-                .values(limit_gpus=limit_gpus, updated_at=now)
-            )
-        )
-        if not updated:
-            s.add(
-                QuotaRow(
-                    id=new_id("quo"),
-                    org_id=org_id,
-                    gpu_model=gpu_model,
-                    limit_gpus=limit_gpus,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        default = s.scalar(
-            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
-        )
-    return EffectiveQuota(org_id, gpu_model, limit_gpus, "override", default, 0)
-
-
-def delete_quota(
-    *, db: Database, actor: Principal, org_id: str, gpu_model: str
-) -> EffectiveQuota | None:
-    """Remove an org's override so the default applies again; returns what is now in force."""
-    actor.require_operator(write=True)
-    domain.check_gpu_model(gpu_model)
-    with db.transaction() as s:
-        _org(s, org_id)
-        gone = _rowcount(
-            s.execute(
-                sa.delete(QuotaRow).where(
-                    QuotaRow.org_id == org_id, QuotaRow.gpu_model == gpu_model
-                )
-            )
-        )
-        if not gone:
-            raise NotFound(
-                f"the organization has no quota override for {gpu_model}",
-                code="quota_not_found",
-                param="gpu_model",
-            )
-        default = s.scalar(
-            sa.select(QuotaDefaultRow.limit_gpus).where(QuotaDefaultRow.gpu_model == gpu_model)
-        )
-    if default is None:
-        return None
-    return EffectiveQuota(org_id, gpu_model, default, "default", default, 0)
-
-
-def set_quota_default(
-    *, db: Database, clock: Clock, actor: Principal, gpu_model: str, limit_gpus: int
-) -> QuotaDefaultRow:
-    actor.require_operator(write=True)
-    domain.check_gpu_model(gpu_model)
-    now = clock.now()
-    with db.transaction() as s:
-        row = s.get(QuotaDefaultRow, gpu_model)
-        if row is None:
-            row = QuotaDefaultRow(gpu_model=gpu_model, limit_gpus=limit_gpus, updated_at=now)
-            s.add(row)
-        else:
-            row.limit_gpus, row.updated_at = limit_gpus, now
-    return row
-
-
-def list_quota_defaults(
-    *, db: Database, actor: Principal, limit: int, after: str | None
-) -> Page[QuotaDefaultRow]:
-    del actor  # every authenticated caller may read the registered defaults
-    with db.transaction() as s:
-        return paginate(
-            s, sa.select(QuotaDefaultRow), QuotaDefaultRow.gpu_model, limit=limit, after=after
-        )
-
-
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _rowcount(result: sa.Result[Any]) -> int:
-    return cast(CursorResult[Any], result).rowcount
-
-
-def _can_read(actor: Principal, org_id: str) -> bool:
-    return actor.is_operator or actor.org_id == org_id
-
-
-def _require_read(actor: Principal, org_id: str) -> None:
-    if not _can_read(actor, org_id):
-        raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
-
-
-def _org(s: Session, org_id: str) -> OrgRow:
-    org = s.get(OrgRow, org_id)
-    if org is None:
-        raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
-    return org
-
-
-def _membership(s: Session, org_id: str, user_id: str, *, param: str = "user_id") -> MembershipRow:
-    row = s.scalar(
-        sa.select(MembershipRow).where(
-            MembershipRow.org_id == org_id, MembershipRow.user_id == user_id
-        )
-    )
-    if row is None:
-        raise NotFound(
-            f"user {user_id} is not a member of organization {org_id}",
-            code="user_not_found",
-            param=param,
-        )
-    return row
 
 
 def _visible_key(s: Session, actor: Principal, key_id: str) -> ApiKeyRow:
