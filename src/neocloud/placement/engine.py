@@ -1,0 +1,643 @@
+"""The placement engine: a snapshot of the fleet and its bookings, and the decisions on it.
+
+Each decision is handed ``now`` (seconds). Bookings that ended by then leave first; the index
+is then read, never the whole fleet. ``dry_run`` decisions and ``preempt`` change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound
+from neocloud.placement.calendar import Calendar, NodeCalendar
+from neocloud.placement.gangs import Avail, GangChooser, GangShape, domains_used
+from neocloud.placement.index import IDLE, SPOT, CapacityIndex, Topology
+from neocloud.placement.model import (
+    DEFAULT_LEVELS,
+    INF,
+    Booking,
+    BookingClass,
+    GangRequest,
+    NoCapacity,
+    NodeSnapshot,
+    Offering,
+    OfferingRequest,
+    Placement,
+    Preemption,
+    Replacement,
+    Request,
+    Resources,
+    SliceRequest,
+)
+from neocloud.placement.offerings import find_offerings
+from neocloud.placement.policies import Policy, get_policy
+from neocloud.placement.preemption import plan_preemption
+
+DAY = 86_400.0
+
+
+@dataclass(slots=True)
+class _Allocation:
+    request: Request
+    booking_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: float
+    end: float | None
+    now: float
+    cls: BookingClass
+
+    @property
+    def firm(self) -> bool:
+        return not self.cls.preemptible
+
+    @property
+    def future(self) -> bool:
+        return self.start > self.now
+
+
+class PlacementEngine:
+    """Decides where requests go on a fleet snapshot and keeps the index current.
+
+    ``policy`` is a registered name (``first_fit``, ``random``, ``best_fit``, ``default``) or a
+    ``Policy``; ``horizon`` (seconds) bounds the search for an earliest feasible start.
+    """
+
+    def __init__(
+        self,
+        nodes: Iterable[NodeSnapshot],
+        *,
+        levels: tuple[str, ...] = DEFAULT_LEVELS,
+        policy: str | Policy = "default",
+        seed: int = 0,
+        horizon: float = 30 * DAY,
+        bookings: Iterable[Booking] = (),
+    ) -> None:
+        self.nodes: dict[str, NodeSnapshot] = {}
+        for n in nodes:
+            if n.id in self.nodes:
+                raise InvalidRequest(f"node {n.id} appears twice in the snapshot")
+            self.nodes[n.id] = n
+        self.topology = Topology(levels, self.nodes.values())
+        self.calendar = Calendar()
+        self.eligible: dict[str, bool] = {}
+        for n in self.nodes.values():
+            self.calendar.add_node(n.id, Resources(n.gpu_count, n.vcpus, n.ram_gib))
+            self.eligible[n.id] = n.eligible
+        self.index = CapacityIndex(self.topology, self.nodes)
+        for n in self.nodes.values():
+            self._touch(n.id)
+        self.policy = get_policy(policy, seed=seed) if isinstance(policy, str) else policy
+        self.horizon = horizon
+        self.allocations: dict[str, _Allocation] = {}
+        self.now = -INF
+        self._seq = 0
+        for b in bookings:
+            self.add_booking(b)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _touch(self, node_id: str) -> None:
+        self.index.update(node_id, self.calendar.nodes[node_id], self.eligible[node_id])
+
+    def advance(self, now: float) -> list[Booking]:
+        """Move time to ``now`` (never backwards): bookings that ended leave; returns them."""
+        self.now = max(self.now, now)
+        gone = self.calendar.expired(self.now)
+        for b in gone:
+            self._remove(b.id)
+        return gone
+
+    def _add(self, b: Booking, request: Request | None = None) -> None:
+        self.calendar.add(b)
+        alloc = self.allocations.get(b.allocation_id)
+        if alloc is None:
+            alloc = self.allocations[b.allocation_id] = _Allocation(
+                request if request is not None else SliceRequest(id=b.allocation_id)
+            )
+        alloc.booking_ids.append(b.id)
+        self._touch(b.node_id)
+
+    def _remove(self, booking_id: str) -> Booking:
+        b = self.calendar.remove(booking_id)
+        alloc = self.allocations.get(b.allocation_id)
+        if alloc is not None:
+            alloc.booking_ids.remove(booking_id)
+            if not alloc.booking_ids:
+                del self.allocations[b.allocation_id]
+        self._touch(b.node_id)
+        return b
+
+    def add_booking(self, booking: Booking) -> None:
+        """Load an existing booking (e.g. from the database); refuses one that over-commits."""
+        cal = self.calendar.nodes.get(booking.node_id)
+        if cal is None:
+            raise NotFound(f"node {booking.node_id} is not in the snapshot")
+        if not cal.fits(booking.resources, booking.start, booking.end, ignore_spot=False):
+            raise Conflict(
+                f"booking {booking.id} over-commits node {booking.node_id}",
+                code="overlapping_booking",
+                details={"node_id": booking.node_id, "booking_id": booking.id},
+            )
+        if not booking.allocation_id:
+            booking = replace(booking, allocation_id=booking.id)
+        self._add(booking)
+
+    def bookings(self, node_id: str) -> list[Booking]:
+        return sorted(self.calendar.nodes[node_id], key=lambda b: (b.start, b.id))
+
+    def allocation(self, allocation_id: str) -> list[Booking]:
+        alloc = self.allocations.get(allocation_id)
+        if alloc is None:
+            raise NotFound(f"allocation {allocation_id} is not placed", code="allocation_not_found")
+        return [self.calendar.by_id[b] for b in alloc.booking_ids]
+
+    def _new_id(self, given: str) -> str:
+        if given:
+            if given in self.allocations:
+                raise Conflict(f"allocation {given} is already placed", code="duplicate_allocation")
+            return given
+        self._seq += 1
+        while f"alloc-{self._seq}" in self.allocations:
+            self._seq += 1
+        return f"alloc-{self._seq}"
+
+    # -- windows and availability -----------------------------------------------------------
+
+    def _window(self, request: Request, now: float) -> _Window:
+        start = now if request.start is None else max(request.start, now)
+        if request.end is not None and request.end <= start:
+            raise InvalidRequest(
+                f"the window ends ({request.end}) at or before it starts ({start})", param="end"
+            )
+        if request.cls.preemptible and start > now:
+            raise InvalidRequest(
+                "spot capacity starts now; it cannot be booked ahead", param="start"
+            )
+        return _Window(start, request.end, now, request.cls)
+
+    def _spot_end(self, cal: NodeCalendar, w: _Window) -> float | None:
+        """A spot booking ends when the next firm booking on its node starts."""
+        nxt = cal.next_firm_start(w.start)
+        if nxt is None:
+            return w.end
+        return nxt if w.end is None else min(w.end, nxt)
+
+    def _node_fits(self, node_id: str, demand: Resources, w: _Window) -> bool:
+        cal = self.calendar.nodes[node_id]
+        if w.firm:
+            return cal.fits(demand, w.start, w.end, ignore_spot=w.future)
+        end = self._spot_end(cal, w)
+        if end is not None and end <= w.start:
+            return False
+        return cal.fits(demand, w.start, end, ignore_spot=False)
+
+    def _whole(self, node_id: str) -> Resources:
+        return self.calendar.nodes[node_id].capacity
+
+    def _fast_cats(self, w: _Window) -> tuple[int, ...]:
+        return (IDLE, SPOT) if w.firm and w.future else (IDLE,)
+
+    def _released(self, model: str, level: int, domain: str, w: _Window) -> list[str]:
+        """Busy nodes free of firm bookings from ``w.start`` on (future firm windows only)."""
+        mi = self.index.models.get(model)
+        if mi is None or not (w.firm and w.future):
+            return []
+        lst = mi.release[level].get(domain, [])
+        out: list[str] = []
+        for until, node_id in lst:
+            if until > w.start:
+                break
+            out.append(node_id)
+        return out
+
+    def _scan(self, model: str, level: int, domain: str, w: _Window, skip: set[str]) -> list[str]:
+        """Slow path: busy (and, for spot, spot-holding) nodes of one domain that fit whole."""
+        mi = self.index.models.get(model)
+        if mi is None:
+            return []
+        out: list[str] = []
+        for leaf in self.topology.leaves_under(level, domain):
+            for node_id in mi.busy.get(leaf, ()):
+                if node_id not in skip and self._node_fits(node_id, self._whole(node_id), w):
+                    out.append(node_id)
+        return out
+
+    # -- place -----------------------------------------------------------------------------
+
+    def place(
+        self,
+        request: Request,
+        *,
+        now: float,
+        dry_run: bool = False,
+        allow_preemption: bool = False,
+    ) -> Placement | NoCapacity:
+        """Place a slice or a gang; ``NoCapacity`` says why and when it would fit."""
+        self.advance(now)
+        if isinstance(request, GangRequest):
+            result = self._place_gang(request, self.now, dry_run)
+        else:
+            result = self._place_slice(request, self.now, dry_run)
+        if isinstance(result, NoCapacity) and allow_preemption and not dry_run:
+            plan = self.preempt(request, now=self.now)
+            if isinstance(plan, Preemption):
+                evicted = tuple(self._remove(v.id) for v in plan.victims)
+                again = self.place(request, now=self.now)
+                if isinstance(again, Placement):
+                    return replace(again, preempted=evicted)
+                for v in evicted:  # the plan did not hold: put the victims back
+                    self._add(v)
+        return result
+
+    def _shape(self, r: GangRequest) -> GangShape:
+        topo = self.topology
+        if r.node_count < 1:
+            raise InvalidRequest("a gang needs at least one node", param="node_count")
+        req = topo.level_index(r.required_level)
+        pref = None if r.preferred_level is None else topo.level_index(r.preferred_level)
+        seg_level = topo.level_index(r.segment_level)
+        if r.segment is not None:
+            if r.segment < 1 or r.node_count % r.segment:
+                raise InvalidRequest(
+                    f"segment size {r.segment} does not divide {r.node_count} nodes",
+                    param="segment",
+                )
+            if seg_level <= req:
+                raise InvalidRequest(
+                    f"segment level {r.segment_level} must lie below {r.required_level}",
+                    param="segment_level",
+                )
+        return GangShape(r.node_count, req, pref, r.segment, seg_level)
+
+    def _ancestor(self, level: int, domain: str, target: int) -> str:
+        d = domain
+        for lvl in range(level, target, -1):
+            d = self.topology.parent[lvl][d]
+        return d
+
+    def _gang_domains(self, r: GangRequest, shape: GangShape) -> tuple[GangShape, list[str]]:
+        """The domains at the required level a gang may use (narrowed by a pinned fabric)."""
+        topo = self.topology
+        if r.fabric is None:
+            return shape, topo.domains(shape.required)
+        pin_level = topo.level_index("fabric") if "fabric" in topo.levels else shape.required
+        if pin_level > 0 and r.fabric not in topo.parent[pin_level]:
+            raise InvalidRequest(f"unknown fabric {r.fabric!r}", param="fabric")
+        if pin_level > shape.required:
+            # pinned below the required level: the pinned fabric becomes the search domain
+            return replace(shape, required=pin_level), [r.fabric]
+        cands = [
+            d
+            for d in topo.domains(shape.required)
+            if self._ancestor(shape.required, d, pin_level) == r.fabric
+        ]
+        return shape, cands
+
+    def _gang_view(
+        self, r: GangRequest, w: _Window, shape: GangShape, exclude: Iterable[str] = ()
+    ) -> tuple[GangChooser, list[str]]:
+        shape, cands = self._gang_domains(r, shape)
+        extra: list[str] = []
+        for d in cands:
+            extra.extend(self._released(r.gpu_model, shape.required, d, w))
+        cats = self._fast_cats(w)
+        chooser = GangChooser(
+            Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
+        )
+        if all(chooser.eff(shape.required, d) < shape.need for d in cands) and (
+            w.end is not None or not w.firm or w.future
+        ):
+            skip = set(extra)
+            for d in cands:
+                extra.extend(self._scan(r.gpu_model, shape.required, d, w, skip))
+            chooser = GangChooser(
+                Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
+            )
+        return chooser, cands
+
+    def _place_gang(self, r: GangRequest, now: float, dry_run: bool) -> Placement | NoCapacity:
+        w = self._window(r, now)
+        shape = self._shape(r)
+        if r.gpu_model not in self.index.models:
+            return NoCapacity(
+                f"no {r.gpu_model} nodes in the fleet",
+                code="unknown_gpu_model",
+                details={"gpu_model": r.gpu_model},
+            )
+        chooser, cands = self._gang_view(r, w, shape)
+        shape = chooser.shape
+        choice = chooser.choose(cands)
+        if choice is None:
+            return self._gang_no_capacity(r, w, shape, chooser, cands)
+        domain, node_ids = choice
+        alloc_id = self._new_id(r.id)
+        bookings = []
+        for i, node_id in enumerate(node_ids):
+            cal = self.calendar.nodes[node_id]
+            end = w.end if w.firm else self._spot_end(cal, w)
+            cap = cal.capacity
+            bookings.append(
+                Booking(
+                    f"{alloc_id}:{i}",
+                    node_id,
+                    w.start,
+                    end,
+                    r.cls,
+                    r.owner,
+                    r.priority,
+                    cap.gpus,
+                    cap.vcpus,
+                    cap.ram_gib,
+                    alloc_id,
+                )
+            )
+        used = domains_used(self.topology, (self.nodes[n] for n in node_ids))
+        truncated = self._commit(bookings, r, w, dry_run)
+        return Placement(alloc_id, tuple(bookings), w.start, w.end, domain, used, truncated)
+
+    def _commit(
+        self, bookings: list[Booking], r: Request, w: _Window, dry_run: bool
+    ) -> tuple[Booking, ...]:
+        """Record bookings; spot bookings in the way of a future firm one end at its start."""
+        truncated: list[Booking] = []
+        if w.firm and w.future:
+            for b in bookings:
+                for s in list(self.calendar.nodes[b.node_id]):
+                    if s.cls.preemptible and s.overlaps(b.start, b.end):
+                        truncated.append(replace(s, end=b.start))
+        if dry_run:
+            return tuple(truncated)
+        for t in truncated:
+            self._remove(t.id)
+            self._add(t)
+        for b in bookings:
+            self._add(b, r)
+        return tuple(truncated)
+
+    def _gang_no_capacity(
+        self, r: GangRequest, w: _Window, shape: GangShape, chooser: GangChooser, cands: list[str]
+    ) -> NoCapacity:
+        level = self.topology.levels[shape.required]
+        best, avail = chooser.best_available(cands)
+        earliest = self._earliest_gang_start(r, w, shape, cands)
+        where = f"{level} {best} has {avail}" if best else f"no {level} has any"
+        return NoCapacity(
+            f"no {level} can hold {shape.need} {r.gpu_model} nodes: {where} of {shape.need} free",
+            details={
+                "gpu_model": r.gpu_model,
+                "needed": shape.need,
+                "level": level,
+                "best_domain": best,
+                "best_available": avail,
+                "segment": shape.segment,
+            },
+            earliest_start=earliest,
+        )
+
+    def _earliest_gang_start(
+        self, r: GangRequest, w: _Window, shape: GangShape, cands: list[str]
+    ) -> float | None:
+        """Earliest start within the horizon when enough nodes in one domain are free of firm
+        bookings (checked by a what-if placement at that start)."""
+        mi = self.index.models.get(r.gpu_model)
+        if mi is None or not w.firm:
+            return None
+        limit = self.now + self.horizon
+        times: list[float] = []
+        for d in cands:
+            c = mi.counts[shape.required].get(d)
+            base = 0 if c is None else c[IDLE] + c[SPOT]
+            lst = mi.release[shape.required].get(d, [])
+            m = shape.need - base
+            for until, _ in lst[max(m - 1, 0) : max(m - 1, 0) + 4]:
+                if until <= limit:
+                    times.append(max(until, w.start))
+        duration = None if w.end is None else w.end - w.start
+        for t in sorted(set(times)):
+            if t <= self.now:
+                continue
+            probe = replace(r, id="", start=t, end=None if duration is None else t + duration)
+            pw = self._window(probe, self.now)
+            chooser, pc = self._gang_view(probe, pw, shape)
+            if chooser.choose(pc) is not None:
+                return t
+        return None
+
+    def _place_slice(self, r: SliceRequest, now: float, dry_run: bool) -> Placement | NoCapacity:
+        if r.milli_gpu:
+            # Seam: fractional GPUs are packed per GPU by neocloud.placement.slices.
+            raise InvalidRequest(
+                "fractional GPU slices are placed by the shared-GPU placer, not wired here yet",
+                code="fractional_not_supported",
+                param="milli_gpu",
+            )
+        if r.gpus < 0 or r.vcpus < 0 or r.ram_gib < 0:
+            raise InvalidRequest("a slice asks for non-negative resources", param="gpus")
+        w = self._window(r, now)
+        demand = Resources(r.gpus, r.vcpus, r.ram_gib)
+        models = [r.gpu_model] if r.gpu_model is not None else list(self.index.models)
+        node_id = None
+        for model in models:
+            node_id = self._pick_slice_node(model, demand, w)
+            if node_id is not None:
+                break
+        if node_id is None:
+            return self._slice_no_capacity(r, demand, w, models)
+        cal = self.calendar.nodes[node_id]
+        end = w.end if w.firm else self._spot_end(cal, w)
+        alloc_id = self._new_id(r.id)
+        b = Booking(
+            f"{alloc_id}:0",
+            node_id,
+            w.start,
+            end,
+            r.cls,
+            r.owner,
+            r.priority,
+            demand.gpus,
+            demand.vcpus,
+            demand.ram_gib,
+            alloc_id,
+        )
+        truncated = self._commit([b], r, w, dry_run)
+        used = domains_used(self.topology, [self.nodes[node_id]])
+        return Placement(
+            alloc_id, (b,), w.start, w.end, self.nodes[node_id].path[0], used, truncated
+        )
+
+    def _pick_slice_node(self, model: str, demand: Resources, w: _Window) -> str | None:
+        mi = self.index.models.get(model)
+        if mi is None or demand.gpus >= len(mi.buckets):
+            return None
+
+        def fits(node_id: str) -> bool:
+            return self._node_fits(node_id, demand, w)
+
+        def idle_nodes() -> Iterable[str]:
+            return self.index.idle_compact_first(model)
+
+        node = self.policy.pick_slice_node(mi, demand.gpus, fits, idle_nodes)
+        if node is not None or (w.firm and not w.future and w.end is None):
+            return node
+        # slow path: a gap before a future booking, or a spot node for a future window
+        for leaf_sets in (mi.spot, mi.busy):
+            for nodes in leaf_sets.values():
+                for n in nodes:
+                    if fits(n):
+                        return n
+        return None
+
+    def _slice_no_capacity(
+        self, r: SliceRequest, demand: Resources, w: _Window, models: list[str]
+    ) -> NoCapacity:
+        earliest: float | None = None
+        most = 0
+        for model in models:
+            mi = self.index.models.get(model)
+            if mi is None:
+                continue
+            most = max([most] + [k for k, b in enumerate(mi.buckets) if b])
+            for lst in mi.release[0].values():
+                if lst and lst[0][0] <= self.now + self.horizon and w.firm:
+                    t = max(lst[0][0], w.start)
+                    earliest = t if earliest is None else min(earliest, t)
+        return NoCapacity(
+            f"no node has {demand.gpus} GPUs, {demand.vcpus} vCPUs and {demand.ram_gib} GiB free"
+            f" (most whole GPUs free on a node from now on: {most})",
+            details={
+                "gpus": demand.gpus,
+                "vcpus": demand.vcpus,
+                "ram_gib": demand.ram_gib,
+                "gpu_model": r.gpu_model,
+                "max_free_gpus": most,
+            },
+            earliest_start=earliest,
+        )
+
+    # -- release, failure, replacement ------------------------------------------------------
+
+    def release(
+        self, allocation_id: str, *, now: float, node_ids: Iterable[str] | None = None
+    ) -> tuple[Booking, ...]:
+        """Free an allocation (or only its bookings on ``node_ids``); returns what was freed."""
+        self.advance(now)
+        alloc = self.allocations.get(allocation_id)
+        if alloc is None:
+            raise NotFound(f"allocation {allocation_id} is not placed", code="allocation_not_found")
+        only = None if node_ids is None else set(node_ids)
+        ids = [
+            bid
+            for bid in alloc.booking_ids
+            if only is None or self.calendar.by_id[bid].node_id in only
+        ]
+        return tuple(self._remove(bid) for bid in ids)
+
+    def fail_node(self, node_id: str, *, now: float) -> tuple[Booking, ...]:
+        """Take a node out of placement; returns its current and future bookings (the caller
+        decides: replace gang members, fail instances, release)."""
+        self.advance(now)
+        if node_id not in self.nodes:
+            raise NotFound(f"node {node_id} is not in the snapshot", code="node_not_found")
+        self.eligible[node_id] = False
+        self._touch(node_id)
+        return tuple(self.bookings(node_id))
+
+    def restore_node(self, node_id: str, *, now: float) -> None:
+        """Make a node eligible again (after repair and burn-in)."""
+        self.advance(now)
+        if node_id not in self.nodes:
+            raise NotFound(f"node {node_id} is not in the snapshot", code="node_not_found")
+        self.eligible[node_id] = True
+        self._touch(node_id)
+
+    def replace(
+        self, allocation_id: str, failed_node_id: str, *, now: float, dry_run: bool = False
+    ) -> Replacement | NoCapacity:
+        """A substitute for a failed node of a gang, from the lowest domain around the failed
+        node that has one free (its rack, then block, … up to the gang's required level).
+        The failed node's booking is released and the substitute booked for the rest of it."""
+        self.advance(now)
+        old = next((b for b in self.allocation(allocation_id) if b.node_id == failed_node_id), None)
+        if old is None:
+            raise NotFound(
+                f"allocation {allocation_id} has no booking on node {failed_node_id}",
+                code="booking_not_found",
+            )
+        alloc = self.allocations[allocation_id]
+        r = alloc.request
+        node = self.nodes[failed_node_id]
+        top = 0
+        bottom = self.topology.depth - 1
+        if isinstance(r, GangRequest):
+            top = self.topology.level_index(r.required_level)
+            if r.segment is not None:  # a segment must stay inside its domain
+                top = self.topology.level_index(r.segment_level)
+        members = {self.calendar.by_id[b].node_id for b in alloc.booking_ids}
+        w = _Window(max(old.start, self.now), old.end, self.now, old.cls)
+        probe = GangRequest(node.gpu_model, 1, start=w.start, end=w.end, cls=old.cls)
+        for level in range(bottom, top - 1, -1):
+            domain = node.path[level]
+            shape = GangShape(1, level, None, None, self.topology.depth - 1)
+            pinned = replace(probe, required_level=self.topology.levels[level])
+            chooser = self._domain_chooser(pinned, w, shape, domain, members)
+            choice = chooser.choose([domain])
+            if choice is None:
+                continue
+            new_node = choice[1][0]
+            cal = self.calendar.nodes[new_node]
+            end = old.end if w.firm else self._spot_end(cal, w)
+            cap = cal.capacity
+            b = replace(
+                old,
+                id=f"{old.id}~{new_node}",
+                node_id=new_node,
+                start=w.start,
+                end=end,
+                gpus=cap.gpus,
+                vcpus=cap.vcpus,
+                ram_gib=cap.ram_gib,
+            )
+            if not dry_run:
+                self._remove(old.id)
+                self._commit([b], r, w, dry_run=False)
+            return Replacement(
+                allocation_id, failed_node_id, b, self.topology.levels[level], domain
+            )
+        level_name = self.topology.levels[top]
+        return NoCapacity(
+            f"no free {node.gpu_model} node in {level_name} {node.path[top]} to replace"
+            f" {failed_node_id}",
+            code="no_replacement",
+            details={"level": level_name, "domain": node.path[top], "node_id": failed_node_id},
+        )
+
+    def _domain_chooser(
+        self, r: GangRequest, w: _Window, shape: GangShape, domain: str, exclude: set[str]
+    ) -> GangChooser:
+        extra = self._released(r.gpu_model, shape.required, domain, w)
+        cats = self._fast_cats(w)
+        chooser = GangChooser(
+            Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
+        )
+        if chooser.eff(shape.required, domain) < shape.need:
+            extra = extra + self._scan(r.gpu_model, shape.required, domain, w, set(extra) | exclude)
+            chooser = GangChooser(
+                Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
+            )
+        return chooser
+
+    # -- what-ifs ---------------------------------------------------------------------------
+
+    def preempt(self, request: Request, *, now: float) -> Preemption | NoCapacity:
+        """The cheapest spot bookings whose removal lets ``request`` start now (nothing moves)."""
+        self.advance(now)
+        return plan_preemption(self, request)
+
+    def offerings(self, request: OfferingRequest, *, now: float) -> list[Offering]:
+        """Up to ``request.k`` reservation options, earliest start first, then fewest blocks."""
+        self.advance(now)
+        return find_offerings(self, request)

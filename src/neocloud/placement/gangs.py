@@ -1,0 +1,158 @@
+"""Choosing the nodes of a gang: one domain at the required level, then the fewest child domains
+at each level below (fewest blocks, then fewest racks inside each block), segments of ``k``
+nodes kept inside one domain of the segment level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from neocloud.placement.index import CapacityIndex, Topology
+from neocloud.placement.model import NodeSnapshot
+from neocloud.placement.policies import Policy, fewest_count
+
+
+class Avail:
+    """The nodes one request may use: index categories, plus extra nodes found by a calendar
+    check (per leaf domain), minus excluded nodes. Counts per domain at any level."""
+
+    def __init__(
+        self,
+        index: CapacityIndex,
+        gpu_model: str,
+        cats: tuple[int, ...],
+        extra: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+    ) -> None:
+        self.index = index
+        self.topo: Topology = index.topology
+        self.mi = index.models.get(gpu_model)
+        self.cats = cats
+        self.extra: dict[str, list[str]] = {}
+        self.delta: list[dict[str, int]] = [{} for _ in self.topo.levels]
+        self.excluded: set[str] = set()
+        nodes = index.nodes
+        for node_id in extra:
+            self.extra.setdefault(nodes[node_id].path[-1], []).append(node_id)
+            self._bump(nodes[node_id], 1)
+        for node_id in exclude:
+            st = index.state.get(node_id)
+            in_cats = st is not None and st[0] in cats
+            in_extra = node_id in self.extra.get(nodes[node_id].path[-1], ())
+            if (in_cats or in_extra) and node_id not in self.excluded:
+                self.excluded.add(node_id)
+                self._bump(nodes[node_id], -1)
+
+    def _bump(self, node: NodeSnapshot, by: int) -> None:
+        for i, d in enumerate(node.path):
+            self.delta[i][d] = self.delta[i].get(d, 0) + by
+
+    def count(self, level: int, domain: str) -> int:
+        mi = self.mi
+        if mi is None:
+            return 0
+        c = mi.counts[level].get(domain)
+        n = 0 if c is None else sum(c[k] for k in self.cats)
+        return n + self.delta[level].get(domain, 0)
+
+    def nodes(self, leaf: str) -> list[str]:
+        mi = self.mi
+        if mi is None:
+            return []
+        out: list[str] = []
+        for cat, sets in ((0, mi.idle), (1, mi.spot), (2, mi.busy)):
+            if cat in self.cats:
+                out.extend(sets.get(leaf, ()))
+        out.extend(self.extra.get(leaf, ()))
+        if self.excluded:
+            out = [n for n in out if n not in self.excluded]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GangShape:
+    """The topology constraints of a gang, as level indices."""
+
+    need: int
+    required: int
+    preferred: int | None
+    segment: int | None
+    segment_level: int
+
+
+class GangChooser:
+    """One gang decision over one availability view."""
+
+    def __init__(self, avail: Avail, policy: Policy, shape: GangShape) -> None:
+        self.a = avail
+        self.topo = avail.topo
+        self.policy = policy
+        self.shape = shape
+        self._eff: dict[tuple[int, str], int] = {}
+
+    def eff(self, level: int, domain: str) -> int:
+        """Nodes usable in ``domain`` given segments (whole segments only at or above it)."""
+        key = (level, domain)
+        v = self._eff.get(key)
+        if v is not None:
+            return v
+        seg, sl = self.shape.segment, self.shape.segment_level
+        if seg is None or level > sl:
+            v = self.a.count(level, domain)
+        elif level == sl:
+            v = self.a.count(level, domain) // seg * seg
+        elif self.a.count(level, domain) < seg:
+            v = 0
+        else:
+            v = sum(self.eff(level + 1, c) for c in self.topo.children[level].get(domain, ()))
+        self._eff[key] = v
+        return v
+
+    def spread(self, domain: str) -> int:
+        """Fewest preferred-level domains the gang needs inside ``domain``."""
+        pref, req = self.shape.preferred, self.shape.required
+        if pref is None or pref <= req:
+            return 1
+        under = [domain]
+        for lvl in range(req, pref):
+            under = [c for d in under for c in self.topo.children[lvl].get(d, ())]
+        return fewest_count([self.eff(pref, d) for d in under], self.shape.need)
+
+    def choose(self, candidates: Sequence[str]) -> tuple[str, list[str]] | None:
+        need, req = self.shape.need, self.shape.required
+        fit = [(d, e) for d in candidates if (e := self.eff(req, d)) >= need]
+        domain = self.policy.select_domain(fit, need, self.spread)
+        if domain is None:
+            return None
+        return domain, self.pick(req, domain, need)
+
+    def best_available(self, candidates: Sequence[str]) -> tuple[str | None, int]:
+        best: tuple[str | None, int] = (None, 0)
+        for d in candidates:
+            e = self.eff(self.shape.required, d)
+            if e > best[1]:
+                best = (d, e)
+        return best
+
+    def pick(self, level: int, domain: str, need: int) -> list[str]:
+        if level == self.topo.depth - 1:
+            return self.policy.pick_nodes(self.a.nodes(domain), need)
+        children = [
+            (c, e)
+            for c in self.topo.children[level].get(domain, ())
+            if (e := self.eff(level + 1, c)) > 0
+        ]
+        out: list[str] = []
+        for child, n in self.policy.split(children, need):
+            out.extend(self.pick(level + 1, child, n))
+        return out
+
+
+def domains_used(topo: Topology, nodes: Iterable[NodeSnapshot]) -> dict[str, int]:
+    """Distinct domains per level among ``nodes`` (e.g. ``{"block": 2, "rack": 5}``)."""
+    seen: list[set[str]] = [set() for _ in topo.levels]
+    for n in nodes:
+        for i, d in enumerate(n.path):
+            seen[i].add(d)
+    return {lvl: len(s) for lvl, s in zip(topo.levels, seen, strict=True)}

@@ -1,0 +1,257 @@
+"""The incremental free-capacity index: per GPU model and topology domain.
+
+Every node is in one category: ``IDLE`` (no bookings), ``SPOT`` (only spot bookings: free for
+anything that may preempt or follow them), ``BUSY`` (some non-preemptible booking), or none when
+it is not eligible. The index keeps, per (GPU model, level, domain), the count of nodes in each
+category; per leaf domain the sets of nodes; per domain the busy nodes sorted by the time they
+become free of firm bookings (for future windows and offerings); and, for single-node slices,
+buckets of nodes by whole GPUs free from now on plus a max-tree for first fit. A decision reads
+these and never scans the fleet; a booking change touches one node's entries (one per level).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from neocloud.placement.calendar import NodeCalendar
+from neocloud.placement.model import INF, NodeSnapshot
+
+IDLE, SPOT, BUSY = 0, 1, 2
+
+
+class Topology:
+    """The domain tree built from node paths: children per domain, nodes per leaf domain."""
+
+    def __init__(self, levels: tuple[str, ...], nodes: Iterable[NodeSnapshot]) -> None:
+        self.levels = levels
+        self.depth = len(levels)
+        self.children: list[dict[str, list[str]]] = [{} for _ in levels]
+        self.leaf_nodes: dict[str, list[str]] = {}
+        self.roots: list[str] = []
+        self.parent: list[dict[str, str]] = [{} for _ in levels]
+        seen: list[set[str]] = [set() for _ in levels]
+        for n in nodes:
+            if len(n.path) != self.depth:
+                raise ValueError(f"node {n.id} has path {n.path!r}, expected one name per level")
+            for i, name in enumerate(n.path):
+                if name not in seen[i]:
+                    seen[i].add(name)
+                    if i == 0:
+                        self.roots.append(name)
+                    else:
+                        self.children[i - 1].setdefault(n.path[i - 1], []).append(name)
+                        self.parent[i][name] = n.path[i - 1]
+                elif i > 0 and self.parent[i][name] != n.path[i - 1]:
+                    raise ValueError(f"domain {name} appears under two parents")
+            self.leaf_nodes.setdefault(n.path[-1], []).append(n.id)
+
+    def level_index(self, level: str) -> int:
+        try:
+            return self.levels.index(level)
+        except ValueError:
+            raise ValueError(
+                f"unknown topology level {level!r}; levels are {self.levels}"
+            ) from None
+
+    def domains(self, level: int) -> list[str]:
+        if level == 0:
+            return self.roots
+        out: list[str] = []
+        for d in self.domains(level - 1):
+            out.extend(self.children[level - 1].get(d, ()))
+        return out
+
+    def leaves_under(self, level: int, domain: str) -> list[str]:
+        ds = [domain]
+        for i in range(level, self.depth - 1):
+            ds = [c for d in ds for c in self.children[i].get(d, ())]
+        return ds
+
+
+class _MaxTree:
+    """Max segment tree over node ordinals: leftmost node with at least ``k`` free GPUs."""
+
+    def __init__(self, size: int) -> None:
+        n = 1
+        while n < max(size, 1):
+            n *= 2
+        self.n = n
+        self.t = [-1] * (2 * n)
+
+    def set(self, i: int, v: int) -> None:
+        i += self.n
+        t = self.t
+        t[i] = v
+        i //= 2
+        while i:
+            m = t[2 * i] if t[2 * i] > t[2 * i + 1] else t[2 * i + 1]
+            if t[i] == m:
+                break
+            t[i] = m
+            i //= 2
+
+    def leftmost(self, k: int, lo: int = 0) -> int:
+        """Smallest ordinal ``>= lo`` whose value is ``>= k``, or -1."""
+        return self._find(1, 0, self.n, k, lo)
+
+    def _find(self, i: int, a: int, b: int, k: int, lo: int) -> int:
+        if b <= lo or self.t[i] < k:
+            return -1
+        if b - a == 1:
+            return a
+        mid = (a + b) // 2
+        r = self._find(2 * i, a, mid, k, lo)
+        return r if r >= 0 else self._find(2 * i + 1, mid, b, k, lo)
+
+
+@dataclass(slots=True)
+class _ModelIndex:
+    counts: list[dict[str, list[int]]]
+    idle: dict[str, set[str]]
+    spot: dict[str, set[str]]
+    busy: dict[str, set[str]]
+    release: list[dict[str, list[tuple[float, str]]]]
+    buckets: list[set[str]]
+    tree: _MaxTree
+    order: list[str]
+    blocks_by_idle: dict[int, set[str]]
+
+    def leftmost(self, k: int, lo: int) -> int:
+        """Ordinal of the first node from ``lo`` on with at least ``k`` GPUs free ahead."""
+        return self.tree.leftmost(k, lo)
+
+
+class CapacityIndex:
+    """Free capacity per (GPU model, domain), kept up to date one node at a time."""
+
+    def __init__(self, topology: Topology, nodes: dict[str, NodeSnapshot]) -> None:
+        self.topology = topology
+        levels = topology.levels
+        self.block_level = levels.index("block") if "block" in levels else max(len(levels) - 2, 0)
+        self.nodes = nodes
+        self.state: dict[str, tuple[int, float, int] | None] = {}
+        self.ordinal: dict[str, int] = {}
+        self.models: dict[str, _ModelIndex] = {}
+        by_model: dict[str, list[str]] = {}
+        for n in nodes.values():
+            by_model.setdefault(n.gpu_model, []).append(n.id)
+        for model, ids in by_model.items():
+            top = max(nodes[i].gpu_count for i in ids)
+            self.models[model] = _ModelIndex(
+                counts=[{} for _ in topology.levels],
+                idle={},
+                spot={},
+                busy={},
+                release=[{} for _ in topology.levels],
+                buckets=[set() for _ in range(top + 1)],
+                tree=_MaxTree(len(ids)),
+                order=ids,
+                blocks_by_idle={},
+            )
+            for i, node_id in enumerate(ids):
+                self.ordinal[node_id] = i
+                self.state[node_id] = None
+
+    def model(self, gpu_model: str) -> _ModelIndex | None:
+        return self.models.get(gpu_model)
+
+    def update(self, node_id: str, cal: NodeCalendar, eligible: bool) -> None:
+        """Recompute one node's entry from its calendar and move it between the structures."""
+        new = self._classify(cal, eligible)
+        old = self.state[node_id]
+        if new == old:
+            return
+        node = self.nodes[node_id]
+        mi = self.models[node.gpu_model]
+        if old is not None:
+            self._apply(mi, node, old, -1)
+        if new is not None:
+            self._apply(mi, node, new, +1)
+        self.state[node_id] = new
+        mi.tree.set(self.ordinal[node_id], -1 if new is None else new[2])
+
+    @staticmethod
+    def _classify(cal: NodeCalendar, eligible: bool) -> tuple[int, float, int] | None:
+        if not eligible:
+            return None
+        if not cal.bookings:
+            return (IDLE, -INF, cal.capacity.gpus)
+        free = cal.free_ahead().gpus
+        if cal.only_spot():
+            return (SPOT, -INF, free)
+        return (BUSY, cal.firm_until(), free)
+
+    def _apply(
+        self, mi: _ModelIndex, node: NodeSnapshot, st: tuple[int, float, int], sign: int
+    ) -> None:
+        cat, until, free = st
+        for i, d in enumerate(node.path):
+            c = mi.counts[i].get(d)
+            if c is None:
+                c = mi.counts[i][d] = [0, 0, 0]
+            if cat == IDLE and i == self.block_level:
+                self._move_block(mi, d, c[IDLE], c[IDLE] + sign)
+            c[cat] += sign
+            if cat == BUSY and until < INF:
+                lst = mi.release[i].setdefault(d, [])
+                if sign > 0:
+                    bisect.insort(lst, (until, node.id))
+                else:
+                    del lst[bisect.bisect_left(lst, (until, node.id))]
+        leaf = node.path[-1]
+        sets = (mi.idle, mi.spot, mi.busy)[cat]
+        s = sets.setdefault(leaf, set())
+        if sign > 0:
+            s.add(node.id)
+            mi.buckets[free].add(node.id)
+        else:
+            s.discard(node.id)
+            mi.buckets[free].discard(node.id)
+
+    @staticmethod
+    def _move_block(mi: _ModelIndex, block: str, old: int, new: int) -> None:
+        if old > 0:
+            s = mi.blocks_by_idle[old]
+            s.discard(block)
+            if not s:
+                del mi.blocks_by_idle[old]
+        if new > 0:
+            mi.blocks_by_idle.setdefault(new, set()).add(block)
+
+    def idle_compact_first(self, gpu_model: str) -> Iterator[str]:
+        """Idle nodes, those in blocks with the fewest idle nodes first (to keep whole
+        blocks free for clusters)."""
+        mi = self.models.get(gpu_model)
+        if mi is None:
+            return
+        bl = self.block_level
+        for k in sorted(mi.blocks_by_idle):
+            for block in sorted(mi.blocks_by_idle.get(k, ())):
+                for leaf in self.topology.leaves_under(bl, block):
+                    yield from sorted(mi.idle.get(leaf, ()))
+
+    def count(self, gpu_model: str, level: int, domain: str, cat: int) -> int:
+        mi = self.models.get(gpu_model)
+        if mi is None:
+            return 0
+        c = mi.counts[level].get(domain)
+        return 0 if c is None else c[cat]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the index holds, as plain comparable data (for tests)."""
+        out: dict[str, Any] = {}
+        for model, mi in self.models.items():
+            out[model] = {
+                "counts": [{d: tuple(c) for d, c in lvl.items() if any(c)} for lvl in mi.counts],
+                "idle": {d: frozenset(s) for d, s in mi.idle.items() if s},
+                "spot": {d: frozenset(s) for d, s in mi.spot.items() if s},
+                "busy": {d: frozenset(s) for d, s in mi.busy.items() if s},
+                "release": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.release],
+                "buckets": [frozenset(b) for b in mi.buckets],
+                "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
+                "tree": tuple(mi.tree.t[mi.tree.n : mi.tree.n + len(mi.order)]),
+            }
+        return out

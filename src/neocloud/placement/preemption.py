@@ -1,0 +1,159 @@
+"""Choosing spot bookings to evict: the cheapest set that makes a request start now.
+
+Cost of a set of victims, compared in order: the highest priority among them, the GPU-hours of
+work they lose (GPUs x time since their start), then how many they are. Only spot bookings are
+victims, and a spot request may only evict spot of lower priority.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from neocloud.placement.calendar import peak_usage
+from neocloud.placement.gangs import Avail, GangChooser
+from neocloud.placement.index import IDLE
+from neocloud.placement.model import (
+    Booking,
+    GangRequest,
+    NoCapacity,
+    Preemption,
+    Request,
+    Resources,
+    SliceRequest,
+)
+
+if TYPE_CHECKING:
+    from neocloud.placement.engine import PlacementEngine
+
+Cost = tuple[int, float, int]
+NONE: Cost = (-(1 << 62), 0.0, 0)
+
+
+def _lost(b: Booking, now: float) -> float:
+    return b.gpus * max(now - b.start, 0.0) / 3600.0
+
+
+def _cost(victims: list[Booking], now: float) -> Cost:
+    if not victims:
+        return NONE
+    return (max(v.priority for v in victims), sum(_lost(v, now) for v in victims), len(victims))
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    return (max(a[0], b[0]), a[1] + b[1], a[2] + b[2])
+
+
+def _evictable(b: Booking, r: Request) -> bool:
+    return b.cls.preemptible and (not r.cls.preemptible or b.priority < r.priority)
+
+
+def plan_preemption(engine: PlacementEngine, r: Request) -> Preemption | NoCapacity:
+    """What to evict so that ``r`` fits now; changes nothing."""
+    w = engine._window(r, engine.now)
+    if w.future:
+        return NoCapacity(
+            "a future window needs no preemption: spot in its way ends when it starts",
+            code="nothing_to_preempt",
+        )
+    if isinstance(r, GangRequest):
+        return _plan_gang(engine, r)
+    return _plan_slice(engine, r)
+
+
+def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapacity:
+    w = engine._window(r, engine.now)
+    shape = engine._shape(r)
+    mi = engine.index.models.get(r.gpu_model)
+    if mi is None:
+        return NoCapacity(f"no {r.gpu_model} nodes in the fleet", code="unknown_gpu_model")
+    now = engine.now
+    chooser, cands = engine._gang_view(r, w, shape)
+    shape = chooser.shape
+    if chooser.choose(cands) is not None:
+        return Preemption((), 0.0, ())
+    best: tuple[Cost, list[Booking], list[str]] | None = None
+    for d in cands:
+        costed: list[tuple[Cost, str, list[Booking]]] = []
+        for leaf in engine.topology.leaves_under(shape.required, d):
+            for node_id in mi.spot.get(leaf, ()):
+                bs = list(engine.calendar.nodes[node_id])
+                if all(_evictable(b, r) for b in bs):
+                    costed.append((_cost(bs, now), node_id, bs))
+        costed.sort(key=lambda c: (c[0], c[1]))
+        idle = mi.counts[shape.required].get(d, [0, 0, 0])[IDLE]
+        m = max(shape.need - idle, 0)
+        for take in (costed[:m], costed):
+            extra = [c[1] for c in take]
+            ch = GangChooser(Avail(engine.index, r.gpu_model, (IDLE,), extra), engine.policy, shape)
+            choice = ch.choose([d])
+            if choice is None:
+                continue
+            chosen = set(choice[1])
+            victims = [b for c in take if c[1] in chosen for b in c[2]]
+            cost = _cost(victims, now)
+            if best is None or cost < best[0]:
+                best = (cost, victims, sorted(chosen))
+            break
+    if best is None:
+        return NoCapacity(
+            f"even evicting every spot booking, no {engine.topology.levels[shape.required]}"
+            f" can hold {shape.need} {r.gpu_model} nodes",
+            code="no_capacity_even_with_preemption",
+            details={"needed": shape.need, "gpu_model": r.gpu_model},
+        )
+    cost, victims, nodes = best
+    return Preemption(tuple(victims), cost[1], tuple(nodes))
+
+
+def _plan_slice(engine: PlacementEngine, r: SliceRequest) -> Preemption | NoCapacity:
+    demand = Resources(r.gpus, r.vcpus, r.ram_gib)
+    now = engine.now
+    models = [r.gpu_model] if r.gpu_model is not None else list(engine.index.models)
+    w = engine._window(r, now)
+    best: tuple[Cost, str, list[Booking]] | None = None
+    for model in models:
+        mi = engine.index.models.get(model)
+        if mi is None:
+            continue
+        for sets in (mi.idle, mi.spot, mi.busy):
+            for nodes in sets.values():
+                for node_id in nodes:
+                    plan = _slice_on_node(engine, node_id, demand, r, now, w.end)
+                    if plan is not None and (best is None or plan[0] < best[0]):
+                        best = (plan[0], node_id, plan[1])
+                        if not plan[1]:
+                            return Preemption((), 0.0, (node_id,))
+    if best is None:
+        return NoCapacity(
+            f"even evicting spot, no node can take {demand.gpus} GPUs, {demand.vcpus} vCPUs"
+            f" and {demand.ram_gib} GiB",
+            code="no_capacity_even_with_preemption",
+        )
+    cost, node_id, victims = best
+    return Preemption(tuple(victims), cost[1], (node_id,))
+
+
+def _slice_on_node(
+    engine: PlacementEngine,
+    node_id: str,
+    demand: Resources,
+    r: SliceRequest,
+    now: float,
+    end: float | None,
+) -> tuple[Cost, list[Booking]] | None:
+    cal = engine.calendar.nodes[node_id]
+    if not demand.fits_in(cal.capacity):
+        return None
+    keep = list(cal)
+    victims: list[Booking] = []
+    spots = sorted(
+        (b for b in keep if _evictable(b, r)), key=lambda b: (b.priority, _lost(b, now), b.id)
+    )
+    while True:
+        if (peak_usage(keep, now, end) + demand).fits_in(cal.capacity):
+            return _cost(victims, now), victims
+        if not spots:
+            return None
+        v = spots.pop(0)
+        keep.remove(v)
+        victims.append(v)
