@@ -1,0 +1,164 @@
+"""Invariants of the placement engine under random sequences of operations (hypothesis).
+
+After every step: no node is over-committed at any instant (so firm bookings never overlap),
+and the incremental index equals one rebuilt from scratch. Each placement is all-or-nothing,
+respects its required level and its segments, and a release restores the index exactly.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from neocloud.placement import (
+    BookingClass,
+    GangRequest,
+    NoCapacity,
+    Placement,
+    PlacementEngine,
+    SliceRequest,
+)
+from neocloud.placement.calendar import peak_usage
+from neocloud.placement.index import CapacityIndex
+
+from .builders import grid_fleet
+
+CLASSES = st.sampled_from(list(BookingClass))
+LEVELS = ("region", "zone", "fabric", "block", "rack")
+
+
+class EngineMachine(RuleBasedStateMachine):
+    @initialize(policy=st.sampled_from(["default", "best_fit", "first_fit", "random"]))
+    def build(self, policy: str) -> None:
+        self.engine = PlacementEngine(grid_fleet(2, 2, 2, 2, gpus=4), policy=policy)
+        self.now = 0.0
+
+    def _window(self, cls: BookingClass, delay: int, length: int | None) -> tuple[float, ...]:
+        start = self.now if cls is BookingClass.spot else self.now + delay
+        return (start, None if length is None else start + length)
+
+    def _check(self, result: Placement | NoCapacity, before: int) -> None:
+        e = self.engine
+        if isinstance(result, NoCapacity):
+            assert len(e.calendar.by_id) == before  # all or nothing
+            return
+        assert len(e.calendar.by_id) >= before + len(result.bookings) - len(result.preempted)
+        for b in result.bookings:
+            assert b.id in e.calendar.by_id
+
+    @rule(
+        n=st.integers(1, 9),
+        cls=CLASSES,
+        delay=st.integers(0, 30),
+        length=st.one_of(st.none(), st.integers(1, 60)),
+        level=st.sampled_from(["zone", "fabric", "block"]),
+        segment=st.sampled_from([None, 2]),
+    )
+    def place_gang(
+        self,
+        n: int,
+        cls: BookingClass,
+        delay: int,
+        length: int | None,
+        level: str,
+        segment: int | None,
+    ) -> None:
+        start, end = self._window(cls, delay, length)
+        if segment is not None and (n % segment or level == "block"):
+            segment = None
+        req = GangRequest(
+            "H100", n, required_level=level, segment=segment, segment_level="rack",
+            start=start, end=end, cls=cls,
+        )  # fmt: skip
+        before = len(self.engine.calendar.by_id)
+        result = self.engine.place(req, now=self.now)
+        self._check(result, before)
+        if isinstance(result, Placement):
+            assert len(result.bookings) == n
+            assert len(set(result.node_ids)) == n
+            li = LEVELS.index(level)
+            assert len({self.engine.nodes[x].path[li] for x in result.node_ids}) == 1
+            if segment is not None:
+                per_rack: dict[str, int] = {}
+                for x in result.node_ids:
+                    rack = self.engine.nodes[x].path[-1]
+                    per_rack[rack] = per_rack.get(rack, 0) + 1
+                assert all(c % segment == 0 for c in per_rack.values())
+
+    @rule(
+        gpus=st.integers(0, 4),
+        vcpus=st.integers(0, 64),
+        cls=CLASSES,
+        delay=st.integers(0, 30),
+        length=st.one_of(st.none(), st.integers(1, 60)),
+        preempt=st.booleans(),
+    )
+    def place_slice(
+        self, gpus: int, vcpus: int, cls: BookingClass, delay: int, length: int | None,
+        preempt: bool,
+    ) -> None:  # fmt: skip
+        start, end = self._window(cls, delay, length)
+        req = SliceRequest(gpus=gpus, vcpus=vcpus, start=start, end=end, cls=cls, priority=1)
+        before = len(self.engine.calendar.by_id)
+        result = self.engine.place(req, now=self.now, allow_preemption=preempt)
+        self._check(result, before)
+
+    @rule(data=st.data())
+    def release_one(self, data: st.DataObject) -> None:
+        allocs = sorted(self.engine.allocations)
+        if allocs:
+            self.engine.release(data.draw(st.sampled_from(allocs)), now=self.now)
+
+    @rule(n=st.integers(1, 6), length=st.one_of(st.none(), st.integers(1, 40)))
+    def place_then_release_restores(self, n: int, length: int | None) -> None:
+        before = self.engine.index.snapshot()
+        end = None if length is None else self.now + length
+        result = self.engine.place(GangRequest("H100", n, end=end), now=self.now)
+        if isinstance(result, Placement):
+            self.engine.release(result.allocation_id, now=self.now)
+        assert self.engine.index.snapshot() == before
+
+    @rule(step=st.integers(1, 40))
+    def advance(self, step: int) -> None:
+        self.now += step
+        self.engine.advance(self.now)
+
+    @rule(data=st.data())
+    def fail_and_replace(self, data: st.DataObject) -> None:
+        e = self.engine
+        node = data.draw(st.sampled_from(sorted(e.nodes)))
+        for b in e.fail_node(node, now=self.now):
+            if b.allocation_id in e.allocations and b.id in e.calendar.by_id:
+                e.replace(b.allocation_id, node, now=self.now)
+
+    @rule(data=st.data())
+    def restore(self, data: st.DataObject) -> None:
+        node = data.draw(st.sampled_from(sorted(self.engine.nodes)))
+        self.engine.restore_node(node, now=self.now)
+
+    @invariant()
+    def never_over_committed(self) -> None:
+        for cal in self.engine.calendar.nodes.values():
+            assert peak_usage(cal, -1e18, None).fits_in(cal.capacity)
+            firm = [b for b in cal if not b.cls.preemptible and b.gpus == cal.capacity.gpus]
+            for i, a in enumerate(firm):
+                for b in firm[i + 1 :]:
+                    assert not a.overlaps(b.start, b.end)
+
+    @invariant()
+    def index_matches_a_rebuild(self) -> None:
+        e = self.engine
+        fresh = CapacityIndex(e.topology, e.nodes)
+        for node_id in e.nodes:
+            fresh.update(node_id, e.calendar.nodes[node_id], e.eligible[node_id])
+        assert fresh.snapshot() == e.index.snapshot()
+
+
+EngineMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_engine_machine = EngineMachine.TestCase
