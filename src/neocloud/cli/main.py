@@ -135,6 +135,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(fleet_cli.fleet_app, name="fleet")
     app.add_typer(fleet_cli.nodes_app, name="nodes")
+    from neocloud.cli.sim import sim_app
+
+    app.add_typer(sim_app, name="sim")
     for name, sub in tenancy_cli.APPS.items():
         app.add_typer(sub, name=name)
 

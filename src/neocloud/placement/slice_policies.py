@@ -145,7 +145,9 @@ class BestFit(_ScoredPolicy):
         lowest, highest = raw[feasible].min(), raw[feasible].max()
         if highest == lowest:
             return np.zeros(len(cluster), dtype=np.float64)
-        return np.asarray(((raw - lowest) * MAX_SCORE // (highest - lowest)).astype(np.float64), dtype=np.float64)
+        return np.asarray(
+            ((raw - lowest) * MAX_SCORE // (highest - lowest)).astype(np.float64), dtype=np.float64
+        )
 
 
 class DotProd(_ScoredPolicy):
@@ -217,9 +219,21 @@ class Fgd:
     ``trunc(100 * sigmoid(-increase / 1000))``; ``exact=True`` ranks by the increase itself
     and breaks ties by best fit (least free GPU left on the node)."""
 
-    def __init__(self, target: TargetWorkload, *, exact: bool = False, name: str = "fgd") -> None:
+    def __init__(
+        self,
+        target: TargetWorkload,
+        *,
+        exact: bool = False,
+        tie_best_fit: bool = False,
+        bucket: float = 0.0,
+        exact_gpu: bool = False,
+        name: str = "fgd",
+    ) -> None:
         self.target = target
+        self.exact_gpu = exact_gpu
+        self.bucket = bucket
         self.exact = exact
+        self.tie_best_fit = tie_best_fit
         self.name = name
         self._meter: FragmentationMeter | None = None
         self._models: tuple[str, ...] = ()
@@ -235,6 +249,8 @@ class Fgd:
         return self._meter
 
     def _score(self, delta: FloatArray) -> FloatArray:
+        if self.bucket > 0:
+            return np.floor(-delta / self.bucket)
         if self.exact:
             return -delta
         return np.floor(MAX_SCORE / (1.0 + np.exp(delta / 1000.0)))
@@ -258,7 +274,12 @@ class Fgd:
                 after_g.reshape(k * slots, slots), np.repeat(c_after, slots), np.repeat(m, slots)
             ).reshape(k, slots)
             scores = np.where(valid, self._score(after - before[:, None]), -np.inf)
-            gpu = np.argmax(scores, axis=1)  # the first GPU among equal scores
+            if self.exact_gpu:
+                # Inside the node: the least exact increase, then the least free GPU left.
+                exact = np.where(valid, -(after - before[:, None]) - 1e-6 * g, -np.inf)
+                gpu = np.argmax(exact, axis=1)
+            else:
+                gpu = np.argmax(scores, axis=1)  # the first GPU among equal scores
             return scores[np.arange(k), gpu], gpu.astype(np.int64)
         after_g = g.copy()
         if pod.num_gpu:
@@ -283,7 +304,7 @@ class Fgd:
             cache.score[stale], cache.gpu[stale] = self._evaluate(cluster, pod, stale)
             cache.version[stale] = cluster.version[stale]
         scores = cache.score
-        if self.exact:
+        if self.tie_best_fit:
             # Ties on the exact increase: the node left with the least idle GPU (best fit).
             leftover = (cluster.gpu_free.sum(axis=1) - pod.total_gpu_milli) / MAX_SPEC_GPU
             scores = scores - 1e-6 * leftover

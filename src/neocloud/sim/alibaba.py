@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -208,9 +209,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def simulate(
-    nodes_csv: Path, pods_csv: Path, policy: str, seeds: Sequence[int]
-) -> dict[str, object]:
+def simulate(nodes_csv: Path, pods_csv: Path, policy: str, seeds: Sequence[int]) -> dict[str, Any]:
     """The experiment over ``seeds`` for one policy, as the CLI prints it."""
     nodes = load_nodes(nodes_csv)
     pods = load_pods(pods_csv)
