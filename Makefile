@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-scale venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x -m "not postgres"
 
-bench: bench-fleet
+bench: bench-fleet bench-placement
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
+
+bench-placement: bench-placement-scale
+
+bench-placement-scale: $(STAMP)
+	$(BIN)/python bench/placement/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
