@@ -1,0 +1,1 @@
+"""The HTTP application: factory, middleware, error mapping, audit and start-up."""
