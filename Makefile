@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-scale venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ bench: bench-fleet bench-placement
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
 
-bench-placement: bench-placement-scale
+bench-placement: bench-placement-alibaba bench-placement-scale
+
+# FGD paper replay (3 seeds, ~10 min on 2 cores); SEEDS=42-51 for the paper's full grid.
+bench-placement-alibaba: $(STAMP)
+	$(BIN)/python bench/placement/alibaba.py --seeds $(or $(SEEDS),42-44) --jobs 2
 
 bench-placement-scale: $(STAMP)
 	$(BIN)/python bench/placement/scale.py
