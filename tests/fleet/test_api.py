@@ -127,11 +127,11 @@ def test_failing_health_fails_the_node(fleet: Client) -> None:
 def test_summary_and_topology(fleet: Client) -> None:
     fleet.nodes.cordon(_special(fleet)["id"])
     summary = fleet.fleet.summary()
-    assert summary["nodes"] == 17
-    assert summary["gpus"] == 136
+    assert summary["total_nodes"] == 17
+    assert summary["total_gpus"] == 136
     assert summary["by_state"] == {"available": 16, "cordoned": 1}
     by_block = fleet.fleet.summary(group_by="block")
-    assert {line["domain"] for line in by_block["lines"]} == {
+    assert {line["domain"] for line in by_block["data"]} == {
         "us-east-1a-ib01-b01",
         "us-east-1a-ib01-b02",
     }
@@ -158,7 +158,7 @@ def test_import_errors(fleet: Client) -> None:
     assert exc.value.status == 422
     assert exc.value.param == "templates.h100-8x.gpu_count"
     assert "line 6" in exc.value.message
-    assert fleet.fleet.summary()["nodes"] == 17
+    assert fleet.fleet.summary()["total_nodes"] == 17
     # JSON body works too
     result = fleet.post(
         "fleet/imports",

@@ -159,8 +159,8 @@ def fleet_summary(
     if by:
         columns.append((by.upper(), "domain"))
     columns += [("STATE", "state"), ("NODES", "nodes"), ("GPUS", "gpus")]
-    print_table(summary["lines"], columns)
-    out.print(f"total: {summary['nodes']} nodes, {summary['gpus']} GPUs")
+    print_table(summary["data"], columns)
+    out.print(f"total: {summary['total_nodes']} nodes, {summary['total_gpus']} GPUs")
 
 
 @fleet_app.command("topology")

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from neocloud.client import ApiError
 
-out = Console()
+# Piped output (scripts, `| grep`, files) is not cut at 80 columns (Rich's default, and what
+# COLUMNS often says in CI); a terminal keeps its own width.
+out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True)
 
 Column = tuple[str, str | Callable[[dict[str, Any]], Any]]  # (header, key or getter)

@@ -201,10 +201,10 @@ def fleet_summary(
         by_state[line.state] += line.nodes
     return FleetSummaryOut(
         group_by=group_by,
-        nodes=sum(x.nodes for x in lines),
-        gpus=sum(x.gpus for x in lines),
+        total_nodes=sum(x.nodes for x in lines),
+        total_gpus=sum(x.gpus for x in lines),
         by_state=dict(sorted(by_state.items())),
-        lines=[SummaryLineOut.of(x) for x in lines],
+        data=[SummaryLineOut.of(x) for x in lines],
     )
 
 

@@ -175,10 +175,10 @@ class SummaryLineOut(ResponseModel):
 class FleetSummaryOut(ResponseModel):
     object: Literal["fleet_summary"] = "fleet_summary"
     group_by: str | None
-    nodes: int
-    gpus: int
+    total_nodes: int
+    total_gpus: int
     by_state: dict[str, int] = Field(description="nodes per state")
-    lines: list[SummaryLineOut]
+    data: list[SummaryLineOut] = Field(description="one line per model x state (x domain)")
 
 
 class DomainOut(ResponseModel):
