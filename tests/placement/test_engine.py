@@ -249,3 +249,25 @@ def test_every_policy_places_valid_gangs(policy: str) -> None:
         assert len(set(p.node_ids)) == n
         assert p.domains_used["fabric"] == 1
     assert isinstance(e.place(SliceRequest(gpus=2), now=0), Placement)
+
+
+@pytest.mark.parametrize(("policy", "chosen"), [("best_fit", 0), ("fgd", 1)])
+def test_fgd_leaves_the_least_fragmentation(policy: str, chosen: int) -> None:
+    e = engine(policy, fabrics=1, blocks=1, racks=1, nodes=2)
+    nodes = ("n-0-0-0-0", "n-0-0-0-1")
+    e.add_booking(Booking("a", nodes[0], 0, None, RESERVED, "o", 0, 4, 0, 0))  # 4 free
+    e.add_booking(Booking("b", nodes[1], 0, None, RESERVED, "o", 0, 3, 0, 0))  # 5 free
+    p = placed(e.place(SliceRequest(gpus=1), now=0))
+    # best fit takes the 4 (leaving 3, which a 4-GPU task cannot use); fgd takes the 5
+    assert p.node_ids == (nodes[chosen],)
+
+
+def test_replace_a_slice_moves_only_its_resources() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=2)
+    p = placed(e.place(SliceRequest(gpus=3, vcpus=8), now=0))
+    failed = p.node_ids[0]
+    e.fail_node(failed, now=1)
+    r = e.replace(p.allocation_id, failed, now=1)
+    assert isinstance(r, Replacement)
+    assert (r.booking.gpus, r.booking.vcpus) == (3, 8)
+    assert r.booking.node_id != failed

@@ -33,6 +33,7 @@ from neocloud.placement.model import (
 from neocloud.placement.offerings import find_offerings
 from neocloud.placement.policies import Policy, get_policy
 from neocloud.placement.preemption import plan_preemption
+from neocloud.placement.replacement import find_replacement
 
 DAY = 86_400.0
 
@@ -298,8 +299,16 @@ class PlacementEngine:
         return shape, cands
 
     def _gang_view(
-        self, r: GangRequest, w: _Window, shape: GangShape, exclude: Iterable[str] = ()
+        self,
+        r: GangRequest,
+        w: _Window,
+        shape: GangShape,
+        exclude: Iterable[str] = (),
+        *,
+        scan: bool = True,
     ) -> tuple[GangChooser, list[str]]:
+        """The chooser for a gang: index categories and released nodes first; only if no
+        domain fits that way (and a window could fit a gap), a calendar check of busy nodes."""
         shape, cands = self._gang_domains(r, shape)
         extra: list[str] = []
         for d in cands:
@@ -308,9 +317,9 @@ class PlacementEngine:
         chooser = GangChooser(
             Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
         )
-        if all(chooser.eff(shape.required, d) < shape.need for d in cands) and (
-            w.end is not None or not w.firm or w.future
-        ):
+        gaps_possible = w.end is not None or not w.firm  # open-ended firm: no gap can hold it
+        short = all(chooser.eff(shape.required, d) < shape.need for d in cands)
+        if scan and gaps_possible and short:
             skip = set(extra)
             for d in cands:
                 extra.extend(self._scan(r.gpu_model, shape.required, d, w, skip))
@@ -422,7 +431,7 @@ class PlacementEngine:
                 continue
             probe = replace(r, id="", start=t, end=None if duration is None else t + duration)
             pw = self._window(probe, self.now)
-            chooser, pc = self._gang_view(probe, pw, shape)
+            chooser, pc = self._gang_view(probe, pw, shape, scan=False)
             if chooser.choose(pc) is not None:
                 return t
         return None
@@ -557,67 +566,17 @@ class PlacementEngine:
     def replace(
         self, allocation_id: str, failed_node_id: str, *, now: float, dry_run: bool = False
     ) -> Replacement | NoCapacity:
-        """A substitute for a failed node of a gang, from the lowest domain around the failed
-        node that has one free (its rack, then block, … up to the gang's required level).
-        The failed node's booking is released and the substitute booked for the rest of it."""
+        """A substitute for a failed node of an allocation, from the lowest domain around the
+        failed node that has one free (its rack, then block, … up to the gang's required level,
+        or its segment's domain). The failed node's booking is released and the substitute
+        booked for the rest of its window."""
         self.advance(now)
-        old = next((b for b in self.allocation(allocation_id) if b.node_id == failed_node_id), None)
-        if old is None:
-            raise NotFound(
-                f"allocation {allocation_id} has no booking on node {failed_node_id}",
-                code="booking_not_found",
-            )
-        alloc = self.allocations[allocation_id]
-        r = alloc.request
-        node = self.nodes[failed_node_id]
-        top = 0
-        bottom = self.topology.depth - 1
-        if isinstance(r, GangRequest):
-            top = self.topology.level_index(r.required_level)
-            if r.segment is not None:  # a segment must stay inside its domain
-                top = self.topology.level_index(r.segment_level)
-        members = {self.calendar.by_id[b].node_id for b in alloc.booking_ids}
-        w = _Window(max(old.start, self.now), old.end, self.now, old.cls)
-        probe = GangRequest(node.gpu_model, 1, start=w.start, end=w.end, cls=old.cls)
-        for level in range(bottom, top - 1, -1):
-            domain = node.path[level]
-            shape = GangShape(1, level, None, None, self.topology.depth - 1)
-            pinned = replace(probe, required_level=self.topology.levels[level])
-            chooser = self._domain_chooser(pinned, w, shape, domain, members)
-            choice = chooser.choose([domain])
-            if choice is None:
-                continue
-            new_node = choice[1][0]
-            cal = self.calendar.nodes[new_node]
-            end = old.end if w.firm else self._spot_end(cal, w)
-            cap = cal.capacity
-            b = replace(
-                old,
-                id=f"{old.id}~{new_node}",
-                node_id=new_node,
-                start=w.start,
-                end=end,
-                gpus=cap.gpus,
-                vcpus=cap.vcpus,
-                ram_gib=cap.ram_gib,
-            )
-            if not dry_run:
-                self._remove(old.id)
-                self._commit([b], r, w, dry_run=False)
-            return Replacement(
-                allocation_id, failed_node_id, b, self.topology.levels[level], domain
-            )
-        level_name = self.topology.levels[top]
-        return NoCapacity(
-            f"no free {node.gpu_model} node in {level_name} {node.path[top]} to replace"
-            f" {failed_node_id}",
-            code="no_replacement",
-            details={"level": level_name, "domain": node.path[top], "node_id": failed_node_id},
-        )
+        return find_replacement(self, allocation_id, failed_node_id, dry_run=dry_run)
 
     def _domain_chooser(
         self, r: GangRequest, w: _Window, shape: GangShape, domain: str, exclude: set[str]
     ) -> GangChooser:
+        """A chooser for one domain: fast path first, then a calendar check of its nodes."""
         extra = self._released(r.gpu_model, shape.required, domain, w)
         cats = self._fast_cats(w)
         chooser = GangChooser(

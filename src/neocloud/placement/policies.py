@@ -232,11 +232,39 @@ class Default(BestFit):
         return super().pick_slice_node(cand, gpus, fits, idle_nodes)
 
 
+class Fgd(Default):
+    """Fragmentation gradient descent (Weng et al., ATC'23) for whole GPUs: a node's
+    fragmentation is the expected number of its free GPUs that the next task cannot use,
+    over a target mix of task sizes; a slice goes where that grows least (then best fit).
+    Gangs are placed as by ``default``."""
+
+    name = "fgd"
+
+    def __init__(self, mix: dict[int, float] | None = None) -> None:
+        self.mix = mix or {1: 0.3, 2: 0.2, 4: 0.2, 8: 0.3}
+
+    def frag(self, free: int) -> float:
+        return sum(p * free for size, p in self.mix.items() if free < size)
+
+    def pick_slice_node(
+        self, cand: SliceCandidates, gpus: int, fits: Fits, idle_nodes: IdleNodes
+    ) -> str | None:
+        top = len(cand.buckets) - 1
+        order = sorted(range(gpus, top + 1), key=lambda f: (self.frag(f - gpus) - self.frag(f), f))
+        for free in order:
+            nodes: Iterable[str] = idle_nodes() if free == top else cand.buckets[free]
+            for node in nodes:
+                if fits(node):
+                    return node
+        return BestFit.pick_slice_node(self, cand, gpus, fits, idle_nodes)
+
+
 POLICIES: dict[str, Callable[[int], Policy]] = {
     "first_fit": lambda seed: FirstFit(),
     "random": lambda seed: RandomFit(seed),
     "best_fit": lambda seed: BestFit(),
     "default": lambda seed: Default(),
+    "fgd": lambda seed: Fgd(),
 }
 
 
