@@ -15,6 +15,7 @@ from neocloud.placement import (
     BookingClass,
     GangRequest,
     NoCapacity,
+    OfferingRequest,
     Placement,
     PlacementEngine,
     SliceRequest,
@@ -103,6 +104,35 @@ class EngineMachine(RuleBasedStateMachine):
         before = len(self.engine.calendar.by_id)
         result = self.engine.place(req, now=self.now, allow_preemption=preempt)
         self._check(result, before)
+
+    @rule(n=st.integers(1, 8), duration=st.integers(1, 50), k=st.integers(1, 3))
+    def offerings_are_placeable(self, n: int, duration: int, k: int) -> None:
+        e = self.engine
+        before = e.index.snapshot()
+        offers = e.offerings(OfferingRequest("H100", n, duration=duration, k=k), now=self.now)
+        assert len(offers) <= k
+        assert [o.start for o in offers] == sorted(o.start for o in offers)
+        for o in offers:
+            assert o.end - o.start == duration
+            req = GangRequest(
+                "H100", n, fabric=o.domain, start=o.start, end=o.end, cls=BookingClass.reserved
+            )
+            assert isinstance(e.place(req, now=self.now, dry_run=True), Placement)
+        assert e.index.snapshot() == before
+
+    @rule(n=st.integers(1, 16), length=st.one_of(st.none(), st.integers(1, 60)))
+    def earliest_start_is_feasible(self, n: int, length: int | None) -> None:
+        e = self.engine
+        end = None if length is None else self.now + length
+        req = GangRequest("H100", n, end=end, cls=BookingClass.reserved)
+        result = e.place(req, now=self.now, dry_run=True)
+        if isinstance(result, NoCapacity) and result.earliest_start is not None:
+            t = result.earliest_start
+            later = GangRequest(
+                "H100", n, start=t, end=None if length is None else t + length,
+                cls=BookingClass.reserved,
+            )  # fmt: skip
+            assert isinstance(e.place(later, now=self.now, dry_run=True), Placement)
 
     @rule(data=st.data())
     def release_one(self, data: st.DataObject) -> None:
