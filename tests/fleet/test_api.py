@@ -6,6 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neocloud.client import ApiError, Client
+from neocloud.db.engine import Database
+from neocloud.fleet import service
+from neocloud.kernel.clock import VirtualClock
 
 from .helpers import GOOD
 
@@ -62,12 +65,17 @@ def test_pagination_walks_every_node(fleet: Client) -> None:
     assert len(list(fleet.nodes.iter())) == 17
 
 
-def test_actions_and_events(fleet: Client) -> None:
+def _busy(db: Database, clock: VirtualClock, node_id: str) -> None:
+    """What the compute context does when a tenant gets the node."""
+    for to in ("allocated", "provisioning", "in_use"):
+        service.transition_node(db=db, clock=clock, node_id=node_id, to=to, actor="compute")
+
+
+def test_actions_and_events(fleet: Client, db: Database, clock: VirtualClock) -> None:
     node_id = _special(fleet)["id"]
     assert fleet.nodes.cordon(node_id, reason="cable")["state"] == "cordoned"
     assert fleet.nodes.uncordon(node_id)["state"] == "available"
-    for to in ("allocated", "provisioning", "in_use"):
-        fleet.nodes.transition(node_id, to)
+    _busy(db, clock, node_id)
     drained = fleet.nodes.drain(node_id)
     assert drained["state"] == "draining"
     assert drained["drain_requested_at"] is not None
@@ -99,7 +107,7 @@ def test_actions_and_events(fleet: Client) -> None:
 def test_illegal_transition_names_allowed_states(fleet: Client) -> None:
     node_id = _special(fleet)["id"]
     with pytest.raises(ApiError) as exc:
-        fleet.nodes.transition(node_id, "in_use")
+        fleet.nodes.transition(node_id, "repair")
     assert exc.value.status == 409
     assert exc.value.details["allowed"] == [
         "allocated",
@@ -109,6 +117,14 @@ def test_illegal_transition_names_allowed_states(fleet: Client) -> None:
         "retired",
     ]
     assert "allocated, cordoned" in exc.value.message
+    with pytest.raises(ApiError) as exc:
+        fleet.nodes.transition(node_id, "in_use")
+    assert exc.value.status == 422
+    assert exc.value.code == "not_an_operator_move"
+    # The operator's own moves go through the same table: maintenance and back.
+    node = fleet.nodes.transition(node_id, "maintenance", reason="firmware")
+    assert node["state"] == "maintenance"
+    assert fleet.nodes.transition(node_id, "available")["state"] == "available"
 
 
 def test_failing_health_fails_the_node(fleet: Client) -> None:

@@ -77,7 +77,7 @@ def test_import_list_and_actions(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(app, ["nodes", "cordon", node_id, "--reason", "cable"])
     assert result.exit_code == 0, result.output
     assert "cordoned" in result.output
-    result = cli.invoke(app, ["nodes", "transition", node_id, "in_use"])
+    result = cli.invoke(app, ["nodes", "transition", node_id, "repair"])
     assert result.exit_code == 1
     assert "allowed: available, burn_in, failed, maintenance, retired" in result.output
     result = cli.invoke(app, ["fleet", "summary", "--by", "fabric"])

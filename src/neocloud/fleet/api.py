@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from neocloud.fleet import service
 from neocloud.fleet.catalog import CATALOG, resolve_gpu_model
+from neocloud.fleet.domain import OPERATOR_TARGETS
 from neocloud.fleet.schemas import (
     DomainOut,
     FleetImportIn,
@@ -165,6 +166,14 @@ def transition_node(node_id: NodeId, body: NodeTransitionIn, ctx: Ctx, caller: C
     """Move a node through the lifecycle table (burn-in done, maintenance, repair, …);
     an illegal move answers 409 with the allowed states in ``error.details.allowed``."""
     caller.require_operator(write=True)
+    if body.to not in OPERATOR_TARGETS:
+        raise ValidationFailed(
+            f"{body.to.value} is not set by hand (the compute context drives workload states; "
+            "cordon and drain have their own actions); operators move nodes to: "
+            + ", ".join(sorted(s.value for s in OPERATOR_TARGETS)),
+            code="not_an_operator_move",
+            param="to",
+        )
     row = service.transition_node(
         db=ctx.db,
         clock=ctx.clock,

@@ -60,6 +60,21 @@ for _state in list(TRANSITIONS):
         TRANSITIONS[_state] = TRANSITIONS[_state] | {S.FAILED}
 
 BUSY: frozenset[NodeState] = frozenset({S.ALLOCATED, S.PROVISIONING, S.IN_USE})
+# States the compute context drives (placing, provisioning, releasing and wiping workloads);
+# operators do not set them by hand.
+COMPUTE_DRIVEN: frozenset[NodeState] = frozenset(
+    {S.ALLOCATED, S.PROVISIONING, S.IN_USE, S.RELEASING, S.WIPING}
+)
+# Targets an operator may pick by hand (``POST /nodes/{id}/transition``); draining comes from
+# cordon/drain, enrolled only from an import.
+OPERATOR_TARGETS: frozenset[NodeState] = (
+    frozenset(NodeState)
+    - COMPUTE_DRIVEN
+    - {
+        S.DRAINING,
+        S.ENROLLED,
+    }
+)
 # Idle states that a cordon turns into ``cordoned`` at once.
 CORDONABLE_IDLE: frozenset[NodeState] = frozenset({S.ENROLLED, S.BURN_IN, S.AVAILABLE})
 # States whose node takes no new work and that a cordon only marks with a hold.
