@@ -63,7 +63,7 @@ def fleet(nodes: int, fabrics: int) -> list[NodeSnapshot]:
 def prefill(nodes: list[NodeSnapshot], target: float, seed: int) -> list[Booking]:
     """Bookings that fill ``target`` of the GPUs, after churn (fill to +15%, release down)."""
     rng = random.Random(seed)
-    e = PlacementEngine(nodes, policy="default", seed=seed)
+    e = PlacementEngine(nodes, policy="random", seed=seed)
     total = len(nodes) * GPUS
     used = 0
     allocs: list[tuple[str, int]] = []

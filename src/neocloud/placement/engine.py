@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound
 from neocloud.placement.calendar import Calendar, NodeCalendar
 from neocloud.placement.gangs import Avail, GangChooser, GangShape, domains_used
-from neocloud.placement.index import IDLE, SPOT, CapacityIndex, Topology
+from neocloud.placement.index import BUSY, IDLE, SPOT, CapacityIndex, Topology
 from neocloud.placement.model import (
     DEFAULT_LEVELS,
     INF,
@@ -320,12 +320,19 @@ class PlacementEngine:
         gaps_possible = w.end is not None or not w.firm  # open-ended firm: no gap can hold it
         short = all(chooser.eff(shape.required, d) < shape.need for d in cands)
         if scan and gaps_possible and short:
+            # most promising domains first; stop at the first that fits
+            mi = self.index.models[r.gpu_model]
             skip = set(extra)
-            for d in cands:
+            for d in sorted(cands, key=lambda d: -chooser.eff(shape.required, d)):
+                c = mi.counts[shape.required].get(d, [0, 0, 0])
+                if chooser.eff(shape.required, d) + c[BUSY] < shape.need:
+                    continue  # even every busy node would not be enough
                 extra.extend(self._scan(r.gpu_model, shape.required, d, w, skip))
-            chooser = GangChooser(
-                Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
-            )
+                chooser = GangChooser(
+                    Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
+                )
+                if chooser.eff(shape.required, d) >= shape.need:
+                    break
         return chooser, cands
 
     def _place_gang(self, r: GangRequest, now: float, dry_run: bool) -> Placement | NoCapacity:
