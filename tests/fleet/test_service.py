@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from neocloud.db.engine import Database
@@ -142,6 +144,8 @@ def test_cordon_uncordon_drain_retire(db: Database, clock: VirtualClock) -> None
     assert node.state == "retired"
     events = service.list_node_events(db=db, node_id=node_id, limit=100, after=None).items
     assert [e.to_state for e in events][-3:] == ["wiping", "cordoned", "retired"]
+    for prev, event in itertools.pairwise(events):  # every transition is on record, in order
+        assert event.from_state == prev.to_state
     assert events[1].actor == "ops"
     assert events[1].reason == "bad cable"
 
@@ -198,3 +202,32 @@ def test_summary(db: Database, clock: VirtualClock) -> None:
     assert len({x.domain for x in by_rack}) == 5
     with pytest.raises(ValidationFailed):
         service.fleet_summary(db=db, group_by="row")
+
+
+CUSTOM = """\
+levels: [region, zone, hall, pod]
+templates:
+  b200: {gpu_model: B200, gpu_count: 8, vcpus: 224, ram_gib: 4096, nvme_gib: 30720}
+sites:
+  - region: eu-north-1
+    zone: eu-north-1a
+    nodes:
+      - {hostname: b200-001, template: b200, topology: {hall: hall-a, pod: pod-1}}
+      - {hostname: b200-002, template: b200, topology: {hall: hall-a, pod: pod-2}}
+      - {hostname: b200-003, template: b200, topology: {hall: hall-b, pod: pod-3}}
+"""
+
+
+def test_custom_levels_are_the_fleets_filters(db: Database, clock: VirtualClock) -> None:
+    _import(db, clock, CUSTOM)
+    assert service.fleet_levels(db=db) == ["region", "zone", "hall", "pod"]
+    assert _ids(db, domains={"hall": "hall-a"}) == ["b200-001", "b200-002"]
+    with pytest.raises(ValidationFailed) as exc:
+        _ids(db, domains={"rack": "r1"})
+    assert "hall, pod" in exc.value.message
+    lines = service.fleet_summary(db=db, group_by="hall")
+    assert {(x.domain, x.gpus) for x in lines} == {("hall-a", 16), ("hall-b", 8)}
+    # Another spec with other levels would mix two topologies: refused.
+    with pytest.raises(Conflict, match="levels"):
+        _import(db, clock)
+    assert service.count_nodes(db=db) == 3
