@@ -19,22 +19,27 @@ def _end(b: Booking) -> float:
 
 def peak_usage(bookings: Iterable[Booking], start: float, end: float | None) -> Resources:
     """Largest use of each resource at any instant of ``[start, end)`` (per resource)."""
-    events: list[tuple[float, int, int, int, int]] = []
-    for b in bookings:
-        if b.overlaps(start, end):
-            events.append((max(b.start, start), 1, b.gpus, b.vcpus, b.ram_gib))
-            events.append((_end(b), 0, -b.gpus, -b.vcpus, -b.ram_gib))
-    if not events:
+    hits = [b for b in bookings if b.overlaps(start, end)]
+    if not hits:
         return Resources()
+    if len(hits) == 1:
+        return hits[0].resources
+    events: list[tuple[float, int, int, int, int]] = []
+    for b in hits:
+        events.append((max(b.start, start), 1, b.gpus, b.vcpus, b.ram_gib))
+        events.append((_end(b), 0, -b.gpus, -b.vcpus, -b.ram_gib))
     events.sort()  # ends (0) before starts (1) at the same instant: half-open intervals
     g = c = r = pg = pc = pr = 0
     for _t, _k, dg, dc, dr in events:
         g += dg
         c += dc
         r += dr
-        pg = max(pg, g)
-        pc = max(pc, c)
-        pr = max(pr, r)
+        if g > pg:
+            pg = g
+        if c > pc:
+            pc = c
+        if r > pr:
+            pr = r
     return Resources(pg, pc, pr)
 
 
@@ -56,6 +61,8 @@ class NodeCalendar:
     ) -> bool:
         """Whether ``demand`` fits during ``[start, end)``; spot bookings may be ignored (they
         are truncated or preempted by the caller)."""
+        if not self.bookings:
+            return demand.fits_in(self.capacity)
         others = (b for b in self.bookings.values() if not (ignore_spot and b.cls.preemptible))
         return (peak_usage(others, start, end) + demand).fits_in(self.capacity)
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from neocloud.placement.index import CapacityIndex, Topology
+from neocloud.placement.index import IDLE, SPOT, CapacityIndex, Topology
 from neocloud.placement.model import NodeSnapshot
 from neocloud.placement.policies import Policy, fewest_count
+
+_IDLE_ONLY = (IDLE,)
+_IDLE_SPOT = (IDLE, SPOT)
 
 
 class Avail:
@@ -53,8 +56,16 @@ class Avail:
         if mi is None:
             return 0
         c = mi.counts[level].get(domain)
-        n = 0 if c is None else sum(c[k] for k in self.cats)
-        return n + self.delta[level].get(domain, 0)
+        if c is None:
+            n = 0
+        elif self.cats == _IDLE_ONLY:
+            n = c[0]
+        elif self.cats == _IDLE_SPOT:
+            n = c[0] + c[1]
+        else:
+            n = sum(c[k] for k in self.cats)
+        d = self.delta[level]
+        return n + d[domain] if domain in d else n
 
     def nodes(self, leaf: str) -> list[str]:
         mi = self.mi
@@ -151,8 +162,5 @@ class GangChooser:
 
 def domains_used(topo: Topology, nodes: Iterable[NodeSnapshot]) -> dict[str, int]:
     """Distinct domains per level among ``nodes`` (e.g. ``{"block": 2, "rack": 5}``)."""
-    seen: list[set[str]] = [set() for _ in topo.levels]
-    for n in nodes:
-        for i, d in enumerate(n.path):
-            seen[i].add(d)
-    return {lvl: len(s) for lvl, s in zip(topo.levels, seen, strict=True)}
+    paths = [n.path for n in nodes]
+    return {lvl: len({p[i] for p in paths}) for i, lvl in enumerate(topo.levels)}

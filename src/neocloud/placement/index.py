@@ -32,11 +32,13 @@ class Topology:
         self.leaf_nodes: dict[str, list[str]] = {}
         self.roots: list[str] = []
         self.parent: list[dict[str, str]] = [{} for _ in levels]
+        self.size: list[dict[str, int]] = [{} for _ in levels]  # nodes per domain
         seen: list[set[str]] = [set() for _ in levels]
         for n in nodes:
             if len(n.path) != self.depth:
                 raise ValueError(f"node {n.id} has path {n.path!r}, expected one name per level")
             for i, name in enumerate(n.path):
+                self.size[i][name] = self.size[i].get(name, 0) + 1
                 if name not in seen[i]:
                     seen[i].add(name)
                     if i == 0:
@@ -114,7 +116,7 @@ class _ModelIndex:
     spot: dict[str, set[str]]
     busy: dict[str, set[str]]
     release: list[dict[str, list[tuple[float, str]]]]
-    buckets: list[set[str]]
+    buckets: list[dict[str, None]]
     tree: _MaxTree
     order: list[str]
     blocks_by_idle: dict[int, set[str]]
@@ -146,7 +148,7 @@ class CapacityIndex:
                 spot={},
                 busy={},
                 release=[{} for _ in topology.levels],
-                buckets=[set() for _ in range(top + 1)],
+                buckets=[{} for _ in range(top + 1)],
                 tree=_MaxTree(len(ids)),
                 order=ids,
                 blocks_by_idle={},
@@ -166,6 +168,13 @@ class CapacityIndex:
             return
         node = self.nodes[node_id]
         mi = self.models[node.gpu_model]
+        if old is not None and new is not None and old[:2] == new[:2]:
+            # same category and release time: only the slice bucket moves
+            del mi.buckets[old[2]][node_id]
+            mi.buckets[new[2]][node_id] = None
+            self.state[node_id] = new
+            mi.tree.set(self.ordinal[node_id], new[2])
+            return
         if old is not None:
             self._apply(mi, node, old, -1)
         if new is not None:
@@ -206,10 +215,10 @@ class CapacityIndex:
         s = sets.setdefault(leaf, set())
         if sign > 0:
             s.add(node.id)
-            mi.buckets[free].add(node.id)
+            mi.buckets[free][node.id] = None
         else:
             s.discard(node.id)
-            mi.buckets[free].discard(node.id)
+            mi.buckets[free].pop(node.id, None)
 
     @staticmethod
     def _move_block(mi: _ModelIndex, block: str, old: int, new: int) -> None:
@@ -250,7 +259,7 @@ class CapacityIndex:
                 "spot": {d: frozenset(s) for d, s in mi.spot.items() if s},
                 "busy": {d: frozenset(s) for d, s in mi.busy.items() if s},
                 "release": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.release],
-                "buckets": [frozenset(b) for b in mi.buckets],
+                "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
                 "tree": tuple(mi.tree.t[mi.tree.n : mi.tree.n + len(mi.order)]),
             }

@@ -63,9 +63,12 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
     pref = None if shape.preferred is None else engine.topology.levels[shape.preferred]
     found: list[Offering] = []
     best_spread: dict[str, int] = {}
+    floor = _fewest_possible(engine, shape.preferred, shape.need)
     for t, d in tries:
-        if len(found) >= 2 * q.k:
-            break
+        if len(found) >= q.k and t > found[q.k - 1].start:
+            break  # every later try ranks after the k found so far
+        if best_spread.get(d, floor + 1) <= floor:
+            continue  # already offered as compact as it gets
         w = engine._window(
             GangRequest(q.gpu_model, 1, start=t, end=t + q.duration, cls=BookingClass.reserved),
             now,
@@ -86,3 +89,11 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
         found.append(Offering(t, t + q.duration, d, tuple(nodes), used))
     found.sort(key=lambda o: (o.start, o.domains_used.get(pref, 1) if pref else 1, o.domain))
     return found[: q.k]
+
+
+def _fewest_possible(engine: PlacementEngine, level: int | None, need: int) -> int:
+    """A lower bound on the preferred-level domains a gang of ``need`` nodes spans."""
+    if level is None:
+        return 1
+    biggest = max(engine.topology.size[level].values(), default=1)
+    return -(-need // biggest)

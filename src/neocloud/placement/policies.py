@@ -31,7 +31,7 @@ class UnknownPolicy(InvalidRequest, ValueError):
 class SliceCandidates(Protocol):
     """What a policy may read to pick a node for a slice (one GPU model)."""
 
-    buckets: list[set[str]]
+    buckets: list[dict[str, None]]
     order: list[str]
 
     def leftmost(self, k: int, lo: int) -> int: ...
@@ -198,11 +198,12 @@ class Default(BestFit):
     and a slice that needs an idle node takes it from the block with the fewest idle nodes."""
 
     name = "default"
-    sample = 8
 
     def select_domain(
         self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
     ) -> str | None:
+        if len(candidates) <= 1:
+            return candidates[0][0] if candidates else None
         best: tuple[int, int] | None = None
         choice: str | None = None
         for name, avail in sorted(candidates, key=lambda c: c[1]):
@@ -218,14 +219,9 @@ class Default(BestFit):
     ) -> str | None:
         top = len(cand.buckets) - 1
         for bucket in cand.buckets[gpus:top]:
-            found: list[str] = []
             for node in bucket:
                 if fits(node):
-                    found.append(node)
-                    if len(found) >= self.sample:
-                        break
-            if found:
-                return min(found)
+                    return node
         for node in idle_nodes():
             if fits(node):
                 return node
