@@ -29,7 +29,8 @@ from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
 from neocloud.fleet import service
 from neocloud.fleet.domain import CheckStatus
-from neocloud.fleet.spec import dump_spec, generate_spec
+from neocloud.fleet.generate import generate_spec
+from neocloud.fleet.spec import dump_spec
 from neocloud.kernel.clock import SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.tenancy.service import bootstrap_operator

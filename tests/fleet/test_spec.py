@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neocloud.fleet.spec import demo_spec, dump_spec, expand, generate_spec, parse_spec
+from neocloud.fleet.generate import generate_spec
+from neocloud.fleet.spec import demo_spec, dump_spec, expand, parse_spec
 from neocloud.kernel.errors import ValidationFailed
 
 from .helpers import GOOD

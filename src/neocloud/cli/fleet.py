@@ -92,7 +92,8 @@ def fleet_generate(
     ] = None,
 ) -> None:
     """Write a fleet spec for N GPUs of one model (import it with `fleet import`)."""
-    from neocloud.fleet.spec import dump_spec, generate_spec
+    from neocloud.fleet.generate import generate_spec
+    from neocloud.fleet.spec import dump_spec
     from neocloud.kernel.errors import NeocloudError
 
     try:

@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TypeVar
 
-from neocloud.kernel.errors import IllegalTransition
+from neocloud.kernel.errors import IllegalTransition, ValidationFailed
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class NodeState(StrEnum):
@@ -216,3 +219,12 @@ def aggregate_health(latest: Iterable[CheckStatus | str]) -> Health:
         if _RANK[health] > _RANK[worst]:
             worst = health
     return worst
+
+
+def parse_enum(kind: type[E], value: str, param: str) -> E:
+    """``value`` as a member of ``kind`` (case-insensitive); a 422 naming the choices if not."""
+    try:
+        return kind(value.strip().lower())
+    except ValueError:
+        known = ", ".join(m.value for m in kind)
+        raise ValidationFailed(f"{param} must be one of: {known}", param=param) from None
