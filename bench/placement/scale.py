@@ -20,6 +20,7 @@ smaller fleet).
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -101,7 +102,12 @@ def prefill(nodes: list[NodeSnapshot], target: float, seed: int) -> list[Booking
 
 
 def build(nodes: list[NodeSnapshot], bookings: list[Booking], policy: str) -> PlacementEngine:
-    return PlacementEngine(nodes, policy=policy, seed=7, bookings=bookings)
+    e = PlacementEngine(nodes, policy=policy, seed=7, bookings=bookings)
+    # A long-lived scheduler loads its snapshot once; freezing it keeps the cyclic garbage
+    # collector from walking ~10^6 long-lived objects in the middle of a decision.
+    gc.collect()
+    gc.freeze()
+    return e
 
 
 def check(e: PlacementEngine, p: Placement, n: int) -> None:
@@ -219,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     d = results.get("default") or next(iter(results.values()))
     g128 = d[0].get(128, (0.0, float("nan"), 0.0, 0))[1]
     print(f"| 128-node gang p99 | {g128:.2f} ms | target <= {TARGETS['gang128_p99_ms']:.0f} ms |")
-    print(
-        f"| single-node decisions | {d[1]:,.0f}/s | target >= {TARGETS['single_node_per_s']:,.0f}/s |"
-    )  # noqa: E501
+    rate_target = TARGETS["single_node_per_s"]
+    print(f"| single-node decisions | {d[1]:,.0f}/s | target >= {rate_target:,.0f}/s |")
     print(f"| offerings p99 | {d[2]:.2f} ms | target <= {TARGETS['offerings_p99_ms']:.0f} ms |")
     if "first_fit" in results and "default" in results:
         ff = results["first_fit"]

@@ -119,7 +119,7 @@ class _ModelIndex:
     buckets: list[dict[str, None]]
     tree: _MaxTree
     order: list[str]
-    blocks_by_idle: dict[int, set[str]]
+    blocks_by_idle: dict[int, dict[str, None]]
 
     def leftmost(self, k: int, lo: int) -> int:
         """Ordinal of the first node from ``lo`` on with at least ``k`` GPUs free ahead."""
@@ -137,6 +137,9 @@ class CapacityIndex:
         self.state: dict[str, tuple[int, float, int] | None] = {}
         self.ordinal: dict[str, int] = {}
         self.models: dict[str, _ModelIndex] = {}
+        self._counts_of: dict[str, list[list[int]]] = {}
+        self._release_of: dict[str, list[list[tuple[float, str]]]] = {}
+        self._sets_of: dict[str, tuple[set[str], set[str], set[str]]] = {}
         by_model: dict[str, list[str]] = {}
         for n in nodes.values():
             by_model.setdefault(n.gpu_model, []).append(n.id)
@@ -153,9 +156,24 @@ class CapacityIndex:
                 order=ids,
                 blocks_by_idle={},
             )
+            mi = self.models[model]
             for i, node_id in enumerate(ids):
                 self.ordinal[node_id] = i
                 self.state[node_id] = None
+                path = nodes[node_id].path
+                # the entries a node touches, found once: updates then do no lookups
+                self._counts_of[node_id] = [
+                    mi.counts[lvl].setdefault(d, [0, 0, 0]) for lvl, d in enumerate(path)
+                ]
+                self._release_of[node_id] = [
+                    mi.release[lvl].setdefault(d, []) for lvl, d in enumerate(path)
+                ]
+                leaf = path[-1]
+                self._sets_of[node_id] = (
+                    mi.idle.setdefault(leaf, set()),
+                    mi.spot.setdefault(leaf, set()),
+                    mi.busy.setdefault(leaf, set()),
+                )
 
     def model(self, gpu_model: str) -> _ModelIndex | None:
         return self.models.get(gpu_model)
@@ -197,38 +215,37 @@ class CapacityIndex:
         self, mi: _ModelIndex, node: NodeSnapshot, st: tuple[int, float, int], sign: int
     ) -> None:
         cat, until, free = st
-        for i, d in enumerate(node.path):
-            c = mi.counts[i].get(d)
-            if c is None:
-                c = mi.counts[i][d] = [0, 0, 0]
-            if cat == IDLE and i == self.block_level:
-                self._move_block(mi, d, c[IDLE], c[IDLE] + sign)
+        node_id = node.id
+        counts = self._counts_of[node_id]
+        if cat == IDLE:
+            block = counts[self.block_level]
+            self._move_block(mi, node.path[self.block_level], block[IDLE], block[IDLE] + sign)
+        for c in counts:
             c[cat] += sign
-            if cat == BUSY and until < INF:
-                lst = mi.release[i].setdefault(d, [])
+        if cat == BUSY and until < INF:
+            key = (until, node_id)
+            for lst in self._release_of[node_id]:
                 if sign > 0:
-                    bisect.insort(lst, (until, node.id))
+                    bisect.insort(lst, key)
                 else:
-                    del lst[bisect.bisect_left(lst, (until, node.id))]
-        leaf = node.path[-1]
-        sets = (mi.idle, mi.spot, mi.busy)[cat]
-        s = sets.setdefault(leaf, set())
+                    del lst[bisect.bisect_left(lst, key)]
+        s = self._sets_of[node_id][cat]
         if sign > 0:
-            s.add(node.id)
-            mi.buckets[free][node.id] = None
+            s.add(node_id)
+            mi.buckets[free][node_id] = None
         else:
-            s.discard(node.id)
-            mi.buckets[free].pop(node.id, None)
+            s.discard(node_id)
+            mi.buckets[free].pop(node_id, None)
 
     @staticmethod
     def _move_block(mi: _ModelIndex, block: str, old: int, new: int) -> None:
         if old > 0:
             s = mi.blocks_by_idle[old]
-            s.discard(block)
+            del s[block]
             if not s:
                 del mi.blocks_by_idle[old]
         if new > 0:
-            mi.blocks_by_idle.setdefault(new, set()).add(block)
+            mi.blocks_by_idle.setdefault(new, {})[block] = None
 
     def idle_compact_first(self, gpu_model: str) -> Iterator[str]:
         """Idle nodes, those in blocks with the fewest idle nodes first (to keep whole
@@ -238,7 +255,7 @@ class CapacityIndex:
             return
         bl = self.block_level
         for k in sorted(mi.blocks_by_idle):
-            for block in sorted(mi.blocks_by_idle.get(k, ())):
+            for block in list(mi.blocks_by_idle.get(k, ())):
                 for leaf in self.topology.leaves_under(bl, block):
                     yield from sorted(mi.idle.get(leaf, ()))
 
