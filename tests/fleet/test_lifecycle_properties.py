@@ -54,6 +54,8 @@ def test_random_operation_sequences_keep_the_invariants(
             assert exc.details["current"] == before.state.value
             continue
         assert lc.state in NodeState
+        if lc.drain:  # an eviction request only ever concerns a running workload
+            assert lc.state in domain.BUSY or lc.state == S.DRAINING
         if before.state == S.RETIRED:
             assert lc == before  # retired is terminal
         if op in ("cordon", "drain"):

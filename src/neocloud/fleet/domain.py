@@ -150,7 +150,9 @@ def cordon(lc: Lifecycle, *, drain: bool = False) -> tuple[Lifecycle, list[Move]
     moves: list[Move] = []
     if lc.state == S.RETIRED:
         raise IllegalTransition("node", lc.state.value, S.CORDONED.value, [], action=action)
-    held = replace(lc, hold=True, drain=lc.drain or drain)
+    # Only a running workload can be evicted; elsewhere a drain is just a cordon.
+    evict = drain and (lc.state in BUSY or lc.state == S.DRAINING)
+    held = replace(lc, hold=True, drain=lc.drain or evict)
     if lc.state in CORDONABLE_IDLE:
         return replace(_go(held, S.CORDONED, moves, action), drain=False), moves
     if lc.state in BUSY:
@@ -185,7 +187,8 @@ def fail(lc: Lifecycle) -> tuple[Lifecycle, list[Move]]:
     if lc.state in (S.RETIRED, S.FAILED):
         return lc, []
     moves: list[Move] = []
-    return replace(_go(lc, S.FAILED, moves), resume=None), moves
+    # The workload dies with the hardware: nothing is left to resume or evict.
+    return replace(_go(lc, S.FAILED, moves), resume=None, drain=False), moves
 
 
 # --- health -----------------------------------------------------------------------------------
