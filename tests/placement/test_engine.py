@@ -271,3 +271,35 @@ def test_replace_a_slice_moves_only_its_resources() -> None:
     assert isinstance(r, Replacement)
     assert (r.booking.gpus, r.booking.vcpus) == (3, 8)
     assert r.booking.node_id != failed
+
+
+def test_hot_paths_do_not_scan_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = engine(fabrics=4, blocks=8, racks=8, nodes=4)  # 1,024 nodes
+    for i in range(300):
+        placed(e.place(SliceRequest(gpus=1 + i % 8), now=0))
+    calls = 0
+    real = type(e)._node_fits
+
+    def counting(self: object, *args: object) -> bool:
+        nonlocal calls
+        calls += 1
+        return real(e, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(e), "_node_fits", counting)
+    placed(e.place(GangRequest("H100", 64), now=1))
+    assert calls == 0  # an open-ended gang reads only the index
+    for g in (1, 2, 4, 8):
+        placed(e.place(SliceRequest(gpus=g), now=1))
+    assert calls <= 8  # a slice checks the node it takes, not the fleet
+
+
+def test_loaded_gang_keeps_its_shape_for_replacement() -> None:
+    e = engine(fabrics=2, blocks=2, racks=2, nodes=2)
+    req = GangRequest("H100", 2, id="clu_1", required_level="block")
+    for i, node in enumerate(("n-0-0-0-0", "n-0-0-0-1")):
+        b = Booking(f"b{i}", node, 0, None, RESERVED, "o", 0, 8, 128, 1024, "clu_1")
+        e.add_booking(b, request=req)
+    e.fail_node("n-0-0-0-0", now=1)
+    r = e.replace("clu_1", "n-0-0-0-0", now=1)
+    assert isinstance(r, Replacement)
+    assert r.booking.node_id.startswith("n-0-0-")  # same block, as the gang required

@@ -132,8 +132,11 @@ class PlacementEngine:
         self._touch(b.node_id)
         return b
 
-    def add_booking(self, booking: Booking) -> None:
-        """Load an existing booking (e.g. from the database); refuses one that over-commits."""
+    def add_booking(self, booking: Booking, *, request: Request | None = None) -> None:
+        """Load an existing booking (e.g. from the database); refuses one that over-commits.
+
+        ``request`` is what the allocation asked for (a gang's levels and segments guide a
+        later ``replace``); bookings of one allocation share ``allocation_id``."""
         cal = self.calendar.nodes.get(booking.node_id)
         if cal is None:
             raise NotFound(f"node {booking.node_id} is not in the snapshot")
@@ -145,7 +148,7 @@ class PlacementEngine:
             )
         if not booking.allocation_id:
             booking = replace(booking, allocation_id=booking.id)
-        self._add(booking)
+        self._add(booking, request)
 
     def bookings(self, node_id: str) -> list[Booking]:
         return sorted(self.calendar.nodes[node_id], key=lambda b: (b.start, b.id))

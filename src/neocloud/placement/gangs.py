@@ -133,7 +133,7 @@ class GangChooser:
     def choose(self, candidates: Sequence[str]) -> tuple[str, list[str]] | None:
         need, req = self.shape.need, self.shape.required
         fit = [(d, e) for d in candidates if (e := self.eff(req, d)) >= need]
-        domain = self.policy.select_domain(fit, need, self.spread)
+        domain = self.policy.select_domain(fit, need, _Spread(self))
         if domain is None:
             return None
         return domain, self.pick(req, domain, need)
@@ -164,3 +164,19 @@ def domains_used(topo: Topology, nodes: Iterable[NodeSnapshot]) -> dict[str, int
     """Distinct domains per level among ``nodes`` (e.g. ``{"block": 2, "rack": 5}``)."""
     paths = [n.path for n in nodes]
     return {lvl: len({p[i] for p in paths}) for i, lvl in enumerate(topo.levels)}
+
+
+class _Spread:
+    """``GangChooser.spread`` with its lower bound, for ``Policy.select_domain``."""
+
+    def __init__(self, chooser: GangChooser) -> None:
+        self.chooser = chooser
+        pref, req = chooser.shape.preferred, chooser.shape.required
+        if pref is None or pref <= req:
+            self.floor = 1
+        else:
+            biggest = max(chooser.topo.size[pref].values(), default=1)
+            self.floor = -(-chooser.shape.need // biggest)
+
+    def __call__(self, domain: str) -> int:
+        return self.chooser.spread(domain)

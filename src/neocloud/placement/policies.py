@@ -28,6 +28,15 @@ class UnknownPolicy(InvalidRequest, ValueError):
     default_code = "unknown_policy"
 
 
+class Spread(Protocol):
+    """The fewest preferred-level domains a gang would span in a domain; ``floor`` is a lower
+    bound over all domains (no domain can do better)."""
+
+    floor: int
+
+    def __call__(self, domain: str) -> int: ...
+
+
 class SliceCandidates(Protocol):
     """What a policy may read to pick a node for a slice (one GPU model)."""
 
@@ -41,10 +50,10 @@ class Policy(Protocol):
     name: str
 
     def select_domain(
-        self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
+        self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
     ) -> str | None:
         """Pick a domain among ``(name, available)`` pairs that all have ``available >= need``;
-        ``spread(name)`` is the fewest preferred-level domains the gang would use there."""
+        ``spread(name)`` is the fewest preferred-level domains the gang would span there."""
         ...
 
     def split(self, children: Sequence[tuple[str, int]], need: int) -> list[tuple[str, int]]:
@@ -110,7 +119,7 @@ class FirstFit:
     name = "first_fit"
 
     def select_domain(
-        self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
+        self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
     ) -> str | None:
         return candidates[0][0] if candidates else None
 
@@ -141,7 +150,7 @@ class RandomFit:
         self.rng = _random.Random(seed)
 
     def select_domain(
-        self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
+        self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
     ) -> str | None:
         return self.rng.choice(candidates)[0] if candidates else None
 
@@ -173,7 +182,7 @@ class BestFit:
     name = "best_fit"
 
     def select_domain(
-        self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
+        self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
     ) -> str | None:
         return min(candidates, key=lambda c: c[1])[0] if candidates else None
 
@@ -200,7 +209,7 @@ class Default(BestFit):
     name = "default"
 
     def select_domain(
-        self, candidates: Sequence[tuple[str, int]], need: int, spread: Callable[[str], int]
+        self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
     ) -> str | None:
         if len(candidates) <= 1:
             return candidates[0][0] if candidates else None
@@ -210,8 +219,8 @@ class Default(BestFit):
             key = (spread(name), avail)
             if best is None or key < best:
                 best, choice = key, name
-                if key[0] <= 1:
-                    break  # nothing beats one block, and candidates come tightest first
+                if key[0] <= spread.floor:
+                    break  # nothing spans fewer, and candidates come tightest first
         return choice
 
     def pick_slice_node(
