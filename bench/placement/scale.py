@@ -160,7 +160,7 @@ def gangs(
     return out
 
 
-def singles(e: PlacementEngine, count: int, seed: int) -> tuple[float, float, int]:
+def singles(e: PlacementEngine, count: int, seed: int) -> tuple[float, float, int, int]:
     """Decisions/s for a stream of slices arriving and leaving at steady fill (one core)."""
     rng = random.Random(seed)
     live: list[str] = []
@@ -178,9 +178,16 @@ def singles(e: PlacementEngine, count: int, seed: int) -> tuple[float, float, in
         if len(live) > 64:  # departures keep the fill steady
             e.release(live.pop(rng.randrange(len(live))), now=2)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    kept = whole_idle_blocks(e)
     for a in live:
         e.release(a, now=2)
-    return count / dt, count / cpu, placed
+    return count / dt, count / cpu, placed, kept
+
+
+def whole_idle_blocks(e: PlacementEngine) -> int:
+    """Blocks with every node idle: what is left for the next large cluster."""
+    mi = e.index.models["H100"]
+    return len(mi.blocks_by_idle.get(32, {}))
 
 
 def offerings(e: PlacementEngine, count: int, seed: int) -> tuple[float, float, float, float]:
@@ -204,7 +211,7 @@ def offerings(e: PlacementEngine, count: int, seed: int) -> tuple[float, float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a 4,000-node fleet, fewer repeats")
-    ap.add_argument("--policies", default="default,first_fit")
+    ap.add_argument("--policies", default="default,first_fit,best_fit,fgd,random")
     args = ap.parse_args(argv)
     n_nodes, fabrics = (4_000, 4) if args.quick else (31_250, 8)
     k = 4 if args.quick else 1
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         e = build(nodes, bookings, policy)
         load_s = time.perf_counter() - t1
         g = gangs(e, reps)
-        rate, cpu_rate, placed = singles(e, 20_000 // k, seed=2)
+        idle_before = whole_idle_blocks(e)
+        rate, cpu_rate, placed, idle_after = singles(e, 20_000 // k, seed=2)
         o50, o99, ocpu, ofound = offerings(e, 200 // k, seed=3)
         results[policy] = (g, rate, o99)
         print(f"\n### policy {policy} (snapshot + index built in {load_s:.1f} s)")
@@ -234,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {n} | {p50:.2f} | {p99:.2f} | {cpu99:.2f} | {blocks:.2f} | {misses} |")
         print(
             f"single-node decisions: {rate:,.0f}/s"
-            f" (per CPU second {cpu_rate:,.0f}; {placed:,} placed)"
+            f" (per CPU second {cpu_rate:,.0f}; {placed:,} placed);"
+            f" whole idle blocks {idle_before} before, {idle_after} at the end of the stream"
         )
         print(
             f"offerings (30-day horizon): p50 {o50:.2f} ms, p99 {o99:.2f} ms"
