@@ -135,6 +135,9 @@ def test_failing_health_fails_the_node(fleet: Client) -> None:
     assert node["state"] == "failed"
     assert node["health"] == "failed"
     assert [n["id"] for n in fleet.nodes.list(health="failed")["data"]] == [node_id]
+    history = fleet.nodes.health_checks(node_id)["data"]
+    assert [(c["name"], c["status"], c["message"]) for c in history] == [("dcgm", "fail", "XID 79")]
+    assert fleet.nodes.events(node_id)["data"][-1]["reason"] == "health check failed: dcgm: XID 79"
     with pytest.raises(ApiError) as exc:
         fleet.nodes.report_health(node_id, [{"name": "dcgm", "status": "broken"}])
     assert exc.value.status == 422

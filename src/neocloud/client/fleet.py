@@ -75,6 +75,12 @@ class NodesResource(Resource):
         result: Obj = self._c.get(f"nodes/{node_id}/events", limit=limit, after=after)
         return result
 
+    def health_checks(
+        self, node_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Obj:
+        result: Obj = self._c.get(f"nodes/{node_id}/health-checks", limit=limit, after=after)
+        return result
+
     def _action(self, node_id: str, action: str, reason: str | None) -> Obj:
         body = {"reason": reason} if reason else {}
         result: Obj = self._c.post(f"nodes/{node_id}/{action}", body)

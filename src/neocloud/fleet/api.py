@@ -20,6 +20,7 @@ from neocloud.fleet.schemas import (
     FleetImportOut,
     FleetSummaryOut,
     GpuModelOut,
+    HealthCheckOut,
     HealthReportIn,
     NodeActionIn,
     NodeEventOut,
@@ -118,6 +119,24 @@ def list_node_events(
     )
     return ListOut(
         data=[NodeEventOut.of(e) for e in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/nodes/{node_id}/health-checks", response_model=ListOut[HealthCheckOut], tags=TAG_NODES
+)
+def list_health_checks(
+    node_id: NodeId, ctx: Ctx, caller: Caller, paging: Paging
+) -> ListOut[HealthCheckOut]:
+    """Every reported check result of the node, oldest first."""
+    caller.require_operator()
+    page = service.list_health_checks(
+        db=ctx.db, node_id=node_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[HealthCheckOut.of(c) for c in page.items],
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )

@@ -10,7 +10,7 @@ from pydantic import Field, PlainSerializer
 from neocloud.fleet.catalog import GpuModel
 from neocloud.fleet.domain import CheckStatus, NodeState
 from neocloud.fleet.service import DomainCount, ImportResult, SummaryLine
-from neocloud.fleet.tables import NodeEventRow, NodeRow
+from neocloud.fleet.tables import HealthCheckRow, NodeEventRow, NodeRow
 from neocloud.kernel.clock import rfc3339
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import RequestModel, ResponseModel
@@ -124,6 +124,20 @@ class NodeEventOut(ResponseModel):
 
     @classmethod
     def of(cls, row: NodeEventRow) -> NodeEventOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class HealthCheckOut(ResponseModel):
+    id: str
+    object: Literal["health_check"] = "health_check"
+    node_id: str
+    at: Time
+    name: str
+    status: str
+    message: str | None
+
+    @classmethod
+    def of(cls, row: HealthCheckRow) -> HealthCheckOut:
         return cls.model_validate(row, from_attributes=True)
 
 

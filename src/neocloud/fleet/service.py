@@ -126,6 +126,16 @@ def list_nodes(
         return paginate(session, stmt, NodeRow.id.expression, limit=limit, after=after)
 
 
+def list_health_checks(
+    *, db: Database, node_id: str, limit: int, after: str | None
+) -> Page[HealthCheckRow]:
+    """The node's reported check results, oldest first."""
+    with db.transaction() as session:
+        _node(session, node_id)
+        stmt = sa.select(HealthCheckRow).where(HealthCheckRow.node_id == node_id)
+        return paginate(session, stmt, HealthCheckRow.id.expression, limit=limit, after=after)
+
+
 def list_node_events(
     *, db: Database, node_id: str, limit: int, after: str | None
 ) -> Page[NodeEventRow]:
