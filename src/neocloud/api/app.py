@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from neocloud import __version__
 from neocloud.api.errors import install_error_handlers
@@ -72,9 +72,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     return app
 
 
-def _routers() -> list:  # type: ignore[type-arg]
+def _routers() -> list[APIRouter]:
+    # Imported here so that building settings or the CLI does not pull in every context.
     from neocloud.fleet.api import router as fleet_router
-
     from neocloud.tenancy.api import router as tenancy_router
 
     return [tenancy_router, fleet_router]
