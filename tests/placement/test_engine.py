@@ -303,3 +303,11 @@ def test_loaded_gang_keeps_its_shape_for_replacement() -> None:
     r = e.replace("clu_1", "n-0-0-0-0", now=1)
     assert isinstance(r, Replacement)
     assert r.booking.node_id.startswith("n-0-0-")  # same block, as the gang required
+
+
+def test_future_slice_beside_spot_leaves_it_alone() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=1)
+    s = placed(e.place(SliceRequest(gpus=2, cls=SPOT), now=0))
+    p = placed(e.place(SliceRequest(gpus=4, cls=RESERVED, start=50, end=90), now=10))
+    assert p.truncated == ()
+    assert e.allocation(s.allocation_id)[0].end is None

@@ -385,7 +385,10 @@ class PlacementEngine:
         truncated: list[Booking] = []
         if w.firm and w.future:
             for b in bookings:
-                for s in list(self.calendar.nodes[b.node_id]):
+                cal = self.calendar.nodes[b.node_id]
+                if cal.fits(b.resources, b.start, b.end, ignore_spot=False):
+                    continue  # room beside the spot bookings: they may stay
+                for s in list(cal):
                     if s.cls.preemptible and s.overlaps(b.start, b.end):
                         truncated.append(replace(s, end=b.start))
         if dry_run:
