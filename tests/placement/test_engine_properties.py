@@ -134,6 +134,20 @@ class EngineMachine(RuleBasedStateMachine):
             )  # fmt: skip
             assert isinstance(e.place(later, now=self.now, dry_run=True), Placement)
 
+    @rule(gpus=st.integers(1, 4), length=st.one_of(st.none(), st.integers(1, 60)))
+    def slice_earliest_start_is_feasible(self, gpus: int, length: int | None) -> None:
+        e = self.engine
+        end = None if length is None else self.now + length
+        req = SliceRequest(gpus=gpus, end=end, cls=BookingClass.reserved)
+        result = e.place(req, now=self.now, dry_run=True)
+        if isinstance(result, NoCapacity) and result.earliest_start is not None:
+            t = result.earliest_start
+            later = SliceRequest(
+                gpus=gpus, start=t, end=None if length is None else t + length,
+                cls=BookingClass.reserved,
+            )  # fmt: skip
+            assert isinstance(e.place(later, now=self.now, dry_run=True), Placement)
+
     @rule(data=st.data())
     def release_one(self, data: st.DataObject) -> None:
         allocs = sorted(self.engine.allocations)

@@ -34,6 +34,7 @@ from neocloud.placement.offerings import find_offerings
 from neocloud.placement.policies import Policy, get_policy
 from neocloud.placement.preemption import plan_preemption
 from neocloud.placement.replacement import find_replacement
+from neocloud.placement.single_node import pick_slice_node, place_slice
 
 DAY = 86_400.0
 
@@ -245,7 +246,7 @@ class PlacementEngine:
         if isinstance(request, GangRequest):
             result = self._place_gang(request, self.now, dry_run)
         else:
-            result = self._place_slice(request, self.now, dry_run)
+            result = place_slice(self, request, dry_run=dry_run)
         if isinstance(result, NoCapacity) and allow_preemption and not dry_run:
             plan = self.preempt(request, now=self.now)
             if isinstance(plan, Preemption):
@@ -449,96 +450,8 @@ class PlacementEngine:
                 return t
         return None
 
-    def _place_slice(self, r: SliceRequest, now: float, dry_run: bool) -> Placement | NoCapacity:
-        if r.milli_gpu:
-            # Seam: fractional GPUs are packed per GPU by neocloud.placement.slices.
-            raise InvalidRequest(
-                "fractional GPU slices are placed by the shared-GPU placer, not wired here yet",
-                code="fractional_not_supported",
-                param="milli_gpu",
-            )
-        if r.gpus < 0 or r.vcpus < 0 or r.ram_gib < 0:
-            raise InvalidRequest("a slice asks for non-negative resources", param="gpus")
-        w = self._window(r, now)
-        demand = Resources(r.gpus, r.vcpus, r.ram_gib)
-        models = [r.gpu_model] if r.gpu_model is not None else list(self.index.models)
-        node_id = None
-        for model in models:
-            node_id = self._pick_slice_node(model, demand, w)
-            if node_id is not None:
-                break
-        if node_id is None:
-            return self._slice_no_capacity(r, demand, w, models)
-        cal = self.calendar.nodes[node_id]
-        end = w.end if w.firm else self._spot_end(cal, w)
-        alloc_id = self._new_id(r.id)
-        b = Booking(
-            f"{alloc_id}:0",
-            node_id,
-            w.start,
-            end,
-            r.cls,
-            r.owner,
-            r.priority,
-            demand.gpus,
-            demand.vcpus,
-            demand.ram_gib,
-            alloc_id,
-        )
-        truncated = self._commit([b], r, w, dry_run)
-        used = domains_used(self.topology, [self.nodes[node_id]])
-        return Placement(
-            alloc_id, (b,), w.start, w.end, self.nodes[node_id].path[0], used, truncated
-        )
-
     def _pick_slice_node(self, model: str, demand: Resources, w: _Window) -> str | None:
-        mi = self.index.models.get(model)
-        if mi is None or demand.gpus >= len(mi.buckets):
-            return None
-
-        def fits(node_id: str) -> bool:
-            return self._node_fits(node_id, demand, w)
-
-        def idle_nodes() -> Iterable[str]:
-            return self.index.idle_compact_first(model)
-
-        node = self.policy.pick_slice_node(mi, demand.gpus, fits, idle_nodes)
-        if node is not None or (w.firm and not w.future and w.end is None):
-            return node
-        # slow path: a gap before a future booking, or a spot node for a future window
-        for leaf_sets in (mi.spot, mi.busy):
-            for nodes in leaf_sets.values():
-                for n in nodes:
-                    if fits(n):
-                        return n
-        return None
-
-    def _slice_no_capacity(
-        self, r: SliceRequest, demand: Resources, w: _Window, models: list[str]
-    ) -> NoCapacity:
-        earliest: float | None = None
-        most = 0
-        for model in models:
-            mi = self.index.models.get(model)
-            if mi is None:
-                continue
-            most = max([most] + [k for k, b in enumerate(mi.buckets) if b])
-            for lst in mi.release[0].values():
-                if lst and lst[0][0] <= self.now + self.horizon and w.firm:
-                    t = max(lst[0][0], w.start)
-                    earliest = t if earliest is None else min(earliest, t)
-        return NoCapacity(
-            f"no node has {demand.gpus} GPUs, {demand.vcpus} vCPUs and {demand.ram_gib} GiB free"
-            f" (most whole GPUs free on a node from now on: {most})",
-            details={
-                "gpus": demand.gpus,
-                "vcpus": demand.vcpus,
-                "ram_gib": demand.ram_gib,
-                "gpu_model": r.gpu_model,
-                "max_free_gpus": most,
-            },
-            earliest_start=earliest,
-        )
+        return pick_slice_node(self, model, demand, w)
 
     # -- release, failure, replacement ------------------------------------------------------
 
