@@ -110,7 +110,7 @@ class _MaxTree:
 
 
 @dataclass(slots=True)
-class _ModelIndex:
+class ModelIndex:
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
     spot: dict[str, set[str]]
@@ -136,7 +136,7 @@ class CapacityIndex:
         self.nodes = nodes
         self.state: dict[str, tuple[int, float, int] | None] = {}
         self.ordinal: dict[str, int] = {}
-        self.models: dict[str, _ModelIndex] = {}
+        self.models: dict[str, ModelIndex] = {}
         self._counts_of: dict[str, list[list[int]]] = {}
         self._release_of: dict[str, list[list[tuple[float, str]]]] = {}
         self._sets_of: dict[str, tuple[set[str], set[str], set[str]]] = {}
@@ -145,7 +145,7 @@ class CapacityIndex:
             by_model.setdefault(n.gpu_model, []).append(n.id)
         for model, ids in by_model.items():
             top = max(nodes[i].gpu_count for i in ids)
-            self.models[model] = _ModelIndex(
+            self.models[model] = ModelIndex(
                 counts=[{} for _ in topology.levels],
                 idle={},
                 spot={},
@@ -175,7 +175,7 @@ class CapacityIndex:
                     mi.busy.setdefault(leaf, set()),
                 )
 
-    def model(self, gpu_model: str) -> _ModelIndex | None:
+    def model(self, gpu_model: str) -> ModelIndex | None:
         return self.models.get(gpu_model)
 
     def update(self, node_id: str, cal: NodeCalendar, eligible: bool) -> None:
@@ -212,7 +212,7 @@ class CapacityIndex:
         return (BUSY, cal.firm_until(), free)
 
     def _apply(
-        self, mi: _ModelIndex, node: NodeSnapshot, st: tuple[int, float, int], sign: int
+        self, mi: ModelIndex, node: NodeSnapshot, st: tuple[int, float, int], sign: int
     ) -> None:
         cat, until, free = st
         node_id = node.id
@@ -238,7 +238,7 @@ class CapacityIndex:
             mi.buckets[free].pop(node_id, None)
 
     @staticmethod
-    def _move_block(mi: _ModelIndex, block: str, old: int, new: int) -> None:
+    def _move_block(mi: ModelIndex, block: str, old: int, new: int) -> None:
         if old > 0:
             s = mi.blocks_by_idle[old]
             del s[block]

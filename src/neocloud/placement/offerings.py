@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.placement.gangs import Avail, GangChooser, domains_used
-from neocloud.placement.index import IDLE, SPOT
+from neocloud.placement.index import IDLE, SPOT, ModelIndex
 from neocloud.placement.model import BookingClass, GangRequest, Offering, OfferingRequest
 
 if TYPE_CHECKING:
@@ -46,20 +46,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
     )
     shape, cands = engine._gang_domains(gang, engine._shape(gang))
     level = shape.required
-    tries: list[tuple[float, str]] = []
-    for d in cands:
-        c = mi.counts[level].get(d)
-        base = 0 if c is None else c[IDLE] + c[SPOT]
-        lst = mi.release[level].get(d, [])
-        m = shape.need - base
-        times = [es] if m <= 0 else []
-        times += [max(es, t) for t, _ in lst[max(m - 1, 0) : max(m - 1, 0) + PER_DOMAIN]]
-        seen: set[float] = set()
-        for t in times:
-            if t <= ls and t not in seen and len(seen) < PER_DOMAIN:
-                seen.add(t)
-                tries.append((t, d))
-    tries.sort()
+    tries = _candidate_starts(mi, level, shape.need, cands, es, ls)
     pref = None if shape.preferred is None else engine.topology.levels[shape.preferred]
     found: list[Offering] = []
     best_spread: dict[str, int] = {}
@@ -89,6 +76,28 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
         found.append(Offering(t, t + q.duration, d, tuple(nodes), used))
     found.sort(key=lambda o: (o.start, o.domains_used.get(pref, 1) if pref else 1, o.domain))
     return found[: q.k]
+
+
+def _candidate_starts(
+    mi: ModelIndex, level: int, need: int, cands: list[str], es: float, ls: float
+) -> list[tuple[float, str]]:
+    """Per domain, the first starts in ``[es, ls]`` when ``need`` nodes are free of firm
+    bookings (read from the sorted release times), soonest first."""
+    tries: list[tuple[float, str]] = []
+    for d in cands:
+        c = mi.counts[level].get(d)
+        base = 0 if c is None else c[IDLE] + c[SPOT]
+        lst = mi.release[level].get(d, [])
+        m = need - base
+        times = [es] if m <= 0 else []
+        times += [max(es, t) for t, _ in lst[max(m - 1, 0) : max(m - 1, 0) + PER_DOMAIN]]
+        seen: set[float] = set()
+        for t in times:
+            if t <= ls and t not in seen and len(seen) < PER_DOMAIN:
+                seen.add(t)
+                tries.append((t, d))
+    tries.sort()
+    return tries
 
 
 def _fewest_possible(engine: PlacementEngine, level: int | None, need: int) -> int:
