@@ -1,8 +1,21 @@
 """Placement: where requests go on the fleet, and when. Pure: plain data in, plain data out.
 
-``PlacementEngine`` holds a snapshot (nodes with their topology path, bookings as intervals)
-and an incremental free-capacity index per GPU model and topology domain, and answers
-``place``, ``offerings``, ``preempt``, ``replace`` and ``release`` without scanning the fleet.
+``PlacementEngine(nodes, levels=DEFAULT_LEVELS, policy="default", seed=0, horizon=30 days,
+bookings=())`` holds a snapshot (``NodeSnapshot``: GPU model and count, vCPU, RAM, topology
+path, eligibility; ``Booking``: ``[start, end)`` intervals of a class and owner) and an
+incremental free-capacity index per GPU model and topology domain. Every decision is handed
+``now`` (seconds) and reads the index, never the whole fleet:
+
+- ``place(SliceRequest | GangRequest, now=, dry_run=False, allow_preemption=False)`` →
+  ``Placement`` or ``NoCapacity`` (reason, code, details, earliest feasible start);
+- ``offerings(OfferingRequest, now=)`` → up to k ``Offering`` (start, end, fabric, nodes);
+- ``preempt(request, now=)`` → the cheapest spot bookings to evict (``Preemption``), a what-if;
+- ``replace(allocation_id, failed_node_id, now=)`` → ``Replacement`` near the failed node;
+- ``release(allocation_id, now=, node_ids=None)``, ``fail_node``, ``restore_node``,
+  ``add_booking`` (load existing state), ``advance(now)``.
+
+Policies are named (``first_fit``, ``random``, ``best_fit``, ``fgd``, ``default``);
+``get_policy`` raises ``UnknownPolicy`` (an ``InvalidRequest`` and a ``ValueError``).
 """
 
 from neocloud.placement.engine import PlacementEngine

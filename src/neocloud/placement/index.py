@@ -111,6 +111,11 @@ class _MaxTree:
 
 @dataclass(slots=True)
 class ModelIndex:
+    """The index of one GPU model: ``counts[level][domain]`` is ``[idle, spot, busy]`` nodes;
+    ``idle``/``spot``/``busy`` are node sets per leaf domain; ``release[level][domain]`` the
+    busy nodes as ``(free of firm bookings from, node)``, sorted; ``buckets[g]`` the nodes with
+    ``g`` whole GPUs free from now on; ``blocks_by_idle[k]`` the blocks with ``k`` idle nodes."""
+
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
     spot: dict[str, set[str]]
