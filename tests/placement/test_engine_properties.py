@@ -18,6 +18,7 @@ from neocloud.placement import (
     OfferingRequest,
     Placement,
     PlacementEngine,
+    Preemption,
     SliceRequest,
 )
 from neocloud.placement.calendar import peak_usage
@@ -147,6 +148,27 @@ class EngineMachine(RuleBasedStateMachine):
                 cls=BookingClass.reserved,
             )  # fmt: skip
             assert isinstance(e.place(later, now=self.now, dry_run=True), Placement)
+
+    @rule(n=st.integers(1, 4), priority=st.integers(0, 3), gpus=st.integers(1, 4))
+    def fill_with_spot(self, n: int, priority: int, gpus: int) -> None:
+        spot = BookingClass.spot
+        self.engine.place(GangRequest("H100", n, cls=spot, priority=priority), now=self.now)
+        self.engine.place(SliceRequest(gpus=gpus, cls=spot, priority=priority), now=self.now)
+
+    @rule(n=st.integers(1, 8), gpus=st.integers(1, 4), gang=st.booleans())
+    def preemption_plan_makes_room(self, n: int, gpus: int, gang: bool) -> None:
+        e = self.engine
+        req: GangRequest | SliceRequest = (
+            GangRequest("H100", n, priority=2) if gang else SliceRequest(gpus=gpus, priority=2)
+        )
+        before = e.index.snapshot()
+        plan = e.preempt(req, now=self.now)
+        assert e.index.snapshot() == before  # a what-if
+        if isinstance(plan, Preemption):
+            assert all(v.cls is BookingClass.spot for v in plan.victims)
+            result = e.place(req, now=self.now, allow_preemption=True)
+            assert isinstance(result, Placement)
+            assert {v.id for v in result.preempted} <= {v.id for v in plan.victims}
 
     @rule(data=st.data())
     def release_one(self, data: st.DataObject) -> None:
