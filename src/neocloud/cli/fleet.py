@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from neocloud.cli.output import Column, err, fail, out, print_json, print_object, print_table
+from neocloud.cli.output import (
+    Column,
+    api_call,
+    err,
+    out,
+    print_json,
+    print_object,
+    print_table,
+)
 from neocloud.cli.state import STATE
-from neocloud.client import ApiError
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 fleet_app = typer.Typer(
     help="The GPU fleet: specs, imports, summary, topology.", no_args_is_help=True
@@ -61,17 +63,6 @@ NODE_FIELDS: list[Column] = [
     ("in service", "in_service_at"),
     ("updated", "updated_at"),
 ]
-
-
-def api_call(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as exc:
-            raise fail(exc) from None
-
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------- fleet

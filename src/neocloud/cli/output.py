@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -75,3 +76,20 @@ def fail(error: ApiError) -> typer.Exit:
     if allowed is not None:
         err.print(f"allowed: {', '.join(allowed) or 'none'}")
     return typer.Exit(2 if error.status in (400, 422) else 1)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def api_call(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a command so that an ``ApiError`` prints precisely and exits non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise fail(exc) from None
+
+    return wrapper

@@ -5,18 +5,20 @@ Tables for people, ``--json`` (the API's objects) for scripts.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from neocloud.cli.output import Column, err, fail, out, print_json, print_object, print_table
+from neocloud.cli.output import (
+    Column,
+    api_call,
+    err,
+    out,
+    print_json,
+    print_object,
+    print_table,
+)
 from neocloud.cli.state import STATE
-from neocloud.client import ApiError
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects inside an organization.", no_args_is_help=True)
@@ -76,19 +78,6 @@ AUDIT_COLUMNS: list[Column] = [
     ("ACTOR", "actor_user_id"),
     ("TARGET", "target_id"),
 ]
-
-
-def api_call(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an ``ApiError`` into a precise message and exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as exc:
-            raise fail(exc) from None
-
-    return wrapper
 
 
 def _take(rows: Any, limit: int) -> list[dict[str, Any]]:
