@@ -311,3 +311,31 @@ def test_future_slice_beside_spot_leaves_it_alone() -> None:
     p = placed(e.place(SliceRequest(gpus=4, cls=RESERVED, start=50, end=90), now=10))
     assert p.truncated == ()
     assert e.allocation(s.allocation_id)[0].end is None
+
+
+def test_gpu_models_do_not_mix() -> None:
+    from neocloud.placement import NodeSnapshot, PlacementEngine
+
+    from .builders import grid_fleet
+
+    l40s = [
+        NodeSnapshot(f"l-{i}", "L40S", 4, 64, 512, ("reg", "zone", "f9", "f9b0", f"f9b0r{i // 2}"))
+        for i in range(4)
+    ]
+    e = PlacementEngine(grid_fleet(1, 1, 1, 2) + l40s)
+    p = placed(e.place(GangRequest("L40S", 3), now=0))
+    assert all(n.startswith("l-") for n in p.node_ids)
+    assert no(e.place(GangRequest("B200", 1), now=0)).code == "unknown_gpu_model"
+    s = placed(e.place(SliceRequest(gpus=8), now=0))  # no model asked: only an H100 has 8
+    assert s.node_ids[0].startswith("n-")
+    no(e.place(SliceRequest(gpus=5, gpu_model="L40S"), now=0))
+
+
+def test_required_block_prefers_one_rack() -> None:
+    e = engine(fabrics=1, blocks=2, racks=2, nodes=4)
+    placed(e.place(GangRequest("H100", 1), now=0))  # rack 0 of block 0 keeps 3
+    p = placed(
+        e.place(GangRequest("H100", 3, required_level="block", preferred_level="rack"), now=0)
+    )
+    assert p.domains_used["rack"] == 1
+    assert p.domains_used["block"] == 1
