@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainSerializer
+from pydantic import Field
 
 from neocloud.fleet.catalog import GpuModel
 from neocloud.fleet.domain import CheckStatus, NodeState
 from neocloud.fleet.service import DomainCount, ImportResult, SummaryLine
 from neocloud.fleet.tables import HealthCheckRow, NodeEventRow, NodeRow
-from neocloud.kernel.clock import rfc3339
 from neocloud.kernel.money import Money
-from neocloud.web.schemas import RequestModel, ResponseModel
+from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
-Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
 Reason = Annotated[str | None, Field(None, max_length=500)]
-
-
-class MoneyOut(ResponseModel):
-    amount: str
-    currency: str
-
-    @classmethod
-    def of(cls, money: Money) -> MoneyOut:
-        return cls(**money.to_wire())
 
 
 # ----------------------------------------------------------------------------------- requests

@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, PlainSerializer
+from pydantic import Field
 
 from neocloud.kernel.auth import Role
-from neocloud.kernel.clock import rfc3339
 from neocloud.tenancy import domain
-from neocloud.web.schemas import RequestModel, ResponseModel
+from neocloud.web.schemas import RequestModel, ResponseModel, Time
 
-Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Email = Annotated[str, Field(min_length=3, max_length=254, pattern=domain.EMAIL_PATTERN)]
 Slug = Annotated[str, Field(min_length=1, max_length=63, pattern=domain.SLUG_PATTERN)]

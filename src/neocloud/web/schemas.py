@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from neocloud.kernel.clock import rfc3339
+from neocloud.kernel.money import Money
 
 T = TypeVar("T")
+
+# A time on the wire: RFC 3339, UTC, with a Z.
+Time = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
 
 
 class RequestModel(BaseModel):
@@ -17,6 +24,17 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class MoneyOut(ResponseModel):
+    """Money on the wire: a decimal string and a currency, never a float."""
+
+    amount: str = Field(examples=["2.49"])
+    currency: str = Field(examples=["USD"])
+
+    @classmethod
+    def of(cls, money: Money) -> MoneyOut:
+        return cls(**money.to_wire())
 
 
 class ListOut(BaseModel, Generic[T]):
