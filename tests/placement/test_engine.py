@@ -339,3 +339,28 @@ def test_required_block_prefers_one_rack() -> None:
     )
     assert p.domains_used["rack"] == 1
     assert p.domains_used["block"] == 1
+
+
+def test_extend_a_reservation_all_or_nothing() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=2)
+    p = placed(e.place(GangRequest("H100", 2, cls=RESERVED, start=0, end=100), now=0))
+    assert isinstance(e.extend(p.allocation_id, 150, now=2), Placement)
+    assert {b.end for b in e.allocation(p.allocation_id)} == {150}
+    other = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=200, end=300), now=2))
+    blocked = no(e.extend(p.allocation_id, 250, now=3))
+    assert blocked.code == "extension_blocked"
+    assert blocked.details["node_ids"] == [other.node_ids[0]]
+    assert {b.end for b in e.allocation(p.allocation_id)} == {150}  # nothing moved
+    with pytest.raises(InvalidRequest):
+        e.extend(p.allocation_id, 120, now=3)
+
+
+def test_extend_cuts_spot_only_when_it_must() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=1)
+    first = placed(e.place(SliceRequest(gpus=4, cls=RESERVED, end=100), now=0))
+    spot = placed(e.place(SliceRequest(gpus=4, cls=SPOT), now=1))
+    placed(e.place(SliceRequest(gpus=4, cls=RESERVED, start=100, end=200), now=1))
+    grown = e.extend(first.allocation_id, 150, now=2)
+    assert isinstance(grown, Placement)
+    assert [t.id for t in grown.truncated] == [spot.bookings[0].id]
+    assert e.allocation(spot.allocation_id)[0].end == 100

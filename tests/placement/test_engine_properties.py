@@ -170,6 +170,25 @@ class EngineMachine(RuleBasedStateMachine):
             assert isinstance(result, Placement)
             assert {v.id for v in result.preempted} <= {v.id for v in plan.victims}
 
+    @rule(data=st.data(), more=st.one_of(st.none(), st.integers(1, 60)))
+    def extend_one(self, data: st.DataObject, more: int | None) -> None:
+        e = self.engine
+        finite = sorted(
+            a for a, alloc in e.allocations.items()
+            if all(e.calendar.by_id[b].end is not None for b in alloc.booking_ids)
+        )  # fmt: skip
+        if not finite:
+            return
+        alloc_id = data.draw(st.sampled_from(finite))
+        before = {b.id: b.end for b in e.allocation(alloc_id)}
+        end = None if more is None else max(x for x in before.values() if x is not None) + more
+        result = e.extend(alloc_id, end, now=self.now)
+        after = {b.id: b.end for b in e.allocation(alloc_id)}
+        if isinstance(result, NoCapacity):
+            assert after == before  # all or nothing
+        else:
+            assert set(after.values()) == {end}
+
     @rule(data=st.data())
     def release_one(self, data: st.DataObject) -> None:
         allocs = sorted(self.engine.allocations)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound
 from neocloud.placement.calendar import Calendar, NodeCalendar
+from neocloud.placement.extension import extend_allocation
 from neocloud.placement.gangs import Avail, GangChooser, GangShape, domains_used
 from neocloud.placement.index import BUSY, IDLE, SPOT, CapacityIndex, Topology
 from neocloud.placement.model import (
@@ -514,6 +515,13 @@ class PlacementEngine:
                 Avail(self.index, r.gpu_model, cats, extra, exclude), self.policy, shape
             )
         return chooser
+
+    def extend(
+        self, allocation_id: str, new_end: float | None, *, now: float, dry_run: bool = False
+    ) -> Placement | NoCapacity:
+        """Push an allocation's end to ``new_end`` on the same nodes, all or nothing."""
+        self.advance(now)
+        return extend_allocation(self, allocation_id, new_end, dry_run=dry_run)
 
     # -- what-ifs ---------------------------------------------------------------------------
 
