@@ -11,6 +11,7 @@ incremental free-capacity index per GPU model and topology domain. Every decisio
 - ``offerings(OfferingRequest, now=)`` → up to k ``Offering`` (start, end, fabric, nodes);
 - ``preempt(request, now=)`` → the cheapest spot bookings to evict (``Preemption``), a what-if;
 - ``replace(allocation_id, failed_node_id, now=)`` → ``Replacement`` near the failed node;
+- ``extend(allocation_id, new_end, now=)`` → the same nodes for longer, all or nothing;
 - ``release(allocation_id, now=, node_ids=None)``, ``fail_node``, ``restore_node``,
   ``add_booking`` (load existing state), ``advance(now)``.
 

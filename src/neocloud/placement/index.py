@@ -211,6 +211,12 @@ class CapacityIndex:
             return None
         if not cal.bookings:
             return (IDLE, -INF, cal.capacity.gpus)
+        if len(cal.bookings) == 1:  # the common case (a whole node, or one slice)
+            (b,) = cal.bookings.values()
+            free1 = cal.capacity.gpus - b.gpus
+            if b.cls.preemptible:
+                return (SPOT, -INF, free1)
+            return (BUSY, INF if b.end is None else b.end, free1)
         free = cal.free_ahead().gpus
         if cal.only_spot():
             return (SPOT, -INF, free)
