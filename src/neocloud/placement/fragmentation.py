@@ -100,14 +100,18 @@ class FragmentationMeter:
     ``access`` is the ``[model, type]`` matrix for the cluster's model list.
     """
 
-    def __init__(self, target: TargetWorkload, models: Sequence[str]) -> None:
+    def __init__(
+        self, target: TargetWorkload, models: Sequence[str], *, cpu_bound: bool = False
+    ) -> None:
         self.target = target
+        self.cpu_bound = cpu_bound
         self.freq = target.freq
         self.cpu = target.cpu_milli
         num = target.num_gpu
         self.num = num
         self.is_gpu = num > 0
         milli = target.gpu_milli
+        self.gpu_milli = milli
         # Types share few distinct milli values: compare GPUs against each value once.
         self.levels, self.level_of = np.unique(np.where(self.is_gpu, milli, 1), return_inverse=True)
         self.access = target.access(models) & self.is_gpu[None, :]
@@ -128,6 +132,11 @@ class FragmentationMeter:
             & (cpu_free[:, None] >= self.cpu[None, :])
             & self.access[model_idx]
         )
+        if self.cpu_bound:
+            # A type can use no more GPU than the vCPU left lets its pods take.
+            pods_by_cpu = cpu_free[:, None] // np.maximum(self.cpu[None, :], 1)
+            cap = pods_by_cpu * (self.num * self.gpu_milli)[None, :]
+            usable = np.minimum(usable, cap)
         frag: FloatArray = total * self.freq_sum - (np.where(fits, usable, 0.0) @ self.freq)
         return frag
 

@@ -229,9 +229,15 @@ class Fgd:
         tie_best_fit: bool = False,
         bucket: float = 0.0,
         exact_gpu: bool = False,
+        tie: Callable[[SliceCluster, SlicePod], FloatArray] | None = None,
+        band: float = 0.0,
+        cpu_bound: bool = False,
         name: str = "fgd",
     ) -> None:
         self.target = target
+        self.cpu_bound = cpu_bound
+        self.band = band
+        self.tie = tie
         self.exact_gpu = exact_gpu
         self.bucket = bucket
         self.exact = exact
@@ -244,7 +250,7 @@ class Fgd:
 
     def _reset_for(self, cluster: SliceCluster) -> FragmentationMeter:
         if self._meter is None or self._cluster_id != id(cluster) or self._models != cluster.models:
-            self._meter = FragmentationMeter(self.target, cluster.models)
+            self._meter = FragmentationMeter(self.target, cluster.models, cpu_bound=self.cpu_bound)
             self._models = cluster.models
             self._caches = {}
             self._cluster_id = id(cluster)
@@ -310,6 +316,13 @@ class Fgd:
             # Ties on the exact increase: the node left with the least idle GPU (best fit).
             leftover = (cluster.gpu_free.sum(axis=1) - pod.total_gpu_milli) / MAX_SPEC_GPU
             scores = scores - 1e-6 * leftover
+        if self.tie is not None:
+            scores = scores + 1e-3 * self.tie(cluster, pod)
+        if self.band > 0:
+            # Every node within ``band`` of the best counts as a tie.
+            best = np.where(feasible, scores, -np.inf).max()
+            feasible = feasible & (scores >= best - self.band)
+            scores = np.zeros_like(scores)
         node = pick_best(cluster, scores, feasible)
         if pod.is_fractional:
             return node, (int(cache.gpu[node]),)
