@@ -21,6 +21,8 @@ RESOURCES: dict[str, str] = {
     "keys": "neocloud.client.tenancy:KeysResource",
     "quotas": "neocloud.client.tenancy:QuotasResource",
     "audit": "neocloud.client.tenancy:AuditResource",
+    "instance_types": "neocloud.client.compute:InstanceTypesResource",
+    "instances": "neocloud.client.compute:InstancesResource",
 }
 
 

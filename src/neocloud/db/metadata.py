@@ -13,6 +13,7 @@ TABLE_MODULES = (
     "neocloud.db.tables",
     "neocloud.tenancy.tables",
     "neocloud.fleet.tables",
+    "neocloud.compute.tables",
 )
 
 

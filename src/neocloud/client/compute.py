@@ -1,0 +1,93 @@
+"""SDK resources for compute: ``client.instance_types``, ``client.instances``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from neocloud.client.resources import Resource
+
+Obj = dict[str, Any]
+FINAL_INSTANCE_STATES = frozenset({"running", "terminated", "failed", "preempted"})
+
+
+def _body(**fields: Any) -> Obj:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class InstanceTypesResource(Resource):
+    def list(self, *, gpu_model: str | None = None) -> list[Obj]:
+        result: list[Obj] = self._c.get("instance-types", gpu_model=gpu_model)["data"]
+        return result
+
+
+class InstancesResource(Resource):
+    def create(
+        self,
+        instance_type: str,
+        *,
+        cls: str = "on_demand",
+        project_id: str | None = None,
+        reservation_policy: str | None = None,
+        reservation_ids: list[str] | None = None,
+        ssh_keys: list[str] | None = None,
+        image: str | None = None,
+        user_data: str | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Obj:
+        """Ask for an instance; it answers ``pending`` (use ``wait`` for ``running``)."""
+        body = _body(
+            instance_type=instance_type,
+            project_id=project_id,
+            reservation_policy=reservation_policy,
+            reservation_ids=reservation_ids,
+            ssh_keys=ssh_keys,
+            image=image,
+            user_data=user_data,
+            name=name,
+        )
+        body["class"] = cls
+        result: Obj = self._c.post("instances", body, idempotency_key=idempotency_key)
+        return result
+
+    def get(self, instance_id: str) -> Obj:
+        result: Obj = self._c.get(f"instances/{instance_id}")
+        return result
+
+    def list(self, *, limit: int | None = None, after: str | None = None, **filters: Any) -> Obj:
+        """One page; filters: state, project_id, cls, cluster_id."""
+        if "cls" in filters:
+            filters["class"] = filters.pop("cls")
+        result: Obj = self._c.get("instances", limit=limit, after=after, **filters)
+        return result
+
+    def iter(self, **filters: Any) -> Iterator[Obj]:
+        return self._c.iter("instances", **filters)
+
+    def terminate(self, instance_id: str) -> Obj:
+        result: Obj = self._c.post(f"instances/{instance_id}/terminate")
+        return result
+
+    def events(
+        self, instance_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Obj:
+        result: Obj = self._c.get(f"instances/{instance_id}/events", limit=limit, after=after)
+        return result
+
+    def wait(
+        self,
+        instance_id: str,
+        *,
+        until: frozenset[str] = FINAL_INSTANCE_STATES,
+        timeout_s: float = 600.0,
+        poll_s: float = 0.5,
+    ) -> Obj:
+        """Poll until the instance reaches one of ``until`` (default: running or an end)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            inst = self.get(instance_id)
+            if inst["state"] in until or time.monotonic() >= deadline:
+                return inst
+            time.sleep(poll_s)

@@ -1,0 +1,1 @@
+"""Compute: instances, clusters, reservations, offerings, scheduler and reconciler."""

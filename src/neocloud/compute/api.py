@@ -1,0 +1,134 @@
+"""Compute routes: instance types, instances (create, read, list, terminate, events).
+
+After a write the router nudges the background worker (``app.state.compute_nudge``, set by
+whoever runs one) so that scheduling starts at once instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from neocloud.compute import service
+from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise, hourly_price
+from neocloud.compute.schemas import ComputeEventOut, InstanceCreate, InstanceOut, InstanceTypeOut
+from neocloud.compute.snapshot import free_gpus, load_snapshot
+from neocloud.compute.tables import InstanceRow
+from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
+from neocloud.kernel.money import Money
+from neocloud.web.deps import Caller, Ctx, Paging
+from neocloud.web.schemas import ERROR_RESPONSES, ListOut
+
+router = APIRouter(responses=ERROR_RESPONSES)
+TAG_TYPES: list[str | Enum] = ["instance types"]
+TAG_INSTANCES: list[str | Enum] = ["instances"]
+InstanceId = Annotated[str, Path(max_length=40)]
+Filter = Annotated[str | None, Query(max_length=40)]
+
+
+def nudge(request: Request) -> None:
+    poke = getattr(request.app.state, "compute_nudge", None)
+    if poke is not None:
+        poke()
+
+
+def _price(row: InstanceRow) -> Money:
+    model = find_gpu_model(row.gpu_model)
+    assert model is not None
+    return hourly_price(model, CapacityClass(row.cls)) * row.gpu_count
+
+
+def _out(row: InstanceRow) -> InstanceOut:
+    return InstanceOut.of(row, _price(row))
+
+
+@router.get("/instance-types", response_model=ListOut[InstanceTypeOut], tags=TAG_TYPES)
+def list_instance_types(
+    ctx: Ctx,
+    caller: Caller,
+    gpu_model: Annotated[str | None, Query(max_length=64)] = None,
+) -> ListOut[InstanceTypeOut]:
+    """Presets of 1, 2, 4 and 8 GPUs per model, with hourly prices per class and coarse
+    availability now (``high | medium | low | none``)."""
+    model = None
+    if gpu_model is not None:
+        model = resolve_gpu_model(gpu_model).id
+    with ctx.db.transaction() as s:
+        free = free_gpus(load_snapshot(s, ctx.clock.now(), gpu_model=model), ctx.clock.now())
+    data = []
+    for t in INSTANCE_TYPES:
+        if model is not None and t.gpu_model != model:
+            continue
+        have, total = free.get(t.gpu_model, (0, 0))
+        advice = advise(have, total) if have >= t.gpus else advise(0, total)
+        data.append(InstanceTypeOut.of(t, advice.value))
+    return ListOut(data=data, has_more=False)
+
+
+@router.post("/instances", response_model=InstanceOut, status_code=201, tags=TAG_INSTANCES)
+def create_instance(
+    request: Request, ctx: Ctx, caller: Caller, body: InstanceCreate
+) -> InstanceOut:
+    """Ask for an instance; it starts ``pending`` and moves to ``provisioning`` and ``running``
+    (or ``failed`` with reason ``no_capacity``). Quota errors answer 403 ``quota_exceeded``."""
+    spec = service.InstanceSpec(**body.model_dump())
+    row = service.create_instance(db=ctx.db, clock=ctx.clock, actor=caller, spec=spec)
+    nudge(request)
+    return _out(row)
+
+
+@router.get("/instances", response_model=ListOut[InstanceOut], tags=TAG_INSTANCES)
+def list_instances(
+    ctx: Ctx,
+    caller: Caller,
+    paging: Paging,
+    state: Filter = None,
+    project_id: Filter = None,
+    cls: Annotated[str | None, Query(alias="class", max_length=16)] = None,
+    cluster_id: Filter = None,
+) -> ListOut[InstanceOut]:
+    filters = service.InstanceFilter(
+        state=state, project_id=project_id, cls=cls, cluster_id=cluster_id
+    )
+    page = service.list_instances(
+        db=ctx.db, actor=caller, filters=filters, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[_out(r) for r in page.items], has_more=page.has_more, next_cursor=page.next_cursor
+    )
+
+
+@router.get("/instances/{instance_id}", response_model=InstanceOut, tags=TAG_INSTANCES)
+def get_instance(instance_id: InstanceId, ctx: Ctx, caller: Caller) -> InstanceOut:
+    return _out(service.get_instance(db=ctx.db, actor=caller, instance_id=instance_id))
+
+
+@router.post("/instances/{instance_id}/terminate", response_model=InstanceOut, tags=TAG_INSTANCES)
+def terminate_instance(
+    request: Request, instance_id: InstanceId, ctx: Ctx, caller: Caller
+) -> InstanceOut:
+    """End the instance (reason ``user``); repeating it is harmless."""
+    row = service.terminate_instance(
+        db=ctx.db, clock=ctx.clock, actor=caller, instance_id=instance_id
+    )
+    nudge(request)
+    return _out(row)
+
+
+@router.get(
+    "/instances/{instance_id}/events", response_model=ListOut[ComputeEventOut], tags=TAG_INSTANCES
+)
+def list_instance_events(
+    instance_id: InstanceId, ctx: Ctx, caller: Caller, paging: Paging
+) -> ListOut[ComputeEventOut]:
+    """Every step of the instance, oldest first."""
+    page = service.list_events(
+        db=ctx.db, actor=caller, subject_id=instance_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[ComputeEventOut.of(e) for e in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )

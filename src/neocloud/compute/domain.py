@@ -1,0 +1,245 @@
+"""Compute domain: instance, cluster and reservation lifecycles, instance types, prices. Pure.
+
+Each lifecycle is one transitions table; ``transition`` is the only way a state changes, and an
+illegal move is an ``IllegalTransition`` naming the states that are allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import TypeVar
+
+from neocloud.fleet.catalog import CATALOG, GpuModel, find_gpu_model
+from neocloud.kernel.errors import IllegalTransition, ValidationFailed
+from neocloud.kernel.money import Money
+
+StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
+
+
+class CapacityClass(StrEnum):
+    RESERVED = "reserved"
+    ON_DEMAND = "on_demand"
+    SPOT = "spot"
+
+    @property
+    def rank(self) -> int:
+        """Scheduling order: reserved first, then on-demand, then spot."""
+        return _CLASS_RANK[self]
+
+
+_CLASS_RANK = {CapacityClass.RESERVED: 0, CapacityClass.ON_DEMAND: 1, CapacityClass.SPOT: 2}
+# Classes a tenant may ask for directly (reserved capacity comes with a reservation).
+TENANT_CLASSES = (CapacityClass.ON_DEMAND, CapacityClass.SPOT)
+QUOTA_CLASSES = frozenset({CapacityClass.ON_DEMAND, CapacityClass.SPOT})
+
+
+class ReservationPolicy(StrEnum):
+    AUTO = "auto"  # use a matching reservation of the org if one has room, else on-demand
+    STRICT = "strict"  # only inside the named (or any matching) reservation
+    FORBID = "forbid"  # never inside a reservation
+
+
+class Reason(StrEnum):
+    NO_CAPACITY = "no_capacity"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    NODE_FAILED = "node_failed"
+    RESERVATION_ENDED = "reservation_ended"
+    PREEMPTED = "preempted"
+    USER = "user"
+    PROVISION_FAILED = "provision_failed"
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+    PREEMPTED = "preempted"
+
+
+IS = InstanceState
+INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    IS.PENDING: frozenset({IS.PROVISIONING, IS.FAILED, IS.TERMINATED}),
+    IS.PROVISIONING: frozenset({IS.RUNNING, IS.STOPPING, IS.FAILED, IS.PREEMPTED}),
+    IS.RUNNING: frozenset({IS.STOPPING, IS.FAILED, IS.PREEMPTED}),
+    IS.STOPPING: frozenset({IS.TERMINATED, IS.FAILED, IS.PREEMPTED}),
+    IS.TERMINATED: frozenset(),
+    IS.FAILED: frozenset(),
+    IS.PREEMPTED: frozenset(),
+}
+INSTANCE_FINAL = frozenset({IS.TERMINATED, IS.FAILED, IS.PREEMPTED})
+# States that hold (or are about to hold) GPUs and so count against quota.
+INSTANCE_LIVE = frozenset({IS.PENDING, IS.PROVISIONING, IS.RUNNING, IS.STOPPING})
+
+
+class ClusterState(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    STOPPING = "stopping"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+    PREEMPTED = "preempted"
+
+
+C = ClusterState
+CLUSTER_TRANSITIONS: dict[ClusterState, frozenset[ClusterState]] = {
+    C.PENDING: frozenset({C.PROVISIONING, C.FAILED, C.TERMINATED}),
+    C.PROVISIONING: frozenset({C.RUNNING, C.DEGRADED, C.STOPPING, C.FAILED, C.PREEMPTED}),
+    C.RUNNING: frozenset({C.DEGRADED, C.STOPPING, C.FAILED, C.PREEMPTED}),
+    C.DEGRADED: frozenset({C.RUNNING, C.STOPPING, C.FAILED, C.PREEMPTED}),
+    C.STOPPING: frozenset({C.TERMINATED, C.FAILED}),
+    C.TERMINATED: frozenset(),
+    C.FAILED: frozenset(),
+    C.PREEMPTED: frozenset(),
+}
+CLUSTER_FINAL = frozenset({C.TERMINATED, C.FAILED, C.PREEMPTED})
+
+
+class ReservationState(StrEnum):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+R = ReservationState
+RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
+    R.SCHEDULED: frozenset({R.ACTIVE, R.CANCELLED}),
+    R.ACTIVE: frozenset({R.EXPIRED}),
+    R.EXPIRED: frozenset(),
+    R.CANCELLED: frozenset(),
+}
+
+
+def transition_instance(state: str, target: InstanceState, *, action: str | None = None) -> str:
+    return _go("instance", INSTANCE_TRANSITIONS, InstanceState(state), target, action)
+
+
+def transition_cluster(state: str, target: ClusterState, *, action: str | None = None) -> str:
+    return _go("cluster", CLUSTER_TRANSITIONS, ClusterState(state), target, action)
+
+
+def transition_reservation(
+    state: str, target: ReservationState, *, action: str | None = None
+) -> str:
+    return _go("reservation", RESERVATION_TRANSITIONS, ReservationState(state), target, action)
+
+
+def _go(
+    kind: str,
+    table: dict[StrEnumT, frozenset[StrEnumT]],
+    state: StrEnumT,
+    target: StrEnumT,
+    action: str | None,
+) -> str:
+    if target not in table[state]:
+        raise IllegalTransition(
+            kind, state.value, target.value, [s.value for s in table[state]], action=action
+        )
+    return target.value
+
+
+# --- instance types ------------------------------------------------------------------------
+
+PRESET_GPUS = (1, 2, 4, 8)
+VCPUS_PER_GPU = 16
+RAM_GIB_PER_GPU = 128
+NVME_GIB_PER_GPU = 900
+# Spot costs this fraction of the on-demand price.
+SPOT_DISCOUNT = Decimal("0.40")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceType:
+    """A preset: ``gpus`` GPUs of one model with a vCPU/RAM/NVMe bundle (8: the whole node)."""
+
+    name: str  # "8xH100"
+    gpu_model: str  # catalog id
+    gpus: int
+    vcpus: int
+    ram_gib: int
+    nvme_gib: int
+    whole_node: bool
+
+    def price_per_hour(self, cls: CapacityClass) -> Money:
+        model = find_gpu_model(self.gpu_model)
+        assert model is not None
+        return hourly_price(model, cls) * self.gpus
+
+
+def hourly_price(model: GpuModel, cls: CapacityClass) -> Money:
+    """Price of one GPU-hour of ``model`` in ``cls`` (spot at a discount; reserved as on-demand
+    here: reservations are priced by their offering)."""
+    base = model.list_price_per_gpu_hour
+    if cls is CapacityClass.SPOT:
+        return (base * (Decimal(1) - SPOT_DISCOUNT)).rounded()
+    return base
+
+
+def _short(model: GpuModel) -> str:
+    return model.aliases[0] if model.aliases else model.id
+
+
+def _types() -> tuple[InstanceType, ...]:
+    out = []
+    for model in CATALOG:
+        for n in PRESET_GPUS:
+            if n > model.max_gpus_per_node:
+                continue
+            out.append(
+                InstanceType(
+                    f"{n}x{_short(model)}",
+                    model.id,
+                    n,
+                    n * VCPUS_PER_GPU,
+                    n * RAM_GIB_PER_GPU,
+                    n * NVME_GIB_PER_GPU,
+                    n == model.max_gpus_per_node,
+                )
+            )
+    return tuple(out)
+
+
+INSTANCE_TYPES: tuple[InstanceType, ...] = _types()
+_TYPES_BY_NAME = {t.name.upper(): t for t in INSTANCE_TYPES}
+
+
+def resolve_instance_type(name: str, *, param: str = "instance_type") -> InstanceType:
+    """The preset named ``name`` (``8xH100``, case-insensitive); 422 naming the known ones."""
+    found = _TYPES_BY_NAME.get(name.strip().upper())
+    if found is None:
+        raise ValidationFailed(
+            f"unknown instance type {name!r}; known types look like 8xH100 or 1xL40S",
+            code="unknown_instance_type",
+            param=param,
+            details={"known": [t.name for t in INSTANCE_TYPES]},
+        )
+    return found
+
+
+# --- advice ---------------------------------------------------------------------------------
+
+
+class Advice(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    NONE = "none"
+
+
+def advise(free_gpus: int, total_gpus: int) -> Advice:
+    """Coarse availability for tenants: what share of the model's GPUs is free now."""
+    if free_gpus <= 0 or total_gpus <= 0:
+        return Advice.NONE
+    share = free_gpus / total_gpus
+    if share >= 0.25:
+        return Advice.HIGH
+    if share >= 0.05:
+        return Advice.MEDIUM
+    return Advice.LOW

@@ -1,0 +1,405 @@
+"""The reconciler: drives instances and nodes toward their desired state through a driver.
+
+Each pass: claim due rows with a lease token → decide (pure, ``decide_instance``,
+``decide_node``) → act through the driver → apply, only where the row's lease is still ours.
+
+Instance path: ``provisioning`` (provision, wait for the driver's duration) → ``running``;
+a stop request (terminate, preemption notice, reservation end, node failure) → ``stopping``
+(deprovision) → ``terminated`` / ``preempted`` / ``failed``, and the allocation ends.
+Node path: ``available → allocated → provisioning → in_use`` while it has started
+allocations; with none left ``→ releasing → wiping → available`` (or ``cordoned`` under a hold).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from neocloud.compute.domain import InstanceState, Reason
+from neocloud.compute.nodes import lock_node, move_node
+from neocloud.compute.service import move_instance
+from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow, NodeWorkRow
+from neocloud.db.engine import Database
+from neocloud.drivers.base import Driver, NodeRef
+from neocloud.fleet.domain import NodeState
+from neocloud.fleet.tables import NodeRow
+from neocloud.kernel.clock import Clock
+
+IS = InstanceState
+NS = NodeState
+STOP_OUTCOME = {
+    Reason.USER.value: (IS.TERMINATED, Reason.USER),
+    Reason.PREEMPTED.value: (IS.PREEMPTED, Reason.PREEMPTED),
+    Reason.RESERVATION_ENDED.value: (IS.TERMINATED, Reason.RESERVATION_ENDED),
+    Reason.NODE_FAILED.value: (IS.FAILED, Reason.NODE_FAILED),
+}
+
+
+class InstanceAction(StrEnum):
+    NONE = "none"
+    PROVISION = "provision"
+    MARK_RUNNING = "mark_running"
+    DEPROVISION = "deprovision"
+    FINISH = "finish"
+
+
+def decide_instance(
+    state: str, step: str | None, due_at: datetime | None, stop_at: datetime | None, now: datetime
+) -> InstanceAction:
+    """What to do with one instance now (pure)."""
+    st = InstanceState(state)
+    due = due_at is None or due_at <= now
+    if st in (IS.PROVISIONING, IS.RUNNING) and stop_at is not None and stop_at <= now:
+        return InstanceAction.DEPROVISION
+    if st is IS.PROVISIONING and due:
+        return InstanceAction.MARK_RUNNING if step == "provision" else InstanceAction.PROVISION
+    if st is IS.STOPPING and due:
+        return InstanceAction.FINISH
+    return InstanceAction.NONE
+
+
+class NodeAction(StrEnum):
+    NONE = "none"
+    ALLOCATE = "allocate"
+    PROVISION = "provision"
+    IN_USE = "in_use"
+    RELEASE = "release"
+    WIPE = "wipe"
+    FREE = "free"
+    FAIL_WORKLOADS = "fail_workloads"
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    state: str
+    started: int  # allocations that started and have not ended
+    provisioning: int  # instances on it with a provision step under way or done
+    running: int
+    wipe_due: bool | None  # None: no wipe under way
+
+
+def decide_node(f: NodeFacts) -> NodeAction:
+    """The next compute-driven move of one node (pure)."""
+    st = NodeState(f.state)
+    if st is NS.FAILED:
+        return NodeAction.FAIL_WORKLOADS if f.started else NodeAction.NONE
+    if st is NS.AVAILABLE and f.started:
+        return NodeAction.ALLOCATE
+    if st in (NS.ALLOCATED, NS.PROVISIONING, NS.IN_USE, NS.DRAINING) and not f.started:
+        return NodeAction.RELEASE
+    if st is NS.ALLOCATED and (f.provisioning or f.running):
+        return NodeAction.PROVISION
+    if st is NS.PROVISIONING and f.running:
+        return NodeAction.IN_USE
+    if st is NS.RELEASING:
+        return NodeAction.WIPE
+    if st is NS.WIPING and f.wipe_due:
+        return NodeAction.FREE
+    return NodeAction.NONE
+
+
+def node_ref(n: NodeRow) -> NodeRef:
+    return NodeRef(n.id, n.hostname, n.gpu_model, n.bmc)
+
+
+class Reconciler:
+    def __init__(
+        self, db: Database, clock: Clock, driver: Driver, *, lease_ttl_s: float = 30.0
+    ) -> None:
+        self.db, self.clock, self.driver = db, clock, driver
+        self.lease_ttl = timedelta(seconds=lease_ttl_s)
+
+    def run_once(self, *, max_passes: int = 6) -> int:
+        """Reconcile until nothing is due now (steps of zero duration chain in one call);
+        returns how many changes were applied."""
+        total = 0
+        for _ in range(max_passes):
+            changed = self.reconcile_instances() + self.reconcile_nodes()
+            total += changed
+            if not changed:
+                break
+        return total
+
+    # -- instances --------------------------------------------------------------------------
+
+    def _claim(self, now: datetime) -> tuple[str, list[InstanceRow]]:
+        token = secrets.token_hex(16)
+        due = sa.or_(
+            sa.and_(
+                InstanceRow.state == IS.PROVISIONING.value,
+                sa.or_(InstanceRow.due_at.is_(None), InstanceRow.due_at <= now),
+            ),
+            sa.and_(
+                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
+                InstanceRow.stop_at <= now,
+            ),
+            sa.and_(
+                InstanceRow.state == IS.STOPPING.value,
+                sa.or_(InstanceRow.due_at.is_(None), InstanceRow.due_at <= now),
+            ),
+        )
+        free = sa.or_(InstanceRow.lease_expires_at.is_(None), InstanceRow.lease_expires_at <= now)
+        with self.db.transaction() as s:
+            ids = list(s.scalars(sa.select(InstanceRow.id).where(due, free).limit(500)))
+            if not ids:
+                return token, []
+            s.execute(
+                sa.update(InstanceRow)
+                .where(InstanceRow.id.in_(ids), free)
+                .values(lease_token=token, lease_expires_at=now + self.lease_ttl)
+                .execution_options(synchronize_session=False)
+            )
+            rows = list(s.scalars(sa.select(InstanceRow).where(InstanceRow.lease_token == token)))
+            nodes = {
+                n.id: n
+                for n in s.scalars(
+                    sa.select(NodeRow).where(NodeRow.id.in_({r.node_id for r in rows}))
+                )
+            }
+        self._nodes = nodes
+        return token, rows
+
+    def reconcile_instances(self) -> int:
+        now = self.clock.now()
+        token, rows = self._claim(now)
+        changed = 0
+        for row in rows:
+            action = decide_instance(row.state, row.step, row.due_at, row.stop_at, now)
+            node = self._nodes.get(row.node_id or "")
+            result = None
+            if node is not None and action is InstanceAction.PROVISION:
+                result = self.driver.provision(
+                    node_ref(node),
+                    workload_id=row.id,
+                    gpu_indices=tuple(row.gpu_indices),
+                    image=row.image,
+                )
+            elif node is not None and action is InstanceAction.DEPROVISION:
+                result = self.driver.deprovision(node_ref(node), workload_id=row.id)
+            changed += self._apply_instance(row.id, token, action, result, now)
+        return changed
+
+    def _apply_instance(
+        self,
+        instance_id: str,
+        token: str,
+        action: InstanceAction,
+        result: object,
+        now: datetime,
+    ) -> int:
+        from neocloud.drivers.base import StepResult
+
+        with self.db.transaction() as s:
+            row = s.scalars(
+                sa.select(InstanceRow).where(
+                    InstanceRow.id == instance_id, InstanceRow.lease_token == token
+                )
+            ).first()
+            if row is None:  # the lease passed to someone else: their result wins
+                return 0
+            row.lease_token, row.lease_expires_at = None, None
+            step = result if isinstance(result, StepResult) else None
+            if action is InstanceAction.PROVISION:
+                if step is not None and not step.ok:
+                    end_allocation(s, row, now)
+                    move_instance(
+                        s,
+                        row,
+                        IS.FAILED,
+                        now,
+                        reason=Reason.PROVISION_FAILED.value,
+                        message=step.message,
+                    )
+                    return 1
+                row.step = "provision"
+                row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
+                row.updated_at = now
+                return 1
+            if action is InstanceAction.MARK_RUNNING:
+                row.step, row.due_at = None, None
+                move_instance(s, row, IS.RUNNING, now)
+                return 1
+            if action is InstanceAction.DEPROVISION:
+                row.step = "deprovision"
+                row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
+                move_instance(s, row, IS.STOPPING, now, reason=row.stop_reason)
+                return 1
+            if action is InstanceAction.FINISH:
+                target, reason = STOP_OUTCOME.get(
+                    row.stop_reason or Reason.USER.value, (IS.TERMINATED, Reason.USER)
+                )
+                row.step, row.due_at = None, None
+                end_allocation(s, row, now)
+                move_instance(s, row, target, now, reason=reason.value)
+                return 1
+            return 0
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def reconcile_nodes(self) -> int:
+        now = self.clock.now()
+        with self.db.transaction() as s:
+            facts = self._node_facts(s, now)
+        changed = 0
+        for node_id, f in facts.items():
+            action = decide_node(f)
+            if action is not NodeAction.NONE:
+                changed += self._apply_node(node_id, action, now)
+        return changed
+
+    def _node_facts(self, s: Session, now: datetime) -> dict[str, NodeFacts]:
+        started: dict[str, int] = defaultdict(int)
+        for node_id, count in s.execute(
+            sa.select(AllocationRow.node_id, sa.func.count())
+            .where(
+                AllocationRow.start_at <= now,
+                sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
+            )
+            .group_by(AllocationRow.node_id)
+        ):
+            started[node_id] = count
+        prov: dict[str, int] = defaultdict(int)
+        run: dict[str, int] = defaultdict(int)
+        for inst_node, state, step in s.execute(
+            sa.select(InstanceRow.node_id, InstanceRow.state, InstanceRow.step).where(
+                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value])
+            )
+        ):
+            if inst_node is None:
+                continue
+            if state == IS.RUNNING.value:
+                run[inst_node] += 1
+            elif step == "provision":
+                prov[inst_node] += 1
+        work = {w.node_id: w for w in s.scalars(sa.select(NodeWorkRow))}
+        busy = [
+            NS.ALLOCATED,
+            NS.PROVISIONING,
+            NS.IN_USE,
+            NS.DRAINING,
+            NS.RELEASING,
+            NS.WIPING,
+        ]
+        stmt = sa.select(NodeRow.id, NodeRow.state).where(
+            sa.or_(
+                NodeRow.state.in_([st.value for st in busy]),
+                NodeRow.id.in_(list(started)),
+            )
+        )
+        out = {}
+        for node_id, state in s.execute(stmt):
+            w = work.get(node_id)
+            wipe_due = None if w is None else (w.due_at is None or w.due_at <= now)
+            out[node_id] = NodeFacts(state, started[node_id], prov[node_id], run[node_id], wipe_due)
+        return out
+
+    def _apply_node(self, node_id: str, action: NodeAction, now: datetime) -> int:
+        result = None
+        if action is NodeAction.WIPE:
+            with self.db.transaction() as s:
+                node = s.get(NodeRow, node_id)
+                ref = node_ref(node) if node is not None else None
+            if ref is not None:
+                result = self.driver.wipe(ref)
+        with self.db.transaction() as s:
+            node = lock_node(s, node_id)
+            if node is None:
+                return 0
+            f = self._node_facts_one(s, node, now)
+            if decide_node(f) is not action:  # changed since we looked: decide again later
+                return 0
+            if action is NodeAction.ALLOCATE:
+                move_node(s, node, NS.ALLOCATED, now, "allocated to a workload")
+            elif action is NodeAction.PROVISION:
+                move_node(s, node, NS.PROVISIONING, now, "provisioning a workload")
+            elif action is NodeAction.IN_USE:
+                move_node(s, node, NS.IN_USE, now, "workload running")
+            elif action is NodeAction.RELEASE:
+                move_node(s, node, NS.RELEASING, now, "workload ended")
+            elif action is NodeAction.WIPE:
+                duration = result.duration_s if result is not None else 0.0
+                move_node(s, node, NS.WIPING, now, "wiping between tenants")
+                s.merge(
+                    NodeWorkRow(
+                        node_id=node.id,
+                        step="wipe",
+                        started_at=now,
+                        due_at=now + timedelta(seconds=duration),
+                    )
+                )
+            elif action is NodeAction.FREE:
+                s.execute(sa.delete(NodeWorkRow).where(NodeWorkRow.node_id == node.id))
+                move_node(s, node, NS.AVAILABLE, now, "wiped")
+            elif action is NodeAction.FAIL_WORKLOADS:
+                fail_workloads(s, node.id, now)
+            return 1
+
+    def _node_facts_one(self, s: Session, node: NodeRow, now: datetime) -> NodeFacts:
+        started = s.scalar(
+            sa.select(sa.func.count()).where(
+                AllocationRow.node_id == node.id,
+                AllocationRow.start_at <= now,
+                sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
+            )
+        )
+        rows = s.execute(
+            sa.select(InstanceRow.state, InstanceRow.step).where(
+                InstanceRow.node_id == node.id,
+                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
+            )
+        ).all()
+        run = sum(1 for st, _ in rows if st == IS.RUNNING.value)
+        prov = sum(1 for st, step in rows if st != IS.RUNNING.value and step == "provision")
+        w = s.get(NodeWorkRow, node.id)
+        wipe_due = None if w is None else (w.due_at is None or w.due_at <= now)
+        return NodeFacts(node.state, int(started or 0), prov, run, wipe_due)
+
+
+def end_allocation(s: Session, row: InstanceRow, now: datetime) -> None:
+    """End the instance's allocation at ``now`` (kept as a fact), and its GPU claims."""
+    if row.allocation_id is None:
+        return
+    alloc = s.get(AllocationRow, row.allocation_id)
+    if alloc is None:
+        return
+    end = now if alloc.end_at is None or alloc.end_at > now else alloc.end_at
+    if alloc.start_at > end:
+        end = alloc.start_at  # never started: an empty interval
+    alloc.end_at = end
+    s.execute(
+        sa.update(GpuClaimRow).where(GpuClaimRow.allocation_id == alloc.id).values(end_at=end)
+    )
+
+
+def fail_workloads(s: Session, node_id: str, now: datetime) -> None:
+    """The node failed: its instances stop at once with reason ``node_failed``."""
+    rows = s.scalars(
+        sa.select(InstanceRow).where(
+            InstanceRow.node_id == node_id,
+            InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value, IS.STOPPING.value]),
+        )
+    )
+    for row in rows:
+        end_allocation(s, row, now)
+        row.step, row.due_at = None, None
+        row.stop_reason = Reason.NODE_FAILED.value
+        move_instance(
+            s, row, IS.FAILED, now, reason=Reason.NODE_FAILED.value, message="the node failed"
+        )
+    # allocations without an instance (reservations) end too: the node is out of service
+    s.execute(
+        sa.update(AllocationRow)
+        .where(
+            AllocationRow.node_id == node_id,
+            AllocationRow.start_at <= now,
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
+        )
+        .values(end_at=now)
+        .execution_options(synchronize_session=False)
+    )

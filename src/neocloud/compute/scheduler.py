@@ -1,0 +1,275 @@
+"""The scheduler: pending requests → placement → allocations, one cycle at a time.
+
+A cycle reads a snapshot (eligible nodes, live allocations), orders pending instances
+reserved > on-demand > spot and FIFO within a class, and asks placement for each in turn. A
+request that does not fit now fails with ``no_capacity`` and the cycle goes on with the next
+(backfill: a large request never blocks smaller ones behind it). Each placement is written in
+one transaction that re-checks the node and, on every backend, that no firm claim overlaps the
+GPUs taken; on PostgreSQL the exclusion constraint on ``gpu_claims`` refuses it regardless.
+
+On-demand requests may preempt spot: the victims get a notice (``preemption_notice_s``) and
+the new allocation starts when the notice ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from neocloud.compute.domain import CapacityClass, InstanceState, Reason
+from neocloud.compute.nodes import lock_node
+from neocloud.compute.service import move_instance, record_event, request_stop
+from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
+from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow
+from neocloud.db.engine import Database
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict, NeocloudError
+from neocloud.kernel.ids import new_id
+from neocloud.placement import (
+    BookingClass,
+    NoCapacity,
+    Placement,
+    PlacementEngine,
+    SliceRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Knobs of the scheduler and reconciler (seconds)."""
+
+    preemption_notice_s: float = 30.0
+    policy: str = "default"
+    lease_ttl_s: float = 30.0
+
+
+@dataclass
+class ScheduleReport:
+    placed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+
+
+def _order(row: InstanceRow) -> tuple[int, datetime, str]:
+    return (CapacityClass(row.cls).rank, row.created_at, row.id)
+
+
+def build_engine(snap: Snapshot, config: ComputeConfig) -> PlacementEngine:
+    engine = PlacementEngine(snap.node_snapshots(), levels=snap.levels, policy=config.policy)
+    for b in snap.bookings():
+        try:
+            engine.add_booking(b)
+        except NeocloudError:  # an inconsistent row must not stop scheduling for everyone
+            log.exception("allocation %s does not fit its node; left out of placement", b.id)
+    return engine
+
+
+def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleReport:
+    """One scheduling cycle over every pending instance."""
+    report = ScheduleReport()
+    now = clock.now()
+    with db.transaction() as s:
+        pending = list(
+            s.scalars(
+                sa.select(InstanceRow).where(
+                    InstanceRow.state == InstanceState.PENDING.value,
+                    InstanceRow.cluster_id.is_(None),
+                )
+            )
+        )
+        if not pending:
+            return report
+        snap = load_snapshot(s, now)
+    engine = build_engine(snap, config)
+    for row in sorted(pending, key=_order):
+        cls = BookingClass(row.cls)
+        request = SliceRequest(
+            id=row.id,
+            gpus=row.gpu_count,
+            vcpus=row.vcpus,
+            ram_gib=row.ram_gib,
+            gpu_model=row.gpu_model,
+            cls=cls,
+            owner=row.org_id,
+        )
+        try:
+            result = engine.place(request, now=ts(now), allow_preemption=not cls.preemptible)
+        except NeocloudError as exc:
+            result = NoCapacity(exc.message, code=exc.code)
+        if isinstance(result, NoCapacity):
+            _fail_no_capacity(db, clock, row.id, result)
+            report.failed.append(row.id)
+            continue
+        try:
+            victims = _commit(db, clock, snap, row.id, result, config)
+        except Conflict:
+            # Someone else took the GPUs (another scheduler, a stale snapshot): try next cycle.
+            engine.release(result.allocation_id, now=ts(now))
+            report.retried.append(row.id)
+            continue
+        report.placed.append(row.id)
+        report.preempted.extend(victims)
+    return report
+
+
+def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapacity) -> None:
+    now = clock.now()
+    message = no.reason
+    if no.earliest_start is not None:
+        message += f"; earliest start placement can see: {from_ts(no.earliest_start).isoformat()}"
+    with db.transaction() as s:
+        row = s.get(InstanceRow, instance_id)
+        if row is None or row.state != InstanceState.PENDING.value:
+            return
+        move_instance(
+            s, row, InstanceState.FAILED, now, reason=Reason.NO_CAPACITY.value, message=message
+        )
+
+
+def _free_indices(snap: Snapshot, node_id: str, gpu_count: int, freed: set[int]) -> list[int]:
+    used = snap.used_indices[node_id] - freed
+    return [i for i in range(gpu_count) if i not in used]
+
+
+def _commit(
+    db: Database,
+    clock: Clock,
+    snap: Snapshot,
+    instance_id: str,
+    placed: Placement,
+    config: ComputeConfig,
+) -> list[str]:
+    """Write one placement (allocation, GPU claims, preemption notices) in one transaction."""
+    now = clock.now()
+    booking = placed.bookings[0]
+    node_id = booking.node_id
+    victims = [v for v in placed.preempted if v.cls.preemptible]
+    start = now + timedelta(seconds=config.preemption_notice_s) if victims else now
+    freed: set[int] = set()
+    victim_rows = {a.id: a for a in snap.allocations if a.id in {v.id for v in victims}}
+    for v in victim_rows.values():
+        if v.node_id == node_id:
+            freed.update(v.gpu_indices)
+    node = snap.nodes[node_id]
+    free = _free_indices(snap, node_id, node.gpu_count, freed)
+    if len(free) < booking.gpus:
+        raise Conflict("the node's GPU indices are taken", code="gpus_taken")
+    indices = free[: booking.gpus]
+    end = None if booking.end is None else from_ts(booking.end)
+    stopped: list[str] = []
+    with db.transaction() as s:
+        row = s.get(InstanceRow, instance_id)
+        if row is None or row.state != InstanceState.PENDING.value:
+            raise Conflict("the instance is no longer pending", code="not_pending")
+        locked = lock_node(s, node_id)
+        if locked is None or not node_eligible(locked):
+            raise Conflict("the node no longer takes work", code="node_unavailable")
+        for v in victim_rows.values():
+            stopped.extend(_preempt(s, v, now, start))
+        firm = not booking.cls.preemptible
+        _check_free(s, node_id, indices, start, end, firm=firm)
+        alloc = AllocationRow(
+            id=new_id("alc", at=now),
+            org_id=row.org_id,
+            project_id=row.project_id,
+            instance_id=row.id,
+            node_id=node_id,
+            gpu_model=row.gpu_model,
+            gpu_count=booking.gpus,
+            gpu_indices=indices,
+            vcpus=booking.vcpus,
+            ram_gib=booking.ram_gib,
+            cls=booking.cls.value,
+            start_at=start,
+            end_at=end,
+            created_at=now,
+        )
+        s.add(alloc)
+        s.flush()
+        for i in indices:
+            s.add(
+                GpuClaimRow(
+                    allocation_id=alloc.id,
+                    gpu_index=i,
+                    node_id=node_id,
+                    firm=firm,
+                    start_at=start,
+                    end_at=end,
+                )
+            )
+        row.node_id, row.gpu_indices, row.allocation_id = node_id, indices, alloc.id
+        row.scheduled_at = now
+        row.due_at = start  # the reconciler provisions from then on
+        move_instance(s, row, InstanceState.PROVISIONING, now)
+        if end is not None and booking.cls.preemptible:
+            # spot on a node booked later by a reservation: it ends when that starts
+            request_stop(s, row, now, reason=Reason.PREEMPTED, at=end)
+        s.flush()
+    snap.used_indices[node_id].update(indices)
+    snap.used_indices[node_id].difference_update(freed)
+    return stopped
+
+
+def _preempt(s: Session, victim: AllocationRow, now: datetime, at: datetime) -> list[str]:
+    """End a spot allocation at ``at`` and give its instance notice."""
+    alloc = s.get(AllocationRow, victim.id)
+    if alloc is None:
+        return []
+    if alloc.end_at is None or alloc.end_at > at:
+        alloc.end_at = at
+        s.execute(
+            sa.update(GpuClaimRow).where(GpuClaimRow.allocation_id == alloc.id).values(end_at=at)
+        )
+    if alloc.instance_id is None:
+        return []
+    inst = s.get(InstanceRow, alloc.instance_id)
+    if inst is None:
+        return []
+    request_stop(s, inst, now, reason=Reason.PREEMPTED, at=at)
+    record_event(
+        s,
+        subject_id=inst.id,
+        org_id=inst.org_id,
+        now=now,
+        kind="preemption_notice",
+        reason=Reason.PREEMPTED.value,
+        message=f"capacity is needed by a higher class; the instance stops at {at.isoformat()}",
+        node_id=inst.node_id,
+    )
+    return [inst.id]
+
+
+def _check_free(
+    s: Session,
+    node_id: str,
+    indices: list[int],
+    start: datetime,
+    end: datetime | None,
+    *,
+    firm: bool,
+) -> None:
+    """No claim on these GPUs overlaps ``[start, end)`` (a firm one: no firm claim; spot: none
+    at all). SQLite's single writer makes this check-then-insert safe; PostgreSQL also has the
+    exclusion constraint."""
+    stmt = sa.select(GpuClaimRow.allocation_id).where(
+        GpuClaimRow.node_id == node_id,
+        GpuClaimRow.gpu_index.in_(indices),
+        sa.or_(GpuClaimRow.end_at.is_(None), GpuClaimRow.end_at > start),
+    )
+    if end is not None:
+        stmt = stmt.where(GpuClaimRow.start_at < end)
+    if firm:
+        stmt = stmt.where(GpuClaimRow.firm.is_(True))
+    clash = s.scalars(stmt.limit(1)).first()
+    if clash is not None:
+        raise Conflict(
+            f"GPUs {indices} of node {node_id} are claimed by allocation {clash}",
+            code="gpus_taken",
+        )

@@ -1,0 +1,152 @@
+"""Wire shapes of the compute API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from neocloud.compute.domain import CapacityClass, InstanceType
+from neocloud.compute.tables import ComputeEventRow, InstanceRow
+from neocloud.kernel.money import Money
+from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
+
+Name = Field(None, max_length=128)
+
+
+# ----------------------------------------------------------------------------------- requests
+
+
+class InstanceCreate(RequestModel):
+    instance_type: str = Field(min_length=1, max_length=32, examples=["8xH100"])
+    cls: str = Field("on_demand", alias="class", max_length=16, examples=["on_demand", "spot"])
+    project_id: str | None = Field(None, max_length=40)
+    reservation_policy: str = Field("auto", max_length=8)
+    reservation_ids: list[str] = Field(default_factory=list, max_length=16)
+    ssh_keys: list[str] = Field(default_factory=list, max_length=20)
+    image: str | None = Field(None, max_length=255)
+    user_data: str | None = Field(None, max_length=65536)
+    name: str | None = Name
+
+
+# ---------------------------------------------------------------------------------- responses
+
+
+class PricesOut(ResponseModel):
+    on_demand: MoneyOut
+    spot: MoneyOut
+
+
+class AvailabilityOut(ResponseModel):
+    on_demand: str
+    spot: str
+
+
+class InstanceTypeOut(ResponseModel):
+    id: str
+    object: Literal["instance_type"] = "instance_type"
+    gpu_model: str
+    gpus: int
+    vcpus: int
+    ram_gib: int
+    nvme_gib: int
+    whole_node: bool
+    price_per_hour: PricesOut
+    availability: AvailabilityOut
+
+    @classmethod
+    def of(cls, t: InstanceType, availability: str) -> InstanceTypeOut:
+        return cls(
+            id=t.name,
+            gpu_model=t.gpu_model,
+            gpus=t.gpus,
+            vcpus=t.vcpus,
+            ram_gib=t.ram_gib,
+            nvme_gib=t.nvme_gib,
+            whole_node=t.whole_node,
+            price_per_hour=PricesOut(
+                on_demand=MoneyOut.of(t.price_per_hour(CapacityClass.ON_DEMAND)),
+                spot=MoneyOut.of(t.price_per_hour(CapacityClass.SPOT)),
+            ),
+            availability=AvailabilityOut(on_demand=availability, spot=availability),
+        )
+
+
+class InstanceOut(ResponseModel):
+    id: str
+    object: Literal["instance"] = "instance"
+    name: str | None
+    org_id: str
+    project_id: str | None
+    cluster_id: str | None
+    reservation_id: str | None
+    instance_type: str
+    gpu_model: str
+    gpu_count: int
+    vcpus: int
+    ram_gib: int
+    cls: str = Field(serialization_alias="class")
+    reservation_policy: str
+    state: str
+    state_reason: str | None
+    state_message: str | None
+    node_id: str | None
+    gpu_indices: list[int]
+    image: str | None
+    ssh_keys: int = Field(description="number of ssh keys installed")
+    stop_at: Time | None
+    stop_reason: str | None
+    price_per_hour: MoneyOut
+    created_at: Time
+    updated_at: Time
+    running_at: Time | None
+    ended_at: Time | None
+
+    @classmethod
+    def of(cls, row: InstanceRow, price: Money) -> InstanceOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            org_id=row.org_id,
+            project_id=row.project_id,
+            cluster_id=row.cluster_id,
+            reservation_id=row.reservation_id,
+            instance_type=row.instance_type,
+            gpu_model=row.gpu_model,
+            gpu_count=row.gpu_count,
+            vcpus=row.vcpus,
+            ram_gib=row.ram_gib,
+            cls=row.cls,
+            reservation_policy=row.reservation_policy,
+            state=row.state,
+            state_reason=row.state_reason,
+            state_message=row.state_message,
+            node_id=row.node_id,
+            gpu_indices=list(row.gpu_indices or []),
+            image=row.image,
+            ssh_keys=len(row.ssh_keys or []),
+            stop_at=row.stop_at,
+            stop_reason=row.stop_reason,
+            price_per_hour=MoneyOut.of(price),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            running_at=row.running_at,
+            ended_at=row.ended_at,
+        )
+
+
+class ComputeEventOut(ResponseModel):
+    id: str
+    object: Literal["event"] = "event"
+    subject_id: str
+    at: Time
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    message: str | None
+    node_id: str | None
+
+    @classmethod
+    def of(cls, row: ComputeEventRow) -> ComputeEventOut:
+        return cls.model_validate(row, from_attributes=True)

@@ -1,0 +1,340 @@
+"""Instance use cases: create (desired state, pending), read, list, terminate, events, quotas.
+
+Each function is one transaction. The scheduler and the reconciler move instances on; the API
+only writes what the tenant wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from neocloud.compute import domain
+from neocloud.compute.domain import (
+    CapacityClass,
+    InstanceState,
+    Reason,
+    ReservationPolicy,
+    resolve_instance_type,
+)
+from neocloud.compute.tables import ComputeEventRow, InstanceRow
+from neocloud.db.engine import Database
+from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.domain import parse_enum
+from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import NotFound, QuotaExceeded, ValidationFailed
+from neocloud.kernel.ids import is_id, new_id
+from neocloud.tenancy import quotas as tenancy_quotas
+from neocloud.tenancy.domain import check_quota
+from neocloud.tenancy.tables import ProjectRow
+
+MAX_SSH_KEYS = 20
+MAX_USER_DATA = 64 * 1024
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What a tenant asks for (already shaped by the wire schema)."""
+
+    instance_type: str
+    cls: str = CapacityClass.ON_DEMAND.value
+    project_id: str | None = None
+    reservation_policy: str = ReservationPolicy.AUTO.value
+    reservation_ids: list[str] = field(default_factory=list)
+    ssh_keys: list[str] = field(default_factory=list)
+    image: str | None = None
+    user_data: str | None = None
+    name: str | None = None
+
+
+def record_event(
+    s: Session,
+    *,
+    subject_id: str,
+    org_id: str,
+    now: datetime,
+    kind: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+    node_id: str | None = None,
+) -> None:
+    s.add(
+        ComputeEventRow(
+            id=new_id("evt", at=now),
+            subject_id=subject_id,
+            org_id=org_id,
+            at=now,
+            kind=kind,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            message=message[:1000] if message else None,
+            node_id=node_id,
+        )
+    )
+
+
+def move_instance(
+    s: Session,
+    row: InstanceRow,
+    target: InstanceState,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Change an instance's state through the transitions table and record the event."""
+    before = row.state
+    row.state = domain.transition_instance(before, target)
+    if reason is not None or target in domain.INSTANCE_FINAL:
+        row.state_reason = reason
+        row.state_message = message
+    row.updated_at = now
+    if target is InstanceState.RUNNING:
+        row.running_at = now
+    if target in domain.INSTANCE_FINAL:
+        row.ended_at = now
+    record_event(
+        s,
+        subject_id=row.id,
+        org_id=row.org_id,
+        now=now,
+        kind="state",
+        from_state=before,
+        to_state=row.state,
+        reason=reason,
+        message=message,
+        node_id=row.node_id,
+    )
+
+
+# --- quotas ---------------------------------------------------------------------------------
+
+
+def gpus_in_use(s: Session, *, org_id: str, gpu_model: str) -> int:
+    """GPUs of the org's live on-demand and spot instances of one model (the quota's usage)."""
+    total = s.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(InstanceRow.gpu_count), 0)).where(
+            InstanceRow.org_id == org_id,
+            InstanceRow.gpu_model == gpu_model,
+            InstanceRow.cls.in_([c.value for c in domain.QUOTA_CLASSES]),
+            InstanceRow.state.in_([st.value for st in domain.INSTANCE_LIVE]),
+        )
+    )
+    return int(total or 0)
+
+
+def _check_quota(
+    s: Session, limit: int | None, org_id: str, gpu_model: str, requested: int
+) -> None:
+    usage = gpus_in_use(s, org_id=org_id, gpu_model=gpu_model)
+    try:
+        check_quota(limit, usage, requested, gpu_model=gpu_model)
+    except QuotaExceeded as exc:
+        exc.details["reason"] = Reason.QUOTA_EXCEEDED.value
+        raise
+
+
+# --- instances ------------------------------------------------------------------------------
+
+
+def _validate(spec: InstanceSpec) -> tuple[domain.InstanceType, CapacityClass, ReservationPolicy]:
+    itype = resolve_instance_type(spec.instance_type)
+    cls = parse_enum(CapacityClass, spec.cls, "class")
+    if cls not in domain.TENANT_CLASSES:
+        raise ValidationFailed(
+            "class must be on_demand or spot; reserved capacity is used through "
+            "reservation_policy and reservation_ids",
+            code="invalid_class",
+            param="class",
+        )
+    policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
+    for rid in spec.reservation_ids:
+        if not is_id(rid, "rsv"):
+            raise ValidationFailed(f"{rid!r} is not a reservation id", param="reservation_ids")
+    if policy is ReservationPolicy.FORBID and spec.reservation_ids:
+        raise ValidationFailed(
+            "reservation_ids cannot be given with reservation_policy forbid",
+            param="reservation_ids",
+        )
+    if len(spec.ssh_keys) > MAX_SSH_KEYS:
+        raise ValidationFailed(f"at most {MAX_SSH_KEYS} ssh keys", param="ssh_keys")
+    if spec.user_data is not None and len(spec.user_data) > MAX_USER_DATA:
+        raise ValidationFailed(f"user_data is at most {MAX_USER_DATA} bytes", param="user_data")
+    return itype, cls, policy
+
+
+def check_project(s: Session, actor: Principal, project_id: str | None) -> None:
+    """The project must exist and belong to the caller's org (else 404: no leak of others)."""
+    if project_id is None:
+        return
+    row = s.get(ProjectRow, project_id)
+    if row is None or row.org_id != actor.org_id:
+        raise NotFound(f"no project {project_id}", code="project_not_found", param="project_id")
+
+
+def create_instance(
+    *, db: Database, clock: Clock, actor: Principal, spec: InstanceSpec
+) -> InstanceRow:
+    """Record a pending instance of the caller's org after validation and the quota check.
+
+    Raises ``ValidationFailed`` (unknown type, bad class), ``NotFound`` (foreign project),
+    ``QuotaExceeded`` (with usage and limit). Nothing is written when any of them is raised.
+    """
+    actor.require_org_role(actor.org_id, Role.MEMBER)
+    itype, cls, policy = _validate(spec)
+    now = clock.now()
+    # Read before our own transaction: on SQLite a second one would wait on our write lock.
+    limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=itype.gpu_model)
+    with db.transaction() as s:
+        check_project(s, actor, spec.project_id)
+        _check_quota(s, limit, actor.org_id, itype.gpu_model, itype.gpus)
+        row = InstanceRow(
+            id=new_id("inst", at=now),
+            org_id=actor.org_id,
+            project_id=spec.project_id,
+            name=spec.name,
+            instance_type=itype.name,
+            gpu_model=itype.gpu_model,
+            gpu_count=itype.gpus,
+            vcpus=itype.vcpus,
+            ram_gib=itype.ram_gib,
+            cls=cls.value,
+            reservation_policy=policy.value,
+            reservation_ids=list(spec.reservation_ids),
+            ssh_keys=list(spec.ssh_keys),
+            image=spec.image,
+            user_data=spec.user_data,
+            state=InstanceState.PENDING.value,
+            gpu_indices=[],
+            created_by=actor.key_id,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(row)
+        record_event(
+            s,
+            subject_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            kind="state",
+            to_state=row.state,
+            message=f"requested {itype.name} ({cls.value})",
+        )
+    return row
+
+
+def _visible(s: Session, actor: Principal, instance_id: str, *, lock: bool = False) -> InstanceRow:
+    stmt = sa.select(InstanceRow).where(InstanceRow.id == instance_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = s.scalars(stmt).first()
+    if row is None or not (actor.is_operator or row.org_id == actor.org_id):
+        raise NotFound(f"no instance {instance_id}", code="instance_not_found", param="instance_id")
+    return row
+
+
+def get_instance(*, db: Database, actor: Principal, instance_id: str) -> InstanceRow:
+    with db.transaction() as s:
+        return _visible(s, actor, instance_id)
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    state: str | None = None
+    project_id: str | None = None
+    cls: str | None = None
+    cluster_id: str | None = None
+
+
+def list_instances(
+    *,
+    db: Database,
+    actor: Principal,
+    filters: InstanceFilter | None = None,
+    limit: int,
+    after: str | None,
+) -> Page[InstanceRow]:
+    """The caller's org's instances (operators: every org's), ordered by id."""
+    f = filters or InstanceFilter()
+    stmt = sa.select(InstanceRow)
+    if not actor.is_operator:
+        stmt = stmt.where(InstanceRow.org_id == actor.org_id)
+    if f.state:
+        stmt = stmt.where(InstanceRow.state == parse_enum(InstanceState, f.state, "state").value)
+    if f.cls:
+        stmt = stmt.where(InstanceRow.cls == parse_enum(CapacityClass, f.cls, "class").value)
+    if f.project_id:
+        stmt = stmt.where(InstanceRow.project_id == f.project_id)
+    if f.cluster_id:
+        stmt = stmt.where(InstanceRow.cluster_id == f.cluster_id)
+    with db.transaction() as s:
+        return paginate(s, stmt, InstanceRow.id, limit=limit, after=after)
+
+
+def terminate_instance(
+    *, db: Database, clock: Clock, actor: Principal, instance_id: str
+) -> InstanceRow:
+    """Ask for the instance to end (reason ``user``). A pending one ends at once; a placed one
+    is stopped by the reconciler. Terminating an ended instance changes nothing."""
+    now = clock.now()
+    with db.transaction() as s:
+        row = _visible(s, actor, instance_id, lock=True)
+        actor.require_org_role(row.org_id, Role.MEMBER)
+        state = InstanceState(row.state)
+        if state in domain.INSTANCE_FINAL or row.stop_reason is not None:
+            return row
+        if row.cluster_id is not None:
+            raise ValidationFailed(
+                "this instance is a node of a cluster; terminate the cluster",
+                code="cluster_member",
+                param="instance_id",
+            )
+        if state is InstanceState.PENDING:
+            move_instance(s, row, InstanceState.TERMINATED, now, reason=Reason.USER.value)
+        else:
+            request_stop(s, row, now, reason=Reason.USER, at=now)
+    return row
+
+
+def request_stop(
+    s: Session, row: InstanceRow, now: datetime, *, reason: Reason, at: datetime
+) -> None:
+    """Mark a placed instance to stop at ``at`` (a preemption notice, a reservation's end)."""
+    if row.stop_at is not None and row.stop_at <= at:
+        return
+    row.stop_reason = reason.value
+    row.stop_at = at
+    row.updated_at = now
+    record_event(
+        s,
+        subject_id=row.id,
+        org_id=row.org_id,
+        now=now,
+        kind="stop_requested",
+        reason=reason.value,
+        message=f"stops at {at.isoformat()}",
+        node_id=row.node_id,
+    )
+
+
+def list_events(
+    *, db: Database, actor: Principal, subject_id: str, limit: int, after: str | None
+) -> Page[ComputeEventRow]:
+    """Events of an instance (or cluster, reservation) the caller may see, oldest first."""
+    with db.transaction() as s:
+        if subject_id.startswith("inst_"):
+            _visible(s, actor, subject_id)
+        org = s.scalar(
+            sa.select(ComputeEventRow.org_id).where(ComputeEventRow.subject_id == subject_id)
+        )
+        if org is None or not (actor.is_operator or org == actor.org_id):
+            raise NotFound(f"no object {subject_id}", code="not_found", param="id")
+        stmt = sa.select(ComputeEventRow).where(ComputeEventRow.subject_id == subject_id)
+        return paginate(s, stmt, ComputeEventRow.id, limit=limit, after=after)

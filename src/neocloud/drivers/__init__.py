@@ -1,0 +1,1 @@
+"""Provisioning drivers: the ``Driver`` protocol and its adapters (``sim``, …)."""
