@@ -24,6 +24,7 @@ def prepare(
     settings: Settings, clock: Clock, *, fleet_file: Path | None = None, demo_fleet: bool = True
 ) -> Prepared:
     """Migrate, create the operator org on first start, and load a fleet into an empty one."""
+    from neocloud.compute import service as compute_service
     from neocloud.fleet import service as fleet_service
     from neocloud.fleet.spec import demo_spec, load_spec_file
     from neocloud.tenancy import service as tenancy_service
@@ -39,6 +40,7 @@ def prepare(
     if fleet_service.count_nodes(db=db) == 0 and (fleet_file or demo_fleet):
         spec = load_spec_file(fleet_file) if fleet_file else demo_spec()
         imported = fleet_service.import_spec(db=db, clock=clock, spec=spec).nodes_created
+    compute_service.register_default_quotas(db=db, clock=clock)
     return Prepared(db, admin_key, key_path, imported)
 
 

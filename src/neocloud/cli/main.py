@@ -54,7 +54,7 @@ def up(
         bool, typer.Option("--demo-fleet/--no-demo-fleet", help="Load the demo fleet if empty")
     ] = True,
 ) -> None:
-    """Run the whole platform in one process (API, and later scheduler and reconcilers)."""
+    """Run the whole platform in one process: API, scheduler and reconcilers (sim driver)."""
     import uvicorn
 
     from neocloud.api.app import create_app
@@ -77,7 +77,16 @@ def up(
     out.print(f"neocloud {__version__} serving {url}  (API docs: {url}/api/v1/docs)")
     out.print(f"Log in:  neocloud login --url {url} --key-file {prepared.admin_key_path}")
     app_ = create_app(settings=settings, db=prepared.db, clock=clock)
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+    from neocloud.compute.worker import Worker
+    from neocloud.drivers.sim import SimDriver
+
+    worker = Worker(prepared.db, clock, driver=SimDriver(), lease_ttl_s=settings.leader_lease_ttl_s)
+    app_.state.compute_nudge = worker.nudge  # the API wakes the scheduler after a write
+    worker.start()
+    try:
+        uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        worker.stop()
 
 
 @db_app.command("upgrade")
@@ -130,6 +139,7 @@ def login(
 
 
 def _register_subcommands() -> None:
+    from neocloud.cli import compute as compute_cli
     from neocloud.cli import fleet as fleet_cli
     from neocloud.cli import tenancy as tenancy_cli
 
@@ -138,7 +148,12 @@ def _register_subcommands() -> None:
     from neocloud.cli.sim import sim_app
 
     app.add_typer(sim_app, name="sim")
+    from neocloud.cli.econ import econ_app
+
+    app.add_typer(econ_app, name="econ")
     for name, sub in tenancy_cli.APPS.items():
+        app.add_typer(sub, name=name)
+    for name, sub in compute_cli.APPS.items():
         app.add_typer(sub, name=name)
 
 

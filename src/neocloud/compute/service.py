@@ -338,3 +338,31 @@ def list_events(
             raise NotFound(f"no object {subject_id}", code="not_found", param="id")
         stmt = sa.select(ComputeEventRow).where(ComputeEventRow.subject_id == subject_id)
         return paginate(s, stmt, ComputeEventRow.id, limit=limit, after=after)
+
+
+# --- platform bootstrap -----------------------------------------------------------------------
+
+DEMO_DEFAULT_QUOTA_GPUS = 64
+
+
+def register_default_quotas(
+    *, db: Database, clock: Clock, limit_gpus: int = DEMO_DEFAULT_QUOTA_GPUS
+) -> list[str]:
+    """Register a default GPU quota for every catalog model that has none (``neocloud up``).
+
+    Tenancy treats "no quota registered" as zero GPUs, which would refuse every first create
+    on a fresh platform; an operator can lower or raise these defaults later. Returns the
+    models registered now.
+    """
+    from neocloud.fleet.catalog import CATALOG
+    from neocloud.tenancy.tables import QuotaDefaultRow
+
+    now = clock.now()
+    made = []
+    with db.transaction() as s:
+        have = set(s.scalars(sa.select(QuotaDefaultRow.gpu_model)))
+        for model in CATALOG:
+            if model.id not in have:
+                s.add(QuotaDefaultRow(gpu_model=model.id, limit_gpus=limit_gpus, updated_at=now))
+                made.append(model.id)
+    return made

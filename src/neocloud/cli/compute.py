@@ -1,0 +1,167 @@
+"""CLI for compute: ``neocloud instance-types list``, ``neocloud instances create|list|get|
+terminate|events``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from neocloud.cli.output import Column, api_call, err, print_json, print_object, print_table
+from neocloud.cli.state import STATE
+
+types_app = typer.Typer(
+    help="Instance types: GPU presets, prices, availability.", no_args_is_help=True
+)
+instances_app = typer.Typer(
+    help="GPU instances: create, list, get, terminate.", no_args_is_help=True
+)
+
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait until it is running (or has ended)")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait at most")]
+
+TYPE_COLUMNS: list[Column] = [
+    ("TYPE", "id"),
+    ("GPU MODEL", "gpu_model"),
+    ("GPUS", "gpus"),
+    ("VCPUS", "vcpus"),
+    ("RAM GiB", "ram_gib"),
+    ("ON-DEMAND/H", lambda t: t["price_per_hour"]["on_demand"]),
+    ("SPOT/H", lambda t: t["price_per_hour"]["spot"]),
+    ("AVAILABILITY", lambda t: t["availability"]["on_demand"]),
+]
+INSTANCE_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("TYPE", "instance_type"),
+    ("CLASS", "class"),
+    ("STATE", "state"),
+    ("REASON", "state_reason"),
+    ("NODE", "node_id"),
+    ("CREATED", "created_at"),
+]
+ENDED = {"terminated", "failed", "preempted"}
+
+
+def _show(inst: dict[str, Any], as_json: bool) -> None:
+    print_object(inst, as_json=as_json)
+
+
+def _wait(inst: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) -> dict[str, Any]:
+    """Poll, printing each state change on stderr (progress for people, not for --json)."""
+    client = STATE.client()
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        if inst["state"] != last and not quiet:
+            err.print(f"{inst['id']}: {inst['state']}")
+            last = inst["state"]
+        if inst["state"] in until or time.monotonic() >= deadline:
+            return inst
+        time.sleep(0.5)
+        inst = client.instances.get(inst["id"])
+
+
+@types_app.command("list")
+@api_call
+def types_list(
+    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None, as_json: Json = False
+) -> None:
+    """Presets of 1, 2, 4 and 8 GPUs, hourly prices per class and coarse availability."""
+    rows = STATE.client().instance_types.list(gpu_model=gpu_model)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, TYPE_COLUMNS)
+
+
+@instances_app.command("create")
+@api_call
+def instances_create(
+    instance_type: Annotated[str, typer.Argument(help="e.g. 8xH100, 1xL40S")],
+    cls: Annotated[str, typer.Option("--class", help="on_demand or spot")] = "on_demand",
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Project id")] = None,
+    ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help="Repeatable")] = None,
+    image: Annotated[str | None, typer.Option("--image")] = None,
+    reservation_policy: Annotated[str | None, typer.Option("--reservation-policy")] = None,
+    wait: Wait = False,
+    timeout: Timeout = 600.0,
+    as_json: Json = False,
+) -> None:
+    """Ask for an instance; with --wait, return once it runs (or ends)."""
+    inst = STATE.client().instances.create(
+        instance_type,
+        cls=cls,
+        name=name,
+        project_id=project,
+        ssh_keys=ssh_key,
+        image=image,
+        reservation_policy=reservation_policy,
+    )
+    if wait:
+        inst = _wait(inst, {"running"} | ENDED, timeout, as_json)
+    _show(inst, as_json)
+    if inst["state"] in ENDED:
+        raise typer.Exit(1)
+
+
+@instances_app.command("list")
+@api_call
+def instances_list(
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100000)] = 100,
+    as_json: Json = False,
+) -> None:
+    rows: list[dict[str, Any]] = []
+    for inst in STATE.client().instances.iter(state=state):
+        rows.append(inst)
+        if len(rows) >= limit:
+            break
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, INSTANCE_COLUMNS)
+
+
+@instances_app.command("get")
+@api_call
+def instances_get(instance_id: str, as_json: Json = False) -> None:
+    _show(STATE.client().instances.get(instance_id), as_json)
+
+
+@instances_app.command("terminate")
+@api_call
+def instances_terminate(
+    instance_id: str, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
+) -> None:
+    """End an instance (reason user); with --wait, return once it has ended."""
+    inst = STATE.client().instances.terminate(instance_id)
+    if wait:
+        inst = _wait(inst, ENDED, timeout, as_json)
+    _show(inst, as_json)
+
+
+@instances_app.command("events")
+@api_call
+def instances_events(instance_id: str, as_json: Json = False) -> None:
+    rows = list(STATE.client().iter(f"instances/{instance_id}/events"))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(
+            rows,
+            [
+                ("AT", "at"),
+                ("KIND", "kind"),
+                ("FROM", "from_state"),
+                ("TO", "to_state"),
+                ("REASON", "reason"),
+                ("MESSAGE", "message"),
+            ],
+        )
+
+
+APPS: dict[str, typer.Typer] = {"instance-types": types_app, "instances": instances_app}

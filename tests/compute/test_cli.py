@@ -1,0 +1,60 @@
+"""CLI tests: instance types and instances over the SDK over the app (TestClient)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from neocloud.cli import output
+from neocloud.cli.compute import APPS
+from neocloud.cli.state import STATE
+from neocloud.client import Client
+from neocloud.compute.worker import Worker
+
+runner = CliRunner()
+app = typer.Typer()
+for _name, _sub in APPS.items():
+    app.add_typer(_sub, name=_name)
+
+
+@pytest.fixture
+def cli(acme: Client, worker: Worker, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setattr(STATE, "_client", acme)
+    monkeypatch.setattr(output.out, "width", 200)
+    # The API's nudge runs a worker cycle at once: --wait sees the instance run.
+    acme._http.app.state.compute_nudge = worker.run_once  # type: ignore[attr-defined]
+    yield runner
+    del acme._http.app.state.compute_nudge  # type: ignore[attr-defined]
+
+
+def test_instance_types_table_and_json(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["instance-types", "list", "--gpu-model", "H100"])
+    assert result.exit_code == 0, result.output
+    assert "8xH100" in result.output
+    assert "23.92 USD" in result.output
+    result = cli.invoke(app, ["instance-types", "list", "--json"])
+    assert {t["id"] for t in json.loads(result.output)} >= {"1xH100", "8xH200"}
+
+
+def test_create_wait_list_terminate(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["instances", "create", "8xH100", "--name", "a", "--wait", "--json"])
+    assert result.exit_code == 0, result.output
+    inst = json.loads(result.stdout)
+    assert inst["state"] == "running"
+    result = cli.invoke(app, ["instances", "list"])
+    assert inst["id"] in result.output
+    assert "running" in result.output
+    result = cli.invoke(app, ["instances", "terminate", inst["id"], "--wait", "--json"])
+    assert json.loads(result.stdout)["state"] == "terminated"
+    result = cli.invoke(app, ["instances", "events", inst["id"]])
+    assert "terminated" in result.output
+
+
+def test_unknown_type_exits_2(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["instances", "create", "3xH100"])
+    assert result.exit_code == 2
+    assert "unknown_instance_type" in result.output
