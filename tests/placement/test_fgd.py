@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neocloud.kernel.errors import NotFound
-from neocloud.placement.fragmentation import node_fragmentation, typical_pods
+from neocloud.placement.fragmentation import FragmentationMeter, node_fragmentation, typical_pods
 from neocloud.placement.slice_policies import get_slice_policy, slice_policy_names
 from neocloud.placement.slices import SliceCluster, SliceNode, SlicePod
 
@@ -84,3 +84,34 @@ def test_no_feasible_node_gives_none() -> None:
     for name in slice_policy_names():
         policy = get_slice_policy(name, target=typical_pods([HALF]))
         assert policy.place(c, SlicePod("big", 2000, 0, 1, 100), np.random.default_rng(0)) is None
+
+
+def test_equal_scores_go_to_the_lowest_rank() -> None:
+    target = typical_pods([HALF, WHOLE], popularity=1.0)
+    c = SliceCluster([SliceNode(f"n{i}", "A100", 2, 32_000, 64_000) for i in range(3)])
+    c.rank[:] = [2, 0, 1]
+    assert get_slice_policy("fgd", target=target).place(c, WHOLE, np.random.default_rng(0)) == (
+        1,
+        (0,),
+    )
+
+
+def test_default_breaks_ties_towards_fuller_and_smaller_nodes() -> None:
+    target = typical_pods([HALF, WHOLE], popularity=1.0)
+    c = SliceCluster(
+        [SliceNode("big", "A100", 8, 64_000, 64_000), SliceNode("small", "A100", 2, 16_000, 64_000)]
+    )
+    c.rank[:] = [0, 1]
+    rng = np.random.default_rng(0)
+    assert get_slice_policy("fgd", target=target).place(c, WHOLE, rng) == (0, (0,))
+    assert get_slice_policy("default", target=target).place(c, WHOLE, rng) == (1, (0,))
+
+
+def test_cpu_bounded_measure_caps_usable_gpu_by_vcpu() -> None:
+    target = typical_pods([SlicePod("s", 4000, 0, 1, 500)], popularity=1.0)
+    meter = FragmentationMeter(target, ["X"], cpu_bound=True)
+    g = np.array([[1000, 1000]])
+    # vCPU for one more pod only: 500 of the 2,000 idle milli are usable.
+    assert meter.measure(g, np.array([4000]), np.zeros(1, int)).tolist() == [1500.0]
+    plain = FragmentationMeter(target, ["X"])
+    assert plain.measure(g, np.array([4000]), np.zeros(1, int)).tolist() == [0.0]

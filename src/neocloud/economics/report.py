@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from neocloud.economics.engine import Array, Projection, project, yearly
+from neocloud.economics.engine import Array, Projection, project, project_flows, yearly
+from neocloud.economics.finance import npv
 from neocloud.economics.kpis import breakevens, concentration, covers, returns
 from neocloud.economics.scenario import Periods, Scenario
 from neocloud.economics.stress import (
@@ -208,6 +209,7 @@ def report(
         "monthly": _rows(p, annual=False) if p.scenario.periods is Periods.MONTHLY else None,
         "kpis": kpis(p),
         "concentration": _concentration(p),
+        "what_if": what_if(p),
         "notes": [
             "Figures are estimates on floats, rounded to cents here; billing's ledgers use "
             "Decimal.",
@@ -218,8 +220,37 @@ def report(
     }
 
 
+def what_if(p: Projection) -> list[dict[str, Any]]:
+    """This projection beside each built-in stress applied on top of it: year-one lines, cover
+    and returns (the short book life shows the same cash with a different EBIT)."""
+    rows = [summary(p, label="as reported")]
+    for name, x in STRESSES.items():
+        rows.append(summary(x.run(p.scenario), label=name))
+    return rows
+
+
 def _apply(s: Scenario, applied: Sequence[Stress]) -> Projection:
     return run_stresses(s, applied) if applied else project(s)
+
+
+def tornado_report(s: Scenario, *, pct: float = 0.2) -> dict[str, Any]:
+    """Project NPV with each input moved by ``pct`` down and up (lives by a year)."""
+    return {
+        "metric": "npv",
+        "base_npv": cents(npv(s.discount_rate, project_flows(project(s), annual=True))),
+        "bars": [
+            {
+                "input": b.input,
+                "low": b.low_label,
+                "high": b.high_label,
+                "npv_low": cents(b.npv_low),
+                "npv_high": cents(b.npv_high),
+                "min_dscr_low": ratio4(b.min_dscr_low),
+                "min_dscr_high": ratio4(b.min_dscr_high),
+            }
+            for b in tornado(s, pct=pct)
+        ],
+    }
 
 
 def stress_report(
@@ -236,22 +267,7 @@ def stress_report(
         "object": "economics.stress",
         "scenario": s.name,
         "stresses": rows,
-        "tornado": {
-            "metric": "npv",
-            "base_npv": rows[0]["npv"],
-            "bars": [
-                {
-                    "input": b.input,
-                    "low": b.low_label,
-                    "high": b.high_label,
-                    "npv_low": cents(b.npv_low),
-                    "npv_high": cents(b.npv_high),
-                    "min_dscr_low": ratio4(b.min_dscr_low),
-                    "min_dscr_high": ratio4(b.min_dscr_high),
-                }
-                for b in tornado(s, pct=pct)
-            ],
-        },
+        "tornado": tornado_report(s, pct=pct),
         "monte_carlo": {
             "paths": mc.paths,
             "seed": mc.seed,

@@ -1,0 +1,180 @@
+"""Live mode: a scenario built from the platform's own records, projected forward.
+
+The API hands in plain records (nodes with their capex and in-service dates, the catalog's TDP
+and list price) and ``LiveInputs``; nothing here reads a database.
+
+Today the platform has a fleet but no billing: utilization, prices and customers are
+*assumed* (parameters with defaults: 70% utilization, the catalog's list price), and every
+``*_source`` field says so. When billing lands it fills the same seam: utilization from
+allocation intervals over a trailing window (``utilization_source="measured"``), revenue per
+class and contracts from rated invoices and the backlog, and customer shares from billing's
+concentration, all without touching the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from neocloud.economics.scenario import Scenario, parse_scenario
+from neocloud.kernel.errors import InvalidRequest
+
+# An 8 x H100 SXM server is rated ~10.2 kW for 5.6 kW of GPU TDP: CPUs, memory, NICs, fans
+# and PSU losses add ~80% to the GPUs' TDP.
+NODE_POWER_OVER_GPU_TDP = 1.82
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What live mode needs of one node (from the fleet, plain data)."""
+
+    gpu_model: str
+    gpu_count: int
+    capex: float | None
+    in_service: date | None
+    book_life_years: float | None
+    gpu_tdp_w: float
+    list_price_per_gpu_hour: float
+
+
+@dataclass(frozen=True)
+class LiveInputs:
+    """Everything live mode takes besides the nodes. The ``*_source`` fields are the seam
+    billing fills: ``assumed`` today, ``measured`` once allocation intervals are rated."""
+
+    as_of: date
+    forward_years: int = 5
+    utilization: float = 0.7
+    utilization_source: str = "assumed"
+    price_per_gpu_hour: dict[str, float] = field(default_factory=dict)  # by model; else list
+    price_source: str = "catalog list price"
+    customers: dict[str, float] = field(default_factory=dict)  # shares of revenue
+    concentration_source: str = "unavailable until billing records customers"
+    backlog_source: str = "unavailable until billing records contracts"
+    economic_life_years: float = 6.0
+    default_book_life_years: float = 6.0
+    pue: float = 1.25
+    power_price_per_kwh: float = 0.08
+    colocation_per_kw_month: float = 150.0
+    ltv: float = 0.7
+    rate: float = 0.11
+    term_years: int = 5
+    discount_rate: float = 0.10
+    tax_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiveScenario:
+    scenario: Scenario
+    sources: dict[str, str]
+    skipped_nodes: int  # nodes without capex: they cost nothing we know of
+    notes: list[str]
+
+
+def _month_start(d: date) -> date:
+    return date(d.year, d.month, 1)
+
+
+def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScenario:
+    """Group nodes into cohorts (model, size, in-service month, capex, book life) and build
+    the scenario; year one begins at the first cohort's in-service month."""
+    groups: dict[tuple[str, int, date, float, float, float, float], int] = defaultdict(int)
+    skipped = 0
+    for node in nodes:
+        if node.capex is None:
+            skipped += 1
+            continue
+        when = _month_start(node.in_service or inputs.as_of)
+        book = node.book_life_years or inputs.default_book_life_years
+        groups[
+            (
+                node.gpu_model,
+                node.gpu_count,
+                when,
+                node.capex,
+                book,
+                node.gpu_tdp_w,
+                node.list_price_per_gpu_hour,
+            )
+        ] += 1
+    start = min((k[2] for k in groups), default=_month_start(inputs.as_of))
+    elapsed = max(0, (inputs.as_of.year - start.year) * 12 + inputs.as_of.month - start.month)
+    horizon = min(40, math.ceil(elapsed / 12) + inputs.forward_years) if elapsed else None
+    cohorts: list[dict[str, Any]] = []
+    prices: dict[str, float] = {}
+    for (model, count, when, capex, book, tdp, list_price), n in sorted(groups.items()):
+        cohorts.append(
+            {
+                "name": f"{model}-{count}x-{when:%Y-%m}",
+                "gpu_model": model,
+                "nodes": n,
+                "gpus_per_node": count,
+                "capex_per_node": capex,
+                "in_service": when,
+                "book_life_years": book,
+                "economic_life_years": inputs.economic_life_years,
+                "kw_per_node": round(count * tdp * NODE_POWER_OVER_GPU_TDP / 1000.0, 3),
+            }
+        )
+        prices.setdefault(model, inputs.price_per_gpu_hour.get(model, list_price))
+    classes = [
+        {
+            "name": f"{model} hourly",
+            "gpu_model": model,
+            "price_per_gpu_hour": price,
+            "utilization": inputs.utilization,
+            "customers": inputs.customers,
+        }
+        for model, price in sorted(prices.items())
+    ]
+    data: dict[str, Any] = {
+        "name": "live",
+        "description": f"the platform's fleet as of {inputs.as_of.isoformat()}",
+        "start": start,
+        "horizon_years": horizon or inputs.forward_years,
+        "discount_rate": inputs.discount_rate,
+        "tax_rate": inputs.tax_rate,
+        "cohorts": cohorts,
+        "financing": [
+            {
+                "name": "assumed senior debt",
+                "ltv": inputs.ltv,
+                "rate": inputs.rate,
+                "term_years": inputs.term_years,
+            }
+        ]
+        if inputs.ltv > 0
+        else [],
+        "opex": {
+            "pue": inputs.pue,
+            "power_price_per_kwh": inputs.power_price_per_kwh,
+            "colocation_per_kw_month": inputs.colocation_per_kw_month,
+        },
+        "revenue": {"classes": classes},
+    }
+    if not cohorts:
+        raise InvalidRequest(
+            f"live mode needs nodes with capex; the fleet has {len(nodes)} nodes and "
+            f"{skipped} of them carry none",
+            code="no_capex",
+        )
+    sources = {
+        "cohorts": "fleet nodes (capex, in-service date, GPU model, TDP)",
+        "utilization": inputs.utilization_source,
+        "price": inputs.price_source,
+        "concentration": inputs.concentration_source,
+        "backlog": inputs.backlog_source,
+        "financing": "assumed",
+    }
+    notes = [
+        f"year 1 begins {start.isoformat()} (the first cohort in service); "
+        f"as of {inputs.as_of.isoformat()} is in year {elapsed // 12 + 1}",
+        f"utilization {inputs.utilization:.0%} is {inputs.utilization_source}; "
+        "billing will replace it with utilization measured from allocation intervals",
+    ]
+    if skipped:
+        notes.append(f"{skipped} nodes carry no capex and are left out")
+    return LiveScenario(parse_scenario(data), sources, skipped, notes)
