@@ -74,8 +74,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
 def _routers() -> list[APIRouter]:
     # Imported here so that building settings or the CLI does not pull in every context.
+    from neocloud.api.economics import router as economics_router
     from neocloud.compute.api import router as compute_router
     from neocloud.fleet.api import router as fleet_router
     from neocloud.tenancy.api import router as tenancy_router
 
-    return [tenancy_router, fleet_router, compute_router]
+    return [tenancy_router, fleet_router, compute_router, economics_router]

@@ -148,6 +148,9 @@ def _register_subcommands() -> None:
     from neocloud.cli.sim import sim_app
 
     app.add_typer(sim_app, name="sim")
+    from neocloud.cli.econ import econ_app
+
+    app.add_typer(econ_app, name="econ")
     for name, sub in tenancy_cli.APPS.items():
         app.add_typer(sub, name=name)
     for name, sub in compute_cli.APPS.items():
