@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ bench: bench-fleet bench-placement
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
 
-bench-placement: bench-placement-alibaba bench-placement-scale
+bench-placement: bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs
 
 # FGD paper replay (3 seeds, ~10 min on 2 cores); SEEDS=42-51 for the paper's full grid.
 bench-placement-alibaba: $(STAMP)
@@ -48,6 +48,14 @@ bench-placement-alibaba: $(STAMP)
 
 bench-placement-scale: $(STAMP)
 	$(BIN)/python bench/placement/scale.py
+
+# ILP optimum (HiGHS) vs our admitted GPU-hours, 5 seeds, ~2.5 min
+bench-placement-optimality: $(STAMP)
+	$(BIN)/python bench/placement/optimality.py
+
+# Gangs on a 2,048-node fabric/block/rack topology, trace-derived job sizes, ~3 min
+bench-placement-gangs: $(STAMP)
+	$(BIN)/python bench/placement/gangs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""The placement benchmarks' cores on tiny instances: results are valid before they are timed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "placement"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_placement_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_optimality_ilp_is_valid_and_bounds_the_engine() -> None:
+    pytest.importorskip("highspy")
+    opt = _load("optimality")
+    nodes = opt.fleet(fabrics=2, blocks=2, racks=1, per_rack=4)  # 16 nodes, 8 per fabric
+    fabrics = {"f0": 8, "f1": 8}
+    reqs = opt.instance(3, count=16, days=1.0, sizes=(1, 2, 3, 4, 6))
+    hours = {r.id: r.gpu_hours for r in reqs}
+    sol = opt.solve_ilp(reqs, fabrics, time_limit=5.0)
+    assert sol.optimal
+    opt.check_schedule(reqs, opt.assign_nodes(reqs, sol, nodes), nodes)
+    assert sol.objective == pytest.approx(sum(hours[i] for i in sol.admitted))
+    # the per-node formulation (x, y, z) has the same optimum, and its schedule is valid
+    node_obj, node_assign = opt.solve_node_ilp(reqs, nodes, time_limit=5.0)
+    opt.check_schedule(reqs, node_assign, nodes)
+    assert node_obj == pytest.approx(sol.objective)
+    for policy in ("default", "first_fit"):
+        for offline in (False, True):
+            ids, assign = opt.run_engine(nodes, reqs, policy, offline=offline)
+            opt.check_schedule(reqs, assign, nodes)
+            assert sum(hours[i] for i in ids) <= sol.objective + 1e-6
+    for offline in (False, True):
+        packed = opt.count_admission(reqs, fabrics, offline=offline)
+        assert sum(hours[i] for i in packed) <= sol.objective + 1e-6
+    # a warm start from a feasible admission changes nothing in the optimum
+    warm = opt.solve_ilp(reqs, fabrics, 5.0, start=opt.count_admission(reqs, fabrics))
+    assert warm.objective == pytest.approx(sol.objective)
