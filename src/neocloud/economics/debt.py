@@ -41,12 +41,13 @@ def payment_table(
     r = rates[:, None]
     k = np.arange(1, periods + 1, dtype=np.float64)[None, :]
     if amortisation is Amortisation.ANNUITY:
-        growth = (1.0 + r) ** (k - 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            payment = np.where(
-                r > 0, principal * r / (1.0 - (1.0 + r) ** -periods), principal / periods
-            )
-            grown = np.where(r > 0, (growth - 1.0) / r, k - 1)
+        # expm1/log1p keep tiny rates exact (1 - (1+r)^-n is 0.0 in floats for r ~ 1e-17).
+        log_growth = np.log1p(r)
+        growth = np.exp((k - 1) * log_growth)
+        safe = np.where(r > 0, r, 1.0)
+        denominator = np.where(r > 0, -np.expm1(-periods * log_growth), 1.0)
+        payment = np.where(r > 0, principal * safe / denominator, principal / periods)
+        grown = np.where(r > 0, np.expm1((k - 1) * log_growth) / safe, k - 1)
         opening = principal * growth - payment * grown
         interest = r * opening
         repaid = payment - interest
