@@ -24,8 +24,9 @@ _GRID = np.concatenate(
 def npv(rate: float, flows: Flows) -> float:
     """Net present value at ``rate`` per period, ``flows[0]`` undiscounted."""
     values = np.asarray(flows, dtype=np.float64)
-    discount = (1.0 + rate) ** -np.arange(values.size, dtype=np.float64)
-    return float(values @ discount)
+    with np.errstate(over="ignore"):
+        discount = (1.0 + rate) ** -np.arange(values.size, dtype=np.float64)
+        return float(values @ discount)
 
 
 def _npv_grid(
@@ -60,7 +61,7 @@ def irr(flows: Flows, *, guess: float = 0.1) -> float | None:
             continue
         if a == 0.0:
             roots.append(float(grid[i]))
-        elif a * b < 0.0:
+        elif (a < 0.0) != (b < 0.0) and b != 0.0:
             roots.append(_bisect(values, float(grid[i]), float(grid[i + 1]), float(a)))
     if npvs[-1] == 0.0:
         roots.append(float(grid[-1]))
