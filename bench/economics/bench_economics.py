@@ -24,7 +24,11 @@ from neocloud.economics import Scenario, parse_scenario, project
 from neocloud.economics.kpis import covers, returns
 from neocloud.economics.stress import MonteCarloSpec, monte_carlo
 
-MODELS = [("H100", 10.2, 343_980.0, 2.0), ("H200", 10.8, 390_000.0, 2.6), ("B200", 14.3, 520_000.0, 3.8)]
+MODELS = [
+    ("H100", 10.2, 343_980.0, 2.0),
+    ("H200", 10.8, 390_000.0, 2.6),
+    ("B200", 14.3, 520_000.0, 3.8),
+]
 
 
 def big_fleet() -> Scenario:
@@ -111,7 +115,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     s = big_fleet()
-    assert s.gpus == 250_000 and len(s.cohorts) == 50 and len(s.financing) == 20
+    assert s.gpus == 250_000
+    assert len(s.cohorts) == 50
+    assert len(s.financing) == 20
 
     p = project(s)  # validity first
     assert p.revenue.shape == (120,)
@@ -119,7 +125,8 @@ def main() -> int:
     repaid = sum(t.principal or 0.0 for t in s.financing)
     assert abs(float(p.principal_paid.sum()) - repaid) < 1e-3 * repaid
     mc = monte_carlo(s, MonteCarloSpec(paths=args.paths, seed=0))
-    assert 0.0 <= mc.p_either_below_1 <= 1.0 and mc.paths == args.paths
+    assert 0.0 <= mc.p_either_below_1 <= 1.0
+    assert mc.paths == args.paths
 
     projection_s = _median_time(lambda: project(s), args.repeats)
     kpis_s = _median_time(lambda: (covers(project(s)), returns(project(s))), args.repeats)
@@ -130,7 +137,9 @@ def main() -> int:
         f"economics benchmark ({platform.machine()}, Python {platform.python_version()}, "
         f"numpy {np.__version__})"
     )
-    print(f"fleet: {s.gpus:,} GPUs, {len(s.cohorts)} cohorts, {len(s.financing)} tranches, 120 months")
+    print(
+        f"fleet: {s.gpus:,} GPUs, {len(s.cohorts)} cohorts, {len(s.financing)} tranches, 120 months"
+    )
     rows = [
         ("10-year monthly projection", projection_s, 1.0),
         ("projection + cover ratios + IRR/NPV", kpis_s, 1.0),
