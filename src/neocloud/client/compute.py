@@ -91,3 +91,51 @@ class InstancesResource(Resource):
             if inst["state"] in until or time.monotonic() >= deadline:
                 return inst
             time.sleep(poll_s)
+
+
+class ClustersResource(Resource):
+    def create(
+        self,
+        gpu_model: str,
+        node_count: int,
+        *,
+        cls: str = "on_demand",
+        topology: Obj | None = None,
+        fabric: str | None = None,
+        project_id: str | None = None,
+        ssh_keys: list[str] | None = None,
+        image: str | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Obj:
+        """Ask for a gang of ``node_count`` whole nodes; ``topology`` e.g.
+        ``{"required": "fabric", "preferred": "block", "segment": 4}``."""
+        body = _body(
+            gpu_model=gpu_model,
+            node_count=node_count,
+            topology=topology,
+            fabric=fabric,
+            project_id=project_id,
+            ssh_keys=ssh_keys,
+            image=image,
+            name=name,
+        )
+        body["class"] = cls
+        result: Obj = self._c.post("clusters", body, idempotency_key=idempotency_key)
+        return result
+
+    def get(self, cluster_id: str) -> Obj:
+        result: Obj = self._c.get(f"clusters/{cluster_id}")
+        return result
+
+    def list(self, *, limit: int | None = None, after: str | None = None) -> Obj:
+        result: Obj = self._c.get("clusters", limit=limit, after=after)
+        return result
+
+    def terminate(self, cluster_id: str) -> Obj:
+        result: Obj = self._c.post(f"clusters/{cluster_id}/terminate")
+        return result
+
+    def events(self, cluster_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
+        result: Obj = self._c.get(f"clusters/{cluster_id}/events", limit=limit, after=after)
+        return result

@@ -23,6 +23,7 @@ RESOURCES: dict[str, str] = {
     "audit": "neocloud.client.tenancy:AuditResource",
     "instance_types": "neocloud.client.compute:InstanceTypesResource",
     "instances": "neocloud.client.compute:InstancesResource",
+    "clusters": "neocloud.client.compute:ClustersResource",
     "economics": "neocloud.client.economics:EconomicsResource",
 }
 

@@ -11,9 +11,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from neocloud.compute import service
+from neocloud.compute import clusters, service
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise, hourly_price
-from neocloud.compute.schemas import ComputeEventOut, InstanceCreate, InstanceOut, InstanceTypeOut
+from neocloud.compute.schemas import (
+    ClusterCreate,
+    ClusterOut,
+    ComputeEventOut,
+    InstanceCreate,
+    InstanceOut,
+    InstanceTypeOut,
+)
 from neocloud.compute.snapshot import free_gpus, load_snapshot
 from neocloud.compute.tables import InstanceRow
 from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
@@ -126,6 +133,75 @@ def list_instance_events(
     """Every step of the instance, oldest first."""
     page = service.list_events(
         db=ctx.db, actor=caller, subject_id=instance_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[ComputeEventOut.of(e) for e in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+# -------------------------------------------------------------------------------------- clusters
+
+TAG_CLUSTERS: list[str | Enum] = ["clusters"]
+ClusterId = Annotated[str, Path(max_length=40)]
+
+
+def _cluster_out(view: clusters.ClusterView) -> ClusterOut:
+    c = view.cluster
+    model = find_gpu_model(c.gpu_model)
+    assert model is not None
+    price = hourly_price(model, CapacityClass(c.cls)) * (model.max_gpus_per_node * c.node_count)
+    return ClusterOut.of(view, price)
+
+
+@router.post("/clusters", response_model=ClusterOut, status_code=201, tags=TAG_CLUSTERS)
+def create_cluster(request: Request, ctx: Ctx, caller: Caller, body: ClusterCreate) -> ClusterOut:
+    """A gang of ``node_count`` whole nodes inside one ``topology.required`` domain (a fabric by
+    default), spread over as few ``topology.preferred`` domains as possible; all or nothing."""
+    data = body.model_dump()
+    spec = clusters.ClusterSpec(**{**data, "topology": body.topology.model_dump()})
+    row = clusters.create_cluster(db=ctx.db, clock=ctx.clock, actor=caller, spec=spec)
+    nudge(request)
+    return _cluster_out(clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=row.id))
+
+
+@router.get("/clusters", response_model=ListOut[ClusterOut], tags=TAG_CLUSTERS)
+def list_clusters(ctx: Ctx, caller: Caller, paging: Paging) -> ListOut[ClusterOut]:
+    page = clusters.list_clusters(db=ctx.db, actor=caller, limit=paging.limit, after=paging.after)
+    return ListOut(
+        data=[_cluster_out(v) for v in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/clusters/{cluster_id}", response_model=ClusterOut, tags=TAG_CLUSTERS)
+def get_cluster(cluster_id: ClusterId, ctx: Ctx, caller: Caller) -> ClusterOut:
+    """The cluster and every node with its topology path (region … rack)."""
+    return _cluster_out(clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=cluster_id))
+
+
+@router.post("/clusters/{cluster_id}/terminate", response_model=ClusterOut, tags=TAG_CLUSTERS)
+def terminate_cluster(
+    request: Request, cluster_id: ClusterId, ctx: Ctx, caller: Caller
+) -> ClusterOut:
+    view = clusters.terminate_cluster(
+        db=ctx.db, clock=ctx.clock, actor=caller, cluster_id=cluster_id
+    )
+    nudge(request)
+    return _cluster_out(view)
+
+
+@router.get(
+    "/clusters/{cluster_id}/events", response_model=ListOut[ComputeEventOut], tags=TAG_CLUSTERS
+)
+def list_cluster_events(
+    cluster_id: ClusterId, ctx: Ctx, caller: Caller, paging: Paging
+) -> ListOut[ComputeEventOut]:
+    clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=cluster_id)
+    page = service.list_events(
+        db=ctx.db, actor=caller, subject_id=cluster_id, limit=paging.limit, after=paging.after
     )
     return ListOut(
         data=[ComputeEventOut.of(e) for e in page.items],

@@ -21,10 +21,16 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute.domain import InstanceState, Reason
+from neocloud.compute.domain import INSTANCE_FINAL, ClusterState, InstanceState, Reason
 from neocloud.compute.nodes import lock_node, move_node
 from neocloud.compute.service import move_instance
-from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow, NodeWorkRow
+from neocloud.compute.tables import (
+    AllocationRow,
+    ClusterRow,
+    GpuClaimRow,
+    InstanceRow,
+    NodeWorkRow,
+)
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Driver, NodeRef
 from neocloud.fleet.domain import NodeState
@@ -33,6 +39,7 @@ from neocloud.kernel.clock import Clock
 
 IS = InstanceState
 NS = NodeState
+FINAL_VALUES = frozenset(st.value for st in INSTANCE_FINAL)
 STOP_OUTCOME = {
     Reason.USER.value: (IS.TERMINATED, Reason.USER),
     Reason.PREEMPTED.value: (IS.PREEMPTED, Reason.PREEMPTED),
@@ -104,6 +111,34 @@ def decide_node(f: NodeFacts) -> NodeAction:
     return NodeAction.NONE
 
 
+CS = ClusterState
+CLUSTER_ACTIVE = (CS.PROVISIONING, CS.RUNNING, CS.DEGRADED, CS.STOPPING)
+
+
+def decide_cluster(
+    state: str, node_count: int, members: list[tuple[str, str | None]], reason: str | None
+) -> tuple[ClusterState | None, str | None]:
+    """The cluster's next state from its members' (state, reason) (pure)."""
+    st = ClusterState(state)
+    live = [m for m in members if m[0] not in FINAL_VALUES]
+    running = sum(1 for m in live if m[0] == IS.RUNNING.value)
+    if not live:
+        if st is CS.STOPPING:
+            return CS.TERMINATED, reason or Reason.USER.value
+        if any(m[0] == IS.PREEMPTED.value for m in members):
+            return CS.PREEMPTED, Reason.PREEMPTED.value
+        return CS.FAILED, Reason.NODE_FAILED.value
+    if st is CS.STOPPING:
+        return None, None
+    if st is CS.RUNNING and len(live) < node_count:
+        return CS.DEGRADED, Reason.NODE_FAILED.value
+    if st in (CS.PROVISIONING, CS.DEGRADED) and running == node_count:
+        return CS.RUNNING, None
+    if st is CS.PROVISIONING and len(live) < node_count:
+        return CS.DEGRADED, Reason.NODE_FAILED.value
+    return None, None
+
+
 def node_ref(n: NodeRow) -> NodeRef:
     return NodeRef(n.id, n.hostname, n.gpu_model, n.bmc)
 
@@ -120,7 +155,9 @@ class Reconciler:
         returns how many changes were applied."""
         total = 0
         for _ in range(max_passes):
-            changed = self.reconcile_instances() + self.reconcile_nodes()
+            changed = (
+                self.reconcile_instances() + self.reconcile_nodes() + self.reconcile_clusters()
+            )
             total += changed
             if not changed:
                 break
@@ -239,6 +276,37 @@ class Reconciler:
                 move_instance(s, row, target, now, reason=reason.value)
                 return 1
             return 0
+
+    # -- clusters ---------------------------------------------------------------------------
+
+    def reconcile_clusters(self) -> int:
+        """A cluster's state follows its members (see ``decide_cluster``)."""
+        from neocloud.compute.clusters import move_cluster
+
+        now = self.clock.now()
+        changed = 0
+        with self.db.transaction() as s:
+            rows = list(
+                s.scalars(
+                    sa.select(ClusterRow).where(
+                        ClusterRow.state.in_([st.value for st in CLUSTER_ACTIVE])
+                    )
+                )
+            )
+            for c in rows:
+                members = [
+                    (st, why)
+                    for st, why in s.execute(
+                        sa.select(InstanceRow.state, InstanceRow.state_reason).where(
+                            InstanceRow.cluster_id == c.id
+                        )
+                    )
+                ]
+                target, reason = decide_cluster(c.state, c.node_count, members, c.state_reason)
+                if target is not None:
+                    move_cluster(s, c, target, now, reason=reason)
+                    changed += 1
+        return changed
 
     # -- nodes ------------------------------------------------------------------------------
 

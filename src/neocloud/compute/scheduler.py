@@ -20,17 +20,18 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute.domain import CapacityClass, InstanceState, Reason
+from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
 from neocloud.compute.nodes import lock_node
 from neocloud.compute.service import move_instance, record_event, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
-from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow
+from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NeocloudError
 from neocloud.kernel.ids import new_id
 from neocloud.placement import (
     BookingClass,
+    GangRequest,
     NoCapacity,
     Placement,
     PlacementEngine,
@@ -61,18 +62,26 @@ def _order(row: InstanceRow) -> tuple[int, datetime, str]:
     return (CapacityClass(row.cls).rank, row.created_at, row.id)
 
 
-def build_engine(snap: Snapshot, config: ComputeConfig) -> PlacementEngine:
+def build_engine(
+    snap: Snapshot, config: ComputeConfig, requests: dict[str, GangRequest] | None = None
+) -> PlacementEngine:
+    """A placement engine on the snapshot; ``requests`` gives clusters' gang requests (by
+    cluster id) so that a later ``replace`` knows their levels and segments."""
     engine = PlacementEngine(snap.node_snapshots(), levels=snap.levels, policy=config.policy)
+    requests = requests or {}
     for b in snap.bookings():
         try:
-            engine.add_booking(b)
+            engine.add_booking(b, request=requests.get(b.allocation_id))
         except NeocloudError:  # an inconsistent row must not stop scheduling for everyone
             log.exception("allocation %s does not fit its node; left out of placement", b.id)
     return engine
 
 
 def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleReport:
-    """One scheduling cycle over every pending instance."""
+    """One scheduling cycle: pending instances and clusters in class order, FIFO within a
+    class; then replacements for degraded clusters."""
+    from neocloud.compute import gangs
+
     report = ScheduleReport()
     now = clock.now()
     with db.transaction() as s:
@@ -84,39 +93,64 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
                 )
             )
         )
-        if not pending:
+        clusters = gangs.clusters_to_schedule(s)
+        if not pending and not clusters:
             return report
         snap = load_snapshot(s, now)
-    engine = build_engine(snap, config)
-    for row in sorted(pending, key=_order):
-        cls = BookingClass(row.cls)
-        request = SliceRequest(
-            id=row.id,
-            gpus=row.gpu_count,
-            vcpus=row.vcpus,
-            ram_gib=row.ram_gib,
-            gpu_model=row.gpu_model,
-            cls=cls,
-            owner=row.org_id,
-        )
-        try:
-            result = engine.place(request, now=ts(now), allow_preemption=not cls.preemptible)
-        except NeocloudError as exc:
-            result = NoCapacity(exc.message, code=exc.code)
-        if isinstance(result, NoCapacity):
-            _fail_no_capacity(db, clock, row.id, result)
-            report.failed.append(row.id)
-            continue
-        try:
-            victims = _commit(db, clock, snap, row.id, result, config)
-        except Conflict:
-            # Someone else took the GPUs (another scheduler, a stale snapshot): try next cycle.
-            engine.release(result.allocation_id, now=ts(now))
-            report.retried.append(row.id)
-            continue
-        report.placed.append(row.id)
-        report.preempted.extend(victims)
+        requests = gangs.live_gang_requests(s)
+    engine = build_engine(snap, config, requests)
+    work: list[tuple[tuple[int, datetime, str], InstanceRow | ClusterRow]] = [
+        (_order(r), r) for r in pending
+    ]
+    work += [((CapacityClass(c.cls).rank, c.created_at, c.id), c) for c in clusters]
+    for _, item in sorted(work, key=lambda w: w[0]):
+        if isinstance(item, ClusterRow):
+            if item.state == ClusterState.PENDING.value:
+                gangs.place_cluster(db, clock, snap, engine, item, config, report)
+            else:
+                gangs.replace_members(db, clock, snap, engine, item, report)
+        else:
+            _place_instance(db, clock, snap, engine, item, config, report)
     return report
+
+
+def _place_instance(
+    db: Database,
+    clock: Clock,
+    snap: Snapshot,
+    engine: PlacementEngine,
+    row: InstanceRow,
+    config: ComputeConfig,
+    report: ScheduleReport,
+) -> None:
+    now = clock.now()
+    cls = BookingClass(row.cls)
+    request = SliceRequest(
+        id=row.id,
+        gpus=row.gpu_count,
+        vcpus=row.vcpus,
+        ram_gib=row.ram_gib,
+        gpu_model=row.gpu_model,
+        cls=cls,
+        owner=row.org_id,
+    )
+    try:
+        result = engine.place(request, now=ts(now), allow_preemption=not cls.preemptible)
+    except NeocloudError as exc:
+        result = NoCapacity(exc.message, code=exc.code)
+    if isinstance(result, NoCapacity):
+        _fail_no_capacity(db, clock, row.id, result)
+        report.failed.append(row.id)
+        return
+    try:
+        victims = _commit(db, clock, snap, row.id, result, config)
+    except Conflict:
+        # Someone else took the GPUs (another scheduler, a stale snapshot): try next cycle.
+        engine.release(result.allocation_id, now=ts(now))
+        report.retried.append(row.id)
+        return
+    report.placed.append(row.id)
+    report.preempted.extend(victims)
 
 
 def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapacity) -> None:
@@ -227,6 +261,8 @@ def _preempt(s: Session, victim: AllocationRow, now: datetime, at: datetime) -> 
         s.execute(
             sa.update(GpuClaimRow).where(GpuClaimRow.allocation_id == alloc.id).values(end_at=at)
         )
+    if alloc.cluster_id is not None:  # a gang goes as a whole
+        return _preempt_cluster(s, alloc.cluster_id, now, at)
     if alloc.instance_id is None:
         return []
     inst = s.get(InstanceRow, alloc.instance_id)
@@ -273,3 +309,41 @@ def _check_free(
             f"GPUs {indices} of node {node_id} are claimed by allocation {clash}",
             code="gpus_taken",
         )
+
+
+def _preempt_cluster(s: Session, cluster_id: str, now: datetime, at: datetime) -> list[str]:
+    from neocloud.compute.clusters import stop_members
+
+    cluster = s.get(ClusterRow, cluster_id)
+    if cluster is None:
+        return []
+    s.execute(
+        sa.update(AllocationRow)
+        .where(
+            AllocationRow.cluster_id == cluster_id,
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > at),
+        )
+        .values(end_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    ids = s.scalars(sa.select(AllocationRow.id).where(AllocationRow.cluster_id == cluster_id))
+    s.execute(
+        sa.update(GpuClaimRow)
+        .where(
+            GpuClaimRow.allocation_id.in_(list(ids)),
+            sa.or_(GpuClaimRow.end_at.is_(None), GpuClaimRow.end_at > at),
+        )
+        .values(end_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    stop_members(s, cluster, now, reason=Reason.PREEMPTED, at=at)
+    record_event(
+        s,
+        subject_id=cluster.id,
+        org_id=cluster.org_id,
+        now=now,
+        kind="preemption_notice",
+        reason=Reason.PREEMPTED.value,
+        message=f"capacity is needed by a higher class; the cluster stops at {at.isoformat()}",
+    )
+    return [cluster.id]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
 from neocloud.compute.tables import ComputeEventRow, InstanceRow
 from neocloud.kernel.money import Money
@@ -150,3 +151,90 @@ class ComputeEventOut(ResponseModel):
     @classmethod
     def of(cls, row: ComputeEventRow) -> ComputeEventOut:
         return cls.model_validate(row, from_attributes=True)
+
+
+# -------------------------------------------------------------------------------------- clusters
+
+
+class TopologyIn(RequestModel):
+    required: str = Field("fabric", max_length=32, description="all nodes inside one such domain")
+    preferred: str | None = Field("block", max_length=32, description="use as few as possible")
+    segment: int | None = Field(None, description="groups of this many nodes, each in one block")
+
+
+class ClusterCreate(RequestModel):
+    gpu_model: str = Field(min_length=1, max_length=64, examples=["H100"])
+    node_count: int = Field(examples=[16])
+    cls: str = Field("on_demand", alias="class", max_length=16)
+    topology: TopologyIn = Field(default_factory=TopologyIn)
+    fabric: str | None = Field(None, max_length=63)
+    project_id: str | None = Field(None, max_length=40)
+    reservation_policy: str = Field("auto", max_length=8)
+    ssh_keys: list[str] = Field(default_factory=list, max_length=20)
+    image: str | None = Field(None, max_length=255)
+    name: str | None = Name
+
+
+class ClusterNodeOut(ResponseModel):
+    instance_id: str
+    node_id: str | None
+    state: str
+    state_reason: str | None
+    topology_path: dict[str, str] | None
+
+
+class ClusterOut(ResponseModel):
+    id: str
+    object: Literal["cluster"] = "cluster"
+    name: str | None
+    org_id: str
+    project_id: str | None
+    gpu_model: str
+    node_count: int
+    cls: str = Field(serialization_alias="class")
+    topology: dict[str, Any]
+    fabric: str | None
+    reservation_policy: str
+    state: str
+    state_reason: str | None
+    state_message: str | None
+    nodes: list[ClusterNodeOut]
+    price_per_hour: MoneyOut
+    created_at: Time
+    updated_at: Time
+    running_at: Time | None
+    ended_at: Time | None
+
+    @classmethod
+    def of(cls, view: ClusterView, price: Money) -> ClusterOut:
+        c = view.cluster
+        return cls(
+            id=c.id,
+            name=c.name,
+            org_id=c.org_id,
+            project_id=c.project_id,
+            gpu_model=c.gpu_model,
+            node_count=c.node_count,
+            cls=c.cls,
+            topology=dict(c.topology),
+            fabric=c.fabric,
+            reservation_policy=c.reservation_policy,
+            state=c.state,
+            state_reason=c.state_reason,
+            state_message=c.state_message,
+            nodes=[
+                ClusterNodeOut(
+                    instance_id=m.id,
+                    node_id=m.node_id,
+                    state=m.state,
+                    state_reason=m.state_reason,
+                    topology_path=view.paths.get(m.node_id) if m.node_id else None,
+                )
+                for m in view.members
+            ],
+            price_per_hour=MoneyOut.of(price),
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            running_at=c.running_at,
+            ended_at=c.ended_at,
+        )

@@ -96,9 +96,9 @@ def live_allocations(s: Session, now: datetime) -> list[AllocationRow]:
 
 
 def load_snapshot(s: Session, now: datetime, *, gpu_model: str | None = None) -> Snapshot:
-    stmt = sa.select(NodeRow).where(
-        NodeRow.state.in_([st.value for st in OPEN_STATES | {NodeState.DRAINING}])
-    )
+    # Every node but retired ones: ineligible nodes stay in the snapshot (placement skips
+    # them) so that their bookings are known and a failed one can be replaced near itself.
+    stmt = sa.select(NodeRow).where(NodeRow.state != NodeState.RETIRED.value)
     if gpu_model is not None:
         stmt = stmt.where(NodeRow.gpu_model == gpu_model)
     nodes = {n.id: n for n in s.scalars(stmt)}

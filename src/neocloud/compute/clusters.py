@@ -1,0 +1,279 @@
+"""Cluster use cases: a gang of N whole nodes of one GPU model, all or nothing.
+
+A cluster is created ``pending`` with one pending member instance per node (so its GPUs count
+against quota at once); the scheduler places the gang in one decision and one transaction.
+The cluster's state follows its members: all running → ``running``; a member lost to a node
+failure → ``degraded`` until the scheduler books a replacement from the lowest common domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from neocloud.compute import domain
+from neocloud.compute.domain import (
+    CapacityClass,
+    ClusterState,
+    InstanceState,
+    Reason,
+    ReservationPolicy,
+    resolve_instance_type,
+)
+from neocloud.compute.service import (
+    _check_quota,
+    check_project,
+    move_instance,
+    record_event,
+    request_stop,
+)
+from neocloud.compute.snapshot import levels_of
+from neocloud.compute.tables import ClusterRow, InstanceRow
+from neocloud.db.engine import Database
+from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.catalog import resolve_gpu_model
+from neocloud.fleet.domain import parse_enum
+from neocloud.fleet.tables import NodeDomainRow, NodeRow
+from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import NotFound, ValidationFailed
+from neocloud.kernel.ids import new_id
+from neocloud.tenancy import quotas as tenancy_quotas
+
+MAX_NODES = 4096
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    gpu_model: str
+    node_count: int
+    cls: str = CapacityClass.ON_DEMAND.value
+    topology: dict[str, object] = field(default_factory=dict)
+    fabric: str | None = None
+    project_id: str | None = None
+    reservation_policy: str = ReservationPolicy.AUTO.value
+    ssh_keys: list[str] = field(default_factory=list)
+    image: str | None = None
+    name: str | None = None
+
+
+def _topology(spec: ClusterSpec, levels: tuple[str, ...]) -> dict[str, object]:
+    topo = dict(spec.topology or {})
+    unknown = set(topo) - {"required", "preferred", "segment", "segment_level"}
+    if unknown:
+        raise ValidationFailed(
+            f"unknown topology keys: {', '.join(sorted(unknown))}", param="topology"
+        )
+    required = str(topo.get("required") or "fabric")
+    preferred = topo.get("preferred", "block")
+    for key, value in (("required", required), ("preferred", preferred)):
+        if value is not None and value not in levels:
+            raise ValidationFailed(
+                f"topology.{key} must be a level of the fleet: {', '.join(levels)}",
+                param=f"topology.{key}",
+            )
+    segment = topo.get("segment")
+    if segment is not None:
+        if not isinstance(segment, int) or isinstance(segment, bool) or segment < 1:
+            raise ValidationFailed(
+                "topology.segment is a positive number of nodes", param="topology.segment"
+            )
+        if spec.node_count % segment:
+            raise ValidationFailed(
+                f"topology.segment {segment} does not divide node_count {spec.node_count}",
+                param="topology.segment",
+            )
+    return {
+        "required": required,
+        "preferred": preferred,
+        "segment": segment,
+        "segment_level": str(topo.get("segment_level") or "block"),
+    }
+
+
+def create_cluster(
+    *, db: Database, clock: Clock, actor: Principal, spec: ClusterSpec
+) -> ClusterRow:
+    """Record a pending cluster and its pending member instances (quota checked for all)."""
+    actor.require_org_role(actor.org_id, Role.MEMBER)
+    model = resolve_gpu_model(spec.gpu_model)
+    if not 1 <= spec.node_count <= MAX_NODES:
+        raise ValidationFailed(f"node_count must be between 1 and {MAX_NODES}", param="node_count")
+    cls = parse_enum(CapacityClass, spec.cls, "class")
+    if cls not in domain.TENANT_CLASSES:
+        raise ValidationFailed("class must be on_demand or spot", param="class")
+    policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
+    itype = resolve_instance_type(f"{model.max_gpus_per_node}x{model.aliases[0]}")
+    now = clock.now()
+    limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=model.id)
+    with db.transaction() as s:
+        topo = _topology(spec, levels_of(s))
+        if spec.fabric is not None and not s.scalar(
+            sa.select(NodeDomainRow.node_id)
+            .where(NodeDomainRow.level == "fabric", NodeDomainRow.name == spec.fabric)
+            .limit(1)
+        ):
+            raise ValidationFailed(f"unknown fabric {spec.fabric!r}", param="fabric")
+        check_project(s, actor, spec.project_id)
+        _check_quota(s, limit, actor.org_id, model.id, itype.gpus * spec.node_count)
+        cluster = ClusterRow(
+            id=new_id("clu", at=now),
+            org_id=actor.org_id,
+            project_id=spec.project_id,
+            name=spec.name,
+            gpu_model=model.id,
+            node_count=spec.node_count,
+            cls=cls.value,
+            topology=topo,
+            fabric=spec.fabric,
+            reservation_policy=policy.value,
+            state=ClusterState.PENDING.value,
+            created_by=actor.key_id,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(cluster)
+        for i in range(spec.node_count):
+            s.add(
+                InstanceRow(
+                    id=new_id("inst", at=now),
+                    org_id=actor.org_id,
+                    project_id=spec.project_id,
+                    cluster_id=cluster.id,
+                    name=f"{spec.name or cluster.id}-{i}",
+                    instance_type=itype.name,
+                    gpu_model=model.id,
+                    gpu_count=itype.gpus,
+                    vcpus=itype.vcpus,
+                    ram_gib=itype.ram_gib,
+                    cls=cls.value,
+                    reservation_policy=policy.value,
+                    reservation_ids=[],
+                    ssh_keys=list(spec.ssh_keys),
+                    image=spec.image,
+                    state=InstanceState.PENDING.value,
+                    gpu_indices=[],
+                    created_by=actor.key_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        record_event(
+            s,
+            subject_id=cluster.id,
+            org_id=cluster.org_id,
+            now=now,
+            kind="state",
+            to_state=cluster.state,
+            message=f"requested {spec.node_count} x {itype.name} ({cls.value})",
+        )
+    return cluster
+
+
+def move_cluster(
+    s: Session,
+    row: ClusterRow,
+    target: ClusterState,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+) -> None:
+    before = row.state
+    row.state = domain.transition_cluster(before, target)
+    row.state_reason, row.state_message = reason, message
+    row.updated_at = now
+    if target is ClusterState.RUNNING and row.running_at is None:
+        row.running_at = now
+    if target in domain.CLUSTER_FINAL:
+        row.ended_at = now
+    record_event(
+        s,
+        subject_id=row.id,
+        org_id=row.org_id,
+        now=now,
+        kind="state",
+        from_state=before,
+        to_state=row.state,
+        reason=reason,
+        message=message,
+    )
+
+
+def _visible(s: Session, actor: Principal, cluster_id: str) -> ClusterRow:
+    row = s.get(ClusterRow, cluster_id)
+    if row is None or not (actor.is_operator or row.org_id == actor.org_id):
+        raise NotFound(f"no cluster {cluster_id}", code="cluster_not_found", param="cluster_id")
+    return row
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    cluster: ClusterRow
+    members: list[InstanceRow]
+    paths: dict[str, dict[str, str]]  # node id -> {level: name}
+
+
+def get_cluster(*, db: Database, actor: Principal, cluster_id: str) -> ClusterView:
+    with db.transaction() as s:
+        row = _visible(s, actor, cluster_id)
+        return _view(s, row)
+
+
+def _view(s: Session, row: ClusterRow) -> ClusterView:
+    members = list(
+        s.scalars(
+            sa.select(InstanceRow).where(InstanceRow.cluster_id == row.id).order_by(InstanceRow.id)
+        )
+    )
+    node_ids = {m.node_id for m in members if m.node_id}
+    paths = {
+        n.id: dict(n.topology)
+        for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(node_ids)))
+    }
+    return ClusterView(row, members, paths)
+
+
+def list_clusters(
+    *, db: Database, actor: Principal, limit: int, after: str | None
+) -> Page[ClusterView]:
+    stmt = sa.select(ClusterRow)
+    if not actor.is_operator:
+        stmt = stmt.where(ClusterRow.org_id == actor.org_id)
+    with db.transaction() as s:
+        page = paginate(s, stmt, ClusterRow.id, limit=limit, after=after)
+        views = [_view(s, r) for r in page.items]
+    return Page(views, page.has_more, page.next_cursor)
+
+
+def terminate_cluster(
+    *, db: Database, clock: Clock, actor: Principal, cluster_id: str
+) -> ClusterView:
+    """Stop every member (reason ``user``); the cluster ends when they all have."""
+    now = clock.now()
+    with db.transaction() as s:
+        row = _visible(s, actor, cluster_id)
+        actor.require_org_role(row.org_id, Role.MEMBER)
+        if ClusterState(row.state) in domain.CLUSTER_FINAL | {ClusterState.STOPPING}:
+            return _view(s, row)
+        stop_members(s, row, now, reason=Reason.USER, at=now)
+        if row.state == ClusterState.PENDING.value:
+            move_cluster(s, row, ClusterState.TERMINATED, now, reason=Reason.USER.value)
+        else:
+            move_cluster(s, row, ClusterState.STOPPING, now, reason=Reason.USER.value)
+        return _view(s, row)
+
+
+def stop_members(
+    s: Session, cluster: ClusterRow, now: datetime, *, reason: Reason, at: datetime
+) -> None:
+    members = s.scalars(sa.select(InstanceRow).where(InstanceRow.cluster_id == cluster.id))
+    for m in members:
+        state = InstanceState(m.state)
+        if state is InstanceState.PENDING:
+            move_instance(s, m, InstanceState.TERMINATED, now, reason=reason.value)
+        elif state not in domain.INSTANCE_FINAL:
+            request_stop(s, m, now, reason=reason, at=at)
