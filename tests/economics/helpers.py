@@ -39,13 +39,15 @@ sites:
 """
 
 
-def tenant_client(admin: Client, slug: str) -> Client:
+def tenant_client(admin: Client, slug: str, *, h100_quota: int | None = None) -> Client:
     """The owner of a new tenant org, as an SDK client on the same app."""
     from fastapi.testclient import TestClient
 
     org = admin.orgs.create(slug.title(), slug=slug, owner_email=f"owner@{slug}.example")  # type: ignore[attr-defined]
     users = admin.users.list(org["id"])["data"]  # type: ignore[attr-defined]
     key = admin.keys.create("owner key", org_id=org["id"], user_id=users[0]["id"])  # type: ignore[attr-defined]
+    if h100_quota is not None:
+        admin.quotas.set(org["id"], "H100-SXM-80GB", h100_quota)  # type: ignore[attr-defined]
     http = admin._http
     assert isinstance(http, TestClient)
     return Client(api_key=key["secret"], http=TestClient(http.app), retries=0)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from neocloud.client import ApiError, Client
+from neocloud.compute.worker import Worker
+from neocloud.db.engine import Database
+from neocloud.drivers.sim import SimDriver
 from neocloud.economics import load_yaml
+from neocloud.kernel.clock import VirtualClock
 
 from .helpers import EXAMPLE, FLEET, tenant_client
 
@@ -47,11 +53,14 @@ def test_live_projects_the_fleet_and_says_what_is_assumed(admin: Client) -> None
     admin.fleet.import_spec(FLEET)  # type: ignore[attr-defined]
     live = admin.economics.live(utilization=0.6)  # type: ignore[attr-defined]
     assert live["object"] == "economics.live"
-    assert live["sources"]["utilization"] == "assumed"
+    assert live["sources"]["utilization"].startswith("given")
     assert live["assumptions"]["gpus"] == 4 * 8
     assert live["assumptions"]["capex"] == 4 * 250_000
     assert live["annual"][0]["revenue"] > 0
-    assert any("assumed" in note for note in live["notes"])
+    assert any("utilization 60.0%: given" in note for note in live["notes"])
+    assert live["sources"]["financing"] == "assumed"
+    without_usage = admin.economics.live()  # type: ignore[attr-defined]
+    assert without_usage["sources"]["utilization"].startswith("assumed (no allocations")
 
 
 def test_live_without_capex_is_a_clear_error(admin: Client) -> None:
@@ -65,3 +74,21 @@ def test_tenants_get_403(admin: Client) -> None:
     with pytest.raises(ApiError) as exc:
         tenant.economics.live()  # type: ignore[attr-defined]
     assert exc.value.status == 403
+
+
+def test_live_measures_utilization_and_customers_from_allocations(
+    admin: Client, db: Database, clock: VirtualClock
+) -> None:
+    admin.fleet.import_spec(FLEET)  # type: ignore[attr-defined]
+    tenant = tenant_client(admin, "acme", h100_quota=64)
+    tenant.instances.create("8xH100", name="train")  # type: ignore[attr-defined]
+    Worker(db, clock, driver=SimDriver(seed=1), holder="test").run_once()
+    clock.advance(timedelta(days=10))
+    live = admin.economics.live(window_days=30)  # type: ignore[attr-defined]
+    usage = live["usage"]
+    # 8 of the 32 GPUs for 10 days, in a 30-day window the fleet spent wholly in service.
+    assert usage["capacity_gpu_hours"] == 32 * 30 * 24
+    assert usage["gpu_hours"] == pytest.approx(8 * 10 * 24, rel=1e-3)
+    assert usage["measured_utilization"] == pytest.approx(1 / 12, rel=1e-3)
+    assert live["sources"]["utilization"].startswith("measured from allocation intervals")
+    assert live["concentration"]["customers"] == {"acme": 1.0}

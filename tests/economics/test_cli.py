@@ -74,5 +74,5 @@ def test_live_reads_the_platform(admin: Client, monkeypatch: pytest.MonkeyPatch)
     admin.fleet.import_spec(FLEET)  # type: ignore[attr-defined]
     result = runner.invoke(app, ["econ", "live", "--utilization", "0.5"])
     assert result.exit_code == 0, result.output
-    assert "utilization: assumed" in result.output
+    assert "utilization: given" in result.output
     assert "32 GPUs" in result.output

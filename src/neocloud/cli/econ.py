@@ -304,8 +304,12 @@ def stress_cmd(
 @econ_app.command("live")
 def live(
     utilization: Annotated[
-        float, typer.Option(min=0, max=1, help="Assumed utilization until billing measures it")
-    ] = 0.7,
+        float | None,
+        typer.Option(min=0, max=1, help="Override (default: measured from allocations)"),
+    ] = None,
+    window_days: Annotated[
+        int, typer.Option("--window-days", min=1, max=365, help="Trailing window for usage")
+    ] = 30,
     forward_years: Annotated[int, typer.Option("--forward-years", min=1, max=30)] = 5,
     price: Annotated[
         float | None, typer.Option(help="$/GPU-hour for every model (default: list price)")
@@ -318,10 +322,12 @@ def live(
     chart_format: Formats = None,
 ) -> None:
     """Project the platform's own fleet forward (operators): cohorts from the nodes' capex
-    and in-service dates; utilization and prices assumed until billing supplies them."""
+    and in-service dates, utilization and customer shares from allocation intervals over a
+    trailing window, list prices until billing supplies rated revenue."""
     try:
         rep = STATE.client().economics.live(  # type: ignore[attr-defined]
             utilization=utilization,
+            window_days=window_days,
             forward_years=forward_years,
             price=price,
             ltv=ltv,

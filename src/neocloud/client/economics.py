@@ -34,17 +34,20 @@ class EconomicsResource(Resource):
     def live(
         self,
         *,
-        utilization: float = 0.7,
+        utilization: float | None = None,
+        window_days: int = 30,
         forward_years: int = 5,
         price: float | None = None,
         ltv: float = 0.7,
         rate: float = 0.11,
         stresses: list[str] | None = None,
     ) -> Obj:
-        """The platform's own fleet projected forward (utilization assumed until billing)."""
+        """The platform's own fleet projected forward; utilization measured from allocations
+        over the trailing window unless given."""
         result: Obj = self._c.get(
             "economics/live",
             utilization=utilization,
+            window_days=window_days,
             forward_years=forward_years,
             price=price,
             ltv=ltv,

@@ -3,12 +3,12 @@
 The API hands in plain records (nodes with their capex and in-service dates, the catalog's TDP
 and list price) and ``LiveInputs``; nothing here reads a database.
 
-Today the platform has a fleet but no billing: utilization, prices and customers are
-*assumed* (parameters with defaults: 70% utilization, the catalog's list price), and every
-``*_source`` field says so. When billing lands it fills the same seam: utilization from
-allocation intervals over a trailing window (``utilization_source="measured"``), revenue per
-class and contracts from rated invoices and the backlog, and customer shares from billing's
-concentration, all without touching the engine.
+Today the platform has a fleet and compute's allocation intervals but no billing. Utilization
+is *measured* from allocation intervals over a trailing window when there are any (else
+*assumed*: 70%, or whatever the caller gives), customers' shares are their shares of allocated
+GPU-hours, and prices are the catalog's list prices; every ``*_source`` field says which. When
+billing lands it fills the same seam: revenue per class and contracts from rated invoices and
+the backlog, and customer shares of revenue, all without touching the engine.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from neocloud.economics.scenario import Scenario, parse_scenario
@@ -38,6 +38,57 @@ class NodeRecord:
     book_life_years: float | None
     gpu_tdp_w: float
     list_price_per_gpu_hour: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """An allocation: ``gpus`` GPUs held by ``org`` over ``[start, end)`` (None: still open).
+    Times are any comparable, subtractable instants (datetimes); ``hours`` does the maths."""
+
+    org: str
+    gpus: int
+    start: datetime
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    window_start: datetime
+    window_end: datetime
+    gpu_hours: float
+    capacity_gpu_hours: float
+    org_shares: dict[str, float]  # shares of allocated GPU-hours, largest first
+
+    @property
+    def utilization(self) -> float | None:
+        if self.capacity_gpu_hours <= 0:
+            return None
+        return min(self.gpu_hours / self.capacity_gpu_hours, 1.0)
+
+
+def _overlap_hours(start: datetime, end: datetime | None, w0: datetime, w1: datetime) -> float:
+    lo, hi = max(start, w0), min(end or w1, w1)
+    return max((hi - lo).total_seconds(), 0.0) / 3600.0
+
+
+def measure_usage(
+    intervals: list[Interval],
+    capacity: list[tuple[int, datetime]],
+    *,
+    window_start: datetime,
+    window_end: datetime,
+) -> Usage:
+    """Allocated GPU-hours over the window against the GPU-hours the fleet had in service
+    (``capacity``: (GPUs, in service since) per node)."""
+    used: dict[str, float] = defaultdict(float)
+    for iv in intervals:
+        used[iv.org] += iv.gpus * _overlap_hours(iv.start, iv.end, window_start, window_end)
+    total = sum(used.values())
+    available = sum(
+        g * _overlap_hours(since, None, window_start, window_end) for g, since in capacity
+    )
+    shares = {org: h / total for org, h in sorted(used.items(), key=lambda kv: -kv[1]) if h > 0}
+    return Usage(window_start, window_end, total, available, shares)
 
 
 @dataclass(frozen=True)
@@ -172,8 +223,9 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
     notes = [
         f"year 1 begins {start.isoformat()} (the first cohort in service); "
         f"as of {inputs.as_of.isoformat()} is in year {elapsed // 12 + 1}",
-        f"utilization {inputs.utilization:.0%} is {inputs.utilization_source}; "
-        "billing will replace it with utilization measured from allocation intervals",
+        f"utilization {inputs.utilization:.1%}: {inputs.utilization_source}",
+        f"prices: {inputs.price_source}; revenue is price x utilization until billing supplies "
+        "rated revenue, contracts and backlog",
     ]
     if skipped:
         notes.append(f"{skipped} nodes carry no capex and are left out")
