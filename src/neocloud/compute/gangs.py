@@ -89,7 +89,7 @@ def _fail(db: Database, clock: Clock, cluster_id: str, no: NoCapacity) -> None:
     if no.earliest_start is not None:
         message += f"; earliest start placement can see: {from_ts(no.earliest_start).isoformat()}"
     with db.transaction() as s:
-        c = s.get(ClusterRow, cluster_id)
+        c = s.get(ClusterRow, cluster_id, with_for_update=True)
         if c is None or c.state != ClusterState.PENDING.value:
             return
         move_cluster(
@@ -199,7 +199,7 @@ def _commit_gang(
     victim_rows = [a for a in snap.allocations if a.id in {v.id for v in victims}]
     stopped: list[str] = []
     with db.transaction() as s:
-        cluster = s.get(ClusterRow, cluster_id)
+        cluster = s.get(ClusterRow, cluster_id, with_for_update=True)
         if cluster is None or cluster.state != ClusterState.PENDING.value:
             raise Conflict("the cluster is no longer pending", code="not_pending")
         members = list(

@@ -159,7 +159,7 @@ def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapaci
     if no.earliest_start is not None:
         message += f"; earliest start placement can see: {from_ts(no.earliest_start).isoformat()}"
     with db.transaction() as s:
-        row = s.get(InstanceRow, instance_id)
+        row = s.get(InstanceRow, instance_id, with_for_update=True)
         if row is None or row.state != InstanceState.PENDING.value:
             return
         move_instance(
@@ -199,7 +199,7 @@ def _commit(
     end = None if booking.end is None else from_ts(booking.end)
     stopped: list[str] = []
     with db.transaction() as s:
-        row = s.get(InstanceRow, instance_id)
+        row = s.get(InstanceRow, instance_id, with_for_update=True)
         if row is None or row.state != InstanceState.PENDING.value:
             raise Conflict("the instance is no longer pending", code="not_pending")
         locked = lock_node(s, node_id)
@@ -314,7 +314,7 @@ def _check_free(
 def _preempt_cluster(s: Session, cluster_id: str, now: datetime, at: datetime) -> list[str]:
     from neocloud.compute.clusters import stop_members
 
-    cluster = s.get(ClusterRow, cluster_id)
+    cluster = s.get(ClusterRow, cluster_id, with_for_update=True)
     if cluster is None:
         return []
     s.execute(
