@@ -58,3 +58,15 @@ def test_unknown_type_exits_2(cli: CliRunner) -> None:
     result = cli.invoke(app, ["instances", "create", "3xH100"])
     assert result.exit_code == 2
     assert "unknown_instance_type" in result.output
+
+
+def test_cluster_create_shows_topology(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["clusters", "create", "H100", "--nodes", "4", "--wait"])
+    assert result.exit_code == 0, result.output
+    assert "BLOCK" in result.stdout
+    assert "us-east-1a-ib01" in result.stdout
+    result = cli.invoke(app, ["clusters", "list", "--json"])
+    (c,) = json.loads(result.stdout)
+    assert c["state"] == "running"
+    result = cli.invoke(app, ["clusters", "terminate", c["id"], "--wait", "--json"])
+    assert json.loads(result.stdout)["state"] == "terminated"

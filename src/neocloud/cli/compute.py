@@ -164,4 +164,117 @@ def instances_events(instance_id: str, as_json: Json = False) -> None:
         )
 
 
-APPS: dict[str, typer.Typer] = {"instance-types": types_app, "instances": instances_app}
+# -------------------------------------------------------------------------------------- clusters
+
+clusters_app = typer.Typer(
+    help="Clusters: gangs of whole nodes in one fabric.", no_args_is_help=True
+)
+CLUSTER_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("GPU MODEL", "gpu_model"),
+    ("NODES", "node_count"),
+    ("CLASS", "class"),
+    ("STATE", "state"),
+    ("REASON", "state_reason"),
+    ("CREATED", "created_at"),
+]
+CLUSTER_ENDED = {"terminated", "failed", "preempted"}
+
+
+def _show_cluster(c: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(c)
+        return
+    print_object({k: v for k, v in c.items() if k != "nodes"}, as_json=False)
+    levels = list((c["nodes"][0].get("topology_path") or {}).keys()) if c["nodes"] else []
+    print_table(
+        c["nodes"],
+        [
+            ("INSTANCE", "instance_id"),
+            ("NODE", "node_id"),
+            ("STATE", "state"),
+            *[
+                (lvl.upper(), (lambda n, lvl=lvl: (n.get("topology_path") or {}).get(lvl)))
+                for lvl in levels
+            ],
+        ],
+    )
+
+
+def _wait_cluster(c: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) -> Any:
+    client = STATE.client()
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        if c["state"] != last and not quiet:
+            err.print(f"{c['id']}: {c['state']}")
+            last = c["state"]
+        if c["state"] in until or time.monotonic() >= deadline:
+            return c
+        time.sleep(0.5)
+        c = client.clusters.get(c["id"])
+
+
+@clusters_app.command("create")
+@api_call
+def clusters_create(
+    gpu_model: Annotated[str, typer.Argument(help="H100, H200, …")],
+    nodes: Annotated[int, typer.Option("--nodes", help="How many whole nodes")],
+    cls: Annotated[str, typer.Option("--class", help="on_demand or spot")] = "on_demand",
+    required: Annotated[str, typer.Option("--required", help="Level all nodes share")] = "fabric",
+    preferred: Annotated[str, typer.Option("--preferred", help="Level to use least of")] = "block",
+    segment: Annotated[int | None, typer.Option("--segment", help="Nodes per block")] = None,
+    fabric: Annotated[str | None, typer.Option("--fabric")] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    wait: Wait = False,
+    timeout: Timeout = 600.0,
+    as_json: Json = False,
+) -> None:
+    """Ask for a cluster; with --wait, return once it runs (or ends)."""
+    topology: dict[str, Any] = {"required": required, "preferred": preferred}
+    if segment is not None:
+        topology["segment"] = segment
+    c = STATE.client().clusters.create(
+        gpu_model, nodes, cls=cls, topology=topology, fabric=fabric, name=name
+    )
+    if wait:
+        c = _wait_cluster(c, {"running"} | CLUSTER_ENDED, timeout, as_json)
+    _show_cluster(c, as_json)
+    if c["state"] in CLUSTER_ENDED:
+        raise typer.Exit(1)
+
+
+@clusters_app.command("list")
+@api_call
+def clusters_list(as_json: Json = False) -> None:
+    rows = list(STATE.client().iter("clusters"))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, CLUSTER_COLUMNS)
+
+
+@clusters_app.command("get")
+@api_call
+def clusters_get(cluster_id: str, as_json: Json = False) -> None:
+    """The cluster and each node's topology path."""
+    _show_cluster(STATE.client().clusters.get(cluster_id), as_json)
+
+
+@clusters_app.command("terminate")
+@api_call
+def clusters_terminate(
+    cluster_id: str, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
+) -> None:
+    c = STATE.client().clusters.terminate(cluster_id)
+    if wait:
+        c = _wait_cluster(c, CLUSTER_ENDED, timeout, as_json)
+    _show_cluster(c, as_json)
+
+
+APPS: dict[str, typer.Typer] = {
+    "instance-types": types_app,
+    "instances": instances_app,
+    "clusters": clusters_app,
+}
