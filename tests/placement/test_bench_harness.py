@@ -48,3 +48,34 @@ def test_optimality_ilp_is_valid_and_bounds_the_engine() -> None:
     # a warm start from a feasible admission changes nothing in the optimum
     warm = opt.solve_ilp(reqs, fabrics, 5.0, start=opt.count_admission(reqs, fabrics))
     assert warm.objective == pytest.approx(sol.objective)
+
+
+def test_gangs_fit_matches_the_trace_means() -> None:
+    gangs = _load("gangs")
+    if not (gangs.TRACES / "acme" / "cluster_summary.csv").exists():
+        pytest.skip("the shared traces are not here")
+    mixes = gangs.load_mixes()
+    assert {"Kalos", "Seren", "Earth", "Helios"} <= set(mixes)
+    for m in mixes.values():
+        mean = sum(p * 2**j for j, p in enumerate(m.pmf))
+        assert mean == pytest.approx(m.mean_gpus, rel=1e-6)
+        assert sum(m.pmf) == pytest.approx(1.0)
+        assert m.pmf[0] >= 0.5  # the median job uses 1 GPU, as in every trace
+        assert 0.0 < m.share_ge8() <= 1.0
+
+
+def test_gangs_sim_conserves_capacity() -> None:
+    gangs = _load("gangs")
+    nodes = gangs.fleet(fabrics=2, blocks=2, racks=2, per_rack=2)  # 16 nodes, blocks of 4
+    mix = gangs.fit(gangs.Mix("tiny", 6.0, 64, 600.0, 120.0, 7200.0, gpu_s_per_job=12_000.0))
+    jobs = gangs.sample_jobs(mix, 300, 0.85, len(nodes), seed=4)
+    assert max(j.nodes for j in jobs) <= 8
+    for policy in ("default", "random"):
+        r = gangs.simulate(nodes, jobs, policy, 0.85, check=True)  # asserts after every event
+        assert r.placed == len(jobs)
+        assert 0.0 < r.allocation <= 1.0
+        assert all(d >= 0 for ds in r.delays.values() for d in ds)
+        assert r.gangs > 0
+        assert r.at_true <= r.gangs
+        assert r.at_ceil <= r.at_true  # ceil(N / block) is never above the true minimum
+        assert r.extra_blocks >= 0
