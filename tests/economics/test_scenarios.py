@@ -191,3 +191,39 @@ def test_live_builds_cohorts_from_nodes_and_marks_assumptions() -> None:
     assert s.horizon_years == 6  # the half year already run, then five forward
     with pytest.raises(InvalidRequest):
         build_live_scenario([_node(capex=None)], LiveInputs(as_of=date(2026, 3, 1)))
+
+
+def test_an_ltv_tranche_draws_as_capex_is_paid() -> None:
+    raw = _raw()
+    second = {**raw["cohorts"][0], "name": "h100-later", "in_service": date(2026, 7, 1)}
+    raw["cohorts"].append(second)
+    p = project(parse_scenario(raw))
+    capex = 128 * 343_980
+    assert float(p.draws[0]) == pytest.approx(0.7 * capex)
+    assert float(p.draws[6]) == pytest.approx(0.7 * capex)
+    assert float(p.principal_paid.sum()) == pytest.approx(1.4 * capex)
+    assert p.debt_balance[-1] == pytest.approx(0.0, abs=1e-3)
+    assert float(p.ops.capex[6]) == pytest.approx(capex)
+
+
+def test_measured_usage_counts_overlaps_within_the_window() -> None:
+    from datetime import UTC, datetime
+
+    from neocloud.economics.live import Interval, measure_usage
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    day = 24.0
+    usage = measure_usage(
+        [
+            Interval("a", 8, datetime(2026, 2, 1, tzinfo=UTC), None),  # whole window
+            Interval("b", 8, datetime(2026, 3, 5, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)),
+            Interval("c", 8, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        ],
+        [(8, datetime(2025, 1, 1, tzinfo=UTC)), (8, datetime(2026, 3, 6, tzinfo=UTC))],
+        window_start=t0,
+        window_end=datetime(2026, 3, 11, tzinfo=UTC),
+    )
+    assert usage.gpu_hours == pytest.approx(8 * 10 * day + 8 * day)
+    assert usage.capacity_gpu_hours == pytest.approx(8 * 10 * day + 8 * 5 * day)
+    assert usage.org_shares == {"a": pytest.approx(10 / 11), "b": pytest.approx(1 / 11)}
+    assert usage.utilization == pytest.approx(88 / 120)

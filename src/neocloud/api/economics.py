@@ -199,7 +199,9 @@ def _node_records(ctx: AppContext) -> tuple[list[NodeRecord], list[tuple[int, da
                     ),
                 )
             )
-            capacity.append((row.gpu_count, row.in_service_at or row.created_at))
+            # Capacity counts from when the platform knew the node: no allocation can predate it.
+            since = max(row.in_service_at or row.created_at, row.created_at)
+            capacity.append((row.gpu_count, since))
         if not page.has_more:
             return records, capacity
         after = page.next_cursor

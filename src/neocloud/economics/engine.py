@@ -129,7 +129,8 @@ def operations(scenario: Scenario, *, without: Iterable[str] = ()) -> Operations
             if econ < book:
                 dep[retire] += base * (1.0 - econ / book)
             salvage[retire] += cohort.capex * cohort.salvage_fraction
-        capex[min(max(bought, 0), months - 1)] += cohort.capex
+        if bought < months:
+            capex[max(bought, 0)] += cohort.capex
         key = _model_key(cohort.gpu_model)
         active_by_model[key] = active_by_model.get(key, zeros) + active * cohort.gpus
     gpus = sum(active_by_model.values(), zeros)
@@ -240,6 +241,18 @@ def _classes(
     return revenue, full_use
 
 
+def capex_by_month(scenario: Scenario) -> dict[int, float]:
+    """Capex paid per month of the grid (a cohort bought before the start counts at month 0;
+    one bought after the horizon does not count)."""
+    months = scenario.horizon_years * 12
+    paid: dict[int, float] = {}
+    for cohort in scenario.cohorts:
+        bought = scenario.month_of(cohort.in_service)
+        if bought < months:
+            paid[max(bought, 0)] = paid.get(max(bought, 0), 0.0) + cohort.capex
+    return paid
+
+
 def debt_schedule(
     scenario: Scenario, *, rates_shift: Array | None = None, shift_fixed: bool = True
 ) -> debt.DebtSchedule:
@@ -248,18 +261,25 @@ def debt_schedule(
     months = scenario.horizon_years * 12
     shifts = np.zeros(1) if rates_shift is None else np.asarray(rates_shift, dtype=np.float64)
     parts = []
+    purchases = capex_by_month(scenario)
     for tranche in scenario.financing:
-        principal = (
-            tranche.principal
-            if tranche.principal is not None
-            else (tranche.ltv or 0.0) * scenario.capex
-        )
         moved = shifts if (tranche.floating or shift_fixed) else np.zeros_like(shifts)
         rates = np.maximum(tranche.rate + moved, 0.0)
-        draw = scenario.month_of(tranche.draw or scenario.start)
-        parts.append(
-            debt.schedule(tranche, principal=principal, draw_month=draw, months=months, rates=rates)
-        )
+        if tranche.principal is not None or tranche.draw is not None:
+            principal = (
+                tranche.principal
+                if tranche.principal is not None
+                else (tranche.ltv or 0.0) * scenario.capex
+            )
+            draws = {scenario.month_of(tranche.draw or scenario.start): principal}
+        else:  # ltv without a draw date: drawn as the capex is paid, each draw amortising
+            draws = {m: (tranche.ltv or 0.0) * amount for m, amount in purchases.items()}
+        for month, principal in draws.items():
+            parts.append(
+                debt.schedule(
+                    tranche, principal=principal, draw_month=month, months=months, rates=rates
+                )
+            )
     return debt.combine(parts, shifts.shape[0], months)
 
 

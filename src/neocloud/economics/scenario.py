@@ -78,7 +78,9 @@ class Cohort(_Model):
 
 
 class Tranche(_Model):
-    """One loan. ``principal`` is absolute; else ``ltv`` x the fleet's capex."""
+    """One loan. ``principal`` is absolute; else ``ltv`` x capex. An ``ltv`` tranche without a
+    ``draw`` date is drawn as capex is paid (one draw per purchase month, each repaid over the
+    term from its own draw); with a date, or with a ``principal``, it is drawn once then."""
 
     name: str = Field(min_length=1, max_length=100)
     principal: float | None = Field(None, ge=0)
