@@ -76,3 +76,11 @@ def test_live_reads_the_platform(admin: Client, monkeypatch: pytest.MonkeyPatch)
     assert result.exit_code == 0, result.output
     assert "utilization: given" in result.output
     assert "32 GPUs" in result.output
+
+
+def test_the_four_year_example_overrides_its_base() -> None:
+    four = EXAMPLE.with_name("h100-1024-nebius-life.yaml")
+    result = runner.invoke(app, ["econ", "run", str(four), "--json", "--no-charts"])
+    assert result.exit_code == 0, result.output
+    year1 = json.loads(result.output)["annual"][0]
+    assert (year1["ebitda"], year1["ebit"]) == (10_858_598.40, -148_761.60)

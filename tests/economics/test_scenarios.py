@@ -227,3 +227,20 @@ def test_measured_usage_counts_overlaps_within_the_window() -> None:
     assert usage.capacity_gpu_hours == pytest.approx(8 * 10 * day + 8 * 5 * day)
     assert usage.org_shares == {"a": pytest.approx(10 / 11), "b": pytest.approx(1 / 11)}
     assert usage.utilization == pytest.approx(88 / 120)
+
+
+def test_named_items_merge_by_name() -> None:
+    override = {
+        "cohorts": [
+            {"name": "h100-2026", "book_life_years": 4},
+            {**_raw()["cohorts"][0], "name": "more"},
+        ],
+        "revenue": {
+            "contracts": [{"customer": "x", "gpus": 8, "price_per_gpu_hour": 2, "months": 12}]
+        },
+    }
+    s = parse_scenario(deep_merge(_raw(), override))
+    assert [(c.name, c.book_life_years) for c in s.cohorts] == [("h100-2026", 4), ("more", 6)]
+    assert s.cohorts[0].kw_per_node == 10.2
+    assert len(s.revenue.classes) == 1
+    assert s.revenue.contracts[0].customer == "x"

@@ -179,14 +179,40 @@ class Scenario(_Model):
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``: mappings merge key by key; lists and values replace."""
+    """``override`` over ``base``: mappings merge key by key; lists of named items (cohorts,
+    tranches, classes by ``name``; contracts by ``customer``) merge item by item, new names
+    appended; other lists and values replace."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = deep_merge(current, value)
+        elif isinstance(value, list) and isinstance(current, list):
+            merged[key] = _merge_named(current, value)
         else:
             merged[key] = value
     return merged
+
+
+def _item_key(items: list[Any]) -> str | None:
+    for key in ("name", "customer"):
+        if items and all(isinstance(i, Mapping) and key in i for i in items):
+            return key
+    return None
+
+
+def _merge_named(base: list[Any], override: list[Any]) -> list[Any]:
+    key = _item_key(base)
+    if key is None or _item_key(override) != key:
+        return override
+    result = [dict(i) for i in base]
+    index = {item[key]: n for n, item in enumerate(result)}
+    for item in override:
+        if item[key] in index:
+            result[index[item[key]]] = deep_merge(result[index[item[key]]], item)
+        else:
+            result.append(dict(item))
+    return result
 
 
 def parse_scenario(data: Mapping[str, Any]) -> Scenario:
