@@ -120,11 +120,33 @@ def print_report(rep: dict[str, Any]) -> None:
     ):
         table.add_row(label, *[_times(r[key]) for r in rows])
     out.print(table)
+    if rep.get("monthly"):
+        _print_monthly(rep["monthly"])
     _print_kpis(rep["kpis"])
     _print_concentration(rep["concentration"])
     _print_what_if(rep.get("what_if") or [])
     for note in rep.get("notes", []):
         out.print(f"[dim]note: {note}[/dim]")
+
+
+def _print_monthly(rows: list[dict[str, Any]]) -> None:
+    lines = [
+        ("revenue", "revenue"),
+        ("EBITDA", "ebitda"),
+        ("EBIT", "ebit"),
+        ("interest", "interest"),
+        ("net income", "net_income"),
+        ("CFADS", "cfads"),
+        ("debt service", "debt_service"),
+        ("debt", "debt_balance"),
+    ]
+    table = Table(title="By month", header_style="bold", show_edge=False)
+    table.add_column("month", justify="right")
+    for header, _ in lines:
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(str(r["month"]), *[_money(r[key]) for _, key in lines])
+    out.print(table)
 
 
 def _print_kpis(k: dict[str, Any]) -> None:
@@ -207,7 +229,17 @@ def print_stress(rep: dict[str, Any]) -> None:
     table = Table(
         title=f"Tornado on NPV (base {_money(t['base_npv'])})", header_style="bold", show_edge=False
     )
-    for header in ("input", "low", "NPV low", "high", "NPV high", "DSCR low", "DSCR high"):
+    for header in (
+        "input",
+        "low",
+        "NPV low",
+        "high",
+        "NPV high",
+        "equity NPV low",
+        "equity NPV high",
+        "DSCR low",
+        "DSCR high",
+    ):
         table.add_column(header, justify="left" if header in ("input", "low", "high") else "right")
     for b in t["bars"]:
         table.add_row(
@@ -216,6 +248,8 @@ def print_stress(rep: dict[str, Any]) -> None:
             _money(b["npv_low"]),
             b["high"],
             _money(b["npv_high"]),
+            _money(b["equity_npv_low"]),
+            _money(b["equity_npv_high"]),
             _times(b["min_dscr_low"]),
             _times(b["min_dscr_high"]),
         )

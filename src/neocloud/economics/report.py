@@ -245,6 +245,8 @@ def tornado_report(s: Scenario, *, pct: float = 0.2) -> dict[str, Any]:
                 "high": b.high_label,
                 "npv_low": cents(b.npv_low),
                 "npv_high": cents(b.npv_high),
+                "equity_npv_low": cents(b.equity_npv_low),
+                "equity_npv_high": cents(b.equity_npv_high),
                 "min_dscr_low": ratio4(b.min_dscr_low),
                 "min_dscr_high": ratio4(b.min_dscr_high),
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import ceil
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from neocloud.economics.engine import (
     Projection,
     annual_tax,
     debt_schedule,
+    equity_flows,
     project,
     project_flows,
     yearly,
@@ -162,6 +164,8 @@ class TornadoBar:
     high_label: str
     npv_low: float
     npv_high: float
+    equity_npv_low: float
+    equity_npv_high: float
     min_dscr_low: float | None
     min_dscr_high: float | None
 
@@ -171,7 +175,13 @@ class TornadoBar:
 
 
 def _life(field: str, years: float) -> Edit:
-    return lambda s: with_cohorts(s, lambda c: {field: max(getattr(c, field) + years, 1.0)})
+    def edit(s: Scenario) -> Scenario:
+        edited = with_cohorts(s, lambda c: {field: max(getattr(c, field) + years, 1.0)})
+        if field == "economic_life_years" and years > 0:  # let the longer life show
+            edited = edited.model_copy(update={"horizon_years": s.horizon_years + ceil(years)})
+        return edited
+
+    return edit
 
 
 def _inputs(pct: float) -> list[tuple[str, str, str, Edit, Edit]]:
@@ -246,18 +256,22 @@ def _inputs(pct: float) -> list[tuple[str, str, str, Edit, Edit]]:
 
 
 def tornado(s: Scenario, *, pct: float = 0.2) -> list[TornadoBar]:
-    """Project NPV (and minimum DSCR) with each input moved down and up on its own, widest
-    swing first. Lives move by a year; the horizon stays the base case's."""
+    """Project NPV (and equity NPV at the same rate, and minimum DSCR) with each input moved
+    down and up on its own, widest project-NPV swing first (financing inputs move only the
+    equity figures). Lives move by a year; a longer economic life extends the horizon."""
     bars = []
     for name, low_label, high_label, low, high in _inputs(pct):
         p_low, p_high = project(low(s)), project(high(s))
+        rate = s.discount_rate
         bars.append(
             TornadoBar(
                 name,
                 low_label,
                 high_label,
-                npv(s.discount_rate, project_flows(p_low, annual=True)),
-                npv(s.discount_rate, project_flows(p_high, annual=True)),
+                npv(rate, project_flows(p_low, annual=True)),
+                npv(rate, project_flows(p_high, annual=True)),
+                npv(rate, equity_flows(p_low, annual=True)),
+                npv(rate, equity_flows(p_high, annual=True)),
                 covers(p_low).min_dscr,
                 covers(p_high).min_dscr,
             )
