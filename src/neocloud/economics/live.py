@@ -129,37 +129,38 @@ def _month_start(d: date) -> date:
     return date(d.year, d.month, 1)
 
 
-def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScenario:
-    """Group nodes into cohorts (model, size, in-service month, capex, book life) and build
-    the scenario; year one begins at the first cohort's in-service month."""
+def _cohorts(
+    nodes: list[NodeRecord], inputs: LiveInputs
+) -> tuple[list[dict[str, Any]], dict[str, float], int]:
+    """Cohorts (nodes alike in model, size, in-service month, capex, book life), the hourly
+    price per model, and how many nodes were left out for want of capex."""
     groups: dict[tuple[str, int, date, float, float, float, float], int] = defaultdict(int)
     skipped = 0
     for node in nodes:
         if node.capex is None:
             skipped += 1
             continue
-        when = _month_start(node.in_service or inputs.as_of)
-        book = node.book_life_years or inputs.default_book_life_years
-        groups[
-            (
-                node.gpu_model,
-                node.gpu_count,
-                when,
-                node.capex,
-                book,
-                node.gpu_tdp_w,
-                node.list_price_per_gpu_hour,
-            )
-        ] += 1
-    start = min((k[2] for k in groups), default=_month_start(inputs.as_of))
-    elapsed = max(0, (inputs.as_of.year - start.year) * 12 + inputs.as_of.month - start.month)
-    horizon = min(40, math.ceil(elapsed / 12) + inputs.forward_years) if elapsed else None
+        key = (
+            node.gpu_model,
+            node.gpu_count,
+            _month_start(node.in_service or inputs.as_of),
+            node.capex,
+            node.book_life_years or inputs.default_book_life_years,
+            node.gpu_tdp_w,
+            node.list_price_per_gpu_hour,
+        )
+        groups[key] += 1
     cohorts: list[dict[str, Any]] = []
     prices: dict[str, float] = {}
+    names: set[str] = set()
     for (model, count, when, capex, book, tdp, list_price), n in sorted(groups.items()):
+        name = base = f"{model}-{count}x-{when:%Y-%m}"
+        while name in names:  # same month, another capex or book life
+            name = f"{base}-{len(names)}"
+        names.add(name)
         cohorts.append(
             {
-                "name": f"{model}-{count}x-{when:%Y-%m}",
+                "name": name,
                 "gpu_model": model,
                 "nodes": n,
                 "gpus_per_node": count,
@@ -171,6 +172,22 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
             }
         )
         prices.setdefault(model, inputs.price_per_gpu_hour.get(model, list_price))
+    return cohorts, prices, skipped
+
+
+def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScenario:
+    """Group nodes into cohorts and build the scenario; year one begins at the first
+    cohort's in-service month, and the projection runs ``forward_years`` past today."""
+    cohorts, prices, skipped = _cohorts(nodes, inputs)
+    if not cohorts:
+        raise InvalidRequest(
+            f"live mode needs nodes with capex; the fleet has {len(nodes)} nodes and "
+            f"{skipped} of them carry none",
+            code="no_capex",
+        )
+    start = min(c["in_service"] for c in cohorts)
+    elapsed = max(0, (inputs.as_of.year - start.year) * 12 + inputs.as_of.month - start.month)
+    horizon = min(40, math.ceil(elapsed / 12) + inputs.forward_years)
     classes = [
         {
             "name": f"{model} hourly",
@@ -185,7 +202,7 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
         "name": "live",
         "description": f"the platform's fleet as of {inputs.as_of.isoformat()}",
         "start": start,
-        "horizon_years": horizon or inputs.forward_years,
+        "horizon_years": horizon,
         "discount_rate": inputs.discount_rate,
         "tax_rate": inputs.tax_rate,
         "cohorts": cohorts,
@@ -206,12 +223,6 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
         },
         "revenue": {"classes": classes},
     }
-    if not cohorts:
-        raise InvalidRequest(
-            f"live mode needs nodes with capex; the fleet has {len(nodes)} nodes and "
-            f"{skipped} of them carry none",
-            code="no_capex",
-        )
     sources = {
         "cohorts": "fleet nodes (capex, in-service date, GPU model, TDP)",
         "utilization": inputs.utilization_source,
