@@ -25,18 +25,19 @@ The check of the fit: the share of GPU-time in jobs of >= 8 GPUs against Earth's
 running GPUs.
 
 Simulation: Poisson arrivals at an offered load rho = lambda * E[N*T] / 2,048 nodes (on the
-sampled jobs), each job an on-demand open-ended gang released when its run time is up, a FIFO
-queue with EASY backfill (a later job may start now if it ends before the head's earliest
-start, or if it lands outside the fabric the head waits for or in that fabric's spare nodes);
-time is a plain float handed to the engine. Statistics skip the first quarter of arrivals
-(warm-up) and the run drains the queue at the end. Per policy: allocation ratio (busy nodes,
-time-averaged between warm-up and the last arrival), queueing delay p50/p95 per size class,
-the share of multi-node gangs placed in the minimum number of blocks, both ceil(N / 32) and the
-true minimum given the free nodes per block at that moment (the fewest blocks of any fabric
-that can hold it), and stranded capacity: free nodes in racks / blocks / fabrics whose free
-count is below min(typical request, domain size), the typical request being the GPU-time
-median job size in nodes. Target: >= 95% of gangs in the minimum number of blocks at <= 80%
-load.
+sampled jobs; the inter-arrival times are then stretched a little so that the measured window
+itself carries rho: a handful of large long jobs otherwise move it by several points). Each job
+is an on-demand open-ended gang, released when its run time is up; a FIFO queue with EASY
+backfill (a later job may start now if it ends before the head's earliest start, or if it lands
+outside the fabric the head waits for, or in that fabric's spare nodes); time is a plain float
+handed to the engine. Statistics skip the first quarter of arrivals (warm-up); the run drains
+the queue at the end. Per policy: allocation ratio (busy nodes, time-averaged between warm-up
+and the last arrival), queueing delay p50/p95 per size class, the share of multi-node gangs
+placed in the minimum number of blocks, both ceil(N / 32) and the true minimum given the free
+nodes per block at that moment (the fewest blocks of any fabric that can hold it), and stranded
+capacity: free nodes in racks / blocks / fabrics whose free count is below min(typical
+request, domain size), the typical request being the GPU-time median job size in nodes.
+Target: >= 95% of gangs in the minimum number of blocks at <= 80% load.
 
 Run: ``make bench-placement-gangs`` (``--jobs``, ``--loads``, ``--mixes``, ``--policies``).
 """
@@ -225,10 +226,17 @@ def sample_jobs(mix: Mix, count: int, load: float, total_nodes: int, seed: int) 
         shapes.append((g, t))
     work = statistics.mean(-(-g // GPUS) * t for g, t in shapes)  # E[N*T], node-seconds
     rate = load * total_nodes / work
-    out, now = [], 0.0
-    for i, (g, t) in enumerate(shapes):
-        now += rng.expovariate(rate)
-        out.append(Job(f"j{i:05d}", -(-g // GPUS), g, now, t))
+    gaps = [rng.expovariate(rate) for _ in shapes]
+    out: list[Job] = []
+    for _ in range(8):  # stretch time until the measured window carries ``load`` (sampling noise)
+        out, now = [], 0.0
+        for i, ((g, t), gap) in enumerate(zip(shapes, gaps, strict=True)):
+            now += gap
+            out.append(Job(f"j{i:05d}", -(-g // GPUS), g, now, t))
+        got = window_load(out, total_nodes)
+        if abs(got - load) < 0.002:
+            break
+        gaps = [x * got / load for x in gaps]
     return out
 
 
