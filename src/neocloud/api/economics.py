@@ -20,6 +20,7 @@ from neocloud.economics.live import (
     LiveInputs,
     NodeRecord,
     build_live_scenario,
+    choose_utilization,
     measure_usage,
 )
 from neocloud.economics.report import report, stress_report
@@ -103,16 +104,7 @@ def live_projection(
         window_end=now,
     )
     measured = usage.utilization if usage.gpu_hours > 0 else None
-    if utilization is not None:
-        used, source = utilization, "given"
-    elif measured is not None:
-        used = measured
-        source = (
-            f"measured from allocation intervals over the trailing {window_days} days "
-            f"({usage.gpu_hours:,.0f} of {usage.capacity_gpu_hours:,.0f} GPU-hours)"
-        )
-    else:
-        used, source = 0.7, f"assumed (no allocations in the trailing {window_days} days)"
+    used, source = choose_utilization(usage, given=utilization)
     prices = {n.gpu_model: price for n in nodes} if price is not None else {}
     inputs = LiveInputs(
         as_of=now.date(),

@@ -91,6 +91,22 @@ def measure_usage(
     return Usage(window_start, window_end, total, available, shares)
 
 
+def choose_utilization(
+    usage: Usage, *, given: float | None, assumed: float = 0.7
+) -> tuple[float, str]:
+    """The utilization to project with, and where it comes from: given by the caller,
+    else measured over the window, else (no allocations in it) assumed."""
+    days = (usage.window_end - usage.window_start).total_seconds() / 86400
+    if given is not None:
+        return given, "given"
+    if usage.gpu_hours > 0 and usage.utilization is not None:
+        return usage.utilization, (
+            f"measured from allocation intervals over the trailing {days:g} days "
+            f"({usage.gpu_hours:,.0f} of {usage.capacity_gpu_hours:,.0f} GPU-hours)"
+        )
+    return assumed, f"assumed (no allocations in the trailing {days:g} days)"
+
+
 @dataclass(frozen=True)
 class LiveInputs:
     """Everything live mode takes besides the nodes. The ``*_source`` fields are the seam
