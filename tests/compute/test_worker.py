@@ -132,6 +132,7 @@ def test_decisions_are_pure_and_table_driven(clock: VirtualClock) -> None:
         (NodeFacts("available", 0, 0, 0, None), NodeAction.NONE),
         (NodeFacts("allocated", 1, 1, 0, None), NodeAction.PROVISION),
         (NodeFacts("provisioning", 1, 0, 1, None), NodeAction.IN_USE),
+        (NodeFacts("allocated", 0, 0, 0, None), NodeAction.UNALLOCATE),
         (NodeFacts("in_use", 0, 0, 0, None), NodeAction.RELEASE),
         (NodeFacts("draining", 0, 0, 0, None), NodeAction.RELEASE),
         (NodeFacts("releasing", 0, 0, 0, None), NodeAction.WIPE),

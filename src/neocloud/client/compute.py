@@ -139,3 +139,60 @@ class ClustersResource(Resource):
     def events(self, cluster_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
         result: Obj = self._c.get(f"clusters/{cluster_id}/events", limit=limit, after=after)
         return result
+
+
+class ReservationsResource(Resource):
+    def offerings(
+        self,
+        gpu_model: str,
+        node_count: int,
+        duration_hours: int,
+        *,
+        start_after: str | None = None,
+        start_before: str | None = None,
+        fabric: str | None = None,
+    ) -> list[Obj]:
+        """Up to 6 priced capacity blocks, each valid for 5 minutes."""
+        body = _body(
+            gpu_model=gpu_model,
+            node_count=node_count,
+            duration_hours=duration_hours,
+            start_after=start_after,
+            start_before=start_before,
+            fabric=fabric,
+        )
+        result: list[Obj] = self._c.post("reservations/offerings", body)["data"]
+        return result
+
+    def buy(self, offering_id: str, *, idempotency_key: str | None = None) -> Obj:
+        result: Obj = self._c.post(
+            "reservations", {"offering_id": offering_id}, idempotency_key=idempotency_key
+        )
+        return result
+
+    def get(self, reservation_id: str) -> Obj:
+        result: Obj = self._c.get(f"reservations/{reservation_id}")
+        return result
+
+    def list(self, *, limit: int | None = None, after: str | None = None) -> Obj:
+        result: Obj = self._c.get("reservations", limit=limit, after=after)
+        return result
+
+    def cancel(self, reservation_id: str) -> Obj:
+        result: Obj = self._c.post(f"reservations/{reservation_id}/cancel")
+        return result
+
+    def extend(self, reservation_id: str, hours: int) -> Obj:
+        result: Obj = self._c.post(f"reservations/{reservation_id}/extend", {"hours": hours})
+        return result
+
+    def events(self, reservation_id: str) -> Obj:
+        result: Obj = self._c.get(f"reservations/{reservation_id}/events")
+        return result
+
+
+class CapacityResource(Resource):
+    def get(self, *, gpu_model: str | None = None) -> list[Obj]:
+        """Availability per region and GPU model (exact numbers for operators)."""
+        result: list[Obj] = self._c.get("capacity", gpu_model=gpu_model)["data"]
+        return result

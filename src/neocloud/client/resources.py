@@ -24,6 +24,8 @@ RESOURCES: dict[str, str] = {
     "instance_types": "neocloud.client.compute:InstanceTypesResource",
     "instances": "neocloud.client.compute:InstancesResource",
     "clusters": "neocloud.client.compute:ClustersResource",
+    "reservations": "neocloud.client.compute:ReservationsResource",
+    "capacity": "neocloud.client.compute:CapacityResource",
     "economics": "neocloud.client.economics:EconomicsResource",
 }
 

@@ -11,19 +11,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from neocloud.compute import clusters, service
+from neocloud.compute import clusters, reservations, service
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise, hourly_price
+from neocloud.compute.scheduler import ComputeConfig
 from neocloud.compute.schemas import (
+    CapacityOut,
     ClusterCreate,
     ClusterOut,
     ComputeEventOut,
     InstanceCreate,
     InstanceOut,
     InstanceTypeOut,
+    OfferingOut,
+    OfferingsQuery,
+    ReservationCreate,
+    ReservationExtend,
+    ReservationOut,
 )
-from neocloud.compute.snapshot import free_gpus, load_snapshot
+from neocloud.compute.snapshot import capacity_by_region, free_gpus, load_snapshot
 from neocloud.compute.tables import InstanceRow
 from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
+from neocloud.kernel.clock import ensure_utc
 from neocloud.kernel.money import Money
 from neocloud.web.deps import Caller, Ctx, Paging
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
@@ -208,3 +216,143 @@ def list_cluster_events(
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
+
+
+# ---------------------------------------------------------------------------------- reservations
+
+TAG_RESERVATIONS: list[str | Enum] = ["reservations"]
+ReservationId = Annotated[str, Path(max_length=40)]
+
+
+def _config(request: Request) -> ComputeConfig:
+    config: ComputeConfig = getattr(request.app.state, "compute_config", None) or ComputeConfig()
+    return config
+
+
+@router.post("/reservations/offerings", response_model=ListOut[OfferingOut], tags=TAG_RESERVATIONS)
+def find_offerings(
+    request: Request, ctx: Ctx, caller: Caller, body: OfferingsQuery
+) -> ListOut[OfferingOut]:
+    """Up to 6 priced capacity blocks (start, end, fabric, price), each valid for 5 minutes."""
+    query = reservations.OfferingQuery(
+        body.gpu_model,
+        body.node_count,
+        body.duration_hours,
+        ensure_utc(body.start_after) if body.start_after else None,
+        ensure_utc(body.start_before) if body.start_before else None,
+        body.fabric,
+    )
+    rows = reservations.find_offerings(
+        db=ctx.db, clock=ctx.clock, actor=caller, query=query, config=_config(request)
+    )
+    return ListOut(data=[OfferingOut.of(r) for r in rows], has_more=False)
+
+
+@router.post("/reservations", response_model=ReservationOut, status_code=201, tags=TAG_RESERVATIONS)
+def buy_reservation(
+    request: Request, ctx: Ctx, caller: Caller, body: ReservationCreate
+) -> ReservationOut:
+    """Buy an offering (buying it again answers the same reservation); a stale or taken one is
+    a 409 with ``details.suggestion``, a fresh offering."""
+    row = reservations.buy(
+        db=ctx.db,
+        clock=ctx.clock,
+        actor=caller,
+        offering_id=body.offering_id,
+        config=_config(request),
+    )
+    nudge(request)
+    return ReservationOut.of(row)
+
+
+@router.get("/reservations", response_model=ListOut[ReservationOut], tags=TAG_RESERVATIONS)
+def list_reservations(ctx: Ctx, caller: Caller, paging: Paging) -> ListOut[ReservationOut]:
+    page = reservations.list_reservations(
+        db=ctx.db, actor=caller, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[ReservationOut.of(r) for r in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/reservations/{reservation_id}", response_model=ReservationOut, tags=TAG_RESERVATIONS)
+def get_reservation(reservation_id: ReservationId, ctx: Ctx, caller: Caller) -> ReservationOut:
+    return ReservationOut.of(
+        reservations.get_reservation(db=ctx.db, actor=caller, reservation_id=reservation_id)
+    )
+
+
+@router.post(
+    "/reservations/{reservation_id}/cancel", response_model=ReservationOut, tags=TAG_RESERVATIONS
+)
+def cancel_reservation(
+    request: Request, reservation_id: ReservationId, ctx: Ctx, caller: Caller
+) -> ReservationOut:
+    """Cancel before the start (org admins); an active reservation runs to its end."""
+    row = reservations.cancel(
+        db=ctx.db, clock=ctx.clock, actor=caller, reservation_id=reservation_id
+    )
+    nudge(request)
+    return ReservationOut.of(row)
+
+
+@router.post(
+    "/reservations/{reservation_id}/extend", response_model=ReservationOut, tags=TAG_RESERVATIONS
+)
+def extend_reservation(
+    reservation_id: ReservationId, ctx: Ctx, caller: Caller, body: ReservationExtend
+) -> ReservationOut:
+    """Extend by ``hours`` if the same nodes are free that long (else 409)."""
+    row = reservations.extend(
+        db=ctx.db, clock=ctx.clock, actor=caller, reservation_id=reservation_id, hours=body.hours
+    )
+    return ReservationOut.of(row)
+
+
+@router.get(
+    "/reservations/{reservation_id}/events",
+    response_model=ListOut[ComputeEventOut],
+    tags=TAG_RESERVATIONS,
+)
+def list_reservation_events(
+    reservation_id: ReservationId, ctx: Ctx, caller: Caller, paging: Paging
+) -> ListOut[ComputeEventOut]:
+    reservations.get_reservation(db=ctx.db, actor=caller, reservation_id=reservation_id)
+    page = service.list_events(
+        db=ctx.db, actor=caller, subject_id=reservation_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[ComputeEventOut.of(e) for e in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+# -------------------------------------------------------------------------------------- capacity
+
+
+@router.get("/capacity", response_model=ListOut[CapacityOut], tags=["capacity"])
+def capacity(
+    ctx: Ctx, caller: Caller, gpu_model: Annotated[str | None, Query(max_length=64)] = None
+) -> ListOut[CapacityOut]:
+    """Availability now per region and GPU model: ``high | medium | low | none`` for tenants;
+    operators also see free and total GPUs and whole free nodes."""
+    model = resolve_gpu_model(gpu_model).id if gpu_model else None
+    now = ctx.clock.now()
+    with ctx.db.transaction() as s:
+        lines = capacity_by_region(load_snapshot(s, now, gpu_model=model), now)
+    data = [
+        CapacityOut(
+            region=line.region,
+            gpu_model=line.gpu_model,
+            on_demand=advise(line.free_gpus, line.total_gpus).value,
+            spot=advise(line.free_gpus, line.total_gpus).value,
+            free_gpus=line.free_gpus if caller.is_operator else None,
+            total_gpus=line.total_gpus if caller.is_operator else None,
+            free_nodes=line.free_nodes if caller.is_operator else None,
+        )
+        for line in lines
+    ]
+    return ListOut(data=data, has_more=False)

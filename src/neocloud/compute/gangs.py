@@ -182,7 +182,7 @@ def _attach(
     member.scheduled_at = now
     member.due_at = start
     move_instance(s, member, InstanceState.PROVISIONING, now)
-    snap.used_indices[node.id].update(indices)
+    snap.add_span(node.id, alloc.id, start, end, indices)
 
 
 def _commit_gang(

@@ -77,6 +77,7 @@ class NodeAction(StrEnum):
     PROVISION = "provision"
     IN_USE = "in_use"
     RELEASE = "release"
+    UNALLOCATE = "unallocate"  # allocated but nothing ever ran: no wipe needed
     WIPE = "wipe"
     FREE = "free"
     FAIL_WORKLOADS = "fail_workloads"
@@ -98,7 +99,9 @@ def decide_node(f: NodeFacts) -> NodeAction:
         return NodeAction.FAIL_WORKLOADS if f.started else NodeAction.NONE
     if st is NS.AVAILABLE and f.started:
         return NodeAction.ALLOCATE
-    if st in (NS.ALLOCATED, NS.PROVISIONING, NS.IN_USE, NS.DRAINING) and not f.started:
+    if st is NS.ALLOCATED and not f.started:
+        return NodeAction.UNALLOCATE
+    if st in (NS.PROVISIONING, NS.IN_USE, NS.DRAINING) and not f.started:
         return NodeAction.RELEASE
     if st is NS.ALLOCATED and (f.provisioning or f.running):
         return NodeAction.PROVISION
@@ -388,6 +391,8 @@ class Reconciler:
                 move_node(s, node, NS.PROVISIONING, now, "provisioning a workload")
             elif action is NodeAction.IN_USE:
                 move_node(s, node, NS.IN_USE, now, "workload running")
+            elif action is NodeAction.UNALLOCATE:
+                move_node(s, node, NS.AVAILABLE, now, "allocation ended before use")
             elif action is NodeAction.RELEASE:
                 move_node(s, node, NS.RELEASING, now, "workload ended")
             elif action is NodeAction.WIPE:

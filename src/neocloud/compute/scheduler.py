@@ -124,6 +124,17 @@ def _place_instance(
     report: ScheduleReport,
 ) -> None:
     now = clock.now()
+    if row.cls != "spot" and row.reservation_policy != "forbid":
+        from neocloud.compute.reservations import place_in_reservation
+
+        why = place_in_reservation(db, clock, row.id)
+        if why is None:
+            report.placed.append(row.id)
+            return
+        if row.cls == CapacityClass.RESERVED.value:  # strict, or named reservations
+            _fail_no_capacity(db, clock, row.id, NoCapacity(why))
+            report.failed.append(row.id)
+            return
     cls = BookingClass(row.cls)
     request = SliceRequest(
         id=row.id,
@@ -167,8 +178,10 @@ def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapaci
         )
 
 
-def _free_indices(snap: Snapshot, node_id: str, gpu_count: int, freed: set[int]) -> list[int]:
-    used = snap.used_indices[node_id] - freed
+def _free_indices(
+    snap: Snapshot, node_id: str, gpu_count: int, start: datetime, end: datetime | None
+) -> list[int]:
+    used = snap.used(node_id, start, end)
     return [i for i in range(gpu_count) if i not in used]
 
 
@@ -186,17 +199,15 @@ def _commit(
     node_id = booking.node_id
     victims = [v for v in placed.preempted if v.cls.preemptible]
     start = now + timedelta(seconds=config.preemption_notice_s) if victims else now
-    freed: set[int] = set()
     victim_rows = {a.id: a for a in snap.allocations if a.id in {v.id for v in victims}}
     for v in victim_rows.values():
-        if v.node_id == node_id:
-            freed.update(v.gpu_indices)
+        snap.end_span(v.id, v.node_id, start)
     node = snap.nodes[node_id]
-    free = _free_indices(snap, node_id, node.gpu_count, freed)
+    end = None if booking.end is None else from_ts(booking.end)
+    free = _free_indices(snap, node_id, node.gpu_count, start, end)
     if len(free) < booking.gpus:
         raise Conflict("the node's GPU indices are taken", code="gpus_taken")
     indices = free[: booking.gpus]
-    end = None if booking.end is None else from_ts(booking.end)
     stopped: list[str] = []
     with db.transaction() as s:
         row = s.get(InstanceRow, instance_id, with_for_update=True)
@@ -246,8 +257,7 @@ def _commit(
             # spot on a node booked later by a reservation: it ends when that starts
             request_stop(s, row, now, reason=Reason.PREEMPTED, at=end)
         s.flush()
-    snap.used_indices[node_id].update(indices)
-    snap.used_indices[node_id].difference_update(freed)
+    snap.add_span(node_id, alloc.id, start, end, indices)
     return stopped
 
 
@@ -297,7 +307,10 @@ def _check_free(
     stmt = sa.select(GpuClaimRow.allocation_id).where(
         GpuClaimRow.node_id == node_id,
         GpuClaimRow.gpu_index.in_(indices),
-        sa.or_(GpuClaimRow.end_at.is_(None), GpuClaimRow.end_at > start),
+        sa.or_(
+            GpuClaimRow.end_at.is_(None),
+            sa.and_(GpuClaimRow.end_at > start, GpuClaimRow.end_at > GpuClaimRow.start_at),
+        ),
     )
     if end is not None:
         stmt = stmt.where(GpuClaimRow.start_at < end)

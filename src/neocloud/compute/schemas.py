@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
-from neocloud.compute.tables import ComputeEventRow, InstanceRow
+from neocloud.compute.tables import ComputeEventRow, InstanceRow, OfferingRow, ReservationRow
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
@@ -238,3 +239,97 @@ class ClusterOut(ResponseModel):
             running_at=c.running_at,
             ended_at=c.ended_at,
         )
+
+
+# ---------------------------------------------------------------------------------- reservations
+
+
+class OfferingsQuery(RequestModel):
+    gpu_model: str = Field(min_length=1, max_length=64)
+    node_count: int
+    duration_hours: int = Field(description="1 day to 12 months (operators: up to 5 years)")
+    start_after: datetime | None = None
+    start_before: datetime | None = None
+    fabric: str | None = Field(None, max_length=63)
+
+
+class OfferingOut(ResponseModel):
+    id: str
+    object: Literal["offering"] = "offering"
+    gpu_model: str
+    node_count: int
+    fabric: str
+    start: Time
+    end: Time
+    price: MoneyOut
+    expires_at: Time
+
+    @classmethod
+    def of(cls, row: OfferingRow) -> OfferingOut:
+        return cls(
+            id=row.id,
+            gpu_model=row.gpu_model,
+            node_count=row.node_count,
+            fabric=row.fabric,
+            start=row.start_at,
+            end=row.end_at,
+            price=MoneyOut.of(Money(row.price_amount, row.price_currency).rounded()),
+            expires_at=row.expires_at,
+        )
+
+
+class ReservationCreate(RequestModel):
+    offering_id: str = Field(min_length=1, max_length=40)
+
+
+class ReservationExtend(RequestModel):
+    hours: int
+
+
+class ReservationOut(ResponseModel):
+    id: str
+    object: Literal["reservation"] = "reservation"
+    org_id: str
+    offering_id: str | None
+    gpu_model: str
+    node_count: int
+    fabric: str | None
+    node_ids: list[str]
+    start: Time
+    end: Time
+    price: MoneyOut
+    state: str
+    state_reason: str | None
+    created_at: Time
+
+    @classmethod
+    def of(cls, row: ReservationRow) -> ReservationOut:
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            offering_id=row.offering_id,
+            gpu_model=row.gpu_model,
+            node_count=row.node_count,
+            fabric=row.fabric,
+            node_ids=list(row.node_ids),
+            start=row.start_at,
+            end=row.end_at,
+            price=MoneyOut.of(Money(row.price_amount, row.price_currency).rounded()),
+            state=row.state,
+            state_reason=row.state_reason,
+            created_at=row.created_at,
+        )
+
+
+# -------------------------------------------------------------------------------------- capacity
+
+
+class CapacityOut(ResponseModel):
+    object: Literal["capacity"] = "capacity"
+    region: str
+    gpu_model: str
+    on_demand: str
+    spot: str
+    free_gpus: int | None = Field(None, description="operators only")
+    total_gpus: int | None = Field(None, description="operators only")
+    free_nodes: int | None = Field(None, description="whole nodes free now; operators only")

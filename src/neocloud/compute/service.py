@@ -170,6 +170,29 @@ def _validate(spec: InstanceSpec) -> tuple[domain.InstanceType, CapacityClass, R
     return itype, cls, policy
 
 
+def _check_reservations(s: Session, actor: Principal, ids: list[str], gpu_model: str) -> None:
+    from neocloud.compute.tables import ReservationRow
+
+    for rid in ids:
+        rsv = s.get(ReservationRow, rid)
+        if rsv is None or rsv.org_id != actor.org_id:
+            raise NotFound(
+                f"no reservation {rid}", code="reservation_not_found", param="reservation_ids"
+            )
+        if rsv.gpu_model != gpu_model:
+            raise ValidationFailed(
+                f"reservation {rid} holds {rsv.gpu_model} nodes, not {gpu_model}",
+                code="reservation_mismatch",
+                param="reservation_ids",
+            )
+        if rsv.state not in ("scheduled", "active"):
+            raise ValidationFailed(
+                f"reservation {rid} is {rsv.state}",
+                code="reservation_not_usable",
+                param="reservation_ids",
+            )
+
+
 def check_project(s: Session, actor: Principal, project_id: str | None) -> None:
     """The project must exist and belong to the caller's org (else 404: no leak of others)."""
     if project_id is None:
@@ -190,11 +213,22 @@ def create_instance(
     actor.require_org_role(actor.org_id, Role.MEMBER)
     itype, cls, policy = _validate(spec)
     now = clock.now()
+    # Inside a reservation (named, or any under strict) the instance is reserved capacity,
+    # which sits outside quota; with ``auto`` it may still land in one at scheduling time.
+    reserved = bool(spec.reservation_ids) or policy is ReservationPolicy.STRICT
+    if reserved and cls is CapacityClass.SPOT:
+        raise ValidationFailed(
+            "spot instances do not run inside reservations", param="reservation_policy"
+        )
     # Read before our own transaction: on SQLite a second one would wait on our write lock.
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=itype.gpu_model)
     with db.transaction() as s:
         check_project(s, actor, spec.project_id)
-        _check_quota(s, limit, actor.org_id, itype.gpu_model, itype.gpus)
+        if reserved:
+            _check_reservations(s, actor, spec.reservation_ids, itype.gpu_model)
+            cls = CapacityClass.RESERVED
+        else:
+            _check_quota(s, limit, actor.org_id, itype.gpu_model, itype.gpus)
         row = InstanceRow(
             id=new_id("inst", at=now),
             org_id=actor.org_id,

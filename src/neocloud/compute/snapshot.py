@@ -46,7 +46,29 @@ class Snapshot:
     levels: tuple[str, ...]
     nodes: dict[str, NodeRow]
     allocations: list[AllocationRow]
-    used_indices: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    # node id -> [allocation id, start, end, GPU indices]: which GPUs are taken when
+    spans: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+
+    def add_span(
+        self, node_id: str, alloc_id: str, start: datetime, end: datetime | None, idx: list[int]
+    ) -> None:
+        self.spans[node_id].append([alloc_id, start, end, set(idx)])
+
+    def end_span(self, alloc_id: str, node_id: str, end: datetime) -> None:
+        for span in self.spans[node_id]:
+            if span[0] == alloc_id:
+                span[2] = end
+
+    def used(self, node_id: str, start: datetime, end: datetime | None) -> set[int]:
+        """GPU indices of the node taken by an allocation overlapping ``[start, end)``."""
+        out: set[int] = set()
+        for _, s_start, s_end, idx in self.spans[node_id]:
+            assert isinstance(s_start, datetime)
+            assert s_end is None or isinstance(s_end, datetime)
+            assert isinstance(idx, set)
+            if (end is None or s_start < end) and (s_end is None or s_end > start):
+                out |= idx
+        return out
 
     def node_snapshots(self) -> list[NodeSnapshot]:
         return [
@@ -78,7 +100,8 @@ class Snapshot:
                 a.instance_id or a.cluster_id or a.reservation_id or a.id,
             )
             for a in self.allocations
-            if a.node_id in self.nodes
+            # an instance inside a reservation uses GPUs the reservation's booking holds
+            if a.node_id in self.nodes and not (a.reservation_id and a.instance_id)
         ]
 
 
@@ -90,7 +113,10 @@ def levels_of(s: Session) -> tuple[str, ...]:
 def live_allocations(s: Session, now: datetime) -> list[AllocationRow]:
     """Allocations that have not ended by ``now`` (open-ended, or ending later)."""
     stmt = sa.select(AllocationRow).where(
-        sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now)
+        sa.or_(
+            AllocationRow.end_at.is_(None),
+            sa.and_(AllocationRow.end_at > now, AllocationRow.end_at > AllocationRow.start_at),
+        )
     )
     return list(s.scalars(stmt))
 
@@ -105,7 +131,7 @@ def load_snapshot(s: Session, now: datetime, *, gpu_model: str | None = None) ->
     allocs = [a for a in live_allocations(s, now) if a.node_id in nodes]
     snap = Snapshot(levels_of(s), nodes, allocs)
     for a in allocs:
-        snap.used_indices[a.node_id].update(a.gpu_indices)
+        snap.add_span(a.node_id, a.id, a.start_at, a.end_at, list(a.gpu_indices))
     return snap
 
 
@@ -122,3 +148,32 @@ def free_gpus(snap: Snapshot, now: datetime) -> dict[str, tuple[int, int]]:
         out[n.gpu_model][0] += max(n.gpu_count - used[n.id], 0)
         out[n.gpu_model][1] += n.gpu_count
     return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class CapacityLine:
+    region: str
+    gpu_model: str
+    free_gpus: int
+    total_gpus: int
+    free_nodes: int
+
+
+def capacity_by_region(snap: Snapshot, now: datetime) -> list[CapacityLine]:
+    """Free and total GPUs (and whole free nodes) now, per region and GPU model."""
+    used: dict[str, int] = defaultdict(int)
+    for a in snap.allocations:
+        if a.start_at <= now and not (a.reservation_id and a.instance_id):
+            used[a.node_id] += a.gpu_count
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for n in snap.nodes.values():
+        key = (n.topology.get("region", ""), n.gpu_model)
+        line = acc[key]
+        line[1] += n.gpu_count
+        if node_eligible(n):
+            free = max(n.gpu_count - used[n.id], 0)
+            line[0] += free
+            line[2] += 1 if free == n.gpu_count else 0
+    return [
+        CapacityLine(region, model, v[0], v[1], v[2]) for (region, model), v in sorted(acc.items())
+    ]

@@ -56,6 +56,9 @@ class Worker:
         """One cycle: acquire (or renew) the lease; if ours, schedule then reconcile."""
         if not self.lease.acquire():
             return CycleReport(leader=False)
+        from neocloud.compute.reservations import reconcile_reservations
+
+        reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()
         if report.placed or report.preempted:

@@ -1,0 +1,550 @@
+"""Reservations (capacity blocks): quoted offerings → purchase → scheduled → active → expired,
+or cancelled before they start; extend while scheduled or active.
+
+A reservation holds whole nodes for ``[start, end)``: one firm allocation per node, whose GPU
+claims the PostgreSQL exclusion constraint guards like any other. Instances launched into it
+take GPUs of those nodes (class ``reserved``, outside quota); until it starts, its nodes serve
+spot (placement ends spot there at the reservation's start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from neocloud.compute.domain import Reason, ReservationState, transition_reservation
+from neocloud.compute.scheduler import ComputeConfig, _check_free, _preempt, build_engine
+from neocloud.compute.service import record_event
+from neocloud.compute.snapshot import from_ts, load_snapshot, ts
+from neocloud.compute.tables import (
+    AllocationRow,
+    GpuClaimRow,
+    InstanceRow,
+    OfferingRow,
+    ReservationRow,
+)
+from neocloud.db.engine import Database
+from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.catalog import resolve_gpu_model
+from neocloud.fleet.tables import NodeRow
+from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
+from neocloud.kernel.ids import new_id
+from neocloud.kernel.money import Money
+from neocloud.placement import OfferingRequest
+
+OFFERING_TTL = timedelta(minutes=5)
+MAX_OFFERINGS = 6
+MIN_HOURS = 24
+MAX_TENANT_HOURS = 365 * 24  # 12 months
+MAX_OPERATOR_HOURS = 5 * 365 * 24  # multi-year contracts, created by the operator
+# A capacity block costs this share of the on-demand price.
+RESERVED_PRICE_FACTOR = Decimal("0.85")
+HORIZON_S = 400 * 86_400.0
+
+
+@dataclass(frozen=True)
+class OfferingQuery:
+    gpu_model: str
+    node_count: int
+    duration_hours: int
+    start_after: datetime | None = None
+    start_before: datetime | None = None
+    fabric: str | None = None
+
+
+def _price(gpu_model: str, gpus: int, hours: int) -> Money:
+    model = resolve_gpu_model(gpu_model)
+    per_gpu_hour = (model.list_price_per_gpu_hour * RESERVED_PRICE_FACTOR).rounded()
+    return per_gpu_hour * (gpus * hours)
+
+
+def _validate(q: OfferingQuery, actor: Principal, now: datetime) -> tuple[str, datetime, datetime]:
+    model = resolve_gpu_model(q.gpu_model)
+    if q.node_count < 1:
+        raise ValidationFailed("node_count must be at least 1", param="node_count")
+    most = MAX_OPERATOR_HOURS if actor.is_operator_admin else MAX_TENANT_HOURS
+    if not MIN_HOURS <= q.duration_hours <= most:
+        raise ValidationFailed(
+            f"duration_hours must be between {MIN_HOURS} (1 day) and {most}"
+            + ("" if actor.is_operator_admin else " (12 months; longer terms are contracts)"),
+            code="duration_out_of_range",
+            param="duration_hours",
+        )
+    after = max(q.start_after or now, now)
+    before = q.start_before or after + timedelta(days=14)
+    if before < after:
+        raise ValidationFailed(
+            "start_before must not be before start_after", code="bad_window", param="start_before"
+        )
+    return model.id, after, before
+
+
+def find_offerings(
+    *, db: Database, clock: Clock, actor: Principal, query: OfferingQuery, config: ComputeConfig
+) -> list[OfferingRow]:
+    """Up to 6 priced options, each valid for 5 minutes (earliest first, fewest blocks)."""
+    actor.require_org_role(actor.org_id, Role.MEMBER)
+    now = clock.now()
+    model_id, after, before = _validate(query, actor, now)
+    with db.transaction() as s:
+        snap = load_snapshot(s, now, gpu_model=model_id)
+        gpus_per_node = max((n.gpu_count for n in snap.nodes.values()), default=8)
+    engine = build_engine(snap, config)
+    engine.horizon = max(HORIZON_S, ts(before) - ts(now) + 86_400.0)
+    found = engine.offerings(
+        OfferingRequest(
+            model_id,
+            query.node_count,
+            query.duration_hours * 3600.0,
+            earliest_start=ts(after),
+            latest_start=ts(before),
+            fabric=query.fabric,
+            k=MAX_OFFERINGS,
+        ),
+        now=ts(now),
+    )
+    price = _price(model_id, gpus_per_node * query.node_count, query.duration_hours)
+    rows = [
+        OfferingRow(
+            id=new_id("off", at=now),
+            org_id=actor.org_id,
+            gpu_model=model_id,
+            node_count=query.node_count,
+            fabric=o.domain,
+            node_ids=list(o.node_ids),
+            start_at=from_ts(o.start),
+            end_at=from_ts(o.end),
+            price_amount=price.amount,
+            price_currency=price.currency,
+            created_at=now,
+            expires_at=now + OFFERING_TTL,
+        )
+        for o in found
+    ]
+    with db.transaction() as s:
+        s.add_all(rows)
+    return rows
+
+
+def _suggest(
+    db: Database, clock: Clock, actor: Principal, off: OfferingRow, config: ComputeConfig
+) -> dict[str, object]:
+    hours = round((off.end_at - off.start_at).total_seconds() / 3600)
+    fresh = find_offerings(
+        db=db,
+        clock=clock,
+        actor=actor,
+        query=OfferingQuery(off.gpu_model, off.node_count, hours, off.start_at, None, None),
+        config=config,
+    )
+    if not fresh:
+        return {}
+    f = fresh[0]
+    return {
+        "suggestion": {
+            "id": f.id,
+            "start": f.start_at.isoformat(),
+            "end": f.end_at.isoformat(),
+            "fabric": f.fabric,
+            "price": {"amount": str(f.price_amount), "currency": f.price_currency},
+        }
+    }
+
+
+def buy(
+    *, db: Database, clock: Clock, actor: Principal, offering_id: str, config: ComputeConfig
+) -> ReservationRow:
+    """Buy an offering; buying it again answers the same reservation. A stale or taken one is a
+    409 carrying a fresh suggestion."""
+    actor.require_org_role(actor.org_id, Role.MEMBER)
+    now = clock.now()
+    with db.transaction() as s:
+        off = s.get(OfferingRow, offering_id)
+        if off is None or off.org_id != actor.org_id:
+            raise NotFound(
+                f"no offering {offering_id}", code="offering_not_found", param="offering_id"
+            )
+        existing = s.scalars(
+            sa.select(ReservationRow).where(ReservationRow.offering_id == offering_id)
+        ).first()
+        if existing is not None:
+            return existing
+        expired = off.expires_at <= now
+    if expired:
+        raise Conflict(
+            "the offering has expired (offerings are valid for 5 minutes)",
+            code="offering_expired",
+            param="offering_id",
+            details=_suggest(db, clock, actor, off, config),
+        )
+    try:
+        return _book(db, clock, actor, off, config)
+    except Conflict as exc:
+        if exc.code == "offering_taken":
+            exc.details.update(_suggest(db, clock, actor, off, config))
+        raise
+
+
+def _book(
+    db: Database, clock: Clock, actor: Principal, off: OfferingRow, config: ComputeConfig
+) -> ReservationRow:
+    now = clock.now()
+    with db.transaction() as s:
+        rsv = ReservationRow(
+            id=new_id("rsv", at=now),
+            org_id=off.org_id,
+            offering_id=off.id,
+            gpu_model=off.gpu_model,
+            node_count=off.node_count,
+            fabric=off.fabric,
+            node_ids=list(off.node_ids),
+            start_at=off.start_at,
+            end_at=off.end_at,
+            price_amount=off.price_amount,
+            price_currency=off.price_currency,
+            state=ReservationState.SCHEDULED.value,
+            created_by=actor.key_id,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(rsv)
+        s.flush()
+        nodes = {n.id: n for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(off.node_ids)))}
+        for node_id in off.node_ids:
+            node = nodes.get(node_id)
+            if node is None:
+                raise Conflict("a node of the offering is gone", code="offering_taken")
+            indices = list(range(node.gpu_count))
+            try:
+                _check_free(s, node_id, indices, off.start_at, off.end_at, firm=True)
+            except Conflict as exc:
+                raise Conflict(
+                    "the offering's capacity was taken meanwhile",
+                    code="offering_taken",
+                    param="offering_id",
+                ) from exc
+            _end_spot_before(s, node_id, off.start_at, now)
+            alloc = AllocationRow(
+                id=new_id("alc", at=now),
+                org_id=off.org_id,
+                reservation_id=rsv.id,
+                node_id=node_id,
+                gpu_model=off.gpu_model,
+                gpu_count=node.gpu_count,
+                gpu_indices=indices,
+                vcpus=node.vcpus,
+                ram_gib=node.ram_gib,
+                cls="reserved",
+                start_at=off.start_at,
+                end_at=off.end_at,
+                created_at=now,
+            )
+            s.add(alloc)
+            s.flush()
+            for i in indices:
+                s.add(
+                    GpuClaimRow(
+                        allocation_id=alloc.id,
+                        gpu_index=i,
+                        node_id=node_id,
+                        firm=True,
+                        start_at=off.start_at,
+                        end_at=off.end_at,
+                    )
+                )
+        record_event(
+            s,
+            subject_id=rsv.id,
+            org_id=rsv.org_id,
+            now=now,
+            kind="state",
+            to_state=rsv.state,
+            message=f"{rsv.node_count} x {rsv.gpu_model} nodes in {rsv.fabric}",
+        )
+    return rsv
+
+
+def _end_spot_before(s: Session, node_id: str, start: datetime, now: datetime) -> None:
+    """Spot on a reserved node ends when the reservation starts (notice until then)."""
+    spots = s.scalars(
+        sa.select(AllocationRow).where(
+            AllocationRow.node_id == node_id,
+            AllocationRow.cls == "spot",
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > start),
+        )
+    )
+    for a in spots:
+        _preempt(s, a, now, max(start, now))
+
+
+def _visible(s: Session, actor: Principal, reservation_id: str) -> ReservationRow:
+    row = s.get(ReservationRow, reservation_id)
+    if row is None or not (actor.is_operator or row.org_id == actor.org_id):
+        raise NotFound(
+            f"no reservation {reservation_id}",
+            code="reservation_not_found",
+            param="reservation_id",
+        )
+    return row
+
+
+def get_reservation(*, db: Database, actor: Principal, reservation_id: str) -> ReservationRow:
+    with db.transaction() as s:
+        return _visible(s, actor, reservation_id)
+
+
+def list_reservations(
+    *, db: Database, actor: Principal, limit: int, after: str | None
+) -> Page[ReservationRow]:
+    stmt = sa.select(ReservationRow)
+    if not actor.is_operator:
+        stmt = stmt.where(ReservationRow.org_id == actor.org_id)
+    with db.transaction() as s:
+        return paginate(s, stmt, ReservationRow.id, limit=limit, after=after)
+
+
+def move_reservation(
+    s: Session, row: ReservationRow, target: ReservationState, now: datetime, reason: str | None
+) -> None:
+    before = row.state
+    row.state = transition_reservation(before, target)
+    row.state_reason = reason
+    row.updated_at = now
+    record_event(
+        s,
+        subject_id=row.id,
+        org_id=row.org_id,
+        now=now,
+        kind="state",
+        from_state=before,
+        to_state=row.state,
+        reason=reason,
+    )
+
+
+def _set_end(s: Session, rsv: ReservationRow, end: datetime) -> None:
+    ids = list(s.scalars(sa.select(AllocationRow.id).where(AllocationRow.reservation_id == rsv.id)))
+    s.execute(
+        sa.update(AllocationRow)
+        .where(AllocationRow.reservation_id == rsv.id, AllocationRow.instance_id.is_(None))
+        .values(end_at=end)
+        .execution_options(synchronize_session=False)
+    )
+    s.execute(
+        sa.update(GpuClaimRow)
+        .where(GpuClaimRow.allocation_id.in_(ids), GpuClaimRow.firm.is_(True))
+        .values(end_at=end)
+        .execution_options(synchronize_session=False)
+    )
+    rsv.end_at = end
+
+
+def cancel(*, db: Database, clock: Clock, actor: Principal, reservation_id: str) -> ReservationRow:
+    """Cancel before the start (after it, a reservation runs to its end)."""
+    now = clock.now()
+    with db.transaction() as s:
+        row = _visible(s, actor, reservation_id)
+        actor.require_org_role(row.org_id, Role.ADMIN)
+        if row.state == ReservationState.CANCELLED.value:
+            return row
+        move_reservation(s, row, ReservationState.CANCELLED, now, Reason.USER.value)
+        _set_end(s, row, row.start_at)  # an empty interval: the nodes are free again
+    return row
+
+
+def extend(
+    *, db: Database, clock: Clock, actor: Principal, reservation_id: str, hours: int
+) -> ReservationRow:
+    """Push the end out by ``hours`` if the same nodes are free that long (else 409)."""
+    now = clock.now()
+    if hours < 1:
+        raise ValidationFailed("hours must be at least 1", param="hours")
+    with db.transaction() as s:
+        row = _visible(s, actor, reservation_id)
+        actor.require_org_role(row.org_id, Role.MEMBER)
+        if row.state not in (ReservationState.SCHEDULED.value, ReservationState.ACTIVE.value):
+            raise Conflict(
+                f"a reservation that is {row.state} cannot be extended", code="not_extendable"
+            )
+        total = (row.end_at - row.start_at).total_seconds() / 3600 + hours
+        most = MAX_OPERATOR_HOURS if actor.is_operator_admin else MAX_TENANT_HOURS
+        if total > most:
+            raise ValidationFailed(
+                f"the reservation would last {total:.0f} h; at most {most}",
+                code="duration_out_of_range",
+                param="hours",
+            )
+        new_end = row.end_at + timedelta(hours=hours)
+        gpus = 0
+        for node_id in row.node_ids:
+            node = s.get(NodeRow, node_id)
+            indices = list(range(node.gpu_count if node else 0))
+            gpus += len(indices)
+            try:
+                _check_free(s, node_id, indices, row.end_at, new_end, firm=True)
+            except Conflict as exc:
+                raise Conflict(
+                    f"node {node_id} is booked after the reservation ends",
+                    code="extension_unavailable",
+                    param="hours",
+                ) from exc
+            _end_spot_before(s, node_id, row.end_at, now)
+        extra = _price(row.gpu_model, gpus, hours)
+        row.price_amount = row.price_amount + extra.amount
+        _set_end(s, row, new_end)
+        record_event(
+            s,
+            subject_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            kind="extended",
+            message=f"ends at {new_end.isoformat()}",
+        )
+    return row
+
+
+def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig) -> int:
+    """Start due reservations, warn and stop instances inside ending ones, expire ended ones."""
+    from neocloud.compute.service import request_stop
+
+    now = clock.now()
+    notice = timedelta(seconds=config.preemption_notice_s)
+    changed = 0
+    with db.transaction() as s:
+        due = s.scalars(
+            sa.select(ReservationRow).where(
+                sa.or_(
+                    sa.and_(
+                        ReservationRow.state == ReservationState.SCHEDULED.value,
+                        ReservationRow.start_at <= now,
+                    ),
+                    sa.and_(
+                        ReservationRow.state == ReservationState.ACTIVE.value,
+                        ReservationRow.end_at <= now + notice,
+                    ),
+                )
+            )
+        )
+        for rsv in due:
+            if rsv.state == ReservationState.SCHEDULED.value:
+                move_reservation(s, rsv, ReservationState.ACTIVE, now, None)
+                changed += 1
+                continue
+            inside = s.scalars(
+                sa.select(InstanceRow).where(
+                    InstanceRow.reservation_id == rsv.id,
+                    InstanceRow.state.in_(["pending", "provisioning", "running"]),
+                    InstanceRow.stop_at.is_(None),
+                )
+            )
+            for inst in inside:
+                request_stop(s, inst, now, reason=Reason.RESERVATION_ENDED, at=rsv.end_at)
+                changed += 1
+            if rsv.end_at <= now:
+                move_reservation(
+                    s, rsv, ReservationState.EXPIRED, now, Reason.RESERVATION_ENDED.value
+                )
+                changed += 1
+    return changed
+
+
+# --- launching into a reservation ---------------------------------------------------------
+
+
+def usable_reservations(
+    s: Session, row: InstanceRow, now: datetime
+) -> tuple[list[ReservationRow], str | None]:
+    """Reservations the instance may use now, and why none if there are none."""
+    stmt = sa.select(ReservationRow).where(
+        ReservationRow.org_id == row.org_id, ReservationRow.gpu_model == row.gpu_model
+    )
+    if row.reservation_ids:
+        stmt = stmt.where(ReservationRow.id.in_(row.reservation_ids))
+    rows = list(s.scalars(stmt.order_by(ReservationRow.start_at)))
+    active = [
+        r for r in rows if r.state == ReservationState.ACTIVE.value and r.start_at <= now < r.end_at
+    ]
+    if active:
+        return active, None
+    later = [r for r in rows if r.state == ReservationState.SCHEDULED.value]
+    if later:
+        return [], f"reservation {later[0].id} starts at {later[0].start_at.isoformat()}"
+    return [], "no active reservation of the organization matches"
+
+
+def place_in_reservation(db: Database, clock: Clock, instance_id: str) -> str | None:
+    """Put a pending instance on free GPUs of one of its usable reservations; returns None
+    when placed, else why not."""
+    from neocloud.compute.domain import InstanceState
+    from neocloud.compute.service import move_instance, request_stop
+
+    now = clock.now()
+    with db.transaction() as s:
+        row = s.get(InstanceRow, instance_id, with_for_update=True)
+        if row is None or row.state != InstanceState.PENDING.value:
+            return None
+        usable, why = usable_reservations(s, row, now)
+        for rsv in usable:
+            s.get(ReservationRow, rsv.id, with_for_update=True)  # one placer per reservation
+            for node_id in rsv.node_ids:
+                node = s.get(NodeRow, node_id)
+                if node is None or node.state == "failed":
+                    continue
+                used: set[int] = set()
+                for (indices,) in s.execute(
+                    sa.select(AllocationRow.gpu_indices).where(
+                        AllocationRow.reservation_id == rsv.id,
+                        AllocationRow.node_id == node_id,
+                        AllocationRow.instance_id.is_not(None),
+                        sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
+                    )
+                ):
+                    used.update(indices)
+                free = [i for i in range(node.gpu_count) if i not in used]
+                if len(free) < row.gpu_count:
+                    continue
+                indices = free[: row.gpu_count]
+                alloc = AllocationRow(
+                    id=new_id("alc", at=now),
+                    org_id=row.org_id,
+                    project_id=row.project_id,
+                    instance_id=row.id,
+                    reservation_id=rsv.id,
+                    node_id=node_id,
+                    gpu_model=row.gpu_model,
+                    gpu_count=row.gpu_count,
+                    gpu_indices=indices,
+                    vcpus=row.vcpus,
+                    ram_gib=row.ram_gib,
+                    cls="reserved",
+                    start_at=now,
+                    end_at=rsv.end_at,
+                    created_at=now,
+                )
+                s.add(alloc)
+                s.flush()
+                for i in indices:  # the reservation's own firm claims guard these GPUs
+                    s.add(
+                        GpuClaimRow(
+                            allocation_id=alloc.id,
+                            gpu_index=i,
+                            node_id=node_id,
+                            firm=False,
+                            start_at=now,
+                            end_at=rsv.end_at,
+                        )
+                    )
+                row.cls = "reserved"
+                row.reservation_id = rsv.id
+                row.node_id, row.gpu_indices, row.allocation_id = node_id, indices, alloc.id
+                row.scheduled_at, row.due_at = now, now
+                move_instance(s, row, InstanceState.PROVISIONING, now)
+                request_stop(s, row, now, reason=Reason.RESERVATION_ENDED, at=rsv.end_at)
+                return None
+        return why or "the reservation has no free GPUs left"

@@ -1,0 +1,157 @@
+"""Reservations (capacity blocks): offerings, purchase, start, launch inside, end, cancel,
+extend; and capacity advice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from neocloud.client import ApiError, Client
+from neocloud.compute.worker import Worker
+from neocloud.kernel.clock import VirtualClock, rfc3339
+
+from .helpers import tenant_client
+
+
+def _error(call, *args, **kwargs) -> ApiError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApiError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+def test_offerings_are_priced_and_bought_once(acme: Client, clock: VirtualClock) -> None:
+    week = clock.now() + timedelta(days=7)
+    offers = acme.reservations.offerings("H100", 4, 48, start_after=rfc3339(week))
+    assert 1 <= len(offers) <= 6
+    o = offers[0]
+    assert o["object"] == "offering"
+    assert o["id"].startswith("off_")
+    assert o["start"] == rfc3339(week)
+    assert o["fabric"] == "us-east-1a-ib01"
+    assert o["price"] == {"amount": "3901.44", "currency": "USD"}  # 32 GPUs x 48 h x 2.54
+    rsv = acme.reservations.buy(o["id"])
+    assert (rsv["object"], rsv["state"], rsv["node_count"]) == ("reservation", "scheduled", 4)
+    assert acme.reservations.buy(o["id"])["id"] == rsv["id"]  # idempotent
+    assert [r["id"] for r in acme.reservations.list()["data"]] == [rsv["id"]]
+
+
+def test_stale_or_taken_offering_is_409_with_a_suggestion(
+    fleet: Client, acme: Client, clock: VirtualClock
+) -> None:
+    offers = acme.reservations.offerings("H100", 8, 24)
+    clock.advance(301)
+    exc = _error(acme.reservations.buy, offers[0]["id"])
+    assert (exc.status, exc.code) == (409, "offering_expired")
+    assert exc.details["suggestion"]["id"].startswith("off_")
+    _, other = tenant_client(fleet, "other")
+    mine = acme.reservations.offerings("H100", 8, 24)[0]
+    theirs = other.reservations.offerings("H100", 8, 24)[0]
+    acme.reservations.buy(mine["id"])
+    exc = _error(other.reservations.buy, theirs["id"])
+    assert (exc.status, exc.code) == (409, "offering_taken")
+    later = exc.details["suggestion"]
+    assert later["start"] >= mine["end"].replace("Z", "+00:00")
+
+
+def test_reservation_lifecycle_with_spot_before_and_instances_inside(
+    acme: Client, worker: Worker, clock: VirtualClock, fleet: Client
+) -> None:
+    fleet.quotas.set(acme.get("me")["org_id"], "H100-SXM-80GB", 200)
+    start = clock.now() + timedelta(hours=1)
+    offer = acme.reservations.offerings("H100", 8, 24, start_after=rfc3339(start))[0]
+    rsv = acme.reservations.buy(offer["id"])
+    spot = acme.instances.create("8xH100", cls="spot")
+    od = acme.instances.create("8xH100", reservation_policy="forbid")
+    worker.run_once()
+    spot = acme.instances.get(spot["id"])
+    assert spot["state"] == "running"  # reserved nodes serve spot until the start
+    assert spot["stop_at"] == rfc3339(start)
+    assert acme.instances.get(od["id"])["state_reason"] == "no_capacity"
+    early = acme.instances.create("1xH100", reservation_ids=[rsv["id"]])
+    worker.run_once()
+    early = acme.instances.get(early["id"])
+    assert (early["state"], early["state_reason"]) == ("failed", "no_capacity")
+    assert "starts at" in early["state_message"]
+    clock.set(start)
+    worker.run_once()
+    assert acme.reservations.get(rsv["id"])["state"] == "active"
+    assert acme.instances.get(spot["id"])["state"] == "preempted"
+    inside = acme.instances.create("8xH100", reservation_ids=[rsv["id"]])
+    auto = acme.instances.create("4xH100")  # policy auto lands in the reservation
+    worker.run_once()
+    inside, auto = acme.instances.get(inside["id"]), acme.instances.get(auto["id"])
+    assert (inside["state"], inside["class"]) == ("running", "reserved")
+    assert (auto["state"], auto["class"], auto["reservation_id"]) == (
+        "running",
+        "reserved",
+        rsv["id"],
+    )
+    clock.set(start + timedelta(hours=24))
+    worker.run_once()
+    assert acme.reservations.get(rsv["id"])["state"] == "expired"
+    for inst in (inside, auto):
+        got = acme.instances.get(inst["id"])
+        assert (got["state"], got["state_reason"]) == ("terminated", "reservation_ended")
+    assert len(fleet.nodes.list(state="available")["data"]) == 8
+
+
+def test_cancel_before_start_frees_the_nodes(
+    acme: Client, worker: Worker, clock: VirtualClock
+) -> None:
+    start = clock.now() + timedelta(hours=2)
+    offer = acme.reservations.offerings("H100", 8, 24, start_after=rfc3339(start))[0]
+    rsv = acme.reservations.buy(offer["id"])
+    assert acme.reservations.cancel(rsv["id"])["state"] == "cancelled"
+    od = acme.instances.create("8xH100")
+    worker.run_once()
+    assert acme.instances.get(od["id"])["state"] == "running"
+
+
+def test_extend_when_the_nodes_stay_free(acme: Client, clock: VirtualClock) -> None:
+    offer = acme.reservations.offerings("H100", 2, 24)[0]
+    rsv = acme.reservations.buy(offer["id"])
+    longer = acme.reservations.extend(rsv["id"], 24)
+    assert longer["end"] == rfc3339(clock.now() + timedelta(hours=48))
+    assert float(longer["price"]["amount"]) == 2 * float(rsv["price"]["amount"])
+    exc = _error(acme.reservations.extend, rsv["id"], 24 * 400)
+    assert (exc.status, exc.code) == (422, "duration_out_of_range")
+
+
+def test_bad_reservation_input_is_precise(acme: Client, clock: VirtualClock) -> None:
+    for hours in (1, 24 * 366):
+        exc = _error(acme.reservations.offerings, "H100", 2, hours)
+        assert (exc.status, exc.code, exc.param) == (422, "duration_out_of_range", "duration_hours")
+    exc = _error(acme.reservations.offerings, "H100", 0, 24)
+    assert exc.param == "node_count"
+    now = clock.now()
+    exc = _error(
+        acme.reservations.offerings,
+        "H100",
+        2,
+        24,
+        start_after=rfc3339(now + timedelta(days=2)),
+        start_before=rfc3339(now + timedelta(days=1)),
+    )
+    assert (exc.status, exc.param) == (422, "start_before")
+    exc = _error(acme.reservations.buy, "off_nope")
+    assert exc.status == 404
+    exc = _error(
+        acme.instances.create, "1xH100", reservation_ids=["rsv_01M8HP08097423MCMWXTSB7PTR"]
+    )
+    assert (exc.status, exc.code) == (404, "reservation_not_found")
+    assert acme.reservations.list()["data"] == []
+
+
+def test_capacity_advice_for_tenants_and_numbers_for_operators(
+    acme: Client, fleet: Client, worker: Worker
+) -> None:
+    (line,) = acme.capacity.get(gpu_model="H100")
+    assert (line["region"], line["on_demand"], line["free_gpus"]) == ("us-east-1", "high", None)
+    for _ in range(7):
+        acme.instances.create("8xH100")
+    worker.run_once()
+    (line,) = acme.capacity.get()
+    assert line["on_demand"] == "medium"
+    (exact,) = fleet.capacity.get()
+    assert (exact["free_gpus"], exact["total_gpus"], exact["free_nodes"]) == (8, 64, 1)
