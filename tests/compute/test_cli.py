@@ -70,3 +70,19 @@ def test_cluster_create_shows_topology(cli: CliRunner) -> None:
     assert c["state"] == "running"
     result = cli.invoke(app, ["clusters", "terminate", c["id"], "--wait", "--json"])
     assert json.loads(result.stdout)["state"] == "terminated"
+
+
+def test_reservations_and_capacity(cli: CliRunner) -> None:
+    result = cli.invoke(
+        app, ["reservations", "offerings", "H100", "--nodes", "2", "--hours", "48", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    offer = json.loads(result.stdout)[0]
+    result = cli.invoke(app, ["reservations", "buy", offer["id"], "--json"])
+    assert json.loads(result.stdout)["state"] == "scheduled"
+    result = cli.invoke(app, ["reservations", "list"])
+    assert "active" in result.stdout  # it starts now, and the nudge ran the worker
+    result = cli.invoke(app, ["capacity", "--gpu-model", "H100"])
+    assert result.exit_code == 0, result.output
+    assert "us-east-1" in result.stdout
+    assert "FREE GPUS" not in result.stdout  # tenants see advice only

@@ -273,7 +273,126 @@ def clusters_terminate(
     _show_cluster(c, as_json)
 
 
+# ---------------------------------------------------------------------------------- reservations
+
+reservations_app = typer.Typer(
+    help="Reservations: capacity blocks bought from offerings.", no_args_is_help=True
+)
+OFFERING_COLUMNS: list[Column] = [
+    ("OFFERING", "id"),
+    ("START", "start"),
+    ("END", "end"),
+    ("FABRIC", "fabric"),
+    ("NODES", "node_count"),
+    ("PRICE", "price"),
+]
+RESERVATION_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("GPU MODEL", "gpu_model"),
+    ("NODES", "node_count"),
+    ("START", "start"),
+    ("END", "end"),
+    ("STATE", "state"),
+    ("PRICE", "price"),
+]
+
+
+@reservations_app.command("offerings")
+@api_call
+def reservations_offerings(
+    gpu_model: Annotated[str, typer.Argument(help="H100, H200, …")],
+    nodes: Annotated[int, typer.Option("--nodes")],
+    hours: Annotated[int, typer.Option("--hours", help="Duration (24 h to 12 months)")],
+    start_after: Annotated[str | None, typer.Option("--start-after", help="RFC 3339")] = None,
+    start_before: Annotated[str | None, typer.Option("--start-before", help="RFC 3339")] = None,
+    fabric: Annotated[str | None, typer.Option("--fabric")] = None,
+    as_json: Json = False,
+) -> None:
+    """Priced capacity blocks (valid 5 minutes); buy one with `reservations buy OFFERING`."""
+    rows = STATE.client().reservations.offerings(
+        gpu_model,
+        nodes,
+        hours,
+        start_after=start_after,
+        start_before=start_before,
+        fabric=fabric,
+    )
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, OFFERING_COLUMNS)
+
+
+@reservations_app.command("buy")
+@api_call
+def reservations_buy(offering_id: str, as_json: Json = False) -> None:
+    print_object(STATE.client().reservations.buy(offering_id), as_json=as_json)
+
+
+@reservations_app.command("list")
+@api_call
+def reservations_list(as_json: Json = False) -> None:
+    rows = list(STATE.client().iter("reservations"))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, RESERVATION_COLUMNS)
+
+
+@reservations_app.command("get")
+@api_call
+def reservations_get(reservation_id: str, as_json: Json = False) -> None:
+    print_object(STATE.client().reservations.get(reservation_id), as_json=as_json)
+
+
+@reservations_app.command("extend")
+@api_call
+def reservations_extend(
+    reservation_id: str, hours: Annotated[int, typer.Option("--hours")], as_json: Json = False
+) -> None:
+    print_object(STATE.client().reservations.extend(reservation_id, hours), as_json=as_json)
+
+
+@reservations_app.command("cancel")
+@api_call
+def reservations_cancel(reservation_id: str, as_json: Json = False) -> None:
+    """Cancel before the start."""
+    print_object(STATE.client().reservations.cancel(reservation_id), as_json=as_json)
+
+
+# -------------------------------------------------------------------------------------- capacity
+
+capacity_app = typer.Typer(help="Capacity advice per region and GPU model.")
+
+
+@capacity_app.callback(invoke_without_command=True)
+@api_call
+def capacity(
+    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None, as_json: Json = False
+) -> None:
+    """high | medium | low | none per region (operators: exact free and total GPUs)."""
+    rows = STATE.client().capacity.get(gpu_model=gpu_model)
+    if as_json:
+        print_json(rows)
+        return
+    columns: list[Column] = [
+        ("REGION", "region"),
+        ("GPU MODEL", "gpu_model"),
+        ("ON-DEMAND", "on_demand"),
+        ("SPOT", "spot"),
+    ]
+    if rows and rows[0].get("free_gpus") is not None:
+        columns += [
+            ("FREE GPUS", "free_gpus"),
+            ("TOTAL", "total_gpus"),
+            ("FREE NODES", "free_nodes"),
+        ]
+    print_table(rows, columns)
+
+
 APPS: dict[str, typer.Typer] = {
+    "reservations": reservations_app,
+    "capacity": capacity_app,
     "instance-types": types_app,
     "instances": instances_app,
     "clusters": clusters_app,
