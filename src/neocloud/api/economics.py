@@ -35,7 +35,7 @@ from neocloud.web.schemas import ERROR_RESPONSES, RequestModel
 
 router = APIRouter(prefix="/economics", responses=ERROR_RESPONSES)
 TAGS: list[str | Enum] = ["economics"]
-MAX_PATHS = 100_000
+MAX_PATHS = 20_000  # memory: paths x months x 5 arrays per tranche while it is summed
 
 
 class ProjectionIn(RequestModel):

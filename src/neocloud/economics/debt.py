@@ -95,14 +95,12 @@ def schedule(
     return DebtSchedule(draws, expense, paid_interest, paid_principal, balance)
 
 
-def combine(schedules: list[DebtSchedule], paths: int, months: int) -> DebtSchedule:
-    if not schedules:
-        zero = np.zeros((paths, months))
-        return DebtSchedule(zero, zero, zero, zero, zero)
-    return DebtSchedule(
-        sum((s.draws for s in schedules), np.zeros((paths, months))),
-        sum((s.interest_expense for s in schedules), np.zeros((paths, months))),
-        sum((s.interest_paid for s in schedules), np.zeros((paths, months))),
-        sum((s.principal_paid for s in schedules), np.zeros((paths, months))),
-        sum((s.balance for s in schedules), np.zeros((paths, months))),
-    )
+def zero(paths: int, months: int) -> DebtSchedule:
+    return DebtSchedule(*(np.zeros((paths, months)) for _ in range(5)))
+
+
+def add_into(total: DebtSchedule, part: DebtSchedule) -> None:
+    """Add ``part`` into ``total`` in place (one tranche at a time keeps memory flat)."""
+    for name in ("draws", "interest_expense", "interest_paid", "principal_paid", "balance"):
+        into = getattr(total, name)
+        np.add(into, getattr(part, name), out=into)

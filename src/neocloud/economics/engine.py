@@ -260,7 +260,7 @@ def debt_schedule(
     (fixed-rate tranches move too unless ``shift_fixed`` is false)."""
     months = scenario.horizon_years * 12
     shifts = np.zeros(1) if rates_shift is None else np.asarray(rates_shift, dtype=np.float64)
-    parts = []
+    total = debt.zero(shifts.shape[0], months)
     purchases = capex_by_month(scenario)
     for tranche in scenario.financing:
         moved = shifts if (tranche.floating or shift_fixed) else np.zeros_like(shifts)
@@ -275,12 +275,11 @@ def debt_schedule(
         else:  # ltv without a draw date: drawn as the capex is paid, each draw amortising
             draws = {m: (tranche.ltv or 0.0) * amount for m, amount in purchases.items()}
         for month, principal in draws.items():
-            parts.append(
-                debt.schedule(
-                    tranche, principal=principal, draw_month=month, months=months, rates=rates
-                )
+            part = debt.schedule(
+                tranche, principal=principal, draw_month=month, months=months, rates=rates
             )
-    return debt.combine(parts, shifts.shape[0], months)
+            debt.add_into(total, part)
+    return total
 
 
 def annual_tax(ebt_yearly: Array, rate: float) -> Array:
