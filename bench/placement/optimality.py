@@ -105,7 +105,8 @@ def run_engine(
     nodes: list[NodeSnapshot], reqs: list[Req], policy: str, *, offline: bool = False
 ) -> tuple[set[str], dict[str, tuple[str, ...]]]:
     """Admitted request ids and their nodes. Online: arrival order, each decided at its arrival.
-    Offline: every request known at time 0, largest GPU-hours first, booked at its window."""
+    Offline: every request known at time 0, largest GPU-hours first, booked at its window.
+    Every refusal is checked by brute force (no fabric had the nodes free for the window)."""
     e = PlacementEngine(nodes, policy=policy, seed=1, horizon=30 * DAY)
     order = sorted(reqs, key=lambda r: (-r.gpu_hours, r.id)) if offline else reqs
     admitted: dict[str, tuple[str, ...]] = {}
@@ -116,6 +117,12 @@ def run_engine(
             assert p.start == r.start
             assert p.end == r.end
             admitted[r.id] = p.node_ids
+        else:  # a no must be true: no fabric has k nodes free for the whole window
+            free: dict[str, int] = {}
+            for nd in nodes:
+                if not any(b.overlaps(r.start, r.end) for b in e.calendar.nodes[nd.id]):
+                    free[nd.path[2]] = free.get(nd.path[2], 0) + 1
+            assert max(free.values(), default=0) < r.nodes, f"{r.id}: refused with room free"
     return set(admitted), admitted
 
 
