@@ -96,3 +96,14 @@ def test_four_year_book_life_turns_ebit_negative_then_positive() -> None:
     assert ebit[:4] == [pytest.approx(EBITDA - CAPEX / 4, abs=0.005)] * 4
     assert ebit[4:] == [pytest.approx(EBITDA, abs=0.005)] * 2
     assert sum(ebit) == pytest.approx(sum(row["ebit"] for row in report(example())["annual"]))
+
+
+def test_reports_are_strict_json() -> None:
+    import json
+
+    from neocloud.economics import stress_report
+
+    s = example()
+    json.dumps(report(s), allow_nan=False)
+    json.dumps(report(s, stresses=["faster_obsolescence", "lose_top_customer"]), allow_nan=False)
+    json.dumps(stress_report(s, paths=100), allow_nan=False)
