@@ -32,7 +32,7 @@ from neocloud.compute.tables import (
     NodeWorkRow,
 )
 from neocloud.db.engine import Database
-from neocloud.drivers.base import Driver, NodeRef
+from neocloud.drivers.base import Driver, NodeRef, StepResult
 from neocloud.fleet.domain import NodeState
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
@@ -206,9 +206,13 @@ class Reconciler:
         return token, rows
 
     def reconcile_instances(self) -> int:
+        """Act on every claimed instance through the driver, then apply all results in one
+        transaction (each only where our lease token still holds)."""
         now = self.clock.now()
         token, rows = self._claim(now)
-        changed = 0
+        if not rows:
+            return 0
+        plans: list[tuple[str, InstanceAction, StepResult | None]] = []
         for row in rows:
             action = decide_instance(row.state, row.step, row.due_at, row.stop_at, now)
             node = self._nodes.get(row.node_id or "")
@@ -222,63 +226,66 @@ class Reconciler:
                 )
             elif node is not None and action is InstanceAction.DEPROVISION:
                 result = self.driver.deprovision(node_ref(node), workload_id=row.id)
-            changed += self._apply_instance(row.id, token, action, result, now)
-        return changed
+            plans.append((row.id, action, result))
+        with self.db.transaction() as s:
+            return sum(self._apply_instance(s, *plan, token, now) for plan in plans)
 
     def _apply_instance(
         self,
+        s: Session,
         instance_id: str,
-        token: str,
         action: InstanceAction,
-        result: object,
+        step: StepResult | None,
+        token: str,
         now: datetime,
     ) -> int:
-        from neocloud.drivers.base import StepResult
-
-        with self.db.transaction() as s:
-            row = s.scalars(
-                sa.select(InstanceRow).where(
-                    InstanceRow.id == instance_id, InstanceRow.lease_token == token
+        row = s.scalars(
+            sa.select(InstanceRow).where(
+                InstanceRow.id == instance_id, InstanceRow.lease_token == token
+            )
+        ).first()
+        if row is None:  # the lease passed to someone else: their result wins
+            return 0
+        row.lease_token, row.lease_expires_at = None, None
+        if action is InstanceAction.PROVISION:
+            if step is not None and not step.ok:
+                end_allocation(s, row, now)
+                move_instance(
+                    s,
+                    row,
+                    IS.FAILED,
+                    now,
+                    reason=Reason.PROVISION_FAILED.value,
+                    message=step.message,
                 )
-            ).first()
-            if row is None:  # the lease passed to someone else: their result wins
-                return 0
-            row.lease_token, row.lease_expires_at = None, None
-            step = result if isinstance(result, StepResult) else None
-            if action is InstanceAction.PROVISION:
-                if step is not None and not step.ok:
-                    end_allocation(s, row, now)
-                    move_instance(
-                        s,
-                        row,
-                        IS.FAILED,
-                        now,
-                        reason=Reason.PROVISION_FAILED.value,
-                        message=step.message,
-                    )
-                    return 1
-                row.step = "provision"
-                row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
-                row.updated_at = now
                 return 1
-            if action is InstanceAction.MARK_RUNNING:
+            duration = step.duration_s if step else 0.0
+            if duration <= 0:  # done at once: no second pass needed
                 row.step, row.due_at = None, None
                 move_instance(s, row, IS.RUNNING, now)
                 return 1
-            if action is InstanceAction.DEPROVISION:
-                row.step = "deprovision"
-                row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
-                move_instance(s, row, IS.STOPPING, now, reason=row.stop_reason)
-                return 1
-            if action is InstanceAction.FINISH:
-                target, reason = STOP_OUTCOME.get(
-                    row.stop_reason or Reason.USER.value, (IS.TERMINATED, Reason.USER)
-                )
-                row.step, row.due_at = None, None
-                end_allocation(s, row, now)
-                move_instance(s, row, target, now, reason=reason.value)
-                return 1
-            return 0
+            row.step = "provision"
+            row.due_at = now + timedelta(seconds=duration)
+            row.updated_at = now
+            return 1
+        if action is InstanceAction.MARK_RUNNING:
+            row.step, row.due_at = None, None
+            move_instance(s, row, IS.RUNNING, now)
+            return 1
+        if action is InstanceAction.DEPROVISION:
+            row.step = "deprovision"
+            row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
+            move_instance(s, row, IS.STOPPING, now, reason=row.stop_reason)
+            return 1
+        if action is InstanceAction.FINISH:
+            target, reason = STOP_OUTCOME.get(
+                row.stop_reason or Reason.USER.value, (IS.TERMINATED, Reason.USER)
+            )
+            row.step, row.due_at = None, None
+            end_allocation(s, row, now)
+            move_instance(s, row, target, now, reason=reason.value)
+            return 1
+        return 0
 
     # -- clusters ---------------------------------------------------------------------------
 
@@ -317,12 +324,23 @@ class Reconciler:
         now = self.clock.now()
         with self.db.transaction() as s:
             facts = self._node_facts(s, now)
-        changed = 0
-        for node_id, f in facts.items():
-            action = decide_node(f)
-            if action is not NodeAction.NONE:
-                changed += self._apply_node(node_id, action, now)
-        return changed
+        todo = {node_id: decide_node(f) for node_id, f in facts.items()}
+        todo = {k: v for k, v in todo.items() if v is not NodeAction.NONE}
+        if not todo:
+            return 0
+        wipes: dict[str, StepResult] = {}
+        wiping = [k for k, v in todo.items() if v is NodeAction.WIPE]
+        if wiping:
+            with self.db.transaction() as s:
+                refs = [
+                    node_ref(n) for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(wiping)))
+                ]
+            wipes = {ref.id: self.driver.wipe(ref) for ref in refs}
+        with self.db.transaction() as s:
+            return sum(
+                self._apply_node(s, node_id, action, wipes.get(node_id), now)
+                for node_id, action in sorted(todo.items())
+            )
 
     def _node_facts(self, s: Session, now: datetime) -> dict[str, NodeFacts]:
         started: dict[str, int] = defaultdict(int)
@@ -370,48 +388,48 @@ class Reconciler:
             out[node_id] = NodeFacts(state, started[node_id], prov[node_id], run[node_id], wipe_due)
         return out
 
-    def _apply_node(self, node_id: str, action: NodeAction, now: datetime) -> int:
-        result = None
-        if action is NodeAction.WIPE:
-            with self.db.transaction() as s:
-                node = s.get(NodeRow, node_id)
-                ref = node_ref(node) if node is not None else None
-            if ref is not None:
-                result = self.driver.wipe(ref)
-        with self.db.transaction() as s:
-            node = lock_node(s, node_id)
-            if node is None:
-                return 0
-            f = self._node_facts_one(s, node, now)
-            if decide_node(f) is not action:  # changed since we looked: decide again later
-                return 0
-            if action is NodeAction.ALLOCATE:
-                move_node(s, node, NS.ALLOCATED, now, "allocated to a workload")
-            elif action is NodeAction.PROVISION:
-                move_node(s, node, NS.PROVISIONING, now, "provisioning a workload")
-            elif action is NodeAction.IN_USE:
-                move_node(s, node, NS.IN_USE, now, "workload running")
-            elif action is NodeAction.UNALLOCATE:
-                move_node(s, node, NS.AVAILABLE, now, "allocation ended before use")
-            elif action is NodeAction.RELEASE:
-                move_node(s, node, NS.RELEASING, now, "workload ended")
-            elif action is NodeAction.WIPE:
-                duration = result.duration_s if result is not None else 0.0
-                move_node(s, node, NS.WIPING, now, "wiping between tenants")
-                s.merge(
-                    NodeWorkRow(
-                        node_id=node.id,
-                        step="wipe",
-                        started_at=now,
-                        due_at=now + timedelta(seconds=duration),
-                    )
+    def _apply_node(
+        self,
+        s: Session,
+        node_id: str,
+        action: NodeAction,
+        result: StepResult | None,
+        now: datetime,
+    ) -> int:
+        """One node's move, inside the caller's transaction (one for the whole pass)."""
+        node = lock_node(s, node_id)
+        if node is None:
+            return 0
+        f = self._node_facts_one(s, node, now)
+        if decide_node(f) is not action:  # changed since we looked: decide again later
+            return 0
+        if action is NodeAction.ALLOCATE:
+            move_node(s, node, NS.ALLOCATED, now, "allocated to a workload")
+        elif action is NodeAction.PROVISION:
+            move_node(s, node, NS.PROVISIONING, now, "provisioning a workload")
+        elif action is NodeAction.IN_USE:
+            move_node(s, node, NS.IN_USE, now, "workload running")
+        elif action is NodeAction.UNALLOCATE:
+            move_node(s, node, NS.AVAILABLE, now, "allocation ended before use")
+        elif action is NodeAction.RELEASE:
+            move_node(s, node, NS.RELEASING, now, "workload ended")
+        elif action is NodeAction.WIPE:
+            duration = result.duration_s if result is not None else 0.0
+            move_node(s, node, NS.WIPING, now, "wiping between tenants")
+            s.merge(
+                NodeWorkRow(
+                    node_id=node.id,
+                    step="wipe",
+                    started_at=now,
+                    due_at=now + timedelta(seconds=duration),
                 )
-            elif action is NodeAction.FREE:
-                s.execute(sa.delete(NodeWorkRow).where(NodeWorkRow.node_id == node.id))
-                move_node(s, node, NS.AVAILABLE, now, "wiped")
-            elif action is NodeAction.FAIL_WORKLOADS:
-                fail_workloads(s, node.id, now)
-            return 1
+            )
+        elif action is NodeAction.FREE:
+            s.execute(sa.delete(NodeWorkRow).where(NodeWorkRow.node_id == node.id))
+            move_node(s, node, NS.AVAILABLE, now, "wiped")
+        elif action is NodeAction.FAIL_WORKLOADS:
+            fail_workloads(s, node.id, now)
+        return 1
 
     def _node_facts_one(self, s: Session, node: NodeRow, now: datetime) -> NodeFacts:
         started = s.scalar(

@@ -14,6 +14,7 @@ the new allocation starts when the notice ends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -103,15 +104,68 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
         (_order(r), r) for r in pending
     ]
     work += [((CapacityClass(c.cls).rank, c.created_at, c.id), c) for c in clusters]
+    batch = Batch(db, report)
     for _, item in sorted(work, key=lambda w: w[0]):
         if isinstance(item, ClusterRow):
+            batch.flush()  # gangs write on their own, after what was decided before them
             if item.state == ClusterState.PENDING.value:
                 gangs.place_cluster(db, clock, snap, engine, item, config, report)
             else:
                 gangs.replace_members(db, clock, snap, engine, item, report)
         else:
-            _place_instance(db, clock, snap, engine, item, config, report)
+            _place_instance(db, clock, snap, engine, item, config, batch)
+    batch.flush()
     return report
+
+
+Write = Callable[[Session], list[str]]
+
+
+@dataclass
+class _Pending:
+    instance_id: str
+    write: Write
+    undo: Callable[[], None]
+    placed: bool  # a placement (else a no-capacity failure)
+
+
+class Batch:
+    """Decisions of one cycle written in one transaction; if the database refuses it (a
+    conflict), each is written alone so that one clash does not hold back the others."""
+
+    def __init__(self, db: Database, report: ScheduleReport) -> None:
+        self.db, self.report = db, report
+        self.items: list[_Pending] = []
+        # (org, GPU model) -> has an active reservation; read once per cycle
+        self.reserved: dict[tuple[str, str], bool] = {}
+
+    def add(self, item: _Pending) -> None:
+        self.items.append(item)
+
+    def flush(self) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        try:
+            with self.db.transaction() as s:
+                results = [it.write(s) for it in items]
+        except Conflict:
+            results = []
+            for it in items:
+                try:
+                    with self.db.transaction() as s:
+                        results.append(it.write(s))
+                except Conflict:
+                    it.undo()
+                    self.report.retried.append(it.instance_id)
+                    results.append([])
+                    it.placed = False
+                    it.instance_id = ""
+        for it, stopped in zip(items, results, strict=True):
+            if not it.instance_id:
+                continue
+            (self.report.placed if it.placed else self.report.failed).append(it.instance_id)
+            self.report.preempted.extend(stopped)
 
 
 def _place_instance(
@@ -121,12 +175,18 @@ def _place_instance(
     engine: PlacementEngine,
     row: InstanceRow,
     config: ComputeConfig,
-    report: ScheduleReport,
+    batch: Batch,
 ) -> None:
     now = clock.now()
-    if row.cls != "spot" and row.reservation_policy != "forbid":
+    report = batch.report
+    if (
+        row.cls != "spot"
+        and row.reservation_policy != "forbid"
+        and _has_reservations(db, row, batch)
+    ):
         from neocloud.compute.reservations import place_in_reservation
 
+        batch.flush()
         why = place_in_reservation(db, clock, row.id)
         if why is None:
             report.placed.append(row.id)
@@ -135,6 +195,10 @@ def _place_instance(
             _fail_no_capacity(db, clock, row.id, NoCapacity(why))
             report.failed.append(row.id)
             return
+    elif row.cls == CapacityClass.RESERVED.value:
+        _fail_no_capacity(db, clock, row.id, NoCapacity("no reservation of the org matches"))
+        report.failed.append(row.id)
+        return
     cls = BookingClass(row.cls)
     request = SliceRequest(
         id=row.id,
@@ -150,32 +214,64 @@ def _place_instance(
     except NeocloudError as exc:
         result = NoCapacity(exc.message, code=exc.code)
     if isinstance(result, NoCapacity):
-        _fail_no_capacity(db, clock, row.id, result)
-        report.failed.append(row.id)
+        no = result
+        batch.add(
+            _Pending(row.id, lambda s: _write_failure(s, row.id, no, now), lambda: None, False)
+        )
         return
-    try:
-        victims = _commit(db, clock, snap, row.id, result, config)
-    except Conflict:
+    placed = result
+
+    def undo() -> None:
         # Someone else took the GPUs (another scheduler, a stale snapshot): try next cycle.
-        engine.release(result.allocation_id, now=ts(now))
+        engine.release(placed.allocation_id, now=ts(now))
+
+    try:
+        write = _plan(snap, row.id, placed, config, now)
+    except Conflict:
+        undo()
         report.retried.append(row.id)
         return
-    report.placed.append(row.id)
-    report.preempted.extend(victims)
+    batch.add(_Pending(row.id, write, undo, True))
+
+
+def _has_reservations(db: Database, row: InstanceRow, batch: Batch) -> bool:
+    from neocloud.compute.tables import ReservationRow
+
+    if row.reservation_ids or row.cls == CapacityClass.RESERVED.value:
+        return True
+    key = (row.org_id, row.gpu_model)
+    if key in batch.reserved:
+        return batch.reserved[key]
+    with db.transaction() as s:
+        found = s.scalar(
+            sa.select(ReservationRow.id)
+            .where(
+                ReservationRow.org_id == row.org_id,
+                ReservationRow.gpu_model == row.gpu_model,
+                ReservationRow.state == "active",
+            )
+            .limit(1)
+        )
+    batch.reserved[key] = found is not None
+    return found is not None
 
 
 def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapacity) -> None:
-    now = clock.now()
+    with db.transaction() as s:
+        _write_failure(s, instance_id, no, clock.now())
+
+
+def _write_failure(s: Session, instance_id: str, no: NoCapacity, now: datetime) -> list[str]:
     message = no.reason
     if no.earliest_start is not None:
         message += f"; earliest start placement can see: {from_ts(no.earliest_start).isoformat()}"
-    with db.transaction() as s:
-        row = s.get(InstanceRow, instance_id, with_for_update=True)
-        if row is None or row.state != InstanceState.PENDING.value:
-            return
-        move_instance(
-            s, row, InstanceState.FAILED, now, reason=Reason.NO_CAPACITY.value, message=message
-        )
+    row = s.get(InstanceRow, instance_id, with_for_update=True)
+    if row is None or row.state != InstanceState.PENDING.value:
+        return []
+    move_instance(
+        s, row, InstanceState.FAILED, now, reason=Reason.NO_CAPACITY.value, message=message
+    )
+    return []
 
 
 def _free_indices(
@@ -185,16 +281,15 @@ def _free_indices(
     return [i for i in range(gpu_count) if i not in used]
 
 
-def _commit(
-    db: Database,
-    clock: Clock,
+def _plan(
     snap: Snapshot,
     instance_id: str,
     placed: Placement,
     config: ComputeConfig,
-) -> list[str]:
-    """Write one placement (allocation, GPU claims, preemption notices) in one transaction."""
-    now = clock.now()
+    now: datetime,
+) -> Write:
+    """Choose the GPU indices of one placement now; return the write (allocation, GPU claims,
+    preemption notices) to run in a transaction."""
     booking = placed.bookings[0]
     node_id = booking.node_id
     victims = [v for v in placed.preempted if v.cls.preemptible]
@@ -208,8 +303,11 @@ def _commit(
     if len(free) < booking.gpus:
         raise Conflict("the node's GPU indices are taken", code="gpus_taken")
     indices = free[: booking.gpus]
-    stopped: list[str] = []
-    with db.transaction() as s:
+    alloc_id = new_id("alc", at=now)
+    snap.add_span(node_id, alloc_id, start, end, indices)
+
+    def write(s: Session) -> list[str]:
+        stopped: list[str] = []
         row = s.get(InstanceRow, instance_id, with_for_update=True)
         if row is None or row.state != InstanceState.PENDING.value:
             raise Conflict("the instance is no longer pending", code="not_pending")
@@ -220,28 +318,29 @@ def _commit(
             stopped.extend(_preempt(s, v, now, start))
         firm = not booking.cls.preemptible
         _check_free(s, node_id, indices, start, end, firm=firm)
-        alloc = AllocationRow(
-            id=new_id("alc", at=now),
-            org_id=row.org_id,
-            project_id=row.project_id,
-            instance_id=row.id,
-            node_id=node_id,
-            gpu_model=row.gpu_model,
-            gpu_count=booking.gpus,
-            gpu_indices=indices,
-            vcpus=booking.vcpus,
-            ram_gib=booking.ram_gib,
-            cls=booking.cls.value,
-            start_at=start,
-            end_at=end,
-            created_at=now,
+        s.add(
+            AllocationRow(
+                id=alloc_id,
+                org_id=row.org_id,
+                project_id=row.project_id,
+                instance_id=row.id,
+                node_id=node_id,
+                gpu_model=row.gpu_model,
+                gpu_count=booking.gpus,
+                gpu_indices=indices,
+                vcpus=booking.vcpus,
+                ram_gib=booking.ram_gib,
+                cls=booking.cls.value,
+                start_at=start,
+                end_at=end,
+                created_at=now,
+            )
         )
-        s.add(alloc)
         s.flush()
         for i in indices:
             s.add(
                 GpuClaimRow(
-                    allocation_id=alloc.id,
+                    allocation_id=alloc_id,
                     gpu_index=i,
                     node_id=node_id,
                     firm=firm,
@@ -249,16 +348,17 @@ def _commit(
                     end_at=end,
                 )
             )
-        row.node_id, row.gpu_indices, row.allocation_id = node_id, indices, alloc.id
+        row.node_id, row.gpu_indices, row.allocation_id = node_id, indices, alloc_id
         row.scheduled_at = now
         row.due_at = start  # the reconciler provisions from then on
         move_instance(s, row, InstanceState.PROVISIONING, now)
         if end is not None and booking.cls.preemptible:
             # spot on a node booked later by a reservation: it ends when that starts
             request_stop(s, row, now, reason=Reason.PREEMPTED, at=end)
-        s.flush()
-    snap.add_span(node_id, alloc.id, start, end, indices)
-    return stopped
+        s.flush()  # surface a constraint violation here, inside the batch
+        return stopped
+
+    return write
 
 
 def _preempt(s: Session, victim: AllocationRow, now: datetime, at: datetime) -> list[str]:
