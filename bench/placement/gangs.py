@@ -52,7 +52,8 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from neocloud.placement import GangRequest, NodeSnapshot, Placement, PlacementEngine
@@ -134,7 +135,7 @@ def _pmf(sigma: float, top: int) -> list[float]:
     return out
 
 
-def _bisect(f, lo: float, hi: float, target: float) -> float:  # type: ignore[no-untyped-def]
+def _bisect(f: Callable[[float], float], lo: float, hi: float, target: float) -> float:
     """x in [lo, hi] with f(x) = target, f increasing."""
     for _ in range(100):
         mid = (lo + hi) / 2
@@ -149,7 +150,7 @@ def fit(m: Mix) -> Mix:
     top = int(math.log2(m.max_gpus))
 
     def mean_g(s: float) -> float:
-        return sum(p * 2**j for j, p in enumerate(_pmf(s, top)))
+        return sum(p * 2.0**j for j, p in enumerate(_pmf(s, top)))
 
     sigma = _bisect(mean_g, 0.01, 20.0, m.mean_gpus)
     pmf = _pmf(sigma, top)
@@ -159,11 +160,7 @@ def fit(m: Mix) -> Mix:
         return num / sum(p * 2 ** (j * b) for j, p in enumerate(pmf))
 
     beta = _bisect(ratio, -1.0, 3.0, m.gpu_s_per_job / m.mean_run)
-    return Mix(**{**_fields(m), "sigma": sigma, "beta": beta, "pmf": tuple(pmf)})
-
-
-def _fields(m: Mix) -> dict[str, object]:
-    return {k: getattr(m, k) for k in Mix.__dataclass_fields__}
+    return replace(m, sigma=sigma, beta=beta, pmf=tuple(pmf))
 
 
 def load_mixes(traces: Path = TRACES) -> dict[str, Mix]:
@@ -548,8 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         count = int(n) if n else args.jobs
         mix = mixes[name]
         print(f"\n### {name} ({count:,} arrivals per run)")
-        for li, load in enumerate(loads):
-            jobs = sample_jobs(mix, count, load, len(nodes), seed=args.seed * 100 + li)
+        for load in loads:
+            jobs = sample_jobs(
+                mix, count, load, len(nodes), seed=args.seed * 1000 + round(load * 100)
+            )
             counts = {c[2]: 0 for c in CLASSES}
             for j in jobs:
                 counts[size_class(j.nodes)] += 1
