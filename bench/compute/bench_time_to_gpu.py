@@ -1,7 +1,7 @@
 """Compute benchmark: time-to-GPU (request -> ``running``) at N concurrent creates.
 
-The real platform runs in this process as `neocloud up` runs it: the FastAPI app under uvicorn
-on a loopback port, the compute worker in a background thread (leader lease, scheduler,
+The real platform runs in a child process as `neocloud up` runs it: the FastAPI app under
+uvicorn on a loopback port, the compute worker in a background thread (leader lease, scheduler,
 reconciler, the sim driver with zero delays), nudged by the API after each create. N clients
 (threads, one HTTP connection each) POST /api/v1/instances at once; time-to-GPU is the
 instance's ``running_at - created_at`` as the server recorded them. Also reported: the wall
@@ -18,6 +18,7 @@ throwaway database is created there and dropped at the end.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import secrets
@@ -78,38 +79,45 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def run(db: Database, n: int, instance_type: str) -> dict[str, float]:
+def _serve(url: str, port: int) -> None:
+    """The platform as `neocloud up` runs it, in its own process (clients do not share its
+    interpreter lock)."""
+    db = Database.from_url(url)
+    clock = SystemClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(settings=Settings(data_dir=Path(tmp)), db=db, clock=clock)
+        worker = Worker(db, clock, driver=SimDriver(), interval_s=1.0)
+        app.state.compute_nudge = worker.nudge
+        worker.start()
+        try:
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        finally:
+            worker.stop()
+
+
+def run(db: Database, url: str, n: int, instance_type: str) -> dict[str, float]:
     clock = SystemClock()
     upgrade(db)
     key = bootstrap_operator(db=db, clock=clock)
     assert key is not None
     fleet_service.import_spec(db=db, clock=clock, spec=parse_spec(FLEET))
     register_default_quotas(db=db, clock=clock, limit_gpus=100_000)
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(settings=Settings(data_dir=Path(tmp)), db=db, clock=clock)
-        worker = Worker(db, clock, driver=SimDriver(), interval_s=1.0)
-        app.state.compute_nudge = worker.nudge
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        serving = threading.Thread(target=server.run, daemon=True)
-        serving.start()
-        worker.start()
-        base = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {key}"}
+    port = _free_port()
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url, port))
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
         while True:
             try:
                 httpx.get(f"{base}/api/v1/health", timeout=1)
                 break
             except httpx.TransportError:
-                time.sleep(0.05)
-        try:
-            return _measure(base, headers, n, instance_type)
-        finally:
-            worker.stop()
-            server.should_exit = True
-            serving.join(10)
+                time.sleep(0.1)
+        return _measure(base, headers, n, instance_type)
+    finally:
+        server.terminate()
+        server.join(20)
 
 
 def _measure(base: str, headers: dict[str, str], n: int, instance_type: str) -> dict[str, float]:
@@ -177,13 +185,14 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                db = Database.from_url(f"sqlite:///{tmp}/bench.db")
-                r = run(db, args.n, args.type)
+                url = f"sqlite:///{tmp}/bench.db"
+                db = Database.from_url(url)
+                r = run(db, url, args.n, args.type)
                 db.dispose()
         else:
             db, admin, name = _pg_db()
             try:
-                r = run(db, args.n, args.type)
+                r = run(db, db.engine.url.render_as_string(hide_password=False), args.n, args.type)
             finally:
                 db.dispose()
                 with admin.connect() as conn:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.domain import INSTANCE_FINAL, ClusterState, InstanceState, Reason
-from neocloud.compute.nodes import lock_node, move_node
+from neocloud.compute.nodes import move_node
 from neocloud.compute.service import move_instance
 from neocloud.compute.tables import (
     AllocationRow,
@@ -90,6 +90,9 @@ class NodeFacts:
     provisioning: int  # instances on it with a provision step under way or done
     running: int
     wipe_due: bool | None  # None: no wipe under way
+
+
+CHAINED = frozenset({NodeAction.ALLOCATE, NodeAction.PROVISION, NodeAction.IN_USE})
 
 
 def decide_node(f: NodeFacts) -> NodeAction:
@@ -337,12 +340,33 @@ class Reconciler:
                 ]
             wipes = {ref.id: self.driver.wipe(ref) for ref in refs}
         with self.db.transaction() as s:
-            return sum(
-                self._apply_node(s, node_id, action, wipes.get(node_id), now)
-                for node_id, action in sorted(todo.items())
-            )
+            # Lock the nodes (in id order), then decide again on facts read under the lock.
+            locked = {
+                n.id: n
+                for n in s.scalars(
+                    sa.select(NodeRow)
+                    .where(NodeRow.id.in_(sorted(todo)))
+                    .order_by(NodeRow.id)
+                    .with_for_update()
+                )
+            }
+            fresh = self._node_facts(s, now, only=set(todo))
+            changed = 0
+            for node_id in sorted(todo):
+                node, f = locked.get(node_id), fresh.get(node_id)
+                if node is None or f is None or decide_node(f) is not todo[node_id]:
+                    continue  # changed since we looked: decide again next pass
+                self._apply_node(s, node, todo[node_id], wipes.get(node_id), now)
+                changed += 1
+                # busy moves chain in one pass: allocated -> provisioning -> in_use
+                while (nxt := decide_node(replace(f, state=node.state))) in CHAINED:
+                    self._apply_node(s, node, nxt, None, now)
+                    changed += 1
+            return changed
 
-    def _node_facts(self, s: Session, now: datetime) -> dict[str, NodeFacts]:
+    def _node_facts(
+        self, s: Session, now: datetime, *, only: set[str] | None = None
+    ) -> dict[str, NodeFacts]:
         started: dict[str, int] = defaultdict(int)
         for node_id, count in s.execute(
             sa.select(AllocationRow.node_id, sa.func.count())
@@ -350,6 +374,7 @@ class Reconciler:
                 AllocationRow.start_at <= now,
                 sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
             )
+            .where(AllocationRow.node_id.in_(only) if only is not None else sa.true())
             .group_by(AllocationRow.node_id)
         ):
             started[node_id] = count
@@ -357,7 +382,8 @@ class Reconciler:
         run: dict[str, int] = defaultdict(int)
         for inst_node, state, step in s.execute(
             sa.select(InstanceRow.node_id, InstanceRow.state, InstanceRow.step).where(
-                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value])
+                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
+                InstanceRow.node_id.in_(only) if only is not None else sa.true(),
             )
         ):
             if inst_node is None:
@@ -376,7 +402,9 @@ class Reconciler:
             NS.WIPING,
         ]
         stmt = sa.select(NodeRow.id, NodeRow.state).where(
-            sa.or_(
+            NodeRow.id.in_(only)
+            if only is not None
+            else sa.or_(
                 NodeRow.state.in_([st.value for st in busy]),
                 NodeRow.id.in_(list(started)),
             )
@@ -391,18 +419,12 @@ class Reconciler:
     def _apply_node(
         self,
         s: Session,
-        node_id: str,
+        node: NodeRow,
         action: NodeAction,
         result: StepResult | None,
         now: datetime,
-    ) -> int:
+    ) -> None:
         """One node's move, inside the caller's transaction (one for the whole pass)."""
-        node = lock_node(s, node_id)
-        if node is None:
-            return 0
-        f = self._node_facts_one(s, node, now)
-        if decide_node(f) is not action:  # changed since we looked: decide again later
-            return 0
         if action is NodeAction.ALLOCATE:
             move_node(s, node, NS.ALLOCATED, now, "allocated to a workload")
         elif action is NodeAction.PROVISION:
@@ -429,27 +451,6 @@ class Reconciler:
             move_node(s, node, NS.AVAILABLE, now, "wiped")
         elif action is NodeAction.FAIL_WORKLOADS:
             fail_workloads(s, node.id, now)
-        return 1
-
-    def _node_facts_one(self, s: Session, node: NodeRow, now: datetime) -> NodeFacts:
-        started = s.scalar(
-            sa.select(sa.func.count()).where(
-                AllocationRow.node_id == node.id,
-                AllocationRow.start_at <= now,
-                sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
-            )
-        )
-        rows = s.execute(
-            sa.select(InstanceRow.state, InstanceRow.step).where(
-                InstanceRow.node_id == node.id,
-                InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
-            )
-        ).all()
-        run = sum(1 for st, _ in rows if st == IS.RUNNING.value)
-        prov = sum(1 for st, step in rows if st != IS.RUNNING.value and step == "provision")
-        w = s.get(NodeWorkRow, node.id)
-        wipe_due = None if w is None else (w.due_at is None or w.due_at <= now)
-        return NodeFacts(node.state, int(started or 0), prov, run, wipe_due)
 
 
 def end_allocation(s: Session, row: InstanceRow, now: datetime) -> None:

@@ -60,9 +60,7 @@ class Worker:
 
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
-        reconciled = self.reconciler.run_once()
-        if report.placed or report.preempted:
-            reconciled += self.reconciler.run_once()
+        reconciled = self.reconciler.run_once()  # passes until nothing more is due now
         return CycleReport(True, report, reconciled)
 
     def nudge(self) -> None:
