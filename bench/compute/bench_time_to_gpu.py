@@ -10,7 +10,7 @@ time until every create was answered (create throughput) and until all were runn
 Target (the compute issue): p99 <= 1 s. Anchor: dstack waits up to 10 minutes (20-55 for some
 bare-metal clouds) for a provider to provision an instance.
 
-Rerun:  make bench-compute  (or .venv/bin/python bench/compute/bench_time_to_gpu.py [--n 100])
+Rerun:  .venv/bin/python bench/compute/bench_time_to_gpu.py [--n 100] [--backends sqlite,postgresql]
 PostgreSQL comes from NEOCLOUD_BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a
 throwaway database is created there and dropped at the end.
 """
