@@ -97,14 +97,18 @@ def test_equal_scores_go_to_the_lowest_rank() -> None:
 
 
 def test_default_breaks_ties_towards_fuller_and_smaller_nodes() -> None:
-    target = typical_pods([HALF, WHOLE], popularity=1.0)
+    pinned = SlicePod("v", 2000, 0, 1, 1000, frozenset({"V100"}))
     c = SliceCluster(
         [SliceNode("big", "A100", 8, 64_000, 64_000), SliceNode("small", "A100", 2, 16_000, 64_000)]
     )
     c.rank[:] = [0, 1]
     rng = np.random.default_rng(0)
-    assert get_slice_policy("fgd", target=target).place(c, WHOLE, rng) == (0, (0,))
-    assert get_slice_policy("default", target=target).place(c, WHOLE, rng) == (1, (0,))
+    constrained = typical_pods([HALF, WHOLE, pinned], popularity=1.0)
+    assert get_slice_policy("fgd", target=constrained).place(c, WHOLE, rng) == (0, (0,))
+    assert get_slice_policy("default", target=constrained).place(c, WHOLE, rng) == (1, (0,))
+    # Without GPU-model constraints in the target, default breaks ties as FGD does.
+    free = typical_pods([HALF, WHOLE], popularity=1.0)
+    assert get_slice_policy("default", target=free).place(c, WHOLE, rng) == (0, (0,))
 
 
 def test_cpu_bounded_measure_caps_usable_gpu_by_vcpu() -> None:

@@ -354,6 +354,15 @@ def _needs_target(name: str, target: TargetWorkload | None) -> TargetWorkload:
     return target
 
 
+def make_default(target: TargetWorkload | None) -> SlicePolicy:
+    """FGD; when the target has GPU-model-constrained pods, equal scores go to fuller, smaller
+    nodes (measured better there), otherwise by rank exactly as FGD."""
+    target = _needs_target("default", target)
+    constrained = any(spec for *_, spec in target.types)
+    tie = fuller_smaller_first if constrained else None
+    return Fgd(target, tie=tie, name="default")
+
+
 SLICE_POLICIES: dict[str, PolicyFactory] = {
     "first_fit": lambda _t: FirstFit(),
     "random": lambda _t: RandomFit(),
@@ -362,7 +371,7 @@ SLICE_POLICIES: dict[str, PolicyFactory] = {
     "gpu_packing": lambda _t: GpuPacking(),
     "gpu_clustering": lambda _t: GpuClustering(),
     "fgd": lambda t: Fgd(_needs_target("fgd", t)),
-    "default": lambda t: Fgd(_needs_target("default", t), tie=fuller_smaller_first, name="default"),
+    "default": make_default,
 }
 
 
