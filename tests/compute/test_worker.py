@@ -187,3 +187,20 @@ def test_postgres_refuses_overlapping_firm_claims(
         _insert(db, _claim("alc_c", node_id, t0 + timedelta(hours=1), t0 + timedelta(hours=3)))
     with db.transaction() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(GpuClaimRow)) == 3
+
+
+def test_drain_evicts_with_notice_and_cordons(
+    acme: Client, db: Database, clock: VirtualClock, worker: Worker
+) -> None:
+    inst = acme.instances.create("8xH100")
+    worker.run_once()
+    node_id = acme.instances.get(inst["id"])["node_id"]
+    fleet_service.drain_node(db=db, clock=clock, node_id=node_id, reason="firmware")
+    worker.run_once()
+    got = acme.instances.get(inst["id"])
+    assert (got["state"], got["stop_reason"]) == ("running", "maintenance")
+    clock.advance(30)
+    worker.run_once()
+    got = acme.instances.get(inst["id"])
+    assert (got["state"], got["state_reason"]) == ("terminated", "maintenance")
+    assert fleet_service.get_node(db=db, node_id=node_id).state == "cordoned"

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     PREEMPTED = "preempted"
     USER = "user"
     PROVISION_FAILED = "provision_failed"
+    MAINTENANCE = "maintenance"  # the operator drained the node
 
 
 class InstanceState(StrEnum):

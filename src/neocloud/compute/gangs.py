@@ -250,7 +250,8 @@ def replace_members(
     lost = [
         m
         for m in members
-        if m.state == InstanceState.FAILED.value and m.state_reason == Reason.NODE_FAILED.value
+        if m.state in (InstanceState.FAILED.value, InstanceState.TERMINATED.value)
+        and m.state_reason in (Reason.NODE_FAILED.value, Reason.MAINTENANCE.value)
     ]
     need = cluster.node_count - len(live)
     for member in lost[:need]:

@@ -45,6 +45,7 @@ STOP_OUTCOME = {
     Reason.PREEMPTED.value: (IS.PREEMPTED, Reason.PREEMPTED),
     Reason.RESERVATION_ENDED.value: (IS.TERMINATED, Reason.RESERVATION_ENDED),
     Reason.NODE_FAILED.value: (IS.FAILED, Reason.NODE_FAILED),
+    Reason.MAINTENANCE.value: (IS.TERMINATED, Reason.MAINTENANCE),
 }
 
 
@@ -495,3 +496,27 @@ def fail_workloads(s: Session, node_id: str, now: datetime) -> None:
         .values(end_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+def evict_drained(*, db: Database, clock: Clock, notice_s: float) -> int:
+    """Instances on nodes an operator drains get a notice, then stop (reason ``maintenance``);
+    a cluster member lost this way is replaced like one lost to a failure."""
+    from neocloud.compute.service import request_stop
+
+    now = clock.now()
+    with db.transaction() as s:
+        drained = sa.select(NodeRow.id).where(NodeRow.drain_requested_at.is_not(None))
+        rows = list(
+            s.scalars(
+                sa.select(InstanceRow).where(
+                    InstanceRow.node_id.in_(drained),
+                    InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
+                    InstanceRow.stop_at.is_(None),
+                )
+            )
+        )
+        for row in rows:
+            request_stop(
+                s, row, now, reason=Reason.MAINTENANCE, at=now + timedelta(seconds=notice_s)
+            )
+    return len(rows)
