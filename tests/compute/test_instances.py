@@ -161,3 +161,12 @@ def test_spot_is_preempted_with_notice(
     od_now = acme.instances.get(od["id"])
     assert od_now["state"] == "running"
     assert od_now["node_id"] == victim["node_id"]
+
+
+def test_create_is_idempotent_under_a_key(acme: Client) -> None:
+    first = acme.instances.create("1xH100", idempotency_key="k-1")
+    again = acme.instances.create("1xH100", idempotency_key="k-1")
+    assert again["id"] == first["id"]
+    assert len(acme.instances.list()["data"]) == 1
+    exc = _error(acme.instances.create, "2xH100", idempotency_key="k-1")
+    assert exc.status == 409
