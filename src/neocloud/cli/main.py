@@ -78,15 +78,19 @@ def up(
     out.print(f"Log in:  neocloud login --url {url} --key-file {prepared.admin_key_path}")
     app_ = create_app(settings=settings, db=prepared.db, clock=clock)
     from neocloud.compute.worker import Worker
+    from neocloud.db.engine import Database
     from neocloud.drivers.sim import SimDriver
 
-    worker = Worker(prepared.db, clock, driver=SimDriver(), lease_ttl_s=settings.leader_lease_ttl_s)
+    # The worker has its own connection pool, so it never queues behind request threads.
+    worker_db = Database.from_url(settings.resolved_database_url())
+    worker = Worker(worker_db, clock, driver=SimDriver(), lease_ttl_s=settings.leader_lease_ttl_s)
     app_.state.compute_nudge = worker.nudge  # the API wakes the scheduler after a write
     worker.start()
     try:
         uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
         worker.stop()
+        worker_db.dispose()
 
 
 @db_app.command("upgrade")
