@@ -14,6 +14,7 @@ the new allocation starts when the notice ends.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,11 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
-from neocloud.compute.nodes import lock_node
 from neocloud.compute.service import move_instance, record_event, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
 from neocloud.db.engine import Database
+from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NeocloudError
 from neocloud.kernel.ids import new_id
@@ -104,7 +105,7 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
         (_order(r), r) for r in pending
     ]
     work += [((CapacityClass(c.cls).rank, c.created_at, c.id), c) for c in clusters]
-    batch = Batch(db, report)
+    batch = Batch(db, report, now)
     for _, item in sorted(work, key=lambda w: w[0]):
         if isinstance(item, ClusterRow):
             batch.flush()  # gangs write on their own, after what was decided before them
@@ -118,12 +119,80 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
     return report
 
 
-Write = Callable[[Session], list[str]]
+@dataclass
+class Prefetch:
+    """Rows a batch writes, locked and read in a few queries instead of a few per decision:
+    the instances, their nodes, and the live GPU claims on those nodes."""
+
+    instances: dict[str, InstanceRow]
+    nodes: dict[str, NodeRow]
+    claims: dict[str, list[tuple[int, datetime, datetime | None, bool, str]]]
+
+    def check_free(
+        self, node_id: str, indices: list[int], start: datetime, end: datetime | None, firm: bool
+    ) -> None:
+        """Like ``_check_free``, on the prefetched claims (plus those this batch added)."""
+        wanted = set(indices)
+        for gpu, c_start, c_end, c_firm, alloc_id in self.claims.get(node_id, []):
+            if gpu not in wanted or (firm and not c_firm):
+                continue
+            if c_end is not None and (c_end <= start or c_end <= c_start):
+                continue
+            if end is not None and c_start >= end:
+                continue
+            raise Conflict(
+                f"GPUs {indices} of node {node_id} are claimed by allocation {alloc_id}",
+                code="gpus_taken",
+            )
+
+
+def prefetch(s: Session, now: datetime, items: list[_Pending]) -> Prefetch:
+    ids = sorted({it.instance_id for it in items})
+    node_ids = sorted({it.node_id for it in items if it.node_id})
+    instances = {
+        r.id: r
+        for r in s.scalars(
+            sa.select(InstanceRow)
+            .where(InstanceRow.id.in_(ids))
+            .order_by(InstanceRow.id)
+            .with_for_update()
+        )
+    }
+    nodes = {
+        n.id: n
+        for n in s.scalars(
+            sa.select(NodeRow)
+            .where(NodeRow.id.in_(node_ids))
+            .order_by(NodeRow.id)
+            .with_for_update()
+        )
+    }
+    claims: dict[str, list[tuple[int, datetime, datetime | None, bool, str]]] = defaultdict(list)
+    if node_ids:
+        for c in s.execute(
+            sa.select(
+                GpuClaimRow.node_id,
+                GpuClaimRow.gpu_index,
+                GpuClaimRow.start_at,
+                GpuClaimRow.end_at,
+                GpuClaimRow.firm,
+                GpuClaimRow.allocation_id,
+            ).where(
+                GpuClaimRow.node_id.in_(node_ids),
+                sa.or_(GpuClaimRow.end_at.is_(None), GpuClaimRow.end_at > now),
+            )
+        ):
+            claims[c.node_id].append((c.gpu_index, c.start_at, c.end_at, c.firm, c.allocation_id))
+    return Prefetch(instances, nodes, claims)
+
+
+Write = Callable[[Session, Prefetch], list[str]]
 
 
 @dataclass
 class _Pending:
     instance_id: str
+    node_id: str | None
     write: Write
     undo: Callable[[], None]
     placed: bool  # a placement (else a no-capacity failure)
@@ -133,8 +202,8 @@ class Batch:
     """Decisions of one cycle written in one transaction; if the database refuses it (a
     conflict), each is written alone so that one clash does not hold back the others."""
 
-    def __init__(self, db: Database, report: ScheduleReport) -> None:
-        self.db, self.report = db, report
+    def __init__(self, db: Database, report: ScheduleReport, now: datetime) -> None:
+        self.db, self.report, self.now = db, report, now
         self.items: list[_Pending] = []
         # (org, GPU model) -> has an active reservation; read once per cycle
         self.reserved: dict[tuple[str, str], bool] = {}
@@ -148,13 +217,14 @@ class Batch:
             return
         try:
             with self.db.transaction() as s:
-                results = [it.write(s) for it in items]
+                pre = prefetch(s, self.now, items)
+                results = [it.write(s, pre) for it in items]
         except Conflict:
             results = []
             for it in items:
                 try:
                     with self.db.transaction() as s:
-                        results.append(it.write(s))
+                        results.append(it.write(s, prefetch(s, self.now, [it])))
                 except Conflict:
                     it.undo()
                     self.report.retried.append(it.instance_id)
@@ -216,7 +286,13 @@ def _place_instance(
     if isinstance(result, NoCapacity):
         no = result
         batch.add(
-            _Pending(row.id, lambda s: _write_failure(s, row.id, no, now), lambda: None, False)
+            _Pending(
+                row.id,
+                None,
+                lambda s, pre: _write_failure(s, pre.instances.get(row.id), no, now),
+                lambda: None,
+                False,
+            )
         )
         return
     placed = result
@@ -231,7 +307,7 @@ def _place_instance(
         undo()
         report.retried.append(row.id)
         return
-    batch.add(_Pending(row.id, write, undo, True))
+    batch.add(_Pending(row.id, placed.bookings[0].node_id, write, undo, True))
 
 
 def _has_reservations(db: Database, row: InstanceRow, batch: Batch) -> bool:
@@ -258,14 +334,14 @@ def _has_reservations(db: Database, row: InstanceRow, batch: Batch) -> bool:
 
 def _fail_no_capacity(db: Database, clock: Clock, instance_id: str, no: NoCapacity) -> None:
     with db.transaction() as s:
-        _write_failure(s, instance_id, no, clock.now())
+        row = s.get(InstanceRow, instance_id, with_for_update=True)
+        _write_failure(s, row, no, clock.now())
 
 
-def _write_failure(s: Session, instance_id: str, no: NoCapacity, now: datetime) -> list[str]:
+def _write_failure(s: Session, row: InstanceRow | None, no: NoCapacity, now: datetime) -> list[str]:
     message = no.reason
     if no.earliest_start is not None:
         message += f"; earliest start placement can see: {from_ts(no.earliest_start).isoformat()}"
-    row = s.get(InstanceRow, instance_id, with_for_update=True)
     if row is None or row.state != InstanceState.PENDING.value:
         return []
     move_instance(
@@ -306,18 +382,22 @@ def _plan(
     alloc_id = new_id("alc", at=now)
     snap.add_span(node_id, alloc_id, start, end, indices)
 
-    def write(s: Session) -> list[str]:
+    def write(s: Session, pre: Prefetch) -> list[str]:
         stopped: list[str] = []
-        row = s.get(InstanceRow, instance_id, with_for_update=True)
+        row = pre.instances.get(instance_id)
         if row is None or row.state != InstanceState.PENDING.value:
             raise Conflict("the instance is no longer pending", code="not_pending")
-        locked = lock_node(s, node_id)
+        locked = pre.nodes.get(node_id)
         if locked is None or not node_eligible(locked):
             raise Conflict("the node no longer takes work", code="node_unavailable")
         for v in victim_rows.values():
             stopped.extend(_preempt(s, v, now, start))
         firm = not booking.cls.preemptible
-        _check_free(s, node_id, indices, start, end, firm=firm)
+        if victim_rows:  # the victims' claims just changed: ask the database
+            _check_free(s, node_id, indices, start, end, firm=firm)
+        else:
+            pre.check_free(node_id, indices, start, end, firm)
+        pre.claims[node_id].extend((i, start, end, firm, alloc_id) for i in indices)
         s.add(
             AllocationRow(
                 id=alloc_id,
@@ -336,7 +416,6 @@ def _plan(
                 created_at=now,
             )
         )
-        s.flush()
         for i in indices:
             s.add(
                 GpuClaimRow(
@@ -355,7 +434,6 @@ def _plan(
         if end is not None and booking.cls.preemptible:
             # spot on a node booked later by a reservation: it ends when that starts
             request_stop(s, row, now, reason=Reason.PREEMPTED, at=end)
-        s.flush()  # surface a constraint violation here, inside the batch
         return stopped
 
     return write
