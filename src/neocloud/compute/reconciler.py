@@ -232,24 +232,25 @@ class Reconciler:
                 result = self.driver.deprovision(node_ref(node), workload_id=row.id)
             plans.append((row.id, action, result))
         with self.db.transaction() as s:
-            return sum(self._apply_instance(s, *plan, token, now) for plan in plans)
+            # only rows whose lease is still ours: another holder's result wins
+            mine = {
+                r.id: r
+                for r in s.scalars(sa.select(InstanceRow).where(InstanceRow.lease_token == token))
+            }
+            return sum(
+                self._apply_instance(s, mine[plan[0]], *plan[1:], now)
+                for plan in plans
+                if plan[0] in mine
+            )
 
     def _apply_instance(
         self,
         s: Session,
-        instance_id: str,
+        row: InstanceRow,
         action: InstanceAction,
         step: StepResult | None,
-        token: str,
         now: datetime,
     ) -> int:
-        row = s.scalars(
-            sa.select(InstanceRow).where(
-                InstanceRow.id == instance_id, InstanceRow.lease_token == token
-            )
-        ).first()
-        if row is None:  # the lease passed to someone else: their result wins
-            return 0
         row.lease_token, row.lease_expires_at = None, None
         if action is InstanceAction.PROVISION:
             if step is not None and not step.ok:
