@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from neocloud.client import Client
-from neocloud.compute.reconciler import (
+from neocloud.compute.decisions import (
     InstanceAction,
     NodeAction,
     NodeFacts,

@@ -8,15 +8,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.clusters import move_cluster
 from neocloud.compute.domain import ClusterState, InstanceState, Reason
 from neocloud.compute.nodes import lock_node
-from neocloud.compute.scheduler import (
-    ComputeConfig,
-    ScheduleReport,
-    _check_free,
-    _preempt,
-)
+from neocloud.compute.scheduler import ComputeConfig, ScheduleReport
 from neocloud.compute.service import move_instance, record_event
 from neocloud.compute.snapshot import Snapshot, from_ts, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
@@ -146,7 +142,7 @@ def _attach(
     indices = list(range(node.gpu_count))
     end = None if booking.end is None else from_ts(booking.end)
     firm = not booking.cls.preemptible
-    _check_free(s, node.id, indices, start, end, firm=firm)
+    check_free(s, node.id, indices, start, end, firm=firm)
     alloc = AllocationRow(
         id=new_id("alc"),
         org_id=cluster.org_id,
@@ -215,7 +211,7 @@ def _commit_gang(
         if len(members) != len(placed.bookings):
             raise Conflict("the cluster's members changed", code="not_pending")
         for v in victim_rows:
-            stopped.extend(_preempt(s, v, now, start))
+            stopped.extend(preempt(s, v, now, start))
         for member, booking in zip(members, placed.bookings, strict=True):
             _attach(s, snap, member, booking, cluster, start, now)
         move_cluster(

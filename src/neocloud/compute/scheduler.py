@@ -22,8 +22,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
-from neocloud.compute.service import move_instance, record_event, request_stop
+from neocloud.compute.service import move_instance, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
 from neocloud.db.engine import Database
@@ -131,7 +132,7 @@ class Prefetch:
     def check_free(
         self, node_id: str, indices: list[int], start: datetime, end: datetime | None, firm: bool
     ) -> None:
-        """Like ``_check_free``, on the prefetched claims (plus those this batch added)."""
+        """Like ``claims.check_free``, on the prefetched claims (plus those this batch added)."""
         wanted = set(indices)
         for gpu, c_start, c_end, c_firm, alloc_id in self.claims.get(node_id, []):
             if gpu not in wanted or (firm and not c_firm):
@@ -254,7 +255,7 @@ def _place_instance(
         and row.reservation_policy != "forbid"
         and _has_reservations(db, row, batch)
     ):
-        from neocloud.compute.reservations import place_in_reservation
+        from neocloud.compute.reserved import place_in_reservation
 
         batch.flush()
         why = place_in_reservation(db, clock, row.id)
@@ -391,10 +392,10 @@ def _plan(
         if locked is None or not node_eligible(locked):
             raise Conflict("the node no longer takes work", code="node_unavailable")
         for v in victim_rows.values():
-            stopped.extend(_preempt(s, v, now, start))
+            stopped.extend(preempt(s, v, now, start))
         firm = not booking.cls.preemptible
         if victim_rows:  # the victims' claims just changed: ask the database
-            _check_free(s, node_id, indices, start, end, firm=firm)
+            check_free(s, node_id, indices, start, end, firm=firm)
         else:
             pre.check_free(node_id, indices, start, end, firm)
         pre.claims[node_id].extend((i, start, end, firm, alloc_id) for i in indices)
@@ -437,104 +438,3 @@ def _plan(
         return stopped
 
     return write
-
-
-def _preempt(s: Session, victim: AllocationRow, now: datetime, at: datetime) -> list[str]:
-    """End a spot allocation at ``at`` and give its instance notice."""
-    alloc = s.get(AllocationRow, victim.id)
-    if alloc is None:
-        return []
-    if alloc.end_at is None or alloc.end_at > at:
-        alloc.end_at = at
-        s.execute(
-            sa.update(GpuClaimRow).where(GpuClaimRow.allocation_id == alloc.id).values(end_at=at)
-        )
-    if alloc.cluster_id is not None:  # a gang goes as a whole
-        return _preempt_cluster(s, alloc.cluster_id, now, at)
-    if alloc.instance_id is None:
-        return []
-    inst = s.get(InstanceRow, alloc.instance_id)
-    if inst is None:
-        return []
-    request_stop(s, inst, now, reason=Reason.PREEMPTED, at=at)
-    record_event(
-        s,
-        subject_id=inst.id,
-        org_id=inst.org_id,
-        now=now,
-        kind="preemption_notice",
-        reason=Reason.PREEMPTED.value,
-        message=f"capacity is needed by a higher class; the instance stops at {at.isoformat()}",
-        node_id=inst.node_id,
-    )
-    return [inst.id]
-
-
-def _check_free(
-    s: Session,
-    node_id: str,
-    indices: list[int],
-    start: datetime,
-    end: datetime | None,
-    *,
-    firm: bool,
-) -> None:
-    """No claim on these GPUs overlaps ``[start, end)`` (a firm one: no firm claim; spot: none
-    at all). SQLite's single writer makes this check-then-insert safe; PostgreSQL also has the
-    exclusion constraint."""
-    stmt = sa.select(GpuClaimRow.allocation_id).where(
-        GpuClaimRow.node_id == node_id,
-        GpuClaimRow.gpu_index.in_(indices),
-        sa.or_(
-            GpuClaimRow.end_at.is_(None),
-            sa.and_(GpuClaimRow.end_at > start, GpuClaimRow.end_at > GpuClaimRow.start_at),
-        ),
-    )
-    if end is not None:
-        stmt = stmt.where(GpuClaimRow.start_at < end)
-    if firm:
-        stmt = stmt.where(GpuClaimRow.firm.is_(True))
-    clash = s.scalars(stmt.limit(1)).first()
-    if clash is not None:
-        raise Conflict(
-            f"GPUs {indices} of node {node_id} are claimed by allocation {clash}",
-            code="gpus_taken",
-        )
-
-
-def _preempt_cluster(s: Session, cluster_id: str, now: datetime, at: datetime) -> list[str]:
-    from neocloud.compute.clusters import stop_members
-
-    cluster = s.get(ClusterRow, cluster_id, with_for_update=True)
-    if cluster is None:
-        return []
-    s.execute(
-        sa.update(AllocationRow)
-        .where(
-            AllocationRow.cluster_id == cluster_id,
-            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > at),
-        )
-        .values(end_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    ids = s.scalars(sa.select(AllocationRow.id).where(AllocationRow.cluster_id == cluster_id))
-    s.execute(
-        sa.update(GpuClaimRow)
-        .where(
-            GpuClaimRow.allocation_id.in_(list(ids)),
-            sa.or_(GpuClaimRow.end_at.is_(None), GpuClaimRow.end_at > at),
-        )
-        .values(end_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    stop_members(s, cluster, now, reason=Reason.PREEMPTED, at=at)
-    record_event(
-        s,
-        subject_id=cluster.id,
-        org_id=cluster.org_id,
-        now=now,
-        kind="preemption_notice",
-        reason=Reason.PREEMPTED.value,
-        message=f"capacity is needed by a higher class; the cluster stops at {at.isoformat()}",
-    )
-    return [cluster.id]
