@@ -13,10 +13,12 @@ scores, because ties decide much of the outcome:
 - ``gpu_clustering``: prefer nodes that already run pods of the same GPU shape.
 - ``fgd``: fragmentation gradient descent — least expected fragmentation increase against the
   target workload (see ``fragmentation``), on both the node and the GPU.
-- ``default``: FGD as the paper scores it, but nodes with equal scores (frequent: the score is
-  an integer) go first to nodes with more of their GPU allocated and with fewer GPUs, then by
-  rank. Other variants measured on the Alibaba trace (the exact increase instead of the integer
-  score, best-fit tie-breaks, coarser buckets, a CPU-bounded measure) did no better than FGD
+- ``default``: FGD as the paper scores it. When the target workload has pods constrained to GPU
+  models, nodes with equal scores (frequent: the score is an integer) go first to nodes with
+  more of their GPU allocated and with fewer GPUs, then by rank: on the Alibaba trace this gains
+  0.29 to 0.55 points on the gpuspec workloads but moves the others by -0.16 to +0.11, so elsewhere
+  ties go by rank, as FGD. Other variants measured (the exact increase instead of the integer
+  score, best-fit tie-breaks, coarser buckets, a vCPU-bounded measure) did no better than FGD
   (bench/placement/README.md has the figures).
 """
 
