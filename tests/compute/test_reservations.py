@@ -155,3 +155,18 @@ def test_capacity_advice_for_tenants_and_numbers_for_operators(
     assert line["on_demand"] == "medium"
     (exact,) = fleet.capacity.get()
     assert (exact["free_gpus"], exact["total_gpus"], exact["free_nodes"]) == (8, 64, 1)
+
+
+def test_operator_sells_a_multi_year_contract_to_a_tenant(fleet: Client, acme: Client) -> None:
+    org_id = acme.get("me")["org_id"]
+    three_years = 3 * 365 * 24
+    exc = _error(acme.reservations.offerings, "H100", 2, three_years)
+    assert exc.code == "duration_out_of_range"
+    exc = _error(
+        acme.reservations.offerings, "H100", 2, 24, org_id="org_01M8HP08097423MCMWXTSB7PTR"
+    )
+    assert exc.status in (403, 404)
+    offer = fleet.reservations.offerings("H100", 2, three_years, org_id=org_id)[0]
+    rsv = fleet.reservations.buy(offer["id"])
+    assert rsv["org_id"] == org_id
+    assert [r["id"] for r in acme.reservations.list()["data"]] == [rsv["id"]]

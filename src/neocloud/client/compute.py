@@ -151,8 +151,10 @@ class ReservationsResource(Resource):
         start_after: str | None = None,
         start_before: str | None = None,
         fabric: str | None = None,
+        org_id: str | None = None,
     ) -> list[Obj]:
-        """Up to 6 priced capacity blocks, each valid for 5 minutes."""
+        """Up to 6 priced capacity blocks, each valid for 5 minutes (``org_id``: operator
+        admins quoting a contract for a tenant, up to 5 years)."""
         body = _body(
             gpu_model=gpu_model,
             node_count=node_count,
@@ -160,6 +162,7 @@ class ReservationsResource(Resource):
             start_after=start_after,
             start_before=start_before,
             fabric=fabric,
+            org_id=org_id,
         )
         result: list[Obj] = self._c.post("reservations/offerings", body)["data"]
         return result

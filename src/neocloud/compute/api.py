@@ -241,6 +241,7 @@ def find_offerings(
         ensure_utc(body.start_after) if body.start_after else None,
         ensure_utc(body.start_before) if body.start_before else None,
         body.fabric,
+        body.org_id,
     )
     rows = reservations.find_offerings(
         db=ctx.db, clock=ctx.clock, actor=caller, query=query, config=_config(request)

@@ -38,6 +38,7 @@ from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
 from neocloud.kernel.money import Money
 from neocloud.placement import OfferingRequest
+from neocloud.tenancy.tables import OrgRow
 
 OFFERING_TTL = timedelta(minutes=5)
 MAX_OFFERINGS = 6
@@ -57,6 +58,8 @@ class OfferingQuery:
     start_after: datetime | None = None
     start_before: datetime | None = None
     fabric: str | None = None
+    # Operator admins quote (and buy) on behalf of a tenant org: multi-year contracts.
+    org_id: str | None = None
 
 
 def _price(gpu_model: str, gpus: int, hours: int) -> Money:
@@ -90,7 +93,13 @@ def find_offerings(
     *, db: Database, clock: Clock, actor: Principal, query: OfferingQuery, config: ComputeConfig
 ) -> list[OfferingRow]:
     """Up to 6 priced options, each valid for 5 minutes (earliest first, fewest blocks)."""
-    actor.require_org_role(actor.org_id, Role.MEMBER)
+    org_id = query.org_id or actor.org_id
+    if org_id != actor.org_id:
+        actor.require_operator(write=True)
+        with db.transaction() as s:
+            if s.get(OrgRow, org_id) is None:
+                raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
+    actor.require_org_role(org_id, Role.MEMBER)
     now = clock.now()
     model_id, after, before = _validate(query, actor, now)
     with db.transaction() as s:
@@ -114,7 +123,7 @@ def find_offerings(
     rows = [
         OfferingRow(
             id=new_id("off", at=now),
-            org_id=actor.org_id,
+            org_id=org_id,
             gpu_model=model_id,
             node_count=query.node_count,
             fabric=o.domain,
@@ -141,7 +150,9 @@ def _suggest(
         db=db,
         clock=clock,
         actor=actor,
-        query=OfferingQuery(off.gpu_model, off.node_count, hours, off.start_at, None, None),
+        query=OfferingQuery(
+            off.gpu_model, off.node_count, hours, off.start_at, None, None, off.org_id
+        ),
         config=config,
     )
     if not fresh:
@@ -163,11 +174,10 @@ def buy(
 ) -> ReservationRow:
     """Buy an offering; buying it again answers the same reservation. A stale or taken one is a
     409 carrying a fresh suggestion."""
-    actor.require_org_role(actor.org_id, Role.MEMBER)
     now = clock.now()
     with db.transaction() as s:
         off = s.get(OfferingRow, offering_id)
-        if off is None or off.org_id != actor.org_id:
+        if off is None or not (off.org_id == actor.org_id or actor.is_operator_admin):
             raise NotFound(
                 f"no offering {offering_id}", code="offering_not_found", param="offering_id"
             )
@@ -177,6 +187,7 @@ def buy(
         if existing is not None:
             return existing
         expired = off.expires_at <= now
+    actor.require_org_role(off.org_id, Role.MEMBER)
     if expired:
         raise Conflict(
             "the offering has expired (offerings are valid for 5 minutes)",

@@ -251,6 +251,9 @@ class OfferingsQuery(RequestModel):
     start_after: datetime | None = None
     start_before: datetime | None = None
     fabric: str | None = Field(None, max_length=63)
+    org_id: str | None = Field(
+        None, max_length=40, description="operator admins: quote for this org (contracts)"
+    )
 
 
 class OfferingOut(ResponseModel):
