@@ -397,3 +397,61 @@ APPS: dict[str, typer.Typer] = {
     "instances": instances_app,
     "clusters": clusters_app,
 }
+
+
+# ------------------------------------------------------------------------------ sim cluster
+
+
+def sim_cluster(
+    days: Annotated[float, typer.Option("--days", min=0.01, max=365)] = 7.0,
+    fleet_gpus: Annotated[int, typer.Option("--fleet-gpus", min=8)] = 1024,
+    arrivals: Annotated[
+        str, typer.Option("--arrivals", help="'synthetic' (Poisson arrivals)")
+    ] = "synthetic",
+    arrivals_per_hour: Annotated[float, typer.Option("--arrivals-per-hour", min=0)] = 6.0,
+    failure_rate: Annotated[
+        float | None,
+        typer.Option("--failure-rate", help="per 1,000 node-days (default: Llama 3's, ~3.8)"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Json = False,
+) -> None:
+    """Run the real compute service on a virtual clock with synthetic arrivals and failures."""
+    from dataclasses import asdict
+
+    from neocloud.sim.cluster import LLAMA3_RATE, SimConfig, run
+
+    if arrivals != "synthetic":
+        err.print("only --arrivals synthetic is supported so far")
+        raise typer.Exit(2)
+    rate = LLAMA3_RATE if failure_rate is None else failure_rate
+    report = run(
+        SimConfig(
+            days=days,
+            fleet_gpus=fleet_gpus,
+            arrivals_per_hour=arrivals_per_hour,
+            failure_rate=rate,
+            seed=seed,
+        )
+    )
+    if as_json:
+        print_json(asdict(report))
+        return
+    print_object(
+        {k: v for k, v in asdict(report).items() if k not in ("classes", "config")},
+        as_json=False,
+    )
+    print_table(
+        [{"class": k, **v} for k, v in report.classes.items()],
+        [
+            ("SIZE CLASS", "class"),
+            ("REQUESTS", lambda r: int(r["requests"])),
+            ("ADMITTED", "admitted_share"),
+            ("MEAN TIME TO RUNNING S", "mean_time_to_running_s"),
+        ],
+    )
+
+
+def register_sim(sim_app: typer.Typer) -> None:
+    """Add ``neocloud sim cluster`` to the simulator's command group."""
+    sim_app.command("cluster")(sim_cluster)
