@@ -170,3 +170,22 @@ def test_operator_sells_a_multi_year_contract_to_a_tenant(fleet: Client, acme: C
     rsv = fleet.reservations.buy(offer["id"])
     assert rsv["org_id"] == org_id
     assert [r["id"] for r in acme.reservations.list()["data"]] == [rsv["id"]]
+
+
+def test_extending_an_active_reservation_keeps_its_instances_running(
+    acme: Client, worker: Worker, clock: VirtualClock
+) -> None:
+    rsv = acme.reservations.buy(acme.reservations.offerings("H100", 1, 24)[0]["id"])
+    worker.run_once()
+    inst = acme.instances.create("8xH100", reservation_ids=[rsv["id"]])
+    worker.run_once()
+    assert acme.instances.get(inst["id"])["state"] == "running"
+    longer = acme.reservations.extend(rsv["id"], 24)
+    assert acme.instances.get(inst["id"])["stop_at"] == longer["end"]
+    clock.advance(timedelta(hours=25))
+    worker.run_once()
+    assert acme.instances.get(inst["id"])["state"] == "running"
+    clock.advance(timedelta(hours=23))
+    worker.run_once()
+    got = acme.instances.get(inst["id"])
+    assert (got["state"], got["state_reason"]) == ("terminated", "reservation_ended")

@@ -354,6 +354,40 @@ def _set_end(s: Session, rsv: ReservationRow, end: datetime) -> None:
         .values(end_at=end)
         .execution_options(synchronize_session=False)
     )
+    # Instances inside that were to stop at the old end now stop at the new one.
+    old_end = rsv.end_at
+    inside = list(
+        s.scalars(
+            sa.select(AllocationRow.id).where(
+                AllocationRow.reservation_id == rsv.id,
+                AllocationRow.instance_id.is_not(None),
+                AllocationRow.end_at == old_end,
+            )
+        )
+    )
+    if inside and end > old_end:
+        s.execute(
+            sa.update(AllocationRow)
+            .where(AllocationRow.id.in_(inside))
+            .values(end_at=end)
+            .execution_options(synchronize_session=False)
+        )
+        s.execute(
+            sa.update(GpuClaimRow)
+            .where(GpuClaimRow.allocation_id.in_(inside))
+            .values(end_at=end)
+            .execution_options(synchronize_session=False)
+        )
+        s.execute(
+            sa.update(InstanceRow)
+            .where(
+                InstanceRow.reservation_id == rsv.id,
+                InstanceRow.stop_reason == Reason.RESERVATION_ENDED.value,
+                InstanceRow.stop_at == old_end,
+            )
+            .values(stop_at=end)
+            .execution_options(synchronize_session=False)
+        )
     rsv.end_at = end
 
 
