@@ -159,6 +159,8 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         elif kind == "repair":
             _repair(db, clock, data)
         worker.run_once()
+        if kind == "fail":  # the failure degraded a cluster: the next cycle replaces its node
+            worker.run_once()
     gpu_seconds += _busy_gpus(db) * (end - last).total_seconds()
     total = len(node_ids) * 8 * (end - start).total_seconds()
     return _report(db, cfg, labels, gpu_seconds / total, failures, events)
