@@ -128,6 +128,7 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         push(t, "fail", rng.choice(node_ids))
 
     labels: dict[str, str] = {}
+    ticks: set[datetime] = set()
     ends: dict[str, datetime] = {}
     failures = 0
     gpu_seconds = 0.0
@@ -161,6 +162,10 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         worker.run_once()
         if kind == "fail":  # the failure degraded a cluster: the next cycle replaces its node
             worker.run_once()
+        due = _next_due(db, at)
+        if due is not None and due not in ticks:
+            ticks.add(due)  # wake the worker when a notice or a step ends, not at the next arrival
+            push(due, "tick", None)
     gpu_seconds += _busy_gpus(db) * (end - last).total_seconds()
     total = len(node_ids) * 8 * (end - start).total_seconds()
     return _report(db, cfg, labels, gpu_seconds / total, failures, events)
@@ -217,6 +222,23 @@ def _repair(db: Database, clock: VirtualClock, node_id: str) -> None:
             )
     except NeocloudError:
         pass
+
+
+def _next_due(db: Database, now: datetime) -> datetime | None:
+    """The earliest future moment something is due: a stop (notice end) or a driver step."""
+    with db.transaction() as s:
+        stop = s.scalar(
+            sa.select(sa.func.min(InstanceRow.stop_at)).where(
+                InstanceRow.state.in_(["provisioning", "running"]), InstanceRow.stop_at > now
+            )
+        )
+        step = s.scalar(
+            sa.select(sa.func.min(InstanceRow.due_at)).where(
+                InstanceRow.state.in_(["provisioning", "stopping"]), InstanceRow.due_at > now
+            )
+        )
+    found = [t for t in (stop, step) if t is not None]
+    return min(found) if found else None
 
 
 def _busy_gpus(db: Database) -> int:
