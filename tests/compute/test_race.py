@@ -34,12 +34,13 @@ sites:
 CLIENTS = 50
 
 
+# PostgreSQL only: SQLite has one writer at a time, so there is no race to lose there.
 @pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_fifty_clients_race_for_the_last_ten_nodes(
     admin: Client, db: Database, clock: VirtualClock
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("the race runs on PostgreSQL (SQLite has one writer at a time)")
+    assert db.dialect == "postgresql"
     assert admin.fleet.import_spec(FLEET_12)["nodes_created"] == 12
     config = ComputeConfig()
     _, early = tenant_client(admin, "early", quota=16)

@@ -172,11 +172,13 @@ def _insert(db: Database, rows: list) -> None:  # type: ignore[type-arg]
         s.add(rows[1])
 
 
+# The exclusion constraint is PostgreSQL's; SQLite relies on the check in the same transaction.
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_postgres_refuses_overlapping_firm_claims(
     fleet: Client, db: Database, clock: VirtualClock
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("the exclusion constraint is PostgreSQL's; SQLite relies on the check")
+    assert db.dialect == "postgresql"
     node_id = fleet.nodes.list(limit=1)["data"][0]["id"]
     t0 = clock.now()
     _insert(db, _claim("alc_a", node_id, t0, t0 + timedelta(hours=2)))
