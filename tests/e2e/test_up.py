@@ -107,6 +107,24 @@ def test_demo_fleet_and_cli_tour(server: tuple[str, Path]) -> None:
     assert nodes[0]["hostname"] in table.stdout
 
 
+def test_instance_and_cluster_tour(server: tuple[str, Path]) -> None:
+    """`neocloud up` runs the compute worker: the CLI gets GPUs over real HTTP."""
+    url, data_dir = server
+    login = _cli(data_dir, "login", "--url", url, "--key-file", str(data_dir / "admin-key"))
+    assert login.returncode == 0, login.stderr
+    made = _cli(data_dir, "instances", "create", "8xH100", "--wait", "--timeout", "30", "--json")
+    assert made.returncode == 0, made.stderr
+    inst = json.loads(made.stdout)
+    assert inst["state"] == "running"  # the default quota (64 GPUs per model) let it in
+    cluster = _cli(
+        data_dir, "clusters", "create", "H200", "--nodes", "8", "--wait", "--timeout", "30"
+    )
+    assert cluster.returncode == 0, cluster.stderr
+    assert "eu-west-1a-ib01" in cluster.stdout
+    gone = _cli(data_dir, "instances", "terminate", inst["id"], "--wait", "--json")
+    assert json.loads(gone.stdout)["state"] == "terminated"
+
+
 def test_demo_fleet_size(server: tuple[str, Path]) -> None:
     url, data_dir = server
     key = (data_dir / "admin-key").read_text().strip()
