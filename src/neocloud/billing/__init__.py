@@ -1,0 +1,1 @@
+"""Billing: facts, the versioned price book, rating and invoices (DESIGN §3 Billing)."""
