@@ -14,6 +14,7 @@ TABLE_MODULES = (
     "neocloud.tenancy.tables",
     "neocloud.fleet.tables",
     "neocloud.compute.tables",
+    "neocloud.billing.tables",
 )
 
 

@@ -35,6 +35,8 @@ PREFIXES: dict[str, str] = {
     "off": "offering",
     "alc": "allocation",
     "inv": "invoice",
+    "pb": "price book",
+    "use": "usage event",
     "req": "request",
 }
 

@@ -1,0 +1,277 @@
+"""Billing services: publish price book versions, ingest usage events, preview invoices.
+
+Module-level functions with keyword-only arguments, one transaction each, raising the kernel's
+errors. Rating itself is pure (``billing.rating``); this module only loads facts and prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from neocloud.billing.pricebook import default_gpu_prices
+from neocloud.billing.rating import (
+    RESERVED,
+    TERMS,
+    Interval,
+    Line,
+    Period,
+    PriceBook,
+    Sku,
+    rate,
+)
+from neocloud.billing.tables import PriceBookRow, UsageEventRow
+from neocloud.compute.tables import AllocationRow
+from neocloud.db.engine import Database
+from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
+from neocloud.kernel.ids import new_id
+from neocloud.kernel.money import to_decimal
+
+# Events may arrive this late (a month closes, then a grace period for stragglers).
+LATE_LIMIT = timedelta(days=35)
+# Nor from the future beyond clock skew.
+EARLY_LIMIT = timedelta(minutes=5)
+MAX_BATCH = 1000
+
+
+# -- price book -------------------------------------------------------------------------------
+
+
+def parse_sku(code: str, *, param: str) -> Sku:
+    """``H100-SXM-80GB.on_demand`` / ``….reserved.1y`` → ``Sku``; 422 naming ``param``."""
+    parts = code.split(".")
+    ok = (len(parts) == 2 and parts[1] in ("on_demand", "spot")) or (
+        len(parts) == 3 and parts[1] == RESERVED and parts[2] in TERMS
+    )
+    if not ok or not parts[0]:
+        raise ValidationFailed(
+            f"{code!r} is not a SKU: use MODEL.on_demand, MODEL.spot or MODEL.reserved.TERM "
+            f"with TERM one of {', '.join(TERMS)}",
+            code="invalid_sku",
+            param=param,
+        )
+    return Sku(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def _book(row: PriceBookRow) -> PriceBook:
+    prices = {parse_sku(k, param="gpu_prices"): to_decimal(v) for k, v in row.gpu_prices.items()}
+    return PriceBook(row.id, prices, row.currency)
+
+
+def publish_price_book(
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    effective_from: datetime,
+    gpu_prices: Mapping[str, Decimal],
+    token_prices: Mapping[str, Mapping[str, Decimal]],
+    currency: str = "USD",
+    note: str | None = None,
+) -> PriceBookRow:
+    """Publish a new version (operator admins). It may not take effect in the past: periods
+    already rated keep their prices. Unlisted SKUs keep the catalog-derived default."""
+    principal.require_operator(write=True)
+    now = clock.now()
+    if effective_from < now:
+        raise ValidationFailed(
+            "a price book cannot take effect in the past", param="effective_from"
+        )
+    prices = {sku.code: str(p) for sku, p in default_gpu_prices().items()}
+    for code, price in gpu_prices.items():
+        parse_sku(code, param=f"gpu_prices.{code}")
+        if price < 0:
+            raise ValidationFailed("prices are not negative", param=f"gpu_prices.{code}")
+        prices[code] = str(price)
+    tokens = {m: {k: str(v) for k, v in p.items()} for m, p in token_prices.items()}
+    row = PriceBookRow(
+        id=new_id("pb", at=now),
+        effective_from=effective_from,
+        currency=currency,
+        gpu_prices=prices,
+        token_prices=tokens,
+        note=note,
+        created_by=principal.key_id,
+        created_at=now,
+    )
+    try:
+        with db.transaction() as s:
+            s.add(row)
+            s.flush()
+            s.expunge(row)
+    except Conflict:
+        raise Conflict(
+            f"a price book already takes effect at {effective_from.isoformat()}",
+            code="price_book_exists",
+            param="effective_from",
+        ) from None
+    return row
+
+
+def find_price_book_row(s: Session, at: datetime) -> PriceBookRow | None:
+    """The version in force at ``at`` (the latest effective at or before it)."""
+    query = (
+        sa.select(PriceBookRow)
+        .where(PriceBookRow.effective_from <= at)
+        .order_by(PriceBookRow.effective_from.desc())
+        .limit(1)
+    )
+    return s.scalars(query).first()
+
+
+def get_current_price_book(*, db: Database, clock: Clock) -> PriceBookRow:
+    with db.transaction() as s:
+        row = find_price_book_row(s, clock.now())
+        if row is None:
+            raise NotFound("no price book has been published yet", code="price_book_not_found")
+        s.expunge(row)
+        return row
+
+
+def price_book_at(s: Session, at: datetime) -> PriceBook:
+    """The book in force at ``at``, or the catalog-derived default before any is published."""
+    row = find_price_book_row(s, at)
+    return PriceBook("pb_default", default_gpu_prices()) if row is None else _book(row)
+
+
+# -- usage events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One event as a caller sends it (CloudEvents-like); ``id`` is unique per source."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def _check_times(events: Sequence[UsageEvent], now: datetime) -> None:
+    bad = []
+    for i, ev in enumerate(events):
+        if ev.time < now - LATE_LIMIT:
+            bad.append({"index": i, "id": ev.id, "reason": "too_late"})
+        elif ev.time > now + EARLY_LIMIT:
+            bad.append({"index": i, "id": ev.id, "reason": "in_the_future"})
+    if bad:
+        first = bad[0]
+        raise ValidationFailed(
+            f"{len(bad)} event(s) outside the accepted window: events may be at most "
+            f"{LATE_LIMIT.days} days late and not in the future (first: events[{first['index']}]"
+            f" id {first['id']!r}, {first['reason']})",
+            code="event_time_out_of_range",
+            param=f"events[{first['index']}].time",
+            details={"rejected": bad},
+        )
+
+
+def record_usage_events(
+    *, db: Database, clock: Clock, org_id: str, events: Sequence[UsageEvent]
+) -> IngestResult:
+    """Store a batch for ``org_id`` in one transaction; a replay of (org, source, id) is counted
+    as a duplicate, not stored again. In-process callers (the Studio) use this directly; the
+    API checks the caller's org first. All-or-nothing: one event out of range refuses the batch.
+    """
+    if len(events) > MAX_BATCH:
+        raise ValidationFailed(
+            f"at most {MAX_BATCH} events per batch, not {len(events)}",
+            code="batch_too_large",
+            param="events",
+        )
+    if not events:
+        return IngestResult(0, 0)
+    now = clock.now()
+    _check_times(events, now)
+    rows = [
+        {
+            "id": new_id("use", at=now),
+            "org_id": org_id,
+            "source": ev.source,
+            "event_id": ev.id,
+            "type": ev.type,
+            "subject": ev.subject,
+            "time": ev.time,
+            "data": ev.data,
+            "received_at": now,
+        }
+        for ev in events
+    ]
+    with db.transaction() as s:
+        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(UsageEventRow)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
+            .returning(UsageEventRow.id)
+        )
+        inserted = len(s.execute(stmt).all())
+    return IngestResult(inserted, len(events) - inserted)
+
+
+# -- invoices ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePreview:
+    org_id: str
+    period: Period
+    price_book_id: str
+    currency: str
+    lines: tuple[Line, ...]
+    as_of: datetime
+
+
+def load_intervals(s: Session, org_id: str, period: Period) -> list[Interval]:
+    """Allocation facts of ``org_id`` that overlap ``period`` (compute's read model)."""
+    query = sa.select(AllocationRow).where(
+        AllocationRow.org_id == org_id,
+        AllocationRow.start_at < period.end,
+        sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
+    )
+    return [
+        Interval(
+            r.id,
+            r.org_id,
+            r.project_id,
+            r.node_id,
+            r.gpu_model,
+            r.cls,
+            r.gpu_count,
+            r.start_at,
+            r.end_at,
+            r.reservation_id,
+        )
+        for r in s.scalars(query)
+    ]
+
+
+def preview_invoice(
+    *, db: Database, clock: Clock, principal: Principal, org_id: str, period: Period
+) -> InvoicePreview:
+    """Rate ``org_id``'s facts for ``period`` now (open allocations run to now) with the price
+    book in force at the period's start. Tenants see their own org only."""
+    principal.require_org_role(org_id, Role.VIEWER)
+    now = clock.now()
+    with db.transaction() as s:
+        book = price_book_at(s, period.start)
+        intervals = load_intervals(s, org_id, period)
+    lines = rate(intervals, book, (), period, as_of=now)
+    return InvoicePreview(org_id, period, book.version, book.currency, lines, min(now, period.end))

@@ -1,0 +1,58 @@
+"""Billing rows: price book versions and usage events (immutable facts).
+
+A usage event is unique on (org, source, event id): a replay hits the constraint and is
+counted as a duplicate instead of being stored twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from neocloud.db.base import Base
+from neocloud.db.types import Json, UtcDateTime
+
+ID = sa.String(40)
+
+
+class PriceBookRow(Base):
+    """One published version; the one in force at ``t`` has the latest ``effective_from <= t``.
+
+    ``gpu_prices``: ``{"H100-SXM-80GB.reserved.1y": "2.10", …}`` per GPU-hour (decimal
+    strings); ``token_prices``: ``{model: {"input_per_1m", "output_per_1m", "batch_discount"}}``.
+    """
+
+    __tablename__ = "price_books"
+    __table_args__ = (sa.UniqueConstraint("effective_from", name="uq_price_books_effective_from"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    effective_from: Mapped[datetime] = mapped_column(UtcDateTime())
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    gpu_prices: Mapped[dict[str, Any]] = mapped_column(Json)
+    token_prices: Mapped[dict[str, Any]] = mapped_column(Json)
+    note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UsageEventRow(Base):
+    """A metered event (tokens, storage, …) as sent, with when it arrived."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        sa.UniqueConstraint("org_id", "source", "event_id", name="uq_usage_events_org_source_id"),
+        sa.Index("ix_usage_events_org_id_time", "org_id", "time"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID)
+    source: Mapped[str] = mapped_column(sa.String(128))
+    event_id: Mapped[str] = mapped_column(sa.String(128))
+    type: Mapped[str] = mapped_column(sa.String(128))
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
