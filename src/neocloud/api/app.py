@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI
 
 from neocloud import __version__
@@ -36,7 +39,20 @@ class HealthOut(ResponseModel):
 def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:
     """Build the app around an existing database (migrations are the caller's job)."""
     clock = clock or SystemClock()
+    from neocloud.studio.runtime import build_runtime
+
+    studio = build_runtime(db=db, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        studio.usage.start()  # flushes metered usage in batches, off the request path
+        try:
+            yield
+        finally:
+            studio.usage.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="neocloud",
         version=__version__,
         description=DESCRIPTION,
@@ -47,6 +63,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.tenancy.service import authenticator
 
     app.state.ctx = AppContext(settings=settings, db=db, clock=clock, authenticate=authenticator)
+    app.state.studio = studio
     install_error_handlers(app)
 
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
@@ -56,6 +73,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     for router in _routers():
         app.include_router(router, prefix=API_PREFIX)
+    from neocloud.studio.api import router as studio_router
+
+    app.include_router(studio_router, prefix="/v1")  # OpenAI-compatible
 
     # Outermost first: request id, then audit (needs the id), then body limit + idempotency.
     app.add_middleware(
@@ -75,8 +95,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 def _routers() -> list[APIRouter]:
     # Imported here so that building settings or the CLI does not pull in every context.
     from neocloud.api.economics import router as economics_router
+    from neocloud.billing.api import router as billing_router
     from neocloud.compute.api import router as compute_router
     from neocloud.fleet.api import router as fleet_router
     from neocloud.tenancy.api import router as tenancy_router
 
-    return [tenancy_router, fleet_router, compute_router, economics_router]
+    return [tenancy_router, fleet_router, compute_router, billing_router, economics_router]

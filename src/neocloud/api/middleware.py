@@ -74,7 +74,7 @@ class BodyLimitAndIdempotencyMiddleware:
         except NeocloudError as exc:
             await _send_error(send, exc)
             return
-        replay = _replayer(body)
+        replay = _replayer(body, receive)
         key = _header(scope, b"idempotency-key")
         auth = _header(scope, b"authorization")
         if scope["method"] != "POST" or key is None or auth is None:
@@ -229,7 +229,7 @@ def _canonical(body: bytes) -> bytes:
         return body
 
 
-def _replayer(body: bytes) -> Receive:
+def _replayer(body: bytes, upstream: Receive) -> Receive:
     sent = False
 
     async def receive() -> Message:
@@ -237,7 +237,9 @@ def _replayer(body: bytes) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        # Past the body, wait for the real disconnect: a streaming response (SSE) listens for
+        # it and would stop at once if told the client had gone.
+        return await upstream()
 
     return receive
 

@@ -38,6 +38,7 @@ PREFIXES: dict[str, str] = {
     "pb": "price book",
     "use": "usage event",
     "req": "request",
+    "usg": "studio usage record",
 }
 
 _lock = threading.Lock()

@@ -1,0 +1,1 @@
+"""AI Studio: an OpenAI-compatible inference API under ``/v1`` (catalog, engines, metering)."""

@@ -1,0 +1,356 @@
+"""The OpenAI-compatible router, mounted at ``/v1``: models, chat, completions, embeddings.
+
+Shapes follow OpenAI's wire format exactly, streaming included: with
+``stream_options.include_usage`` every chunk carries ``usage: null`` except a last chunk with
+``choices: []`` and the usage, then ``data: [DONE]``. Each request leaves one usage record in
+the metering buffer, also when the client aborts a stream (with the tokens sent so far).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from neocloud.kernel.auth import Principal
+from neocloud.kernel.errors import InvalidRequest
+from neocloud.studio.catalog import CatalogModel, ModelKind
+from neocloud.studio.engines.base import ChatMessage, Piece, Sampling, TextEngine
+from neocloud.studio.metering import UsageRecord
+from neocloud.studio.runtime import StudioRuntime
+from neocloud.studio.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse,
+)
+from neocloud.web.deps import Caller
+
+router = APIRouter(tags=["studio"])
+
+
+def _runtime(request: Request) -> StudioRuntime:
+    runtime: StudioRuntime = request.app.state.studio
+    return runtime
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        raise InvalidRequest("the body must be valid JSON", code="invalid_json") from None
+
+
+@router.get("/models")
+def list_models(request: Request, _caller: Caller) -> dict[str, Any]:
+    """Models that can be served now."""
+    runtime = _runtime(request)
+    models = runtime.catalog.servable(runtime.clock.now())
+    return {"object": "list", "data": [_model_out(m) for m in models]}
+
+
+@router.get("/models/{model_id:path}")
+def get_model(model_id: str, request: Request, _caller: Caller) -> dict[str, Any]:
+    runtime = _runtime(request)
+    now = runtime.clock.now()
+    for kind in ModelKind:
+        if (m := runtime.catalog.models.get(model_id)) is not None and m.kind is kind:
+            return _model_out(runtime.catalog.get_servable(model_id, kind, now))
+    return _model_out(runtime.catalog.get_servable(model_id, ModelKind.TEXT, now))
+
+
+def _model_out(m: CatalogModel) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "object": "model",
+        "created": m.created,
+        "owned_by": m.owned_by,
+        "context_length": m.context_length,
+        "flavor": m.flavor.value,
+        "pricing": {
+            "input_per_m_tokens": str(m.input_price_per_m),
+            "output_per_m_tokens": str(m.output_price_per_m),
+        },
+        "deprecated_on": m.deprecated_on.isoformat() if m.deprecated_on else None,
+    }
+
+
+@dataclass
+class _Generation:
+    """One validated generation request, ready for the engine."""
+
+    runtime: StudioRuntime
+    caller: Principal
+    model: CatalogModel
+    engine: TextEngine
+    prompt_ids: list[int]
+    sampling: Sampling
+    endpoint: str
+    request_id: str
+    created: int
+
+    def record(self, completion_tokens: int, *, aborted: bool) -> None:
+        self.runtime.usage.record(
+            UsageRecord(
+                request_id=self.request_id,
+                org_id=self.caller.org_id,
+                key_id=self.caller.key_id,
+                model=self.model.id,
+                endpoint=self.endpoint,
+                prompt_tokens=len(self.prompt_ids),
+                completion_tokens=completion_tokens,
+                aborted=aborted,
+                created_at=self.runtime.clock.now(),
+            )
+        )
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        prompt = len(self.prompt_ids)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        }
+
+
+def _prepare(
+    runtime: StudioRuntime,
+    caller: Principal,
+    req: ChatCompletionRequest | CompletionRequest,
+    prompt: str | None,
+    *,
+    endpoint: str,
+    prefix: str,
+) -> _Generation:
+    model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
+    engine = runtime.catalog.text_engine(model)
+    if prompt is None:
+        assert isinstance(req, ChatCompletionRequest)
+        prompt = engine.render_chat([ChatMessage(m.role, m.text()) for m in req.messages])
+    prompt_ids = engine.encode(prompt)
+    limit = req.token_limit
+    room = model.context_length - len(prompt_ids)
+    param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+    if room <= 0 or (limit is not None and limit > room):
+        asked = len(prompt_ids) + (limit or 0)
+        raise InvalidRequest(
+            f"This model's maximum context length is {model.context_length} tokens. However, "
+            f"you requested {asked} tokens ({len(prompt_ids)} in the {param}, {limit or 0} in "
+            "the completion). Please reduce the length of the prompt or completion.",
+            code="context_length_exceeded",
+            param=param,
+        )
+    sampling = Sampling(
+        max_tokens=limit or room,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=req.stops(),
+        seed=req.seed,
+    )
+    return _Generation(
+        runtime=runtime,
+        caller=caller,
+        model=model,
+        engine=engine,
+        prompt_ids=prompt_ids,
+        sampling=sampling,
+        endpoint=endpoint,
+        request_id=f"{prefix}-{secrets.token_hex(12)}",
+        created=int(runtime.clock.now().timestamp()),
+    )
+
+
+async def _collect(gen: _Generation) -> tuple[str, int, str]:
+    text, tokens, finish = "", 0, "length"
+    try:
+        async for piece in gen.engine.stream(gen.prompt_ids, gen.sampling):
+            text += piece.text
+            tokens += piece.tokens
+            if piece.finish_reason is not None:
+                finish = piece.finish_reason
+    except BaseException:
+        gen.record(tokens, aborted=True)
+        raise
+    gen.record(tokens, aborted=False)
+    return text, tokens, finish
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+async def _stream(
+    gen: _Generation, include_usage: bool, chunk: Any, opening: dict[str, Any] | None
+) -> AsyncIterator[str]:
+    """SSE frames; ``chunk(text, finish)`` builds one chunk's ``choices``.
+
+    The usage record is written in ``finally``: when the client goes away the generator is
+    closed mid-stream and the tokens sent so far are still metered.
+    """
+    tokens, done = 0, False
+
+    def frame(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        body: dict[str, Any] = {
+            "id": gen.request_id,
+            "object": "chat.completion.chunk"
+            if gen.endpoint == "chat.completions"
+            else ("text_completion"),
+            "created": gen.created,
+            "model": gen.model.id,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if include_usage:
+            body["usage"] = usage
+        return _sse(body)
+
+    try:
+        if opening is not None:
+            yield frame([opening])
+        piece: Piece
+        async for piece in gen.engine.stream(gen.prompt_ids, gen.sampling):
+            tokens += piece.tokens
+            if piece.text:
+                yield frame([chunk(piece.text, None)])
+            if piece.finish_reason is not None:
+                yield frame([chunk(None, piece.finish_reason)])
+                break
+        if include_usage:
+            yield frame([], gen.usage(tokens))
+        yield "data: [DONE]\n\n"
+        done = True
+    finally:
+        gen.record(tokens, aborted=not done)
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    request: Request, caller: Caller
+) -> JSONResponse | StreamingResponse:
+    runtime = _runtime(request)
+    req: ChatCompletionRequest = parse(ChatCompletionRequest, await _body(request))
+    gen = _prepare(runtime, caller, req, None, endpoint="chat.completions", prefix="chatcmpl")
+    if req.stream:
+
+        def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
+            delta = {} if text is None else {"content": text}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+        opening = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        return StreamingResponse(
+            _stream(gen, req.include_usage, chunk, opening),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+    text, tokens, finish = await _collect(gen)
+    return JSONResponse(
+        {
+            "id": gen.request_id,
+            "object": "chat.completion",
+            "created": gen.created,
+            "model": gen.model.id,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": gen.usage(tokens),
+        }
+    )
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(request: Request, caller: Caller) -> JSONResponse | StreamingResponse:
+    runtime = _runtime(request)
+    req: CompletionRequest = parse(CompletionRequest, await _body(request))
+    gen = _prepare(runtime, caller, req, req.prompt_text(), endpoint="completions", prefix="cmpl")
+    if req.stream:
+
+        def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
+            return {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish}
+
+        return StreamingResponse(
+            _stream(gen, req.include_usage, chunk, None),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+    text, tokens, finish = await _collect(gen)
+    return JSONResponse(
+        {
+            "id": gen.request_id,
+            "object": "text_completion",
+            "created": gen.created,
+            "model": gen.model.id,
+            "system_fingerprint": None,
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+            "usage": gen.usage(tokens),
+        }
+    )
+
+
+@router.post("/embeddings")
+async def create_embeddings(request: Request, caller: Caller) -> JSONResponse:
+    runtime = _runtime(request)
+    req: EmbeddingRequest = parse(EmbeddingRequest, await _body(request))
+    now = runtime.clock.now()
+    model = runtime.catalog.get_servable(req.model, ModelKind.EMBEDDING, now)
+    engine = runtime.catalog.embedding_engine(model)
+    if req.dimensions is not None and req.dimensions != engine.dims:
+        raise InvalidRequest(
+            f"dimensions: {model.id} embeds into {engine.dims} dimensions only",
+            code="invalid_value",
+            param="dimensions",
+        )
+    texts = req.texts()
+    for i, text in enumerate(texts):
+        if engine.count_tokens(text) > model.context_length:
+            raise InvalidRequest(
+                f"input[{i}] is longer than the model's {model.context_length} tokens",
+                code="context_length_exceeded",
+                param="input",
+            )
+    result = await engine.embed(texts)
+    runtime.usage.record(
+        UsageRecord(
+            request_id=f"emb-{secrets.token_hex(12)}",
+            org_id=caller.org_id,
+            key_id=caller.key_id,
+            model=model.id,
+            endpoint="embeddings",
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=0,
+            aborted=False,
+            created_at=now,
+        )
+    )
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(vec, req.encoding_format)}
+        for i, vec in enumerate(result.vectors)
+    ]
+    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+    return JSONResponse({"object": "list", "data": data, "model": model.id, "usage": usage})
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

@@ -1,0 +1,1 @@
+"""Inference engines behind the catalog; each implements ``TextEngine`` or ``EmbeddingEngine``."""
