@@ -22,6 +22,7 @@ from neocloud.billing.rating import (
     TERMS,
     Interval,
     Line,
+    Outage,
     Period,
     PriceBook,
     Sku,
@@ -30,6 +31,7 @@ from neocloud.billing.rating import (
 from neocloud.billing.tables import PriceBookRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
+from neocloud.fleet.tables import NodeEventRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
@@ -263,15 +265,40 @@ def load_intervals(s: Session, org_id: str, period: Period) -> list[Interval]:
     ]
 
 
+FAILED = "failed"
+
+
+def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
+    """When each node was in state ``failed`` (from the fleet's node events) before ``end``."""
+    if not node_ids:
+        return []
+    query = (
+        sa.select(NodeEventRow)
+        .where(NodeEventRow.node_id.in_(sorted(node_ids)), NodeEventRow.at < end)
+        .order_by(NodeEventRow.node_id, NodeEventRow.at, NodeEventRow.id)
+    )
+    out: list[Outage] = []
+    since: dict[str, datetime] = {}
+    for ev in s.scalars(query):
+        if ev.to_state == FAILED:
+            since.setdefault(ev.node_id, ev.at)
+        elif ev.node_id in since:
+            out.append(Outage(ev.node_id, since.pop(ev.node_id), ev.at))
+    out += [Outage(node, start, None) for node, start in since.items()]
+    return out
+
+
 def preview_invoice(
     *, db: Database, clock: Clock, principal: Principal, org_id: str, period: Period
 ) -> InvoicePreview:
     """Rate ``org_id``'s facts for ``period`` now (open allocations run to now) with the price
-    book in force at the period's start. Tenants see their own org only."""
+    book in force at the period's start; time a node spent failed is not billed, even when
+    compute noticed the failure later. Tenants see their own org only."""
     principal.require_org_role(org_id, Role.VIEWER)
     now = clock.now()
     with db.transaction() as s:
         book = price_book_at(s, period.start)
         intervals = load_intervals(s, org_id, period)
-    lines = rate(intervals, book, (), period, as_of=now)
+        outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
+    lines = rate(intervals, book, (), period, outages=outages, as_of=now)
     return InvoicePreview(org_id, period, book.version, book.currency, lines, min(now, period.end))

@@ -27,6 +27,9 @@ RESOURCES: dict[str, str] = {
     "reservations": "neocloud.client.compute:ReservationsResource",
     "capacity": "neocloud.client.compute:CapacityResource",
     "economics": "neocloud.client.economics:EconomicsResource",
+    "price_books": "neocloud.client.billing:PriceBooksResource",
+    "usage": "neocloud.client.billing:UsageResource",
+    "invoices": "neocloud.client.billing:InvoicesResource",
 }
 
 

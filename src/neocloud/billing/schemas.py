@@ -1,0 +1,138 @@
+"""Billing wire shapes: price books, usage events, invoice previews."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field
+
+from neocloud.billing.rating import Line
+from neocloud.billing.service import InvoicePreview
+from neocloud.billing.tables import PriceBookRow
+from neocloud.kernel.money import Money
+from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
+
+
+class TokenPriceIn(RequestModel):
+    input_per_1m: Decimal = Field(ge=0, examples=["0.20"])
+    output_per_1m: Decimal = Field(ge=0, examples=["0.60"])
+    batch_discount: Decimal = Field(Decimal("0.50"), ge=0, le=1)
+
+
+class PriceBookCreate(RequestModel):
+    effective_from: Time
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    gpu_prices: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="Per GPU-hour by SKU (MODEL.on_demand, MODEL.spot, MODEL.reserved.1m|1y); "
+        "unlisted SKUs keep the catalog-derived default",
+        examples=[{"H100-SXM-80GB.on_demand": "2.95"}],
+    )
+    token_prices: dict[str, TokenPriceIn] = Field(default_factory=dict)
+    note: str | None = Field(None, max_length=1000)
+
+
+class PriceBookOut(ResponseModel):
+    id: str
+    object: Literal["price_book"] = "price_book"
+    created_at: Time
+    effective_from: Time
+    currency: str
+    gpu_prices: dict[str, str]
+    token_prices: dict[str, dict[str, str]]
+    note: str | None
+
+    @classmethod
+    def of(cls, row: PriceBookRow) -> PriceBookOut:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            effective_from=row.effective_from,
+            currency=row.currency,
+            gpu_prices=row.gpu_prices,
+            token_prices=row.token_prices,
+            note=row.note,
+        )
+
+
+class UsageEventIn(RequestModel):
+    id: str = Field(min_length=1, max_length=128, description="Unique per source: the dedup key")
+    source: str = Field(min_length=1, max_length=128, examples=["studio"])
+    type: str = Field(min_length=1, max_length=128, examples=["tokens"])
+    subject: str = Field(min_length=1, max_length=255, examples=["llama-3.1-8b"])
+    time: Time
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class UsageBatchIn(RequestModel):
+    events: list[UsageEventIn] = Field(max_length=1000)
+
+
+class UsageBatchOut(ResponseModel):
+    object: Literal["usage_batch"] = "usage_batch"
+    accepted: int
+    duplicates: int
+
+
+class InvoiceLineOut(ResponseModel):
+    description: str
+    org_id: str
+    project_id: str | None
+    sku: str
+    gpu_model: str
+    cls: str
+    term: str | None
+    gpu_seconds: str
+    gpu_hours: str
+    unit_price: MoneyOut
+    amount: MoneyOut
+    fact_ids: list[str]
+
+    @classmethod
+    def of(cls, line: Line, currency: str) -> InvoiceLineOut:
+        hours = line.gpu_hours.quantize(Decimal("0.000001"))
+        return cls(
+            description=f"{line.sku.gpu_model} {line.sku.cls.replace('_', '-')}"
+            + (f" {line.sku.term}" if line.sku.term else "")
+            + f", {hours.normalize():f} GPU-hours",
+            org_id=line.org_id,
+            project_id=line.project_id,
+            sku=line.sku.code,
+            gpu_model=line.sku.gpu_model,
+            cls=line.sku.cls,
+            term=line.sku.term,
+            gpu_seconds=format(line.gpu_seconds, "f"),
+            gpu_hours=format(hours, "f"),
+            unit_price=MoneyOut.of(Money(line.unit_price, currency)),
+            amount=MoneyOut.of(line.amount),
+            fact_ids=list(line.fact_ids),
+        )
+
+
+class InvoicePreviewOut(ResponseModel):
+    object: Literal["invoice_preview"] = "invoice_preview"
+    org_id: str
+    period: str
+    period_start: Time
+    period_end: Time
+    as_of: Time
+    price_book_id: str
+    lines: list[InvoiceLineOut]
+    total: MoneyOut
+
+    @classmethod
+    def of(cls, p: InvoicePreview) -> InvoicePreviewOut:
+        total = Money.zero(p.currency)
+        for line in p.lines:
+            total += line.amount
+        return cls(
+            org_id=p.org_id,
+            period=p.period.start.strftime("%Y-%m"),
+            period_start=p.period.start,
+            period_end=p.period.end,
+            as_of=p.as_of,
+            price_book_id=p.price_book_id,
+            lines=[InvoiceLineOut.of(ln, p.currency) for ln in p.lines],
+            total=MoneyOut.of(total),
+        )

@@ -1,0 +1,60 @@
+"""SDK resources for billing: ``client.price_books``, ``client.usage``, ``client.invoices``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neocloud.client.base import ApiError
+from neocloud.client.resources import Resource
+
+Obj = dict[str, Any]
+
+
+class PriceBooksResource(Resource):
+    def publish(
+        self,
+        effective_from: str,
+        *,
+        gpu_prices: dict[str, str] | None = None,
+        token_prices: dict[str, Obj] | None = None,
+        currency: str = "USD",
+        note: str | None = None,
+    ) -> Obj:
+        """Publish a price book version (operator admins); prices are decimal strings."""
+        body = {
+            "effective_from": effective_from,
+            "gpu_prices": gpu_prices or {},
+            "token_prices": token_prices or {},
+            "currency": currency,
+            "note": note,
+        }
+        result: Obj = self._c.post("price-books", body)
+        return result
+
+    def current(self) -> Obj:
+        result: Obj = self._c.get("price-books/current")
+        return result
+
+
+class UsageResource(Resource):
+    def send(self, events: list[Obj], *, org_id: str | None = None) -> Obj:
+        """Send a batch of ``{"id", "source", "type", "subject", "time", "data"}`` events;
+        returns ``{"accepted", "duplicates"}``."""
+        path = "usage/events" if org_id is None else f"usage/events?org_id={org_id}"
+        result: Obj = self._c.post(path, {"events": events})
+        return result
+
+
+class InvoicesResource(Resource):
+    def preview(self, org_id: str, period: str) -> Obj:
+        """The org's invoice for ``period`` (YYYY-MM) rated from the facts now."""
+        result: Obj = self._c.get("invoices/preview", org_id=org_id, period=period)
+        return result
+
+    def preview_csv(self, org_id: str, period: str) -> str:
+        """The same preview as CSV: one row per line, with the facts it prices."""
+        params = {"org_id": org_id, "period": period, "format": "csv"}
+        response = self._c._http.get("/api/v1/invoices/preview", params=params)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response.text

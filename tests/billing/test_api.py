@@ -1,0 +1,105 @@
+"""Billing through the API and SDK, with facts made by compute (both backends)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from compute.helpers import tenant_client
+from neocloud.client import ApiError, Client
+from neocloud.compute.worker import Worker
+from neocloud.db.engine import Database
+from neocloud.fleet import service as fleet_service
+from neocloud.fleet.domain import CheckStatus
+from neocloud.fleet.service import CheckResult
+from neocloud.kernel.clock import VirtualClock, rfc3339
+
+H100 = "H100-SXM-80GB"
+
+
+def _error(call, *args, **kwargs) -> ApiError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApiError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+def _org_id(client: Client) -> str:
+    return str(client.get("orgs")["data"][0]["id"])
+
+
+def test_operator_publishes_price_books_tenants_read(
+    admin: Client, acme: Client, clock: VirtualClock
+) -> None:
+    assert _error(acme.price_books.current).status == 404
+    start = rfc3339(clock.now() + timedelta(minutes=1))
+    book = admin.price_books.publish(start, gpu_prices={f"{H100}.on_demand": "2.95"})
+    assert book["id"].startswith("pb_")
+    assert book["object"] == "price_book"
+    assert _error(admin.price_books.publish, start).status == 409
+    assert _error(acme.price_books.publish, rfc3339(clock.now() + timedelta(days=1))).status == 403
+    clock.advance(60)
+    current = acme.price_books.current()
+    assert current["gpu_prices"][f"{H100}.on_demand"] == "2.95"
+    assert current["gpu_prices"][f"{H100}.reserved.1y"]
+
+
+def test_usage_events_count_replays_once(acme: Client, clock: VirtualClock) -> None:
+    event = {
+        "id": "ev-1",
+        "source": "studio",
+        "type": "tokens",
+        "subject": "llama",
+        "time": rfc3339(clock.now()),
+        "data": {"input_tokens": 100},
+    }
+    assert acme.usage.send([event]) == {"object": "usage_batch", "accepted": 1, "duplicates": 0}
+    assert acme.usage.send([event])["duplicates"] == 1
+    old = {**event, "id": "ev-2", "time": rfc3339(clock.now() - timedelta(days=36))}
+    err = _error(acme.usage.send, [event, old])
+    assert (err.status, err.param) == (422, "events[1].time")
+
+
+def test_invoice_preview_prices_compute_facts_and_skips_failed_time(
+    fleet: Client,
+    acme: Client,
+    worker: Worker,
+    db: Database,
+    clock: VirtualClock,
+) -> None:
+    org = _org_id(acme)
+    period = clock.now().strftime("%Y-%m")
+    inst = acme.instances.create("8xH100")
+    worker.run_once()
+    clock.advance(11_862)
+    node_id = acme.instances.get(inst["id"])["node_id"]
+    fleet_service.report_health(
+        db=db, clock=clock, node_id=node_id, checks=[CheckResult("gpu", CheckStatus.FAIL, "Xid")]
+    )
+    clock.advance(600)  # compute notices 10 minutes later: those are not billed
+    worker.run_once()
+    assert acme.instances.get(inst["id"])["state"] == "failed"
+    clock.advance(3600)
+
+    preview = acme.invoices.preview(org, period)
+    assert (preview["object"], preview["period"]) == ("invoice_preview", period)
+    (line,) = preview["lines"]
+    assert line["sku"] == f"{H100}.on_demand"
+    assert Decimal(line["gpu_seconds"]) == 8 * 11_862
+    assert line["unit_price"] == {"amount": "2.99", "currency": "USD"}  # catalog default
+    assert line["amount"] == {"amount": "78.82", "currency": "USD"}
+    assert preview["total"] == line["amount"]
+    assert [f[:4] for f in line["fact_ids"]] == ["alc_"]
+    assert acme.invoices.preview(org, period) == preview  # rating again: identical
+
+    _, other = tenant_client(fleet, "globex")
+    assert _error(other.invoices.preview, org, period).status == 403
+    assert fleet.invoices.preview(org, period)["total"] == preview["total"]
+    assert _error(acme.invoices.preview, org, "2026-13").param == "period"
+
+    csv = acme.invoices.preview_csv(org, period)
+    header, row = csv.strip().splitlines()
+    assert header.startswith("sku,project_id,gpu_seconds")
+    assert row.startswith(f"{H100}.on_demand,")
+    assert ",78.82,USD," in row
