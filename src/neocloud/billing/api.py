@@ -53,6 +53,22 @@ def get_current_price_book(ctx: Ctx, caller: Caller) -> PriceBookOut:
     return PriceBookOut.of(service.get_current_price_book(db=ctx.db, clock=ctx.clock))
 
 
+@router.get(
+    "/price-books/current/catalog",
+    tags=TAG_PRICES,
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export_catalog(
+    ctx: Ctx,
+    caller: Caller,
+    format: Annotated[str, Query(pattern="^skypilot$")] = "skypilot",
+) -> Response:
+    """The offer as a SkyPilot catalog CSV (InstanceType, AcceleratorName, AcceleratorCount,
+    vCPUs, MemoryGiB, Price, SpotPrice, Region, AvailabilityZone), priced per instance-hour."""
+    return Response(service.skypilot_csv(db=ctx.db, clock=ctx.clock), media_type="text/csv")
+
+
 @router.post("/usage/events", response_model=UsageBatchOut, tags=TAG_USAGE)
 def record_usage_events(
     body: UsageBatchIn, ctx: Ctx, caller: Caller, org_id: OrgId | None = None

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from neocloud.billing.pricebook import default_gpu_prices
+from neocloud.billing.pricebook import default_gpu_prices, skypilot_catalog
 from neocloud.billing.rating import (
     RESERVED,
     TERMS,
@@ -31,7 +31,7 @@ from neocloud.billing.rating import (
 from neocloud.billing.tables import PriceBookRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
-from neocloud.fleet.tables import NodeEventRow
+from neocloud.fleet.tables import NodeEventRow, NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
@@ -143,6 +143,22 @@ def price_book_at(s: Session, at: datetime) -> PriceBook:
     """The book in force at ``at``, or the catalog-derived default before any is published."""
     row = find_price_book_row(s, at)
     return PriceBook("pb_default", default_gpu_prices()) if row is None else _book(row)
+
+
+RETIRED = "retired"
+
+
+def skypilot_csv(*, db: Database, clock: Clock) -> str:
+    """The SkyPilot catalog CSV: compute's instance types in each region/zone where the fleet
+    has (non-retired) nodes of their GPU model, priced by the book in force now."""
+    with db.transaction() as s:
+        book = price_book_at(s, clock.now())
+        query = sa.select(NodeRow.gpu_model, NodeRow.topology).where(NodeRow.state != RETIRED)
+        zones = {
+            (model, topo.get("region", ""), topo.get("zone", ""))
+            for model, topo in s.execute(query)
+        }
+    return skypilot_catalog(book, sorted(zones))
 
 
 # -- usage events -----------------------------------------------------------------------------

@@ -160,6 +160,10 @@ def _register_subcommands() -> None:
         app.add_typer(sub, name=name)
     for name, sub in compute_cli.APPS.items():
         app.add_typer(sub, name=name)
+    from neocloud.cli import billing as billing_cli
+
+    for name, sub in billing_cli.APPS.items():
+        app.add_typer(sub, name=name)
 
 
 def main() -> None:

@@ -35,6 +35,17 @@ class PriceBooksResource(Resource):
         result: Obj = self._c.get("price-books/current")
         return result
 
+    def catalog(self, *, format: str = "skypilot") -> str:
+        """The current offer as a catalog CSV (``skypilot``: SkyPilot's catalog format)."""
+        return _text(self._c, "/api/v1/price-books/current/catalog", {"format": format})
+
+
+def _text(client: Any, path: str, params: dict[str, str]) -> str:
+    response = client._http.get(path, params=params)
+    if response.status_code >= 400:
+        raise ApiError.from_response(response)
+    return str(response.text)
+
 
 class UsageResource(Resource):
     def send(self, events: list[Obj], *, org_id: str | None = None) -> Obj:
@@ -54,7 +65,4 @@ class InvoicesResource(Resource):
     def preview_csv(self, org_id: str, period: str) -> str:
         """The same preview as CSV: one row per line, with the facts it prices."""
         params = {"org_id": org_id, "period": period, "format": "csv"}
-        response = self._c._http.get("/api/v1/invoices/preview", params=params)
-        if response.status_code >= 400:
-            raise ApiError.from_response(response)
-        return response.text
+        return _text(self._c, "/api/v1/invoices/preview", params)
