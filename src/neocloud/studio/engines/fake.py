@@ -10,7 +10,9 @@ import asyncio
 import hashlib
 import math
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 
+from neocloud.studio.catalog import Catalog, CatalogModel, ModelKind
 from neocloud.studio.engines.base import ChatMessage, Embeddings, Piece, Sampling
 
 
@@ -73,3 +75,30 @@ class HashEmbeddingEngine:
             vectors.append([v / norm for v in vec])
         tokens = sum(self.count_tokens(t) for t in texts)
         return Embeddings(vectors=vectors, prompt_tokens=tokens, dims=self.dims)
+
+
+def fake_catalog() -> Catalog:
+    """A catalog of the deterministic engines: ``neocloud/echo`` and ``neocloud/hash-embed``."""
+    catalog = Catalog()
+    catalog.add_text_engine(EchoEngine())
+    catalog.add_embedding_engine(HashEmbeddingEngine())
+    catalog.add(
+        CatalogModel(
+            id="neocloud/echo",
+            engine="echo",
+            kind=ModelKind.TEXT,
+            context_length=4096,
+            input_price_per_m=Decimal("0.01"),
+            output_price_per_m=Decimal("0.02"),
+        )
+    )
+    catalog.add(
+        CatalogModel(
+            id="neocloud/hash-embed",
+            engine="hash-embed",
+            kind=ModelKind.EMBEDDING,
+            context_length=512,
+            input_price_per_m=Decimal("0.005"),
+        )
+    )
+    return catalog
