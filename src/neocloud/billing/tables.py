@@ -1,4 +1,4 @@
-"""Billing rows: price book versions and usage events (immutable facts).
+"""Billing rows: price book versions, usage events (immutable facts) and invoices.
 
 A usage event is unique on (org, source, event id): a replay hits the constraint and is
 counted as a duplicate instead of being stored twice.
@@ -7,13 +7,14 @@ counted as a duplicate instead of being stored twice.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from neocloud.db.base import Base
-from neocloud.db.types import Json, UtcDateTime
+from neocloud.db.types import Amount, Json, UtcDateTime
 
 ID = sa.String(40)
 
@@ -56,3 +57,45 @@ class UsageEventRow(Base):
     time: Mapped[datetime] = mapped_column(UtcDateTime())
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class InvoiceRow(Base):
+    """One org's invoice for one month: ``draft`` (rebuilt from the facts on demand) until
+    ``finalized``, after which it never changes; one per (org, period)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        sa.UniqueConstraint("org_id", "period", name="uq_invoices_org_id_period"),
+        sa.Index("ix_invoices_org_id_id", "org_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID)
+    period: Mapped[str] = mapped_column(sa.String(7))  # YYYY-MM
+    state: Mapped[str] = mapped_column(sa.String(16))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    price_book_id: Mapped[str] = mapped_column(ID)
+    total: Mapped[Decimal] = mapped_column(Amount())
+    rated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class InvoiceLineRow(Base):
+    """A line: usage of the invoice's period, or an adjustment for late facts of an earlier,
+    finalized period (``usage_period`` says which)."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (sa.Index("ix_invoice_lines_invoice_id_position", "invoice_id", "position"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("invoices.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # usage | adjustment
+    usage_period: Mapped[str] = mapped_column(sa.String(7))
+    sku: Mapped[str] = mapped_column(sa.String(64))
+    project_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    gpu_seconds: Mapped[Decimal] = mapped_column(Amount())
+    unit_price: Mapped[Decimal] = mapped_column(Amount())
+    amount: Mapped[Decimal] = mapped_column(Amount())
+    fact_ids: Mapped[list[str]] = mapped_column(Json)

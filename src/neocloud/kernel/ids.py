@@ -37,6 +37,7 @@ PREFIXES: dict[str, str] = {
     "inv": "invoice",
     "pb": "price book",
     "use": "usage event",
+    "line": "invoice line",
     "req": "request",
     "usg": "studio usage record",
 }
