@@ -147,6 +147,7 @@ def _prepare(
             code="context_length_exceeded",
             param=param,
         )
+    runtime.limiter.acquire(caller.key_id, tokens=len(prompt_ids) + (limit or room))
     sampling = Sampling(
         max_tokens=limit or room,
         temperature=req.temperature,
@@ -321,13 +322,15 @@ async def create_embeddings(request: Request, caller: Caller) -> JSONResponse:
             param="dimensions",
         )
     texts = req.texts()
-    for i, text in enumerate(texts):
-        if engine.count_tokens(text) > model.context_length:
+    counts = [engine.count_tokens(text) for text in texts]
+    for i, count in enumerate(counts):
+        if count > model.context_length:
             raise InvalidRequest(
                 f"input[{i}] is longer than the model's {model.context_length} tokens",
                 code="context_length_exceeded",
                 param="input",
             )
+    runtime.limiter.acquire(caller.key_id, tokens=sum(counts))
     result = await engine.embed(texts)
     runtime.usage.record(
         UsageRecord(

@@ -11,6 +11,7 @@ from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import DbUsageSink, UsageBuffer
+from neocloud.studio.ratelimit import InProcessLimiter, RateLimit
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
@@ -20,11 +21,17 @@ class StudioRuntime:
     catalog: Catalog
     usage: UsageBuffer
     clock: Clock
+    limiter: InProcessLimiter
 
 
 def build_runtime(*, db: Database, clock: Clock) -> StudioRuntime:
     """The built-in catalog, metered into ``studio_usage``; engines load on first use."""
-    return StudioRuntime(catalog=builtin_catalog(), usage=UsageBuffer(DbUsageSink(db)), clock=clock)
+    return StudioRuntime(
+        catalog=builtin_catalog(),
+        usage=UsageBuffer(DbUsageSink(db)),
+        clock=clock,
+        limiter=InProcessLimiter(RateLimit()),
+    )
 
 
 def builtin_catalog() -> Catalog:
