@@ -103,3 +103,40 @@ def test_invoice_preview_prices_compute_facts_and_skips_failed_time(
     assert header.startswith("sku,project_id,gpu_seconds")
     assert row.startswith(f"{H100}.on_demand,")
     assert ",78.82,USD," in row
+
+
+def test_invoices_build_finalize_and_export(
+    fleet: Client, acme: Client, worker: Worker, clock: VirtualClock
+) -> None:
+    org = _org_id(acme)
+    inst = acme.instances.create("8xH100")
+    worker.run_once()
+    clock.advance(3600)
+    acme.instances.terminate(inst["id"])
+    worker.run_once()
+    draft = fleet.invoices.build(org, "2026-03")
+    assert (draft["object"], draft["state"], draft["total"]["amount"]) == (
+        "invoice",
+        "draft",
+        "23.92",
+    )
+    assert draft["id"].startswith("inv_")
+    assert _error(acme.invoices.build, org, "2026-03").status == 403
+    assert _error(fleet.invoices.finalize, draft["id"]).code == "period_not_closed"
+    clock.advance(timedelta(days=40))
+    final = fleet.invoices.finalize(draft["id"])
+    assert final["state"] == "finalized"
+    assert fleet.invoices.finalize(draft["id"]) == final
+    assert acme.invoices.get(draft["id"]) == final
+    assert [i["id"] for i in acme.invoices.list(org)["data"]] == [draft["id"]]
+    (line,) = final["lines"]
+    assert (line["kind"], line["usage_period"], line["amount"]["amount"]) == (
+        "usage",
+        "2026-03",
+        "23.92",
+    )
+    header, row = acme.invoices.csv(draft["id"]).strip().splitlines()
+    assert header.startswith("invoice_id,period,kind")
+    assert row.startswith(f"{draft['id']},2026-03,usage,2026-03,H100-SXM-80GB.on_demand,")
+    _, other = tenant_client(fleet, "globex")
+    assert _error(other.invoices.get, draft["id"]).status == 404

@@ -7,11 +7,13 @@ import io
 from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import service
+from neocloud.billing import invoices, service
 from neocloud.billing.rating import Period
 from neocloud.billing.schemas import (
+    InvoiceCreate,
+    InvoiceOut,
     InvoicePreviewOut,
     PriceBookCreate,
     PriceBookOut,
@@ -22,7 +24,7 @@ from neocloud.kernel.auth import Role
 from neocloud.kernel.clock import ensure_utc
 from neocloud.kernel.errors import ValidationFailed
 from neocloud.web.deps import Caller, Ctx
-from neocloud.web.schemas import ERROR_RESPONSES
+from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
 TAG_PRICES: list[str | Enum] = ["price books"]
@@ -131,3 +133,90 @@ def preview_invoice(
             )
         )
     return Response(buf.getvalue(), media_type="text/csv")
+
+
+InvoiceId = Annotated[str, Path(max_length=40)]
+
+
+@router.post("/invoices", response_model=InvoiceOut, tags=TAG_INVOICES)
+def build_invoice(body: InvoiceCreate, ctx: Ctx, caller: Caller) -> InvoiceOut:
+    """Create or refresh the org's draft for a month from the facts (operator admins); a
+    finalized invoice comes back unchanged."""
+    inv_id = invoices.build_invoice(
+        db=ctx.db,
+        clock=ctx.clock,
+        principal=caller,
+        org_id=body.org_id,
+        period=_period(body.period),
+    )
+    view = invoices.get_invoice(db=ctx.db, principal=caller, invoice_id=inv_id)
+    return InvoiceOut.of(view.invoice, view.lines)
+
+
+@router.get("/invoices", response_model=ListOut[InvoiceOut], tags=TAG_INVOICES)
+def list_invoices(ctx: Ctx, caller: Caller, org_id: OrgId) -> ListOut[InvoiceOut]:
+    """The org's invoices by month (without lines)."""
+    rows = invoices.list_invoices(db=ctx.db, principal=caller, org_id=org_id)
+    return ListOut(data=[InvoiceOut.of(r) for r in rows], has_more=False)
+
+
+@router.get(
+    "/invoices/{invoice_id}",
+    response_model=InvoiceOut,
+    tags=TAG_INVOICES,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def get_invoice(
+    invoice_id: InvoiceId,
+    ctx: Ctx,
+    caller: Caller,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> InvoiceOut | Response:
+    """An invoice with its lines (``format=csv``: one row per line, with the facts it prices)."""
+    view = invoices.get_invoice(db=ctx.db, principal=caller, invoice_id=invoice_id)
+    out = InvoiceOut.of(view.invoice, view.lines)
+    if format == "json":
+        return out
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        (
+            "invoice_id",
+            "period",
+            "kind",
+            "usage_period",
+            "sku",
+            "project_id",
+            "gpu_seconds",
+            "unit_price",
+            "amount",
+            "currency",
+            "fact_ids",
+        )
+    )
+    for ln in out.lines or []:
+        writer.writerow(
+            (
+                out.id,
+                out.period,
+                ln.kind,
+                ln.usage_period,
+                ln.sku,
+                ln.project_id or "",
+                ln.gpu_seconds,
+                ln.unit_price.amount,
+                ln.amount.amount,
+                ln.amount.currency,
+                " ".join(ln.fact_ids),
+            )
+        )
+    return Response(buf.getvalue(), media_type="text/csv")
+
+
+@router.post("/invoices/{invoice_id}/finalize", response_model=InvoiceOut, tags=TAG_INVOICES)
+def finalize_invoice(invoice_id: InvoiceId, ctx: Ctx, caller: Caller) -> InvoiceOut:
+    """Rate the month one last time and freeze it (operator admins); finalizing twice is a
+    no-op; before the month and its grace period are over, 409 ``period_not_closed``."""
+    invoices.finalize_invoice(db=ctx.db, clock=ctx.clock, principal=caller, invoice_id=invoice_id)
+    view = invoices.get_invoice(db=ctx.db, principal=caller, invoice_id=invoice_id)
+    return InvoiceOut.of(view.invoice, view.lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from pydantic import Field
 
 from neocloud.billing.rating import Line
 from neocloud.billing.service import InvoicePreview
-from neocloud.billing.tables import PriceBookRow
+from neocloud.billing.tables import InvoiceLineRow, InvoiceRow, PriceBookRow
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
@@ -135,4 +136,64 @@ class InvoicePreviewOut(ResponseModel):
             price_book_id=p.price_book_id,
             lines=[InvoiceLineOut.of(ln, p.currency) for ln in p.lines],
             total=MoneyOut.of(total),
+        )
+
+
+class InvoiceCreate(RequestModel):
+    org_id: str = Field(max_length=40)
+    period: str = Field(pattern=r"^\d{4}-\d{2}$", examples=["2026-11"])
+
+
+class StoredLineOut(ResponseModel):
+    kind: str
+    usage_period: str
+    sku: str
+    project_id: str | None
+    gpu_seconds: str
+    unit_price: MoneyOut
+    amount: MoneyOut
+    fact_ids: list[str]
+
+
+class InvoiceOut(ResponseModel):
+    id: str
+    object: Literal["invoice"] = "invoice"
+    org_id: str
+    period: str
+    state: str
+    created_at: Time
+    rated_at: Time
+    finalized_at: Time | None
+    price_book_id: str
+    total: MoneyOut
+    lines: list[StoredLineOut] | None = None
+
+    @classmethod
+    def of(cls, inv: InvoiceRow, lines: Sequence[InvoiceLineRow] | None = None) -> InvoiceOut:
+        cur = inv.currency
+        return cls(
+            id=inv.id,
+            org_id=inv.org_id,
+            period=inv.period,
+            state=inv.state,
+            created_at=inv.created_at,
+            rated_at=inv.rated_at,
+            finalized_at=inv.finalized_at,
+            price_book_id=inv.price_book_id,
+            total=MoneyOut.of(Money(inv.total, cur).rounded()),
+            lines=None
+            if lines is None
+            else [
+                StoredLineOut(
+                    kind=ln.kind,
+                    usage_period=ln.usage_period,
+                    sku=ln.sku,
+                    project_id=ln.project_id,
+                    gpu_seconds=format(ln.gpu_seconds.normalize(), "f"),
+                    unit_price=MoneyOut.of(Money(ln.unit_price.normalize(), cur)),
+                    amount=MoneyOut.of(Money(ln.amount, cur).rounded()),
+                    fact_ids=list(ln.fact_ids),
+                )
+                for ln in lines
+            ],
         )

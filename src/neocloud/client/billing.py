@@ -62,6 +62,26 @@ class InvoicesResource(Resource):
         result: Obj = self._c.get("invoices/preview", org_id=org_id, period=period)
         return result
 
+    def build(self, org_id: str, period: str) -> Obj:
+        """Create or refresh the org's draft for ``period`` (operator admins)."""
+        result: Obj = self._c.post("invoices", {"org_id": org_id, "period": period})
+        return result
+
+    def finalize(self, invoice_id: str) -> Obj:
+        result: Obj = self._c.post(f"invoices/{invoice_id}/finalize")
+        return result
+
+    def get(self, invoice_id: str) -> Obj:
+        result: Obj = self._c.get(f"invoices/{invoice_id}")
+        return result
+
+    def list(self, org_id: str) -> Obj:
+        result: Obj = self._c.get("invoices", org_id=org_id)
+        return result
+
+    def csv(self, invoice_id: str) -> str:
+        return _text(self._c, f"/api/v1/invoices/{invoice_id}", {"format": "csv"})
+
     def preview_csv(self, org_id: str, period: str) -> str:
         """The same preview as CSV: one row per line, with the facts it prices."""
         params = {"org_id": org_id, "period": period, "format": "csv"}
