@@ -76,3 +76,23 @@ def test_invoice_usage_and_publish(  # type: ignore[no-untyped-def]
     assert json.loads(result.output)["gpu_prices"]["H100-SXM-80GB.on_demand"] == "2.50"
     result = runner.invoke(app, [*args, "--price", "oops"])
     assert result.exit_code == 2
+
+
+def test_invoices_create_get_finalize(  # type: ignore[no-untyped-def]
+    fleet: Client, acme: Client, clock: VirtualClock, as_client
+) -> None:
+    org = acme.get("orgs")["data"][0]["id"]
+    as_client(fleet)
+    result = runner.invoke(
+        app, ["invoices", "create", "--org", org, "--period", "2026-01", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    inv = json.loads(result.output)
+    result = runner.invoke(app, ["invoices", "finalize", inv["id"]])
+    assert result.exit_code == 0, result.output
+    assert "finalized" in result.output
+    assert "TOTAL  0.00 USD" in result.output
+    result = runner.invoke(app, ["invoices", "list", "--org", org])
+    assert inv["id"] in result.output
+    result = runner.invoke(app, ["invoices", "get", inv["id"], "--csv"])
+    assert result.output.startswith("invoice_id,period,kind")

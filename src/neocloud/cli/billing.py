@@ -74,6 +74,70 @@ def preview(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = Fa
     _invoice(org, period, as_json, as_csv)
 
 
+STORED_COLUMNS: list[Column] = [
+    ("KIND", "kind"),
+    ("FOR", "usage_period"),
+    ("SKU", "sku"),
+    ("PROJECT", "project_id"),
+    ("GPU-SECONDS", "gpu_seconds"),
+    ("UNIT PRICE/H", "unit_price"),
+    ("AMOUNT", "amount"),
+    ("FACTS", lambda ln: len(ln["fact_ids"])),
+]
+
+
+def _show_invoice(inv: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(inv)
+        return
+    title = f"{inv['id']} · {inv['org_id']} · {inv['period']} · {inv['state']}"
+    print_table(inv.get("lines") or [], STORED_COLUMNS, title=title)
+    total = inv["total"]
+    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+
+
+@invoices_app.command("create")
+@api_call
+def invoice_create(org: Org, period: PeriodOpt, as_json: Json = False) -> None:
+    """Create or refresh the org's draft for a month from the facts (operator admins)."""
+    _show_invoice(STATE.client().invoices.build(org, period), as_json)
+
+
+@invoices_app.command("finalize")
+@api_call
+def invoice_finalize(invoice_id: str, as_json: Json = False) -> None:
+    """Freeze an invoice after its month and grace period (operator admins); idempotent."""
+    _show_invoice(STATE.client().invoices.finalize(invoice_id), as_json)
+
+
+@invoices_app.command("get")
+@api_call
+def invoice_get(invoice_id: str, as_json: Json = False, as_csv: Csv = False) -> None:
+    """An invoice with its lines."""
+    client = STATE.client()
+    if as_csv:
+        sys.stdout.write(client.invoices.csv(invoice_id))
+        return
+    _show_invoice(client.invoices.get(invoice_id), as_json)
+
+
+@invoices_app.command("list")
+@api_call
+def invoice_list(org: Org, as_json: Json = False) -> None:
+    """The org's invoices by month."""
+    page = STATE.client().invoices.list(org)
+    if as_json:
+        print_json(page)
+        return
+    columns: list[Column] = [
+        ("ID", "id"),
+        ("PERIOD", "period"),
+        ("STATE", "state"),
+        ("TOTAL", "total"),
+    ]
+    print_table(page["data"], columns)
+
+
 @billing_app.command("price-book")
 @api_call
 def price_book(as_json: Json = False) -> None:
