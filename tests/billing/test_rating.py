@@ -257,3 +257,25 @@ def test_rating_imports_only_the_standard_library_and_kernel() -> None:
     neocloud = {n for n in names if n.startswith("neocloud")}
     assert neocloud <= {"neocloud.kernel.money"}
     assert not names & {"sqlalchemy", "fastapi", "httpx"}
+
+
+def test_tokens_priced_per_million_once_per_event_with_batch_discount() -> None:
+    from neocloud.billing.rating import TokenRate, TokenUsage, rate_tokens
+
+    prices = {"llama": TokenRate(Decimal("0.20"), Decimal("0.60"), Decimal("0.50"))}
+    t = T0 + timedelta(hours=1)
+    events = [
+        TokenUsage("e1", "org_a", "llama", t, 1_000_000, 0),
+        TokenUsage("e2", "org_a", "llama", t, 0, 500_000),
+        TokenUsage("e3", "org_a", "llama", t, 1_000_000, 1_000_000, batch=True),
+        TokenUsage("e0", "org_a", "llama", T0 - timedelta(seconds=1), 9, 9),  # October
+    ]
+    lines = rate_tokens(events + events[:1], prices, NOV)
+    assert [
+        (ln.batch, ln.input_tokens, ln.output_tokens, ln.amount, ln.fact_ids) for ln in lines
+    ] == [
+        (False, 1_000_000, 500_000, Money.of("0.50"), ("e1", "e2")),
+        (True, 1_000_000, 1_000_000, Money.of("0.40"), ("e3",)),
+    ]
+    with pytest.raises(LookupError, match="mistral"):
+        rate_tokens([TokenUsage("e9", "org_a", "mistral", t, 1, 1)], prices, NOV)

@@ -239,3 +239,82 @@ def total(lines: Iterable[Line], currency: str = "USD") -> Money:
     for line in lines:
         out += line.amount
     return out
+
+
+# -- tokens (the Studio) ------------------------------------------------------------------------
+
+_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """A usage event of type ``tokens``: one request's tokens of ``model`` (``batch``: the
+    batch API, at the model's batch discount)."""
+
+    id: str
+    org_id: str
+    model: str
+    time: datetime
+    input_tokens: int
+    output_tokens: int
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRate:
+    input_per_1m: Decimal
+    output_per_1m: Decimal
+    batch_discount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLine:
+    org_id: str
+    model: str
+    batch: bool
+    input_tokens: int
+    output_tokens: int
+    amount: Money
+    fact_ids: tuple[str, ...]
+
+
+def rate_tokens(
+    usage: Iterable[TokenUsage],
+    prices: Mapping[str, TokenRate],
+    period: Period,
+    *,
+    currency: str = "USD",
+    rounding: str = ROUND_HALF_UP,
+    quantum: Decimal = _CENT,
+) -> tuple[TokenLine, ...]:
+    """One line per (org, model, batch) of the events inside ``period``, each event counted
+    once (by id), priced per 1M tokens and rounded once per line."""
+    seen: dict[str, TokenUsage] = {}
+    for u in usage:
+        if period.start <= u.time < period.end:
+            seen.setdefault(u.id, u)
+    groups: dict[tuple[str, str, bool], list[TokenUsage]] = {}
+    for u in seen.values():
+        groups.setdefault((u.org_id, u.model, u.batch), []).append(u)
+    lines = []
+    ctx = decimal.Context(prec=_PRECISION)
+    for (org_id, model, batch), items in sorted(groups.items()):
+        try:
+            price = prices[model]
+        except KeyError:
+            raise LookupError(f"no token price for model {model}") from None
+        tokens_in = sum(u.input_tokens for u in items)
+        tokens_out = sum(u.output_tokens for u in items)
+        exact = ctx.divide(
+            ctx.add(
+                ctx.multiply(Decimal(tokens_in), price.input_per_1m),
+                ctx.multiply(Decimal(tokens_out), price.output_per_1m),
+            ),
+            _MILLION,
+        )
+        if batch:
+            exact = ctx.multiply(exact, 1 - price.batch_discount)
+        amount = Money(exact, currency).rounded(quantum, rounding)
+        ids = tuple(sorted(u.id for u in items))
+        lines.append(TokenLine(org_id, model, batch, tokens_in, tokens_out, amount, ids))
+    return tuple(lines)
