@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -140,3 +140,29 @@ def test_invoices_build_finalize_and_export(
     assert row.startswith(f"{draft['id']},2026-03,usage,2026-03,H100-SXM-80GB.on_demand,")
     _, other = tenant_client(fleet, "globex")
     assert _error(other.invoices.get, draft["id"]).status == 404
+
+
+def test_token_usage_is_priced_on_the_preview(
+    admin: Client, acme: Client, clock: VirtualClock
+) -> None:
+    org = _org_id(acme)
+    prices = {"llama": {"input_per_1m": "0.20", "output_per_1m": "0.60"}}
+    admin.price_books.publish("2026-04-01T00:00:00Z", token_prices=prices)
+    clock.set(datetime(2026, 4, 2, tzinfo=UTC))
+    event = {"source": "studio", "type": "tokens", "subject": "llama", "time": rfc3339(clock.now())}
+    batch = [
+        {**event, "id": "r1", "data": {"input_tokens": 1_000_000, "output_tokens": 500_000}},
+        {**event, "id": "r2", "data": {"input_tokens": 1_000_000, "batch": True}},
+        {**event, "id": "r3", "subject": "unpriced", "data": {"input_tokens": 5}},
+    ]
+    assert acme.usage.send(batch)["accepted"] == 3
+    assert acme.usage.send(batch)["duplicates"] == 3
+    bad = {**event, "id": "r4", "data": {"input_tokens": -1}}
+    assert _error(acme.usage.send, [bad]).param == "events[0].data"
+    preview = acme.invoices.preview(org, "2026-04")
+    assert [(t["model"], t["batch"], t["amount"]["amount"]) for t in preview["token_lines"]] == [
+        ("llama", False, "0.50"),
+        ("llama", True, "0.10"),
+    ]
+    assert preview["total"]["amount"] == "0.60"
+    assert "tokens.llama.batch" in acme.invoices.preview_csv(org, "2026-04")

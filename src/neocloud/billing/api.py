@@ -132,6 +132,12 @@ def preview_invoice(
                 " ".join(ln.fact_ids),
             )
         )
+    for tl in out.token_lines:
+        sku = f"tokens.{tl.model}" + (".batch" if tl.batch else "")
+        counts = f"{tl.input_tokens} in / {tl.output_tokens} out"
+        writer.writerow(
+            (sku, "", "", counts, "", tl.amount.amount, tl.amount.currency, " ".join(tl.fact_ids))
+        )
     return Response(buf.getvalue(), media_type="text/csv")
 
 

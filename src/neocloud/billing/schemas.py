@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from neocloud.billing.rating import Line
+from neocloud.billing.rating import Line, TokenLine
 from neocloud.billing.service import InvoicePreview
 from neocloud.billing.tables import InvoiceLineRow, InvoiceRow, PriceBookRow
 from neocloud.kernel.money import Money
@@ -111,6 +111,26 @@ class InvoiceLineOut(ResponseModel):
         )
 
 
+class TokenLineOut(ResponseModel):
+    model: str
+    batch: bool
+    input_tokens: int
+    output_tokens: int
+    amount: MoneyOut
+    fact_ids: list[str]
+
+    @classmethod
+    def of(cls, line: TokenLine) -> TokenLineOut:
+        return cls(
+            model=line.model,
+            batch=line.batch,
+            input_tokens=line.input_tokens,
+            output_tokens=line.output_tokens,
+            amount=MoneyOut.of(line.amount),
+            fact_ids=list(line.fact_ids),
+        )
+
+
 class InvoicePreviewOut(ResponseModel):
     object: Literal["invoice_preview"] = "invoice_preview"
     org_id: str
@@ -120,6 +140,7 @@ class InvoicePreviewOut(ResponseModel):
     as_of: Time
     price_book_id: str
     lines: list[InvoiceLineOut]
+    token_lines: list[TokenLineOut]
     total: MoneyOut
 
     @classmethod
@@ -127,6 +148,8 @@ class InvoicePreviewOut(ResponseModel):
         total = Money.zero(p.currency)
         for line in p.lines:
             total += line.amount
+        for tline in p.token_lines:
+            total += tline.amount
         return cls(
             org_id=p.org_id,
             period=p.period.start.strftime("%Y-%m"),
@@ -135,6 +158,7 @@ class InvoicePreviewOut(ResponseModel):
             as_of=p.as_of,
             price_book_id=p.price_book_id,
             lines=[InvoiceLineOut.of(ln, p.currency) for ln in p.lines],
+            token_lines=[TokenLineOut.of(tl) for tl in p.token_lines],
             total=MoneyOut.of(total),
         )
 

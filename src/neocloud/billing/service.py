@@ -26,7 +26,11 @@ from neocloud.billing.rating import (
     Period,
     PriceBook,
     Sku,
+    TokenLine,
+    TokenRate,
+    TokenUsage,
     rate,
+    rate_tokens,
 )
 from neocloud.billing.tables import PriceBookRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow
@@ -182,21 +186,35 @@ class IngestResult:
     duplicates: int
 
 
+TOKENS = "tokens"
+
+
+def _bad_tokens(ev: UsageEvent) -> bool:
+    """A ``tokens`` event carries non-negative integer ``input_tokens``/``output_tokens``."""
+    if ev.type != TOKENS:
+        return False
+    counts = [ev.data.get("input_tokens", 0), ev.data.get("output_tokens", 0)]
+    return not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+
+
 def _check_times(events: Sequence[UsageEvent], now: datetime) -> None:
     bad = []
     for i, ev in enumerate(events):
-        if ev.time < now - LATE_LIMIT:
+        if _bad_tokens(ev):
+            bad.append({"index": i, "id": ev.id, "reason": "invalid_token_counts"})
+        elif ev.time < now - LATE_LIMIT:
             bad.append({"index": i, "id": ev.id, "reason": "too_late"})
         elif ev.time > now + EARLY_LIMIT:
             bad.append({"index": i, "id": ev.id, "reason": "in_the_future"})
     if bad:
         first = bad[0]
         raise ValidationFailed(
-            f"{len(bad)} event(s) outside the accepted window: events may be at most "
-            f"{LATE_LIMIT.days} days late and not in the future (first: events[{first['index']}]"
-            f" id {first['id']!r}, {first['reason']})",
-            code="event_time_out_of_range",
-            param=f"events[{first['index']}].time",
+            f"{len(bad)} event(s) refused: events may be at most {LATE_LIMIT.days} days late, "
+            "not in the future, and tokens events carry non-negative integer counts (first: "
+            f"events[{first['index']}] id {first['id']!r}, {first['reason']})",
+            code="invalid_usage_event",
+            param=f"events[{first['index']}]."
+            + ("data" if first["reason"] == "invalid_token_counts" else "time"),
             details={"rejected": bad},
         )
 
@@ -255,6 +273,44 @@ class InvoicePreview:
     currency: str
     lines: tuple[Line, ...]
     as_of: datetime
+    token_lines: tuple[TokenLine, ...] = ()
+
+
+def load_token_usage(s: Session, org_id: str, period: Period) -> list[TokenUsage]:
+    """``tokens`` usage events of ``org_id`` inside ``period`` (the model is ``data.model`` or
+    the subject)."""
+    query = sa.select(UsageEventRow).where(
+        UsageEventRow.org_id == org_id,
+        UsageEventRow.type == TOKENS,
+        UsageEventRow.time >= period.start,
+        UsageEventRow.time < period.end,
+    )
+    return [
+        TokenUsage(
+            r.id,
+            r.org_id,
+            str(r.data.get("model") or r.subject),
+            r.time,
+            int(r.data.get("input_tokens", 0)),
+            int(r.data.get("output_tokens", 0)),
+            bool(r.data.get("batch", False)),
+        )
+        for r in s.scalars(query)
+    ]
+
+
+def token_rates_at(s: Session, at: datetime) -> dict[str, TokenRate]:
+    row = find_price_book_row(s, at)
+    if row is None:
+        return {}
+    return {
+        model: TokenRate(
+            to_decimal(p["input_per_1m"]),
+            to_decimal(p["output_per_1m"]),
+            to_decimal(p.get("batch_discount", "0.5")),
+        )
+        for model, p in row.token_prices.items()
+    }
 
 
 def load_intervals(s: Session, org_id: str, period: Period) -> list[Interval]:
@@ -316,5 +372,9 @@ def preview_invoice(
         book = price_book_at(s, period.start)
         intervals = load_intervals(s, org_id, period)
         outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
+        token_rates = token_rates_at(s, period.start)
+        usage = [u for u in load_token_usage(s, org_id, period) if u.model in token_rates]
     lines = rate(intervals, book, (), period, outages=outages, as_of=now)
-    return InvoicePreview(org_id, period, book.version, book.currency, lines, min(now, period.end))
+    tokens = rate_tokens(usage, token_rates, period, currency=book.currency)
+    as_of = min(now, period.end)
+    return InvoicePreview(org_id, period, book.version, book.currency, lines, as_of, tokens)
