@@ -24,6 +24,7 @@ from neocloud.kernel.errors import InvalidRequest
 from neocloud.studio.catalog import CatalogModel, ModelKind
 from neocloud.studio.engines.base import ChatMessage, Piece, Sampling, TextEngine
 from neocloud.studio.metering import UsageRecord
+from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.schemas import (
     ChatCompletionRequest,
@@ -239,7 +240,13 @@ async def create_chat_completion(
     request: Request, caller: Caller
 ) -> JSONResponse | StreamingResponse:
     runtime = _runtime(request)
-    req: ChatCompletionRequest = parse(ChatCompletionRequest, await _body(request))
+    body = await _body(request)
+    req: ChatCompletionRequest = parse(ChatCompletionRequest, body)
+    model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
+    if model.engine in runtime.catalog.upstreams:
+        return await proxy(
+            runtime, caller, model, body, req, path="/chat/completions", endpoint="chat.completions"
+        )
     gen = _prepare(runtime, caller, req, None, endpoint="chat.completions", prefix="chatcmpl")
     if req.stream:
 
@@ -282,7 +289,13 @@ async def create_chat_completion(
 @router.post("/completions", response_model=None)
 async def create_completion(request: Request, caller: Caller) -> JSONResponse | StreamingResponse:
     runtime = _runtime(request)
-    req: CompletionRequest = parse(CompletionRequest, await _body(request))
+    body = await _body(request)
+    req: CompletionRequest = parse(CompletionRequest, body)
+    model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
+    if model.engine in runtime.catalog.upstreams:
+        return await proxy(
+            runtime, caller, model, body, req, path="/completions", endpoint="completions"
+        )
     gen = _prepare(runtime, caller, req, req.prompt_text(), endpoint="completions", prefix="cmpl")
     if req.stream:
 

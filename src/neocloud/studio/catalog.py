@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from neocloud.kernel.errors import NotFound
 from neocloud.studio.engines.base import EmbeddingEngine, TextEngine
+from neocloud.studio.engines.upstream import UpstreamPool
 
 
 class Flavor(StrEnum):
@@ -39,6 +40,7 @@ class CatalogModel:
     flavor: Flavor = Flavor.BASE
     deprecated_on: date | None = None
     owned_by: str = "neocloud"
+    upstream_model: str | None = None  # the name an upstream engine knows the model by
     created: int = 1_764_288_000  # 2025-11-28, the catalog's epoch for models without a date
 
     def is_deprecated(self, today: date) -> bool:
@@ -52,6 +54,7 @@ class Catalog:
     models: dict[str, CatalogModel] = field(default_factory=dict)
     text_engines: dict[str, TextEngine] = field(default_factory=dict)
     embedding_engines: dict[str, EmbeddingEngine] = field(default_factory=dict)
+    upstreams: dict[str, UpstreamPool] = field(default_factory=dict)
 
     def add(self, model: CatalogModel) -> None:
         self.models[model.id] = model
@@ -62,9 +65,12 @@ class Catalog:
     def add_embedding_engine(self, engine: EmbeddingEngine) -> None:
         self.embedding_engines[engine.name] = engine
 
+    def add_upstream(self, pool: UpstreamPool) -> None:
+        self.upstreams[pool.name] = pool
+
     def is_servable(self, model: CatalogModel, now: datetime) -> bool:
         engines: dict[str, object] = (
-            dict(self.text_engines)
+            {**self.text_engines, **self.upstreams}
             if model.kind is ModelKind.TEXT
             else dict(self.embedding_engines)
         )

@@ -1,0 +1,101 @@
+"""Requests for models on upstream engines: passed through, rewritten, metered."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from neocloud.kernel.auth import Principal
+from neocloud.studio.catalog import CatalogModel
+from neocloud.studio.engines.upstream import UpstreamPool
+from neocloud.studio.metering import UsageRecord
+from neocloud.studio.runtime import StudioRuntime
+from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    # Before the upstream has counted: about four characters per token.
+    prompt = body.get("messages", body.get("prompt", ""))
+    return max(1, len(json.dumps(prompt)) // 4)
+
+
+async def proxy(
+    runtime: StudioRuntime,
+    caller: Principal,
+    model: CatalogModel,
+    body: dict[str, Any],
+    req: ChatCompletionRequest | CompletionRequest,
+    *,
+    path: str,
+    endpoint: str,
+) -> JSONResponse | StreamingResponse:
+    pool: UpstreamPool = runtime.catalog.upstreams[model.engine]
+    estimate = _estimate_prompt_tokens(body)
+    runtime.limiter.acquire(caller.key_id, tokens=estimate + (req.token_limit or 0))
+    request_id = f"upstream-{secrets.token_hex(12)}"
+
+    def record(prompt: int, completion: int, *, aborted: bool) -> None:
+        runtime.usage.record(
+            UsageRecord(
+                request_id=request_id,
+                org_id=caller.org_id,
+                key_id=caller.key_id,
+                model=model.id,
+                endpoint=endpoint,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                aborted=aborted,
+                created_at=runtime.clock.now(),
+            )
+        )
+
+    payload = {**body, "model": model.upstream_model or model.id}
+    if not req.stream:
+        response = await pool.post(path, payload)
+        data = response.json()
+        if response.status_code >= 400:
+            return JSONResponse(data, status_code=response.status_code)
+        data["model"] = model.id
+        usage = data.get("usage") or {}
+        record(
+            usage.get("prompt_tokens", estimate), usage.get("completion_tokens", 0), aborted=False
+        )
+        return JSONResponse(data)
+
+    payload["stream_options"] = {"include_usage": True}
+    chunks = pool.stream(path, payload)
+    first = await anext(chunks)  # upstream errors become a 503 before the stream starts
+
+    async def frames() -> AsyncIterator[str]:
+        prompt, completion, sent, done = estimate, 0, 0, False
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                chunk["model"] = model.id
+                usage = chunk.get("usage")
+                if usage:
+                    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+                sent += sum(1 for c in chunk.get("choices", ()) if _has_text(c))
+                if req.include_usage or chunk.get("choices") or not usage:
+                    if not req.include_usage:
+                        chunk.pop("usage", None)
+                    yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+                chunk = await anext(chunks, None)
+            yield "data: [DONE]\n\n"
+            done = True
+        finally:
+            await chunks.aclose()
+            # An aborted stream has no upstream usage yet: one chunk is about one token.
+            record(prompt, completion or sent, aborted=not done)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def _has_text(choice: dict[str, Any]) -> bool:
+    return bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
