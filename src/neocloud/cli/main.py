@@ -164,6 +164,10 @@ def _register_subcommands() -> None:
 
     for name, sub in billing_cli.APPS.items():
         app.add_typer(sub, name=name)
+    from neocloud.cli import studio as studio_cli
+
+    for name, sub in studio_cli.APPS.items():
+        app.add_typer(sub, name=name)
 
 
 def main() -> None:
