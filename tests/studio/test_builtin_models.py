@@ -50,6 +50,12 @@ def test_tiny_llama_answers_and_counts_tokens(oai: openai.OpenAI) -> None:
     assert out.choices[0].finish_reason == "stop"
     assert out.usage is not None
     assert out.usage.prompt_tokens == 9  # as the model's tokenizer counts them
+    cow = oai.chat.completions.create(
+        model="neocloud/tiny-llama-fast",
+        messages=[{"role": "user", "content": "What does the cow say?"}],
+        temperature=0,
+    )
+    assert cow.choices[0].message.content == "The cow says moo."
     chunks = list(
         oai.chat.completions.create(
             model="neocloud/tiny-llama",
