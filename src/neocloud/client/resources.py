@@ -41,8 +41,5 @@ class Resource:
 def attach(client: Client) -> None:
     for name, target in RESOURCES.items():
         module_name, _, cls_name = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
+        module = importlib.import_module(module_name)
         setattr(client, name, getattr(module, cls_name)(client))
