@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-economics venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,13 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x -m "not postgres"
 
-bench: bench-fleet bench-placement bench-compute bench-economics
+bench: bench-fleet bench-placement bench-compute bench-billing bench-economics
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
+
+bench-billing: $(STAMP)
+	$(BIN)/python bench/billing/bench_rating.py
 
 bench-compute: $(STAMP)
 	$(BIN)/python bench/compute/bench_time_to_gpu.py
