@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.fleet import domain as fleet_domain
-from neocloud.fleet.domain import Lifecycle, NodeState
-from neocloud.fleet.tables import NodeEventRow, NodeRow
-from neocloud.kernel.ids import new_id
+from neocloud.fleet.domain import NodeState
+from neocloud.fleet.service import change_node
+from neocloud.fleet.tables import NodeRow
 
 ACTOR = "compute"
 
@@ -26,29 +26,4 @@ def lock_node(s: Session, node_id: str) -> NodeRow | None:
 
 def move_node(s: Session, node: NodeRow, target: NodeState, now: datetime, reason: str) -> None:
     """Move ``node`` to ``target`` (or to cordoned, under a hold) and record the event."""
-    before = Lifecycle(
-        NodeState(node.state),
-        node.hold,
-        node.drain_requested_at is not None,
-        NodeState(node.resume_state) if node.resume_state else None,
-    )
-    after, moves = fleet_domain.settle(before, target)
-    node.state = after.state.value
-    node.hold = after.hold
-    node.resume_state = after.resume.value if after.resume else None
-    if not after.drain:
-        node.drain_requested_at = None
-    node.state_reason = reason
-    node.updated_at = now
-    for move in moves:
-        s.add(
-            NodeEventRow(
-                id=new_id("evt", at=now),
-                node_id=node.id,
-                at=now,
-                from_state=move.before.value,
-                to_state=move.after.value,
-                reason=reason,
-                actor=ACTOR,
-            )
-        )
+    change_node(s, node, lambda lc: fleet_domain.settle(lc, target), now, reason, ACTOR)

@@ -242,11 +242,11 @@ def _apply(
 ) -> NodeRow:
     with db.transaction() as session:
         node = _node(session, node_id, lock=True)
-        _change(session, node, step, clock.now(), reason, actor, drain=drain)
+        change_node(session, node, step, clock.now(), reason, actor, drain=drain)
         return node
 
 
-def _change(
+def change_node(
     session: Session,
     node: NodeRow,
     step: Step,
@@ -256,6 +256,11 @@ def _change(
     *,
     drain: bool = False,
 ) -> None:
+    """Apply a lifecycle ``step`` to a locked ``node`` inside the caller's transaction.
+
+    Writes the row and one event per move; compute calls it so that a node move commits
+    together with the allocation change that caused it.
+    """
     before = Lifecycle(
         NodeState(node.state),
         node.hold,
@@ -405,7 +410,7 @@ def report_health(
                 for n, v in latest.items()
                 if v["status"] == CheckStatus.FAIL.value
             ]
-            _change(
+            change_node(
                 session, node, domain.fail, now, "health check failed: " + "; ".join(failing), actor
             )
         return node
