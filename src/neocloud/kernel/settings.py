@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     # Don't write last_used_at on every request: once per this many seconds per key is enough.
     key_touch_interval_s: float = Field(60.0, ge=0)
     redis_url: str | None = None
+    # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
+    # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
+    billing_rounding: str = Field(
+        "ROUND_HALF_UP", pattern="^ROUND_(HALF_UP|HALF_EVEN|HALF_DOWN|UP|DOWN|CEILING|FLOOR)$"
+    )
+    billing_grace_days: int = Field(3, ge=0, le=31)
 
     def resolved_database_url(self) -> str:
         if self.database_url:
