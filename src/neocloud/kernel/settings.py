@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     # Don't write last_used_at on every request: once per this many seconds per key is enough.
     key_touch_interval_s: float = Field(60.0, ge=0)
     redis_url: str | None = None
+    # The studio's default rate limits per API key (an operator may override them per key).
+    studio_requests_per_minute: int = Field(600, ge=1)
+    studio_tokens_per_minute: int = Field(1_000_000, ge=1)
+    # Prefix of the studio's keys in Redis (several deployments may share one Redis).
+    studio_redis_prefix: str = "neocloud:rl:"
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(
