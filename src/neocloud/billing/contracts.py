@@ -5,12 +5,18 @@ order in which credit grants pay an invoice. Plain data in, plain data out; mone
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import decimal
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
+from neocloud.billing.rating import Period
 from neocloud.kernel.money import Money
+
+_CENT = Decimal("0.01")
+_HOUR = Decimal(3600)
+_PRECISION = 60
 
 
 def true_up(commitment: Money, usage: Money) -> Money:
@@ -90,3 +96,54 @@ def refundable(grants: Iterable[Grant], at: datetime, currency: str = "USD") -> 
         if g.paid and (g.expires_at is None or g.expires_at > at):
             out += g.balance
     return out
+
+
+# -- time: monthly commitments over contracts of any length ---------------------------------
+
+
+def _seconds(delta: timedelta) -> Decimal:
+    return Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / 1_000_000
+
+
+def overlap(start: datetime, end: datetime, period: Period) -> Decimal:
+    """Seconds of ``[start, end)`` inside ``period`` (0 when they do not meet)."""
+    lo, hi = max(start, period.start), min(end, period.end)
+    return _seconds(hi - lo) if hi > lo else Decimal(0)
+
+
+def months(start: datetime, end: datetime) -> Iterator[Period]:
+    """The calendar months that ``[start, end)`` touches, in order."""
+    if end <= start:
+        return
+    period = Period.month(start.strftime("%Y-%m"))
+    while period.start < end:
+        yield period
+        period = Period.month(period.end.strftime("%Y-%m"))
+
+
+def prorated(per_month: Decimal, start: datetime, end: datetime, period: Period) -> Decimal:
+    """A monthly amount for the part of ``period`` that ``[start, end)`` covers (exact, not
+    rounded): a whole month is the whole amount, half of it half."""
+    covered = overlap(start, end, period)
+    if covered == 0:
+        return Decimal(0)
+    ctx = decimal.Context(prec=_PRECISION)
+    return ctx.divide(ctx.multiply(per_month, covered), _seconds(period.end - period.start))
+
+
+def monthly_value(per_month: Decimal, start: datetime, end: datetime) -> Decimal:
+    """What a monthly commitment is worth over ``[start, end)`` (partial months prorated)."""
+    return sum((prorated(per_month, start, end, p) for p in months(start, end)), Decimal(0))
+
+
+def gpu_hours_value(gpus: int, rate: Decimal, start: datetime, end: datetime) -> Decimal:
+    """``gpus`` x hours of ``[start, end)`` x ``rate`` per GPU-hour (exact)."""
+    if end <= start:
+        return Decimal(0)
+    ctx = decimal.Context(prec=_PRECISION)
+    return ctx.divide(ctx.multiply(ctx.multiply(Decimal(gpus), rate), _seconds(end - start)), _HOUR)
+
+
+def round_line(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
+    """Round once, to the cent, as every invoice line is."""
+    return amount.quantize(_CENT, rounding=rounding)

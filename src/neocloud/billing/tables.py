@@ -1,4 +1,5 @@
-"""Billing rows: price book versions, usage events (immutable facts) and invoices.
+"""Billing rows: price book versions, usage events (immutable facts), invoices, contracts,
+credit grants and credit notes.
 
 A usage event is unique on (org, source, event id): a replay hits the constraint and is
 counted as a duplicate instead of being stored twice.
@@ -99,3 +100,77 @@ class InvoiceLineRow(Base):
     unit_price: Mapped[Decimal] = mapped_column(Amount())
     amount: Mapped[Decimal] = mapped_column(Amount())
     fact_ids: Mapped[list[str]] = mapped_column(Json)
+    # The contract or credit grant a line prices (true-up, drawdown, reservation, credit lines).
+    reference_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+
+
+class ContractRow(Base):
+    """An agreement the operator records for an org, in force over ``[start_at, end_at)``.
+
+    ``kind`` says which fields matter: ``commit_spend`` (``amount`` per month, true-up),
+    ``commit_capacity`` (``gpus`` x hours x ``rate``, optionally of one ``gpu_model``),
+    ``prepaid`` (``amount`` paid upfront, drawn down by usage), ``reservation`` (compute's
+    ``reservation_id`` priced at the price book's reserved ``term``, ``billing`` upfront or
+    monthly) and ``backstop`` (``counterparty`` pays ``rate`` for unsold GPU-hours of
+    ``gpus`` x ``gpu_model``: operator revenue, never an invoice line).
+    """
+
+    __tablename__ = "billing_contracts"
+    __table_args__ = (
+        sa.Index("ix_billing_contracts_org_id_id", "org_id", "id"),
+        sa.Index("ix_billing_contracts_kind_end_at", "kind", "end_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
+    gpu_model: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    gpus: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    rate: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
+    reservation_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    term: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    billing: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    counterparty: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CreditGrantRow(Base):
+    """Credit granted to an org: used by priority (lowest first), then earliest expiry; what is
+    left is ``amount`` minus the credit lines of finalized invoices that name it."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (sa.Index("ix_credit_grants_org_id_id", "org_id", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID)
+    amount: Mapped[Decimal] = mapped_column(Amount())
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    priority: Mapped[int] = mapped_column(sa.Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    paid: Mapped[bool] = mapped_column(sa.Boolean)
+    note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CreditNoteRow(Base):
+    """Money given back on a finalized invoice when late facts lower it (the invoice itself is
+    never changed): negative ``lines`` for ``usage_period``, counted as billed from then on."""
+
+    __tablename__ = "credit_notes"
+    __table_args__ = (sa.Index("ix_credit_notes_org_id_id", "org_id", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID)
+    invoice_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("invoices.id"))
+    usage_period: Mapped[str] = mapped_column(sa.String(7))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    total: Mapped[Decimal] = mapped_column(Amount())
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

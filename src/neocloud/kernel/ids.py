@@ -38,6 +38,9 @@ PREFIXES: dict[str, str] = {
     "pb": "price book",
     "use": "usage event",
     "line": "invoice line",
+    "ctr": "billing contract",
+    "cred": "credit grant",
+    "cn": "credit note",
     "req": "request",
     "usg": "studio usage record",
 }
