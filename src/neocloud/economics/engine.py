@@ -11,10 +11,17 @@ and an annual report agree to the cent. Conventions, stated once:
   retired before the end of its book life (economic life < book life) writes its remaining book
   value off in its last month; it is sold for its salvage value then.
 * Capex is paid in the purchase month; a cohort bought before the start counts at the start.
-* Tax is computed per projection year on positive pre-tax profit after losses carried forward,
-  and booked evenly over the year's months.
-* Cash available for debt service (CFADS) = cash receipts - opex - tax (prepaid contracts move
-  receipts ahead of revenue).
+* Tax is computed per projection year and booked evenly over its months. Current tax (cash) is
+  paid on positive taxable profit (pre-tax profit with tax depreciation instead of book, and
+  salvage taxed as a gain) after losses carried forward, which may offset at most
+  ``tax_loss_offset_limit`` of a year's profit. Deferred tax is the rate times the change in the
+  temporary difference (net book value - tax basis), less the change in losses carried forward
+  when ``deferred_tax_on_losses`` (then P&L tax = rate x pre-tax profit, year by year). The
+  P&L's tax line is current + deferred.
+* Cash available for debt service (CFADS) = cash receipts - opex - current tax (prepaid
+  contracts move receipts ahead of revenue).
+* The terminal value (``scenario.terminal_value``) is a flow at the horizon's end, in project
+  and equity IRR and NPV only; the equity flows repay the debt still owed then.
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ import numpy as np
 import numpy.typing as npt
 
 from neocloud.economics import debt
-from neocloud.economics.scenario import ContractKind, Scenario
+from neocloud.economics.scenario import (
+    Cohort,
+    ContractKind,
+    Scenario,
+    TaxDepreciation,
+    TerminalMethod,
+    Tranche,
+)
 from neocloud.kernel.errors import ValidationFailed
 
 Array = npt.NDArray[np.float64]
@@ -80,6 +94,13 @@ class Projection:
     debt_balance: Array
     project_cash_flow: Array  # cfads - capex + salvage (unlevered; tax as actually paid)
     equity_cash_flow: Array  # project cash flow + draws - debt service
+    current_tax: Array  # paid on the year's taxable profit (cash)
+    deferred_tax: Array  # tax = current + deferred (the P&L line)
+    tax_depreciation: Array
+    deferred_tax_balance: Array  # net liability at each month's end (negative: an asset)
+    losses_carried: Array  # tax losses carried forward at the end of each month's year
+    terminal_value: float  # the fleet's value at the horizon's end, before tax
+    terminal_value_tax: float  # tax on an asset sale's gain over the remaining tax basis
 
     @property
     def years(self) -> int:
@@ -256,15 +277,21 @@ def capex_by_month(scenario: Scenario) -> dict[int, float]:
 def debt_schedule(
     scenario: Scenario, *, rates_shift: Array | None = None, shift_fixed: bool = True
 ) -> debt.DebtSchedule:
-    """All tranches on the monthly grid; ``rates_shift`` adds to annual rates, one per path
-    (fixed-rate tranches move too unless ``shift_fixed`` is false)."""
+    """All tranches on the monthly grid; ``rates_shift`` adds to annual rates, one per path:
+    to a floating tranche's reference curve (before its floor) or all-in rate, and to fixed
+    rates too unless ``shift_fixed`` is false."""
     months = scenario.horizon_years * 12
     shifts = np.zeros(1) if rates_shift is None else np.asarray(rates_shift, dtype=np.float64)
     total = debt.zero(shifts.shape[0], months)
     purchases = capex_by_month(scenario)
-    for tranche in scenario.financing:
+    for i, tranche in enumerate(scenario.financing):
         moved = shifts if (tranche.floating or shift_fixed) else np.zeros_like(shifts)
-        rates = np.maximum(tranche.rate + moved, 0.0)
+        if tranche.reference is not None and tranche.reference not in scenario.reference_rates:
+            raise ValidationFailed(
+                f"tranche {tranche.name}: no reference rate {tranche.reference!r} in "
+                "reference_rates",
+                param=f"financing.{i}.reference",
+            )
         if tranche.principal is not None or tranche.draw is not None:
             principal = (
                 tranche.principal
@@ -275,6 +302,7 @@ def debt_schedule(
         else:  # ltv without a draw date: drawn as the capex is paid, each draw amortising
             draws = {m: (tranche.ltv or 0.0) * amount for m, amount in purchases.items()}
         for month, principal in draws.items():
+            rates = tranche_rates(scenario, tranche, month, moved)
             part = debt.schedule(
                 tranche, principal=principal, draw_month=month, months=months, rates=rates
             )
@@ -282,16 +310,173 @@ def debt_schedule(
     return total
 
 
-def annual_tax(ebt_yearly: Array, rate: float) -> Array:
-    """Tax per year on positive profit after losses carried forward; works along the last
-    axis for any leading (path) shape."""
-    tax = np.zeros_like(ebt_yearly)
-    carried = np.zeros(ebt_yearly.shape[:-1])
-    for year in range(ebt_yearly.shape[-1]):
-        profit = ebt_yearly[..., year] - carried
-        tax[..., year] = rate * np.maximum(profit, 0.0)
-        carried = np.maximum(-profit, 0.0)
-    return tax
+def tranche_rates(scenario: Scenario, tranche: Tranche, draw_month: int, shifts: Array) -> Array:
+    """Annual rates of one draw: (paths,) for a flat rate, (paths, periods) on a curve."""
+    if tranche.reference is None:
+        return np.maximum((tranche.rate or 0.0) + shifts, 0.0)
+    curve = scenario.reference_rates[tranche.reference]
+    fixings = debt.curve_rates(curve, debt.reset_months(tranche, draw_month), scenario.start)
+    reference = fixings[None, :] + shifts[:, None]
+    if tranche.floor is not None:
+        reference = np.maximum(reference, tranche.floor)
+    return np.maximum(reference + tranche.spread, 0.0)
+
+
+@dataclass(frozen=True)
+class TaxBasis:
+    """Tax depreciation against book depreciation, monthly on the grid (shape (months,)).
+
+    ``difference`` is the change in the temporary difference (net book value minus tax basis)
+    each month: tax depreciation - book depreciation - salvage sold (an asset sold at its book
+    value leaves the books and its tax basis together; see ``tax_basis``)."""
+
+    depreciation: Array  # tax depreciation, including the remaining basis at retirement
+    difference: Array
+    opening_difference: float  # temporary difference at the start (cohorts bought before)
+    basis_at_end: float  # tax basis of the cohorts still in service at the horizon
+
+
+def macrs_fractions(years: float) -> Array:
+    """Yearly shares of cost under 200% declining balance with the half-year convention,
+    switching to straight line when that is larger (the MACRS GDS tables: 5 years gives 20%,
+    32%, 19.2%, 11.52%, 11.52%, 5.76%)."""
+    n = float(years)
+    rate = 2.0 / n
+    shares, left = [], 1.0
+    for k in range(1, int(np.ceil(n)) + 2):
+        if left <= 1e-12:
+            break
+        if k == 1:
+            share = 0.5 * rate
+        else:
+            remaining = n + 1.5 - k
+            share = left if remaining <= 1.0 else max(left * rate, left / remaining)
+        share = min(share, left)
+        shares.append(share)
+        left -= share
+    return np.array(shares)
+
+
+def _cohort_tax(cohort: Cohort, book_monthly: float, book: int, econ: int) -> tuple[Array, Array]:
+    """(tax depreciation, book depreciation) over the cohort's life from its in-service month,
+    each of length ``econ``; the last month writes off what is left of both."""
+    cost = cohort.capex
+    book_dep = np.zeros(econ)
+    book_dep[: min(book, econ)] = book_monthly
+    book_dep[-1] += cost * (1.0 - cohort.salvage_fraction) - book_dep.sum()
+    if cohort.tax_depreciation is TaxDepreciation.BOOK:
+        tax = book_dep.copy()
+        tax[-1] += cost * cohort.salvage_fraction
+        return tax, book_dep
+    life = cohort.tax_life_years or cohort.book_life_years
+    bonus = cohort.bonus_depreciation * cost
+    rest = cost - bonus
+    if cohort.tax_depreciation is TaxDepreciation.STRAIGHT_LINE:
+        n = max(1, round(life * 12))
+        schedule = np.full(n, rest / n)
+    else:
+        schedule = np.repeat(macrs_fractions(life) * rest / 12.0, 12)
+    tax = np.zeros(econ)
+    used = min(econ, schedule.size)
+    tax[:used] = schedule[:used]
+    tax[0] += bonus
+    tax[-1] += cost - tax.sum()  # what is left of the basis is written off at retirement
+    return tax, book_dep
+
+
+def tax_basis(scenario: Scenario) -> TaxBasis:
+    """Tax depreciation and the temporary differences it makes, cohort by cohort."""
+    months = scenario.horizon_years * 12
+    tax_dep, difference = np.zeros(months), np.zeros(months)
+    opening = at_end = 0.0
+    for cohort in scenario.cohorts:
+        bought = scenario.month_of(cohort.in_service)
+        if bought >= months:
+            continue
+        live = bought + cohort.power_delay_months
+        econ = max(1, round(cohort.economic_life_years * 12))
+        book = max(1, round(cohort.book_life_years * 12))
+        base = cohort.capex * (1.0 - cohort.salvage_fraction)
+        tax, book_dep = _cohort_tax(cohort, base / book, book, econ)
+        change = tax - book_dep
+        change[-1] -= cohort.capex * cohort.salvage_fraction
+        lo, hi = max(live, 0), min(live + econ, months)
+        if hi > lo:
+            tax_dep[lo:hi] += tax[lo - live : hi - live]
+            difference[lo:hi] += change[lo - live : hi - live]
+        if live < 0:
+            opening += float(change[: min(-live, econ)].sum())
+        if live + econ > months:  # still in service at the horizon
+            at_end += cohort.capex - float(tax[: max(months - live, 0)].sum())
+    return TaxBasis(tax_dep, difference, opening, at_end)
+
+
+@dataclass(frozen=True)
+class TaxYears:
+    """Per projection year: tax paid on the year's profit, losses carried forward at its end."""
+
+    current: Array
+    losses: Array
+
+
+def annual_tax(
+    taxable_yearly: Array,
+    rate: float,
+    *,
+    offset_limit: float = 1.0,
+    brought_forward: float = 0.0,
+) -> TaxYears:
+    """Tax per year on positive taxable profit after losses carried forward (which offset at
+    most ``offset_limit`` of a year's profit); works along the last axis for any leading
+    (path) shape."""
+    tax = np.zeros_like(taxable_yearly)
+    losses = np.zeros_like(taxable_yearly)
+    carried = np.full(taxable_yearly.shape[:-1], brought_forward, dtype=np.float64)
+    for year in range(taxable_yearly.shape[-1]):
+        profit = taxable_yearly[..., year]
+        used = np.minimum(carried, offset_limit * np.maximum(profit, 0.0))
+        tax[..., year] = rate * np.maximum(profit - used, 0.0)
+        carried = carried - used + np.maximum(-profit, 0.0)
+        losses[..., year] = carried
+    return TaxYears(tax, losses)
+
+
+def tax_years(scenario: Scenario, taxable_yearly: Array) -> TaxYears:
+    return annual_tax(
+        taxable_yearly,
+        scenario.tax_rate,
+        offset_limit=scenario.tax_loss_offset_limit,
+        brought_forward=scenario.tax_losses_brought_forward,
+    )
+
+
+def terminal_value(scenario: Scenario, ebitda: Array, basis: TaxBasis) -> tuple[float, float]:
+    """(value, tax on it) at the horizon's end, by the scenario's method (see
+    ``TerminalValue``); cohorts retired by then count for nothing."""
+    method = scenario.terminal_value.method
+    if method is TerminalMethod.NONE:
+        return 0.0, 0.0
+    if method is TerminalMethod.EXIT_MULTIPLE:
+        multiple = scenario.terminal_value.ebitda_multiple or 0.0
+        return multiple * float(ebitda[-12:].sum()), 0.0
+    months = scenario.horizon_years * 12
+    value = 0.0
+    for cohort in scenario.cohorts:
+        bought = scenario.month_of(cohort.in_service)
+        live = bought + cohort.power_delay_months
+        econ = max(1, round(cohort.economic_life_years * 12))
+        if bought >= months or live + econ <= months:
+            continue
+        salvage = cohort.capex * cohort.salvage_fraction
+        used = min(max(months - live, 0), econ)
+        if method is TerminalMethod.SALVAGE:
+            value += salvage
+        elif method is TerminalMethod.ECONOMIC_LIFE:
+            value += salvage + (cohort.capex - salvage) * (1.0 - used / econ)
+        else:  # net book value
+            book = max(1, round(cohort.book_life_years * 12))
+            value += cohort.capex - (cohort.capex - salvage) * min(used, book) / book
+    return value, scenario.tax_rate * (value - basis.basis_at_end)
 
 
 def project(
@@ -309,10 +494,25 @@ def project(
     ebit = ebitda - ops.depreciation
     interest = sched.interest_expense[0]
     ebt = ebit - interest
-    tax = np.repeat(annual_tax(yearly(ebt), scenario.tax_rate) / 12.0, 12)
-    cfads = ops.receipts - ops.opex - tax
+    basis = tax_basis(scenario)
+    # Taxable profit = pre-tax profit + book depreciation - tax depreciation + salvage gain.
+    taxes = tax_years(scenario, yearly(ebt - basis.difference))
+    rate = scenario.tax_rate
+    deferred_yearly = rate * yearly(basis.difference)
+    loss_asset = scenario.deferred_tax_on_losses
+    if loss_asset:
+        before = np.concatenate([[scenario.tax_losses_brought_forward], taxes.losses[:-1]])
+        deferred_yearly = deferred_yearly - rate * (taxes.losses - before)
+    current = np.repeat(taxes.current / 12.0, 12)
+    deferred = np.repeat(deferred_yearly / 12.0, 12)
+    opening = rate * basis.opening_difference
+    if loss_asset:
+        opening -= rate * scenario.tax_losses_brought_forward
+    tax = current + deferred
+    cfads = ops.receipts - ops.opex - current
     service = sched.debt_service[0]
     project_cf = cfads - ops.capex + ops.salvage
+    value, value_tax = terminal_value(scenario, ebitda, basis)
     return Projection(
         scenario=scenario,
         ops=ops,
@@ -331,6 +531,13 @@ def project(
         debt_balance=sched.balance[0],
         project_cash_flow=project_cf,
         equity_cash_flow=project_cf + sched.draws[0] - service,
+        current_tax=current,
+        deferred_tax=deferred,
+        tax_depreciation=basis.depreciation,
+        deferred_tax_balance=opening + np.cumsum(deferred),
+        losses_carried=np.repeat(taxes.losses, 12),
+        terminal_value=value,
+        terminal_value_tax=value_tax,
     )
 
 
@@ -351,10 +558,21 @@ def timed_series(at_end: Array, at_start: Array, *, annual: bool) -> Array:
     return years
 
 
-def project_flows(p: Projection, *, annual: bool) -> Array:
-    return timed_series(p.cfads + p.ops.salvage, -p.ops.capex, annual=annual)
+def project_flows(p: Projection, *, annual: bool, terminal: bool = True) -> Array:
+    """Unlevered flows; with ``terminal``, the terminal value after its tax at the end."""
+    at_end = p.cfads + p.ops.salvage
+    if terminal:
+        at_end = at_end.copy()
+        at_end[-1] += p.terminal_value - p.terminal_value_tax
+    return timed_series(at_end, -p.ops.capex, annual=annual)
 
 
-def equity_flows(p: Projection, *, annual: bool) -> Array:
+def equity_flows(p: Projection, *, annual: bool, terminal: bool = True) -> Array:
+    """Levered flows; the debt still owed at the horizon is repaid at its end (out of the
+    terminal value, with ``terminal``)."""
     at_end = p.cfads + p.ops.salvage - p.debt_service
+    at_end = at_end.copy()
+    at_end[-1] -= p.debt_balance[-1]
+    if terminal:
+        at_end[-1] += p.terminal_value - p.terminal_value_tax
     return timed_series(at_end, p.draws - p.ops.capex, annual=annual)

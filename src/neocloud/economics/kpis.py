@@ -16,6 +16,8 @@ from neocloud.economics.engine import (
     equity_flows,
     project,
     project_flows,
+    tax_basis,
+    tax_years,
     yearly,
 )
 from neocloud.economics.finance import annualize, irr, npv, payback_periods
@@ -67,6 +69,9 @@ def covers(p: Projection) -> Covers:
 
 @dataclass(frozen=True)
 class Returns:
+    """IRRs and NPVs include the terminal value (after its tax); the ``*_without_terminal``
+    figures leave it out, so its weight shows. Payback never counts it."""
+
     project_irr: float | None  # annual periods (capex at the start, flows at year ends)
     project_irr_monthly: float | None  # monthly flows, as an effective annual rate
     equity_irr: float | None
@@ -74,12 +79,22 @@ class Returns:
     npv: float  # project flows at the scenario's discount rate, annual periods
     equity_npv: float
     payback_years: float | None
+    terminal_value: float  # before tax, at the horizon's end
+    terminal_value_tax: float
+    terminal_value_pv: float  # after tax, discounted to the start
+    project_irr_without_terminal: float | None
+    equity_irr_without_terminal: float | None
+    npv_without_terminal: float
+    equity_npv_without_terminal: float
 
 
 def returns(p: Projection) -> Returns:
     rate = p.scenario.discount_rate
     project_annual = project_flows(p, annual=True)
     equity_annual = equity_flows(p, annual=True)
+    project_bare = project_flows(p, annual=True, terminal=False)
+    equity_bare = equity_flows(p, annual=True, terminal=False)
+    after_tax = p.terminal_value - p.terminal_value_tax
     return Returns(
         project_irr=irr(project_annual),
         project_irr_monthly=annualize(irr(project_flows(p, annual=False), guess=0.01), 12),
@@ -87,7 +102,14 @@ def returns(p: Projection) -> Returns:
         equity_irr_monthly=annualize(irr(equity_flows(p, annual=False), guess=0.01), 12),
         npv=npv(rate, project_annual),
         equity_npv=npv(rate, equity_annual),
-        payback_years=payback_periods(project_annual),
+        payback_years=payback_periods(project_bare),
+        terminal_value=p.terminal_value,
+        terminal_value_tax=p.terminal_value_tax,
+        terminal_value_pv=after_tax * (1.0 + rate) ** -p.years,
+        project_irr_without_terminal=irr(project_bare),
+        equity_irr_without_terminal=irr(equity_bare),
+        npv_without_terminal=npv(rate, project_bare),
+        equity_npv_without_terminal=npv(rate, equity_bare),
     )
 
 
@@ -115,7 +137,8 @@ def breakevens(p: Projection) -> Breakevens:
     interest = float(p.interest[year].sum())
     service = float(p.debt_service[year].sum())
     ahead = float((p.ops.receipts - p.ops.revenue)[year].sum())  # prepayments
-    t = s.tax_rate
+    # Taxable profit moves one for one with revenue; its other parts are fixed in year one.
+    taxable_rest = float((p.ebt - p.revenue - tax_basis(s).difference)[year].sum())
 
     def solve(revenue_needed: float) -> float | None:
         if full <= 0:
@@ -123,16 +146,27 @@ def breakevens(p: Projection) -> Breakevens:
         u = (revenue_needed - fixed) / full
         return max(u, 0.0) if u <= 1.0 + 1e-12 else None
 
-    # DSCR = 1: (R + ahead - opex - tax) = service, taxed on R - opex - dep - interest if > 0.
-    untaxed = service + opex - ahead
-    taxed = (service - ahead - t * (dep + interest)) / (1 - t) + opex
-    need = taxed if taxed - opex - dep - interest > 0 else untaxed
+    def cfads(u: float) -> float:
+        revenue = fixed + full * u
+        taxable = np.array([revenue + taxable_rest])
+        tax = float(tax_years(s, taxable).current[0])
+        return revenue + ahead - opex - tax
+
+    debt_service: float | None = None
+    if full > 0 and service > 0 and cfads(1.0) >= service:
+        low, high = 0.0, 1.0  # cash tax never rises faster than revenue: cfads is monotone
+        if cfads(0.0) >= service:
+            high = 0.0
+        for _ in range(80):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if cfads(mid) < service else (low, mid)
+        debt_service = high
     factor = _price_factor(s)
     price = s.revenue.classes[0].price_per_gpu_hour * factor if factor is not None else None
     return Breakevens(
         cash=solve(opex),
         full_cost=solve(opex + dep + interest),
-        debt_service=solve(need),
+        debt_service=debt_service,
         price_at_npv_zero=price,
         price_factor_at_npv_zero=factor,
     )

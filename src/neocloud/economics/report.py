@@ -32,8 +32,11 @@ PL_LINES = (
     "ebit",
     "interest",
     "ebt",
+    "current_tax",
+    "deferred_tax",
     "tax",
     "net_income",
+    "tax_depreciation",
 )
 CASH_LINES = (
     "cfads",
@@ -67,7 +70,10 @@ def _lines(p: Projection) -> dict[str, Array]:
         "ebit": p.ebit,
         "interest": p.interest,
         "ebt": p.ebt,
+        "current_tax": p.current_tax,
+        "deferred_tax": p.deferred_tax,
         "tax": p.tax,
+        "tax_depreciation": p.tax_depreciation,
         "net_income": p.net_income,
         "cfads": p.cfads,
         "capex": p.ops.capex,
@@ -86,9 +92,10 @@ def _rows(p: Projection, *, annual: bool) -> list[dict[str, Any]]:
     if annual:
         lines = {k: yearly(v) for k, v in lines.items()}
         balance = p.debt_balance[11::12]
+        deferred = p.deferred_tax_balance[11::12]
         gpus = p.ops.gpus[11::12]
     else:
-        balance, gpus = p.debt_balance, p.ops.gpus
+        balance, deferred, gpus = p.debt_balance, p.deferred_tax_balance, p.ops.gpus
     c = covers(p)
     rows = []
     for i in range(balance.shape[0]):
@@ -98,6 +105,7 @@ def _rows(p: Projection, *, annual: bool) -> list[dict[str, Any]]:
         row["gpus_in_service"] = int(gpus[i])
         row.update({k: cents(v[i]) for k, v in lines.items()})
         row["debt_balance"] = cents(balance[i])
+        row["deferred_tax_liability"] = cents(deferred[i])
         if annual:
             row["dscr"] = ratio4(c.dscr[i])
             row["ebitda_interest_cover"] = ratio4(c.ebitda_interest_cover[i])
@@ -124,6 +132,17 @@ def assumptions(s: Scenario) -> dict[str, Any]:
         "economic_life_years": {c.name: c.economic_life_years for c in s.cohorts},
         "discount_rate": s.discount_rate,
         "tax_rate": s.tax_rate,
+        "tax_depreciation": {c.name: c.tax_depreciation.value for c in s.cohorts},
+        "tax_loss_offset_limit": s.tax_loss_offset_limit,
+        "rates": {
+            t.name: (
+                {"reference": t.reference, "spread": t.spread, "floor": t.floor}
+                if t.reference is not None
+                else {"rate": t.rate, "floating": t.floating}
+            )
+            for t in s.financing
+        },
+        "terminal_value_method": s.terminal_value.method.value,
     }
 
 
@@ -141,6 +160,17 @@ def kpis(p: Projection, *, with_breakevens: bool = True) -> dict[str, Any]:
         "npv": cents(r.npv),
         "equity_npv": cents(r.equity_npv),
         "payback_years": ratio4(r.payback_years),
+        "terminal_value": {
+            "method": p.scenario.terminal_value.method.value,
+            "value": cents(r.terminal_value),
+            "tax": cents(r.terminal_value_tax),
+            "present_value": cents(r.terminal_value_pv),
+            "share_of_npv": ratio4(r.terminal_value_pv / r.npv) if abs(r.npv) > 1e-6 else None,
+            "project_irr_without": ratio4(r.project_irr_without_terminal),
+            "equity_irr_without": ratio4(r.equity_irr_without_terminal),
+            "npv_without": cents(r.npv_without_terminal),
+            "equity_npv_without": cents(r.equity_npv_without_terminal),
+        },
     }
     if with_breakevens:
         b = breakevens(p)

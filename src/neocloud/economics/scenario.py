@@ -45,6 +45,20 @@ class Periods(StrEnum):
     MONTHLY = "monthly"
 
 
+class TaxDepreciation(StrEnum):
+    BOOK = "book"  # as the books: no temporary difference, no deferred tax
+    STRAIGHT_LINE = "straight_line"  # full cost over tax_life_years, monthly from in service
+    MACRS = "macrs"  # 200% declining balance, half-year convention, switching to straight line
+
+
+class TerminalMethod(StrEnum):
+    NONE = "none"  # the fleet is worth nothing at the horizon
+    SALVAGE = "salvage"  # cohorts still in service sold for their salvage value
+    ECONOMIC_LIFE = "economic_life"  # cost falling straight-line to salvage over economic life
+    BOOK_VALUE = "book_value"  # the cohorts' net book value
+    EXIT_MULTIPLE = "exit_multiple"  # a multiple of the last twelve months' EBITDA
+
+
 class Cohort(_Model):
     """Nodes of one GPU model bought together."""
 
@@ -61,6 +75,10 @@ class Cohort(_Model):
     kw_per_node: float = Field(ge=0)
     # Months the cohort waits for power after purchase: capex and debt on time, revenue late.
     power_delay_months: int = Field(0, ge=0, le=120)
+    # Tax depreciation, from the in-service month; ``book`` unless given (no deferred tax).
+    tax_depreciation: TaxDepreciation = TaxDepreciation.BOOK
+    tax_life_years: float | None = Field(None, gt=0, le=40, description="default: book life")
+    bonus_depreciation: float = Field(0.0, ge=0, le=1, description="share of cost expensed")
 
     @property
     def node_capex(self) -> float:
@@ -77,16 +95,50 @@ class Cohort(_Model):
         return self.nodes * self.gpus_per_node
 
 
+class RateStep(_Model):
+    start: date
+    rate: float = Field(ge=-0.05, le=1)
+
+
+class ReferenceCurve(_Model):
+    """A reference rate (SOFR, EURIBOR) month by month, as annual fractions: ``monthly`` lists
+    one rate per month from the scenario's start (the last one holds after it); ``steps`` sets
+    a rate from each date on (the first step's rate also holds before its date)."""
+
+    monthly: list[float] | None = Field(None, min_length=1, max_length=1200)
+    steps: list[RateStep] | None = Field(None, min_length=1, max_length=1200)
+
+    @model_validator(mode="after")
+    def _check(self) -> ReferenceCurve:
+        if (self.monthly is None) == (self.steps is None):
+            raise ValueError("give exactly one of monthly and steps")
+        if self.monthly is not None and any(not -0.05 <= r <= 1 for r in self.monthly):
+            raise ValueError("monthly rates must lie between -0.05 and 1")
+        if self.steps is not None and any(
+            a.start >= b.start for a, b in zip(self.steps, self.steps[1:], strict=False)
+        ):
+            raise ValueError("steps must be in date order, one per date")
+        return self
+
+
 class Tranche(_Model):
     """One loan. ``principal`` is absolute; else ``ltv`` x capex. An ``ltv`` tranche without a
     ``draw`` date is drawn as capex is paid (one draw per purchase month, each repaid over the
-    term from its own draw); with a date, or with a ``principal``, it is drawn once then."""
+    term from its own draw); with a date, or with a ``principal``, it is drawn once then.
+
+    Fixed: ``rate``. Floating: ``reference`` (a curve of the scenario's ``reference_rates``)
+    plus ``spread``, the reference floored at ``floor`` if given, fixed at the start of each
+    payment period (a term rate set in advance); an annuity is re-amortised at each reset. A
+    floating tranche without a reference keeps ``rate`` as its all-in rate."""
 
     name: str = Field(min_length=1, max_length=100)
     principal: float | None = Field(None, ge=0)
     ltv: float | None = Field(None, ge=0, le=1)
-    rate: float = Field(ge=0, le=1, description="all-in annual rate (base + spread if floating)")
+    rate: float | None = Field(None, ge=0, le=1, description="fixed (or all-in floating) rate")
     floating: bool = False
+    reference: str | None = Field(None, min_length=1, max_length=64)
+    spread: float = Field(0.0, ge=-0.05, le=1)
+    floor: float | None = Field(None, ge=-0.05, le=1, description="on the reference rate")
     term_years: float = Field(gt=0, le=40)
     amortisation: Amortisation = Amortisation.ANNUITY
     payments_per_year: int = Field(1, description="1, 2, 4 or 12")
@@ -96,6 +148,10 @@ class Tranche(_Model):
     def _check(self) -> Tranche:
         if (self.principal is None) == (self.ltv is None):
             raise ValueError("give exactly one of principal and ltv")
+        if self.reference is None and self.rate is None:
+            raise ValueError("give a rate, or a reference rate and a spread")
+        if self.reference is not None and (self.rate is not None or not self.floating):
+            raise ValueError("a tranche on a reference rate is floating: set floating, no rate")
         if self.payments_per_year not in (1, 2, 4, 12):
             raise ValueError("payments_per_year must be 1, 2, 4 or 12")
         months = self.term_years * 12
@@ -150,6 +206,22 @@ class Revenue(_Model):
     contracts: list[Contract] = Field(default_factory=list)
 
 
+class TerminalValue(_Model):
+    """What the fleet is worth at the horizon's end: counted in project and equity IRR and NPV
+    (equity after repaying the debt still owed) and reported separately. An asset sale is taxed
+    on its gain over the remaining tax basis; an exit multiple (a sale of the business) is not
+    taxed here."""
+
+    method: TerminalMethod = TerminalMethod.NONE
+    ebitda_multiple: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> TerminalValue:
+        if (self.method is TerminalMethod.EXIT_MULTIPLE) != (self.ebitda_multiple is not None):
+            raise ValueError("ebitda_multiple goes with (and only with) method exit_multiple")
+        return self
+
+
 class Scenario(_Model):
     name: str = Field("scenario", min_length=1, max_length=200)
     description: str = ""
@@ -160,7 +232,15 @@ class Scenario(_Model):
     hours_per_year: float = Field(8760.0, gt=0, le=8784)
     discount_rate: float = Field(0.10, gt=-1, le=1)
     tax_rate: float = Field(0.0, ge=0, lt=1)
+    # Losses carried forward offset at most this share of a year's taxable profit (US: 0.8).
+    tax_loss_offset_limit: float = Field(1.0, gt=0, le=1)
+    tax_losses_brought_forward: float = Field(0.0, ge=0)
+    # Recognise a deferred tax asset on losses carried forward (false: a full valuation
+    # allowance, so losses lower the P&L tax only when they are used).
+    deferred_tax_on_losses: bool = True
+    terminal_value: TerminalValue = Field(default_factory=TerminalValue)
     cohorts: list[Cohort] = Field(min_length=1)
+    reference_rates: dict[str, ReferenceCurve] = Field(default_factory=dict)
     financing: list[Tranche] = Field(default_factory=list)
     opex: Opex = Field(default_factory=Opex)
     revenue: Revenue = Field(default_factory=Revenue)

@@ -12,16 +12,17 @@ import numpy as np
 from neocloud.economics.engine import (
     Array,
     Projection,
-    annual_tax,
     debt_schedule,
     equity_flows,
     project,
     project_flows,
+    tax_basis,
+    tax_years,
     yearly,
 )
 from neocloud.economics.finance import npv
 from neocloud.economics.kpis import concentration, covers
-from neocloud.economics.scenario import Cohort, Scenario
+from neocloud.economics.scenario import Cohort, Scenario, TerminalMethod
 from neocloud.kernel.errors import InvalidRequest
 
 Edit = Callable[[Scenario], Scenario]
@@ -44,10 +45,24 @@ def with_opex(s: Scenario, field: str, factor: float, floor: float = 0.0) -> Sce
     return s.model_copy(update={"opex": s.opex.model_copy(update={field: value})})
 
 
-def with_tranches(s: Scenario, edit: Callable[[float], dict[str, object]]) -> Scenario:
-    return s.model_copy(
-        update={"financing": [t.model_copy(update=edit(t.rate)) for t in s.financing]}
-    )
+def scale_rates(s: Scenario, factor: float) -> Scenario:
+    """Every tranche's all-in rate times ``factor``: fixed rates, and for floating tranches on
+    a reference both the reference curves and the spreads (and floors)."""
+    tranches = []
+    for t in s.financing:
+        if t.rate is not None:
+            tranches.append(t.model_copy(update={"rate": min(t.rate * factor, 1.0)}))
+        else:
+            floor = None if t.floor is None else t.floor * factor
+            tranches.append(t.model_copy(update={"spread": t.spread * factor, "floor": floor}))
+    curves = {}
+    for name, curve in s.reference_rates.items():
+        if curve.monthly is not None:
+            curves[name] = curve.model_copy(update={"monthly": [r * factor for r in curve.monthly]})
+        else:
+            steps = [x.model_copy(update={"rate": x.rate * factor}) for x in curve.steps or []]
+            curves[name] = curve.model_copy(update={"steps": steps})
+    return s.model_copy(update={"financing": tranches, "reference_rates": curves})
 
 
 def scale_capex(s: Scenario, factor: float) -> Scenario:
@@ -124,7 +139,8 @@ STRESSES: dict[str, Stress] = {
         ),
         Stress(
             "rate_shock",
-            "+300 bp on every tranche (floating reprices; fixed as if financed today)",
+            "+300 bp on every tranche (floating: the reference curve shifts; fixed: as if "
+            "financed today)",
             _same,
             rate_shift=0.03,
         ),
@@ -228,8 +244,8 @@ def _inputs(pct: float) -> list[tuple[str, str, str, Edit, Edit]]:
             "interest rate",
             f"-{tag}",
             f"+{tag}",
-            lambda s: with_tranches(s, lambda r: {"rate": r * lo}),
-            lambda s: with_tranches(s, lambda r: {"rate": min(r * hi, 1.0)}),
+            lambda s: scale_rates(s, lo),
+            lambda s: scale_rates(s, hi),
         ),
         (
             "leverage",
@@ -335,7 +351,8 @@ def monte_carlo(s: Scenario, spec: MonteCarloSpec | None = None) -> MonteCarloRe
     sched = debt_schedule(s, rates_shift=rates, shift_fixed=False)
     interest = yearly(sched.interest_expense)
     service = yearly(sched.debt_service)
-    tax = annual_tax(ebit - interest, s.tax_rate)
+    taxable = ebit - interest - yearly(tax_basis(s).difference)  # see engine.project
+    tax = tax_years(s, taxable).current
     cfads = ebitda + yearly(ops.receipts - ops.revenue) - tax
     owing = service > 1e-6
     charged = interest > 1e-6
@@ -348,6 +365,9 @@ def monte_carlo(s: Scenario, spec: MonteCarloSpec | None = None) -> MonteCarloRe
 
     flows = np.tile(project_flows(base, annual=True), (n, 1))
     flows[:, 1:] += cfads - yearly(base.cfads)
+    if s.terminal_value.method is TerminalMethod.EXIT_MULTIPLE:  # moves with the last EBITDA
+        multiple = s.terminal_value.ebitda_multiple or 0.0
+        flows[:, -1] += multiple * (ebitda[:, -1] - float(base.ebitda[-12:].sum()))
     discount = (1.0 + s.discount_rate) ** -np.arange(years + 1, dtype=np.float64)
     values = flows @ discount
     finite = min_dscr[np.isfinite(min_dscr)]
