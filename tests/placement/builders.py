@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from neocloud.placement import NodeSnapshot, PlacementEngine
 
 
@@ -33,5 +35,5 @@ def grid_fleet(
     return out
 
 
-def engine(policy: str = "default", **kw: int) -> PlacementEngine:
+def engine(policy: str = "default", **kw: Any) -> PlacementEngine:
     return PlacementEngine(grid_fleet(**kw), policy=policy)

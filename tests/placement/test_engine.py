@@ -131,11 +131,18 @@ def test_slice_respects_cpu_and_ram() -> None:
     assert r.details["vcpus"] == 10_000
 
 
-def test_fractional_slices_are_a_seam() -> None:
+@pytest.mark.parametrize(
+    "req",
+    [SliceRequest(milli_gpu=1000), SliceRequest(milli_gpu=-5), SliceRequest(milli_gpu=300, gpus=1)],
+)
+def test_a_bad_fraction_is_refused_and_changes_nothing(req: SliceRequest) -> None:
     e = engine()
+    before = e.index.snapshot()
     with pytest.raises(InvalidRequest) as err:
-        e.place(SliceRequest(milli_gpu=250), now=0)
-    assert err.value.code == "fractional_not_supported"
+        e.place(req, now=0)
+    assert err.value.param == "milli_gpu"
+    assert e.index.snapshot() == before
+    assert not e.calendar.by_id
 
 
 def test_release_restores_capacity_and_unknown_is_not_found() -> None:

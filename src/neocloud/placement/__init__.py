@@ -7,7 +7,9 @@ incremental free-capacity index per GPU model and topology domain. Every decisio
 ``now`` (seconds) and reads the index, never the whole fleet:
 
 - ``place(SliceRequest | GangRequest, now=, dry_run=False, allow_preemption=False)`` →
-  ``Placement`` or ``NoCapacity`` (reason, code, details, earliest feasible start);
+  ``Placement`` or ``NoCapacity`` (reason, code, details, earliest feasible start); a slice of
+  ``milli_gpu`` 1-999 shares one GPU of a node with other fractions (its booking names the
+  shared GPU in ``gpu_index``), never over-committing it at any instant;
 - ``offerings(OfferingRequest, now=)`` → up to k ``Offering`` (start, end, fabric, nodes);
 - ``preempt(request, now=)`` → the cheapest spot bookings to evict (``Preemption``), a what-if;
 - ``replace(allocation_id, failed_node_id, now=)`` → ``Replacement`` near the failed node;

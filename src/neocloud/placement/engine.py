@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound
-from neocloud.placement.calendar import Calendar, NodeCalendar
+from neocloud.placement.calendar import MILLI, Calendar, NodeCalendar
 from neocloud.placement.extension import extend_allocation
 from neocloud.placement.gangs import Avail, GangChooser, GangShape, domains_used
 from neocloud.placement.index import BUSY, IDLE, SPOT, CapacityIndex, Topology
@@ -35,7 +35,7 @@ from neocloud.placement.offerings import find_offerings
 from neocloud.placement.policies import Policy, get_policy
 from neocloud.placement.preemption import plan_preemption
 from neocloud.placement.replacement import find_replacement
-from neocloud.placement.single_node import pick_slice_node, place_slice
+from neocloud.placement.single_node import pick_fraction_node, pick_slice_node, place_slice
 
 DAY = 86_400.0
 
@@ -142,7 +142,20 @@ class PlacementEngine:
         cal = self.calendar.nodes.get(booking.node_id)
         if cal is None:
             raise NotFound(f"node {booking.node_id} is not in the snapshot")
-        if not cal.fits(booking.resources, booking.start, booking.end, ignore_spot=False):
+        if booking.milli_gpu:
+            if not 0 < booking.milli_gpu < MILLI or booking.gpus:
+                raise InvalidRequest(
+                    f"booking {booking.id}: a fraction is 1-{MILLI - 1} milli-GPU and no"
+                    " whole GPUs",
+                    param="milli_gpu",
+                )
+            if booking.gpu_index is None:  # pick its shared GPU label
+                rest = Resources(0, booking.vcpus, booking.ram_gib)
+                label = cal.fraction_gpu(
+                    booking.milli_gpu, rest, booking.start, booking.end, ignore_spot=False
+                )
+                booking = replace(booking, gpu_index=-1 if label is None else label)
+        if not cal.fits_booking(booking, booking.start, booking.end, ignore_spot=False):
             raise Conflict(
                 f"booking {booking.id} over-commits node {booking.node_id}",
                 code="overlapping_booking",
@@ -388,7 +401,7 @@ class PlacementEngine:
         if w.firm and w.future:
             for b in bookings:
                 cal = self.calendar.nodes[b.node_id]
-                if cal.fits(b.resources, b.start, b.end, ignore_spot=False):
+                if cal.fits_booking(b, b.start, b.end, ignore_spot=False):
                     continue  # room beside the spot bookings: they may stay
                 for s in list(cal):
                     if s.cls.preemptible and s.overlaps(b.start, b.end):
@@ -453,6 +466,11 @@ class PlacementEngine:
 
     def _pick_slice_node(self, model: str, demand: Resources, w: _Window) -> str | None:
         return pick_slice_node(self, model, demand, w)
+
+    def _pick_fraction_node(
+        self, model: str, milli: int, rest: Resources, w: _Window
+    ) -> tuple[str, int] | None:
+        return pick_fraction_node(self, model, milli, rest, w)
 
     # -- release, failure, replacement ------------------------------------------------------
 

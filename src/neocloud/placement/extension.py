@@ -33,7 +33,7 @@ def extend_allocation(
             if nxt is not None and (new_end is None or nxt < new_end):
                 blocked.append(b.node_id)
                 continue
-        elif not cal.fits(b.resources, b.end, new_end, ignore_spot=True):
+        elif not cal.fits_booking(b, b.end, new_end, ignore_spot=True):
             blocked.append(b.node_id)
             continue
         grown.append(replace(b, end=new_end))
@@ -48,7 +48,7 @@ def extend_allocation(
         if g.cls.preemptible or b.end is None:
             continue
         cal = e.calendar.nodes[b.node_id]
-        if cal.fits(b.resources, b.end, new_end, ignore_spot=False):
+        if cal.fits_booking(b, b.end, new_end, ignore_spot=False):
             continue
         for s in cal:
             ours = s.allocation_id == allocation_id

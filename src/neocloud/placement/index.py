@@ -114,7 +114,8 @@ class ModelIndex:
     """The index of one GPU model: ``counts[level][domain]`` is ``[idle, spot, busy]`` nodes;
     ``idle``/``spot``/``busy`` are node sets per leaf domain; ``release[level][domain]`` the
     busy nodes as ``(free of firm bookings from, node)``, sorted; ``buckets[g]`` the nodes with
-    ``g`` whole GPUs free from now on; ``blocks_by_idle[k]`` the blocks with ``k`` idle nodes."""
+    ``g`` whole GPUs free from now on; ``blocks_by_idle[k]`` the blocks with ``k`` idle nodes;
+    ``frac[m]`` the nodes whose roomiest shared GPU has ``m`` milli-GPU free from now on."""
 
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
@@ -125,6 +126,7 @@ class ModelIndex:
     tree: _MaxTree
     order: list[str]
     blocks_by_idle: dict[int, dict[str, None]]
+    frac: dict[int, dict[str, None]]
 
     def leftmost(self, k: int, lo: int) -> int:
         """Ordinal of the first node from ``lo`` on with at least ``k`` GPUs free ahead."""
@@ -140,6 +142,7 @@ class CapacityIndex:
         self.block_level = levels.index("block") if "block" in levels else max(len(levels) - 2, 0)
         self.nodes = nodes
         self.state: dict[str, tuple[int, float, int] | None] = {}
+        self.room: dict[str, int] = {}
         self.ordinal: dict[str, int] = {}
         self.models: dict[str, ModelIndex] = {}
         self._counts_of: dict[str, list[list[int]]] = {}
@@ -160,6 +163,7 @@ class CapacityIndex:
                 tree=_MaxTree(len(ids)),
                 order=ids,
                 blocks_by_idle={},
+                frac={},
             )
             mi = self.models[model]
             for i, node_id in enumerate(ids):
@@ -187,10 +191,11 @@ class CapacityIndex:
         """Recompute one node's entry from its calendar and move it between the structures."""
         new = self._classify(cal, eligible)
         old = self.state[node_id]
-        if new == old:
-            return
         node = self.nodes[node_id]
         mi = self.models[node.gpu_model]
+        self._set_room(mi, node_id, cal.fraction_room() if eligible else -1)
+        if new == old:
+            return
         if old is not None and new is not None and old[:2] == new[:2]:
             # same category and release time: only the slice bucket moves
             del mi.buckets[old[2]][node_id]
@@ -205,6 +210,21 @@ class CapacityIndex:
         self.state[node_id] = new
         mi.tree.set(self.ordinal[node_id], -1 if new is None else new[2])
 
+    def _set_room(self, mi: ModelIndex, node_id: str, room: int) -> None:
+        old = self.room.get(node_id, -1)
+        if old == room:
+            return
+        if old >= 0:
+            s = mi.frac[old]
+            del s[node_id]
+            if not s:
+                del mi.frac[old]
+        if room >= 0:
+            mi.frac.setdefault(room, {})[node_id] = None
+            self.room[node_id] = room
+        else:
+            self.room.pop(node_id, None)
+
     @staticmethod
     def _classify(cal: NodeCalendar, eligible: bool) -> tuple[int, float, int] | None:
         if not eligible:
@@ -213,11 +233,11 @@ class CapacityIndex:
             return (IDLE, -INF, cal.capacity.gpus)
         if len(cal.bookings) == 1:  # the common case (a whole node, or one slice)
             (b,) = cal.bookings.values()
-            free1 = cal.capacity.gpus - b.gpus
+            free1 = cal.capacity.gpus - (1 if b.milli_gpu else b.gpus)
             if b.cls.preemptible:
                 return (SPOT, -INF, free1)
             return (BUSY, INF if b.end is None else b.end, free1)
-        free = cal.free_ahead().gpus
+        free = max(cal.free_ahead().gpus, 0)
         if cal.only_spot():
             return (SPOT, -INF, free)
         return (BUSY, cal.firm_until(), free)
@@ -289,6 +309,7 @@ class CapacityIndex:
                 "release": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.release],
                 "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
+                "frac": {k: frozenset(v) for k, v in mi.frac.items()},
                 "tree": tuple(mi.tree.t[mi.tree.n : mi.tree.n + len(mi.order)]),
             }
         return out

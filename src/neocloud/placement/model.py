@@ -70,7 +70,10 @@ class Resources:
 class Booking:
     """Resources of one node held by an owner for ``[start, end)`` in one capacity class.
 
-    ``allocation_id`` groups the bookings of one placement (the nodes of a gang).
+    ``allocation_id`` groups the bookings of one placement (the nodes of a gang). A fractional
+    booking has ``gpus`` 0 and ``milli_gpu`` (1-999) of the node's shared GPU ``gpu_index``: a
+    label, not a device number. While any fraction on a label is running, that label holds one
+    whole GPU of the node; fractions on one label share it up to 1,000 milli-GPU.
     """
 
     id: str
@@ -84,6 +87,12 @@ class Booking:
     vcpus: int
     ram_gib: int
     allocation_id: str = ""
+    milli_gpu: int = 0
+    gpu_index: int | None = None
+
+    @property
+    def fractional(self) -> bool:
+        return self.milli_gpu > 0
 
     @property
     def resources(self) -> Resources:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from neocloud.placement.calendar import peak_usage
+from neocloud.placement.calendar import fraction_fits, peak_usage
 from neocloud.placement.gangs import Avail, GangChooser
 from neocloud.placement.index import IDLE
 from neocloud.placement.model import (
@@ -30,7 +30,7 @@ NONE: Cost = (-(1 << 62), 0.0, 0)
 
 
 def _lost(b: Booking, now: float) -> float:
-    return b.gpus * max(now - b.start, 0.0) / 3600.0
+    return (b.gpus + b.milli_gpu / 1000) * max(now - b.start, 0.0) / 3600.0
 
 
 def _cost(victims: list[Booking], now: float) -> Cost:
@@ -106,7 +106,7 @@ def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapaci
 
 
 def _plan_slice(engine: PlacementEngine, r: SliceRequest) -> Preemption | NoCapacity:
-    demand = Resources(r.gpus, r.vcpus, r.ram_gib)
+    demand = Resources(0 if r.milli_gpu else r.gpus, r.vcpus, r.ram_gib)
     now = engine.now
     models = [r.gpu_model] if r.gpu_model is not None else list(engine.index.models)
     w = engine._window(r, now)
@@ -125,7 +125,8 @@ def _plan_slice(engine: PlacementEngine, r: SliceRequest) -> Preemption | NoCapa
                             return Preemption((), 0.0, (node_id,))
     if best is None:
         return NoCapacity(
-            f"even evicting spot, no node can take {demand.gpus} GPUs, {demand.vcpus} vCPUs"
+            f"even evicting spot, no node can take {r.milli_gpu or 1000 * demand.gpus}"
+            f" milli-GPU, {demand.vcpus} vCPUs"
             f" and {demand.ram_gib} GiB",
             code="no_capacity_even_with_preemption",
         )
@@ -142,15 +143,21 @@ def _slice_on_node(
     end: float | None,
 ) -> tuple[Cost, list[Booking]] | None:
     cal = engine.calendar.nodes[node_id]
-    if not demand.fits_in(cal.capacity):
+    if not demand.fits_in(cal.capacity) or (r.milli_gpu and cal.capacity.gpus < 1):
         return None
+
+    def fits(keep: list[Booking]) -> bool:
+        if r.milli_gpu:
+            return fraction_fits(keep, cal.capacity, r.milli_gpu, demand, now, end) is not None
+        return (peak_usage(keep, now, end) + demand).fits_in(cal.capacity)
+
     keep = list(cal)
     victims: list[Booking] = []
     spots = sorted(
         (b for b in keep if _evictable(b, r)), key=lambda b: (b.priority, _lost(b, now), b.id)
     )
     while True:
-        if (peak_usage(keep, now, end) + demand).fits_in(cal.capacity):
+        if fits(keep):
             return _cost(victims, now), victims
         if not spots:
             return None

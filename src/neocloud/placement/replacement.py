@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import NotFound
 from neocloud.placement.gangs import GangShape
-from neocloud.placement.model import GangRequest, NoCapacity, Replacement
+from neocloud.placement.model import GangRequest, NoCapacity, Replacement, Resources
 
 if TYPE_CHECKING:
     from neocloud.placement.engine import PlacementEngine
@@ -41,18 +41,25 @@ def find_replacement(
     for level in range(bottom, top - 1, -1):
         domain = node.path[level]
         new_node = None
+        label = old.gpu_index
         if whole:
             shape = GangShape(1, level, None, None, topo.depth - 1)
             probe = GangRequest(node.gpu_model, 1, required_level=topo.levels[level])
             choice = e._domain_chooser(probe, w, shape, domain, members).choose([domain])
             new_node = None if choice is None else choice[1][0]
+        elif level == top and old.milli_gpu:  # a fraction: a shared GPU anywhere
+            rest = Resources(0, old.vcpus, old.ram_gib)
+            pick = e._pick_fraction_node(node.gpu_model, old.milli_gpu, rest, w)
+            if pick is not None:
+                new_node, label = pick
         elif level == top:  # a slice: any node of the model that has room
             new_node = e._pick_slice_node(node.gpu_model, old.resources, w)
         if new_node is None:
             continue
         cal = e.calendar.nodes[new_node]
         end = old.end if w.firm else e._spot_end(cal, w)
-        b = replace(old, id=f"{old.id}~{new_node}", node_id=new_node, start=w.start, end=end)
+        b = replace(old, id=f"{old.id}~{new_node}", node_id=new_node, start=w.start, end=end,
+                    gpu_index=label)  # fmt: skip
         if not dry_run:
             e._remove(old.id)
             e._commit([b], r, w, dry_run=False)

@@ -1,7 +1,13 @@
-"""Single-node slices of whole GPUs (with vCPU and RAM): which node, and why not.
+"""Single-node slices: whole GPUs or a fraction of one GPU (with vCPU and RAM): which node,
+and why not.
 
-Fractional GPUs (milli-GPU) are the shared-GPU placer's (``neocloud.placement.slices``); the
-seam is ``place_slice`` refusing them with a precise code until it is wired in.
+A fraction (``milli_gpu`` 1-999) goes on a shared GPU label of a node (see ``Booking``): first
+a label that already has room from now on, the fullest that fits across the model's nodes
+(read from the index's ``frac`` buckets), so fractions pack onto few GPUs; else a new label on
+the node the policy picks for one whole GPU (the fullest node, blocks kept whole); for a window
+that could fit a gap, then a calendar check of the model's busy and spot nodes. The calendar
+checks every instant of the window, so a GPU's fractions never add up to more than 1,000
+milli-GPU and whole GPUs plus shared GPUs in use never exceed the node's GPUs.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
+from neocloud.placement.calendar import MILLI
 from neocloud.placement.gangs import domains_used
 from neocloud.placement.model import Booking, NoCapacity, Placement, Resources, SliceRequest
 
@@ -23,11 +30,7 @@ EARLIEST_PROBES = 16  # nodes tried, soonest free first, for an earliest start
 def place_slice(e: PlacementEngine, r: SliceRequest, *, dry_run: bool) -> Placement | NoCapacity:
     """Book ``r`` on one node chosen by the engine's policy, or say why not and when."""
     if r.milli_gpu:
-        raise InvalidRequest(
-            "fractional GPU slices are placed by the shared-GPU placer, not wired here yet",
-            code="fractional_not_supported",
-            param="milli_gpu",
-        )
+        return _place_fraction(e, r, dry_run=dry_run)
     if r.gpus < 0 or r.vcpus < 0 or r.ram_gib < 0:
         raise InvalidRequest("a slice asks for non-negative resources", param="gpus")
     w = e._window(r, e.now)
@@ -109,6 +112,122 @@ def _no_capacity(
             "ram_gib": demand.ram_gib,
             "gpu_model": r.gpu_model,
             "max_free_gpus": most,
+        },
+        earliest_start=earliest,
+    )
+
+
+def _place_fraction(
+    e: PlacementEngine, r: SliceRequest, *, dry_run: bool
+) -> Placement | NoCapacity:
+    if not 0 < r.milli_gpu < MILLI or r.gpus:
+        raise InvalidRequest(
+            f"a fractional slice is 1-{MILLI - 1} milli-GPU of one GPU and no whole GPUs"
+            f" (got {r.milli_gpu} milli-GPU and {r.gpus} GPUs); ask for whole GPUs with gpus",
+            param="milli_gpu",
+        )
+    if r.vcpus < 0 or r.ram_gib < 0:
+        raise InvalidRequest("a slice asks for non-negative resources", param="vcpus")
+    w = e._window(r, e.now)
+    rest = Resources(0, r.vcpus, r.ram_gib)
+    models = [r.gpu_model] if r.gpu_model is not None else list(e.index.models)
+    pick = None
+    for model in models:
+        pick = pick_fraction_node(e, model, r.milli_gpu, rest, w)
+        if pick is not None:
+            break
+    if pick is None:
+        return _fraction_no_capacity(e, r, rest, w, models)
+    node_id, label = pick
+    cal = e.calendar.nodes[node_id]
+    end = w.end if w.firm else e._spot_end(cal, w)
+    alloc_id = e._new_id(r.id)
+    b = Booking(
+        f"{alloc_id}:0", node_id, w.start, end, r.cls, r.owner, r.priority,
+        0, r.vcpus, r.ram_gib, alloc_id, milli_gpu=r.milli_gpu, gpu_index=label,
+    )  # fmt: skip
+    truncated = e._commit([b], r, w, dry_run)
+    node = e.nodes[node_id]
+    used = domains_used(e.topology, [node])
+    return Placement(alloc_id, (b,), w.start, w.end, node.path[0], used, truncated)
+
+
+def fraction_label(
+    e: PlacementEngine, node_id: str, milli: int, rest: Resources, w: _Window
+) -> int | None:
+    """The shared GPU label of ``node_id`` that takes the fraction in window ``w``, or None."""
+    if not e.eligible[node_id]:
+        return None
+    cal = e.calendar.nodes[node_id]
+    if w.firm:
+        return cal.fraction_gpu(milli, rest, w.start, w.end, ignore_spot=w.future)
+    end = e._spot_end(cal, w)
+    if end is not None and end <= w.start:
+        return None
+    return cal.fraction_gpu(milli, rest, w.start, end, ignore_spot=False)
+
+
+def pick_fraction_node(
+    e: PlacementEngine, model: str, milli: int, rest: Resources, w: _Window
+) -> tuple[str, int] | None:
+    """``(node, label)`` for a fraction: a shared GPU with room first (least room that
+    fits), then a new shared GPU where the policy would put one whole GPU, then (for a
+    window that could fit a gap) a calendar check of busy and spot nodes."""
+    mi = e.index.models.get(model)
+    if mi is None:
+        return None
+    for room in sorted(k for k in mi.frac if k >= milli):
+        for node_id in mi.frac[room]:
+            label = fraction_label(e, node_id, milli, rest, w)
+            if label is not None:
+                return node_id, label
+
+    def fits(node_id: str) -> bool:
+        return fraction_label(e, node_id, milli, rest, w) is not None
+
+    def idle_nodes() -> Iterable[str]:
+        return e.index.idle_compact_first(model)
+
+    node = None
+    if len(mi.buckets) > 1:
+        node = e.policy.pick_slice_node(mi, 1, fits, idle_nodes)
+    if node is None and not (w.firm and not w.future and w.end is None):
+        node = next((n for sets in (mi.spot, mi.busy) for ns in sets.values() for n in ns
+                     if fits(n)), None)  # fmt: skip
+    if node is None:
+        return None
+    label = fraction_label(e, node, milli, rest, w)
+    return None if label is None else (node, label)
+
+
+def _fraction_no_capacity(
+    e: PlacementEngine, r: SliceRequest, rest: Resources, w: _Window, models: list[str]
+) -> NoCapacity:
+    earliest: float | None = None
+    limit = e.now + e.horizon
+    length = None if w.end is None else w.end - w.start
+    if w.firm:
+        for model in models:
+            mi = e.index.models.get(model)
+            if mi is None:
+                continue
+            soonest = sorted(x for lst in mi.release[0].values() for x in lst[:EARLIEST_PROBES])
+            for until, node_id in soonest[:EARLIEST_PROBES]:
+                t = max(until, w.start)
+                if t > limit or (earliest is not None and t >= earliest):
+                    break
+                probe = replace(w, start=t, end=None if length is None else t + length)
+                if fraction_label(e, node_id, r.milli_gpu, rest, probe) is not None:
+                    earliest = t
+                    break
+    return NoCapacity(
+        f"no GPU has {r.milli_gpu} milli-GPU free on a node with {r.vcpus} vCPUs and"
+        f" {r.ram_gib} GiB free",
+        details={
+            "milli_gpu": r.milli_gpu,
+            "vcpus": r.vcpus,
+            "ram_gib": r.ram_gib,
+            "gpu_model": r.gpu_model,
         },
         earliest_start=earliest,
     )
