@@ -77,6 +77,18 @@ def types_list(
         print_table(rows, TYPE_COLUMNS)
 
 
+Queue = Annotated[
+    bool,
+    typer.Option(
+        "--queue", help="If it does not fit now, wait pending for capacity (default 1 day)"
+    ),
+]
+MaxWait = Annotated[
+    int | None,
+    typer.Option("--max-wait", help="Seconds a queued request waits (implies --queue)"),
+]
+
+
 @instances_app.command("create")
 @api_call
 def instances_create(
@@ -87,6 +99,8 @@ def instances_create(
     ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help="Repeatable")] = None,
     image: Annotated[str | None, typer.Option("--image")] = None,
     reservation_policy: Annotated[str | None, typer.Option("--reservation-policy")] = None,
+    queue: Queue = False,
+    max_wait: MaxWait = None,
     wait: Wait = False,
     timeout: Timeout = 600.0,
     as_json: Json = False,
@@ -100,6 +114,8 @@ def instances_create(
         ssh_keys=ssh_key,
         image=image,
         reservation_policy=reservation_policy,
+        queue=queue or None,
+        max_wait_s=max_wait,
     )
     if wait:
         inst = _wait(inst, {"running"} | ENDED, timeout, as_json)
@@ -227,6 +243,8 @@ def clusters_create(
     segment: Annotated[int | None, typer.Option("--segment", help="Nodes per block")] = None,
     fabric: Annotated[str | None, typer.Option("--fabric")] = None,
     name: Annotated[str | None, typer.Option("--name")] = None,
+    queue: Queue = False,
+    max_wait: MaxWait = None,
     wait: Wait = False,
     timeout: Timeout = 600.0,
     as_json: Json = False,
@@ -236,7 +254,14 @@ def clusters_create(
     if segment is not None:
         topology["segment"] = segment
     c = STATE.client().clusters.create(
-        gpu_model, nodes, cls=cls, topology=topology, fabric=fabric, name=name
+        gpu_model,
+        nodes,
+        cls=cls,
+        topology=topology,
+        fabric=fabric,
+        name=name,
+        queue=queue or None,
+        max_wait_s=max_wait,
     )
     if wait:
         c = _wait_cluster(c, {"running"} | CLUSTER_ENDED, timeout, as_json)

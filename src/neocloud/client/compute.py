@@ -35,10 +35,17 @@ class InstancesResource(Resource):
         image: str | None = None,
         user_data: str | None = None,
         name: str | None = None,
+        queue: bool | None = None,
+        max_wait_s: int | None = None,
         idempotency_key: str | None = None,
     ) -> Obj:
-        """Ask for an instance; it answers ``pending`` (use ``wait`` for ``running``)."""
+        """Ask for an instance; it answers ``pending`` (use ``wait`` for ``running``).
+
+        With ``queue`` (or ``max_wait_s``) a request that does not fit waits ``pending`` for
+        capacity instead of failing with ``no_capacity``."""
         body = _body(
+            queue=queue,
+            max_wait_s=max_wait_s,
             instance_type=instance_type,
             project_id=project_id,
             reservation_policy=reservation_policy,
@@ -106,11 +113,16 @@ class ClustersResource(Resource):
         ssh_keys: list[str] | None = None,
         image: str | None = None,
         name: str | None = None,
+        queue: bool | None = None,
+        max_wait_s: int | None = None,
         idempotency_key: str | None = None,
     ) -> Obj:
         """Ask for a gang of ``node_count`` whole nodes; ``topology`` e.g.
-        ``{"required": "fabric", "preferred": "block", "segment": 4}``."""
+        ``{"required": "fabric", "preferred": "block", "segment": 4}``; ``queue`` /
+        ``max_wait_s`` as for instances."""
         body = _body(
+            queue=queue,
+            max_wait_s=max_wait_s,
             gpu_model=gpu_model,
             node_count=node_count,
             topology=topology,

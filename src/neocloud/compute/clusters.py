@@ -58,6 +58,8 @@ class ClusterSpec:
     ssh_keys: list[str] = field(default_factory=list)
     image: str | None = None
     name: str | None = None
+    queue: bool | None = None
+    max_wait_s: int | None = None
 
 
 def _topology(spec: ClusterSpec, levels: tuple[str, ...]) -> dict[str, object]:
@@ -108,6 +110,7 @@ def create_cluster(
     policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
     itype = resolve_instance_type(f"{model.max_gpus_per_node}x{model.aliases[0]}")
     now = clock.now()
+    queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=model.id)
     with db.transaction() as s:
         topo = _topology(spec, levels_of(s))
@@ -131,6 +134,7 @@ def create_cluster(
             fabric=spec.fabric,
             reservation_policy=policy.value,
             state=ClusterState.PENDING.value,
+            queue_until=queue_until,
             created_by=actor.key_id,
             created_at=now,
             updated_at=now,
@@ -168,7 +172,8 @@ def create_cluster(
             now=now,
             kind="state",
             to_state=cluster.state,
-            message=f"requested {spec.node_count} x {itype.name} ({cls.value})",
+            message=f"requested {spec.node_count} x {itype.name} ({cls.value})"
+            + (f", waits for capacity until {queue_until.isoformat()}" if queue_until else ""),
         )
     return cluster
 

@@ -7,6 +7,7 @@ illegal move is an ``IllegalTransition`` naming the states that are allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
@@ -144,6 +145,36 @@ def _go(
             kind, state.value, target.value, [s.value for s in table[state]], action=action
         )
     return target.value
+
+
+# --- the waiting queue ------------------------------------------------------------------
+
+# A create that does not fit fails at once with ``no_capacity`` unless it asks to queue; then it
+# stays ``pending`` until placed or until its wait runs out (then ``failed(no_capacity)``).
+DEFAULT_QUEUE_WAIT_S = 24 * 3600
+MAX_QUEUE_WAIT_S = 7 * 24 * 3600
+
+
+def queue_deadline(queue: bool | None, max_wait_s: int | None, now: datetime) -> datetime | None:
+    """Until when a request waits for capacity (None: it does not wait).
+
+    ``max_wait_s`` alone implies ``queue``; ``queue: false`` with a wait is a contradiction.
+    """
+    if max_wait_s is None:
+        return now + timedelta(seconds=DEFAULT_QUEUE_WAIT_S) if queue else None
+    if queue is False:
+        raise ValidationFailed(
+            "max_wait_s is the time a queued request waits; it cannot be given with queue false",
+            code="invalid_queue",
+            param="max_wait_s",
+        )
+    if isinstance(max_wait_s, bool) or not 1 <= max_wait_s <= MAX_QUEUE_WAIT_S:
+        raise ValidationFailed(
+            f"max_wait_s must be between 1 and {MAX_QUEUE_WAIT_S} seconds (7 days)",
+            code="invalid_queue",
+            param="max_wait_s",
+        )
+    return now + timedelta(seconds=max_wait_s)
 
 
 # --- instance types ------------------------------------------------------------------------

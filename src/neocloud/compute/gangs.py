@@ -12,7 +12,8 @@ from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.clusters import move_cluster
 from neocloud.compute.domain import ClusterState, InstanceState, Reason
 from neocloud.compute.nodes import lock_node
-from neocloud.compute.scheduler import ComputeConfig, ScheduleReport
+from neocloud.compute.queue import WaitingQueue, never_fits, waits
+from neocloud.compute.scheduler import ComputeConfig, ScheduleReport, write_queued
 from neocloud.compute.service import move_instance, record_event
 from neocloud.compute.snapshot import Snapshot, from_ts, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
@@ -104,6 +105,7 @@ def place_cluster(
     cluster: ClusterRow,
     config: ComputeConfig,
     report: ScheduleReport,
+    queue: WaitingQueue | None = None,
 ) -> None:
     now = clock.now()
     request = gang_request(cluster)
@@ -112,6 +114,25 @@ def place_cluster(
     except NeocloudError as exc:
         result = NoCapacity(exc.message, code=exc.code)
     if isinstance(result, NoCapacity):
+        never = never_fits(engine, request)
+        if never is None and waits(cluster.queue_until, now):
+            if queue is not None:
+                queue.hold(request)
+            if cluster.state_message is None:
+                _write_queued(db, cluster.id, result, now)
+            report.held.append(cluster.id)
+            return
+        if never is not None:
+            result = NoCapacity(never)
+        elif cluster.queue_until is not None:
+            result = NoCapacity(
+                f"waited until {cluster.queue_until.isoformat()}: {result.reason}",
+                code=result.code,
+                details=result.details,
+                earliest_start=result.earliest_start,
+            )
+        if queue is not None:
+            result = queue.note(result, cluster.gpu_model)
         _fail(db, clock, cluster.id, result)
         report.failed.append(cluster.id)
         return
@@ -123,6 +144,13 @@ def place_cluster(
         return
     report.placed.append(cluster.id)
     report.preempted.extend(stopped)
+
+
+def _write_queued(db: Database, cluster_id: str, no: NoCapacity, now: datetime) -> None:
+    with db.transaction() as s:
+        c = s.get(ClusterRow, cluster_id, with_for_update=True)
+        if c is not None and c.state == ClusterState.PENDING.value:
+            write_queued(s, c, no, now)
 
 
 def _attach(

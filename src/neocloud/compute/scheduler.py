@@ -2,8 +2,10 @@
 
 A cycle reads a snapshot (eligible nodes, live allocations), orders pending instances
 reserved > on-demand > spot and FIFO within a class, and asks placement for each in turn. A
-request that does not fit now fails with ``no_capacity`` and the cycle goes on with the next
-(backfill: a large request never blocks smaller ones behind it). Each placement is written in
+request that does not fit now fails with ``no_capacity``, unless it asked to wait: then it
+stays pending, and the first such request of a GPU model holds a shadow on the capacity it
+waits for, so that later requests backfill around it without delaying it (``compute.queue``).
+Each placement is written in
 one transaction that re-checks the node and, on every backend, that no firm claim overlaps the
 GPUs taken; on PostgreSQL the exclusion constraint on ``gpu_claims`` refuses it regardless.
 
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
+from neocloud.compute.queue import WaitingQueue, never_fits, waits
 from neocloud.compute.service import move_instance, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
@@ -57,6 +60,7 @@ class ComputeConfig:
 class ScheduleReport:
     placed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # queued: pending until capacity frees
     preempted: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
 
@@ -102,6 +106,7 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
         snap = load_snapshot(s, now)
         requests = gangs.live_gang_requests(s)
     engine = build_engine(snap, config, requests)
+    queue = WaitingQueue(engine, ts(now))
     work: list[tuple[tuple[int, datetime, str], InstanceRow | ClusterRow]] = [
         (_order(r), r) for r in pending
     ]
@@ -111,11 +116,11 @@ def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleRe
         if isinstance(item, ClusterRow):
             batch.flush()  # gangs write on their own, after what was decided before them
             if item.state == ClusterState.PENDING.value:
-                gangs.place_cluster(db, clock, snap, engine, item, config, report)
+                gangs.place_cluster(db, clock, snap, engine, item, config, report, queue)
             else:
                 gangs.replace_members(db, clock, snap, engine, item, report)
         else:
-            _place_instance(db, clock, snap, engine, item, config, batch)
+            _place_instance(db, clock, snap, engine, item, config, batch, queue)
     batch.flush()
     return report
 
@@ -197,6 +202,7 @@ class _Pending:
     write: Write
     undo: Callable[[], None]
     placed: bool  # a placement (else a no-capacity failure)
+    held: bool = False  # queued: it waits (placed is False)
 
 
 class Batch:
@@ -235,6 +241,9 @@ class Batch:
         for it, stopped in zip(items, results, strict=True):
             if not it.instance_id:
                 continue
+            if it.held:
+                self.report.held.append(it.instance_id)
+                continue
             (self.report.placed if it.placed else self.report.failed).append(it.instance_id)
             self.report.preempted.extend(stopped)
 
@@ -247,6 +256,7 @@ def _place_instance(
     row: InstanceRow,
     config: ComputeConfig,
     batch: Batch,
+    queue: WaitingQueue,
 ) -> None:
     now = clock.now()
     report = batch.report
@@ -263,7 +273,10 @@ def _place_instance(
             report.placed.append(row.id)
             return
         if row.cls == CapacityClass.RESERVED.value:  # strict, or named reservations
-            _fail_no_capacity(db, clock, row.id, NoCapacity(why))
+            if waits(row.queue_until, now):  # room in the reservation may free up
+                _hold(batch, row, NoCapacity(why), now)
+                return
+            _fail_no_capacity(db, clock, row.id, _expired(row.queue_until, NoCapacity(why)))
             report.failed.append(row.id)
             return
     elif row.cls == CapacityClass.RESERVED.value:
@@ -280,12 +293,19 @@ def _place_instance(
         cls=cls,
         owner=row.org_id,
     )
+    cls_model = row.gpu_model
     try:
         result = engine.place(request, now=ts(now), allow_preemption=not cls.preemptible)
     except NeocloudError as exc:
         result = NoCapacity(exc.message, code=exc.code)
     if isinstance(result, NoCapacity):
-        no = result
+        never = never_fits(engine, request)
+        if never is None and waits(row.queue_until, now):
+            queue.hold(request)
+            _hold(batch, row, result, now)
+            return
+        no = NoCapacity(never) if never else _expired(row.queue_until, result)
+        no = queue.note(no, cls_model)
         batch.add(
             _Pending(
                 row.id,
@@ -309,6 +329,40 @@ def _place_instance(
         report.retried.append(row.id)
         return
     batch.add(_Pending(row.id, placed.bookings[0].node_id, write, undo, True))
+
+
+def _expired(queue_until: datetime | None, no: NoCapacity) -> NoCapacity:
+    if queue_until is None:
+        return no
+    return NoCapacity(
+        f"waited until {queue_until.isoformat()}: {no.reason}",
+        code=no.code,
+        details=no.details,
+        earliest_start=no.earliest_start,
+    )
+
+
+def _hold(batch: Batch, row: InstanceRow, no: NoCapacity, now: datetime) -> None:
+    """A queued instance waits; the first time, say so (message and a ``queued`` event)."""
+    first = row.state_message is None
+
+    def write(s: Session, pre: Prefetch) -> list[str]:
+        locked = pre.instances.get(row.id)
+        if first and locked is not None and locked.state == InstanceState.PENDING.value:
+            write_queued(s, locked, no, now)
+        return []
+
+    batch.add(_Pending(row.id, None, write, lambda: None, False, held=True))
+
+
+def write_queued(s: Session, row: InstanceRow | ClusterRow, no: NoCapacity, now: datetime) -> None:
+    """Record on a pending instance or cluster that it waits for capacity, and why."""
+    from neocloud.compute.service import record_event
+
+    until = row.queue_until.isoformat() if row.queue_until else "?"
+    row.state_message = f"queued until {until}: {no.reason}"[:1000]
+    row.updated_at = now
+    record_event(s, subject_id=row.id, org_id=row.org_id, now=now, kind="queued", message=no.reason)
 
 
 def _has_reservations(db: Database, row: InstanceRow, batch: Batch) -> bool:

@@ -29,6 +29,12 @@ class InstanceCreate(RequestModel):
     image: str | None = Field(None, max_length=255)
     user_data: str | None = Field(None, max_length=65536)
     name: str | None = Name
+    queue: bool | None = Field(
+        None, description="wait for capacity (pending) instead of failing with no_capacity"
+    )
+    max_wait_s: int | None = Field(
+        None, description="how long a queued request waits (1 s to 7 days; default 1 day)"
+    )
 
 
 # ---------------------------------------------------------------------------------- responses
@@ -98,6 +104,7 @@ class InstanceOut(ResponseModel):
     ssh_keys: int = Field(description="number of ssh keys installed")
     stop_at: Time | None
     stop_reason: str | None
+    queue_until: Time | None
     price_per_hour: MoneyOut
     created_at: Time
     updated_at: Time
@@ -129,6 +136,7 @@ class InstanceOut(ResponseModel):
             ssh_keys=len(row.ssh_keys or []),
             stop_at=row.stop_at,
             stop_reason=row.stop_reason,
+            queue_until=row.queue_until,
             price_per_hour=MoneyOut.of(price),
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -174,6 +182,12 @@ class ClusterCreate(RequestModel):
     ssh_keys: list[str] = Field(default_factory=list, max_length=20)
     image: str | None = Field(None, max_length=255)
     name: str | None = Name
+    queue: bool | None = Field(
+        None, description="wait for capacity (pending) instead of failing with no_capacity"
+    )
+    max_wait_s: int | None = Field(
+        None, description="how long a queued request waits (1 s to 7 days; default 1 day)"
+    )
 
 
 class ClusterNodeOut(ResponseModel):
@@ -199,6 +213,7 @@ class ClusterOut(ResponseModel):
     state: str
     state_reason: str | None
     state_message: str | None
+    queue_until: Time | None
     nodes: list[ClusterNodeOut]
     price_per_hour: MoneyOut
     created_at: Time
@@ -223,6 +238,7 @@ class ClusterOut(ResponseModel):
             state=c.state,
             state_reason=c.state_reason,
             state_message=c.state_message,
+            queue_until=c.queue_until,
             nodes=[
                 ClusterNodeOut(
                     instance_id=m.id,

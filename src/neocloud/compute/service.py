@@ -49,6 +49,8 @@ class InstanceSpec:
     image: str | None = None
     user_data: str | None = None
     name: str | None = None
+    queue: bool | None = None
+    max_wait_s: int | None = None
 
 
 def record_event(
@@ -213,6 +215,7 @@ def create_instance(
     actor.require_org_role(actor.org_id, Role.MEMBER)
     itype, cls, policy = _validate(spec)
     now = clock.now()
+    queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     # Inside a reservation (named, or any under strict) the instance is reserved capacity,
     # which sits outside quota; with ``auto`` it may still land in one at scheduling time.
     reserved = bool(spec.reservation_ids) or policy is ReservationPolicy.STRICT
@@ -246,6 +249,7 @@ def create_instance(
             image=spec.image,
             user_data=spec.user_data,
             state=InstanceState.PENDING.value,
+            queue_until=queue_until,
             gpu_indices=[],
             created_by=actor.key_id,
             created_at=now,
@@ -259,7 +263,8 @@ def create_instance(
             now=now,
             kind="state",
             to_state=row.state,
-            message=f"requested {itype.name} ({cls.value})",
+            message=f"requested {itype.name} ({cls.value})"
+            + (f", waits for capacity until {queue_until.isoformat()}" if queue_until else ""),
         )
     return row
 

@@ -64,6 +64,8 @@ class InstanceRow(_Leased, Base):
     # Desired end: set by terminate, preemption (after the notice) or a reservation's end.
     stop_reason: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     stop_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Queued: a create that does not fit waits (pending) until then, else fails at once.
+    queue_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -93,6 +95,7 @@ class ClusterRow(Base):
     state: Mapped[str] = mapped_column(sa.String(16))
     state_reason: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     state_message: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    queue_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
