@@ -42,6 +42,7 @@ bench-fleet: $(STAMP)
 
 bench-billing: $(STAMP)
 	$(BIN)/python bench/billing/bench_rating.py
+	$(BIN)/python bench/billing/bench_ingest.py
 
 bench-compute: $(STAMP)
 	$(BIN)/python bench/compute/bench_time_to_gpu.py

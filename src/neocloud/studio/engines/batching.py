@@ -1,0 +1,415 @@
+"""Dynamic batching for the built-in engine: one forward pass per decode step for every sequence.
+
+Two parts:
+
+* ``SlotDecoder`` runs a Llama-family checkpoint (the weights and modules of a transformers
+  model) over a static KV cache of ``max_batch`` slots by ``max_len`` positions. A sequence owns a
+  slot from its prefill to its end; live sequences are kept in slots ``0..n-1`` (a finished one's
+  slot is filled by moving the last one in), so a decode step is one forward pass over the first
+  ``n`` slots, each sequence at its own position: no padding, and a new sequence joins the batch
+  at the next step (continuous batching). Prompts admitted together are prefilled in one forward
+  pass (right-padded; the causal mask keeps padding out of every real token's attention). On CUDA
+  the decode step is captured as a CUDA graph per batch bucket (1, 2, 4, …, ``max_batch``) and
+  replayed: one launch per step instead of hundreds of kernel launches from Python.
+* ``BatchScheduler`` is the thread that drives it. Requests are queued by the asyncio side; when
+  the engine is idle it waits ``batch_window_s`` for more requests to arrive together, when busy it
+  admits them at the next step boundary. Every token goes back to its requester as soon as it is
+  sampled; a sequence ends at its own ``max_tokens`` or end-of-sequence token, or when its
+  requester cancels (a stop sequence matched, or the client went away).
+
+Supported: decoder-only models whose layers are ``input_layernorm → self_attn (q/k/v/o_proj,
+grouped-query) → post_attention_layernorm → mlp`` without per-head norms or sliding windows
+(Llama, Mistral without a window, Qwen2). ``supports()`` says whether a loaded model fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from neocloud.studio.engines.base import Sampling
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+
+
+def supports(model: Any, max_len: int) -> bool:
+    """True when ``model`` has the layer shape ``SlotDecoder`` computes (up to ``max_len``)."""
+    config = model.config
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) and window < max_len:
+        return False
+    attn = model.model.layers[0].self_attn
+    has_projections = all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    return has_projections and not hasattr(attn, "q_norm")
+
+
+class Decoder(Protocol):
+    """What the scheduler drives: ``SlotDecoder``, or a fallback with the same calls."""
+
+    max_len: int
+    forward_passes: int
+    decode_steps: int
+
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> Any: ...
+
+    def decode(self, tokens: list[int], positions: list[int]) -> Any: ...
+
+    def move(self, src: int, dst: int) -> None: ...
+
+
+def _buckets(max_batch: int) -> list[int]:
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return [*sizes, max_batch]
+
+
+class SlotDecoder:
+    """Prefill and batched decode over a static KV cache (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, *, max_batch: int, max_len: int, cuda_graphs: bool = True
+    ) -> None:
+        import torch
+
+        self.model = model
+        self.max_batch = max_batch
+        self.max_len = max_len
+        config = model.config
+        self.n_heads: int = config.num_attention_heads
+        self.n_kv: int = getattr(config, "num_key_value_heads", None) or self.n_heads
+        self.head_dim: int = getattr(config, "head_dim", None) or (
+            config.hidden_size // self.n_heads
+        )
+        self.groups = self.n_heads // self.n_kv
+        self.scale = self.head_dim**-0.5
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.layers = list(model.model.layers)
+        shape = (max_batch, self.n_kv, max_len, self.head_dim)
+        opts = {"device": self.device, "dtype": self.dtype}
+        self.k = [torch.zeros(shape, **opts) for _ in self.layers]
+        self.v = [torch.zeros(shape, **opts) for _ in self.layers]
+        # cos/sin for every position, from the model's own rotary embedding (RoPE scaling incl.).
+        with torch.inference_mode():
+            positions = torch.arange(max_len, device=self.device)[None]
+            probe = torch.zeros(1, max_len, 1, device=self.device, dtype=self.dtype)
+            cos, sin = model.model.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0].to(self.dtype).clone(), sin[0].to(self.dtype).clone()
+        self.positions = torch.arange(max_len, device=self.device)
+        # Static inputs of the decode step (CUDA graphs replay on fixed addresses).
+        self.tokens = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.rows = torch.arange(max_batch, device=self.device)
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self.graphs: dict[int, tuple[Any, Any]] = {}
+        self.forward_passes = 0  # prefills + decode steps, for tests and the benchmark
+        self.decode_steps = 0
+
+    # -- the math ------------------------------------------------------------------------------
+    @staticmethod
+    def _rope(x: Any, cos: Any, sin: Any) -> Any:
+        import torch
+
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _qkv(self, attn: Any, h: Any, b: int, t: int) -> tuple[Any, Any, Any]:
+        q = attn.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> Any:
+        """Write the prompts' KV into ``slots``; the logits of each prompt's last token."""
+        import torch
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+        b, t = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros(b, t, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = torch.tensor(p)
+        ids = ids.to(self.device)
+        slot_ix = torch.tensor(slots, device=self.device)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        cos, sin = self.cos[None, None, :t], self.sin[None, None, :t]
+        with torch.inference_mode():
+            x = self.model.model.embed_tokens(ids)
+            for i, layer in enumerate(self.layers):
+                attn = layer.self_attn
+                q, k, v = self._qkv(attn, layer.input_layernorm(x), b, t)
+                q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+                self.k[i][slot_ix, :, :t] = k
+                self.v[i][slot_ix, :, :t] = v
+                if self.groups > 1:
+                    k = k.repeat_interleave(self.groups, dim=1)
+                    v = v.repeat_interleave(self.groups, dim=1)
+                o = sdpa(q, k, v, is_causal=True, scale=self.scale)
+                x = x + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = self.model.model.norm(x[torch.arange(b, device=self.device), last])
+            logits = self.model.lm_head(x)
+        self.forward_passes += 1
+        return logits
+
+    def _decode(self, b: int) -> Any:
+        """One token for each of slots ``0..b-1`` from ``self.tokens``/``self.pos`` (capturable)."""
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+        pos, rows = self.pos[:b], self.rows[:b]
+        x = self.model.model.embed_tokens(self.tokens[:b])[:, None]  # [b, 1, hidden]
+        cos, sin = self.cos[pos][:, None, None], self.sin[pos][:, None, None]
+        mask = (self.positions[None] <= pos[:, None])[:, None, None]  # [b, 1, 1, max_len]
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            q, k, v = self._qkv(attn, layer.input_layernorm(x), b, 1)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            kc, vc = self.k[i][:b], self.v[i][:b]
+            kc[rows, :, pos] = k[:, :, 0]
+            vc[rows, :, pos] = v[:, :, 0]
+            # Grouped-query attention without repeating the cache: the query heads that share a
+            # KV head attend as that head's rows.
+            qg = q.reshape(b, self.n_kv, self.groups, self.head_dim)
+            o = sdpa(qg, kc, vc, attn_mask=mask, scale=self.scale)
+            x = x + attn.o_proj(o.reshape(b, 1, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.model.lm_head(self.model.model.norm(x[:, 0]))
+
+    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+        """Logits ``[n, vocab]`` for the next token of slots ``0..n-1``."""
+        import torch
+
+        n = len(tokens)
+        b = next(s for s in _buckets(self.max_batch) if s >= n) if self.use_graphs else n
+        pad = b - n  # bucket rows past n are scratch: position 0 of a free slot
+        self.tokens[:b].copy_(torch.tensor(tokens + [0] * pad), non_blocking=True)
+        self.pos[:b].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
+        with torch.inference_mode():
+            if self.use_graphs:
+                graph, out = self._graph(b)
+                graph.replay()
+                logits = out[:n]
+            else:
+                logits = self._decode(b)
+        self.forward_passes += 1
+        self.decode_steps += 1
+        return logits
+
+    def _graph(self, b: int) -> tuple[Any, Any]:
+        import torch
+
+        if b not in self.graphs:
+            stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside capture (allocator, cuBLAS handles)
+                    self._decode(b)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                out = self._decode(b)
+            self.graphs[b] = (graph, out)
+        return self.graphs[b]
+
+    def move(self, src: int, dst: int) -> None:
+        """Move slot ``src``'s KV into slot ``dst`` (compaction after a sequence ends)."""
+        for kc, vc in zip(self.k, self.v, strict=True):
+            kc[dst].copy_(kc[src])
+            vc[dst].copy_(vc[src])
+
+
+# -- the scheduler --------------------------------------------------------------------------------
+_DONE = object()
+
+
+@dataclass(eq=False)
+class GenerationRequest:
+    """One sequence's way through the scheduler; tokens arrive on ``queue`` (then ``_DONE``)."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    eos_token_id: int | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generator: Any = None
+    produced: int = 0
+    last_token: int = 0
+
+    def emit(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the requester's event loop is closed: nobody listens any more
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    @property
+    def position(self) -> int:
+        """Where the next token's KV goes: after the prompt and the tokens fed back so far."""
+        return len(self.prompt_ids) + self.produced - 1
+
+
+class BatchScheduler:
+    """The thread that batches concurrent requests onto one ``SlotDecoder``."""
+
+    def __init__(
+        self,
+        decoder_factory: Callable[[], Decoder],
+        *,
+        max_batch: int,
+        batch_window_s: float,
+        name: str = "engine",
+    ) -> None:
+        self._factory = decoder_factory
+        self.decoder: Decoder | None = None
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
+        self._pending: deque[GenerationRequest] = deque()
+        self._active: list[GenerationRequest] = []  # index == slot
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._name = name
+        self.max_concurrent = 0  # the largest batch a decode step has run, for tests
+
+    @property
+    def active(self) -> int:
+        """Sequences holding a slot now."""
+        return len(self._active)
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self._cond:
+            self._pending.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"batch-{self._name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    # -- thread side ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            admitted = self._admit()
+            try:
+                if self.decoder is None:
+                    self.decoder = self._factory()
+                if admitted:
+                    self._prefill(admitted)
+                self._drop_finished()
+                if self._active:
+                    self._step()
+                    self._drop_finished()
+            except Exception as exc:
+                for request in [*admitted, *self._active]:
+                    request.emit(exc)
+                self._active = []
+
+    def _admit(self) -> list[GenerationRequest]:
+        """Take queued requests into free slots; when idle, wait for work and a batch window."""
+        with self._cond:
+            while not self._pending and not self._active:
+                self._cond.wait()
+            if not self._active and self.batch_window_s > 0:
+                deadline = time.monotonic() + self.batch_window_s
+                while len(self._pending) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            free = self.max_batch - len(self._active)
+            taken: list[GenerationRequest] = []
+            while self._pending and len(taken) < free:
+                request = self._pending.popleft()
+                if request.cancelled.is_set():
+                    request.emit(_DONE)
+                else:
+                    taken.append(request)
+            return taken
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        assert self.decoder is not None
+        slots = list(range(len(self._active), len(self._active) + len(requests)))
+        logits = self.decoder.prefill(slots, [r.prompt_ids for r in requests])
+        self._active.extend(requests)
+        self._deliver(requests, logits)
+
+    def _step(self) -> None:
+        assert self.decoder is not None
+        active = self._active
+        self.max_concurrent = max(self.max_concurrent, len(active))
+        logits = self.decoder.decode([r.last_token for r in active], [r.position for r in active])
+        self._deliver(active, logits)
+
+    def _deliver(self, requests: list[GenerationRequest], logits: Any) -> None:
+        for request, token in zip(requests, _sample_rows(logits, requests), strict=True):
+            request.last_token = token
+            request.produced += 1
+            request.emit(token)
+
+    def _drop_finished(self) -> None:
+        assert self.decoder is not None
+        slot = 0
+        while slot < len(self._active):
+            request = self._active[slot]
+            if not self._finished(request):
+                slot += 1
+                continue
+            request.emit(_DONE)
+            last = len(self._active) - 1
+            if slot != last:
+                self.decoder.move(last, slot)
+                self._active[slot] = self._active[last]
+            self._active.pop()
+
+    def _finished(self, request: GenerationRequest) -> bool:
+        return (
+            request.cancelled.is_set()
+            or request.produced >= request.sampling.max_tokens
+            or (request.produced > 0 and request.last_token == request.eos_token_id)
+            or request.position >= self._max_len()
+        )
+
+    def _max_len(self) -> int:
+        assert self.decoder is not None
+        return self.decoder.max_len
+
+
+def _sample_rows(logits: Any, requests: list[GenerationRequest]) -> list[int]:
+    """One token per row: greedy rows with one argmax, the others sampled with their own RNG."""
+    import torch
+
+    greedy = [i for i, r in enumerate(requests) if r.sampling.temperature == 0]
+    tokens = [0] * len(requests)
+    if greedy:
+        picked = torch.argmax(logits[greedy], dim=-1).tolist()
+        for i, token in zip(greedy, picked, strict=True):
+            tokens[i] = int(token)
+    for i, request in enumerate(requests):
+        if request.sampling.temperature != 0:
+            tokens[i] = _sample(logits[i].float().cpu(), request.sampling, request.generator)
+    return tokens
+
+
+def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
+    import torch
+
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, 0) - sorted_probs < sampling.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+DONE = _DONE

@@ -1,0 +1,131 @@
+"""Dynamic batching in the built-in engine: concurrent requests share forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from neocloud.studio.engines.base import ChatMessage, Sampling
+from neocloud.studio.runtime import TINY_LLAMA, builtin_catalog
+
+pytest.importorskip("torch")
+
+from neocloud.studio.engines import hf
+from neocloud.studio.engines.hf import EngineConfig, HFTextEngine
+
+QUESTIONS = [
+    "Count to five.",
+    "What does the cow say?",
+    "Hello!",
+    "What is the capital of France?",
+    "What color is the sky?",
+]
+
+
+async def _ask(engine: HFTextEngine, question: str, max_tokens: int = 40) -> tuple[str, int]:
+    ids = engine.encode(engine.render_chat([ChatMessage("user", question)]))
+    text, tokens = "", 0
+    async for piece in engine.stream(ids, Sampling(max_tokens=max_tokens, temperature=0)):
+        text += piece.text
+        tokens += piece.tokens
+    return text, tokens
+
+
+def _passes(engine: HFTextEngine) -> int:
+    decoder = engine.scheduler.decoder
+    return 0 if decoder is None else decoder.forward_passes
+
+
+def _one_at_a_time_then_together(engine: HFTextEngine) -> None:
+    async def run() -> None:
+        alone = []
+        before = _passes(engine)
+        for q in QUESTIONS:
+            alone.append(await _ask(engine, q))
+        sequential_passes = _passes(engine) - before
+        before = _passes(engine)
+        together = await asyncio.gather(*(_ask(engine, q) for q in QUESTIONS))
+        batched_passes = _passes(engine) - before
+
+        assert list(together) == alone  # greedy: the same text and token counts
+        assert len({text for text, _ in alone}) == len(QUESTIONS)
+        # One at a time: a prefill and a step per token for each request. Together: one batched
+        # prefill, then one step per token of the longest answer.
+        assert sequential_passes == sum(tokens for _, tokens in alone)
+        assert batched_passes == max(tokens for _, tokens in alone)
+        assert engine.scheduler.max_concurrent >= 2
+
+    asyncio.run(run())
+
+
+def test_concurrent_requests_share_forward_passes() -> None:
+    engine = HFTextEngine("t", TINY_LLAMA, EngineConfig(max_batch=8, batch_window_s=0.25))
+    _one_at_a_time_then_together(engine)
+
+
+def test_fallback_decoder_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Architectures the batched decoder does not compute run on transformers' own forward."""
+    monkeypatch.setattr(hf, "supports", lambda model, max_len: False)
+    engine = HFTextEngine("seq", TINY_LLAMA, EngineConfig(max_batch=8, batch_window_s=0.25))
+    batched = HFTextEngine("b", TINY_LLAMA, EngineConfig(max_batch=8, batch_window_s=0.0))
+
+    async def run() -> None:
+        for q in QUESTIONS[:3]:
+            assert await _ask(engine, q) == await _ask(batched, q)
+
+    asyncio.run(run())
+    assert isinstance(engine.scheduler.decoder, hf.SequentialDecoder)
+
+
+def test_more_requests_than_slots_wait_and_join_between_steps() -> None:
+    engine = HFTextEngine("small", TINY_LLAMA, EngineConfig(max_batch=2, batch_window_s=0.0))
+
+    async def run() -> None:
+        alone = [await _ask(engine, q) for q in QUESTIONS]
+        together = await asyncio.gather(*(_ask(engine, q) for q in QUESTIONS))
+        assert list(together) == alone
+
+    asyncio.run(run())
+    assert engine.scheduler.max_concurrent == 2
+
+
+def test_an_aborted_stream_frees_its_slot() -> None:
+    engine = HFTextEngine("abort", TINY_LLAMA, EngineConfig(max_batch=4, batch_window_s=0.0))
+
+    async def run() -> int:
+        ids = engine.encode("the")
+        stream = engine.stream(ids, Sampling(max_tokens=400, temperature=1.0, seed=7))
+        received = 0
+        async for piece in stream:
+            received += piece.tokens
+            if received == 3:
+                break
+        await stream.aclose()  # what the server does when the client goes away
+        deadline = time.monotonic() + 10
+        while engine.scheduler.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return received
+
+    assert asyncio.run(run()) == 3
+    assert engine.scheduler.active == 0
+    decoder = engine.scheduler.decoder
+    assert decoder is not None
+    assert decoder.decode_steps < 50  # the sequence stopped long before its 400 tokens
+
+
+def test_the_fast_flavor_runs_on_its_own_latency_tuned_engine() -> None:
+    catalog = builtin_catalog()
+    base = catalog.models["neocloud/tiny-llama"]
+    fast = catalog.models["neocloud/tiny-llama-fast"]
+    base_engine, fast_engine = catalog.text_engine(base), catalog.text_engine(fast)
+    assert isinstance(base_engine, HFTextEngine)
+    assert isinstance(fast_engine, HFTextEngine)
+    assert base_engine is not fast_engine
+    assert base_engine.scheduler is not fast_engine.scheduler
+    assert fast_engine.config.batch_window_s == 0 < base_engine.config.batch_window_s
+    assert fast_engine.config.max_batch < base_engine.config.max_batch
+    assert fast.output_price_per_m > base.output_price_per_m
+    assert fast.input_price_per_m > base.input_price_per_m
+    assert hf.load_causal_lm(base_engine.path)[0] is hf.load_causal_lm(fast_engine.path)[0]
