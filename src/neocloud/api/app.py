@@ -41,7 +41,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     clock = clock or SystemClock()
     from neocloud.studio.runtime import build_runtime
 
-    studio = build_runtime(db=db, clock=clock)
+    studio = build_runtime(db=db, clock=clock, settings=settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +98,14 @@ def _routers() -> list[APIRouter]:
     from neocloud.billing.api import router as billing_router
     from neocloud.compute.api import router as compute_router
     from neocloud.fleet.api import router as fleet_router
+    from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
 
-    return [tenancy_router, fleet_router, compute_router, billing_router, economics_router]
+    return [
+        tenancy_router,
+        fleet_router,
+        compute_router,
+        billing_router,
+        economics_router,
+        studio_admin_router,
+    ]

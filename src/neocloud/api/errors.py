@@ -27,6 +27,7 @@ def error_response(exc: NeocloudError) -> JSONResponse:
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. x-should-retry: false
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
 

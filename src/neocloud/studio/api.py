@@ -25,16 +25,23 @@ from neocloud.studio.catalog import CatalogModel, ModelKind
 from neocloud.studio.engines.base import ChatMessage, Piece, Sampling, TextEngine
 from neocloud.studio.metering import UsageRecord
 from neocloud.studio.proxy import proxy
+from neocloud.studio.quota import KeyLimits, OrgBudget
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    KeyLimitsIn,
+    KeyLimitsOut,
+    OrgBudgetIn,
+    OrgBudgetOut,
     parse,
 )
 from neocloud.web.deps import Caller
 
 router = APIRouter(tags=["studio"])
+# The operator's studio settings, mounted under /api/v1 with the platform's conventions.
+admin_router = APIRouter(prefix="/studio", tags=["studio"])
 
 
 def _runtime(request: Request) -> StudioRuntime:
@@ -148,7 +155,7 @@ def _prepare(
             code="context_length_exceeded",
             param=param,
         )
-    runtime.limiter.acquire(caller.key_id, tokens=len(prompt_ids) + (limit or room))
+    runtime.policy.admit(caller, runtime.limiter, tokens=len(prompt_ids) + (limit or room))
     sampling = Sampling(
         max_tokens=limit or room,
         temperature=req.temperature,
@@ -343,7 +350,7 @@ async def create_embeddings(request: Request, caller: Caller) -> JSONResponse:
                 code="context_length_exceeded",
                 param="input",
             )
-    runtime.limiter.acquire(caller.key_id, tokens=sum(counts))
+    runtime.policy.admit(caller, runtime.limiter, tokens=sum(counts))
     result = await engine.embed(texts)
     runtime.usage.record(
         UsageRecord(
@@ -370,3 +377,64 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return vector
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _limits_out(k: KeyLimits) -> KeyLimitsOut:
+    return KeyLimitsOut(
+        key_id=k.key_id,
+        requests_per_minute=k.requests_per_minute,
+        tokens_per_minute=k.tokens_per_minute,
+        effective_requests_per_minute=k.effective.requests_per_minute,
+        effective_tokens_per_minute=k.effective.tokens_per_minute,
+    )
+
+
+def _budget_out(b: OrgBudget) -> OrgBudgetOut:
+    return OrgBudgetOut(
+        org_id=b.org_id,
+        monthly_token_limit=b.monthly_token_limit,
+        suspended=b.suspended,
+        used_this_month=b.used_this_month,
+    )
+
+
+@admin_router.get("/keys/{key_id}/limits", response_model=KeyLimitsOut)
+def get_key_limits(key_id: str, request: Request, caller: Caller) -> KeyLimitsOut:
+    """A key's studio rate limits (operator staff)."""
+    return _limits_out(_runtime(request).policy.get_key_limits(actor=caller, key_id=key_id))
+
+
+@admin_router.put("/keys/{key_id}/limits", response_model=KeyLimitsOut)
+def set_key_limits(
+    key_id: str, body: KeyLimitsIn, request: Request, caller: Caller
+) -> KeyLimitsOut:
+    """Override a key's requests and tokens per minute (operator admins); other API processes
+    apply it within 10 s."""
+    limits = _runtime(request).policy.set_key_limits(
+        actor=caller,
+        key_id=key_id,
+        requests_per_minute=body.requests_per_minute,
+        tokens_per_minute=body.tokens_per_minute,
+    )
+    return _limits_out(limits)
+
+
+@admin_router.get("/orgs/{org_id}/budget", response_model=OrgBudgetOut)
+def get_org_budget(org_id: str, request: Request, caller: Caller) -> OrgBudgetOut:
+    """An org's studio budget and its tokens this month (the org itself or operator staff)."""
+    return _budget_out(_runtime(request).policy.get_org_budget(actor=caller, org_id=org_id))
+
+
+@admin_router.put("/orgs/{org_id}/budget", response_model=OrgBudgetOut)
+def set_org_budget(
+    org_id: str, body: OrgBudgetIn, request: Request, caller: Caller
+) -> OrgBudgetOut:
+    """Set an org's monthly token budget or suspend it (operator admins): past the budget or
+    while suspended its calls are refused with 429 ``insufficient_quota``."""
+    budget = _runtime(request).policy.set_org_budget(
+        actor=caller,
+        org_id=org_id,
+        monthly_token_limit=body.monthly_token_limit,
+        suspended=body.suspended,
+    )
+    return _budget_out(budget)

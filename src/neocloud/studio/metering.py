@@ -1,21 +1,32 @@
 """Metering: one usage record per request, buffered in memory, flushed in batches.
 
 The request path only appends to a bounded in-process buffer (no database write); a flusher
-drains it into a ``UsageSink`` every ``interval_s`` or when ``batch_size`` records wait. Billing
-will later drain the ``studio_usage`` table (or plug in its own sink).
+drains it into a ``UsageSink`` every ``interval_s`` or when ``batch_size`` records wait.
+
+The platform's sink is ``BillingUsageSink``: each record becomes a billing ``tokens`` usage event
+(source ``studio``, id = the request id), so token usage is rated onto the tenant's invoice, and
+a row of ``studio_usage``, the studio's own per-request log (key, endpoint, aborted) that quota
+checks and ``studio usage`` read. Both writes are idempotent on the request id, so a flush that
+failed half-way is simply retried whole: nothing is counted twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections import deque
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlalchemy.dialects import postgresql, sqlite
+
+from neocloud.billing.service import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
-from neocloud.kernel.ids import new_id
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import ValidationFailed
 from neocloud.studio.tables import StudioUsageRow
 
 log = logging.getLogger("neocloud.studio.metering")
@@ -50,29 +61,106 @@ class MemoryUsageSink:
         self.records.extend(records)
 
 
+SOURCE = "studio"
+
+
+def log_row_id(request_id: str) -> str:
+    """The ``studio_usage`` id of a request: derived from it, so a replayed write is a no-op."""
+    return "usg_" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+
+
+def to_event(r: UsageRecord) -> UsageEvent:
+    return UsageEvent(
+        id=r.request_id,
+        source=SOURCE,
+        type=TOKENS,
+        subject=r.key_id,
+        time=r.created_at,
+        data={
+            "model": r.model,
+            "input_tokens": r.prompt_tokens,
+            "output_tokens": r.completion_tokens,
+            "batch": False,
+            "endpoint": r.endpoint,
+            "aborted": r.aborted,
+        },
+    )
+
+
 class DbUsageSink:
-    """Writes a batch into ``studio_usage`` in one transaction."""
+    """Writes a batch into ``studio_usage`` in one transaction; replays are skipped."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def write(self, records: list[UsageRecord]) -> None:
+        if not records:
+            return
+        rows: list[dict[str, Any]] = [
+            {
+                "id": log_row_id(r.request_id),
+                "request_id": r.request_id,
+                "org_id": r.org_id,
+                "key_id": r.key_id,
+                "model": r.model,
+                "endpoint": r.endpoint,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "aborted": r.aborted,
+                "created_at": r.created_at,
+            }
+            for r in records
+        ]
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         with self.db.transaction() as session:
-            session.add_all(
-                StudioUsageRow(
-                    id=new_id("usg", at=r.created_at),
-                    request_id=r.request_id,
-                    org_id=r.org_id,
-                    key_id=r.key_id,
-                    model=r.model,
-                    endpoint=r.endpoint,
-                    prompt_tokens=r.prompt_tokens,
-                    completion_tokens=r.completion_tokens,
-                    aborted=r.aborted,
-                    created_at=r.created_at,
-                )
-                for r in records
+            session.execute(
+                insert(StudioUsageRow).values(rows).on_conflict_do_nothing(index_elements=["id"])
             )
+
+
+class BillingUsageSink:
+    """Billing ``tokens`` events per org (in batches billing accepts), then the studio's log.
+
+    A batch the billing service refuses for good (an event too late or malformed, which only a
+    flush stuck for weeks produces) would block the buffer forever: the refused events are
+    logged and dropped, and the rest of the batch is written.
+    """
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self.request_log = DbUsageSink(db)
+
+    def write(self, records: list[UsageRecord]) -> None:
+        by_org: dict[str, list[UsageRecord]] = defaultdict(list)
+        for r in records:
+            by_org[r.org_id].append(r)
+        kept: list[UsageRecord] = []
+        for org_id, org_records in by_org.items():
+            for start in range(0, len(org_records), MAX_BATCH):
+                kept += self._bill(org_id, org_records[start : start + MAX_BATCH])
+        self.request_log.write(kept)
+
+    def _bill(self, org_id: str, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        batch = list(records)
+        while batch:
+            try:
+                record_usage_events(
+                    db=self.db, clock=self.clock, org_id=org_id, events=[to_event(r) for r in batch]
+                )
+                return batch
+            except ValidationFailed as exc:
+                refused = {item["index"] for item in exc.details.get("rejected", ())}
+                if not refused:
+                    raise
+                log.error(
+                    "billing refused %d usage event(s) of %s for good; dropped: %s",
+                    len(refused),
+                    org_id,
+                    exc.message,
+                )
+                batch = [r for i, r in enumerate(batch) if i not in refused]
+        return batch
 
 
 class UsageBuffer:
@@ -92,6 +180,7 @@ class UsageBuffer:
         max_pending: int = 1_000_000,
     ) -> None:
         self.sink = sink
+        self.on_record: Callable[[UsageRecord], None] | None = None  # e.g. budget counting
         self.batch_size = batch_size
         self.interval_s = interval_s
         self._pending: deque[UsageRecord] = deque(maxlen=max_pending)
@@ -102,6 +191,8 @@ class UsageBuffer:
         self._thread: threading.Thread | None = None
 
     def record(self, record: UsageRecord) -> None:
+        if self.on_record is not None:
+            self.on_record(record)
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 log.error("usage buffer full: dropping the oldest record")

@@ -37,7 +37,7 @@ async def proxy(
 ) -> JSONResponse | StreamingResponse:
     pool: UpstreamPool = runtime.catalog.upstreams[model.engine]
     estimate = _estimate_prompt_tokens(body)
-    runtime.limiter.acquire(caller.key_id, tokens=estimate + (req.token_limit or 0))
+    runtime.policy.admit(caller, runtime.limiter, tokens=estimate + (req.token_limit or 0))
     request_id = f"upstream-{secrets.token_hex(12)}"
 
     def record(prompt: int, completion: int, *, aborted: bool) -> None:

@@ -3,19 +3,36 @@
 Each key has two buckets that hold up to a minute's allowance and refill continuously. A request
 takes one request and its token estimate (prompt tokens plus the completion limit, as OpenAI
 counts) from both or from neither; a refusal is a 429 ``rate_limit_exceeded`` with the seconds
-until both buckets could serve it in ``Retry-After``. This limiter is in-process: with several
-API processes each enforces the limit on its own (a shared Redis limiter is still to come).
+until both buckets could serve it in ``Retry-After``.
+
+Two limiters share that contract:
+
+* ``InProcessLimiter`` (the default): buckets in this process's memory. With several API
+  processes each enforces the limit on its own.
+* ``RedisLimiter`` (when ``NEOCLOUD_REDIS_URL`` is set): the buckets live in Redis and one Lua
+  script refills, checks and takes from both atomically, on Redis's clock, so every process
+  behind the same Redis shares one limit per key.
+
+When Redis cannot be reached the Redis limiter **fails open to the in-process limiter**: each
+process goes on enforcing the limit locally (so a key gets at most N times its limit across N
+processes, never unlimited), logs the outage once, and tries Redis again after
+``retry_down_s``. Refusing every request because the limiter's store is away would turn a Redis
+outage into a full outage of the inference API; the local fallback keeps the damage bounded.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from neocloud.kernel.errors import RateLimited
+
+log = logging.getLogger("neocloud.studio.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +41,38 @@ class RateLimit:
     tokens_per_minute: int = 1_000_000
 
 
+class Limiter(Protocol):
+    limit: RateLimit
+
+    def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
+        """Take one request and ``tokens`` tokens for ``key``, or raise ``RateLimited``."""
+        ...
+
+
 @dataclass(slots=True)
 class _Bucket:
     level: float
     at: float
+
+
+def _too_big(tokens: int, limit: RateLimit) -> None:
+    if tokens > limit.tokens_per_minute:
+        raise RateLimited(
+            f"this request needs {tokens} tokens, more than the {limit.tokens_per_minute} "
+            "allowed per minute",
+            retry_after_s=60,
+            details={"limit_tokens": limit.tokens_per_minute, "requested_tokens": tokens},
+        )
+
+
+def _refused(wait: float, limit: RateLimit) -> RateLimited:
+    rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+    return RateLimited(
+        f"rate limit reached: {rpm} requests and {tpm} tokens per minute per key; "
+        f"retry in {math.ceil(wait)} s",
+        retry_after_s=max(1.0, math.ceil(wait)),
+        details={"limit_requests": rpm, "limit_tokens": tpm},
+    )
 
 
 class InProcessLimiter:
@@ -44,15 +89,11 @@ class InProcessLimiter:
         self._buckets: dict[str, tuple[_Bucket, _Bucket]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, key: str, *, tokens: int) -> None:
+    def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
         """Take one request and ``tokens`` tokens for ``key``, or raise ``RateLimited``."""
-        rpm, tpm = self.limit.requests_per_minute, self.limit.tokens_per_minute
-        if tokens > tpm:
-            raise RateLimited(
-                f"this request needs {tokens} tokens, more than the {tpm} allowed per minute",
-                retry_after_s=60,
-                details={"limit_tokens": tpm, "requested_tokens": tokens},
-            )
+        limit = limit or self.limit
+        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+        _too_big(tokens, limit)
         with self._lock:
             t = self.now()
             if key not in self._buckets:
@@ -65,15 +106,103 @@ class InProcessLimiter:
                 bucket.at = t
             wait = max(_wait(requests.level, 1, rpm), _wait(toks.level, tokens, tpm))
             if wait > 0:
-                raise RateLimited(
-                    f"rate limit reached: {rpm} requests and {tpm} tokens per minute per key; "
-                    f"retry in {math.ceil(wait)} s",
-                    retry_after_s=max(1.0, math.ceil(wait)),
-                    details={"limit_requests": rpm, "limit_tokens": tpm},
-                )
+                raise _refused(wait, limit)
             requests.level -= 1
             toks.level -= tokens
 
 
 def _wait(level: float, need: float, per_min: int) -> float:
     return 0.0 if level >= need else (need - level) * 60 / per_min
+
+
+# Both buckets of one key in one hash: r (requests left), t (tokens left), at (last refill, s).
+# Returns the seconds to wait as a string (Lua numbers would be truncated to integers); "0"
+# means the request was taken. Redis's own clock is the only clock, so processes never disagree.
+_LUA = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local need = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'r', 't', 'at')
+local r = tonumber(state[1]) or rpm
+local t = tonumber(state[2]) or tpm
+local at = tonumber(state[3]) or now
+local dt = math.max(0, now - at)
+r = math.min(rpm, r + dt * rpm / 60)
+t = math.min(tpm, t + dt * tpm / 60)
+local wait = 0
+if r < 1 then wait = (1 - r) * 60 / rpm end
+if t < need then wait = math.max(wait, (need - t) * 60 / tpm) end
+if wait == 0 then
+  r = r - 1
+  t = t - need
+end
+redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(t), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 120)
+return tostring(wait)
+"""
+
+
+class RedisLimiter:
+    """Token buckets in Redis, shared by every process that uses the same ``url`` and
+    ``prefix``; falls back to ``fallback`` (in-process) while Redis is unreachable."""
+
+    def __init__(
+        self,
+        url: str,
+        limit: RateLimit,
+        *,
+        prefix: str = "neocloud:rl:",
+        timeout_s: float = 0.25,
+        retry_down_s: float = 1.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import redis
+
+        self.limit = limit
+        self.prefix = prefix
+        self.retry_down_s = retry_down_s
+        self.now = now
+        self.fallback = InProcessLimiter(limit, now=now)
+        self._client: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        self._script: Any = self._client.register_script(_LUA)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._down_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is considered away and limits are enforced per process."""
+        return self.now() < self._down_until
+
+    def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
+        limit = limit or self.limit
+        _too_big(tokens, limit)
+        if self.degraded:
+            self.fallback.acquire(key, tokens=tokens, limit=limit)
+            return
+        try:
+            answer = self._script(
+                keys=[self.prefix + key],
+                args=[limit.requests_per_minute, limit.tokens_per_minute, tokens],
+            )
+        except self._errors as exc:
+            if self._down_until == 0.0:
+                log.error("Redis rate limiter unreachable (%s): limiting per process", exc)
+            self._down_until = self.now() + self.retry_down_s
+            self.fallback.acquire(key, tokens=tokens, limit=limit)
+            return
+        if self._down_until:
+            log.warning("Redis rate limiter reachable again")
+            self._down_until = 0.0
+        wait = float(answer)
+        if wait > 0:
+            raise _refused(wait, limit)
+
+    def close(self) -> None:
+        self._client.close()

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
+from neocloud.kernel.settings import Settings
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
-from neocloud.studio.metering import DbUsageSink, UsageBuffer
-from neocloud.studio.ratelimit import InProcessLimiter, RateLimit
+from neocloud.studio.metering import BillingUsageSink, UsageBuffer
+from neocloud.studio.quota import Policy
+from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
@@ -21,16 +23,25 @@ class StudioRuntime:
     catalog: Catalog
     usage: UsageBuffer
     clock: Clock
-    limiter: InProcessLimiter
+    limiter: Limiter
+    policy: Policy
 
 
-def build_runtime(*, db: Database, clock: Clock) -> StudioRuntime:
-    """The built-in catalog, metered into ``studio_usage``; engines load on first use."""
+def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = None) -> StudioRuntime:
+    """The built-in catalog, metered into billing (and ``studio_usage``); engines load on first
+    use. Rate limits are shared through Redis when ``settings.redis_url`` is set."""
+    settings = settings or Settings()
+    default = RateLimit(settings.studio_requests_per_minute, settings.studio_tokens_per_minute)
+    limiter: Limiter = (
+        RedisLimiter(settings.redis_url, default, prefix=settings.studio_redis_prefix)
+        if settings.redis_url
+        else InProcessLimiter(default)
+    )
+    policy = Policy(db, clock, default)
+    usage = UsageBuffer(BillingUsageSink(db, clock))
+    usage.on_record = policy.note
     return StudioRuntime(
-        catalog=builtin_catalog(),
-        usage=UsageBuffer(DbUsageSink(db)),
-        clock=clock,
-        limiter=InProcessLimiter(RateLimit()),
+        catalog=builtin_catalog(), usage=usage, clock=clock, limiter=limiter, policy=policy
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neocloud.kernel.errors import InvalidRequest
+from neocloud.web.schemas import RequestModel, ResponseModel
 
 
 class _Request(BaseModel):
@@ -127,3 +128,37 @@ _FIELD_NAMES = {
     *ContentPart.model_fields,
     "include_usage",
 }
+
+
+# -- the operator's studio settings under /api/v1/studio (platform conventions, not OpenAI's) --
+
+
+class KeyLimitsIn(RequestModel):
+    """A key's rate-limit override; ``null`` keeps the default for that bucket."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class KeyLimitsOut(ResponseModel):
+    object: Literal["studio.key_limits"] = "studio.key_limits"
+    key_id: str
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    effective_requests_per_minute: int
+    effective_tokens_per_minute: int
+
+
+class OrgBudgetIn(RequestModel):
+    """``monthly_token_limit`` null: no budget; ``suspended``: every call is refused."""
+
+    monthly_token_limit: int | None = Field(None, ge=0)
+    suspended: bool = False
+
+
+class OrgBudgetOut(ResponseModel):
+    object: Literal["studio.org_budget"] = "studio.org_budget"
+    org_id: str
+    monthly_token_limit: int | None
+    suspended: bool
+    used_this_month: int

@@ -1,6 +1,7 @@
-"""Studio rows: usage records, one per request, written in batches by the metering buffer.
+"""Studio rows: the per-request usage log, key rate-limit overrides and org budgets.
 
-Billing drains these into its usage events; until then they are the record of token usage.
+``studio_usage`` is the studio's own log, one row per request, written in batches by the
+metering flusher together with billing's ``tokens`` usage events (which the invoice rates).
 """
 
 from __future__ import annotations
@@ -30,3 +31,26 @@ class StudioUsageRow(Base):
     completion_tokens: Mapped[int] = mapped_column(sa.Integer)
     aborted: Mapped[bool] = mapped_column(sa.Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioKeyLimitRow(Base):
+    """An operator's override of one API key's rate limits (absent: the settings' defaults)."""
+
+    __tablename__ = "studio_key_limits"
+
+    key_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("api_keys.id"), primary_key=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioOrgBudgetRow(Base):
+    """What an org may spend on the studio: a token budget per calendar month, or nothing at
+    all while suspended (both answer 429 ``insufficient_quota``)."""
+
+    __tablename__ = "studio_org_budgets"
+
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"), primary_key=True)
+    monthly_token_limit: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    suspended: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
