@@ -83,7 +83,15 @@ def up(
 
     # The worker has its own connection pool, so it never queues behind request threads.
     worker_db = Database.from_url(settings.resolved_database_url())
-    worker = Worker(worker_db, clock, driver=SimDriver(), lease_ttl_s=settings.leader_lease_ttl_s)
+    from neocloud.compute.scheduler import ComputeConfig
+
+    worker = Worker(
+        worker_db,
+        clock,
+        driver=SimDriver.from_settings(settings),
+        config=ComputeConfig.from_settings(settings),
+        lease_ttl_s=settings.leader_lease_ttl_s,
+    )
     app_.state.compute_nudge = worker.nudge  # the API wakes the scheduler after a write
     worker.start()
     try:

@@ -225,7 +225,10 @@ ReservationId = Annotated[str, Path(max_length=40)]
 
 
 def _config(request: Request) -> ComputeConfig:
-    config: ComputeConfig = getattr(request.app.state, "compute_config", None) or ComputeConfig()
+    config: ComputeConfig | None = getattr(request.app.state, "compute_config", None)
+    if config is None:
+        config = ComputeConfig.from_settings(request.app.state.ctx.settings)
+        request.app.state.compute_config = config
     return config
 
 
@@ -291,9 +294,14 @@ def get_reservation(reservation_id: ReservationId, ctx: Ctx, caller: Caller) -> 
 def cancel_reservation(
     request: Request, reservation_id: ReservationId, ctx: Ctx, caller: Caller
 ) -> ReservationOut:
-    """Cancel before the start (org admins); an active reservation runs to its end."""
+    """Cancel before the start (org admins); an active reservation runs to its end. The
+    operator's policy may close cancellation some hours before the start, or refuse it."""
     row = reservations.cancel(
-        db=ctx.db, clock=ctx.clock, actor=caller, reservation_id=reservation_id
+        db=ctx.db,
+        clock=ctx.clock,
+        actor=caller,
+        reservation_id=reservation_id,
+        config=_config(request),
     )
     nudge(request)
     return ReservationOut.of(row)

@@ -391,14 +391,41 @@ def _set_end(s: Session, rsv: ReservationRow, end: datetime) -> None:
     rsv.end_at = end
 
 
-def cancel(*, db: Database, clock: Clock, actor: Principal, reservation_id: str) -> ReservationRow:
-    """Cancel before the start (after it, a reservation runs to its end)."""
+def cancel(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    reservation_id: str,
+    config: ComputeConfig | None = None,
+) -> ReservationRow:
+    """Cancel before the start (after it, a reservation runs to its end), as the policy in
+    ``config`` allows: until ``cancel_cutoff_s`` before the start, or never (None)."""
     now = clock.now()
+    cutoff = (config or ComputeConfig()).cancel_cutoff_s
     with db.transaction() as s:
         row = _visible(s, actor, reservation_id)
         actor.require_org_role(row.org_id, Role.ADMIN)
         if row.state == ReservationState.CANCELLED.value:
             return row
+        if row.state != ReservationState.SCHEDULED.value:
+            raise Conflict(
+                f"a reservation that is {row.state} cannot be cancelled; it runs to its end",
+                code="not_cancellable",
+            )
+        if cutoff is None:
+            raise Conflict(
+                "reservations cannot be cancelled once bought (operator policy)",
+                code="not_cancellable",
+            )
+        closes = row.start_at - timedelta(seconds=cutoff)
+        if now >= closes:
+            raise Conflict(
+                f"cancellation closed at {closes.isoformat()}, {cutoff / 3600:g} h before the "
+                "start (operator policy)",
+                code="cancellation_closed",
+                details={"closed_at": closes.isoformat()},
+            )
         move_reservation(s, row, ReservationState.CANCELLED, now, Reason.USER.value)
         _set_end(s, row, row.start_at)  # an empty interval: the nodes are free again
     return row

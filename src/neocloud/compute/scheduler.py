@@ -35,6 +35,7 @@ from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NeocloudError
 from neocloud.kernel.ids import new_id
+from neocloud.kernel.settings import Settings
 from neocloud.placement import (
     BookingClass,
     GangRequest,
@@ -49,11 +50,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Knobs of the scheduler and reconciler (seconds)."""
+    """Knobs of the scheduler and reconciler (seconds); ``from_settings`` reads the
+    ``NEOCLOUD_COMPUTE_*`` settings."""
 
     preemption_notice_s: float = 30.0
     policy: str = "default"
     lease_ttl_s: float = 30.0
+    # A reservation may be cancelled until this long before its start; None: never.
+    cancel_cutoff_s: float | None = 0.0
+    # New and repaired nodes pass the driver's health check before they take work.
+    burn_in: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ComputeConfig:
+        return cls(
+            preemption_notice_s=settings.compute_preemption_notice_s,
+            cancel_cutoff_s=settings.compute_reservation_cancel_cutoff_h * 3600
+            if settings.compute_reservations_cancellable
+            else None,
+            burn_in=settings.compute_burn_in,
+        )
 
 
 @dataclass

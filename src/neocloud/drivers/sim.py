@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from neocloud.drivers.base import HealthResult, NodeRef, StepResult
+from neocloud.kernel.settings import Settings
 
 DEFAULT_DELAYS: dict[str, float] = {
     "provision": 0.0,
@@ -30,6 +31,21 @@ class SimDriver:
     # The latest steps asked for (tests read them); bounded so a long run does not grow.
     calls: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
     wipes: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, seed: int | None = None) -> SimDriver:
+        """The driver ``NEOCLOUD_SIM_*`` describes (per-step delays, failure probability,
+        seed; ``seed`` overrides the setting)."""
+        return cls(
+            delays={
+                "provision": settings.sim_provision_s,
+                "deprovision": settings.sim_deprovision_s,
+                "wipe": settings.sim_wipe_s,
+                "power": settings.sim_power_s,
+            },
+            failure_probability=settings.sim_failure_probability,
+            seed=settings.sim_seed if seed is None else seed,
+        )
 
     def _roll(self, step: str, node: NodeRef, key: str) -> StepResult:
         self.calls.append((step, node.id, key))

@@ -39,6 +39,21 @@ class Settings(BaseSettings):
         "ROUND_HALF_UP", pattern="^ROUND_(HALF_UP|HALF_EVEN|HALF_DOWN|UP|DOWN|CEILING|FLOOR)$"
     )
     billing_grace_days: int = Field(3, ge=0, le=31)
+    # Compute: the notice spot work gets before it is preempted; whether a bought reservation
+    # may be cancelled, and until how many hours before its start; whether new and repaired
+    # nodes pass a burn-in health check before they take work.
+    compute_preemption_notice_s: float = Field(30.0, ge=0, le=86_400)
+    compute_reservations_cancellable: bool = True
+    compute_reservation_cancel_cutoff_h: float = Field(0.0, ge=0, le=24 * 365)
+    compute_burn_in: bool = True
+    # The simulated driver (``neocloud up``, ``neocloud sim``): seconds per step and the
+    # probability that a step fails, deterministic under the seed.
+    sim_provision_s: float = Field(0.0, ge=0, le=86_400)
+    sim_deprovision_s: float = Field(0.0, ge=0, le=86_400)
+    sim_wipe_s: float = Field(0.0, ge=0, le=86_400)
+    sim_power_s: float = Field(0.0, ge=0, le=86_400)
+    sim_failure_probability: float = Field(0.0, ge=0, le=1)
+    sim_seed: int = 0
 
     def resolved_database_url(self) -> str:
         if self.database_url:
