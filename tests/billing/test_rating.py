@@ -19,8 +19,11 @@ from neocloud.billing.rating import (
     PriceBook,
     ReservedContract,
     Sku,
+    TokenRate,
+    TokenUsage,
     billable_seconds,
     rate,
+    rate_tokens,
     total,
 )
 from neocloud.kernel.money import Money
@@ -279,3 +282,126 @@ def test_tokens_priced_per_million_once_per_event_with_batch_discount() -> None:
     ]
     with pytest.raises(LookupError, match="mistral"):
         rate_tokens([TokenUsage("e9", "org_a", "mistral", t, 1, 1)], prices, NOV)
+
+
+# -- price changes within a month -------------------------------------------------------------
+
+CHANGE = datetime(2026, 11, 16, tzinfo=UTC)
+LLAMA_V1 = TokenRate(Decimal("0.20"), Decimal("0.60"), Decimal("0.50"))
+LLAMA_V2 = TokenRate(Decimal("0.10"), Decimal("0.40"), Decimal("0.50"))
+V1 = PriceBook(
+    "pb_v1",
+    {Sku(H100, ON_DEMAND): Decimal("2.95"), Sku(H100, SPOT): Decimal("1.77")},
+    effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+    tokens={"llama": LLAMA_V1},
+)
+V2 = PriceBook(
+    "pb_v2",
+    {Sku(H100, ON_DEMAND): Decimal("2.50"), Sku(H100, SPOT): Decimal("1.77")},
+    effective_from=CHANGE,
+    tokens={"llama": LLAMA_V2},
+)
+
+
+def test_a_mid_month_price_change_splits_the_interval_golden() -> None:
+    """8 GPUs from Nov 10 to Nov 20; the on-demand price drops from $2.95 to $2.50 on Nov 16;
+    the node is failed from 22:00 on the 15th to 02:00 on the 16th (2 h either side)."""
+    a1 = iv("a1", datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC))
+    spot = iv("s1", datetime(2026, 11, 15, tzinfo=UTC), None, cls=SPOT, gpus=1)
+    outage = Outage("node_1", CHANGE - timedelta(hours=2), CHANGE + timedelta(hours=2))
+    lines = rate([a1, spot], [V2, V1], (), NOV, outages=[outage])
+    # Before: 6 days less 2 h = 142 h x 8 GPUs x $2.95; after: 4 days less 2 h = 94 h x 8 x $2.50.
+    assert [
+        (ln.sku.code, ln.unit_price, ln.gpu_seconds, ln.amount, ln.fact_ids) for ln in lines
+    ] == [
+        (
+            f"{H100}.on_demand",
+            Decimal("2.95"),
+            Decimal(142 * 3600 * 8),
+            Money.of("3351.20"),
+            ("a1",),
+        ),
+        (
+            f"{H100}.on_demand",
+            Decimal("2.50"),
+            Decimal(94 * 3600 * 8),
+            Money.of("1880.00"),
+            ("a1",),
+        ),
+        # Spot's price did not change: one line across the change (16 days less 4 h).
+        (
+            f"{H100}.spot",
+            Decimal("1.77"),
+            Decimal((16 * 24 - 4) * 3600),
+            Money.of("672.60"),
+            ("s1",),
+        ),
+    ]
+    assert total(lines) == Money.of("5903.80")
+    assert rate([a1, spot], [V1, V2], (), NOV, outages=[outage]) == lines  # order of versions
+    assert rate([spot, a1, a1], [V2, V1], (), NOV, outages=[outage]) == lines  # facts, replays
+
+
+def test_versions_outside_the_period_change_nothing() -> None:
+    fact = iv("a1", T0, T0 + timedelta(hours=10))
+    later = PriceBook("pb_dec", {}, effective_from=NOV.end)
+    assert rate([fact], [V1, later], (), NOV) == rate([fact], V1, (), NOV)
+    with pytest.raises(LookupError, match="no price book"):
+        rate([fact], [V2], (), NOV)  # nothing in force at the month's start
+    with pytest.raises(ValueError, match="same instant"):
+        rate([fact], [V1, V2, PriceBook("pb_x", {}, effective_from=CHANGE)], (), NOV)
+
+
+def test_an_open_interval_is_rated_to_as_of_across_the_change() -> None:
+    fact = iv("a1", CHANGE - timedelta(hours=1), None, gpus=1)
+    lines = rate([fact], [V1, V2], (), NOV, as_of=CHANGE + timedelta(hours=3))
+    assert [(ln.unit_price, ln.gpu_seconds, ln.amount) for ln in lines] == [
+        (Decimal("2.95"), Decimal(3600), Money.of("2.95")),
+        (Decimal("2.50"), Decimal(3 * 3600), Money.of("7.50")),
+    ]
+    before = rate([fact], [V1, V2], (), NOV, as_of=CHANGE - timedelta(minutes=30))
+    assert [(ln.unit_price, ln.gpu_seconds) for ln in before] == [(Decimal("2.95"), Decimal(1800))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(0, 30 * 86_400 - 1),
+    length=st.integers(1, 40 * 86_400),
+    change=st.integers(1, 30 * 86_400 - 1),
+    gpus=st.sampled_from((1, 2, 4, 8)),
+)
+def test_a_split_bills_every_second_once_and_at_the_price_in_force(
+    start: int, length: int, change: int, gpus: int
+) -> None:
+    at = T0 + timedelta(seconds=change)
+    v2 = PriceBook("pb_v2", {Sku(H100, ON_DEMAND): Decimal("2.50")}, effective_from=at)
+    fact = iv(
+        "a1", T0 + timedelta(seconds=start), T0 + timedelta(seconds=start + length), gpus=gpus
+    )
+    split = rate([fact], [V1, v2], (), NOV)
+    whole = rate([fact], V1, (), NOV)
+    assert sum(ln.gpu_seconds for ln in split) == sum(ln.gpu_seconds for ln in whole)
+    end = min(start + length, 30 * 86_400)
+    expect = {
+        Decimal("2.95"): max(0, min(end, change) - start) * gpus,
+        Decimal("2.50"): max(0, end - max(start, change)) * gpus,
+    }
+    assert {ln.unit_price: ln.gpu_seconds for ln in split} == {
+        p: Decimal(s) for p, s in expect.items() if s > 0
+    }
+    assert rate([fact], [v2, V1], (), NOV) == split
+
+
+def test_token_usage_is_priced_by_the_version_in_force_at_each_event() -> None:
+    events = [
+        TokenUsage("t1", "org_a", "llama", CHANGE - timedelta(seconds=1), 1_000_000, 1_000_000),
+        TokenUsage("t2", "org_a", "llama", CHANGE, 1_000_000, 1_000_000),
+        TokenUsage("t3", "org_a", "llama", CHANGE + timedelta(days=1), 1_000_000, 0, batch=True),
+    ]
+    lines = rate_tokens(events, [V2, V1], NOV)
+    assert [(ln.batch, ln.rate, ln.amount, ln.fact_ids) for ln in lines] == [
+        (False, LLAMA_V1, Money.of("0.80"), ("t1",)),
+        (False, LLAMA_V2, Money.of("0.50"), ("t2",)),
+        (True, LLAMA_V2, Money.of("0.05"), ("t3",)),
+    ]
+    assert rate_tokens(list(reversed(events)), [V1, V2], NOV) == lines

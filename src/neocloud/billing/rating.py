@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from neocloud.kernel.money import Money
 
 _HOUR = Decimal(3600)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CENT = Decimal("0.01")
 # Intermediate precision for a line's amount: far beyond any realistic quantity, and fixed here
 # so the result never depends on the caller's decimal context.
@@ -73,18 +74,72 @@ class Sku:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRate:
+    """A model's token price: per 1M input and output tokens; the batch API at a discount."""
+
+    input_per_1m: Decimal
+    output_per_1m: Decimal
+    batch_discount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class PriceBook:
-    """One version of the price book: price per GPU-hour for each SKU."""
+    """One version of the price book: price per GPU-hour for each SKU, token prices per model,
+    in force from ``effective_from`` (None: since always) until the next version's."""
 
     version: str
     gpu_hour: Mapping[Sku, Decimal]
     currency: str = "USD"
+    effective_from: datetime | None = None
+    tokens: Mapping[str, TokenRate] = field(default_factory=dict)
 
     def price(self, sku: Sku) -> Decimal:
         try:
             return self.gpu_hour[sku]
         except KeyError:
             raise LookupError(f"price book {self.version} has no price for {sku.code}") from None
+
+
+Books = PriceBook | Sequence[PriceBook]
+
+
+def _versions(books: Books) -> list[PriceBook]:
+    """The versions by ``effective_from`` (one without a date first); two in force from the
+    same instant are an error."""
+    versions = [books] if isinstance(books, PriceBook) else list(books)
+    if not versions:
+        raise ValueError("rating needs at least one price book")
+    versions.sort(key=lambda b: (b.effective_from is not None, b.effective_from or _EPOCH))
+    starts = [b.effective_from for b in versions]
+    if len(set(starts)) != len(starts):
+        raise ValueError("two price book versions take effect at the same instant")
+    return versions
+
+
+def book_at(books: Books, at: datetime) -> PriceBook:
+    """The version in force at ``at``: the latest with ``effective_from <= at``."""
+    versions = _versions(books)
+    found = [b for b in versions if b.effective_from is None or b.effective_from <= at]
+    if not found:
+        raise LookupError(f"no price book is in force at {at.isoformat()}")
+    return found[-1]
+
+
+def segments(
+    books: Books, start: datetime, end: datetime
+) -> list[tuple[PriceBook, datetime, datetime]]:
+    """``[start, end)`` cut at each version's ``effective_from``: (version in force, from, to)."""
+    versions = _versions(books)
+    out = []
+    for i, book in enumerate(versions):
+        lo = start if book.effective_from is None else max(start, book.effective_from)
+        nxt = versions[i + 1].effective_from if i + 1 < len(versions) else None
+        hi = end if nxt is None else min(end, nxt)
+        if hi > lo:
+            out.append((book, lo, hi))
+    if (not out or out[0][1] != start) and end > start:
+        raise LookupError(f"no price book is in force at {start.isoformat()}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +244,7 @@ def sku_of(interval: Interval, terms: Mapping[str, str]) -> Sku:
 
 def rate(
     intervals: Iterable[Interval],
-    price_book: PriceBook,
+    price_book: Books,
     contracts: Iterable[ReservedContract],
     period: Period,
     *,
@@ -202,35 +257,58 @@ def rate(
     """Price GPU time of ``intervals`` inside ``period`` (up to ``as_of`` for open intervals and
     outages), excluding time their node was failed.
 
-    One line per (org, project if ``by_project``, SKU), sorted, each rounded once with
-    ``rounding`` to ``quantum``; lines with no billable time are left out.
+    ``price_book`` is one version, or several: the period is then cut where a version takes
+    effect and each part of an interval is priced by the version in force during it.
+
+    One line per (org, project if ``by_project``, SKU, unit price), sorted by those and by when
+    the price applied first, each rounded once with ``rounding`` to ``quantum``; lines with no
+    billable time are left out. A price change inside the period gives a SKU one line per price.
     """
     end = period.end if as_of is None else max(period.start, min(period.end, as_of))
+    parts = segments(price_book, period.start, end) if end > period.start else []
     terms = {c.reservation_id: c.term for c in contracts}
     failed: dict[str, list[tuple[datetime, datetime]]] = {}
     for o in outages:
         failed.setdefault(o.node_id, []).append((o.start, end if o.end is None else o.end))
     merged = {node: _merge(spans) for node, spans in failed.items()}
 
-    groups: dict[tuple[str, str | None, Sku], tuple[Decimal, list[str]]] = {}
+    groups: dict[tuple[str, str | None, Sku, Decimal], _Group] = {}
     for iv in _dedupe(intervals):
-        secs = billable_seconds(iv, merged.get(iv.node_id, ()), period.start, end)
-        if secs <= 0:
-            continue
-        key = (iv.org_id, iv.project_id if by_project else None, sku_of(iv, terms))
-        total, ids = groups.get(key, (Decimal(0), []))
-        ids.append(iv.id)
-        groups[key] = (total + secs * iv.gpus, ids)
+        sku = sku_of(iv, terms)
+        for book, lo, hi in parts:
+            secs = billable_seconds(iv, merged.get(iv.node_id, ()), lo, hi)
+            if secs <= 0:
+                continue
+            unit = book.price(sku)
+            key = (iv.org_id, iv.project_id if by_project else None, sku, unit)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(lo, book.currency)
+            group.gpu_seconds += secs * iv.gpus
+            group.first = min(group.first, lo)
+            group.ids.add(iv.id)
 
     lines = []
     ctx = decimal.Context(prec=_PRECISION)
-    for (org_id, project_id, sku), (gpu_seconds, ids) in groups.items():
-        unit = price_book.price(sku)
-        exact = ctx.divide(ctx.multiply(gpu_seconds, unit), _HOUR)
-        amount = Money(exact, price_book.currency).rounded(quantum, rounding)
-        lines.append(Line(org_id, project_id, sku, gpu_seconds, unit, amount, tuple(sorted(ids))))
-    lines.sort(key=lambda ln: (ln.org_id, ln.project_id or "", ln.sku.code))
-    return tuple(lines)
+    for (org_id, project_id, sku, unit), g in groups.items():
+        exact = ctx.divide(ctx.multiply(g.gpu_seconds, unit), _HOUR)
+        amount = Money(exact, g.currency).rounded(quantum, rounding)
+        lines.append(
+            (
+                g.first,
+                Line(org_id, project_id, sku, g.gpu_seconds, unit, amount, tuple(sorted(g.ids))),
+            )
+        )
+    lines.sort(key=lambda fl: (fl[1].org_id, fl[1].project_id or "", fl[1].sku.code, fl[0]))
+    return tuple(line for _, line in lines)
+
+
+@dataclass(slots=True)
+class _Group:
+    first: datetime
+    currency: str
+    gpu_seconds: Decimal = Decimal(0)
+    ids: set[str] = field(default_factory=set)
 
 
 def total(lines: Iterable[Line], currency: str = "USD") -> Money:
@@ -261,13 +339,6 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenRate:
-    input_per_1m: Decimal
-    output_per_1m: Decimal
-    batch_discount: Decimal
-
-
-@dataclass(frozen=True, slots=True)
 class TokenLine:
     org_id: str
     model: str
@@ -276,33 +347,41 @@ class TokenLine:
     output_tokens: int
     amount: Money
     fact_ids: tuple[str, ...]
+    rate: TokenRate | None = None  # the price applied (a price change splits a model's line)
 
 
 def rate_tokens(
     usage: Iterable[TokenUsage],
-    prices: Mapping[str, TokenRate],
+    prices: Mapping[str, TokenRate] | Books,
     period: Period,
     *,
     currency: str = "USD",
     rounding: str = ROUND_HALF_UP,
     quantum: Decimal = _CENT,
 ) -> tuple[TokenLine, ...]:
-    """One line per (org, model, batch) of the events inside ``period``, each event counted
-    once (by id), priced per 1M tokens and rounded once per line."""
+    """One line per (org, model, batch, price) of the events inside ``period``, each event
+    counted once (by id), priced per 1M tokens and rounded once per line.
+
+    ``prices``: one set of token prices, or price book versions, where each event is priced by
+    the version in force at its time (a price change inside the period splits a model's line)."""
     seen: dict[str, TokenUsage] = {}
     for u in usage:
         if period.start <= u.time < period.end:
             seen.setdefault(u.id, u)
-    groups: dict[tuple[str, str, bool], list[TokenUsage]] = {}
+    versions = None if isinstance(prices, Mapping) else _versions(prices)
+    groups: dict[tuple[str, str, bool, TokenRate], list[TokenUsage]] = {}
     for u in seen.values():
-        groups.setdefault((u.org_id, u.model, u.batch), []).append(u)
+        table = prices if isinstance(prices, Mapping) else book_at(versions or [], u.time).tokens
+        try:
+            price = table[u.model]
+        except KeyError:
+            raise LookupError(
+                f"no token price for model {u.model} at {u.time.isoformat()}"
+            ) from None
+        groups.setdefault((u.org_id, u.model, u.batch, price), []).append(u)
     lines = []
     ctx = decimal.Context(prec=_PRECISION)
-    for (org_id, model, batch), items in sorted(groups.items()):
-        try:
-            price = prices[model]
-        except KeyError:
-            raise LookupError(f"no token price for model {model}") from None
+    for (org_id, model, batch, price), items in groups.items():
         tokens_in = sum(u.input_tokens for u in items)
         tokens_out = sum(u.output_tokens for u in items)
         exact = ctx.divide(
@@ -316,5 +395,8 @@ def rate_tokens(
             exact = ctx.multiply(exact, 1 - price.batch_discount)
         amount = Money(exact, currency).rounded(quantum, rounding)
         ids = tuple(sorted(u.id for u in items))
-        lines.append(TokenLine(org_id, model, batch, tokens_in, tokens_out, amount, ids))
-    return tuple(lines)
+        first = min(u.time for u in items)
+        line = TokenLine(org_id, model, batch, tokens_in, tokens_out, amount, ids, price)
+        lines.append((first, line))
+    lines.sort(key=lambda fl: (fl[1].org_id, fl[1].model, fl[1].batch, fl[0], fl[1].fact_ids))
+    return tuple(line for _, line in lines)

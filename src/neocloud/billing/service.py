@@ -7,10 +7,10 @@ errors. Rating itself is pure (``billing.rating``); this module only loads facts
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from neocloud.billing.rating import (
     TokenLine,
     TokenRate,
     TokenUsage,
+    book_at,
     rate,
     rate_tokens,
 )
@@ -71,7 +72,19 @@ def parse_sku(code: str, *, param: str) -> Sku:
 
 def _book(row: PriceBookRow) -> PriceBook:
     prices = {parse_sku(k, param="gpu_prices"): to_decimal(v) for k, v in row.gpu_prices.items()}
-    return PriceBook(row.id, prices, row.currency)
+    tokens = _token_rates(row.token_prices)
+    return PriceBook(row.id, prices, row.currency, row.effective_from, tokens)
+
+
+def _token_rates(token_prices: Mapping[str, Any]) -> dict[str, TokenRate]:
+    return {
+        model: TokenRate(
+            to_decimal(p["input_per_1m"]),
+            to_decimal(p["output_per_1m"]),
+            to_decimal(p.get("batch_discount", "0.5")),
+        )
+        for model, p in token_prices.items()
+    }
 
 
 def publish_price_book(
@@ -148,6 +161,18 @@ def price_book_at(s: Session, at: datetime) -> PriceBook:
     """The book in force at ``at``, or the catalog-derived default before any is published."""
     row = find_price_book_row(s, at)
     return PriceBook("pb_default", default_gpu_prices()) if row is None else _book(row)
+
+
+def price_books_during(s: Session, period: Period) -> list[PriceBook]:
+    """Every version in force at some time of ``period``: the one at its start (the default
+    before any is published) and each one taking effect inside it, in order. Rating with all
+    of them prices each part of the period by the version in force then."""
+    query = (
+        sa.select(PriceBookRow)
+        .where(PriceBookRow.effective_from > period.start, PriceBookRow.effective_from < period.end)
+        .order_by(PriceBookRow.effective_from)
+    )
+    return [price_book_at(s, period.start), *(_book(r) for r in s.scalars(query))]
 
 
 RETIRED = "retired"
@@ -343,16 +368,43 @@ def load_token_usage(s: Session, org_id: str, period: Period) -> list[TokenUsage
 
 def token_rates_at(s: Session, at: datetime) -> dict[str, TokenRate]:
     row = find_price_book_row(s, at)
-    if row is None:
-        return {}
-    return {
-        model: TokenRate(
-            to_decimal(p["input_per_1m"]),
-            to_decimal(p["output_per_1m"]),
-            to_decimal(p.get("batch_discount", "0.5")),
-        )
-        for model, p in row.token_prices.items()
-    }
+    return {} if row is None else _token_rates(row.token_prices)
+
+
+def priced(usage: Iterable[TokenUsage], books: Sequence[PriceBook]) -> list[TokenUsage]:
+    """The events whose model the version in force at their time prices (others: not billed)."""
+    return [u for u in usage if u.model in book_at(books, u.time).tokens]
+
+
+@dataclass(frozen=True, slots=True)
+class Rated:
+    """One org's usage of one period, rated: GPU lines and token lines."""
+
+    price_book_id: str  # the version in force at the period's start
+    currency: str
+    lines: tuple[Line, ...]
+    token_lines: tuple[TokenLine, ...]
+
+
+def rate_org_period(
+    s: Session,
+    org_id: str,
+    period: Period,
+    as_of: datetime,
+    *,
+    rounding: str = ROUND_HALF_UP,
+) -> Rated:
+    """Rate ``org_id``'s facts of ``period`` up to ``as_of``: allocation intervals (time on
+    failed nodes excluded) and ``tokens`` usage events, each part priced by the price book
+    version in force then. Preview and invoices both rate through here."""
+    books = price_books_during(s, period)
+    intervals = load_intervals(s, org_id, period)
+    outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
+    usage = priced(load_token_usage(s, org_id, period), books)
+    lines = rate(intervals, books, (), period, outages=outages, as_of=as_of, rounding=rounding)
+    currency = books[0].currency
+    tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
+    return Rated(books[0].version, currency, lines, tokens)
 
 
 def load_intervals(s: Session, org_id: str, period: Period) -> list[Interval]:
@@ -405,18 +457,20 @@ def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
 def preview_invoice(
     *, db: Database, clock: Clock, principal: Principal, org_id: str, period: Period
 ) -> InvoicePreview:
-    """Rate ``org_id``'s facts for ``period`` now (open allocations run to now) with the price
-    book in force at the period's start; time a node spent failed is not billed, even when
+    """Rate ``org_id``'s facts for ``period`` now (open allocations run to now), each part by
+    the price book version in force then; time a node spent failed is not billed, even when
     compute noticed the failure later. Tenants see their own org only."""
     principal.require_org_role(org_id, Role.VIEWER)
     now = clock.now()
     with db.transaction() as s:
-        book = price_book_at(s, period.start)
-        intervals = load_intervals(s, org_id, period)
-        outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
-        token_rates = token_rates_at(s, period.start)
-        usage = [u for u in load_token_usage(s, org_id, period) if u.model in token_rates]
-    lines = rate(intervals, book, (), period, outages=outages, as_of=now)
-    tokens = rate_tokens(usage, token_rates, period, currency=book.currency)
+        rated = rate_org_period(s, org_id, period, now)
     as_of = min(now, period.end)
-    return InvoicePreview(org_id, period, book.version, book.currency, lines, as_of, tokens)
+    return InvoicePreview(
+        org_id,
+        period,
+        rated.price_book_id,
+        rated.currency,
+        rated.lines,
+        as_of,
+        rated.token_lines,
+    )
