@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -84,3 +85,84 @@ def test_the_four_year_example_overrides_its_base() -> None:
     assert result.exit_code == 0, result.output
     year1 = json.loads(result.output)["annual"][0]
     assert (year1["ebitda"], year1["ebit"]) == (10_858_598.40, -148_761.60)
+
+
+def _png_pixels(path: Path) -> Any:
+    from matplotlib.image import imread
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 600
+    assert height >= 300
+    pixels = imread(str(path))
+    assert pixels.shape[:2] == (height, width)
+    return pixels
+
+
+def test_run_writes_valid_png_and_svg_charts_with_content(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+
+    charts = tmp_path / "charts"
+    result = runner.invoke(
+        app,
+        [
+            "econ",
+            "run",
+            str(EXAMPLE),
+            "--charts",
+            str(charts),
+            "--format",
+            "png",
+            "--format",
+            "svg",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in charts.iterdir())
+    assert names == [f"{c}.{f}" for c in ("cover", "pnl", "tornado") for f in ("png", "svg")]
+    for chart in ("pnl", "cover", "tornado"):
+        rgb = _png_pixels(charts / f"{chart}.png")[..., :3]
+        colours = np.unique((rgb.reshape(-1, 3) * 255).round().astype(int), axis=0)
+        assert len(colours) > 50, chart  # bars, lines, anti-aliased text: not a blank canvas
+        inked = float((rgb.min(axis=2) < 0.9).mean())
+        assert 0.02 < inked < 0.9, chart
+        svg = (charts / f"{chart}.svg").read_text()
+        root = ET.fromstring(svg)  # noqa: S314 (a file this test just wrote)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 30, chart
+    pnl, cover, tornado = ((charts / f"{c}.svg").read_text() for c in ("pnl", "cover", "tornado"))
+    for label in ("Revenue", "EBITDA", "EBIT", "Net income", "Debt (year end)"):
+        assert f"<!-- {label} -->" in pnl  # matplotlib keeps each text as a comment
+    for label in ("DSCR", "EBITDA / interest", "EBIT / interest"):
+        assert f"<!-- {label} -->" in cover
+    for label in ("price", "utilization", "capex", "book life"):
+        assert f"<!-- {label} -->" in tornado
+
+
+def test_the_sofr_macrs_example_reports_tax_and_terminal_value() -> None:
+    import numpy_financial as npf
+
+    path = EXAMPLE.with_name("h100-1024-sofr-macrs.yaml")
+    result = runner.invoke(app, ["econ", "run", str(path), "--json", "--no-charts"])
+    assert result.exit_code == 0, result.output
+    rep = json.loads(result.output)
+    capex, debt = 44_029_440.0, 0.7 * 44_029_440.0
+    y1, y2 = rep["annual"][0], rep["annual"][1]
+    assert y1["interest"] == pytest.approx(debt * (0.043 + 0.065), abs=0.01)
+    first = -npf.pmt(0.108, 5, debt)
+    assert y1["debt_service"] == pytest.approx(first, abs=0.01)
+    owed = debt - (first - 0.108 * debt)
+    assert y2["debt_service"] == pytest.approx(-npf.pmt(0.101, 4, owed), abs=0.01)
+    assert y1["current_tax"] == 0.0
+    assert y1["deferred_tax"] == pytest.approx(0.21 * y1["ebt"], abs=0.01)
+    terminal = rep["kpis"]["terminal_value"]
+    assert terminal["value"] == pytest.approx(capex / 6, abs=0.01)
+    assert terminal["tax"] == pytest.approx(0.21 * (capex / 6 - 0.0576 * capex), abs=0.01)
+    assert rep["kpis"]["project_irr"] > terminal["project_irr_without"]
+    text = runner.invoke(app, ["econ", "run", str(path), "--no-charts"]).output
+    for label in ("Current tax", "Deferred tax", "terminal value (economic_life)"):
+        assert label in text

@@ -111,8 +111,16 @@ def print_report(rep: dict[str, Any]) -> None:
         ("Equity cash flow", "equity_cash_flow"),
         ("Debt (year end)", "debt_balance"),
     ]
+    if any(r.get("deferred_tax") or r.get("deferred_tax_liability") for r in rows):
+        at = money_lines.index(("Tax", "tax"))
+        money_lines[at : at + 1] = [
+            ("Current tax", "current_tax"),
+            ("Deferred tax", "deferred_tax"),
+            ("Tax (P&L)", "tax"),
+        ]
+        money_lines.append(("Deferred tax (year end)", "deferred_tax_liability"))
     for label, key in money_lines:
-        table.add_row(label, *[_money(r[key]) for r in rows])
+        table.add_row(label, *[_money(r.get(key)) for r in rows])
     for label, key in (
         ("DSCR", "dscr"),
         ("EBITDA / interest", "ebitda_interest_cover"),
@@ -170,6 +178,18 @@ def _print_kpis(k: dict[str, Any]) -> None:
          else f"{k['breakeven_price_per_gpu_hour']:.4f} per GPU-hour"),
     ):  # fmt: skip
         table.add_row(label, value)
+    t = k.get("terminal_value") or {}
+    if t.get("method", "none") != "none":
+        table.add_row(
+            f"terminal value ({t['method']}): value; tax; present value; share of NPV",
+            f"{_money(t['value'])}; {_money(t['tax'])}; {_money(t['present_value'])}; "
+            f"{_pct(t['share_of_npv'])}",
+        )
+        table.add_row(
+            "without it: project IRR; equity IRR; NPV",
+            f"{_pct(t['project_irr_without'])}; {_pct(t['equity_irr_without'])}; "
+            f"{_money(t['npv_without'])}",
+        )
     out.print(table)
 
 
