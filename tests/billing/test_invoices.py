@@ -111,4 +111,5 @@ def test_invoices_are_operator_built_and_tenant_scoped(
     assert invoices.get_invoice(db=db, principal=tenant, invoice_id=inv.id).invoice.id == inv.id
     with pytest.raises(NotFound):
         invoices.get_invoice(db=db, principal=stranger, invoice_id=inv.id)
-    assert [r.id for r in invoices.list_invoices(db=db, principal=tenant, org_id=org)] == [inv.id]
+    page = invoices.list_invoices(db=db, principal=tenant, org_id=org)
+    assert [r.id for r in page.items] == [inv.id]

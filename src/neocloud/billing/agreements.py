@@ -34,7 +34,6 @@ from neocloud.billing.rating import (
     RESERVED,
     TERMS,
     Period,
-    ReservedContract,
     Sku,
     billable_seconds,
     rate,
@@ -399,10 +398,12 @@ def _reservation_charges(
     ]
     if intervals and c.reservation_id:
         outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
+        # Rated as the usage lines rate it (a reservation's GPU time at the default term), so
+        # the two cancel out; the charge above is at the contract's term.
         lines = rate(
             intervals,
             price_book_at(s, period.start),
-            [ReservedContract(c.reservation_id, term)],
+            (),
             period,
             outages=outages,
             as_of=now,
@@ -481,6 +482,24 @@ def agreement_charges(
     due = sum((sp.amount for sp in spend), Decimal(0)) + sum((ch.amount for ch in out), Decimal(0))
     out += _credits(s, org_id, period, due, currency)
     return out
+
+
+def preview_charges(
+    *,
+    db: Database,
+    clock: Clock,
+    org_id: str,
+    period: Period,
+    spend: Sequence[Spend],
+    rounding: str = ROUND_HALF_UP,
+    currency: str = "USD",
+) -> list[Charge]:
+    """``agreement_charges`` in a transaction of its own, for an invoice preview (the caller
+    has already checked who may read the org's invoices)."""
+    with db.transaction() as s:
+        return agreement_charges(
+            s, org_id, period, spend, now=clock.now(), rounding=rounding, currency=currency
+        )
 
 
 def _credits(s: Session, org_id: str, period: Period, due: Decimal, currency: str) -> list[Charge]:

@@ -1,17 +1,26 @@
-"""Billing routes: price books (operator publishes), usage events, invoice previews."""
+"""Billing routes: price books (operator publishes), usage events, invoice previews, invoices,
+contracts, credit grants, credit notes and the monthly invoicing run."""
 
 from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import invoices, service
+from neocloud.billing import agreements, invoices, service
 from neocloud.billing.rating import Period
 from neocloud.billing.schemas import (
+    CloseIn,
+    CloseOut,
+    ContractCreate,
+    ContractOut,
+    CreditGrantCreate,
+    CreditGrantOut,
+    CreditNoteOut,
     InvoiceCreate,
     InvoiceOut,
     InvoicePreviewOut,
@@ -23,13 +32,14 @@ from neocloud.billing.schemas import (
 from neocloud.kernel.auth import Role
 from neocloud.kernel.clock import ensure_utc
 from neocloud.kernel.errors import ValidationFailed
-from neocloud.web.deps import Caller, Ctx
+from neocloud.web.deps import AppContext, Caller, Ctx, Paging
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
 TAG_PRICES: list[str | Enum] = ["price books"]
 TAG_USAGE: list[str | Enum] = ["usage"]
 TAG_INVOICES: list[str | Enum] = ["invoices"]
+TAG_AGREEMENTS: list[str | Enum] = ["contracts and credits"]
 OrgId = Annotated[str, Query(max_length=40)]
 
 
@@ -112,7 +122,20 @@ def preview_invoice(
     preview = service.preview_invoice(
         db=ctx.db, clock=ctx.clock, principal=caller, org_id=org_id, period=_period(period)
     )
-    out = InvoicePreviewOut.of(preview)
+    spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in preview.lines]
+    spend += [
+        agreements.Spend(f"tokens.{tl.model}", tl.amount.amount) for tl in preview.token_lines
+    ]
+    charges = agreements.preview_charges(
+        db=ctx.db,
+        clock=ctx.clock,
+        org_id=org_id,
+        period=preview.period,
+        spend=spend,
+        rounding=ctx.settings.billing_rounding,
+        currency=preview.currency,
+    )
+    out = InvoicePreviewOut.of(preview, charges)
     if format == "json":
         return out
     buf = io.StringIO()
@@ -138,10 +161,19 @@ def preview_invoice(
         writer.writerow(
             (sku, "", "", counts, "", tl.amount.amount, tl.amount.currency, " ".join(tl.fact_ids))
         )
+    for ch in out.agreement_lines:
+        facts = " ".join([ch.reference_id, *ch.fact_ids])
+        sku = f"{ch.kind}.{ch.sku}"
+        money = (ch.unit_price.amount, ch.amount.amount, ch.amount.currency)
+        writer.writerow((sku, "", ch.gpu_seconds, "", *money, facts))
     return Response(buf.getvalue(), media_type="text/csv")
 
 
 InvoiceId = Annotated[str, Path(max_length=40)]
+
+
+def _grace(ctx: AppContext) -> timedelta:
+    return timedelta(days=ctx.settings.billing_grace_days)
 
 
 @router.post("/invoices", response_model=InvoiceOut, tags=TAG_INVOICES)
@@ -154,16 +186,23 @@ def build_invoice(body: InvoiceCreate, ctx: Ctx, caller: Caller) -> InvoiceOut:
         principal=caller,
         org_id=body.org_id,
         period=_period(body.period),
+        rounding=ctx.settings.billing_rounding,
     )
     view = invoices.get_invoice(db=ctx.db, principal=caller, invoice_id=inv_id)
     return InvoiceOut.of(view.invoice, view.lines)
 
 
 @router.get("/invoices", response_model=ListOut[InvoiceOut], tags=TAG_INVOICES)
-def list_invoices(ctx: Ctx, caller: Caller, org_id: OrgId) -> ListOut[InvoiceOut]:
-    """The org's invoices by month (without lines)."""
-    rows = invoices.list_invoices(db=ctx.db, principal=caller, org_id=org_id)
-    return ListOut(data=[InvoiceOut.of(r) for r in rows], has_more=False)
+def list_invoices(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListOut[InvoiceOut]:
+    """The org's invoices, oldest first (without lines), a page at a time."""
+    page = invoices.list_invoices(
+        db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[InvoiceOut.of(r) for r in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get(
@@ -223,6 +262,133 @@ def get_invoice(
 def finalize_invoice(invoice_id: InvoiceId, ctx: Ctx, caller: Caller) -> InvoiceOut:
     """Rate the month one last time and freeze it (operator admins); finalizing twice is a
     no-op; before the month and its grace period are over, 409 ``period_not_closed``."""
-    invoices.finalize_invoice(db=ctx.db, clock=ctx.clock, principal=caller, invoice_id=invoice_id)
+    invoices.finalize_invoice(
+        db=ctx.db,
+        clock=ctx.clock,
+        principal=caller,
+        invoice_id=invoice_id,
+        grace=_grace(ctx),
+        rounding=ctx.settings.billing_rounding,
+    )
     view = invoices.get_invoice(db=ctx.db, principal=caller, invoice_id=invoice_id)
     return InvoiceOut.of(view.invoice, view.lines)
+
+
+@router.post("/invoices/close", response_model=CloseOut, tags=TAG_INVOICES)
+def close_period(body: CloseIn, ctx: Ctx, caller: Caller) -> CloseOut:
+    """The monthly invoicing run (operator admins): a draft for every org with something to
+    bill in ``period`` (default: last month), finalized once its grace period is over
+    (``NEOCLOUD_BILLING_GRACE_DAYS``). Running it again changes nothing already finalized."""
+    if body.period is None:
+        result = invoices.close_previous_month(
+            db=ctx.db,
+            clock=ctx.clock,
+            principal=caller,
+            grace=_grace(ctx),
+            rounding=ctx.settings.billing_rounding,
+        )
+    else:
+        result = invoices.close_period(
+            db=ctx.db,
+            clock=ctx.clock,
+            principal=caller,
+            period=_period(body.period),
+            grace=_grace(ctx),
+            rounding=ctx.settings.billing_rounding,
+        )
+    return CloseOut.of(result)
+
+
+@router.get("/credit-notes", response_model=ListOut[CreditNoteOut], tags=TAG_INVOICES)
+def list_credit_notes(
+    ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging
+) -> ListOut[CreditNoteOut]:
+    """Money given back on finalized invoices that late facts lowered."""
+    page = invoices.list_credit_notes(
+        db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[CreditNoteOut.of(r) for r in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+ContractId = Annotated[str, Path(max_length=40)]
+
+
+@router.post("/contracts", response_model=ContractOut, status_code=201, tags=TAG_AGREEMENTS)
+def create_contract(body: ContractCreate, ctx: Ctx, caller: Caller) -> ContractOut:
+    """Record a contract for an org (operator admins): committed spend or capacity (true-up),
+    prepaid, a reservation charge (upfront or monthly) or a third party's backstop."""
+    terms = agreements.ContractTerms(
+        org_id=body.org_id,
+        kind=body.kind,
+        start_at=ensure_utc(body.start_at) if body.start_at else None,
+        end_at=ensure_utc(body.end_at) if body.end_at else None,
+        amount=body.amount,
+        gpu_model=body.gpu_model,
+        gpus=body.gpus,
+        rate=body.rate,
+        reservation_id=body.reservation_id,
+        term=body.term,
+        billing=body.billing,
+        counterparty=body.counterparty,
+        currency=body.currency,
+        note=body.note,
+    )
+    row = agreements.create_contract(db=ctx.db, clock=ctx.clock, principal=caller, terms=terms)
+    return ContractOut.of(row)
+
+
+@router.get("/contracts", response_model=ListOut[ContractOut], tags=TAG_AGREEMENTS)
+def list_contracts(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListOut[ContractOut]:
+    page = agreements.list_contracts(
+        db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[ContractOut.of(r) for r in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/contracts/{contract_id}", response_model=ContractOut, tags=TAG_AGREEMENTS)
+def get_contract(contract_id: ContractId, ctx: Ctx, caller: Caller) -> ContractOut:
+    return ContractOut.of(
+        agreements.get_contract(db=ctx.db, principal=caller, contract_id=contract_id)
+    )
+
+
+@router.post("/credits", response_model=CreditGrantOut, status_code=201, tags=TAG_AGREEMENTS)
+def grant_credit(body: CreditGrantCreate, ctx: Ctx, caller: Caller) -> CreditGrantOut:
+    """Grant credit to an org (operator admins); invoices use it by priority, then earliest
+    expiry; promotional credit is never paid out."""
+    row = agreements.grant_credit(
+        db=ctx.db,
+        clock=ctx.clock,
+        principal=caller,
+        org_id=body.org_id,
+        amount=body.amount,
+        priority=body.priority,
+        expires_at=ensure_utc(body.expires_at) if body.expires_at else None,
+        paid=body.paid,
+        currency=body.currency,
+        note=body.note,
+    )
+    return CreditGrantOut.of(agreements.GrantView(row, row.amount))
+
+
+@router.get("/credits", response_model=ListOut[CreditGrantOut], tags=TAG_AGREEMENTS)
+def list_credits(
+    ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging
+) -> ListOut[CreditGrantOut]:
+    """The org's credit grants with the balance left of each."""
+    views, page = agreements.list_credits(
+        db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
+    )
+    return ListOut(
+        data=[CreditGrantOut.of(v) for v in views],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )

@@ -2,23 +2,40 @@
 
 Late facts for a finalized month are not written into it: the next draft carries an
 ``adjustment`` line per (SKU, project) with the difference between re-rating that month now and
-what its finalized invoices already billed. So every GPU-second is billed exactly once.
+what its finalized invoices (and credit notes) already billed; a difference that lowers the
+bill is issued as a credit note on the finalized invoice instead. So every GPU-second is billed
+exactly once.
+
+Agreements (``billing.agreements``) add their lines after usage: reservation charges, true-ups,
+prepaid drawdowns and credits. ``close_period`` is the automatic monthly run: drafts for every
+org with activity, finalized once the grace period is over; one transaction per org, so a crash
+in the middle leaves whole invoices behind and running it again finishes the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.billing.rating import Line, Period, rate
-from neocloud.billing.service import load_intervals, load_outages, price_book_at
-from neocloud.billing.tables import InvoiceLineRow, InvoiceRow
+from neocloud.billing.agreements import Spend, agreement_charges
+from neocloud.billing.rating import Line, Period
+from neocloud.billing.service import rate_org_period
+from neocloud.billing.tables import (
+    ContractRow,
+    CreditNoteRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    UsageEventRow,
+)
+from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
+from neocloud.db.pagination import Page, paginate
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound
@@ -42,6 +59,7 @@ class LineDraft:
     unit_price: Decimal
     amount: Decimal
     fact_ids: tuple[str, ...]
+    reference_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +102,11 @@ def adjustment_lines(
 ) -> list[LineDraft]:
     """Pure: the difference between a month rated now and what was billed for it, one line per
     (SKU, project) that changed; its facts are those not billed before (or all it rates)."""
-    new = {(ln.sku.code, ln.project_id): ln for ln in rerated}
+    new: dict[tuple[str, str | None], Line] = {}
+    for ln in rerated:  # a price change gives a SKU two lines: compare their sum
+        key = (ln.sku.code, ln.project_id)
+        seen = new.get(key)
+        new[key] = ln if seen is None else _combined(seen, ln)
     old: dict[tuple[str, str | None], tuple[Decimal, Decimal, set[str]]] = {}
     for b in billed:
         secs, amount, ids = old.get((b.sku, b.project_id), (Decimal(0), Decimal(0), set()))
@@ -109,7 +131,15 @@ def adjustment_lines(
     return out
 
 
+def _combined(a: Line, b: Line) -> Line:
+    ids = tuple(sorted(set(a.fact_ids) | set(b.fact_ids)))
+    return replace(
+        a, gpu_seconds=a.gpu_seconds + b.gpu_seconds, amount=a.amount + b.amount, fact_ids=ids
+    )
+
+
 def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
+    """What finalized invoices and credit notes already billed for ``usage_period``'s usage."""
     query = (
         sa.select(InvoiceLineRow)
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
@@ -117,41 +147,85 @@ def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
             InvoiceRow.org_id == org_id,
             InvoiceRow.state == FINALIZED,
             InvoiceLineRow.usage_period == usage_period,
+            InvoiceLineRow.kind.in_([USAGE, ADJUSTMENT]),
         )
     )
-    return [
+    out = [
         Billed(r.sku, r.project_id, r.gpu_seconds, r.amount, tuple(r.fact_ids))
         for r in s.scalars(query)
     ]
+    notes = sa.select(CreditNoteRow).where(
+        CreditNoteRow.org_id == org_id, CreditNoteRow.usage_period == usage_period
+    )
+    for note in s.scalars(notes):
+        out += [
+            Billed(
+                ln["sku"],
+                ln["project_id"],
+                Decimal(ln["gpu_seconds"]),
+                Decimal(ln["amount"]),
+                tuple(ln["fact_ids"]),
+            )
+            for ln in note.lines
+        ]
+    return out
 
 
-def _rate(s: Session, org_id: str, period: Period, now: datetime) -> tuple[str, list[Line]]:
-    book = price_book_at(s, period.start)
-    intervals = load_intervals(s, org_id, period)
-    outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
-    return book.version, list(rate(intervals, book, (), period, outages=outages, as_of=now))
+def _rate(
+    s: Session, org_id: str, period: Period, now: datetime, rounding: str
+) -> tuple[str, list[Line]]:
+    rated = rate_org_period(s, org_id, period, now, rounding=rounding)  # GPU time and tokens
+    return rated.price_book_id, rated.invoice_lines()
 
 
-def _is_finalized(s: Session, org_id: str, name: str) -> bool:
-    query = sa.select(InvoiceRow.id).where(
+def _finalized(s: Session, org_id: str, name: str) -> InvoiceRow | None:
+    query = sa.select(InvoiceRow).where(
         InvoiceRow.org_id == org_id, InvoiceRow.period == name, InvoiceRow.state == FINALIZED
     )
-    return s.scalars(query).first() is not None
+    return s.scalars(query).first()
+
+
+@dataclass
+class DraftLines:
+    price_book_id: str
+    lines: list[LineDraft]
+    # Late facts that lower a finalized month: (finalized invoice, negative adjustment lines).
+    credit_notes: list[tuple[InvoiceRow, list[LineDraft]]] = field(default_factory=list)
 
 
 def _draft_lines(
-    s: Session, org_id: str, period: Period, now: datetime
-) -> tuple[str, list[LineDraft]]:
-    book_id, lines = _rate(s, org_id, period, now)
-    drafts = usage_lines(lines, period_name(period))
+    s: Session, org_id: str, period: Period, now: datetime, rounding: str = ROUND_HALF_UP
+) -> DraftLines:
+    book_id, lines = _rate(s, org_id, period, now, rounding)
+    out = DraftLines(book_id, usage_lines(lines, period_name(period)))
     earlier = period
     for _ in range(LOOKBACK_MONTHS):
         earlier = previous(earlier)
         name = period_name(earlier)
-        if _is_finalized(s, org_id, name):
-            _, rerated = _rate(s, org_id, earlier, now)
-            drafts += adjustment_lines(rerated, _billed(s, org_id, name), name)
-    return book_id, drafts
+        final = _finalized(s, org_id, name)
+        if final is not None:
+            _, rerated = _rate(s, org_id, earlier, now, rounding)
+            changes = adjustment_lines(rerated, _billed(s, org_id, name), name)
+            out.lines += [d for d in changes if d.amount >= 0]
+            lower = [d for d in changes if d.amount < 0]
+            if lower:
+                out.credit_notes.append((final, lower))
+    spend = [Spend(d.sku, d.amount, d.kind == USAGE) for d in out.lines]
+    for ch in agreement_charges(s, org_id, period, spend, now=now, rounding=rounding):
+        out.lines.append(
+            LineDraft(
+                ch.kind,
+                ch.usage_period,
+                ch.sku,
+                None,
+                ch.gpu_seconds,
+                ch.unit_price,
+                ch.amount,
+                ch.fact_ids,
+                ch.reference_id,
+            )
+        )
+    return out
 
 
 def _lock(s: Session, org_id: str, name: str) -> InvoiceRow | None:
@@ -163,10 +237,46 @@ def _lock(s: Session, org_id: str, name: str) -> InvoiceRow | None:
     return s.scalars(query).first()
 
 
-def _rebuild(s: Session, inv: InvoiceRow, period: Period, now: datetime) -> None:
-    book_id, drafts = _draft_lines(s, inv.org_id, period, now)
+def _line_json(d: LineDraft) -> dict[str, Any]:
+    return {
+        "kind": d.kind,
+        "usage_period": d.usage_period,
+        "sku": d.sku,
+        "project_id": d.project_id,
+        "gpu_seconds": format(d.gpu_seconds, "f"),
+        "unit_price": format(d.unit_price, "f"),
+        "amount": format(d.amount, "f"),
+        "fact_ids": list(d.fact_ids),
+    }
+
+
+def _issue_credit_notes(
+    s: Session, notes: list[tuple[InvoiceRow, list[LineDraft]]], now: datetime
+) -> None:
+    """Late facts lowered a finalized month: give the difference back on a credit note (the
+    finalized invoice stays as it was); from now on it counts as billed for that month."""
+    for inv, lines in notes:
+        s.add(
+            CreditNoteRow(
+                id=new_id("cn", at=now),
+                org_id=inv.org_id,
+                invoice_id=inv.id,
+                usage_period=inv.period,
+                currency=inv.currency,
+                total=sum((d.amount for d in lines), Decimal(0)),
+                lines=[_line_json(d) for d in lines],
+                created_at=now,
+            )
+        )
+
+
+def _rebuild(
+    s: Session, inv: InvoiceRow, period: Period, now: datetime, rounding: str = ROUND_HALF_UP
+) -> None:
+    drafts = _draft_lines(s, inv.org_id, period, now, rounding)
+    _issue_credit_notes(s, drafts.credit_notes, now)
     s.execute(sa.delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == inv.id))
-    for i, d in enumerate(drafts):
+    for i, d in enumerate(drafts.lines):
         s.add(
             InvoiceLineRow(
                 id=new_id("line", at=now),
@@ -180,40 +290,65 @@ def _rebuild(s: Session, inv: InvoiceRow, period: Period, now: datetime) -> None
                 unit_price=d.unit_price,
                 amount=d.amount,
                 fact_ids=list(d.fact_ids),
+                reference_id=d.reference_id,
             )
         )
-    inv.price_book_id = book_id
-    inv.total = sum((d.amount for d in drafts), Decimal(0))
+    inv.price_book_id = drafts.price_book_id
+    inv.total = sum((d.amount for d in drafts.lines), Decimal(0))
     inv.rated_at = now
 
 
+def _build(s: Session, org_id: str, period: Period, now: datetime, rounding: str) -> InvoiceRow:
+    name = period_name(period)
+    inv = _lock(s, org_id, name)
+    if inv is None:
+        inv = InvoiceRow(
+            id=new_id("inv", at=now),
+            org_id=org_id,
+            period=name,
+            state=DRAFT,
+            currency="USD",
+            price_book_id="",
+            total=Decimal(0),
+            rated_at=now,
+            created_at=now,
+        )
+        s.add(inv)
+        s.flush()  # a concurrent create of the same (org, period) fails here: a conflict
+    if inv.state == DRAFT:
+        _rebuild(s, inv, period, now, rounding)
+    return inv
+
+
 def build_invoice(
-    *, db: Database, clock: Clock, principal: Principal, org_id: str, period: Period
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    org_id: str,
+    period: Period,
+    rounding: str = ROUND_HALF_UP,
 ) -> str:
     """Create or refresh ``org_id``'s draft for ``period`` from the facts (operator admins);
     a finalized invoice is returned unchanged. Returns the invoice id."""
     principal.require_operator(write=True)
     now = clock.now()
-    name = period_name(period)
     with db.transaction() as s:
-        inv = _lock(s, org_id, name)
-        if inv is None:
-            inv = InvoiceRow(
-                id=new_id("inv", at=now),
-                org_id=org_id,
-                period=name,
-                state=DRAFT,
-                currency="USD",
-                price_book_id="",
-                total=Decimal(0),
-                rated_at=now,
-                created_at=now,
-            )
-            s.add(inv)
-            s.flush()  # a concurrent create of the same (org, period) fails here: a conflict
-        if inv.state == DRAFT:
-            _rebuild(s, inv, period, now)
-        return inv.id
+        return _build(s, org_id, period, now, rounding).id
+
+
+def _finalize(s: Session, inv: InvoiceRow, now: datetime, grace: timedelta, rounding: str) -> None:
+    period = Period.month(inv.period)
+    if now < period.end + grace:
+        raise Conflict(
+            f"invoice {inv.id} for {inv.period} can be finalized from "
+            f"{(period.end + grace).isoformat()} (the month plus a grace period of "
+            f"{grace.days} days), not before",
+            code="period_not_closed",
+        )
+    _rebuild(s, inv, period, now, rounding)
+    inv.state = FINALIZED
+    inv.finalized_at = now
 
 
 def finalize_invoice(
@@ -223,6 +358,7 @@ def finalize_invoice(
     principal: Principal,
     invoice_id: str,
     grace: timedelta = DEFAULT_GRACE,
+    rounding: str = ROUND_HALF_UP,
 ) -> str:
     """Rebuild the draft one last time and freeze it (operator admins). Finalizing again is a
     no-op; before the month has ended (and ``grace`` passed) it is a conflict."""
@@ -234,20 +370,99 @@ def finalize_invoice(
         ).first()
         if inv is None:
             raise NotFound(f"no invoice {invoice_id} exists", code="invoice_not_found")
-        if inv.state == FINALIZED:
-            return inv.id
-        period = Period.month(inv.period)
-        if now < period.end + grace:
-            raise Conflict(
-                f"invoice {inv.id} for {inv.period} can be finalized from "
-                f"{(period.end + grace).isoformat()} (the month plus a grace period of "
-                f"{grace.days} days), not before",
-                code="period_not_closed",
-            )
-        _rebuild(s, inv, period, now)
-        inv.state = FINALIZED
-        inv.finalized_at = now
+        if inv.state != FINALIZED:
+            _finalize(s, inv, now, grace, rounding)
         return inv.id
+
+
+# -- the monthly run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    period: str
+    drafts: tuple[str, ...]  # invoice ids left as drafts (grace period not over)
+    finalized: tuple[str, ...]  # finalized by this run
+    unchanged: tuple[str, ...]  # already finalized before this run
+
+
+def orgs_to_invoice(s: Session, period: Period) -> list[str]:
+    """Every org with something to bill for ``period``: GPU time, usage events, an agreement
+    in force, or an invoice already started."""
+    queries = [
+        sa.select(AllocationRow.org_id).where(
+            AllocationRow.start_at < period.end,
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
+        ),
+        sa.select(UsageEventRow.org_id).where(
+            UsageEventRow.time >= period.start, UsageEventRow.time < period.end
+        ),
+        sa.select(ContractRow.org_id).where(
+            ContractRow.start_at < period.end,
+            ContractRow.end_at > period.start,
+            ContractRow.kind != "backstop",
+        ),
+        sa.select(InvoiceRow.org_id).where(InvoiceRow.period == period_name(period)),
+    ]
+    orgs: set[str] = set()
+    for q in queries:
+        orgs.update(s.scalars(q.distinct()))
+    return sorted(orgs)
+
+
+def close_period(
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    period: Period,
+    grace: timedelta = DEFAULT_GRACE,
+    rounding: str = ROUND_HALF_UP,
+    after_org: Callable[[str], None] | None = None,
+) -> CloseResult:
+    """Invoice ``period`` for every org (operator admins): build or refresh each draft, and
+    finalize it once the month and ``grace`` are over. One transaction per org, in org order:
+    running it twice gives the same invoices, and a crash between orgs (``after_org`` lets a
+    test raise there) loses nothing and bills nothing twice when it runs again."""
+    principal.require_operator(write=True)
+    with db.transaction() as s:
+        orgs = orgs_to_invoice(s, period)
+    drafts, finalized, unchanged = [], [], []
+    for org_id in orgs:
+        now = clock.now()
+        with db.transaction() as s:
+            inv = _build(s, org_id, period, now, rounding)
+            if inv.state == FINALIZED:
+                unchanged.append(inv.id)
+            elif now >= period.end + grace:
+                _finalize(s, inv, now, grace, rounding)
+                finalized.append(inv.id)
+            else:
+                drafts.append(inv.id)
+        if after_org is not None:
+            after_org(org_id)
+    return CloseResult(period_name(period), tuple(drafts), tuple(finalized), tuple(unchanged))
+
+
+def close_previous_month(
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    grace: timedelta = DEFAULT_GRACE,
+    rounding: str = ROUND_HALF_UP,
+) -> CloseResult:
+    """What a worker calls on a timer: ``close_period`` for the month before now."""
+    now = clock.now()
+    this_month = Period.month(now.strftime("%Y-%m"))
+    return close_period(
+        db=db,
+        clock=clock,
+        principal=principal,
+        period=previous(this_month),
+        grace=grace,
+        rounding=rounding,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +488,28 @@ def get_invoice(*, db: Database, principal: Principal, invoice_id: str) -> Invoi
         return InvoiceView(inv, lines)
 
 
-def list_invoices(*, db: Database, principal: Principal, org_id: str) -> list[InvoiceRow]:
+def list_invoices(
+    *, db: Database, principal: Principal, org_id: str, limit: int = 100, after: str | None = None
+) -> Page[InvoiceRow]:
+    """The org's invoices (without lines), oldest first, a page at a time."""
     principal.require_org_role(org_id, Role.VIEWER)
     with db.transaction() as s:
-        rows = list(
-            s.scalars(
-                sa.select(InvoiceRow).where(InvoiceRow.org_id == org_id).order_by(InvoiceRow.period)
-            )
-        )
+        query = sa.select(InvoiceRow).where(InvoiceRow.org_id == org_id)
+        page = paginate(s, query, InvoiceRow.id, limit=limit, after=after)
         s.expunge_all()
-        return rows
+        return page
+
+
+def list_credit_notes(
+    *, db: Database, principal: Principal, org_id: str, limit: int = 100, after: str | None = None
+) -> Page[CreditNoteRow]:
+    """The org's credit notes, oldest first, a page at a time."""
+    principal.require_org_role(org_id, Role.VIEWER)
+    with db.transaction() as s:
+        query = sa.select(CreditNoteRow).where(CreditNoteRow.org_id == org_id)
+        page = paginate(s, query, CreditNoteRow.id, limit=limit, after=after)
+        s.expunge_all()
+        return page
 
 
 def _may_read(principal: Principal, org_id: str) -> bool:

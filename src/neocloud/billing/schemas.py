@@ -8,9 +8,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from neocloud.billing.agreements import Charge, GrantView
+from neocloud.billing.invoices import CloseResult
 from neocloud.billing.rating import Line, TokenLine
 from neocloud.billing.service import InvoicePreview
-from neocloud.billing.tables import InvoiceLineRow, InvoiceRow, PriceBookRow
+from neocloud.billing.tables import (
+    ContractRow,
+    CreditNoteRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    PriceBookRow,
+)
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
@@ -131,6 +139,30 @@ class TokenLineOut(ResponseModel):
         )
 
 
+class ChargeOut(ResponseModel):
+    kind: str = Field(examples=["true_up"])
+    usage_period: str
+    sku: str
+    reference_id: str = Field(description="The contract or credit grant")
+    gpu_seconds: str
+    unit_price: MoneyOut
+    amount: MoneyOut
+    fact_ids: list[str]
+
+    @classmethod
+    def of(cls, ch: Charge, currency: str) -> ChargeOut:
+        return cls(
+            kind=ch.kind,
+            usage_period=ch.usage_period,
+            sku=ch.sku,
+            reference_id=ch.reference_id,
+            gpu_seconds=format(ch.gpu_seconds, "f"),
+            unit_price=MoneyOut.of(Money(ch.unit_price, currency)),
+            amount=MoneyOut.of(Money(ch.amount, currency)),
+            fact_ids=list(ch.fact_ids),
+        )
+
+
 class InvoicePreviewOut(ResponseModel):
     object: Literal["invoice_preview"] = "invoice_preview"
     org_id: str
@@ -141,15 +173,21 @@ class InvoicePreviewOut(ResponseModel):
     price_book_id: str
     lines: list[InvoiceLineOut]
     token_lines: list[TokenLineOut]
+    agreement_lines: list[ChargeOut] = Field(
+        default_factory=list,
+        description="Reservation charges, true-ups, prepaid drawdowns and credits",
+    )
     total: MoneyOut
 
     @classmethod
-    def of(cls, p: InvoicePreview) -> InvoicePreviewOut:
+    def of(cls, p: InvoicePreview, charges: Sequence[Charge] = ()) -> InvoicePreviewOut:
         total = Money.zero(p.currency)
         for line in p.lines:
             total += line.amount
         for tline in p.token_lines:
             total += tline.amount
+        for ch in charges:
+            total += Money(ch.amount, p.currency)
         return cls(
             org_id=p.org_id,
             period=p.period.start.strftime("%Y-%m"),
@@ -159,6 +197,7 @@ class InvoicePreviewOut(ResponseModel):
             price_book_id=p.price_book_id,
             lines=[InvoiceLineOut.of(ln, p.currency) for ln in p.lines],
             token_lines=[TokenLineOut.of(tl) for tl in p.token_lines],
+            agreement_lines=[ChargeOut.of(ch, p.currency) for ch in charges],
             total=MoneyOut.of(total),
         )
 
@@ -177,6 +216,7 @@ class StoredLineOut(ResponseModel):
     unit_price: MoneyOut
     amount: MoneyOut
     fact_ids: list[str]
+    reference_id: str | None = None
 
 
 class InvoiceOut(ResponseModel):
@@ -217,7 +257,161 @@ class InvoiceOut(ResponseModel):
                     unit_price=MoneyOut.of(Money(ln.unit_price.normalize(), cur)),
                     amount=MoneyOut.of(Money(ln.amount, cur).rounded()),
                     fact_ids=list(ln.fact_ids),
+                    reference_id=ln.reference_id,
                 )
                 for ln in lines
             ],
+        )
+
+
+# -- agreements ----------------------------------------------------------------------------------
+
+
+class ContractCreate(RequestModel):
+    org_id: str = Field(max_length=40)
+    kind: str = Field(
+        max_length=16,
+        description="commit_spend | commit_capacity | prepaid | reservation | backstop",
+        examples=["commit_spend"],
+    )
+    start_at: Time | None = Field(None, description="Required except for reservation")
+    end_at: Time | None = Field(None, description="Required except for reservation")
+    amount: Decimal | None = Field(
+        None, description="commit_spend: per month; prepaid: the prepayment", examples=["100000"]
+    )
+    gpu_model: str | None = Field(None, max_length=32, examples=["H100-SXM-80GB"])
+    gpus: int | None = Field(None, description="commit_capacity and backstop")
+    rate: Decimal | None = Field(None, description="Per GPU-hour (commit_capacity, backstop)")
+    reservation_id: str | None = Field(None, max_length=40)
+    term: str | None = Field(None, max_length=8, description="reservation: 1m or 1y")
+    billing: str | None = Field(None, max_length=8, description="reservation: upfront|monthly")
+    counterparty: str | None = Field(None, max_length=255, description="backstop: who pays")
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    note: str | None = Field(None, max_length=1000)
+
+
+def _money(value: Decimal | None, currency: str) -> MoneyOut | None:
+    return None if value is None else MoneyOut.of(Money(value, currency))
+
+
+class ContractOut(ResponseModel):
+    id: str
+    object: Literal["contract"] = "contract"
+    org_id: str
+    kind: str
+    start_at: Time
+    end_at: Time
+    amount: MoneyOut | None
+    gpu_model: str | None
+    gpus: int | None
+    rate: MoneyOut | None
+    reservation_id: str | None
+    term: str | None
+    billing: str | None
+    counterparty: str | None
+    note: str | None
+    created_at: Time
+
+    @classmethod
+    def of(cls, row: ContractRow) -> ContractOut:
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            kind=row.kind,
+            start_at=row.start_at,
+            end_at=row.end_at,
+            amount=_money(row.amount, row.currency),
+            gpu_model=row.gpu_model,
+            gpus=row.gpus,
+            rate=_money(row.rate, row.currency),
+            reservation_id=row.reservation_id,
+            term=row.term,
+            billing=row.billing,
+            counterparty=row.counterparty,
+            note=row.note,
+            created_at=row.created_at,
+        )
+
+
+class CreditGrantCreate(RequestModel):
+    org_id: str = Field(max_length=40)
+    amount: Decimal = Field(examples=["500.00"])
+    priority: int = Field(0, description="Lower is used first")
+    expires_at: Time | None = None
+    paid: bool = Field(False, description="Bought (refundable) rather than promotional")
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    note: str | None = Field(None, max_length=1000)
+
+
+class CreditGrantOut(ResponseModel):
+    id: str
+    object: Literal["credit_grant"] = "credit_grant"
+    org_id: str
+    amount: MoneyOut
+    balance: MoneyOut
+    priority: int
+    expires_at: Time | None
+    paid: bool
+    note: str | None
+    created_at: Time
+
+    @classmethod
+    def of(cls, view: GrantView) -> CreditGrantOut:
+        g = view.grant
+        return cls(
+            id=g.id,
+            org_id=g.org_id,
+            amount=MoneyOut.of(Money(g.amount, g.currency)),
+            balance=MoneyOut.of(Money(view.balance, g.currency)),
+            priority=g.priority,
+            expires_at=g.expires_at,
+            paid=g.paid,
+            note=g.note,
+            created_at=g.created_at,
+        )
+
+
+class CreditNoteOut(ResponseModel):
+    id: str
+    object: Literal["credit_note"] = "credit_note"
+    org_id: str
+    invoice_id: str
+    usage_period: str
+    total: MoneyOut
+    lines: list[dict[str, Any]]
+    created_at: Time
+
+    @classmethod
+    def of(cls, row: CreditNoteRow) -> CreditNoteOut:
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            invoice_id=row.invoice_id,
+            usage_period=row.usage_period,
+            total=MoneyOut.of(Money(row.total, row.currency).rounded()),
+            lines=row.lines,
+            created_at=row.created_at,
+        )
+
+
+class CloseIn(RequestModel):
+    period: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}$", description="Default: the month before now"
+    )
+
+
+class CloseOut(ResponseModel):
+    object: Literal["invoice_run"] = "invoice_run"
+    period: str
+    drafts: list[str]
+    finalized: list[str]
+    unchanged: list[str]
+
+    @classmethod
+    def of(cls, r: CloseResult) -> CloseOut:
+        return cls(
+            period=r.period,
+            drafts=list(r.drafts),
+            finalized=list(r.finalized),
+            unchanged=list(r.unchanged),
         )
