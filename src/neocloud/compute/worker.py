@@ -12,6 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from neocloud.compute.burn_in import run_burn_in
 from neocloud.compute.reconciler import Reconciler, evict_drained
 from neocloud.compute.scheduler import ComputeConfig, ScheduleReport, schedule
 from neocloud.db.engine import Database
@@ -59,6 +60,8 @@ class Worker:
         from neocloud.compute.reservations import reconcile_reservations
 
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
+        if self.config.burn_in:
+            run_burn_in(db=self.db, clock=self.clock, driver=self.driver)
         evict_drained(db=self.db, clock=self.clock, notice_s=self.config.preemption_notice_s)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now

@@ -31,6 +31,7 @@ class SimDriver:
     # The latest steps asked for (tests read them); bounded so a long run does not grow.
     calls: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
     wipes: int = 0
+    health_checks: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, seed: int | None = None) -> SimDriver:
@@ -73,4 +74,9 @@ class SimDriver:
         return self._roll("power", node, "on" if on else "off")
 
     def health(self, node: NodeRef) -> HealthResult:
-        return HealthResult(True, {"sim": "pass"})
+        """A burn-in check: fails with the ``health`` step's probability (or the global one)."""
+        self.health_checks += 1
+        step = self._roll("health", node, str(self.health_checks))
+        if step.ok:
+            return HealthResult(True, {"sim": "pass"})
+        return HealthResult(False, {"sim": "fail"}, step.message)
