@@ -40,6 +40,29 @@ def test_a_bad_scenario_names_its_field(admin: Client) -> None:
     assert exc.value.param == "stress"
 
 
+def test_floating_debt_tax_and_terminal_value_over_http(admin: Client) -> None:
+    scenario = load_yaml(EXAMPLE.read_text())
+    scenario.update(
+        horizon_years=5,
+        tax_rate=0.21,
+        terminal_value={"method": "economic_life"},
+        reference_rates={"sofr": {"monthly": [0.04]}},
+    )
+    scenario["cohorts"][0].update(tax_depreciation="macrs", tax_life_years=5)
+    scenario["financing"][0].update(rate=None, floating=True, reference="sofr", spread=0.07)
+    report = admin.economics.project(scenario)  # type: ignore[attr-defined]
+    year1 = report["annual"][0]
+    assert year1["interest"] == pytest.approx(0.7 * 44_029_440 * 0.11, abs=0.01)
+    assert year1["current_tax"] == 0.0
+    assert year1["deferred_tax"] == pytest.approx(0.21 * year1["ebt"], abs=0.01)
+    assert report["kpis"]["terminal_value"]["value"] == pytest.approx(44_029_440 / 6, abs=0.01)
+    scenario["financing"][0]["reference"] = "euribor"
+    with pytest.raises(ApiError) as exc:
+        admin.economics.project(scenario)  # type: ignore[attr-defined]
+    assert exc.value.status == 422
+    assert exc.value.param == "scenario.financing.0.reference"
+
+
 def test_stress_runs_a_small_monte_carlo(admin: Client) -> None:
     result = admin.economics.stress(load_yaml(EXAMPLE.read_text()), paths=200, seed=7)  # type: ignore[attr-defined]
     names = [row["scenario"] for row in result["stresses"]]

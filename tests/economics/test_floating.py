@@ -154,7 +154,10 @@ def test_bad_floating_tranches_are_refused_by_field() -> None:
         scenario(rate=0.08)  # a reference and a rate
     assert exc.value.param == "financing.0"
     with pytest.raises(ValidationFailed) as exc:
-        project(scenario(reference="euribor"))
+        scenario(reference="euribor")
+    assert exc.value.param == "financing.0.reference"
+    with pytest.raises(ValidationFailed) as exc:  # the engine checks scenarios built in code
+        project(scenario().model_copy(update={"reference_rates": {}}))
     assert exc.value.param == "financing.0.reference"
     raw = load_yaml(EXAMPLE.read_text())
     raw["reference_rates"] = {"sofr": {"steps": list(reversed(STEPS))}}

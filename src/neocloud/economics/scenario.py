@@ -299,13 +299,21 @@ def parse_scenario(data: Mapping[str, Any]) -> Scenario:
     """Validate a scenario mapping; ``ValidationFailed`` names the first bad field."""
     body = {k: v for k, v in data.items() if k != "base"}
     try:
-        return Scenario.model_validate(body)
+        scenario = Scenario.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None
         raise ValidationFailed(
             f"scenario field {where or '(root)'}: {first['msg']}", param=where
         ) from None
+    for i, tranche in enumerate(scenario.financing):
+        if tranche.reference is not None and tranche.reference not in scenario.reference_rates:
+            raise ValidationFailed(
+                f"tranche {tranche.name}: no reference rate {tranche.reference!r} in "
+                "reference_rates",
+                param=f"financing.{i}.reference",
+            )
+    return scenario
 
 
 def load_yaml(text: str, *, source: str = "scenario") -> dict[str, Any]:
