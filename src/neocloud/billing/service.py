@@ -385,6 +385,29 @@ class Rated:
     lines: tuple[Line, ...]
     token_lines: tuple[TokenLine, ...]
 
+    def invoice_lines(self) -> list[Line]:
+        """GPU lines, then token lines in the same shape (see ``token_invoice_lines``)."""
+        return [*self.lines, *token_invoice_lines(self.token_lines)]
+
+
+def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
+    """Token lines as invoice lines, so invoices store them and adjust them for late events
+    like GPU lines: SKU ``MODEL.tokens`` (``MODEL.tokens.batch`` for the batch API), no project,
+    no GPU time and no unit price (two prices per 1M tokens: the counts are in the events the
+    line references)."""
+    return [
+        Line(
+            tl.org_id,
+            None,
+            Sku(tl.model, TOKENS, "batch" if tl.batch else None),
+            Decimal(0),
+            Decimal(0),
+            tl.amount,
+            tl.fact_ids,
+        )
+        for tl in lines
+    ]
+
 
 def rate_org_period(
     s: Session,
