@@ -1,5 +1,6 @@
-"""CLI for billing: ``neocloud billing catalog|invoice|price-book|publish``,
-``neocloud usage send``, ``neocloud invoices preview``."""
+"""CLI for billing: ``neocloud billing catalog|invoice|price-book|publish|close``,
+``neocloud billing contracts create|list|get``, ``neocloud billing credits grant|list``,
+``neocloud usage send``, ``neocloud invoices preview|create|finalize|get|list|credit-notes``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ billing_app = typer.Typer(
 )
 usage_app = typer.Typer(help="Usage events (tokens, storage, …).", no_args_is_help=True)
 invoices_app = typer.Typer(help="Invoices: previews rated from the facts.", no_args_is_help=True)
+contracts_app = typer.Typer(
+    help="Contracts: committed spend or capacity, prepaid, reservation charges, backstops.",
+    no_args_is_help=True,
+)
+credits_app = typer.Typer(help="Credit grants (paid or promotional).", no_args_is_help=True)
+billing_app.add_typer(contracts_app, name="contracts")
+billing_app.add_typer(credits_app, name="credits")
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per line")]
@@ -32,6 +40,16 @@ LINE_COLUMNS: list[Column] = [
     ("AMOUNT", "amount"),
     ("FACTS", lambda ln: len(ln["fact_ids"])),
 ]
+
+
+AGREEMENT_COLUMNS: list[Column] = [
+    ("KIND", "kind"),
+    ("SKU", "sku"),
+    ("CONTRACT/GRANT", "reference_id"),
+    ("AMOUNT", "amount"),
+]
+Limit = Annotated[int | None, typer.Option("--limit", help="Page size")]
+After = Annotated[str | None, typer.Option("--after", help="next_cursor of the previous page")]
 
 
 @billing_app.command("catalog")
@@ -54,6 +72,8 @@ def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
         return
     title = f"{preview['org_id']} · {preview['period']} · as of {preview['as_of']}"
     print_table(preview["lines"], LINE_COLUMNS, title=title)
+    if preview.get("agreement_lines"):
+        print_table(preview["agreement_lines"], AGREEMENT_COLUMNS, title="contracts and credits")
     total = preview["total"]
     out.print(
         f"TOTAL  {total['amount']} {total['currency']}  (price book {preview['price_book_id']})"
@@ -123,9 +143,9 @@ def invoice_get(invoice_id: str, as_json: Json = False, as_csv: Csv = False) -> 
 
 @invoices_app.command("list")
 @api_call
-def invoice_list(org: Org, as_json: Json = False) -> None:
-    """The org's invoices by month."""
-    page = STATE.client().invoices.list(org)
+def invoice_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+    """The org's invoices, oldest first, a page at a time."""
+    page = STATE.client().invoices.list(org, limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -136,6 +156,161 @@ def invoice_list(org: Org, as_json: Json = False) -> None:
         ("TOTAL", "total"),
     ]
     print_table(page["data"], columns)
+    _more(page)
+
+
+def _more(page: dict[str, Any]) -> None:
+    if page.get("next_cursor"):
+        out.print(f"more: --after {page['next_cursor']}")
+
+
+@invoices_app.command("credit-notes")
+@api_call
+def credit_notes(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+    """Credit notes: money given back on finalized invoices that late facts lowered."""
+    page = STATE.client().invoices.credit_notes(org, limit=limit, after=after)
+    if as_json:
+        print_json(page)
+        return
+    columns: list[Column] = [
+        ("ID", "id"),
+        ("INVOICE", "invoice_id"),
+        ("FOR", "usage_period"),
+        ("TOTAL", "total"),
+    ]
+    print_table(page["data"], columns)
+    _more(page)
+
+
+@billing_app.command("close")
+@api_call
+def close(
+    period: Annotated[
+        str | None, typer.Option("--period", help="Month, YYYY-MM (default: last month)")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """The monthly invoicing run (operator admins): a draft for every org with something to
+    bill, finalized once the grace period is over; running it again bills nothing twice."""
+    result = STATE.client().invoices.close(period)
+    if as_json:
+        print_json(result)
+        return
+    out.print(
+        f"{result['period']}: {len(result['finalized'])} finalized, "
+        f"{len(result['drafts'])} draft(s) in their grace period, "
+        f"{len(result['unchanged'])} already final"
+    )
+
+
+CONTRACT_FIELDS = [
+    ("ID", "id"),
+    ("ORG", "org_id"),
+    ("KIND", "kind"),
+    ("START", "start_at"),
+    ("END", "end_at"),
+]
+
+
+@contracts_app.command("create")
+@api_call
+def contract_create(
+    org: Org,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind", help="commit_spend | commit_capacity | prepaid | reservation | backstop"
+        ),
+    ],
+    start: Annotated[str | None, typer.Option("--start", help="RFC 3339 time")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="RFC 3339 time")] = None,
+    amount: Annotated[
+        str | None, typer.Option("--amount", help="commit_spend per month; prepaid total")
+    ] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="Per GPU-hour")] = None,
+    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None,
+    reservation: Annotated[str | None, typer.Option("--reservation", help="rsv_…")] = None,
+    term: Annotated[str | None, typer.Option("--term", help="1m or 1y")] = None,
+    billing: Annotated[str | None, typer.Option("--billing", help="upfront or monthly")] = None,
+    counterparty: Annotated[str | None, typer.Option("--counterparty")] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    as_json: Json = False,
+) -> None:
+    """Record a contract for an org (operator admins)."""
+    row = STATE.client().contracts.create(
+        org,
+        kind,
+        start_at=start,
+        end_at=end,
+        amount=amount,
+        gpus=gpus,
+        rate=rate,
+        gpu_model=gpu_model,
+        reservation_id=reservation,
+        term=term,
+        billing=billing,
+        counterparty=counterparty,
+        note=note,
+    )
+    print_object(row, as_json=as_json, fields=CONTRACT_FIELDS)
+
+
+@contracts_app.command("get")
+@api_call
+def contract_get(contract_id: str, as_json: Json = False) -> None:
+    print_object(STATE.client().contracts.get(contract_id), as_json=as_json, fields=CONTRACT_FIELDS)
+
+
+@contracts_app.command("list")
+@api_call
+def contract_list(
+    org: Org, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
+    page = STATE.client().contracts.list(org, limit=limit, after=after)
+    if as_json:
+        print_json(page)
+        return
+    print_table(page["data"], [*CONTRACT_FIELDS, ("AMOUNT", "amount")])
+    _more(page)
+
+
+@credits_app.command("grant")
+@api_call
+def credit_grant(
+    org: Org,
+    amount: Annotated[str, typer.Option("--amount")],
+    priority: Annotated[int, typer.Option("--priority", help="Lower is used first")] = 0,
+    expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 time")] = None,
+    paid: Annotated[bool, typer.Option("--paid", help="Bought credit (refundable)")] = False,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    as_json: Json = False,
+) -> None:
+    """Grant credit to an org (operator admins)."""
+    row = STATE.client().credits.grant(
+        org, amount, priority=priority, expires_at=expires, paid=paid, note=note
+    )
+    print_object(row, as_json=as_json, fields=[("ID", "id"), ("BALANCE", "balance")])
+
+
+@credits_app.command("list")
+@api_call
+def credit_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+    """The org's grants with the balance left of each."""
+    page = STATE.client().credits.list(org, limit=limit, after=after)
+    if as_json:
+        print_json(page)
+        return
+    columns: list[Column] = [
+        ("ID", "id"),
+        ("PRIORITY", "priority"),
+        ("EXPIRES", "expires_at"),
+        ("PAID", "paid"),
+        ("AMOUNT", "amount"),
+        ("BALANCE", "balance"),
+    ]
+    print_table(page["data"], columns)
+    _more(page)
 
 
 @billing_app.command("price-book")

@@ -1,4 +1,5 @@
-"""SDK resources for billing: ``client.price_books``, ``client.usage``, ``client.invoices``."""
+"""SDK resources for billing: ``client.price_books``, ``client.usage``, ``client.invoices``,
+``client.contracts``, ``client.credits``."""
 
 from __future__ import annotations
 
@@ -75,8 +76,23 @@ class InvoicesResource(Resource):
         result: Obj = self._c.get(f"invoices/{invoice_id}")
         return result
 
-    def list(self, org_id: str) -> Obj:
-        result: Obj = self._c.get("invoices", org_id=org_id)
+    def list(self, org_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
+        """A page of the org's invoices (``next_cursor`` goes in ``after``)."""
+        params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        result: Obj = self._c.get("invoices", org_id=org_id, **params)
+        return result
+
+    def close(self, period: str | None = None) -> Obj:
+        """The monthly invoicing run (operator admins): drafts for ``period`` (default last
+        month), finalized once the grace period is over; safe to run again."""
+        result: Obj = self._c.post("invoices/close", {"period": period})
+        return result
+
+    def credit_notes(
+        self, org_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Obj:
+        params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        result: Obj = self._c.get("credit-notes", org_id=org_id, **params)
         return result
 
     def csv(self, invoice_id: str) -> str:
@@ -86,3 +102,57 @@ class InvoicesResource(Resource):
         """The same preview as CSV: one row per line, with the facts it prices."""
         params = {"org_id": org_id, "period": period, "format": "csv"}
         return _text(self._c, "/api/v1/invoices/preview", params)
+
+
+class ContractsResource(Resource):
+    def create(self, org_id: str, kind: str, **fields: Any) -> Obj:
+        """Record a contract (operator admins): ``kind`` is commit_spend, commit_capacity,
+        prepaid, reservation or backstop; money and rates are decimal strings, times RFC 3339
+        (``start_at``, ``end_at``, ``amount``, ``gpus``, ``rate``, ``gpu_model``,
+        ``reservation_id``, ``term``, ``billing``, ``counterparty``, ``note``)."""
+        body = {
+            "org_id": org_id,
+            "kind": kind,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        result: Obj = self._c.post("contracts", body)
+        return result
+
+    def get(self, contract_id: str) -> Obj:
+        result: Obj = self._c.get(f"contracts/{contract_id}")
+        return result
+
+    def list(self, org_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
+        params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        result: Obj = self._c.get("contracts", org_id=org_id, **params)
+        return result
+
+
+class CreditsResource(Resource):
+    def grant(
+        self,
+        org_id: str,
+        amount: str,
+        *,
+        priority: int = 0,
+        expires_at: str | None = None,
+        paid: bool = False,
+        note: str | None = None,
+    ) -> Obj:
+        """Grant credit (operator admins); used by priority, then earliest expiry."""
+        body = {
+            "org_id": org_id,
+            "amount": amount,
+            "priority": priority,
+            "expires_at": expires_at,
+            "paid": paid,
+            "note": note,
+        }
+        result: Obj = self._c.post("credits", body)
+        return result
+
+    def list(self, org_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
+        """The org's grants, each with its ``balance`` left."""
+        params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        result: Obj = self._c.get("credits", org_id=org_id, **params)
+        return result

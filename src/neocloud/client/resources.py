@@ -30,6 +30,8 @@ RESOURCES: dict[str, str] = {
     "price_books": "neocloud.client.billing:PriceBooksResource",
     "usage": "neocloud.client.billing:UsageResource",
     "invoices": "neocloud.client.billing:InvoicesResource",
+    "contracts": "neocloud.client.billing:ContractsResource",
+    "credits": "neocloud.client.billing:CreditsResource",
 }
 
 
