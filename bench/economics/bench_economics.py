@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from neocloud.economics import Scenario, parse_scenario, project
+from neocloud.economics.engine import yearly
 from neocloud.economics.kpis import covers, returns
 from neocloud.economics.stress import MonteCarloSpec, monte_carlo
 
@@ -32,9 +33,11 @@ MODELS = [
 
 
 def big_fleet() -> Scenario:
-    """250,000 GPUs: 50 cohorts of 625 8-GPU nodes, bought monthly over 50 months; 20
-    tranches mixing annuity, straight-line and bullet, annual to monthly payments, delayed
-    draws; hourly classes per model and a few take-or-pay contracts."""
+    """250,000 GPUs: 50 cohorts of 625 8-GPU nodes, bought monthly over 50 months, with
+    MACRS, straight-line and book tax depreciation; 20 tranches mixing annuity, straight-line
+    and bullet, annual to monthly payments, delayed draws, fixed rates and SOFR + spread on a
+    monthly curve (re-amortised at each reset); hourly classes per model, a few contracts;
+    21% tax with an 80% loss offset limit and deferred tax; an economic-life terminal value."""
     cohorts: list[dict[str, Any]] = []
     for i in range(50):
         name, kw, capex, _ = MODELS[i % 3]
@@ -52,6 +55,8 @@ def big_fleet() -> Scenario:
                 "salvage_fraction": 0.05,
                 "kw_per_node": kw,
                 "power_delay_months": i % 4,
+                "tax_depreciation": ["macrs", "straight_line", "book"][i % 3],
+                "tax_life_years": 5,
             }
         )
     kinds = ["annuity", "straight_line", "bullet"]
@@ -59,8 +64,11 @@ def big_fleet() -> Scenario:
         {
             "name": f"t{j:02d}",
             "principal": 0.45e9 * (1 + j % 3) / 2,
-            "rate": 0.07 + 0.004 * j,
-            "floating": j % 2 == 0,
+            **(
+                {"floating": True, "reference": "sofr", "spread": 0.03 + 0.004 * j, "floor": 0.0}
+                if j % 2 == 0
+                else {"rate": 0.07 + 0.004 * j}
+            ),
             "term_years": 3 + j % 5,
             "amortisation": kinds[j % 3],
             "payments_per_year": [1, 2, 4, 12][j % 4],
@@ -86,7 +94,10 @@ def big_fleet() -> Scenario:
             "horizon_years": 10,
             "periods": "monthly",
             "tax_rate": 0.21,
+            "tax_loss_offset_limit": 0.8,
+            "terminal_value": {"method": "economic_life"},
             "cohorts": cohorts,
+            "reference_rates": {"sofr": {"monthly": [0.043 - 0.0002 * m for m in range(120)]}},
             "financing": tranches,
             "opex": {
                 "pue": 1.25,
@@ -124,6 +135,9 @@ def main() -> int:
     np.testing.assert_allclose(p.ebitda - p.ops.depreciation, p.ebit)
     repaid = sum(t.principal or 0.0 for t in s.financing)
     assert abs(float(p.principal_paid.sum()) - repaid) < 1e-3 * repaid
+    np.testing.assert_allclose(yearly(p.tax), 0.21 * yearly(p.ebt), rtol=1e-9, atol=1e-3)
+    assert float(np.abs(p.deferred_tax).sum()) > 0  # MACRS and straight-line cohorts
+    assert p.terminal_value > 0
     mc = monte_carlo(s, MonteCarloSpec(paths=args.paths, seed=0))
     assert 0.0 <= mc.p_either_below_1 <= 1.0
     assert mc.paths == args.paths
