@@ -46,9 +46,11 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         studio.usage.start()  # flushes metered usage in batches, off the request path
+        studio.models.start()  # registered models now, then a poll for other processes' changes
         try:
             yield
         finally:
+            studio.models.stop()
             studio.usage.stop()
 
     app = FastAPI(
@@ -76,6 +78,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.api import router as studio_router
 
     app.include_router(studio_router, prefix="/v1")  # OpenAI-compatible
+    from neocloud.studio.models_api import router as studio_models_router
+
+    app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
 
     # Outermost first: request id, then audit (needs the id), then body limit + idempotency.
     app.add_middleware(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
@@ -14,6 +15,9 @@ from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import Policy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
+
+if TYPE_CHECKING:
+    from neocloud.studio.registry import RegisteredModels
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
@@ -25,6 +29,7 @@ class StudioRuntime:
     clock: Clock
     limiter: Limiter
     policy: Policy
+    models: RegisteredModels = field(init=False)  # registrations, kept in step with the table
 
 
 def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = None) -> StudioRuntime:
@@ -40,9 +45,13 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = Non
     policy = Policy(db, clock, default)
     usage = UsageBuffer(BillingUsageSink(db, clock))
     usage.on_record = policy.note
-    return StudioRuntime(
+    runtime = StudioRuntime(
         catalog=builtin_catalog(), usage=usage, clock=clock, limiter=limiter, policy=policy
     )
+    from neocloud.studio.registry import RegisteredModels
+
+    runtime.models = RegisteredModels(db, runtime)
+    return runtime
 
 
 def builtin_catalog() -> Catalog:

@@ -1,4 +1,5 @@
-"""Studio rows: the per-request usage log, key rate-limit overrides and org budgets.
+"""Studio rows: the per-request usage log, key rate-limit overrides, org budgets and the models
+the operator registered.
 
 ``studio_usage`` is the studio's own log, one row per request, written in batches by the
 metering flusher together with billing's ``tokens`` usage events (which the invoice rates).
@@ -6,13 +7,14 @@ metering flusher together with billing's ``tokens`` usage events (which the invo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from neocloud.db.base import Base
-from neocloud.db.types import UtcDateTime
+from neocloud.db.types import Amount, Json, UtcDateTime
 
 ID = sa.String(40)
 
@@ -54,3 +56,23 @@ class StudioOrgBudgetRow(Base):
     monthly_token_limit: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     suspended: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioModelRow(Base):
+    """A model the operator registered: a local checkpoint (``path``) or an OpenAI-compatible
+    upstream (``upstream_urls``, its replicas, and the name it knows the model by)."""
+
+    __tablename__ = "studio_models"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(16))  # "path" or "upstream"
+    path: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    upstream_urls: Mapped[list[str] | None] = mapped_column(Json, nullable=True)
+    upstream_model: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    context_length: Mapped[int] = mapped_column(sa.Integer)
+    input_price_per_m: Mapped[Decimal] = mapped_column(Amount())
+    output_price_per_m: Mapped[Decimal] = mapped_column(Amount())
+    flavor: Mapped[str] = mapped_column(sa.String(16))
+    deprecated_on: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
+    created_by: Mapped[str] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
