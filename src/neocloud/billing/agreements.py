@@ -38,7 +38,12 @@ from neocloud.billing.rating import (
     billable_seconds,
     rate,
 )
-from neocloud.billing.service import load_intervals, load_outages, price_book_at
+from neocloud.billing.service import (
+    load_intervals,
+    load_outages,
+    price_book_at,
+    price_books_during,
+)
 from neocloud.billing.tables import ContractRow, CreditGrantRow, InvoiceLineRow, InvoiceRow
 from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
@@ -402,7 +407,7 @@ def _reservation_charges(
         # the two cancel out; the charge above is at the contract's term.
         lines = rate(
             intervals,
-            price_book_at(s, period.start),
+            price_books_during(s, period),  # as the usage lines price it
             (),
             period,
             outages=outages,
