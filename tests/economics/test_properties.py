@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from neocloud.economics import Scenario, project
 from neocloud.economics.engine import yearly
-from neocloud.economics.scenario import Amortisation
+from neocloud.economics.scenario import Amortisation, ReferenceCurve, TaxDepreciation
 from neocloud.economics.stress import with_classes, with_cohorts
 
 from .helpers import example
@@ -102,3 +102,100 @@ def test_debt_repays_to_zero_and_identities_hold(
         float(p.interest_paid.sum()), rel=1e-9, abs=1e-6
     )
     assert np.all(p.debt_balance >= -1e-6)
+
+
+@FAST
+@given(
+    amortisation=st.sampled_from(list(Amortisation)),
+    curve=st.lists(st.floats(0.0, 0.12), min_size=1, max_size=96),
+    spread=st.floats(0.0, 0.08),
+    term=st.integers(1, 6),
+    per_year=st.sampled_from([1, 2, 4, 12]),
+)
+def test_floating_debt_on_any_curve_repays_its_principal(
+    amortisation: Amortisation, curve: list[float], spread: float, term: int, per_year: int
+) -> None:
+    s = example()
+    tranche = s.financing[0].model_copy(
+        update={
+            "amortisation": amortisation,
+            "rate": None,
+            "floating": True,
+            "reference": "sofr",
+            "spread": spread,
+            "term_years": float(term),
+            "payments_per_year": per_year,
+        }
+    )
+    s = s.model_copy(
+        update={
+            "financing": [tranche],
+            "horizon_years": 7,
+            "reference_rates": {"sofr": ReferenceCurve(monthly=curve)},
+        }
+    )
+    p = project(s)
+    assert float(p.principal_paid.sum()) == pytest.approx(0.7 * s.capex)
+    assert p.debt_balance[-1] == pytest.approx(0.0, abs=1e-3)
+    assert np.all(p.debt_balance >= -1e-6)
+    # Each period's interest is its rate on the balance owed during it.
+    step = 12 // per_year
+    owed = np.concatenate(
+        [[0.7 * s.capex], p.debt_balance[step - 1 :: step][: term * per_year - 1]]
+    )
+    fixings = np.array(curve)[np.minimum(np.arange(term * per_year) * step, len(curve) - 1)]
+    paid = p.interest_paid[step - 1 :: step][: term * per_year]
+    np.testing.assert_allclose(paid, owed * (fixings + spread) / per_year, rtol=1e-9, atol=1e-6)
+
+
+@FAST
+@given(
+    method=st.sampled_from(list(TaxDepreciation)),
+    tax_life=st.floats(1.0, 8.0),
+    bonus=st.floats(0.0, 1.0),
+    rate=st.floats(0.0, 0.4),
+    limit=st.floats(0.1, 1.0),
+    salvage=st.floats(0.0, 0.3),
+    recognise=st.booleans(),
+)
+def test_tax_adds_up_whatever_the_depreciation(
+    method: TaxDepreciation,
+    tax_life: float,
+    bonus: float,
+    rate: float,
+    limit: float,
+    salvage: float,
+    recognise: bool,
+) -> None:
+    s = with_cohorts(
+        example(),
+        lambda c: {
+            "tax_depreciation": method,
+            "tax_life_years": tax_life,
+            "bonus_depreciation": bonus,
+            "salvage_fraction": salvage,
+            "economic_life_years": 5.0,
+        },
+    )
+    s = s.model_copy(
+        update={
+            "tax_rate": rate,
+            "tax_loss_offset_limit": limit,
+            "deferred_tax_on_losses": recognise,
+            "horizon_years": 6,
+        }
+    )
+    p = project(s)
+    assert np.all(p.current_tax >= 0.0)
+    np.testing.assert_allclose(p.tax, p.current_tax + p.deferred_tax)
+    # Over the whole life (retired in year 5): every deduction taken, no timing difference
+    # left; P&L tax = cash tax + the loss asset still held.
+    basis = s.capex if method is not TaxDepreciation.BOOK else s.capex * (1 - salvage)
+    assert float(p.tax_depreciation.sum()) == pytest.approx(
+        basis + (s.capex * salvage if method is TaxDepreciation.BOOK else 0.0)
+    )
+    left = rate * float(p.losses_carried[-1]) if recognise else 0.0
+    assert float(p.tax.sum()) == pytest.approx(float(p.current_tax.sum()) - left, abs=1e-3)
+    assert p.deferred_tax_balance[-1] == pytest.approx(-left, abs=1e-3)
+    if recognise:
+        np.testing.assert_allclose(yearly(p.tax), rate * yearly(p.ebt), atol=1e-3)
