@@ -230,6 +230,38 @@ def test_offerings_earliest_first_and_bounded() -> None:
     assert e.offerings(OfferingRequest("H100", 3, duration=10), now=0) == []
 
 
+def test_offerings_use_the_time_before_and_between_future_bookings() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=2)
+    for start, end in ((50, 100), (200, 300)):
+        placed(e.place(GangRequest("H100", 2, cls=RESERVED, start=start, end=end), now=0))
+    offers = e.offerings(OfferingRequest("H100", 2, duration=40, k=3), now=0)
+    assert [o.start for o in offers] == [0]  # before the first booking, and most compact
+    between = e.offerings(OfferingRequest("H100", 2, duration=80, k=3), now=0)
+    assert [o.start for o in between] == [100]  # the gap [100, 200), not after 300
+    assert [o.start for o in e.offerings(OfferingRequest("H100", 2, duration=120), now=0)] == [300]
+    for o in between:
+        req = GangRequest("H100", 2, start=o.start, end=o.end, cls=RESERVED)
+        assert isinstance(e.place(req, now=0), Placement)
+    # the gap is now taken: the next option is after the last booking
+    assert [o.start for o in e.offerings(OfferingRequest("H100", 2, duration=80), now=0)] == [300]
+
+
+def test_offerings_mix_a_node_free_for_good_with_one_free_in_a_gap() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=2)
+    placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=0, end=100), now=0))
+    short = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=0, end=10), now=0))
+    later = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=60, end=500), now=0))
+    assert later.node_ids == short.node_ids  # a gap [10, 60) on that node
+    offers = e.offerings(OfferingRequest("H100", 2, duration=50, k=2), now=0)
+    # at 10 the node booked until 100 is still busy; one node is free [10, 60)
+    assert [o.start for o in offers] == [500]
+    offers = e.offerings(OfferingRequest("H100", 1, duration=50, k=3), now=0)
+    assert offers[0].start == 10
+    assert offers[0].node_ids == short.node_ids
+    late = e.offerings(OfferingRequest("H100", 1, duration=50, latest_start=5), now=0)
+    assert late == []
+
+
 def test_add_booking_refuses_over_commit() -> None:
     e = engine(fabrics=1, blocks=1, racks=1, nodes=1)
     b = Booking("b1", "n-0-0-0-0", 0, 10, RESERVED, "o", 0, 8, 0, 0)

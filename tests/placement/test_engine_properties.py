@@ -121,6 +121,22 @@ class EngineMachine(RuleBasedStateMachine):
             assert isinstance(e.place(req, now=self.now, dry_run=True), Placement)
         assert e.index.snapshot() == before
 
+    @rule(n=st.integers(1, 8), duration=st.integers(1, 50))
+    def first_offering_is_the_earliest_start(self, n: int, duration: int) -> None:
+        e = self.engine
+        offers = e.offerings(OfferingRequest("H100", n, duration=duration, k=1), now=self.now)
+        # any feasible start is now or the end of a booking: try them all, in order
+        ends = {b.end for b in e.calendar.by_id.values() if b.end is not None and b.end > self.now}
+        earliest = None
+        for t in sorted({self.now + 1} | ends):
+            req = GangRequest("H100", n, start=t, end=t + duration, cls=BookingClass.reserved)
+            if isinstance(e.place(req, now=self.now, dry_run=True), Placement):
+                earliest = t
+                break
+        if earliest is not None:
+            assert offers, f"nothing offered; a gang fits at {earliest}"
+            assert offers[0].start <= earliest
+
     @rule(n=st.integers(1, 16), length=st.one_of(st.none(), st.integers(1, 60)))
     def earliest_start_is_feasible(self, n: int, length: int | None) -> None:
         e = self.engine

@@ -206,6 +206,20 @@ class NodeCalendar:
                 latest = max(latest, _end(b))
         return latest
 
+    def firm_gaps(self, after: float = -INF) -> list[tuple[float, float]]:
+        """The free intervals between non-preemptible bookings (none before the first or after
+        the last), those ending after ``after``, earliest first."""
+        spans = sorted((b.start, _end(b)) for b in self.bookings.values() if not b.cls.preemptible)
+        gaps: list[tuple[float, float]] = []
+        if not spans:
+            return gaps
+        reach = spans[0][1]
+        for start, end in spans[1:]:
+            if start > reach and start > after:
+                gaps.append((reach, start))
+            reach = max(reach, end)
+        return gaps
+
     def only_spot(self) -> bool:
         return bool(self.bookings) and all(b.cls.preemptible for b in self.bookings.values())
 

@@ -20,6 +20,9 @@ from neocloud.placement.calendar import NodeCalendar
 from neocloud.placement.model import INF, NodeSnapshot
 
 IDLE, SPOT, BUSY = 0, 1, 2
+# a node's entry: category, free of firm bookings from, whole GPUs free ahead, first firm
+# booking's start, whether its firm bookings leave a gap between them
+State = tuple[int, float, int, float, bool]
 
 
 class Topology:
@@ -115,13 +118,18 @@ class ModelIndex:
     ``idle``/``spot``/``busy`` are node sets per leaf domain; ``release[level][domain]`` the
     busy nodes as ``(free of firm bookings from, node)``, sorted; ``buckets[g]`` the nodes with
     ``g`` whole GPUs free from now on; ``blocks_by_idle[k]`` the blocks with ``k`` idle nodes;
-    ``frac[m]`` the nodes whose roomiest shared GPU has ``m`` milli-GPU free from now on."""
+    ``frac[m]`` the nodes whose roomiest shared GPU has ``m`` milli-GPU free from now on;
+    ``ahead[level][domain]`` the busy nodes as ``(first firm booking starts, node)``, sorted
+    (free for good before it); ``holey[leaf]`` the busy nodes with a gap between two firm
+    bookings. Offerings read these to use the time before and between future bookings."""
 
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
     spot: dict[str, set[str]]
     busy: dict[str, set[str]]
     release: list[dict[str, list[tuple[float, str]]]]
+    ahead: list[dict[str, list[tuple[float, str]]]]
+    holey: dict[str, set[str]]
     buckets: list[dict[str, None]]
     tree: _MaxTree
     order: list[str]
@@ -141,12 +149,14 @@ class CapacityIndex:
         levels = topology.levels
         self.block_level = levels.index("block") if "block" in levels else max(len(levels) - 2, 0)
         self.nodes = nodes
-        self.state: dict[str, tuple[int, float, int] | None] = {}
+        self.state: dict[str, State | None] = {}
         self.room: dict[str, int] = {}
         self.ordinal: dict[str, int] = {}
         self.models: dict[str, ModelIndex] = {}
         self._counts_of: dict[str, list[list[int]]] = {}
         self._release_of: dict[str, list[list[tuple[float, str]]]] = {}
+        self._ahead_of: dict[str, list[list[tuple[float, str]]]] = {}
+        self._holey_of: dict[str, set[str]] = {}
         self._sets_of: dict[str, tuple[set[str], set[str], set[str]]] = {}
         by_model: dict[str, list[str]] = {}
         for n in nodes.values():
@@ -159,6 +169,8 @@ class CapacityIndex:
                 spot={},
                 busy={},
                 release=[{} for _ in topology.levels],
+                ahead=[{} for _ in topology.levels],
+                holey={},
                 buckets=[{} for _ in range(top + 1)],
                 tree=_MaxTree(len(ids)),
                 order=ids,
@@ -177,7 +189,11 @@ class CapacityIndex:
                 self._release_of[node_id] = [
                     mi.release[lvl].setdefault(d, []) for lvl, d in enumerate(path)
                 ]
+                self._ahead_of[node_id] = [
+                    mi.ahead[lvl].setdefault(d, []) for lvl, d in enumerate(path)
+                ]
                 leaf = path[-1]
+                self._holey_of[node_id] = mi.holey.setdefault(leaf, set())
                 self._sets_of[node_id] = (
                     mi.idle.setdefault(leaf, set()),
                     mi.spot.setdefault(leaf, set()),
@@ -196,7 +212,7 @@ class CapacityIndex:
         self._set_room(mi, node_id, cal.fraction_room() if eligible else -1)
         if new == old:
             return
-        if old is not None and new is not None and old[:2] == new[:2]:
+        if old is not None and new is not None and old[:2] == new[:2] and old[3:] == new[3:]:
             # same category and release time: only the slice bucket moves
             del mi.buckets[old[2]][node_id]
             mi.buckets[new[2]][node_id] = None
@@ -226,26 +242,26 @@ class CapacityIndex:
             self.room.pop(node_id, None)
 
     @staticmethod
-    def _classify(cal: NodeCalendar, eligible: bool) -> tuple[int, float, int] | None:
+    def _classify(cal: NodeCalendar, eligible: bool) -> State | None:
         if not eligible:
             return None
         if not cal.bookings:
-            return (IDLE, -INF, cal.capacity.gpus)
+            return (IDLE, -INF, cal.capacity.gpus, -INF, False)
         if len(cal.bookings) == 1:  # the common case (a whole node, or one slice)
             (b,) = cal.bookings.values()
             free1 = cal.capacity.gpus - (1 if b.milli_gpu else b.gpus)
             if b.cls.preemptible:
-                return (SPOT, -INF, free1)
-            return (BUSY, INF if b.end is None else b.end, free1)
+                return (SPOT, -INF, free1, -INF, False)
+            return (BUSY, INF if b.end is None else b.end, free1, b.start, False)
         free = max(cal.free_ahead().gpus, 0)
         if cal.only_spot():
-            return (SPOT, -INF, free)
-        return (BUSY, cal.firm_until(), free)
+            return (SPOT, -INF, free, -INF, False)
+        gaps = cal.firm_gaps()
+        first = min(b.start for b in cal if not b.cls.preemptible)
+        return (BUSY, cal.firm_until(), free, first, bool(gaps))
 
-    def _apply(
-        self, mi: ModelIndex, node: NodeSnapshot, st: tuple[int, float, int], sign: int
-    ) -> None:
-        cat, until, free = st
+    def _apply(self, mi: ModelIndex, node: NodeSnapshot, st: State, sign: int) -> None:
+        cat, until, free, first, holey = st
         node_id = node.id
         counts = self._counts_of[node_id]
         if cat == IDLE:
@@ -260,6 +276,19 @@ class CapacityIndex:
                     bisect.insort(lst, key)
                 else:
                     del lst[bisect.bisect_left(lst, key)]
+        if cat == BUSY:
+            key = (first, node_id)
+            for lst in self._ahead_of[node_id]:
+                if sign > 0:
+                    bisect.insort(lst, key)
+                else:
+                    del lst[bisect.bisect_left(lst, key)]
+            if holey:
+                h = self._holey_of[node_id]
+                if sign > 0:
+                    h.add(node_id)
+                else:
+                    h.discard(node_id)
         s = self._sets_of[node_id][cat]
         if sign > 0:
             s.add(node_id)
@@ -307,6 +336,8 @@ class CapacityIndex:
                 "spot": {d: frozenset(s) for d, s in mi.spot.items() if s},
                 "busy": {d: frozenset(s) for d, s in mi.busy.items() if s},
                 "release": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.release],
+                "ahead": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.ahead],
+                "holey": {d: frozenset(s) for d, s in mi.holey.items() if s},
                 "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
                 "frac": {k: frozenset(v) for k, v in mi.frac.items()},

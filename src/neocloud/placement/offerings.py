@@ -2,13 +2,18 @@
 
 For each domain at the required level, the earliest start is read from the index: the nodes
 free of firm bookings from a time on are kept sorted per domain, so the ``m``-th of them is the
-earliest time ``m`` more nodes are free. Each candidate start is then checked by choosing the
-nodes (fewest blocks). Options are ranked by start, then blocks used. Gaps between two future
-bookings on a node are not offered (a node counts from when it is free for good).
+earliest time ``m`` more nodes are free. Free time before and between future bookings counts
+too: the index keeps busy nodes sorted by when their first firm booking starts (a node is free
+for ``[t, t + duration)`` if it starts at ``t + duration`` or later) and the nodes with a gap
+between two firm bookings; when any of these could help, the candidate starts are the ends of
+bookings and of gaps' starts, each counted by bisection before the nodes are chosen. Each
+candidate start is then checked by choosing the nodes (fewest blocks). Options are ranked by
+start, then blocks used.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
@@ -17,7 +22,7 @@ from neocloud.placement.index import IDLE, SPOT, ModelIndex
 from neocloud.placement.model import BookingClass, GangRequest, Offering, OfferingRequest
 
 if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine
+    from neocloud.placement.engine import PlacementEngine, _Window
 
 PER_DOMAIN = 3  # candidate starts tried per domain
 
@@ -46,7 +51,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
     )
     shape, cands = engine._gang_domains(gang, engine._shape(gang))
     level = shape.required
-    tries = _candidate_starts(mi, level, shape.need, cands, es, ls)
+    tries = _candidate_starts(engine, mi, level, shape.need, cands, es, ls, q.duration)
     pref = None if shape.preferred is None else engine.topology.levels[shape.preferred]
     found: list[Offering] = []
     best_spread: dict[str, int] = {}
@@ -60,7 +65,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
             GangRequest(q.gpu_model, 1, start=t, end=t + q.duration, cls=BookingClass.reserved),
             now,
         )
-        extra = engine._released(q.gpu_model, level, d, w)
+        extra = engine._released(q.gpu_model, level, d, w) + _in_gaps(engine, mi, level, d, w)
         chooser = GangChooser(
             Avail(engine.index, q.gpu_model, engine._fast_cats(w), extra), engine.policy, shape
         )
@@ -79,18 +84,40 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
 
 
 def _candidate_starts(
-    mi: ModelIndex, level: int, need: int, cands: list[str], es: float, ls: float
+    e: PlacementEngine,
+    mi: ModelIndex,
+    level: int,
+    need: int,
+    cands: list[str],
+    es: float,
+    ls: float,
+    duration: float,
 ) -> list[tuple[float, str]]:
     """Per domain, the first starts in ``[es, ls]`` when ``need`` nodes are free of firm
-    bookings (read from the sorted release times), soonest first."""
+    bookings for the whole duration, soonest first."""
     tries: list[tuple[float, str]] = []
     for d in cands:
         c = mi.counts[level].get(d)
         base = 0 if c is None else c[IDLE] + c[SPOT]
         lst = mi.release[level].get(d, [])
         m = need - base
+        later = lst[max(m - 1, 0) : max(m - 1, 0) + PER_DOMAIN]
+        ahead = mi.ahead[level].get(d, [])
+        holes = _holes(e, mi, level, d, es)
+        if holes or (ahead and ahead[-1][0] >= es + duration):
+            # time before or between future bookings may serve: count nodes at each start
+            starts = {es} | {max(es, t) for t, _ in lst[: max(m - 1, 0) + PER_DOMAIN]}
+            starts |= {gs for gaps in holes.values() for gs, _ in gaps if gs >= es}
+            found = 0
+            for t in sorted(starts):
+                if t > ls or found >= PER_DOMAIN:
+                    break
+                if _free_count(base, lst, ahead, holes, t, duration) >= need:
+                    tries.append((t, d))
+                    found += 1
+            continue
         times = [es] if m <= 0 else []
-        times += [max(es, t) for t, _ in lst[max(m - 1, 0) : max(m - 1, 0) + PER_DOMAIN]]
+        times += [max(es, t) for t, _ in later]
         seen: set[float] = set()
         for t in times:
             if t <= ls and t not in seen and len(seen) < PER_DOMAIN:
@@ -98,6 +125,55 @@ def _candidate_starts(
                 tries.append((t, d))
     tries.sort()
     return tries
+
+
+def _holes(
+    e: PlacementEngine, mi: ModelIndex, level: int, d: str, es: float
+) -> dict[str, list[tuple[float, float]]]:
+    """The gaps between firm bookings, ending after ``es``, of the holey nodes under ``d``."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for leaf in e.topology.leaves_under(level, d):
+        for node_id in mi.holey.get(leaf, ()):
+            gaps = e.calendar.nodes[node_id].firm_gaps(after=es)
+            if gaps:
+                out[node_id] = gaps
+    return out
+
+
+def _free_count(
+    base: int,
+    release: list[tuple[float, str]],
+    ahead: list[tuple[float, str]],
+    holes: dict[str, list[tuple[float, float]]],
+    t: float,
+    duration: float,
+) -> int:
+    """Nodes of a domain free of firm bookings during ``[t, t + duration)``: idle or spot,
+    free for good by ``t``, not booked before ``t + duration``, or with a gap around it."""
+    n = base + bisect.bisect_right(release, (t, "\uffff"))
+    n += len(ahead) - bisect.bisect_left(ahead, (t + duration, ""))
+    for gaps in holes.values():
+        if any(gs <= t and t + duration <= ge for gs, ge in gaps):
+            n += 1
+    return n
+
+
+def _in_gaps(e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window) -> list[str]:
+    """Busy nodes of ``d`` free during window ``w`` before their first firm booking or in a
+    gap between two (checked on the calendar where spot could be in the way)."""
+    if w.end is None:
+        return []
+    ahead = mi.ahead[level].get(d, [])
+    out = [n for _, n in ahead[bisect.bisect_left(ahead, (w.end, "")) :]]
+    if not w.future:
+        out = [n for n in out if e._node_fits(n, e._whole(n), w)]
+    for leaf in e.topology.leaves_under(level, d):
+        for node_id in mi.holey.get(leaf, ()):
+            if e.calendar.nodes[node_id].firm_until() > w.start and e._node_fits(
+                node_id, e._whole(node_id), w
+            ):
+                out.append(node_id)
+    return list(dict.fromkeys(n for n in out if e.eligible[n]))
 
 
 def _fewest_possible(engine: PlacementEngine, level: int | None, need: int) -> int:
