@@ -343,15 +343,16 @@ class InvoicePreview:
     token_lines: tuple[TokenLine, ...] = ()
 
 
-def load_token_usage(s: Session, org_id: str, period: Period) -> list[TokenUsage]:
-    """``tokens`` usage events of ``org_id`` inside ``period`` (the model is ``data.model`` or
-    the subject)."""
+def load_token_usage(s: Session, org_id: str | None, period: Period) -> list[TokenUsage]:
+    """``tokens`` usage events of ``org_id`` (None: every org) inside ``period`` (the model is
+    ``data.model`` or the subject)."""
     query = sa.select(UsageEventRow).where(
-        UsageEventRow.org_id == org_id,
         UsageEventRow.type == TOKENS,
         UsageEventRow.time >= period.start,
         UsageEventRow.time < period.end,
     )
+    if org_id is not None:
+        query = query.where(UsageEventRow.org_id == org_id)
     return [
         TokenUsage(
             r.id,
@@ -411,32 +412,44 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
 
 def rate_org_period(
     s: Session,
-    org_id: str,
+    org_id: str | None,
     period: Period,
     as_of: datetime,
     *,
     rounding: str = ROUND_HALF_UP,
+    by_project: bool = True,
 ) -> Rated:
-    """Rate ``org_id``'s facts of ``period`` up to ``as_of``: allocation intervals (time on
-    failed nodes excluded) and ``tokens`` usage events, each part priced by the price book
-    version in force then. Preview and invoices both rate through here."""
+    """Rate ``org_id``'s facts (None: every org's) of ``period`` up to ``as_of``: allocation
+    intervals (time on failed nodes excluded) and ``tokens`` usage events, each part priced by
+    the price book version in force then. Preview, invoices and reports all rate through here."""
     books = price_books_during(s, period)
     intervals = load_intervals(s, org_id, period)
     outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
     usage = priced(load_token_usage(s, org_id, period), books)
-    lines = rate(intervals, books, (), period, outages=outages, as_of=as_of, rounding=rounding)
+    lines = rate(
+        intervals,
+        books,
+        (),
+        period,
+        outages=outages,
+        as_of=as_of,
+        rounding=rounding,
+        by_project=by_project,
+    )
     currency = books[0].currency
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
     return Rated(books[0].version, currency, lines, tokens)
 
 
-def load_intervals(s: Session, org_id: str, period: Period) -> list[Interval]:
-    """Allocation facts of ``org_id`` that overlap ``period`` (compute's read model)."""
+def load_intervals(s: Session, org_id: str | None, period: Period) -> list[Interval]:
+    """Allocation facts of ``org_id`` (None: every org) that overlap ``period`` (compute's
+    read model)."""
     query = sa.select(AllocationRow).where(
-        AllocationRow.org_id == org_id,
         AllocationRow.start_at < period.end,
         sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
     )
+    if org_id is not None:
+        query = query.where(AllocationRow.org_id == org_id)
     return [
         Interval(
             r.id,

@@ -1,0 +1,280 @@
+"""Operator revenue reports: revenue by org, SKU, class and month; backlog; customer
+concentration; and the inputs economics' live mode projects from.
+
+Revenue is re-derived from the facts (the same rating as invoices: allocation intervals with
+failed time excluded, Studio token usage, each part at the price book version in force then)
+plus what backstop agreements owe for unsold capacity. It is usage revenue as rated: contract
+true-ups, reservation charges and credits are invoice matters and are left out. Money is
+``Decimal``; shares and the HHI are derived from it at the end.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from neocloud.billing.agreements import backlog_by_org, backstop_revenue
+from neocloud.billing.rating import Period
+from neocloud.billing.service import Rated, rate_org_period
+from neocloud.db.engine import Database
+from neocloud.kernel.auth import Principal
+from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import ValidationFailed
+
+BACKSTOP = "backstop"
+MAX_MONTHS = 120
+_SHARE = Decimal("0.000001")
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueLine:
+    """Revenue of one org for one SKU in one month (``cls``: on_demand, spot, reserved,
+    tokens or backstop)."""
+
+    month: str
+    org_id: str
+    sku: str
+    cls: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueReport:
+    start: str  # first month, YYYY-MM
+    end: str  # last month, inclusive
+    currency: str
+    as_of: datetime
+    lines: tuple[RevenueLine, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((ln.amount for ln in self.lines), Decimal(0))
+
+    def by(self, field: str) -> dict[str, Decimal]:
+        """Sums by ``month``, ``org_id``, ``sku`` or ``cls``, largest first (then by name)."""
+        return _sums((getattr(ln, field), ln.amount) for ln in self.lines)
+
+
+def _sums(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for key, amount in pairs:
+        out[key] += amount
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def months(start: str, end: str) -> list[Period]:
+    """Calendar months from ``start`` to ``end`` (YYYY-MM, inclusive); 422 when malformed,
+    reversed or longer than ``MAX_MONTHS``."""
+    periods = []
+    for name, text in (("from", start), ("to", end)):
+        try:
+            periods.append(Period.month(text))
+        except ValueError:
+            raise ValidationFailed(f"{name} must be YYYY-MM, not {text!r}", param=name) from None
+    first, last = periods
+    if last.start < first.start:
+        raise ValidationFailed("to is before from", param="to")
+    out = [first]
+    while out[-1].start < last.start:
+        if len(out) >= MAX_MONTHS:
+            raise ValidationFailed(f"at most {MAX_MONTHS} months per report", param="to")
+        out.append(Period.month(_next(out[-1])))
+    return out
+
+
+def _next(p: Period) -> str:
+    return p.end.strftime("%Y-%m")
+
+
+def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, list[RevenueLine]]:
+    """Every org's revenue over ``period`` (up to ``now``): rated usage and backstops; and the
+    rating it comes from. ``month`` on the lines is the month ``period`` starts in."""
+    name = period.start.strftime("%Y-%m")
+    rated = rate_org_period(s, None, period, now, by_project=False)
+    out = [
+        RevenueLine(name, ln.org_id, ln.sku.code, ln.sku.cls, ln.amount.amount)
+        for ln in rated.invoice_lines()
+        if ln.amount.amount != 0
+    ]
+    out += [
+        RevenueLine(name, b.org_id, f"{b.gpu_model}.{BACKSTOP}", BACKSTOP, b.amount)
+        for b in backstop_revenue(s, period, now=now)
+        if b.amount != 0
+    ]
+    return rated, out
+
+
+def revenue_report(
+    *, db: Database, clock: Clock, principal: Principal, start: str, end: str
+) -> RevenueReport:
+    """Revenue by org, SKU, class and month from ``start`` to ``end`` (YYYY-MM, inclusive);
+    the current month counts up to now. Operators only."""
+    principal.require_operator()
+    periods = months(start, end)
+    now = clock.now()
+    lines: list[RevenueLine] = []
+    currency = "USD"
+    with db.transaction() as s:
+        for period in periods:
+            rated, month_lines = rated_revenue(s, period, now)
+            currency = rated.currency
+            lines += month_lines
+    lines.sort(key=lambda ln: (ln.month, ln.org_id, ln.sku))
+    return RevenueReport(start, end, currency, now, tuple(lines))
+
+
+# -- backlog ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogReport:
+    at: datetime
+    by_org: dict[str, Decimal]  # remaining contracted value, largest first
+
+    @property
+    def total(self) -> Decimal:
+        return sum(self.by_org.values(), Decimal(0))
+
+
+def backlog_report(*, db: Database, clock: Clock, principal: Principal) -> BacklogReport:
+    """Remaining contracted value per org now (``billing.agreements.backlog_by_org``)."""
+    principal.require_operator()
+    now = clock.now()
+    with db.transaction() as s:
+        values = backlog_by_org(s, now)
+    return BacklogReport(now, _sums((org, v) for org, v in values.items() if v != 0))
+
+
+# -- concentration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Concentration:
+    """Customers' shares of revenue over a window: top-1, top-2 and the HHI (sum of squared
+    percentage shares, 0-10,000; above 2,500 is "highly concentrated" in the US merger
+    guidelines' terms)."""
+
+    window_start: datetime
+    window_end: datetime
+    currency: str
+    total: Decimal
+    revenue: dict[str, Decimal]  # by org, largest first
+    shares: dict[str, Decimal]  # fractions of ``total``, 6 decimals
+    top1: Decimal
+    top2: Decimal
+    hhi: Decimal  # 0-10,000, 2 decimals
+    largest: str | None
+
+
+def concentration_of(
+    revenue: Mapping[str, Decimal], window_start: datetime, window_end: datetime, currency: str
+) -> Concentration:
+    """Pure: shares, top-1, top-2 and HHI of ``revenue`` by customer (non-positive revenue is
+    left out: a credit is not a customer)."""
+    positive = _sums((k, v) for k, v in revenue.items() if v > 0)
+    total = sum(positive.values(), Decimal(0))
+    exact = {k: v / total for k, v in positive.items()} if total > 0 else {}
+    ordered = list(exact.values())
+    hhi = sum(((s * 100) ** 2 for s in ordered), Decimal(0))
+    return Concentration(
+        window_start,
+        window_end,
+        currency,
+        total,
+        positive,
+        {k: v.quantize(_SHARE) for k, v in exact.items()},
+        (ordered[0] if ordered else Decimal(0)).quantize(_SHARE),
+        sum(ordered[:2], Decimal(0)).quantize(_SHARE),
+        hhi.quantize(Decimal("0.01")),
+        next(iter(positive), None),
+    )
+
+
+def _window(now: datetime, window_days: int) -> Period:
+    if not 1 <= window_days <= 3660:
+        raise ValidationFailed("window_days is 1 to 3,660", param="window_days")
+    return Period(now - timedelta(days=window_days), now)
+
+
+def concentration_report(
+    *, db: Database, clock: Clock, principal: Principal, window_days: int = 90
+) -> Concentration:
+    """Customer concentration over the trailing ``window_days``. Operators only."""
+    principal.require_operator()
+    now = clock.now()
+    window = _window(now, window_days)
+    with db.transaction() as s:
+        rated, lines = rated_revenue(s, window, now)
+    by_org = _sums((ln.org_id, ln.amount) for ln in lines)
+    return concentration_of(by_org, window.start, window.end, rated.currency)
+
+
+# -- economics live mode ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EconomicsInputs:
+    """What billing knows over a trailing window, for economics' live mode: revenue by class
+    and by org (rated as invoices rate it), GPU-hours sold per class and GPU model, the
+    backlog and concentration."""
+
+    window: Period
+    currency: str
+    revenue_by_class: dict[str, Decimal]
+    revenue_by_org: dict[str, Decimal]
+    gpu_hours_by_model: dict[str, Decimal]  # GPU-hours sold (billable), by GPU model
+    revenue_by_model: dict[str, Decimal]  # GPU revenue (not tokens, not backstops) by model
+    backlog_by_org: dict[str, Decimal]
+    concentration: Concentration
+
+    @property
+    def revenue(self) -> Decimal:
+        return sum(self.revenue_by_class.values(), Decimal(0))
+
+    @property
+    def backlog(self) -> Decimal:
+        return sum(self.backlog_by_org.values(), Decimal(0))
+
+
+def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsInputs:
+    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``."""
+    window = _window(now, window_days)
+    rated, lines = rated_revenue(s, window, now)
+    currency = rated.currency
+    by_org = _sums((ln.org_id, ln.amount) for ln in lines)
+    hours: dict[str, Decimal] = defaultdict(Decimal)
+    by_model: dict[str, Decimal] = defaultdict(Decimal)
+    for ln in rated.lines:
+        hours[ln.sku.gpu_model] += ln.gpu_hours
+        by_model[ln.sku.gpu_model] += ln.amount.amount
+    return EconomicsInputs(
+        window,
+        currency,
+        _sums((ln.cls, ln.amount) for ln in lines),
+        by_org,
+        dict(sorted(hours.items())),
+        dict(sorted(by_model.items())),
+        _sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
+        concentration_of(by_org, window.start, window.end, currency),
+    )
+
+
+__all__ = [
+    "BACKSTOP",
+    "BacklogReport",
+    "Concentration",
+    "EconomicsInputs",
+    "RevenueLine",
+    "RevenueReport",
+    "backlog_report",
+    "concentration_of",
+    "concentration_report",
+    "economics_inputs",
+    "months",
+    "revenue_report",
+]
