@@ -484,7 +484,10 @@ def agreement_charges(
         if take > 0:
             out.append(Charge(DRAWDOWN, name, PREPAID, -take, c.id))
             consumption -= take
-    due = sum((sp.amount for sp in spend), Decimal(0)) + sum((ch.amount for ch in out), Decimal(0))
+    # Credits pay what is due for the month's consumption, not a prepayment (a purchase).
+    due = sum((sp.amount for sp in spend), Decimal(0)) + sum(
+        (ch.amount for ch in out if ch.kind != PREPAYMENT), Decimal(0)
+    )
     out += _credits(s, org_id, period, due, currency)
     return out
 
