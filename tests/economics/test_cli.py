@@ -139,7 +139,7 @@ def test_run_writes_valid_png_and_svg_charts_with_content(tmp_path: Path) -> Non
         assert f"<!-- {label} -->" in pnl  # matplotlib keeps each text as a comment
     for label in ("DSCR", "EBITDA / interest", "EBIT / interest"):
         assert f"<!-- {label} -->" in cover
-    for label in ("price", "utilization", "capex", "book life"):
+    for label in ("price", "utilization", "capex", "book life", "Project NPV", "Equity NPV"):
         assert f"<!-- {label} -->" in tornado
 
 

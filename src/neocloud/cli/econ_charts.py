@@ -79,20 +79,15 @@ def cover_chart(report: dict[str, Any], out_dir: Path, formats: Sequence[str]) -
     return _save(fig, out_dir, "cover", formats)
 
 
-def tornado_chart(stress: dict[str, Any], out_dir: Path, formats: Sequence[str]) -> list[Path]:
-    tornado = stress["tornado"]
-    bars = list(reversed(tornado["bars"]))  # widest at the top
-    base = tornado["base_npv"]
-    fig = Figure(figsize=(9, 0.45 * len(bars) + 1.5))
-    ax = fig.add_subplot()
+def _tornado_panel(ax: Any, bars: list[dict[str, Any]], base: float, key: str) -> None:
     for i, bar in enumerate(bars):
         for value, label, color, legend in (
-            (bar["npv_low"], bar["low"], "tab:blue", "input lowered"),
-            (bar["npv_high"], bar["high"], "tab:orange", "input raised"),
+            (bar[f"{key}_low"], bar["low"], "tab:blue", "input lowered"),
+            (bar[f"{key}_high"], bar["high"], "tab:orange", "input raised"),
         ):
             ax.barh(i, value - base, left=base, color=color, alpha=0.8, label=legend)
             if abs(value - base) < 1e-6 * max(abs(base), 1.0):
-                continue  # no swing (e.g. book life without tax): no label to pile up
+                continue  # no swing (e.g. financing on project NPV): no label to pile up
             ax.annotate(
                 label,
                 (value, i),
@@ -101,12 +96,27 @@ def tornado_chart(stress: dict[str, Any], out_dir: Path, formats: Sequence[str])
                 ha="left" if value >= base else "right",
             )
     ax.axvline(base, color="black", linewidth=1)
-    ax.set_yticks(range(len(bars)), [b["input"] for b in bars])
     ax.xaxis.set_major_formatter(_millions)
-    ax.set_xlabel("Project NPV")
-    ax.set_title(f"Tornado (project NPV): {stress['scenario']}")
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[:2], labels[:2], fontsize="small", loc="lower right")
+
+
+def tornado_chart(stress: dict[str, Any], out_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Project NPV (left) and equity NPV (right) with each input moved down and up: financing
+    inputs (rate, leverage) move only the equity side."""
+    tornado = stress["tornado"]
+    bars = list(reversed(tornado["bars"]))  # widest at the top
+    fig = Figure(figsize=(13, 0.45 * len(bars) + 1.5))
+    project_ax, equity_ax = fig.subplots(1, 2, sharey=True)
+    _tornado_panel(project_ax, bars, tornado["base_npv"], "npv")
+    equity_base = tornado.get("base_equity_npv")
+    if equity_base is None:  # an older report: centre on the bars' midpoint
+        equity_base = 0.5 * (bars[0]["equity_npv_low"] + bars[0]["equity_npv_high"])
+    _tornado_panel(equity_ax, bars, equity_base, "equity_npv")
+    project_ax.set_yticks(range(len(bars)), [b["input"] for b in bars])
+    project_ax.set_xlabel("Project NPV")
+    equity_ax.set_xlabel("Equity NPV")
+    fig.suptitle(f"Tornado (NPV): {stress['scenario']}")
+    handles, labels = project_ax.get_legend_handles_labels()
+    project_ax.legend(handles[:2], labels[:2], fontsize="small", loc="lower right")
     return _save(fig, out_dir, "tornado", formats)
 
 

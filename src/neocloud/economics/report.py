@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from neocloud.economics.engine import Array, Projection, project, project_flows, yearly
+from neocloud.economics.engine import (
+    Array,
+    Projection,
+    equity_flows,
+    project,
+    project_flows,
+    yearly,
+)
 from neocloud.economics.finance import npv
 from neocloud.economics.kpis import breakevens, concentration, covers, returns
 from neocloud.economics.scenario import Periods, Scenario
@@ -265,9 +272,11 @@ def _apply(s: Scenario, applied: Sequence[Stress]) -> Projection:
 
 def tornado_report(s: Scenario, *, pct: float = 0.2) -> dict[str, Any]:
     """Project NPV with each input moved by ``pct`` down and up (lives by a year)."""
+    base = project(s)
     return {
         "metric": "npv",
-        "base_npv": cents(npv(s.discount_rate, project_flows(project(s), annual=True))),
+        "base_npv": cents(npv(s.discount_rate, project_flows(base, annual=True))),
+        "base_equity_npv": cents(npv(s.discount_rate, equity_flows(base, annual=True))),
         "bars": [
             {
                 "input": b.input,
