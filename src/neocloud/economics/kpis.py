@@ -95,10 +95,15 @@ def returns(p: Projection) -> Returns:
     project_bare = project_flows(p, annual=True, terminal=False)
     equity_bare = equity_flows(p, annual=True, terminal=False)
     after_tax = p.terminal_value - p.terminal_value_tax
+    project_irr, equity_irr = irr(project_annual), irr(equity_annual)
+    if after_tax == 0.0:  # the same flows: no need to search for their roots again
+        project_irr_bare, equity_irr_bare = project_irr, equity_irr
+    else:
+        project_irr_bare, equity_irr_bare = irr(project_bare), irr(equity_bare)
     return Returns(
-        project_irr=irr(project_annual),
+        project_irr=project_irr,
         project_irr_monthly=annualize(irr(project_flows(p, annual=False), guess=0.01), 12),
-        equity_irr=irr(equity_annual),
+        equity_irr=equity_irr,
         equity_irr_monthly=annualize(irr(equity_flows(p, annual=False), guess=0.01), 12),
         npv=npv(rate, project_annual),
         equity_npv=npv(rate, equity_annual),
@@ -106,8 +111,8 @@ def returns(p: Projection) -> Returns:
         terminal_value=p.terminal_value,
         terminal_value_tax=p.terminal_value_tax,
         terminal_value_pv=after_tax * (1.0 + rate) ** -p.years,
-        project_irr_without_terminal=irr(project_bare),
-        equity_irr_without_terminal=irr(equity_bare),
+        project_irr_without_terminal=project_irr_bare,
+        equity_irr_without_terminal=equity_irr_bare,
         npv_without_terminal=npv(rate, project_bare),
         equity_npv_without_terminal=npv(rate, equity_bare),
     )
