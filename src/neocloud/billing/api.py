@@ -11,8 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import agreements, invoices, service
+from neocloud.billing import agreements, invoices, reports, service
 from neocloud.billing.rating import Period
+from neocloud.billing.report_schemas import BacklogReportOut, ConcentrationOut, RevenueReportOut
 from neocloud.billing.schemas import (
     CloseIn,
     CloseOut,
@@ -392,3 +393,44 @@ def list_credits(
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
+
+
+# -- operator revenue reports -----------------------------------------------------------------
+
+TAG_REPORTS: list[str | Enum] = ["billing reports"]
+
+
+@router.get("/billing/reports/revenue", response_model=RevenueReportOut, tags=TAG_REPORTS)
+def revenue_report(
+    ctx: Ctx,
+    caller: Caller,
+    start: Annotated[str, Query(alias="from", pattern=r"^\d{4}-\d{2}$", examples=["2026-01"])],
+    end: Annotated[str, Query(alias="to", pattern=r"^\d{4}-\d{2}$", examples=["2026-03"])],
+) -> RevenueReportOut:
+    """Revenue by org, SKU, class and month from ``from`` to ``to`` (inclusive), re-rated from
+    the facts: GPU time, Studio tokens, and backstop agreements' pay for unsold capacity
+    (operators)."""
+    report = reports.revenue_report(
+        db=ctx.db, clock=ctx.clock, principal=caller, start=start, end=end
+    )
+    return RevenueReportOut.of(report)
+
+
+@router.get("/billing/reports/backlog", response_model=BacklogReportOut, tags=TAG_REPORTS)
+def backlog_report(ctx: Ctx, caller: Caller) -> BacklogReportOut:
+    """Remaining contracted value per org now (operators)."""
+    return BacklogReportOut.of(reports.backlog_report(db=ctx.db, clock=ctx.clock, principal=caller))
+
+
+@router.get("/billing/reports/concentration", response_model=ConcentrationOut, tags=TAG_REPORTS)
+def concentration_report(
+    ctx: Ctx,
+    caller: Caller,
+    window_days: Annotated[int, Query(ge=1, le=3660, description="trailing window")] = 90,
+) -> ConcentrationOut:
+    """Customer concentration over the trailing window: shares of revenue, top-1, top-2 and
+    the HHI (operators)."""
+    conc = reports.concentration_report(
+        db=ctx.db, clock=ctx.clock, principal=caller, window_days=window_days
+    )
+    return ConcentrationOut.of(conc)

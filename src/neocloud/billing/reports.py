@@ -138,7 +138,7 @@ class BacklogReport:
 
     @property
     def total(self) -> Decimal:
-        return sum(self.by_org.values(), Decimal(0))
+        return sum(self.by_org.values(), Decimal("0.00"))
 
 
 def backlog_report(*, db: Database, clock: Clock, principal: Principal) -> BacklogReport:

@@ -370,3 +370,79 @@ APPS: dict[str, typer.Typer] = {
     "usage": usage_app,
     "invoices": invoices_app,
 }
+
+
+# -- operator revenue reports -------------------------------------------------------------------
+
+report_app = typer.Typer(
+    help="Operator revenue reports: revenue, backlog, customer concentration.",
+    no_args_is_help=True,
+)
+billing_app.add_typer(report_app, name="report")
+AMOUNT_COLUMNS: list[Column] = [("", "key"), ("AMOUNT", lambda r: r["amount"]["amount"])]
+
+
+@report_app.command("revenue")
+@api_call
+def report_revenue(
+    start: Annotated[str, typer.Option("--from", help="First month, YYYY-MM")],
+    end: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM (inclusive)")],
+    as_json: Json = False,
+) -> None:
+    """Revenue by org, SKU, class and month, re-rated from the facts (operators)."""
+    report: dict[str, Any] = STATE.client().billing_reports.revenue(start, end)
+    if as_json:
+        print_json(report)
+        return
+    for key, title in (
+        ("by_month", "MONTH"),
+        ("by_org", "ORG"),
+        ("by_class", "CLASS"),
+        ("by_sku", "SKU"),
+    ):
+        columns: list[Column] = [(title, "key"), AMOUNT_COLUMNS[1]]
+        print_table(report[key], columns, title=f"revenue {report['start']} to {report['end']}")
+    total = report["total"]
+    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+
+
+@report_app.command("backlog")
+@api_call
+def report_backlog(as_json: Json = False) -> None:
+    """Remaining contracted value per org (operators)."""
+    report: dict[str, Any] = STATE.client().billing_reports.backlog()
+    if as_json:
+        print_json(report)
+        return
+    columns: list[Column] = [("ORG", "key"), ("BACKLOG", AMOUNT_COLUMNS[1][1])]
+    print_table(report["by_org"], columns, title=f"backlog at {report['at']}")
+    total = report["total"]
+    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+
+
+@report_app.command("concentration")
+@api_call
+def report_concentration(
+    window_days: Annotated[int, typer.Option("--window-days", help="Trailing window")] = 90,
+    as_json: Json = False,
+) -> None:
+    """Customers' shares of revenue over a trailing window: top-1, top-2, HHI (operators)."""
+    report: dict[str, Any] = STATE.client().billing_reports.concentration(window_days=window_days)
+    if as_json:
+        print_json(report)
+        return
+    columns: list[Column] = [
+        ("ORG", "org_id"),
+        ("REVENUE", lambda r: r["revenue"]["amount"]),
+        ("SHARE", "share"),
+    ]
+    print_table(
+        report["customers"],
+        columns,
+        title=f"{report['window_start']} to {report['window_end']}",
+    )
+    total = report["total"]
+    out.print(
+        f"TOTAL {total['amount']} {total['currency']}  top-1 {report['top1']}  "
+        f"top-2 {report['top2']}  HHI {report['hhi']}"
+    )

@@ -156,3 +156,20 @@ class CreditsResource(Resource):
         params = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
         result: Obj = self._c.get("credits", org_id=org_id, **params)
         return result
+
+
+class BillingReportsResource(Resource):
+    """Operator revenue reports: ``client.billing_reports``."""
+
+    def revenue(self, start: str, end: str) -> Obj:
+        """Revenue by org, SKU, class and month from ``start`` to ``end`` (YYYY-MM)."""
+        result: Obj = self._c.get("billing/reports/revenue", **{"from": start, "to": end})
+        return result
+
+    def backlog(self) -> Obj:
+        result: Obj = self._c.get("billing/reports/backlog")
+        return result
+
+    def concentration(self, *, window_days: int = 90) -> Obj:
+        result: Obj = self._c.get("billing/reports/concentration", window_days=window_days)
+        return result

@@ -32,6 +32,7 @@ RESOURCES: dict[str, str] = {
     "invoices": "neocloud.client.billing:InvoicesResource",
     "contracts": "neocloud.client.billing:ContractsResource",
     "credits": "neocloud.client.billing:CreditsResource",
+    "billing_reports": "neocloud.client.billing:BillingReportsResource",
 }
 
 
