@@ -107,7 +107,7 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config)
+            model: Any = LlamaForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
     generator = torch.Generator(device=device).manual_seed(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -97,6 +98,7 @@ def test_an_aborted_stream_frees_its_slot() -> None:
     async def run() -> int:
         ids = engine.encode("the")
         stream = engine.stream(ids, Sampling(max_tokens=400, temperature=1.0, seed=7))
+        assert isinstance(stream, AsyncGenerator)
         received = 0
         async for piece in stream:
             received += piece.tokens

@@ -52,7 +52,7 @@ def seen() -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def app(  # type: ignore[override]
+def app(
     settings: Settings, db: Database, clock: VirtualClock, seen: list[dict[str, object]]
 ) -> FastAPI:
     app = create_app(settings=settings, db=db, clock=clock)
