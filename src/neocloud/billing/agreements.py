@@ -464,14 +464,16 @@ def agreement_charges(
             used = sum(
                 (a for sku, a in current if c.gpu_model in (None, _model_of(sku))), Decimal(0)
             )
-        short = true_up(Money(round_line(committed, rounding), currency), Money(used, currency))
+        month = round_line(committed, rounding)  # the line's unit price: this month's commitment
+        short = true_up(Money(month, currency), Money(used, currency))
         if short.amount > 0:
-            out.append(Charge(TRUE_UP, name, c.kind, short.amount, c.id, (), Decimal(0), committed))
+            out.append(Charge(TRUE_UP, name, c.kind, short.amount, c.id, (), Decimal(0), month))
     # Prepaid: the prepayment is billed in the month it starts, then pays usage until used up.
     prepaid = _active(s, org_id, [PREPAID], period.start, period.end)
     for c in prepaid:
         if period.start <= c.start_at < period.end:
-            out.append(Charge(PREPAYMENT, name, PREPAID, c.amount or Decimal(0), c.id))
+            amount = round_line(c.amount or Decimal(0), rounding)
+            out.append(Charge(PREPAYMENT, name, PREPAID, amount, c.id))
     consumption = sum((sp.amount for sp in spend), Decimal(0)) + sum(
         (ch.amount for ch in out if ch.kind != PREPAYMENT), Decimal(0)
     )
@@ -540,7 +542,7 @@ def _credits(s: Session, org_id: str, period: Period, due: Decimal, currency: st
             CREDIT,
             name,
             "credit.paid" if _paid(rows, gid) else "credit.promotional",
-            -m.amount,
+            -round_line(m.amount),
             gid,
         )
         for gid, m in applied.applied

@@ -291,7 +291,11 @@ class ContractCreate(RequestModel):
 
 
 def _money(value: Decimal | None, currency: str) -> MoneyOut | None:
-    return None if value is None else MoneyOut.of(Money(value, currency))
+    """Cents when the value is whole cents (both backends alike), else every digit it has."""
+    if value is None:
+        return None
+    cents = value.quantize(Decimal("0.01"))
+    return MoneyOut.of(Money(cents if cents == value else value.normalize(), currency))
 
 
 class ContractOut(ResponseModel):
@@ -361,8 +365,8 @@ class CreditGrantOut(ResponseModel):
         return cls(
             id=g.id,
             org_id=g.org_id,
-            amount=MoneyOut.of(Money(g.amount, g.currency)),
-            balance=MoneyOut.of(Money(view.balance, g.currency)),
+            amount=MoneyOut.of(Money(g.amount, g.currency).rounded()),
+            balance=MoneyOut.of(Money(view.balance, g.currency).rounded()),
             priority=g.priority,
             expires_at=g.expires_at,
             paid=g.paid,
