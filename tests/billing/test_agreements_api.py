@@ -112,11 +112,8 @@ def test_cli_contracts_credits_and_close(
     monkeypatch.setattr(STATE, "_client", admin)
     org = acme.get("orgs")["data"][0]["id"]
     start, end = rfc3339(clock.now()), rfc3339(clock.now() + timedelta(days=400))
-    made = runner.invoke(
-        cli,
-        ["billing", "contracts", "create", "--org", org, "--kind", "prepaid"]
-        + ["--start", start, "--end", end, "--amount", "300"],
-    )
+    create = ["billing", "contracts", "create", "--org", org, "--kind", "prepaid"]
+    made = runner.invoke(cli, [*create, "--start", start, "--end", end, "--amount", "300"])
     assert made.exit_code == 0, made.output
     listed = runner.invoke(cli, ["billing", "contracts", "list", "--org", org])
     assert "prepaid" in listed.output
