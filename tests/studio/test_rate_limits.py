@@ -21,6 +21,20 @@ class _Time:
         return self.t
 
 
+class _Paused:
+    """A monotonic clock that stands still until ``resume``, then runs at real speed."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.since: float | None = None
+
+    def resume(self) -> None:
+        self.since = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.at if self.since is None else self.at + time.monotonic() - self.since
+
+
 def test_buckets_refill_with_time() -> None:
     now = _Time()
     limiter = InProcessLimiter(RateLimit(requests_per_minute=2, tokens_per_minute=100), now=now)
@@ -52,8 +66,10 @@ def test_a_request_above_the_minute_allowance_is_refused() -> None:
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_429_carries_retry_after_and_the_client_retries(app: FastAPI, admin_key: str) -> None:
-    # 60 requests per minute with a burst of one after the first: the retry waits ~1 s.
-    limiter = InProcessLimiter(RateLimit(requests_per_minute=60))
+    # 60 requests per minute: the retry waits ~1 s. The limiter's clock stands still while the
+    # bucket is emptied (however slow the machine), then runs at real speed from there.
+    clock = _Paused()
+    limiter = InProcessLimiter(RateLimit(requests_per_minute=60), now=clock)
     app.state.studio.limiter = limiter
     limiter.acquire("warm", tokens=1)
     with TestClient(app) as http:
@@ -69,6 +85,7 @@ def test_429_carries_retry_after_and_the_client_retries(app: FastAPI, admin_key:
         )
         with pytest.raises(openai.RateLimitError):
             client.completions.create(model="neocloud/echo", prompt="x", max_tokens=1)
+        clock.resume()
         started = time.monotonic()
         out = client.with_options(max_retries=2).completions.create(
             model="neocloud/echo", prompt="x", max_tokens=1

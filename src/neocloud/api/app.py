@@ -51,6 +51,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
             yield
         finally:
             studio.models.stop()
+            await studio.aclose()  # upstream health probes and connections
             studio.usage.stop()
 
     app = FastAPI(

@@ -29,7 +29,13 @@ class StudioRuntime:
     clock: Clock
     limiter: Limiter
     policy: Policy
+
     models: RegisteredModels = field(init=False)  # registrations, kept in step with the table
+
+    async def aclose(self) -> None:
+        """At shutdown: stop upstream health probes and close their connections."""
+        for pool in list(self.catalog.upstreams.values()):
+            await pool.aclose()
 
 
 def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = None) -> StudioRuntime:
