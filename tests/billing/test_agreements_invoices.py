@@ -14,6 +14,7 @@ from neocloud.billing import agreements, invoices, service
 from neocloud.billing.agreements import ContractTerms
 from neocloud.billing.rating import Period
 from neocloud.billing.tables import CreditNoteRow, InvoiceLineRow, InvoiceRow
+from neocloud.billing.worker import InvoicingWorker
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
@@ -375,3 +376,20 @@ def test_backstop_is_operator_revenue_for_unsold_capacity(
     assert backlog == {}  # contingent: not contracted value
     clock.set(_t(5, 2))
     assert _build(db, clock, org, APRIL).invoice.total == _cents(80 * ON_DEMAND)  # no line
+
+
+def test_invoicing_worker_runs_last_month_under_a_lease(
+    fleet: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    _alloc(db, "org_t_w", node, _t(4, 2), 2)
+    clock.set(_t(5, 10))
+    one = InvoicingWorker(db, clock, holder="one")
+    two = InvoicingWorker(db, clock, holder="two")
+    result = one.run_once()
+    assert result is not None
+    assert (result.period, len(result.finalized)) == ("2026-04", 1)
+    assert two.run_once() is None  # the other process does not hold the lease
+    again = one.run_once()
+    assert again is not None
+    assert again.unchanged == result.finalized
+    assert [total for _, _, _, total, _ in _snapshot(db)] == [_cents(16 * ON_DEMAND)]

@@ -94,9 +94,14 @@ def up(
     )
     app_.state.compute_nudge = worker.nudge  # the API wakes the scheduler after a write
     worker.start()
+    from neocloud.billing.worker import InvoicingWorker
+
+    invoicing = InvoicingWorker.from_settings(worker_db, clock, settings)
+    invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
     try:
         uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
+        invoicing.stop()
         worker.stop()
         worker_db.dispose()
 
