@@ -311,7 +311,7 @@ class FractionMachine(RuleBasedStateMachine):
         e = self.engine
         fresh = CapacityIndex(e.topology, e.nodes)
         for node_id in e.nodes:
-            fresh.update(node_id, e.calendar.nodes[node_id], e.eligible[node_id])
+            fresh.update(node_id, e.calendar.nodes[node_id], e.eligible[node_id], e.now)
         assert fresh.snapshot() == e.index.snapshot()
 
 

@@ -129,12 +129,13 @@ def fraction_fits(
 class NodeCalendar:
     """The bookings of one node and the questions asked of them."""
 
-    __slots__ = ("bookings", "capacity", "node_id")
+    __slots__ = ("bookings", "capacity", "fractions", "node_id")
 
     def __init__(self, node_id: str, capacity: Resources) -> None:
         self.node_id = node_id
         self.capacity = capacity
         self.bookings: dict[str, Booking] = {}
+        self.fractions = 0  # fractional bookings among them
 
     def __iter__(self) -> Iterator[Booking]:
         return iter(self.bookings.values())
@@ -181,7 +182,7 @@ class NodeCalendar:
 
     def fraction_room(self) -> int:
         """Most milli-GPU free from now on on one shared GPU label (-1: no shared GPU)."""
-        if not any(b.milli_gpu for b in self.bookings.values()):
+        if not self.fractions:
             return -1
         _, peaks = usage_peaks(self.bookings.values(), -INF, None)
         return MILLI - min(peaks.values())
@@ -241,14 +242,20 @@ class Calendar:
     def add(self, booking: Booking) -> None:
         if booking.id in self.by_id:
             raise ValueError(f"booking {booking.id} already exists")
-        self.nodes[booking.node_id].bookings[booking.id] = booking
+        cal = self.nodes[booking.node_id]
+        cal.bookings[booking.id] = booking
+        if booking.milli_gpu:
+            cal.fractions += 1
         self.by_id[booking.id] = booking
         if booking.end is not None:
             heapq.heappush(self._ends, (booking.end, booking.id))
 
     def remove(self, booking_id: str) -> Booking:
         booking = self.by_id.pop(booking_id)
-        del self.nodes[booking.node_id].bookings[booking_id]
+        cal = self.nodes[booking.node_id]
+        del cal.bookings[booking_id]
+        if booking.milli_gpu:
+            cal.fractions -= 1
         return booking  # its heap entry goes stale and is skipped when popped
 
     def expired(self, now: float) -> list[Booking]:

@@ -91,6 +91,7 @@ class PlacementEngine:
             self.calendar.add_node(n.id, Resources(n.gpu_count, n.vcpus, n.ram_gib))
             self.eligible[n.id] = n.eligible
         self.index = CapacityIndex(self.topology, self.nodes)
+        self.now = -INF
         for n in self.nodes.values():
             self._touch(n.id)
         self.policy = get_policy(policy, seed=seed) if isinstance(policy, str) else policy
@@ -104,11 +105,12 @@ class PlacementEngine:
     # -- state -----------------------------------------------------------------------------
 
     def _touch(self, node_id: str) -> None:
-        self.index.update(node_id, self.calendar.nodes[node_id], self.eligible[node_id])
+        self.index.update(node_id, self.calendar.nodes[node_id], self.eligible[node_id], self.now)
 
     def advance(self, now: float) -> list[Booking]:
         """Move time to ``now`` (never backwards): bookings that ended leave; returns them."""
         self.now = max(self.now, now)
+        self.index.now = max(self.index.now, self.now)
         gone = self.calendar.expired(self.now)
         for b in gone:
             self._remove(b.id)

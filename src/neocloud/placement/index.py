@@ -151,6 +151,9 @@ class CapacityIndex:
         self.nodes = nodes
         self.state: dict[str, State | None] = {}
         self.room: dict[str, int] = {}
+        # ``ahead`` entries are kept only for first firm starts after ``now`` when they were
+        # added: an offering or gang never starts before now, so the others cannot serve one
+        self.now = -INF
         self.ordinal: dict[str, int] = {}
         self.models: dict[str, ModelIndex] = {}
         self._counts_of: dict[str, list[list[int]]] = {}
@@ -203,8 +206,13 @@ class CapacityIndex:
     def model(self, gpu_model: str) -> ModelIndex | None:
         return self.models.get(gpu_model)
 
-    def update(self, node_id: str, cal: NodeCalendar, eligible: bool) -> None:
-        """Recompute one node's entry from its calendar and move it between the structures."""
+    def update(
+        self, node_id: str, cal: NodeCalendar, eligible: bool, now: float | None = None
+    ) -> None:
+        """Recompute one node's entry from its calendar and move it between the structures
+        (``now``: the engine's time, never moving back)."""
+        if now is not None and now > self.now:
+            self.now = now
         new = self._classify(cal, eligible)
         old = self.state[node_id]
         node = self.nodes[node_id]
@@ -256,9 +264,9 @@ class CapacityIndex:
         free = max(cal.free_ahead().gpus, 0)
         if cal.only_spot():
             return (SPOT, -INF, free, -INF, False)
-        gaps = cal.firm_gaps()
-        first = min(b.start for b in cal if not b.cls.preemptible)
-        return (BUSY, cal.firm_until(), free, first, bool(gaps))
+        firm = [b.start for b in cal if not b.cls.preemptible]
+        holey = len(firm) > 1 and bool(cal.firm_gaps())
+        return (BUSY, cal.firm_until(), free, min(firm), holey)
 
     def _apply(self, mi: ModelIndex, node: NodeSnapshot, st: State, sign: int) -> None:
         cat, until, free, first, holey = st
@@ -278,11 +286,14 @@ class CapacityIndex:
                     del lst[bisect.bisect_left(lst, key)]
         if cat == BUSY:
             key = (first, node_id)
-            for lst in self._ahead_of[node_id]:
-                if sign > 0:
+            if sign > 0 and first > self.now:
+                for lst in self._ahead_of[node_id]:
                     bisect.insort(lst, key)
-                else:
-                    del lst[bisect.bisect_left(lst, key)]
+            elif sign < 0:
+                for lst in self._ahead_of[node_id]:
+                    i = bisect.bisect_left(lst, key)
+                    if i < len(lst) and lst[i] == key:
+                        del lst[i]
             if holey:
                 h = self._holey_of[node_id]
                 if sign > 0:
@@ -336,7 +347,10 @@ class CapacityIndex:
                 "spot": {d: frozenset(s) for d, s in mi.spot.items() if s},
                 "busy": {d: frozenset(s) for d, s in mi.busy.items() if s},
                 "release": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.release],
-                "ahead": [{d: tuple(v) for d, v in lvl.items() if v} for lvl in mi.ahead],
+                "ahead": [
+                    {d: t for d, v in lvl.items() if (t := tuple(x for x in v if x[0] > self.now))}
+                    for lvl in mi.ahead
+                ],
                 "holey": {d: frozenset(s) for d, s in mi.holey.items() if s},
                 "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},

@@ -14,6 +14,7 @@ start, then blocks used.
 from __future__ import annotations
 
 import bisect
+import heapq
 from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from neocloud.placement.engine import PlacementEngine, _Window
 
 PER_DOMAIN = 3  # candidate starts tried per domain
+SPOT_NOTICE = 1.0  # s: a reservation that spot is in the way of starts this much after now
 
 
 def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering]:
@@ -56,7 +58,9 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
     found: list[Offering] = []
     best_spread: dict[str, int] = {}
     floor = _fewest_possible(engine, shape.preferred, shape.need)
-    for t, d in tries:
+    heapq.heapify(tries)
+    while tries:
+        t, d = heapq.heappop(tries)
         if len(found) >= q.k and t > found[q.k - 1].start:
             break  # every later try ranks after the k found so far
         if best_spread.get(d, floor + 1) <= floor:
@@ -71,6 +75,13 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
         )
         choice = chooser.choose([d])
         if choice is None:
+            if (
+                t == now
+                and now + SPOT_NOTICE <= ls
+                and engine.index.count(q.gpu_model, level, d, SPOT)
+            ):
+                # spot in the way now: a start a moment later ends it instead
+                heapq.heappush(tries, (now + SPOT_NOTICE, d))
             continue
         nodes = choice[1]
         used = domains_used(engine.topology, (engine.nodes[n] for n in nodes))
