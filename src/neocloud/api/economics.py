@@ -1,36 +1,23 @@
 """Economics routes (operators): project a posted scenario, stress it, or project the live fleet.
 
-The engine is pure (``neocloud.economics``); this router only parses bodies, reads the fleet for
-live mode and hands plain data across.
+The engine is pure (``neocloud.economics``); this router only parses bodies and hands plain data
+across. Live mode's inputs are assembled by ``billing.reports`` (fleet, allocations, billing).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from neocloud.compute.tables import AllocationRow
-from neocloud.economics.live import (
-    Interval,
-    LiveInputs,
-    NodeRecord,
-    build_live_scenario,
-    choose_utilization,
-    measure_usage,
-)
+from neocloud.billing import reports
+from neocloud.economics.live import build_live_scenario
 from neocloud.economics.report import report, stress_report
 from neocloud.economics.scenario import Scenario, parse_scenario
-from neocloud.fleet import service as fleet_service
-from neocloud.fleet.catalog import find_gpu_model
-from neocloud.fleet.domain import NodeState
 from neocloud.kernel.errors import ValidationFailed
-from neocloud.tenancy.tables import OrgRow
-from neocloud.web.deps import AppContext, Caller, Ctx
+from neocloud.web.deps import Caller, Ctx
 from neocloud.web.schemas import ERROR_RESPONSES, RequestModel
 
 router = APIRouter(prefix="/economics", responses=ERROR_RESPONSES)
@@ -85,47 +72,33 @@ def live_projection(
     window_days: Annotated[int, Query(ge=1, le=365, description="trailing window")] = 30,
     forward_years: Annotated[int, Query(ge=1, le=30)] = 5,
     price: Annotated[
-        float | None, Query(ge=0, description="$/GPU-hour for every model (default: list price)")
+        float | None,
+        Query(ge=0, description="$/GPU-hour for every model (default: realized from billing)"),
     ] = None,
     ltv: Annotated[float, Query(ge=0, le=1)] = 0.7,
     rate: Annotated[float, Query(ge=0, le=1)] = 0.11,
     stress: Annotated[list[str] | None, Query(description="built-in stresses to apply")] = None,
 ) -> dict[str, Any]:
     """Project the platform's own fleet forward: cohorts from the nodes (capex, in-service
-    date, GPU model and TDP); utilization and customer shares measured from allocation
-    intervals over a trailing window; prices from the catalog until billing rates usage."""
+    date, GPU model and TDP); utilization measured from allocation intervals over a trailing
+    window; prices realized in billing (GPU revenue over GPU-hours sold), customers' shares of
+    billed revenue, the backlog and concentration from billing (``billing.reports``)."""
     caller.require_operator()
-    nodes, capacity = _node_records(ctx)
-    now = ctx.clock.now()
-    usage = measure_usage(
-        _intervals(ctx, now - timedelta(days=window_days), now),
-        capacity,
-        window_start=now - timedelta(days=window_days),
-        window_end=now,
-    )
-    measured = usage.utilization if usage.gpu_hours > 0 else None
-    used, source = choose_utilization(usage, given=utilization)
-    prices = {n.gpu_model: price for n in nodes} if price is not None else {}
-    inputs = LiveInputs(
-        as_of=now.date(),
+    data = reports.economics_live_data(db=ctx.db, clock=ctx.clock, window_days=window_days)
+    inputs = reports.live_inputs(
+        data,
+        utilization=utilization,
+        price=price,
         forward_years=forward_years,
-        utilization=used,
-        utilization_source=source,
-        price_per_gpu_hour=prices,
-        price_source="given" if price is not None else "catalog list price",
-        customers=_named(ctx, usage.org_shares),
-        concentration_source=(
-            "shares of allocated GPU-hours (until billing records revenue)"
-            if usage.org_shares
-            else "no allocations in the window"
-        ),
         ltv=ltv,
         rate=rate,
     )
-    live = build_live_scenario(nodes, inputs)
+    live = build_live_scenario(data.nodes, inputs)
     result = report(live.scenario, stresses=stress or [], notes=live.notes)
+    usage, billed = data.usage, data.billed
+    measured = usage.utilization if usage.gpu_hours > 0 else None
     result["object"] = "economics.live"
-    result["as_of"] = now.date().isoformat()
+    result["as_of"] = data.as_of.date().isoformat()
     result["sources"] = live.sources
     result["skipped_nodes"] = live.skipped_nodes
     result["usage"] = {
@@ -134,66 +107,18 @@ def live_projection(
         "capacity_gpu_hours": round(usage.capacity_gpu_hours, 2),
         "measured_utilization": None if measured is None else round(measured, 6),
     }
+    result["billing"] = {
+        "window_days": window_days,
+        "currency": billed.currency,
+        "revenue": round(billed.revenue, 2),
+        "revenue_by_class": {k: round(v, 2) for k, v in billed.revenue_by_class.items()},
+        "revenue_by_customer": {k: round(v, 2) for k, v in billed.revenue_by_customer.items()},
+        "price_per_gpu_hour": {k: round(v, 4) for k, v in billed.price_by_model.items()},
+        "backlog": round(billed.backlog, 2),
+        "backlog_by_customer": {k: round(v, 2) for k, v in billed.backlog_by_customer.items()},
+        "top1": round(billed.top1, 6),
+        "top2": round(billed.top2, 6),
+        "hhi": round(billed.hhi, 2),
+        "largest": billed.largest,
+    }
     return result
-
-
-def _intervals(ctx: AppContext, start: datetime, end: datetime) -> list[Interval]:
-    """Allocation intervals overlapping ``[start, end)`` (compute's facts; billing's later)."""
-    with ctx.db.transaction() as session:
-        rows = session.execute(
-            sa.select(
-                AllocationRow.org_id,
-                AllocationRow.gpu_count,
-                AllocationRow.start_at,
-                AllocationRow.end_at,
-            ).where(
-                AllocationRow.start_at < end,
-                sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > start),
-            )
-        ).all()
-    return [Interval(org, gpus, s, e) for org, gpus, s, e in rows]
-
-
-def _named(ctx: AppContext, shares: dict[str, float]) -> dict[str, float]:
-    """Org ids as org slugs (what an operator recognises)."""
-    if not shares:
-        return {}
-    with ctx.db.transaction() as session:
-        slugs = dict(
-            session.execute(sa.select(OrgRow.id, OrgRow.slug).where(OrgRow.id.in_(shares))).all()
-        )
-    return {slugs.get(org, org): share for org, share in shares.items()}
-
-
-def _node_records(ctx: AppContext) -> tuple[list[NodeRecord], list[tuple[int, datetime]]]:
-    """Every node not retired, and (GPUs, in service since) for the utilization denominator."""
-    records: list[NodeRecord] = []
-    capacity: list[tuple[int, datetime]] = []
-    after: str | None = None
-    while True:
-        page = fleet_service.list_nodes(
-            db=ctx.db, filters=fleet_service.NodeFilter(), limit=1000, after=after
-        )
-        for row in page.items:
-            if row.state == NodeState.RETIRED.value:
-                continue
-            model = find_gpu_model(row.gpu_model)
-            records.append(
-                NodeRecord(
-                    gpu_model=row.gpu_model,
-                    gpu_count=row.gpu_count,
-                    capex=None if row.capex_amount is None else float(row.capex_amount),
-                    in_service=None if row.in_service_at is None else row.in_service_at.date(),
-                    book_life_years=row.book_life_years,
-                    gpu_tdp_w=float(model.tdp_w) if model else 700.0,
-                    list_price_per_gpu_hour=(
-                        float(model.list_price_per_gpu_hour.amount) if model else 2.0
-                    ),
-                )
-            )
-            # Capacity counts from when the platform knew the node: no allocation can predate it.
-            since = max(row.in_service_at or row.created_at, row.created_at)
-            capacity.append((row.gpu_count, since))
-        if not page.has_more:
-            return records, capacity
-        after = page.next_cursor

@@ -12,19 +12,34 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.billing.agreements import backlog_by_org, backstop_revenue
 from neocloud.billing.rating import Period
 from neocloud.billing.service import Rated, rate_org_period
+from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
+from neocloud.economics.live import (
+    BillingFigures,
+    LiveInputs,
+    NodeRecord,
+    Usage,
+    choose_utilization,
+    measure_usage,
+)
+from neocloud.economics.live import Interval as LiveInterval
+from neocloud.fleet import service as fleet_service
+from neocloud.fleet.catalog import find_gpu_model
+from neocloud.fleet.domain import NodeState
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import ValidationFailed
+from neocloud.tenancy.tables import OrgRow
 
 BACKSTOP = "backstop"
 MAX_MONTHS = 120
@@ -220,7 +235,7 @@ def concentration_report(
 @dataclass(frozen=True, slots=True)
 class EconomicsInputs:
     """What billing knows over a trailing window, for economics' live mode: revenue by class
-    and by org (rated as invoices rate it), GPU-hours sold per class and GPU model, the
+    and by org (rated as invoices rate it), GPU-hours sold and GPU revenue per GPU model, the
     backlog and concentration."""
 
     window: Period
@@ -245,7 +260,6 @@ def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsIn
     """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``."""
     window = _window(now, window_days)
     rated, lines = rated_revenue(s, window, now)
-    currency = rated.currency
     by_org = _sums((ln.org_id, ln.amount) for ln in lines)
     hours: dict[str, Decimal] = defaultdict(Decimal)
     by_model: dict[str, Decimal] = defaultdict(Decimal)
@@ -254,14 +268,183 @@ def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsIn
         by_model[ln.sku.gpu_model] += ln.amount.amount
     return EconomicsInputs(
         window,
-        currency,
+        rated.currency,
         _sums((ln.cls, ln.amount) for ln in lines),
         by_org,
         dict(sorted(hours.items())),
         dict(sorted(by_model.items())),
         _sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
-        concentration_of(by_org, window.start, window.end, currency),
+        concentration_of(by_org, window.start, window.end, rated.currency),
     )
+
+
+@dataclass(frozen=True)
+class LiveData:
+    """Everything economics' live mode reads of the platform, as its plain input shapes:
+    the fleet's nodes, allocated against available GPU-hours over the window, and billing's
+    figures (customers named by org slug)."""
+
+    as_of: datetime
+    nodes: list[NodeRecord]
+    usage: Usage
+    billed: BillingFigures
+
+
+def economics_live_data(*, db: Database, clock: Clock, window_days: int) -> LiveData:
+    """Assemble live mode's inputs over the trailing ``window_days``: cohorts from the fleet,
+    utilization from allocation intervals, revenue, backlog and concentration from billing."""
+    now = clock.now()
+    window = _window(now, window_days)
+    nodes, capacity = _node_records(db)
+    with db.transaction() as s:
+        intervals = _usage_intervals(s, window)
+        inputs = economics_inputs(s, now, window_days)
+        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org)
+        orgs |= {iv.org for iv in intervals}
+        slugs = _slugs(s, orgs)
+    usage = measure_usage(intervals, capacity, window_start=window.start, window_end=window.end)
+    usage = replace(usage, org_shares={slugs.get(k, k): v for k, v in usage.org_shares.items()})
+    return LiveData(now, nodes, usage, _figures(inputs, window_days, slugs))
+
+
+def _figures(e: EconomicsInputs, window_days: int, slugs: Mapping[str, str]) -> BillingFigures:
+    c = e.concentration
+    prices = {
+        model: float(e.revenue_by_model[model] / hours)
+        for model, hours in e.gpu_hours_by_model.items()
+        if hours > 0 and e.revenue_by_model.get(model, Decimal(0)) > 0
+    }
+    return BillingFigures(
+        window_days=window_days,
+        currency=e.currency,
+        revenue_by_class={k: float(v) for k, v in e.revenue_by_class.items()},
+        revenue_by_customer={slugs.get(k, k): float(v) for k, v in e.revenue_by_org.items()},
+        gpu_hours_by_model={k: float(v) for k, v in e.gpu_hours_by_model.items()},
+        price_by_model=prices,
+        backlog=float(e.backlog),
+        backlog_by_customer={slugs.get(k, k): float(v) for k, v in e.backlog_by_org.items()},
+        top1=float(c.top1),
+        top2=float(c.top2),
+        hhi=float(c.hhi),
+        largest=None if c.largest is None else slugs.get(c.largest, c.largest),
+    )
+
+
+def live_inputs(
+    data: LiveData,
+    *,
+    utilization: float | None = None,
+    price: float | None = None,
+    forward_years: int = 5,
+    ltv: float = 0.7,
+    rate: float = 0.11,
+) -> LiveInputs:
+    """Live mode's inputs from the platform's data; what the caller gives overrides it.
+    Prices: given, else realized per GPU model from billing, else the catalog's list price.
+    Customers: shares of billed revenue, else of allocated GPU-hours."""
+    usage, billed = data.usage, data.billed
+    days = billed.window_days
+    used, source = choose_utilization(usage, given=utilization)
+    if price is not None:
+        prices, price_source = {n.gpu_model: price for n in data.nodes}, "given"
+    elif billed.price_by_model:
+        prices = dict(billed.price_by_model)
+        shown = ", ".join(f"{m} ${p:,.4f}" for m, p in prices.items())
+        price_source = (
+            f"realized from billing over the trailing {days} days (GPU revenue / GPU-hours "
+            f"sold: {shown}); other models at the catalog list price"
+        )
+    else:
+        prices, price_source = {}, "catalog list price (no GPU revenue billed in the window)"
+    customers = billed.customer_shares
+    if customers:
+        conc_source = (
+            f"shares of billed revenue over the trailing {days} days "
+            f"({billed.currency} {billed.revenue:,.2f}; top-1 {billed.top1:.1%}, "
+            f"top-2 {billed.top2:.1%}, HHI {billed.hhi:,.0f})"
+        )
+    elif usage.org_shares:
+        customers = dict(usage.org_shares)
+        conc_source = "shares of allocated GPU-hours (nothing billed in the window)"
+    else:
+        conc_source = "no allocations or revenue in the window"
+    backlog_source = (
+        f"billing: {billed.currency} {billed.backlog:,.2f} remaining contracted value across "
+        f"{len(billed.backlog_by_customer)} customers (reported, not projected)"
+        if billed.backlog_by_customer
+        else "billing: no contracted backlog"
+    )
+    return LiveInputs(
+        as_of=data.as_of.date(),
+        forward_years=forward_years,
+        utilization=used,
+        utilization_source=source,
+        price_per_gpu_hour=prices,
+        price_source=price_source,
+        customers=customers,
+        concentration_source=conc_source,
+        backlog_source=backlog_source,
+        ltv=ltv,
+        rate=rate,
+    )
+
+
+def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
+    """Allocation intervals overlapping the window (compute's facts), for utilization."""
+    rows = s.execute(
+        sa.select(
+            AllocationRow.org_id,
+            AllocationRow.gpu_count,
+            AllocationRow.start_at,
+            AllocationRow.end_at,
+        ).where(
+            AllocationRow.start_at < window.end,
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > window.start),
+        )
+    ).all()
+    return [LiveInterval(org, gpus, start, end) for org, gpus, start, end in rows]
+
+
+def _slugs(s: Session, org_ids: set[str]) -> dict[str, str]:
+    """Org ids as org slugs (what an operator recognises)."""
+    if not org_ids:
+        return {}
+    query = sa.select(OrgRow.id, OrgRow.slug).where(OrgRow.id.in_(sorted(org_ids)))
+    return {str(org): str(slug) for org, slug in s.execute(query).all()}
+
+
+def _node_records(db: Database) -> tuple[list[NodeRecord], list[tuple[int, datetime]]]:
+    """Every node not retired, and (GPUs, in service since) for the utilization denominator."""
+    records: list[NodeRecord] = []
+    capacity: list[tuple[int, datetime]] = []
+    after: str | None = None
+    while True:
+        page = fleet_service.list_nodes(
+            db=db, filters=fleet_service.NodeFilter(), limit=1000, after=after
+        )
+        for row in page.items:
+            if row.state == NodeState.RETIRED.value:
+                continue
+            model = find_gpu_model(row.gpu_model)
+            records.append(
+                NodeRecord(
+                    gpu_model=row.gpu_model,
+                    gpu_count=row.gpu_count,
+                    capex=None if row.capex_amount is None else float(row.capex_amount),
+                    in_service=None if row.in_service_at is None else row.in_service_at.date(),
+                    book_life_years=row.book_life_years,
+                    gpu_tdp_w=float(model.tdp_w) if model else 700.0,
+                    list_price_per_gpu_hour=(
+                        float(model.list_price_per_gpu_hour.amount) if model else 2.0
+                    ),
+                )
+            )
+            # Capacity counts from when the platform knew the node: no allocation can predate it.
+            since = max(row.in_service_at or row.created_at, row.created_at)
+            capacity.append((row.gpu_count, since))
+        if not page.has_more:
+            return records, capacity
+        after = page.next_cursor
 
 
 __all__ = [
@@ -269,12 +452,15 @@ __all__ = [
     "BacklogReport",
     "Concentration",
     "EconomicsInputs",
+    "LiveData",
     "RevenueLine",
     "RevenueReport",
     "backlog_report",
     "concentration_of",
     "concentration_report",
     "economics_inputs",
+    "economics_live_data",
+    "live_inputs",
     "months",
     "revenue_report",
 ]

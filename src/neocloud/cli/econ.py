@@ -366,7 +366,8 @@ def live(
     ] = 30,
     forward_years: Annotated[int, typer.Option("--forward-years", min=1, max=30)] = 5,
     price: Annotated[
-        float | None, typer.Option(help="$/GPU-hour for every model (default: list price)")
+        float | None,
+        typer.Option(help="$/GPU-hour for every model (default: realized from billing)"),
     ] = None,
     ltv: Annotated[float, typer.Option(min=0, max=1, help="Assumed debt share")] = 0.7,
     rate: Annotated[float, typer.Option(min=0, max=1, help="Assumed interest rate")] = 0.11,
@@ -376,8 +377,8 @@ def live(
     chart_format: Formats = None,
 ) -> None:
     """Project the platform's own fleet forward (operators): cohorts from the nodes' capex
-    and in-service dates, utilization and customer shares from allocation intervals over a
-    trailing window, list prices until billing supplies rated revenue."""
+    and in-service dates, utilization from allocation intervals over a trailing window;
+    prices realized, customers' shares of revenue, backlog and concentration from billing."""
     try:
         rep = STATE.client().economics.live(  # type: ignore[attr-defined]
             utilization=utilization,

@@ -3,12 +3,12 @@
 The API hands in plain records (nodes with their capex and in-service dates, the catalog's TDP
 and list price) and ``LiveInputs``; nothing here reads a database.
 
-Today the platform has a fleet and compute's allocation intervals but no billing. Utilization
-is *measured* from allocation intervals over a trailing window when there are any (else
-*assumed*: 70%, or whatever the caller gives), customers' shares are their shares of allocated
-GPU-hours, and prices are the catalog's list prices; every ``*_source`` field says which. When
-billing lands it fills the same seam: revenue per class and contracts from rated invoices and
-the backlog, and customer shares of revenue, all without touching the engine.
+Utilization is *measured* from allocation intervals over a trailing window when there are any
+(else *assumed*: 70%, or whatever the caller gives). Billing (``billing.reports``) fills
+``BillingFigures`` over the same window: prices are the realized GPU revenue per GPU-hour sold
+(else the catalog's list prices), customers' shares are their shares of billed revenue (else of
+allocated GPU-hours), and the backlog and concentration are reported beside the projection;
+every ``*_source`` field says which. Contracts are not yet projected as term contracts.
 """
 
 from __future__ import annotations
@@ -108,9 +108,41 @@ def choose_utilization(
 
 
 @dataclass(frozen=True)
+class BillingFigures:
+    """What billing rated over the trailing window, as plain numbers: revenue by class
+    (on_demand, spot, reserved, tokens, backstop) and by customer, the realized price per GPU
+    model (GPU revenue over GPU-hours sold), the backlog (remaining contracted value) and the
+    customer concentration of the window's revenue (HHI on the 0-10,000 scale)."""
+
+    window_days: int
+    currency: str = "USD"
+    revenue_by_class: dict[str, float] = field(default_factory=dict)
+    revenue_by_customer: dict[str, float] = field(default_factory=dict)  # largest first
+    gpu_hours_by_model: dict[str, float] = field(default_factory=dict)
+    price_by_model: dict[str, float] = field(default_factory=dict)
+    backlog: float = 0.0
+    backlog_by_customer: dict[str, float] = field(default_factory=dict)
+    top1: float = 0.0
+    top2: float = 0.0
+    hhi: float = 0.0
+    largest: str | None = None
+
+    @property
+    def revenue(self) -> float:
+        return sum(self.revenue_by_class.values())
+
+    @property
+    def customer_shares(self) -> dict[str, float]:
+        total = sum(v for v in self.revenue_by_customer.values() if v > 0)
+        if total <= 0:
+            return {}
+        return {k: v / total for k, v in self.revenue_by_customer.items() if v > 0}
+
+
+@dataclass(frozen=True)
 class LiveInputs:
-    """Everything live mode takes besides the nodes. The ``*_source`` fields are the seam
-    billing fills: ``assumed`` today, ``measured`` once allocation intervals are rated."""
+    """Everything live mode takes besides the nodes; the ``*_source`` fields say where each
+    figure comes from (given, measured, billed or assumed)."""
 
     as_of: date
     forward_years: int = 5
@@ -119,8 +151,8 @@ class LiveInputs:
     price_per_gpu_hour: dict[str, float] = field(default_factory=dict)  # by model; else list
     price_source: str = "catalog list price"
     customers: dict[str, float] = field(default_factory=dict)  # shares of revenue
-    concentration_source: str = "unavailable until billing records customers"
-    backlog_source: str = "unavailable until billing records contracts"
+    concentration_source: str = "not given"
+    backlog_source: str = "not given"
     economic_life_years: float = 6.0
     default_book_life_years: float = 6.0
     pue: float = 1.25
@@ -251,8 +283,7 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
         f"year 1 begins {start.isoformat()} (the first cohort in service); "
         f"as of {inputs.as_of.isoformat()} is in year {elapsed // 12 + 1}",
         f"utilization {inputs.utilization:.1%}: {inputs.utilization_source}",
-        f"prices: {inputs.price_source}; revenue is price x utilization until billing supplies "
-        "rated revenue, contracts and backlog",
+        f"prices: {inputs.price_source}; revenue is price x utilization",
     ]
     if skipped:
         notes.append(f"{skipped} nodes carry no capex and are left out")
