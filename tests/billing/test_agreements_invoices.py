@@ -231,13 +231,13 @@ def test_late_fact_lowering_a_finalized_month_is_a_credit_note(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    agreements.grant_credit(
-        db=db, clock=clock, principal=OPERATOR, org_id=org, amount=Decimal(10_000)
+    promo = agreements.grant_credit(
+        db=db, clock=clock, principal=OPERATOR, org_id=org, amount=Decimal(20)
     )
     _alloc(db, org, node, _t(4, 10), 10)
     clock.set(_t(5, 4))
     april = _finalize(db, clock, _build(db, clock, org, APRIL).invoice.id)
-    assert _lines(april) == [("usage", _cents(80 * ON_DEMAND)), ("credit", -_cents(80 * ON_DEMAND))]
+    assert _lines(april) == [("usage", _cents(80 * ON_DEMAND)), ("credit", Decimal(-20))]
     # compute learns late that the node was failed for two of those hours
     with db.transaction() as s:
         for i, (at, state) in enumerate([(_t(4, 10, 2), "failed"), (_t(4, 10, 4), "healthy")]):
@@ -248,12 +248,18 @@ def test_late_fact_lowering_a_finalized_month_is_a_credit_note(
     notes = invoices.list_credit_notes(db=db, principal=OPERATOR, org_id=org)
     assert len(notes.items) == 1  # ...but a credit note on April's
     note = notes.items[0]
-    assert (note.invoice_id, note.usage_period, note.total) == (
+    lowered = _cents(16 * ON_DEMAND)  # 47.20: the promotional 20.00 goes back to its grant,
+    assert (note.invoice_id, note.usage_period, note.total) == (  # only 27.20 back in money
         april.invoice.id,
         "2026-04",
-        -_cents(16 * ON_DEMAND),
+        -(lowered - 20),
     )
     assert Decimal(note.lines[0]["gpu_seconds"]) == -16 * 3600
+    assert [(ln["kind"], ln["reference_id"], Decimal(ln["amount"])) for ln in note.lines[1:]] == [
+        ("restored", promo.id, Decimal(20))
+    ]
+    views, _ = agreements.list_credits(db=db, principal=OPERATOR, org_id=org, limit=5, after=None)
+    assert [v.balance for v in views] == [Decimal(20)]
     frozen = invoices.get_invoice(db=db, principal=OPERATOR, invoice_id=april.invoice.id)
     assert _lines(frozen) == _lines(april)
     _build(db, clock, org, MAY)  # rebuilding issues nothing twice

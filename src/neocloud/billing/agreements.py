@@ -44,7 +44,13 @@ from neocloud.billing.service import (
     price_book_at,
     price_books_during,
 )
-from neocloud.billing.tables import ContractRow, CreditGrantRow, InvoiceLineRow, InvoiceRow
+from neocloud.billing.tables import (
+    ContractRow,
+    CreditGrantRow,
+    CreditNoteRow,
+    InvoiceLineRow,
+    InvoiceRow,
+)
 from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
@@ -285,11 +291,14 @@ def grant_credit(
         return row
 
 
-def _used(s: Session, reference_ids: Sequence[str], kind: str) -> dict[str, Decimal]:
+def _used(
+    s: Session, reference_ids: Sequence[str], kind: str, org_id: str | None = None
+) -> dict[str, Decimal]:
     """How much of each contract or grant finalized invoices already drew (lines are
-    negative)."""
+    negative), less what credit notes gave back to it (``restored`` lines)."""
     if not reference_ids:
         return {}
+    back = restored(s, reference_ids, org_id)
     query = (
         sa.select(InvoiceLineRow.reference_id, sa.func.sum(InvoiceLineRow.amount))
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
@@ -300,7 +309,29 @@ def _used(s: Session, reference_ids: Sequence[str], kind: str) -> dict[str, Deci
         )
         .group_by(InvoiceLineRow.reference_id)
     )
-    return {str(ref): -Decimal(total) for ref, total in s.execute(query)}
+    used = {str(ref): -Decimal(total) for ref, total in s.execute(query)}
+    return {ref: amount - back.get(ref, Decimal(0)) for ref, amount in used.items()}
+
+
+RESTORED = "restored"
+
+
+def restored(
+    s: Session, reference_ids: Sequence[str], org_id: str | None = None
+) -> dict[str, Decimal]:
+    """What credit notes put back on each grant or prepaid contract (their ``restored``
+    lines), so that lowering an invoice paid by credit never turns that credit into cash."""
+    query = sa.select(CreditNoteRow.lines)
+    if org_id is not None:
+        query = query.where(CreditNoteRow.org_id == org_id)
+    wanted = set(reference_ids)
+    out: dict[str, Decimal] = {}
+    for lines in s.scalars(query):
+        for ln in lines:
+            ref = ln.get("reference_id")
+            if ln.get("kind") == RESTORED and ref in wanted:
+                out[ref] = out.get(ref, Decimal(0)) + Decimal(ln["amount"])
+    return out
 
 
 def list_credits(
@@ -311,7 +342,7 @@ def list_credits(
     with db.transaction() as s:
         query = sa.select(CreditGrantRow).where(CreditGrantRow.org_id == org_id)
         page = paginate(s, query, CreditGrantRow.id, limit=limit, after=after)
-        used = _used(s, [g.id for g in page.items], CREDIT)
+        used = _used(s, [g.id for g in page.items], CREDIT, org_id)
         s.expunge_all()
     views = [GrantView(g, g.amount - used.get(g.id, Decimal(0))) for g in page.items]
     return views, page
@@ -477,7 +508,7 @@ def agreement_charges(
     consumption = sum((sp.amount for sp in spend), Decimal(0)) + sum(
         (ch.amount for ch in out if ch.kind != PREPAYMENT), Decimal(0)
     )
-    drawn_before = _used(s, [c.id for c in prepaid], DRAWDOWN)
+    drawn_before = _used(s, [c.id for c in prepaid], DRAWDOWN, org_id)
     for c in prepaid:
         if consumption <= 0:
             break
@@ -522,7 +553,7 @@ def _credits(s: Session, org_id: str, period: Period, due: Decimal, currency: st
             )
         )
     )
-    used = _used(s, [g.id for g in rows], CREDIT)
+    used = _used(s, [g.id for g in rows], CREDIT, org_id)
     grants = [
         Grant(
             g.id,

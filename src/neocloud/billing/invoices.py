@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.billing.agreements import Spend, agreement_charges
+from neocloud.billing.agreements import CREDIT, DRAWDOWN, RESTORED, Spend, agreement_charges
 from neocloud.billing.rating import Line, Period
 from neocloud.billing.service import rate_org_period
 from neocloud.billing.tables import (
@@ -167,6 +167,7 @@ def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
                 tuple(ln["fact_ids"]),
             )
             for ln in note.lines
+            if ln["kind"] == ADJUSTMENT
         ]
     return out
 
@@ -250,12 +251,52 @@ def _line_json(d: LineDraft) -> dict[str, Any]:
     }
 
 
+# What a credit note gives back first: promotional credit (never cash), then paid credit,
+# then the prepaid balance; only the rest is money owed back to the org.
+_RESTORE_ORDER = {"credit.promotional": 0, "credit.paid": 1, "prepaid": 2}
+
+
+def _restorations(s: Session, inv: InvoiceRow, value: Decimal) -> list[dict[str, Any]]:
+    """``restored`` lines giving back up to ``value`` to the credit grants and prepaid
+    contracts that paid ``inv`` (less what earlier credit notes on it gave back)."""
+    paid_by = s.execute(
+        sa.select(InvoiceLineRow.sku, InvoiceLineRow.reference_id, InvoiceLineRow.amount).where(
+            InvoiceLineRow.invoice_id == inv.id,
+            InvoiceLineRow.kind.in_([CREDIT, DRAWDOWN]),
+        )
+    ).all()
+    given: dict[str, Decimal] = {}
+    for note in s.scalars(sa.select(CreditNoteRow).where(CreditNoteRow.invoice_id == inv.id)):
+        for ln in note.lines:
+            if ln["kind"] == RESTORED:
+                ref = ln["reference_id"]
+                given[ref] = given.get(ref, Decimal(0)) + Decimal(ln["amount"])
+    out = []
+    for sku, ref, amount in sorted(paid_by, key=lambda r: (_RESTORE_ORDER.get(r[0], 3), r[1])):
+        if value <= 0:
+            break
+        if ref is None:
+            continue
+        back = min(-Decimal(amount) - given.get(ref, Decimal(0)), value)
+        if back > 0:
+            out.append(
+                {"kind": RESTORED, "sku": sku, "reference_id": ref, "amount": format(back, "f")}
+            )
+            given[ref] = given.get(ref, Decimal(0)) + back
+            value -= back
+    return out
+
+
 def _issue_credit_notes(
     s: Session, notes: list[tuple[InvoiceRow, list[LineDraft]]], now: datetime
 ) -> None:
-    """Late facts lowered a finalized month: give the difference back on a credit note (the
-    finalized invoice stays as it was); from now on it counts as billed for that month."""
+    """Late facts lowered a finalized month: a credit note on it (the finalized invoice stays
+    as it was), counted as billed for that month from now on. What the invoice paid with
+    credit or prepaid balance goes back there first; the note's total is what is owed back."""
     for inv, lines in notes:
+        lowered = sum((d.amount for d in lines), Decimal(0))
+        restores = _restorations(s, inv, -lowered)
+        back = sum((Decimal(r["amount"]) for r in restores), Decimal(0))
         s.add(
             CreditNoteRow(
                 id=new_id("cn", at=now),
@@ -263,8 +304,8 @@ def _issue_credit_notes(
                 invoice_id=inv.id,
                 usage_period=inv.period,
                 currency=inv.currency,
-                total=sum((d.amount for d in lines), Decimal(0)),
-                lines=[_line_json(d) for d in lines],
+                total=lowered + back,
+                lines=[_line_json(d) for d in lines] + restores,
                 created_at=now,
             )
         )
@@ -388,7 +429,11 @@ class CloseResult:
 
 def orgs_to_invoice(s: Session, period: Period) -> list[str]:
     """Every org with something to bill for ``period``: GPU time, usage events, an agreement
-    in force, or an invoice already started."""
+    in force, an invoice already started, or an invoice of the months before whose late facts
+    the new one may carry."""
+    earlier = [period_name(period)]
+    for _ in range(LOOKBACK_MONTHS):
+        earlier.append(period_name(previous(Period.month(earlier[-1]))))
     queries = [
         sa.select(AllocationRow.org_id).where(
             AllocationRow.start_at < period.end,
@@ -402,7 +447,7 @@ def orgs_to_invoice(s: Session, period: Period) -> list[str]:
             ContractRow.end_at > period.start,
             ContractRow.kind != "backstop",
         ),
-        sa.select(InvoiceRow.org_id).where(InvoiceRow.period == period_name(period)),
+        sa.select(InvoiceRow.org_id).where(InvoiceRow.period.in_(earlier)),
     ]
     orgs: set[str] = set()
     for q in queries:
