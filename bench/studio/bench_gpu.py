@@ -118,7 +118,7 @@ def build_model(config: Any, device: str, dtype: Any) -> Any:
             else:
                 std = 0.02 if "embed" in name else param.shape[-1] ** -0.5
                 param.normal_(0.0, std, generator=generator)
-    model.eval()
+    model.to(device=device, dtype=dtype).eval()
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model

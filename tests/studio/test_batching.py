@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
+from fastapi.testclient import TestClient
 
+from neocloud.api.app import create_app
+from neocloud.db.engine import Database
+from neocloud.kernel.clock import VirtualClock
+from neocloud.kernel.settings import Settings
 from neocloud.studio.engines.base import ChatMessage, Sampling
-from neocloud.studio.runtime import TINY_LLAMA, builtin_catalog
+from neocloud.studio.runtime import TINY_LLAMA, StudioRuntime, builtin_catalog
 
 pytest.importorskip("torch")
 
@@ -131,3 +138,47 @@ def test_the_fast_flavor_runs_on_its_own_latency_tuned_engine() -> None:
     assert fast.output_price_per_m > base.output_price_per_m
     assert fast.input_price_per_m > base.input_price_per_m
     assert hf.load_causal_lm(base_engine.path)[0] is hf.load_causal_lm(fast_engine.path)[0]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_concurrent_api_requests_are_batched(
+    settings: Settings, db: Database, clock: VirtualClock, admin_key: str
+) -> None:
+    """Through the OpenAI API: concurrent chats share steps; a stop sequence ends only its own."""
+    app = create_app(settings=settings, db=db, clock=clock)
+    runtime: StudioRuntime = app.state.studio
+    runtime.catalog = builtin_catalog()
+    engine = runtime.catalog.text_engines["builtin-tiny-llama"]
+    assert isinstance(engine, HFTextEngine)
+
+    def ask(oai: openai.OpenAI, question: str, stop: str | None = None) -> tuple[str, int]:
+        out = oai.chat.completions.create(
+            model="neocloud/tiny-llama",
+            messages=[{"role": "user", "content": question}],
+            temperature=0,
+            max_tokens=40,
+            stop=stop,
+        )
+        assert out.usage is not None
+        return out.choices[0].message.content or "", out.usage.completion_tokens
+
+    with TestClient(app) as http:
+        oai = openai.OpenAI(
+            base_url="http://testserver/v1", api_key=admin_key, http_client=http, max_retries=0
+        )
+        alone = [ask(oai, q) for q in QUESTIONS]
+        with ThreadPoolExecutor(len(QUESTIONS) + 1) as pool:
+            together = list(pool.map(lambda q: ask(oai, q), QUESTIONS))
+            stopped = pool.submit(ask, oai, "What does the cow say?", " moo")
+            assert stopped.result()[0] == "The cow says"
+    assert together == alone
+    assert engine.scheduler.max_concurrent >= 2
+    assert engine.scheduler.active == 0
+
+
+def test_text_that_may_start_a_stop_sequence_is_held_back() -> None:
+    assert hf._sendable("The cow says m", [" moo"]) == len("The cow says")
+    assert hf._sendable("The cow says ", [" moo"]) == len("The cow says")  # " " may start it
+    assert hf._sendable("The cow says", [" moo"]) == len("The cow says")
+    assert hf._sendable("The cow sa", [" moo", "XY"]) == len("The cow sa")
+    assert hf._sendable("caf\ufffd", []) == len("caf")  # an incomplete UTF-8 sequence waits

@@ -137,6 +137,8 @@ class HFTextEngine:
         tokenizer = self.tokenizer
         if not prompt_ids:
             prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0]
+        if self.max_len is not None and len(prompt_ids) >= self.max_len:
+            raise ValueError(f"a prompt of {len(prompt_ids)} tokens leaves no room in the context")
         generator = torch.Generator(device="cpu")
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
@@ -151,18 +153,18 @@ class HFTextEngine:
         )
         self._scheduler.submit(request)
         generated: list[int] = []
-        sent = ""
+        text = sent = ""
         try:
-            n = 0
             while True:
                 item = await request.queue.get()
-                if item is DONE:
+                if item is DONE:  # the context is full
+                    yield Piece(text[len(sent) :], tokens=0, finish_reason="length")
                     return
                 if isinstance(item, BaseException):
                     raise item
                 assert isinstance(item, int)
                 if item == tokenizer.eos_token_id:
-                    yield Piece("", tokens=1, finish_reason="stop")
+                    yield Piece(text[len(sent) :], tokens=1, finish_reason="stop")
                     return
                 generated.append(item)
                 text = tokenizer.decode(generated, skip_special_tokens=True)
@@ -170,16 +172,27 @@ class HFTextEngine:
                 if hit is not None:
                     yield Piece(text[: text.index(hit)][len(sent) :], finish_reason="stop")
                     return
-                # Hold back an incomplete UTF-8 sequence until the next token completes it.
-                new = "" if text.endswith("\ufffd") else text[len(sent) :]
-                sent += new
-                last = n == sampling.max_tokens - 1
-                yield Piece(new, tokens=1, finish_reason="length" if last else None)
-                if last:
+                if len(generated) == sampling.max_tokens:
+                    yield Piece(text[len(sent) :], finish_reason="length")
                     return
-                n += 1
+                new = text[len(sent) : _sendable(text, sampling.stop)]
+                sent += new
+                yield Piece(new)
         finally:
             request.cancel()  # a stop sequence, the end, or the client went away: free the slot
+
+
+def _sendable(text: str, stops: Sequence[str]) -> int:
+    """How much of ``text`` may go out now: not an incomplete UTF-8 sequence (the next token
+    completes it), nor a tail that could be the start of a stop sequence."""
+    text = text.rstrip("\ufffd")
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), hold, -1):
+            if text.endswith(stop[:k]):
+                hold = k
+                break
+    return len(text) - hold
 
 
 class SequentialDecoder:
