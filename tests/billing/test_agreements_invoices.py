@@ -399,3 +399,37 @@ def test_invoicing_worker_runs_last_month_under_a_lease(
     assert again is not None
     assert again.unchanged == result.finalized
     assert [total for _, _, _, total, _ in _snapshot(db)] == [_cents(16 * ON_DEMAND)]
+
+
+def test_late_usage_inside_a_commitment_is_not_billed_twice(
+    acme: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    org = acme.get("orgs")["data"][0]["id"]
+    ctr = agreements.create_contract(
+        db=db,
+        clock=clock,
+        principal=OPERATOR,
+        terms=ContractTerms(
+            org_id=org, kind="commit_spend", start_at=_t(4), end_at=_t(5), amount=Decimal(1000)
+        ),
+    )
+    _alloc(db, org, node, _t(4, 3), 10)
+    clock.set(_t(5, 4))
+    april = _finalize(db, clock, _build(db, clock, org, APRIL).invoice.id)
+    usage = _cents(80 * ON_DEMAND)
+    assert _lines(april) == [("usage", usage), ("true_up", 1000 - usage)]
+    assert april.invoice.total == 1000
+
+    late = _alloc(db, org, node, _t(4, 20), 1)  # a fact for April arrives after it closed
+    may = _build(db, clock, org, MAY)
+    more = _cents(8 * ON_DEMAND)
+    # the late hour is billed, and taken off April's true-up: April still comes to 1,000.00
+    assert [(ln.kind, ln.usage_period, ln.amount, ln.reference_id) for ln in may.lines] == [
+        ("adjustment", "2026-04", more, None),
+        ("true_up", "2026-04", -more, ctr.id),
+    ]
+    assert may.lines[0].fact_ids == [late]
+    assert may.invoice.total == 0
+    clock.set(_t(6, 4))
+    _finalize(db, clock, may.invoice.id)
+    assert _build(db, clock, org, Period.month("2026-06")).lines == []  # settled once

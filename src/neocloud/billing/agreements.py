@@ -475,9 +475,12 @@ def agreement_charges(
     now: datetime,
     rounding: str = ROUND_HALF_UP,
     currency: str = "USD",
+    settle: bool = True,
 ) -> list[Charge]:
     """The lines ``org_id``'s agreements add to its invoice for ``period``, given the lines
-    already on it (``spend``). Credits are applied to what is due after everything else."""
+    already on it (``spend``). Credits are applied to what is due after everything else.
+    ``settle`` False stops after the true-ups (the lines that depend on the month's facts only,
+    which re-rating a closed month compares with what was billed)."""
     name = _name(period)
     out: list[Charge] = []
     for c in _active(s, org_id, [RESERVATION], period.start, period.end):
@@ -499,6 +502,8 @@ def agreement_charges(
         short = true_up(Money(month, currency), Money(used, currency))
         if short.amount > 0:
             out.append(Charge(TRUE_UP, name, c.kind, short.amount, c.id, (), Decimal(0), month))
+    if not settle:
+        return out
     # Prepaid: the prepayment is billed in the month it starts, then pays usage until used up.
     prepaid = _active(s, org_id, [PREPAID], period.start, period.end)
     for c in prepaid:

@@ -23,7 +23,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.billing.agreements import CREDIT, DRAWDOWN, RESTORED, Spend, agreement_charges
+from neocloud.billing.agreements import (
+    CREDIT,
+    DRAWDOWN,
+    RESERVATION_CHARGE,
+    RESERVED_USAGE,
+    RESTORED,
+    TRUE_UP,
+    Charge,
+    Spend,
+    agreement_charges,
+)
 from neocloud.billing.rating import Line, Period
 from neocloud.billing.service import rate_org_period
 from neocloud.billing.tables import (
@@ -138,6 +148,91 @@ def _combined(a: Line, b: Line) -> Line:
     )
 
 
+# Agreement lines that depend on a month's facts: re-rating a closed month compares them too.
+FACT_KINDS = (RESERVATION_CHARGE, RESERVED_USAGE, TRUE_UP)
+_Key = tuple[str, str, str]  # (kind, contract id, SKU)
+
+
+def agreement_deltas(
+    fresh: Iterable[Charge], billed: dict[_Key, tuple[Decimal, Decimal]], usage_period: str
+) -> list[LineDraft]:
+    """Pure: for a closed month, what its reservation, covered-usage and true-up lines come to
+    now minus what was billed for them (one line per contract and SKU that changed): a late
+    fact that a commitment already paid for is taken back off its true-up, not billed twice."""
+    now: dict[_Key, tuple[Decimal, Decimal, Decimal, tuple[str, ...]]] = {}
+    for ch in fresh:
+        if ch.kind in FACT_KINDS:
+            key = (ch.kind, ch.reference_id, ch.sku)
+            amount, secs, _, facts = now.get(key, (Decimal(0), Decimal(0), Decimal(0), ()))
+            now[key] = (
+                amount + ch.amount,
+                secs + ch.gpu_seconds,
+                ch.unit_price,
+                facts + ch.fact_ids,
+            )
+    out = []
+    for key in sorted(set(now) | set(billed)):
+        amount, secs, unit, facts = now.get(key, (Decimal(0), Decimal(0), Decimal(0), ()))
+        was_amount, was_secs = billed.get(key, (Decimal(0), Decimal(0)))
+        if amount == was_amount and secs == was_secs:
+            continue
+        kind, ref, sku = key
+        out.append(
+            LineDraft(
+                kind,
+                usage_period,
+                sku,
+                None,
+                secs - was_secs,
+                unit,
+                amount - was_amount,
+                facts,
+                ref,
+            )
+        )
+    return out
+
+
+def _billed_agreements(
+    s: Session, org_id: str, usage_period: str
+) -> dict[_Key, tuple[Decimal, Decimal]]:
+    """(amount, GPU-seconds) billed so far per (kind, contract, SKU) of ``FACT_KINDS`` for a
+    month: on finalized invoices and on credit notes."""
+    out: dict[_Key, tuple[Decimal, Decimal]] = {}
+
+    def add(kind: str, ref: str | None, sku: str, amount: Decimal, secs: Decimal) -> None:
+        key = (kind, ref or "", sku)
+        a, g = out.get(key, (Decimal(0), Decimal(0)))
+        out[key] = (a + amount, g + secs)
+
+    query = (
+        sa.select(InvoiceLineRow)
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.org_id == org_id,
+            InvoiceRow.state == FINALIZED,
+            InvoiceLineRow.usage_period == usage_period,
+            InvoiceLineRow.kind.in_(FACT_KINDS),
+        )
+    )
+    for r in s.scalars(query):
+        add(r.kind, r.reference_id, r.sku, r.amount, r.gpu_seconds)
+    notes = sa.select(CreditNoteRow).where(
+        CreditNoteRow.org_id == org_id, CreditNoteRow.usage_period == usage_period
+    )
+    for note in s.scalars(notes):
+        for ln in note.lines:
+            if ln["kind"] in FACT_KINDS:
+                add(
+                    ln["kind"],
+                    ln.get("reference_id"),
+                    ln["sku"],
+                    Decimal(ln["amount"]),
+                    Decimal(ln["gpu_seconds"]),
+                )
+    return out
+
+
 def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
     """What finalized invoices and credit notes already billed for ``usage_period``'s usage."""
     query = (
@@ -207,10 +302,17 @@ def _draft_lines(
         if final is not None:
             _, rerated = _rate(s, org_id, earlier, now, rounding)
             changes = adjustment_lines(rerated, _billed(s, org_id, name), name)
-            out.lines += [d for d in changes if d.amount >= 0]
-            lower = [d for d in changes if d.amount < 0]
-            if lower:
-                out.credit_notes.append((final, lower))
+            spent = [Spend(ln.sku.code, ln.amount.amount) for ln in rerated]
+            fresh = agreement_charges(
+                s, org_id, earlier, spent, now=now, rounding=rounding, settle=False
+            )
+            changes += agreement_deltas(fresh, _billed_agreements(s, org_id, name), name)
+            # What the month comes to now, less what it billed: more goes on this draft, less
+            # is a credit note on the finalized invoice.
+            if sum((d.amount for d in changes), Decimal(0)) >= 0:
+                out.lines += changes
+            else:
+                out.credit_notes.append((final, changes))
     spend = [Spend(d.sku, d.amount, d.kind == USAGE) for d in out.lines]
     for ch in agreement_charges(s, org_id, period, spend, now=now, rounding=rounding):
         out.lines.append(
@@ -248,6 +350,7 @@ def _line_json(d: LineDraft) -> dict[str, Any]:
         "unit_price": format(d.unit_price, "f"),
         "amount": format(d.amount, "f"),
         "fact_ids": list(d.fact_ids),
+        "reference_id": d.reference_id,
     }
 
 
