@@ -262,6 +262,37 @@ def test_offerings_mix_a_node_free_for_good_with_one_free_in_a_gap() -> None:
     assert late == []
 
 
+def test_a_fixed_window_takes_the_gap_that_hugs_it_not_an_idle_node() -> None:
+    e = engine(fabrics=1, blocks=1, racks=1, nodes=2)
+    a = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=0, end=10), now=0))
+    busy = a.node_ids
+    assert (
+        placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=20, end=30), now=0)).node_ids
+        == busy
+    )
+    mid = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=10, end=20), now=0))
+    assert mid.node_ids == busy  # the gap [10, 20) exactly; the idle node stays idle
+    left = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=30, end=90), now=0))
+    assert left.node_ids == busy  # right after the last booking
+    # the other node is still wholly free for a long request
+    other = placed(e.place(GangRequest("H100", 1, cls=RESERVED, start=0, end=1000), now=0))
+    assert other.node_ids != busy
+
+
+def test_a_fixed_window_fits_in_time_across_fabrics_and_falls_back_on_topology() -> None:
+    e = engine(fabrics=2, blocks=2, racks=2, nodes=2)
+    g = placed(e.place(GangRequest("H100", 4, fabric="f1", cls=RESERVED, start=0, end=50), now=0))
+    nxt = placed(e.place(GangRequest("H100", 4, cls=RESERVED, start=50, end=80), now=0))
+    assert set(nxt.node_ids) == set(g.node_ids)  # f1's nodes free exactly from 50
+    # nothing to fit in time (an idle fleet elsewhere): fewest blocks, as before
+    far = placed(e.place(GangRequest("H100", 4, fabric="f0", cls=RESERVED, start=0, end=9), now=0))
+    assert far.domains_used["block"] == 1
+    best = engine("best_fit", fabrics=2, blocks=2, racks=2, nodes=2)
+    placed(best.place(GangRequest("H100", 4, fabric="f1", cls=RESERVED, start=0, end=50), now=0))
+    other = placed(best.place(GangRequest("H100", 4, cls=RESERVED, start=50, end=80), now=0))
+    assert other.domain == "f0"  # best_fit is not time-aware: the tightest idle fabric
+
+
 def test_add_booking_refuses_over_commit() -> None:
     e = engine(fabrics=1, blocks=1, racks=1, nodes=1)
     b = Booking("b1", "n-0-0-0-0", 0, 10, RESERVED, "o", 0, 8, 0, 0)

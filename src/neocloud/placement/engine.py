@@ -36,6 +36,7 @@ from neocloud.placement.policies import Policy, get_policy
 from neocloud.placement.preemption import plan_preemption
 from neocloud.placement.replacement import find_replacement
 from neocloud.placement.single_node import pick_fraction_node, pick_slice_node, place_slice
+from neocloud.placement.timefit import time_fit_gang
 
 DAY = 86_400.0
 
@@ -364,11 +365,18 @@ class PlacementEngine:
                 code="unknown_gpu_model",
                 details={"gpu_model": r.gpu_model},
             )
-        chooser, cands = self._gang_view(r, w, shape)
-        shape = chooser.shape
-        choice = chooser.choose(cands)
+        choice = None
+        time_aware = getattr(self.policy, "time_aware", False)
+        if time_aware and w.firm and w.end is not None and shape.segment is None:
+            # a fixed window: best fit in time (segments keep the topology-aware choice)
+            tshape, tcands = self._gang_domains(r, shape)
+            choice = time_fit_gang(self, r, w, tshape, tcands)
         if choice is None:
-            return self._gang_no_capacity(r, w, shape, chooser, cands)
+            chooser, cands = self._gang_view(r, w, shape)
+            shape = chooser.shape
+            choice = chooser.choose(cands)
+            if choice is None:
+                return self._gang_no_capacity(r, w, shape, chooser, cands)
         domain, node_ids = choice
         alloc_id = self._new_id(r.id)
         bookings = []

@@ -75,11 +75,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
         )
         choice = chooser.choose([d])
         if choice is None:
-            if (
-                t == now
-                and now + SPOT_NOTICE <= ls
-                and engine.index.count(q.gpu_model, level, d, SPOT)
-            ):
+            if t == now and now + SPOT_NOTICE <= ls:
                 # spot in the way now: a start a moment later ends it instead
                 heapq.heappush(tries, (now + SPOT_NOTICE, d))
             continue

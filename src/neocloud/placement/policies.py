@@ -204,9 +204,11 @@ class BestFit:
 
 class Default(BestFit):
     """Fewest blocks first, then the tightest domain; slices go to the fullest node that fits,
-    and a slice that needs an idle node takes it from the block with the fewest idle nodes."""
+    and a slice that needs an idle node takes it from the block with the fewest idle nodes.
+    A gang with a fixed window goes where bookings hug it best in time (``timefit``)."""
 
     name = "default"
+    time_aware = True
 
     def select_domain(
         self, candidates: Sequence[tuple[str, int]], need: int, spread: Spread
