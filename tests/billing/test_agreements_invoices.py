@@ -433,3 +433,69 @@ def test_late_usage_inside_a_commitment_is_not_billed_twice(
     clock.set(_t(6, 4))
     _finalize(db, clock, may.invoice.id)
     assert _build(db, clock, org, Period.month("2026-06")).lines == []  # settled once
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_gpu_second_is_billed_once_across_crashes_and_late_facts(
+    seed: int, fleet: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    """Random facts for three orgs, the monthly run crashing at a random org, late facts (more
+    GPU time, and failures that take some back) after April closed: in the end, what April's
+    finalized invoices and credit notes bill per org equals rating April from scratch."""
+    import random
+
+    from neocloud.billing.rating import rate
+
+    rnd = random.Random(seed)
+    orgs = ["org_p_a", "org_p_b", "org_p_c"]
+    for org in orgs:
+        for _ in range(rnd.randint(1, 3)):
+            _alloc(db, org, node, _t(4, rnd.randint(1, 28), rnd.randint(0, 20)), rnd.randint(1, 3))
+
+    def run(period: Period, crash_at: str | None) -> None:
+        def boom(org: str) -> None:
+            if org == crash_at:
+                raise RuntimeError("crash")
+
+        try:
+            invoices.close_period(
+                db=db, clock=clock, principal=OPERATOR, period=period, after_org=boom
+            )
+        except RuntimeError:
+            invoices.close_period(db=db, clock=clock, principal=OPERATOR, period=period)
+
+    clock.set(_t(5, 4))
+    run(APRIL, rnd.choice(orgs))
+    # late facts for April: more GPU time for one org, a failure of the node for a while
+    _alloc(db, rnd.choice(orgs), node, _t(4, rnd.randint(1, 28)), rnd.randint(1, 2))
+    fail_at = _t(4, rnd.randint(1, 28), rnd.randint(0, 20))
+    with db.transaction() as s:
+        s.add(NodeEventRow(id="evt_p1", node_id=node.id, at=fail_at, to_state="failed", actor="t"))
+        back = fail_at + timedelta(hours=rnd.randint(1, 30))
+        s.add(NodeEventRow(id="evt_p2", node_id=node.id, at=back, to_state="healthy", actor="t"))
+    clock.set(_t(6, 4))
+    run(MAY, rnd.choice(orgs))
+    run(MAY, None)  # and once more: nothing changes
+
+    with db.transaction() as s:
+        for org in orgs:
+            book = service.price_book_at(s, APRIL.start)
+            intervals = service.load_intervals(s, org, APRIL)
+            outages = service.load_outages(s, {iv.node_id for iv in intervals}, APRIL.end)
+            fresh = rate(intervals, book, (), APRIL, outages=outages)
+            want = (
+                sum((ln.gpu_seconds for ln in fresh), Decimal(0)),
+                sum((ln.amount.amount for ln in fresh), Decimal(0)),
+            )
+            billed = invoices._billed(s, org, "2026-04")
+            got = (
+                sum((b.gpu_seconds for b in billed), Decimal(0)),
+                sum((b.amount for b in billed), Decimal(0)),
+            )
+            assert got == want, org
+            finals = s.scalars(
+                sa.select(InvoiceRow.period)
+                .where(InvoiceRow.org_id == org)
+                .order_by(InvoiceRow.period)
+            ).all()
+            assert list(finals) == ["2026-04", "2026-05"]  # one invoice per month, no more
