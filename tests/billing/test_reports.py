@@ -186,6 +186,7 @@ def test_backlog_and_backstop_revenue(
     backlog = reports.backlog_report(db=db, clock=clock, principal=OPERATOR)
     assert backlog.by_org == {org: Decimal("30000.00")}  # May, June, July
     assert backlog.total == Decimal("30000.00")
+    assert backlog.names == {org: "acme"}  # what an operator recognises
     report = reports.revenue_report(
         db=db, clock=clock, principal=OPERATOR, start="2026-04", end="2026-04"
     )

@@ -81,8 +81,8 @@ def live_projection(
 ) -> dict[str, Any]:
     """Project the platform's own fleet forward: cohorts from the nodes (capex, in-service
     date, GPU model and TDP); utilization measured from allocation intervals over a trailing
-    window; prices realized in billing (GPU revenue over GPU-hours sold), customers' shares of
-    billed revenue, the backlog and concentration from billing (``billing.reports``)."""
+    window; prices realized in billing (average price of the GPU-hours sold), customers'
+    shares of billed revenue, the backlog and concentration from billing."""
     caller.require_operator()
     data = reports.economics_live_data(db=ctx.db, clock=ctx.clock, window_days=window_days)
     inputs = reports.live_inputs(

@@ -22,11 +22,17 @@ class AmountOut(ResponseModel):
     """One key (an org id, SKU, class or month) and its amount."""
 
     key: str
+    name: str | None = Field(None, description="the org's slug, for org keys")
     amount: MoneyOut
 
 
-def _amounts(values: Mapping[str, Decimal], currency: str) -> list[AmountOut]:
-    return [AmountOut(key=k, amount=_money(v, currency)) for k, v in values.items()]
+def _amounts(
+    values: Mapping[str, Decimal], currency: str, names: Mapping[str, str] | None = None
+) -> list[AmountOut]:
+    return [
+        AmountOut(key=k, name=(names or {}).get(k), amount=_money(v, currency))
+        for k, v in values.items()
+    ]
 
 
 class RevenueLineOut(ResponseModel):
@@ -59,7 +65,7 @@ class RevenueReportOut(ResponseModel):
             end=r.end,
             as_of=r.as_of,
             total=_money(r.total, cur),
-            by_org=_amounts(r.by("org_id"), cur),
+            by_org=_amounts(r.by("org_id"), cur, r.names),
             by_sku=_amounts(r.by("sku"), cur),
             by_class=_amounts(r.by("cls"), cur),
             by_month=dict_sorted_months(r.by("month"), cur),
@@ -88,11 +94,14 @@ class BacklogReportOut(ResponseModel):
 
     @classmethod
     def of(cls, r: BacklogReport, currency: str = "USD") -> BacklogReportOut:
-        return cls(at=r.at, total=_money(r.total, currency), by_org=_amounts(r.by_org, currency))
+        return cls(
+            at=r.at, total=_money(r.total, currency), by_org=_amounts(r.by_org, currency, r.names)
+        )
 
 
 class CustomerShareOut(ResponseModel):
     org_id: str
+    name: str | None = Field(None, description="the org's slug")
     revenue: MoneyOut
     share: str = Field(examples=["0.500000"], description="fraction of the window's revenue")
 
@@ -121,6 +130,7 @@ class ConcentrationOut(ResponseModel):
             customers=[
                 CustomerShareOut(
                     org_id=org,
+                    name=c.names.get(org),
                     revenue=_money(c.revenue[org], c.currency),
                     share=str(share),
                 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -65,6 +65,7 @@ class RevenueReport:
     currency: str
     as_of: datetime
     lines: tuple[RevenueLine, ...]
+    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
 
     @property
     def total(self) -> Decimal:
@@ -139,8 +140,9 @@ def revenue_report(
             rated, month_lines = rated_revenue(s, period, now)
             currency = rated.currency
             lines += month_lines
+        names = _slugs(s, {ln.org_id for ln in lines})
     lines.sort(key=lambda ln: (ln.month, ln.org_id, ln.sku))
-    return RevenueReport(start, end, currency, now, tuple(lines))
+    return RevenueReport(start, end, currency, now, tuple(lines), names)
 
 
 # -- backlog ----------------------------------------------------------------------------------
@@ -150,6 +152,7 @@ def revenue_report(
 class BacklogReport:
     at: datetime
     by_org: dict[str, Decimal]  # remaining contracted value, largest first
+    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
 
     @property
     def total(self) -> Decimal:
@@ -162,7 +165,8 @@ def backlog_report(*, db: Database, clock: Clock, principal: Principal) -> Backl
     now = clock.now()
     with db.transaction() as s:
         values = backlog_by_org(s, now)
-    return BacklogReport(now, _sums((org, v) for org, v in values.items() if v != 0))
+        names = _slugs(s, set(values))
+    return BacklogReport(now, _sums((org, v) for org, v in values.items() if v != 0), names)
 
 
 # -- concentration ----------------------------------------------------------------------------
@@ -184,6 +188,7 @@ class Concentration:
     top2: Decimal
     hhi: Decimal  # 0-10,000, 2 decimals
     largest: str | None
+    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
 
 
 def concentration_of(
@@ -225,8 +230,9 @@ def concentration_report(
     window = _window(now, window_days)
     with db.transaction() as s:
         rated, lines = rated_revenue(s, window, now)
+        names = _slugs(s, {ln.org_id for ln in lines})
     by_org = _sums((ln.org_id, ln.amount) for ln in lines)
-    return concentration_of(by_org, window.start, window.end, rated.currency)
+    return replace(concentration_of(by_org, window.start, window.end, rated.currency), names=names)
 
 
 # -- economics live mode ----------------------------------------------------------------------
@@ -243,7 +249,7 @@ class EconomicsInputs:
     revenue_by_class: dict[str, Decimal]
     revenue_by_org: dict[str, Decimal]
     gpu_hours_by_model: dict[str, Decimal]  # GPU-hours sold (billable), by GPU model
-    revenue_by_model: dict[str, Decimal]  # GPU revenue (not tokens, not backstops) by model
+    price_by_model: dict[str, Decimal]  # realized: unit prices weighted by GPU-hours sold
     backlog_by_org: dict[str, Decimal]
     concentration: Concentration
 
@@ -262,17 +268,18 @@ def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsIn
     rated, lines = rated_revenue(s, window, now)
     by_org = _sums((ln.org_id, ln.amount) for ln in lines)
     hours: dict[str, Decimal] = defaultdict(Decimal)
-    by_model: dict[str, Decimal] = defaultdict(Decimal)
+    exact: dict[str, Decimal] = defaultdict(Decimal)  # before rounding: no cents noise
     for ln in rated.lines:
         hours[ln.sku.gpu_model] += ln.gpu_hours
-        by_model[ln.sku.gpu_model] += ln.amount.amount
+        exact[ln.sku.gpu_model] += ln.gpu_hours * ln.unit_price
+    prices = {m: exact[m] / h for m, h in sorted(hours.items()) if h > 0 and exact[m] > 0}
     return EconomicsInputs(
         window,
         rated.currency,
         _sums((ln.cls, ln.amount) for ln in lines),
         by_org,
         dict(sorted(hours.items())),
-        dict(sorted(by_model.items())),
+        prices,
         _sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
         concentration_of(by_org, window.start, window.end, rated.currency),
     )
@@ -309,11 +316,7 @@ def economics_live_data(*, db: Database, clock: Clock, window_days: int) -> Live
 
 def _figures(e: EconomicsInputs, window_days: int, slugs: Mapping[str, str]) -> BillingFigures:
     c = e.concentration
-    prices = {
-        model: float(e.revenue_by_model[model] / hours)
-        for model, hours in e.gpu_hours_by_model.items()
-        if hours > 0 and e.revenue_by_model.get(model, Decimal(0)) > 0
-    }
+    prices = {model: float(p) for model, p in e.price_by_model.items()}
     return BillingFigures(
         window_days=window_days,
         currency=e.currency,
@@ -351,8 +354,8 @@ def live_inputs(
         prices = dict(billed.price_by_model)
         shown = ", ".join(f"{m} ${p:,.4f}" for m, p in prices.items())
         price_source = (
-            f"realized from billing over the trailing {days} days (GPU revenue / GPU-hours "
-            f"sold: {shown}); other models at the catalog list price"
+            f"realized from billing over the trailing {days} days (average price of the "
+            f"GPU-hours sold: {shown}); other models at the catalog list price"
         )
     else:
         prices, price_source = {}, "catalog list price (no GPU revenue billed in the window)"

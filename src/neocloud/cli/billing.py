@@ -382,6 +382,10 @@ billing_app.add_typer(report_app, name="report")
 AMOUNT_COLUMNS: list[Column] = [("", "key"), ("AMOUNT", lambda r: r["amount"]["amount"])]
 
 
+def _named(row: dict[str, Any]) -> str:
+    return f"{row['name']} ({row['key']})" if row.get("name") else str(row["key"])
+
+
 @report_app.command("revenue")
 @api_call
 def report_revenue(
@@ -394,14 +398,15 @@ def report_revenue(
     if as_json:
         print_json(report)
         return
+    out.print(f"revenue {report['start']} to {report['end']} (as of {report['as_of']})")
     for key, title in (
         ("by_month", "MONTH"),
         ("by_org", "ORG"),
         ("by_class", "CLASS"),
         ("by_sku", "SKU"),
     ):
-        columns: list[Column] = [(title, "key"), AMOUNT_COLUMNS[1]]
-        print_table(report[key], columns, title=f"revenue {report['start']} to {report['end']}")
+        columns: list[Column] = [(title, _named), AMOUNT_COLUMNS[1]]
+        print_table(report[key], columns)
     total = report["total"]
     out.print(f"TOTAL  {total['amount']} {total['currency']}")
 
@@ -414,8 +419,9 @@ def report_backlog(as_json: Json = False) -> None:
     if as_json:
         print_json(report)
         return
-    columns: list[Column] = [("ORG", "key"), ("BACKLOG", AMOUNT_COLUMNS[1][1])]
-    print_table(report["by_org"], columns, title=f"backlog at {report['at']}")
+    columns: list[Column] = [("ORG", _named), ("BACKLOG", AMOUNT_COLUMNS[1][1])]
+    out.print(f"backlog at {report['at']}")
+    print_table(report["by_org"], columns)
     total = report["total"]
     out.print(f"TOTAL  {total['amount']} {total['currency']}")
 
@@ -432,15 +438,12 @@ def report_concentration(
         print_json(report)
         return
     columns: list[Column] = [
-        ("ORG", "org_id"),
+        ("ORG", lambda r: _named({"key": r["org_id"], "name": r.get("name")})),
         ("REVENUE", lambda r: r["revenue"]["amount"]),
         ("SHARE", "share"),
     ]
-    print_table(
-        report["customers"],
-        columns,
-        title=f"{report['window_start']} to {report['window_end']}",
-    )
+    out.print(f"revenue from {report['window_start']} to {report['window_end']}")
+    print_table(report["customers"], columns)
     total = report["total"]
     out.print(
         f"TOTAL {total['amount']} {total['currency']}  top-1 {report['top1']}  "

@@ -111,8 +111,8 @@ def choose_utilization(
 class BillingFigures:
     """What billing rated over the trailing window, as plain numbers: revenue by class
     (on_demand, spot, reserved, tokens, backstop) and by customer, the realized price per GPU
-    model (GPU revenue over GPU-hours sold), the backlog (remaining contracted value) and the
-    customer concentration of the window's revenue (HHI on the 0-10,000 scale)."""
+    model (the average unit price of the GPU-hours sold), the backlog (remaining contracted
+    value) and the customer concentration of the window's revenue (HHI, 0-10,000)."""
 
     window_days: int
     currency: str = "USD"
