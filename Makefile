@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio-gpu venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-compute: $(STAMP)
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py
+
+# Needs an NVIDIA GPU with a CUDA build of torch (not part of `make bench`); --smoke runs on CPU.
+bench-studio-gpu:
+	bash bench/studio/gpu.sh $(ARGS)
 
 bench-placement: bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs
 
