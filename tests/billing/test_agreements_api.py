@@ -87,6 +87,10 @@ def test_contracts_and_credits_through_the_api(
     draft = admin.invoices.get(run["drafts"][0])
     assert draft["total"]["amount"] == "975.00"
     assert [ln["reference_id"] for ln in draft["lines"][1:]] == [ctr["id"], grant["id"]]
+    rows = admin.invoices.csv(draft["id"]).strip().splitlines()
+    assert rows[0].endswith(",fact_ids,reference_id")
+    assert rows[2].startswith(f"{draft['id']},2026-03,true_up,2026-03,commit_spend,")
+    assert rows[2].endswith(f",{ctr['id']}")
     clock.advance(timedelta(days=3).total_seconds())
     assert admin.invoices.close()["finalized"] == [draft["id"]]  # default: last month
     assert admin.invoices.close()["unchanged"] == [draft["id"]]

@@ -238,6 +238,7 @@ def get_invoice(
             "amount",
             "currency",
             "fact_ids",
+            "reference_id",
         )
     )
     for ln in out.lines or []:
@@ -254,6 +255,7 @@ def get_invoice(
                 ln.amount.amount,
                 ln.amount.currency,
                 " ".join(ln.fact_ids),
+                ln.reference_id or "",
             )
         )
     return Response(buf.getvalue(), media_type="text/csv")
