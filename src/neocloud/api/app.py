@@ -69,6 +69,11 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     app.state.studio = studio
     install_error_handlers(app)
 
+    # The OpenAI-compatible API first: routes are matched in order, and /v1 is the hot path.
+    from neocloud.studio.api import router as studio_router
+
+    app.include_router(studio_router, prefix="/v1")
+
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
     def health() -> HealthOut:
         """Liveness: answers without authentication."""
@@ -76,9 +81,6 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     for router in _routers():
         app.include_router(router, prefix=API_PREFIX)
-    from neocloud.studio.api import router as studio_router
-
-    app.include_router(studio_router, prefix="/v1")  # OpenAI-compatible
     from neocloud.studio.models_api import router as studio_models_router
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry

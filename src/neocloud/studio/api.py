@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.errors import InvalidRequest
+from neocloud.studio.auth import StudioCaller
 from neocloud.studio.catalog import CatalogModel, ModelKind
 from neocloud.studio.engines.base import ChatMessage, Piece, Sampling, TextEngine
 from neocloud.studio.metering import UsageRecord
@@ -57,7 +58,7 @@ async def _body(request: Request) -> Any:
 
 
 @router.get("/models")
-def list_models(request: Request, _caller: Caller) -> dict[str, Any]:
+async def list_models(request: Request, _caller: StudioCaller) -> dict[str, Any]:
     """Models that can be served now."""
     runtime = _runtime(request)
     models = runtime.catalog.servable(runtime.clock.now())
@@ -65,7 +66,7 @@ def list_models(request: Request, _caller: Caller) -> dict[str, Any]:
 
 
 @router.get("/models/{model_id:path}")
-def get_model(model_id: str, request: Request, _caller: Caller) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, _caller: StudioCaller) -> dict[str, Any]:
     runtime = _runtime(request)
     now = runtime.clock.now()
     for kind in ModelKind:
@@ -244,7 +245,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    request: Request, caller: Caller
+    request: Request, caller: StudioCaller
 ) -> JSONResponse | StreamingResponse:
     runtime = _runtime(request)
     body = await _body(request)
@@ -294,7 +295,9 @@ async def create_chat_completion(
 
 
 @router.post("/completions", response_model=None)
-async def create_completion(request: Request, caller: Caller) -> JSONResponse | StreamingResponse:
+async def create_completion(
+    request: Request, caller: StudioCaller
+) -> JSONResponse | StreamingResponse:
     runtime = _runtime(request)
     body = await _body(request)
     req: CompletionRequest = parse(CompletionRequest, body)
@@ -329,7 +332,7 @@ async def create_completion(request: Request, caller: Caller) -> JSONResponse | 
 
 
 @router.post("/embeddings")
-async def create_embeddings(request: Request, caller: Caller) -> JSONResponse:
+async def create_embeddings(request: Request, caller: StudioCaller) -> JSONResponse:
     runtime = _runtime(request)
     req: EmbeddingRequest = parse(EmbeddingRequest, await _body(request))
     now = runtime.clock.now()

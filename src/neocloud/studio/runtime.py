@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.settings import Settings
+from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import Policy
@@ -29,7 +30,7 @@ class StudioRuntime:
     clock: Clock
     limiter: Limiter
     policy: Policy
-
+    principals: PrincipalCache = field(default_factory=PrincipalCache)  # /v1 auth, 5 s
     models: RegisteredModels = field(init=False)  # registrations, kept in step with the table
 
     async def aclose(self) -> None:
