@@ -182,3 +182,20 @@ def test_text_that_may_start_a_stop_sequence_is_held_back() -> None:
     assert hf._sendable("The cow says", [" moo"]) == len("The cow says")
     assert hf._sendable("The cow sa", [" moo", "XY"]) == len("The cow sa")
     assert hf._sendable("caf\ufffd", []) == len("caf")  # an incomplete UTF-8 sequence waits
+
+
+def test_bucket_padded_steps_give_the_same_answers() -> None:
+    """What a CUDA-graph step does (fixed bucket sizes, scratch rows past the live slots),
+    checked on the CPU: 3 live sequences run in a bucket of 4, then 2, then 1."""
+    plain = HFTextEngine("plain", TINY_LLAMA, EngineConfig(max_batch=8, batch_window_s=0.25))
+    padded = HFTextEngine("padded", TINY_LLAMA, EngineConfig(max_batch=8, batch_window_s=0.25))
+
+    async def run(engine: HFTextEngine) -> list[tuple[str, int]]:
+        return list(await asyncio.gather(*(_ask(engine, q) for q in QUESTIONS[:3])))
+
+    expected = asyncio.run(run(plain))
+    decoder = padded.scheduler._factory()
+    decoder.pad_to_bucket = True  # type: ignore[attr-defined]
+    padded.scheduler.decoder = decoder
+    assert asyncio.run(run(padded)) == expected
+    assert len({tokens for _, tokens in expected}) > 1  # sequences ended at different steps

@@ -110,6 +110,9 @@ class SlotDecoder:
         self.pos = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.rows = torch.arange(max_batch, device=self.device)
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        # Graphs have fixed shapes: a step runs the smallest bucket that holds the live slots,
+        # the rows past them scratch (position 0 of a free slot).
+        self.pad_to_bucket = self.use_graphs
         self.graphs: dict[int, tuple[Any, Any]] = {}
         self.forward_passes = 0  # prefills + decode steps, for tests and the benchmark
         self.decode_steps = 0
@@ -189,8 +192,8 @@ class SlotDecoder:
         import torch
 
         n = len(tokens)
-        b = next(s for s in _buckets(self.max_batch) if s >= n) if self.use_graphs else n
-        pad = b - n  # bucket rows past n are scratch: position 0 of a free slot
+        b = next(s for s in _buckets(self.max_batch) if s >= n) if self.pad_to_bucket else n
+        pad = b - n
         self.tokens[:b].copy_(torch.tensor(tokens + [0] * pad), non_blocking=True)
         self.pos[:b].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
         with torch.inference_mode():
