@@ -161,6 +161,45 @@ def test_monthly_reservation_charge_covers_its_usage(
     assert left == {org: _cents(8 * (365 - 30) * 24 * R1Y)}
 
 
+def test_a_reservation_cancelled_before_it_starts_is_not_charged(
+    acme: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    org = acme.get("orgs")["data"][0]["id"]
+    now = clock.now()
+    with db.transaction() as s:
+        s.add(
+            ReservationRow(
+                id="rsv_t2",
+                org_id=org,
+                gpu_model=node.gpu_model,
+                node_count=1,
+                node_ids=[node.id],
+                start_at=_t(4),
+                end_at=_t(5),
+                price_amount=Decimal(0),
+                price_currency="USD",
+                state="scheduled",
+                created_by="test",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    terms = ContractTerms(
+        org_id=org, kind="reservation", reservation_id="rsv_t2", billing="upfront"
+    )
+    ctr = agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
+    assert ctr.term == "1m"
+    with db.transaction() as s:
+        assert agreements.backlog_by_org(s, now) == {org: _cents(8 * 720 * R1M)}
+        rsv = s.get(ReservationRow, "rsv_t2")
+        assert rsv is not None
+        rsv.state = "cancelled"
+    with db.transaction() as s:
+        assert agreements.backlog_by_org(s, now) == {}
+    clock.set(_t(5, 2))
+    assert _build(db, clock, org, APRIL).lines == []
+
+
 def test_prepaid_drawdown_and_credits_by_priority_then_expiry(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:

@@ -403,7 +403,9 @@ def _reservation_charges(
     sku = Sku(c.gpu_model or "", RESERVED, term)
     out: list[Charge] = []
     charged_from, charged_to = c.start_at, c.end_at
-    if c.billing == UPFRONT:
+    if _cancelled(s, c):
+        charged_to = charged_from  # cancelled before it started: nothing to charge
+    elif c.billing == UPFRONT:
         if not period.start <= c.start_at < period.end:
             charged_to = charged_from  # charged once, in the month it starts
         book = price_book_at(s, c.start_at)
@@ -460,6 +462,15 @@ def _reservation_charges(
                 )
             )
     return out
+
+
+CANCELLED = "cancelled"
+
+
+def _cancelled(s: Session, c: ContractRow) -> bool:
+    """Compute cancels a reservation only before it starts: then it is never charged."""
+    rsv = s.get(ReservationRow, c.reservation_id) if c.reservation_id else None
+    return rsv is not None and rsv.state == CANCELLED
 
 
 def _model_of(sku: str) -> str:
@@ -616,7 +627,7 @@ def backlog_by_org(s: Session, at: datetime) -> dict[str, Decimal]:
         elif c.kind == PREPAID:
             value = max((c.amount or Decimal(0)) - drawn.get(c.id, Decimal(0)), Decimal(0))
         else:
-            if c.billing == UPFRONT and c.start_at <= at:
+            if (c.billing == UPFRONT and c.start_at <= at) or _cancelled(s, c):
                 continue
             book = price_book_at(s, c.start_at if c.billing == UPFRONT else lo)
             unit = book.price(Sku(c.gpu_model or "", RESERVED, c.term or "1m"))
