@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
+import pytest
+
+from neocloud.kernel.errors import ValidationFailed
+from neocloud.sim.arrivals import load_arrivals
 from neocloud.sim.cluster import LLAMA3_RATE, SimConfig, run
 
 
@@ -16,3 +23,115 @@ def test_simulation_is_deterministic_and_reports_every_figure() -> None:
     assert sum(c["requests"] for c in first.classes.values()) > 0
     assert all(0 <= c["admitted_share"] <= 1 for c in first.classes.values())
     assert round(LLAMA3_RATE, 2) == 3.79
+
+
+def _write(tmp_path, name: str, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_arrivals_from_a_csv_file_queue_and_bill(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # 16 nodes: a 16-node cluster fills the fleet for 2 h; an 8-GPU instance that waits gets
+    # the first node after it; one that does not wait fails at once.
+    path = _write(
+        tmp_path,
+        "arrivals.csv",
+        "at_s,instance_type,node_count,gpu_model,class,duration_s,max_wait_s\n"
+        "0,,16,H100,on_demand,7200,\n"
+        "60,8xH100,,,spot,3600,10800\n"
+        "120,8xH100,,,on_demand,3600,\n",
+    )
+    report = run(SimConfig(days=0.5, fleet_gpus=128, failure_rate=0, arrivals=str(path)))
+    assert report.classes["16 nodes"]["admitted_share"] == 1.0
+    waited = report.classes["8 GPUs"]
+    assert (waited["requests"], waited["admitted_share"], waited["no_capacity"]) == (2, 0.5, 1)
+    assert waited["mean_time_to_running_s"] == pytest.approx(7200 - 60, abs=5)
+    bill = report.billing["classes"]
+    # 16 nodes x 8 GPUs x 2 h on demand; 8 GPUs x 1 h spot
+    assert bill["on_demand"]["gpu_hours_billed"] == pytest.approx(256, abs=0.1)
+    assert bill["spot"]["gpu_hours_billed"] == pytest.approx(8, abs=0.1)
+    assert bill["on_demand"]["gpu_hours_on_failed_nodes"] == 0
+    assert Decimal(report.billing["total"]) == sum(Decimal(c["amount"]) for c in bill.values())
+
+
+def test_jsonl_arrivals_match_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        {"at_s": 0, "instance_type": "1xH100", "duration_s": 600},
+        {"at_s": 30, "node_count": 2, "gpu_model": "H100", "class": "spot", "duration_s": 900},
+    ]
+    jsonl = _write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    csv_path = _write(
+        tmp_path,
+        "a.csv",
+        "at_s,instance_type,node_count,gpu_model,class,duration_s\n"
+        "0,1xH100,,,,600\n30,,2,H100,spot,900\n",
+    )
+    assert load_arrivals(jsonl) == load_arrivals(csv_path)
+    a = load_arrivals(jsonl)
+    assert [(x.kind, x.size, x.cls, x.label) for x in a] == [
+        ("instance", 1, "on_demand", "1 GPU"),
+        ("cluster", 2, "spot", "2 nodes"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "param"),
+    [
+        ('{"instance_type": "8xH100", "duration_s": 60}', "at_s"),
+        ('{"at_s": -1, "instance_type": "8xH100", "duration_s": 60}', "at_s"),
+        ('{"at_s": 0, "instance_type": "9xH100", "duration_s": 60}', "instance_type"),
+        ('{"at_s": 0, "node_count": -2, "duration_s": 60}', "node_count"),
+        (
+            '{"at_s": 0, "instance_type": "8xH100", "node_count": 2, "duration_s": 6}',
+            "instance_type",
+        ),
+        ('{"at_s": 0, "instance_type": "8xH100", "duration_s": 0}', "duration_s"),
+        ('{"at_s": 0, "instance_type": "8xH100", "duration_s": 9, "class": "x"}', "class"),
+        ('{"at_s": 0, "instance_type": "8xH100", "duration_s": 9, "max_wait_s": 0}', "max_wait_s"),
+        ('{"at_s": 0, "instance_type": "8xH100", "duration_s": 9, "gpus": 3}', "gpus"),
+    ],
+)
+def test_bad_arrival_rows_name_the_line_and_field(tmp_path, row: str, param: str) -> None:  # type: ignore[no-untyped-def]
+    path = _write(
+        tmp_path, "bad.jsonl", '{"at_s": 0, "instance_type": "1xH100", "duration_s": 5}\n' + row
+    )
+    with pytest.raises(ValidationFailed) as info:
+        load_arrivals(path)
+    assert (info.value.code, info.value.param) == ("invalid_arrival", param)
+    assert "line 2" in info.value.message
+
+
+def _sim_cli():  # type: ignore[no-untyped-def]
+    import typer
+
+    from neocloud.cli.compute import register_sim
+
+    sim = typer.Typer()
+
+    @sim.callback()
+    def _group() -> None:
+        """neocloud sim"""
+
+    register_sim(sim)
+    return sim
+
+
+def test_cli_reads_an_arrivals_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    app = _sim_cli()
+    path = _write(tmp_path, "a.csv", "at_s,instance_type,duration_s\n0,8xH100,3600\n")
+    result = CliRunner().invoke(
+        app, ["cluster", "--days", "0.1", "--fleet-gpus", "64", "--arrivals", str(path),
+              "--failure-rate", "0", "--json"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["billing"]["classes"]["on_demand"]["gpu_hours_billed"] == pytest.approx(8.0)
+    bad = _write(tmp_path, "b.csv", "at_s,instance_type,duration_s\n0,3xH100,3600\n")
+    result = CliRunner().invoke(app, ["cluster", "--arrivals", str(bad)])
+    assert result.exit_code == 2
+    assert "line 2" in result.output
+    result = CliRunner().invoke(app, ["cluster", "--help"])
+    assert "duration_s" in result.output

@@ -431,9 +431,22 @@ def sim_cluster(
     days: Annotated[float, typer.Option("--days", min=0.01, max=365)] = 7.0,
     fleet_gpus: Annotated[int, typer.Option("--fleet-gpus", min=8)] = 1024,
     arrivals: Annotated[
-        str, typer.Option("--arrivals", help="'synthetic' (Poisson arrivals)")
+        str,
+        typer.Option(
+            "--arrivals",
+            help="'synthetic' (Poisson arrivals) or a CSV / JSONL file (format below)",
+        ),
     ] = "synthetic",
     arrivals_per_hour: Annotated[float, typer.Option("--arrivals-per-hour", min=0)] = 6.0,
+    max_wait: Annotated[
+        int | None,
+        typer.Option(
+            "--max-wait",
+            min=1,
+            max=7 * 86400,
+            help="Synthetic requests queue this many seconds for capacity (default: fail at once)",
+        ),
+    ] = None,
     failure_rate: Annotated[
         float | None,
         typer.Option("--failure-rate", help="per 1,000 node-days (default: Llama 3's, ~3.8)"),
@@ -441,29 +454,49 @@ def sim_cluster(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Json = False,
 ) -> None:
-    """Run the real compute service on a virtual clock with synthetic arrivals and failures."""
+    """Run the real compute service (scheduler, placement, reconciler, burn-in, sim driver) on a
+    virtual clock with arrivals and node failures; report allocation, queueing per size class,
+    preemptions, failures, time to heal and billing facts.
+
+    \b
+    --arrivals FILE: CSV with a header row, or JSON Lines (one object a line); fields:
+      at_s           seconds after the start (required, >= 0)
+      instance_type  e.g. 8xH100 (a single instance), or
+      node_count     whole nodes of a cluster, with gpu_model (default H100)
+      class          on_demand (default) or spot
+      duration_s     how long it runs once running (required, > 0)
+      max_wait_s     optional: queue that long for capacity instead of failing at once
+    e.g.  at_s,instance_type,node_count,gpu_model,class,duration_s,max_wait_s
+          0,8xH100,,,on_demand,3600,
+          60,,16,H100,spot,7200,600
+    The fleet is H100 (--fleet-gpus); --days bounds the run.
+    """
     from dataclasses import asdict
 
+    from neocloud.kernel.errors import NeocloudError
     from neocloud.sim.cluster import LLAMA3_RATE, SimConfig, run
 
-    if arrivals != "synthetic":
-        err.print("only --arrivals synthetic is supported so far")
-        raise typer.Exit(2)
     rate = LLAMA3_RATE if failure_rate is None else failure_rate
-    report = run(
-        SimConfig(
-            days=days,
-            fleet_gpus=fleet_gpus,
-            arrivals_per_hour=arrivals_per_hour,
-            failure_rate=rate,
-            seed=seed,
+    try:
+        report = run(
+            SimConfig(
+                days=days,
+                fleet_gpus=fleet_gpus,
+                arrivals_per_hour=arrivals_per_hour,
+                failure_rate=rate,
+                seed=seed,
+                arrivals=arrivals,
+                max_wait_s=max_wait,
+            )
         )
-    )
+    except NeocloudError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
     if as_json:
         print_json(asdict(report))
         return
     print_object(
-        {k: v for k, v in asdict(report).items() if k not in ("classes", "config")},
+        {k: v for k, v in asdict(report).items() if k not in ("classes", "config", "billing")},
         as_json=False,
     )
     print_table(
@@ -473,7 +506,21 @@ def sim_cluster(
             ("REQUESTS", lambda r: int(r["requests"])),
             ("ADMITTED", "admitted_share"),
             ("MEAN TIME TO RUNNING S", "mean_time_to_running_s"),
+            ("NO CAPACITY", lambda r: int(r["no_capacity"])),
+            ("STILL QUEUED", lambda r: int(r["still_queued"])),
         ],
+    )
+    bill = report.billing
+    print_table(
+        [{"class": k, **v} for k, v in bill.get("classes", {}).items()],
+        [
+            ("CLASS", "class"),
+            ("GPU-H ALLOCATED", "gpu_hours_allocated"),
+            ("GPU-H ON FAILED NODES", "gpu_hours_on_failed_nodes"),
+            ("GPU-H BILLED", "gpu_hours_billed"),
+            (f"AMOUNT {bill.get('currency', '')}", "amount"),
+        ],
+        title=f"billing facts ({bill.get('price_book')}), total {bill.get('total')}",
     )
 
 

@@ -149,6 +149,14 @@ class Prefetch:
     instances: dict[str, InstanceRow]
     nodes: dict[str, NodeRow]
     claims: dict[str, list[tuple[int, datetime, datetime | None, bool, str]]]
+    # GPU claims the batch adds, inserted together (one executemany, no ORM objects)
+    new_claims: list[dict[str, object]] = field(default_factory=list)
+
+    def write_claims(self, s: Session) -> None:
+        if self.new_claims:
+            s.flush()  # their allocations first (foreign key)
+            s.execute(sa.insert(GpuClaimRow), self.new_claims)
+            self.new_claims = []
 
     def check_free(
         self, node_id: str, indices: list[int], start: datetime, end: datetime | None, firm: bool
@@ -242,12 +250,15 @@ class Batch:
             with self.db.transaction() as s:
                 pre = prefetch(s, self.now, items)
                 results = [it.write(s, pre) for it in items]
+                pre.write_claims(s)
         except Conflict:
             results = []
             for it in items:
                 try:
                     with self.db.transaction() as s:
-                        results.append(it.write(s, prefetch(s, self.now, [it])))
+                        pre = prefetch(s, self.now, [it])
+                        results.append(it.write(s, pre))
+                        pre.write_claims(s)
                 except Conflict:
                     it.undo()
                     self.report.retried.append(it.instance_id)
@@ -465,6 +476,7 @@ def _plan(
             stopped.extend(preempt(s, v, now, start))
         firm = not booking.cls.preemptible
         if victim_rows:  # the victims' claims just changed: ask the database
+            pre.write_claims(s)  # with the claims this batch added so far
             check_free(s, node_id, indices, start, end, firm=firm)
         else:
             pre.check_free(node_id, indices, start, end, firm)
@@ -487,17 +499,17 @@ def _plan(
                 created_at=now,
             )
         )
-        for i in indices:
-            s.add(
-                GpuClaimRow(
-                    allocation_id=alloc_id,
-                    gpu_index=i,
-                    node_id=node_id,
-                    firm=firm,
-                    start_at=start,
-                    end_at=end,
-                )
-            )
+        pre.new_claims.extend(
+            {
+                "allocation_id": alloc_id,
+                "gpu_index": i,
+                "node_id": node_id,
+                "firm": firm,
+                "start_at": start,
+                "end_at": end,
+            }
+            for i in indices
+        )
         row.node_id, row.gpu_indices, row.allocation_id = node_id, indices, alloc_id
         row.scheduled_at = now
         row.due_at = start  # the reconciler provisions from then on

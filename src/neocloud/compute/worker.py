@@ -29,6 +29,14 @@ class CycleReport:
     leader: bool
     schedule: ScheduleReport | None = None
     reconciled: int = 0
+    burned_in: int = 0  # burn-in steps taken (started, passed, failed)
+
+    @property
+    def progressed(self) -> bool:
+        """Whether the cycle changed anything (another cycle at the same instant may too)."""
+        r = self.schedule
+        moved = r is not None and bool(r.placed or r.failed or r.preempted)
+        return moved or self.reconciled > 0 or self.burned_in > 0
 
 
 class Worker:
@@ -60,12 +68,14 @@ class Worker:
         from neocloud.compute.reservations import reconcile_reservations
 
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
+        burned_in = 0
         if self.config.burn_in:
-            run_burn_in(db=self.db, clock=self.clock, driver=self.driver)
+            b = run_burn_in(db=self.db, clock=self.clock, driver=self.driver)
+            burned_in = len(b.started) + len(b.passed) + len(b.failed)
         evict_drained(db=self.db, clock=self.clock, notice_s=self.config.preemption_notice_s)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
-        return CycleReport(True, report, reconciled)
+        return CycleReport(True, report, reconciled, burned_in)
 
     def nudge(self) -> None:
         """Wake the loop now (called by the API after a write)."""

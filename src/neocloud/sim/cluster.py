@@ -1,11 +1,16 @@
-"""System simulation: the real compute service (scheduler, placement, reconciler, sim driver)
-on a virtual clock, fed by synthetic arrivals and node failures.
+"""System simulation: the real compute service (scheduler, placement, reconciler, burn-in, sim
+driver) on a virtual clock, fed by arrivals (synthetic or a file) and node failures.
 
-Events (arrivals, departures, failures, repairs) are drawn from a seeded generator and applied
-in time order through the real services and tables (SQLite in a temporary directory); after
-each event the worker runs one cycle. Reported: GPU allocation ratio (time-weighted), per size
-class the requests, admitted share and mean time to ``running``, preemptions, node failures,
-and time to heal (cluster ``degraded`` → ``running``).
+Events (arrivals, departures, failures, repairs) come from an arrivals file
+(``neocloud.sim.arrivals``) or a seeded generator and are applied in time order through the
+real services and tables (SQLite in a temporary directory); after each event the worker runs
+cycles until one changes nothing, so capacity freed at an instant goes to queued requests at
+that instant. A request runs for its duration from when it reaches ``running``; a failed node
+comes back after the repair time through burn-in. Reported: GPU allocation ratio
+(time-weighted), per size class the requests, admitted share, mean time to ``running``, how many
+failed with ``no_capacity`` and how many were still queued at the end; preemptions, node
+failures, time to heal (cluster ``degraded`` → ``running``); and billing facts (GPU-hours
+allocated, on failed nodes, billed, and the amount per class, rated by billing's ``rate``).
 
 Failure rates are per 1,000 node-days; Meta's Llama 3 training saw 419 unexpected interruptions
 in 54 days on 16,384 H100 (2,048 nodes): 419 / (2,048 x 54) x 1,000 ≈ 3.8.
@@ -40,18 +45,12 @@ from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.errors import NeocloudError
+from neocloud.sim.arrivals import SIZES, Arrival, load_arrivals, synthetic
+from neocloud.sim.billing import billing_facts
 
 LLAMA3_RATE = 419 / (2048 * 54) * 1000  # interruptions per 1,000 node-days
-# (label, weight, kind, size): instances of N GPUs, clusters of N nodes
-SIZES: tuple[tuple[str, float, str, int], ...] = (
-    ("1 GPU", 0.30, "instance", 1),
-    ("2 GPUs", 0.15, "instance", 2),
-    ("4 GPUs", 0.15, "instance", 4),
-    ("8 GPUs", 0.20, "instance", 8),
-    ("4 nodes", 0.10, "cluster", 4),
-    ("16 nodes", 0.07, "cluster", 16),
-    ("64 nodes", 0.03, "cluster", 64),
-)
+SIZE_LABELS = tuple(label for label, *_ in SIZES)
+MAX_CYCLES_PER_EVENT = 6
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,10 @@ class SimConfig:
     failure_rate: float = LLAMA3_RATE  # per 1,000 node-days
     repair_hours: float = 24.0
     seed: int = 0
+    # "synthetic", or the path of an arrivals file (``neocloud.sim.arrivals``)
+    arrivals: str = "synthetic"
+    # synthetic arrivals wait this long for capacity (queued); None: fail at once
+    max_wait_s: int | None = None
 
 
 @dataclass
@@ -77,18 +80,21 @@ class SimReport:
     heals: int = 0
     mean_time_to_heal_s: float | None = None
     events: int = 0
+    billing: dict[str, Any] = field(default_factory=dict)
 
 
 def run(cfg: SimConfig) -> SimReport:
+    """Raises ``ValidationFailed`` (``invalid_arrival``) for a bad arrivals file."""
+    arrivals = None if cfg.arrivals == "synthetic" else load_arrivals(Path(cfg.arrivals))
     with tempfile.TemporaryDirectory() as tmp:
         db = Database.from_url(f"sqlite:///{Path(tmp) / 'sim.db'}")
         try:
-            return _run(db, cfg)
+            return _run(db, cfg, arrivals)
         finally:
             db.dispose()
 
 
-def _run(db: Database, cfg: SimConfig) -> SimReport:
+def _run(db: Database, cfg: SimConfig, given: list[Arrival] | None) -> SimReport:
     rng = random.Random(cfg.seed)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = VirtualClock(start)
@@ -112,12 +118,18 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         seq += 1
         heapq.heappush(queue, (at, seq, kind, data))
 
-    t = start
-    while True:
-        t += timedelta(hours=rng.expovariate(cfg.arrivals_per_hour))
-        if t >= end:
-            break
-        push(t, "arrive", None)
+    arrivals = given
+    if arrivals is None:
+        arrivals = synthetic(
+            rng,
+            seconds=(end - start).total_seconds(),
+            per_hour=cfg.arrivals_per_hour,
+            mean_hours=cfg.mean_hours,
+            spot_share=cfg.spot_share,
+            max_wait_s=cfg.max_wait_s,
+        )
+    for a in arrivals:
+        push(start + timedelta(seconds=a.at_s), "arrive", a)
     per_node_day = cfg.failure_rate / 1000.0
     fail_rate_per_h = per_node_day * len(node_ids) / 24.0
     t = start
@@ -128,8 +140,8 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         push(t, "fail", rng.choice(node_ids))
 
     labels: dict[str, str] = {}
+    waiting: dict[str, float] = {}  # submitted, not yet running: id -> duration once running
     ticks: set[datetime] = set()
-    ends: dict[str, datetime] = {}
     failures = 0
     gpu_seconds = 0.0
     last = start
@@ -143,51 +155,95 @@ def _run(db: Database, cfg: SimConfig) -> SimReport:
         clock.set(at)
         events += 1
         if kind == "arrive":
-            label, kind_, size = _draw(rng)
-            cls = "spot" if rng.random() < cfg.spot_share else "on_demand"
             try:
-                sid = _submit(db, clock, actor, kind_, size, cls)
+                sid = _submit(db, clock, actor, data)
             except NeocloudError:
                 continue
-            labels[sid] = label
-            push(at + timedelta(hours=rng.expovariate(1 / cfg.mean_hours)), "leave", sid)
+            labels[sid] = data.label
+            waiting[sid] = data.duration_s
         elif kind == "leave":
             _leave(db, clock, actor, data)
-            ends[data] = at
         elif kind == "fail":
             failures += _fail(db, clock, data)
             push(at + timedelta(hours=cfg.repair_hours), "repair", data)
         elif kind == "repair":
             _repair(db, clock, data)
-        worker.run_once()
-        if kind == "fail":  # the failure degraded a cluster: the next cycle replaces its node
-            worker.run_once()
+        for _ in range(MAX_CYCLES_PER_EVENT):  # settle this instant: freed capacity is reused
+            if not worker.run_once().progressed:
+                break
+        for sid, running_at in _started(db, waiting):
+            push(running_at + timedelta(seconds=waiting.pop(sid)), "leave", sid)
         due = _next_due(db, at)
         if due is not None and due not in ticks:
             ticks.add(due)  # wake the worker when a notice or a step ends, not at the next arrival
             push(due, "tick", None)
     gpu_seconds += _busy_gpus(db) * (end - last).total_seconds()
     total = len(node_ids) * 8 * (end - start).total_seconds()
-    return _report(db, cfg, labels, gpu_seconds / total, failures, events)
+    report = _report(db, cfg, labels, gpu_seconds / total, failures, events)
+    report.billing = billing_facts(db, actor.org_id, start, end)
+    return report
 
 
-def _draw(rng: random.Random) -> tuple[str, str, int]:
-    x = rng.random() * sum(w for _, w, _, _ in SIZES)
-    for label, w, kind, size in SIZES:
-        x -= w
-        if x <= 0:
-            return label, kind, size
-    label, _, kind, size = SIZES[-1]
-    return label, kind, size
+def _started(db: Database, waiting: dict[str, float]) -> list[tuple[str, datetime]]:
+    """Submitted requests that reached ``running`` (their duration counts from then)."""
+    if not waiting:
+        return []
+    ids = sorted(waiting)
+    with db.transaction() as s:
+        rows = list(
+            s.execute(
+                sa.select(InstanceRow.id, InstanceRow.running_at).where(
+                    InstanceRow.id.in_([i for i in ids if i.startswith("inst_")]),
+                    InstanceRow.running_at.is_not(None),
+                )
+            )
+        )
+        rows += list(
+            s.execute(
+                sa.select(ClusterRow.id, ClusterRow.running_at).where(
+                    ClusterRow.id.in_([i for i in ids if i.startswith("clu_")]),
+                    ClusterRow.running_at.is_not(None),
+                )
+            )
+        )
+        ended = set(
+            s.scalars(
+                sa.select(InstanceRow.id).where(
+                    InstanceRow.id.in_(ids), InstanceRow.state.in_(["failed", "terminated"])
+                )
+            )
+        )
+        ended |= set(
+            s.scalars(
+                sa.select(ClusterRow.id).where(
+                    ClusterRow.id.in_(ids), ClusterRow.state.in_(["failed", "terminated"])
+                )
+            )
+        )
+    for sid in ended - {r[0] for r in rows}:
+        waiting.pop(sid, None)  # never ran (no capacity, wait ran out): nothing to end
+    return [(r[0], r[1]) for r in rows if r[1] is not None]
 
 
-def _submit(
-    db: Database, clock: VirtualClock, actor: Principal, kind: str, size: int, cls: str
-) -> str:
-    if kind == "instance":
-        spec = service.InstanceSpec(f"{size}xH100", cls=cls, reservation_policy="forbid")
+def _submit(db: Database, clock: VirtualClock, actor: Principal, a: Arrival) -> str:
+    queue = a.max_wait_s is not None
+    if a.kind == "instance":
+        spec = service.InstanceSpec(
+            a.instance_type,
+            cls=a.cls,
+            reservation_policy="forbid",
+            queue=queue or None,
+            max_wait_s=a.max_wait_s,
+        )
         return service.create_instance(db=db, clock=clock, actor=actor, spec=spec).id
-    cspec = clusters.ClusterSpec("H100", size, cls=cls, reservation_policy="forbid")
+    cspec = clusters.ClusterSpec(
+        a.gpu_model,
+        a.size,
+        cls=a.cls,
+        reservation_policy="forbid",
+        queue=queue or None,
+        max_wait_s=a.max_wait_s,
+    )
     return clusters.create_cluster(db=db, clock=clock, actor=actor, spec=cspec).id
 
 
@@ -212,11 +268,10 @@ def _fail(db: Database, clock: VirtualClock, node_id: str) -> int:
 
 
 def _repair(db: Database, clock: VirtualClock, node_id: str) -> None:
+    """The repair is done: the node goes back to burn-in, which the worker runs (power on,
+    health check through the driver) before the node takes work again."""
     try:
-        fleet_service.report_health(
-            db=db, clock=clock, node_id=node_id, checks=[CheckResult("gpu", CheckStatus.PASS)]
-        )
-        for target in (NodeState.REPAIR, NodeState.BURN_IN, NodeState.AVAILABLE):
+        for target in (NodeState.REPAIR, NodeState.BURN_IN):
             fleet_service.transition_node(
                 db=db, clock=clock, node_id=node_id, to=target, reason="repaired"
             )
@@ -251,6 +306,11 @@ def _busy_gpus(db: Database) -> int:
     return int(total or 0)
 
 
+def _label_order(classes: dict[str, Any]) -> list[str]:
+    known = [k for k in SIZE_LABELS if k in classes]
+    return known + sorted(k for k in classes if k not in SIZE_LABELS)
+
+
 def _report(
     db: Database,
     cfg: SimConfig,
@@ -277,6 +337,10 @@ def _report(
         if row.running_at is not None:
             st["admitted"] += 1
             st["wait_s"] += (row.running_at - row.created_at).total_seconds()
+        elif row.state_reason == "no_capacity":
+            st["no_capacity"] += 1
+        elif row.state == "pending":
+            st["still_queued"] += 1
     classes = {}
     for label, st in stats.items():
         n, ok = st["requests"], st["admitted"]
@@ -284,6 +348,8 @@ def _report(
             "requests": n,
             "admitted_share": round(ok / n, 4) if n else 0.0,
             "mean_time_to_running_s": round(st["wait_s"] / ok, 3) if ok else math.nan,
+            "no_capacity": st["no_capacity"],
+            "still_queued": st["still_queued"],
         }
     preempted = sum(1 for r in inst.values() if r.state == "preempted" and r.cluster_id is None)
     preempted += sum(1 for c in clus.values() if c.state == "preempted")
@@ -300,7 +366,7 @@ def _report(
     return SimReport(
         config=cfg.__dict__ | {"llama3_rate_per_1000_node_days": round(LLAMA3_RATE, 3)},
         allocation_ratio=round(ratio, 4),
-        classes={k: classes[k] for k, *_ in SIZES if k in classes},
+        classes={k: classes[k] for k in _label_order(classes)},
         preemptions=preempted,
         node_failures=failures,
         instances_failed_by_nodes=by_node,
