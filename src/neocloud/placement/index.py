@@ -120,8 +120,8 @@ class ModelIndex:
     ``g`` whole GPUs free from now on; ``blocks_by_idle[k]`` the blocks with ``k`` idle nodes;
     ``frac[m]`` the nodes whose roomiest shared GPU has ``m`` milli-GPU free from now on;
     ``ahead[level][domain]`` the busy nodes as ``(first firm booking starts, node)``, sorted
-    (free for good before it); ``holey[leaf]`` the busy nodes with a gap between two firm
-    bookings. Offerings read these to use the time before and between future bookings."""
+    (free for good before it); ``holey[level][domain]`` the busy nodes with a gap between two
+    firm bookings. Offerings read these to use the time before and between future bookings."""
 
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
@@ -129,7 +129,7 @@ class ModelIndex:
     busy: dict[str, set[str]]
     release: list[dict[str, list[tuple[float, str]]]]
     ahead: list[dict[str, list[tuple[float, str]]]]
-    holey: dict[str, set[str]]
+    holey: list[dict[str, set[str]]]
     buckets: list[dict[str, None]]
     tree: _MaxTree
     order: list[str]
@@ -159,7 +159,7 @@ class CapacityIndex:
         self._counts_of: dict[str, list[list[int]]] = {}
         self._release_of: dict[str, list[list[tuple[float, str]]]] = {}
         self._ahead_of: dict[str, list[list[tuple[float, str]]]] = {}
-        self._holey_of: dict[str, set[str]] = {}
+        self._holey_of: dict[str, list[set[str]]] = {}
         self._sets_of: dict[str, tuple[set[str], set[str], set[str]]] = {}
         by_model: dict[str, list[str]] = {}
         for n in nodes.values():
@@ -173,7 +173,7 @@ class CapacityIndex:
                 busy={},
                 release=[{} for _ in topology.levels],
                 ahead=[{} for _ in topology.levels],
-                holey={},
+                holey=[{} for _ in topology.levels],
                 buckets=[{} for _ in range(top + 1)],
                 tree=_MaxTree(len(ids)),
                 order=ids,
@@ -196,7 +196,9 @@ class CapacityIndex:
                     mi.ahead[lvl].setdefault(d, []) for lvl, d in enumerate(path)
                 ]
                 leaf = path[-1]
-                self._holey_of[node_id] = mi.holey.setdefault(leaf, set())
+                self._holey_of[node_id] = [
+                    mi.holey[lvl].setdefault(d, set()) for lvl, d in enumerate(path)
+                ]
                 self._sets_of[node_id] = (
                     mi.idle.setdefault(leaf, set()),
                     mi.spot.setdefault(leaf, set()),
@@ -295,11 +297,11 @@ class CapacityIndex:
                     if i < len(lst) and lst[i] == key:
                         del lst[i]
             if holey:
-                h = self._holey_of[node_id]
-                if sign > 0:
-                    h.add(node_id)
-                else:
-                    h.discard(node_id)
+                for h in self._holey_of[node_id]:
+                    if sign > 0:
+                        h.add(node_id)
+                    else:
+                        h.discard(node_id)
         s = self._sets_of[node_id][cat]
         if sign > 0:
             s.add(node_id)
@@ -351,7 +353,7 @@ class CapacityIndex:
                     {d: t for d, v in lvl.items() if (t := tuple(x for x in v if x[0] > self.now))}
                     for lvl in mi.ahead
                 ],
-                "holey": {d: frozenset(s) for d, s in mi.holey.items() if s},
+                "holey": [{d: frozenset(s) for d, s in lvl.items() if s} for lvl in mi.holey],
                 "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
                 "frac": {k: frozenset(v) for k, v in mi.frac.items()},

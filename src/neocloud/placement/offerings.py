@@ -139,11 +139,10 @@ def _holes(
 ) -> dict[str, list[tuple[float, float]]]:
     """The gaps between firm bookings, ending after ``es``, of the holey nodes under ``d``."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for leaf in e.topology.leaves_under(level, d):
-        for node_id in mi.holey.get(leaf, ()):
-            gaps = e.calendar.nodes[node_id].firm_gaps(after=es)
-            if gaps:
-                out[node_id] = gaps
+    for node_id in mi.holey[level].get(d, ()):
+        gaps = e.calendar.nodes[node_id].firm_gaps(after=es)
+        if gaps:
+            out[node_id] = gaps
     return out
 
 
@@ -174,12 +173,11 @@ def _in_gaps(e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window)
     out = [n for _, n in ahead[bisect.bisect_left(ahead, (w.end, "")) :]]
     if not w.future:
         out = [n for n in out if e._node_fits(n, e._whole(n), w)]
-    for leaf in e.topology.leaves_under(level, d):
-        for node_id in mi.holey.get(leaf, ()):
-            if e.calendar.nodes[node_id].firm_until() > w.start and e._node_fits(
-                node_id, e._whole(node_id), w
-            ):
-                out.append(node_id)
+    for node_id in mi.holey[level].get(d, ()):
+        if e.calendar.nodes[node_id].firm_until() > w.start and e._node_fits(
+            node_id, e._whole(node_id), w
+        ):
+            out.append(node_id)
     return list(dict.fromkeys(n for n in out if e.eligible[n]))
 
 

@@ -76,19 +76,18 @@ def _free_nodes(
     for first, n in ahead[bisect.bisect_left(ahead, (end, "")) :]:
         if w.future or e._node_fits(n, e._whole(n), w):
             out[n] = big + min(first - end, big)
-    for leaf in leaves:
-        for n in mi.holey.get(leaf, ()):
-            if e._node_fits(n, e._whole(n), w):
-                before, after = -INF, INF
-                for b in e.calendar.nodes[n]:
-                    if b.cls.preemptible:
-                        continue
-                    b_end = INF if b.end is None else b.end
-                    if b_end <= start:
-                        before = max(before, b_end)
-                    elif b.start >= end:
-                        after = min(after, b.start)
-                out[n] = min(start - before, big) + min(after - end, big)
+    for n in mi.holey[level].get(d, ()):
+        if e._node_fits(n, e._whole(n), w):
+            before, after = -INF, INF
+            for b in e.calendar.nodes[n]:
+                if b.cls.preemptible:
+                    continue
+                b_end = INF if b.end is None else b.end
+                if b_end <= start:
+                    before = max(before, b_end)
+                elif b.start >= end:
+                    after = min(after, b.start)
+            out[n] = min(start - before, big) + min(after - end, big)
     counts = mi.counts[bl]
     nodes = e.nodes
     res = []
