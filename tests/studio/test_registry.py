@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def test_another_process_picks_up_a_registration_on_sync(
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_a_local_checkpoint_is_served_under_its_own_id(http: TestClient, admin_key: str) -> None:
     pytest.importorskip("torch")
+    from neocloud.studio.engines.hf import HFTextEngine
+
     body = {
         "id": "acme/tiny",
         "path": str(TINY_LLAMA),
@@ -250,3 +253,14 @@ def test_a_local_checkpoint_is_served_under_its_own_id(http: TestClient, admin_k
     assert answer.choices[0].message.content == "The cow says moo."
     assert answer.usage is not None
     assert answer.usage.completion_tokens > 0
+
+    runtime: StudioRuntime = http.app.state.studio  # type: ignore[attr-defined]
+    engine = runtime.catalog.text_engines["path:acme/tiny"]
+    assert isinstance(engine, HFTextEngine)
+    assert engine.scheduler.running
+    assert http.delete(f"{MODELS}/acme/tiny").status_code == 200
+    deadline = time.monotonic() + 10
+    while engine.scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not engine.scheduler.running  # the removed model's scheduler thread has ended
+    assert "acme/tiny" not in {m.id for m in oai.models.list()}

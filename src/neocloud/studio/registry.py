@@ -253,7 +253,9 @@ class RegisteredModels:
             upstreams = dict(catalog.upstreams)
             for model_id in gone:
                 models.pop(model_id, None)
-                text_engines.pop(f"path:{model_id}", None)
+                engine = text_engines.pop(f"path:{model_id}", None)
+                if engine is not None and hasattr(engine, "close"):
+                    engine.close()  # its scheduler thread ends once its live streams finish
                 upstreams.pop(f"upstream:{model_id}", None)
                 del self._applied[model_id]
             for model_id, row in rows.items():

@@ -284,6 +284,7 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self._name = name
         self.max_concurrent = 0  # the largest batch a decode step has run, for tests
+        self._closed = False
 
     @property
     def active(self) -> int:
@@ -292,6 +293,8 @@ class BatchScheduler:
 
     def submit(self, request: GenerationRequest) -> None:
         with self._cond:
+            if self._closed:
+                raise RuntimeError(f"the engine {self._name} is closed")
             self._pending.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -301,9 +304,24 @@ class BatchScheduler:
             self._cond.notify()
 
     # -- thread side ---------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread is alive (it starts with the first request)."""
+        return self._thread is not None
+
+    def close(self) -> None:
+        """Finish the live sequences, refuse new ones, then end the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
     def _run(self) -> None:
         while True:
             admitted = self._admit()
+            if admitted is None:
+                with self._cond:
+                    self._thread = None
+                return
             try:
                 if self.decoder is None:
                     self.decoder = self._factory()
@@ -318,10 +336,13 @@ class BatchScheduler:
                     request.emit(exc)
                 self._active = []
 
-    def _admit(self) -> list[GenerationRequest]:
-        """Take queued requests into free slots; when idle, wait for work and a batch window."""
+    def _admit(self) -> list[GenerationRequest] | None:
+        """Take queued requests into free slots; when idle, wait for work and a batch window.
+        ``None``: closed and idle, the thread ends."""
         with self._cond:
             while not self._pending and not self._active:
+                if self._closed:
+                    return None
                 self._cond.wait()
             if not self._active and self.batch_window_s > 0:
                 deadline = time.monotonic() + self.batch_window_s

@@ -107,6 +107,10 @@ class HFTextEngine:
     def scheduler(self) -> BatchScheduler:
         return self._scheduler
 
+    def close(self) -> None:
+        """Stop serving: live sequences finish, the scheduler thread ends."""
+        self._scheduler.close()
+
     def _decoder(self) -> SlotDecoder | SequentialDecoder:
         model, _ = load_causal_lm(self.path)
         max_len = self.max_len or int(getattr(model.config, "max_position_embeddings", 2048))
