@@ -124,8 +124,9 @@ def preview_invoice(
         db=ctx.db, clock=ctx.clock, principal=caller, org_id=org_id, period=_period(period)
     )
     spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in preview.lines]
-    spend += [
-        agreements.Spend(f"tokens.{tl.model}", tl.amount.amount) for tl in preview.token_lines
+    spend += [  # as stored invoices name token lines: MODEL.tokens[.batch]
+        agreements.Spend(f"{tl.model}.tokens" + (".batch" if tl.batch else ""), tl.amount.amount)
+        for tl in preview.token_lines
     ]
     charges = agreements.preview_charges(
         db=ctx.db,
