@@ -361,6 +361,31 @@ def test_hot_paths_do_not_scan_the_fleet(monkeypatch: pytest.MonkeyPatch) -> Non
     for g in (1, 2, 4, 8):
         placed(e.place(SliceRequest(gpus=g), now=1))
     assert calls <= 8  # a slice checks the node it takes, not the fleet
+    offers = e.offerings(OfferingRequest("H100", 64, duration=3600, earliest_start=10), now=1)
+    assert offers
+    assert calls <= 8  # offerings read the index: no calendar check when no node has gaps
+
+
+def test_fractions_read_the_index_not_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = engine(fabrics=4, blocks=8, racks=8, nodes=4)  # 1,024 nodes
+    for i in range(300):
+        placed(e.place(SliceRequest(gpus=1 + i % 8), now=0))
+    calls = 0
+    cal_type = type(e.calendar.nodes["n-0-0-0-0"])
+    real = cal_type.fraction_gpu
+
+    def counting(self: object, *args: object, **kw: object) -> int | None:
+        nonlocal calls
+        calls += 1
+        return real(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cal_type, "fraction_gpu", counting)
+    gpus = set()
+    for _ in range(60):
+        (b,) = placed(e.place(SliceRequest(milli_gpu=300), now=1)).bookings
+        gpus.add((b.node_id, b.gpu_index))
+    assert calls <= 2 * 60  # the shared GPU with room, or the node the policy picks
+    assert len(gpus) == 20  # packed: 3 fractions of 300 on each shared GPU
 
 
 def test_loaded_gang_keeps_its_shape_for_replacement() -> None:

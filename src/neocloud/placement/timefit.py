@@ -3,10 +3,11 @@
 A gang booked for ``[start, end)`` on a node leaves idle time on either side of it: from the
 end of the node's previous firm booking to ``start`` and from ``end`` to the start of its next
 one. Taking nodes where that slack is smallest fills the gaps between bookings and keeps nodes
-with long free windows (idle ones above all) for the long requests that need them. The domain
-at the required level is the one whose best nodes have the least slack in total; nodes with no
-booking on one side count ``horizon`` for that side, so idle nodes come last, from the blocks
-with the fewest idle nodes (whole blocks stay free for large clusters).
+with long free windows (idle ones above all) for the long requests that need them. Nodes with
+no booking on one side count ``horizon`` for that side, so idle nodes come last. Within a
+domain, blocks are taken in the order of their tightest node, each block's nodes (tightest
+first) before the next block's, so a gang spans few blocks; the domain at the required level
+is the one whose picked nodes have the least slack in total.
 
 The nodes free for a window are found from the index without scanning the fleet's calendars:
 idle (and, for a future window, spot-only) nodes, busy nodes free for good before ``start``
@@ -44,13 +45,29 @@ def time_fit_gang(
         if len(scored) < shape.need:
             continue
         scored.sort()
-        pick = scored[: shape.need]
+        pick = _block_major(scored, shape.need)
         total = sum(p[0] for p in pick)
         if best is None or (total, d) < (best[0], best[1]):
             best = (total, d, [p[-1] for p in pick])
     if best is None or best[0] >= 2 * big * shape.need:
         return None
     return best[1], best[2]
+
+
+def _block_major(
+    scored: list[tuple[float, int, str, str]], need: int
+) -> list[tuple[float, int, str, str]]:
+    """Blocks in the order of their tightest node; each block's nodes, tightest first, before
+    the next block's (so the gang spans few blocks)."""
+    by_block: dict[str, list[tuple[float, int, str, str]]] = {}
+    for p in scored:  # sorted: each block's list is tightest first, blocks by their best
+        by_block.setdefault(p[2], []).append(p)
+    pick: list[tuple[float, int, str, str]] = []
+    for nodes in by_block.values():
+        pick.extend(nodes[: need - len(pick)])
+        if len(pick) >= need:
+            break
+    return pick
 
 
 def _free_nodes(
