@@ -272,33 +272,38 @@ def rate(
         failed.setdefault(o.node_id, []).append((o.start, end if o.end is None else o.end))
     merged = {node: _merge(spans) for node, spans in failed.items()}
 
-    groups: dict[tuple[str, str | None, Sku, Decimal], _Group] = {}
+    # First by version (cheap keys), then lines of equal price across versions merged.
+    parts_of: dict[tuple[str, str | None, Sku, int], tuple[Decimal, list[str]]] = {}
     for iv in _dedupe(intervals):
         sku = sku_of(iv, terms)
-        for book, lo, hi in parts:
-            secs = billable_seconds(iv, merged.get(iv.node_id, ()), lo, hi)
+        spans = merged.get(iv.node_id, ())
+        for i, (_, lo, hi) in enumerate(parts):
+            secs = billable_seconds(iv, spans, lo, hi)
             if secs <= 0:
                 continue
-            unit = book.price(sku)
-            key = (iv.org_id, iv.project_id if by_project else None, sku, unit)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Group(lo, book.currency)
-            group.gpu_seconds += secs * iv.gpus
-            group.first = min(group.first, lo)
-            group.ids.add(iv.id)
+            key = (iv.org_id, iv.project_id if by_project else None, sku, i)
+            got, ids = parts_of.get(key, (Decimal(0), []))
+            ids.append(iv.id)
+            parts_of[key] = (got + secs * iv.gpus, ids)
+
+    groups: dict[tuple[str, str | None, Sku, Decimal], _Group] = {}
+    for (org_id, project_id, sku, i), (gpu_seconds, ids) in parts_of.items():
+        book, lo, _ = parts[i]
+        unit = book.price(sku)
+        group = groups.get((org_id, project_id, sku, unit))
+        if group is None:
+            group = groups[(org_id, project_id, sku, unit)] = _Group(lo, book.currency)
+        group.gpu_seconds += gpu_seconds
+        group.first = min(group.first, lo)
+        group.ids.update(ids)
 
     lines = []
     ctx = decimal.Context(prec=_PRECISION)
     for (org_id, project_id, sku, unit), g in groups.items():
         exact = ctx.divide(ctx.multiply(g.gpu_seconds, unit), _HOUR)
         amount = Money(exact, g.currency).rounded(quantum, rounding)
-        lines.append(
-            (
-                g.first,
-                Line(org_id, project_id, sku, g.gpu_seconds, unit, amount, tuple(sorted(g.ids))),
-            )
-        )
+        facts = tuple(sorted(g.ids))
+        lines.append((g.first, Line(org_id, project_id, sku, g.gpu_seconds, unit, amount, facts)))
     lines.sort(key=lambda fl: (fl[1].org_id, fl[1].project_id or "", fl[1].sku.code, fl[0]))
     return tuple(line for _, line in lines)
 
