@@ -256,6 +256,9 @@ def run(
             run_engine(plain, prompts, 4)
             p_seconds, _ = run_engine(plain, prompts, gen_len)
             run_.engine_no_graphs_toks = gen_len / p_seconds
+        graph_error = getattr(engine.decoder, "graph_error", None)
+        if graph_error:
+            run_.notes.append(f"CUDA graph capture failed, ran eagerly: {graph_error}")
         runs.append(run_)
         if smoke and run_.match_prefix != gen_len:
             raise AssertionError(
@@ -306,6 +309,9 @@ def report(result: dict[str, Any], out: Any) -> None:
             f"{(f'{anchor:,.1f}' if anchor else '-'):>14} "
             f"{r['match_prefix']:>5}/{result['gen_len']}\n"
         )
+    for r in result["runs"]:
+        for note in r["notes"]:
+            w(f"note (batch {r['batch']}): {note}\n")
     w(f"\nanchor: vLLM ~{VLLM_H100_TOKS:,} output tok/s, Llama-3-8B, one H100, high batch\n")
     if not result["smoke"]:
         by_batch = {r["batch"]: r for r in result["runs"]}

@@ -21,6 +21,7 @@ from neocloud.studio.runtime import TINY_LLAMA, StudioRuntime, builtin_catalog
 pytest.importorskip("torch")
 
 from neocloud.studio.engines import hf
+from neocloud.studio.engines.batching import SlotDecoder
 from neocloud.studio.engines.hf import EngineConfig, HFTextEngine
 
 QUESTIONS = [
@@ -199,3 +200,15 @@ def test_bucket_padded_steps_give_the_same_answers() -> None:
     padded.scheduler.decoder = decoder
     assert asyncio.run(run(padded)) == expected
     assert len({tokens for _, tokens in expected}) > 1  # sequences ended at different steps
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps() -> None:
+    engine = HFTextEngine("nograph", TINY_LLAMA, EngineConfig(max_batch=4, batch_window_s=0.0))
+    decoder = engine.scheduler._factory()
+    assert isinstance(decoder, SlotDecoder)
+    decoder.use_graphs = decoder.pad_to_bucket = True  # capture cannot work without CUDA
+    engine.scheduler.decoder = decoder
+    reference = HFTextEngine("ref", TINY_LLAMA, EngineConfig(max_batch=4, batch_window_s=0.0))
+    assert asyncio.run(_ask(engine, "Hello!")) == asyncio.run(_ask(reference, "Hello!"))
+    assert decoder.graph_error is not None
+    assert not decoder.use_graphs

@@ -25,6 +25,7 @@ grouped-query) → post_attention_layernorm → mlp`` without per-head norms or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from neocloud.studio.engines.base import Sampling
+
+log = logging.getLogger("neocloud.studio.batching")
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 
@@ -114,6 +117,7 @@ class SlotDecoder:
         # the rows past them scratch (position 0 of a free slot).
         self.pad_to_bucket = self.use_graphs
         self.graphs: dict[int, tuple[Any, Any]] = {}
+        self.graph_error: str | None = None
         self.forward_passes = 0  # prefills + decode steps, for tests and the benchmark
         self.decode_steps = 0
 
@@ -197,31 +201,46 @@ class SlotDecoder:
         self.tokens[:b].copy_(torch.tensor(tokens + [0] * pad), non_blocking=True)
         self.pos[:b].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
         with torch.inference_mode():
-            if self.use_graphs:
-                graph, out = self._graph(b)
-                graph.replay()
-                logits = out[:n]
+            graph = self._graph(b) if self.use_graphs else None
+            if graph is not None:
+                graph[0].replay()
+                logits = graph[1][:n]
             else:
-                logits = self._decode(b)
+                logits = self._decode(b)[:n]
         self.forward_passes += 1
         self.decode_steps += 1
         return logits
 
-    def _graph(self, b: int) -> tuple[Any, Any]:
+    def _graph(self, b: int) -> tuple[Any, Any] | None:
+        """The captured step for bucket ``b``; ``None`` (and eager steps from then on) when
+        capture fails, so a driver or library quirk costs speed, not service."""
         import torch
 
         if b not in self.graphs:
-            stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up outside capture (allocator, cuBLAS handles)
-                    self._decode(b)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self._decode(b)
-            self.graphs[b] = (graph, out)
+            try:
+                self.graphs[b] = self._capture(b)
+            except Exception as exc:
+                log.warning("CUDA graph capture failed, decoding eagerly: %r", exc)
+                self.graph_error = repr(exc)
+                self.use_graphs = self.pad_to_bucket = False
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                return None
         return self.graphs[b]
+
+    def _capture(self, b: int) -> tuple[Any, Any]:
+        import torch
+
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside capture (allocator, cuBLAS handles)
+                self._decode(b)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out = self._decode(b)
+        return graph, out
 
     def move(self, src: int, dst: int) -> None:
         """Move slot ``src``'s KV into slot ``dst`` (compaction after a sequence ends)."""
