@@ -262,57 +262,72 @@ def record_usage_events(
         return IngestResult(0, 0)
     now = clock.now()
     _check_times(events, now)
-    rows = [
-        {
-            "id": new_id("use", at=now),
-            "org_id": org_id,
-            "source": ev.source,
-            "event_id": ev.id,
-            "type": ev.type,
-            "subject": ev.subject,
-            "time": ev.time,
-            "data": ev.data,
-            "received_at": now,
-        }
-        for ev in events
-    ]
+    ids = [new_id("use", at=now) for _ in events]
     with db.transaction() as s:
         conn = s.connection()
         if db.dialect == "postgresql":
-            inserted = _pg_insert(conn, rows)
+            inserted = _pg_insert(conn, org_id, now, ids, events)
         else:
+            rows = [
+                {
+                    "id": row_id,
+                    "org_id": org_id,
+                    "source": ev.source,
+                    "event_id": ev.id,
+                    "type": ev.type,
+                    "subject": ev.subject,
+                    "time": ev.time,
+                    "data": ev.data,
+                    "received_at": now,
+                }
+                for row_id, ev in zip(ids, events, strict=True)
+            ]
             inserted = len(conn.execute(_insert_events(), rows).all())
     return IngestResult(inserted, len(events) - inserted)
 
 
-# Duplicates are rows the insert skipped: ``ON CONFLICT (org, source, id) DO NOTHING RETURNING
-# id`` returns only the rows it stored, whether the replay is of an earlier batch or of an event
-# earlier in the same batch. No ORM object is made per row.
+# Duplicates are rows the insert skipped: ``ON CONFLICT (org, source, id) DO NOTHING`` stores
+# each (org, source, id) once, whether the replay is of an earlier batch or of an event earlier
+# in the same batch, and the count of rows it stored says how many were new. No ORM object is
+# made per row.
 #
-# PostgreSQL: one statement per batch whatever its size, the columns passed as nine arrays and
-# expanded by ``unnest`` on the server (a multi-row VALUES would carry 9,000 parameters that the
-# driver parses on every call).
+# PostgreSQL: one statement per batch whatever its size, the per-event columns passed as seven
+# arrays (psycopg's binary format: nothing to escape or parse) and expanded by ``unnest`` on the
+# server; a multi-row VALUES would carry 9,000 parameters that the driver parses on every call.
 _PG_INSERT = (
     "INSERT INTO usage_events "
     "(id, org_id, source, event_id, type, subject, time, data, received_at) "
-    "SELECT id, org_id, source, event_id, type, subject, time, CAST(data AS jsonb), received_at "
-    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
-    "%b::timestamptz[], %b::text[], %b::timestamptz[]) "
-    "AS u(id, org_id, source, event_id, type, subject, time, data, received_at) "
-    "ON CONFLICT (org_id, source, event_id) DO NOTHING RETURNING id"
+    "SELECT id, %b::text, source, event_id, type, subject, time, CAST(data AS jsonb), "
+    "%b::timestamptz "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::timestamptz[], %b::text[]) AS u(id, source, event_id, type, subject, time, data) "
+    "ON CONFLICT (org_id, source, event_id) DO NOTHING"
 )
-_PG_COLUMNS = ("id", "org_id", "source", "event_id", "type", "subject", "time", "data")
 
 
-def _pg_insert(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """The rows stored (psycopg's binary array format: nothing to escape or parse)."""
-    params: list[Any] = [[r[k] for r in rows] for k in _PG_COLUMNS]
-    params[7] = [json.dumps(d) for d in params[7]]
-    params.append([r["received_at"] for r in rows])
+def _pg_insert(
+    conn: sa.Connection,
+    org_id: str,
+    now: datetime,
+    ids: list[str],
+    events: Sequence[UsageEvent],
+) -> int:
+    """The number of rows stored (the INSERT's row count: conflicting rows are not counted)."""
+    params = (
+        org_id,
+        now,
+        ids,
+        [ev.source for ev in events],
+        [ev.id for ev in events],
+        [ev.type for ev in events],
+        [ev.subject for ev in events],
+        [ev.time for ev in events],
+        [json.dumps(ev.data) for ev in events],
+    )
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_PG_INSERT, params, binary=True)
-        return len(cursor.fetchall())
+        return int(cursor.rowcount)
     finally:
         cursor.close()
 
