@@ -395,10 +395,18 @@ class BatchScheduler:
         self._deliver(active, logits)
 
     def _deliver(self, requests: list[GenerationRequest], logits: Any) -> None:
+        """Hand each request its token: one wake-up per event loop per step, not per token."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, int]]] = {}
         for request, token in zip(requests, _sample_rows(logits, requests), strict=True):
             request.last_token = token
             request.produced += 1
-            request.emit(token)
+            by_loop.setdefault(request.loop, []).append((request, token))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # that event loop is closed: nobody listens any more
+                for request, _ in items:
+                    request.cancelled.set()
 
     def _drop_finished(self) -> None:
         assert self.decoder is not None
@@ -426,6 +434,11 @@ class BatchScheduler:
     def _max_len(self) -> int:
         assert self.decoder is not None
         return self.decoder.max_len
+
+
+def _put_all(items: list[tuple[GenerationRequest, int]]) -> None:
+    for request, token in items:
+        request.queue.put_nowait(token)
 
 
 def _sample_rows(logits: Any, requests: list[GenerationRequest]) -> list[int]:
