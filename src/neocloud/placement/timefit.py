@@ -34,58 +34,96 @@ def time_fit_gang(
     e: PlacementEngine, r: GangRequest, w: _Window, shape: GangShape, cands: list[str]
 ) -> tuple[str, list[str]] | None:
     """``(domain, nodes)`` with the least slack around ``w``, or ``None`` when no domain has
-    the nodes or the best one would use idle nodes only."""
+    the nodes or none has a node with a booking near the window (then topology decides)."""
     mi = e.index.models.get(r.gpu_model)
-    if mi is None or w.end is None:
+    if mi is None or w.end is None or shape.required > e.index.block_level:
         return None
     big = e.horizon
+    cats = (IDLE, SPOT) if w.future else (IDLE,)
     best: tuple[float, str, list[str]] | None = None
     for d in cands:
-        scored = _free_nodes(e, mi, shape.required, d, w, big)
-        if len(scored) < shape.need:
+        c = mi.counts[shape.required].get(d)
+        loose = 0 if c is None else sum(c[k] for k in cats)
+        tight = _tight_nodes(e, mi, shape.required, d, w, big)
+        if not tight or len(tight) + loose < shape.need:
             continue
-        scored.sort()
-        pick = _block_major(scored, shape.need)
-        total = sum(p[0] for p in pick)
+        total, pick = _block_major(e, mi, shape.required, d, tight, shape.need, cats, big)
         if best is None or (total, d) < (best[0], best[1]):
-            best = (total, d, [p[-1] for p in pick])
-    if best is None or best[0] >= 2 * big * shape.need:
-        return None
-    return best[1], best[2]
+            best = (total, d, pick)
+    return None if best is None else (best[1], best[2])
 
 
 def _block_major(
-    scored: list[tuple[float, int, str, str]], need: int
-) -> list[tuple[float, int, str, str]]:
-    """Blocks in the order of their tightest node; each block's nodes, tightest first, before
-    the next block's (so the gang spans few blocks)."""
-    by_block: dict[str, list[tuple[float, int, str, str]]] = {}
-    for p in scored:  # sorted: each block's list is tightest first, blocks by their best
-        by_block.setdefault(p[2], []).append(p)
-    pick: list[tuple[float, int, str, str]] = []
-    for nodes in by_block.values():
-        pick.extend(nodes[: need - len(pick)])
+    e: PlacementEngine,
+    mi: ModelIndex,
+    level: int,
+    d: str,
+    tight: dict[str, float],
+    need: int,
+    cats: tuple[int, ...],
+    big: float,
+) -> tuple[float, list[str]]:
+    """Blocks in the order of their tightest node, each block's nodes (tight ones by slack,
+    then its idle ones) before the next block's; then blocks of idle nodes only, those with
+    the fewest first. Returns the total slack and the nodes."""
+    bl = e.index.block_level
+    nodes = e.nodes
+    counts = mi.counts[bl]
+
+    def loose_in(block: str) -> int:
+        c = counts.get(block)
+        return 0 if c is None else c[IDLE] + c[SPOT]
+
+    keyed = sorted((slack, loose_in(nodes[n].path[bl]), n) for n, slack in tight.items())
+    by_block: dict[str, list[tuple[float, str]]] = {}
+    for slack, _, n in keyed:
+        by_block.setdefault(nodes[n].path[bl], []).append((slack, n))
+    sets = [mi.idle, mi.spot][: len(cats)]
+    pick: list[str] = []
+    total = 0.0
+
+    def loose_of(block: str) -> list[str]:
+        return sorted(
+            n for leaf in e.topology.leaves_under(bl, block) for s in sets for n in s.get(leaf, ())
+        )
+
+    for block, lst in by_block.items():
+        for slack, n in lst[: need - len(pick)]:
+            pick.append(n)
+            total += slack
+        more = loose_of(block)[: need - len(pick)]
+        pick.extend(more)
+        total += 2 * big * len(more)
+        if len(pick) >= need:
+            return total, pick
+    rest = []
+    for block in _blocks_under(e, level, d):
+        k = loose_in(block)
+        if k and block not in by_block:
+            rest.append((k, block))
+    for _, block in sorted(rest):
+        more = loose_of(block)[: need - len(pick)]
+        pick.extend(more)
+        total += 2 * big * len(more)
         if len(pick) >= need:
             break
-    return pick
+    return total, pick
 
 
-def _free_nodes(
+def _blocks_under(e: PlacementEngine, level: int, d: str) -> list[str]:
+    ds = [d]
+    for i in range(level, e.index.block_level):
+        ds = [c for x in ds for c in e.topology.children[i].get(x, ())]
+    return ds
+
+
+def _tight_nodes(
     e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window, big: float
-) -> list[tuple[float, int, str, str]]:
-    """The nodes of ``d`` free of firm bookings for ``w`` as ``(slack, idle nodes in its
-    block, block, node)``."""
+) -> dict[str, float]:
+    """The busy nodes of ``d`` free of firm bookings for ``w``, with their slack."""
     assert w.end is not None
     start, end = w.start, w.end
-    topo = e.topology
-    bl = e.index.block_level
     out: dict[str, float] = {}
-    leaves = topo.leaves_under(level, d)
-    sets = (mi.idle, mi.spot) if w.future else (mi.idle,)
-    for s in sets:
-        for leaf in leaves:
-            for n in s.get(leaf, ()):
-                out[n] = 2 * big
     released = mi.release[level].get(d, [])
     for until, n in released[: bisect.bisect_right(released, (start, "\uffff"))]:
         out[n] = min(start - until, big) + big
@@ -105,11 +143,4 @@ def _free_nodes(
                 elif b.start >= end:
                     after = min(after, b.start)
             out[n] = min(start - before, big) + min(after - end, big)
-    counts = mi.counts[bl]
-    nodes = e.nodes
-    res = []
-    for n, slack in out.items():
-        block = nodes[n].path[bl]
-        c = counts.get(block)
-        res.append((slack, 0 if c is None else c[IDLE] + c[SPOT], block, n))
-    return res
+    return out
