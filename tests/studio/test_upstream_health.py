@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import httpx2
 import openai
 import pytest
 from fastapi import FastAPI
@@ -96,8 +95,7 @@ def upstreams(tmp_path: Path) -> Iterator[list[FakeVllm]]:
 def pool(upstreams: list[FakeVllm]) -> UpstreamPool:
     return UpstreamPool(
         "vllm",
-        [u.url for u in upstreams],
-        client=httpx2.AsyncClient(timeout=10),
+        [u.url for u in upstreams],  # the gateway's own HTTP client, as in production
         probe_interval_s=0.1,
         cooldown_s=60,
     )

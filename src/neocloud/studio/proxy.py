@@ -69,28 +69,35 @@ async def proxy(
         return JSONResponse(data)
 
     payload["stream_options"] = {"include_usage": True}
-    chunks = pool.stream(path, payload)
-    first = await anext(chunks)  # upstream errors become a 503 before the stream starts
+    batches = pool.stream_batches(path, payload)
+    # Upstream errors become a 503 before the stream starts.
+    first: list[dict[str, Any]] = await anext(batches, [])
 
     async def frames() -> AsyncIterator[str]:
+        """What arrived from the upstream in one read goes out in one write."""
         prompt, completion, sent, done = estimate, 0, 0, False
         try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
-                chunk["model"] = model.id
-                usage = chunk.get("usage")
-                if usage:
-                    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-                sent += sum(1 for c in chunk.get("choices", ()) if _has_text(c))
-                if req.include_usage or chunk.get("choices") or not usage:
-                    if not req.include_usage:
-                        chunk.pop("usage", None)
-                    yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
-                chunk = await anext(chunks, None)
-            yield "data: [DONE]\n\n"
+            batch: list[dict[str, Any]] | None = first
+            while batch is not None:
+                out = []
+                for chunk in batch:
+                    chunk["model"] = model.id
+                    usage = chunk.get("usage")
+                    if usage:
+                        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+                    sent += sum(1 for c in chunk.get("choices", ()) if _has_text(c))
+                    if req.include_usage or chunk.get("choices") or not usage:
+                        if not req.include_usage:
+                            chunk.pop("usage", None)
+                        out.append(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n")
+                batch = await anext(batches, None)
+                if batch is None:
+                    out.append("data: [DONE]\n\n")
+                if out:
+                    yield "".join(out)
             done = True
         finally:
-            await chunks.aclose()
+            await batches.aclose()
             # An aborted stream has no upstream usage yet: one chunk is about one token.
             record(prompt, completion or sent, aborted=not done)
 

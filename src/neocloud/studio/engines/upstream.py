@@ -25,13 +25,14 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
 from neocloud.kernel.errors import Unavailable
+from neocloud.studio.engines.fasthttp import ConnectFailed, FastClient, UpstreamIOError
 
 log = logging.getLogger("neocloud.studio.upstream")
 
@@ -51,7 +52,8 @@ class Replica:
 class UpstreamPool:
     name: str
     urls: list[str]
-    client: httpx2.AsyncClient = field(default_factory=lambda: httpx2.AsyncClient(timeout=600))
+    # None: the gateway's own keep-alive client (fasthttp); tests may hand in an httpx client.
+    client: httpx2.AsyncClient | None = None
     api_key: str | None = None
     cooldown_s: float = 10.0
     probe_interval_s: float = 5.0
@@ -60,6 +62,7 @@ class UpstreamPool:
     replicas: list[Replica] = field(init=False)
     _turn: itertools.count[int] = field(init=False, default_factory=itertools.count)
     _prober: asyncio.Task[None] | None = field(init=False, default=None)
+    _fast: FastClient = field(init=False, default_factory=FastClient)
 
     def __post_init__(self) -> None:
         self.replicas = [Replica(url.rstrip("/")) for url in self.urls]
@@ -88,12 +91,18 @@ class UpstreamPool:
 
     async def probe(self, replica: Replica) -> bool:
         """One health check of ``replica``; updates and returns its health."""
+        url = replica.url + "/models"
         try:
-            answer = await self.client.get(
-                replica.url + "/models", headers=self._headers(), timeout=self.probe_timeout_s
-            )
+            if self.client is None:
+                answer: UpstreamResponse = await self._fast.request(
+                    "GET", url, headers=self._headers(), timeout_s=self.probe_timeout_s
+                )
+            else:
+                answer = await self.client.get(
+                    url, headers=self._headers(), timeout=self.probe_timeout_s
+                )
             ok = answer.status_code < 500
-        except httpx2.HTTPError:
+        except (httpx2.HTTPError, UpstreamIOError):
             ok = False
         if ok:
             if not replica.healthy or replica.down_until > self.now():
@@ -130,27 +139,75 @@ class UpstreamPool:
     async def aclose(self) -> None:
         """Stop the probes and close the connections (at shutdown)."""
         await self.stop_probing()
-        await self.client.aclose()
+        if self.client is None:
+            await self._fast.aclose()
+        else:
+            await self.client.aclose()
 
     # -- requests ---------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    async def post(self, path: str, payload: dict[str, Any]) -> httpx2.Response:
+    async def _post_once(
+        self, replica: Replica, path: str, payload: dict[str, Any]
+    ) -> UpstreamResponse:
+        url = replica.url + path
+        if self.client is None:
+            try:
+                return await self._fast.request(
+                    "POST", url, json_body=payload, headers=self._headers()
+                )
+            except ConnectFailed as exc:
+                raise _Refused(str(exc)) from None
+            except UpstreamIOError as exc:
+                raise _Broken(str(exc)) from None
+        try:
+            return await self.client.post(url, json=payload, headers=self._headers())
+        except httpx2.ConnectError as exc:
+            raise _Refused(str(exc)) from None
+        except httpx2.TransportError as exc:
+            raise _Broken(str(exc)) from None
+
+    async def _stream_once(self, replica: Replica, path: str, payload: dict[str, Any]) -> _Stream:
+        url = replica.url + path
+        if self.client is None:
+            try:
+                status, error, lines = await self._fast.stream_lines(
+                    url, json_body=payload, headers=self._headers()
+                )
+            except ConnectFailed as exc:
+                raise _Refused(str(exc)) from None
+            except UpstreamIOError as exc:
+                raise _Broken(str(exc)) from None
+            return _Stream(status, error, lines, lines.aclose)  # type: ignore[attr-defined]
+        request = self.client.build_request("POST", url, json=payload, headers=self._headers())
+        try:
+            response = await self.client.send(request, stream=True)
+            if response.status_code >= 400:
+                await response.aread()
+                await response.aclose()
+                return _Stream(response.status_code, response, _no_lines(), _nothing_to_close)
+        except httpx2.ConnectError as exc:
+            raise _Refused(str(exc)) from None
+        except httpx2.TransportError as exc:
+            raise _Broken(str(exc)) from None
+        return _Stream(response.status_code, None, _one_by_one(response), response.aclose)
+
+    async def post(self, path: str, payload: dict[str, Any]) -> UpstreamResponse:
+        """POST to the least loaded available replica; a refused connection marks it down and
+        the request goes once to another."""
         self.start_probing()
         replica = self.pick()
         for attempt in (1, 2):
             replica.outstanding += 1
             try:
-                return await self.client.post(
-                    replica.url + path, json=payload, headers=self._headers()
-                )
-            except httpx2.ConnectError as exc:
+                return await self._post_once(replica, path, payload)
+            except _Refused as exc:
                 self.mark_down(replica, exc)
                 if attempt == 2 or len(self.replicas) == 1:
                     raise Unavailable(f"upstream {self.name} is unreachable: {exc}") from None
-            except httpx2.TransportError as exc:
+            except _Broken as exc:
                 self.mark_down(replica, exc)
                 raise Unavailable(f"upstream {self.name} failed: {exc}") from None
             finally:
@@ -158,57 +215,112 @@ class UpstreamPool:
             replica = self.pick(excluding=replica)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _open_stream(
-        self, path: str, payload: dict[str, Any]
-    ) -> tuple[Replica, httpx2.Response]:
-        """Send a streaming request: a replica that refuses the connection is marked down and
-        another is tried once. The chosen replica's ``outstanding`` stays counted."""
+    async def _open_stream(self, path: str, payload: dict[str, Any]) -> tuple[Replica, _Stream]:
+        """Send a streaming request like ``post``; the chosen replica's ``outstanding`` stays
+        counted until the stream is closed."""
         replica = self.pick()
         for attempt in (1, 2):
-            request = self.client.build_request(
-                "POST", replica.url + path, json=payload, headers=self._headers()
-            )
             replica.outstanding += 1
             try:
-                return replica, await self.client.send(request, stream=True)
-            except httpx2.ConnectError as exc:
+                return replica, await self._stream_once(replica, path, payload)
+            except _Refused as exc:
                 replica.outstanding -= 1
                 self.mark_down(replica, exc)
                 if attempt == 2 or len(self.replicas) == 1:
                     raise Unavailable(f"upstream {self.name} is unreachable: {exc}") from None
-            except httpx2.TransportError as exc:
+            except _Broken as exc:
                 replica.outstanding -= 1
                 self.mark_down(replica, exc)
                 raise Unavailable(f"upstream {self.name} failed: {exc}") from None
             replica = self.pick(excluding=replica)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def stream(
+    async def stream_batches(
         self, path: str, payload: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield the upstream's SSE chunks as JSON objects (``[DONE]`` ends the iteration)."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Yield the upstream's SSE chunks as JSON objects, those that arrived together in one
+        list (``[DONE]`` ends the iteration)."""
         self.start_probing()
-        replica, response = await self._open_stream(path, payload)
+        replica, opened = await self._open_stream(path, payload)
         try:
-            if response.status_code >= 400:
-                await response.aread()
+            if opened.error is not None:
                 raise Unavailable(
-                    f"upstream {self.name} answered {response.status_code}",
-                    details={"upstream": _json_or_text(response)},
+                    f"upstream {self.name} answered {opened.status}",
+                    details={"upstream": _json_or_text(opened.error)},
                 )
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                yield json.loads(data)
-        except httpx2.TransportError as exc:
+            async for lines in opened.lines:
+                batch: list[dict[str, Any]] = []
+                for line in lines:
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        async for _ in opened.lines:  # the end of the body: keeps the
+                            pass  # connection reusable
+                        if batch:
+                            yield batch
+                        return
+                    batch.append(json.loads(data))
+                if batch:
+                    yield batch
+        except (httpx2.TransportError, UpstreamIOError) as exc:
             self.mark_down(replica, exc)
             raise Unavailable(f"upstream {self.name} failed mid-stream: {exc}") from None
         finally:
             replica.outstanding -= 1
-            await response.aclose()
+            await opened.close()
+
+    async def stream(
+        self, path: str, payload: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The chunks of ``stream_batches`` one by one."""
+        batches = self.stream_batches(path, payload)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()
+
+
+class UpstreamResponse(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    def json(self) -> Any: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class _Refused(Exception):
+    """No connection: nothing was sent."""
+
+
+class _Broken(Exception):
+    """The exchange broke after it started."""
+
+
+@dataclass
+class _Stream:
+    status: int
+    error: UpstreamResponse | None  # the whole answer when the status is 4xx/5xx
+    lines: AsyncIterator[list[str]]  # the lines of each network read, together
+    close: Callable[[], Awaitable[None]]
+
+
+async def _no_lines() -> AsyncIterator[list[str]]:
+    return
+    yield
+
+
+async def _one_by_one(response: httpx2.Response) -> AsyncIterator[list[str]]:
+    async for line in response.aiter_lines():
+        yield [line]
+
+
+async def _nothing_to_close() -> None:
+    return None
 
 
 async def _probe_loop(pool_ref: weakref.ref[UpstreamPool], interval_s: float) -> None:
@@ -224,7 +336,7 @@ async def _probe_loop(pool_ref: weakref.ref[UpstreamPool], interval_s: float) ->
         await asyncio.sleep(interval_s)
 
 
-def _json_or_text(response: httpx2.Response) -> Any:
+def _json_or_text(response: UpstreamResponse) -> Any:
     try:
         return response.json()
     except ValueError:

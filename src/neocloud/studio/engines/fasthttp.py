@@ -1,0 +1,292 @@
+"""A small HTTP/1.1 client for the gateway's upstream calls: keep-alive connections on asyncio
+streams, JSON bodies, SSE streamed back line by line.
+
+Why not httpx: on the gateway's hot path, httpx's layers (anyio timeouts per read, h11 events,
+URL parsing, per-request socket introspection) cost about as much CPU as the rest of the request.
+This client does only what an OpenAI-compatible upstream needs: ``POST`` with a JSON body and
+``GET`` for health probes, answers with ``Content-Length``, chunked or close-delimited bodies.
+
+Errors: ``ConnectFailed`` when no connection could be made (nothing was sent, so the caller may
+try another replica), ``UpstreamIOError`` when the connection broke during the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class UpstreamIOError(Exception):
+    """The connection to the upstream broke or timed out mid-exchange."""
+
+
+class ConnectFailed(UpstreamIOError):
+    """No connection could be opened (refused, unreachable or timed out)."""
+
+
+@dataclass
+class Response:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+class _Conn:
+    __slots__ = ("reader", "reused", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer, self.reused = reader, writer, False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    path: str
+    host_header: str
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"only http:// upstreams are supported by the fast client: {url}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return _Target(host, port, path, parts.netloc)
+
+
+class FastClient:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 600.0,
+        max_idle_per_host: int = 256,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_idle_per_host = max_idle_per_host
+        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._targets: dict[str, _Target] = {}
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _open(self, t: _Target) -> _Conn:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(t.host, t.port, limit=1 << 20), self.connect_timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"cannot connect to {t.host}:{t.port}: {exc}") from None
+        return _Conn(reader, writer)
+
+    def _acquire_idle(self, t: _Target) -> _Conn | None:
+        idle = self._idle.get((t.host, t.port))
+        while idle:
+            conn = idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    def _release(self, t: _Target, conn: _Conn) -> None:
+        idle = self._idle.setdefault((t.host, t.port), [])
+        if len(idle) < self.max_idle_per_host:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+    # -- one exchange -----------------------------------------------------------------------
+
+    def _target_of(self, url: str) -> _Target:
+        t = self._targets.get(url)
+        if t is None:
+            if len(self._targets) > 10_000:
+                self._targets.clear()
+            t = self._targets[url] = _target(url)
+        return t
+
+    async def _start(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str] | None,
+        timeout_s: float | None,
+    ) -> tuple[_Target, _Conn, int, dict[str, str]]:
+        """Send the request and read the status and headers (retrying once on a fresh
+        connection when a reused keep-alive connection turns out to be closed)."""
+        t = self._target_of(url)
+        head = (
+            f"{method} {t.path} HTTP/1.1\r\nHost: {t.host_header}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        )
+        if body:
+            head += "Content-Type: application/json\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        request = head.encode("latin-1") + b"\r\n" + body
+        timeout = timeout_s or self.read_timeout_s
+        while True:
+            conn = self._acquire_idle(t) or await self._open(t)
+            try:
+                conn.writer.write(request)
+                async with asyncio.timeout(timeout):
+                    raw = await conn.reader.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                conn.close()
+                if conn.reused:
+                    continue  # the server closed an idle connection: once more on a new one
+                raise UpstreamIOError(f"{t.host}:{t.port} closed the connection: {exc}") from None
+            except TimeoutError:
+                conn.close()
+                raise UpstreamIOError(f"{t.host}:{t.port} did not answer in {timeout} s") from None
+            lines = raw.decode("latin-1").split("\r\n")
+            try:
+                status = int(lines[0].split(" ", 2)[1])
+            except (IndexError, ValueError):
+                conn.close()
+                raise UpstreamIOError(f"{t.host}:{t.port} sent a bad status line") from None
+            out: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    out[name.strip().lower()] = value.strip()
+            return t, conn, status, out
+
+    async def _chunks(
+        self, conn: _Conn, headers: dict[str, str], timeout: float
+    ) -> AsyncIterator[bytes]:
+        """The body's bytes as they come; sets ``conn.reused`` to whether it can be kept."""
+        reader = conn.reader
+        try:
+            if "chunked" in headers.get("transfer-encoding", ""):
+                while True:
+                    async with asyncio.timeout(timeout):
+                        size_line = await reader.readline()
+                        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                        if size == 0:
+                            await reader.readuntil(b"\r\n")
+                            break
+                        data = await reader.readexactly(size + 2)
+                    yield data[:-2]
+                conn.reused = True
+            elif "content-length" in headers:
+                length = int(headers["content-length"])
+                if length:
+                    async with asyncio.timeout(timeout):
+                        data = await reader.readexactly(length)
+                    yield data
+                conn.reused = True
+            else:
+                while True:
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(65536)
+                    if not data:
+                        break
+                    yield data
+                conn.reused = False
+            if headers.get("connection", "").lower() == "close":
+                conn.reused = False
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            conn.reused = False
+            raise UpstreamIOError(f"the upstream's answer broke off: {exc}") from None
+        except TimeoutError:
+            conn.reused = False
+            raise UpstreamIOError(f"the upstream stopped answering for {timeout} s") from None
+
+    # -- the calls the pool makes -----------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Response:
+        body = b"" if json_body is None else json.dumps(json_body).encode()
+        t, conn, status, out = await self._start(method, url, body, headers, timeout_s)
+        conn.reused = False
+        try:
+            content = b"".join(
+                [c async for c in self._chunks(conn, out, timeout_s or self.read_timeout_s)]
+            )
+        finally:
+            if conn.reused:
+                self._release(t, conn)
+            else:
+                conn.close()
+        return Response(status, out, content)
+
+    async def stream_lines(
+        self,
+        url: str,
+        *,
+        json_body: Any,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Response | None, AsyncIterator[list[str]]]:
+        """POST and return (status, the whole answer when it is an error, the body's lines in
+        batches: the complete lines of each network read together, so a caller can forward
+        what arrived at once in one write)."""
+        body = json.dumps(json_body).encode()
+        t, conn, status, out = await self._start("POST", url, body, headers, None)
+        conn.reused = False
+        chunks = self._chunks(conn, out, self.read_timeout_s)
+        if status >= 400:
+            try:
+                content = b"".join([c async for c in chunks])
+            finally:
+                self._finish(t, conn)
+            return status, Response(status, out, content), _nothing()
+
+        async def lines() -> AsyncIterator[list[str]]:
+            pending = b""
+            try:
+                async for chunk in chunks:
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    if complete:
+                        yield [line.rstrip(b"\r").decode() for line in complete]
+                if pending:
+                    yield [pending.rstrip(b"\r").decode()]
+            finally:
+                self._finish(t, conn)
+
+        return status, None, lines()
+
+    def _finish(self, t: _Target, conn: _Conn) -> None:
+        if conn.reused:
+            self._release(t, conn)
+        else:
+            conn.close()
+
+
+async def _nothing() -> AsyncIterator[list[str]]:
+    return
+    yield  # an empty async generator
