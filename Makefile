@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio-gpu venv clean
+.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x -m "not postgres"
 
-bench: bench-fleet bench-placement bench-compute bench-billing bench-economics
+bench: bench-fleet bench-placement bench-compute bench-billing bench-economics bench-studio
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
@@ -49,6 +49,11 @@ bench-compute: $(STAMP)
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py
+
+# Gateway overhead: fake upstream alone, neocloud and LiteLLM's proxy in front of it (~3 min;
+# installs litellm[proxy] into bench/studio/.litellm-venv once, and wrk from Debian if missing)
+bench-studio: $(STAMP)
+	$(BIN)/python bench/studio/bench_gateway.py
 
 # Needs an NVIDIA GPU with a CUDA build of torch (not part of `make bench`); --smoke runs on CPU.
 bench-studio-gpu:
