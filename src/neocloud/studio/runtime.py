@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +84,8 @@ def builtin_catalog() -> Catalog:
             (Flavor.FAST, FAST_CONFIG, Decimal("0.04")),
         ):
             suffix = "" if flavor is Flavor.BASE else "-fast"
+            # A 0.85M-parameter model: one CPU thread is as fast and leaves the cores free.
+            config = replace(config, cpu_threads=1)
             engine = HFTextEngine(f"builtin-tiny-llama{suffix}", TINY_LLAMA, config, max_len=512)
             catalog.add_text_engine(engine)
             catalog.add(
