@@ -133,6 +133,9 @@ def test_upstream_registration_is_served_balanced_and_removed(
         )
     assert missing.value.code == "model_not_found"
     assert http.delete(f"{MODELS}/acme/llama-3-8b").status_code == 404
+    builtin = http.delete(f"{MODELS}/neocloud/echo")
+    assert builtin.status_code == 409
+    assert builtin.json()["error"]["code"] == "model_builtin"
     assert _rows(db) == []
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from neocloud.kernel.auth import Principal
-from neocloud.kernel.errors import NotFound
+from neocloud.kernel.errors import Conflict, NotFound
 from neocloud.studio.catalog import CatalogModel, Flavor
 from neocloud.studio.registry import ModelSpec, list_registered, register_model, remove_model
 from neocloud.studio.runtime import StudioRuntime
@@ -156,6 +156,15 @@ def get_studio_model(model_id: str, request: Request, ctx: Ctx, caller: Caller) 
 @router.delete("/studio/models/{model_id:path}", response_model=DeletedOut, tags=TAGS)
 def delete_studio_model(model_id: str, request: Request, ctx: Ctx, caller: Caller) -> DeletedOut:
     """Remove a registered model (operator admins); built-in models cannot be removed."""
+    runtime = _runtime(request)
+    registered = {row.id for row in list_registered(db=ctx.db)}
+    if model_id in runtime.catalog.models and model_id not in registered:
+        caller.require_operator(write=True)
+        raise Conflict(
+            f"the model {model_id!r} is built in and cannot be removed",
+            code="model_builtin",
+            param="model",
+        )
     remove_model(db=ctx.db, principal=caller, model_id=model_id)
     _runtime(request).models.sync()
     return DeletedOut(id=model_id)
