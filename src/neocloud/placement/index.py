@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from neocloud.placement.calendar import NodeCalendar
-from neocloud.placement.model import INF, NodeSnapshot
+from neocloud.placement.model import INF, BookingClass, NodeSnapshot
 
 IDLE, SPOT, BUSY = 0, 1, 2
 # a node's entry: category, free of firm bookings from, whole GPUs free ahead, first firm
@@ -219,7 +219,9 @@ class CapacityIndex:
         old = self.state[node_id]
         node = self.nodes[node_id]
         mi = self.models[node.gpu_model]
-        self._set_room(mi, node_id, cal.fraction_room() if eligible else -1)
+        room = cal.fraction_room() if cal.fractions and eligible else -1
+        if room != self.room.get(node_id, -1):
+            self._set_room(mi, node_id, room)
         if new == old:
             return
         if old is not None and new is not None and old[:2] == new[:2] and old[3:] == new[3:]:
@@ -264,11 +266,20 @@ class CapacityIndex:
                 return (SPOT, -INF, free1, -INF, False)
             return (BUSY, INF if b.end is None else b.end, free1, b.start, False)
         free = max(cal.free_ahead().gpus, 0)
-        if cal.only_spot():
+        spot = BookingClass.spot
+        firm = [(b.start, INF if b.end is None else b.end) for b in cal if b.cls is not spot]
+        if not firm:
             return (SPOT, -INF, free, -INF, False)
-        firm = [b.start for b in cal if not b.cls.preemptible]
-        holey = len(firm) > 1 and bool(cal.firm_gaps())
-        return (BUSY, cal.firm_until(), free, min(firm), holey)
+        if len(firm) == 1:
+            return (BUSY, firm[0][1], free, firm[0][0], False)
+        firm.sort()
+        reach, holey = firm[0][1], False
+        for start, end in firm:
+            if start > reach:
+                holey = True  # free between two firm bookings
+            if end > reach:
+                reach = end
+        return (BUSY, reach, free, firm[0][0], holey)
 
     def _apply(self, mi: ModelIndex, node: NodeSnapshot, st: State, sign: int) -> None:
         cat, until, free, first, holey = st
