@@ -247,10 +247,17 @@ def run(
         if any(len(t) != gen_len for t in tokens):
             raise AssertionError(f"batch {batch}: the engine did not return {gen_len} tokens each")
         run_.engine_toks = batch * gen_len / seconds
-        run_generate(model, prompts[:1], 2)  # warm-up
-        g_seconds, g_tokens = run_generate(model, prompts, gen_len)
-        run_.generate_toks = batch * gen_len / g_seconds
-        run_.match_prefix = shared_prefix(tokens[0], g_tokens)
+        try:
+            run_generate(model, prompts[:1], 2)  # warm-up
+            g_seconds, g_tokens = run_generate(model, prompts, gen_len)
+        except Exception as exc:
+            if smoke:
+                raise
+            # Keep the engine's figures even if this transformers' generate() balks.
+            run_.notes.append(f"generate() failed: {exc!r}")
+        else:
+            run_.generate_toks = batch * gen_len / g_seconds
+            run_.match_prefix = shared_prefix(tokens[0], g_tokens)
         if batch == 1 and device == "cuda":
             plain = scheduler(False, 1)
             run_engine(plain, prompts, 4)
@@ -302,12 +309,13 @@ def report(result: dict[str, Any], out: Any) -> None:
         share = r["engine_toks"] / r["roofline_toks"] * 100
         plain = r["engine_no_graphs_toks"]
         anchor = None if result["smoke"] else GENERATE_H200_TOKS.get(r["batch"])
+        same = r["match_prefix"]
         w(
             f"{r['batch']:>5} {r['engine_toks']:>13,.1f} {share:>9.1f}% "
             f"{(f'{plain:,.1f}' if plain else '-'):>10} {r['generate_toks']:>15,.1f} "
-            f"{r['engine_toks'] / r['generate_toks']:>9.1f}x "
+            f"{r['engine_toks'] / (r['generate_toks'] or float('nan')):>9.1f}x "
             f"{(f'{anchor:,.1f}' if anchor else '-'):>14} "
-            f"{r['match_prefix']:>5}/{result['gen_len']}\n"
+            f"{'-' if same is None else same:>5}/{result['gen_len']}\n"
         )
     for r in result["runs"]:
         for note in r["notes"]:
