@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from neocloud.kernel.money import Money
 
@@ -273,18 +274,21 @@ def rate(
     merged = {node: _merge(spans) for node, spans in failed.items()}
 
     # First by version (cheap keys), then lines of equal price across versions merged.
-    parts_of: dict[tuple[str, str | None, Sku, int], tuple[Decimal, list[str]]] = {}
+    parts_of: dict[tuple[str, str | None, Sku, int], list[Any]] = {}
+    indexed = list(enumerate((lo, hi) for _, lo, hi in parts))
     for iv in _dedupe(intervals):
         sku = sku_of(iv, terms)
         spans = merged.get(iv.node_id, ())
-        for i, (_, lo, hi) in enumerate(parts):
+        project = iv.project_id if by_project else None
+        for i, (lo, hi) in indexed:
             secs = billable_seconds(iv, spans, lo, hi)
             if secs <= 0:
                 continue
-            key = (iv.org_id, iv.project_id if by_project else None, sku, i)
-            got, ids = parts_of.get(key, (Decimal(0), []))
-            ids.append(iv.id)
-            parts_of[key] = (got + secs * iv.gpus, ids)
+            acc = parts_of.get((iv.org_id, project, sku, i))
+            if acc is None:
+                acc = parts_of[(iv.org_id, project, sku, i)] = [Decimal(0), []]
+            acc[0] += secs * iv.gpus
+            acc[1].append(iv.id)
 
     groups: dict[tuple[str, str | None, Sku, Decimal], _Group] = {}
     for (org_id, project_id, sku, i), (gpu_seconds, ids) in parts_of.items():
