@@ -108,6 +108,12 @@ def test_price_change_and_tokens_on_stored_invoices(
     assert march.invoice.total == Decimal("5319.70")
     token_facts = {f for ln in march.lines if ln.sku == "llama.tokens" for f in ln.fact_ids}
     assert len(token_facts) == 2  # each references the usage event it prices
+    # Over HTTP, as JSON and CSV.
+    wire = fleet.invoices.get(inv_id)  # type: ignore[attr-defined]
+    assert [ln["sku"] for ln in wire["lines"]].count("llama.tokens") == 2
+    assert wire["total"]["amount"] == "5319.70"
+    csv_text = fleet.invoices.csv(inv_id)  # type: ignore[attr-defined]
+    assert sum(1 for row in csv_text.splitlines() if ",llama.tokens," in row) == 2
 
     # A late token event of March (2M input tokens at the new price, $0.20): March stays as
     # it was; April's draft carries the difference.
