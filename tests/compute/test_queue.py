@@ -205,3 +205,33 @@ def test_queue_false_with_a_wait_is_a_contradiction(big: Client) -> None:
     exc = _error(big.instances.create, "1xH100", queue=False, max_wait_s=60)
     assert (exc.status, exc.code, exc.param) == (422, "invalid_queue", "max_wait_s")
     assert big.instances.list()["data"] == []
+
+
+def test_a_queued_reserved_instance_waits_for_its_reservation(
+    big: Client, worker: Worker, clock: VirtualClock
+) -> None:
+    from datetime import timedelta
+
+    from neocloud.kernel.clock import rfc3339
+
+    start = clock.now() + timedelta(hours=1)
+    offer = big.reservations.offerings("H100", 1, 24, start_after=rfc3339(start))[0]
+    rsv = big.reservations.buy(offer["id"])
+    early = big.instances.create("8xH100", reservation_ids=[rsv["id"]], queue=True)
+    worker.run_once()
+    got = big.instances.get(early["id"])
+    assert (got["state"], got["class"]) == ("pending", "reserved")  # waits for the start
+    assert "starts at" in got["state_message"]
+    clock.set(start)
+    worker.run_once()
+    first = big.instances.get(early["id"])
+    assert first["state"] == "running"
+    second = big.instances.create("8xH100", reservation_ids=[rsv["id"]], queue=True)
+    _settle(worker, clock)
+    assert _state(big, second) == "pending"  # the reservation's one node is taken
+    big.instances.terminate(early["id"])
+    _settle(worker, clock)
+    got = big.instances.get(second["id"])
+    assert (got["state"], got["node_id"]) == ("running", first["node_id"])
+    ended = big.instances.get(early["id"])  # a planned stop (the reservation's end) ...
+    assert (ended["state"], ended["state_reason"]) == ("terminated", "user")  # ... brought forward

@@ -87,7 +87,11 @@ def create_instance(
     request: Request, ctx: Ctx, caller: Caller, body: InstanceCreate
 ) -> InstanceOut:
     """Ask for an instance; it starts ``pending`` and moves to ``provisioning`` and ``running``
-    (or ``failed`` with reason ``no_capacity``). Quota errors answer 403 ``quota_exceeded``."""
+    (or ``failed`` with reason ``no_capacity``). With ``queue: true`` (or ``max_wait_s``) a
+    request that does not fit waits ``pending`` for capacity, reserved > on-demand > spot and
+    first come first served within a class (later smaller requests may start first only where
+    they do not take what the oldest waiting one needs), and fails ``no_capacity`` when its wait
+    (default 1 day, at most 7) runs out. Quota errors answer 403 ``quota_exceeded``."""
     spec = service.InstanceSpec(**body.model_dump())
     row = service.create_instance(db=ctx.db, clock=ctx.clock, actor=caller, spec=spec)
     nudge(request)

@@ -327,7 +327,11 @@ def terminate_instance(
         row = _visible(s, actor, instance_id, lock=True)
         actor.require_org_role(row.org_id, Role.MEMBER)
         state = InstanceState(row.state)
-        if state in domain.INSTANCE_FINAL or row.stop_reason is not None:
+        if state in domain.INSTANCE_FINAL:
+            return row
+        # A stop already due now wins; one planned later (a reservation's end, a spot
+        # instance's end before a booked reservation) is brought forward.
+        if row.stop_reason is not None and row.stop_at is not None and row.stop_at <= now:
             return row
         if row.cluster_id is not None:
             raise ValidationFailed(
