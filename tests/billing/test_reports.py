@@ -148,7 +148,12 @@ def test_concentration_of_known_shares() -> None:
     assert (conc.top1, conc.top2, conc.largest) == (Decimal("0.7"), Decimal("0.9"), "a")
     assert list(conc.shares) == ["a", "b", "c", "d"]
     empty = reports.concentration_of({}, NOW - timedelta(days=1), NOW, "USD")
-    assert (empty.total, empty.top1, empty.hhi, empty.largest) == (0, 0, 0, None)
+    assert (empty.total, empty.top1, empty.hhi, empty.largest) == (
+        Decimal(0),
+        Decimal(0),
+        Decimal(0),
+        None,
+    )
 
 
 def test_backlog_and_backstop_revenue(

@@ -24,7 +24,7 @@ for _name, _sub in APPS.items():
 
 @pytest.mark.usefixtures("usage")
 def test_reports_over_http(fleet: Client, acme: Client) -> None:
-    revenue = fleet.billing_reports.revenue("2026-03", "2026-04")
+    revenue = fleet.billing_reports.revenue("2026-03", "2026-04")  # type: ignore[attr-defined]
     assert revenue["object"] == "billing.revenue_report"
     assert revenue["total"] == {"amount": "1000.00", "currency": "USD"}
     assert [(r["key"], r["amount"]["amount"]) for r in revenue["by_month"]] == [
@@ -32,25 +32,25 @@ def test_reports_over_http(fleet: Client, acme: Client) -> None:
         ("2026-04", "150.00"),
     ]
     assert [r["key"] for r in revenue["by_org"]] == ["org_a", "org_b", "org_c"]
-    conc = fleet.billing_reports.concentration(window_days=30)
+    conc = fleet.billing_reports.concentration(window_days=30)  # type: ignore[attr-defined]
     assert (conc["top1"], conc["top2"], conc["hhi"]) == ("0.500000", "0.800000", "3800.00")
     assert [(c["org_id"], c["share"]) for c in conc["customers"]] == [
         ("org_a", "0.500000"),
         ("org_b", "0.300000"),
         ("org_c", "0.200000"),
     ]
-    backlog = fleet.billing_reports.backlog()
+    backlog = fleet.billing_reports.backlog()  # type: ignore[attr-defined]
     assert (backlog["total"]["amount"], backlog["by_org"]) == ("0.00", [])
 
     with pytest.raises(ApiError) as err:
-        acme.billing_reports.revenue("2026-03", "2026-04")
+        acme.billing_reports.revenue("2026-03", "2026-04")  # type: ignore[attr-defined]
     assert err.value.status == 403
     for start, end in (("2026-3", "2026-04"), ("2026-04", "2026-03")):
         with pytest.raises(ApiError) as err:
-            fleet.billing_reports.revenue(start, end)
+            fleet.billing_reports.revenue(start, end)  # type: ignore[attr-defined]
         assert err.value.status == 422
     with pytest.raises(ApiError) as err:
-        fleet.billing_reports.concentration(window_days=0)
+        fleet.billing_reports.concentration(window_days=0)  # type: ignore[attr-defined]
     assert err.value.status == 422
 
 
