@@ -10,14 +10,17 @@ incremental free-capacity index per GPU model and topology domain. Every decisio
   ``Placement`` or ``NoCapacity`` (reason, code, details, earliest feasible start); a slice of
   ``milli_gpu`` 1-999 shares one GPU of a node with other fractions (its booking names the
   shared GPU in ``gpu_index``), never over-committing it at any instant;
-- ``offerings(OfferingRequest, now=)`` → up to k ``Offering`` (start, end, fabric, nodes);
+- ``offerings(OfferingRequest, now=)`` → up to k ``Offering`` (start, end, fabric, nodes),
+  including starts in a gap between future bookings when the whole duration fits there;
 - ``preempt(request, now=)`` → the cheapest spot bookings to evict (``Preemption``), a what-if;
 - ``replace(allocation_id, failed_node_id, now=)`` → ``Replacement`` near the failed node;
 - ``extend(allocation_id, new_end, now=)`` → the same nodes for longer, all or nothing;
 - ``release(allocation_id, now=, node_ids=None)``, ``fail_node``, ``restore_node``,
   ``add_booking`` (load existing state), ``advance(now)``.
 
-Policies are named (``first_fit``, ``random``, ``best_fit``, ``fgd``, ``default``);
+Policies are named (``first_fit``, ``random``, ``best_fit``, ``fgd``, ``default``); ``default``
+(and ``fgd``) place a gang with a fixed window by best fit in time (``timefit``): on the nodes
+whose bookings hug the window, idle nodes last;
 ``get_policy`` raises ``UnknownPolicy`` (an ``InvalidRequest`` and a ``ValueError``).
 """
 
