@@ -86,3 +86,16 @@ def test_reservations_and_capacity(cli: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "us-east-1" in result.stdout
     assert "FREE GPUS" not in result.stdout  # tenants see advice only
+
+
+def test_create_queued_from_the_cli(cli: CliRunner, acme: Client) -> None:
+    result = cli.invoke(app, ["instances", "create", "1xH100", "--max-wait", "600", "--json"])
+    assert result.exit_code == 0, result.output
+    inst = json.loads(result.stdout)
+    assert inst["queue_until"] is not None
+    result = cli.invoke(app, ["clusters", "create", "H100", "--nodes", "2", "--queue", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queue_until"] is not None
+    result = cli.invoke(app, ["instances", "create", "1xH100", "--max-wait", "0"])
+    assert result.exit_code == 2
+    assert len(acme.instances.list()["data"]) == 3  # 1 + the cluster's 2 members

@@ -235,3 +235,19 @@ def test_a_queued_reserved_instance_waits_for_its_reservation(
     assert (got["state"], got["node_id"]) == ("running", first["node_id"])
     ended = big.instances.get(early["id"])  # a planned stop (the reservation's end) ...
     assert (ended["state"], ended["state_reason"]) == ("terminated", "user")  # ... brought forward
+
+
+def test_a_queued_instance_gets_the_nodes_a_reservation_leaves(
+    big: Client, worker: Worker, clock: VirtualClock
+) -> None:
+    from datetime import timedelta
+
+    offer = big.reservations.offerings("H100", 8, 24)[0]  # the whole fleet, from now
+    big.reservations.buy(offer["id"])
+    _settle(worker, clock)
+    waiting = big.instances.create("8xH100", reservation_policy="forbid", max_wait_s=2 * 86400)
+    _settle(worker, clock)
+    assert _state(big, waiting) == "pending"
+    clock.advance(timedelta(hours=24).total_seconds())
+    _settle(worker, clock)
+    assert _state(big, waiting) == "running"
