@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from neocloud.kernel.errors import InvalidRequest
 from neocloud.studio.auth import StudioCaller
 from neocloud.studio.catalog import CatalogModel, ModelKind
 from neocloud.studio.engines.base import ChatMessage, Piece, Sampling, TextEngine
-from neocloud.studio.metering import UsageRecord
+from neocloud.studio.metering import UsageRecord, request_ids
 from neocloud.studio.proxy import proxy
 from neocloud.studio.quota import KeyLimits, OrgBudget
 from neocloud.studio.runtime import StudioRuntime
@@ -172,7 +171,7 @@ def _prepare(
         prompt_ids=prompt_ids,
         sampling=sampling,
         endpoint=endpoint,
-        request_id=f"{prefix}-{secrets.token_hex(12)}",
+        request_id=request_ids.new(prefix),
         created=int(runtime.clock.now().timestamp()),
     )
 
@@ -357,7 +356,7 @@ async def create_embeddings(request: Request, caller: StudioCaller) -> JSONRespo
     result = await engine.embed(texts)
     runtime.usage.record(
         UsageRecord(
-            request_id=f"emb-{secrets.token_hex(12)}",
+            request_id=request_ids.new("emb"),
             org_id=caller.org_id,
             key_id=caller.key_id,
             model=model.id,

@@ -13,7 +13,10 @@ failed half-way is simply retried whole: nothing is counted twice.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
+import secrets
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -62,6 +65,25 @@ class MemoryUsageSink:
 
 
 SOURCE = "studio"
+
+
+class _RequestIds:
+    """Request ids unique across processes without a syscall per request: a random prefix per
+    process (drawn again in a forked child) and a counter. They are billing's idempotency keys."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._count = itertools.count()
+
+    def new(self, kind: str) -> str:
+        return f"{kind}-{self._prefix}{next(self._count):012x}"
+
+
+request_ids = _RequestIds()
 
 
 def log_row_id(request_id: str) -> str:

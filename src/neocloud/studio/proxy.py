@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from neocloud.kernel.auth import Principal
 from neocloud.studio.catalog import CatalogModel
 from neocloud.studio.engines.upstream import UpstreamPool
-from neocloud.studio.metering import UsageRecord
+from neocloud.studio.metering import UsageRecord, request_ids
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -38,7 +37,7 @@ async def proxy(
     pool: UpstreamPool = runtime.catalog.upstreams[model.engine]
     estimate = _estimate_prompt_tokens(body)
     runtime.policy.admit(caller, runtime.limiter, tokens=estimate + (req.token_limit or 0))
-    request_id = f"upstream-{secrets.token_hex(12)}"
+    request_id = request_ids.new("chatcmpl" if endpoint == "chat.completions" else "cmpl")
 
     def record(prompt: int, completion: int, *, aborted: bool) -> None:
         runtime.usage.record(
