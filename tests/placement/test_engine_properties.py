@@ -36,7 +36,9 @@ class EngineMachine(RuleBasedStateMachine):
         self.engine = PlacementEngine(grid_fleet(2, 2, 2, 2, gpus=4), policy=policy)
         self.now = 0.0
 
-    def _window(self, cls: BookingClass, delay: int, length: int | None) -> tuple[float, ...]:
+    def _window(
+        self, cls: BookingClass, delay: int, length: int | None
+    ) -> tuple[float, float | None]:
         start = self.now if cls is BookingClass.spot else self.now + delay
         return (start, None if length is None else start + length)
 
