@@ -155,6 +155,23 @@ class Result:
     p99_ms: float
     requests: int
     errors: int
+    cpu_ms_per_request: float = 0.0  # the server's own CPU time (all its processes) per request
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every process in process group ``pgid`` (from /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -180,6 +197,7 @@ def wrk(
     if server.key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {server.key}"')
     script.write_text("\n".join(lines) + "\n")
+    cpu_before = cpu_seconds(server.proc.pid)
     out = subprocess.run(
         [
             wrk_bin,
@@ -204,7 +222,8 @@ def wrk(
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in errs.groups()) if errs else 0)
-    return Result(rps, p50, p99, total, errors)
+    cpu = cpu_seconds(server.proc.pid) - cpu_before
+    return Result(rps, p50, p99, total, errors, 1000 * cpu / max(total, 1))
 
 
 def main() -> None:
@@ -334,7 +353,8 @@ def main() -> None:
                     f"  {s.name:9} {mode:6}  1 conn: p50 {one.p50_ms:6.2f} ms"
                     f"  p99 {one.p99_ms:6.2f} ms"
                     f"  ({one.rps:7.0f} req/s)   {args.connections} conns: {many.rps:7.0f} req/s"
-                    f"  p50 {many.p50_ms:6.1f} ms  errors {one.errors + many.errors}",
+                    f"  p50 {many.p50_ms:6.1f} ms  CPU {many.cpu_ms_per_request:.2f} ms/req"
+                    f"  errors {one.errors + many.errors}",
                     flush=True,
                 )
     finally:
@@ -367,7 +387,10 @@ def report(
     )
     if ll_version:
         print(f"LiteLLM {ll_version}")
-    print(f"{'':10} {'mode':6} | {'added p50':>9} {'added p99':>9} | {'max req/s':>9} | errors")
+    print(
+        f"{'':10} {'mode':6} | {'added p50':>9} {'added p99':>9} | {'max req/s':>9} "
+        f"| {'CPU/req':>9} | errors"
+    )
     up = results["upstream"]
     for name in ("upstream", "neocloud", "litellm"):
         if name not in results:
@@ -379,7 +402,8 @@ def report(
             errors = r["latency"].errors + r["throughput"].errors
             print(
                 f"{name:10} {mode:6} | {added50:7.2f}ms {added99:7.2f}ms "
-                f"| {r['throughput'].rps:9.0f} | {errors}"
+                f"| {r['throughput'].rps:9.0f} | {r['throughput'].cpu_ms_per_request:7.2f}ms "
+                f"| {errors}"
             )
     print()
     for mode in ("plain", "stream"):
