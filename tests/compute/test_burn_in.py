@@ -88,3 +88,26 @@ def test_burn_in_off_leaves_new_nodes_to_the_operator(
     _worker(db, clock, driver, burn_in=False).run_once()
     assert _states(admin) == {"enrolled": 8}
     assert not driver.calls
+
+
+def test_a_burn_in_cut_short_by_the_operator_starts_over_next_time(
+    admin: Client, db: Database, clock: VirtualClock
+) -> None:
+    admin.fleet.import_spec(SMALL_FLEET, initial_state="burn_in")
+    driver = SimDriver(delays={"power": 600.0})
+    worker = _worker(db, clock, driver)
+    worker.run_once()  # powered on; the health check is due in 600 s
+    node = admin.nodes.list(limit=1)["data"][0]
+    admin.nodes.transition(node["id"], "maintenance", reason="pulled for a firmware update")
+    worker.run_once()
+    admin.nodes.transition(node["id"], "burn_in", reason="firmware done")
+    clock.advance(600)
+    powered = [c for c in driver.calls if c[0] == "power" and c[1] == node["id"]]
+    worker.run_once()  # powered on again, not passed on the old burn-in's timer
+    assert admin.nodes.get(node["id"])["state"] == "burn_in"
+    assert len([c for c in driver.calls if c[0] == "power" and c[1] == node["id"]]) == (
+        len(powered) + 1
+    )
+    clock.advance(600)
+    worker.run_once()
+    assert admin.nodes.get(node["id"])["state"] == "available"

@@ -43,6 +43,20 @@ def run_burn_in(*, db: Database, clock: Clock, driver: Driver) -> BurnInReport:
     report = BurnInReport()
     now = clock.now()
     with db.transaction() as s:
+        # A burn-in an operator cut short (a node moved out of burn-in by hand) is forgotten,
+        # so that the node's next burn-in starts from the power step.
+        s.execute(
+            sa.delete(NodeWorkRow)
+            .where(
+                NodeWorkRow.step == STEP,
+                NodeWorkRow.node_id.in_(
+                    sa.select(NodeRow.id).where(
+                        NodeRow.state.not_in([NS.ENROLLED.value, NS.BURN_IN.value])
+                    )
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
         nodes = list(
             s.scalars(
                 sa.select(NodeRow)
