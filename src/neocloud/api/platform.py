@@ -41,7 +41,17 @@ def prepare(
         spec = load_spec_file(fleet_file) if fleet_file else demo_spec()
         imported = fleet_service.import_spec(db=db, clock=clock, spec=spec).nodes_created
     compute_service.register_default_quotas(db=db, clock=clock)
+    _price_builtin_models(db, clock)
     return Prepared(db, admin_key, key_path, imported)
+
+
+def _price_builtin_models(db: Database, clock: Clock) -> None:
+    """Put the built-in models' token prices in the price book (first start, or a model new to
+    this release), so what ``/v1/models`` advertises is what the invoice charges."""
+    from neocloud.studio.pricing import publish_missing, token_prices
+    from neocloud.studio.runtime import builtin_catalog
+
+    publish_missing(db=db, clock=clock, prices=token_prices(builtin_catalog().models.values()))
 
 
 def _write_secret(path: Path, secret: str) -> None:

@@ -38,6 +38,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamPool
+from neocloud.studio.pricing import publish_missing, token_prices
 from neocloud.studio.tables import StudioModelRow
 
 if TYPE_CHECKING:
@@ -128,6 +129,14 @@ def register_model(
         raise Conflict(
             f"the model {spec.id!r} is already registered", code="model_exists", param="id"
         ) from None
+    # Billing prices tokens from the price book: the registration's prices go there too.
+    publish_missing(
+        db=db,
+        clock=clock,
+        principal=principal,
+        prices=token_prices([catalog_model(row)]),
+        replace=True,
+    )
     return row
 
 
