@@ -92,16 +92,19 @@ def publish_price_book(
     db: Database,
     clock: Clock,
     principal: Principal,
-    effective_from: datetime,
+    effective_from: datetime | None,
     gpu_prices: Mapping[str, Decimal],
     token_prices: Mapping[str, Mapping[str, Decimal]],
     currency: str = "USD",
     note: str | None = None,
 ) -> PriceBookRow:
     """Publish a new version (operator admins). It may not take effect in the past: periods
-    already rated keep their prices. Unlisted SKUs keep the catalog-derived default."""
+    already rated keep their prices. Unlisted SKUs keep the catalog-derived default.
+    ``effective_from=None``: from this instant, as the clock reads it here."""
     principal.require_operator(write=True)
     now = clock.now()
+    if effective_from is None:
+        effective_from = now
     if effective_from < now:
         raise ValidationFailed(
             "a price book cannot take effect in the past", param="effective_from"

@@ -70,7 +70,7 @@ def publish_missing(
             db=db,
             clock=clock,
             principal=principal,
-            effective_from=now,
+            effective_from=None,  # now as publishing reads it: a real clock has moved on
             gpu_prices={code: Decimal(p) for code, p in gpu.items()},
             token_prices=merged,
             note="token prices of the studio catalog: " + ", ".join(sorted(wanted)),
