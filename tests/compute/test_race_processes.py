@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow, GpuClaimRow
 from neocloud.db.engine import Database
 from neocloud.db.tables import LeaseRow
-from neocloud.kernel.clock import VirtualClock
+from neocloud.kernel.clock import SystemClock
 from neocloud.kernel.settings import load_settings
 
 FLEET_12 = """\
@@ -84,11 +83,7 @@ def servers(pg_url: str, tmp_path: Path, lease_ttl_s: float) -> Iterator[tuple[l
     spec = tmp_path / "fleet.yaml"
     spec.write_text(FLEET_12)
     settings = load_settings(database_url=pg_url, data_dir=tmp_path / "setup")
-    # A clock that stands still while it prepares. On a ticking clock the first start fails:
-    # studio.pricing.publish_missing asks for effective_from=clock.now(), then
-    # billing.publish_price_book reads the clock again and refuses it as "in the past".
-    clock = VirtualClock(datetime.now(UTC))
-    prepared = prepare(settings, clock, fleet_file=spec, demo_fleet=False)
+    prepared = prepare(settings, SystemClock(), fleet_file=spec, demo_fleet=False)
     prepared.db.dispose()
     assert prepared.admin_key is not None
     assert prepared.imported_nodes == NODES
