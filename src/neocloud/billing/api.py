@@ -143,7 +143,9 @@ def preview_invoice(
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     columns = ("sku", "project_id", "gpu_seconds", "gpu_hours", "unit_price", "amount")
-    writer.writerow((*columns, "currency", "fact_ids"))
+    tokens = ("input_tokens", "output_tokens", "input_price_per_1m", "output_price_per_1m")
+    writer.writerow((*columns, "currency", "fact_ids", *tokens))
+    no_tokens = ("",) * len(tokens)
     for ln in out.lines:
         writer.writerow(
             (
@@ -155,19 +157,25 @@ def preview_invoice(
                 ln.amount.amount,
                 ln.amount.currency,
                 " ".join(ln.fact_ids),
+                *no_tokens,
             )
         )
     for tl in out.token_lines:
         sku = f"tokens.{tl.model}" + (".batch" if tl.batch else "")
         counts = f"{tl.input_tokens} in / {tl.output_tokens} out"
+        money = (tl.amount.amount, tl.amount.currency, " ".join(tl.fact_ids))
+        prices = (
+            tl.input_price_per_1m.amount if tl.input_price_per_1m else "",
+            tl.output_price_per_1m.amount if tl.output_price_per_1m else "",
+        )
         writer.writerow(
-            (sku, "", "", counts, "", tl.amount.amount, tl.amount.currency, " ".join(tl.fact_ids))
+            (sku, "", "", counts, "", *money, tl.input_tokens, tl.output_tokens, *prices)
         )
     for ch in out.agreement_lines:
         facts = " ".join([ch.reference_id, *ch.fact_ids])
         sku = f"{ch.kind}.{ch.sku}"
         money = (ch.unit_price.amount, ch.amount.amount, ch.amount.currency)
-        writer.writerow((sku, "", ch.gpu_seconds, "", *money, facts))
+        writer.writerow((sku, "", ch.gpu_seconds, "", *money, facts, *no_tokens))
     return Response(buf.getvalue(), media_type="text/csv")
 
 
@@ -238,6 +246,10 @@ def get_invoice(
             "unit_price",
             "amount",
             "currency",
+            "input_tokens",
+            "output_tokens",
+            "input_price_per_1m",
+            "output_price_per_1m",
             "fact_ids",
             "reference_id",
         )
@@ -255,11 +267,19 @@ def get_invoice(
                 ln.unit_price.amount,
                 ln.amount.amount,
                 ln.amount.currency,
+                _blank(ln.input_tokens),
+                _blank(ln.output_tokens),
+                ln.input_price_per_1m.amount if ln.input_price_per_1m else "",
+                ln.output_price_per_1m.amount if ln.output_price_per_1m else "",
                 " ".join(ln.fact_ids),
                 ln.reference_id or "",
             )
         )
     return Response(buf.getvalue(), media_type="text/csv")
+
+
+def _blank(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 @router.post("/invoices/{invoice_id}/finalize", response_model=InvoiceOut, tags=TAG_INVOICES)

@@ -34,7 +34,7 @@ from neocloud.billing.agreements import (
     Spend,
     agreement_charges,
 )
-from neocloud.billing.rating import Line, Period
+from neocloud.billing.rating import Line, Period, TokenCounts
 from neocloud.billing.service import rate_org_period
 from neocloud.billing.tables import (
     ContractRow,
@@ -70,17 +70,25 @@ class LineDraft:
     amount: Decimal
     fact_ids: tuple[str, ...]
     reference_id: str | None = None
+    # Token lines: the tokens and the prices per 1M applied (see ``InvoiceLineRow``).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_price_per_1m: Decimal | None = None
+    output_price_per_1m: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Billed:
-    """What finalized invoices already billed for one (SKU, project) of a month."""
+    """What finalized invoices already billed for one (SKU, project) of a month (a token
+    line's counts: None when it was stored without them)."""
 
     sku: str
     project_id: str | None
     gpu_seconds: Decimal
     amount: Decimal
     fact_ids: tuple[str, ...]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 def period_name(period: Period) -> str:
@@ -102,29 +110,47 @@ def usage_lines(lines: Iterable[Line], usage_period: str) -> list[LineDraft]:
             ln.unit_price,
             ln.amount.amount,
             ln.fact_ids,
+            None,
+            *_token_fields(ln.tokens),
         )
         for ln in lines
     ]
+
+
+_TokenFields = tuple[int | None, int | None, Decimal | None, Decimal | None]
+
+
+def _token_fields(tokens: TokenCounts | None) -> _TokenFields:
+    if tokens is None:
+        return (None, None, None, None)
+    return (tokens.input_tokens, tokens.output_tokens, tokens.input_per_1m, tokens.output_per_1m)
 
 
 def adjustment_lines(
     rerated: Iterable[Line], billed: Iterable[Billed], usage_period: str
 ) -> list[LineDraft]:
     """Pure: the difference between a month rated now and what was billed for it, one line per
-    (SKU, project) that changed; its facts are those not billed before (or all it rates)."""
+    (SKU, project) that changed; its facts are those not billed before (or all it rates). A
+    token line's adjustment carries the difference in tokens and the prices of the lines its
+    new facts are on (None when those differ)."""
     new: dict[tuple[str, str | None], Line] = {}
+    parts: dict[tuple[str, str | None], list[Line]] = {}
     for ln in rerated:  # a price change gives a SKU two lines: compare their sum
         key = (ln.sku.code, ln.project_id)
         seen = new.get(key)
         new[key] = ln if seen is None else _combined(seen, ln)
+        parts.setdefault(key, []).append(ln)
     old: dict[tuple[str, str | None], tuple[Decimal, Decimal, set[str]]] = {}
+    old_tokens: dict[tuple[str, str | None], tuple[int, int] | None] = {}
     for b in billed:
-        secs, amount, ids = old.get((b.sku, b.project_id), (Decimal(0), Decimal(0), set()))
-        old[(b.sku, b.project_id)] = (
-            secs + b.gpu_seconds,
-            amount + b.amount,
-            ids | set(b.fact_ids),
-        )
+        key = (b.sku, b.project_id)
+        secs, amount, ids = old.get(key, (Decimal(0), Decimal(0), set()))
+        old[key] = (secs + b.gpu_seconds, amount + b.amount, ids | set(b.fact_ids))
+        counted = old_tokens.get(key, (0, 0))
+        if counted is None or b.input_tokens is None or b.output_tokens is None:
+            old_tokens[key] = None  # stored without counts: the difference is unknown
+        else:
+            old_tokens[key] = (counted[0] + b.input_tokens, counted[1] + b.output_tokens)
     out = []
     for key in sorted(set(new) | set(old), key=lambda k: (k[0], k[1] or "")):
         line = new.get(key)
@@ -135,16 +161,61 @@ def adjustment_lines(
             continue
         facts = tuple(f for f in (line.fact_ids if line else ()) if f not in ids)
         unit = line.unit_price if line else Decimal(0)
+        tokens: _TokenFields = (None, None, None, None)
+        if line is not None and line.tokens is not None:
+            tokens = _token_delta(line.tokens, old_tokens.get(key, (0, 0)), parts[key], facts)
         out.append(
-            LineDraft(ADJUSTMENT, usage_period, key[0], key[1], d_secs, unit, d_amount, facts)
+            LineDraft(
+                ADJUSTMENT,
+                usage_period,
+                key[0],
+                key[1],
+                d_secs,
+                unit,
+                d_amount,
+                facts,
+                None,
+                *tokens,
+            )
         )
     return out
 
 
+def _token_delta(
+    now: TokenCounts, billed: tuple[int, int] | None, lines: Sequence[Line], facts: Sequence[str]
+) -> _TokenFields:
+    """Tokens rated now less those billed (None when what was billed has no counts), priced
+    as the lines that hold the new ``facts`` (all the key's lines when there are none); the
+    prices are None where those lines' differ."""
+    new = set(facts)
+    holding = [ln for ln in lines if new & set(ln.fact_ids)] or list(lines)
+    rates = {(ln.tokens.input_per_1m, ln.tokens.output_per_1m) for ln in holding if ln.tokens}
+    p_in, p_out = rates.pop() if len(rates) == 1 else (None, None)
+    if billed is None:
+        return (None, None, p_in, p_out)
+    return (now.input_tokens - billed[0], now.output_tokens - billed[1], p_in, p_out)
+
+
 def _combined(a: Line, b: Line) -> Line:
     ids = tuple(sorted(set(a.fact_ids) | set(b.fact_ids)))
+    tokens = None
+    if a.tokens is not None and b.tokens is not None:
+        same = (a.tokens.input_per_1m, a.tokens.output_per_1m) == (
+            b.tokens.input_per_1m,
+            b.tokens.output_per_1m,
+        )
+        tokens = TokenCounts(
+            a.tokens.input_tokens + b.tokens.input_tokens,
+            a.tokens.output_tokens + b.tokens.output_tokens,
+            a.tokens.input_per_1m if same else None,
+            a.tokens.output_per_1m if same else None,
+        )
     return replace(
-        a, gpu_seconds=a.gpu_seconds + b.gpu_seconds, amount=a.amount + b.amount, fact_ids=ids
+        a,
+        gpu_seconds=a.gpu_seconds + b.gpu_seconds,
+        amount=a.amount + b.amount,
+        fact_ids=ids,
+        tokens=tokens,
     )
 
 
@@ -246,7 +317,15 @@ def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
         )
     )
     out = [
-        Billed(r.sku, r.project_id, r.gpu_seconds, r.amount, tuple(r.fact_ids))
+        Billed(
+            r.sku,
+            r.project_id,
+            r.gpu_seconds,
+            r.amount,
+            tuple(r.fact_ids),
+            r.input_tokens,
+            r.output_tokens,
+        )
         for r in s.scalars(query)
     ]
     notes = sa.select(CreditNoteRow).where(
@@ -260,6 +339,8 @@ def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
                 Decimal(ln["gpu_seconds"]),
                 Decimal(ln["amount"]),
                 tuple(ln["fact_ids"]),
+                ln.get("input_tokens"),
+                ln.get("output_tokens"),
             )
             for ln in note.lines
             if ln["kind"] == ADJUSTMENT
@@ -351,7 +432,15 @@ def _line_json(d: LineDraft) -> dict[str, Any]:
         "amount": format(d.amount, "f"),
         "fact_ids": list(d.fact_ids),
         "reference_id": d.reference_id,
+        "input_tokens": d.input_tokens,
+        "output_tokens": d.output_tokens,
+        "input_price_per_1m": _text(d.input_price_per_1m),
+        "output_price_per_1m": _text(d.output_price_per_1m),
     }
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
 
 
 # What a credit note gives back first: promotional credit (never cash), then paid credit,
@@ -435,6 +524,10 @@ def _rebuild(
                 amount=d.amount,
                 fact_ids=list(d.fact_ids),
                 reference_id=d.reference_id,
+                input_tokens=d.input_tokens,
+                output_tokens=d.output_tokens,
+                input_price_per_1m=d.input_price_per_1m,
+                output_price_per_1m=d.output_price_per_1m,
             )
         )
     inv.price_book_id = drafts.price_book_id

@@ -174,8 +174,22 @@ class Period:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCounts:
+    """What a token line bills: its tokens and the prices per 1M applied to them (a batch
+    line's after the batch discount, so the line's amount is ``input_tokens * input_per_1m /
+    1M + output_tokens * output_per_1m / 1M``, rounded once). A price of None: the line sums
+    parts priced differently."""
+
+    input_tokens: int
+    output_tokens: int
+    input_per_1m: Decimal | None
+    output_per_1m: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
 class Line:
-    """One invoice line: GPU time of one SKU for one org (and project), and the facts it prices."""
+    """One invoice line: GPU time of one SKU for one org (and project), and the facts it prices
+    (a token line: no GPU time, and its ``tokens``)."""
 
     org_id: str
     project_id: str | None
@@ -184,6 +198,7 @@ class Line:
     unit_price: Decimal  # per GPU-hour
     amount: Money  # rounded once
     fact_ids: tuple[str, ...] = field(default_factory=tuple)
+    tokens: TokenCounts | None = None
 
     @property
     def gpu_hours(self) -> Decimal:
@@ -357,6 +372,19 @@ class TokenLine:
     amount: Money
     fact_ids: tuple[str, ...]
     rate: TokenRate | None = None  # the price applied (a price change splits a model's line)
+
+    @property
+    def counts(self) -> TokenCounts:
+        """The counts and the prices per 1M applied (a batch line's after its discount)."""
+        if self.rate is None:
+            return TokenCounts(self.input_tokens, self.output_tokens, None, None)
+        keep = 1 - self.rate.batch_discount if self.batch else Decimal(1)
+        return TokenCounts(
+            self.input_tokens,
+            self.output_tokens,
+            self.rate.input_per_1m * keep,
+            self.rate.output_per_1m * keep,
+        )
 
 
 def rate_tokens(

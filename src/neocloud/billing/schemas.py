@@ -119,24 +119,38 @@ class InvoiceLineOut(ResponseModel):
         )
 
 
+_PER_1M = "Price per 1M tokens applied (a batch line's after the batch discount)"
+
+
 class TokenLineOut(ResponseModel):
     model: str
     batch: bool
     input_tokens: int
     output_tokens: int
+    input_price_per_1m: MoneyOut | None = Field(None, description=_PER_1M)
+    output_price_per_1m: MoneyOut | None = Field(None, description=_PER_1M)
     amount: MoneyOut
     fact_ids: list[str]
 
     @classmethod
     def of(cls, line: TokenLine) -> TokenLineOut:
+        cur = line.amount.currency
+        counts = line.counts
         return cls(
             model=line.model,
             batch=line.batch,
             input_tokens=line.input_tokens,
             output_tokens=line.output_tokens,
+            input_price_per_1m=_price(counts.input_per_1m, cur),
+            output_price_per_1m=_price(counts.output_per_1m, cur),
             amount=MoneyOut.of(line.amount),
             fact_ids=list(line.fact_ids),
         )
+
+
+def _price(value: Decimal | None, currency: str) -> MoneyOut | None:
+    """A unit price as stored, without trailing zeros (alike on both backends)."""
+    return None if value is None else MoneyOut.of(Money(value.normalize(), currency))
 
 
 class ChargeOut(ResponseModel):
@@ -217,6 +231,10 @@ class StoredLineOut(ResponseModel):
     amount: MoneyOut
     fact_ids: list[str]
     reference_id: str | None = None
+    input_tokens: int | None = Field(None, description="Token lines: input tokens billed")
+    output_tokens: int | None = Field(None, description="Token lines: output tokens billed")
+    input_price_per_1m: MoneyOut | None = Field(None, description=_PER_1M)
+    output_price_per_1m: MoneyOut | None = Field(None, description=_PER_1M)
 
 
 class InvoiceOut(ResponseModel):
@@ -258,6 +276,10 @@ class InvoiceOut(ResponseModel):
                     amount=MoneyOut.of(Money(ln.amount, cur).rounded()),
                     fact_ids=list(ln.fact_ids),
                     reference_id=ln.reference_id,
+                    input_tokens=ln.input_tokens,
+                    output_tokens=ln.output_tokens,
+                    input_price_per_1m=_price(ln.input_price_per_1m, cur),
+                    output_price_per_1m=_price(ln.output_price_per_1m, cur),
                 )
                 for ln in lines
             ],

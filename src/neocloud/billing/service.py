@@ -412,8 +412,8 @@ class Rated:
 def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
     """Token lines as invoice lines, so invoices store them and adjust them for late events
     like GPU lines: SKU ``MODEL.tokens`` (``MODEL.tokens.batch`` for the batch API), no project,
-    no GPU time and no unit price (two prices per 1M tokens: the counts are in the events the
-    line references)."""
+    no GPU time and no unit price per GPU-hour; the token counts and the two prices per 1M
+    tokens applied ride along as ``tokens``."""
     return [
         Line(
             tl.org_id,
@@ -423,6 +423,7 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
             Decimal(0),
             tl.amount,
             tl.fact_ids,
+            tl.counts,
         )
         for tl in lines
     ]

@@ -102,6 +102,14 @@ class InvoiceLineRow(Base):
     fact_ids: Mapped[list[str]] = mapped_column(Json)
     # The contract or credit grant a line prices (true-up, drawdown, reservation, credit lines).
     reference_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    # Token lines (SKU ``MODEL.tokens[.batch]``): the tokens billed and the prices per 1M
+    # applied (a batch line's after its discount); None on other lines, and on a token
+    # adjustment whose parts were priced differently (the prices) or billed before these
+    # columns existed (the counts).
+    input_tokens: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    input_price_per_1m: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
+    output_price_per_1m: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
 
 
 class ContractRow(Base):

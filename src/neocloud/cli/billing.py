@@ -42,6 +42,36 @@ LINE_COLUMNS: list[Column] = [
 ]
 
 
+def _tokens(ln: dict[str, Any]) -> str | None:
+    """``1000000 in / 250 out`` on a token line; None (``-``) on others."""
+    if ln.get("input_tokens") is None and ln.get("output_tokens") is None:
+        return None
+    return f"{_or_dash(ln.get('input_tokens'))} in / {_or_dash(ln.get('output_tokens'))} out"
+
+
+def _per_1m(ln: dict[str, Any]) -> str | None:
+    """``0.15 / 0.60 USD`` (input / output per 1M tokens) on a token line."""
+    p_in, p_out = ln.get("input_price_per_1m"), ln.get("output_price_per_1m")
+    if p_in is None and p_out is None:
+        return None
+    prices = [p for p in (p_in, p_out) if p is not None]
+    amounts = [p["amount"] if p else "-" for p in (p_in, p_out)]
+    return f"{amounts[0]} / {amounts[1]} {prices[0]['currency']}"
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+TOKEN_COLUMNS: list[Column] = [
+    ("MODEL", "model"),
+    ("BATCH", lambda ln: "yes" if ln["batch"] else "no"),
+    ("TOKENS", _tokens),
+    ("IN / OUT PER 1M", _per_1m),
+    ("AMOUNT", "amount"),
+    ("FACTS", lambda ln: len(ln["fact_ids"])),
+]
+
 AGREEMENT_COLUMNS: list[Column] = [
     ("KIND", "kind"),
     ("SKU", "sku"),
@@ -72,6 +102,8 @@ def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
         return
     title = f"{preview['org_id']} · {preview['period']} · as of {preview['as_of']}"
     print_table(preview["lines"], LINE_COLUMNS, title=title)
+    if preview.get("token_lines"):
+        print_table(preview["token_lines"], TOKEN_COLUMNS, title="tokens")
     if preview.get("agreement_lines"):
         print_table(preview["agreement_lines"], AGREEMENT_COLUMNS, title="contracts and credits")
     total = preview["total"]
@@ -101,6 +133,8 @@ STORED_COLUMNS: list[Column] = [
     ("PROJECT", "project_id"),
     ("GPU-SECONDS", "gpu_seconds"),
     ("UNIT PRICE/H", "unit_price"),
+    ("TOKENS", _tokens),
+    ("IN / OUT PER 1M", _per_1m),
     ("AMOUNT", "amount"),
     ("FACTS", lambda ln: len(ln["fact_ids"])),
 ]
