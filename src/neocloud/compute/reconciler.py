@@ -43,6 +43,7 @@ from neocloud.compute.tables import (
     InstanceRow,
     NodeWorkRow,
 )
+from neocloud.db import bulk
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Driver, NodeRef, StepResult
 from neocloud.fleet.tables import NodeRow
@@ -134,7 +135,7 @@ class Reconciler:
             elif node is not None and action is InstanceAction.DEPROVISION:
                 result = self.driver.deprovision(node_ref(node), workload_id=row.id)
             plans.append((row.id, action, result))
-        with self.db.transaction() as s:
+        with self.db.transaction() as s, bulk.buffered(s):
             # only rows whose lease is still ours: another holder's result wins
             mine = {
                 r.id: r
@@ -244,7 +245,7 @@ class Reconciler:
                     node_ref(n) for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(wiping)))
                 ]
             wipes = {ref.id: self.driver.wipe(ref) for ref in refs}
-        with self.db.transaction() as s:
+        with self.db.transaction() as s, bulk.buffered(s):
             # Lock the nodes (in id order), then decide again on facts read under the lock.
             locked = {
                 n.id: n

@@ -30,6 +30,7 @@ from neocloud.compute.queue import WaitingQueue, never_fits, waits
 from neocloud.compute.service import move_instance, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
+from neocloud.db import bulk
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
@@ -46,6 +47,7 @@ from neocloud.placement import (
 )
 
 log = logging.getLogger(__name__)
+CLAIMS: sa.Table = GpuClaimRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ class Prefetch:
     def write_claims(self, s: Session) -> None:
         if self.new_claims:
             s.flush()  # their allocations first (foreign key)
-            s.execute(sa.insert(GpuClaimRow), self.new_claims)
+            bulk.insert_rows(s, CLAIMS, self.new_claims)
             self.new_claims = []
 
     def check_free(
@@ -247,7 +249,7 @@ class Batch:
         if not items:
             return
         try:
-            with self.db.transaction() as s:
+            with self.db.transaction() as s, bulk.buffered(s):
                 pre = prefetch(s, self.now, items)
                 results = [it.write(s, pre) for it in items]
                 pre.write_claims(s)
@@ -255,7 +257,7 @@ class Batch:
             results = []
             for it in items:
                 try:
-                    with self.db.transaction() as s:
+                    with self.db.transaction() as s, bulk.buffered(s):
                         pre = prefetch(s, self.now, [it])
                         results.append(it.write(s, pre))
                         pre.write_claims(s)

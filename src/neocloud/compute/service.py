@@ -21,6 +21,7 @@ from neocloud.compute.domain import (
     resolve_instance_type,
 )
 from neocloud.compute.tables import ComputeEventRow, InstanceRow
+from neocloud.db import bulk
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.fleet.domain import parse_enum
@@ -31,6 +32,8 @@ from neocloud.kernel.ids import is_id, new_id
 from neocloud.tenancy import quotas as tenancy_quotas
 from neocloud.tenancy.domain import check_quota
 from neocloud.tenancy.tables import ProjectRow
+
+EVENTS: sa.Table = ComputeEventRow.__table__  # type: ignore[assignment]
 
 MAX_SSH_KEYS = 20
 MAX_USER_DATA = 64 * 1024
@@ -66,20 +69,20 @@ def record_event(
     message: str | None = None,
     node_id: str | None = None,
 ) -> None:
-    s.add(
-        ComputeEventRow(
-            id=new_id("evt", at=now),
-            subject_id=subject_id,
-            org_id=org_id,
-            at=now,
-            kind=kind,
-            from_state=from_state,
-            to_state=to_state,
-            reason=reason,
-            message=message[:1000] if message else None,
-            node_id=node_id,
-        )
-    )
+    row = {
+        "id": new_id("evt", at=now),
+        "subject_id": subject_id,
+        "org_id": org_id,
+        "at": now,
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason,
+        "message": message[:1000] if message else None,
+        "node_id": node_id,
+    }
+    if not bulk.buffer(s, EVENTS, row):  # inside a bulk block it is written with the rest
+        s.add(ComputeEventRow(**row))
 
 
 def move_instance(

@@ -14,6 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.db import bulk
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.fleet import domain
@@ -35,6 +36,8 @@ from neocloud.fleet.tables import (
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
+
+NODE_EVENTS: sa.Table = NodeEventRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -281,17 +284,17 @@ def change_node(
         node.state_reason = reason
     node.updated_at = now
     for move in moves or [Move(before.state, after.state)]:
-        session.add(
-            NodeEventRow(
-                id=new_id("evt", at=now),
-                node_id=node.id,
-                at=now,
-                from_state=move.before.value,
-                to_state=move.after.value,
-                reason=reason if moves else f"hold: {reason or ''}".strip(),
-                actor=actor,
-            )
-        )
+        row = {
+            "id": new_id("evt", at=now),
+            "node_id": node.id,
+            "at": now,
+            "from_state": move.before.value,
+            "to_state": move.after.value,
+            "reason": reason if moves else f"hold: {reason or ''}".strip(),
+            "actor": actor,
+        }
+        if not bulk.buffer(session, NODE_EVENTS, row):  # else written with the rest
+            session.add(NodeEventRow(**row))
 
 
 def cordon_node(
