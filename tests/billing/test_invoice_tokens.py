@@ -269,3 +269,13 @@ def test_adjustment_of_token_lines_is_pure() -> None:
     )
     (line,) = adjustment_lines([gpu], [], "2026-03")
     assert (line.input_tokens, line.input_price_per_1m) == (None, None)
+
+
+def test_stored_prices_per_1m_have_the_columns_scale() -> None:
+    # 0.123457 x (1 - 0.3) = 0.0864199 per 1M: stored (and shown) as 0.086420 on both backends
+    price = Decimal("0.123457") * Decimal("0.7")
+    line = _token_line(1_000_000, 0, (price, price), ["a"])
+    (usage,) = invoices.usage_lines([line], "2026-03")
+    assert usage.input_price_per_1m == usage.output_price_per_1m == Decimal("0.086420")
+    (adj,) = adjustment_lines([line], [], "2026-03")
+    assert (adj.input_tokens, adj.input_price_per_1m) == (1_000_000, Decimal("0.086420"))

@@ -123,7 +123,17 @@ _TokenFields = tuple[int | None, int | None, Decimal | None, Decimal | None]
 def _token_fields(tokens: TokenCounts | None) -> _TokenFields:
     if tokens is None:
         return (None, None, None, None)
-    return (tokens.input_tokens, tokens.output_tokens, tokens.input_per_1m, tokens.output_per_1m)
+    prices = (_scale(tokens.input_per_1m), _scale(tokens.output_per_1m))
+    return (tokens.input_tokens, tokens.output_tokens, *prices)
+
+
+# A price per 1M as stored: at the column's scale (a batch price after its discount may have
+# more digits), so both backends store and show the same value; amounts are rated unrounded.
+_PRICE_SCALE = Decimal("0.000001")
+
+
+def _scale(price: Decimal | None) -> Decimal | None:
+    return None if price is None else price.quantize(_PRICE_SCALE, ROUND_HALF_UP)
 
 
 def adjustment_lines(
@@ -190,7 +200,7 @@ def _token_delta(
     new = set(facts)
     holding = [ln for ln in lines if new & set(ln.fact_ids)] or list(lines)
     rates = {(ln.tokens.input_per_1m, ln.tokens.output_per_1m) for ln in holding if ln.tokens}
-    p_in, p_out = rates.pop() if len(rates) == 1 else (None, None)
+    p_in, p_out = (_scale(p) for p in rates.pop()) if len(rates) == 1 else (None, None)
     if billed is None:
         return (None, None, p_in, p_out)
     return (now.input_tokens - billed[0], now.output_tokens - billed[1], p_in, p_out)
