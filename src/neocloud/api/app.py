@@ -97,6 +97,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.add_middleware(AuditMiddleware, db=db, clock=clock)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost of all: ordinary /v1 completions for upstream models skip the stack above.
+    from neocloud.api.fastpath import StudioFastPath
+
+    app.add_middleware(StudioFastPath, studio=studio, max_body_bytes=settings.max_body_bytes)
     return app
 
 

@@ -10,7 +10,9 @@ not stored, so a retry after one runs again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
@@ -36,6 +38,25 @@ MAX_KEY_LENGTH = 255
 _NOT_STORED = {401, 409, 429}
 
 
+class _RequestIds:
+    """``req_`` and 24 hex digits without a syscall per request: a random half drawn once per
+    process (again in a forked child) and a counter for the other half."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(6)
+        self._count = itertools.count()
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
+
+
+new_request_id = _RequestIds().new
+
+
 class RequestContextMiddleware:
     """Give every request an id (or keep the caller's ``X-Request-Id``) and echo it back."""
 
@@ -47,7 +68,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and len(given) <= 128 else "req_" + secrets.token_hex(12)
+        request_id = given if given and len(given) <= 128 else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:

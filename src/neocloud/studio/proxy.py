@@ -68,18 +68,26 @@ async def proxy(
         return JSONResponse(data)
 
     payload["stream_options"] = {"include_usage": True}
-    batches = pool.stream_batches(path, payload)
+    batches = pool.stream_data(path, payload)
     # Upstream errors become a 503 before the stream starts.
-    first: list[dict[str, Any]] = await anext(batches, [])
+    first: list[str] = await anext(batches, [])
+    rewrite = _Rewrite(payload["model"], model.id, req.include_usage)
 
     async def frames() -> AsyncIterator[str]:
         """What arrived from the upstream in one read goes out in one write."""
         prompt, completion, sent, done = estimate, 0, 0, False
         try:
-            batch: list[dict[str, Any]] | None = first
+            batch: list[str] | None = first
             while batch is not None:
                 out = []
-                for chunk in batch:
+                for data in batch:
+                    passed = rewrite.pass_through(data)
+                    if passed is not None:
+                        frame, has_text = passed
+                        sent += has_text
+                        out.append(frame)
+                        continue
+                    chunk = json.loads(data)
                     chunk["model"] = model.id
                     usage = chunk.get("usage")
                     if usage:
@@ -101,6 +109,35 @@ async def proxy(
             record(prompt, completion or sent, aborted=not done)
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+class _Rewrite:
+    """Pass an upstream chunk on as text when it is written the usual compact way: the model
+    name swapped in place and a ``"usage":null`` dropped when the client did not ask for usage.
+    Chunks that carry usage, or are written otherwise, are parsed instead (``None``)."""
+
+    __slots__ = ("include_usage", "ours", "theirs")
+
+    def __init__(self, upstream_model: str, model_id: str, include_usage: bool) -> None:
+        self.theirs = '"model":' + json.dumps(upstream_model)
+        self.ours = '"model":' + json.dumps(model_id)
+        self.include_usage = include_usage
+
+    def pass_through(self, data: str) -> tuple[str, bool] | None:
+        """(the SSE frame, whether the chunk carries text) or None."""
+        if data.count(self.theirs) != 1:
+            return None
+        usages = data.count('"usage"')
+        if usages:
+            if usages != 1 or ',"usage":null' not in data:
+                return None  # usage counted (or written otherwise): parse it
+            if not self.include_usage:
+                data = data.replace(',"usage":null', "", 1)
+        data = data.replace(self.theirs, self.ours, 1)
+        has_text = ('"content":"' in data and '"content":""' not in data) or (
+            '"text":"' in data and '"text":""' not in data
+        )
+        return f"data: {data}\n\n", has_text
 
 
 def _has_text(choice: dict[str, Any]) -> bool:

@@ -185,15 +185,18 @@ class FastClient:
         reader = conn.reader
         try:
             if "chunked" in headers.get("transfer-encoding", ""):
-                while True:
+                # Every chunk already received is decoded at once and handed on together: an
+                # SSE upstream sends one chunk per event, often several per network read.
+                pending, done = b"", False
+                while not done:
                     async with asyncio.timeout(timeout):
-                        size_line = await reader.readline()
-                        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                        if size == 0:
-                            await reader.readuntil(b"\r\n")
-                            break
-                        data = await reader.readexactly(size + 2)
-                    yield data[:-2]
+                        data = await reader.read(65536)
+                    if not data:
+                        raise asyncio.IncompleteReadError(pending, None)
+                    pending += data
+                    out, pending, done = _dechunk(pending)
+                    if out:
+                        yield out
                 conn.reused = True
             elif "content-length" in headers:
                 length = int(headers["content-length"])
@@ -285,6 +288,30 @@ class FastClient:
             self._release(t, conn)
         else:
             conn.close()
+
+
+def _dechunk(buffer: bytes) -> tuple[bytes, bytes, bool]:
+    """Decode the complete chunks at the start of ``buffer``: (their data, what is left, whether
+    the last chunk and the end of the body were in it)."""
+    out: list[bytes] = []
+    at, end = 0, len(buffer)
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            break
+        size = int(buffer[at:line_end].split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            # The last chunk; no trailers expected, the body ends with an empty line.
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            if trailer_end < 0:
+                break
+            return b"".join(out), b"", True
+        data_end = line_end + 2 + size
+        if data_end + 2 > end:
+            break
+        out.append(buffer[line_end + 2 : data_end])
+        at = data_end + 2
+    return b"".join(out), buffer[at:], False
 
 
 async def _nothing() -> AsyncIterator[list[str]]:

@@ -240,6 +240,18 @@ class UpstreamPool:
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yield the upstream's SSE chunks as JSON objects, those that arrived together in one
         list (``[DONE]`` ends the iteration)."""
+        raw = self.stream_data(path, payload)
+        try:
+            async for batch in raw:
+                yield [json.loads(data) for data in batch]
+        finally:
+            await raw.aclose()
+
+    async def stream_data(
+        self, path: str, payload: dict[str, Any]
+    ) -> AsyncGenerator[list[str], None]:
+        """Like ``stream_batches`` but each chunk as the text of its ``data:`` line (JSON not
+        parsed, so a caller can pass it on as it came)."""
         self.start_probing()
         replica, opened = await self._open_stream(path, payload)
         try:
@@ -249,7 +261,7 @@ class UpstreamPool:
                     details={"upstream": _json_or_text(opened.error)},
                 )
             async for lines in opened.lines:
-                batch: list[dict[str, Any]] = []
+                batch: list[str] = []
                 for line in lines:
                     if not line.startswith("data:"):
                         continue
@@ -260,7 +272,7 @@ class UpstreamPool:
                         if batch:
                             yield batch
                         return
-                    batch.append(json.loads(data))
+                    batch.append(data)
                 if batch:
                     yield batch
         except (httpx2.TransportError, UpstreamIOError) as exc:
