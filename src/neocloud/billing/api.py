@@ -121,7 +121,12 @@ def preview_invoice(
     """The org's invoice for ``period`` (YYYY-MM) rated from the facts now; ``format=csv``
     gives one row per line. Tenants see their own org only."""
     preview = service.preview_invoice(
-        db=ctx.db, clock=ctx.clock, principal=caller, org_id=org_id, period=_period(period)
+        db=ctx.db,
+        clock=ctx.clock,
+        principal=caller,
+        org_id=org_id,
+        period=_period(period),
+        rounding=ctx.settings.billing_rounding,
     )
     spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in preview.lines]
     spend += [  # as stored invoices name token lines: MODEL.tokens[.batch]

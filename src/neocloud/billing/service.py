@@ -510,7 +510,13 @@ def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
 
 
 def preview_invoice(
-    *, db: Database, clock: Clock, principal: Principal, org_id: str, period: Period
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    org_id: str,
+    period: Period,
+    rounding: str = ROUND_HALF_UP,
 ) -> InvoicePreview:
     """Rate ``org_id``'s facts for ``period`` now (open allocations run to now), each part by
     the price book version in force then; time a node spent failed is not billed, even when
@@ -518,7 +524,7 @@ def preview_invoice(
     principal.require_org_role(org_id, Role.VIEWER)
     now = clock.now()
     with db.transaction() as s:
-        rated = rate_org_period(s, org_id, period, now)
+        rated = rate_org_period(s, org_id, period, now, rounding=rounding)
     as_of = min(now, period.end)
     return InvoicePreview(
         org_id,
