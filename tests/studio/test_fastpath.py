@@ -7,13 +7,18 @@ served a request by counting the fast path's calls to the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -287,3 +292,90 @@ def test_compact_chunks_pass_through_as_text_and_others_are_parsed() -> None:
     assert hide.pass_through('{"model":"up/m","choices":[],"usage":{"prompt_tokens":1}}') is None
     assert hide.pass_through('{"model":"other","choices":[]}') is None
     assert hide.pass_through('{"model": "up/m", "choices": []}') is None
+
+
+def _serve(app: Any, lifespan: Literal["on", "off"] = "off") -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield port
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+class _SlowUpstream:
+    """Streams one word every 20 ms, up to 1000, in vLLM's compact format; notes when the
+    gateway hangs up."""
+
+    def __init__(self) -> None:
+        self.hung_up = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"data":[]}'})
+            return
+        body = json.loads((await receive())["body"])
+        disconnect = asyncio.ensure_future(receive())
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for n in range(1000):
+            if disconnect.done():
+                self.hung_up.set()
+                return
+            choice = {"index": 0, "delta": {"content": f" w{n}"}, "finish_reason": None}
+            chunk = {"id": "s", "model": body["model"], "choices": [choice], "usage": None}
+            frame = f"data: {_compact(chunk)}\n\n".encode()
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await asyncio.sleep(0.02)
+        disconnect.cancel()
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_an_aborted_fast_stream_is_metered_and_the_upstream_released(
+    app: FastAPI, admin_key: str, sink: MemoryUsageSink, fast_calls: list[str]
+) -> None:
+    upstream = _SlowUpstream()
+    up_server = _serve(upstream)
+    up_port = next(up_server)
+    runtime: StudioRuntime = app.state.studio
+    runtime.catalog.add_upstream(UpstreamPool("slow", [f"http://127.0.0.1:{up_port}/v1"]))
+    runtime.catalog.add(
+        CatalogModel("up/slow", "slow", ModelKind.TEXT, 4096, Decimal(1), Decimal(2))
+    )
+    gateway = _serve(app, lifespan="on")  # on: the pool's connections are closed at the end
+    port = next(gateway)
+    try:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            http.headers["Authorization"] = f"Bearer {admin_key}"
+            assert http.get("/v1/models").status_code == 200  # fills the key cache
+            body = _chat(model="up/slow", stream=True, max_tokens=1000)
+            with http.stream("POST", CHAT, json=body) as answer:
+                assert answer.status_code == 200
+                seen = 0
+                for line in answer.iter_lines():
+                    seen += line.startswith("data: ")
+                    if seen == 4:
+                        break
+        assert fast_calls == ["chat.completions"]
+        deadline = time.monotonic() + 10
+        while not sink.records and time.monotonic() < deadline:
+            runtime.usage.flush()
+            time.sleep(0.05)
+        [record] = sink.records
+        assert record.aborted
+        assert 4 <= record.completion_tokens < 100  # one per chunk sent: no upstream usage yet
+        assert upstream.hung_up.wait(5)  # the gateway closed its upstream stream too
+    finally:
+        for server in (gateway, up_server):
+            next(server, None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from neocloud.kernel.auth import Principal
 from neocloud.studio.catalog import CatalogModel
@@ -108,7 +110,41 @@ async def proxy(
             # An aborted stream has no upstream usage yet: one chunk is about one token.
             record(prompt, completion or sent, aborted=not done)
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return EventStream(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+class EventStream(StreamingResponse):
+    """Starlette's ``StreamingResponse`` that watches for the client going away with one asyncio
+    task instead of an anyio task group (which cost a fifth of a short stream's CPU). As there,
+    a disconnect stops the stream at once and closes the generator, whose ``finally`` meters
+    what was sent."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        if scope["type"] != "http" or task is None:
+            await super().__call__(scope, receive, send)
+            return
+        streaming, gone = True, False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if streaming:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > 0:
+                raise
+        finally:
+            streaming = False
+            watcher.cancel()
+            if gone:
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 class _Rewrite:
