@@ -79,24 +79,37 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def _serve(url: str, port: int) -> None:
+def _serve(url: str, port: int, poll_s: float | None = None) -> None:
     """The platform as `neocloud up` runs it, in its own process (clients do not share its
-    interpreter lock)."""
+    interpreter lock). With ``poll_s`` the worker runs in a process of its own instead, which
+    polls every ``poll_s`` seconds (there is no cross-process nudge): a trial of that design."""
     db = Database.from_url(url)
     clock = SystemClock()
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(settings=Settings(data_dir=Path(tmp)), db=db, clock=clock)
-        # The worker gets its own connection pool: it never queues behind request threads.
-        worker = Worker(Database.from_url(url), clock, driver=SimDriver(), interval_s=1.0)
-        app.state.compute_nudge = worker.nudge
-        worker.start()
+        worker = None
+        if poll_s is None:
+            # The worker gets its own connection pool: it never queues behind request threads.
+            worker = Worker(Database.from_url(url), clock, driver=SimDriver(), interval_s=1.0)
+            app.state.compute_nudge = worker.nudge
+            worker.start()
         try:
             uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         finally:
-            worker.stop()
+            if worker is not None:
+                worker.stop()
 
 
-def run(db: Database, url: str, n: int, instance_type: str) -> dict[str, float]:
+def _work(url: str, poll_s: float) -> None:
+    """The compute worker alone in its process, polling (``--worker-process``)."""
+    worker = Worker(Database.from_url(url), SystemClock(), driver=SimDriver(), interval_s=poll_s)
+    worker.start()
+    threading.Event().wait()
+
+
+def run(
+    db: Database, url: str, n: int, instance_type: str, poll_s: float | None = None
+) -> dict[str, float]:
     clock = SystemClock()
     upgrade(db)
     key = bootstrap_operator(db=db, clock=clock)
@@ -104,8 +117,13 @@ def run(db: Database, url: str, n: int, instance_type: str) -> dict[str, float]:
     fleet_service.import_spec(db=db, clock=clock, spec=parse_spec(FLEET))
     register_default_quotas(db=db, clock=clock, limit_gpus=100_000)
     port = _free_port()
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url, port))
+    ctx = multiprocessing.get_context("spawn")
+    server = ctx.Process(target=_serve, args=(url, port, poll_s))
     server.start()
+    worker = None
+    if poll_s is not None:
+        worker = ctx.Process(target=_work, args=(url, poll_s), daemon=True)
+        worker.start()
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     try:
@@ -120,6 +138,9 @@ def run(db: Database, url: str, n: int, instance_type: str) -> dict[str, float]:
     finally:
         server.terminate()
         server.join(20)
+        if worker is not None:
+            worker.terminate()
+            worker.join(20)
 
 
 def _measure(base: str, headers: dict[str, str], n: int, instance_type: str) -> dict[str, float]:
@@ -198,6 +219,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="concurrent creates")
     parser.add_argument("--type", default="8xH100", help="instance type")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--worker-process",
+        type=float,
+        metavar="POLL_S",
+        help="trial: run the worker in a process of its own, polling every POLL_S seconds "
+        "(default: a thread of the API process, nudged after each create, as `neocloud up`)",
+    )
     args = parser.parse_args()
     print(
         f"# time-to-GPU of {args.type}, zero driver delay: 20 creates one at a time, "
@@ -214,12 +242,18 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{tmp}/bench.db"
                 db = Database.from_url(url)
-                r = run(db, url, args.n, args.type)
+                r = run(db, url, args.n, args.type, args.worker_process)
                 db.dispose()
         else:
             db, admin, name = _pg_db()
             try:
-                r = run(db, db.engine.url.render_as_string(hide_password=False), args.n, args.type)
+                r = run(
+                    db,
+                    db.engine.url.render_as_string(hide_password=False),
+                    args.n,
+                    args.type,
+                    args.worker_process,
+                )
             finally:
                 db.dispose()
                 with admin.connect() as conn:
