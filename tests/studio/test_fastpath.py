@@ -379,3 +379,19 @@ def test_an_aborted_fast_stream_is_metered_and_the_upstream_released(
     finally:
         for server in (gateway, up_server):
             next(server, None)
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_500_in_the_platform_shape(
+    http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert http.post(CHAT, json=_chat()).status_code == 200  # the key is cached now
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fastpath, "proxy", broken)
+    answer = http.post(CHAT, json=_chat())
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "internal_error"
+    assert answer.json()["error"]["type"] == "api_error"
+    assert answer.headers["x-request-id"]

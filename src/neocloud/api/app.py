@@ -54,7 +54,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
             await studio.aclose()  # upstream health probes and connections
             studio.usage.stop()
 
-    app = FastAPI(
+    from neocloud.api.fastpath import GatewayApp
+
+    app = GatewayApp(
         lifespan=lifespan,
         title="neocloud",
         version=__version__,
@@ -97,10 +99,8 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.add_middleware(AuditMiddleware, db=db, clock=clock)
     app.add_middleware(RequestContextMiddleware)
-    # Outermost of all: ordinary /v1 completions for upstream models skip the stack above.
-    from neocloud.api.fastpath import StudioFastPath
-
-    app.add_middleware(StudioFastPath, studio=studio, max_body_bytes=settings.max_body_bytes)
+    # In front of all of it: ordinary /v1 completions for upstream models skip the stack above.
+    app.install_fast_path(studio, max_body_bytes=settings.max_body_bytes)
     return app
 
 

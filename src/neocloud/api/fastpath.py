@@ -2,10 +2,11 @@
 ``POST /v1/completions`` for models served by an upstream pool.
 
 Per proxied request, FastAPI's routing and dependency solving and the platform's generic
-middlewares cost more CPU than the proxying itself. This app sits outermost (just inside
-Starlette's error middleware) and serves such a request itself when everything about it is
-ordinary. Anything else goes on, untouched (the body replayed when it was read), to the full
-stack, which answers exactly as before:
+middlewares cost more CPU than the proxying itself. ``GatewayApp`` (the platform's FastAPI app)
+hands each HTTP request to this route before FastAPI's own entry (its telemetry check, error and
+body-limit middlewares) and before the platform's middlewares; the route serves the request
+itself when everything about it is ordinary. Anything else goes on, untouched (the body
+replayed when it was read), to the full stack, which answers exactly as before:
 
 * the key is not in the studio's principal cache (a key's first request, a bad key, no key);
 * the request has an ``Idempotency-Key`` (the idempotency middleware stores and replays);
@@ -22,7 +23,10 @@ studio's own proxy with the same admission (429 ``rate_limit_exceeded`` with ``R
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+from fastapi import FastAPI
 
 from neocloud.api.errors import error_response
 from neocloud.api.middleware import (
@@ -40,6 +44,8 @@ from neocloud.studio.catalog import ModelKind
 from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest, parse
+
+log = logging.getLogger("neocloud.api")
 
 # path -> (request schema, upstream path, metering endpoint)
 _ROUTES: dict[str, tuple[type[ChatCompletionRequest | CompletionRequest], str, str]] = {
@@ -113,13 +119,27 @@ class StudioFastPath:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["principal"] = principal
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send_with_id(message)
+
         try:
-            response: Any = await proxy(
-                runtime, principal, model, body, req, path=path, endpoint=endpoint
-            )
-        except NeocloudError as exc:
-            response = error_response(exc)
-        await response(scope, receive, send_with_id)
+            try:
+                response: Any = await proxy(
+                    runtime, principal, model, body, req, path=path, endpoint=endpoint
+                )
+            except NeocloudError as exc:
+                response = error_response(exc)
+            await response(scope, receive, send_tracked)
+        except Exception:
+            # What the full stack's last-resort handler answers; re-raised for the server's log.
+            log.exception("unhandled error on POST %s", scope["path"])
+            if not started:
+                await _send_internal_error(send_with_id)
+            raise
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, and False when it grew past the bound."""
@@ -140,3 +160,38 @@ class StudioFastPath:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks), size <= self.max_body_bytes
+
+
+async def _send_internal_error(send: Send) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "type": "api_error",
+                "code": "internal_error",
+                "message": "an internal error occurred; it has been logged",
+                "param": None,
+            }
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GatewayApp(FastAPI):
+    """The platform's FastAPI app with the studio's fast path in front of it: an HTTP request
+    reaches FastAPI only when the fast path does not serve it (``install_fast_path``)."""
+
+    _fast_path: StudioFastPath | None = None
+
+    def install_fast_path(self, studio: StudioRuntime, *, max_body_bytes: int) -> None:
+        async def full_stack(scope: Scope, receive: Receive, send: Send) -> None:
+            await FastAPI.__call__(self, scope, receive, send)
+
+        self._fast_path = StudioFastPath(full_stack, studio=studio, max_body_bytes=max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._fast_path is not None and scope["type"] == "http":
+            await self._fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
