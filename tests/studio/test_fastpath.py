@@ -395,3 +395,20 @@ def test_an_unexpected_error_on_the_fast_path_is_a_500_in_the_platform_shape(
     assert answer.json()["error"]["code"] == "internal_error"
     assert answer.json()["error"]["type"] == "api_error"
     assert answer.headers["x-request-id"]
+
+
+def test_completions_take_the_fast_path_too(
+    http: TestClient, fast_calls: list[str], seen: list[dict[str, Any]]
+) -> None:
+    body = {"model": "meta/llama-3-8b", "prompt": "hello", "max_tokens": 5}
+    slow = http.post("/v1/completions", json=body)
+    fast = http.post("/v1/completions", json=body)
+    assert fast_calls == ["completions"]
+    assert slow.status_code == fast.status_code == 200
+    assert slow.json() == fast.json()
+    assert fast.json()["model"] == "meta/llama-3-8b"
+    assert seen[-1]["prompt"] == "hello"
+    bad = http.post("/v1/completions", json={**body, "prompt": ["a", "b"]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "prompt"
+    assert fast_calls == ["completions"]
