@@ -31,6 +31,19 @@ def error_response(exc: NeocloudError) -> JSONResponse:
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
 
+def internal_error_response() -> JSONResponse:
+    """The 500 every unexpected failure answers; the details go to the log, not the caller."""
+    body = {
+        "error": {
+            "type": "api_error",
+            "code": "internal_error",
+            "message": "an internal error occurred; it has been logged",
+            "param": None,
+        }
+    }
+    return JSONResponse(body, status_code=500)
+
+
 def validation_error(errors: list[dict[str, Any]]) -> ValidationFailed:
     """Turn pydantic's error list into one precise error naming the first bad field."""
     described = [_describe(e) for e in errors]
@@ -87,12 +100,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {
-            "error": {
-                "type": "api_error",
-                "code": "internal_error",
-                "message": "an internal error occurred; it has been logged",
-                "param": None,
-            }
-        }
-        return JSONResponse(body, status_code=500)
+        return internal_error_response()

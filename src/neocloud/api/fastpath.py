@@ -28,7 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from neocloud.api.errors import error_response
+from neocloud.api.errors import error_response, internal_error_response
 from neocloud.api.middleware import (
     ASGIApp,
     Message,
@@ -40,6 +40,7 @@ from neocloud.api.middleware import (
     new_request_id,
 )
 from neocloud.kernel.errors import NeocloudError
+from neocloud.studio.auth import bearer_token
 from neocloud.studio.catalog import ModelKind
 from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
@@ -77,12 +78,8 @@ class StudioFastPath:
             elif name == b"idempotency-key":
                 await self.app(scope, receive, send)
                 return
-        principal = None
-        if authorization is not None:
-            scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
-            token = token.strip()
-            if scheme.lower() == "bearer" and token:
-                principal = self.studio.principals.get(token)
+        token = bearer_token(authorization.decode("latin-1")) if authorization else None
+        principal = self.studio.principals.get(token) if token is not None else None
         if principal is None or (
             declared is not None
             and declared.strip().isdigit()
@@ -138,7 +135,7 @@ class StudioFastPath:
             # What the full stack's last-resort handler answers; re-raised for the server's log.
             log.exception("unhandled error on POST %s", scope["path"])
             if not started:
-                await _send_internal_error(send_with_id)
+                await internal_error_response()(scope, receive, send_with_id)
             raise
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
@@ -160,22 +157,6 @@ class StudioFastPath:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks), size <= self.max_body_bytes
-
-
-async def _send_internal_error(send: Send) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "type": "api_error",
-                "code": "internal_error",
-                "message": "an internal error occurred; it has been logged",
-                "param": None,
-            }
-        }
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class GatewayApp(FastAPI):

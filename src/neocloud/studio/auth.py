@@ -50,11 +50,11 @@ class PrincipalCache:
         self._hits.clear()
 
 
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
     if not header:
         return None
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 
@@ -65,7 +65,7 @@ async def studio_caller(
 ) -> Principal:
     """The caller of a ``/v1`` request: from the cache, else the platform's check (a thread)."""
     cache: PrincipalCache = request.app.state.studio.principals
-    token = _token(request)
+    token = bearer_token(request.headers.get("authorization"))
     if token is not None and (principal := cache.get(token)) is not None:
         request.state.principal = principal
         return principal
