@@ -12,7 +12,7 @@ from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.clusters import move_cluster
 from neocloud.compute.domain import ClusterState, InstanceState, Reason
 from neocloud.compute.nodes import lock_node
-from neocloud.compute.queue import WaitingQueue, never_fits, waits
+from neocloud.compute.queue import WaitingQueue, expired, never_fits, waits
 from neocloud.compute.scheduler import ComputeConfig, ScheduleReport, write_queued
 from neocloud.compute.service import move_instance, record_event
 from neocloud.compute.snapshot import Snapshot, from_ts, node_eligible, ts
@@ -105,7 +105,7 @@ def place_cluster(
     cluster: ClusterRow,
     config: ComputeConfig,
     report: ScheduleReport,
-    queue: WaitingQueue | None = None,
+    queue: WaitingQueue,
 ) -> None:
     now = clock.now()
     request = gang_request(cluster)
@@ -116,23 +116,13 @@ def place_cluster(
     if isinstance(result, NoCapacity):
         never = never_fits(engine, request)
         if never is None and waits(cluster.queue_until, now):
-            if queue is not None:
-                queue.hold(request)
+            queue.hold(request)
             if cluster.state_message is None:
                 _write_queued(db, cluster.id, result, now)
             report.held.append(cluster.id)
             return
-        if never is not None:
-            result = NoCapacity(never)
-        elif cluster.queue_until is not None:
-            result = NoCapacity(
-                f"waited until {cluster.queue_until.isoformat()}: {result.reason}",
-                code=result.code,
-                details=result.details,
-                earliest_start=result.earliest_start,
-            )
-        if queue is not None:
-            result = queue.note(result, cluster.gpu_model)
+        result = NoCapacity(never) if never else expired(cluster.queue_until, result)
+        result = queue.note(result, cluster.gpu_model)
         _fail(db, clock, cluster.id, result)
         report.failed.append(cluster.id)
         return

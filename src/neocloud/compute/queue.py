@@ -37,6 +37,19 @@ def waits(queue_until: datetime | None, now: datetime) -> bool:
     return queue_until is not None and now < queue_until
 
 
+def expired(queue_until: datetime | None, no: NoCapacity) -> NoCapacity:
+    """The no-capacity answer for a request whose wait ran out (unchanged if it never
+    waited)."""
+    if queue_until is None:
+        return no
+    return NoCapacity(
+        f"waited until {queue_until.isoformat()}: {no.reason}",
+        code=no.code,
+        details=no.details,
+        earliest_start=no.earliest_start,
+    )
+
+
 def never_fits(engine: PlacementEngine, request: SliceRequest | GangRequest) -> str | None:
     """Why the request could not fit even on an empty fleet (all nodes, healthy or not), or
     None. Such a request fails at once even when queued."""

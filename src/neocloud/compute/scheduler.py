@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
-from neocloud.compute.queue import WaitingQueue, never_fits, waits
+from neocloud.compute.queue import WaitingQueue, expired, never_fits, waits
 from neocloud.compute.service import move_instance, request_stop
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
@@ -305,7 +305,7 @@ def _place_instance(
             if waits(row.queue_until, now):  # room in the reservation may free up
                 _hold(batch, row, NoCapacity(why), now)
                 return
-            _fail_no_capacity(db, clock, row.id, _expired(row.queue_until, NoCapacity(why)))
+            _fail_no_capacity(db, clock, row.id, expired(row.queue_until, NoCapacity(why)))
             report.failed.append(row.id)
             return
     elif row.cls == CapacityClass.RESERVED.value:
@@ -333,7 +333,7 @@ def _place_instance(
             queue.hold(request)
             _hold(batch, row, result, now)
             return
-        no = NoCapacity(never) if never else _expired(row.queue_until, result)
+        no = NoCapacity(never) if never else expired(row.queue_until, result)
         no = queue.note(no, cls_model)
         batch.add(
             _Pending(
@@ -358,17 +358,6 @@ def _place_instance(
         report.retried.append(row.id)
         return
     batch.add(_Pending(row.id, placed.bookings[0].node_id, write, undo, True))
-
-
-def _expired(queue_until: datetime | None, no: NoCapacity) -> NoCapacity:
-    if queue_until is None:
-        return no
-    return NoCapacity(
-        f"waited until {queue_until.isoformat()}: {no.reason}",
-        code=no.code,
-        details=no.details,
-        earliest_start=no.earliest_start,
-    )
 
 
 def _hold(batch: Batch, row: InstanceRow, no: NoCapacity, now: datetime) -> None:
