@@ -57,12 +57,13 @@ def publish_missing(
         current = billing.find_price_book_row(s, now)
         gpu = dict(current.gpu_prices) if current else {}
         tokens = dict(current.token_prices) if current else {}
+    given = {model: {k: str(v) for k, v in p.items()} for model, p in prices.items()}
     wanted = {
-        model: {k: str(v) for k, v in p.items()}
-        for model, p in prices.items()
-        if model not in tokens or (replace and tokens[model] != {k: str(v) for k, v in p.items()})
+        model: p
+        for model, p in given.items()
+        if model not in tokens or (replace and tokens[model] != p)
     }
-    if not wanted and current is not None:
+    if not wanted:
         return None
     merged = {m: {k: Decimal(v) for k, v in p.items()} for m, p in {**tokens, **wanted}.items()}
     try:
