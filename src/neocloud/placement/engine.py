@@ -98,7 +98,6 @@ class PlacementEngine:
         self.policy = get_policy(policy, seed=seed) if isinstance(policy, str) else policy
         self.horizon = horizon
         self.allocations: dict[str, _Allocation] = {}
-        self.now = -INF
         self._seq = 0
         for b in bookings:
             self.add_booking(b)
