@@ -545,7 +545,8 @@ def _rebuild(
     inv.rated_at = now
 
 
-def _build(s: Session, org_id: str, period: Period, now: datetime, rounding: str) -> InvoiceRow:
+def _open(s: Session, org_id: str, period: Period, now: datetime) -> InvoiceRow:
+    """``org_id``'s invoice for ``period``, locked; an empty draft is created if none exists."""
     name = period_name(period)
     inv = _lock(s, org_id, name)
     if inv is None:
@@ -562,6 +563,11 @@ def _build(s: Session, org_id: str, period: Period, now: datetime, rounding: str
         )
         s.add(inv)
         s.flush()  # a concurrent create of the same (org, period) fails here: a conflict
+    return inv
+
+
+def _build(s: Session, org_id: str, period: Period, now: datetime, rounding: str) -> InvoiceRow:
+    inv = _open(s, org_id, period, now)
     if inv.state == DRAFT:
         _rebuild(s, inv, period, now, rounding)
     return inv
@@ -682,13 +688,14 @@ def close_period(
     for org_id in orgs:
         now = clock.now()
         with db.transaction() as s:
-            inv = _build(s, org_id, period, now, rounding)
+            inv = _open(s, org_id, period, now)
             if inv.state == FINALIZED:
                 unchanged.append(inv.id)
             elif now >= period.end + grace:
-                _finalize(s, inv, now, grace, rounding)
+                _finalize(s, inv, now, grace, rounding)  # rates the draft once, then freezes it
                 finalized.append(inv.id)
             else:
+                _rebuild(s, inv, period, now, rounding)
                 drafts.append(inv.id)
         if after_org is not None:
             after_org(org_id)
