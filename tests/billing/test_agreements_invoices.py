@@ -423,6 +423,36 @@ def test_backstop_is_operator_revenue_for_unsold_capacity(
     assert _build(db, clock, org, APRIL).invoice.total == _cents(80 * ON_DEMAND)  # no line
 
 
+def test_backstop_sold_hours_count_every_org_of_its_gpu_model_only(
+    acme: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    org = acme.get("orgs")["data"][0]["id"]
+    agreements.create_contract(
+        db=db,
+        clock=clock,
+        principal=OPERATOR,
+        terms=ContractTerms(
+            org_id=org,
+            kind="backstop",
+            start_at=_t(4),
+            end_at=_t(5),
+            gpu_model=node.gpu_model,
+            gpus=16,
+            rate=Decimal("1.00"),
+        ),
+    )
+    _alloc(db, org, node, _t(4, 3), 10)  # 80 GPU-hours
+    _alloc(db, "org_other", node, _t(4, 10), 5)  # another tenant's: 40 GPU-hours
+    other_model = _alloc(db, "org_other", node, _t(4, 20), 100)
+    with db.transaction() as s:
+        row = s.get(AllocationRow, other_model)
+        assert row is not None
+        row.gpu_model = "not-" + node.gpu_model  # another model's time sells none of this one
+    with db.transaction() as s:
+        [rev] = agreements.backstop_revenue(s, APRIL, now=_t(5, 2))
+    assert (rev.sold_gpu_hours, rev.amount) == (Decimal(120), Decimal(16 * 720 - 120))
+
+
 def test_invoicing_worker_runs_last_month_under_a_lease(
     fleet: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:

@@ -36,6 +36,7 @@ from neocloud.billing.rating import (
     Period,
     Sku,
     billable_seconds,
+    merge_spans,
     rate,
 )
 from neocloud.billing.service import (
@@ -51,7 +52,7 @@ from neocloud.billing.tables import (
     InvoiceLineRow,
     InvoiceRow,
 )
-from neocloud.compute.tables import AllocationRow, ReservationRow
+from neocloud.compute.tables import ReservationRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.fleet.tables import NodeRow
@@ -688,34 +689,14 @@ def backstop_revenue(s: Session, period: Period, *, now: datetime) -> list[Backs
 
 
 def _sold_gpu_hours(s: Session, gpu_model: str, window: Period) -> Decimal:
-    orgs = s.scalars(
-        sa.select(AllocationRow.org_id)
-        .where(
-            AllocationRow.gpu_model == gpu_model,
-            AllocationRow.start_at < window.end,
-            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > window.start),
-        )
-        .distinct()
-    ).all()
+    intervals = [iv for iv in load_intervals(s, None, window) if iv.gpu_model == gpu_model]
+    outages = load_outages(s, {iv.node_id for iv in intervals}, window.end)
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
+    for o in outages:
+        spans.setdefault(o.node_id, []).append((o.start, o.end or window.end))
+    merged = {node: merge_spans(v) for node, v in spans.items()}
     total = Decimal(0)
-    for org in sorted(orgs):
-        intervals = [iv for iv in load_intervals(s, org, window) if iv.gpu_model == gpu_model]
-        outages = load_outages(s, {iv.node_id for iv in intervals}, window.end)
-        spans: dict[str, list[tuple[datetime, datetime]]] = {}
-        for o in outages:
-            spans.setdefault(o.node_id, []).append((o.start, o.end or window.end))
-        merged = {node: _merge(v) for node, v in spans.items()}
-        for iv in intervals:
-            secs = billable_seconds(iv, merged.get(iv.node_id, []), window.start, window.end)
-            total += secs * iv.gpus
+    for iv in intervals:
+        secs = billable_seconds(iv, merged.get(iv.node_id, []), window.start, window.end)
+        total += secs * iv.gpus
     return total / Decimal(3600)
-
-
-def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    out: list[tuple[datetime, datetime]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        elif end > start:
-            out.append((start, end))
-    return out

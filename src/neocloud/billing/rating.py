@@ -210,7 +210,8 @@ def seconds(delta: timedelta) -> Decimal:
     return Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / 1_000_000
 
 
-def _merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+def merge_spans(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` spans sorted, empty ones dropped, overlapping or touching ones joined."""
     out: list[tuple[datetime, datetime]] = []
     for start, end in sorted(spans):
         if end <= start:
@@ -286,7 +287,7 @@ def rate(
     failed: dict[str, list[tuple[datetime, datetime]]] = {}
     for o in outages:
         failed.setdefault(o.node_id, []).append((o.start, end if o.end is None else o.end))
-    merged = {node: _merge(spans) for node, spans in failed.items()}
+    merged = {node: merge_spans(spans) for node, spans in failed.items()}
 
     # First by version (cheap keys), then lines of equal price across versions merged.
     parts_of: dict[tuple[str, str | None, Sku, int], list[Any]] = {}
