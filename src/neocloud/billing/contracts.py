@@ -8,10 +8,10 @@ from __future__ import annotations
 import decimal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from neocloud.billing.rating import Period
+from neocloud.billing.rating import Period, seconds
 from neocloud.kernel.money import Money
 
 _CENT = Decimal("0.01")
@@ -101,14 +101,10 @@ def refundable(grants: Iterable[Grant], at: datetime, currency: str = "USD") -> 
 # -- time: monthly commitments over contracts of any length ---------------------------------
 
 
-def _seconds(delta: timedelta) -> Decimal:
-    return Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / 1_000_000
-
-
 def overlap(start: datetime, end: datetime, period: Period) -> Decimal:
     """Seconds of ``[start, end)`` inside ``period`` (0 when they do not meet)."""
     lo, hi = max(start, period.start), min(end, period.end)
-    return _seconds(hi - lo) if hi > lo else Decimal(0)
+    return seconds(hi - lo) if hi > lo else Decimal(0)
 
 
 def months(start: datetime, end: datetime) -> Iterator[Period]:
@@ -128,7 +124,7 @@ def prorated(per_month: Decimal, start: datetime, end: datetime, period: Period)
     if covered == 0:
         return Decimal(0)
     ctx = decimal.Context(prec=_PRECISION)
-    return ctx.divide(ctx.multiply(per_month, covered), _seconds(period.end - period.start))
+    return ctx.divide(ctx.multiply(per_month, covered), seconds(period.end - period.start))
 
 
 def monthly_value(per_month: Decimal, start: datetime, end: datetime) -> Decimal:
@@ -141,7 +137,7 @@ def gpu_hours_value(gpus: int, rate: Decimal, start: datetime, end: datetime) ->
     if end <= start:
         return Decimal(0)
     ctx = decimal.Context(prec=_PRECISION)
-    return ctx.divide(ctx.multiply(ctx.multiply(Decimal(gpus), rate), _seconds(end - start)), _HOUR)
+    return ctx.divide(ctx.multiply(ctx.multiply(Decimal(gpus), rate), seconds(end - start)), _HOUR)
 
 
 def round_line(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
