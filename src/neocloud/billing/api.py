@@ -128,11 +128,8 @@ def preview_invoice(
         period=_period(period),
         rounding=ctx.settings.billing_rounding,
     )
-    spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in preview.lines]
-    spend += [  # as stored invoices name token lines: MODEL.tokens[.batch]
-        agreements.Spend(f"{tl.model}.tokens" + (".batch" if tl.batch else ""), tl.amount.amount)
-        for tl in preview.token_lines
-    ]
+    lines = [*preview.lines, *service.token_invoice_lines(preview.token_lines)]  # as stored
+    spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in lines]
     charges = agreements.preview_charges(
         db=ctx.db,
         clock=ctx.clock,
