@@ -119,11 +119,19 @@ def _versions(books: Books) -> list[PriceBook]:
 
 def book_at(books: Books, at: datetime) -> PriceBook:
     """The version in force at ``at``: the latest with ``effective_from <= at``."""
-    versions = _versions(books)
-    found = [b for b in versions if b.effective_from is None or b.effective_from <= at]
-    if not found:
+    return _in_force(_versions(books), at)
+
+
+def _in_force(versions: Sequence[PriceBook], at: datetime) -> PriceBook:
+    """``book_at`` over versions already in ``_versions``' order (no sorting again)."""
+    found = None
+    for b in versions:
+        if b.effective_from is not None and b.effective_from > at:
+            break
+        found = b
+    if found is None:
         raise LookupError(f"no price book is in force at {at.isoformat()}")
-    return found[-1]
+    return found
 
 
 def segments(
@@ -409,7 +417,7 @@ def rate_tokens(
     versions = None if isinstance(prices, Mapping) else _versions(prices)
     groups: dict[tuple[str, str, bool, TokenRate], list[TokenUsage]] = {}
     for u in seen.values():
-        table = prices if isinstance(prices, Mapping) else book_at(versions or [], u.time).tokens
+        table = prices if isinstance(prices, Mapping) else _in_force(versions or [], u.time).tokens
         try:
             price = table[u.model]
         except KeyError:
