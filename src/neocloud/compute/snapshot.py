@@ -42,32 +42,39 @@ def node_eligible(node: NodeRow) -> bool:
 
 
 @dataclass
+class _Span:
+    """GPUs of a node an allocation takes during ``[start, end)``."""
+
+    alloc_id: str
+    start: datetime
+    end: datetime | None
+    gpus: set[int]
+
+
+@dataclass
 class Snapshot:
     levels: tuple[str, ...]
     nodes: dict[str, NodeRow]
     allocations: list[AllocationRow]
-    # node id -> [allocation id, start, end, GPU indices]: which GPUs are taken when
-    spans: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    # node id -> which of its GPUs are taken when
+    spans: dict[str, list[_Span]] = field(default_factory=lambda: defaultdict(list))
 
     def add_span(
         self, node_id: str, alloc_id: str, start: datetime, end: datetime | None, idx: list[int]
     ) -> None:
-        self.spans[node_id].append([alloc_id, start, end, set(idx)])
+        self.spans[node_id].append(_Span(alloc_id, start, end, set(idx)))
 
     def end_span(self, alloc_id: str, node_id: str, end: datetime) -> None:
         for span in self.spans[node_id]:
-            if span[0] == alloc_id:
-                span[2] = end
+            if span.alloc_id == alloc_id:
+                span.end = end
 
     def used(self, node_id: str, start: datetime, end: datetime | None) -> set[int]:
         """GPU indices of the node taken by an allocation overlapping ``[start, end)``."""
         out: set[int] = set()
-        for _, s_start, s_end, idx in self.spans[node_id]:
-            assert isinstance(s_start, datetime)
-            assert s_end is None or isinstance(s_end, datetime)
-            assert isinstance(idx, set)
-            if (end is None or s_start < end) and (s_end is None or s_end > start):
-                out |= idx
+        for span in self.spans[node_id]:
+            if (end is None or span.start < end) and (span.end is None or span.end > start):
+                out |= span.gpus
         return out
 
     def node_snapshots(self) -> list[NodeSnapshot]:
