@@ -133,17 +133,16 @@ class WaitingQueue:
         )
 
     def _shadow_slice(self, r: SliceRequest, model: str) -> None:
-        best: tuple[int, str] | None = None
+        best: tuple[str, Resources] | None = None
         for node_id in self._eligible(model):
             cal = self.engine.calendar.nodes[node_id]
             if cal.capacity.gpus < r.gpus:
                 continue
             free = cal.free_ahead()
-            if free.gpus > 0 and (best is None or free.gpus > best[0]):
-                best = (free.gpus, node_id)
+            if free.gpus > 0 and (best is None or free.gpus > best[1].gpus):
+                best = (node_id, free)
         if best is not None:
-            cal = self.engine.calendar.nodes[best[1]]
-            self._book(r.id, best[1], cal.free_ahead())
+            self._book(r.id, *best)
 
     def _shadow_gang(self, r: GangRequest, model: str) -> None:
         e = self.engine
