@@ -239,9 +239,8 @@ class CapacityIndex:
         mi.tree.set(self.ordinal[node_id], -1 if new is None else new[2])
 
     def _set_room(self, mi: ModelIndex, node_id: str, room: int) -> None:
+        """Move the node to bucket ``room`` of ``frac`` (-1: none); the caller saw it change."""
         old = self.room.get(node_id, -1)
-        if old == room:
-            return
         if old >= 0:
             s = mi.frac[old]
             del s[node_id]
