@@ -138,7 +138,7 @@ def test_the_fast_flavor_runs_on_its_own_latency_tuned_engine() -> None:
     assert fast_engine.config.max_batch < base_engine.config.max_batch
     assert fast.output_price_per_m > base.output_price_per_m
     assert fast.input_price_per_m > base.input_price_per_m
-    assert hf.load_causal_lm(base_engine.path)[0] is hf.load_causal_lm(fast_engine.path)[0]
+    assert base_engine.loaded.model is fast_engine.loaded.model
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import shutil
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +270,35 @@ def test_a_local_checkpoint_is_served_under_its_own_id(http: TestClient, admin_k
         time.sleep(0.01)
     assert not engine.scheduler.running  # the removed model's scheduler thread has ended
     assert "acme/tiny" not in {m.id for m in oai.models.list()}
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_removed_checkpoint_frees_its_weights(
+    http: TestClient, admin_key: str, tmp_path: Path
+) -> None:
+    """Removing a model gives its weights and KV cache back (they stayed until restart)."""
+    pytest.importorskip("torch")
+    from neocloud.studio.engines.hf import HFTextEngine
+
+    checkpoint = tmp_path / "copy"  # its own path: no other test's engine shares these weights
+    shutil.copytree(TINY_LLAMA, checkpoint)
+    body = {"id": "acme/gone", "path": str(checkpoint), "input_price_per_m": "1"}
+    assert http.post(MODELS, json=body).status_code == 201
+    answer = _oai(http, admin_key).chat.completions.create(
+        model="acme/gone", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens > 0
+    runtime: StudioRuntime = http.app.state.studio  # type: ignore[attr-defined]
+    engine = runtime.catalog.text_engines["path:acme/gone"]
+    assert isinstance(engine, HFTextEngine)
+    weights = weakref.ref(engine.loaded.model)
+    assert engine.scheduler.decoder is not None  # the KV cache lives while it serves
+    assert http.delete(f"{MODELS}/acme/gone").status_code == 200
+    deadline = time.monotonic() + 10
+    while engine.scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.scheduler.decoder is None  # the scheduler let go of its KV cache
+    del engine
+    gc.collect()
+    assert weights() is None  # nothing holds the removed model's weights any more

@@ -337,9 +337,10 @@ class BatchScheduler:
     def _run(self) -> None:
         while True:
             admitted = self._admit()
-            if admitted is None:
+            if admitted is None:  # closed and idle: nothing will decode again
                 with self._cond:
                     self._thread = None
+                self.decoder = None  # the KV cache (and the decoder's hold on the weights) goes
                 return
             try:
                 if self.decoder is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,23 +71,38 @@ weights loaded once.
 """
 
 
-_weights: dict[tuple[Path, str], tuple[Any, Any]] = {}
+class LoadedModel:
+    """A checkpoint's model and tokenizer on one device, shared by the engines serving it."""
+
+    __slots__ = ("__weakref__", "model", "tokenizer")
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+
+# Held weakly: the engines hold their LoadedModel, so a checkpoint's weights live exactly as long
+# as some engine serves it (a removed model's memory goes back once its last stream ends).
+_weights: weakref.WeakValueDictionary[tuple[Path, str], LoadedModel] = weakref.WeakValueDictionary()
 _weights_lock = threading.Lock()
 
 
-def load_causal_lm(path: Path) -> tuple[Any, Any]:
-    """The (model, tokenizer) at ``path``, loaded once per process and device."""
+def load_causal_lm(path: Path) -> LoadedModel:
+    """The model and tokenizer at ``path`` on this process's device; loaded once and shared
+    while anyone holds the result."""
     device = _device()
     with _weights_lock:
-        if (path, device) not in _weights:
+        loaded = _weights.get((path, device))
+        if loaded is None:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(path)
             dtype = torch.bfloat16 if device == "cuda" else torch.float32
             model: Any = AutoModelForCausalLM.from_pretrained(path)
-            _weights[(path, device)] = (model.to(device=device, dtype=dtype).eval(), tokenizer)
-        return _weights[(path, device)]
+            loaded = LoadedModel(model.to(device=device, dtype=dtype).eval(), tokenizer)
+            _weights[(path, device)] = loaded
+        return loaded
 
 
 class HFTextEngine:
@@ -97,6 +113,7 @@ class HFTextEngine:
         self.path = path
         self.config = config
         self.max_len = max_len
+        self._loaded: LoadedModel | None = None
         self._scheduler = BatchScheduler(
             self._decoder,
             max_batch=config.max_batch,
@@ -105,19 +122,27 @@ class HFTextEngine:
         )
 
     @property
+    def loaded(self) -> LoadedModel:
+        """This engine's weights and tokenizer (loaded on first use, then held)."""
+        if self._loaded is None:
+            self._loaded = load_causal_lm(self.path)
+        return self._loaded
+
+    @property
     def tokenizer(self) -> Any:
-        return load_causal_lm(self.path)[1]
+        return self.loaded.tokenizer
 
     @property
     def scheduler(self) -> BatchScheduler:
         return self._scheduler
 
     def close(self) -> None:
-        """Stop serving: live sequences finish, the scheduler thread ends."""
+        """Stop serving: live sequences finish, the scheduler thread ends and drops its KV cache;
+        the weights go once no engine holds them (the registry drops this engine)."""
         self._scheduler.close()
 
     def _decoder(self) -> SlotDecoder | SequentialDecoder:
-        model, _ = load_causal_lm(self.path)
+        model = self.loaded.model
         if self.config.cpu_threads and next(model.parameters()).device.type == "cpu":
             import torch
 
