@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -165,4 +167,17 @@ def test_token_usage_is_priced_on_the_preview(
         ("llama", True, "0.10"),
     ]
     assert preview["total"]["amount"] == "0.60"
-    assert "tokens.llama.batch" in acme.invoices.preview_csv(org, "2026-04")
+    assert [t["sku"] for t in preview["token_lines"]] == ["llama.tokens", "llama.tokens.batch"]
+    preview_rows = list(csv.DictReader(io.StringIO(acme.invoices.preview_csv(org, "2026-04"))))
+    # The preview's CSV names token lines as the stored invoice will (it said tokens.llama).
+    clock.set(datetime(2026, 5, 2, tzinfo=UTC))
+    draft = admin.invoices.build(org, "2026-04")
+    stored_rows = list(csv.DictReader(io.StringIO(acme.invoices.csv(draft["id"]))))
+    columns = ("sku", "amount", "input_tokens", "output_tokens")
+    assert [tuple(r[c] for c in columns) for r in preview_rows] == [
+        ("llama.tokens", "0.50", "1000000", "500000"),
+        ("llama.tokens.batch", "0.10", "1000000", "0"),
+    ]
+    assert [tuple(r[c] for c in columns) for r in stored_rows] == [
+        tuple(r[c] for c in columns) for r in preview_rows
+    ]

@@ -40,10 +40,12 @@ from neocloud.billing.rating import (
     rate,
 )
 from neocloud.billing.service import (
+    InvoicePreview,
     load_intervals,
     load_outages,
     price_book_at,
     price_books_during,
+    rate_org_period,
 )
 from neocloud.billing.tables import (
     ContractRow,
@@ -542,22 +544,37 @@ def agreement_charges(
     return out
 
 
-def preview_charges(
+def preview_invoice(
     *,
     db: Database,
     clock: Clock,
+    principal: Principal,
     org_id: str,
     period: Period,
-    spend: Sequence[Spend],
     rounding: str = ROUND_HALF_UP,
-    currency: str = "USD",
-) -> list[Charge]:
-    """``agreement_charges`` in a transaction of its own, for an invoice preview (the caller
-    has already checked who may read the org's invoices)."""
+) -> tuple[InvoicePreview, list[Charge]]:
+    """The org's invoice for ``period`` as it stands now, with its agreement charges
+    (reservations, true-ups, drawdowns, credits) priced on the same spend that a stored invoice
+    would hold, GPU and token lines alike; one transaction, one instant. Tenants see their own
+    org only."""
+    principal.require_org_role(org_id, Role.VIEWER)
+    now = clock.now()
     with db.transaction() as s:
-        return agreement_charges(
-            s, org_id, period, spend, now=clock.now(), rounding=rounding, currency=currency
+        rated = rate_org_period(s, org_id, period, now, rounding=rounding)
+        preview = InvoicePreview(
+            org_id,
+            period,
+            rated.price_book_id,
+            rated.currency,
+            rated.lines,
+            min(now, period.end),
+            rated.token_lines,
         )
+        spend = [Spend(ln.sku.code, ln.amount.amount) for ln in rated.invoice_lines()]
+        charges = agreement_charges(
+            s, org_id, period, spend, now=now, rounding=rounding, currency=rated.currency
+        )
+    return preview, charges
 
 
 def _credits(s: Session, org_id: str, period: Period, due: Decimal, currency: str) -> list[Charge]:

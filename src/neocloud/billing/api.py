@@ -3,15 +3,13 @@ contracts, credit grants, credit notes and the monthly invoicing run."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import timedelta
 from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import agreements, invoices, reports, service
+from neocloud.billing import agreements, exports, invoices, reports, service
 from neocloud.billing.rating import Period
 from neocloud.billing.report_schemas import BacklogReportOut, ConcentrationOut, RevenueReportOut
 from neocloud.billing.schemas import (
@@ -120,7 +118,7 @@ def preview_invoice(
 ) -> InvoicePreviewOut | Response:
     """The org's invoice for ``period`` (YYYY-MM) rated from the facts now; ``format=csv``
     gives one row per line. Tenants see their own org only."""
-    preview = service.preview_invoice(
+    preview, charges = agreements.preview_invoice(
         db=ctx.db,
         clock=ctx.clock,
         principal=caller,
@@ -128,57 +126,10 @@ def preview_invoice(
         period=_period(period),
         rounding=ctx.settings.billing_rounding,
     )
-    lines = [*preview.lines, *service.token_invoice_lines(preview.token_lines)]  # as stored
-    spend = [agreements.Spend(ln.sku.code, ln.amount.amount) for ln in lines]
-    charges = agreements.preview_charges(
-        db=ctx.db,
-        clock=ctx.clock,
-        org_id=org_id,
-        period=preview.period,
-        spend=spend,
-        rounding=ctx.settings.billing_rounding,
-        currency=preview.currency,
-    )
     out = InvoicePreviewOut.of(preview, charges)
     if format == "json":
         return out
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    columns = ("sku", "project_id", "gpu_seconds", "gpu_hours", "unit_price", "amount")
-    tokens = ("input_tokens", "output_tokens", "input_price_per_1m", "output_price_per_1m")
-    writer.writerow((*columns, "currency", "fact_ids", *tokens))
-    no_tokens = ("",) * len(tokens)
-    for ln in out.lines:
-        writer.writerow(
-            (
-                ln.sku,
-                ln.project_id or "",
-                ln.gpu_seconds,
-                ln.gpu_hours,
-                ln.unit_price.amount,
-                ln.amount.amount,
-                ln.amount.currency,
-                " ".join(ln.fact_ids),
-                *no_tokens,
-            )
-        )
-    for tl in out.token_lines:
-        sku = f"tokens.{tl.model}" + (".batch" if tl.batch else "")
-        counts = f"{tl.input_tokens} in / {tl.output_tokens} out"
-        money = (tl.amount.amount, tl.amount.currency, " ".join(tl.fact_ids))
-        prices = (
-            tl.input_price_per_1m.amount if tl.input_price_per_1m else "",
-            tl.output_price_per_1m.amount if tl.output_price_per_1m else "",
-        )
-        writer.writerow(
-            (sku, "", "", counts, "", *money, tl.input_tokens, tl.output_tokens, *prices)
-        )
-    for ch in out.agreement_lines:
-        facts = " ".join([ch.reference_id, *ch.fact_ids])
-        sku = f"{ch.kind}.{ch.sku}"
-        money = (ch.unit_price.amount, ch.amount.amount, ch.amount.currency)
-        writer.writerow((sku, "", ch.gpu_seconds, "", *money, facts, *no_tokens))
-    return Response(buf.getvalue(), media_type="text/csv")
+    return Response(exports.preview_csv(out), media_type="text/csv")
 
 
 InvoiceId = Annotated[str, Path(max_length=40)]
@@ -234,54 +185,7 @@ def get_invoice(
     out = InvoiceOut.of(view.invoice, view.lines)
     if format == "json":
         return out
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        (
-            "invoice_id",
-            "period",
-            "kind",
-            "usage_period",
-            "sku",
-            "project_id",
-            "gpu_seconds",
-            "unit_price",
-            "amount",
-            "currency",
-            "input_tokens",
-            "output_tokens",
-            "input_price_per_1m",
-            "output_price_per_1m",
-            "fact_ids",
-            "reference_id",
-        )
-    )
-    for ln in out.lines or []:
-        writer.writerow(
-            (
-                out.id,
-                out.period,
-                ln.kind,
-                ln.usage_period,
-                ln.sku,
-                ln.project_id or "",
-                ln.gpu_seconds,
-                ln.unit_price.amount,
-                ln.amount.amount,
-                ln.amount.currency,
-                _blank(ln.input_tokens),
-                _blank(ln.output_tokens),
-                ln.input_price_per_1m.amount if ln.input_price_per_1m else "",
-                ln.output_price_per_1m.amount if ln.output_price_per_1m else "",
-                " ".join(ln.fact_ids),
-                ln.reference_id or "",
-            )
-        )
-    return Response(buf.getvalue(), media_type="text/csv")
-
-
-def _blank(value: int | None) -> str:
-    return "" if value is None else str(value)
+    return Response(exports.invoice_csv(out), media_type="text/csv")
 
 
 @router.post("/invoices/{invoice_id}/finalize", response_model=InvoiceOut, tags=TAG_INVOICES)

@@ -383,6 +383,11 @@ class TokenLine:
     rate: TokenRate | None = None  # the price applied (a price change splits a model's line)
 
     @property
+    def sku(self) -> Sku:
+        """``MODEL.tokens`` (``MODEL.tokens.batch`` for the batch API), as invoices store it."""
+        return Sku(self.model, "tokens", "batch" if self.batch else None)
+
+    @property
     def counts(self) -> TokenCounts:
         """The counts and the prices per 1M applied (a batch line's after its discount)."""
         if self.rate is None:

@@ -123,6 +123,7 @@ _PER_1M = "Price per 1M tokens applied (a batch line's after the batch discount)
 
 
 class TokenLineOut(ResponseModel):
+    sku: str = Field(examples=["neocloud/tiny-llama.tokens"], description="As invoices store it")
     model: str
     batch: bool
     input_tokens: int
@@ -137,6 +138,7 @@ class TokenLineOut(ResponseModel):
         cur = line.amount.currency
         counts = line.counts
         return cls(
+            sku=line.sku.code,
             model=line.model,
             batch=line.batch,
             input_tokens=line.input_tokens,

@@ -38,7 +38,7 @@ from neocloud.billing.tables import PriceBookRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeEventRow, NodeRow
-from neocloud.kernel.auth import Principal, Role
+from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
@@ -418,7 +418,7 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
         Line(
             tl.org_id,
             None,
-            Sku(tl.model, TOKENS, "batch" if tl.batch else None),
+            tl.sku,
             Decimal(0),
             Decimal(0),
             tl.amount,
@@ -507,31 +507,3 @@ def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
             out.append(Outage(ev.node_id, since.pop(ev.node_id), ev.at))
     out += [Outage(node, start, None) for node, start in since.items()]
     return out
-
-
-def preview_invoice(
-    *,
-    db: Database,
-    clock: Clock,
-    principal: Principal,
-    org_id: str,
-    period: Period,
-    rounding: str = ROUND_HALF_UP,
-) -> InvoicePreview:
-    """Rate ``org_id``'s facts for ``period`` now (open allocations run to now), each part by
-    the price book version in force then; time a node spent failed is not billed, even when
-    compute noticed the failure later. Tenants see their own org only."""
-    principal.require_org_role(org_id, Role.VIEWER)
-    now = clock.now()
-    with db.transaction() as s:
-        rated = rate_org_period(s, org_id, period, now, rounding=rounding)
-    as_of = min(now, period.end)
-    return InvoicePreview(
-        org_id,
-        period,
-        rated.price_book_id,
-        rated.currency,
-        rated.lines,
-        as_of,
-        rated.token_lines,
-    )
