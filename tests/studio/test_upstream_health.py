@@ -188,6 +188,15 @@ def test_all_replicas_down_is_a_503(
         _chat(oai)
     assert caught.value.status_code == 503
     assert all(r.down_until > 0 for r in pool.replicas)
+    # /v1/models lists what can be served now: not a model whose every replica is down ...
+    assert "meta/llama-3-8b" not in {m.id for m in oai.models.list()}
+    # ... though asking for it still says 503 (retry later), not 404 (no such model).
+    with pytest.raises(openai.InternalServerError):
+        _chat(oai)
+    upstreams[0].start()
+    _wait_for(lambda: pool.replicas[0].healthy, "the probe to find a again")
+    assert "meta/llama-3-8b" in {m.id for m in oai.models.list()}
+    assert _chat(oai) == "hi hi hi hi"
 
 
 def test_least_outstanding_among_healthy_replicas() -> None:

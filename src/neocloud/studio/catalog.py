@@ -77,10 +77,20 @@ class Catalog:
         return model.engine in engines and not model.is_deprecated(now.date())
 
     def servable(self, now: datetime) -> list[CatalogModel]:
-        """Models that can answer a request now, sorted by id."""
+        """Models that can answer a request now, sorted by id: not an upstream model whose
+        every replica is down (a request for one still answers 503, to be retried, not 404)."""
         return sorted(
-            (m for m in self.models.values() if self.is_servable(m, now)), key=lambda m: m.id
+            (
+                m
+                for m in self.models.values()
+                if self.is_servable(m, now) and self._has_live_replica(m)
+            ),
+            key=lambda m: m.id,
         )
+
+    def _has_live_replica(self, model: CatalogModel) -> bool:
+        pool = self.upstreams.get(model.engine)
+        return pool is None or bool(pool.available())
 
     def get_servable(self, model_id: str, kind: ModelKind, now: datetime) -> CatalogModel:
         """The model, or 404 ``model_not_found`` (also when it serves another kind of request)."""
