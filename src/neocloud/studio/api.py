@@ -13,9 +13,9 @@ import json
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from neocloud.kernel.auth import Principal
@@ -35,9 +35,14 @@ from neocloud.studio.schemas import (
     KeyLimitsOut,
     OrgBudgetIn,
     OrgBudgetOut,
+    UsageBucketOut,
+    UsageOut,
+    UsageResultOut,
+    UsageTotalsOut,
     parse,
 )
-from neocloud.web.deps import Caller
+from neocloud.studio.usage import UsageReport, UsageResult, parse_usage_query, usage_report
+from neocloud.web.deps import Caller, Ctx
 
 router = APIRouter(tags=["studio"])
 # The operator's studio settings, mounted under /api/v1 with the platform's conventions.
@@ -440,3 +445,78 @@ def set_org_budget(
         suspended=body.suspended,
     )
     return _budget_out(budget)
+
+
+_Values = Annotated[
+    list[str] | None, Query(description="Repeat the parameter or separate values with commas")
+]
+
+
+@admin_router.get("/usage", response_model=UsageOut, response_model_exclude_none=True)
+def get_usage(
+    ctx: Ctx,
+    caller: Caller,
+    start_time: Annotated[
+        str | None,
+        Query(
+            description="Required. RFC 3339 or unix seconds, inclusive",
+            examples=["2026-03-01T00:00:00Z"],
+        ),
+    ] = None,
+    end_time: Annotated[
+        str | None, Query(description="RFC 3339 or unix seconds, exclusive (default: now)")
+    ] = None,
+    bucket_width: Annotated[str | None, Query(description="1m, 1h or 1d (default)")] = None,
+    group_by: _Values = None,
+    models: _Values = None,
+    api_key_ids: _Values = None,
+    org_id: Annotated[str | None, Query(max_length=40, description="Default: your org")] = None,
+) -> UsageOut:
+    """Tokens and requests per time bucket, grouped by any of ``model``, ``api_key_id`` and
+    ``endpoint``; an org reads its own, operator staff any. Every bucket of the window is
+    listed, empty ones with no results; at most 1,000 buckets."""
+    query = parse_usage_query(
+        now=ctx.clock.now(),
+        start_time=start_time,
+        end_time=end_time,
+        bucket_width=bucket_width,
+        group_by=group_by,
+        models=models,
+        api_key_ids=api_key_ids,
+        org_id=org_id,
+    )
+    return _usage_out(usage_report(db=ctx.db, actor=caller, query=query))
+
+
+def _usage_out(report: UsageReport) -> UsageOut:
+    def result(r: UsageResult) -> UsageResultOut:
+        return UsageResultOut(
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            num_model_requests=r.num_model_requests,
+            aborted_requests=r.aborted_requests,
+            model=r.model,
+            api_key_id=r.api_key_id,
+            endpoint=r.endpoint,
+        )
+
+    q, t = report.query, report.totals
+    return UsageOut(
+        org_id=report.org_id,
+        start_time=q.start,
+        end_time=q.end,
+        bucket_width=q.width.value,
+        group_by=[g.value for g in q.group_by],
+        buckets=[
+            UsageBucketOut(
+                start_time=b.start, end_time=b.end, results=[result(r) for r in b.results]
+            )
+            for b in report.buckets
+        ],
+        totals=UsageTotalsOut(
+            input_tokens=t.input_tokens,
+            output_tokens=t.output_tokens,
+            num_model_requests=t.num_model_requests,
+            aborted_requests=t.aborted_requests,
+        ),
+    )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neocloud.kernel.errors import InvalidRequest
-from neocloud.web.schemas import RequestModel, ResponseModel
+from neocloud.web.schemas import RequestModel, ResponseModel, Time
 
 
 class _Request(BaseModel):
@@ -162,3 +162,43 @@ class OrgBudgetOut(ResponseModel):
     monthly_token_limit: int | None
     suspended: bool
     used_this_month: int
+
+
+class UsageResultOut(ResponseModel):
+    """Sums over one group of a bucket; a group field appears only when grouped by it."""
+
+    object: Literal["studio.usage.result"] = "studio.usage.result"
+    input_tokens: int
+    output_tokens: int
+    num_model_requests: int
+    aborted_requests: int
+    model: str | None = None
+    api_key_id: str | None = None
+    endpoint: str | None = None
+
+
+class UsageBucketOut(ResponseModel):
+    object: Literal["bucket"] = "bucket"
+    start_time: Time
+    end_time: Time
+    results: list[UsageResultOut]
+
+
+class UsageTotalsOut(ResponseModel):
+    input_tokens: int
+    output_tokens: int
+    num_model_requests: int
+    aborted_requests: int
+
+
+class UsageOut(ResponseModel):
+    """An org's token usage per bucket in ``[start_time, end_time)``, in time order."""
+
+    object: Literal["studio.usage"] = "studio.usage"
+    org_id: str
+    start_time: Time
+    end_time: Time
+    bucket_width: str
+    group_by: list[str]
+    buckets: list[UsageBucketOut]
+    totals: UsageTotalsOut
