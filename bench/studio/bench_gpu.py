@@ -9,7 +9,8 @@ runs, in the same process:
   cache, the decode step replayed as a CUDA graph per batch bucket, one batched forward per
   step, requests submitted and their tokens drained through asyncio queues); no tokenizer, so
   the figure leaves out detokenization;
-* the engine with CUDA graphs off, at batch 1 (what the graphs are worth);
+* the engine with CUDA graphs off, and the engine with the model's own norm/RoPE modules instead
+  of its fused ops (``SlotDecoder(fused_ops=False)``), at batch 1 (what each is worth);
 * transformers' ``model.generate()`` with its defaults (dynamic cache, eager launches).
 
 Tokens/s are output tokens over wall time, prefill included. Beside them: the memory-bandwidth
@@ -60,6 +61,7 @@ class Run:
     batch: int
     engine_toks: float = 0.0
     engine_no_graphs_toks: float | None = None
+    engine_unfused_toks: float | None = None
     generate_toks: float = 0.0
     roofline_toks: float = 0.0
     match_prefix: int | None = None
@@ -233,8 +235,10 @@ def run(
     max_len = prompt_len + gen_len
     max_batch = max(batches)
 
-    def scheduler(cuda_graphs: bool, slots: int) -> BatchScheduler:
-        decoder = SlotDecoder(model, max_batch=slots, max_len=max_len, cuda_graphs=cuda_graphs)
+    def scheduler(cuda_graphs: bool, slots: int, fused_ops: bool = True) -> BatchScheduler:
+        decoder = SlotDecoder(
+            model, max_batch=slots, max_len=max_len, cuda_graphs=cuda_graphs, fused_ops=fused_ops
+        )
         return BatchScheduler(lambda: decoder, max_batch=slots, batch_window_s=0.002)
 
     engine = scheduler(True, max_batch)
@@ -263,6 +267,13 @@ def run(
             run_engine(plain, prompts, 4)
             p_seconds, _ = run_engine(plain, prompts, gen_len)
             run_.engine_no_graphs_toks = gen_len / p_seconds
+        if batch == 1:
+            unfused = scheduler(True, 1, fused_ops=False)
+            run_engine(unfused, prompts, 4)
+            u_seconds, u_tokens = run_engine(unfused, prompts, gen_len)
+            run_.engine_unfused_toks = gen_len / u_seconds
+            if smoke and u_tokens != tokens:
+                raise AssertionError("the fused and the module ops gave different tokens")
         graph_error = getattr(engine.decoder, "graph_error", None)
         if graph_error:
             run_.notes.append(f"CUDA graph capture failed, ran eagerly: {graph_error}")
@@ -302,17 +313,19 @@ def report(result: dict[str, Any], out: Any) -> None:
     )
     w(f"prompt {result['prompt_len']} tokens, {result['gen_len']} output tokens, greedy\n\n")
     w(
-        f"{'batch':>5} {'engine tok/s':>13} {'% roofline':>10} {'no graphs':>10} "
+        f"{'batch':>5} {'engine tok/s':>13} {'% roofline':>10} {'no graphs':>10} {'unfused':>9} "
         f"{'generate tok/s':>15} {'x generate':>10} {'H200 generate':>14} {'same tokens':>12}\n"
     )
     for r in result["runs"]:
         share = r["engine_toks"] / r["roofline_toks"] * 100
         plain = r["engine_no_graphs_toks"]
+        unfused = r["engine_unfused_toks"]
         anchor = None if result["smoke"] else GENERATE_H200_TOKS.get(r["batch"])
         same = r["match_prefix"]
         w(
             f"{r['batch']:>5} {r['engine_toks']:>13,.1f} {share:>9.1f}% "
-            f"{(f'{plain:,.1f}' if plain else '-'):>10} {r['generate_toks']:>15,.1f} "
+            f"{(f'{plain:,.1f}' if plain else '-'):>10} "
+            f"{(f'{unfused:,.1f}' if unfused else '-'):>9} {r['generate_toks']:>15,.1f} "
             f"{r['engine_toks'] / (r['generate_toks'] or float('nan')):>9.1f}x "
             f"{(f'{anchor:,.1f}' if anchor else '-'):>14} "
             f"{'-' if same is None else same:>5}/{result['gen_len']}\n"
