@@ -1,14 +1,19 @@
-"""CLI for AI Studio: ``neocloud studio models [list|add|remove]`` and ``neocloud studio chat``."""
+"""CLI for AI Studio: ``neocloud studio models [list|add|remove]``, ``neocloud studio chat``,
+``neocloud studio usage``, ``neocloud studio limits get|set`` and ``neocloud studio budget
+get|set``."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from neocloud.cli.output import Column, api_call, out, print_json, print_table
+from neocloud.cli.output import Column, api_call, out, print_json, print_object, print_table
 from neocloud.cli.state import STATE
+from neocloud.kernel.clock import rfc3339
 
 studio_app = typer.Typer(
     help="AI Studio: the OpenAI-compatible API under /v1.", no_args_is_help=True
@@ -51,7 +56,7 @@ def models_list(json_: Json = False) -> None:
 
 
 def _list_models(json_: bool) -> None:
-    listing = STATE.client().get("studio/models")
+    listing = STATE.client().studio.models.list()
     if json_:
         print_json(listing)
         return
@@ -90,22 +95,17 @@ def models_add(
         if path is None:
             raise typer.BadParameter("--id is required with --upstream")
         model_id = path.resolve().name
-    body: dict[str, Any] = {
-        "id": model_id,
-        "input_price_per_m": input_price,
-        "output_price_per_m": output_price,
-        "flavor": flavor,
-    }
-    if path is not None:
-        body["path"] = str(path.resolve())
-    if upstream is not None:
-        body["upstream_urls"] = [u.strip() for u in upstream.split(",") if u.strip()]
-        body["upstream_model"] = upstream_model
-    if context is not None:
-        body["context_length"] = context
-    if deprecated_on is not None:
-        body["deprecated_on"] = deprecated_on
-    created = STATE.client().post("studio/models", body)
+    created = STATE.client().studio.models.add(
+        model_id,
+        path=str(path.resolve()) if path is not None else None,
+        upstream_urls=[u.strip() for u in (upstream or "").split(",") if u.strip()],
+        upstream_model=upstream_model,
+        context_length=context,
+        input_price_per_m=input_price,
+        output_price_per_m=output_price,
+        flavor=flavor,
+        deprecated_on=deprecated_on,
+    )
     if json_:
         print_json(created)
         return
@@ -116,7 +116,7 @@ def models_add(
 @api_call
 def models_remove(model_id: Annotated[str, typer.Argument(help="A registered model's id")]) -> None:
     """Stop serving a registered model (built-in models cannot be removed)."""
-    STATE.client().delete(f"studio/models/{model_id}")
+    STATE.client().studio.models.remove(model_id)
     out.print(f"removed {model_id}")
 
 
@@ -146,6 +146,244 @@ def chat(
         f"[dim]{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens "
         f"({answer['choices'][0]['finish_reason']})[/dim]"
     )
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+_AGO = re.compile(r"^(\d+)([mhd])$")
+_AGO_UNIT = {"m": "minutes", "h": "hours", "d": "days"}
+_BY = {"model": "model", "key": "api_key_id", "api_key_id": "api_key_id", "endpoint": "endpoint"}
+
+
+def _when(text: str, now: datetime) -> str:
+    """A time for the API from what people type: RFC 3339 or unix seconds (sent as they are),
+    a day ``YYYY-MM-DD`` or a month ``YYYY-MM`` (their first second, UTC), or a duration ago
+    (``30m``, ``12h``, ``7d``)."""
+    text = text.strip()
+    if m := _AGO.match(text):
+        ago = now - timedelta(**{_AGO_UNIT[m[2]]: int(m[1])})
+        return rfc3339(ago.replace(microsecond=0))
+    for fmt in ("%Y-%m-%d", "%Y-%m"):
+        try:
+            return rfc3339(datetime.strptime(text, fmt).replace(tzinfo=UTC))
+        except ValueError:
+            continue
+    return text
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _usage_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per group and non-empty bucket, in time order."""
+    return [
+        {"start_time": bucket["start_time"], **result}
+        for bucket in report["buckets"]
+        for result in bucket["results"]
+    ]
+
+
+@studio_app.command("usage")
+@api_call
+def usage(
+    org: Annotated[
+        str | None, typer.Option("--org", help="Organization id (default: your key's org)")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="RFC 3339, unix seconds, YYYY-MM-DD, YYYY-MM or 30m/12h/7d ago "
+            "(default: the start of this month, UTC)",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Same forms as --since (default: now)")
+    ] = None,
+    bucket: Annotated[str, typer.Option("--bucket", help="1d, 1h or 1m")] = "1d",
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Group by any of model, key, endpoint (comma-separated)"),
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Tokens and requests per day (hour, minute), by model, key or endpoint."""
+    now = _now()
+    groups = [_BY.get(g.strip(), g.strip()) for g in (by or "").split(",") if g.strip()]
+    report = STATE.client().studio.usage(
+        _when(since, now) if since else rfc3339(_month_start(now)),
+        end_time=_when(until, now) if until else None,
+        bucket_width=bucket,
+        group_by=groups or None,
+        org_id=org,
+    )
+    if json_:
+        print_json(report)
+        return
+    columns: list[Column] = [("START", "start_time")]
+    columns += [(_GROUP_HEADERS[g], g) for g in report["group_by"]]
+    columns += [
+        ("IN TOKENS", "input_tokens"),
+        ("OUT TOKENS", "output_tokens"),
+        ("REQUESTS", "num_model_requests"),
+        ("ABORTED", "aborted_requests"),
+    ]
+    title = (
+        f"{report['org_id']} · {report['start_time']} to {report['end_time']} · "
+        f"per {report['bucket_width']}"
+    )
+    print_table(_usage_rows(report), columns, title=title)
+    t = report["totals"]
+    out.print(
+        f"TOTAL  {t['input_tokens']} in / {t['output_tokens']} out tokens, "
+        f"{t['num_model_requests']} requests ({t['aborted_requests']} aborted)"
+    )
+
+
+_GROUP_HEADERS = {"model": "MODEL", "api_key_id": "KEY", "endpoint": "ENDPOINT"}
+
+
+# -- key rate limits ----------------------------------------------------------------------------
+
+limits_app = typer.Typer(
+    help="Per-key rate limits (operator staff read, operator admins set).", no_args_is_help=True
+)
+studio_app.add_typer(limits_app, name="limits")
+
+LIMIT_FIELDS: list[Column] = [
+    ("key", "key_id"),
+    ("requests/min", lambda k: _override(k, "requests_per_minute")),
+    ("tokens/min", lambda k: _override(k, "tokens_per_minute")),
+]
+
+
+def _override(limits: dict[str, Any], name: str) -> str:
+    effective = limits[f"effective_{name}"]
+    if limits[name] is None:
+        return f"{effective} (default)"
+    return str(effective)
+
+
+def _limit_value(text: str | None, current: int | None, option: str) -> int | None:
+    """``N`` sets a limit, ``default`` clears the override, nothing keeps what is there."""
+    if text is None:
+        return current
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{option} takes a whole number or 'default', not {text!r}"
+        ) from None
+
+
+KeyId = Annotated[str, typer.Argument(help="An API key id (key_…)")]
+
+
+@limits_app.command("get")
+@api_call
+def limits_get(key_id: KeyId, json_: Json = False) -> None:
+    """A key's limits: its overrides, or the defaults they fall back to."""
+    print_object(STATE.client().studio.key_limits(key_id), as_json=json_, fields=LIMIT_FIELDS)
+
+
+@limits_app.command("set")
+@api_call
+def limits_set(
+    key_id: KeyId,
+    rpm: Annotated[
+        str | None, typer.Option("--rpm", help="Requests per minute, or 'default'")
+    ] = None,
+    tpm: Annotated[
+        str | None, typer.Option("--tpm", help="Tokens per minute, or 'default'")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Override a key's requests or tokens per minute; a limit not named is kept."""
+    if rpm is None and tpm is None:
+        raise typer.BadParameter("give --rpm, --tpm or both (a number, or 'default')")
+    client = STATE.client()
+    current = client.studio.key_limits(key_id)
+    changed = client.studio.set_key_limits(
+        key_id,
+        requests_per_minute=_limit_value(rpm, current["requests_per_minute"], "--rpm"),
+        tokens_per_minute=_limit_value(tpm, current["tokens_per_minute"], "--tpm"),
+    )
+    print_object(changed, as_json=json_, fields=LIMIT_FIELDS)
+
+
+# -- org budgets --------------------------------------------------------------------------------
+
+budget_app = typer.Typer(
+    help="Per-org monthly token budgets and suspension (operator admins set).",
+    no_args_is_help=True,
+)
+studio_app.add_typer(budget_app, name="budget")
+
+BUDGET_FIELDS: list[Column] = [
+    ("org", "org_id"),
+    ("monthly tokens", lambda b: _or_none(b["monthly_token_limit"])),
+    ("used this month", "used_this_month"),
+    ("suspended", lambda b: "yes" if b["suspended"] else "no"),
+]
+
+
+def _or_none(value: int | None) -> str:
+    return "none" if value is None else str(value)
+
+
+OrgId = Annotated[str, typer.Argument(help="An organization id (org_…)")]
+
+
+@budget_app.command("get")
+@api_call
+def budget_get(org_id: OrgId, json_: Json = False) -> None:
+    """An org's monthly token budget, its tokens this month and whether it is suspended."""
+    print_object(STATE.client().studio.org_budget(org_id), as_json=json_, fields=BUDGET_FIELDS)
+
+
+@budget_app.command("set")
+@api_call
+def budget_set(
+    org_id: OrgId,
+    monthly_tokens: Annotated[
+        str | None,
+        typer.Option("--monthly-tokens", help="Tokens per calendar month, or 'none'"),
+    ] = None,
+    suspend: Annotated[
+        bool | None,
+        typer.Option("--suspend/--resume", help="Refuse every call / serve the org again"),
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Set an org's monthly token budget, or suspend or resume it; what is not named is kept."""
+    if monthly_tokens is None and suspend is None:
+        raise typer.BadParameter("give --monthly-tokens, --suspend or --resume")
+    client = STATE.client()
+    current = client.studio.org_budget(org_id)
+    limit = current["monthly_token_limit"]
+    if monthly_tokens is not None:
+        if monthly_tokens.strip().lower() == "none":
+            limit = None
+        else:
+            try:
+                limit = int(monthly_tokens)
+            except ValueError:
+                raise typer.BadParameter(
+                    f"--monthly-tokens takes a whole number or 'none', not {monthly_tokens!r}"
+                ) from None
+    changed = client.studio.set_org_budget(
+        org_id,
+        monthly_token_limit=limit,
+        suspended=current["suspended"] if suspend is None else suspend,
+    )
+    print_object(changed, as_json=json_, fields=BUDGET_FIELDS)
 
 
 APPS: dict[str, typer.Typer] = {"studio": studio_app}

@@ -33,6 +33,7 @@ RESOURCES: dict[str, str] = {
     "contracts": "neocloud.client.billing:ContractsResource",
     "credits": "neocloud.client.billing:CreditsResource",
     "billing_reports": "neocloud.client.billing:BillingReportsResource",
+    "studio": "neocloud.client.studio:StudioResource",
 }
 
 
