@@ -47,9 +47,11 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         studio.usage.start()  # flushes metered usage in batches, off the request path
         studio.models.start()  # registered models now, then a poll for other processes' changes
+        studio.principals.start()  # /v1 drops cached keys when another process changes one
         try:
             yield
         finally:
+            studio.principals.stop()
             studio.models.stop()
             await studio.aclose()  # upstream health probes and connections
             studio.usage.stop()

@@ -7,6 +7,7 @@ to do so. Roles are ordered: an owner may do what an admin may, and so on down t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from neocloud.kernel.errors import PermissionDenied
@@ -34,7 +35,8 @@ class Principal:
     """An API key resolved to its user, org and role.
 
     ``is_operator`` is true when the key's org is the operator org: the operator's staff. An
-    operator admin is an operator-org member with role admin or owner.
+    operator admin is an operator-org member with role admin or owner. ``expires_at``: when the
+    key stops working (UTC), if it expires; a cache of principals must not serve it past then.
     """
 
     key_id: str
@@ -42,6 +44,7 @@ class Principal:
     org_id: str
     role: Role
     is_operator: bool
+    expires_at: datetime | None = None
 
     @property
     def is_operator_admin(self) -> bool:

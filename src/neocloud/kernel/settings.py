@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     studio_tokens_per_minute: int = Field(1_000_000, ge=1)
     # Prefix of the studio's keys in Redis (several deployments may share one Redis).
     studio_redis_prefix: str = "neocloud:rl:"
+    # How often each server reads the credentials version: a key revoked (or a member removed
+    # or demoted) through another server stops working on this one's /v1 within about this long.
+    studio_auth_poll_s: float = Field(0.25, gt=0, le=60)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

@@ -16,6 +16,7 @@ from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import Policy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
+from neocloud.tenancy.credentials import credentials_version
 
 if TYPE_CHECKING:
     from neocloud.studio.registry import RegisteredModels
@@ -30,7 +31,8 @@ class StudioRuntime:
     clock: Clock
     limiter: Limiter
     policy: Policy
-    principals: PrincipalCache = field(default_factory=PrincipalCache)  # /v1 auth, 5 s
+    # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
     models: RegisteredModels = field(init=False)  # registrations, kept in step with the table
 
     async def aclose(self) -> None:
@@ -41,7 +43,8 @@ class StudioRuntime:
 
 def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = None) -> StudioRuntime:
     """The built-in catalog, metered into billing (and ``studio_usage``); engines load on first
-    use. Rate limits are shared through Redis when ``settings.redis_url`` is set."""
+    use. Rate limits are shared through Redis when ``settings.redis_url`` is set; the ``/v1``
+    principal cache polls the credentials version every ``settings.studio_auth_poll_s``."""
     settings = settings or Settings()
     default = RateLimit(settings.studio_requests_per_minute, settings.studio_tokens_per_minute)
     limiter: Limiter = (
@@ -52,8 +55,16 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = Non
     policy = Policy(db, clock, default)
     usage = UsageBuffer(BillingUsageSink(db, clock))
     usage.on_record = policy.note
+    principals = PrincipalCache(
+        clock=clock, version=lambda: credentials_version(db), poll_s=settings.studio_auth_poll_s
+    )
     runtime = StudioRuntime(
-        catalog=builtin_catalog(), usage=usage, clock=clock, limiter=limiter, policy=policy
+        catalog=builtin_catalog(),
+        usage=usage,
+        clock=clock,
+        limiter=limiter,
+        policy=policy,
+        principals=principals,
     )
     from neocloud.studio.registry import RegisteredModels
 

@@ -4,7 +4,10 @@ Each function is keyword-only, runs one transaction and raises the kernel's erro
 the authenticated ``Principal`` that the function authorises against. Reads of another org's
 objects answer not-found (its existence is not the caller's business); writes check roles.
 Quotas live in ``neocloud.tenancy.quotas`` (``effective_quota`` is re-exported here), audit
-events in ``neocloud.tenancy.audit``.
+events in ``neocloud.tenancy.audit``. Every write that changes what a key may do (revoking it,
+removing its holder from the org, changing their role) bumps the credentials version
+(``neocloud.tenancy.credentials``; ``credentials_version`` is re-exported here), so that caches
+of principals drop theirs at once.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from neocloud.kernel.errors import (
     ValidationFailed,
 )
 from neocloud.kernel.ids import new_id
-from neocloud.tenancy import domain
+from neocloud.tenancy import credentials, domain
 from neocloud.tenancy.access import can_read, membership_row, org_row, require_read
+from neocloud.tenancy.credentials import credentials_version as credentials_version  # re-exported
 from neocloud.tenancy.quotas import effective_quota as effective_quota  # re-exported
 from neocloud.tenancy.tables import (
     ApiKeyRow,
@@ -91,7 +95,7 @@ def authenticate_key(
         if due:
             s.execute(sa.update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(last_used_at=now))
         role = domain.effective_role(Role(member_role), Role(key.role) if key.role else None)
-        return Principal(key.id, key.user_id, key.org_id, role, bool(is_operator))
+        return Principal(key.id, key.user_id, key.org_id, role, bool(is_operator), key.expires_at)
 
 
 def bootstrap_operator(*, db: Database, clock: Clock) -> str | None:
@@ -327,8 +331,10 @@ def set_member_role(
             )
         if current is Role.OWNER and role is not Role.OWNER:
             _check_not_last_owner(s, org_id, param="role")
-        membership.role = role.value
         user = s.get(UserRow, user_id)
+        if role is not current:
+            membership.role = role.value
+            credentials.bump(s)
     assert user is not None
     return Member(user, org_id, role)
 
@@ -348,6 +354,7 @@ def remove_member(*, db: Database, actor: Principal, org_id: str, user_id: str) 
                 )
             _check_not_last_owner(s, org_id, param="user_id")
         s.delete(membership)
+        credentials.bump(s)
 
 
 def _check_not_last_owner(s: Session, org_id: str, *, param: str) -> None:
@@ -445,6 +452,7 @@ def revoke_key(*, db: Database, clock: Clock, actor: Principal, key_id: str) -> 
             actor.require_org_role(row.org_id, Role.ADMIN)
         if row.revoked_at is None:
             row.revoked_at = clock.now()
+            credentials.bump(s)
     return row
 
 

@@ -1,4 +1,5 @@
-"""Tenancy tables: orgs, projects, users, memberships, API keys, quotas and the audit log."""
+"""Tenancy tables: orgs, projects, users, memberships, API keys (and the credentials version),
+quotas and the audit log."""
 
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class CredentialsVersionRow(Base):
+    """One row (``id`` 1): a counter every write that changes what a key may do bumps (a key
+    revoked, a member removed or their role changed), so that caches of principals in every
+    process can tell, with one primary-key read, that theirs may be stale."""
+
+    __tablename__ = "credentials_version"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 class QuotaDefaultRow(Base):
