@@ -186,11 +186,13 @@ def test_budget_set_suspend_resume(http: TestClient) -> None:
     assert api() == (1000, False)
     _run("budget", "set", org, "--suspend")  # the budget is kept
     assert api() == (1000, True)
+    _run("budget", "set", org, "--monthly-tokens", "2000")  # and so is the suspension
+    assert api() == (2000, True)
     shown = _run("budget", "get", org)
     assert "suspended        yes" in shown
-    assert "monthly tokens   1000" in shown
+    assert "monthly tokens   2000" in shown
     _run("budget", "set", org, "--resume")
-    assert api() == (1000, False)
+    assert api() == (2000, False)
     _run("budget", "set", org, "--monthly-tokens", "none", "--suspend")
     assert api() == (None, True)
     assert json.loads(_run("budget", "get", org, "--json"))["monthly_token_limit"] is None

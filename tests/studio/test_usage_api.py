@@ -75,7 +75,13 @@ def _usage(http: TestClient, **params: Any) -> dict[str, Any]:
 _rows = st.lists(
     st.fixed_dictionaries(
         {
-            "offset_s": st.integers(-3600, 3 * 86400 + 3600),
+            # Anywhere, or a second either side of a whole hour (where buckets start).
+            "offset_s": st.one_of(
+                st.integers(-3600, 3 * 86400 + 3600),
+                st.builds(
+                    lambda h, d: h * 3600 + d, st.integers(-1, 74), st.sampled_from([-1, 0, 1])
+                ),
+            ),
             "model": st.sampled_from(MODELS),
             "key_id": st.sampled_from(KEYS),
             "endpoint": st.sampled_from(ENDPOINTS),
