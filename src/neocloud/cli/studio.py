@@ -153,6 +153,7 @@ def chat(
 _AGO = re.compile(r"^(\d+)([mhd])$")
 _AGO_UNIT = {"m": "minutes", "h": "hours", "d": "days"}
 _BY = {"model": "model", "key": "api_key_id", "api_key_id": "api_key_id", "endpoint": "endpoint"}
+_GROUP_HEADERS = {"model": "MODEL", "api_key_id": "KEY", "endpoint": "ENDPOINT"}
 
 
 def _when(text: str, now: datetime) -> str:
@@ -225,6 +226,10 @@ def usage(
     if json_:
         print_json(report)
         return
+    _print_usage(report)
+
+
+def _print_usage(report: dict[str, Any]) -> None:
     columns: list[Column] = [("START", "start_time")]
     columns += [(_GROUP_HEADERS[g], g) for g in report["group_by"]]
     columns += [
@@ -243,9 +248,6 @@ def usage(
         f"TOTAL  {t['input_tokens']} in / {t['output_tokens']} out tokens, "
         f"{t['num_model_requests']} requests ({t['aborted_requests']} aborted)"
     )
-
-
-_GROUP_HEADERS = {"model": "MODEL", "api_key_id": "KEY", "endpoint": "ENDPOINT"}
 
 
 # -- key rate limits ----------------------------------------------------------------------------

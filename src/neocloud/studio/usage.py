@@ -145,6 +145,39 @@ def _bounded(values: list[str], param: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _window(
+    start_time: str | None, end_time: str | None, now: datetime
+) -> tuple[datetime, datetime]:
+    if start_time is None or not start_time.strip():
+        raise InvalidRequest("start_time is required", code="missing_field", param="start_time")
+    start = _time(start_time, "start_time")
+    if end_time is None:
+        end = ensure_utc(now).replace(microsecond=0)
+        if now.microsecond:
+            end += timedelta(seconds=1)
+    else:
+        end = _time(end_time, "end_time")
+    if end <= start:
+        raise InvalidRequest(
+            "end_time must be after start_time", code="invalid_value", param="end_time"
+        )
+    return start, end
+
+
+def _groups(group_by: Sequence[str] | None) -> tuple[GroupBy, ...]:
+    groups: list[GroupBy] = []
+    for name in _values(group_by):
+        try:
+            groups.append(GroupBy(name))
+        except ValueError:
+            raise InvalidRequest(
+                f"group_by takes model, api_key_id and endpoint, not {name!r}",
+                code="invalid_value",
+                param="group_by",
+            ) from None
+    return tuple(groups)
+
+
 def parse_usage_query(
     *,
     now: datetime,
@@ -159,19 +192,7 @@ def parse_usage_query(
     """Check a usage question as it came in (strings); each refusal is a 400 naming its param.
 
     ``end_time`` defaults to ``now`` rounded up to the next whole second."""
-    if start_time is None or not start_time.strip():
-        raise InvalidRequest("start_time is required", code="missing_field", param="start_time")
-    start = _time(start_time, "start_time")
-    if end_time is None:
-        end = ensure_utc(now).replace(microsecond=0)
-        if now.microsecond:
-            end += timedelta(seconds=1)
-    else:
-        end = _time(end_time, "end_time")
-    if end <= start:
-        raise InvalidRequest(
-            "end_time must be after start_time", code="invalid_value", param="end_time"
-        )
+    start, end = _window(start_time, end_time, now)
     try:
         width = BucketWidth(bucket_width or BucketWidth.DAY)
     except ValueError:
@@ -180,21 +201,11 @@ def parse_usage_query(
             code="invalid_value",
             param="bucket_width",
         ) from None
-    groups: list[GroupBy] = []
-    for name in _values(group_by):
-        try:
-            groups.append(GroupBy(name))
-        except ValueError:
-            raise InvalidRequest(
-                f"group_by takes model, api_key_id and endpoint, not {name!r}",
-                code="invalid_value",
-                param="group_by",
-            ) from None
     query = UsageQuery(
         start=start,
         end=end,
         width=width,
-        group_by=tuple(groups),
+        group_by=_groups(group_by),
         models=_bounded(_values(models), "models"),
         api_key_ids=_bounded(_values(api_key_ids), "api_key_ids"),
         org_id=org_id,
