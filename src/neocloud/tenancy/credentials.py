@@ -26,6 +26,7 @@ from neocloud.tenancy.access import rowcount
 from neocloud.tenancy.tables import CredentialsVersionRow
 
 ROW_ID = 1
+_READ = sa.select(CredentialsVersionRow.version).where(CredentialsVersionRow.id == ROW_ID)
 
 
 class _Counter:
@@ -48,10 +49,8 @@ def local_version() -> int:
 
 def credentials_version(db: Database) -> int:
     """The deployment's credentials version: it changes whenever a credential change commits."""
-    with db.transaction() as s:
-        found = s.scalar(
-            sa.select(CredentialsVersionRow.version).where(CredentialsVersionRow.id == ROW_ID)
-        )
+    with db.engine.connect() as conn:  # no ORM session: servers poll this several times a second
+        found = conn.scalar(_READ)
     return found or 0
 
 
