@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,10 @@ from neocloud.kernel.clock import SystemClock
 from neocloud.kernel.errors import RateLimited
 from neocloud.studio.ratelimit import RateLimit, RedisLimiter
 
+from .servers import gateway_servers
+
 REDIS_URL = os.environ.get("NEOCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SERVER = Path(__file__).with_name("gateway_server.py")
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +43,6 @@ def redis_url() -> str:
 def prefix() -> str:
     """A key prefix of this test's own, so runs and tests never share buckets."""
     return f"neocloud-test:{os.getpid()}:{secrets.token_hex(4)}:"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_buckets_in_redis_refuse_past_the_limit_with_retry_after(
@@ -157,38 +150,8 @@ def servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[li
     }
     env.pop("NEOCLOUD_REDIS_URL", None)
     env.update(request.param)
-    procs, urls, logs = [], [], []
-    try:
-        for n in range(2):
-            port = _free_port()
-            log = (tmp_path / f"server{n}.log").open("w")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(SERVER), str(port)], stdout=log, stderr=log, env=env
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 90
-        for n, url in enumerate(urls):
-            while True:
-                if procs[n].poll() is not None:
-                    raise AssertionError((tmp_path / f"server{n}.log").read_text())
-                try:
-                    if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the servers did not come up in 90 s"
-                time.sleep(0.2)
+    with gateway_servers(env, tmp_path) as urls:
         yield urls, key
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=20)
-        for log in logs:
-            log.close()
 
 
 def _alternate(urls: list[str], key: str, n: int) -> list[tuple[int, int]]:

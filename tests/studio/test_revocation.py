@@ -11,10 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -42,8 +39,9 @@ from neocloud.studio.runtime import StudioRuntime
 from neocloud.tenancy import service
 from neocloud.tenancy.tables import ApiKeyRow, CredentialsVersionRow
 
+from .servers import gateway_servers
+
 UPSTREAM_MODEL = "meta/llama-3-8b"
-SERVER = Path(__file__).with_name("gateway_server.py")
 
 # path name -> (endpoint, body): which requests take which path
 REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -324,12 +322,6 @@ def test_every_credential_change_bumps_the_version_and_a_no_op_does_not(
 # -- two server processes on one database -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def servers(db: Database, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     """Two gateway processes (the default poll) on the test's database, and the admin key."""
@@ -342,38 +334,8 @@ def servers(db: Database, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     }
     for name in ("NEOCLOUD_REDIS_URL", "NEOCLOUD_STUDIO_AUTH_POLL_S"):
         env.pop(name, None)
-    procs, urls, logs = [], [], []
-    try:
-        for n in range(2):
-            port = _free_port()
-            log = (tmp_path / f"server{n}.log").open("w")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(SERVER), str(port)], stdout=log, stderr=log, env=env
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 90
-        for n, url in enumerate(urls):
-            while True:
-                if procs[n].poll() is not None:
-                    raise AssertionError((tmp_path / f"server{n}.log").read_text())
-                try:
-                    if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the servers did not come up in 90 s"
-                time.sleep(0.2)
+    with gateway_servers(env, tmp_path) as urls:
         yield urls, key
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=20)
-        for log in logs:
-            log.close()
 
 
 def test_a_revoke_through_one_process_reaches_the_other_within_a_second(

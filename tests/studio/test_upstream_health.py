@@ -4,7 +4,6 @@ a replica killed mid-run, and usage captured from streamed answers."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,14 @@ from neocloud.studio.engines.upstream import Replica, UpstreamPool
 from neocloud.studio.metering import MemoryUsageSink
 from neocloud.studio.runtime import StudioRuntime
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .servers import free_port
 
 
 class FakeVllm:
     """One ``fakeupstream`` process on a port of its own."""
 
     def __init__(self, tmp: Path, name: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.name = name
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
