@@ -34,6 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock, SystemClock
+from neocloud.studio.poller import Poller
 from neocloud.tenancy.credentials import local_version
 from neocloud.web.deps import _bearer, current_principal, get_ctx
 
@@ -66,8 +67,7 @@ class PrincipalCache:
         self._seen: int | None = None  # the credentials version the last poll read
         self._epoch = 0  # moves each time the poll finds the version moved (or on forget_all)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("studio-auth-poll", self.poll, poll_s, log)
 
     def stamp(self) -> Stamp:
         """What an entry will be cached under: take it before checking the key."""
@@ -115,34 +115,13 @@ class PrincipalCache:
             self.forget_all()
 
     def start(self) -> None:
-        """Read the version now (a failure only logs), then every ``poll_s`` in a daemon thread."""
-        if self._version is None or self._thread is not None:
-            return
-        try:
-            self.poll()
-        except Exception:  # a server must start even if the table is not there yet
-            log.warning("could not read the credentials version", exc_info=True)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="studio-auth-poll", daemon=True)
-        self._thread.start()
+        """Read the version now, then every ``poll_s`` in a daemon thread (without a way to
+        read it, nothing: ``ttl_s`` alone bounds a cached principal)."""
+        if self._version is not None:
+            self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.poll()
-            except Exception:  # keep polling through a database hiccup; ttl_s bounds the rest
-                if not failing:
-                    log.warning("could not read the credentials version", exc_info=True)
-                failing = True
-            else:
-                failing = False
+        self._poller.stop()
 
 
 def bearer_token(header: str | None) -> str | None:

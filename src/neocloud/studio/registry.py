@@ -38,6 +38,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamPool
+from neocloud.studio.poller import Poller
 from neocloud.studio.pricing import publish_missing, token_prices
 from neocloud.studio.tables import StudioModelRow
 
@@ -244,8 +245,7 @@ class RegisteredModels:
         self._applied: dict[str, tuple[Any, ...]] = {}
         self._catalog: Catalog | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("studio-models", self.sync, poll_s, log)
         # How upstream pools make their HTTP client (tests hand in one on a fake transport).
         self.upstream_client: Callable[[], httpx2.AsyncClient] | None = None
 
@@ -287,28 +287,11 @@ class RegisteredModels:
             catalog.models = models
 
     def start(self) -> None:
-        """Apply the table now (a missing table only logs), then poll in a daemon thread."""
-        try:
-            self.sync()
-        except Exception:  # a server must start even if the table is not there yet
-            log.exception("could not load the registered models")
-        if self.poll_s > 0 and self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._poll, name="studio-models", daemon=True)
-            self._thread.start()
+        """Apply the table now, then poll it in a daemon thread (every ``poll_s``)."""
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.sync()
-            except Exception:  # keep polling through a database hiccup
-                log.exception("could not refresh the registered models")
+        self._poller.stop()
 
 
 def _checkpoint_engine(row: StudioModelRow) -> Any:
