@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from neocloud.client import Client
 from neocloud.db.engine import Database
 from neocloud.db.metadata import all_metadata
 from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.settings import Settings
 
@@ -125,16 +125,10 @@ def _postgres_database() -> Iterator[str]:
                 pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
             pytest.skip(message)
         admin_url, stop = started
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"neocloud_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        with scratch_database(admin_url, "neocloud_test") as url:
+            yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
         if stop is not None:
             stop()
 

@@ -22,11 +22,8 @@ import json
 import os
 import platform
 import random
-import secrets
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -34,6 +31,7 @@ import sqlalchemy as sa
 from neocloud.billing.service import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.ids import new_id
 
@@ -42,20 +40,6 @@ DEFAULT_URL = os.environ.get(
 )
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 COLUMNS = ("id", "org_id", "source", "event_id", "type", "subject", "time", "data", "received_at")
-
-
-@contextmanager
-def throwaway(admin_url: str) -> Iterator[str]:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"neocloud_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def workload(n: int, dup: float, orgs: int, seed: int) -> list[tuple[str, list[UsageEvent]]]:
@@ -150,7 +134,7 @@ def main() -> None:
     sent = sum(len(b) for _, b in batches)
     unique = distinct(batches)
     clock = VirtualClock(NOW)
-    with throwaway(args.url) as url:
+    with scratch_database(args.url, "neocloud_bench_ingest") as url:
         db = Database.from_url(url)
         try:
             upgrade(db, "heads")

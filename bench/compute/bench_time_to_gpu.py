@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 import uvicorn
 
 from neocloud.api.app import create_app
@@ -40,6 +39,7 @@ from neocloud.compute.service import register_default_quotas
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
 from neocloud.drivers.sim import SimDriver
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.spec import parse_spec
@@ -205,15 +205,6 @@ def _measure_one_by_one(
     return {"one_p50_s": statistics.median(ttg), "one_max_s": max(ttg)}
 
 
-def _pg_db() -> tuple[Database, sa.Engine, str]:
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"neocloud_bench_compute_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    return Database.from_url(url), admin, name
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100, help="concurrent creates")
@@ -245,20 +236,12 @@ def main() -> None:
                 r = run(db, url, args.n, args.type, args.worker_process)
                 db.dispose()
         else:
-            db, admin, name = _pg_db()
-            try:
-                r = run(
-                    db,
-                    db.engine.url.render_as_string(hide_password=False),
-                    args.n,
-                    args.type,
-                    args.worker_process,
-                )
-            finally:
-                db.dispose()
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+            with scratch_database(PG_URL, "neocloud_bench_compute") as url:
+                db = Database.from_url(url)
+                try:
+                    r = run(db, url, args.n, args.type, args.worker_process)
+                finally:
+                    db.dispose()
         print(
             f"| {backend} | {r['one_p50_s']:.3f} | {r['one_max_s']:.3f} "
             f"| {r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['max_s']:.3f} "

@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import random
-import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from fastapi.testclient import TestClient
 from neocloud.api.app import create_app
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
 from neocloud.fleet import service
 from neocloud.fleet.domain import CheckStatus
 from neocloud.fleet.generate import generate_spec
@@ -43,14 +43,6 @@ LIST_TARGET_MS = 200.0
 HERE = Path(__file__).parent
 
 
-def _throwaway_db() -> tuple[sa.Engine, str]:
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"neocloud_bench_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return admin, sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-
-
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
@@ -64,17 +56,12 @@ def main() -> int:
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     args = parser.parse_args()
 
-    admin_engine, url = _throwaway_db()
-    db = Database.from_url(url)
-    try:
-        return _run(db, args)
-    finally:
-        db.dispose()
-        with admin_engine.connect() as conn:
-            conn.execute(
-                sa.text(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
-            )
-        admin_engine.dispose()
+    with scratch_database(PG_URL, "neocloud_bench_fleet") as url:
+        db = Database.from_url(url)
+        try:
+            return _run(db, args)
+        finally:
+            db.dispose()
 
 
 def _run(db: Database, args: argparse.Namespace) -> int:

@@ -21,12 +21,9 @@ import argparse
 import os
 import platform
 import random
-import secrets
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ from fastapi.testclient import TestClient
 from neocloud.api.app import create_app
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.settings import Settings
@@ -57,20 +55,6 @@ SHAPES: list[tuple[str, list[str]]] = [
     ("1d", ["model", "api_key_id", "endpoint"]),
     ("1h", ["model", "api_key_id", "endpoint"]),
 ]
-
-
-@contextmanager
-def throwaway(admin_url: str) -> Iterator[str]:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"neocloud_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def fill(db: Database, org_id: str, n: int) -> list[dict[str, Any]]:
@@ -180,7 +164,7 @@ def main() -> None:
         run(db, "SQLite", args.rows)
         db.dispose()
     if not args.no_postgres:
-        with throwaway(args.url) as url:
+        with scratch_database(args.url, "neocloud_bench_usage") as url:
             db = Database.from_url(url)
             run(db, "PostgreSQL", args.rows)
             db.dispose()
