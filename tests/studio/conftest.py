@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from neocloud.api.app import create_app
 from neocloud.db.engine import Database
@@ -17,3 +20,11 @@ def app(settings: Settings, db: Database, clock: VirtualClock) -> FastAPI:
     app = create_app(settings=settings, db=db, clock=clock)
     app.state.studio.catalog = fake_catalog()
     return app
+
+
+@pytest.fixture
+def http(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
+    """The app with the operator admin's key; server errors come back as answers."""
+    with TestClient(app, raise_server_exceptions=False) as http:
+        http.headers["Authorization"] = f"Bearer {admin_key}"
+        yield http

@@ -3,7 +3,6 @@ org budgets and suspension, per-key limit overrides, and the openai client's rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -12,13 +11,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from neocloud.studio.runtime import StudioRuntime
-
-
-@pytest.fixture
-def http(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as http:
-        http.headers["Authorization"] = f"Bearer {admin_key}"
-        yield http
 
 
 def _org(http: TestClient) -> str:

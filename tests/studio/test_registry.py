@@ -7,7 +7,6 @@ import json
 import shutil
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -64,13 +63,6 @@ def app(
     runtime.catalog = fake_catalog()
     runtime.models.upstream_client = lambda: httpx2.AsyncClient(transport=_fake_vllm(seen))
     return app
-
-
-@pytest.fixture
-def http(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.headers["Authorization"] = f"Bearer {admin_key}"
-        yield client
 
 
 def _oai(http: TestClient, admin_key: str) -> openai.OpenAI:

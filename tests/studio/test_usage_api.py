@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,13 +27,6 @@ MODELS = ("neocloud/echo", "acme/llama", "acme/qwen")
 KEYS = ("key_a", "key_b", "key_c")
 ENDPOINTS = ("chat.completions", "completions", "embeddings")
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
-
-
-@pytest.fixture
-def http(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as http:
-        http.headers["Authorization"] = f"Bearer {admin_key}"
-        yield http
 
 
 def _org(http: TestClient) -> str:
