@@ -96,7 +96,8 @@ def test_invoice_preview_prices_compute_facts_and_skips_failed_time(
     assert acme.invoices.preview(org, period) == preview  # rating again: identical
 
     _, other = tenant_client(fleet, "globex")
-    assert _error(other.invoices.preview, org, period).status == 403
+    refused = _error(other.invoices.preview, org, period)  # as if it did not exist
+    assert (refused.status, refused.code) == (404, "org_not_found")
     assert fleet.invoices.preview(org, period)["total"] == preview["total"]
     assert _error(acme.invoices.preview, org, "2026-13").param == "period"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from neocloud.kernel.errors import PermissionDenied
+from neocloud.kernel.errors import NotFound, PermissionDenied
 
 
 class Role(StrEnum):
@@ -60,13 +60,20 @@ class Principal:
             )
 
     def require_org_role(self, org_id: str, role: Role) -> None:
-        """The caller must hold at least ``role`` in ``org_id`` (operator admins always may)."""
+        """The caller must hold at least ``role`` in ``org_id`` (operator admins always may).
+
+        Another org is 404 ``org_not_found`` to a tenant, as every read of another org's
+        things answers: a tenant cannot tell another org's id from one that does not exist.
+        Operator staff, who see every org, get 403 ``operator_admin_only``."""
         if self.is_operator_admin:
             return
         if self.org_id != org_id:
-            raise PermissionDenied(
-                "this key does not belong to that organization", code="wrong_org"
-            )
+            if self.is_operator:
+                raise PermissionDenied(
+                    "only an operator admin may do this in another organization",
+                    code="operator_admin_only",
+                )
+            raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
         if not self.role.at_least(role):
             raise PermissionDenied(
                 f"this needs role {role.value} or higher; the key's role is {self.role.value}",
