@@ -14,6 +14,7 @@ from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import PermissionDenied
 from neocloud.kernel.ids import new_id
+from neocloud.tenancy.access import require_read
 from neocloud.tenancy.tables import AuditEventRow
 
 _ORG_IN_PATH = re.compile(r"/orgs/(org_[0-9A-Z]{26})(?:/|$)")
@@ -75,12 +76,8 @@ def list_events(
             raise PermissionDenied(
                 "reading the audit log needs role admin or higher", code="insufficient_role"
             )
-        if org_id is not None and org_id != actor.org_id:
-            raise PermissionDenied(
-                "this key does not belong to that organization",
-                code="wrong_org",
-                param="org_id",
-            )
+        if org_id is not None:
+            require_read(actor, org_id)  # another org: 404, as it is everywhere
         org_id = actor.org_id
     stmt = sa.select(AuditEventRow)
     if org_id is not None:
