@@ -217,3 +217,61 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps() -> None:
     assert asyncio.run(_ask(engine, "Hello!")) == asyncio.run(_ask(reference, "Hello!"))
     assert decoder.graph_error is not None
     assert not decoder.use_graphs
+
+
+@pytest.mark.parametrize(
+    ("model_type", "bias"),
+    [("llama", False), ("mistral", False), ("qwen2", True)],
+)
+def test_the_decoder_matches_generate_on_each_supported_architecture(
+    model_type: str, bias: bool
+) -> None:
+    """Random tiny checkpoints of every architecture ``supports()`` names (Qwen2's Q/K/V carry
+    biases, which the fused projection must stack too): greedy tokens equal ``generate()``'s,
+    with the fused ops and with the model's own modules, and the model itself is unchanged
+    by the fusion (its parameters become views of the stacked tensors)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 112,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+    }
+    config = AutoConfig.for_model(model_type, **shape)
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(1.0, 0.1)
+            else:  # biases and matrices: every part of each layer moves the logits
+                param.normal_(0.0, param.shape[-1] ** -0.5)
+    attn = model.model.layers[0].self_attn
+    assert (attn.q_proj.bias is not None) is bias
+    prompt = torch.randint(1, 300, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected_logits = model(prompt).logits
+        expected = model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False
+        )[0, 9:].tolist()
+
+    def greedy(decoder: SlotDecoder) -> list[int]:
+        first = decoder.prefill([0], [prompt[0].tolist()])
+        torch.testing.assert_close(first[0], expected_logits[0, -1])
+        tokens = [int(first.argmax(-1))]
+        while len(tokens) < 12:
+            logits = decoder.decode(tokens[-1:], [9 + len(tokens) - 1])
+            tokens.append(int(logits.argmax(-1)))
+        return tokens
+
+    assert greedy(SlotDecoder(model, max_batch=2, max_len=64, fused_ops=False)) == expected
+    assert greedy(SlotDecoder(model, max_batch=2, max_len=64)) == expected
+    storage = attn.q_proj.weight.untyped_storage().data_ptr()
+    assert attn.v_proj.weight.untyped_storage().data_ptr() == storage  # views of one tensor
+    with torch.inference_mode():
+        torch.testing.assert_close(model(prompt).logits, expected_logits)
