@@ -104,6 +104,10 @@ class SlotDecoder:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.layers = list(model.model.layers)
+        if fused_ops:  # stack the weights now: inside inference mode they would be read-only
+            for layer in self.layers:
+                _fused(layer.self_attn, QKV)
+                _fused(layer.mlp, GATE_UP)
         shape = (max_batch, self.n_kv, max_len, self.head_dim)
         opts = {"device": self.device, "dtype": self.dtype}
         self.k = [torch.zeros(shape, **opts) for _ in self.layers]
@@ -163,7 +167,7 @@ class SlotDecoder:
             import torch
             from torch.nn.functional import linear
 
-            weight, bias = _fused(attn, ("q_proj", "k_proj", "v_proj"))
+            weight, bias = _fused(attn, QKV)
             nq, nkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
             q, k, v = torch.split(linear(h, weight, bias), [nq, nkv, nkv], dim=-1)
         else:
@@ -179,7 +183,7 @@ class SlotDecoder:
             return mlp(h)
         from torch.nn.functional import linear
 
-        weight, bias = _fused(mlp, ("gate_proj", "up_proj"))
+        weight, bias = _fused(mlp, GATE_UP)
         gate, up = linear(h, weight, bias).chunk(2, dim=-1)
         return mlp.down_proj(mlp.act_fn(gate) * up)
 
@@ -300,6 +304,9 @@ class SlotDecoder:
         for kc, vc in zip(self.k, self.v, strict=True):
             kc[dst].copy_(kc[src])
             vc[dst].copy_(vc[src])
+
+
+QKV, GATE_UP = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
 
 
 def _fused(module: Any, names: tuple[str, ...]) -> tuple[Any, Any]:
