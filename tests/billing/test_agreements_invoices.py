@@ -161,6 +161,50 @@ def test_monthly_reservation_charge_covers_its_usage(
     assert left == {org: _cents(8 * (365 - 30) * 24 * R1Y)}
 
 
+def test_a_reservation_extended_past_its_contract_bills_the_extension_as_usage(
+    acme: Client, node: NodeRow, db: Database, clock: VirtualClock
+) -> None:
+    """The contract covers April 1-20; compute extended the reservation to the 25th. The
+    charge pays for the contract's dates and takes their usage back off; the five extra days
+    stay billed as reserved usage (they were free: the credit took off every hour of the
+    reservation's usage, inside its contract or not)."""
+    org = acme.get("orgs")["data"][0]["id"]
+    now = clock.now()
+    with db.transaction() as s:
+        s.add(
+            ReservationRow(
+                id="rsv_ext",
+                org_id=org,
+                gpu_model=node.gpu_model,
+                node_count=1,
+                node_ids=[node.id],
+                start_at=_t(4),
+                end_at=_t(4, 25),  # as extended by compute after the contract was made
+                price_amount=Decimal(0),
+                price_currency="USD",
+                state="active",
+                created_by="test",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    terms = ContractTerms(
+        org_id=org, kind="reservation", reservation_id="rsv_ext", end_at=_t(4, 20)
+    )
+    ctr = agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
+    assert (ctr.term, ctr.end_at) == ("1m", _t(4, 20))
+    _alloc(db, org, node, _t(4, 15), 10 * 24, cls="reserved", reservation_id="rsv_ext")
+    clock.set(_t(5, 2))
+    april = _build(db, clock, org, APRIL)
+    inside, extension = 8 * 5 * 24 * R1M, 8 * 5 * 24 * R1M  # Apr 15-20 and Apr 20-25
+    assert _lines(april) == [
+        ("usage", _cents(inside + extension)),
+        ("reservation", _cents(8 * 19 * 24 * R1M)),  # the contract's 19 days
+        ("reserved_usage", -_cents(inside)),
+    ]
+    assert april.invoice.total == _cents(8 * 19 * 24 * R1M + extension)
+
+
 def test_a_reservation_cancelled_before_it_starts_is_not_charged(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:

@@ -12,7 +12,7 @@ credits last, applied to what is still due.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -433,9 +433,15 @@ def _reservation_charges(
                 unit,
             )
         )
-    # The reservation's GPU time this month is paid by the charge: take it off again.
+    # The reservation's GPU time this month is paid by the charge: take it off again, but only
+    # inside the contract's dates. Compute may extend a reservation past them (a self-service
+    # extension, bought at its own quote); that time stays on the usage lines.
     intervals = [
-        iv for iv in load_intervals(s, c.org_id, period) if iv.reservation_id == c.reservation_id
+        replace(iv, start=max(iv.start, c.start_at), end=min(iv.end or c.end_at, c.end_at))
+        for iv in load_intervals(s, c.org_id, period)
+        if iv.reservation_id == c.reservation_id
+        and iv.start < c.end_at
+        and (iv.end is None or iv.end > c.start_at)
     ]
     if intervals and c.reservation_id:
         outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
