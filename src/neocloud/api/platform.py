@@ -1,15 +1,24 @@
-"""Bring a platform up: database, migrations, the operator org and its first key, a fleet."""
+"""Bring a platform up: database, migrations, the operator org and its first key, a fleet; and
+its background work (compute worker, invoicing), in the API's process or in one of its own."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neocloud.db.engine import Database
-from neocloud.db.migrate import upgrade
+from neocloud.db.migrate import current_revisions, head_revisions, upgrade
+from neocloud.db.notify import Listener, Sender, listener_for, sender_for
 from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict
 from neocloud.kernel.settings import Settings
+
+if TYPE_CHECKING:
+    from neocloud.billing.worker import InvoicingWorker
+    from neocloud.compute.worker import Worker
 
 
 @dataclass
@@ -60,3 +69,82 @@ def _write_secret(path: Path, secret: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(secret + "\n")
     path.chmod(0o600)
+
+
+@dataclass
+class Background:
+    """The background work running in this process, on a connection pool of its own (so it
+    never queues behind request threads for a connection)."""
+
+    db: Database
+    compute: Worker
+    invoicing: InvoicingWorker
+    listener: Listener | None  # wakes ``compute`` when another process's API wrote
+
+    def stop(self) -> None:
+        """Stop the loops and release their leases, so another process takes over at once."""
+        if self.listener is not None:
+            self.listener.stop()
+        self.invoicing.stop()
+        self.compute.stop()
+        self.db.dispose()
+
+
+def start_background(settings: Settings, clock: Clock) -> Background:
+    """Start the compute worker (leader lease, scheduler, reconcilers, sim driver), its wake-up
+    listener and the invoicing worker, each in a thread of this process."""
+    from neocloud.billing.worker import InvoicingWorker
+    from neocloud.compute.scheduler import ComputeConfig
+    from neocloud.compute.worker import WAKE_CHANNEL, Worker
+    from neocloud.drivers.sim import SimDriver
+
+    db = Database.from_url(settings.resolved_database_url())
+    worker = Worker(
+        db,
+        clock,
+        driver=SimDriver.from_settings(settings),
+        config=ComputeConfig.from_settings(settings),
+        lease_ttl_s=settings.leader_lease_ttl_s,
+        interval_s=settings.compute_worker_interval_s,
+    )
+    listener = listener_for(db, WAKE_CHANNEL, worker.nudge)
+    if listener is not None:
+        listener.start()
+    worker.start()
+    invoicing = InvoicingWorker.from_settings(db, clock, settings)
+    invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
+    return Background(db, worker, invoicing, listener)
+
+
+def compute_waker(
+    db: Database, background: Background | None
+) -> tuple[Callable[[], None], Sender | None]:
+    """What the API calls after a write that needs scheduling (``app.state.compute_nudge``):
+    this process's worker if it runs one, and every worker process through ``db``'s wake-up
+    channel. Returns it with the sender, to stop when the API stops."""
+    from neocloud.compute.worker import WAKE_CHANNEL
+
+    sender = sender_for(db, WAKE_CHANNEL)
+    pokes: list[Callable[[], None]] = []
+    if background is not None:
+        pokes.append(background.compute.nudge)
+    if sender is not None:
+        pokes.append(sender.notify)
+
+    def nudge() -> None:
+        for poke in pokes:
+            poke()
+
+    return nudge, sender
+
+
+def require_migrated(db: Database) -> None:
+    """Refuse to work on a database that is not at the newest migration (``neocloud up`` or
+    ``neocloud db upgrade`` migrate it; a worker does not, so two never race to)."""
+    have, want = current_revisions(db), head_revisions(db)
+    if have != want:
+        raise Conflict(
+            f"the database is at revision {sorted(have) or 'none'}, not {sorted(want)}: run "
+            "`neocloud db upgrade` (or start `neocloud up`) first",
+            code="database_not_migrated",
+        )

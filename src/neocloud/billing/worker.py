@@ -82,3 +82,7 @@ class InvoicingWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        try:  # another process takes the monthly run over at once, not after the lease's TTL
+            self.lease.release()
+        except Exception:
+            log.exception("could not release the invoicing lease")

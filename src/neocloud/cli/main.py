@@ -53,12 +53,21 @@ def up(
     demo_fleet: Annotated[
         bool, typer.Option("--demo-fleet/--no-demo-fleet", help="Load the demo fleet if empty")
     ] = True,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run the compute worker and invoicing in this process (--no-worker: the API "
+            "alone, beside a `neocloud worker` process)",
+        ),
+    ] = True,
 ) -> None:
-    """Run the whole platform in one process: API, scheduler and reconcilers (sim driver)."""
+    """Run the platform: API, and unless --no-worker the scheduler, reconcilers (sim driver)
+    and invoicing in the same process."""
     import uvicorn
 
     from neocloud.api.app import create_app
-    from neocloud.api.platform import prepare
+    from neocloud.api.platform import compute_waker, prepare, start_background
     from neocloud.kernel.clock import SystemClock
     from neocloud.kernel.settings import load_settings
 
@@ -76,34 +85,81 @@ def up(
     url = f"http://{settings.host}:{settings.port}"
     out.print(f"neocloud {__version__} serving {url}  (API docs: {url}/api/v1/docs)")
     out.print(f"Log in:  neocloud login --url {url} --key-file {prepared.admin_key_path}")
+    if not worker:
+        out.print("No worker in this process: run `neocloud worker` on the same database.")
     app_ = create_app(settings=settings, db=prepared.db, clock=clock)
-    from neocloud.compute.worker import Worker
-    from neocloud.db.engine import Database
-    from neocloud.drivers.sim import SimDriver
-
-    # The worker has its own connection pool, so it never queues behind request threads.
-    worker_db = Database.from_url(settings.resolved_database_url())
-    from neocloud.compute.scheduler import ComputeConfig
-
-    worker = Worker(
-        worker_db,
-        clock,
-        driver=SimDriver.from_settings(settings),
-        config=ComputeConfig.from_settings(settings),
-        lease_ttl_s=settings.leader_lease_ttl_s,
-    )
-    app_.state.compute_nudge = worker.nudge  # the API wakes the scheduler after a write
-    worker.start()
-    from neocloud.billing.worker import InvoicingWorker
-
-    invoicing = InvoicingWorker.from_settings(worker_db, clock, settings)
-    invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
+    background = start_background(settings, clock) if worker else None
+    # The API wakes the scheduler after a write: this process's, and other processes' workers.
+    app_.state.compute_nudge, sender = compute_waker(prepared.db, background)
     try:
         uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:
-        invoicing.stop()
-        worker.stop()
-        worker_db.dispose()
+        if sender is not None:
+            sender.stop()
+        if background is not None:
+            background.stop()
+
+
+@app.command("worker")
+def worker_command(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
+    ] = None,
+) -> None:
+    """Run the background work alone: the compute scheduler and reconcilers (sim driver) and
+    invoicing, until SIGTERM or Ctrl-C; then release the leader leases so another worker
+    takes over at once.
+
+    Pair it with API processes started by `neocloud up --no-worker` on the same database
+    (same settings: NEOCLOUD_* variables, --database-url, --data-dir). Several workers may run:
+    one holds the scheduler lease, the others stand by. The API wakes the worker after each
+    write: PostgreSQL NOTIFY, or a wake file beside a SQLite database; otherwise it cycles
+    every NEOCLOUD_COMPUTE_WORKER_INTERVAL_S seconds (default 1). The database must be
+    migrated (`neocloud db upgrade`, or `neocloud up` once).
+    """
+    import logging
+    import signal
+    import threading
+
+    import sqlalchemy as sa
+
+    from neocloud.api.platform import require_migrated, start_background
+    from neocloud.db.engine import Database
+    from neocloud.kernel.clock import SystemClock
+    from neocloud.kernel.errors import NeocloudError
+    from neocloud.kernel.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    url = settings.resolved_database_url()
+    db = Database.from_url(url)
+    try:
+        require_migrated(db)
+    except NeocloudError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    background = start_background(settings, SystemClock())
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    out.print(f"neocloud {__version__} worker on {shown}: scheduler, reconcilers, invoicing")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        background.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.print("worker stopped; leases released")
 
 
 @db_app.command("upgrade")

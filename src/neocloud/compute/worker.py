@@ -1,7 +1,9 @@
 """The background worker: while it holds the ``scheduler`` leader lease it schedules and
 reconciles, then sleeps briefly; the API wakes it early after a write (``nudge``).
 
-Tests call ``run_once()`` step by step on a virtual clock; ``neocloud up`` runs ``start()``.
+Tests call ``run_once()`` step by step on a virtual clock; ``neocloud up`` and ``neocloud worker``
+run ``start()``, with a listener on ``WAKE_CHANNEL`` (``db.notify``) calling ``nudge`` when
+another process's API wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from neocloud.kernel.clock import Clock
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
+WAKE_CHANNEL = "neocloud_compute"  # API writes that need scheduling wake workers on it
 
 
 @dataclass

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     compute_reservations_cancellable: bool = True
     compute_reservation_cancel_cutoff_h: float = Field(0.0, ge=0, le=24 * 365)
     compute_burn_in: bool = True
+    # How often the compute worker cycles when nothing wakes it (the API's writes wake it at once,
+    # across processes too: NOTIFY on PostgreSQL, a wake file beside a SQLite database).
+    compute_worker_interval_s: float = Field(1.0, gt=0, le=3600)
     # The simulated driver (``neocloud up``, ``neocloud sim``): seconds per step and the
     # probability that a step fails, deterministic under the seed.
     sim_provision_s: float = Field(0.0, ge=0, le=86_400)
