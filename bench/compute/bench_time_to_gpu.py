@@ -1,8 +1,11 @@
 """Compute benchmark: time-to-GPU (request -> ``running``) at N concurrent creates.
 
-The real platform runs in a child process as `neocloud up` runs it: the FastAPI app under
-uvicorn on a loopback port, the compute worker in a background thread (leader lease, scheduler,
-reconciler, the sim driver with zero delays), nudged by the API after each create. N clients
+The real platform runs as the `neocloud` command runs it, in child processes, in one of two
+topologies: ``in-process`` is `neocloud up` (the FastAPI app under uvicorn on a loopback port and
+the compute worker in a thread of the same process: leader lease, scheduler, reconciler, the sim
+driver with zero delays, nudged by the API after each create); ``separate`` is `neocloud up
+--no-worker` plus `neocloud worker` (the API wakes the worker process with NOTIFY on PostgreSQL,
+a wake file on SQLite). N clients
 (threads, one HTTP connection each) POST /api/v1/instances at once; time-to-GPU is the
 instance's ``running_at - created_at`` as the server recorded them. Also reported: the wall
 time until every create was answered (create throughput) and until all were running.
@@ -11,6 +14,7 @@ Target (the compute issue): p99 <= 1 s. Anchor: dstack waits up to 10 minutes (2
 bare-metal clouds) for a provider to provision an instance.
 
 Rerun:  .venv/bin/python bench/compute/bench_time_to_gpu.py [--n 100] [--backends sqlite,postgresql]
+            [--topologies in-process,separate] [--runs 2] [--max-load 1.5]
 PostgreSQL comes from NEOCLOUD_BENCH_POSTGRES_URL (default postgres@127.0.0.1:5432/test); a
 throwaway database is created there and dropped at the end.
 """
@@ -18,12 +22,13 @@ throwaway database is created there and dropped at the end.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import secrets
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,19 +37,14 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import uvicorn
 
-from neocloud.api.app import create_app
 from neocloud.compute.service import register_default_quotas
-from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
 from neocloud.db.scratch import scratch_database
-from neocloud.drivers.sim import SimDriver
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.spec import parse_spec
 from neocloud.kernel.clock import SystemClock
-from neocloud.kernel.settings import Settings
 from neocloud.tenancy.service import bootstrap_operator
 
 PG_URL = os.environ.get(
@@ -79,37 +79,28 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def _serve(url: str, port: int, poll_s: float | None = None) -> None:
-    """The platform as `neocloud up` runs it, in its own process (clients do not share its
-    interpreter lock). With ``poll_s`` the worker runs in a process of its own instead, which
-    polls every ``poll_s`` seconds (there is no cross-process nudge): a trial of that design."""
-    db = Database.from_url(url)
-    clock = SystemClock()
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(settings=Settings(data_dir=Path(tmp)), db=db, clock=clock)
-        worker = None
-        if poll_s is None:
-            # The worker gets its own connection pool: it never queues behind request threads.
-            worker = Worker(Database.from_url(url), clock, driver=SimDriver(), interval_s=1.0)
-            app.state.compute_nudge = worker.nudge
-            worker.start()
-        try:
-            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-        finally:
-            if worker is not None:
-                worker.stop()
+NEOCLOUD = [sys.executable, "-m", "neocloud.cli.main"]
+TOPOLOGIES = {
+    "in-process": [["up"]],  # as `make run`: API and worker threads in one process
+    "separate": [["up", "--no-worker"], ["worker"]],
+}
 
 
-def _work(url: str, poll_s: float) -> None:
-    """The compute worker alone in its process, polling (``--worker-process``)."""
-    worker = Worker(Database.from_url(url), SystemClock(), driver=SimDriver(), interval_s=poll_s)
-    worker.start()
-    threading.Event().wait()
+def _start(topology: str, url: str, port: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    """The platform's processes, started exactly as an operator starts them."""
+    env = {**os.environ, "NEOCLOUD_LOG_LEVEL": "warning"}
+    procs = []
+    for n, command in enumerate(TOPOLOGIES[topology]):
+        args = [*NEOCLOUD, *command, "--data-dir", str(tmp / f"data{n}"), "--database-url", url]
+        if command[0] == "up":
+            args += ["--port", str(port), "--no-demo-fleet"]
+        procs.append(
+            subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return procs
 
 
-def run(
-    db: Database, url: str, n: int, instance_type: str, poll_s: float | None = None
-) -> dict[str, float]:
+def run(db: Database, url: str, n: int, instance_type: str, topology: str) -> dict[str, float]:
     clock = SystemClock()
     upgrade(db)
     key = bootstrap_operator(db=db, clock=clock)
@@ -117,30 +108,25 @@ def run(
     fleet_service.import_spec(db=db, clock=clock, spec=parse_spec(FLEET))
     register_default_quotas(db=db, clock=clock, limit_gpus=100_000)
     port = _free_port()
-    ctx = multiprocessing.get_context("spawn")
-    server = ctx.Process(target=_serve, args=(url, port, poll_s))
-    server.start()
-    worker = None
-    if poll_s is not None:
-        worker = ctx.Process(target=_work, args=(url, poll_s), daemon=True)
-        worker.start()
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        one = _measure_one_by_one(base, headers, 20, instance_type)
-        return {**_measure(base, headers, n, instance_type), **one}
-    finally:
-        server.terminate()
-        server.join(20)
-        if worker is not None:
-            worker.terminate()
-            worker.join(20)
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = _start(topology, url, port, Path(tmp))
+        try:
+            while True:
+                assert all(p.poll() is None for p in procs), "a platform process exited"
+                try:
+                    httpx.get(f"{base}/api/v1/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            one = _measure_one_by_one(base, headers, 20, instance_type)
+            return {**_measure(base, headers, n, instance_type), **one}
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(20)
 
 
 def _measure(base: str, headers: dict[str, str], n: int, instance_type: str) -> dict[str, float]:
@@ -205,50 +191,73 @@ def _measure_one_by_one(
     return {"one_p50_s": statistics.median(ttg), "one_max_s": max(ttg)}
 
 
+def _quiet(max_load: float, wait_s: float = 300) -> float:
+    """Wait (up to ``wait_s``) until the 1-minute load average is under ``max_load``."""
+    deadline = time.monotonic() + wait_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100, help="concurrent creates")
     parser.add_argument("--type", default="8xH100", help="instance type")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument(
-        "--worker-process",
-        type=float,
-        metavar="POLL_S",
-        help="trial: run the worker in a process of its own, polling every POLL_S seconds "
-        "(default: a thread of the API process, nudged after each create, as `neocloud up`)",
+        "--topologies",
+        default="in-process",
+        help="comma-separated: in-process (`neocloud up`), separate (`neocloud up --no-worker` "
+        "+ `neocloud worker`)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="runs of each backend x topology")
+    parser.add_argument(
+        "--max-load", type=float, default=None, help="before each run, wait for a lower load"
     )
     args = parser.parse_args()
+    topologies = args.topologies.split(",")
+    assert set(topologies) <= set(TOPOLOGIES), f"topologies: {', '.join(TOPOLOGIES)}"
     print(
         f"# time-to-GPU of {args.type}, zero driver delay: 20 creates one at a time, "
         f"then {args.n} concurrent"
     )
     print(f"# {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| backend | one at a time: p50 s | max s | concurrent: p50 s | p99 s | max s "
-        "| creates/s | all running after s |"
+        "| backend | topology | load | one at a time: p50 s | max s | concurrent: p50 s | p99 s "
+        "| max s | creates/s | all running after s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for backend in args.backends.split(","):
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                url = f"sqlite:///{tmp}/bench.db"
-                db = Database.from_url(url)
-                r = run(db, url, args.n, args.type, args.worker_process)
-                db.dispose()
-        else:
-            with scratch_database(PG_URL, "neocloud_bench_compute") as url:
-                db = Database.from_url(url)
-                try:
-                    r = run(db, url, args.n, args.type, args.worker_process)
-                finally:
-                    db.dispose()
-        print(
-            f"| {backend} | {r['one_p50_s']:.3f} | {r['one_max_s']:.3f} "
-            f"| {r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['max_s']:.3f} "
-            f"| {r['creates_per_s']:.0f} | {r['all_running_s']:.2f} |"
-        )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for _ in range(args.runs):
+        for backend in args.backends.split(","):
+            for topology in topologies:
+                load = _quiet(args.max_load) if args.max_load else os.getloadavg()[0]
+                r = _run_backend(backend, args.n, args.type, topology)
+                print(
+                    f"| {backend} | {topology} | {load:.2f} "
+                    f"| {r['one_p50_s']:.3f} | {r['one_max_s']:.3f} "
+                    f"| {r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['max_s']:.3f} "
+                    f"| {r['creates_per_s']:.0f} | {r['all_running_s']:.2f} |",
+                    flush=True,
+                )
     print("target: p99 <= 1 s; anchor: dstack waits up to 600 s (1,200-3,300 s on some")
     print("bare-metal clouds) for a provider to provision")
+
+
+def _run_backend(backend: str, n: int, instance_type: str, topology: str) -> dict[str, float]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.db"
+            db = Database.from_url(url)
+            try:
+                return run(db, url, n, instance_type, topology)
+            finally:
+                db.dispose()
+    with scratch_database(PG_URL, "neocloud_bench_compute") as url:
+        db = Database.from_url(url)
+        try:
+            return run(db, url, n, instance_type, topology)
+        finally:
+            db.dispose()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The compute worker in a process of its own (``neocloud worker``) beside an API process that
-runs none (``neocloud up --no-worker``), on one PostgreSQL database: the API's writes wake the
-worker across processes (``NOTIFY``), and a stopped worker hands its lease over at once.
+runs none (``neocloud up --no-worker``), on one database: the API's writes wake the worker
+across processes (``NOTIFY`` on PostgreSQL, the wake file on SQLite), and a stopped worker hands
+its lease over at once.
 
 Real processes, started as an operator would; the database is prepared (migrated, operator,
 fleet) by the test first so that no process races another to migrate it.
@@ -30,17 +31,16 @@ from neocloud.kernel.settings import load_settings
 
 from .test_race_processes import FLEET_12, NEOCLOUD, _free_port, _tenant
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.parametrize("db", ["postgresql"], indirect=True),
-]
+BOTH = pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 class Procs:
     """Starts ``neocloud`` processes on one database and stops whatever is left at the end."""
 
-    def __init__(self, pg_url: str, tmp_path: Path) -> None:
-        self.pg_url, self.tmp_path = pg_url, tmp_path
+    def __init__(self, db_url: str, tmp_path: Path) -> None:
+        self.db_url, self.tmp_path = db_url, tmp_path
         self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def start(self, *args: str, interval_s: float = 1.0) -> subprocess.Popen[bytes]:
@@ -58,7 +58,7 @@ class Procs:
                     *NEOCLOUD,
                     *args,
                     *("--data-dir", str(self.tmp_path / f"data{n}")),
-                    *("--database-url", self.pg_url),
+                    *("--database-url", self.db_url),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -84,8 +84,7 @@ class Procs:
 
 @pytest.fixture
 def procs(db: Database, tmp_path: Path) -> Iterator[Procs]:
-    pg_url = db.engine.url.render_as_string(hide_password=False)
-    running = Procs(pg_url, tmp_path)
+    running = Procs(db.engine.url.render_as_string(hide_password=False), tmp_path)
     try:
         yield running
     finally:
@@ -152,7 +151,8 @@ def _listening(db: Database) -> int:
         )
 
 
-def test_api_without_worker_then_a_worker_process_woken_by_notify(
+@BOTH
+def test_api_without_worker_then_a_worker_process_woken_across_processes(
     db: Database, procs: Procs, admin_key: str
 ) -> None:
     port = _free_port()
@@ -171,11 +171,12 @@ def test_api_without_worker_then_a_worker_process_woken_by_notify(
     # A worker process whose own cycle is a minute long: it leads, listens, runs the backlog.
     worker = procs.start("worker", interval_s=60)
     _wait("the worker leads", lambda: _lease_pid(db) == worker.pid, 30, step_s=0.1)
-    _wait("the worker listens", lambda: _listening(db) == 1, 10, step_s=0.05)
+    if db.dialect == "postgresql":
+        _wait("the worker listens", lambda: _listening(db) == 1, 10, step_s=0.05)
     _wait("the backlog runs", lambda: tenant.instances.get(first["id"])["state"] == "running", 5)
     time.sleep(0.3)  # any wake-up queued by the start is spent: the worker now sleeps 60 s
 
-    # A create through the other process runs at once: only the NOTIFY can have woken it.
+    # A create through the other process runs at once: only the wake-up can have woken it.
     started = time.monotonic()
     second = tenant.instances.create("8xH100")
     took = _wait(
@@ -191,6 +192,8 @@ def test_api_without_worker_then_a_worker_process_woken_by_notify(
     tenant.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_sigterm_stops_the_worker_cleanly_and_hands_the_lease_over_at_once(
     db: Database, procs: Procs, admin_key: str
 ) -> None:
@@ -208,3 +211,17 @@ def test_sigterm_stops_the_worker_cleanly_and_hands_the_lease_over_at_once(
     assert "leases released" in procs.log(first)
     assert second.poll() is None
     print(f"\nSIGTERM -> exit 0 in {exited:.2f} s; lease taken over {took_over:.2f} s later")
+
+
+def test_a_worker_refuses_a_database_that_is_not_migrated(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from neocloud.cli.main import app
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = CliRunner().invoke(app, ["worker", "--database-url", url])
+    assert result.exit_code == 1, result.output
+    assert "neocloud db upgrade" in result.output
+    db = Database.from_url(url)
+    assert sa.inspect(db.engine).get_table_names() == []  # nothing written, not even a lease
+    db.dispose()

@@ -100,7 +100,21 @@ def up(
             background.stop()
 
 
-@app.command("worker")
+WORKER_HELP = (
+    "Run the background work alone: the compute scheduler and reconcilers (sim driver) and "
+    "invoicing, until SIGTERM or Ctrl-C; then release the leader leases so that another "
+    "worker takes over at once.\n\n"
+    "Pair it with API processes started by `neocloud up --no-worker` on the same database, "
+    "with the same settings (NEOCLOUD_* variables, --database-url, --data-dir). Several "
+    "workers may run: one holds the scheduler lease, the others stand by.\n\n"
+    "The API wakes the workers after each write (PostgreSQL NOTIFY, or a wake file beside a "
+    "SQLite database); otherwise a worker cycles every NEOCLOUD_COMPUTE_WORKER_INTERVAL_S "
+    "seconds (default 1). The database must be migrated first (`neocloud db upgrade`, or "
+    "`neocloud up` once)."
+)
+
+
+@app.command("worker", help=WORKER_HELP)
 def worker_command(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
@@ -109,17 +123,7 @@ def worker_command(
         str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
     ] = None,
 ) -> None:
-    """Run the background work alone: the compute scheduler and reconcilers (sim driver) and
-    invoicing, until SIGTERM or Ctrl-C; then release the leader leases so another worker
-    takes over at once.
-
-    Pair it with API processes started by `neocloud up --no-worker` on the same database
-    (same settings: NEOCLOUD_* variables, --database-url, --data-dir). Several workers may run:
-    one holds the scheduler lease, the others stand by. The API wakes the worker after each
-    write: PostgreSQL NOTIFY, or a wake file beside a SQLite database; otherwise it cycles
-    every NEOCLOUD_COMPUTE_WORKER_INTERVAL_S seconds (default 1). The database must be
-    migrated (`neocloud db upgrade`, or `neocloud up` once).
-    """
+    """Run the background work alone (see WORKER_HELP)."""
     import logging
     import signal
     import threading
