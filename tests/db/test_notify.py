@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from neocloud.db.engine import Database
 from neocloud.db.notify import FileListener, PgListener, listener_for, sender_for
@@ -79,3 +80,32 @@ def test_an_in_memory_sqlite_database_has_no_wake_up_channel() -> None:
     db = Database.from_url("sqlite://")
     assert sender_for(db, "nc_compute") is None
     assert listener_for(db, "nc_compute", lambda: None) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_sender_and_listener_survive_their_connections_being_cut(
+    db: Database, listen: Callable[[str], Wakes]
+) -> None:
+    wakes = listen("nc_cut")
+    sender = sender_for(db, "nc_cut")
+    assert sender is not None
+    try:
+        sender.notify()
+        wakes.reach(1)
+        # The server drops both sessions (a restart, an idle timeout, an operator's kill).
+        with db.transaction() as s:
+            cut = s.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND (query = 'LISTEN \"nc_cut\"' "
+                    "OR query LIKE 'SELECT pg_notify%')"
+                )
+            ).scalar_one()
+        assert cut == 2
+        wakes.reach(2, timeout_s=5)  # the listener reconnected and woke once for the gap
+        heard = wakes.count
+        sender.notify()  # fails on the dead session, then is sent again on a new one
+        wakes.reach(heard + 1, timeout_s=5)
+    finally:
+        sender.stop()

@@ -101,8 +101,9 @@ class PgSender:
                         self._wanted.clear()  # before sending: a later ask sends again
                         conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
                         self.sent += 1
-            except psycopg.Error:
+            except Exception:  # the server went away: send again once reconnected
                 log.warning("NOTIFY %s failed; reconnecting", self.channel, exc_info=True)
+                self._wanted.set()
                 self._stop.wait(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
                 attempt += 1
 
@@ -144,7 +145,7 @@ class PgListener:
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=self.check_s):
                             self.on_wake()
-            except psycopg.Error:
+            except Exception:  # reconnect; the wake-up on connecting covers the gap
                 self.listening.clear()
                 log.warning("LISTEN %s failed; reconnecting", self.channel, exc_info=True)
                 self._stop.wait(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
