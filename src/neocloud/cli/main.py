@@ -37,16 +37,20 @@ def version() -> None:
     out.print(__version__)
 
 
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
+]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
+]
+
+
 @app.command()
 def up(
     host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8420)")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
-    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
     fleet: Annotated[
         Path | None, typer.Option("--fleet", help="Fleet spec to import into an empty fleet")
     ] = None,
@@ -116,12 +120,8 @@ WORKER_HELP = (
 
 @app.command("worker", help=WORKER_HELP)
 def worker_command(
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where SQLite and the admin key live")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="PostgreSQL URL instead of SQLite")
-    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Run the background work alone (see WORKER_HELP)."""
     import logging
@@ -168,8 +168,8 @@ def worker_command(
 
 @db_app.command("upgrade")
 def db_upgrade(
-    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
-    database_url: Annotated[str | None, typer.Option("--database-url")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Apply database migrations up to the newest."""
     from neocloud.db.engine import Database
