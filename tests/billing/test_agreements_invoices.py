@@ -90,6 +90,38 @@ def _alloc(
     return aid
 
 
+def _reservation(
+    db: Database,
+    clock: VirtualClock,
+    org: str,
+    node: NodeRow,
+    rsv_id: str,
+    start: datetime,
+    end: datetime,
+    state: str,
+) -> None:
+    """A one-node reservation row, as compute would have stored it."""
+    now = clock.now()
+    with db.transaction() as s:
+        s.add(
+            ReservationRow(
+                id=rsv_id,
+                org_id=org,
+                gpu_model=node.gpu_model,
+                node_count=1,
+                node_ids=[node.id],
+                start_at=start,
+                end_at=end,
+                price_amount=Decimal(0),
+                price_currency="USD",
+                state=state,
+                created_by="test",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
 def _build(db: Database, clock: VirtualClock, org: str, period: Period) -> invoices.InvoiceView:
     inv_id = invoices.build_invoice(
         db=db, clock=clock, principal=OPERATOR, org_id=org, period=period
@@ -114,25 +146,7 @@ def test_monthly_reservation_charge_covers_its_usage(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    now = clock.now()
-    with db.transaction() as s:
-        s.add(
-            ReservationRow(
-                id="rsv_t1",
-                org_id=org,
-                gpu_model=node.gpu_model,
-                node_count=1,
-                node_ids=[node.id],
-                start_at=_t(4),
-                end_at=_t(4, year=2027),
-                price_amount=Decimal(0),
-                price_currency="USD",
-                state="scheduled",
-                created_by="test",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    _reservation(db, clock, org, node, "rsv_t1", _t(4), _t(4, year=2027), "scheduled")
     ctr = agreements.create_contract(
         db=db,
         clock=clock,
@@ -169,25 +183,9 @@ def test_a_reservation_extended_past_its_contract_bills_the_extension_as_usage(
     stay billed as reserved usage (they were free: the credit took off every hour of the
     reservation's usage, inside its contract or not)."""
     org = acme.get("orgs")["data"][0]["id"]
-    now = clock.now()
-    with db.transaction() as s:
-        s.add(
-            ReservationRow(
-                id="rsv_ext",
-                org_id=org,
-                gpu_model=node.gpu_model,
-                node_count=1,
-                node_ids=[node.id],
-                start_at=_t(4),
-                end_at=_t(4, 25),  # as extended by compute after the contract was made
-                price_amount=Decimal(0),
-                price_currency="USD",
-                state="active",
-                created_by="test",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    _reservation(
+        db, clock, org, node, "rsv_ext", _t(4), _t(4, 25), "active"
+    )  # as extended by compute after the contract was made
     terms = ContractTerms(
         org_id=org, kind="reservation", reservation_id="rsv_ext", end_at=_t(4, 20)
     )
@@ -210,24 +208,7 @@ def test_a_reservation_cancelled_before_it_starts_is_not_charged(
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
     now = clock.now()
-    with db.transaction() as s:
-        s.add(
-            ReservationRow(
-                id="rsv_t2",
-                org_id=org,
-                gpu_model=node.gpu_model,
-                node_count=1,
-                node_ids=[node.id],
-                start_at=_t(4),
-                end_at=_t(5),
-                price_amount=Decimal(0),
-                price_currency="USD",
-                state="scheduled",
-                created_by="test",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    _reservation(db, clock, org, node, "rsv_t2", _t(4), _t(5), "scheduled")
     terms = ContractTerms(
         org_id=org, kind="reservation", reservation_id="rsv_t2", billing="upfront"
     )
