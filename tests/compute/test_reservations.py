@@ -29,7 +29,8 @@ def test_offerings_are_priced_and_bought_once(acme: Client, clock: VirtualClock)
     assert o["id"].startswith("off_")
     assert o["start"] == rfc3339(week)
     assert o["fabric"] == "us-east-1a-ib01"
-    assert o["price"] == {"amount": "3901.44", "currency": "USD"}  # 32 GPUs x 48 h x 2.54
+    # 32 GPUs x 48 h x 2.5415 (list price less 15 %, at the price book's 4 places)
+    assert o["price"] == {"amount": "3903.74", "currency": "USD"}
     rsv = acme.reservations.buy(o["id"])
     assert (rsv["object"], rsv["state"], rsv["node_count"]) == ("reservation", "scheduled", 4)
     assert acme.reservations.buy(o["id"])["id"] == rsv["id"]  # idempotent
@@ -113,7 +114,8 @@ def test_extend_when_the_nodes_stay_free(acme: Client, clock: VirtualClock) -> N
     rsv = acme.reservations.buy(offer["id"])
     longer = acme.reservations.extend(rsv["id"], 24)
     assert longer["end"] == rfc3339(clock.now() + timedelta(hours=48))
-    assert float(longer["price"]["amount"]) == 2 * float(rsv["price"]["amount"])
+    assert rsv["price"]["amount"] == "975.94"  # 16 GPUs x 24 h x 2.5415 = 975.936
+    assert longer["price"]["amount"] == "1951.87"  # 48 h: 1951.872, rounded once
     exc = _error(acme.reservations.extend, rsv["id"], 24 * 400)
     assert (exc.status, exc.code) == (422, "duration_out_of_range")
 
@@ -189,3 +191,27 @@ def test_extending_an_active_reservation_keeps_its_instances_running(
     worker.run_once()
     got = acme.instances.get(inst["id"])
     assert (got["state"], got["state_reason"]) == ("terminated", "reservation_ended")
+
+
+def test_a_reservation_is_billed_its_quote_once_with_an_instance_inside(
+    acme: Client, worker: Worker, clock: VirtualClock, fleet: Client
+) -> None:
+    """The block pays for the reservation's GPUs at the quoted price; an instance running
+    inside uses those GPUs and is not billed a second time (it was: 384 GPU-hours, twice the
+    quote, for one 8-GPU node reserved 24 h with an 8-GPU instance on it)."""
+    org = acme.get("me")["org_id"]
+    fleet.quotas.set(org, "H100-SXM-80GB", 200)
+    start = clock.now() + timedelta(hours=1)
+    offer = acme.reservations.offerings("H100", 1, 24, start_after=rfc3339(start))[0]
+    rsv = acme.reservations.buy(offer["id"])
+    clock.set(start)
+    worker.run_once()
+    inside = acme.instances.create("8xH100", reservation_ids=[rsv["id"]])
+    worker.run_once()
+    assert acme.instances.get(inside["id"])["state"] == "running"
+    clock.set(start + timedelta(hours=24))
+    worker.run_once()
+    preview = fleet.invoices.preview(org, clock.now().strftime("%Y-%m"))
+    (line,) = preview["lines"]
+    assert (line["sku"], line["gpu_hours"]) == ("H100-SXM-80GB.reserved.1m", "192.000000")
+    assert line["amount"] == rsv["price"] == preview["total"]

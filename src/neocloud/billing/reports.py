@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.billing.agreements import backlog_by_org, backstop_revenue
 from neocloud.billing.rating import Period
-from neocloud.billing.service import Rated, rate_org_period
+from neocloud.billing.service import HOLDS_GPUS, Rated, rate_org_period
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
 from neocloud.economics.live import (
@@ -403,6 +403,7 @@ def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
         ).where(
             AllocationRow.start_at < window.end,
             sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > window.start),
+            HOLDS_GPUS,  # a reserved GPU with an instance on it is one GPU in use, not two
         )
     ).all()
     return [LiveInterval(org, gpus, start, end) for org, gpus, start, end in rows]

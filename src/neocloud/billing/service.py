@@ -460,12 +460,19 @@ def rate_org_period(
     return Rated(books[0].version, currency, lines, tokens)
 
 
+# An instance inside a reservation runs on GPUs its reservation's block allocation already
+# holds (and pays for, at the reservation's price): the block is the fact to bill, the
+# instance's own allocation is not, or those GPU-hours would count twice.
+HOLDS_GPUS = sa.or_(AllocationRow.instance_id.is_(None), AllocationRow.reservation_id.is_(None))
+
+
 def load_intervals(s: Session, org_id: str | None, period: Period) -> list[Interval]:
     """Allocation facts of ``org_id`` (None: every org) that overlap ``period`` (compute's
-    read model)."""
+    read model), each GPU-hour once (``HOLDS_GPUS``)."""
     query = sa.select(AllocationRow).where(
         AllocationRow.start_at < period.end,
         sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
+        HOLDS_GPUS,
     )
     if org_id is not None:
         query = query.where(AllocationRow.org_id == org_id)

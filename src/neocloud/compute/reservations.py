@@ -64,7 +64,10 @@ class OfferingQuery:
 
 def _price(gpu_model: str, gpus: int, hours: int) -> Money:
     model = resolve_gpu_model(gpu_model)
-    per_gpu_hour = (model.list_price_per_gpu_hour * RESERVED_PRICE_FACTOR).rounded()
+    # At the price book's precision (4 places), so a quote equals what billing charges for it.
+    per_gpu_hour = (model.list_price_per_gpu_hour * RESERVED_PRICE_FACTOR).rounded(
+        Decimal("0.0001")
+    )
     return per_gpu_hour * (gpus * hours)
 
 
