@@ -215,3 +215,28 @@ def test_a_reservation_is_billed_its_quote_once_with_an_instance_inside(
     (line,) = preview["lines"]
     assert (line["sku"], line["gpu_hours"]) == ("H100-SXM-80GB.reserved.1m", "192.000000")
     assert line["amount"] == rsv["price"] == preview["total"]
+
+
+def test_a_reservation_keeps_the_price_it_was_bought_at(
+    acme: Client, worker: Worker, clock: VirtualClock, fleet: Client
+) -> None:
+    """The operator publishes dearer prices after the purchase: the reservation, and its
+    extension, are still billed exactly what they were quoted."""
+    org = acme.get("me")["org_id"]
+    start = clock.now() + timedelta(hours=1)
+    offer = acme.reservations.offerings("H100", 1, 24, start_after=rfc3339(start))[0]
+    rsv = acme.reservations.buy(offer["id"])
+    m = "H100-SXM-80GB"
+    dear = {f"{m}.on_demand": "9.00", f"{m}.spot": "5.00"}
+    dear |= {f"{m}.reserved.1m": "8.00", f"{m}.reserved.1y": "7.00"}
+    fleet.price_books.publish(rfc3339(clock.now()), gpu_prices=dear)
+    clock.set(start)
+    worker.run_once()
+    longer = acme.reservations.extend(rsv["id"], 24)
+    clock.set(start + timedelta(hours=48))
+    worker.run_once()
+    preview = fleet.invoices.preview(org, clock.now().strftime("%Y-%m"))
+    (line,) = preview["lines"]
+    assert (line["sku"], line["gpu_hours"]) == (f"{m}.reserved.1m", "384.000000")
+    assert line["unit_price"]["amount"] == "2.5415"  # the quote's, not the book's 8.00
+    assert line["amount"] == longer["price"] == preview["total"]

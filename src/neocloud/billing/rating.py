@@ -278,12 +278,15 @@ def rate(
     by_project: bool = True,
     rounding: str = ROUND_HALF_UP,
     quantum: Decimal = _CENT,
+    sold_at: Mapping[str, Decimal] | None = None,
 ) -> tuple[Line, ...]:
     """Price GPU time of ``intervals`` inside ``period`` (up to ``as_of`` for open intervals and
     outages), excluding time their node was failed.
 
     ``price_book`` is one version, or several: the period is then cut where a version takes
     effect and each part of an interval is priced by the version in force during it.
+    ``sold_at`` maps a reservation id to the price per GPU-hour it was sold at: its reserved
+    GPU time is priced at that instead (a reservation keeps the price it was bought at).
 
     One line per (org, project if ``by_project``, SKU, unit price), sorted by those and by when
     the price applied first, each rounded once with ``rounding`` to ``quantum``; lines with no
@@ -298,26 +301,29 @@ def rate(
     merged = {node: merge_spans(spans) for node, spans in failed.items()}
 
     # First by version (cheap keys), then lines of equal price across versions merged.
-    parts_of: dict[tuple[str, str | None, Sku, int], list[Any]] = {}
+    parts_of: dict[tuple[str, str | None, Sku, int, Decimal | None], list[Any]] = {}
     indexed = list(enumerate((lo, hi) for _, lo, hi in parts))
+    sold = sold_at or {}
     for iv in _dedupe(intervals):
         sku = sku_of(iv, terms)
+        lock = sold.get(iv.reservation_id or "") if iv.cls == RESERVED else None
         spans = merged.get(iv.node_id, ())
         project = iv.project_id if by_project else None
         for i, (lo, hi) in indexed:
             secs = billable_seconds(iv, spans, lo, hi)
             if secs <= 0:
                 continue
-            acc = parts_of.get((iv.org_id, project, sku, i))
+            key = (iv.org_id, project, sku, i, lock)
+            acc = parts_of.get(key)
             if acc is None:
-                acc = parts_of[(iv.org_id, project, sku, i)] = [Decimal(0), []]
+                acc = parts_of[key] = [Decimal(0), []]
             acc[0] += secs * iv.gpus
             acc[1].append(iv.id)
 
     groups: dict[tuple[str, str | None, Sku, Decimal], _Group] = {}
-    for (org_id, project_id, sku, i), (gpu_seconds, ids) in parts_of.items():
+    for (org_id, project_id, sku, i, lock), (gpu_seconds, ids) in parts_of.items():
         book, lo, _ = parts[i]
-        unit = book.price(sku)
+        unit = book.price(sku) if lock is None else lock
         group = groups.get((org_id, project_id, sku, unit))
         if group is None:
             group = groups[(org_id, project_id, sku, unit)] = _Group(lo, book.currency)

@@ -34,8 +34,8 @@ from neocloud.billing.rating import (
     rate,
     rate_tokens,
 )
-from neocloud.billing.tables import PriceBookRow, UsageEventRow
-from neocloud.compute.tables import AllocationRow
+from neocloud.billing.tables import ContractRow, PriceBookRow, UsageEventRow
+from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeEventRow, NodeRow
 from neocloud.kernel.auth import Principal
@@ -429,6 +429,40 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
     ]
 
 
+def _price_places(price: Decimal) -> Decimal:
+    """A price per GPU-hour at the book's 4 places when exact there, else at 6."""
+    book = price.quantize(Decimal("0.0001"))
+    return book if book == price else price.quantize(Decimal("0.000001"))
+
+
+def reservation_gpus(s: Session, rsv: ReservationRow) -> int:
+    """The GPUs a reservation holds: its nodes' (8 a node for nodes no longer in the fleet)."""
+    counts = s.scalars(sa.select(NodeRow.gpu_count).where(NodeRow.id.in_(rsv.node_ids))).all()
+    return sum(counts) if len(counts) == rsv.node_count else rsv.node_count * 8
+
+
+def load_sold_prices(
+    s: Session, intervals: Iterable[Interval], currency: str
+) -> dict[str, Decimal]:
+    """The price per GPU-hour each reservation in ``intervals`` was sold at: its quote (what
+    compute charged when it was bought and extended) over its GPU-hours. Left out: reservations
+    under a contract (the contract's terms price them), without a quote, or quoted in another
+    currency; the price book prices those."""
+    ids = {iv.reservation_id for iv in intervals if iv.cls == RESERVED and iv.reservation_id}
+    if not ids:
+        return {}
+    contracted = set(
+        s.scalars(sa.select(ContractRow.reservation_id).where(ContractRow.reservation_id.in_(ids)))
+    )
+    out: dict[str, Decimal] = {}
+    for rsv in s.scalars(sa.select(ReservationRow).where(ReservationRow.id.in_(ids - contracted))):
+        hours = Decimal((rsv.end_at - rsv.start_at).total_seconds()) / 3600
+        gpus = reservation_gpus(s, rsv)
+        if rsv.price_amount > 0 and rsv.price_currency == currency and hours > 0 and gpus > 0:
+            out[rsv.id] = _price_places(rsv.price_amount / (gpus * hours))
+    return out
+
+
 def rate_org_period(
     s: Session,
     org_id: str | None,
@@ -445,6 +479,7 @@ def rate_org_period(
     intervals = load_intervals(s, org_id, period)
     outages = load_outages(s, {iv.node_id for iv in intervals}, period.end)
     usage = priced(load_token_usage(s, org_id, period), books)
+    currency = books[0].currency
     lines = rate(
         intervals,
         books,
@@ -454,8 +489,8 @@ def rate_org_period(
         as_of=as_of,
         rounding=rounding,
         by_project=by_project,
+        sold_at=load_sold_prices(s, intervals, currency),
     )
-    currency = books[0].currency
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
     return Rated(books[0].version, currency, lines, tokens)
 
