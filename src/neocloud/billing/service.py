@@ -495,10 +495,13 @@ def rate_org_period(
     return Rated(books[0].version, currency, lines, tokens)
 
 
-# An instance inside a reservation runs on GPUs its reservation's block allocation already
-# holds (and pays for, at the reservation's price): the block is the fact to bill, the
-# instance's own allocation is not, or those GPU-hours would count twice.
-HOLDS_GPUS = sa.or_(AllocationRow.instance_id.is_(None), AllocationRow.reservation_id.is_(None))
+# Work inside a reservation runs on GPUs its reservation's block allocation (the row with the
+# reservation's id and no instance or cluster) already holds and pays for: the block is the
+# fact to bill, the work's own allocation is not, or those GPU-hours would count twice.
+HOLDS_GPUS = sa.or_(
+    AllocationRow.reservation_id.is_(None),
+    sa.and_(AllocationRow.instance_id.is_(None), AllocationRow.cluster_id.is_(None)),
+)
 
 
 def load_intervals(s: Session, org_id: str | None, period: Period) -> list[Interval]:
