@@ -19,6 +19,7 @@ from neocloud.cli import studio as studio_cli
 from neocloud.cli.state import STATE
 from neocloud.client import Client
 from neocloud.db.engine import Database
+from neocloud.kernel.clock import VirtualClock
 from neocloud.studio.tables import StudioUsageRow
 
 runner = CliRunner()
@@ -127,7 +128,7 @@ def test_usage_table_and_json(
     assert [len(b["results"]) for b in as_json["buckets"]] == [0, 1, 1, 1]
 
     # No --since: from the start of this month (the CLI's clock), to the server's now.
-    monkeypatch.setattr(studio_cli, "_now", lambda: datetime(2026, 3, 1, 11, 0, tzinfo=UTC))
+    monkeypatch.setattr(STATE, "clock", VirtualClock(datetime(2026, 3, 1, 11, 0, tzinfo=UTC)))
     default = json.loads(_run("usage", "--json"))
     assert default["start_time"] == "2026-03-01T00:00:00Z"
     assert default["totals"]["input_tokens"] == 125

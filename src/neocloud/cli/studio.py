@@ -172,10 +172,6 @@ def _when(text: str, now: datetime) -> str:
     return text
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
@@ -214,7 +210,7 @@ def usage(
     json_: Json = False,
 ) -> None:
     """Tokens and requests per day (hour, minute), by model, key or endpoint."""
-    now = _now()
+    now = STATE.clock.now()
     groups = [_BY.get(g.strip(), g.strip()) for g in (by or "").split(",") if g.strip()]
     report = STATE.client().studio.usage(
         _when(since, now) if since else rfc3339(_month_start(now)),
