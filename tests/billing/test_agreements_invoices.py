@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from neocloud.billing import agreements, invoices, service
 from neocloud.billing.agreements import ContractTerms
 from neocloud.billing.rating import Period
-from neocloud.billing.tables import CreditNoteRow, InvoiceLineRow, InvoiceRow
+from neocloud.billing.tables import ContractRow, CreditNoteRow, InvoiceLineRow, InvoiceRow
 from neocloud.billing.worker import InvoicingWorker
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow, ReservationRow
@@ -122,6 +123,12 @@ def _reservation(
         )
 
 
+def _contract(db: Database, clock: VirtualClock, **fields: Any) -> ContractRow:
+    """A contract recorded by the operator admin (``fields``: ``ContractTerms``')."""
+    terms = ContractTerms(**fields)
+    return agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
+
+
 def _build(db: Database, clock: VirtualClock, org: str, period: Period) -> invoices.InvoiceView:
     inv_id = invoices.build_invoice(
         db=db, clock=clock, principal=OPERATOR, org_id=org, period=period
@@ -147,12 +154,7 @@ def test_monthly_reservation_charge_covers_its_usage(
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
     _reservation(db, clock, org, node, "rsv_t1", _t(4), _t(4, year=2027), "scheduled")
-    ctr = agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(org_id=org, kind="reservation", reservation_id="rsv_t1"),
-    )
+    ctr = _contract(db, clock, org_id=org, kind="reservation", reservation_id="rsv_t1")
     assert (ctr.term, ctr.billing, ctr.gpus, ctr.end_at) == ("1y", "monthly", 8, _t(4, year=2027))
     used = _alloc(db, org, node, _t(4, 10), 10, cls="reserved", reservation_id="rsv_t1")
     clock.set(_t(5, 2))
@@ -186,10 +188,9 @@ def test_a_reservation_extended_past_its_contract_bills_the_extension_as_usage(
     _reservation(
         db, clock, org, node, "rsv_ext", _t(4), _t(4, 25), "active"
     )  # as extended by compute after the contract was made
-    terms = ContractTerms(
-        org_id=org, kind="reservation", reservation_id="rsv_ext", end_at=_t(4, 20)
+    ctr = _contract(
+        db, clock, org_id=org, kind="reservation", reservation_id="rsv_ext", end_at=_t(4, 20)
     )
-    ctr = agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
     assert (ctr.term, ctr.end_at) == ("1m", _t(4, 20))
     _alloc(db, org, node, _t(4, 15), 10 * 24, cls="reserved", reservation_id="rsv_ext")
     clock.set(_t(5, 2))
@@ -209,10 +210,9 @@ def test_a_reservation_cancelled_before_it_starts_is_not_charged(
     org = acme.get("orgs")["data"][0]["id"]
     now = clock.now()
     _reservation(db, clock, org, node, "rsv_t2", _t(4), _t(5), "scheduled")
-    terms = ContractTerms(
-        org_id=org, kind="reservation", reservation_id="rsv_t2", billing="upfront"
+    ctr = _contract(
+        db, clock, org_id=org, kind="reservation", reservation_id="rsv_t2", billing="upfront"
     )
-    ctr = agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
     assert ctr.term == "1m"
     with db.transaction() as s:
         assert agreements.backlog_by_org(s, now) == {org: _cents(8 * 720 * R1M)}
@@ -229,13 +229,14 @@ def test_prepaid_drawdown_and_credits_by_priority_then_expiry(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    prepaid = agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(
-            org_id=org, kind="prepaid", start_at=_t(4), end_at=_t(4, year=2027), amount=Decimal(200)
-        ),
+    prepaid = _contract(
+        db,
+        clock,
+        org_id=org,
+        kind="prepaid",
+        start_at=_t(4),
+        end_at=_t(4, year=2027),
+        amount=Decimal(200),
     )
 
     def grant(amount: int, priority: int, expires: datetime | None, paid: bool) -> str:
@@ -392,17 +393,14 @@ def test_rounding_is_once_per_line_and_configurable(
     acme: Client, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(
-            org_id=org,
-            kind="commit_spend",
-            start_at=_t(4),
-            end_at=_t(5),
-            amount=Decimal("100.005"),
-        ),
+    _contract(
+        db,
+        clock,
+        org_id=org,
+        kind="commit_spend",
+        start_at=_t(4),
+        end_at=_t(5),
+        amount=Decimal("100.005"),
     )
     with db.transaction() as s:
         up = agreements.agreement_charges(s, org, APRIL, [], now=_t(5), rounding=ROUND_HALF_UP)
@@ -419,20 +417,17 @@ def test_backstop_is_operator_revenue_for_unsold_capacity(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    ctr = agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(
-            org_id=org,
-            kind="backstop",
-            start_at=_t(4),
-            end_at=_t(5),
-            gpu_model=node.gpu_model,
-            gpus=16,
-            rate=Decimal("1.00"),
-            counterparty="a GPU vendor",
-        ),
+    ctr = _contract(
+        db,
+        clock,
+        org_id=org,
+        kind="backstop",
+        start_at=_t(4),
+        end_at=_t(5),
+        gpu_model=node.gpu_model,
+        gpus=16,
+        rate=Decimal("1.00"),
+        counterparty="a GPU vendor",
     )
     _alloc(db, org, node, _t(4, 3), 10)  # 80 GPU-hours sold
     with db.transaction() as s:
@@ -452,19 +447,16 @@ def test_backstop_sold_hours_count_every_org_of_its_gpu_model_only(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(
-            org_id=org,
-            kind="backstop",
-            start_at=_t(4),
-            end_at=_t(5),
-            gpu_model=node.gpu_model,
-            gpus=16,
-            rate=Decimal("1.00"),
-        ),
+    _contract(
+        db,
+        clock,
+        org_id=org,
+        kind="backstop",
+        start_at=_t(4),
+        end_at=_t(5),
+        gpu_model=node.gpu_model,
+        gpus=16,
+        rate=Decimal("1.00"),
     )
     _alloc(db, org, node, _t(4, 3), 10)  # 80 GPU-hours
     _alloc(db, "org_other", node, _t(4, 10), 5)  # another tenant's: 40 GPU-hours
@@ -499,13 +491,14 @@ def test_late_usage_inside_a_commitment_is_not_billed_twice(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    ctr = agreements.create_contract(
-        db=db,
-        clock=clock,
-        principal=OPERATOR,
-        terms=ContractTerms(
-            org_id=org, kind="commit_spend", start_at=_t(4), end_at=_t(5), amount=Decimal(1000)
-        ),
+    ctr = _contract(
+        db,
+        clock,
+        org_id=org,
+        kind="commit_spend",
+        start_at=_t(4),
+        end_at=_t(5),
+        amount=Decimal(1000),
     )
     _alloc(db, org, node, _t(4, 3), 10)
     clock.set(_t(5, 4))
