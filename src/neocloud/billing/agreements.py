@@ -46,7 +46,6 @@ from neocloud.billing.service import (
     price_book_at,
     price_books_during,
     rate_org_period,
-    reservation_gpus,
 )
 from neocloud.billing.tables import (
     ContractRow,
@@ -58,6 +57,7 @@ from neocloud.billing.tables import (
 from neocloud.compute.tables import ReservationRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import NotFound, ValidationFailed
@@ -131,6 +131,11 @@ def _check_org(s: Session, org_id: str) -> None:
         raise NotFound(f"no organization {org_id} exists", code="org_not_found", param="org_id")
 
 
+def _reservation_gpus(s: Session, rsv: ReservationRow) -> int:
+    counts = s.scalars(sa.select(NodeRow.gpu_count).where(NodeRow.id.in_(rsv.node_ids))).all()
+    return sum(counts) if len(counts) == rsv.node_count else rsv.node_count * 8
+
+
 def create_contract(
     *, db: Database, clock: Clock, principal: Principal, terms: ContractTerms
 ) -> ContractRow:
@@ -171,7 +176,7 @@ def create_contract(
                     param="reservation_id",
                 )
             start, end = start or rsv.start_at, end or rsv.end_at
-            gpu_model, gpus = rsv.gpu_model, reservation_gpus(s, rsv)
+            gpu_model, gpus = rsv.gpu_model, _reservation_gpus(s, rsv)
             term = term or ("1y" if rsv.end_at - rsv.start_at >= _YEAR else "1m")
         _require(start, t.kind, "start_at")
         _require(end, t.kind, "end_at")

@@ -435,12 +435,6 @@ def _price_places(price: Decimal) -> Decimal:
     return book if book == price else price.quantize(Decimal("0.000001"))
 
 
-def reservation_gpus(s: Session, rsv: ReservationRow) -> int:
-    """The GPUs a reservation holds: its nodes' (8 a node for nodes no longer in the fleet)."""
-    counts = s.scalars(sa.select(NodeRow.gpu_count).where(NodeRow.id.in_(rsv.node_ids))).all()
-    return sum(counts) if len(counts) == rsv.node_count else rsv.node_count * 8
-
-
 def load_sold_prices(
     s: Session, intervals: Iterable[Interval], currency: str
 ) -> dict[str, Decimal]:
@@ -448,7 +442,11 @@ def load_sold_prices(
     compute charged when it was bought and extended) over its GPU-hours. Left out: reservations
     under a contract (the contract's terms price them), without a quote, or quoted in another
     currency; the price book prices those."""
-    ids = {iv.reservation_id for iv in intervals if iv.cls == RESERVED and iv.reservation_id}
+    gpus_of: dict[str, int] = {}  # a reservation's GPUs: its block's, one interval a node
+    for iv in intervals:
+        if iv.cls == RESERVED and iv.reservation_id:
+            gpus_of[iv.reservation_id] = gpus_of.get(iv.reservation_id, 0) + iv.gpus
+    ids = set(gpus_of)
     if not ids:
         return {}
     contracted = set(
@@ -457,7 +455,7 @@ def load_sold_prices(
     out: dict[str, Decimal] = {}
     for rsv in s.scalars(sa.select(ReservationRow).where(ReservationRow.id.in_(ids - contracted))):
         hours = Decimal((rsv.end_at - rsv.start_at).total_seconds()) / 3600
-        gpus = reservation_gpus(s, rsv)
+        gpus = gpus_of[rsv.id]
         if rsv.price_amount > 0 and rsv.price_currency == currency and hours > 0 and gpus > 0:
             out[rsv.id] = _price_places(rsv.price_amount / (gpus * hours))
     return out
