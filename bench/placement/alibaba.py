@@ -1,6 +1,6 @@
 """Benchmark 1: the FGD paper's experiment (ATC'23) on the Alibaba GPU v2023 trace.
 
-Runs every workload present under ``../shared/traces/alibaba-gpu-v2023/csv`` with every policy
+Runs every workload present under ``data/traces/alibaba-gpu-v2023/csv`` with every policy
 and prints, per (workload, policy), our GPU allocation ratio at 130 % arrived workload (mean over
 the seeds run) next to the paper's (mean over its seeds 42-51, ``fgd-expected-results``).
 
@@ -29,7 +29,7 @@ from neocloud.sim.alibaba import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT.parent / "shared" / "traces" / "alibaba-gpu-v2023"
+TRACE = ROOT / "data" / "traces" / "alibaba-gpu-v2023"
 PAPER = {  # our name -> the paper's sc_policy
     "random": "01-Random",
     "dot_prod": "02-DotProd",

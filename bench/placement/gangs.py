@@ -4,8 +4,8 @@ The fleet: 4 fabrics x 16 blocks x 8 racks x 4 nodes = 2,048 nodes of 8 H100 (a 
 nodes under one leaf switch; a gang must sit in one fabric and prefers the fewest blocks).
 
 Job sizes and run times come from the per-cluster summaries in
-``../shared/traces/acme/cluster_summary.csv`` (Seren, Kalos) and
-``../shared/traces/helios/helios_cluster_summary.csv`` (Venus, Earth, Saturn, Uranus, total);
+``data/traces/acme/cluster_summary.csv`` (Seren, Kalos) and
+``data/traces/helios/helios_cluster_summary.csv`` (Venus, Earth, Saturn, Uranus, total);
 only means, medians and maxima are published, so each trace gets a fitted model:
 
 - GPUs per job G = 2^j with j = round(X), X ~ Normal(0, sigma), clipped to [0, log2 max]: the
@@ -60,7 +60,7 @@ from neocloud.placement import GangRequest, NodeSnapshot, Placement, PlacementEn
 from neocloud.placement.index import IDLE
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACES = ROOT.parent / "shared" / "traces"
+TRACES = ROOT / "data" / "traces"
 GPUS = 8
 MODEL = "H100"
 FABRIC, BLOCK, RACK = 2, 3, 4  # level indices in the node path
