@@ -35,10 +35,6 @@ def _cost(victims: list[Booking], now: float) -> Cost:
     return (max(v.priority for v in victims), sum(_lost(v, now) for v in victims), len(victims))
 
 
-def _add(a: Cost, b: Cost) -> Cost:
-    return (max(a[0], b[0]), a[1] + b[1], a[2] + b[2])
-
-
 def _evictable(b: Booking, r: Request) -> bool:
     return b.cls.preemptible and (not r.cls.preemptible or b.priority < r.priority)
 
