@@ -26,9 +26,12 @@ RESERVED = BookingClass.reserved
 NODE = "n-0-0-0-0"  # 8 GPUs, 128 vCPUs, 1,024 GiB
 
 
-def state(**kw: int) -> FleetState:
+def state(fabrics: int = 2, blocks: int = 2, racks: int = 2, nodes: int = 2) -> FleetState:
     return FleetState(
-        grid_fleet(**kw), levels=DEFAULT_LEVELS, policy=get_policy("default"), horizon=86_400.0
+        grid_fleet(fabrics, blocks, racks, nodes),
+        levels=DEFAULT_LEVELS,
+        policy=get_policy("default"),
+        horizon=86_400.0,
     )
 
 
