@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from neocloud.economics import deep_merge, load_yaml, parse_scenario, project, report
-from neocloud.economics.engine import yearly
 from neocloud.economics.kpis import concentration, covers
 from neocloud.economics.live import LiveInputs, NodeRecord, build_live_scenario
+from neocloud.economics.projection import yearly
 from neocloud.economics.stress import STRESSES, MonteCarloSpec, get_stress, monte_carlo, tornado
 from neocloud.kernel.errors import InvalidRequest, ValidationFailed
 
