@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from neocloud.billing import agreements, invoices, service
+from neocloud.billing import invoices, service
 from neocloud.billing.rating import Period
 from neocloud.billing.service import TOKENS, UsageEvent
 from neocloud.client import Client
@@ -79,7 +79,7 @@ def test_price_change_and_tokens_on_stored_invoices(
     _tokens(db, clock, "t1", CHANGE - timedelta(hours=1), 1_000_000, 1_000_000)
     _tokens(db, clock, "t2", CHANGE + timedelta(hours=1), 1_000_000, 1_000_000)
 
-    preview, _ = agreements.preview_invoice(
+    preview, _ = invoices.preview_invoice(
         db=db, clock=clock, principal=OPERATOR, org_id=ORG, period=MARCH
     )
     assert [(ln.unit_price, ln.gpu_seconds, ln.amount.amount) for ln in preview.lines] == [

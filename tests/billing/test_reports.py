@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from neocloud.billing import reports, service
-from neocloud.billing.agreements import ContractTerms, create_contract
+from neocloud.billing.contract_service import ContractTerms, create_contract
 from neocloud.billing.service import TOKENS, UsageEvent
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow

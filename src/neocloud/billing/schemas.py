@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from neocloud.billing.agreements import Charge, GrantView
+from neocloud.billing.contracts import Charge
+from neocloud.billing.credits import GrantView
 from neocloud.billing.invoices import CloseResult
 from neocloud.billing.rating import Line, TokenLine
 from neocloud.billing.service import InvoicePreview

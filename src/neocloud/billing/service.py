@@ -37,6 +37,7 @@ from neocloud.billing.rating import (
 from neocloud.billing.tables import ContractRow, PriceBookRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
+from neocloud.fleet.domain import NodeState
 from neocloud.fleet.tables import NodeEventRow, NodeRow
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
@@ -178,15 +179,14 @@ def price_books_during(s: Session, period: Period) -> list[PriceBook]:
     return [price_book_at(s, period.start), *(_book(r) for r in s.scalars(query))]
 
 
-RETIRED = "retired"
-
-
 def skypilot_csv(*, db: Database, clock: Clock) -> str:
     """The SkyPilot catalog CSV: compute's instance types in each region/zone where the fleet
     has (non-retired) nodes of their GPU model, priced by the book in force now."""
     with db.transaction() as s:
         book = price_book_at(s, clock.now())
-        query = sa.select(NodeRow.gpu_model, NodeRow.topology).where(NodeRow.state != RETIRED)
+        query = sa.select(NodeRow.gpu_model, NodeRow.topology).where(
+            NodeRow.state != NodeState.RETIRED
+        )
         zones = {
             (model, topo.get("region", ""), topo.get("zone", ""))
             for model, topo in s.execute(query)
@@ -385,11 +385,6 @@ def load_token_usage(s: Session, org_id: str | None, period: Period) -> list[Tok
     ]
 
 
-def token_rates_at(s: Session, at: datetime) -> dict[str, TokenRate]:
-    row = find_price_book_row(s, at)
-    return {} if row is None else _token_rates(row.token_prices)
-
-
 def priced(usage: Iterable[TokenUsage], books: Sequence[PriceBook]) -> list[TokenUsage]:
     """The events whose model the version in force at their time prices (others: not billed)."""
     return [u for u in usage if u.model in book_at(books, u.time).tokens]
@@ -529,9 +524,6 @@ def load_intervals(s: Session, org_id: str | None, period: Period) -> list[Inter
     ]
 
 
-FAILED = "failed"
-
-
 def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
     """When each node was in state ``failed`` (from the fleet's node events) before ``end``."""
     if not node_ids:
@@ -544,7 +536,7 @@ def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
     out: list[Outage] = []
     since: dict[str, datetime] = {}
     for ev in s.scalars(query):
-        if ev.to_state == FAILED:
+        if ev.to_state == NodeState.FAILED:
             since.setdefault(ev.node_id, ev.at)
         elif ev.node_id in since:
             out.append(Outage(ev.node_id, since.pop(ev.node_id), ev.at))
