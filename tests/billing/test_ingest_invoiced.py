@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from neocloud.billing import invoices, service
 from neocloud.billing.rating import Period
-from neocloud.billing.service import TOKENS, UsageEvent
+from neocloud.billing.usage import TOKENS, UsageEvent, record_usage_events
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
@@ -65,7 +65,7 @@ def _allocate(db: Database, start: datetime, end: datetime, gpus: int = 8) -> No
 def _tokens(db: Database, clock: VirtualClock, eid: str, at: datetime, tin: int, tout: int) -> None:
     data = {"model": "llama", "input_tokens": tin, "output_tokens": tout, "batch": False}
     event = UsageEvent(eid, "studio", TOKENS, "prj_1", at, data)
-    result = service.record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
+    result = record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
     assert result.accepted == 1
 
 

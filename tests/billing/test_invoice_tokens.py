@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from neocloud.billing import invoices, service
 from neocloud.billing.adjustments import Billed, adjustment_lines, usage_lines
 from neocloud.billing.rating import Line, Period, Sku, TokenCounts
-from neocloud.billing.service import TOKENS, UsageEvent
 from neocloud.billing.tables import InvoiceLineRow
+from neocloud.billing.usage import TOKENS, UsageEvent, record_usage_events
 from neocloud.cli import output
 from neocloud.cli.billing import APPS
 from neocloud.cli.state import STATE
@@ -71,7 +71,7 @@ def _tokens(
 ) -> None:
     data = {"model": "llama", "input_tokens": tin, "output_tokens": tout, "batch": batch}
     event = UsageEvent(eid, "studio", TOKENS, "prj_1", at, data)
-    result = service.record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
+    result = record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
     assert result.accepted == 1
 
 

@@ -18,8 +18,8 @@ from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from neocloud.billing.contracts import Charge
-from neocloud.billing.kinds import LineKind
+from neocloud.billing.contracts import PAID_CREDIT, PROMOTIONAL_CREDIT, Charge
+from neocloud.billing.kinds import ContractKind, LineKind
 from neocloud.billing.rating import Line, Period, TokenCounts
 
 
@@ -298,7 +298,7 @@ def _text(value: Decimal | None) -> str | None:
 
 # What a credit note gives back first: promotional credit (never cash), then paid credit,
 # then the prepaid balance; only the rest is money owed back to the org.
-RESTORE_ORDER = {"credit.promotional": 0, "credit.paid": 1, "prepaid": 2}
+RESTORE_ORDER = {PROMOTIONAL_CREDIT: 0, PAID_CREDIT: 1, ContractKind.PREPAID: 2}
 
 
 def restorations(

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import contract_service, credits, exports, invoices, reports, service
+from neocloud.billing import contract_service, credits, exports, invoices, reports, service, usage
 from neocloud.billing.rating import Period
 from neocloud.billing.report_schemas import BacklogReportOut, ConcentrationOut, RevenueReportOut
 from neocloud.billing.schemas import (
@@ -89,10 +89,10 @@ def record_usage_events(
     org = org_id or caller.org_id
     caller.require_org_role(org, Role.MEMBER)
     events = [
-        service.UsageEvent(e.id, e.source, e.type, e.subject, ensure_utc(e.time), e.data)
+        usage.UsageEvent(e.id, e.source, e.type, e.subject, ensure_utc(e.time), e.data)
         for e in body.events
     ]
-    result = service.record_usage_events(db=ctx.db, clock=ctx.clock, org_id=org, events=events)
+    result = usage.record_usage_events(db=ctx.db, clock=ctx.clock, org_id=org, events=events)
     return UsageBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
 

@@ -89,6 +89,10 @@ class Grant:
     paid: bool
 
 
+# The SKU of a credit line says which kind of grant paid it.
+PAID_CREDIT, PROMOTIONAL_CREDIT = "credit.paid", "credit.promotional"
+
+
 @dataclass(frozen=True, slots=True)
 class Application:
     applied: tuple[tuple[str, Money], ...]  # (grant id, amount), in the order applied

@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from neocloud.billing import ledger
 from neocloud.billing.adjustments import period_name
 from neocloud.billing.contract_service import require_org, require_positive
-from neocloud.billing.contracts import Charge, Grant, apply_credits, round_line
+from neocloud.billing.contracts import (
+    PAID_CREDIT,
+    PROMOTIONAL_CREDIT,
+    Charge,
+    Grant,
+    apply_credits,
+    round_line,
+)
 from neocloud.billing.kinds import LineKind
 from neocloud.billing.rating import Period
 from neocloud.billing.tables import CreditGrantRow
@@ -131,7 +138,7 @@ def credit_charges(
         Charge(
             LineKind.CREDIT,
             name,
-            "credit.paid" if _paid(rows, gid) else "credit.promotional",
+            PAID_CREDIT if _paid(rows, gid) else PROMOTIONAL_CREDIT,
             -round_line(m.amount),
             gid,
         )

@@ -1,7 +1,7 @@
 """The names billing stores, defined once: contract kinds, invoice line kinds, invoice states.
 
-Each is a ``StrEnum``: a member is its stored string (``LineKind.TRUE_UP == "true_up"``), so rows,
-credit-note JSON and API output read the same as the plain strings did. Pure: no imports.
+Each is a ``StrEnum``: a member is its stored string (``LineKind.TRUE_UP == "true_up"``), so
+rows, credit-note JSON and API output read the same as the plain strings did. Pure: no imports.
 """
 
 from __future__ import annotations
