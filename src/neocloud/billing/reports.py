@@ -65,6 +65,7 @@ def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, lis
     """Every org's revenue over ``period`` (up to ``now``): rated usage and backstops; and the
     rating it comes from. ``month`` on the lines is the month ``period`` starts in."""
     name = period_name(period)
+    backstop_cls = ContractKind.BACKSTOP.value  # a revenue class as the reports show it
     rated = rate_org_period(s, None, period, now, by_project=False)
     out = [
         RevenueLine(name, ln.org_id, ln.sku.code, ln.sku.cls, ln.amount.amount)
@@ -72,13 +73,7 @@ def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, lis
         if ln.amount.amount != 0
     ]
     out += [
-        RevenueLine(
-            name,
-            b.org_id,
-            f"{b.gpu_model}.{ContractKind.BACKSTOP}",
-            ContractKind.BACKSTOP,
-            b.amount,
-        )
+        RevenueLine(name, b.org_id, f"{b.gpu_model}.{backstop_cls}", backstop_cls, b.amount)
         for b in backstop_revenue(s, period, now=now)
         if b.amount != 0
     ]
