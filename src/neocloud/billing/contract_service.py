@@ -79,6 +79,28 @@ def _reservation_gpus(s: Session, rsv: ReservationRow) -> int:
     return sum(counts) if len(counts) == rsv.node_count else rsv.node_count * 8
 
 
+_Terms = tuple[datetime | None, datetime | None, str | None, int | None, str | None]
+
+
+def _with_reservation(s: Session, t: ContractTerms) -> _Terms:
+    """(start, end, GPU model, GPUs, term) of the contract: as given, except that a reservation
+    contract takes its dates (unless given), GPU model and GPUs from the reservation; 404 when
+    the org has no such reservation."""
+    if t.kind != ContractKind.RESERVATION:
+        return t.start_at, t.end_at, t.gpu_model, t.gpus, t.term
+    _require(t.reservation_id, t.kind, "reservation_id")
+    rsv = s.get(ReservationRow, t.reservation_id)
+    if rsv is None or rsv.org_id != t.org_id:
+        raise NotFound(
+            f"no reservation {t.reservation_id} exists for {t.org_id}",
+            code="reservation_not_found",
+            param="reservation_id",
+        )
+    term = t.term or ("1y" if rsv.end_at - rsv.start_at >= _YEAR else "1m")
+    gpus = _reservation_gpus(s, rsv)
+    return t.start_at or rsv.start_at, t.end_at or rsv.end_at, rsv.gpu_model, gpus, term
+
+
 def _check_terms(t: ContractTerms) -> None:
     """422 for an unknown kind, term or billing, or a non-positive amount, rate or GPU count."""
     if t.kind not in KINDS:
@@ -113,19 +135,7 @@ def create_contract(
     now = clock.now()
     with db.transaction() as s:
         require_org(s, t.org_id)
-        start, end, gpu_model, gpus, term = t.start_at, t.end_at, t.gpu_model, t.gpus, t.term
-        if t.kind == ContractKind.RESERVATION:
-            _require(t.reservation_id, t.kind, "reservation_id")
-            rsv = s.get(ReservationRow, t.reservation_id)
-            if rsv is None or rsv.org_id != t.org_id:
-                raise NotFound(
-                    f"no reservation {t.reservation_id} exists for {t.org_id}",
-                    code="reservation_not_found",
-                    param="reservation_id",
-                )
-            start, end = start or rsv.start_at, end or rsv.end_at
-            gpu_model, gpus = rsv.gpu_model, _reservation_gpus(s, rsv)
-            term = term or ("1y" if rsv.end_at - rsv.start_at >= _YEAR else "1m")
+        start, end, gpu_model, gpus, term = _with_reservation(s, t)
         _require(start, t.kind, "start_at")
         _require(end, t.kind, "end_at")
         assert start is not None
