@@ -28,11 +28,11 @@ from neocloud.economics.live import (
     BillingFigures,
     LiveInputs,
     NodeRecord,
+    OrgAllocation,
     Usage,
     choose_utilization,
     measure_usage,
 )
-from neocloud.economics.live import Interval as LiveInterval
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.catalog import find_gpu_model
 from neocloud.fleet.domain import NodeState
@@ -392,7 +392,7 @@ def live_inputs(
     )
 
 
-def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
+def _usage_intervals(s: Session, window: Period) -> list[OrgAllocation]:
     """Allocation intervals overlapping the window (compute's facts), for utilization."""
     rows = s.execute(
         sa.select(
@@ -406,7 +406,7 @@ def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
             HOLDS_GPUS,  # a reserved GPU with an instance on it is one GPU in use, not two
         )
     ).all()
-    return [LiveInterval(org, gpus, start, end) for org, gpus, start, end in rows]
+    return [OrgAllocation(org, gpus, start, end) for org, gpus, start, end in rows]
 
 
 def _slugs(s: Session, org_ids: set[str]) -> dict[str, str]:

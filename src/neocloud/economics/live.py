@@ -41,9 +41,10 @@ class NodeRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Interval:
-    """An allocation: ``gpus`` GPUs held by ``org`` over ``[start, end)`` (None: still open).
-    Times are any comparable, subtractable instants (datetimes); ``hours`` does the maths."""
+class OrgAllocation:
+    """One org's allocation, for utilization: ``gpus`` GPUs held by ``org`` over
+    ``[start, end)`` (``end`` None: still open). Not billing's rating ``Interval``, which
+    carries what an allocation is priced by."""
 
     org: str
     gpus: int
@@ -72,7 +73,7 @@ def _overlap_hours(start: datetime, end: datetime | None, w0: datetime, w1: date
 
 
 def measure_usage(
-    intervals: list[Interval],
+    intervals: list[OrgAllocation],
     capacity: list[tuple[int, datetime]],
     *,
     window_start: datetime,
