@@ -11,7 +11,7 @@ true-ups, reservation charges and credits are invoice matters and are left out. 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,12 +26,14 @@ from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
 from neocloud.economics.live import (
     BillingFigures,
+    InternalUsage,
     LiveInputs,
     NodeRecord,
     OrgAllocation,
     Usage,
     choose_utilization,
     measure_usage,
+    split_internal,
 )
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.catalog import find_gpu_model
@@ -252,6 +254,7 @@ class EconomicsInputs:
     price_by_model: dict[str, Decimal]  # realized: unit prices weighted by GPU-hours sold
     backlog_by_org: dict[str, Decimal]
     concentration: Concentration
+    internal_revenue: Decimal = Decimal(0)  # the internal orgs' usage, rated: not revenue
 
     @property
     def revenue(self) -> Decimal:
@@ -262,14 +265,22 @@ class EconomicsInputs:
         return sum(self.backlog_by_org.values(), Decimal(0))
 
 
-def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsInputs:
-    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``."""
+def economics_inputs(
+    s: Session, now: datetime, window_days: int, *, internal: Collection[str] = ()
+) -> EconomicsInputs:
+    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``.
+    The ``internal`` orgs (the operator's own) are not customers: their rated usage is left
+    out of every figure and reported as ``internal_revenue``."""
     window = _window(now, window_days)
-    rated, lines = rated_revenue(s, window, now)
+    rated, every_line = rated_revenue(s, window, now)
+    lines = [ln for ln in every_line if ln.org_id not in internal]
+    own = sum((ln.amount for ln in every_line if ln.org_id in internal), Decimal(0))
     by_org = _sums((ln.org_id, ln.amount) for ln in lines)
     hours: dict[str, Decimal] = defaultdict(Decimal)
     exact: dict[str, Decimal] = defaultdict(Decimal)  # before rounding: no cents noise
     for ln in rated.lines:
+        if ln.org_id in internal:
+            continue
         hours[ln.sku.gpu_model] += ln.gpu_hours
         exact[ln.sku.gpu_model] += ln.gpu_hours * ln.unit_price
     prices = {m: exact[m] / h for m, h in sorted(hours.items()) if h > 0 and exact[m] > 0}
@@ -280,8 +291,11 @@ def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsIn
         by_org,
         dict(sorted(hours.items())),
         prices,
-        _sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
+        _sums(
+            (org, v) for org, v in backlog_by_org(s, now).items() if v != 0 and org not in internal
+        ),
         concentration_of(by_org, window.start, window.end, rated.currency),
+        own,
     )
 
 
@@ -295,23 +309,31 @@ class LiveData:
     nodes: list[NodeRecord]
     usage: Usage
     billed: BillingFigures
+    internal: InternalUsage  # the operator's own usage, left out of the rest
 
 
 def economics_live_data(*, db: Database, clock: Clock, window_days: int) -> LiveData:
     """Assemble live mode's inputs over the trailing ``window_days``: cohorts from the fleet,
-    utilization from allocation intervals, revenue, backlog and concentration from billing."""
+    utilization from allocation intervals, revenue, backlog and concentration from billing.
+    The operator's own orgs are not customers: their usage is left out and reported apart."""
     now = clock.now()
     window = _window(now, window_days)
     nodes, capacity = _node_records(db)
     with db.transaction() as s:
-        intervals = _usage_intervals(s, window)
-        inputs = economics_inputs(s, now, window_days)
-        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org)
+        operator = set(s.scalars(sa.select(OrgRow.id).where(OrgRow.is_operator.is_(True))))
+        intervals, own = split_internal(_usage_intervals(s, window), operator)
+        inputs = economics_inputs(s, now, window_days, internal=operator)
+        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org) | operator
         orgs |= {iv.org for iv in intervals}
         slugs = _slugs(s, orgs)
     usage = measure_usage(intervals, capacity, window_start=window.start, window_end=window.end)
     usage = replace(usage, org_shares={slugs.get(k, k): v for k, v in usage.org_shares.items()})
-    return LiveData(now, nodes, usage, _figures(inputs, window_days, slugs))
+    internal = InternalUsage(
+        tuple(sorted(slugs.get(o, o) for o in operator)),
+        float(inputs.internal_revenue),
+        measure_usage(own, [], window_start=window.start, window_end=window.end).gpu_hours,
+    )
+    return LiveData(now, nodes, usage, _figures(inputs, window_days, slugs), internal)
 
 
 def _figures(e: EconomicsInputs, window_days: int, slugs: Mapping[str, str]) -> BillingFigures:
@@ -387,6 +409,7 @@ def live_inputs(
         customers=customers,
         concentration_source=conc_source,
         backlog_source=backlog_source,
+        internal_source=data.internal.describe(billed.currency),
         ltv=ltv,
         rate=rate,
     )
