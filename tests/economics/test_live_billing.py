@@ -168,8 +168,8 @@ def test_the_operators_own_usage_is_not_customer_revenue(
         "revenue": float(own),
         "gpu_hours": pytest.approx(8 * 240, rel=1e-3),
     }
-    assert live["sources"]["internal usage"].startswith("excluded: the operator's own usage")
-    assert f"USD {own:,.2f}" in live["sources"]["internal usage"]
+    assert live["sources"]["internal_usage"].startswith("excluded: the operator's own usage")
+    assert f"USD {own:,.2f}" in live["sources"]["internal_usage"]
 
     monkeypatch.setattr(output.out, "width", 400)
     monkeypatch.setattr(STATE, "_client", platform)
@@ -177,5 +177,5 @@ def test_the_operators_own_usage_is_not_customer_revenue(
     app.add_typer(econ_app, name="econ")
     result = CliRunner().invoke(app, ["econ", "live", "--window-days", "30"])
     assert result.exit_code == 0, result.output
-    assert "internal usage: excluded" in result.output
+    assert "internal_usage: excluded" in result.output
     assert f"USD {own:,.2f}" in result.output

@@ -310,7 +310,7 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
         "price": inputs.price_source,
         "concentration": inputs.concentration_source,
         "backlog": inputs.backlog_source,
-        "internal usage": inputs.internal_source,
+        "internal_usage": inputs.internal_source,
         "financing": "assumed",
     }
     notes = [
