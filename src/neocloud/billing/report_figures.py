@@ -15,6 +15,7 @@ from decimal import Decimal
 from neocloud.billing.rating import Period
 from neocloud.economics.live import (
     BillingFigures,
+    InternalUsage,
     LiveInputs,
     NodeRecord,
     Usage,
@@ -162,6 +163,7 @@ class EconomicsInputs:
     price_by_model: dict[str, Decimal]  # realized: unit prices weighted by GPU-hours sold
     backlog_by_org: dict[str, Decimal]
     concentration: Concentration
+    internal_revenue: Decimal = Decimal(0)  # the internal orgs' usage, rated: not revenue
 
     @property
     def revenue(self) -> Decimal:
@@ -182,6 +184,7 @@ class LiveData:
     nodes: list[NodeRecord]
     usage: Usage
     billed: BillingFigures
+    internal: InternalUsage  # the operator's own usage, left out of the rest
 
 
 def billing_figures(
@@ -260,6 +263,7 @@ def live_inputs(
         customers=customers,
         concentration_source=conc_source,
         backlog_source=backlog_source,
+        internal_source=data.internal.describe(billed.currency),
         ltv=ltv,
         rate=rate,
     )

@@ -12,6 +12,7 @@ reports' shapes, shares and the HHI are pure (``billing.report_figures``).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -50,8 +51,13 @@ from neocloud.billing.service import (
 from neocloud.billing.tables import ContractRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
-from neocloud.economics.live import Interval as LiveInterval
-from neocloud.economics.live import NodeRecord, measure_usage
+from neocloud.economics.live import (
+    InternalUsage,
+    NodeRecord,
+    OrgAllocation,
+    measure_usage,
+    split_internal,
+)
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.catalog import find_gpu_model
 from neocloud.fleet.domain import NodeState
@@ -231,14 +237,22 @@ def concentration_report(
 # -- economics live mode ----------------------------------------------------------------------
 
 
-def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsInputs:
-    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``."""
+def economics_inputs(
+    s: Session, now: datetime, window_days: int, *, internal: Collection[str] = ()
+) -> EconomicsInputs:
+    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``.
+    The ``internal`` orgs (the operator's own) are not customers: their rated usage is left
+    out of every figure and reported as ``internal_revenue``."""
     window = trailing_window(now, window_days)
-    rated, lines = rated_revenue(s, window, now)
+    rated, every_line = rated_revenue(s, window, now)
+    lines = [ln for ln in every_line if ln.org_id not in internal]
+    own = sum((ln.amount for ln in every_line if ln.org_id in internal), Decimal(0))
     by_org = sums((ln.org_id, ln.amount) for ln in lines)
     hours: dict[str, Decimal] = defaultdict(Decimal)
     exact: dict[str, Decimal] = defaultdict(Decimal)  # before rounding: no cents noise
     for ln in rated.lines:
+        if ln.org_id in internal:
+            continue
         hours[ln.sku.gpu_model] += ln.gpu_hours
         exact[ln.sku.gpu_model] += ln.gpu_hours * ln.unit_price
     prices = {m: exact[m] / h for m, h in sorted(hours.items()) if h > 0 and exact[m] > 0}
@@ -249,29 +263,39 @@ def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsIn
         by_org,
         dict(sorted(hours.items())),
         prices,
-        sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
+        sums(
+            (org, v) for org, v in backlog_by_org(s, now).items() if v != 0 and org not in internal
+        ),
         concentration_of(by_org, window.start, window.end, rated.currency),
+        own,
     )
 
 
 def economics_live_data(*, db: Database, clock: Clock, window_days: int) -> LiveData:
     """Assemble live mode's inputs over the trailing ``window_days``: cohorts from the fleet,
-    utilization from allocation intervals, revenue, backlog and concentration from billing."""
+    utilization from allocation intervals, revenue, backlog and concentration from billing.
+    The operator's own orgs are not customers: their usage is left out and reported apart."""
     now = clock.now()
     window = trailing_window(now, window_days)
     nodes, capacity = _node_records(db)
     with db.transaction() as s:
-        intervals = _usage_intervals(s, window)
-        inputs = economics_inputs(s, now, window_days)
-        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org)
+        operator = set(s.scalars(sa.select(OrgRow.id).where(OrgRow.is_operator.is_(True))))
+        intervals, own = split_internal(_usage_intervals(s, window), operator)
+        inputs = economics_inputs(s, now, window_days, internal=operator)
+        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org) | operator
         orgs |= {iv.org for iv in intervals}
         slugs = _slugs(s, orgs)
     usage = measure_usage(intervals, capacity, window_start=window.start, window_end=window.end)
     usage = replace(usage, org_shares={slugs.get(k, k): v for k, v in usage.org_shares.items()})
-    return LiveData(now, nodes, usage, billing_figures(inputs, window_days, slugs))
+    internal = InternalUsage(
+        tuple(sorted(slugs.get(o, o) for o in operator)),
+        float(inputs.internal_revenue),
+        measure_usage(own, [], window_start=window.start, window_end=window.end).gpu_hours,
+    )
+    return LiveData(now, nodes, usage, billing_figures(inputs, window_days, slugs), internal)
 
 
-def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
+def _usage_intervals(s: Session, window: Period) -> list[OrgAllocation]:
     """Allocation intervals overlapping the window (compute's facts), for utilization."""
     rows = s.execute(
         sa.select(
@@ -285,7 +309,7 @@ def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
             HOLDS_GPUS,  # a reserved GPU with an instance on it is one GPU in use, not two
         )
     ).all()
-    return [LiveInterval(org, gpus, start, end) for org, gpus, start, end in rows]
+    return [OrgAllocation(org, gpus, start, end) for org, gpus, start, end in rows]
 
 
 def _slugs(s: Session, org_ids: set[str]) -> dict[str, str]:
