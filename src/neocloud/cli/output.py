@@ -210,3 +210,19 @@ def api_call(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(exc, as_json=as_json) from None
 
     return wrapper
+
+
+def _flags_without_placeholder() -> None:
+    """Typer's help prints a ``<bool>`` type beside on/off flags (``--json``, ``--wait``) as if
+    they took a value; a flag takes none, so its type column stays empty."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010 - not a method-assign
+
+
+_flags_without_placeholder()
