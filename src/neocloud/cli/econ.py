@@ -77,6 +77,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def _years(value: float | dict[str, float]) -> str:
+    """``6 y``, or per cohort ``h100-2026 6 y, b200-2027 5 y``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {years:g} y" for name, years in value.items())
+    return f"{value:g} y"
+
+
 def print_report(rep: dict[str, Any]) -> None:
     a = rep["assumptions"]
     out.print(f"[bold]{rep['scenario']}[/bold]  {rep.get('description') or ''}")
@@ -86,10 +93,15 @@ def print_report(rep: dict[str, Any]) -> None:
         f"{a['gpus']:,} GPUs on {a['nodes']:,} nodes; capex {_money(a['capex'])} {a['currency']} "
         f"({', '.join(f'{k} {_money(v)}/node' for k, v in a['capex_per_node'].items())}); "
         f"debt {_money(a['debt'])} ({_pct(a['debt_share_of_capex'])}); "
-        f"book life {a['book_life_years']} y, economic life {a['economic_life_years']} y"
+        f"book life {_years(a['book_life_years'])}, "
+        f"economic life {_years(a['economic_life_years'])}"
     )
     rows = rep["annual"]
-    table = Table(title="P&L, cash flow and cover by year", header_style="bold", show_edge=False)
+    table = Table(
+        title=f"P&L, cash flow and cover by year ({a['currency']})",
+        header_style="bold",
+        show_edge=False,
+    )
     table.add_column("")
     for r in rows:
         table.add_column(f"Y{r['year']}", justify="right")
@@ -335,9 +347,13 @@ def run(
 @econ_app.command("stress")
 def stress_cmd(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file")],
-    paths: Annotated[int, typer.Option("--paths", min=1, max=1_000_000)] = 10_000,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    pct: Annotated[float, typer.Option("--pct", min=0.01, max=0.99)] = 0.2,
+    paths: Annotated[
+        int, typer.Option("--paths", min=1, max=1_000_000, help="Monte Carlo paths")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Monte Carlo seed")] = 0,
+    pct: Annotated[
+        float, typer.Option("--pct", min=0.01, max=0.99, help="Tornado swing of each input")
+    ] = 0.2,
     as_json: Json = False,
     charts: Charts = None,
     chart_format: Formats = None,
@@ -364,7 +380,9 @@ def live(
     window_days: Annotated[
         int, typer.Option("--window-days", min=1, max=365, help="Trailing window for usage")
     ] = 30,
-    forward_years: Annotated[int, typer.Option("--forward-years", min=1, max=30)] = 5,
+    forward_years: Annotated[
+        int, typer.Option("--forward-years", min=1, max=30, help="Years to project")
+    ] = 5,
     price: Annotated[
         float | None,
         typer.Option(help="$/GPU-hour for every model (default: realized from billing)"),

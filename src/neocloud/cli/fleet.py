@@ -94,7 +94,9 @@ NODE_FIELDS: list[Column] = [
 def fleet_generate(
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="How many GPUs")],
     model: Annotated[str, typer.Option("--model", help="GPU model (H100, H200, B200, …)")],
-    regions: Annotated[int, typer.Option("--regions", min=1, max=8)] = 1,
+    regions: Annotated[
+        int, typer.Option("--regions", min=1, max=8, help="Spread over this many regions")
+    ] = 1,
     fabric_size: Annotated[
         int, typer.Option("--fabric-size", min=1, help="Most nodes in one fabric")
     ] = 2048,
@@ -136,7 +138,12 @@ def fleet_generate(
 @fleet_app.command("import")
 @api_call
 def fleet_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="Fleet spec (from `fleet generate`)"
+        ),
+    ],
     initial_state: Annotated[
         Literal["available", "enrolled", "burn_in"],
         typer.Option("--initial-state", help="The state the new nodes start in"),
@@ -219,7 +226,7 @@ def fleet_gpu_models(as_json: Json = False) -> None:
             ("NVLINK", "nvlink_domain"),
             ("BF16 TFLOP/S", "bf16_tflops"),
             ("HBM TB/S", "hbm_tbps"),
-            ("LIST $/GPU-H", lambda m: m["list_price_per_gpu_hour"]["amount"]),
+            ("LIST PRICE/GPU-H", "list_price_per_gpu_hour"),
         ],
     )
 
