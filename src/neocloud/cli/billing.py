@@ -260,8 +260,10 @@ CONTRACT_FIELDS: list[Column] = [
 def contract_create(
     org: Org,
     kind: Annotated[
-        Literal["commit_spend", "commit_capacity", "prepaid", "reservation", "backstop"],
-        typer.Option("--kind", help="What the contract commits to"),
+        str,
+        typer.Option(
+            "--kind", help="commit_spend | commit_capacity | prepaid | reservation | backstop"
+        ),
     ],
     start: Annotated[str | None, typer.Option("--start", help="RFC 3339 time")] = None,
     end: Annotated[str | None, typer.Option("--end", help="RFC 3339 time")] = None,
