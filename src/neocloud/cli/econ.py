@@ -398,7 +398,7 @@ def live(
     and in-service dates, utilization from allocation intervals over a trailing window;
     prices realized, customers' shares of revenue, backlog and concentration from billing."""
     try:
-        rep = STATE.client().economics.live(  # type: ignore[attr-defined]
+        rep = STATE.client().economics.live(
             utilization=utilization,
             window_days=window_days,
             forward_years=forward_years,

@@ -63,7 +63,8 @@ def money(value: dict[str, Any] | str | Decimal | None, currency: str | None = N
     if value is None:
         return "-"
     if isinstance(value, dict):
-        value, currency = value["amount"], value.get("currency", currency)
+        currency = value.get("currency", currency)
+        value = value["amount"]
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
@@ -167,12 +168,14 @@ def print_list(
 def fail(error: ApiError, *, as_json: bool = False) -> typer.Exit:
     """Print an API error precisely and return the Exit to raise (code 1; 2 for bad input).
 
-    With ``--json`` the error is the API's error object (``{"error": {...}}``) on stderr, as
-    gh and kubectl keep stdout for data: a script piping stdout into ``jq`` never takes an error
-    for a result, and reads the exit code and stderr instead.
+    With ``--json`` the error is the API's error object (``{"error": {...}}``) on stderr and
+    stdout stays empty: a script capturing stdout (``id=$(neocloud … --json | jq -r .id)``)
+    never takes an error for a result, and reads the exit code and stderr. gh's ``--json``
+    commands keep errors on stderr too; ``gh api`` puts an error body on stdout, which its
+    maintainers found ends up as garbage in such scripts (cli/cli#5209).
     """
     if as_json:
-        body = {
+        body: dict[str, Any] = {
             "type": error.type,
             "code": error.code,
             "message": error.message,
