@@ -64,6 +64,10 @@ def test_run_names_a_bad_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["econ", "run", str(bad), "--no-charts"])
     assert result.exit_code == 2
     assert "tax_rate" in result.output
+    result = runner.invoke(app, ["econ", "run", str(bad), "--no-charts", "--json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert json.loads(result.stderr)["error"]["param"] == "tax_rate"
 
 
 def test_stress_prints_stresses_tornado_and_monte_carlo() -> None:

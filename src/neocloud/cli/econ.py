@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from neocloud.cli.output import err, fail, out, print_json
+from neocloud.cli.output import err, fail, out, print_json, when
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError
 from neocloud.economics import deep_merge, load_yaml, parse_scenario, report, stress_report
@@ -313,9 +313,9 @@ def _charts(target: Path | None, formats: list[str] | None, **reports: Any) -> N
     err.print(f"charts: {', '.join(str(p) for p in paths)}")
 
 
-def _invalid(exc: NeocloudError) -> typer.Exit:
-    where = f" (param: {exc.param})" if exc.param else ""
-    err.print(f"[red]error[/red] {exc.code}: {exc.message}{where}")
+def _invalid(exc: NeocloudError, as_json: bool) -> typer.Exit:
+    """A scenario the engine refused, shown as an API error would be (exit 2)."""
+    fail(ApiError(400, exc.type, exc.code, exc.message, exc.param, exc.details), as_json=as_json)
     return typer.Exit(2)
 
 
@@ -336,7 +336,7 @@ def run(
         rep = report(s, stresses=stress or [])
         tornado = None if no_charts else {"scenario": s.name, "tornado": tornado_report(s)}
     except NeocloudError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, as_json) from None
     if as_json:
         print_json(rep)
     else:
@@ -363,7 +363,7 @@ def stress_cmd(
     try:
         rep = stress_report(_load(scenario), paths=paths, seed=seed, pct=pct)
     except NeocloudError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, as_json) from None
     if as_json:
         print_json(rep)
     else:
@@ -408,13 +408,14 @@ def live(
             stresses=stress,
         )
     except ApiError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json=as_json) from None
     if as_json:
         print_json(rep)
     else:
         out.print(
             "[bold]live[/bold] as of "
-            f"{rep['as_of']}; sources: " + "; ".join(f"{k}: {v}" for k, v in rep["sources"].items())
+            f"{when(rep['as_of'])}; sources: "
+            + "; ".join(f"{k}: {v}" for k, v in rep["sources"].items())
         )
         print_report(rep)
     _charts(charts, chart_format, report=rep)
