@@ -106,12 +106,15 @@ def test_create_queued_from_the_cli(cli: CliRunner, acme: Client) -> None:
 
 
 def test_ids_are_never_cut_and_a_unique_name_works_for_an_id(
-    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, acme: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(output.out, "width", 100)
     result = cli.invoke(app, ["instances", "create", "1xH100", "--name", "train-1", "--json"])
     assert result.exit_code == 0, result.output
     first = json.loads(result.stdout)
+    cli.invoke(app, ["instances", "create", "1xH100", "--name", "other"])
+    # The list route filters by name, so a name resolves with one small page.
+    assert [i["id"] for i in acme.instances.list(name="train-1")["data"]] == [first["id"]]
     result = cli.invoke(app, ["instances", "list"])
     assert result.exit_code == 0, result.output
     assert first["id"] in result.stdout  # whole, at 100 columns
