@@ -128,14 +128,15 @@ def label(header: str) -> str:
 def print_object(
     obj: dict[str, Any], *, as_json: bool, fields: Sequence[Column] | None = None
 ) -> None:
-    """One object as ``label  value`` rows (every field unless ``fields`` names some)."""
+    """One object as ``label  value`` rows (every field but its ``object`` kind, unless
+    ``fields`` names some)."""
     if as_json:
         print_json(obj)
         return
     table = Table(show_header=False, show_edge=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    for header, getter in fields or [(k, k) for k in obj]:
+    for header, getter in fields or [(k, k) for k in obj if k != "object"]:
         table.add_row(label(header), _cell(obj, getter))
     out.print(table)
 
