@@ -65,7 +65,7 @@ def _per_1m(ln: dict[str, Any]) -> str | None:
     if p_in is None and p_out is None:
         return None
     prices = [p for p in (p_in, p_out) if p is not None]
-    amounts = [money(p["amount"]) if p else "-" for p in (p_in, p_out)]
+    amounts = [p["amount"] if p else "-" for p in (p_in, p_out)]
     return f"{amounts[0]} / {amounts[1]} {prices[0]['currency']}"
 
 
