@@ -149,6 +149,12 @@ def test_usage_table_and_json(
     assert typo.exit_code == 2
     assert "api_key_id" not in typo.output
     assert "'modle'" in typo.output
+    typo = runner.invoke(cli, ["studio", "usage", "--by", "modle", "--json"])
+    assert typo.exit_code == 2
+    assert typo.stdout == ""
+    error = json.loads(typo.stderr)["error"]
+    assert (error["code"], error["param"]) == ("invalid_parameter", "--by")
+    assert "model, key or endpoint" in error["message"]
 
     # --since reads the same forms as every other --since: 10hours, 600mins, 1days, 1w.
     for since in ("10hours", "10 hours", "600mins"):  # from 01:00: the three March rows

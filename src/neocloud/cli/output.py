@@ -207,11 +207,17 @@ def api_call(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("as_json") or kwargs.get("json_"))
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            as_json = bool(kwargs.get("as_json") or kwargs.get("json_"))
             raise fail(exc, as_json=as_json) from None
+        except typer.BadParameter as exc:
+            if not as_json:
+                raise
+            hint = str(exc.param_hint or "").strip("'\"") or None
+            bad = ApiError(400, "invalid_request_error", "invalid_parameter", exc.message, hint)
+            raise fail(bad, as_json=True) from None
 
     return wrapper
 
