@@ -96,3 +96,25 @@ def test_invoices_create_get_finalize(  # type: ignore[no-untyped-def]
     assert inv["id"] in result.output
     result = runner.invoke(app, ["invoices", "get", inv["id"], "--csv"])
     assert result.output.startswith("invoice_id,period,kind")
+
+
+def test_contracts_create_shows_every_term(  # type: ignore[no-untyped-def]
+    fleet: Client, acme: Client, as_client
+) -> None:
+    org = acme.get("orgs")["data"][0]["id"]
+    as_client(fleet)
+    args = ["billing", "contracts", "create", "--org", org, "--kind", "prepaid"]
+    dates = ["--start", "2026-03-01T00:00:00Z", "--end", "2027-03-01T00:00:00Z"]
+    result = runner.invoke(app, [*args, *dates, "--amount", "1234.5"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        ln.split(maxsplit=1)[0]: ln.split(maxsplit=1)[-1].strip()
+        for ln in result.stdout.splitlines()
+        if ln.strip()
+    }
+    assert rows["amount"] == "1234.50 USD"
+    assert rows["kind"] == "prepaid"
+    assert "2026-03-01T00:00:00Z" in result.stdout
+    contract = rows["id"]
+    result = runner.invoke(app, ["billing", "contracts", "get", contract])
+    assert "1234.50 USD" in result.stdout

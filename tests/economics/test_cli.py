@@ -37,6 +37,9 @@ def test_run_prints_the_report_and_writes_charts(tmp_path: Path) -> None:
     assert "-148,761.60" in result.output  # year-one EBIT with a 4-year book life
     assert "12.49%" in result.output  # project IRR
     assert sorted(p.name for p in charts.iterdir()) == ["cover.svg", "pnl.svg", "tornado.svg"]
+    assert "book life h100-2026 6 y" in result.output  # not a Python dict
+    assert "{" not in result.output
+    assert "(USD)" in result.output  # the table says its currency
 
 
 def test_run_json_with_a_stress_and_a_base_file(tmp_path: Path) -> None:
@@ -61,6 +64,10 @@ def test_run_names_a_bad_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["econ", "run", str(bad), "--no-charts"])
     assert result.exit_code == 2
     assert "tax_rate" in result.output
+    result = runner.invoke(app, ["econ", "run", str(bad), "--no-charts", "--json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert json.loads(result.stderr)["error"]["param"] == "tax_rate"
 
 
 def test_stress_prints_stresses_tornado_and_monte_carlo() -> None:

@@ -95,3 +95,29 @@ def test_import_of_a_bad_file_names_the_line(cli: CliRunner, tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "templates.h100-8x.vcpus" in result.output
     assert "line 7" in result.output
+
+
+def test_nodes_by_hostname_and_a_cut_list_says_so(cli: CliRunner, tmp_path: Path) -> None:
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(GOOD)
+    assert cli.invoke(app, ["fleet", "import", str(spec)]).exit_code == 0
+    result = cli.invoke(app, ["nodes", "list", "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    assert "showing the first 5; more exist" in result.stderr
+    result = cli.invoke(app, ["nodes", "list", "--all", "--json"])
+    assert len(json.loads(result.stdout)) == 17
+    result = cli.invoke(app, ["nodes", "list", "--all"])
+    assert "more exist" not in result.stderr
+
+    result = cli.invoke(app, ["nodes", "get", "special-01"])
+    assert result.exit_code == 0, result.output
+    lines = [ln.split() for ln in result.stdout.splitlines() if ln.strip()]
+    assert lines[0][0] == "id"
+    assert lines[0][1].startswith("node_")
+    assert ["hostname", "special-01"] in lines
+    result = cli.invoke(app, ["nodes", "cordon", "special-01", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cordoned"] is True
+    result = cli.invoke(app, ["nodes", "events", "nosuch-host"])
+    assert result.exit_code == 1
+    assert "node_not_found" in result.stderr

@@ -141,7 +141,33 @@ def test_usage_table_and_json(
 
     bad = runner.invoke(cli, ["studio", "usage", "--since", "2026-03-01", "--by", "user"])
     assert bad.exit_code == 2
-    assert "group_by" in bad.output
+    # In the CLI's words: the flag and its values (key, not the API's api_key_id).
+    assert "--by takes model, key or endpoint" in bad.output
+    assert "'user'" in bad.output
+    assert "group_by" not in bad.output
+    typo = runner.invoke(cli, ["studio", "usage", "--by", "modle"])
+    assert typo.exit_code == 2
+    assert "api_key_id" not in typo.output
+    assert "'modle'" in typo.output
+    typo = runner.invoke(cli, ["studio", "usage", "--by", "modle", "--json"])
+    assert typo.exit_code == 2
+    assert typo.stdout == ""
+    error = json.loads(typo.stderr)["error"]
+    assert (error["code"], error["param"]) == ("invalid_parameter", "--by")
+    assert "model, key or endpoint" in error["message"]
+
+    # --since reads the same forms as every other --since: 10hours, 600mins, 1days, 1w.
+    for since in ("10hours", "10 hours", "600mins"):  # from 01:00: the three March rows
+        since_one = json.loads(_run("usage", "--since", since, "--json"))
+        assert since_one["start_time"] == "2026-03-01T01:00:00Z", since
+        assert since_one["totals"]["input_tokens"] == 125, since
+    for since in ("1days", "1w"):  # back into February: its row too
+        wider = json.loads(_run("usage", "--since", since, "--json"))
+        assert wider["totals"]["input_tokens"] == 125 + 9999, since
+    unreadable = runner.invoke(cli, ["studio", "usage", "--since", "lately"])
+    assert unreadable.exit_code == 2
+    assert "RFC 3339" in unreadable.output
+    assert "7days" in unreadable.output
 
 
 def test_limits_set_get_and_clear(http: TestClient) -> None:

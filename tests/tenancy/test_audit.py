@@ -30,7 +30,8 @@ def test_mutating_call_is_recorded_and_reads_are_not(admin: Client, db: Database
     assert event.target_id == org["id"]
     assert event.actor_key_id == me["key_id"]
     assert event.actor_user_id == me["user_id"]
-    assert event.org_id == me["org_id"]
+    assert event.org_id == org["id"]  # the new org's log starts with its creation (issue 21)
+    assert event.org_id != me["org_id"]
     assert event.request_id
     assert event.at.isoformat() == "2026-03-01T12:00:00+00:00"
 

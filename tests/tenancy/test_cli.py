@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from neocloud.cli.state import STATE
 from neocloud.cli.tenancy import APPS
 from neocloud.client import Client
+from neocloud.kernel.clock import VirtualClock
 
 runner = CliRunner()
 
@@ -76,3 +77,78 @@ def test_errors_are_precise_and_exit_nonzero(cli: typer.Typer) -> None:
     result = runner.invoke(cli, ["orgs", "create", "Bad", "--slug", "Not OK"])
     assert result.exit_code == 2
     assert "slug" in result.output
+
+
+# -- issue 21: lists that say when they are cut, one parser for --since, names for ids ------
+
+
+def test_audit_is_newest_first_and_a_new_org_shows_its_creation(
+    cli: typer.Typer, admin: Client
+) -> None:
+    org = _json(cli, "orgs", "create", "Acme", "--slug", "acme")
+    assert isinstance(org, dict)
+    for name in ("p1", "p2", "p3"):
+        _json(cli, "projects", "create", org["id"], name)
+    events = _json(cli, "audit", "list", "--org-id", org["id"], "--limit", "2")
+    assert isinstance(events, list)
+    assert [e["path"] for e in events] == [f"/api/v1/orgs/{org['id']}/projects"] * 2
+    assert events[0]["id"] > events[1]["id"]  # newest first
+
+    every = _json(cli, "audit", "list", "--org-id", org["id"], "--all")
+    assert isinstance(every, list)
+    assert [(e["method"], e["path"]) for e in every][-1] == ("POST", "/api/v1/orgs")
+    assert every[-1]["target_id"] == org["id"]  # the new org's log starts with its creation
+    assert len(every) == 4
+
+    # Cursor pagination walks newest first too: pages of one, no repeat, no gap.
+    ids, after = [], None
+    while True:
+        page = admin.audit.list(org_id=org["id"], limit=1, after=after)
+        ids += [e["id"] for e in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["next_cursor"]
+    assert ids == [e["id"] for e in every]
+
+    cut = runner.invoke(cli, ["audit", "list", "--org-id", org["id"], "--limit", "3"])
+    assert cut.exit_code == 0, cut.output
+    assert "showing the first 3; more exist" in cut.stderr
+
+
+@pytest.mark.parametrize("since", ["7d", "7days", "12h", "30m", "2w", "2026-01-01T00:00:00Z"])
+def test_audit_since_takes_the_common_forms(
+    cli: typer.Typer, since: str, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(STATE, "clock", clock)  # "7d" is 7 days before the server's now
+    _json(cli, "orgs", "create", "Acme", "--slug", "acme")
+    events = _json(cli, "audit", "list", "--since", since)
+    assert isinstance(events, list)
+    assert [e["path"] for e in events] == ["/api/v1/orgs"]
+
+
+def test_audit_since_refuses_what_it_cannot_read(cli: typer.Typer) -> None:
+    result = runner.invoke(cli, ["audit", "list", "--since", "soonish"])
+    assert result.exit_code == 2
+    assert "7days" in result.output
+    assert "soonish" in result.output
+
+
+def test_keys_by_name_and_objects_with_lower_case_labels(cli: typer.Typer) -> None:
+    created = runner.invoke(cli, ["orgs", "create", "Acme", "--slug", "acme"])
+    assert created.exit_code == 0, created.output
+    labels = [ln.split()[0] for ln in created.stdout.splitlines() if ln.strip()]
+    assert labels == ["id", "slug", "name", "operator", "created"]
+    assert "+00:00" not in created.stdout
+
+    key = runner.invoke(cli, ["keys", "create", "ci", "--json"])
+    assert key.exit_code == 0, key.output
+    key_id = json.loads(key.stdout)["id"]
+    shown = _json(cli, "keys", "get", "ci")
+    assert isinstance(shown, dict)
+    assert shown["id"] == key_id
+    revoked = _json(cli, "keys", "revoke", "ci")
+    assert isinstance(revoked, dict)
+    assert revoked["revoked_at"] is not None
+    missing = runner.invoke(cli, ["keys", "get", "nosuch", "--json"])
+    assert missing.exit_code == 1
+    assert json.loads(missing.stderr)["error"]["code"] == "api_key_not_found"

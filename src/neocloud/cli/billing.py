@@ -7,11 +7,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from neocloud.cli.output import Column, api_call, err, out, print_json, print_object, print_table
+from neocloud.cli.output import (
+    Column,
+    api_call,
+    err,
+    money,
+    out,
+    print_json,
+    print_object,
+    print_table,
+    when,
+)
 from neocloud.cli.state import STATE
 
 billing_app = typer.Typer(
@@ -79,6 +89,8 @@ AGREEMENT_COLUMNS: list[Column] = [
     ("AMOUNT", "amount"),
 ]
 Limit = Annotated[int | None, typer.Option("--limit", help="Page size")]
+Note = Annotated[str | None, typer.Option("--note", help="A note kept with it")]
+InvoiceId = Annotated[str, typer.Argument(help="Invoice id (inv_…)")]
 After = Annotated[str | None, typer.Option("--after", help="next_cursor of the previous page")]
 
 
@@ -100,29 +112,27 @@ def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
     if as_json:
         print_json(preview)
         return
-    title = f"{preview['org_id']} · {preview['period']} · as of {preview['as_of']}"
+    title = f"{preview['org_id']} · {preview['period']} · as of {when(preview['as_of'])}"
     print_table(preview["lines"], LINE_COLUMNS, title=title)
     if preview.get("token_lines"):
         print_table(preview["token_lines"], TOKEN_COLUMNS, title="tokens")
     if preview.get("agreement_lines"):
         print_table(preview["agreement_lines"], AGREEMENT_COLUMNS, title="contracts and credits")
-    total = preview["total"]
-    out.print(
-        f"TOTAL  {total['amount']} {total['currency']}  (price book {preview['price_book_id']})"
-    )
+    out.print(f"TOTAL  {money(preview['total'])}  (price book {preview['price_book_id']})")
 
 
-@billing_app.command("invoice")
+# The same command as `invoices preview`, kept (hidden) for scripts that call it.
+@billing_app.command("invoice", hidden=True)
 @api_call
 def invoice(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
-    """The org's invoice for a month, rated from the facts now (a preview until it is final)."""
+    """The org's invoice for a month, rated from the facts now (same as `invoices preview`)."""
     _invoice(org, period, as_json, as_csv)
 
 
 @invoices_app.command("preview")
 @api_call
 def preview(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
-    """Rate the org's facts for a month now."""
+    """The org's invoice for a month, rated from the facts now (a preview until it is final)."""
     _invoice(org, period, as_json, as_csv)
 
 
@@ -146,8 +156,7 @@ def _show_invoice(inv: dict[str, Any], as_json: bool) -> None:
         return
     title = f"{inv['id']} · {inv['org_id']} · {inv['period']} · {inv['state']}"
     print_table(inv.get("lines") or [], STORED_COLUMNS, title=title)
-    total = inv["total"]
-    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+    out.print(f"TOTAL  {money(inv['total'])}")
 
 
 @invoices_app.command("create")
@@ -159,14 +168,14 @@ def invoice_create(org: Org, period: PeriodOpt, as_json: Json = False) -> None:
 
 @invoices_app.command("finalize")
 @api_call
-def invoice_finalize(invoice_id: str, as_json: Json = False) -> None:
+def invoice_finalize(invoice_id: InvoiceId, as_json: Json = False) -> None:
     """Freeze an invoice after its month and grace period (operator admins); idempotent."""
     _show_invoice(STATE.client().invoices.finalize(invoice_id), as_json)
 
 
 @invoices_app.command("get")
 @api_call
-def invoice_get(invoice_id: str, as_json: Json = False, as_csv: Csv = False) -> None:
+def invoice_get(invoice_id: InvoiceId, as_json: Json = False, as_csv: Csv = False) -> None:
     """An invoice with its lines."""
     client = STATE.client()
     if as_csv:
@@ -237,7 +246,7 @@ def close(
     )
 
 
-CONTRACT_FIELDS = [
+CONTRACT_FIELDS: list[Column] = [
     ("ID", "id"),
     ("ORG", "org_id"),
     ("KIND", "kind"),
@@ -261,14 +270,24 @@ def contract_create(
     amount: Annotated[
         str | None, typer.Option("--amount", help="commit_spend per month; prepaid total")
     ] = None,
-    gpus: Annotated[int | None, typer.Option("--gpus")] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="commit_capacity, backstop: GPUs committed")
+    ] = None,
     rate: Annotated[str | None, typer.Option("--rate", help="Per GPU-hour")] = None,
-    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option("--gpu-model", help="The GPU model committed (H100, …)")
+    ] = None,
     reservation: Annotated[str | None, typer.Option("--reservation", help="rsv_…")] = None,
-    term: Annotated[str | None, typer.Option("--term", help="1m or 1y")] = None,
-    billing: Annotated[str | None, typer.Option("--billing", help="upfront or monthly")] = None,
-    counterparty: Annotated[str | None, typer.Option("--counterparty")] = None,
-    note: Annotated[str | None, typer.Option("--note")] = None,
+    term: Annotated[
+        Literal["1m", "1y"] | None, typer.Option("--term", help="A month or a year")
+    ] = None,
+    billing: Annotated[
+        Literal["upfront", "monthly"] | None, typer.Option("--billing", help="When it is billed")
+    ] = None,
+    counterparty: Annotated[
+        str | None, typer.Option("--counterparty", help="Backstop: who takes the capacity")
+    ] = None,
+    note: Note = None,
     as_json: Json = False,
 ) -> None:
     """Record a contract for an org (operator admins)."""
@@ -287,13 +306,16 @@ def contract_create(
         counterparty=counterparty,
         note=note,
     )
-    print_object(row, as_json=as_json, fields=CONTRACT_FIELDS)
+    print_object(row, as_json=as_json)
 
 
 @contracts_app.command("get")
 @api_call
-def contract_get(contract_id: str, as_json: Json = False) -> None:
-    print_object(STATE.client().contracts.get(contract_id), as_json=as_json, fields=CONTRACT_FIELDS)
+def contract_get(
+    contract_id: Annotated[str, typer.Argument(help="Contract id (ctr_…)")], as_json: Json = False
+) -> None:
+    """A contract with every term: kind, window, amount, GPUs, rate, billing."""
+    print_object(STATE.client().contracts.get(contract_id), as_json=as_json)
 
 
 @contracts_app.command("list")
@@ -301,6 +323,7 @@ def contract_get(contract_id: str, as_json: Json = False) -> None:
 def contract_list(
     org: Org, limit: Limit = None, after: After = None, as_json: Json = False
 ) -> None:
+    """The org's contracts, oldest first, a page at a time."""
     page = STATE.client().contracts.list(org, limit=limit, after=after)
     if as_json:
         print_json(page)
@@ -313,18 +336,18 @@ def contract_list(
 @api_call
 def credit_grant(
     org: Org,
-    amount: Annotated[str, typer.Option("--amount")],
+    amount: Annotated[str, typer.Option("--amount", help="How much credit, in the currency")],
     priority: Annotated[int, typer.Option("--priority", help="Lower is used first")] = 0,
     expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 time")] = None,
     paid: Annotated[bool, typer.Option("--paid", help="Bought credit (refundable)")] = False,
-    note: Annotated[str | None, typer.Option("--note")] = None,
+    note: Note = None,
     as_json: Json = False,
 ) -> None:
     """Grant credit to an org (operator admins)."""
     row = STATE.client().credits.grant(
         org, amount, priority=priority, expires_at=expires, paid=paid, note=note
     )
-    print_object(row, as_json=as_json, fields=[("ID", "id"), ("BALANCE", "balance")])
+    print_object(row, as_json=as_json)
 
 
 @credits_app.command("list")
@@ -357,7 +380,11 @@ def price_book(as_json: Json = False) -> None:
         return
     print_object(book, as_json=False, fields=[("ID", "id"), ("EFFECTIVE", "effective_from")])
     rows = [{"sku": k, "price": v} for k, v in sorted(book["gpu_prices"].items())]
-    print_table(rows, [("SKU", "sku"), (f"PER GPU-HOUR ({book['currency']})", "price")])
+    columns: list[Column] = [
+        ("SKU", "sku"),
+        ("PER GPU-HOUR", lambda r: money(r["price"], book["currency"])),
+    ]
+    print_table(rows, columns)
 
 
 @billing_app.command("publish")
@@ -367,7 +394,7 @@ def publish(
     price: Annotated[
         list[str] | None, typer.Option("--price", help="SKU=PRICE per GPU-hour; repeat")
     ] = None,
-    note: Annotated[str | None, typer.Option("--note")] = None,
+    note: Note = None,
     as_json: Json = False,
 ) -> None:
     """Publish a new price book version (operator admins); unlisted SKUs keep their default."""
@@ -413,7 +440,7 @@ report_app = typer.Typer(
     no_args_is_help=True,
 )
 billing_app.add_typer(report_app, name="report")
-AMOUNT_COLUMNS: list[Column] = [("", "key"), ("AMOUNT", lambda r: r["amount"]["amount"])]
+AMOUNT_COLUMNS: list[Column] = [("", "key"), ("AMOUNT", "amount")]
 
 
 def _named(row: dict[str, Any]) -> str:
@@ -432,7 +459,7 @@ def report_revenue(
     if as_json:
         print_json(report)
         return
-    out.print(f"revenue {report['start']} to {report['end']} (as of {report['as_of']})")
+    out.print(f"revenue {report['start']} to {report['end']} (as of {when(report['as_of'])})")
     for key, title in (
         ("by_month", "MONTH"),
         ("by_org", "ORG"),
@@ -441,8 +468,7 @@ def report_revenue(
     ):
         columns: list[Column] = [(title, _named), AMOUNT_COLUMNS[1]]
         print_table(report[key], columns)
-    total = report["total"]
-    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+    out.print(f"TOTAL  {money(report['total'])}")
 
 
 @report_app.command("backlog")
@@ -454,10 +480,9 @@ def report_backlog(as_json: Json = False) -> None:
         print_json(report)
         return
     columns: list[Column] = [("ORG", _named), ("BACKLOG", AMOUNT_COLUMNS[1][1])]
-    out.print(f"backlog at {report['at']}")
+    out.print(f"backlog at {when(report['at'])}")
     print_table(report["by_org"], columns)
-    total = report["total"]
-    out.print(f"TOTAL  {total['amount']} {total['currency']}")
+    out.print(f"TOTAL  {money(report['total'])}")
 
 
 @report_app.command("concentration")
@@ -473,13 +498,12 @@ def report_concentration(
         return
     columns: list[Column] = [
         ("ORG", lambda r: _named({"key": r["org_id"], "name": r.get("name")})),
-        ("REVENUE", lambda r: r["revenue"]["amount"]),
+        ("REVENUE", "revenue"),
         ("SHARE", "share"),
     ]
-    out.print(f"revenue from {report['window_start']} to {report['window_end']}")
+    out.print(f"revenue from {when(report['window_start'])} to {when(report['window_end'])}")
     print_table(report["customers"], columns)
-    total = report["total"]
     out.print(
-        f"TOTAL {total['amount']} {total['currency']}  top-1 {report['top1']}  "
+        f"TOTAL  {money(report['total'])}  top-1 {report['top1']}  "
         f"top-2 {report['top2']}  HHI {report['hhi']}"
     )

@@ -1,15 +1,28 @@
 """CLI for compute: ``neocloud instance-types list``, ``neocloud instances create|list|get|
-terminate|events``."""
+terminate|events``, ``neocloud clusters …``, ``neocloud reservations …``, ``neocloud capacity``.
+
+Where a command takes an instance or cluster id, a unique name works too."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from neocloud.cli.output import Column, api_call, err, print_json, print_object, print_table
+from neocloud.cli.output import (
+    Column,
+    api_call,
+    err,
+    print_json,
+    print_list,
+    print_object,
+    print_table,
+    take,
+)
+from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
+from neocloud.compute.domain import InstanceState, ReservationPolicy
 
 types_app = typer.Typer(
     help="Instance types: GPU presets, prices, availability.", no_args_is_help=True
@@ -21,6 +34,23 @@ instances_app = typer.Typer(
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait until it is running (or has ended)")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait at most")]
+
+# What a launch may ask for: reserved capacity comes through --reservation-policy, not --class.
+LaunchClass = Annotated[
+    Literal["on_demand", "spot"],
+    typer.Option("--class", help="Capacity class: on_demand, or spot (cheaper, preemptible)"),
+]
+All = Annotated[bool, typer.Option("--all", help="Every row, page after page (no --limit)")]
+ListLimit = Annotated[
+    int, typer.Option("--limit", min=1, max=100000, help="At most this many rows")
+]
+InstanceRef = Annotated[str, typer.Argument(help="Instance id (inst_…) or unique name")]
+ClusterRef = Annotated[str, typer.Argument(help="Cluster id (clu_…) or unique name")]
+ReservationId = Annotated[str, typer.Argument(help="Reservation id (rsv_…)")]
+Hours = Annotated[int, typer.Option("--hours", help="Hours to add to its end")]
+GpuModelFilter = Annotated[
+    str | None, typer.Option("--gpu-model", help="Only this GPU model (H100, H200, …)")
+]
 
 TYPE_COLUMNS: list[Column] = [
     ("TYPE", "id"),
@@ -49,6 +79,18 @@ def _show(inst: dict[str, Any], as_json: bool) -> None:
     print_object(inst, as_json=as_json)
 
 
+def instance_id(ref: str) -> str:
+    """The id of the instance ``ref`` names (an id, or the name of exactly one instance)."""
+    client = STATE.client()
+    return resolve(ref, prefix="inst", candidates=lambda name: client.instances.iter(name=name))
+
+
+def cluster_id(ref: str) -> str:
+    """The id of the cluster ``ref`` names (an id, or the name of exactly one cluster)."""
+    client = STATE.client()
+    return resolve(ref, prefix="clu", candidates=lambda _: client.iter("clusters"))
+
+
 def _wait(inst: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) -> dict[str, Any]:
     """Poll, printing each state change on stderr (progress for people, not for --json)."""
     client = STATE.client()
@@ -66,9 +108,7 @@ def _wait(inst: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) 
 
 @types_app.command("list")
 @api_call
-def types_list(
-    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None, as_json: Json = False
-) -> None:
+def types_list(gpu_model: GpuModelFilter = None, as_json: Json = False) -> None:
     """Presets of 1, 2, 4 and 8 GPUs, hourly prices per class and coarse availability."""
     rows = STATE.client().instance_types.list(gpu_model=gpu_model)
     if as_json:
@@ -93,12 +133,23 @@ MaxWait = Annotated[
 @api_call
 def instances_create(
     instance_type: Annotated[str, typer.Argument(help="e.g. 8xH100, 1xL40S")],
-    cls: Annotated[str, typer.Option("--class", help="on_demand or spot")] = "on_demand",
-    name: Annotated[str | None, typer.Option("--name")] = None,
+    cls: LaunchClass = "on_demand",
+    name: Annotated[
+        str | None, typer.Option("--name", help="A name to find it by (instead of its id)")
+    ] = None,
     project: Annotated[str | None, typer.Option("--project", help="Project id")] = None,
-    ssh_key: Annotated[list[str] | None, typer.Option("--ssh-key", help="Repeatable")] = None,
-    image: Annotated[str | None, typer.Option("--image")] = None,
-    reservation_policy: Annotated[str | None, typer.Option("--reservation-policy")] = None,
+    ssh_key: Annotated[
+        list[str] | None, typer.Option("--ssh-key", help="An SSH public key; repeatable")
+    ] = None,
+    image: Annotated[str | None, typer.Option("--image", help="OS image to boot")] = None,
+    reservation_policy: Annotated[
+        ReservationPolicy | None,
+        typer.Option(
+            "--reservation-policy",
+            help="auto: in a matching reservation of yours if one has room, else on-demand; "
+            "strict: only in a reservation; forbid: never in one (default: auto)",
+        ),
+    ] = None,
     queue: Queue = False,
     max_wait: MaxWait = None,
     wait: Wait = False,
@@ -113,7 +164,7 @@ def instances_create(
         project_id=project,
         ssh_keys=ssh_key,
         image=image,
-        reservation_policy=reservation_policy,
+        reservation_policy=reservation_policy.value if reservation_policy else None,
         queue=queue or None,
         max_wait_s=max_wait,
     )
@@ -127,34 +178,33 @@ def instances_create(
 @instances_app.command("list")
 @api_call
 def instances_list(
-    state: Annotated[str | None, typer.Option("--state")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100000)] = 100,
+    state: Annotated[
+        InstanceState | None, typer.Option("--state", help="Only instances in this state")
+    ] = None,
+    limit: ListLimit = 100,
+    all_rows: All = False,
     as_json: Json = False,
 ) -> None:
-    rows: list[dict[str, Any]] = []
-    for inst in STATE.client().instances.iter(state=state):
-        rows.append(inst)
-        if len(rows) >= limit:
-            break
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, INSTANCE_COLUMNS)
+    """Your org's instances (operators: every org's), oldest first."""
+    found = STATE.client().instances.iter(state=state.value if state else None)
+    rows, more = take(found, None if all_rows else limit)
+    print_list(rows, INSTANCE_COLUMNS, as_json=as_json, more=more)
 
 
 @instances_app.command("get")
 @api_call
-def instances_get(instance_id: str, as_json: Json = False) -> None:
-    _show(STATE.client().instances.get(instance_id), as_json)
+def instances_get(instance: InstanceRef, as_json: Json = False) -> None:
+    """An instance: type, class, state and why, node, price, times."""
+    _show(STATE.client().instances.get(instance_id(instance)), as_json)
 
 
 @instances_app.command("terminate")
 @api_call
 def instances_terminate(
-    instance_id: str, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
+    instance: InstanceRef, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
 ) -> None:
     """End an instance (reason user); with --wait, return once it has ended."""
-    inst = STATE.client().instances.terminate(instance_id)
+    inst = STATE.client().instances.terminate(instance_id(instance))
     if wait:
         inst = _wait(inst, ENDED, timeout, as_json)
     _show(inst, as_json)
@@ -162,22 +212,23 @@ def instances_terminate(
 
 @instances_app.command("events")
 @api_call
-def instances_events(instance_id: str, as_json: Json = False) -> None:
-    rows = list(STATE.client().iter(f"instances/{instance_id}/events"))
+def instances_events(instance: InstanceRef, as_json: Json = False) -> None:
+    """An instance's state changes, oldest first, with reasons."""
+    rows = list(STATE.client().iter(f"instances/{instance_id(instance)}/events"))
     if as_json:
         print_json(rows)
     else:
-        print_table(
-            rows,
-            [
-                ("AT", "at"),
-                ("KIND", "kind"),
-                ("FROM", "from_state"),
-                ("TO", "to_state"),
-                ("REASON", "reason"),
-                ("MESSAGE", "message"),
-            ],
-        )
+        print_table(rows, EVENT_COLUMNS)
+
+
+EVENT_COLUMNS: list[Column] = [
+    ("AT", "at"),
+    ("KIND", "kind"),
+    ("FROM", "from_state"),
+    ("TO", "to_state"),
+    ("REASON", "reason"),
+    ("MESSAGE", "message"),
+]
 
 
 # -------------------------------------------------------------------------------------- clusters
@@ -237,12 +288,14 @@ def _wait_cluster(c: dict[str, Any], until: set[str], timeout_s: float, quiet: b
 def clusters_create(
     gpu_model: Annotated[str, typer.Argument(help="H100, H200, …")],
     nodes: Annotated[int, typer.Option("--nodes", help="How many whole nodes")],
-    cls: Annotated[str, typer.Option("--class", help="on_demand or spot")] = "on_demand",
+    cls: LaunchClass = "on_demand",
     required: Annotated[str, typer.Option("--required", help="Level all nodes share")] = "fabric",
     preferred: Annotated[str, typer.Option("--preferred", help="Level to use least of")] = "block",
     segment: Annotated[int | None, typer.Option("--segment", help="Nodes per block")] = None,
-    fabric: Annotated[str | None, typer.Option("--fabric")] = None,
-    name: Annotated[str | None, typer.Option("--name")] = None,
+    fabric: Annotated[str | None, typer.Option("--fabric", help="Only in this fabric")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A name to find it by (instead of its id)")
+    ] = None,
     queue: Queue = False,
     max_wait: MaxWait = None,
     wait: Wait = False,
@@ -273,6 +326,7 @@ def clusters_create(
 @clusters_app.command("list")
 @api_call
 def clusters_list(as_json: Json = False) -> None:
+    """Your org's clusters (operators: every org's), oldest first."""
     rows = list(STATE.client().iter("clusters"))
     if as_json:
         print_json(rows)
@@ -282,20 +336,32 @@ def clusters_list(as_json: Json = False) -> None:
 
 @clusters_app.command("get")
 @api_call
-def clusters_get(cluster_id: str, as_json: Json = False) -> None:
+def clusters_get(cluster: ClusterRef, as_json: Json = False) -> None:
     """The cluster and each node's topology path."""
-    _show_cluster(STATE.client().clusters.get(cluster_id), as_json)
+    _show_cluster(STATE.client().clusters.get(cluster_id(cluster)), as_json)
 
 
 @clusters_app.command("terminate")
 @api_call
 def clusters_terminate(
-    cluster_id: str, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
+    cluster: ClusterRef, wait: Wait = False, timeout: Timeout = 600.0, as_json: Json = False
 ) -> None:
-    c = STATE.client().clusters.terminate(cluster_id)
+    """End a cluster and every instance in it; with --wait, return once it has ended."""
+    c = STATE.client().clusters.terminate(cluster_id(cluster))
     if wait:
         c = _wait_cluster(c, CLUSTER_ENDED, timeout, as_json)
     _show_cluster(c, as_json)
+
+
+@clusters_app.command("events")
+@api_call
+def clusters_events(cluster: ClusterRef, as_json: Json = False) -> None:
+    """A cluster's state changes, oldest first, with reasons."""
+    rows = list(STATE.client().iter(f"clusters/{cluster_id(cluster)}/events"))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, EVENT_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------- reservations
@@ -326,11 +392,11 @@ RESERVATION_COLUMNS: list[Column] = [
 @api_call
 def reservations_offerings(
     gpu_model: Annotated[str, typer.Argument(help="H100, H200, …")],
-    nodes: Annotated[int, typer.Option("--nodes")],
+    nodes: Annotated[int, typer.Option("--nodes", help="How many whole nodes")],
     hours: Annotated[int, typer.Option("--hours", help="Duration (24 h to 12 months)")],
     start_after: Annotated[str | None, typer.Option("--start-after", help="RFC 3339")] = None,
     start_before: Annotated[str | None, typer.Option("--start-before", help="RFC 3339")] = None,
-    fabric: Annotated[str | None, typer.Option("--fabric")] = None,
+    fabric: Annotated[str | None, typer.Option("--fabric", help="Only in this fabric")] = None,
     as_json: Json = False,
 ) -> None:
     """Priced capacity blocks (valid 5 minutes); buy one with `reservations buy OFFERING`."""
@@ -350,13 +416,18 @@ def reservations_offerings(
 
 @reservations_app.command("buy")
 @api_call
-def reservations_buy(offering_id: str, as_json: Json = False) -> None:
+def reservations_buy(
+    offering_id: Annotated[str, typer.Argument(help="Offering id (off_…) from `offerings`")],
+    as_json: Json = False,
+) -> None:
+    """Buy an offering while its price holds: the nodes are yours for its window."""
     print_object(STATE.client().reservations.buy(offering_id), as_json=as_json)
 
 
 @reservations_app.command("list")
 @api_call
 def reservations_list(as_json: Json = False) -> None:
+    """Your org's reservations (operators: every org's), oldest first."""
     rows = list(STATE.client().iter("reservations"))
     if as_json:
         print_json(rows)
@@ -366,21 +437,21 @@ def reservations_list(as_json: Json = False) -> None:
 
 @reservations_app.command("get")
 @api_call
-def reservations_get(reservation_id: str, as_json: Json = False) -> None:
+def reservations_get(reservation_id: ReservationId, as_json: Json = False) -> None:
+    """A reservation: model, nodes, window, state and price."""
     print_object(STATE.client().reservations.get(reservation_id), as_json=as_json)
 
 
 @reservations_app.command("extend")
 @api_call
-def reservations_extend(
-    reservation_id: str, hours: Annotated[int, typer.Option("--hours")], as_json: Json = False
-) -> None:
+def reservations_extend(reservation_id: ReservationId, hours: Hours, as_json: Json = False) -> None:
+    """Extend a reservation's end by whole hours, if its nodes are free then."""
     print_object(STATE.client().reservations.extend(reservation_id, hours), as_json=as_json)
 
 
 @reservations_app.command("cancel")
 @api_call
-def reservations_cancel(reservation_id: str, as_json: Json = False) -> None:
+def reservations_cancel(reservation_id: ReservationId, as_json: Json = False) -> None:
     """Cancel before the start."""
     print_object(STATE.client().reservations.cancel(reservation_id), as_json=as_json)
 
@@ -392,9 +463,7 @@ capacity_app = typer.Typer(help="Capacity advice per region and GPU model.")
 
 @capacity_app.callback(invoke_without_command=True)
 @api_call
-def capacity(
-    gpu_model: Annotated[str | None, typer.Option("--gpu-model")] = None, as_json: Json = False
-) -> None:
+def capacity(gpu_model: GpuModelFilter = None, as_json: Json = False) -> None:
     """high | medium | low | none per region (operators: exact free and total GPUs)."""
     rows = STATE.client().capacity.get(gpu_model=gpu_model)
     if as_json:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from neocloud.cli.output import err, fail, out, print_json
+from neocloud.cli.output import err, fail, out, print_json, when
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError
 from neocloud.economics import deep_merge, load_yaml, parse_scenario, report, stress_report
@@ -77,6 +77,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def _years(value: float | dict[str, float]) -> str:
+    """``6 y``, or per cohort ``h100-2026 6 y, b200-2027 5 y``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {years:g} y" for name, years in value.items())
+    return f"{value:g} y"
+
+
 def print_report(rep: dict[str, Any]) -> None:
     a = rep["assumptions"]
     out.print(f"[bold]{rep['scenario']}[/bold]  {rep.get('description') or ''}")
@@ -86,10 +93,15 @@ def print_report(rep: dict[str, Any]) -> None:
         f"{a['gpus']:,} GPUs on {a['nodes']:,} nodes; capex {_money(a['capex'])} {a['currency']} "
         f"({', '.join(f'{k} {_money(v)}/node' for k, v in a['capex_per_node'].items())}); "
         f"debt {_money(a['debt'])} ({_pct(a['debt_share_of_capex'])}); "
-        f"book life {a['book_life_years']} y, economic life {a['economic_life_years']} y"
+        f"book life {_years(a['book_life_years'])}, "
+        f"economic life {_years(a['economic_life_years'])}"
     )
     rows = rep["annual"]
-    table = Table(title="P&L, cash flow and cover by year", header_style="bold", show_edge=False)
+    table = Table(
+        title=f"P&L, cash flow and cover by year ({a['currency']})",
+        header_style="bold",
+        show_edge=False,
+    )
     table.add_column("")
     for r in rows:
         table.add_column(f"Y{r['year']}", justify="right")
@@ -301,9 +313,9 @@ def _charts(target: Path | None, formats: list[str] | None, **reports: Any) -> N
     err.print(f"charts: {', '.join(str(p) for p in paths)}")
 
 
-def _invalid(exc: NeocloudError) -> typer.Exit:
-    where = f" (param: {exc.param})" if exc.param else ""
-    err.print(f"[red]error[/red] {exc.code}: {exc.message}{where}")
+def _invalid(exc: NeocloudError, as_json: bool) -> typer.Exit:
+    """A scenario the engine refused, shown as an API error would be (exit 2)."""
+    fail(ApiError(400, exc.type, exc.code, exc.message, exc.param, exc.details), as_json=as_json)
     return typer.Exit(2)
 
 
@@ -324,7 +336,7 @@ def run(
         rep = report(s, stresses=stress or [])
         tornado = None if no_charts else {"scenario": s.name, "tornado": tornado_report(s)}
     except NeocloudError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, as_json) from None
     if as_json:
         print_json(rep)
     else:
@@ -335,9 +347,13 @@ def run(
 @econ_app.command("stress")
 def stress_cmd(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file")],
-    paths: Annotated[int, typer.Option("--paths", min=1, max=1_000_000)] = 10_000,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    pct: Annotated[float, typer.Option("--pct", min=0.01, max=0.99)] = 0.2,
+    paths: Annotated[
+        int, typer.Option("--paths", min=1, max=1_000_000, help="Monte Carlo paths")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Monte Carlo seed")] = 0,
+    pct: Annotated[
+        float, typer.Option("--pct", min=0.01, max=0.99, help="Tornado swing of each input")
+    ] = 0.2,
     as_json: Json = False,
     charts: Charts = None,
     chart_format: Formats = None,
@@ -347,7 +363,7 @@ def stress_cmd(
     try:
         rep = stress_report(_load(scenario), paths=paths, seed=seed, pct=pct)
     except NeocloudError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, as_json) from None
     if as_json:
         print_json(rep)
     else:
@@ -364,7 +380,9 @@ def live(
     window_days: Annotated[
         int, typer.Option("--window-days", min=1, max=365, help="Trailing window for usage")
     ] = 30,
-    forward_years: Annotated[int, typer.Option("--forward-years", min=1, max=30)] = 5,
+    forward_years: Annotated[
+        int, typer.Option("--forward-years", min=1, max=30, help="Years to project")
+    ] = 5,
     price: Annotated[
         float | None,
         typer.Option(help="$/GPU-hour for every model (default: realized from billing)"),
@@ -380,7 +398,7 @@ def live(
     and in-service dates, utilization from allocation intervals over a trailing window;
     prices realized, customers' shares of revenue, backlog and concentration from billing."""
     try:
-        rep = STATE.client().economics.live(  # type: ignore[attr-defined]
+        rep = STATE.client().economics.live(
             utilization=utilization,
             window_days=window_days,
             forward_years=forward_years,
@@ -390,13 +408,14 @@ def live(
             stresses=stress,
         )
     except ApiError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json=as_json) from None
     if as_json:
         print_json(rep)
     else:
         out.print(
             "[bold]live[/bold] as of "
-            f"{rep['as_of']}; sources: " + "; ".join(f"{k}: {v}" for k, v in rep["sources"].items())
+            f"{when(rep['as_of'])}; sources: "
+            + "; ".join(f"{k}: {v}" for k, v in rep["sources"].items())
         )
         print_report(rep)
     _charts(charts, chart_format, report=rep)

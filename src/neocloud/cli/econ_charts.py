@@ -27,7 +27,7 @@ def _save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list
     return paths
 
 
-def _millions(value: float, _pos: int | None = None) -> str:
+def _millions(value: float, _pos: float | None = None) -> str:
     return f"{value / 1e6:,.1f}M"
 
 

@@ -1,11 +1,13 @@
 """CLI for the fleet: ``neocloud fleet generate|import|summary|topology|gpu-models`` and
-``neocloud nodes list|get|events|cordon|uncordon|drain|retire|transition|health``."""
+``neocloud nodes list|get|events|cordon|uncordon|drain|retire|transition|health``.
+
+Where a command takes a node id, a unique hostname works too."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -15,10 +17,14 @@ from neocloud.cli.output import (
     err,
     out,
     print_json,
+    print_list,
     print_object,
     print_table,
+    take,
 )
+from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
+from neocloud.fleet.domain import Health, NodeState
 
 fleet_app = typer.Typer(
     help="The GPU fleet: specs, imports, summary, topology.", no_args_is_help=True
@@ -27,7 +33,23 @@ nodes_app = typer.Typer(help="Nodes and their lifecycle (operators).", no_args_i
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Reason = Annotated[str | None, typer.Option("--reason", help="Why (kept in the node's events)")]
-Opt = Annotated[str | None, typer.Option()]
+NodeRef = Annotated[str, typer.Argument(help="Node id (node_…) or unique hostname")]
+
+
+def _level(name: str) -> Any:
+    return typer.Option(f"--{name}", help=f"Only nodes in this {name} (its name)")
+
+
+def node_id(ref: str) -> str:
+    """The id of the node ``ref`` names (an id, or the hostname of exactly one node)."""
+    client = STATE.client()
+    return resolve(
+        ref,
+        prefix="node",
+        candidates=lambda hostname: client.nodes.iter(hostname=hostname),
+        key="hostname",
+    )
+
 
 NODE_COLUMNS: list[Column] = [
     ("ID", "id"),
@@ -72,7 +94,9 @@ NODE_FIELDS: list[Column] = [
 def fleet_generate(
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="How many GPUs")],
     model: Annotated[str, typer.Option("--model", help="GPU model (H100, H200, B200, …)")],
-    regions: Annotated[int, typer.Option("--regions", min=1, max=8)] = 1,
+    regions: Annotated[
+        int, typer.Option("--regions", min=1, max=8, help="Spread over this many regions")
+    ] = 1,
     fabric_size: Annotated[
         int, typer.Option("--fabric-size", min=1, help="Most nodes in one fabric")
     ] = 2048,
@@ -114,9 +138,15 @@ def fleet_generate(
 @fleet_app.command("import")
 @api_call
 def fleet_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="Fleet spec (from `fleet generate`)"
+        ),
+    ],
     initial_state: Annotated[
-        str, typer.Option("--initial-state", help="available, enrolled or burn_in")
+        Literal["available", "enrolled", "burn_in"],
+        typer.Option("--initial-state", help="The state the new nodes start in"),
     ] = "available",
     as_json: Json = False,
 ) -> None:
@@ -196,7 +226,7 @@ def fleet_gpu_models(as_json: Json = False) -> None:
             ("NVLINK", "nvlink_domain"),
             ("BF16 TFLOP/S", "bf16_tflops"),
             ("HBM TB/S", "hbm_tbps"),
-            ("LIST $/GPU-H", lambda m: m["list_price_per_gpu_hour"]["amount"]),
+            ("LIST PRICE/GPU-H", "list_price_per_gpu_hour"),
         ],
     )
 
@@ -221,19 +251,30 @@ def nodes_list(
     gpu_model: Annotated[
         str | None, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, …")
     ] = None,
-    state: Opt = None,
-    health: Opt = None,
-    hostname: Opt = None,
-    region: Opt = None,
-    zone: Opt = None,
-    fabric: Opt = None,
-    block: Opt = None,
-    rack: Opt = None,
+    state: Annotated[
+        NodeState | None, typer.Option("--state", help="Only nodes in this state")
+    ] = None,
+    health: Annotated[
+        Health | None, typer.Option("--health", help="Only nodes of this health")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Only the node of this hostname")
+    ] = None,
+    region: Annotated[str | None, _level("region")] = None,
+    zone: Annotated[str | None, _level("zone")] = None,
+    fabric: Annotated[str | None, _level("fabric")] = None,
+    block: Annotated[str | None, _level("block")] = None,
+    rack: Annotated[str | None, _level("rack")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v, repeatable")] = None,
     level: Annotated[
         list[str] | None, typer.Option("--level", help="other topology level: level=name")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100000)] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100000, help="At most this many rows")
+    ] = 100,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Every node, page after page (no --limit)")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """List nodes, filtered by model, state, health, labels and any topology level."""
@@ -249,35 +290,30 @@ def nodes_list(
         if v
     }
     topology.update(_pairs(level, "--level"))
-    rows: list[dict[str, Any]] = []
-    for node in STATE.client().nodes.iter(
+    found = STATE.client().nodes.iter(
         gpu_model=gpu_model,
-        state=state,
-        health=health,
+        state=state.value if state else None,
+        health=health.value if health else None,
         hostname=hostname,
         labels=_pairs(label, "--label"),
         topology=topology,
-    ):
-        rows.append(node)
-        if len(rows) >= limit:
-            break
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, NODE_COLUMNS)
+    )
+    rows, more = take(found, None if all_rows else limit)
+    print_list(rows, NODE_COLUMNS, as_json=as_json, more=more)
 
 
 @nodes_app.command("get")
 @api_call
-def nodes_get(node_id: str, as_json: Json = False) -> None:
-    print_object(STATE.client().nodes.get(node_id), as_json=as_json, fields=NODE_FIELDS)
+def nodes_get(node: NodeRef, as_json: Json = False) -> None:
+    """A node: hardware, topology, state, health, labels, capex and dates."""
+    print_object(STATE.client().nodes.get(node_id(node)), as_json=as_json, fields=NODE_FIELDS)
 
 
 @nodes_app.command("events")
 @api_call
-def nodes_events(node_id: str, as_json: Json = False) -> None:
+def nodes_events(node: NodeRef, as_json: Json = False) -> None:
     """The node's lifecycle transitions, oldest first."""
-    events = list(STATE.client().iter(f"nodes/{node_id}/events"))
+    events = list(STATE.client().iter(f"nodes/{node_id(node)}/events"))
     if as_json:
         print_json(events)
         return
@@ -295,8 +331,8 @@ def nodes_events(node_id: str, as_json: Json = False) -> None:
 
 def _action(name: str, doc: str) -> None:
     @api_call
-    def command(node_id: str, reason: Reason = None, as_json: Json = False) -> None:
-        node = getattr(STATE.client().nodes, name)(node_id, reason=reason)
+    def command(node_ref: NodeRef, reason: Reason = None, as_json: Json = False) -> None:
+        node = getattr(STATE.client().nodes, name)(node_id(node_ref), reason=reason)
         if as_json:
             print_json(node)
         else:
@@ -317,9 +353,14 @@ _action("retire", "Take the node out of the fleet for good (not while in use).")
 
 @nodes_app.command("transition")
 @api_call
-def nodes_transition(node_id: str, to: str, reason: Reason = None, as_json: Json = False) -> None:
+def nodes_transition(
+    node_ref: NodeRef,
+    to: Annotated[NodeState, typer.Argument(help="The state to move it to")],
+    reason: Reason = None,
+    as_json: Json = False,
+) -> None:
     """Move a node through the lifecycle table (e.g. burn_in -> available, failed -> repair)."""
-    node = STATE.client().nodes.transition(node_id, to, reason=reason)
+    node = STATE.client().nodes.transition(node_id(node_ref), to.value, reason=reason)
     if as_json:
         print_json(node)
     else:
@@ -329,7 +370,7 @@ def nodes_transition(node_id: str, to: str, reason: Reason = None, as_json: Json
 @nodes_app.command("health")
 @api_call
 def nodes_health(
-    node_id: str,
+    node_ref: NodeRef,
     check: Annotated[list[str], typer.Option("--check", help="name=pass|warn|fail[:message]")],
     as_json: Json = False,
 ) -> None:
@@ -338,7 +379,7 @@ def nodes_health(
     for name, value in _pairs(check, "--check").items():
         status, _, message = value.partition(":")
         checks.append({"name": name, "status": status, **({"message": message} if message else {})})
-    node = STATE.client().nodes.report_health(node_id, checks)
+    node = STATE.client().nodes.report_health(node_id(node_ref), checks)
     if as_json:
         print_json(node)
     else:

@@ -22,11 +22,23 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"neocloud {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Saved profile to use (see `login`)")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     STATE.profile = profile
 
@@ -191,7 +203,7 @@ def login(
         Path | None, typer.Option("--key-file", help="File holding the key")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Profile name to save")] = "default",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print who you are as JSON")] = False,
 ) -> None:
     """Check a key against the API and save it as a profile."""
     from neocloud.cli.config import Profile, save_profile

@@ -4,15 +4,24 @@ get|set``."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from neocloud.cli.output import Column, api_call, out, print_json, print_object, print_table
+from neocloud.cli.output import (
+    Column,
+    api_call,
+    money,
+    out,
+    print_json,
+    print_object,
+    print_table,
+    when,
+)
 from neocloud.cli.state import STATE
+from neocloud.cli.times import FORMS, parse_when
 from neocloud.kernel.clock import rfc3339
 
 studio_app = typer.Typer(
@@ -27,11 +36,17 @@ MODEL_COLUMNS: list[Column] = [
     ("SOURCE", "source"),
     ("FLAVOR", "flavor"),
     ("CONTEXT", "context_length"),
-    ("$/1M IN", lambda m: m["pricing"]["input_per_m_tokens"]),
-    ("$/1M OUT", lambda m: m["pricing"]["output_per_m_tokens"]),
+    ("PER 1M IN", lambda m: _price(m, "input_per_m_tokens")),
+    ("PER 1M OUT", lambda m: _price(m, "output_per_m_tokens")),
     ("DEPRECATED", "deprecated_on"),
     ("SERVABLE", lambda m: "yes" if m["servable"] else "no"),
 ]
+
+
+def _price(model: dict[str, Any], key: str) -> str:
+    pricing = model["pricing"]
+    return money(pricing[key], pricing.get("currency", "USD"))
+
 
 models_app = typer.Typer(
     help="The model catalog; operator admins add and remove models (local checkpoints or "
@@ -88,7 +103,9 @@ def models_add(
     output_price: Annotated[
         str | None, typer.Option("--output-price", help="Per 1M tokens (required; 0 is free)")
     ] = None,
-    flavor: Annotated[str, typer.Option("--flavor", help="base or fast")] = "base",
+    flavor: Annotated[
+        Literal["base", "fast"], typer.Option("--flavor", help="The model's serving flavor")
+    ] = "base",
     deprecated_on: Annotated[str | None, typer.Option("--deprecated-on", help="YYYY-MM-DD")] = None,
     json_: Json = False,
 ) -> None:
@@ -128,9 +145,15 @@ def models_remove(model_id: Annotated[str, typer.Argument(help="A registered mod
 @api_call
 def chat(
     message: Annotated[str, typer.Argument(help="What to say")],
-    model: Annotated[str, typer.Option("--model", "-m")] = "neocloud/tiny-llama",
-    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 128,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A model id from `studio models`")
+    ] = "neocloud/tiny-llama",
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Most tokens in the answer")
+    ] = 128,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Sampling temperature (0: greedy)")
+    ] = 0.7,
     json_: Json = False,
 ) -> None:
     """One chat turn; prints the answer and the tokens it used."""
@@ -154,26 +177,24 @@ def chat(
 
 # -- usage ------------------------------------------------------------------------------------
 
-_AGO = re.compile(r"^(\d+)([mhd])$")
-_AGO_UNIT = {"m": "minutes", "h": "hours", "d": "days"}
+# --by's words (the CLI's) -> the API's group_by fields; api_key_id is accepted as well.
 _BY = {"model": "model", "key": "api_key_id", "api_key_id": "api_key_id", "endpoint": "endpoint"}
 _GROUP_HEADERS = {"model": "MODEL", "api_key_id": "KEY", "endpoint": "ENDPOINT"}
 
 
-def _when(text: str, now: datetime) -> str:
-    """A time for the API from what people type: RFC 3339 or unix seconds (sent as they are),
-    a day ``YYYY-MM-DD`` or a month ``YYYY-MM`` (their first second, UTC), or a duration ago
-    (``30m``, ``12h``, ``7d``)."""
-    text = text.strip()
-    if m := _AGO.match(text):
-        ago = now - timedelta(**{_AGO_UNIT[m[2]]: int(m[1])})
-        return rfc3339(ago.replace(microsecond=0))
-    for fmt in ("%Y-%m-%d", "%Y-%m"):
-        try:
-            return rfc3339(datetime.strptime(text, fmt).replace(tzinfo=UTC))
-        except ValueError:
+def _groups(by: str | None) -> list[str]:
+    """``--by model,key`` as the API's group_by fields; an unknown word is a usage error."""
+    groups = []
+    for word in (by or "").split(","):
+        if not word.strip():
             continue
-    return text
+        if word.strip() not in _BY:
+            raise typer.BadParameter(
+                f"--by takes model, key or endpoint (comma-separated), not {word.strip()!r}",
+                param_hint="'--by'",
+            )
+        groups.append(_BY[word.strip()])
+    return groups
 
 
 def _month_start(now: datetime) -> datetime:
@@ -199,14 +220,16 @@ def usage(
         str | None,
         typer.Option(
             "--since",
-            help="RFC 3339, unix seconds, YYYY-MM-DD, YYYY-MM or 30m/12h/7d ago "
-            "(default: the start of this month, UTC)",
+            help=f"{FORMS} (default: the start of this month, UTC)",
         ),
     ] = None,
     until: Annotated[
         str | None, typer.Option("--until", help="Same forms as --since (default: now)")
     ] = None,
-    bucket: Annotated[str, typer.Option("--bucket", help="1d, 1h or 1m")] = "1d",
+    bucket: Annotated[
+        Literal["1d", "1h", "1m"],
+        typer.Option("--bucket", help="Bucket width: a day, hour, minute"),
+    ] = "1d",
     by: Annotated[
         str | None,
         typer.Option("--by", help="Group by any of model, key, endpoint (comma-separated)"),
@@ -215,10 +238,10 @@ def usage(
 ) -> None:
     """Tokens and requests per day (hour, minute), by model, key or endpoint."""
     now = STATE.clock.now()
-    groups = [_BY.get(g.strip(), g.strip()) for g in (by or "").split(",") if g.strip()]
+    groups = _groups(by)
     report = STATE.client().studio.usage(
-        _when(since, now) if since else rfc3339(_month_start(now)),
-        end_time=_when(until, now) if until else None,
+        parse_when(since, now) if since else rfc3339(_month_start(now)),
+        end_time=parse_when(until, now, option="--until") if until else None,
         bucket_width=bucket,
         group_by=groups or None,
         org_id=org,
@@ -239,7 +262,7 @@ def _print_usage(report: dict[str, Any]) -> None:
         ("ABORTED", "aborted_requests"),
     ]
     title = (
-        f"{report['org_id']} · {report['start_time']} to {report['end_time']} · "
+        f"{report['org_id']} · {when(report['start_time'])} to {when(report['end_time'])} · "
         f"per {report['bucket_width']}"
     )
     print_table(_usage_rows(report), columns, title=title)

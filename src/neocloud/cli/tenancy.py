@@ -15,10 +15,14 @@ from neocloud.cli.output import (
     err,
     out,
     print_json,
+    print_list,
     print_object,
-    print_table,
+    take,
 )
+from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
+from neocloud.cli.times import FORMS, parse_when
+from neocloud.kernel.auth import Role
 
 orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects inside an organization.", no_args_is_help=True)
@@ -38,6 +42,14 @@ APPS: dict[str, typer.Typer] = {
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many rows")]
+All = Annotated[bool, typer.Option("--all", help="Every row, page after page (no --limit)")]
+OrgArg = Annotated[str, typer.Argument(help="Organization id (org_…)")]
+UserArg = Annotated[str, typer.Argument(help="User id (usr_…)")]
+ProjectArg = Annotated[str, typer.Argument(help="Project id (prj_…)")]
+KeyRef = Annotated[str, typer.Argument(help="API key id (key_…) or unique name")]
+GpuModelArg = Annotated[str, typer.Argument(help="GPU model (H100-SXM-80GB, B200, …)")]
+LimitGpusArg = Annotated[int, typer.Argument(help="How many GPUs at most, at once")]
+RoleArg = Annotated[Role, typer.Argument(help="The role in the organization")]
 
 ORG_COLUMNS: list[Column] = [
     ("ID", "id"),
@@ -80,20 +92,16 @@ AUDIT_COLUMNS: list[Column] = [
 ]
 
 
-def _take(rows: Any, limit: int) -> list[dict[str, Any]]:
-    taken: list[dict[str, Any]] = []
-    for row in rows:
-        if len(taken) >= limit:
-            break
-        taken.append(row)
-    return taken
+def _show_list(rows: Any, columns: list[Column], as_json: bool, limit: int | None = None) -> None:
+    """At most ``limit`` rows (None: all of them), saying so on stderr when more exist."""
+    taken, more = take(rows, limit)
+    print_list(taken, columns, as_json=as_json, more=more)
 
 
-def _show_list(rows: list[dict[str, Any]], columns: list[Column], as_json: bool) -> None:
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, columns)
+def key_id(ref: str) -> str:
+    """The id of the key ``ref`` names (an id, or the name of exactly one of your keys)."""
+    client = STATE.client()
+    return resolve(ref, prefix="key", candidates=lambda _: client.keys.iter())
 
 
 # ---------------------------------------------------------------------------------------- orgs
@@ -101,21 +109,21 @@ def _show_list(rows: list[dict[str, Any]], columns: list[Column], as_json: bool)
 
 @orgs_app.command("list")
 @api_call
-def orgs_list(as_json: Json = False, limit: Limit = 1000) -> None:
+def orgs_list(as_json: Json = False, limit: Limit = 1000, all_rows: All = False) -> None:
     """List organizations (operators see all)."""
-    _show_list(_take(STATE.client().orgs.iter(), limit), ORG_COLUMNS, as_json)
+    _show_list(STATE.client().orgs.iter(), ORG_COLUMNS, as_json, None if all_rows else limit)
 
 
-@orgs_app.command("get")
+@orgs_app.command("get", help="An organization: slug, name, whether it is the operator, when made.")
 @api_call
-def orgs_get(org_id: str, as_json: Json = False) -> None:
+def orgs_get(org_id: OrgArg, as_json: Json = False) -> None:
     print_object(STATE.client().orgs.get(org_id), as_json=as_json)
 
 
 @orgs_app.command("create")
 @api_call
 def orgs_create(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The organization's display name")],
     slug: Annotated[str | None, typer.Option(help="URL-safe name (default: from the name)")] = None,
     owner_email: Annotated[str | None, typer.Option(help="Make this user the owner")] = None,
     as_json: Json = False,
@@ -125,10 +133,10 @@ def orgs_create(
     print_object(org, as_json=as_json, fields=ORG_COLUMNS)
 
 
-@orgs_app.command("update")
+@orgs_app.command("update", help="Rename an organization (operator admins, its owner).")
 @api_call
 def orgs_update(
-    org_id: str, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
+    org_id: OrgArg, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
 ) -> None:
     print_object(STATE.client().orgs.update(org_id, name=name), as_json=as_json)
 
@@ -136,23 +144,26 @@ def orgs_update(
 # ------------------------------------------------------------------------------------ projects
 
 
-@projects_app.command("list")
+@projects_app.command("list", help="An organization's projects, oldest first.")
 @api_call
-def projects_list(org_id: str, as_json: Json = False, limit: Limit = 1000) -> None:
-    _show_list(_take(STATE.client().projects.iter(org_id), limit), PROJECT_COLUMNS, as_json)
+def projects_list(
+    org_id: OrgArg, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
+) -> None:
+    rows = STATE.client().projects.iter(org_id)
+    _show_list(rows, PROJECT_COLUMNS, as_json, None if all_rows else limit)
 
 
-@projects_app.command("get")
+@projects_app.command("get", help="A project: name, organization, description, when made.")
 @api_call
-def projects_get(project_id: str, as_json: Json = False) -> None:
+def projects_get(project_id: ProjectArg, as_json: Json = False) -> None:
     print_object(STATE.client().projects.get(project_id), as_json=as_json)
 
 
-@projects_app.command("create")
+@projects_app.command("create", help="Create a project in an organization (its admins).")
 @api_call
 def projects_create(
-    org_id: str,
-    name: str,
+    org_id: OrgArg,
+    name: Annotated[str, typer.Argument(help="The project's name, unique in its org")],
     description: Annotated[str | None, typer.Option(help="What the project is for")] = None,
     as_json: Json = False,
 ) -> None:
@@ -163,36 +174,39 @@ def projects_create(
 # --------------------------------------------------------------------------------------- users
 
 
-@users_app.command("list")
+@users_app.command("list", help="An organization's members and their roles.")
 @api_call
-def users_list(org_id: str, as_json: Json = False, limit: Limit = 1000) -> None:
-    _show_list(_take(STATE.client().users.iter(org_id), limit), USER_COLUMNS, as_json)
+def users_list(
+    org_id: OrgArg, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
+) -> None:
+    rows = STATE.client().users.iter(org_id)
+    _show_list(rows, USER_COLUMNS, as_json, None if all_rows else limit)
 
 
 @users_app.command("add")
 @api_call
 def users_add(
-    org_id: str,
-    email: str,
+    org_id: OrgArg,
+    email: Annotated[str, typer.Argument(help="The user's email address")],
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
-    role: Annotated[str, typer.Option(help="owner, admin, member or viewer")] = "member",
+    role: Annotated[Role, typer.Option(help="The role in the organization")] = Role.MEMBER,
     as_json: Json = False,
 ) -> None:
     """Add a user to an organization (created if the email is new)."""
-    user = STATE.client().users.add(org_id, email, name=name, role=role)
+    user = STATE.client().users.add(org_id, email, name=name, role=role.value)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
-@users_app.command("set-role")
+@users_app.command("set-role", help="Change a member's role in an organization (its admins).")
 @api_call
-def users_set_role(org_id: str, user_id: str, role: str, as_json: Json = False) -> None:
-    user = STATE.client().users.set_role(org_id, user_id, role)
+def users_set_role(org_id: OrgArg, user_id: UserArg, role: RoleArg, as_json: Json = False) -> None:
+    user = STATE.client().users.set_role(org_id, user_id, role.value)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
 @users_app.command("remove")
 @api_call
-def users_remove(org_id: str, user_id: str) -> None:
+def users_remove(org_id: OrgArg, user_id: UserArg) -> None:
     """Take a user out of an organization (their keys for it stop working)."""
     STATE.client().users.remove(org_id, user_id)
     err.print(f"{user_id} removed from {org_id}")
@@ -207,21 +221,24 @@ def keys_list(
     org_id: Annotated[str | None, typer.Option(help="Every key of this org (admins)")] = None,
     as_json: Json = False,
     limit: Limit = 1000,
+    all_rows: All = False,
 ) -> None:
     """List your keys (or, with --org-id, the org's)."""
-    _show_list(_take(STATE.client().keys.iter(org_id=org_id), limit), KEY_COLUMNS, as_json)
+    rows = STATE.client().keys.iter(org_id=org_id)
+    _show_list(rows, KEY_COLUMNS, as_json, None if all_rows else limit)
 
 
 @keys_app.command("get")
 @api_call
-def keys_get(key_id: str, as_json: Json = False) -> None:
-    print_object(STATE.client().keys.get(key_id), as_json=as_json)
+def keys_get(key: KeyRef, as_json: Json = False) -> None:
+    """An API key: name, prefix, role, owner, last use, expiry (never its secret)."""
+    print_object(STATE.client().keys.get(key_id(key)), as_json=as_json)
 
 
 @keys_app.command("create")
 @api_call
 def keys_create(
-    name: str,
+    name: Annotated[str, typer.Argument(help="A name to know the key by (e.g. ci)")],
     org_id: Annotated[str | None, typer.Option(help="Default: your org")] = None,
     user_id: Annotated[
         str | None, typer.Option(help="Default: you (admins may name another)")
@@ -244,8 +261,9 @@ def keys_create(
 
 @keys_app.command("revoke")
 @api_call
-def keys_revoke(key_id: str, as_json: Json = False) -> None:
-    print_object(STATE.client().keys.revoke(key_id), as_json=as_json, fields=KEY_COLUMNS)
+def keys_revoke(key: KeyRef, as_json: Json = False) -> None:
+    """Revoke an API key: it stops working at once, for good."""
+    print_object(STATE.client().keys.revoke(key_id(key)), as_json=as_json, fields=KEY_COLUMNS)
 
 
 # -------------------------------------------------------------------------------------- quotas
@@ -253,14 +271,16 @@ def keys_revoke(key_id: str, as_json: Json = False) -> None:
 
 @quotas_app.command("list")
 @api_call
-def quotas_list(org_id: str, as_json: Json = False) -> None:
+def quotas_list(org_id: OrgArg, as_json: Json = False) -> None:
     """An org's effective quota per GPU model."""
     _show_list(STATE.client().quotas.list(org_id)["data"], QUOTA_COLUMNS, as_json)
 
 
 @quotas_app.command("set")
 @api_call
-def quotas_set(org_id: str, gpu_model: str, limit_gpus: int, as_json: Json = False) -> None:
+def quotas_set(
+    org_id: OrgArg, gpu_model: GpuModelArg, limit_gpus: LimitGpusArg, as_json: Json = False
+) -> None:
     """Override an org's quota for one GPU model (operator admins)."""
     quota = STATE.client().quotas.set(org_id, gpu_model, limit_gpus)
     print_object(quota, as_json=as_json, fields=QUOTA_COLUMNS)
@@ -268,7 +288,7 @@ def quotas_set(org_id: str, gpu_model: str, limit_gpus: int, as_json: Json = Fal
 
 @quotas_app.command("reset")
 @api_call
-def quotas_reset(org_id: str, gpu_model: str) -> None:
+def quotas_reset(org_id: OrgArg, gpu_model: GpuModelArg) -> None:
     """Drop an org's override so the default applies again."""
     STATE.client().quotas.reset(org_id, gpu_model)
     err.print(f"override of {gpu_model} removed")
@@ -284,7 +304,10 @@ def quotas_defaults(as_json: Json = False) -> None:
 
 @quotas_app.command("set-default")
 @api_call
-def quotas_set_default(gpu_model: str, limit_gpus: int, as_json: Json = False) -> None:
+def quotas_set_default(
+    gpu_model: GpuModelArg, limit_gpus: LimitGpusArg, as_json: Json = False
+) -> None:
+    """Set the default quota of a GPU model for every org without an override."""
     print_object(STATE.client().quotas.set_default(gpu_model, limit_gpus), as_json=as_json)
 
 
@@ -297,12 +320,14 @@ def audit_list(
     org_id: Annotated[str | None, typer.Option(help="Only this org")] = None,
     actor: Annotated[str | None, typer.Option(help="A user or key id")] = None,
     method: Annotated[str | None, typer.Option(help="POST, PUT, PATCH or DELETE")] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339 time")] = None,
+    since: Annotated[str | None, typer.Option(help=f"Only calls since: {FORMS}")] = None,
     as_json: Json = False,
     limit: Limit = 100,
+    all_rows: All = False,
 ) -> None:
-    """Mutating calls, oldest first."""
+    """Mutating calls, newest first."""
+    since_at = parse_when(since, STATE.clock.now()) if since else None
     rows = STATE.client().audit.iter(
-        org_id=org_id, actor=actor, method=method.upper() if method else None, since=since
+        org_id=org_id, actor=actor, method=method.upper() if method else None, since=since_at
     )
-    _show_list(_take(rows, limit), AUDIT_COLUMNS, as_json)
+    _show_list(rows, AUDIT_COLUMNS, as_json, None if all_rows else limit)

@@ -107,9 +107,10 @@ def list_instances(
     project_id: Filter = None,
     cls: Annotated[str | None, Query(alias="class", max_length=16)] = None,
     cluster_id: Filter = None,
+    name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> ListOut[InstanceOut]:
     filters = service.InstanceFilter(
-        state=state, project_id=project_id, cls=cls, cluster_id=cluster_id
+        state=state, project_id=project_id, cls=cls, cluster_id=cluster_id, name=name
     )
     page = service.list_instances(
         db=ctx.db, actor=caller, filters=filters, limit=paging.limit, after=paging.after

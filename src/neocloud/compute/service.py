@@ -293,6 +293,7 @@ class InstanceFilter:
     project_id: str | None = None
     cls: str | None = None
     cluster_id: str | None = None
+    name: str | None = None
 
 
 def list_instances(
@@ -316,6 +317,8 @@ def list_instances(
         stmt = stmt.where(InstanceRow.project_id == f.project_id)
     if f.cluster_id:
         stmt = stmt.where(InstanceRow.cluster_id == f.cluster_id)
+    if f.name:
+        stmt = stmt.where(InstanceRow.name == f.name)
     with db.transaction() as s:
         return paginate(s, stmt, InstanceRow.id, limit=limit, after=after)
 

@@ -328,7 +328,7 @@ def list_audit_events(
     method: Annotated[Literal["POST", "PUT", "PATCH", "DELETE"] | None, Query()] = None,
     since: Annotated[datetime | None, Query()] = None,
 ) -> ListOut[AuditEventOut]:
-    """Mutating calls, oldest first: operator staff see all, org admins their org's."""
+    """Mutating calls, newest first: operator staff see all, org admins their org's."""
     page = audit.list_events(
         db=ctx.db,
         actor=caller,

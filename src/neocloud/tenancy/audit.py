@@ -9,11 +9,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from neocloud.db.engine import Database
-from neocloud.db.pagination import Page, paginate
+from neocloud.db.pagination import Page, decode_cursor, encode_cursor
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import PermissionDenied
-from neocloud.kernel.ids import new_id
+from neocloud.kernel.ids import is_id, new_id
 from neocloud.tenancy.access import require_read
 from neocloud.tenancy.tables import AuditEventRow
 
@@ -34,11 +34,17 @@ class AuditRecord:
 
 
 def record_event(*, db: Database, clock: Clock, record: AuditRecord) -> AuditEventRow:
-    """Write one audit event. ``org_id`` is the org named in the path, else the actor's org."""
+    """Write one audit event. ``org_id`` is the org named in the path, else the org the call
+    created (``POST /orgs``: a new org's log starts with its creation), else the actor's org."""
     in_path = _ORG_IN_PATH.search(record.path)
     actor = record.actor
-    org_id = in_path.group(1) if in_path else (actor.org_id if actor else None)
     target = record.target_id if record.target_id and len(record.target_id) <= 64 else None
+    if in_path:
+        org_id: str | None = in_path.group(1)
+    elif target is not None and is_id(target, "org"):
+        org_id = target
+    else:
+        org_id = actor.org_id if actor else None
     row = AuditEventRow(
         id=new_id("aud"),
         at=clock.now(),
@@ -69,6 +75,8 @@ def list_events(
 ) -> Page[AuditEventRow]:
     """Operator staff read every event (optionally of one org); org admins read their org's.
 
+    Newest first, so the latest changes lead the first page however long the log is; the
+    cursor of a page is its last (oldest) id and the next page is the events before it.
     ``actor_id`` matches the acting user id or key id.
     """
     if not actor.is_operator:
@@ -90,5 +98,10 @@ def list_events(
         stmt = stmt.where(AuditEventRow.method == method.upper())
     if since is not None:
         stmt = stmt.where(AuditEventRow.at >= since)
+    if after:
+        stmt = stmt.where(AuditEventRow.id < decode_cursor(after))
     with db.transaction() as s:
-        return paginate(s, stmt, AuditEventRow.id, limit=limit, after=after)
+        rows = list(s.scalars(stmt.order_by(AuditEventRow.id.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, has_more, encode_cursor(rows[-1].id) if has_more and rows else None)
