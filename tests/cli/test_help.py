@@ -17,10 +17,6 @@ from neocloud import __version__
 from neocloud.cli import main
 
 runner = CliRunner()
-# `sim cluster` is being moved to cli/sim.py on another branch (which owns its options): its
-# --days, --fleet-gpus, --arrivals-per-hour and --seed get their help there. Drop this after
-# the merge.
-OPTIONS_OWNED_ELSEWHERE = {"neocloud sim cluster"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def _undescribed(root: Any) -> list[str]:
         if not (command.help or command.short_help or "").strip():
             missing.append(f"{where}: no description")
         for param in command.params:
-            if where in OPTIONS_OWNED_ELSEWHERE or getattr(param, "hidden", False):
+            if getattr(param, "hidden", False):
                 continue
             if not (getattr(param, "help", None) or "").strip():
                 missing.append(f"{where} {param.opts[0] if param.opts else param.name}: no help")

@@ -84,8 +84,12 @@ def stdout_is_terminal() -> bool:
 
 @sim_app.command("cluster")
 def cluster(
-    days: Annotated[float, typer.Option("--days", min=0.01, max=365)] = 7.0,
-    fleet_gpus: Annotated[int, typer.Option("--fleet-gpus", min=8)] = 1024,
+    days: Annotated[
+        float, typer.Option("--days", min=0.01, max=365, help="Virtual days to run")
+    ] = 7.0,
+    fleet_gpus: Annotated[
+        int, typer.Option("--fleet-gpus", min=8, help="H100 GPUs in the simulated fleet")
+    ] = 1024,
     arrivals: Annotated[
         str,
         typer.Option(
@@ -93,7 +97,10 @@ def cluster(
             help="'synthetic' (Poisson arrivals) or a CSV / JSONL file (format below)",
         ),
     ] = "synthetic",
-    arrivals_per_hour: Annotated[float, typer.Option("--arrivals-per-hour", min=0)] = 6.0,
+    arrivals_per_hour: Annotated[
+        float,
+        typer.Option("--arrivals-per-hour", min=0, help="Synthetic requests per hour (Poisson)"),
+    ] = 6.0,
     max_wait: Annotated[
         int | None,
         typer.Option(
@@ -107,7 +114,7 @@ def cluster(
         float | None,
         typer.Option("--failure-rate", help="per 1,000 node-days (default: Llama 3's, ~3.8)"),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (arrivals, failures)")] = 0,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the report (settings included) as one JSON object"),
