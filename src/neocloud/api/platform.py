@@ -94,7 +94,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     """Start the compute worker (leader lease, scheduler, reconcilers, sim driver), its wake-up
     listener and the invoicing worker, each in a thread of this process."""
     from neocloud.billing.worker import InvoicingWorker
-    from neocloud.compute.scheduler import ComputeConfig
+    from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
     from neocloud.drivers.sim import SimDriver
 

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from neocloud.compute import clusters, reservations, service
+from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise, hourly_price
-from neocloud.compute.scheduler import ComputeConfig
 from neocloud.compute.schemas import (
     CapacityOut,
     ClusterCreate,

@@ -9,7 +9,6 @@ failure → ``degraded`` until the scheduler books a replacement from the lowest
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,13 +22,9 @@ from neocloud.compute.domain import (
     ReservationPolicy,
     resolve_instance_type,
 )
-from neocloud.compute.service import (
-    _check_quota,
-    check_project,
-    move_instance,
-    record_event,
-    request_stop,
-)
+from neocloud.compute.lifecycle import move_cluster, record_event, stop_members
+from neocloud.compute.quota import check_gpu_quota
+from neocloud.compute.service import check_project
 from neocloud.compute.snapshot import levels_of
 from neocloud.compute.tables import ClusterRow, InstanceRow
 from neocloud.db.engine import Database
@@ -121,7 +116,13 @@ def create_cluster(
         ):
             raise ValidationFailed(f"unknown fabric {spec.fabric!r}", param="fabric")
         check_project(s, actor, spec.project_id)
-        _check_quota(s, limit, actor.org_id, model.id, itype.gpus * spec.node_count)
+        check_gpu_quota(
+            s,
+            limit,
+            org_id=actor.org_id,
+            gpu_model=model.id,
+            requested=itype.gpus * spec.node_count,
+        )
         cluster = ClusterRow(
             id=new_id("clu", at=now),
             org_id=actor.org_id,
@@ -176,36 +177,6 @@ def create_cluster(
             + (f", waits for capacity until {queue_until.isoformat()}" if queue_until else ""),
         )
     return cluster
-
-
-def move_cluster(
-    s: Session,
-    row: ClusterRow,
-    target: ClusterState,
-    now: datetime,
-    *,
-    reason: str | None = None,
-    message: str | None = None,
-) -> None:
-    before = row.state
-    row.state = domain.transition_cluster(before, target)
-    row.state_reason, row.state_message = reason, message
-    row.updated_at = now
-    if target is ClusterState.RUNNING and row.running_at is None:
-        row.running_at = now
-    if target in domain.CLUSTER_FINAL:
-        row.ended_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="state",
-        from_state=before,
-        to_state=row.state,
-        reason=reason,
-        message=message,
-    )
 
 
 def _visible(s: Session, actor: Principal, cluster_id: str) -> ClusterRow:
@@ -270,15 +241,3 @@ def terminate_cluster(
         else:
             move_cluster(s, row, ClusterState.STOPPING, now, reason=Reason.USER.value)
         return _view(s, row)
-
-
-def stop_members(
-    s: Session, cluster: ClusterRow, now: datetime, *, reason: Reason, at: datetime
-) -> None:
-    members = s.scalars(sa.select(InstanceRow).where(InstanceRow.cluster_id == cluster.id))
-    for m in members:
-        state = InstanceState(m.state)
-        if state is InstanceState.PENDING:
-            move_instance(s, m, InstanceState.TERMINATED, now, reason=reason.value)
-        elif state not in domain.INSTANCE_FINAL:
-            request_stop(s, m, now, reason=reason, at=at)

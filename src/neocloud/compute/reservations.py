@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.claims import check_free, preempt
-from neocloud.compute.domain import Reason, ReservationState, transition_reservation
-from neocloud.compute.scheduler import ComputeConfig, build_engine
-from neocloud.compute.service import record_event
+from neocloud.compute.config import ComputeConfig
+from neocloud.compute.domain import Reason, ReservationState
+from neocloud.compute.lifecycle import move_reservation, record_event, request_stop
+from neocloud.compute.scheduler import build_engine
 from neocloud.compute.snapshot import from_ts, load_snapshot, ts
 from neocloud.compute.tables import (
     AllocationRow,
@@ -324,25 +325,6 @@ def list_reservations(
         return paginate(s, stmt, ReservationRow.id, limit=limit, after=after)
 
 
-def move_reservation(
-    s: Session, row: ReservationRow, target: ReservationState, now: datetime, reason: str | None
-) -> None:
-    before = row.state
-    row.state = transition_reservation(before, target)
-    row.state_reason = reason
-    row.updated_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="state",
-        from_state=before,
-        to_state=row.state,
-        reason=reason,
-    )
-
-
 def _set_end(s: Session, rsv: ReservationRow, end: datetime) -> None:
     ids = list(s.scalars(sa.select(AllocationRow.id).where(AllocationRow.reservation_id == rsv.id)))
     s.execute(
@@ -429,7 +411,7 @@ def cancel(
                 code="cancellation_closed",
                 details={"closed_at": closes.isoformat()},
             )
-        move_reservation(s, row, ReservationState.CANCELLED, now, Reason.USER.value)
+        move_reservation(s, row, ReservationState.CANCELLED, now, reason=Reason.USER.value)
         _set_end(s, row, row.start_at)  # an empty interval: the nodes are free again
     return row
 
@@ -487,8 +469,6 @@ def extend(
 
 def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig) -> int:
     """Start due reservations, warn and stop instances inside ending ones, expire ended ones."""
-    from neocloud.compute.service import request_stop
-
     now = clock.now()
     notice = timedelta(seconds=config.preemption_notice_s)
     changed = 0
@@ -509,7 +489,7 @@ def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig)
         )
         for rsv in due:
             if rsv.state == ReservationState.SCHEDULED.value:
-                move_reservation(s, rsv, ReservationState.ACTIVE, now, None)
+                move_reservation(s, rsv, ReservationState.ACTIVE, now)
                 changed += 1
                 continue
             inside = s.scalars(
@@ -524,7 +504,7 @@ def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig)
                 changed += 1
             if rsv.end_at <= now:
                 move_reservation(
-                    s, rsv, ReservationState.EXPIRED, now, Reason.RESERVATION_ENDED.value
+                    s, rsv, ReservationState.EXPIRED, now, reason=Reason.RESERVATION_ENDED.value
                 )
                 changed += 1
     return changed
