@@ -29,8 +29,8 @@ from neocloud.compute.snapshot import levels_of
 from neocloud.compute.tables import ClusterRow, InstanceRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
-from neocloud.fleet.catalog import resolve_gpu_model
-from neocloud.fleet.domain import parse_enum
+from neocloud.fleet.catalog import GpuModel, resolve_gpu_model
+from neocloud.fleet.domain import NodeState, parse_enum
 from neocloud.fleet.tables import NodeDomainRow, NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
@@ -103,7 +103,6 @@ def create_cluster(
     if cls not in domain.TENANT_CLASSES:
         raise ValidationFailed("class must be on_demand or spot", param="class")
     policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
-    itype = resolve_instance_type(f"{model.max_gpus_per_node}x{model.aliases[0]}")
     now = clock.now()
     queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=model.id)
@@ -116,6 +115,7 @@ def create_cluster(
         ):
             raise ValidationFailed(f"unknown fabric {spec.fabric!r}", param="fabric")
         check_project(s, actor, spec.project_id)
+        itype = node_type(s, model)
         check_gpu_quota(
             s,
             limit,
@@ -177,6 +177,35 @@ def create_cluster(
             + (f", waits for capacity until {queue_until.isoformat()}" if queue_until else ""),
         )
     return cluster
+
+
+def node_type(s: Session, model: GpuModel) -> domain.InstanceType:
+    """The instance type of one member: a whole node of the shape the fleet has for ``model``
+    (its most common GPU count among nodes in service; the catalog's maximum when the fleet
+    has none, so such a cluster fails for capacity, not for its shape)."""
+    shapes = s.execute(
+        sa.select(NodeRow.gpu_count, sa.func.count())
+        .where(NodeRow.gpu_model == model.id, NodeRow.state != NodeState.RETIRED.value)
+        .group_by(NodeRow.gpu_count)
+    ).all()
+    gpus = max(shapes, key=lambda g: (g[1], g[0]))[0] if shapes else model.max_gpus_per_node
+    short = model.aliases[0] if model.aliases else model.id
+    try:
+        return resolve_instance_type(f"{gpus}x{short}")
+    except ValidationFailed:
+        raise ValidationFailed(
+            f"the fleet's {model.id} nodes have {gpus} GPUs, which no instance type offers; "
+            "clusters are made of whole nodes",
+            code="unsupported_node_shape",
+            param="gpu_model",
+        ) from None
+
+
+def gpus_per_node(view: ClusterView) -> int:
+    """GPUs of each node of a cluster (its members are whole nodes of one shape)."""
+    if view.members:
+        return view.members[0].gpu_count
+    return resolve_gpu_model(view.cluster.gpu_model).max_gpus_per_node
 
 
 def _visible(s: Session, actor: Principal, cluster_id: str) -> ClusterRow:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,6 +19,7 @@ from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import Reason, ReservationState
 from neocloud.compute.lifecycle import move_reservation, record_event, request_stop
+from neocloud.compute.prices import CATALOG_PRICES, GpuPrices, PriceSource
 from neocloud.compute.scheduler import build_engine
 from neocloud.compute.snapshot import from_ts, load_snapshot, ts
 from neocloud.compute.tables import (
@@ -46,8 +46,6 @@ MAX_OFFERINGS = 6
 MIN_HOURS = 24
 MAX_TENANT_HOURS = 365 * 24  # 12 months
 MAX_OPERATOR_HOURS = 5 * 365 * 24  # multi-year contracts, created by the operator
-# A capacity block costs this share of the on-demand price.
-RESERVED_PRICE_FACTOR = Decimal("0.85")
 HORIZON_S = 400 * 86_400.0
 
 
@@ -63,13 +61,9 @@ class OfferingQuery:
     org_id: str | None = None
 
 
-def _price(gpu_model: str, gpus: int, hours: int) -> Money:
-    model = resolve_gpu_model(gpu_model)
-    # At the price book's precision (4 places), so a quote equals what billing charges for it.
-    per_gpu_hour = (model.list_price_per_gpu_hour * RESERVED_PRICE_FACTOR).rounded(
-        Decimal("0.0001")
-    )
-    return per_gpu_hour * (gpus * hours)
+def _price(prices: GpuPrices, gpu_model: str, gpus: int, hours: int) -> Money:
+    # The book's reserved price per GPU-hour: a quote equals what billing charges for it.
+    return prices.reserved_per_gpu_hour(gpu_model) * (gpus * hours)
 
 
 def _validate(q: OfferingQuery, actor: Principal, now: datetime) -> tuple[str, datetime, datetime]:
@@ -94,9 +88,16 @@ def _validate(q: OfferingQuery, actor: Principal, now: datetime) -> tuple[str, d
 
 
 def find_offerings(
-    *, db: Database, clock: Clock, actor: Principal, query: OfferingQuery, config: ComputeConfig
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    query: OfferingQuery,
+    config: ComputeConfig,
+    prices: PriceSource = CATALOG_PRICES,
 ) -> list[OfferingRow]:
-    """Up to 6 priced options, each valid for 5 minutes (earliest first, fewest blocks)."""
+    """Up to 6 options, each valid for 5 minutes (earliest first, fewest blocks), priced for
+    the whole block at ``prices``' reserved price per GPU-hour in force now."""
     org_id = query.org_id or actor.org_id
     if org_id != actor.org_id:
         actor.require_operator(write=True)
@@ -123,7 +124,9 @@ def find_offerings(
         ),
         now=ts(now),
     )
-    price = _price(model_id, gpus_per_node * query.node_count, query.duration_hours)
+    price = _price(
+        prices.prices_at(now), model_id, gpus_per_node * query.node_count, query.duration_hours
+    )
     rows = [
         OfferingRow(
             id=new_id("off", at=now),
@@ -147,7 +150,12 @@ def find_offerings(
 
 
 def _suggest(
-    db: Database, clock: Clock, actor: Principal, off: OfferingRow, config: ComputeConfig
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    off: OfferingRow,
+    config: ComputeConfig,
+    prices: PriceSource,
 ) -> dict[str, object]:
     hours = round((off.end_at - off.start_at).total_seconds() / 3600)
     fresh = find_offerings(
@@ -158,6 +166,7 @@ def _suggest(
             off.gpu_model, off.node_count, hours, off.start_at, None, None, off.org_id
         ),
         config=config,
+        prices=prices,
     )
     if not fresh:
         return {}
@@ -174,7 +183,13 @@ def _suggest(
 
 
 def buy(
-    *, db: Database, clock: Clock, actor: Principal, offering_id: str, config: ComputeConfig
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    offering_id: str,
+    config: ComputeConfig,
+    prices: PriceSource = CATALOG_PRICES,
 ) -> ReservationRow:
     """Buy an offering; buying it again answers the same reservation. A stale or taken one is a
     409 carrying a fresh suggestion."""
@@ -197,13 +212,13 @@ def buy(
             "the offering has expired (offerings are valid for 5 minutes)",
             code="offering_expired",
             param="offering_id",
-            details=_suggest(db, clock, actor, off, config),
+            details=_suggest(db, clock, actor, off, config, prices),
         )
     try:
         return _book(db, clock, actor, off, config)
     except Conflict as exc:
         if exc.code == "offering_taken":
-            exc.details.update(_suggest(db, clock, actor, off, config))
+            exc.details.update(_suggest(db, clock, actor, off, config, prices))
         raise
 
 
@@ -417,9 +432,16 @@ def cancel(
 
 
 def extend(
-    *, db: Database, clock: Clock, actor: Principal, reservation_id: str, hours: int
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    reservation_id: str,
+    hours: int,
+    prices: PriceSource = CATALOG_PRICES,
 ) -> ReservationRow:
-    """Push the end out by ``hours`` if the same nodes are free that long (else 409)."""
+    """Push the end out by ``hours`` if the same nodes are free that long (else 409); the
+    extra hours cost ``prices``' reserved price in force now."""
     now = clock.now()
     if hours < 1:
         raise ValidationFailed("hours must be at least 1", param="hours")
@@ -453,7 +475,7 @@ def extend(
                     param="hours",
                 ) from exc
             _end_spot_before(s, node_id, row.end_at, now)
-        extra = _price(row.gpu_model, gpus, hours)
+        extra = _price(prices.prices_at(now), row.gpu_model, gpus, hours)
         row.price_amount = row.price_amount + extra.amount
         _set_end(s, row, new_end)
         record_event(
