@@ -336,11 +336,7 @@ def cancel_reservation(
     "/reservations/{reservation_id}/extend", response_model=ReservationOut, tags=TAG_RESERVATIONS
 )
 def extend_reservation(
-    request: Request,
-    reservation_id: ReservationId,
-    ctx: Ctx,
-    caller: Caller,
-    body: ReservationExtend,
+    reservation_id: ReservationId, ctx: Ctx, caller: Caller, body: ReservationExtend
 ) -> ReservationOut:
     """Extend by ``hours`` if the same nodes are free that long (else 409)."""
     row = reservations.extend(
@@ -349,7 +345,6 @@ def extend_reservation(
         actor=caller,
         reservation_id=reservation_id,
         hours=body.hours,
-        prices=price_source(request),
     )
     return ReservationOut.of(row)
 

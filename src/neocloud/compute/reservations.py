@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -438,10 +439,9 @@ def extend(
     actor: Principal,
     reservation_id: str,
     hours: int,
-    prices: PriceSource = CATALOG_PRICES,
 ) -> ReservationRow:
     """Push the end out by ``hours`` if the same nodes are free that long (else 409); the
-    extra hours cost ``prices``' reserved price in force now."""
+    extra hours cost what the reservation's hours were sold at (it keeps its price)."""
     now = clock.now()
     if hours < 1:
         raise ValidationFailed("hours must be at least 1", param="hours")
@@ -461,11 +461,9 @@ def extend(
                 param="hours",
             )
         new_end = row.end_at + timedelta(hours=hours)
-        gpus = 0
         for node_id in row.node_ids:
             node = s.get(NodeRow, node_id)
             indices = list(range(node.gpu_count if node else 0))
-            gpus += len(indices)
             try:
                 check_free(s, node_id, indices, row.end_at, new_end, firm=True)
             except Conflict as exc:
@@ -475,8 +473,8 @@ def extend(
                     param="hours",
                 ) from exc
             _end_spot_before(s, node_id, row.end_at, now)
-        extra = _price(prices.prices_at(now), row.gpu_model, gpus, hours)
-        row.price_amount = row.price_amount + extra.amount
+        sold_s = Decimal(int((row.end_at - row.start_at).total_seconds()))
+        row.price_amount = row.price_amount + row.price_amount * (hours * 3600) / sold_s
         _set_end(s, row, new_end)
         record_event(
             s,
