@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from neocloud.compute import clusters, reservations, service
+from neocloud.compute import clusters, offerings, reservations, service
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise
 from neocloud.compute.prices import CATALOG_PRICES, GpuPrices, PriceSource
@@ -256,7 +256,7 @@ def find_offerings(
     request: Request, ctx: Ctx, caller: Caller, body: OfferingsQuery
 ) -> ListOut[OfferingOut]:
     """Up to 6 priced capacity blocks (start, end, fabric, price), each valid for 5 minutes."""
-    query = reservations.OfferingQuery(
+    query = offerings.OfferingQuery(
         body.gpu_model,
         body.node_count,
         body.duration_hours,
@@ -265,7 +265,7 @@ def find_offerings(
         body.fabric,
         body.org_id,
     )
-    rows = reservations.find_offerings(
+    rows = offerings.find_offerings(
         db=ctx.db,
         clock=ctx.clock,
         actor=caller,
@@ -282,7 +282,7 @@ def buy_reservation(
 ) -> ReservationOut:
     """Buy an offering (buying it again answers the same reservation); a stale or taken one is
     a 409 with ``details.suggestion``, a fresh offering."""
-    row = reservations.buy(
+    row = offerings.buy(
         db=ctx.db,
         clock=ctx.clock,
         actor=caller,

@@ -1,7 +1,9 @@
 """Compute domain: instance, cluster and reservation lifecycles, instance types, prices. Pure.
 
-Each lifecycle is one transitions table; ``transition`` is the only way a state changes, and an
-illegal move is an ``IllegalTransition`` naming the states that are allowed.
+Each lifecycle is one transitions table, described by a ``Lifecycle`` (``INSTANCE``,
+``CLUSTER``, ``RESERVATION``); ``Lifecycle.go`` refuses an illegal move with an
+``IllegalTransition`` naming the states that are allowed. Rows change state only through
+``compute.lifecycle`` (one rule for reason, message and ``running_at``).
 """
 
 from __future__ import annotations
