@@ -224,7 +224,6 @@ def _register_subcommands() -> None:
     app.add_typer(fleet_cli.nodes_app, name="nodes")
     from neocloud.cli.sim import sim_app
 
-    compute_cli.register_sim(sim_app)
     app.add_typer(sim_app, name="sim")
     from neocloud.cli.econ import econ_app
 
