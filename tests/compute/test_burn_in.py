@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from neocloud.client import Client
-from neocloud.compute.scheduler import ComputeConfig
+from neocloud.compute.config import ComputeConfig
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
 from neocloud.drivers.sim import SimDriver

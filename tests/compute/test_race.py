@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from neocloud.client import Client
+from neocloud.compute.config import ComputeConfig
 from neocloud.compute.reconciler import Reconciler
-from neocloud.compute.scheduler import ComputeConfig, schedule
+from neocloud.compute.scheduler import schedule
 from neocloud.compute.tables import GpuClaimRow
 from neocloud.db.engine import Database
 from neocloud.drivers.sim import SimDriver

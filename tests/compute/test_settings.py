@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from neocloud.client import ApiError, Client
-from neocloud.compute.scheduler import ComputeConfig
+from neocloud.compute.config import ComputeConfig
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
 from neocloud.drivers.base import NodeRef

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from neocloud.compute.service import EVENTS, record_event
+from neocloud.compute.lifecycle import EVENTS, record_event
 from neocloud.compute.tables import ComputeEventRow
 from neocloud.db import bulk
 from neocloud.db.engine import Database

@@ -53,7 +53,7 @@ def test_orgs_projects_quotas_keys(cli: typer.Typer) -> None:
     assert isinstance(quotas, list)
     assert {(q["gpu_model"], q["source"]) for q in quotas} == {
         ("H100-SXM-80GB", "default"),
-        ("B200", "override"),
+        ("B200-SXM-180GB", "override"),  # the alias B200 is stored as the canonical name
     }
 
     created = runner.invoke(cli, ["keys", "create", "ci"])

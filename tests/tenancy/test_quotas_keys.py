@@ -51,7 +51,8 @@ def test_default_then_override_then_reset(admin: Client, db: Database) -> None:
     admin.quotas.set(org_id, "B200", 8)
     listed = {q["gpu_model"]: q for q in acme.client.quotas.list(org_id)["data"]}
     assert (listed[H100]["limit_gpus"], listed[H100]["source"]) == (128, "override")
-    assert (listed["B200"]["source"], listed["B200"]["default_gpus"]) == ("override", None)
+    b200 = "B200-SXM-180GB"  # an alias is stored as the canonical name
+    assert (listed[b200]["source"], listed[b200]["default_gpus"]) == ("override", None)
     assert effective_quota(db=db, org_id=org_id, gpu_model=H100) == 128
 
     # Other orgs still get the default.

@@ -74,6 +74,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.state.ctx = AppContext(settings=settings, db=db, clock=clock, authenticate=authenticator)
     app.state.studio = studio
+    from neocloud.api.platform import wire_ports
+
+    wire_ports(app.state, db)  # compute's prices, tenancy's quota usage and GPU model names
     install_error_handlers(app)
 
     # The OpenAI-compatible API first: routes are matched in order, and /v1 is the hot path.

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from neocloud.db.engine import Database
 from neocloud.db.migrate import current_revisions, head_revisions, upgrade
@@ -94,7 +94,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     """Start the compute worker (leader lease, scheduler, reconcilers, sim driver), its wake-up
     listener and the invoicing worker, each in a thread of this process."""
     from neocloud.billing.worker import InvoicingWorker
-    from neocloud.compute.scheduler import ComputeConfig
+    from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
     from neocloud.drivers.sim import SimDriver
 
@@ -114,6 +114,26 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
     return Background(db, worker, invoicing, listener)
+
+
+def wire_ports(state: Any, db: Database) -> None:
+    """Connect the contexts' ports on an app's ``state``, where its routers read them: compute's
+    prices from billing's price book, and tenancy's quotas to compute's count of GPUs in use
+    and to the fleet catalog's GPU model names (neither context may import the other)."""
+    from neocloud.billing.prices import BookPrices
+    from neocloud.compute.quota import gpus_in_use_by_model
+    from neocloud.fleet.catalog import CATALOG, find_gpu_model
+    from neocloud.tenancy.quotas import GpuModelNames, QuotaPorts
+
+    def canonical(name: str) -> str | None:
+        model = find_gpu_model(name)
+        return None if model is None else model.id
+
+    state.compute_prices = BookPrices(db)
+    state.quota_ports = QuotaPorts(
+        usage=gpus_in_use_by_model,
+        models=GpuModelNames(tuple(m.id for m in CATALOG), canonical),
+    )
 
 
 def compute_waker(

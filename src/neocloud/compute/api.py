@@ -9,11 +9,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-from neocloud.compute import clusters, reservations, service
-from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise, hourly_price
-from neocloud.compute.scheduler import ComputeConfig
+from neocloud.compute import clusters, offerings, reservations, service
+from neocloud.compute.config import ComputeConfig
+from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise
+from neocloud.compute.prices import CATALOG_PRICES, GpuPrices, PriceSource
 from neocloud.compute.schemas import (
     CapacityOut,
     ClusterCreate,
@@ -30,9 +31,8 @@ from neocloud.compute.schemas import (
 )
 from neocloud.compute.snapshot import capacity_by_region, free_gpus, load_snapshot
 from neocloud.compute.tables import InstanceRow
-from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
+from neocloud.fleet.catalog import resolve_gpu_model
 from neocloud.kernel.clock import ensure_utc
-from neocloud.kernel.money import Money
 from neocloud.web.deps import Caller, Ctx, Paging
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
@@ -49,20 +49,30 @@ def nudge(request: Request) -> None:
         poke()
 
 
-def _price(row: InstanceRow) -> Money:
-    model = find_gpu_model(row.gpu_model)
-    assert model is not None
-    return hourly_price(model, CapacityClass(row.cls)) * row.gpu_count
+def price_source(request: Request) -> PriceSource:
+    """The app's price source (billing's book, wired at start-up); the catalog without one."""
+    source: PriceSource | None = getattr(request.app.state, "compute_prices", None)
+    return CATALOG_PRICES if source is None else source
 
 
-def _out(row: InstanceRow) -> InstanceOut:
-    return InstanceOut.of(row, _price(row))
+def current_prices(request: Request, ctx: Ctx) -> GpuPrices:
+    return price_source(request).prices_at(ctx.clock.now())
+
+
+# Declared after the caller in each route, so an unauthenticated request reads no prices.
+Prices = Annotated[GpuPrices, Depends(current_prices)]
+
+
+def _out(row: InstanceRow, prices: GpuPrices) -> InstanceOut:
+    price = prices.per_gpu_hour(row.gpu_model, CapacityClass(row.cls)) * row.gpu_count
+    return InstanceOut.of(row, price)
 
 
 @router.get("/instance-types", response_model=ListOut[InstanceTypeOut], tags=TAG_TYPES)
 def list_instance_types(
     ctx: Ctx,
     caller: Caller,
+    prices: Prices,
     gpu_model: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ListOut[InstanceTypeOut]:
     """Presets of 1, 2, 4 and 8 GPUs per model, with hourly prices per class and coarse
@@ -78,13 +88,13 @@ def list_instance_types(
             continue
         have, total = free.get(t.gpu_model, (0, 0))
         advice = advise(have, total) if have >= t.gpus else advise(0, total)
-        data.append(InstanceTypeOut.of(t, advice.value))
+        data.append(InstanceTypeOut.of(t, advice.value, prices))
     return ListOut(data=data, has_more=False)
 
 
 @router.post("/instances", response_model=InstanceOut, status_code=201, tags=TAG_INSTANCES)
 def create_instance(
-    request: Request, ctx: Ctx, caller: Caller, body: InstanceCreate
+    request: Request, ctx: Ctx, caller: Caller, body: InstanceCreate, prices: Prices
 ) -> InstanceOut:
     """Ask for an instance; it starts ``pending`` and moves to ``provisioning`` and ``running``
     (or ``failed`` with reason ``no_capacity``). With ``queue: true`` (or ``max_wait_s``) a
@@ -95,7 +105,7 @@ def create_instance(
     spec = service.InstanceSpec(**body.model_dump())
     row = service.create_instance(db=ctx.db, clock=ctx.clock, actor=caller, spec=spec)
     nudge(request)
-    return _out(row)
+    return _out(row, prices)
 
 
 @router.get("/instances", response_model=ListOut[InstanceOut], tags=TAG_INSTANCES)
@@ -103,6 +113,7 @@ def list_instances(
     ctx: Ctx,
     caller: Caller,
     paging: Paging,
+    prices: Prices,
     state: Filter = None,
     project_id: Filter = None,
     cls: Annotated[str | None, Query(alias="class", max_length=16)] = None,
@@ -116,25 +127,27 @@ def list_instances(
         db=ctx.db, actor=caller, filters=filters, limit=paging.limit, after=paging.after
     )
     return ListOut(
-        data=[_out(r) for r in page.items], has_more=page.has_more, next_cursor=page.next_cursor
+        data=[_out(r, prices) for r in page.items],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut, tags=TAG_INSTANCES)
-def get_instance(instance_id: InstanceId, ctx: Ctx, caller: Caller) -> InstanceOut:
-    return _out(service.get_instance(db=ctx.db, actor=caller, instance_id=instance_id))
+def get_instance(instance_id: InstanceId, ctx: Ctx, caller: Caller, prices: Prices) -> InstanceOut:
+    return _out(service.get_instance(db=ctx.db, actor=caller, instance_id=instance_id), prices)
 
 
 @router.post("/instances/{instance_id}/terminate", response_model=InstanceOut, tags=TAG_INSTANCES)
 def terminate_instance(
-    request: Request, instance_id: InstanceId, ctx: Ctx, caller: Caller
+    request: Request, instance_id: InstanceId, ctx: Ctx, caller: Caller, prices: Prices
 ) -> InstanceOut:
     """End the instance (reason ``user``); repeating it is harmless."""
     row = service.terminate_instance(
         db=ctx.db, clock=ctx.clock, actor=caller, instance_id=instance_id
     )
     nudge(request)
-    return _out(row)
+    return _out(row, prices)
 
 
 @router.get(
@@ -160,50 +173,52 @@ TAG_CLUSTERS: list[str | Enum] = ["clusters"]
 ClusterId = Annotated[str, Path(max_length=40)]
 
 
-def _cluster_out(view: clusters.ClusterView) -> ClusterOut:
+def _cluster_out(view: clusters.ClusterView, prices: GpuPrices) -> ClusterOut:
     c = view.cluster
-    model = find_gpu_model(c.gpu_model)
-    assert model is not None
-    price = hourly_price(model, CapacityClass(c.cls)) * (model.max_gpus_per_node * c.node_count)
-    return ClusterOut.of(view, price)
+    per_gpu = prices.per_gpu_hour(c.gpu_model, CapacityClass(c.cls))
+    return ClusterOut.of(view, per_gpu * (clusters.gpus_per_node(view) * c.node_count))
 
 
 @router.post("/clusters", response_model=ClusterOut, status_code=201, tags=TAG_CLUSTERS)
-def create_cluster(request: Request, ctx: Ctx, caller: Caller, body: ClusterCreate) -> ClusterOut:
+def create_cluster(
+    request: Request, ctx: Ctx, caller: Caller, body: ClusterCreate, prices: Prices
+) -> ClusterOut:
     """A gang of ``node_count`` whole nodes inside one ``topology.required`` domain (a fabric by
     default), spread over as few ``topology.preferred`` domains as possible; all or nothing."""
     data = body.model_dump()
     spec = clusters.ClusterSpec(**{**data, "topology": body.topology.model_dump()})
     row = clusters.create_cluster(db=ctx.db, clock=ctx.clock, actor=caller, spec=spec)
     nudge(request)
-    return _cluster_out(clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=row.id))
+    return _cluster_out(clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=row.id), prices)
 
 
 @router.get("/clusters", response_model=ListOut[ClusterOut], tags=TAG_CLUSTERS)
-def list_clusters(ctx: Ctx, caller: Caller, paging: Paging) -> ListOut[ClusterOut]:
+def list_clusters(ctx: Ctx, caller: Caller, paging: Paging, prices: Prices) -> ListOut[ClusterOut]:
     page = clusters.list_clusters(db=ctx.db, actor=caller, limit=paging.limit, after=paging.after)
     return ListOut(
-        data=[_cluster_out(v) for v in page.items],
+        data=[_cluster_out(v, prices) for v in page.items],
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
 
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut, tags=TAG_CLUSTERS)
-def get_cluster(cluster_id: ClusterId, ctx: Ctx, caller: Caller) -> ClusterOut:
+def get_cluster(cluster_id: ClusterId, ctx: Ctx, caller: Caller, prices: Prices) -> ClusterOut:
     """The cluster and every node with its topology path (region … rack)."""
-    return _cluster_out(clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=cluster_id))
+    return _cluster_out(
+        clusters.get_cluster(db=ctx.db, actor=caller, cluster_id=cluster_id), prices
+    )
 
 
 @router.post("/clusters/{cluster_id}/terminate", response_model=ClusterOut, tags=TAG_CLUSTERS)
 def terminate_cluster(
-    request: Request, cluster_id: ClusterId, ctx: Ctx, caller: Caller
+    request: Request, cluster_id: ClusterId, ctx: Ctx, caller: Caller, prices: Prices
 ) -> ClusterOut:
     view = clusters.terminate_cluster(
         db=ctx.db, clock=ctx.clock, actor=caller, cluster_id=cluster_id
     )
     nudge(request)
-    return _cluster_out(view)
+    return _cluster_out(view, prices)
 
 
 @router.get(
@@ -242,7 +257,7 @@ def find_offerings(
     request: Request, ctx: Ctx, caller: Caller, body: OfferingsQuery
 ) -> ListOut[OfferingOut]:
     """Up to 6 priced capacity blocks (start, end, fabric, price), each valid for 5 minutes."""
-    query = reservations.OfferingQuery(
+    query = offerings.OfferingQuery(
         body.gpu_model,
         body.node_count,
         body.duration_hours,
@@ -251,8 +266,13 @@ def find_offerings(
         body.fabric,
         body.org_id,
     )
-    rows = reservations.find_offerings(
-        db=ctx.db, clock=ctx.clock, actor=caller, query=query, config=_config(request)
+    rows = offerings.find_offerings(
+        db=ctx.db,
+        clock=ctx.clock,
+        actor=caller,
+        query=query,
+        config=_config(request),
+        prices=price_source(request),
     )
     return ListOut(data=[OfferingOut.of(r) for r in rows], has_more=False)
 
@@ -263,12 +283,13 @@ def buy_reservation(
 ) -> ReservationOut:
     """Buy an offering (buying it again answers the same reservation); a stale or taken one is
     a 409 with ``details.suggestion``, a fresh offering."""
-    row = reservations.buy(
+    row = offerings.buy(
         db=ctx.db,
         clock=ctx.clock,
         actor=caller,
         offering_id=body.offering_id,
         config=_config(request),
+        prices=price_source(request),
     )
     nudge(request)
     return ReservationOut.of(row)
@@ -320,7 +341,11 @@ def extend_reservation(
 ) -> ReservationOut:
     """Extend by ``hours`` if the same nodes are free that long (else 409)."""
     row = reservations.extend(
-        db=ctx.db, clock=ctx.clock, actor=caller, reservation_id=reservation_id, hours=body.hours
+        db=ctx.db,
+        clock=ctx.clock,
+        actor=caller,
+        reservation_id=reservation_id,
+        hours=body.hours,
     )
     return ReservationOut.of(row)
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.domain import Reason
-from neocloud.compute.service import record_event, request_stop
+from neocloud.compute.lifecycle import record_event, request_stop, stop_members
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
 from neocloud.kernel.errors import Conflict
 
@@ -79,8 +79,6 @@ def check_free(
 
 
 def preempt_cluster(s: Session, cluster_id: str, now: datetime, at: datetime) -> list[str]:
-    from neocloud.compute.clusters import stop_members
-
     cluster = s.get(ClusterRow, cluster_id, with_for_update=True)
     if cluster is None:
         return []

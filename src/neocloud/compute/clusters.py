@@ -9,7 +9,6 @@ failure → ``degraded`` until the scheduler books a replacement from the lowest
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,19 +22,15 @@ from neocloud.compute.domain import (
     ReservationPolicy,
     resolve_instance_type,
 )
-from neocloud.compute.service import (
-    _check_quota,
-    check_project,
-    move_instance,
-    record_event,
-    request_stop,
-)
+from neocloud.compute.lifecycle import move_cluster, record_event, stop_members
+from neocloud.compute.quota import check_gpu_quota
+from neocloud.compute.service import check_project
 from neocloud.compute.snapshot import levels_of
 from neocloud.compute.tables import ClusterRow, InstanceRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
-from neocloud.fleet.catalog import resolve_gpu_model
-from neocloud.fleet.domain import parse_enum
+from neocloud.fleet.catalog import GpuModel, resolve_gpu_model
+from neocloud.fleet.domain import NodeState, parse_enum
 from neocloud.fleet.tables import NodeDomainRow, NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
@@ -108,7 +103,6 @@ def create_cluster(
     if cls not in domain.TENANT_CLASSES:
         raise ValidationFailed("class must be on_demand or spot", param="class")
     policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
-    itype = resolve_instance_type(f"{model.max_gpus_per_node}x{model.aliases[0]}")
     now = clock.now()
     queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=model.id)
@@ -121,7 +115,14 @@ def create_cluster(
         ):
             raise ValidationFailed(f"unknown fabric {spec.fabric!r}", param="fabric")
         check_project(s, actor, spec.project_id)
-        _check_quota(s, limit, actor.org_id, model.id, itype.gpus * spec.node_count)
+        itype = node_type(s, model)
+        check_gpu_quota(
+            s,
+            limit,
+            org_id=actor.org_id,
+            gpu_model=model.id,
+            requested=itype.gpus * spec.node_count,
+        )
         cluster = ClusterRow(
             id=new_id("clu", at=now),
             org_id=actor.org_id,
@@ -178,34 +179,33 @@ def create_cluster(
     return cluster
 
 
-def move_cluster(
-    s: Session,
-    row: ClusterRow,
-    target: ClusterState,
-    now: datetime,
-    *,
-    reason: str | None = None,
-    message: str | None = None,
-) -> None:
-    before = row.state
-    row.state = domain.transition_cluster(before, target)
-    row.state_reason, row.state_message = reason, message
-    row.updated_at = now
-    if target is ClusterState.RUNNING and row.running_at is None:
-        row.running_at = now
-    if target in domain.CLUSTER_FINAL:
-        row.ended_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="state",
-        from_state=before,
-        to_state=row.state,
-        reason=reason,
-        message=message,
-    )
+def node_type(s: Session, model: GpuModel) -> domain.InstanceType:
+    """The instance type of one member: a whole node of the shape the fleet has for ``model``
+    (its most common GPU count among nodes in service; the catalog's maximum when the fleet
+    has none, so such a cluster fails for capacity, not for its shape)."""
+    shapes = s.execute(
+        sa.select(NodeRow.gpu_count, sa.func.count())
+        .where(NodeRow.gpu_model == model.id, NodeRow.state != NodeState.RETIRED.value)
+        .group_by(NodeRow.gpu_count)
+    ).all()
+    gpus = max(shapes, key=lambda g: (g[1], g[0]))[0] if shapes else model.max_gpus_per_node
+    short = model.aliases[0] if model.aliases else model.id
+    try:
+        return resolve_instance_type(f"{gpus}x{short}")
+    except ValidationFailed:
+        raise ValidationFailed(
+            f"the fleet's {model.id} nodes have {gpus} GPUs, which no instance type offers; "
+            "clusters are made of whole nodes",
+            code="unsupported_node_shape",
+            param="gpu_model",
+        ) from None
+
+
+def gpus_per_node(view: ClusterView) -> int:
+    """GPUs of each node of a cluster (its members are whole nodes of one shape)."""
+    if view.members:
+        return view.members[0].gpu_count
+    return resolve_gpu_model(view.cluster.gpu_model).max_gpus_per_node
 
 
 def _visible(s: Session, actor: Principal, cluster_id: str) -> ClusterRow:
@@ -270,15 +270,3 @@ def terminate_cluster(
         else:
             move_cluster(s, row, ClusterState.STOPPING, now, reason=Reason.USER.value)
         return _view(s, row)
-
-
-def stop_members(
-    s: Session, cluster: ClusterRow, now: datetime, *, reason: Reason, at: datetime
-) -> None:
-    members = s.scalars(sa.select(InstanceRow).where(InstanceRow.cluster_id == cluster.id))
-    for m in members:
-        state = InstanceState(m.state)
-        if state is InstanceState.PENDING:
-            move_instance(s, m, InstanceState.TERMINATED, now, reason=reason.value)
-        elif state not in domain.INSTANCE_FINAL:
-            request_stop(s, m, now, reason=reason, at=at)

@@ -1,16 +1,19 @@
 """Compute domain: instance, cluster and reservation lifecycles, instance types, prices. Pure.
 
-Each lifecycle is one transitions table; ``transition`` is the only way a state changes, and an
-illegal move is an ``IllegalTransition`` naming the states that are allowed.
+Each lifecycle is one transitions table, described by a ``Lifecycle`` (``INSTANCE``,
+``CLUSTER``, ``RESERVATION``); ``Lifecycle.go`` refuses an illegal move with an
+``IllegalTransition`` naming the states that are allowed. Rows change state only through
+``compute.lifecycle`` (one rule for reason, message and ``running_at``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from neocloud.fleet.catalog import CATALOG, GpuModel, find_gpu_model
 from neocloud.kernel.errors import IllegalTransition, ValidationFailed
@@ -119,32 +122,44 @@ RESERVATION_TRANSITIONS: dict[ReservationState, frozenset[ReservationState]] = {
 }
 
 
+@dataclass(frozen=True)
+class Lifecycle(Generic[StrEnumT]):
+    """One state machine: its allowed transitions, its final states, and the state whose first
+    entry is the moment the object ran (None: it has no such moment)."""
+
+    kind: str
+    transitions: Mapping[StrEnumT, frozenset[StrEnumT]]
+    final: frozenset[StrEnumT]
+    running: StrEnumT | None = None
+
+    def go(self, state: StrEnumT, target: StrEnumT, *, action: str | None = None) -> StrEnumT:
+        """``target`` if the table allows ``state`` → ``target``, else ``IllegalTransition``
+        naming the states that are allowed."""
+        allowed = self.transitions[state]
+        if target not in allowed:
+            raise IllegalTransition(
+                self.kind, state.value, target.value, [s.value for s in allowed], action=action
+            )
+        return target
+
+
+INSTANCE = Lifecycle("instance", INSTANCE_TRANSITIONS, INSTANCE_FINAL, IS.RUNNING)
+CLUSTER = Lifecycle("cluster", CLUSTER_TRANSITIONS, CLUSTER_FINAL, C.RUNNING)
+RESERVATION = Lifecycle("reservation", RESERVATION_TRANSITIONS, frozenset({R.EXPIRED, R.CANCELLED}))
+
+
 def transition_instance(state: str, target: InstanceState, *, action: str | None = None) -> str:
-    return _go("instance", INSTANCE_TRANSITIONS, InstanceState(state), target, action)
+    return INSTANCE.go(InstanceState(state), target, action=action).value
 
 
 def transition_cluster(state: str, target: ClusterState, *, action: str | None = None) -> str:
-    return _go("cluster", CLUSTER_TRANSITIONS, ClusterState(state), target, action)
+    return CLUSTER.go(ClusterState(state), target, action=action).value
 
 
 def transition_reservation(
     state: str, target: ReservationState, *, action: str | None = None
 ) -> str:
-    return _go("reservation", RESERVATION_TRANSITIONS, ReservationState(state), target, action)
-
-
-def _go(
-    kind: str,
-    table: dict[StrEnumT, frozenset[StrEnumT]],
-    state: StrEnumT,
-    target: StrEnumT,
-    action: str | None,
-) -> str:
-    if target not in table[state]:
-        raise IllegalTransition(
-            kind, state.value, target.value, [s.value for s in table[state]], action=action
-        )
-    return target.value
+    return RESERVATION.go(ReservationState(state), target, action=action).value
 
 
 # --- the waiting queue ------------------------------------------------------------------

@@ -9,12 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.claims import check_free, preempt
-from neocloud.compute.clusters import move_cluster
+from neocloud.compute.config import ComputeConfig, ScheduleReport
 from neocloud.compute.domain import ClusterState, InstanceState, Reason
+from neocloud.compute.lifecycle import move_cluster, move_instance, record_event, write_queued
 from neocloud.compute.nodes import lock_node
 from neocloud.compute.queue import WaitingQueue, expired, never_fits, waits
-from neocloud.compute.scheduler import ComputeConfig, ScheduleReport, write_queued
-from neocloud.compute.service import move_instance, record_event
 from neocloud.compute.snapshot import Snapshot, from_ts, node_eligible, ts
 from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
 from neocloud.db.engine import Database

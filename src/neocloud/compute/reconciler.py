@@ -34,8 +34,8 @@ from neocloud.compute.decisions import (
     decide_node,
 )
 from neocloud.compute.domain import Reason
+from neocloud.compute.lifecycle import move_cluster, move_instance, request_stop
 from neocloud.compute.nodes import move_node
-from neocloud.compute.service import move_instance
 from neocloud.compute.tables import (
     AllocationRow,
     ClusterRow,
@@ -200,8 +200,6 @@ class Reconciler:
 
     def reconcile_clusters(self) -> int:
         """A cluster's state follows its members (see ``decide_cluster``)."""
-        from neocloud.compute.clusters import move_cluster
-
         now = self.clock.now()
         changed = 0
         with self.db.transaction() as s:
@@ -406,8 +404,6 @@ def fail_workloads(s: Session, node_id: str, now: datetime) -> None:
 def evict_drained(*, db: Database, clock: Clock, notice_s: float) -> int:
     """Instances on nodes an operator drains get a notice, then stop (reason ``maintenance``);
     a cluster member lost this way is replaced like one lost to a failure."""
-    from neocloud.compute.service import request_stop
-
     now = clock.now()
     with db.transaction() as s:
         drained = sa.select(NodeRow.id).where(NodeRow.drain_requested_at.is_not(None))

@@ -1,301 +1,36 @@
-"""Reservations (capacity blocks): quoted offerings → purchase → scheduled → active → expired,
-or cancelled before they start; extend while scheduled or active.
+"""Reservations (capacity blocks) once bought: scheduled → active → expired, or cancelled
+before they start; extend while scheduled or active. Quoting and buying are ``offerings``.
 
-A reservation holds whole nodes for ``[start, end)``: one firm allocation per node, whose GPU
-claims the PostgreSQL exclusion constraint guards like any other. Instances launched into it
-take GPUs of those nodes (class ``reserved``, outside quota); until it starts, its nodes serve
-spot (placement ends spot there at the reservation's start).
+A reservation holds whole nodes for ``[start, end)``: one firm allocation per node. Instances
+launched into it take GPUs of those nodes (class ``reserved``, outside quota); until it starts,
+its nodes serve spot (placement ends spot there at the reservation's start).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute.claims import check_free, preempt
-from neocloud.compute.domain import Reason, ReservationState, transition_reservation
-from neocloud.compute.scheduler import ComputeConfig, build_engine
-from neocloud.compute.service import record_event
-from neocloud.compute.snapshot import from_ts, load_snapshot, ts
+from neocloud.compute.claims import check_free
+from neocloud.compute.config import ComputeConfig
+from neocloud.compute.domain import Reason, ReservationState
+from neocloud.compute.lifecycle import move_reservation, record_event, request_stop
+from neocloud.compute.offerings import MAX_OPERATOR_HOURS, MAX_TENANT_HOURS, end_spot_before
 from neocloud.compute.tables import (
     AllocationRow,
     GpuClaimRow,
     InstanceRow,
-    OfferingRow,
     ReservationRow,
 )
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
-from neocloud.fleet.catalog import resolve_gpu_model
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
-from neocloud.kernel.ids import new_id
-from neocloud.kernel.money import Money
-from neocloud.placement import OfferingRequest
-from neocloud.tenancy.tables import OrgRow
-
-OFFERING_TTL = timedelta(minutes=5)
-MAX_OFFERINGS = 6
-MIN_HOURS = 24
-MAX_TENANT_HOURS = 365 * 24  # 12 months
-MAX_OPERATOR_HOURS = 5 * 365 * 24  # multi-year contracts, created by the operator
-# A capacity block costs this share of the on-demand price.
-RESERVED_PRICE_FACTOR = Decimal("0.85")
-HORIZON_S = 400 * 86_400.0
-
-
-@dataclass(frozen=True)
-class OfferingQuery:
-    gpu_model: str
-    node_count: int
-    duration_hours: int
-    start_after: datetime | None = None
-    start_before: datetime | None = None
-    fabric: str | None = None
-    # Operator admins quote (and buy) on behalf of a tenant org: multi-year contracts.
-    org_id: str | None = None
-
-
-def _price(gpu_model: str, gpus: int, hours: int) -> Money:
-    model = resolve_gpu_model(gpu_model)
-    # At the price book's precision (4 places), so a quote equals what billing charges for it.
-    per_gpu_hour = (model.list_price_per_gpu_hour * RESERVED_PRICE_FACTOR).rounded(
-        Decimal("0.0001")
-    )
-    return per_gpu_hour * (gpus * hours)
-
-
-def _validate(q: OfferingQuery, actor: Principal, now: datetime) -> tuple[str, datetime, datetime]:
-    model = resolve_gpu_model(q.gpu_model)
-    if q.node_count < 1:
-        raise ValidationFailed("node_count must be at least 1", param="node_count")
-    most = MAX_OPERATOR_HOURS if actor.is_operator_admin else MAX_TENANT_HOURS
-    if not MIN_HOURS <= q.duration_hours <= most:
-        raise ValidationFailed(
-            f"duration_hours must be between {MIN_HOURS} (1 day) and {most}"
-            + ("" if actor.is_operator_admin else " (12 months; longer terms are contracts)"),
-            code="duration_out_of_range",
-            param="duration_hours",
-        )
-    after = max(q.start_after or now, now)
-    before = q.start_before or after + timedelta(days=14)
-    if before < after:
-        raise ValidationFailed(
-            "start_before must not be before start_after", code="bad_window", param="start_before"
-        )
-    return model.id, after, before
-
-
-def find_offerings(
-    *, db: Database, clock: Clock, actor: Principal, query: OfferingQuery, config: ComputeConfig
-) -> list[OfferingRow]:
-    """Up to 6 priced options, each valid for 5 minutes (earliest first, fewest blocks)."""
-    org_id = query.org_id or actor.org_id
-    if org_id != actor.org_id:
-        actor.require_operator(write=True)
-        with db.transaction() as s:
-            if s.get(OrgRow, org_id) is None:
-                raise NotFound(f"no organization {org_id}", code="org_not_found", param="org_id")
-    actor.require_org_role(org_id, Role.MEMBER)
-    now = clock.now()
-    model_id, after, before = _validate(query, actor, now)
-    with db.transaction() as s:
-        snap = load_snapshot(s, now, gpu_model=model_id)
-        gpus_per_node = max((n.gpu_count for n in snap.nodes.values()), default=8)
-    engine = build_engine(snap, config)
-    engine.horizon = max(HORIZON_S, ts(before) - ts(now) + 86_400.0)
-    found = engine.offerings(
-        OfferingRequest(
-            model_id,
-            query.node_count,
-            query.duration_hours * 3600.0,
-            earliest_start=ts(after),
-            latest_start=ts(before),
-            fabric=query.fabric,
-            k=MAX_OFFERINGS,
-        ),
-        now=ts(now),
-    )
-    price = _price(model_id, gpus_per_node * query.node_count, query.duration_hours)
-    rows = [
-        OfferingRow(
-            id=new_id("off", at=now),
-            org_id=org_id,
-            gpu_model=model_id,
-            node_count=query.node_count,
-            fabric=o.domain,
-            node_ids=list(o.node_ids),
-            start_at=from_ts(o.start),
-            end_at=from_ts(o.end),
-            price_amount=price.amount,
-            price_currency=price.currency,
-            created_at=now,
-            expires_at=now + OFFERING_TTL,
-        )
-        for o in found
-    ]
-    with db.transaction() as s:
-        s.add_all(rows)
-    return rows
-
-
-def _suggest(
-    db: Database, clock: Clock, actor: Principal, off: OfferingRow, config: ComputeConfig
-) -> dict[str, object]:
-    hours = round((off.end_at - off.start_at).total_seconds() / 3600)
-    fresh = find_offerings(
-        db=db,
-        clock=clock,
-        actor=actor,
-        query=OfferingQuery(
-            off.gpu_model, off.node_count, hours, off.start_at, None, None, off.org_id
-        ),
-        config=config,
-    )
-    if not fresh:
-        return {}
-    f = fresh[0]
-    return {
-        "suggestion": {
-            "id": f.id,
-            "start": f.start_at.isoformat(),
-            "end": f.end_at.isoformat(),
-            "fabric": f.fabric,
-            "price": {"amount": str(f.price_amount), "currency": f.price_currency},
-        }
-    }
-
-
-def buy(
-    *, db: Database, clock: Clock, actor: Principal, offering_id: str, config: ComputeConfig
-) -> ReservationRow:
-    """Buy an offering; buying it again answers the same reservation. A stale or taken one is a
-    409 carrying a fresh suggestion."""
-    now = clock.now()
-    with db.transaction() as s:
-        off = s.get(OfferingRow, offering_id)
-        if off is None or not (off.org_id == actor.org_id or actor.is_operator_admin):
-            raise NotFound(
-                f"no offering {offering_id}", code="offering_not_found", param="offering_id"
-            )
-        existing = s.scalars(
-            sa.select(ReservationRow).where(ReservationRow.offering_id == offering_id)
-        ).first()
-        if existing is not None:
-            return existing
-        expired = off.expires_at <= now
-    actor.require_org_role(off.org_id, Role.MEMBER)
-    if expired:
-        raise Conflict(
-            "the offering has expired (offerings are valid for 5 minutes)",
-            code="offering_expired",
-            param="offering_id",
-            details=_suggest(db, clock, actor, off, config),
-        )
-    try:
-        return _book(db, clock, actor, off, config)
-    except Conflict as exc:
-        if exc.code == "offering_taken":
-            exc.details.update(_suggest(db, clock, actor, off, config))
-        raise
-
-
-def _book(
-    db: Database, clock: Clock, actor: Principal, off: OfferingRow, config: ComputeConfig
-) -> ReservationRow:
-    now = clock.now()
-    with db.transaction() as s:
-        rsv = ReservationRow(
-            id=new_id("rsv", at=now),
-            org_id=off.org_id,
-            offering_id=off.id,
-            gpu_model=off.gpu_model,
-            node_count=off.node_count,
-            fabric=off.fabric,
-            node_ids=list(off.node_ids),
-            start_at=off.start_at,
-            end_at=off.end_at,
-            price_amount=off.price_amount,
-            price_currency=off.price_currency,
-            state=ReservationState.SCHEDULED.value,
-            created_by=actor.key_id,
-            created_at=now,
-            updated_at=now,
-        )
-        s.add(rsv)
-        s.flush()
-        nodes = {n.id: n for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(off.node_ids)))}
-        for node_id in off.node_ids:
-            node = nodes.get(node_id)
-            if node is None:
-                raise Conflict("a node of the offering is gone", code="offering_taken")
-            indices = list(range(node.gpu_count))
-            try:
-                check_free(s, node_id, indices, off.start_at, off.end_at, firm=True)
-            except Conflict as exc:
-                raise Conflict(
-                    "the offering's capacity was taken meanwhile",
-                    code="offering_taken",
-                    param="offering_id",
-                ) from exc
-            _end_spot_before(s, node_id, off.start_at, now)
-            alloc = AllocationRow(
-                id=new_id("alc", at=now),
-                org_id=off.org_id,
-                reservation_id=rsv.id,
-                node_id=node_id,
-                gpu_model=off.gpu_model,
-                gpu_count=node.gpu_count,
-                gpu_indices=indices,
-                vcpus=node.vcpus,
-                ram_gib=node.ram_gib,
-                cls="reserved",
-                start_at=off.start_at,
-                end_at=off.end_at,
-                created_at=now,
-            )
-            s.add(alloc)
-            s.flush()
-            for i in indices:
-                s.add(
-                    GpuClaimRow(
-                        allocation_id=alloc.id,
-                        gpu_index=i,
-                        node_id=node_id,
-                        firm=True,
-                        start_at=off.start_at,
-                        end_at=off.end_at,
-                    )
-                )
-        record_event(
-            s,
-            subject_id=rsv.id,
-            org_id=rsv.org_id,
-            now=now,
-            kind="state",
-            to_state=rsv.state,
-            message=f"{rsv.node_count} x {rsv.gpu_model} nodes in {rsv.fabric}",
-        )
-    return rsv
-
-
-def _end_spot_before(s: Session, node_id: str, start: datetime, now: datetime) -> None:
-    """Spot on a reserved node ends when the reservation starts (notice until then)."""
-    spots = s.scalars(
-        sa.select(AllocationRow).where(
-            AllocationRow.node_id == node_id,
-            AllocationRow.cls == "spot",
-            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > start),
-        )
-    )
-    for a in spots:
-        preempt(s, a, now, max(start, now))
 
 
 def _visible(s: Session, actor: Principal, reservation_id: str) -> ReservationRow:
@@ -322,25 +57,6 @@ def list_reservations(
         stmt = stmt.where(ReservationRow.org_id == actor.org_id)
     with db.transaction() as s:
         return paginate(s, stmt, ReservationRow.id, limit=limit, after=after)
-
-
-def move_reservation(
-    s: Session, row: ReservationRow, target: ReservationState, now: datetime, reason: str | None
-) -> None:
-    before = row.state
-    row.state = transition_reservation(before, target)
-    row.state_reason = reason
-    row.updated_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="state",
-        from_state=before,
-        to_state=row.state,
-        reason=reason,
-    )
 
 
 def _set_end(s: Session, rsv: ReservationRow, end: datetime) -> None:
@@ -429,15 +145,21 @@ def cancel(
                 code="cancellation_closed",
                 details={"closed_at": closes.isoformat()},
             )
-        move_reservation(s, row, ReservationState.CANCELLED, now, Reason.USER.value)
+        move_reservation(s, row, ReservationState.CANCELLED, now, reason=Reason.USER.value)
         _set_end(s, row, row.start_at)  # an empty interval: the nodes are free again
     return row
 
 
 def extend(
-    *, db: Database, clock: Clock, actor: Principal, reservation_id: str, hours: int
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    reservation_id: str,
+    hours: int,
 ) -> ReservationRow:
-    """Push the end out by ``hours`` if the same nodes are free that long (else 409)."""
+    """Push the end out by ``hours`` if the same nodes are free that long (else 409); the
+    extra hours cost what the reservation's hours were sold at (it keeps its price)."""
     now = clock.now()
     if hours < 1:
         raise ValidationFailed("hours must be at least 1", param="hours")
@@ -457,11 +179,9 @@ def extend(
                 param="hours",
             )
         new_end = row.end_at + timedelta(hours=hours)
-        gpus = 0
         for node_id in row.node_ids:
             node = s.get(NodeRow, node_id)
             indices = list(range(node.gpu_count if node else 0))
-            gpus += len(indices)
             try:
                 check_free(s, node_id, indices, row.end_at, new_end, firm=True)
             except Conflict as exc:
@@ -470,9 +190,9 @@ def extend(
                     code="extension_unavailable",
                     param="hours",
                 ) from exc
-            _end_spot_before(s, node_id, row.end_at, now)
-        extra = _price(row.gpu_model, gpus, hours)
-        row.price_amount = row.price_amount + extra.amount
+            end_spot_before(s, node_id, row.end_at, now)
+        sold_s = Decimal(int((row.end_at - row.start_at).total_seconds()))
+        row.price_amount = row.price_amount + row.price_amount * (hours * 3600) / sold_s
         _set_end(s, row, new_end)
         record_event(
             s,
@@ -487,8 +207,6 @@ def extend(
 
 def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig) -> int:
     """Start due reservations, warn and stop instances inside ending ones, expire ended ones."""
-    from neocloud.compute.service import request_stop
-
     now = clock.now()
     notice = timedelta(seconds=config.preemption_notice_s)
     changed = 0
@@ -509,7 +227,7 @@ def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig)
         )
         for rsv in due:
             if rsv.state == ReservationState.SCHEDULED.value:
-                move_reservation(s, rsv, ReservationState.ACTIVE, now, None)
+                move_reservation(s, rsv, ReservationState.ACTIVE, now)
                 changed += 1
                 continue
             inside = s.scalars(
@@ -524,7 +242,7 @@ def reconcile_reservations(*, db: Database, clock: Clock, config: ComputeConfig)
                 changed += 1
             if rsv.end_at <= now:
                 move_reservation(
-                    s, rsv, ReservationState.EXPIRED, now, Reason.RESERVATION_ENDED.value
+                    s, rsv, ReservationState.EXPIRED, now, reason=Reason.RESERVATION_ENDED.value
                 )
                 changed += 1
     return changed

@@ -8,7 +8,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute.domain import Reason, ReservationState
+from neocloud.compute.domain import InstanceState, Reason, ReservationState
+from neocloud.compute.lifecycle import move_instance, request_stop
 from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow, ReservationRow
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeRow
@@ -40,9 +41,6 @@ def usable_reservations(
 def place_in_reservation(db: Database, clock: Clock, instance_id: str) -> str | None:
     """Put a pending instance on free GPUs of one of its usable reservations; returns None
     when placed, else why not."""
-    from neocloud.compute.domain import InstanceState
-    from neocloud.compute.service import move_instance, request_stop
-
     now = clock.now()
     with db.transaction() as s:
         row = s.get(InstanceRow, instance_id, with_for_update=True)

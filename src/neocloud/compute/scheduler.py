@@ -24,19 +24,27 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.compute import gangs
 from neocloud.compute.claims import check_free, preempt
+from neocloud.compute.config import ComputeConfig, ScheduleReport
 from neocloud.compute.domain import CapacityClass, ClusterState, InstanceState, Reason
+from neocloud.compute.lifecycle import move_instance, request_stop, write_queued
 from neocloud.compute.queue import WaitingQueue, expired, never_fits, waits
-from neocloud.compute.service import move_instance, request_stop
+from neocloud.compute.reserved import place_in_reservation
 from neocloud.compute.snapshot import Snapshot, from_ts, load_snapshot, node_eligible, ts
-from neocloud.compute.tables import AllocationRow, ClusterRow, GpuClaimRow, InstanceRow
+from neocloud.compute.tables import (
+    AllocationRow,
+    ClusterRow,
+    GpuClaimRow,
+    InstanceRow,
+    ReservationRow,
+)
 from neocloud.db import bulk
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NeocloudError
 from neocloud.kernel.ids import new_id
-from neocloud.kernel.settings import Settings
 from neocloud.placement import (
     BookingClass,
     GangRequest,
@@ -48,39 +56,6 @@ from neocloud.placement import (
 
 log = logging.getLogger(__name__)
 CLAIMS: sa.Table = GpuClaimRow.__table__  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class ComputeConfig:
-    """Knobs of the scheduler and reconciler (seconds); ``from_settings`` reads the
-    ``NEOCLOUD_COMPUTE_*`` settings."""
-
-    preemption_notice_s: float = 30.0
-    policy: str = "default"
-    lease_ttl_s: float = 30.0
-    # A reservation may be cancelled until this long before its start; None: never.
-    cancel_cutoff_s: float | None = 0.0
-    # New and repaired nodes pass the driver's health check before they take work.
-    burn_in: bool = True
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ComputeConfig:
-        return cls(
-            preemption_notice_s=settings.compute_preemption_notice_s,
-            cancel_cutoff_s=settings.compute_reservation_cancel_cutoff_h * 3600
-            if settings.compute_reservations_cancellable
-            else None,
-            burn_in=settings.compute_burn_in,
-        )
-
-
-@dataclass
-class ScheduleReport:
-    placed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    held: list[str] = field(default_factory=list)  # queued: pending until capacity frees
-    preempted: list[str] = field(default_factory=list)
-    retried: list[str] = field(default_factory=list)
 
 
 def _order(row: InstanceRow) -> tuple[int, datetime, str]:
@@ -105,8 +80,6 @@ def build_engine(
 def schedule(*, db: Database, clock: Clock, config: ComputeConfig) -> ScheduleReport:
     """One scheduling cycle: pending instances and clusters in class order, FIFO within a
     class; then replacements for degraded clusters."""
-    from neocloud.compute import gangs
-
     report = ScheduleReport()
     now = clock.now()
     with db.transaction() as s:
@@ -294,8 +267,6 @@ def _place_instance(
         and row.reservation_policy != "forbid"
         and _has_reservations(db, row, batch)
     ):
-        from neocloud.compute.reserved import place_in_reservation
-
         batch.flush()
         why = place_in_reservation(db, clock, row.id)
         if why is None:
@@ -373,19 +344,7 @@ def _hold(batch: Batch, row: InstanceRow, no: NoCapacity, now: datetime) -> None
     batch.add(_Pending(row.id, None, write, lambda: None, False, held=True))
 
 
-def write_queued(s: Session, row: InstanceRow | ClusterRow, no: NoCapacity, now: datetime) -> None:
-    """Record on a pending instance or cluster that it waits for capacity, and why."""
-    from neocloud.compute.service import record_event
-
-    until = row.queue_until.isoformat() if row.queue_until else "?"
-    row.state_message = f"queued until {until}: {no.reason}"[:1000]
-    row.updated_at = now
-    record_event(s, subject_id=row.id, org_id=row.org_id, now=now, kind="queued", message=no.reason)
-
-
 def _has_reservations(db: Database, row: InstanceRow, batch: Batch) -> bool:
-    from neocloud.compute.tables import ReservationRow
-
     if row.reservation_ids or row.cls == CapacityClass.RESERVED.value:
         return True
     key = (row.org_id, row.gpu_model)

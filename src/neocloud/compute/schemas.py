@@ -9,6 +9,7 @@ from pydantic import Field
 
 from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
+from neocloud.compute.prices import GpuPrices
 from neocloud.compute.tables import ComputeEventRow, InstanceRow, OfferingRow, ReservationRow
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
@@ -63,7 +64,7 @@ class InstanceTypeOut(ResponseModel):
     availability: AvailabilityOut
 
     @classmethod
-    def of(cls, t: InstanceType, availability: str) -> InstanceTypeOut:
+    def of(cls, t: InstanceType, availability: str, prices: GpuPrices) -> InstanceTypeOut:
         return cls(
             id=t.name,
             gpu_model=t.gpu_model,
@@ -73,8 +74,10 @@ class InstanceTypeOut(ResponseModel):
             nvme_gib=t.nvme_gib,
             whole_node=t.whole_node,
             price_per_hour=PricesOut(
-                on_demand=MoneyOut.of(t.price_per_hour(CapacityClass.ON_DEMAND)),
-                spot=MoneyOut.of(t.price_per_hour(CapacityClass.SPOT)),
+                on_demand=MoneyOut.of(
+                    prices.per_gpu_hour(t.gpu_model, CapacityClass.ON_DEMAND) * t.gpus
+                ),
+                spot=MoneyOut.of(prices.per_gpu_hour(t.gpu_model, CapacityClass.SPOT) * t.gpus),
             ),
             availability=AvailabilityOut(on_demand=availability, spot=availability),
         )

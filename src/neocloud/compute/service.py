@@ -7,7 +7,6 @@ only writes what the tenant wants.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,20 +19,19 @@ from neocloud.compute.domain import (
     ReservationPolicy,
     resolve_instance_type,
 )
-from neocloud.compute.tables import ComputeEventRow, InstanceRow
-from neocloud.db import bulk
+from neocloud.compute.lifecycle import move_instance, record_event, request_stop
+from neocloud.compute.quota import check_gpu_quota
+from neocloud.compute.tables import ComputeEventRow, InstanceRow, ReservationRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.catalog import CATALOG
 from neocloud.fleet.domain import parse_enum
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import NotFound, QuotaExceeded, ValidationFailed
+from neocloud.kernel.errors import NotFound, ValidationFailed
 from neocloud.kernel.ids import is_id, new_id
 from neocloud.tenancy import quotas as tenancy_quotas
-from neocloud.tenancy.domain import check_quota
-from neocloud.tenancy.tables import ProjectRow
-
-EVENTS: sa.Table = ComputeEventRow.__table__  # type: ignore[assignment]
+from neocloud.tenancy.tables import ProjectRow, QuotaDefaultRow
 
 MAX_SSH_KEYS = 20
 MAX_USER_DATA = 64 * 1024
@@ -54,96 +52,6 @@ class InstanceSpec:
     name: str | None = None
     queue: bool | None = None
     max_wait_s: int | None = None
-
-
-def record_event(
-    s: Session,
-    *,
-    subject_id: str,
-    org_id: str,
-    now: datetime,
-    kind: str,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    reason: str | None = None,
-    message: str | None = None,
-    node_id: str | None = None,
-) -> None:
-    row = {
-        "id": new_id("evt", at=now),
-        "subject_id": subject_id,
-        "org_id": org_id,
-        "at": now,
-        "kind": kind,
-        "from_state": from_state,
-        "to_state": to_state,
-        "reason": reason,
-        "message": message[:1000] if message else None,
-        "node_id": node_id,
-    }
-    if not bulk.buffer(s, EVENTS, row):  # inside a bulk block it is written with the rest
-        s.add(ComputeEventRow(**row))
-
-
-def move_instance(
-    s: Session,
-    row: InstanceRow,
-    target: InstanceState,
-    now: datetime,
-    *,
-    reason: str | None = None,
-    message: str | None = None,
-) -> None:
-    """Change an instance's state through the transitions table and record the event."""
-    before = row.state
-    row.state = domain.transition_instance(before, target)
-    if reason is not None or target in domain.INSTANCE_FINAL:
-        row.state_reason = reason
-        row.state_message = message
-    row.updated_at = now
-    if target is InstanceState.RUNNING:
-        row.running_at = now
-    if target in domain.INSTANCE_FINAL:
-        row.ended_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="state",
-        from_state=before,
-        to_state=row.state,
-        reason=reason,
-        message=message,
-        node_id=row.node_id,
-    )
-
-
-# --- quotas ---------------------------------------------------------------------------------
-
-
-def gpus_in_use(s: Session, *, org_id: str, gpu_model: str) -> int:
-    """GPUs of the org's live on-demand and spot instances of one model (the quota's usage)."""
-    total = s.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(InstanceRow.gpu_count), 0)).where(
-            InstanceRow.org_id == org_id,
-            InstanceRow.gpu_model == gpu_model,
-            InstanceRow.cls.in_([c.value for c in domain.QUOTA_CLASSES]),
-            InstanceRow.state.in_([st.value for st in domain.INSTANCE_LIVE]),
-        )
-    )
-    return int(total or 0)
-
-
-def _check_quota(
-    s: Session, limit: int | None, org_id: str, gpu_model: str, requested: int
-) -> None:
-    usage = gpus_in_use(s, org_id=org_id, gpu_model=gpu_model)
-    try:
-        check_quota(limit, usage, requested, gpu_model=gpu_model)
-    except QuotaExceeded as exc:
-        exc.details["reason"] = Reason.QUOTA_EXCEEDED.value
-        raise
 
 
 # --- instances ------------------------------------------------------------------------------
@@ -176,8 +84,6 @@ def _validate(spec: InstanceSpec) -> tuple[domain.InstanceType, CapacityClass, R
 
 
 def _check_reservations(s: Session, actor: Principal, ids: list[str], gpu_model: str) -> None:
-    from neocloud.compute.tables import ReservationRow
-
     for rid in ids:
         rsv = s.get(ReservationRow, rid)
         if rsv is None or rsv.org_id != actor.org_id:
@@ -234,7 +140,9 @@ def create_instance(
             _check_reservations(s, actor, spec.reservation_ids, itype.gpu_model)
             cls = CapacityClass.RESERVED
         else:
-            _check_quota(s, limit, actor.org_id, itype.gpu_model, itype.gpus)
+            check_gpu_quota(
+                s, limit, org_id=actor.org_id, gpu_model=itype.gpu_model, requested=itype.gpus
+            )
         row = InstanceRow(
             id=new_id("inst", at=now),
             org_id=actor.org_id,
@@ -352,27 +260,6 @@ def terminate_instance(
     return row
 
 
-def request_stop(
-    s: Session, row: InstanceRow, now: datetime, *, reason: Reason, at: datetime
-) -> None:
-    """Mark a placed instance to stop at ``at`` (a preemption notice, a reservation's end)."""
-    if row.stop_at is not None and row.stop_at <= at:
-        return
-    row.stop_reason = reason.value
-    row.stop_at = at
-    row.updated_at = now
-    record_event(
-        s,
-        subject_id=row.id,
-        org_id=row.org_id,
-        now=now,
-        kind="stop_requested",
-        reason=reason.value,
-        message=f"stops at {at.isoformat()}",
-        node_id=row.node_id,
-    )
-
-
 def list_events(
     *, db: Database, actor: Principal, subject_id: str, limit: int, after: str | None
 ) -> Page[ComputeEventRow]:
@@ -403,9 +290,6 @@ def register_default_quotas(
     on a fresh platform; an operator can lower or raise these defaults later. Returns the
     models registered now.
     """
-    from neocloud.fleet.catalog import CATALOG
-    from neocloud.tenancy.tables import QuotaDefaultRow
-
     now = clock.now()
     made = []
     with db.transaction() as s:

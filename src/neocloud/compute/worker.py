@@ -15,8 +15,10 @@ import threading
 from dataclasses import dataclass
 
 from neocloud.compute.burn_in import run_burn_in
+from neocloud.compute.config import ComputeConfig, ScheduleReport
 from neocloud.compute.reconciler import Reconciler, evict_drained
-from neocloud.compute.scheduler import ComputeConfig, ScheduleReport, schedule
+from neocloud.compute.reservations import reconcile_reservations
+from neocloud.compute.scheduler import schedule
 from neocloud.db.engine import Database
 from neocloud.db.lease import LeaderLease
 from neocloud.drivers.base import Driver
@@ -68,8 +70,6 @@ class Worker:
         """One cycle: acquire (or renew) the lease; if ours, schedule then reconcile."""
         if not self.lease.acquire():
             return CycleReport(leader=False)
-        from neocloud.compute.reservations import reconcile_reservations
-
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         burned_in = 0
         if self.config.burn_in:

@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from neocloud.compute import clusters, service
-from neocloud.compute.scheduler import ComputeConfig
+from neocloud.compute.config import ComputeConfig
 from neocloud.compute.tables import ClusterRow, ComputeEventRow, InstanceRow
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database

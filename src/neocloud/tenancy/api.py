@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from neocloud.kernel.clock import ensure_utc
 from neocloud.tenancy import audit, quotas, service
@@ -263,16 +263,23 @@ def revoke_key(ctx: Ctx, caller: Caller, key_id: AnyId) -> KeyOut:
 # -------------------------------------------------------------------------------------- quotas
 
 
+def _ports(request: Request) -> quotas.QuotaPorts:
+    """The quota ports wired at start-up (``api.platform.wire_ports``)."""
+    ports: quotas.QuotaPorts | None = getattr(request.app.state, "quota_ports", None)
+    return quotas.NO_PORTS if ports is None else ports
+
+
 @router.get("/orgs/{org_id}/quotas", response_model=ListOut[QuotaOut], tags=TAG_QUOTAS)
-def list_quotas(ctx: Ctx, caller: Caller, org_id: OrgId) -> ListOut[QuotaOut]:
-    """The org's effective quota per GPU model: its override, else the registered default."""
-    found = quotas.list_quotas(db=ctx.db, actor=caller, org_id=org_id)
+def list_quotas(request: Request, ctx: Ctx, caller: Caller, org_id: OrgId) -> ListOut[QuotaOut]:
+    """The org's effective quota per GPU model (its override, else the registered default) and
+    the GPUs it uses."""
+    found = quotas.list_quotas(db=ctx.db, actor=caller, org_id=org_id, ports=_ports(request))
     return ListOut(data=[_quota(q) for q in found], has_more=False)
 
 
 @router.put("/orgs/{org_id}/quotas/{gpu_model}", response_model=QuotaOut, tags=TAG_QUOTAS)
 def set_quota(
-    ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel, body: QuotaSet
+    request: Request, ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel, body: QuotaSet
 ) -> QuotaOut:
     """Override the org's quota for one GPU model (operator admins)."""
     quota = quotas.set_quota(
@@ -282,14 +289,19 @@ def set_quota(
         org_id=org_id,
         gpu_model=gpu_model,
         limit_gpus=body.limit_gpus,
+        ports=_ports(request),
     )
     return _quota(quota)
 
 
 @router.delete("/orgs/{org_id}/quotas/{gpu_model}", status_code=204, tags=TAG_QUOTAS)
-def delete_quota(ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel) -> None:
+def delete_quota(
+    request: Request, ctx: Ctx, caller: Caller, org_id: OrgId, gpu_model: GpuModel
+) -> None:
     """Drop the org's override so the registered default applies again (operator admins)."""
-    quotas.delete_quota(db=ctx.db, actor=caller, org_id=org_id, gpu_model=gpu_model)
+    quotas.delete_quota(
+        db=ctx.db, actor=caller, org_id=org_id, gpu_model=gpu_model, ports=_ports(request)
+    )
 
 
 @router.get("/quota-defaults", response_model=ListOut[QuotaDefaultOut], tags=TAG_QUOTAS)
@@ -306,11 +318,16 @@ def list_quota_defaults(ctx: Ctx, caller: Caller, paging: Paging) -> ListOut[Quo
 
 @router.put("/quota-defaults/{gpu_model}", response_model=QuotaDefaultOut, tags=TAG_QUOTAS)
 def set_quota_default(
-    ctx: Ctx, caller: Caller, gpu_model: GpuModel, body: QuotaSet
+    request: Request, ctx: Ctx, caller: Caller, gpu_model: GpuModel, body: QuotaSet
 ) -> QuotaDefaultOut:
     """Register the default quota of a GPU model for every org without an override."""
     row = quotas.set_quota_default(
-        db=ctx.db, clock=ctx.clock, actor=caller, gpu_model=gpu_model, limit_gpus=body.limit_gpus
+        db=ctx.db,
+        clock=ctx.clock,
+        actor=caller,
+        gpu_model=gpu_model,
+        limit_gpus=body.limit_gpus,
+        ports=_ports(request),
     )
     return QuotaDefaultOut.model_validate(row, from_attributes=True)
 

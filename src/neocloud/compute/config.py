@@ -1,0 +1,41 @@
+"""Compute's knobs and the scheduler's report of one cycle: plain data that the scheduler, the
+gang placer, reservations, the worker, the API and the simulator share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from neocloud.kernel.settings import Settings
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Knobs of the scheduler and reconciler (seconds); ``from_settings`` reads the
+    ``NEOCLOUD_COMPUTE_*`` settings."""
+
+    preemption_notice_s: float = 30.0
+    policy: str = "default"
+    lease_ttl_s: float = 30.0
+    # A reservation may be cancelled until this long before its start; None: never.
+    cancel_cutoff_s: float | None = 0.0
+    # New and repaired nodes pass the driver's health check before they take work.
+    burn_in: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ComputeConfig:
+        return cls(
+            preemption_notice_s=settings.compute_preemption_notice_s,
+            cancel_cutoff_s=settings.compute_reservation_cancel_cutoff_h * 3600
+            if settings.compute_reservations_cancellable
+            else None,
+            burn_in=settings.compute_burn_in,
+        )
+
+
+@dataclass
+class ScheduleReport:
+    placed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # queued: pending until capacity frees
+    preempted: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
