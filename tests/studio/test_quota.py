@@ -68,7 +68,7 @@ def test_a_monthly_token_budget_runs_out(app: FastAPI, http: TestClient, admin_k
         _chat(client)
     assert caught.value.code == "insufficient_quota"
     runtime: StudioRuntime = app.state.studio
-    assert runtime.usage.flush() == 2
+    runtime.usage.flush()  # what the background flusher (every 1 s) has not written yet
     budget = http.get(f"/api/v1/studio/orgs/{org}/budget").json()
     assert (budget["used_this_month"], budget["monthly_token_limit"]) == (12, 12)
     # Still refused when the count comes from the database instead of this process.
