@@ -22,7 +22,6 @@ studio's own proxy with the same admission (429 ``rate_limit_exceeded`` with ``R
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -36,7 +35,7 @@ from neocloud.studio.auth import bearer_token
 from neocloud.studio.catalog import ModelKind
 from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
-from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest, parse
+from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest, load_json, parse
 
 log = logging.getLogger("neocloud.api")
 
@@ -96,7 +95,7 @@ class StudioFastPath:
         schema, path, endpoint = route
         runtime = self.studio
         try:
-            body: Any = json.loads(raw)
+            body: Any = load_json(raw)  # bad or too deep: the full stack answers the 400
             req = parse(schema, body)
             model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
         except (ValueError, NeocloudError):

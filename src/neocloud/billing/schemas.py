@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
+from typing_extensions import TypedDict
 
 from neocloud.billing.contracts import Charge
 from neocloud.billing.credits import GrantView
@@ -22,26 +23,44 @@ from neocloud.billing.tables import (
     PriceBookRow,
 )
 from neocloud.kernel.money import Money
+from neocloud.web.fields import (
+    TOKENS_MAX,
+    Amount,
+    Clean,
+    Count,
+    Currency,
+    Fraction,
+    Id,
+    Price,
+    Priority,
+    Text,
+    UtcTime,
+)
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
+
+MAX_PRICES = 1000  # SKUs or models in one price book
+
+Sku = Annotated[Clean, Field(min_length=1, max_length=128)]
 
 
 class TokenPriceIn(RequestModel):
-    input_per_1m: Decimal = Field(ge=0, examples=["0.20"])
-    output_per_1m: Decimal = Field(ge=0, examples=["0.60"])
-    batch_discount: Decimal = Field(Decimal("0.50"), ge=0, le=1)
+    input_per_1m: Price = Field(examples=["0.20"])
+    output_per_1m: Price = Field(examples=["0.60"])
+    batch_discount: Fraction = Decimal("0.50")
 
 
 class PriceBookCreate(RequestModel):
-    effective_from: Time
-    currency: str = Field("USD", pattern="^[A-Z]{3}$")
-    gpu_prices: dict[str, Decimal] = Field(
+    effective_from: UtcTime
+    currency: Currency = "USD"
+    gpu_prices: dict[Sku, Price] = Field(
         default_factory=dict,
+        max_length=MAX_PRICES,
         description="Per GPU-hour by SKU (MODEL.on_demand, MODEL.spot, MODEL.reserved.1m|1y); "
         "unlisted SKUs keep the catalog-derived default",
         examples=[{"H100-SXM-80GB.on_demand": "2.95"}],
     )
-    token_prices: dict[str, TokenPriceIn] = Field(default_factory=dict)
-    note: str | None = Field(None, max_length=1000)
+    token_prices: dict[Sku, TokenPriceIn] = Field(default_factory=dict, max_length=MAX_PRICES)
+    note: Text | None = None
 
 
 class PriceBookOut(ResponseModel):
@@ -67,13 +86,44 @@ class PriceBookOut(ResponseModel):
         )
 
 
+def _token_bound(value: Any) -> Any:
+    # Only the bound: other bad counts (negative, not integers) get the service's own
+    # invalid_usage_event refusal, which lists every rejected event.
+    if isinstance(value, int) and value > TOKENS_MAX:
+        raise ValueError(f"a token count is at most {TOKENS_MAX:,} per event")
+    return value
+
+
+TokenCountIn = Annotated[
+    Any,
+    AfterValidator(_token_bound),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": TOKENS_MAX}),
+]
+
+
+class UsageDataIn(TypedDict, total=False):
+    """An event's ``data``: free-form, except that token counts are bounded."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+
+    input_tokens: TokenCountIn
+    output_tokens: TokenCountIn
+
+
+# Read as a plain dict by the code; validated (and documented) as ``UsageDataIn``.
+if TYPE_CHECKING:
+    UsageData = dict[str, Any]
+else:
+    UsageData = UsageDataIn
+
+
 class UsageEventIn(RequestModel):
-    id: str = Field(min_length=1, max_length=128, description="Unique per source: the dedup key")
-    source: str = Field(min_length=1, max_length=128, examples=["studio"])
-    type: str = Field(min_length=1, max_length=128, examples=["tokens"])
-    subject: str = Field(min_length=1, max_length=255, examples=["llama-3.1-8b"])
-    time: Time
-    data: dict[str, Any] = Field(default_factory=dict)
+    id: Clean = Field(min_length=1, max_length=128, description="Unique per source: the dedup key")
+    source: Clean = Field(min_length=1, max_length=128, examples=["studio"])
+    type: Clean = Field(min_length=1, max_length=128, examples=["tokens"])
+    subject: Clean = Field(min_length=1, max_length=255, examples=["llama-3.1-8b"])
+    time: UtcTime
+    data: UsageData = Field(default_factory=dict)
 
 
 class UsageBatchIn(RequestModel):
@@ -221,7 +271,7 @@ class InvoicePreviewOut(ResponseModel):
 
 
 class InvoiceCreate(RequestModel):
-    org_id: str = Field(max_length=40)
+    org_id: Id
     period: str = Field(pattern=r"^\d{4}-\d{2}$", examples=["2026-11"])
 
 
@@ -294,28 +344,28 @@ class InvoiceOut(ResponseModel):
 
 
 class ContractCreate(RequestModel):
-    org_id: str = Field(max_length=40)
-    kind: str = Field(
+    org_id: Id
+    kind: Clean = Field(
         max_length=16,
         description=" | ".join(ContractKind),
         examples=["commit_spend"],
     )
-    start_at: Time | None = Field(None, description="Required except for reservation")
-    end_at: Time | None = Field(None, description="Required except for reservation")
-    amount: Decimal | None = Field(
+    start_at: UtcTime | None = Field(None, description="Required except for reservation")
+    end_at: UtcTime | None = Field(None, description="Required except for reservation")
+    amount: Amount | None = Field(
         None, description="commit_spend: per month; prepaid: the prepayment", examples=["100000"]
     )
-    gpu_model: str | None = Field(None, max_length=32, examples=["H100-SXM-80GB"])
-    gpus: int | None = Field(None, description="commit_capacity and backstop")
-    rate: Decimal | None = Field(None, description="Per GPU-hour (commit_capacity, backstop)")
-    reservation_id: str | None = Field(None, max_length=40)
-    term: str | None = Field(None, max_length=8, description="reservation: 1m or 1y")
-    billing: str | None = Field(
+    gpu_model: Clean | None = Field(None, max_length=32, examples=["H100-SXM-80GB"])
+    gpus: Count | None = Field(None, description="commit_capacity and backstop")
+    rate: Amount | None = Field(None, description="Per GPU-hour (commit_capacity, backstop)")
+    reservation_id: Id | None = None
+    term: Clean | None = Field(None, max_length=8, description="reservation: 1m or 1y")
+    billing: Clean | None = Field(
         None, max_length=8, description=f"reservation: {'|'.join(ReservationBilling)}"
     )
-    counterparty: str | None = Field(None, max_length=255, description="backstop: who pays")
-    currency: str = Field("USD", pattern="^[A-Z]{3}$")
-    note: str | None = Field(None, max_length=1000)
+    counterparty: Clean | None = Field(None, max_length=255, description="backstop: who pays")
+    currency: Currency = "USD"
+    note: Text | None = None
 
 
 def _money(value: Decimal | None, currency: str) -> MoneyOut | None:
@@ -366,13 +416,13 @@ class ContractOut(ResponseModel):
 
 
 class CreditGrantCreate(RequestModel):
-    org_id: str = Field(max_length=40)
-    amount: Decimal = Field(examples=["500.00"])
-    priority: int = Field(0, description="Lower is used first")
-    expires_at: Time | None = None
+    org_id: Id
+    amount: Amount = Field(examples=["500.00"])
+    priority: Priority = Field(0, description="Lower is used first")
+    expires_at: UtcTime | None = None
     paid: bool = Field(False, description="Bought (refundable) rather than promotional")
-    currency: str = Field("USD", pattern="^[A-Z]{3}$")
-    note: str | None = Field(None, max_length=1000)
+    currency: Currency = "USD"
+    note: Text | None = None
 
 
 class CreditGrantOut(ResponseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -12,6 +11,17 @@ from neocloud.compute.domain import CapacityClass, InstanceType
 from neocloud.compute.prices import GpuPrices
 from neocloud.compute.tables import ComputeEventRow, InstanceRow, OfferingRow, ReservationRow
 from neocloud.kernel.money import Money
+from neocloud.web.fields import (
+    SSH_KEYS_MAX,
+    Clean,
+    CleanText,
+    Count,
+    Hours,
+    Id,
+    Seconds,
+    SshKey,
+    UtcTime,
+)
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
 Name = Field(None, max_length=128)
@@ -21,19 +31,19 @@ Name = Field(None, max_length=128)
 
 
 class InstanceCreate(RequestModel):
-    instance_type: str = Field(min_length=1, max_length=32, examples=["8xH100"])
-    cls: str = Field("on_demand", alias="class", max_length=16, examples=["on_demand", "spot"])
-    project_id: str | None = Field(None, max_length=40)
-    reservation_policy: str = Field("auto", max_length=8)
-    reservation_ids: list[str] = Field(default_factory=list, max_length=16)
-    ssh_keys: list[str] = Field(default_factory=list, max_length=20)
-    image: str | None = Field(None, max_length=255)
-    user_data: str | None = Field(None, max_length=65536)
-    name: str | None = Name
+    instance_type: Clean = Field(min_length=1, max_length=32, examples=["8xH100"])
+    cls: Clean = Field("on_demand", alias="class", max_length=16, examples=["on_demand", "spot"])
+    project_id: Id | None = None
+    reservation_policy: Clean = Field("auto", max_length=8)
+    reservation_ids: list[Id] = Field(default_factory=list, max_length=16)
+    ssh_keys: list[SshKey] = Field(default_factory=list, max_length=SSH_KEYS_MAX)
+    image: Clean | None = Field(None, max_length=255)
+    user_data: CleanText | None = Field(None, max_length=65536)
+    name: Clean | None = Name
     queue: bool | None = Field(
         None, description="wait for capacity (pending) instead of failing with no_capacity"
     )
-    max_wait_s: int | None = Field(
+    max_wait_s: Seconds | None = Field(
         None, description="how long a queued request waits (1 s to 7 days; default 1 day)"
     )
 
@@ -169,26 +179,26 @@ class ComputeEventOut(ResponseModel):
 
 
 class TopologyIn(RequestModel):
-    required: str = Field("fabric", max_length=32, description="all nodes inside one such domain")
-    preferred: str | None = Field("block", max_length=32, description="use as few as possible")
-    segment: int | None = Field(None, description="groups of this many nodes, each in one block")
+    required: Clean = Field("fabric", max_length=32, description="all nodes inside one such domain")
+    preferred: Clean | None = Field("block", max_length=32, description="use as few as possible")
+    segment: Count | None = Field(None, description="groups of this many nodes, each in one block")
 
 
 class ClusterCreate(RequestModel):
-    gpu_model: str = Field(min_length=1, max_length=64, examples=["H100"])
-    node_count: int = Field(examples=[16])
-    cls: str = Field("on_demand", alias="class", max_length=16)
+    gpu_model: Clean = Field(min_length=1, max_length=64, examples=["H100"])
+    node_count: Count = Field(examples=[16])
+    cls: Clean = Field("on_demand", alias="class", max_length=16)
     topology: TopologyIn = Field(default_factory=TopologyIn)
-    fabric: str | None = Field(None, max_length=63)
-    project_id: str | None = Field(None, max_length=40)
-    reservation_policy: str = Field("auto", max_length=8)
-    ssh_keys: list[str] = Field(default_factory=list, max_length=20)
-    image: str | None = Field(None, max_length=255)
-    name: str | None = Name
+    fabric: Clean | None = Field(None, max_length=63)
+    project_id: Id | None = None
+    reservation_policy: Clean = Field("auto", max_length=8)
+    ssh_keys: list[SshKey] = Field(default_factory=list, max_length=SSH_KEYS_MAX)
+    image: Clean | None = Field(None, max_length=255)
+    name: Clean | None = Name
     queue: bool | None = Field(
         None, description="wait for capacity (pending) instead of failing with no_capacity"
     )
-    max_wait_s: int | None = Field(
+    max_wait_s: Seconds | None = Field(
         None, description="how long a queued request waits (1 s to 7 days; default 1 day)"
     )
 
@@ -264,15 +274,13 @@ class ClusterOut(ResponseModel):
 
 
 class OfferingsQuery(RequestModel):
-    gpu_model: str = Field(min_length=1, max_length=64)
-    node_count: int
-    duration_hours: int = Field(description="1 day to 12 months (operators: up to 5 years)")
-    start_after: datetime | None = None
-    start_before: datetime | None = None
-    fabric: str | None = Field(None, max_length=63)
-    org_id: str | None = Field(
-        None, max_length=40, description="operator admins: quote for this org (contracts)"
-    )
+    gpu_model: Clean = Field(min_length=1, max_length=64)
+    node_count: Count
+    duration_hours: Hours = Field(description="1 day to 12 months (operators: up to 5 years)")
+    start_after: UtcTime | None = None
+    start_before: UtcTime | None = None
+    fabric: Clean | None = Field(None, max_length=63)
+    org_id: Id | None = Field(None, description="operator admins: quote for this org (contracts)")
 
 
 class OfferingOut(ResponseModel):
@@ -301,11 +309,11 @@ class OfferingOut(ResponseModel):
 
 
 class ReservationCreate(RequestModel):
-    offering_id: str = Field(min_length=1, max_length=40)
+    offering_id: Id
 
 
 class ReservationExtend(RequestModel):
-    hours: int
+    hours: Hours
 
 
 class ReservationOut(ResponseModel):

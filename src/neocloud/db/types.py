@@ -22,7 +22,10 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column; use the Clock")
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # an offset past year 1 or 9999; request schemas refuse these
+            raise ValueError(f"{value.isoformat()} cannot be stored in UTC") from None
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value

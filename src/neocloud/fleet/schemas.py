@@ -11,9 +11,10 @@ from neocloud.fleet.domain import CheckStatus, NodeState
 from neocloud.fleet.service import DomainCount, ImportResult, SummaryLine
 from neocloud.fleet.tables import HealthCheckRow, NodeEventRow, NodeRow
 from neocloud.kernel.money import Money
+from neocloud.web.fields import Clean, CleanText
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
-Reason = Annotated[str | None, Field(None, max_length=500)]
+Reason = Annotated[Clean | None, Field(None, max_length=500)]
 
 
 # ----------------------------------------------------------------------------------- requests
@@ -31,7 +32,7 @@ class NodeTransitionIn(RequestModel):
 class HealthCheckIn(RequestModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     status: CheckStatus
-    message: str | None = Field(None, max_length=1000)
+    message: CleanText | None = Field(None, max_length=1000)
 
 
 class HealthReportIn(RequestModel):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,12 +38,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
 from neocloud.kernel.errors import ValidationFailed
 from neocloud.kernel.money import to_decimal
+from neocloud.web.fields import AMOUNT_MAX, AMOUNT_PLACES, Clean, Currency
 
 DEFAULT_LEVELS: tuple[str, ...] = ("region", "zone", "fabric", "block", "rack")
 MAX_NODES_PER_FILE = 100_000
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 Name = Field(pattern=NAME_PATTERN)
+MAX_LABELS = 64
+LabelKey = Annotated[Clean, Field(min_length=1, max_length=63)]
+LabelValue = Annotated[Clean, Field(max_length=253)]
+Labels = dict[LabelKey, LabelValue]
 
 
 class _Strict(BaseModel):
@@ -57,10 +62,12 @@ class NodeTemplate(_Strict):
     ram_gib: int = Field(ge=1, le=1 << 20)
     nvme_gib: int | None = Field(None, ge=0, le=1 << 24)
     nvme_tib: Decimal | None = Field(None, ge=0, le=16384)
-    capex: Decimal | None = Field(None, ge=0, description="purchase price of one node")
-    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    capex: Decimal | None = Field(
+        None, ge=0, le=AMOUNT_MAX, decimal_places=AMOUNT_PLACES, description="purchase price"
+    )
+    currency: Currency = "USD"
     book_life_years: int | None = Field(None, ge=1, le=15)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("gpu_model")
     @classmethod
@@ -89,8 +96,8 @@ class NodeTemplate(_Strict):
 class BmcSpec(_Strict):
     """Where the node's baseboard controller answers; credentials live in a secret store."""
 
-    endpoint: str = Field(min_length=1, max_length=512)
-    vendor: str | None = Field(None, max_length=64)
+    endpoint: Clean = Field(min_length=1, max_length=512)
+    vendor: Clean | None = Field(None, max_length=64)
 
 
 class FabricSpec(_Strict):
@@ -99,10 +106,12 @@ class FabricSpec(_Strict):
     blocks: int = Field(ge=1, le=4096)
     racks_per_block: int = Field(ge=1, le=256)
     nodes_per_rack: int = Field(ge=1, le=72)
-    node_count: int | None = Field(None, ge=1, description="fill racks in order up to this")
+    node_count: int | None = Field(
+        None, ge=1, le=MAX_NODES_PER_FILE, description="fill racks in order up to this"
+    )
     in_service: date | None = None
-    bmc: str | None = Field(None, max_length=512, description="endpoint with {hostname}")
-    labels: dict[str, str] = Field(default_factory=dict)
+    bmc: Clean | None = Field(None, max_length=512, description="endpoint with {hostname}")
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @property
     def capacity(self) -> int:
@@ -116,10 +125,10 @@ class FabricSpec(_Strict):
 class ExplicitNode(_Strict):
     hostname: str = Field(pattern=HOSTNAME_PATTERN)
     template: str
-    topology: dict[str, str]
+    topology: dict[LabelKey, LabelValue] = Field(max_length=16)
     in_service: date | None = None
     bmc: BmcSpec | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
 class SiteSpec(_Strict):
@@ -178,8 +187,10 @@ def load_spec_file(path: Path | str) -> FleetSpec:
 
 def parse_spec(text: str, *, source: str = "<spec>") -> FleetSpec:
     """Parse and check a spec; a problem raises ``ValidationFailed`` naming field and line."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        # The reader refuses control characters as it is built: inside the try, a 422 not a 500.
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
@@ -190,7 +201,8 @@ def parse_spec(text: str, *, source: str = "<spec>") -> FleetSpec:
             f"{source}: not valid YAML{line}: {problem}", code="invalid_yaml"
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ValidationFailed(f"{source}: a fleet spec is a YAML mapping", code="invalid_spec")
     try:

@@ -55,10 +55,16 @@ class VirtualClock:
 
 
 def ensure_utc(value: datetime) -> datetime:
-    """Return ``value`` in UTC; a naive value is taken to be UTC already (SQLite returns those)."""
+    """Return ``value`` in UTC; a naive value is taken to be UTC already (SQLite returns those).
+
+    A value whose UTC equivalent leaves ``datetime``'s range (``0001-01-01T00:00:00+05:00``)
+    raises ``ValueError``, never ``OverflowError``, so validators turn it into a 4xx."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the representable range") from None
 
 
 def rfc3339(value: datetime) -> str:

@@ -31,6 +31,7 @@ from neocloud.studio.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    load_json,
     parse,
 )
 
@@ -46,10 +47,7 @@ def _runtime(request: Request) -> StudioRuntime:
 
 
 async def _body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        raise InvalidRequest("the body must be valid JSON", code="invalid_json") from None
+    return load_json(await request.body())  # 400 on bad JSON or too deep a nesting
 
 
 @router.get("/models")

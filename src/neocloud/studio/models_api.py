@@ -9,9 +9,8 @@ change is served by this process at once and by the others within their poll (``
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import Field
@@ -23,6 +22,7 @@ from neocloud.studio.registry import ModelSpec, list_registered, register_model,
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.tables import StudioModelRow
 from neocloud.web.deps import Caller, Ctx
+from neocloud.web.fields import URL_MAX, Amount, Clean
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut, RequestModel, ResponseModel, Time
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -30,23 +30,21 @@ TAGS: list[str | Enum] = ["studio models"]
 
 
 class StudioModelCreate(RequestModel):
-    id: str = Field(max_length=128, examples=["acme/llama-3-8b"])
-    path: str | None = Field(None, max_length=1000, description="A local HF checkpoint dir")
-    upstream_urls: list[str] = Field(
+    id: Clean = Field(max_length=128, examples=["acme/llama-3-8b"])
+    path: Clean | None = Field(None, max_length=1000, description="A local HF checkpoint dir")
+    # http(s) only: the registry refuses another scheme with its own code (invalid_upstream_url).
+    upstream_urls: list[Annotated[Clean, Field(max_length=URL_MAX)]] = Field(
         default_factory=list,
         max_length=32,
         description="Base URLs of an OpenAI-compatible server's replicas",
         examples=[["http://10.0.0.5:8000/v1"]],
     )
-    upstream_model: str | None = Field(None, max_length=256)
-    context_length: int | None = Field(None, ge=1)
-    # Required for a registration (422 ``price_required`` without): 0 serves it free on purpose.
-    input_price_per_m: Decimal | None = Field(
-        None, max_digits=20, decimal_places=6, description="Per 1M tokens; 0 is free"
-    )
-    output_price_per_m: Decimal | None = Field(
-        None, max_digits=20, decimal_places=6, description="Per 1M tokens; 0 is free"
-    )
+    upstream_model: Clean | None = Field(None, max_length=256)
+    context_length: int | None = Field(None, strict=True, ge=1, le=2**31 - 1)
+    # Required for a registration (422 ``price_required`` without): 0 serves it free on purpose;
+    # a negative price is the registry's ``invalid_price``.
+    input_price_per_m: Amount | None = Field(None, description="Per 1M tokens; 0 is free")
+    output_price_per_m: Amount | None = Field(None, description="Per 1M tokens; 0 is free")
     flavor: Flavor = Flavor.BASE
     deprecated_on: date | None = None
 

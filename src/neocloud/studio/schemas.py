@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
+from itertools import accumulate
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neocloud.kernel.errors import InvalidRequest
+from neocloud.web.fields import Tokens
 from neocloud.web.schemas import RequestModel, ResponseModel, Time
+
+# OpenAI's bounds: ``seed`` is a 64-bit signed integer; a token limit fits 32 bits.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+TOKEN_LIMIT_MAX = 2**31 - 1
+MAX_JSON_DEPTH = 64  # far deeper than any OpenAI request; json.loads recurses per level
 
 
 class _Request(BaseModel):
@@ -40,12 +49,12 @@ class Message(BaseModel):
 
 class _Sampling(_Request):
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT_MAX)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -68,7 +77,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT_MAX)
 
     @property
     def token_limit(self) -> int | None:
@@ -77,7 +86,7 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=1, le=TOKEN_LIMIT_MAX)
 
     @field_validator("prompt")
     @classmethod
@@ -98,10 +107,36 @@ class EmbeddingRequest(_Request):
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=65536)
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+def load_json(raw: bytes) -> Any:
+    """Decode a request body; too deep a nesting or bad JSON is a 400 ``invalid_request_error``
+    (a few thousand ``[`` would otherwise exhaust the stack in ``json.loads``)."""
+    if too_deep(raw):
+        raise InvalidRequest(
+            f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep"
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body must be valid JSON", code="invalid_json") from None
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text opens more than ``limit`` arrays or objects inside each other."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the common case: counted in C
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(_STEP[b] for b in brackets), default=0) > limit
 
 
 def parse(model: type[_Request], body: Any) -> Any:
@@ -136,8 +171,8 @@ _FIELD_NAMES = {
 class KeyLimitsIn(RequestModel):
     """A key's rate-limit override; ``null`` keeps the default for that bucket."""
 
-    requests_per_minute: int | None = Field(None, ge=1)
-    tokens_per_minute: int | None = Field(None, ge=1)
+    requests_per_minute: int | None = Field(None, strict=True, ge=1, le=10**9)
+    tokens_per_minute: Tokens | None = Field(None, ge=1)
 
 
 class KeyLimitsOut(ResponseModel):
@@ -152,7 +187,7 @@ class KeyLimitsOut(ResponseModel):
 class OrgBudgetIn(RequestModel):
     """``monthly_token_limit`` null: no budget; ``suspended``: every call is refused."""
 
-    monthly_token_limit: int | None = Field(None, ge=0)
+    monthly_token_limit: Tokens | None = None
     suspended: bool = False
 
 

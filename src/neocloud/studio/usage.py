@@ -31,6 +31,7 @@ from neocloud.kernel.clock import ensure_utc
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.studio.tables import StudioUsageRow
 from neocloud.tenancy.access import org_row, require_read
+from neocloud.web.fields import UtcTime
 
 MAX_BUCKETS = 1000
 MAX_FILTER_VALUES = 100
@@ -106,7 +107,7 @@ class UsageReport:
 
 # -- reading the question ------------------------------------------------------------------
 
-_TIME = TypeAdapter(datetime)
+_TIME = TypeAdapter(UtcTime)  # bounded: an offset past year 1 or 9999 is a 400, not a 500
 
 
 def _time(value: str, param: str) -> datetime:

@@ -6,7 +6,6 @@ alone at ``GET /projects/{project_id}``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -35,6 +34,7 @@ from neocloud.tenancy.schemas import (
 )
 from neocloud.tenancy.tables import OrgRow
 from neocloud.web.deps import Caller, Ctx, Paging
+from neocloud.web.fields import UtcTime
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -343,7 +343,7 @@ def list_audit_events(
     org_id: Annotated[str | None, Query(max_length=40)] = None,
     actor: Annotated[str | None, Query(max_length=40, description="User or key id")] = None,
     method: Annotated[Literal["POST", "PUT", "PATCH", "DELETE"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query()] = None,
+    since: Annotated[UtcTime | None, Query()] = None,
 ) -> ListOut[AuditEventOut]:
     """Mutating calls, newest first: operator staff see all, org admins their org's."""
     page = audit.list_events(

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from neocloud.kernel.auth import Role
 from neocloud.tenancy import domain
+from neocloud.web.fields import CleanText, Email, Id, Name, ShortText, UtcTime
 from neocloud.web.schemas import RequestModel, ResponseModel, Time
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=domain.EMAIL_PATTERN)]
 Slug = Annotated[str, Field(min_length=1, max_length=63, pattern=domain.SLUG_PATTERN)]
-Id = Annotated[str, Field(min_length=1, max_length=40)]
-Gpus = Annotated[int, Field(ge=0, le=domain.MAX_QUOTA_GPUS)]
+Gpus = Annotated[int, Field(strict=True, ge=0, le=domain.MAX_QUOTA_GPUS)]
 
 
 # ----------------------------------------------------------------------------------- requests
@@ -34,12 +31,12 @@ class OrgUpdate(RequestModel):
 
 class ProjectCreate(RequestModel):
     name: Name
-    description: Annotated[str, Field(max_length=1000)] = ""
+    description: CleanText = Field("", max_length=1000)
 
 
 class UserCreate(RequestModel):
     email: Email
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: ShortText = ""
     role: Role = Role.MEMBER
 
 
@@ -52,7 +49,7 @@ class KeyCreate(RequestModel):
     org_id: Id | None = Field(None, description="Default: the caller's org")
     user_id: Id | None = Field(None, description="Default: the caller (admins may name another)")
     role: Role | None = Field(None, description="Cap below the holder's membership role")
-    expires_at: datetime | None = None
+    expires_at: UtcTime | None = None
 
 
 class QuotaSet(RequestModel):

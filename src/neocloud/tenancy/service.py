@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.kernel.auth import Principal, Role
-from neocloud.kernel.clock import Clock
+from neocloud.kernel.clock import Clock, ensure_utc
 from neocloud.kernel.errors import (
     AuthenticationFailed,
     Conflict,
@@ -395,6 +395,8 @@ def create_key(
     org_id = org_id or actor.org_id
     user_id = user_id or actor.user_id
     now = clock.now()
+    if expires_at is not None:
+        expires_at = ensure_utc(expires_at)  # a time without an offset is UTC, as everywhere
     if expires_at is not None and expires_at <= now:
         raise ValidationFailed(
             "expires_at must be in the future", code="expires_at_in_past", param="expires_at"
