@@ -12,8 +12,8 @@ field before any service runs. The bounds, in one table (``docs/security.md`` qu
 ``Url``           ``http://`` or ``https://``, up to 2,048 characters, no control characters
 ``Count``         an integer 0 to 1,000,000 (GPUs, nodes)
 ``Priority``      an integer -1,000,000 to 1,000,000
-``Hours``         an integer 0 to 1,000,000
-``Seconds``       an integer 0 to 10^9
+``Hours``         an integer -1,000,000 to 1,000,000 (the service checks the term)
+``Seconds``       an integer -10^9 to 10^9 (the service checks the wait)
 ``Tokens``        an integer 0 to 10^12 (a token count or limit per event, minute or month)
 ``Amount``        a decimal 0 to 10^12 with at most 6 decimal places (money, unit prices)
 ``Fraction``      a decimal 0 to 1 with at most 6 decimal places
@@ -176,11 +176,13 @@ Count = Annotated[int, Field(strict=True, ge=0, le=COUNT_MAX)]
 Priority = Annotated[int, Field(strict=True, ge=-PRIORITY_MAX, le=PRIORITY_MAX)]
 """An ordering key: -1,000,000 to 1,000,000."""
 
-Hours = Annotated[int, Field(strict=True, ge=0, le=HOURS_MAX)]
-"""A duration in whole hours: 0 to 1,000,000 (services apply tighter term limits)."""
+# Durations are bounded both ways here; the service refuses a negative or too short one with
+# its own code (``invalid_queue``, ``invalid_duration``), which clients already handle.
+Hours = Annotated[int, Field(strict=True, ge=-HOURS_MAX, le=HOURS_MAX)]
+"""A duration in whole hours: at most 1,000,000 either way (services apply term limits)."""
 
-Seconds = Annotated[int, Field(strict=True, ge=0, le=SECONDS_MAX)]
-"""A duration in whole seconds: 0 to 10^9 (services apply tighter limits)."""
+Seconds = Annotated[int, Field(strict=True, ge=-SECONDS_MAX, le=SECONDS_MAX)]
+"""A duration in whole seconds: at most 10^9 either way (services apply tighter limits)."""
 
 Tokens = Annotated[int, Field(strict=True, ge=0, le=TOKENS_MAX)]
 """A token count or token limit: 0 to 10^12."""
