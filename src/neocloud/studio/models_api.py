@@ -22,18 +22,22 @@ from neocloud.studio.registry import ModelSpec, list_registered, register_model,
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.tables import StudioModelRow
 from neocloud.web.deps import Caller, Ctx
-from neocloud.web.fields import URL_MAX, Amount, Clean
+from neocloud.web.fields import URL_MAX, URL_PATTERN, Amount, Clean
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut, RequestModel, ResponseModel, Time
 
 router = APIRouter(responses=ERROR_RESPONSES)
+UpstreamUrl = Annotated[
+    Clean, Field(max_length=URL_MAX, json_schema_extra={"pattern": URL_PATTERN})
+]
 TAGS: list[str | Enum] = ["studio models"]
 
 
 class StudioModelCreate(RequestModel):
     id: Clean = Field(max_length=128, examples=["acme/llama-3-8b"])
     path: Clean | None = Field(None, max_length=1000, description="A local HF checkpoint dir")
-    # http(s) only: the registry refuses another scheme with its own code (invalid_upstream_url).
-    upstream_urls: list[Annotated[Clean, Field(max_length=URL_MAX)]] = Field(
+    # http(s) only, as documented: the registry refuses another scheme with its own code
+    # (invalid_upstream_url); the schema refuses control characters and overlong URLs.
+    upstream_urls: list[UpstreamUrl] = Field(
         default_factory=list,
         max_length=32,
         description="Base URLs of an OpenAI-compatible server's replicas",

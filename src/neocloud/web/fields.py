@@ -7,17 +7,23 @@ field before any service runs. The bounds, in one table (``docs/security.md`` qu
 ================  ==========================================================================
 ``UtcTime``       RFC 3339 (or a bare date), years 1970 to 8999 as written; no offset = UTC
 ``Name``          1 to 200 characters, trimmed, no control characters
-``Text``          up to 1,000 characters, trimmed, no control characters except tab/newline
+``ShortText``     0 to 200 characters, trimmed, no control characters
+``Text``          up to 1,000 characters, trimmed, no control characters but tab and newlines
+``Clean``         trimmed, no control characters; each field gives its ``max_length``
+``CleanText``     as ``Clean``, tab and newlines allowed (scripts, messages)
+``Id``            an object id: 1 to 40 characters, no control characters
 ``Email``         3 to 254 characters, ``local@domain.tld``, no control characters or spaces
 ``Url``           ``http://`` or ``https://``, up to 2,048 characters, no control characters
+``SshKey``        one public key line, at most 16 kB; at most 20 keys (``SSH_KEYS_MAX``)
 ``Count``         an integer 0 to 1,000,000 (GPUs, nodes)
 ``Priority``      an integer -1,000,000 to 1,000,000
 ``Hours``         an integer -1,000,000 to 1,000,000 (the service checks the term)
 ``Seconds``       an integer -10^9 to 10^9 (the service checks the wait)
 ``Tokens``        an integer 0 to 10^12 (a token count or limit per event, minute or month)
-``Amount``        a decimal 0 to 10^12 with at most 6 decimal places (money, unit prices)
-``Fraction``      a decimal 0 to 1 with at most 6 decimal places
-``Currency``      one of ``SUPPORTED_CURRENCIES``
+``Amount``        a decimal -10^12 to 10^12, at most 6 places (the service checks the sign)
+``Price``         a decimal 0 to 10^12, at most 6 places (unit prices)
+``Fraction``      a decimal 0 to 1, at most 6 places
+``Currency``      one of ``SUPPORTED_CURRENCIES`` (USD, EUR, GBP)
 ================  ==========================================================================
 
 Integers are strict: JSON ``false`` is not 0, ``1.0`` and ``"1"`` are not 1. Every integer bound
@@ -28,7 +34,6 @@ store (NUL) and which forge log lines and terminal output (the rest).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
@@ -240,11 +245,3 @@ SUPPORTED_CURRENCIES = ("USD", "EUR", "GBP")
 CURRENCY_PATTERN = "^(" + "|".join(SUPPORTED_CURRENCIES) + ")$"
 Currency = Annotated[str, StringConstraints(strict=True, pattern=CURRENCY_PATTERN)]
 """A currency the platform prices and invoices in (ISO 4217, two minor units)."""
-
-
-def has_control_chars(value: str) -> bool:
-    """Whether ``value`` holds a character a ``Name`` refuses (for text read outside a schema)."""
-    return _CONTROL_RE.search(value) is not None
-
-
-_CONTROL_RE = re.compile(f"[{CONTROL_CHARS}]")
