@@ -216,7 +216,12 @@ def test_a_foreign_or_anonymous_attempt_never_lands_in_the_target_orgs_log(
     by_globex, by_nobody = new
     assert by_globex.org_id == globex.org["id"]
     assert by_globex.actor_key_id == globex.key["id"]
-    assert (by_nobody.org_id, by_nobody.actor_key_id) == (operator_org, None)
+    assert by_globex.outsider
+    assert (by_nobody.org_id, by_nobody.actor_key_id, by_nobody.outsider) == (
+        operator_org,
+        None,
+        True,
+    )
     assert all(e.request_id != chosen and e.request_id for e in new)
     assert [e for e in _events(db) if e.org_id == acme.org["id"] and e.status_code >= 400] == []
     # Acme's own log, as its owner reads it, shows none of it.
@@ -229,7 +234,9 @@ def test_the_operators_successful_change_to_an_org_stays_in_that_orgs_log(
     acme = make_tenant(admin, "acme")
     project = admin.projects.create(acme.org["id"], "by-operator")
     [event] = [e for e in _events(db) if e.target_id == project["id"]]
-    assert event.org_id == acme.org["id"]
+    assert (event.org_id, event.outsider) == (acme.org["id"], False)
+    listed = acme.client.audit.list()["data"]
+    assert [e["outsider"] for e in listed if e["target_id"] == project["id"]] == [False]
 
 
 def test_an_idempotent_replay_is_audited_as_its_caller(

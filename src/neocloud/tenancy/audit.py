@@ -38,7 +38,7 @@ def record_event(*, db: Database, clock: Clock, record: AuditRecord) -> AuditEve
     target = record.target_id if record.target_id and len(record.target_id) <= 64 else None
     actor = record.actor
     with db.transaction() as s:
-        org_id = audit_org(record, target)
+        org_id, outsider = audit_org(record, target)
         if org_id is None:
             org_id = s.scalar(sa.select(OrgRow.id).where(OrgRow.is_operator).limit(1))
         row = AuditEventRow(
@@ -52,37 +52,41 @@ def record_event(*, db: Database, clock: Clock, record: AuditRecord) -> AuditEve
             status_code=record.status_code,
             request_id=record.request_id[:128] if record.request_id else None,
             target_id=target,
+            outsider=outsider,
         )
         s.add(row)
     return row
 
 
-def audit_org(record: AuditRecord, target: str | None) -> str | None:
-    """The org whose log an event goes into; ``None``: the operator's security log.
+def audit_org(record: AuditRecord, target: str | None) -> tuple[str | None, bool]:
+    """The org whose log an event goes into (``None``: the operator's security log), and
+    whether it is an outsider's attempt.
 
     An org's log holds what was done to it and what its own members tried, never what
     outsiders tried: an org's log must not be writable by anyone who can reach the API.
 
-    * No authenticated caller (a 401, anything without a key): the operator's security log.
+    * No authenticated caller (a 401, anything without a key): the operator's security log,
+      flagged as an outsider's.
     * A call on ``/orgs/{id}/…`` goes into that org's log when the caller belongs to it, or
-      when operator staff succeeded at it (the operator acted on the tenant's org); any other
-      caller's attempt (another org's key, always refused) goes into the caller's own log.
+      when operator staff succeeded at it (the operator acted on the tenant's org). Any other
+      caller's attempt (another org's key: always refused) goes into the caller's own log,
+      flagged; operator staff's refused attempt goes into the operator's log, unflagged (the
+      tenant's org did not change).
     * ``POST /orgs`` that made an org: the new org's log starts with its creation.
     * Anything else: the caller's org.
     """
     actor = record.actor
     if actor is None:
-        return None
+        return None, True
     in_path = _ORG_IN_PATH.search(record.path)
     if in_path:
         named = in_path.group(1)
-        succeeded = record.status_code < 400
-        if named == actor.org_id or (actor.is_operator and succeeded):
-            return named
-        return actor.org_id
+        if named == actor.org_id or (actor.is_operator and record.status_code < 400):
+            return named, False
+        return actor.org_id, not actor.is_operator
     if target is not None and is_id(target, "org") and record.status_code < 400:
-        return target
-    return actor.org_id
+        return target, False
+    return actor.org_id, False
 
 
 def list_events(

@@ -148,3 +148,7 @@ class AuditEventOut(ResponseModel):
     status_code: int
     request_id: str | None
     target_id: str | None
+    outsider: bool = Field(
+        description="An attempt from outside: no valid key (in the operator's log) or a call on "
+        "an org the caller may not act in (in the caller's own org's log, never the target's)"
+    )
