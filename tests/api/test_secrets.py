@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from neocloud.api.middleware import SECRET_RESPONSE_FIELDS, purge_expired
@@ -20,6 +21,7 @@ from neocloud.db.engine import Database
 from neocloud.db.metadata import all_metadata
 from neocloud.db.tables import IdempotencyRow
 from neocloud.kernel.clock import VirtualClock
+from neocloud.studio.engines.fake import fake_catalog
 from neocloud.tenancy.tables import AuditEventRow
 
 
@@ -258,3 +260,22 @@ def test_no_key_or_key_digest_reaches_the_audit_log(
     values = [v for t, _, v in _every_text_value(db) if t == "audit_events"]
     assert values
     assert not any(k in v for v in values for k in (admin_key, made["secret"], *digests))
+
+
+def test_a_revoked_key_replays_nothing_on_v1_either(
+    app: FastAPI, admin: Client, http: TestClient
+) -> None:
+    """``/v1`` requests with an ``Idempotency-Key`` go through the same store (the studio's
+    fast path hands them on), so the same rule holds there."""
+    app.state.studio.catalog = fake_catalog()
+    key = admin.keys.create("gateway")
+    headers = _bearer(key["secret"], "embed-1")
+    body = {"model": "neocloud/hash-embed", "input": "hi"}
+    first = http.post("/v1/embeddings", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    again = http.post("/v1/embeddings", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    admin.keys.revoke(key["id"])
+    refused = http.post("/v1/embeddings", json=body, headers=headers)
+    assert refused.status_code == 401
+    assert "idempotent-replayed" not in refused.headers

@@ -105,7 +105,12 @@ class KeyOut(ResponseModel):
 
 
 class KeyCreated(KeyOut):
-    secret: str = Field(description="The key itself: shown in this response only")
+    secret: str | None = Field(
+        description="The key itself: shown in this response only. Never stored, so an "
+        "idempotent replay (header `Idempotent-Replayed: true`) answers it as null and says so "
+        "in `Redacted-Fields: secret`; if the first response was lost, revoke that key and "
+        "create another"
+    )
 
 
 class PrincipalOut(ResponseModel):
