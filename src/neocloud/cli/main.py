@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from neocloud import __version__
-from neocloud.cli.output import err, fail, out, print_json
+from neocloud.cli.config import ENV_HELP
+from neocloud.cli.output import err, fail, out, print_json, print_object
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError, Client
 
 app = typer.Typer(
     name="neocloud",
-    help="neocloud: run a GPU cloud. Tenants script it; operators run it.",
+    help="neocloud: run a GPU cloud. Tenants script it; operators run it.\n\n" + ENV_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -25,7 +26,10 @@ app.add_typer(db_app, name="db")
 @app.callback()
 def root(
     profile: Annotated[
-        str | None, typer.Option("--profile", "-p", help="Saved profile to use (see `login`)")
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="Saved profile to use (see `login`; default: 'default')"
+        ),
     ] = None,
 ) -> None:
     STATE.profile = profile
@@ -183,21 +187,42 @@ def db_upgrade(
     out.print(f"database at revision {', '.join(sorted(current_revisions(db)))}")
 
 
-@app.command()
+LOGIN_HELP = (
+    "Check a key against the API and save it as the profile named by the global --profile "
+    "(`neocloud -p NAME login …`; default: 'default'). Replacing a saved profile says so.\n\n"
+    + ENV_HELP
+)
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        err.print(f"[red]error[/red] cannot read the key file {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+
+@app.command(help=LOGIN_HELP)
 def login(
-    url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8420",
+    url: Annotated[
+        str | None,
+        typer.Option(help="API base URL (default: the profile's, else http://127.0.0.1:8420)"),
+    ] = None,
     key: Annotated[str | None, typer.Option(help="API key (or use --key-file)")] = None,
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="File holding the key")
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="Profile name to save")] = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Check a key against the API and save it as a profile."""
-    from neocloud.cli.config import Profile, save_profile
+    """Check a key against the API and save it as a profile (see LOGIN_HELP)."""
+    from neocloud.cli.config import Profile, find_profile, profile_name, save_profile
+    from neocloud.client.base import DEFAULT_URL
 
+    name = profile_name(STATE.profile)
+    before = find_profile(name)
+    url = url or (before.url if before else DEFAULT_URL)
     if key_file is not None:
-        key = key_file.read_text().strip()
+        key = _read_key_file(key_file)
     if not key:
         key = typer.prompt("API key", hide_input=True)
     client = Client(url, key)
@@ -206,6 +231,8 @@ def login(
     except ApiError as exc:
         raise fail(exc) from None
     path = save_profile(Profile(name, url, key))
+    if before is not None and (before.url, before.api_key) != (url, key):
+        err.print(f"profile '{name}' replaced (it was {before.url} with another key)")
     if as_json:
         print_json(me)
     else:
@@ -213,6 +240,31 @@ def login(
             f"Logged in to {url} as {me.get('user', {}).get('email', me.get('user_id'))} "
             f"(org {me.get('org_id')}, role {me.get('role')}); profile '{name}' saved to {path}"
         )
+
+
+@app.command()
+def whoami(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Who the CLI acts as: user, org, role, API URL and profile."""
+    from neocloud.cli.config import resolve
+
+    me = STATE.me()  # first: says what to run when nothing is logged in
+    profile = resolve(STATE.profile)
+    org = me.get("org") or {}
+    user = me.get("user") or {}
+    shown = {
+        "user": user.get("email") or me["user_id"],
+        "user_id": me["user_id"],
+        "org": org.get("slug") or me["org_id"],
+        "org_id": me["org_id"],
+        "role": me["role"],
+        "operator": me.get("is_operator", False),
+        "key_id": me.get("key_id"),
+        "api_url": profile.url,
+        "profile": f"{profile.name} (key from NEOCLOUD_API_KEY)"
+        if profile.from_env
+        else profile.name,
+    }
+    print_object(shown, as_json=as_json)
 
 
 def _register_subcommands() -> None:
