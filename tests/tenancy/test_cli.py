@@ -43,12 +43,12 @@ def test_orgs_projects_quotas_keys(cli: typer.Typer) -> None:
     assert "acme" in table.stdout
     assert "SLUG" in table.stdout
 
-    project = _json(cli, "projects", "create", org["id"], "training")
-    assert _json(cli, "projects", "list", org["id"]) == [project]
+    project = _json(cli, "projects", "create", "training", "--org", org["id"])
+    assert _json(cli, "projects", "list", "--org", org["id"]) == [project]
 
     _json(cli, "quotas", "set-default", "H100-SXM-80GB", "8")
-    _json(cli, "quotas", "set", org["id"], "B200", "4")
-    quotas = _json(cli, "quotas", "list", org["id"])
+    _json(cli, "quotas", "set", "B200", "4", "--org", org["id"])
+    quotas = _json(cli, "quotas", "list", "--org", org["id"])
     assert isinstance(quotas, list)
     assert {(q["gpu_model"], q["source"]) for q in quotas} == {
         ("H100-SXM-80GB", "default"),

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from neocloud.cli.output import Column, api_call, err, out, print_json, print_object, print_table
-from neocloud.cli.state import STATE
+from neocloud.cli.state import ORG_HELP, STATE
 
 billing_app = typer.Typer(
     help="Billing: price books, the SkyPilot catalog, invoices.", no_args_is_help=True
@@ -29,7 +29,7 @@ billing_app.add_typer(credits_app, name="credits")
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per line")]
-Org = Annotated[str, typer.Option("--org", help="Organization id (org_…)")]
+Org = Annotated[str | None, typer.Option("--org", help=ORG_HELP)]
 PeriodOpt = Annotated[str, typer.Option("--period", help="Month, YYYY-MM")]
 
 LINE_COLUMNS: list[Column] = [
@@ -91,7 +91,8 @@ def catalog(
     sys.stdout.write(STATE.client().price_books.catalog(format=format))
 
 
-def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
+def _invoice(org: str | None, period: str, as_json: bool, as_csv: bool) -> None:
+    org = STATE.org_id(org)
     client = STATE.client()
     if as_csv:
         sys.stdout.write(client.invoices.preview_csv(org, period))
@@ -114,14 +115,14 @@ def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
 
 @billing_app.command("invoice")
 @api_call
-def invoice(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
+def invoice(period: PeriodOpt, org: Org = None, as_json: Json = False, as_csv: Csv = False) -> None:
     """The org's invoice for a month, rated from the facts now (a preview until it is final)."""
     _invoice(org, period, as_json, as_csv)
 
 
 @invoices_app.command("preview")
 @api_call
-def preview(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
+def preview(period: PeriodOpt, org: Org = None, as_json: Json = False, as_csv: Csv = False) -> None:
     """Rate the org's facts for a month now."""
     _invoice(org, period, as_json, as_csv)
 
@@ -152,9 +153,9 @@ def _show_invoice(inv: dict[str, Any], as_json: bool) -> None:
 
 @invoices_app.command("create")
 @api_call
-def invoice_create(org: Org, period: PeriodOpt, as_json: Json = False) -> None:
+def invoice_create(period: PeriodOpt, org: Org = None, as_json: Json = False) -> None:
     """Create or refresh the org's draft for a month from the facts (operator admins)."""
-    _show_invoice(STATE.client().invoices.build(org, period), as_json)
+    _show_invoice(STATE.client().invoices.build(STATE.org_id(org), period), as_json)
 
 
 @invoices_app.command("finalize")
@@ -177,9 +178,11 @@ def invoice_get(invoice_id: str, as_json: Json = False, as_csv: Csv = False) -> 
 
 @invoices_app.command("list")
 @api_call
-def invoice_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def invoice_list(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """The org's invoices, oldest first, a page at a time."""
-    page = STATE.client().invoices.list(org, limit=limit, after=after)
+    page = STATE.client().invoices.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -200,9 +203,11 @@ def _more(page: dict[str, Any]) -> None:
 
 @invoices_app.command("credit-notes")
 @api_call
-def credit_notes(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def credit_notes(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """Credit notes: money given back on finalized invoices that late facts lowered."""
-    page = STATE.client().invoices.credit_notes(org, limit=limit, after=after)
+    page = STATE.client().invoices.credit_notes(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -249,13 +254,13 @@ CONTRACT_FIELDS = [
 @contracts_app.command("create")
 @api_call
 def contract_create(
-    org: Org,
     kind: Annotated[
         str,
         typer.Option(
             "--kind", help="commit_spend | commit_capacity | prepaid | reservation | backstop"
         ),
     ],
+    org: Org = None,
     start: Annotated[str | None, typer.Option("--start", help="RFC 3339 time")] = None,
     end: Annotated[str | None, typer.Option("--end", help="RFC 3339 time")] = None,
     amount: Annotated[
@@ -273,7 +278,7 @@ def contract_create(
 ) -> None:
     """Record a contract for an org (operator admins)."""
     row = STATE.client().contracts.create(
-        org,
+        STATE.org_id(org),
         kind,
         start_at=start,
         end_at=end,
@@ -299,9 +304,9 @@ def contract_get(contract_id: str, as_json: Json = False) -> None:
 @contracts_app.command("list")
 @api_call
 def contract_list(
-    org: Org, limit: Limit = None, after: After = None, as_json: Json = False
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
 ) -> None:
-    page = STATE.client().contracts.list(org, limit=limit, after=after)
+    page = STATE.client().contracts.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -312,8 +317,8 @@ def contract_list(
 @credits_app.command("grant")
 @api_call
 def credit_grant(
-    org: Org,
     amount: Annotated[str, typer.Option("--amount")],
+    org: Org = None,
     priority: Annotated[int, typer.Option("--priority", help="Lower is used first")] = 0,
     expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 time")] = None,
     paid: Annotated[bool, typer.Option("--paid", help="Bought credit (refundable)")] = False,
@@ -322,16 +327,18 @@ def credit_grant(
 ) -> None:
     """Grant credit to an org (operator admins)."""
     row = STATE.client().credits.grant(
-        org, amount, priority=priority, expires_at=expires, paid=paid, note=note
+        STATE.org_id(org), amount, priority=priority, expires_at=expires, paid=paid, note=note
     )
     print_object(row, as_json=as_json, fields=[("ID", "id"), ("BALANCE", "balance")])
 
 
 @credits_app.command("list")
 @api_call
-def credit_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def credit_list(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """The org's grants with the balance left of each."""
-    page = STATE.client().credits.list(org, limit=limit, after=after)
+    page = STATE.client().credits.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -386,14 +393,16 @@ def publish(
 @api_call
 def send(
     path: Annotated[Path, typer.Argument(help="JSON file: a list of events, or - for stdin")],
-    org: Annotated[str | None, typer.Option("--org", help="Operator admins: for this org")] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="Operator admins: for this org (id, slug or name)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Send usage events ({"id", "source", "type", "subject", "time", "data"}); replays count
     once."""
     text = sys.stdin.read() if str(path) == "-" else path.read_text()
     events = json.loads(text)
-    result = STATE.client().usage.send(events, org_id=org)
+    result = STATE.client().usage.send(events, org_id=STATE.maybe_org_id(org))
     print_object(
         result, as_json=as_json, fields=[("ACCEPTED", "accepted"), ("DUPLICATES", "duplicates")]
     )

@@ -18,7 +18,7 @@ from neocloud.cli.output import (
     print_object,
     print_table,
 )
-from neocloud.cli.state import STATE
+from neocloud.cli.state import ORG_HELP, STATE
 
 orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects inside an organization.", no_args_is_help=True)
@@ -38,6 +38,8 @@ APPS: dict[str, typer.Typer] = {
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many rows")]
+Org = Annotated[str | None, typer.Option("--org", help=ORG_HELP)]
+OrgArg = Annotated[str, typer.Argument(help="An organization's id, slug or name")]
 
 ORG_COLUMNS: list[Column] = [
     ("ID", "id"),
@@ -108,8 +110,8 @@ def orgs_list(as_json: Json = False, limit: Limit = 1000) -> None:
 
 @orgs_app.command("get")
 @api_call
-def orgs_get(org_id: str, as_json: Json = False) -> None:
-    print_object(STATE.client().orgs.get(org_id), as_json=as_json)
+def orgs_get(org: OrgArg, as_json: Json = False) -> None:
+    print_object(STATE.client().orgs.get(STATE.org_id(org)), as_json=as_json)
 
 
 @orgs_app.command("create")
@@ -128,9 +130,9 @@ def orgs_create(
 @orgs_app.command("update")
 @api_call
 def orgs_update(
-    org_id: str, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
+    org: OrgArg, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
 ) -> None:
-    print_object(STATE.client().orgs.update(org_id, name=name), as_json=as_json)
+    print_object(STATE.client().orgs.update(STATE.org_id(org), name=name), as_json=as_json)
 
 
 # ------------------------------------------------------------------------------------ projects
@@ -138,8 +140,9 @@ def orgs_update(
 
 @projects_app.command("list")
 @api_call
-def projects_list(org_id: str, as_json: Json = False, limit: Limit = 1000) -> None:
-    _show_list(_take(STATE.client().projects.iter(org_id), limit), PROJECT_COLUMNS, as_json)
+def projects_list(org: Org = None, as_json: Json = False, limit: Limit = 1000) -> None:
+    rows = STATE.client().projects.iter(STATE.org_id(org))
+    _show_list(_take(rows, limit), PROJECT_COLUMNS, as_json)
 
 
 @projects_app.command("get")
@@ -151,12 +154,12 @@ def projects_get(project_id: str, as_json: Json = False) -> None:
 @projects_app.command("create")
 @api_call
 def projects_create(
-    org_id: str,
     name: str,
+    org: Org = None,
     description: Annotated[str | None, typer.Option(help="What the project is for")] = None,
     as_json: Json = False,
 ) -> None:
-    project = STATE.client().projects.create(org_id, name, description=description)
+    project = STATE.client().projects.create(STATE.org_id(org), name, description=description)
     print_object(project, as_json=as_json, fields=PROJECT_COLUMNS)
 
 
@@ -165,35 +168,37 @@ def projects_create(
 
 @users_app.command("list")
 @api_call
-def users_list(org_id: str, as_json: Json = False, limit: Limit = 1000) -> None:
-    _show_list(_take(STATE.client().users.iter(org_id), limit), USER_COLUMNS, as_json)
+def users_list(org: Org = None, as_json: Json = False, limit: Limit = 1000) -> None:
+    rows = STATE.client().users.iter(STATE.org_id(org))
+    _show_list(_take(rows, limit), USER_COLUMNS, as_json)
 
 
 @users_app.command("add")
 @api_call
 def users_add(
-    org_id: str,
     email: str,
+    org: Org = None,
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
     role: Annotated[str, typer.Option(help="owner, admin, member or viewer")] = "member",
     as_json: Json = False,
 ) -> None:
     """Add a user to an organization (created if the email is new)."""
-    user = STATE.client().users.add(org_id, email, name=name, role=role)
+    user = STATE.client().users.add(STATE.org_id(org), email, name=name, role=role)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
 @users_app.command("set-role")
 @api_call
-def users_set_role(org_id: str, user_id: str, role: str, as_json: Json = False) -> None:
-    user = STATE.client().users.set_role(org_id, user_id, role)
+def users_set_role(user_id: str, role: str, org: Org = None, as_json: Json = False) -> None:
+    user = STATE.client().users.set_role(STATE.org_id(org), user_id, role)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
 @users_app.command("remove")
 @api_call
-def users_remove(org_id: str, user_id: str) -> None:
+def users_remove(user_id: str, org: Org = None) -> None:
     """Take a user out of an organization (their keys for it stop working)."""
+    org_id = STATE.org_id(org)
     STATE.client().users.remove(org_id, user_id)
     err.print(f"{user_id} removed from {org_id}")
 
@@ -204,12 +209,16 @@ def users_remove(org_id: str, user_id: str) -> None:
 @keys_app.command("list")
 @api_call
 def keys_list(
-    org_id: Annotated[str | None, typer.Option(help="Every key of this org (admins)")] = None,
+    org: Annotated[
+        str | None,
+        typer.Option("--org", help="Every key of this org (its admins; id, slug or name)"),
+    ] = None,
     as_json: Json = False,
     limit: Limit = 1000,
 ) -> None:
-    """List your keys (or, with --org-id, the org's)."""
-    _show_list(_take(STATE.client().keys.iter(org_id=org_id), limit), KEY_COLUMNS, as_json)
+    """List your keys (or, with --org, the org's)."""
+    rows = STATE.client().keys.iter(org_id=STATE.maybe_org_id(org))
+    _show_list(_take(rows, limit), KEY_COLUMNS, as_json)
 
 
 @keys_app.command("get")
@@ -222,9 +231,13 @@ def keys_get(key_id: str, as_json: Json = False) -> None:
 @api_call
 def keys_create(
     name: str,
-    org_id: Annotated[str | None, typer.Option(help="Default: your org")] = None,
+    org: Org = None,
     user_id: Annotated[
-        str | None, typer.Option(help="Default: you (admins may name another)")
+        str | None,
+        typer.Option(
+            help="Default: you; in an org you are not a member of, its owner (admins may name "
+            "another)"
+        ),
     ] = None,
     role: Annotated[str | None, typer.Option(help="Cap the key's role")] = None,
     expires_at: Annotated[str | None, typer.Option(help="RFC 3339 time")] = None,
@@ -232,7 +245,7 @@ def keys_create(
 ) -> None:
     """Create an API key and print its secret (shown this once only)."""
     key = STATE.client().keys.create(
-        name, org_id=org_id, user_id=user_id, role=role, expires_at=expires_at
+        name, org_id=STATE.maybe_org_id(org), user_id=user_id, role=role, expires_at=expires_at
     )
     if as_json:
         print_json(key)
@@ -253,24 +266,24 @@ def keys_revoke(key_id: str, as_json: Json = False) -> None:
 
 @quotas_app.command("list")
 @api_call
-def quotas_list(org_id: str, as_json: Json = False) -> None:
+def quotas_list(org: Org = None, as_json: Json = False) -> None:
     """An org's effective quota per GPU model."""
-    _show_list(STATE.client().quotas.list(org_id)["data"], QUOTA_COLUMNS, as_json)
+    _show_list(STATE.client().quotas.list(STATE.org_id(org))["data"], QUOTA_COLUMNS, as_json)
 
 
 @quotas_app.command("set")
 @api_call
-def quotas_set(org_id: str, gpu_model: str, limit_gpus: int, as_json: Json = False) -> None:
+def quotas_set(gpu_model: str, limit_gpus: int, org: Org = None, as_json: Json = False) -> None:
     """Override an org's quota for one GPU model (operator admins)."""
-    quota = STATE.client().quotas.set(org_id, gpu_model, limit_gpus)
+    quota = STATE.client().quotas.set(STATE.org_id(org), gpu_model, limit_gpus)
     print_object(quota, as_json=as_json, fields=QUOTA_COLUMNS)
 
 
 @quotas_app.command("reset")
 @api_call
-def quotas_reset(org_id: str, gpu_model: str) -> None:
+def quotas_reset(gpu_model: str, org: Org = None) -> None:
     """Drop an org's override so the default applies again."""
-    STATE.client().quotas.reset(org_id, gpu_model)
+    STATE.client().quotas.reset(STATE.org_id(org), gpu_model)
     err.print(f"override of {gpu_model} removed")
 
 
@@ -294,7 +307,9 @@ def quotas_set_default(gpu_model: str, limit_gpus: int, as_json: Json = False) -
 @audit_app.command("list")
 @api_call
 def audit_list(
-    org_id: Annotated[str | None, typer.Option(help="Only this org")] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="Only this org (id, slug or name)")
+    ] = None,
     actor: Annotated[str | None, typer.Option(help="A user or key id")] = None,
     method: Annotated[str | None, typer.Option(help="POST, PUT, PATCH or DELETE")] = None,
     since: Annotated[str | None, typer.Option(help="RFC 3339 time")] = None,
@@ -303,6 +318,9 @@ def audit_list(
 ) -> None:
     """Mutating calls, oldest first."""
     rows = STATE.client().audit.iter(
-        org_id=org_id, actor=actor, method=method.upper() if method else None, since=since
+        org_id=STATE.maybe_org_id(org),
+        actor=actor,
+        method=method.upper() if method else None,
+        since=since,
     )
     _show_list(_take(rows, limit), AUDIT_COLUMNS, as_json)
