@@ -96,3 +96,18 @@ def test_invoices_create_get_finalize(  # type: ignore[no-untyped-def]
     assert inv["id"] in result.output
     result = runner.invoke(app, ["invoices", "get", inv["id"], "--csv"])
     assert result.output.startswith("invoice_id,period,kind")
+
+
+def test_invoice_preview_defaults_to_the_callers_org(  # type: ignore[no-untyped-def]
+    acme: Client, clock: VirtualClock, as_client
+) -> None:
+    """A tenant sees its own invoice without naming its org (it used to need --org)."""
+    org = acme.get("orgs")["data"][0]
+    as_client(acme)
+    period = clock.now().strftime("%Y-%m")
+    result = runner.invoke(app, ["invoices", "preview", "--period", period, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["org_id"] == org["id"]
+    by_slug = runner.invoke(app, ["invoices", "preview", "--org", org["slug"], "--period", period])
+    assert by_slug.exit_code == 0, by_slug.output
+    assert org["id"] in by_slug.stdout

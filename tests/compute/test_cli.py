@@ -99,3 +99,17 @@ def test_create_queued_from_the_cli(cli: CliRunner, acme: Client) -> None:
     result = cli.invoke(app, ["instances", "create", "1xH100", "--max-wait", "0"])
     assert result.exit_code == 2
     assert len(acme.instances.list()["data"]) == 3  # 1 + the cluster's 2 members
+
+
+def test_wait_that_times_out_says_so_and_exits_124(
+    acme: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker runs here: the instance stays pending, and --wait must not pass for done."""
+    monkeypatch.setattr(STATE, "_client", acme)
+    result = runner.invoke(
+        app, ["instances", "create", "8xH100", "--wait", "--timeout", "1", "--json"]
+    )
+    assert result.exit_code == 124, result.output
+    assert json.loads(result.stdout)["state"] == "pending"  # the object as it is now
+    assert "timed out after 1 s" in result.stderr
+    assert "is still pending" in result.stderr

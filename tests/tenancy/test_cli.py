@@ -76,3 +76,28 @@ def test_errors_are_precise_and_exit_nonzero(cli: typer.Typer) -> None:
     result = runner.invoke(cli, ["orgs", "create", "Bad", "--slug", "Not OK"])
     assert result.exit_code == 2
     assert "slug" in result.output
+
+
+def test_one_way_to_name_an_org(cli: typer.Typer) -> None:
+    """--org takes an id, slug or name and defaults to the caller's org; an operator makes the
+    key of a new org's owner in one command (it answered user_not_found)."""
+    org = _json(cli, "orgs", "create", "Acme AI", "--owner-email", "ml@acme.example")
+    assert isinstance(org, dict)
+    key = _json(cli, "keys", "create", "ci", "--org", "Acme AI")
+    assert isinstance(key, dict)
+    owners = _json(cli, "users", "list", "--org", "acme-ai")
+    assert isinstance(owners, list)
+    assert [u["email"] for u in owners] == ["ml@acme.example"]
+    assert (key["org_id"], key["user_id"]) == (org["id"], owners[0]["id"])
+
+    _json(cli, "quotas", "set", "H100-SXM-80GB", "512", "--org", org["slug"])
+    quotas = _json(cli, "quotas", "list", "--org", org["id"])
+    assert isinstance(quotas, list)
+    assert {(q["gpu_model"], q["limit_gpus"]) for q in quotas} >= {("H100-SXM-80GB", 512)}
+    mine = _json(cli, "users", "list")  # no --org: the operator's own org
+    assert isinstance(mine, list)
+    assert "ml@acme.example" not in {u["email"] for u in mine}
+
+    missing = runner.invoke(cli, ["users", "list", "--org", "nope"])
+    assert missing.exit_code == 2
+    assert "no organization 'nope'" in missing.stderr

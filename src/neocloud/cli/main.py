@@ -10,6 +10,7 @@ import typer
 from neocloud import __version__
 from neocloud.cli.config import ENV_HELP
 from neocloud.cli.output import err, fail, out, print_json, print_object
+from neocloud.cli.progress import spinner
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError, Client
 
@@ -81,7 +82,8 @@ def up(
 
     settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
     clock = SystemClock()
-    prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
+    with spinner(f"migrating the database and importing {fleet}" if fleet else "starting"):
+        prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
     if prepared.admin_key:
         out.print(
             "[bold]Operator admin key (shown once; also saved to "
