@@ -91,8 +91,14 @@ def catalog(
     sys.stdout.write(STATE.client().price_books.catalog(format=format))
 
 
-def _invoice(org: str | None, period: str, as_json: bool, as_csv: bool) -> None:
+ThisMonth = Annotated[
+    str | None, typer.Option("--period", help="Month, YYYY-MM (default: this month, UTC)")
+]
+
+
+def _invoice(org: str | None, period: str | None, as_json: bool, as_csv: bool) -> None:
     org = STATE.org_id(org)
+    period = period or STATE.clock.now().strftime("%Y-%m")
     client = STATE.client()
     if as_csv:
         sys.stdout.write(client.invoices.preview_csv(org, period))
@@ -115,14 +121,18 @@ def _invoice(org: str | None, period: str, as_json: bool, as_csv: bool) -> None:
 
 @billing_app.command("invoice")
 @api_call
-def invoice(period: PeriodOpt, org: Org = None, as_json: Json = False, as_csv: Csv = False) -> None:
+def invoice(
+    period: ThisMonth = None, org: Org = None, as_json: Json = False, as_csv: Csv = False
+) -> None:
     """The org's invoice for a month, rated from the facts now (a preview until it is final)."""
     _invoice(org, period, as_json, as_csv)
 
 
 @invoices_app.command("preview")
 @api_call
-def preview(period: PeriodOpt, org: Org = None, as_json: Json = False, as_csv: Csv = False) -> None:
+def preview(
+    period: ThisMonth = None, org: Org = None, as_json: Json = False, as_csv: Csv = False
+) -> None:
     """Rate the org's facts for a month now."""
     _invoice(org, period, as_json, as_csv)
 
