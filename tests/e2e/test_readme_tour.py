@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class Tour:
     outputs: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # `source …`, `T=…`: prefix later commands
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[BinaryIO] = field(default_factory=list)
+    timings: list[tuple[float, str]] = field(default_factory=list)  # seconds, command
 
     def fill(self, text: str) -> str:
         for readme_port, port in self.ports.items():
@@ -107,6 +110,7 @@ class Tour:
 
     def bash(self, command: str, *, timeout: float = COMMAND_TIMEOUT_S) -> str:
         script = "\n".join(["set -eo pipefail", *self.setup, command])
+        started = time.monotonic()
         done = subprocess.run(
             ["bash", "-c", script],
             cwd=self.root,
@@ -116,6 +120,7 @@ class Tour:
             timeout=timeout,
             check=False,
         )
+        self.timings.append((time.monotonic() - started, command))
         shown = f"$ {command}\n{done.stdout}{done.stderr}"
         assert done.returncode == 0, f"exit {done.returncode}:\n{shown}"
         assert "Traceback (most recent call last)" not in shown, shown
@@ -127,6 +132,8 @@ class Tour:
         match = re.search(r"--port\s+(\d+)", command)
         port = match.group(1) if match else "8420"
         log = (self.root / f"server-{port}.log").open("wb")
+        self.logs.append(log)
+        started = time.monotonic()
         proc = subprocess.Popen(
             ["bash", "-c", "\n".join([*self.setup, f"exec {command}"])],
             cwd=self.root,
@@ -148,6 +155,7 @@ class Tour:
             assert time.monotonic() < deadline, f"$ {command}: no answer in 120 s"
             time.sleep(0.2)
         assert "Traceback" not in self.log(port), self.log(port)
+        self.timings.append((time.monotonic() - started, command))
         self.outputs.append(self.log(port))
 
     def log(self, port: str) -> str:
@@ -189,6 +197,10 @@ def tour(tmp_path: Path) -> Iterator[Tour]:
     finally:
         for proc in reversed(made.servers):
             made.stop(proc)
+        for log in made.logs:
+            log.close()
+        slowest = sorted(made.timings, reverse=True)[:8]
+        print("slowest tour commands:", *(f"{s:6.1f} s  {c}" for s, c in slowest), sep="\n")
 
 
 def test_the_readme_tour_runs(tour: Tour) -> None:
