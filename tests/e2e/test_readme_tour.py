@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest

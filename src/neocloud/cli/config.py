@@ -88,7 +88,7 @@ def resolve(explicit: str | None) -> Profile:
     named = explicit is not None or "NEOCLOUD_PROFILE" in os.environ
     saved = find_profile(name)
     env_url = os.environ.get("NEOCLOUD_API_URL")
-    env_key = os.environ.get("NEOCLOUD_API_KEY")
+    env_key = (os.environ.get("NEOCLOUD_API_KEY") or "").strip()  # a pasted newline is no key
     if saved is None and named:
         known = ", ".join(sorted(load_profiles())) or "none"
         raise ProfileError(
