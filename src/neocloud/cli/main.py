@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -269,36 +272,76 @@ def whoami(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     print_object(shown, as_json=as_json)
 
 
-def _register_subcommands() -> None:
-    from neocloud.cli import compute as compute_cli
+def _register_fleet() -> None:
     from neocloud.cli import fleet as fleet_cli
-    from neocloud.cli import tenancy as tenancy_cli
 
     app.add_typer(fleet_cli.fleet_app, name="fleet")
     app.add_typer(fleet_cli.nodes_app, name="nodes")
+
+
+def _register_sim() -> None:
+    from neocloud.cli import compute as compute_cli
     from neocloud.cli.sim import sim_app
 
     compute_cli.register_sim(sim_app)
     app.add_typer(sim_app, name="sim")
+
+
+def _register_econ() -> None:
     from neocloud.cli.econ import econ_app
 
     app.add_typer(econ_app, name="econ")
-    for name, sub in tenancy_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    for name, sub in compute_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    from neocloud.cli import billing as billing_cli
 
-    for name, sub in billing_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    from neocloud.cli import studio as studio_cli
 
-    for name, sub in studio_cli.APPS.items():
-        app.add_typer(sub, name=name)
+def _register_apps(module: str) -> Callable[[], None]:
+    def register() -> None:
+        apps: dict[str, typer.Typer] = importlib.import_module(f"neocloud.cli.{module}").APPS
+        for name, sub in apps.items():
+            app.add_typer(sub, name=name)
+
+    return register
+
+
+# Each top-level group and what registers it: a command imports only its own module (econ's
+# numpy, billing's, studio's…), so that `neocloud nodes list` starts in a fraction of the time.
+# tests/e2e/test_cli_startup.py checks the table against registering everything.
+GROUPS: dict[str, Callable[[], None]] = {
+    "fleet": _register_fleet,
+    "nodes": _register_fleet,
+    "sim": _register_sim,
+    "econ": _register_econ,
+    **dict.fromkeys(
+        ("orgs", "projects", "users", "keys", "quotas", "audit"), _register_apps("tenancy")
+    ),
+    **dict.fromkeys(
+        ("reservations", "capacity", "instance-types", "instances", "clusters"),
+        _register_apps("compute"),
+    ),
+    **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
+    "studio": _register_apps("studio"),
+}
+
+
+def _command_group(argv: list[str]) -> str | None:
+    """The first word of ``argv`` that is not a global option or its value."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--profile", "-p"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _register_subcommands(argv: list[str] | None = None) -> None:
+    """Register the group ``argv`` names, or every group (for --help, or a word not known)."""
+    group = GROUPS.get(_command_group(argv) or "") if argv is not None else None
+    for register in [group] if group is not None else list(dict.fromkeys(GROUPS.values())):
+        register()
 
 
 def main() -> None:
-    _register_subcommands()
+    _register_subcommands(sys.argv[1:])
     try:
         app()
     except ApiError as exc:
