@@ -1,5 +1,6 @@
 """The README's tour, run as a new user would: every shell and Python block of "A five-minute
-tour", in order, against `neocloud up` on a temporary data dir and a free port.
+tour", in order, against `neocloud up` on a temporary data dir and a free port; and those of
+"Running on PostgreSQL" on a scratch database.
 
 A README change that breaks the tour fails here. The tour runs in a scratch directory that looks
 like a checkout with `make run` done: `examples/`, `data/` and `src/` link to this repository,
@@ -7,7 +8,7 @@ like a checkout with `make run` done: `examples/`, `data/` and `src/` link to th
 server's data dir. Placeholders like `<node-id>` are filled with the newest id of that kind
 (`node_…`) printed by an earlier command. A command that starts a server (`neocloud up`) runs in
 the background until it answers, and is stopped; every other command must exit 0 without a
-traceback.
+traceback. A worker (`neocloud worker`) is ready when it says so.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ import httpx
 import pytest
 
 import neocloud
+from neocloud.db.engine import Database
+from neocloud.db.scratch import scratch_database
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = Path(neocloud.__file__).resolve().parents[1]
 TOUR = "## A five-minute tour"
+POSTGRES = "## Running on PostgreSQL"
 PORTS = ("8420", "8500")  # the README's ports, each replaced by a free one
 # A placeholder's kind -> the prefix of the ids that fill it.
 PREFIXES = {
@@ -46,17 +50,17 @@ PREFIXES = {
 }
 ID_RE = re.compile(r"\b([a-z]{2,5})_[0-9A-HJKMNP-TV-Z]{26}\b")
 PLACEHOLDER_RE = re.compile(r"<([a-z]+)-id>")
-SERVER_RE = re.compile(r"^(?:\S*/)?neocloud up\b")
+SERVER_RE = re.compile(r"^(?:\S*/)?neocloud (?:up|worker)\b")
 COMMAND_TIMEOUT_S = 120
 
 
-def tour_blocks(readme: str) -> list[tuple[str, str]]:
-    """(language, code) of each fenced bash or python block of the tour section, in order."""
-    start = readme.index(TOUR)
-    end = readme.find("\n## ", start + len(TOUR))
+def readme_blocks(readme: str, heading: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced bash or python block of a section, in order."""
+    start = readme.index(heading)
+    end = readme.find("\n## ", start + len(heading))
     section = readme[start : end if end != -1 else None]
     blocks = re.findall(r"^```(bash|python)\n(.*?)^```", section, flags=re.S | re.M)
-    assert blocks, "the tour has no code blocks"
+    assert blocks, f"{heading!r} has no code blocks"
     return [(lang, code) for lang, code in blocks]
 
 
@@ -90,11 +94,13 @@ class Tour:
     ports: dict[str, str]
     outputs: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # `source …`, `T=…`: prefix later commands
-    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[BinaryIO] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    replace: dict[str, str] = field(default_factory=dict)  # README text -> the test's
     timings: list[tuple[float, str]] = field(default_factory=list)  # seconds, command
 
     def fill(self, text: str) -> str:
+        for readme_text, ours in self.replace.items():
+            text = text.replace(readme_text, ours)
         for readme_port, port in self.ports.items():
             text = re.sub(rf"(?<![\d.]){readme_port}(?!\d)", port, text)
         return PLACEHOLDER_RE.sub(lambda m: self.newest_id(m.group(1)), text)
@@ -128,11 +134,18 @@ class Tour:
         return shown
 
     def serve(self, command: str) -> None:
-        """Start a server command in the background and wait until its port answers."""
+        """Start `neocloud up` or `neocloud worker` in the background and wait until it is
+        ready: the API answers on its port, or the worker says it runs. An `up` replaces one
+        of ours on the same port; an `up` on another port than the tour's first server (the
+        big-fleet import) is stopped once it answers."""
+        worker = SERVER_RE.match(command) and " worker" in command.split("#")[0]
         match = re.search(r"--port\s+(\d+)", command)
-        port = match.group(1) if match else "8420"
-        log = (self.root / f"server-{port}.log").open("wb")
-        self.logs.append(log)
+        port = match.group(1) if match else self.env.get("NEOCLOUD_PORT", "8420")
+        name = "worker" if worker else port
+        for running in [s for s in self.servers if s.name == name]:
+            self.stop(running)
+        log_path = self.root / f"server-{name}-{len(self.timings)}.log"
+        log = log_path.open("wb")
         started = time.monotonic()
         proc = subprocess.Popen(
             ["bash", "-c", "\n".join([*self.setup, f"exec {command}"])],
@@ -142,26 +155,22 @@ class Tour:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.servers.append(proc)
+        server = Server(name, proc, log, log_path)
+        self.servers.append(server)
         deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"$ {command}\n{self.log(port)}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"$ {command}: no answer in 120 s"
+        while not (server.said("worker on") if worker else _answers(port)):
+            assert proc.poll() is None, f"$ {command}\n{server.output()}"
+            assert time.monotonic() < deadline, f"$ {command}: not ready in 120 s"
             time.sleep(0.2)
-        assert "Traceback" not in self.log(port), self.log(port)
+        assert "Traceback" not in server.output(), server.output()
         self.timings.append((time.monotonic() - started, command))
-        self.outputs.append(self.log(port))
+        self.outputs.append(server.output())
+        first = next(s for s in self.servers if s.name != "worker")
+        if not worker and first.name != name:
+            self.stop(server)
 
-    def log(self, port: str) -> str:
-        return (self.root / f"server-{port}.log").read_text(errors="replace")
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+    def stop(self, server: Server) -> None:
+        proc = server.proc
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -169,6 +178,55 @@ class Tour:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        server.log.close()
+        self.servers.remove(server)
+        assert "Traceback" not in server.output(), server.output()
+
+    def run_section(self, heading: str, *, min_commands: int) -> None:
+        """Run every block of the README section under ``heading``, in order."""
+        ran = 0
+        for lang, code in readme_blocks((REPO / "README.md").read_text(), heading):
+            if lang == "python":
+                path = self.root / f"block{ran}.py"
+                path.write_text(self.fill(code))
+                self.bash(f"{shlex.quote(sys.executable)} {path.name}")
+                ran += 1
+                continue
+            for command in shell_commands(code):
+                command = self.fill(command)
+                if SERVER_RE.match(command):
+                    self.serve(command)
+                elif command.startswith(("source ", "export ")) or re.match(
+                    r"^[A-Z_]+=\S+$", command
+                ):
+                    self.setup.append(command)
+                else:
+                    self.bash(command)
+                ran += 1
+        assert ran >= min_commands, f"only {ran} commands ran: did the README's blocks change?"
+
+
+@dataclass
+class Server:
+    name: str  # its port, or "worker"
+    proc: subprocess.Popen[bytes]
+    log: BinaryIO
+    path: Path
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.path.read_text(errors="replace")
+
+    def said(self, text: str) -> bool:
+        return text in self.output()
+
+
+def _answers(port: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).is_success
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture
@@ -195,42 +253,41 @@ def tour(tmp_path: Path) -> Iterator[Tour]:
     try:
         yield made
     finally:
-        for proc in reversed(made.servers):
-            made.stop(proc)
-        for log in made.logs:
-            log.close()
+        for server in reversed(made.servers):
+            made.stop(server)
         slowest = sorted(made.timings, reverse=True)[:8]
-        print("slowest tour commands:", *(f"{s:6.1f} s  {c}" for s, c in slowest), sep="\n")
+        print(f"tour: {len(made.timings)} commands, {sum(t for t, _ in made.timings):.1f} s")
+        print("slowest:", *(f"{s:6.1f} s  {c}" for s, c in slowest), sep="\n")
 
 
 def test_the_readme_tour_runs(tour: Tour) -> None:
-    readme = (REPO / "README.md").read_text()
-    ran = 0
-    for lang, code in tour_blocks(readme):
-        if lang == "python":
-            path = tour.root / f"block{ran}.py"
-            path.write_text(tour.fill(code))
-            tour.bash(f"{shlex.quote(sys.executable)} {path.name}")
-            ran += 1
-            continue
-        for command in shell_commands(code):
-            command = tour.fill(command)
-            if SERVER_RE.match(command):
-                tour.serve(command)
-                if len(tour.servers) > 1:  # the tour's first server stays up for the rest
-                    tour.stop(tour.servers.pop())
-            elif command.startswith(("source ", "export ")) or re.match(r"^[A-Z_]+=\S+$", command):
-                tour.setup.append(command)
-            else:
-                tour.bash(command)
-            ran += 1
-    assert ran >= 40, f"only {ran} tour commands ran: did the README's blocks change shape?"
+    tour.run_section(TOUR, min_commands=40)
+
+
+@pytest.mark.postgres
+def test_the_readme_postgresql_section_runs(tour: Tour, postgresql_db: Database) -> None:
+    """`Running on PostgreSQL` in a shell that ran the tour's `source .venv/bin/activate`, on
+    a scratch database in place of the README's, the default port in place of 8420."""
+    admin_url = postgresql_db.engine.url.render_as_string(hide_password=False)
+    with scratch_database(admin_url, "neocloud_readme") as url:
+        readme = (REPO / "README.md").read_text()
+        readme_url = re.search(r"NEOCLOUD_DATABASE_URL=(\S+)", readme)
+        assert readme_url is not None, "the PostgreSQL section sets NEOCLOUD_DATABASE_URL"
+        tour.replace[readme_url.group(1)] = url
+        tour.env["NEOCLOUD_PORT"] = tour.ports["8420"]
+        tour.setup.append("source .venv/bin/activate")
+        tour.run_section(POSTGRES, min_commands=5)
+        workers = [s for s in tour.servers if s.name == "worker"]
+        assert workers, "the section starts a worker"
+        for server in reversed(tour.servers):
+            tour.stop(server)
+        assert "leases released" in workers[0].output()
 
 
 def test_placeholders_and_continuations_are_read_as_a_user_would() -> None:
     """The runner's own rules, so that a broken rule cannot make the tour pass vacuously."""
     assert shell_commands("a \\\n  --b 1   # c\n# only a comment\n\nd\n") == [
-        "a   --b 1   # c",
+        "a    --b 1   # c",
         "d",
     ]
     tour = Tour(Path("."), {}, {"8420": "9999", "8500": "9998"})
