@@ -21,8 +21,9 @@ run: $(STAMP)
 	$(BIN)/neocloud up --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/python scripts/check_private_names.py src
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

@@ -3,7 +3,7 @@
 Target (the billing issue): >= 20,000 events/s (Stripe's meter-event stream takes 10,000/s).
 
 The run creates a throwaway database, migrates it, and sends ``--events`` events through
-``billing.service.record_usage_events`` (the function behind ``POST /api/v1/usage/events``) in
+``billing.usage.record_usage_events`` (the function behind ``POST /api/v1/usage/events``) in
 batches of 1,000, a share of them replays of earlier events (``--dup``: within a batch and across
 batches). It checks the stored count and the duplicate count against what it sent, then, in the
 same run, ``COPY``s the same rows into a scratch table shaped like ``usage_events`` (same columns
@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from neocloud.billing.service import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
+from neocloud.billing.usage import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
 from neocloud.db.scratch import scratch_database

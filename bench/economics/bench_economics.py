@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from neocloud.economics import Scenario, parse_scenario, project
-from neocloud.economics.engine import yearly
 from neocloud.economics.kpis import covers, returns
+from neocloud.economics.projection import yearly
 from neocloud.economics.stress import MonteCarloSpec, monte_carlo
 
 MODELS = [

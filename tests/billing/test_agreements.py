@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from neocloud.billing import agreements
-from neocloud.billing.agreements import ContractTerms, Spend
+from neocloud.billing import agreement_lines, contract_service, reports
+from neocloud.billing.contract_service import ContractTerms
+from neocloud.billing.contracts import Spend
 from neocloud.billing.rating import Period
 from neocloud.client import Client
 from neocloud.db.engine import Database
@@ -25,7 +26,7 @@ def _t(year: int, month: int, day: int = 1) -> datetime:
 
 
 def _contract(db: Database, clock: VirtualClock, **kw: object) -> str:
-    row = agreements.create_contract(
+    row = contract_service.create_contract(
         db=db,
         clock=clock,
         principal=OPERATOR,
@@ -46,10 +47,10 @@ def test_golden_commitment_true_up(acme: Client, db: Database, clock: VirtualClo
         amount=Decimal("100000.00"),
     )
     with db.transaction() as s:
-        lines = agreements.agreement_charges(
+        lines = agreement_lines.agreement_charges(
             s, org, APRIL, [Spend("H100-SXM-80GB.on_demand", Decimal("82345.67"))], now=_t(2026, 5)
         )
-        more = agreements.agreement_charges(
+        more = agreement_lines.agreement_charges(
             s, org, APRIL, [Spend("H100-SXM-80GB.on_demand", Decimal("100000.01"))], now=_t(2026, 5)
         )
     assert [(c.kind, c.amount, c.reference_id) for c in lines] == [
@@ -91,9 +92,9 @@ def test_backlog_is_what_is_left_of_each_contract(
         amount=Decimal("5000"),
     )
     with db.transaction() as s:
-        at_start = agreements.backlog_by_org(s, _t(2026, 4))
-        half_way = agreements.backlog_by_org(s, _t(2026, 10))
-        after = agreements.backlog_by_org(s, _t(2028, 5))
+        at_start = reports.backlog_by_org(s, _t(2026, 4))
+        half_way = reports.backlog_by_org(s, _t(2026, 10))
+        after = reports.backlog_by_org(s, _t(2028, 5))
     # 12 months x 100,000 + 64 GPUs x 240 h x 2.10 + 5,000 prepaid
     assert at_start == {org: Decimal("1200000.00") + Decimal("32256.00") + Decimal("5000.00")}
     assert half_way == {org: Decimal("600000.00") + Decimal("5000.00")}
@@ -138,11 +139,13 @@ def test_bad_contracts_are_precise_errors_and_change_nothing(
         with pytest.raises(exc) as caught:
             _contract(db, clock, **kw)
         assert (caught.value.code, caught.value.param) == (code, param), kw  # type: ignore[attr-defined]
-    page = agreements.list_contracts(db=db, principal=OPERATOR, org_id=org, limit=10, after=None)
+    page = contract_service.list_contracts(
+        db=db, principal=OPERATOR, org_id=org, limit=10, after=None
+    )
     assert page.items == []
     tenant = Principal("key_t", "usr_t", org, Role.OWNER, is_operator=False)
     with pytest.raises(PermissionDenied):
-        agreements.create_contract(
+        contract_service.create_contract(
             db=db,
             clock=clock,
             principal=tenant,

@@ -11,8 +11,16 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from neocloud.billing import agreements, invoices, service
-from neocloud.billing.agreements import ContractTerms
+from neocloud.billing import (
+    agreement_lines,
+    contract_service,
+    credits,
+    invoices,
+    ledger,
+    reports,
+    service,
+)
+from neocloud.billing.contract_service import ContractTerms
 from neocloud.billing.rating import Period
 from neocloud.billing.tables import ContractRow, CreditNoteRow, InvoiceLineRow, InvoiceRow
 from neocloud.billing.worker import InvoicingWorker
@@ -126,7 +134,7 @@ def _reservation(
 def _contract(db: Database, clock: VirtualClock, **fields: Any) -> ContractRow:
     """A contract recorded by the operator admin (``fields``: ``ContractTerms``')."""
     terms = ContractTerms(**fields)
-    return agreements.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
+    return contract_service.create_contract(db=db, clock=clock, principal=OPERATOR, terms=terms)
 
 
 def _build(db: Database, clock: VirtualClock, org: str, period: Period) -> invoices.InvoiceView:
@@ -173,7 +181,7 @@ def test_monthly_reservation_charge_covers_its_usage(
     assert _lines(_build(db, clock, org, MAY)) == [("reservation", _cents(8 * 744 * R1Y))]
     with db.transaction() as s:
         # the rest of the term from May 1: 8 GPUs x (365 days - 30) x 24 h x the 1y price
-        left = agreements.backlog_by_org(s, _t(5))
+        left = reports.backlog_by_org(s, _t(5))
     assert left == {org: _cents(8 * (365 - 30) * 24 * R1Y)}
 
 
@@ -215,12 +223,12 @@ def test_a_reservation_cancelled_before_it_starts_is_not_charged(
     )
     assert ctr.term == "1m"
     with db.transaction() as s:
-        assert agreements.backlog_by_org(s, now) == {org: _cents(8 * 720 * R1M)}
+        assert reports.backlog_by_org(s, now) == {org: _cents(8 * 720 * R1M)}
         rsv = s.get(ReservationRow, "rsv_t2")
         assert rsv is not None
         rsv.state = "cancelled"
     with db.transaction() as s:
-        assert agreements.backlog_by_org(s, now) == {}
+        assert reports.backlog_by_org(s, now) == {}
     clock.set(_t(5, 2))
     assert _build(db, clock, org, APRIL).lines == []
 
@@ -240,7 +248,7 @@ def test_prepaid_drawdown_and_credits_by_priority_then_expiry(
     )
 
     def grant(amount: int, priority: int, expires: datetime | None, paid: bool) -> str:
-        return agreements.grant_credit(
+        return credits.grant_credit(
             db=db,
             clock=clock,
             principal=OPERATOR,
@@ -283,7 +291,7 @@ def test_prepaid_drawdown_and_credits_by_priority_then_expiry(
     assert [ln.reference_id for ln in may.lines[1:]] == [promo, paid]
     assert soon not in [ln.reference_id for ln in may.lines]
     assert may.invoice.total == 0
-    views, _ = agreements.list_credits(db=db, principal=OPERATOR, org_id=org, limit=10, after=None)
+    views, _ = credits.list_credits(db=db, principal=OPERATOR, org_id=org, limit=10, after=None)
     # drafts do not use up credit: only April's (finalized) credit line counts so far
     assert {v.grant.id: v.balance for v in views} == {
         promo: promo_left,
@@ -296,7 +304,7 @@ def test_late_fact_lowering_a_finalized_month_is_a_credit_note(
     acme: Client, node: NodeRow, db: Database, clock: VirtualClock
 ) -> None:
     org = acme.get("orgs")["data"][0]["id"]
-    promo = agreements.grant_credit(
+    promo = credits.grant_credit(
         db=db, clock=clock, principal=OPERATOR, org_id=org, amount=Decimal(20)
     )
     _alloc(db, org, node, _t(4, 10), 10)
@@ -323,7 +331,7 @@ def test_late_fact_lowering_a_finalized_month_is_a_credit_note(
     assert [(ln["kind"], ln["reference_id"], Decimal(ln["amount"])) for ln in note.lines[1:]] == [
         ("restored", promo.id, Decimal(20))
     ]
-    views, _ = agreements.list_credits(db=db, principal=OPERATOR, org_id=org, limit=5, after=None)
+    views, _ = credits.list_credits(db=db, principal=OPERATOR, org_id=org, limit=5, after=None)
     assert [v.balance for v in views] == [Decimal(20)]
     frozen = invoices.get_invoice(db=db, principal=OPERATOR, invoice_id=april.invoice.id)
     assert _lines(frozen) == _lines(april)
@@ -403,8 +411,10 @@ def test_rounding_is_once_per_line_and_configurable(
         amount=Decimal("100.005"),
     )
     with db.transaction() as s:
-        up = agreements.agreement_charges(s, org, APRIL, [], now=_t(5), rounding=ROUND_HALF_UP)
-        even = agreements.agreement_charges(s, org, APRIL, [], now=_t(5), rounding=ROUND_HALF_EVEN)
+        up = agreement_lines.agreement_charges(s, org, APRIL, [], now=_t(5), rounding=ROUND_HALF_UP)
+        even = agreement_lines.agreement_charges(
+            s, org, APRIL, [], now=_t(5), rounding=ROUND_HALF_EVEN
+        )
     assert [c.amount for c in up] == [Decimal("100.01")]
     assert [c.amount for c in even] == [Decimal("100.00")]
     assert load_settings(billing_rounding="ROUND_HALF_EVEN").billing_rounding == ROUND_HALF_EVEN
@@ -431,8 +441,8 @@ def test_backstop_is_operator_revenue_for_unsold_capacity(
     )
     _alloc(db, org, node, _t(4, 3), 10)  # 80 GPU-hours sold
     with db.transaction() as s:
-        [rev] = agreements.backstop_revenue(s, APRIL, now=_t(5, 2))
-        backlog = agreements.backlog_by_org(s, _t(4))
+        [rev] = reports.backstop_revenue(s, APRIL, now=_t(5, 2))
+        backlog = reports.backlog_by_org(s, _t(4))
     assert (rev.contract_id, rev.sold_gpu_hours, rev.amount) == (
         ctr.id,
         Decimal(80),
@@ -466,7 +476,7 @@ def test_backstop_sold_hours_count_every_org_of_its_gpu_model_only(
         assert row is not None
         row.gpu_model = "not-" + node.gpu_model  # another model's time sells none of this one
     with db.transaction() as s:
-        [rev] = agreements.backstop_revenue(s, APRIL, now=_t(5, 2))
+        [rev] = reports.backstop_revenue(s, APRIL, now=_t(5, 2))
     assert (rev.sold_gpu_hours, rev.amount) == (Decimal(120), Decimal(16 * 720 - 120))
 
 
@@ -574,7 +584,7 @@ def test_every_gpu_second_is_billed_once_across_crashes_and_late_facts(
                 sum((ln.gpu_seconds for ln in fresh), Decimal(0)),
                 sum((ln.amount.amount for ln in fresh), Decimal(0)),
             )
-            billed = invoices._billed(s, org, "2026-04")
+            billed = ledger.billed_usage(s, org, "2026-04")
             got = (
                 sum((b.gpu_seconds for b in billed), Decimal(0)),
                 sum((b.amount for b in billed), Decimal(0)),

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from neocloud.billing import service
-from neocloud.billing.service import TOKENS, UsageEvent
 from neocloud.billing.tables import UsageEventRow
+from neocloud.billing.usage import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.errors import ValidationFailed
@@ -38,7 +37,7 @@ def _stored(db: Database) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 def test_duplicates_within_and_across_batches_count_once(db: Database, clock: VirtualClock) -> None:
     first = [_event(clock, "a"), _event(clock, "b"), _event(clock, "a", input_tokens=99)]
-    result = service.record_usage_events(db=db, clock=clock, org_id="org_1", events=first)
+    result = record_usage_events(db=db, clock=clock, org_id="org_1", events=first)
     assert (result.accepted, result.duplicates) == (2, 1)
     second = [
         _event(clock, "b"),  # replay of the first batch
@@ -46,10 +45,10 @@ def test_duplicates_within_and_across_batches_count_once(db: Database, clock: Vi
         _event(clock, "c"),  # replay within this batch
         _event(clock, "a", source="other"),  # another source: another event
     ]
-    result = service.record_usage_events(db=db, clock=clock, org_id="org_1", events=second)
+    result = record_usage_events(db=db, clock=clock, org_id="org_1", events=second)
     assert (result.accepted, result.duplicates) == (2, 2)
     # Another org may use the same ids.
-    result = service.record_usage_events(db=db, clock=clock, org_id="org_2", events=first)
+    result = record_usage_events(db=db, clock=clock, org_id="org_2", events=first)
     assert (result.accepted, result.duplicates) == (2, 1)
     stored = _stored(db)
     assert [r[:3] for r in stored] == [
@@ -66,11 +65,11 @@ def test_duplicates_within_and_across_batches_count_once(db: Database, clock: Vi
 
 
 def test_a_full_batch_with_replays_is_counted_exactly(db: Database, clock: VirtualClock) -> None:
-    events = [_event(clock, f"e{i}", input_tokens=i) for i in range(service.MAX_BATCH)]
-    result = service.record_usage_events(db=db, clock=clock, org_id="org_1", events=events)
+    events = [_event(clock, f"e{i}", input_tokens=i) for i in range(MAX_BATCH)]
+    result = record_usage_events(db=db, clock=clock, org_id="org_1", events=events)
     assert (result.accepted, result.duplicates) == (1000, 0)
     again = events[500:] + [_event(clock, f"n{i}") for i in range(300)] + events[:200]
-    result = service.record_usage_events(db=db, clock=clock, org_id="org_1", events=again)
+    result = record_usage_events(db=db, clock=clock, org_id="org_1", events=again)
     assert (result.accepted, result.duplicates) == (300, 700)
     with db.transaction() as s:
         count = s.scalar(sa.select(sa.func.count()).select_from(UsageEventRow))
@@ -85,7 +84,5 @@ def test_a_refused_batch_stores_nothing(db: Database, clock: VirtualClock) -> No
     when = clock.now() - timedelta(days=36)
     late = UsageEvent(bad.id, bad.source, bad.type, bad.subject, when, {})
     with pytest.raises(ValidationFailed):
-        service.record_usage_events(
-            db=db, clock=clock, org_id="org_1", events=[_event(clock, "ok"), late]
-        )
+        record_usage_events(db=db, clock=clock, org_id="org_1", events=[_event(clock, "ok"), late])
     assert _stored(db) == []

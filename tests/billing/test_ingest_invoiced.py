@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from neocloud.billing import agreements, invoices, service
+from neocloud.billing import invoices, service
 from neocloud.billing.rating import Period
-from neocloud.billing.service import TOKENS, UsageEvent
+from neocloud.billing.usage import TOKENS, UsageEvent, record_usage_events
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
@@ -65,7 +65,7 @@ def _allocate(db: Database, start: datetime, end: datetime, gpus: int = 8) -> No
 def _tokens(db: Database, clock: VirtualClock, eid: str, at: datetime, tin: int, tout: int) -> None:
     data = {"model": "llama", "input_tokens": tin, "output_tokens": tout, "batch": False}
     event = UsageEvent(eid, "studio", TOKENS, "prj_1", at, data)
-    result = service.record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
+    result = record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
     assert result.accepted == 1
 
 
@@ -79,7 +79,7 @@ def test_price_change_and_tokens_on_stored_invoices(
     _tokens(db, clock, "t1", CHANGE - timedelta(hours=1), 1_000_000, 1_000_000)
     _tokens(db, clock, "t2", CHANGE + timedelta(hours=1), 1_000_000, 1_000_000)
 
-    preview, _ = agreements.preview_invoice(
+    preview, _ = invoices.preview_invoice(
         db=db, clock=clock, principal=OPERATOR, org_id=ORG, period=MARCH
     )
     assert [(ln.unit_price, ln.gpu_seconds, ln.amount.amount) for ln in preview.lines] == [

@@ -16,10 +16,10 @@ import typer
 from typer.testing import CliRunner
 
 from neocloud.billing import invoices, service
-from neocloud.billing.invoices import Billed, adjustment_lines
+from neocloud.billing.adjustments import Billed, adjustment_lines, usage_lines
 from neocloud.billing.rating import Line, Period, Sku, TokenCounts
-from neocloud.billing.service import TOKENS, UsageEvent
 from neocloud.billing.tables import InvoiceLineRow
+from neocloud.billing.usage import TOKENS, UsageEvent, record_usage_events
 from neocloud.cli import output
 from neocloud.cli.billing import APPS
 from neocloud.cli.state import STATE
@@ -71,7 +71,7 @@ def _tokens(
 ) -> None:
     data = {"model": "llama", "input_tokens": tin, "output_tokens": tout, "batch": batch}
     event = UsageEvent(eid, "studio", TOKENS, "prj_1", at, data)
-    result = service.record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
+    result = record_usage_events(db=db, clock=clock, org_id=ORG, events=[event])
     assert result.accepted == 1
 
 
@@ -275,7 +275,7 @@ def test_stored_prices_per_1m_have_the_columns_scale() -> None:
     # 0.123457 x (1 - 0.3) = 0.0864199 per 1M: stored (and shown) as 0.086420 on both backends
     price = Decimal("0.123457") * Decimal("0.7")
     line = _token_line(1_000_000, 0, (price, price), ["a"])
-    (usage,) = invoices.usage_lines([line], "2026-03")
+    (usage,) = usage_lines([line], "2026-03")
     assert usage.input_price_per_1m == usage.output_price_per_1m == Decimal("0.086420")
     (adj,) = adjustment_lines([line], [], "2026-03")
     assert (adj.input_tokens, adj.input_price_per_1m) == (1_000_000, Decimal("0.086420"))

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from neocloud.billing import reports, service
-from neocloud.billing.agreements import ContractTerms, create_contract
-from neocloud.billing.service import TOKENS, UsageEvent
+from neocloud.billing.contract_service import ContractTerms, create_contract
+from neocloud.billing.usage import TOKENS, UsageEvent, record_usage_events
 from neocloud.client import Client
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
@@ -79,7 +79,7 @@ def usage(fleet: Client, db: Database, clock: VirtualClock) -> None:
     clock.set(datetime(2026, 3, 25, tzinfo=UTC))
     data = {"model": "llama", "input_tokens": 100_000_000, "output_tokens": 50_000_000}
     event = UsageEvent("r1", "studio", TOKENS, "prj", _at(20), data)  # $20 + $30
-    assert service.record_usage_events(db=db, clock=clock, org_id="org_c", events=[event])
+    assert record_usage_events(db=db, clock=clock, org_id="org_c", events=[event])
     clock.set(NOW)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from neocloud.billing import service
 from neocloud.billing.rating import ON_DEMAND, Sku
-from neocloud.billing.service import UsageEvent
+from neocloud.billing.usage import MAX_BATCH, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import VirtualClock
@@ -90,23 +90,23 @@ def _event(i: int, clock: VirtualClock, *, late: timedelta = timedelta(0)) -> Us
 
 def test_usage_events_are_idempotent_per_org_and_source(db: Database, clock: VirtualClock) -> None:
     batch = [_event(i, clock) for i in range(3)]
-    first = service.record_usage_events(db=db, clock=clock, org_id="org_a", events=batch)
+    first = record_usage_events(db=db, clock=clock, org_id="org_a", events=batch)
     assert (first.accepted, first.duplicates) == (3, 0)
     again = [*batch[1:], _event(3, clock)]
-    second = service.record_usage_events(db=db, clock=clock, org_id="org_a", events=again)
+    second = record_usage_events(db=db, clock=clock, org_id="org_a", events=again)
     assert (second.accepted, second.duplicates) == (1, 2)
-    other = service.record_usage_events(db=db, clock=clock, org_id="org_b", events=batch)
+    other = record_usage_events(db=db, clock=clock, org_id="org_b", events=batch)
     assert other.accepted == 3  # the key is (org, source, id)
 
 
 def test_usage_events_up_to_35_days_late(db: Database, clock: VirtualClock) -> None:
     ok = [_event(0, clock, late=timedelta(days=35))]
-    assert service.record_usage_events(db=db, clock=clock, org_id="org_a", events=ok).accepted == 1
+    assert record_usage_events(db=db, clock=clock, org_id="org_a", events=ok).accepted == 1
     batch = [_event(1, clock), _event(2, clock, late=timedelta(days=35, seconds=1))]
     with pytest.raises(ValidationFailed) as err:
-        service.record_usage_events(db=db, clock=clock, org_id="org_a", events=batch)
+        record_usage_events(db=db, clock=clock, org_id="org_a", events=batch)
     assert err.value.param == "events[1].time"
     assert err.value.details["rejected"] == [{"index": 1, "id": "ev-2", "reason": "too_late"}]
-    big = [_event(i, clock) for i in range(service.MAX_BATCH + 1)]
+    big = [_event(i, clock) for i in range(MAX_BATCH + 1)]
     with pytest.raises(ValidationFailed, match="at most 1000"):
-        service.record_usage_events(db=db, clock=clock, org_id="org_a", events=big)
+        record_usage_events(db=db, clock=clock, org_id="org_a", events=big)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from decimal import Decimal
 
@@ -103,18 +105,9 @@ def test_bad_arrival_rows_name_the_line_and_field(tmp_path, row: str, param: str
 
 
 def _sim_cli():  # type: ignore[no-untyped-def]
-    import typer
+    from neocloud.cli.sim import sim_app
 
-    from neocloud.cli.compute import register_sim
-
-    sim = typer.Typer()
-
-    @sim.callback()
-    def _group() -> None:
-        """neocloud sim"""
-
-    register_sim(sim)
-    return sim
+    return sim_app
 
 
 def test_cli_reads_an_arrivals_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -135,3 +128,63 @@ def test_cli_reads_an_arrivals_file(tmp_path) -> None:  # type: ignore[no-untype
     assert "line 2" in result.output
     result = CliRunner().invoke(app, ["cluster", "--help"])
     assert "duration_s" in result.output
+
+
+def test_progress_is_told_the_simulated_time_at_most_once_an_hour() -> None:
+    calls: list[tuple[float, float]] = []
+    cfg = SimConfig(days=0.25, fleet_gpus=16, arrivals_per_hour=4, failure_rate=0, seed=1)
+    report = run(cfg, progress=lambda done, total: calls.append((done, total)))
+    assert report == run(cfg)  # watching changes nothing
+    total = 0.25 * 86400
+    assert calls[-1] == (total, total)
+    assert {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert 3 <= len(calls) <= 6 + 1  # 6 simulated hours: one call an hour at most, then the end
+    assert all(b - a >= 3600 for a, b in itertools.pairwise(done[:-1]))
+
+
+def test_cli_prints_the_settings_it_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from neocloud.cli import output
+
+    monkeypatch.setattr(output.out, "width", 240)
+    args = ["cluster", "--days", "0.1", "--fleet-gpus", "64", "--failure-rate", "2.5"]
+    result = CliRunner().invoke(_sim_cli(), [*args, "--seed", "7", "--arrivals-per-hour", "4"])
+    assert result.exit_code == 0, result.output
+    settings = next(line for line in result.output.splitlines() if line.startswith("settings"))
+    assert "days 0.1" in settings
+    assert "fleet 64 H100 GPUs" in settings
+    assert "failure rate 2.5 per 1,000 node-days" in settings
+    assert "seed 7" in settings
+    assert "arrivals synthetic, 4 per hour" in settings
+    result = CliRunner().invoke(_sim_cli(), ["cluster", "--days", "0.1", "--fleet-gpus", "64"])
+    assert "failure rate 3.79 per 1,000 node-days (Llama 3's)" in result.output
+
+
+def test_cli_json_is_the_report_alone_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from neocloud.cli import sim as sim_cli
+
+    screen = io.StringIO()  # a terminal: the bar draws there when it is drawn at all
+    monkeypatch.setattr(
+        sim_cli, "out", Console(file=screen, force_terminal=True, color_system=None, width=200)
+    )
+    monkeypatch.setattr(sim_cli, "stdout_is_terminal", lambda: True)
+    args = ["cluster", "--days", "0.1", "--fleet-gpus", "64", "--seed", "3"]
+    result = CliRunner().invoke(_sim_cli(), [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)  # nothing but the JSON object: no bar, no settings line
+    assert (report["config"]["seed"], report["config"]["days"]) == (3, 0.1)
+    assert screen.getvalue() == ""
+    # Without --json, the same terminal shows the bar, then the settings with the result.
+    result = CliRunner().invoke(_sim_cli(), args)
+    assert result.exit_code == 0, result.output
+    assert "simulating" in screen.getvalue()
+    assert "day 0.1 of 0.1" in screen.getvalue()
+    assert "seed 3" in screen.getvalue()
+    help_text = CliRunner().invoke(_sim_cli(), ["cluster", "--help"]).output
+    assert "API" not in help_text

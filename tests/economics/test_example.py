@@ -8,9 +8,9 @@ import numpy_financial as npf
 import pytest
 
 from neocloud.economics import project, report
-from neocloud.economics.engine import equity_flows, project_flows, yearly
 from neocloud.economics.finance import irr
 from neocloud.economics.kpis import covers
+from neocloud.economics.projection import equity_flows, project_flows, yearly
 from neocloud.economics.scenario import Periods
 
 from .helpers import example

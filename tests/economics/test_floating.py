@@ -12,8 +12,8 @@ import numpy_financial as npf
 import pytest
 
 from neocloud.economics import load_yaml, parse_scenario, project
-from neocloud.economics.engine import yearly
 from neocloud.economics.kpis import covers
+from neocloud.economics.projection import yearly
 from neocloud.economics.stress import MonteCarloSpec, get_stress, monte_carlo, scale_rates
 from neocloud.kernel.errors import ValidationFailed
 

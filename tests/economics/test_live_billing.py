@@ -52,10 +52,11 @@ def _expected_revenue(db: Database, clock: VirtualClock, days: int) -> dict[str,
     return out
 
 
-@pytest.fixture
-def platform(admin: Client, db: Database, clock: VirtualClock) -> Client:
+def _platform(
+    admin: Client, db: Database, clock: VirtualClock, *, operator_gpus: int = 0
+) -> Client:
     """A fleet of 32 H100s with capex; acme runs 16 GPUs and globex 8 for 10 days; globex also
-    sends $50 of Studio token usage."""
+    sends $50 of Studio token usage; the operator's own org runs ``operator_gpus`` (tests)."""
     admin.fleet.import_spec(FLEET)  # type: ignore[attr-defined]
     admin.price_books.publish(  # type: ignore[attr-defined]
         clock.now().isoformat(),
@@ -67,6 +68,10 @@ def platform(admin: Client, db: Database, clock: VirtualClock) -> Client:
     acme.instances.create("8xH100", name="a1")  # type: ignore[attr-defined]
     acme.instances.create("8xH100", name="a2")  # type: ignore[attr-defined]
     globex.instances.create("8xH100", name="g1")  # type: ignore[attr-defined]
+    if operator_gpus:
+        own_org = admin.get("me")["org_id"]
+        admin.quotas.set(own_org, "H100-SXM-80GB", operator_gpus)  # type: ignore[attr-defined]
+        admin.instances.create(f"{operator_gpus}xH100", name="smoke-test")  # type: ignore[attr-defined]
     Worker(db, clock, driver=SimDriver(seed=1), holder="test").run_once()
     clock.advance(timedelta(days=10))
     event = {
@@ -79,6 +84,11 @@ def platform(admin: Client, db: Database, clock: VirtualClock) -> Client:
     }
     assert globex.usage.send([event])["accepted"] == 1  # type: ignore[attr-defined]
     return admin
+
+
+@pytest.fixture
+def platform(admin: Client, db: Database, clock: VirtualClock) -> Client:
+    return _platform(admin, db, clock)
 
 
 def test_live_report_reflects_billed_revenue_and_concentration(
@@ -126,3 +136,46 @@ def test_econ_live_in_the_cli_shows_billing(
     assert result.exit_code == 0, result.output
     assert "realized from billing" in result.output
     assert "shares of billed revenue" in result.output
+
+
+def test_the_operators_own_usage_is_not_customer_revenue(
+    admin: Client, db: Database, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator smoke-tests 8 GPUs for the same 10 days: billing rates it like anyone's,
+    # but it is the house's own money going round, not a customer's.
+    platform = _platform(admin, db, clock, operator_gpus=8)
+    live: dict[str, Any] = platform.economics.live(window_days=30)  # type: ignore[attr-defined]
+    rated = _expected_revenue(db, clock, 30)
+    own = rated.pop("operator")
+    assert own > 0
+    total = sum(rated.values(), Decimal(0))
+    billing = live["billing"]
+    assert billing["revenue_by_customer"] == {k: float(v) for k, v in rated.items()}
+    assert billing["revenue"] == float(total)
+    assert billing["revenue_by_class"] == {
+        "on_demand": float(total - TOKENS),
+        "tokens": float(TOKENS),
+    }
+    assert billing["top1"] == pytest.approx(float(rated["acme"] / total), abs=1e-6)
+    assert billing["largest"] == "acme"
+    assert "operator" not in live["concentration"]["customers"]
+    # Utilization (hence projected revenue) counts customers' GPUs only: 24 of 32, not 32.
+    assert live["usage"]["measured_utilization"] == pytest.approx(24 / 32, rel=1e-3)
+    assert live["internal_usage"] == {
+        "excluded": True,
+        "orgs": ["operator"],
+        "currency": "USD",
+        "revenue": float(own),
+        "gpu_hours": pytest.approx(8 * 240, rel=1e-3),
+    }
+    assert live["sources"]["internal_usage"].startswith("excluded: the operator's own usage")
+    assert f"USD {own:,.2f}" in live["sources"]["internal_usage"]
+
+    monkeypatch.setattr(output.out, "width", 400)
+    monkeypatch.setattr(STATE, "_client", platform)
+    app = typer.Typer()
+    app.add_typer(econ_app, name="econ")
+    result = CliRunner().invoke(app, ["econ", "live", "--window-days", "30"])
+    assert result.exit_code == 0, result.output
+    assert "internal_usage: excluded" in result.output
+    assert f"USD {own:,.2f}" in result.output

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neocloud.economics import Scenario, project
-from neocloud.economics.engine import yearly
+from neocloud.economics.projection import yearly
 from neocloud.economics.scenario import Amortisation, ReferenceCurve, TaxDepreciation
 from neocloud.economics.stress import with_classes, with_cohorts
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from neocloud.economics import deep_merge, load_yaml, parse_scenario, project, report
-from neocloud.economics.engine import yearly
 from neocloud.economics.kpis import concentration, covers
 from neocloud.economics.live import LiveInputs, NodeRecord, build_live_scenario
+from neocloud.economics.projection import yearly
 from neocloud.economics.stress import STRESSES, MonteCarloSpec, get_stress, monte_carlo, tornado
 from neocloud.kernel.errors import InvalidRequest, ValidationFailed
 
@@ -209,15 +209,19 @@ def test_an_ltv_tranche_draws_as_capex_is_paid() -> None:
 def test_measured_usage_counts_overlaps_within_the_window() -> None:
     from datetime import UTC, datetime
 
-    from neocloud.economics.live import Interval, measure_usage
+    from neocloud.economics.live import OrgAllocation, measure_usage
 
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     day = 24.0
     usage = measure_usage(
         [
-            Interval("a", 8, datetime(2026, 2, 1, tzinfo=UTC), None),  # whole window
-            Interval("b", 8, datetime(2026, 3, 5, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)),
-            Interval("c", 8, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+            OrgAllocation("a", 8, datetime(2026, 2, 1, tzinfo=UTC), None),  # whole window
+            OrgAllocation(
+                "b", 8, datetime(2026, 3, 5, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)
+            ),
+            OrgAllocation(
+                "c", 8, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+            ),
         ],
         [(8, datetime(2025, 1, 1, tzinfo=UTC)), (8, datetime(2026, 3, 6, tzinfo=UTC))],
         window_start=t0,

@@ -11,8 +11,8 @@ import numpy_financial as npf
 import pytest
 
 from neocloud.economics import project, report
-from neocloud.economics.engine import macrs_fractions, yearly
 from neocloud.economics.kpis import breakevens, covers
+from neocloud.economics.projection import macrs_fractions, yearly
 from neocloud.economics.scenario import Scenario, TaxDepreciation
 from neocloud.economics.stress import MonteCarloSpec, monte_carlo
 

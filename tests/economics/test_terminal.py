@@ -9,8 +9,8 @@ import numpy_financial as npf
 import pytest
 
 from neocloud.economics import load_yaml, parse_scenario, project, report
-from neocloud.economics.engine import equity_flows, project_flows, yearly
 from neocloud.economics.kpis import returns
+from neocloud.economics.projection import equity_flows, project_flows, yearly
 from neocloud.economics.scenario import Scenario
 from neocloud.economics.stress import MonteCarloSpec, monte_carlo
 from neocloud.kernel.errors import ValidationFailed

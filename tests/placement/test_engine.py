@@ -348,14 +348,14 @@ def test_hot_paths_do_not_scan_the_fleet(monkeypatch: pytest.MonkeyPatch) -> Non
     for i in range(300):
         placed(e.place(SliceRequest(gpus=1 + i % 8), now=0))
     calls = 0
-    real = type(e)._node_fits
+    real = type(e.state).node_fits
 
     def counting(self: object, *args: object) -> bool:
         nonlocal calls
         calls += 1
-        return real(e, *args)  # type: ignore[arg-type]
+        return real(e.state, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(type(e), "_node_fits", counting)
+    monkeypatch.setattr(type(e.state), "node_fits", counting)
     placed(e.place(GangRequest("H100", 64), now=1))
     assert calls == 0  # an open-ended gang reads only the index
     for g in (1, 2, 4, 8):

@@ -109,7 +109,16 @@ def test_seed_ranges() -> None:
 
 def test_cli_prints_json_per_policy(tmp_path: Path) -> None:
     node_csv, pod_csv = write_trace(tmp_path)
-    args = ["--nodes", str(node_csv), "--pods", str(pod_csv), "--seeds", "42-42", "--json"]
+    args = [
+        "alibaba",
+        "--nodes",
+        str(node_csv),
+        "--pods",
+        str(pod_csv),
+        "--seeds",
+        "42-42",
+        "--json",
+    ]
     result = CliRunner().invoke(sim_app, [*args, "--policy", "fgd"])
     assert result.exit_code == 0, result.output
     line = json.loads(result.output.strip())
@@ -122,7 +131,16 @@ def test_cli_prints_json_per_policy(tmp_path: Path) -> None:
 
 def test_cli_unknown_policy_fails_with_the_known_names(tmp_path: Path) -> None:
     node_csv, pod_csv = write_trace(tmp_path)
-    args = ["--nodes", str(node_csv), "--pods", str(pod_csv), "--policy", "nope", "--json"]
+    args = [
+        "alibaba",
+        "--nodes",
+        str(node_csv),
+        "--pods",
+        str(pod_csv),
+        "--policy",
+        "nope",
+        "--json",
+    ]
     result = CliRunner().invoke(sim_app, args)
     assert result.exit_code == 2
     assert "unknown slice policy 'nope'" in result.output

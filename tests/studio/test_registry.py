@@ -25,6 +25,7 @@ from neocloud.studio.runtime import TINY_LLAMA, StudioRuntime
 from neocloud.studio.tables import StudioModelRow
 
 MODELS = "/api/v1/studio/models"
+FREE = {"input_price_per_m": "0", "output_price_per_m": "0"}  # free on purpose: stated
 
 
 def _fake_vllm(seen: list[dict[str, object]]) -> httpx2.MockTransport:
@@ -162,6 +163,15 @@ def test_upstream_registration_is_served_balanced_and_removed(
             "invalid_price",
             "input_price_per_m",
         ),
+        # A registration states its prices: none is not $0.
+        ({"id": "x", "upstream_urls": ["http://a/v1"]}, 422, "price_required", "input_price_per_m"),
+        ({"id": "x", "path": str(TINY_LLAMA)}, 422, "price_required", "input_price_per_m"),
+        (
+            {"id": "x", "upstream_urls": ["http://a/v1"], "input_price_per_m": "0.1"},
+            422,
+            "price_required",
+            "output_price_per_m",
+        ),
     ],
 )
 def test_bad_registrations_are_refused_and_change_nothing(
@@ -190,11 +200,38 @@ def test_bad_registrations_are_refused_and_change_nothing(
     }
 
 
+def test_a_registration_without_prices_says_how_to_serve_it_free(
+    http: TestClient, admin_key: str, db: Database
+) -> None:
+    """No prices is a 422 that names the price and says how to make it free on purpose; an
+    explicit 0 registers a free model; the built-in models keep their catalog prices."""
+    body: dict[str, object] = {"id": "acme/free", "upstream_urls": ["http://a/v1"]}
+    refused = http.post(MODELS, json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "price_required",
+        "input_price_per_m",
+    )
+    assert "give 0 explicitly" in error["message"]
+    assert "--input-price" in error["message"]
+    assert _rows(db) == []
+
+    created = http.post(MODELS, json={**body, **FREE})
+    assert created.status_code == 201, created.text
+    assert created.json()["pricing"] == {"input_per_m_tokens": "0", "output_per_m_tokens": "0"}
+    assert _rows(db) == ["acme/free"]
+    echo = http.get(f"{MODELS}/neocloud/echo").json()
+    assert echo["source"] == "builtin"
+    assert echo["pricing"] == {"input_per_m_tokens": "0.01", "output_per_m_tokens": "0.02"}
+
+
 def test_only_operator_admins_register(http: TestClient, db: Database) -> None:
     viewer = http.post("/api/v1/keys", json={"name": "ro", "role": "viewer"})
     assert viewer.status_code == 201, viewer.text
     headers = {"Authorization": f"Bearer {viewer.json()['secret']}"}
-    body = {"id": "x", "upstream_urls": ["http://a/v1"]}
+    body = {"id": "x", "upstream_urls": ["http://a/v1"], **FREE}
     refused = http.post(MODELS, json=body, headers=headers)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "operator_admin_only"
@@ -213,7 +250,7 @@ def test_another_process_picks_up_a_registration_on_sync(
     runtime.catalog = fake_catalog()
     runtime.models.sync()
     assert "acme/up" not in runtime.catalog.models
-    body = {"id": "acme/up", "upstream_urls": ["http://a/v1"], "context_length": 4096}
+    body = {"id": "acme/up", "upstream_urls": ["http://a/v1"], "context_length": 4096, **FREE}
     assert http.post(MODELS, json=body).status_code == 201
     runtime.models.sync()
     assert runtime.catalog.models["acme/up"].context_length == 4096
@@ -274,7 +311,12 @@ def test_a_removed_checkpoint_frees_its_weights(
 
     checkpoint = tmp_path / "copy"  # its own path: no other test's engine shares these weights
     shutil.copytree(TINY_LLAMA, checkpoint)
-    body = {"id": "acme/gone", "path": str(checkpoint), "input_price_per_m": "1"}
+    body = {
+        "id": "acme/gone",
+        "path": str(checkpoint),
+        "input_price_per_m": "1",
+        "output_price_per_m": "0",
+    }
     assert http.post(MODELS, json=body).status_code == 201
     answer = _oai(http, admin_key).chat.completions.create(
         model="acme/gone", messages=[{"role": "user", "content": "Hi"}], max_tokens=3

@@ -42,12 +42,14 @@ def test_models_add_list_remove(
             "path",
             256,
         )
-        upstream = runner.invoke(
-            cli,
-            ["studio", "models", "add", "--upstream", "http://10.0.0.5:8000/v1,http://10.0.0.6:8000/v1",
-             "--id", "acme/llama", "--upstream-model", "meta-llama/Meta-Llama-3-8B-Instruct",
-             "--flavor", "fast", "--deprecated-on", "2027-06-30"],
-        )  # fmt: skip
+        args = ["studio", "models", "add", "--upstream", "http://10.0.0.5:8000/v1,http://10.0.0.6:8000/v1",
+                "--id", "acme/llama", "--upstream-model", "meta-llama/Meta-Llama-3-8B-Instruct",
+                "--flavor", "fast", "--deprecated-on", "2027-06-30"]  # fmt: skip
+        unpriced = runner.invoke(cli, args)  # no prices: refused, not served at $0
+        assert unpriced.exit_code != 0
+        assert "price_required" in unpriced.output
+        assert "--input-price" in unpriced.output
+        upstream = runner.invoke(cli, [*args, "--input-price", "0.9", "--output-price", "0"])
         assert upstream.exit_code == 0, upstream.output
         assert "upstream:acme/llama" in upstream.output
 

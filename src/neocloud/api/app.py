@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from neocloud import __version__
+from neocloud.api.docs import install_docs
 from neocloud.api.errors import install_error_handlers
 from neocloud.api.middleware import BodyLimitAndIdempotencyMiddleware, RequestContextMiddleware
 from neocloud.db.engine import Database
@@ -17,6 +18,7 @@ from neocloud.web.deps import AppContext
 from neocloud.web.schemas import ResponseModel
 
 API_PREFIX = "/api/v1"
+OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 
 DESCRIPTION = """
 The neocloud platform API.
@@ -63,9 +65,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         title="neocloud",
         version=__version__,
         description=DESCRIPTION,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # install_docs serves it, with its assets, offline
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # API keys, not OAuth: no redirect page
     )
     from neocloud.tenancy.service import authenticator
 
@@ -83,6 +86,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         """Liveness: answers without authentication."""
         return HealthOut(status="ok", version=__version__)
 
+    install_docs(app, prefix=API_PREFIX, openapi_url=OPENAPI_URL)
     for router in _routers():
         app.include_router(router, prefix=API_PREFIX)
     from neocloud.studio.models_api import router as studio_models_router

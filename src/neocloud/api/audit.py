@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from neocloud.api.middleware import ASGIApp, Message, Receive, Scope, Send
+from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from neocloud.db.engine import Database
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock

@@ -82,7 +82,9 @@ def live_projection(
     """Project the platform's own fleet forward: cohorts from the nodes (capex, in-service
     date, GPU model and TDP); utilization measured from allocation intervals over a trailing
     window; prices realized in billing (average price of the GPU-hours sold), customers'
-    shares of billed revenue, the backlog and concentration from billing."""
+    shares of billed revenue, the backlog and concentration from billing. The operator's own
+    orgs are not customers: their usage is left out of all of it and shown under
+    ``internal_usage``."""
     caller.require_operator()
     data = reports.economics_live_data(db=ctx.db, clock=ctx.clock, window_days=window_days)
     inputs = reports.live_inputs(
@@ -95,7 +97,7 @@ def live_projection(
     )
     live = build_live_scenario(data.nodes, inputs)
     result = report(live.scenario, stresses=stress or [], notes=live.notes)
-    usage, billed = data.usage, data.billed
+    usage, billed, internal = data.usage, data.billed, data.internal
     measured = usage.utilization if usage.gpu_hours > 0 else None
     result["object"] = "economics.live"
     result["as_of"] = data.as_of.date().isoformat()
@@ -120,5 +122,12 @@ def live_projection(
         "top2": round(billed.top2, 6),
         "hhi": round(billed.hhi, 2),
         "largest": billed.largest,
+    }
+    result["internal_usage"] = {
+        "excluded": True,
+        "orgs": list(internal.orgs),
+        "currency": billed.currency,
+        "revenue": round(internal.revenue, 2),
+        "gpu_hours": round(internal.gpu_hours, 2),
     }
     return result

@@ -67,8 +67,8 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
     elif kind in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
         code, message = "invalid_json", "the body must be a JSON object"
     else:
-        code = "invalid_value"
-        message = f"{param}: {error.get('msg', 'invalid value')}" if param else error.get("msg")
+        code, msg = "invalid_value", str(error.get("msg", "invalid value"))
+        message = f"{param}: {msg}" if param else msg
     return {"param": param, "code": code, "message": message}
 
 

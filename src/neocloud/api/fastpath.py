@@ -28,17 +28,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send, body_too_large, replay_body
 from neocloud.api.errors import error_response, internal_error_response
-from neocloud.api.middleware import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    _replayer,
-    _too_large,
-    new_request_id,
-)
+from neocloud.api.middleware import new_request_id
 from neocloud.kernel.errors import NeocloudError
 from neocloud.studio.auth import bearer_token
 from neocloud.studio.catalog import ModelKind
@@ -99,7 +91,7 @@ class StudioFastPath:
 
         raw, complete = await self._read_body(receive)
         if not complete:
-            await error_response(_too_large(self.max_body_bytes))(scope, receive, send_with_id)
+            await error_response(body_too_large(self.max_body_bytes))(scope, receive, send_with_id)
             return
         schema, path, endpoint = route
         runtime = self.studio
@@ -110,7 +102,7 @@ class StudioFastPath:
         except (ValueError, NeocloudError):
             model = None
         if model is None or model.engine not in runtime.catalog.upstreams:
-            await self.app(scope, _replayer(raw, receive), send)
+            await self.app(scope, replay_body(raw, receive), send)
             return
 
         state = scope.setdefault("state", {})

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
@@ -22,16 +21,14 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send, body_too_large, replay_body
+from neocloud.db.base import table_of
 from neocloud.db.engine import Database
 from neocloud.db.tables import IdempotencyRow
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import Conflict, InvalidRequest, NeocloudError, PayloadTooLarge
+from neocloud.kernel.errors import Conflict, InvalidRequest, NeocloudError
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+IDEMPOTENCY_KEYS = table_of(IdempotencyRow)
 
 MAX_KEY_LENGTH = 255
 # Statuses that say nothing final about the request: not stored, so a retry runs again.
@@ -95,7 +92,7 @@ class BodyLimitAndIdempotencyMiddleware:
         except NeocloudError as exc:
             await _send_error(send, exc)
             return
-        replay = _replayer(body, receive)
+        replay = replay_body(body, receive)
         key = _header(scope, b"idempotency-key")
         auth = _header(scope, b"authorization")
         if scope["method"] != "POST" or key is None or auth is None:
@@ -142,7 +139,7 @@ class BodyLimitAndIdempotencyMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise _too_large(self.max_body_bytes)
+            raise body_too_large(self.max_body_bytes)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -151,7 +148,7 @@ class BodyLimitAndIdempotencyMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
+                raise body_too_large(self.max_body_bytes)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -162,7 +159,7 @@ class BodyLimitAndIdempotencyMiddleware:
         self, caller: str, key: str, method: str, path: str, request_hash: str
     ) -> tuple[int, Any] | None:
         now = self.clock.now()
-        table = IdempotencyRow.__table__
+        table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(
                 sa.delete(table)
@@ -205,7 +202,7 @@ class BodyLimitAndIdempotencyMiddleware:
         return row.status_code, row.response_body
 
     def _store(self, caller: str, key: str, status: int, body: Any) -> None:
-        table = IdempotencyRow.__table__
+        table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(
                 sa.update(table)
@@ -214,7 +211,7 @@ class BodyLimitAndIdempotencyMiddleware:
             )
 
     def _forget(self, caller: str, key: str) -> None:
-        table = IdempotencyRow.__table__
+        table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(sa.delete(table).where(table.c.scope == caller, table.c.key == key))
 
@@ -250,30 +247,11 @@ def _canonical(body: bytes) -> bytes:
         return body
 
 
-def _replayer(body: bytes, upstream: Receive) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        # Past the body, wait for the real disconnect: a streaming response (SSE) listens for
-        # it and would stop at once if told the client had gone.
-        return await upstream()
-
-    return receive
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return str(value.decode("latin-1")).strip()
     return None
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the request body is larger than {limit} bytes", param="body")
 
 
 async def _send_error(send: Send, exc: NeocloudError) -> None:

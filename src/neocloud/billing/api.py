@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from neocloud.billing import agreements, exports, invoices, reports, service
+from neocloud.billing import contract_service, credits, exports, invoices, reports, service, usage
 from neocloud.billing.rating import Period
 from neocloud.billing.report_schemas import BacklogReportOut, ConcentrationOut, RevenueReportOut
 from neocloud.billing.schemas import (
@@ -89,10 +89,10 @@ def record_usage_events(
     org = org_id or caller.org_id
     caller.require_org_role(org, Role.MEMBER)
     events = [
-        service.UsageEvent(e.id, e.source, e.type, e.subject, ensure_utc(e.time), e.data)
+        usage.UsageEvent(e.id, e.source, e.type, e.subject, ensure_utc(e.time), e.data)
         for e in body.events
     ]
-    result = service.record_usage_events(db=ctx.db, clock=ctx.clock, org_id=org, events=events)
+    result = usage.record_usage_events(db=ctx.db, clock=ctx.clock, org_id=org, events=events)
     return UsageBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
 
@@ -118,7 +118,7 @@ def preview_invoice(
 ) -> InvoicePreviewOut | Response:
     """The org's invoice for ``period`` (YYYY-MM) rated from the facts now; ``format=csv``
     gives one row per line. Tenants see their own org only."""
-    preview, charges = agreements.preview_invoice(
+    preview, charges = invoices.preview_invoice(
         db=ctx.db,
         clock=ctx.clock,
         principal=caller,
@@ -251,7 +251,7 @@ ContractId = Annotated[str, Path(max_length=40)]
 def create_contract(body: ContractCreate, ctx: Ctx, caller: Caller) -> ContractOut:
     """Record a contract for an org (operator admins): committed spend or capacity (true-up),
     prepaid, a reservation charge (upfront or monthly) or a third party's backstop."""
-    terms = agreements.ContractTerms(
+    terms = contract_service.ContractTerms(
         org_id=body.org_id,
         kind=body.kind,
         start_at=ensure_utc(body.start_at) if body.start_at else None,
@@ -267,13 +267,15 @@ def create_contract(body: ContractCreate, ctx: Ctx, caller: Caller) -> ContractO
         currency=body.currency,
         note=body.note,
     )
-    row = agreements.create_contract(db=ctx.db, clock=ctx.clock, principal=caller, terms=terms)
+    row = contract_service.create_contract(
+        db=ctx.db, clock=ctx.clock, principal=caller, terms=terms
+    )
     return ContractOut.of(row)
 
 
 @router.get("/contracts", response_model=ListOut[ContractOut], tags=TAG_AGREEMENTS)
 def list_contracts(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> ListOut[ContractOut]:
-    page = agreements.list_contracts(
+    page = contract_service.list_contracts(
         db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
     )
     return ListOut(
@@ -286,7 +288,7 @@ def list_contracts(ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging) -> L
 @router.get("/contracts/{contract_id}", response_model=ContractOut, tags=TAG_AGREEMENTS)
 def get_contract(contract_id: ContractId, ctx: Ctx, caller: Caller) -> ContractOut:
     return ContractOut.of(
-        agreements.get_contract(db=ctx.db, principal=caller, contract_id=contract_id)
+        contract_service.get_contract(db=ctx.db, principal=caller, contract_id=contract_id)
     )
 
 
@@ -294,7 +296,7 @@ def get_contract(contract_id: ContractId, ctx: Ctx, caller: Caller) -> ContractO
 def grant_credit(body: CreditGrantCreate, ctx: Ctx, caller: Caller) -> CreditGrantOut:
     """Grant credit to an org (operator admins); invoices use it by priority, then earliest
     expiry; promotional credit is never paid out."""
-    row = agreements.grant_credit(
+    row = credits.grant_credit(
         db=ctx.db,
         clock=ctx.clock,
         principal=caller,
@@ -306,7 +308,7 @@ def grant_credit(body: CreditGrantCreate, ctx: Ctx, caller: Caller) -> CreditGra
         currency=body.currency,
         note=body.note,
     )
-    return CreditGrantOut.of(agreements.GrantView(row, row.amount))
+    return CreditGrantOut.of(credits.GrantView(row, row.amount))
 
 
 @router.get("/credits", response_model=ListOut[CreditGrantOut], tags=TAG_AGREEMENTS)
@@ -314,7 +316,7 @@ def list_credits(
     ctx: Ctx, caller: Caller, org_id: OrgId, paging: Paging
 ) -> ListOut[CreditGrantOut]:
     """The org's credit grants with the balance left of each."""
-    views, page = agreements.list_credits(
+    views, page = credits.list_credits(
         db=ctx.db, principal=caller, org_id=org_id, limit=paging.limit, after=paging.after
     )
     return ListOut(

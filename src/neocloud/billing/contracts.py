@@ -1,6 +1,6 @@
-"""Contracts and credits, pure: take-or-pay true-ups, prepaid drawdown, backstops, and the
-order in which credit grants pay an invoice. Plain data in, plain data out; money is
-``Decimal`` (``Money``), never float.
+"""Contracts and credits, pure: take-or-pay true-ups, prepaid drawdown, backstops, the
+order in which credit grants pay an invoice, and the lines agreements put on an invoice
+(``Charge``). Plain data in, plain data out; money is ``Decimal`` (``Money``), never float.
 """
 
 from __future__ import annotations
@@ -11,12 +11,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from neocloud.billing.kinds import LineKind
 from neocloud.billing.rating import Period, seconds
 from neocloud.kernel.money import Money
 
 _CENT = Decimal("0.01")
 _HOUR = Decimal(3600)
 _PRECISION = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A line an agreement puts on an invoice; ``reference_id`` is the contract or grant."""
+
+    kind: LineKind
+    usage_period: str
+    sku: str
+    amount: Decimal
+    reference_id: str
+    fact_ids: tuple[str, ...] = ()
+    gpu_seconds: Decimal = Decimal(0)
+    unit_price: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A line already on the invoice: SKU code (``MODEL.class[.term]``, ``tokens.…``) and
+    amount; ``current`` is False for adjustments of earlier months."""
+
+    sku: str
+    amount: Decimal
+    current: bool = True
 
 
 def true_up(commitment: Money, usage: Money) -> Money:
@@ -62,6 +87,10 @@ class Grant:
     priority: int
     expires_at: datetime | None
     paid: bool
+
+
+# The SKU of a credit line says which kind of grant paid it.
+PAID_CREDIT, PROMOTIONAL_CREDIT = "credit.paid", "credit.promotional"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,36 +6,42 @@ what its finalized invoices (and credit notes) already billed; a difference that
 bill is issued as a credit note on the finalized invoice instead. So every GPU-second is billed
 exactly once.
 
-Agreements (``billing.agreements``) add their lines after usage: reservation charges, true-ups,
-prepaid drawdowns and credits. ``close_period`` is the automatic monthly run: drafts for every
-org with activity, finalized once the grace period is over; one transaction per org, so a crash
-in the middle leaves whole invoices behind and running it again finishes the rest.
+The arithmetic is pure (``billing.adjustments``); what was billed is read back by
+``billing.ledger``. Agreements (``billing.agreement_lines``) add their lines after usage:
+reservation charges, true-ups, prepaid drawdowns and credits. ``close_period`` is the automatic
+monthly run: drafts for every org with activity, finalized once the grace period is over; one
+transaction per org, so a crash in the middle leaves whole invoices behind and running it again
+finishes the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.billing.agreements import (
-    CREDIT,
-    DRAWDOWN,
-    RESERVATION_CHARGE,
-    RESERVED_USAGE,
-    RESTORED,
-    TRUE_UP,
-    Charge,
-    Spend,
-    agreement_charges,
+from neocloud.billing import ledger
+from neocloud.billing.adjustments import (
+    LineDraft,
+    adjustment_lines,
+    agreement_deltas,
+    charge_lines,
+    line_json,
+    period_name,
+    previous,
+    restorations,
+    total,
+    usage_lines,
 )
-from neocloud.billing.rating import Line, Period, TokenCounts
-from neocloud.billing.service import rate_org_period
+from neocloud.billing.agreement_lines import agreement_charges
+from neocloud.billing.contracts import Charge, Spend
+from neocloud.billing.kinds import ContractKind, InvoiceState, LineKind
+from neocloud.billing.rating import Line, Period
+from neocloud.billing.service import InvoicePreview, rate_org_period
 from neocloud.billing.tables import (
     ContractRow,
     CreditNoteRow,
@@ -51,311 +57,10 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound
 from neocloud.kernel.ids import new_id
 
-DRAFT, FINALIZED = "draft", "finalized"
-USAGE, ADJUSTMENT = "usage", "adjustment"
 # Earlier months whose late facts a draft picks up (facts arrive at most 35 days late).
 LOOKBACK_MONTHS = 2
 # A month may be finalized this long after it ends: stragglers still land on its draft.
 DEFAULT_GRACE = timedelta(days=3)
-
-
-@dataclass(frozen=True, slots=True)
-class LineDraft:
-    kind: str
-    usage_period: str
-    sku: str
-    project_id: str | None
-    gpu_seconds: Decimal
-    unit_price: Decimal
-    amount: Decimal
-    fact_ids: tuple[str, ...]
-    reference_id: str | None = None
-    # Token lines: the tokens and the prices per 1M applied (see ``InvoiceLineRow``).
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    input_price_per_1m: Decimal | None = None
-    output_price_per_1m: Decimal | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Billed:
-    """What finalized invoices already billed for one (SKU, project) of a month (a token
-    line's counts: None when it was stored without them)."""
-
-    sku: str
-    project_id: str | None
-    gpu_seconds: Decimal
-    amount: Decimal
-    fact_ids: tuple[str, ...]
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-def period_name(period: Period) -> str:
-    return period.start.strftime("%Y-%m")
-
-
-def previous(period: Period) -> Period:
-    return Period.month(period_name(Period(period.start - timedelta(days=1), period.start)))
-
-
-def usage_lines(lines: Iterable[Line], usage_period: str) -> list[LineDraft]:
-    return [
-        LineDraft(
-            USAGE,
-            usage_period,
-            ln.sku.code,
-            ln.project_id,
-            ln.gpu_seconds,
-            ln.unit_price,
-            ln.amount.amount,
-            ln.fact_ids,
-            None,
-            *_token_fields(ln.tokens),
-        )
-        for ln in lines
-    ]
-
-
-_TokenFields = tuple[int | None, int | None, Decimal | None, Decimal | None]
-
-
-def _token_fields(tokens: TokenCounts | None) -> _TokenFields:
-    if tokens is None:
-        return (None, None, None, None)
-    prices = (_scale(tokens.input_per_1m), _scale(tokens.output_per_1m))
-    return (tokens.input_tokens, tokens.output_tokens, *prices)
-
-
-# A price per 1M as stored: at the column's scale (a batch price after its discount may have
-# more digits), so both backends store and show the same value; amounts are rated unrounded.
-_PRICE_SCALE = Decimal("0.000001")
-
-
-def _scale(price: Decimal | None) -> Decimal | None:
-    return None if price is None else price.quantize(_PRICE_SCALE, ROUND_HALF_UP)
-
-
-def adjustment_lines(
-    rerated: Iterable[Line], billed: Iterable[Billed], usage_period: str
-) -> list[LineDraft]:
-    """Pure: the difference between a month rated now and what was billed for it, one line per
-    (SKU, project) that changed; its facts are those not billed before (or all it rates). A
-    token line's adjustment carries the difference in tokens and the prices of the lines its
-    new facts are on (None when those differ)."""
-    new: dict[tuple[str, str | None], Line] = {}
-    parts: dict[tuple[str, str | None], list[Line]] = {}
-    for ln in rerated:  # a price change gives a SKU two lines: compare their sum
-        key = (ln.sku.code, ln.project_id)
-        seen = new.get(key)
-        new[key] = ln if seen is None else _combined(seen, ln)
-        parts.setdefault(key, []).append(ln)
-    old: dict[tuple[str, str | None], tuple[Decimal, Decimal, set[str]]] = {}
-    old_tokens: dict[tuple[str, str | None], tuple[int, int] | None] = {}
-    for b in billed:
-        key = (b.sku, b.project_id)
-        secs, amount, ids = old.get(key, (Decimal(0), Decimal(0), set()))
-        old[key] = (secs + b.gpu_seconds, amount + b.amount, ids | set(b.fact_ids))
-        counted = old_tokens.get(key, (0, 0))
-        if counted is None or b.input_tokens is None or b.output_tokens is None:
-            old_tokens[key] = None  # stored without counts: the difference is unknown
-        else:
-            old_tokens[key] = (counted[0] + b.input_tokens, counted[1] + b.output_tokens)
-    out = []
-    for key in sorted(set(new) | set(old), key=lambda k: (k[0], k[1] or "")):
-        line = new.get(key)
-        secs, amount, ids = old.get(key, (Decimal(0), Decimal(0), set()))
-        d_secs = (line.gpu_seconds if line else Decimal(0)) - secs
-        d_amount = (line.amount.amount if line else Decimal(0)) - amount
-        if d_secs == 0 and d_amount == 0:
-            continue
-        facts = tuple(f for f in (line.fact_ids if line else ()) if f not in ids)
-        unit = line.unit_price if line else Decimal(0)
-        tokens: _TokenFields = (None, None, None, None)
-        if line is not None and line.tokens is not None:
-            tokens = _token_delta(line.tokens, old_tokens.get(key, (0, 0)), parts[key], facts)
-        out.append(
-            LineDraft(
-                ADJUSTMENT,
-                usage_period,
-                key[0],
-                key[1],
-                d_secs,
-                unit,
-                d_amount,
-                facts,
-                None,
-                *tokens,
-            )
-        )
-    return out
-
-
-def _token_delta(
-    now: TokenCounts, billed: tuple[int, int] | None, lines: Sequence[Line], facts: Sequence[str]
-) -> _TokenFields:
-    """Tokens rated now less those billed (None when what was billed has no counts), priced
-    as the lines that hold the new ``facts`` (all the key's lines when there are none); the
-    prices are None where those lines' differ."""
-    new = set(facts)
-    holding = [ln for ln in lines if new & set(ln.fact_ids)] or list(lines)
-    rates = {(ln.tokens.input_per_1m, ln.tokens.output_per_1m) for ln in holding if ln.tokens}
-    p_in, p_out = (_scale(p) for p in rates.pop()) if len(rates) == 1 else (None, None)
-    if billed is None:
-        return (None, None, p_in, p_out)
-    return (now.input_tokens - billed[0], now.output_tokens - billed[1], p_in, p_out)
-
-
-def _combined(a: Line, b: Line) -> Line:
-    ids = tuple(sorted(set(a.fact_ids) | set(b.fact_ids)))
-    tokens = None
-    if a.tokens is not None and b.tokens is not None:
-        same = (a.tokens.input_per_1m, a.tokens.output_per_1m) == (
-            b.tokens.input_per_1m,
-            b.tokens.output_per_1m,
-        )
-        tokens = TokenCounts(
-            a.tokens.input_tokens + b.tokens.input_tokens,
-            a.tokens.output_tokens + b.tokens.output_tokens,
-            a.tokens.input_per_1m if same else None,
-            a.tokens.output_per_1m if same else None,
-        )
-    return replace(
-        a,
-        gpu_seconds=a.gpu_seconds + b.gpu_seconds,
-        amount=a.amount + b.amount,
-        fact_ids=ids,
-        tokens=tokens,
-    )
-
-
-# Agreement lines that depend on a month's facts: re-rating a closed month compares them too.
-FACT_KINDS = (RESERVATION_CHARGE, RESERVED_USAGE, TRUE_UP)
-_Key = tuple[str, str, str]  # (kind, contract id, SKU)
-
-
-def agreement_deltas(
-    fresh: Iterable[Charge], billed: dict[_Key, tuple[Decimal, Decimal]], usage_period: str
-) -> list[LineDraft]:
-    """Pure: for a closed month, what its reservation, covered-usage and true-up lines come to
-    now minus what was billed for them (one line per contract and SKU that changed): a late
-    fact that a commitment already paid for is taken back off its true-up, not billed twice."""
-    now: dict[_Key, tuple[Decimal, Decimal, Decimal, tuple[str, ...]]] = {}
-    for ch in fresh:
-        if ch.kind in FACT_KINDS:
-            key = (ch.kind, ch.reference_id, ch.sku)
-            amount, secs, _, facts = now.get(key, (Decimal(0), Decimal(0), Decimal(0), ()))
-            now[key] = (
-                amount + ch.amount,
-                secs + ch.gpu_seconds,
-                ch.unit_price,
-                facts + ch.fact_ids,
-            )
-    out = []
-    for key in sorted(set(now) | set(billed)):
-        amount, secs, unit, facts = now.get(key, (Decimal(0), Decimal(0), Decimal(0), ()))
-        was_amount, was_secs = billed.get(key, (Decimal(0), Decimal(0)))
-        if amount == was_amount and secs == was_secs:
-            continue
-        kind, ref, sku = key
-        out.append(
-            LineDraft(
-                kind,
-                usage_period,
-                sku,
-                None,
-                secs - was_secs,
-                unit,
-                amount - was_amount,
-                facts,
-                ref,
-            )
-        )
-    return out
-
-
-def _billed_agreements(
-    s: Session, org_id: str, usage_period: str
-) -> dict[_Key, tuple[Decimal, Decimal]]:
-    """(amount, GPU-seconds) billed so far per (kind, contract, SKU) of ``FACT_KINDS`` for a
-    month: on finalized invoices and on credit notes."""
-    out: dict[_Key, tuple[Decimal, Decimal]] = {}
-
-    def add(kind: str, ref: str | None, sku: str, amount: Decimal, secs: Decimal) -> None:
-        key = (kind, ref or "", sku)
-        a, g = out.get(key, (Decimal(0), Decimal(0)))
-        out[key] = (a + amount, g + secs)
-
-    query = (
-        sa.select(InvoiceLineRow)
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(
-            InvoiceRow.org_id == org_id,
-            InvoiceRow.state == FINALIZED,
-            InvoiceLineRow.usage_period == usage_period,
-            InvoiceLineRow.kind.in_(FACT_KINDS),
-        )
-    )
-    for r in s.scalars(query):
-        add(r.kind, r.reference_id, r.sku, r.amount, r.gpu_seconds)
-    notes = sa.select(CreditNoteRow).where(
-        CreditNoteRow.org_id == org_id, CreditNoteRow.usage_period == usage_period
-    )
-    for note in s.scalars(notes):
-        for ln in note.lines:
-            if ln["kind"] in FACT_KINDS:
-                add(
-                    ln["kind"],
-                    ln.get("reference_id"),
-                    ln["sku"],
-                    Decimal(ln["amount"]),
-                    Decimal(ln["gpu_seconds"]),
-                )
-    return out
-
-
-def _billed(s: Session, org_id: str, usage_period: str) -> list[Billed]:
-    """What finalized invoices and credit notes already billed for ``usage_period``'s usage."""
-    query = (
-        sa.select(InvoiceLineRow)
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(
-            InvoiceRow.org_id == org_id,
-            InvoiceRow.state == FINALIZED,
-            InvoiceLineRow.usage_period == usage_period,
-            InvoiceLineRow.kind.in_([USAGE, ADJUSTMENT]),
-        )
-    )
-    out = [
-        Billed(
-            r.sku,
-            r.project_id,
-            r.gpu_seconds,
-            r.amount,
-            tuple(r.fact_ids),
-            r.input_tokens,
-            r.output_tokens,
-        )
-        for r in s.scalars(query)
-    ]
-    notes = sa.select(CreditNoteRow).where(
-        CreditNoteRow.org_id == org_id, CreditNoteRow.usage_period == usage_period
-    )
-    for note in s.scalars(notes):
-        out += [
-            Billed(
-                ln["sku"],
-                ln["project_id"],
-                Decimal(ln["gpu_seconds"]),
-                Decimal(ln["amount"]),
-                tuple(ln["fact_ids"]),
-                ln.get("input_tokens"),
-                ln.get("output_tokens"),
-            )
-            for ln in note.lines
-            if ln["kind"] == ADJUSTMENT
-        ]
-    return out
 
 
 def _rate(
@@ -367,7 +72,9 @@ def _rate(
 
 def _finalized(s: Session, org_id: str, name: str) -> InvoiceRow | None:
     query = sa.select(InvoiceRow).where(
-        InvoiceRow.org_id == org_id, InvoiceRow.period == name, InvoiceRow.state == FINALIZED
+        InvoiceRow.org_id == org_id,
+        InvoiceRow.period == name,
+        InvoiceRow.state == InvoiceState.FINALIZED,
     )
     return s.scalars(query).first()
 
@@ -392,33 +99,23 @@ def _draft_lines(
         final = _finalized(s, org_id, name)
         if final is not None:
             _, rerated = _rate(s, org_id, earlier, now, rounding)
-            changes = adjustment_lines(rerated, _billed(s, org_id, name), name)
+            changes = adjustment_lines(rerated, ledger.billed_usage(s, org_id, name), name)
             spent = [Spend(ln.sku.code, ln.amount.amount) for ln in rerated]
             fresh = agreement_charges(
                 s, org_id, earlier, spent, now=now, rounding=rounding, settle=False
             )
-            changes += agreement_deltas(fresh, _billed_agreements(s, org_id, name), name)
+            billed = ledger.billed_agreements(s, org_id, name)
+            changes += agreement_deltas(fresh, billed, name)
             # What the month comes to now, less what it billed: more goes on this draft, less
             # is a credit note on the finalized invoice.
-            if sum((d.amount for d in changes), Decimal(0)) >= 0:
+            if total(changes) >= 0:
                 out.lines += changes
             else:
                 out.credit_notes.append((final, changes))
-    spend = [Spend(d.sku, d.amount, d.kind == USAGE) for d in out.lines]
-    for ch in agreement_charges(s, org_id, period, spend, now=now, rounding=rounding):
-        out.lines.append(
-            LineDraft(
-                ch.kind,
-                ch.usage_period,
-                ch.sku,
-                None,
-                ch.gpu_seconds,
-                ch.unit_price,
-                ch.amount,
-                ch.fact_ids,
-                ch.reference_id,
-            )
-        )
+    spend = [Spend(d.sku, d.amount, d.kind == LineKind.USAGE) for d in out.lines]
+    out.lines += charge_lines(
+        agreement_charges(s, org_id, period, spend, now=now, rounding=rounding)
+    )
     return out
 
 
@@ -431,64 +128,6 @@ def _lock(s: Session, org_id: str, name: str) -> InvoiceRow | None:
     return s.scalars(query).first()
 
 
-def _line_json(d: LineDraft) -> dict[str, Any]:
-    return {
-        "kind": d.kind,
-        "usage_period": d.usage_period,
-        "sku": d.sku,
-        "project_id": d.project_id,
-        "gpu_seconds": format(d.gpu_seconds, "f"),
-        "unit_price": format(d.unit_price, "f"),
-        "amount": format(d.amount, "f"),
-        "fact_ids": list(d.fact_ids),
-        "reference_id": d.reference_id,
-        "input_tokens": d.input_tokens,
-        "output_tokens": d.output_tokens,
-        "input_price_per_1m": _text(d.input_price_per_1m),
-        "output_price_per_1m": _text(d.output_price_per_1m),
-    }
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
-
-
-# What a credit note gives back first: promotional credit (never cash), then paid credit,
-# then the prepaid balance; only the rest is money owed back to the org.
-_RESTORE_ORDER = {"credit.promotional": 0, "credit.paid": 1, "prepaid": 2}
-
-
-def _restorations(s: Session, inv: InvoiceRow, value: Decimal) -> list[dict[str, Any]]:
-    """``restored`` lines giving back up to ``value`` to the credit grants and prepaid
-    contracts that paid ``inv`` (less what earlier credit notes on it gave back)."""
-    paid_by = s.execute(
-        sa.select(InvoiceLineRow.sku, InvoiceLineRow.reference_id, InvoiceLineRow.amount).where(
-            InvoiceLineRow.invoice_id == inv.id,
-            InvoiceLineRow.kind.in_([CREDIT, DRAWDOWN]),
-        )
-    ).all()
-    given: dict[str, Decimal] = {}
-    for note in s.scalars(sa.select(CreditNoteRow).where(CreditNoteRow.invoice_id == inv.id)):
-        for ln in note.lines:
-            if ln["kind"] == RESTORED:
-                ref = ln["reference_id"]
-                given[ref] = given.get(ref, Decimal(0)) + Decimal(ln["amount"])
-    out = []
-    for sku, ref, amount in sorted(paid_by, key=lambda r: (_RESTORE_ORDER.get(r[0], 3), r[1])):
-        if value <= 0:
-            break
-        if ref is None:
-            continue
-        back = min(-Decimal(amount) - given.get(ref, Decimal(0)), value)
-        if back > 0:
-            out.append(
-                {"kind": RESTORED, "sku": sku, "reference_id": ref, "amount": format(back, "f")}
-            )
-            given[ref] = given.get(ref, Decimal(0)) + back
-            value -= back
-    return out
-
-
 def _issue_credit_notes(
     s: Session, notes: list[tuple[InvoiceRow, list[LineDraft]]], now: datetime
 ) -> None:
@@ -496,8 +135,9 @@ def _issue_credit_notes(
     as it was), counted as billed for that month from now on. What the invoice paid with
     credit or prepaid balance goes back there first; the note's total is what is owed back."""
     for inv, lines in notes:
-        lowered = sum((d.amount for d in lines), Decimal(0))
-        restores = _restorations(s, inv, -lowered)
+        lowered = total(lines)
+        paid = ledger.paid_by(s, inv.id)
+        restores = restorations(paid, ledger.given_back(s, inv.id), -lowered)
         back = sum((Decimal(r["amount"]) for r in restores), Decimal(0))
         s.add(
             CreditNoteRow(
@@ -507,7 +147,7 @@ def _issue_credit_notes(
                 usage_period=inv.period,
                 currency=inv.currency,
                 total=lowered + back,
-                lines=[_line_json(d) for d in lines] + restores,
+                lines=[line_json(d) for d in lines] + restores,
                 created_at=now,
             )
         )
@@ -541,7 +181,7 @@ def _rebuild(
             )
         )
     inv.price_book_id = drafts.price_book_id
-    inv.total = sum((d.amount for d in drafts.lines), Decimal(0))
+    inv.total = total(drafts.lines)
     inv.rated_at = now
 
 
@@ -554,7 +194,7 @@ def _open(s: Session, org_id: str, period: Period, now: datetime) -> InvoiceRow:
             id=new_id("inv", at=now),
             org_id=org_id,
             period=name,
-            state=DRAFT,
+            state=InvoiceState.DRAFT,
             currency="USD",
             price_book_id="",
             total=Decimal(0),
@@ -568,7 +208,7 @@ def _open(s: Session, org_id: str, period: Period, now: datetime) -> InvoiceRow:
 
 def _build(s: Session, org_id: str, period: Period, now: datetime, rounding: str) -> InvoiceRow:
     inv = _open(s, org_id, period, now)
-    if inv.state == DRAFT:
+    if inv.state == InvoiceState.DRAFT:
         _rebuild(s, inv, period, now, rounding)
     return inv
 
@@ -600,7 +240,7 @@ def _finalize(s: Session, inv: InvoiceRow, now: datetime, grace: timedelta, roun
             code="period_not_closed",
         )
     _rebuild(s, inv, period, now, rounding)
-    inv.state = FINALIZED
+    inv.state = InvoiceState.FINALIZED
     inv.finalized_at = now
 
 
@@ -623,7 +263,7 @@ def finalize_invoice(
         ).first()
         if inv is None:
             raise NotFound(f"no invoice {invoice_id} exists", code="invoice_not_found")
-        if inv.state != FINALIZED:
+        if inv.state != InvoiceState.FINALIZED:
             _finalize(s, inv, now, grace, rounding)
         return inv.id
 
@@ -657,7 +297,7 @@ def orgs_to_invoice(s: Session, period: Period) -> list[str]:
         sa.select(ContractRow.org_id).where(
             ContractRow.start_at < period.end,
             ContractRow.end_at > period.start,
-            ContractRow.kind != "backstop",
+            ContractRow.kind != ContractKind.BACKSTOP,
         ),
         sa.select(InvoiceRow.org_id).where(InvoiceRow.period.in_(earlier)),
     ]
@@ -689,7 +329,7 @@ def close_period(
         now = clock.now()
         with db.transaction() as s:
             inv = _open(s, org_id, period, now)
-            if inv.state == FINALIZED:
+            if inv.state == InvoiceState.FINALIZED:
                 unchanged.append(inv.id)
             elif now >= period.end + grace:
                 _finalize(s, inv, now, grace, rounding)  # rates the draft once, then freezes it
@@ -721,6 +361,42 @@ def close_previous_month(
         grace=grace,
         rounding=rounding,
     )
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+def preview_invoice(
+    *,
+    db: Database,
+    clock: Clock,
+    principal: Principal,
+    org_id: str,
+    period: Period,
+    rounding: str = ROUND_HALF_UP,
+) -> tuple[InvoicePreview, list[Charge]]:
+    """The org's invoice for ``period`` as it stands now, with its agreement charges
+    (reservations, true-ups, drawdowns, credits) priced on the same spend that a stored invoice
+    would hold, GPU and token lines alike; one transaction, one instant. Tenants see their own
+    org only."""
+    principal.require_org_role(org_id, Role.VIEWER)
+    now = clock.now()
+    with db.transaction() as s:
+        rated = rate_org_period(s, org_id, period, now, rounding=rounding)
+        preview = InvoicePreview(
+            org_id,
+            period,
+            rated.price_book_id,
+            rated.currency,
+            rated.lines,
+            min(now, period.end),
+            rated.token_lines,
+        )
+        spend = [Spend(ln.sku.code, ln.amount.amount) for ln in rated.invoice_lines()]
+        charges = agreement_charges(
+            s, org_id, period, spend, now=now, rounding=rounding, currency=rated.currency
+        )
+    return preview, charges
 
 
 @dataclass(frozen=True, slots=True)

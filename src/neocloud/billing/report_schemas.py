@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from neocloud.billing.reports import BacklogReport, Concentration, RevenueReport
+from neocloud.billing.report_figures import BacklogReport, Concentration, RevenueReport
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, ResponseModel
 

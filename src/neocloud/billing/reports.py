@@ -4,113 +4,74 @@ concentration; and the inputs economics' live mode projects from.
 Revenue is re-derived from the facts (the same rating as invoices: allocation intervals with
 failed time excluded, Studio token usage, each part at the price book version in force then)
 plus what backstop agreements owe for unsold capacity. It is usage revenue as rated: contract
-true-ups, reservation charges and credits are invoice matters and are left out. Money is
-``Decimal``; shares and the HHI are derived from it at the end.
+true-ups, reservation charges and credits are invoice matters and are left out. Backlog is
+what contracts have still to bill (``backlog_by_org``). This module reads the facts; the
+reports' shapes, shares and the HHI are pure (``billing.report_figures``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.billing.agreements import backlog_by_org, backstop_revenue
-from neocloud.billing.rating import Period
-from neocloud.billing.service import HOLDS_GPUS, Rated, rate_org_period
+from neocloud.billing import ledger
+from neocloud.billing.adjustments import period_name
+from neocloud.billing.agreement_lines import is_cancelled
+from neocloud.billing.contracts import backstop, gpu_hours_value, monthly_value, overlap, round_line
+from neocloud.billing.kinds import ContractKind, LineKind, ReservationBilling
+from neocloud.billing.rating import RESERVED, Period, Sku, billable_seconds, merge_spans
+from neocloud.billing.report_figures import (
+    BacklogReport,
+    Concentration,
+    EconomicsInputs,
+    LiveData,
+    RevenueLine,
+    RevenueReport,
+    billing_figures,
+    concentration_of,
+    live_inputs,
+    months,
+    sums,
+    trailing_window,
+)
+from neocloud.billing.service import (
+    HOLDS_GPUS,
+    Rated,
+    load_intervals,
+    load_outages,
+    price_book_at,
+    rate_org_period,
+)
+from neocloud.billing.tables import ContractRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
 from neocloud.economics.live import (
-    BillingFigures,
-    LiveInputs,
+    InternalUsage,
     NodeRecord,
-    Usage,
-    choose_utilization,
+    OrgAllocation,
     measure_usage,
+    split_internal,
 )
-from neocloud.economics.live import Interval as LiveInterval
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.catalog import find_gpu_model
 from neocloud.fleet.domain import NodeState
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import ValidationFailed
+from neocloud.kernel.money import Money
 from neocloud.tenancy.tables import OrgRow
-
-BACKSTOP = "backstop"
-MAX_MONTHS = 120
-_SHARE = Decimal("0.000001")
-
-
-@dataclass(frozen=True, slots=True)
-class RevenueLine:
-    """Revenue of one org for one SKU in one month (``cls``: on_demand, spot, reserved,
-    tokens or backstop)."""
-
-    month: str
-    org_id: str
-    sku: str
-    cls: str
-    amount: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class RevenueReport:
-    start: str  # first month, YYYY-MM
-    end: str  # last month, inclusive
-    currency: str
-    as_of: datetime
-    lines: tuple[RevenueLine, ...]
-    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
-
-    @property
-    def total(self) -> Decimal:
-        return sum((ln.amount for ln in self.lines), Decimal(0))
-
-    def by(self, field: str) -> dict[str, Decimal]:
-        """Sums by ``month``, ``org_id``, ``sku`` or ``cls``, largest first (then by name)."""
-        return _sums((getattr(ln, field), ln.amount) for ln in self.lines)
-
-
-def _sums(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = defaultdict(Decimal)
-    for key, amount in pairs:
-        out[key] += amount
-    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def months(start: str, end: str) -> list[Period]:
-    """Calendar months from ``start`` to ``end`` (YYYY-MM, inclusive); 422 when malformed,
-    reversed or longer than ``MAX_MONTHS``."""
-    periods = []
-    for name, text in (("from", start), ("to", end)):
-        try:
-            periods.append(Period.month(text))
-        except ValueError:
-            raise ValidationFailed(f"{name} must be YYYY-MM, not {text!r}", param=name) from None
-    first, last = periods
-    if last.start < first.start:
-        raise ValidationFailed("to is before from", param="to")
-    out = [first]
-    while out[-1].start < last.start:
-        if len(out) >= MAX_MONTHS:
-            raise ValidationFailed(f"at most {MAX_MONTHS} months per report", param="to")
-        out.append(Period.month(_next(out[-1])))
-    return out
-
-
-def _next(p: Period) -> str:
-    return p.end.strftime("%Y-%m")
 
 
 def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, list[RevenueLine]]:
     """Every org's revenue over ``period`` (up to ``now``): rated usage and backstops; and the
     rating it comes from. ``month`` on the lines is the month ``period`` starts in."""
-    name = period.start.strftime("%Y-%m")
+    name = period_name(period)
+    backstop_cls = ContractKind.BACKSTOP.value  # a revenue class as the reports show it
     rated = rate_org_period(s, None, period, now, by_project=False)
     out = [
         RevenueLine(name, ln.org_id, ln.sku.code, ln.sku.cls, ln.amount.amount)
@@ -118,7 +79,7 @@ def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, lis
         if ln.amount.amount != 0
     ]
     out += [
-        RevenueLine(name, b.org_id, f"{b.gpu_model}.{BACKSTOP}", BACKSTOP, b.amount)
+        RevenueLine(name, b.org_id, f"{b.gpu_model}.{backstop_cls}", backstop_cls, b.amount)
         for b in backstop_revenue(s, period, now=now)
         if b.amount != 0
     ]
@@ -148,77 +109,115 @@ def revenue_report(
 # -- backlog ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BacklogReport:
-    at: datetime
-    by_org: dict[str, Decimal]  # remaining contracted value, largest first
-    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
+def backlog_by_org(s: Session, at: datetime) -> dict[str, Decimal]:
+    """Remaining contracted value per org at ``at`` (rounded to the cent): committed spend and
+    committed capacity still to come (partial months prorated), prepaid balance not yet drawn
+    by finalized invoices, and reservation charges not yet due (monthly: the rest of the term;
+    upfront: the whole charge if it starts after ``at``). Backstops are contingent (they pay
+    only for unsold capacity) and are not backlog; see ``backstop_revenue``."""
+    contracts = list(
+        s.scalars(
+            sa.select(ContractRow)
+            .where(ContractRow.end_at > at, ContractRow.kind != ContractKind.BACKSTOP)
+            .order_by(ContractRow.id)
+        )
+    )
+    prepaid = [c.id for c in contracts if c.kind == ContractKind.PREPAID]
+    drawn = ledger.drawn(s, prepaid, LineKind.DRAWDOWN)
+    out: dict[str, Decimal] = {}
+    for c in contracts:
+        lo = max(at, c.start_at)
+        if c.kind == ContractKind.COMMIT_SPEND:
+            value = monthly_value(c.amount or Decimal(0), lo, c.end_at)
+        elif c.kind == ContractKind.COMMIT_CAPACITY:
+            value = gpu_hours_value(c.gpus or 0, c.rate or Decimal(0), lo, c.end_at)
+        elif c.kind == ContractKind.PREPAID:
+            value = max((c.amount or Decimal(0)) - drawn.get(c.id, Decimal(0)), Decimal(0))
+        else:
+            upfront = c.billing == ReservationBilling.UPFRONT
+            if (upfront and c.start_at <= at) or is_cancelled(s, c):
+                continue
+            book = price_book_at(s, c.start_at if upfront else lo)
+            unit = book.price(Sku(c.gpu_model or "", RESERVED, c.term or "1m"))
+            value = gpu_hours_value(c.gpus or 0, unit, c.start_at if upfront else lo, c.end_at)
+        out[c.org_id] = out.get(c.org_id, Decimal(0)) + value
+    return {org: round_line(v) for org, v in sorted(out.items())}
 
-    @property
-    def total(self) -> Decimal:
-        return sum(self.by_org.values(), Decimal("0.00"))
+
+@dataclass(frozen=True, slots=True)
+class BackstopRevenue:
+    contract_id: str
+    org_id: str
+    counterparty: str | None
+    gpu_model: str
+    committed_gpu_hours: Decimal
+    sold_gpu_hours: Decimal
+    amount: Decimal  # what the counterparty owes for the unsold part
+
+
+def backstop_revenue(s: Session, period: Period, *, now: datetime) -> list[BackstopRevenue]:
+    """Operator revenue from backstop agreements for ``period``: for each, the counterparty pays
+    its rate for the committed GPU-hours of its GPU model that no tenant bought (sold hours
+    are all orgs' billable GPU-hours of that model, failed time excluded)."""
+    rows = list(
+        s.scalars(
+            sa.select(ContractRow)
+            .where(
+                ContractRow.kind == ContractKind.BACKSTOP,
+                ContractRow.start_at < period.end,
+                ContractRow.end_at > period.start,
+            )
+            .order_by(ContractRow.id)
+        )
+    )
+    out = []
+    for c in rows:
+        lo, hi = max(c.start_at, period.start), min(c.end_at, period.end, max(now, period.start))
+        if hi <= lo:
+            continue
+        window = Period(lo, hi)
+        sold = _sold_gpu_hours(s, c.gpu_model or "", window)
+        hours = overlap(lo, hi, window) / Decimal(3600)
+        amount = backstop(c.gpus or 0, sold, hours, Money(c.rate or Decimal(0), c.currency))
+        out.append(
+            BackstopRevenue(
+                c.id,
+                c.org_id,
+                c.counterparty,
+                c.gpu_model or "",
+                Decimal(c.gpus or 0) * hours,
+                sold,
+                amount.amount,
+            )
+        )
+    return out
+
+
+def _sold_gpu_hours(s: Session, gpu_model: str, window: Period) -> Decimal:
+    intervals = [iv for iv in load_intervals(s, None, window) if iv.gpu_model == gpu_model]
+    outages = load_outages(s, {iv.node_id for iv in intervals}, window.end)
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
+    for o in outages:
+        spans.setdefault(o.node_id, []).append((o.start, o.end or window.end))
+    merged = {node: merge_spans(v) for node, v in spans.items()}
+    total = Decimal(0)
+    for iv in intervals:
+        secs = billable_seconds(iv, merged.get(iv.node_id, []), window.start, window.end)
+        total += secs * iv.gpus
+    return total / Decimal(3600)
 
 
 def backlog_report(*, db: Database, clock: Clock, principal: Principal) -> BacklogReport:
-    """Remaining contracted value per org now (``billing.agreements.backlog_by_org``)."""
+    """Remaining contracted value per org now (``backlog_by_org``)."""
     principal.require_operator()
     now = clock.now()
     with db.transaction() as s:
         values = backlog_by_org(s, now)
         names = _slugs(s, set(values))
-    return BacklogReport(now, _sums((org, v) for org, v in values.items() if v != 0), names)
+    return BacklogReport(now, sums((org, v) for org, v in values.items() if v != 0), names)
 
 
 # -- concentration ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Concentration:
-    """Customers' shares of revenue over a window: top-1, top-2 and the HHI (sum of squared
-    percentage shares, 0-10,000; above 2,500 is "highly concentrated" in the US merger
-    guidelines' terms)."""
-
-    window_start: datetime
-    window_end: datetime
-    currency: str
-    total: Decimal
-    revenue: dict[str, Decimal]  # by org, largest first
-    shares: dict[str, Decimal]  # fractions of ``total``, 6 decimals
-    top1: Decimal
-    top2: Decimal
-    hhi: Decimal  # 0-10,000, 2 decimals
-    largest: str | None
-    names: dict[str, str] = field(default_factory=dict)  # org id -> slug
-
-
-def concentration_of(
-    revenue: Mapping[str, Decimal], window_start: datetime, window_end: datetime, currency: str
-) -> Concentration:
-    """Pure: shares, top-1, top-2 and HHI of ``revenue`` by customer (non-positive revenue is
-    left out: a credit is not a customer)."""
-    positive = _sums((k, v) for k, v in revenue.items() if v > 0)
-    total = sum(positive.values(), Decimal(0))
-    exact = {k: v / total for k, v in positive.items()} if total > 0 else {}
-    ordered = list(exact.values())
-    hhi = sum(((s * 100) ** 2 for s in ordered), Decimal(0))
-    return Concentration(
-        window_start,
-        window_end,
-        currency,
-        total,
-        positive,
-        {k: v.quantize(_SHARE) for k, v in exact.items()},
-        (ordered[0] if ordered else Decimal(0)).quantize(_SHARE),
-        sum(ordered[:2], Decimal(0)).quantize(_SHARE),
-        hhi.quantize(Decimal("0.01")),
-        next(iter(positive), None),
-    )
-
-
-def _window(now: datetime, window_days: int) -> Period:
-    if not 1 <= window_days <= 3660:
-        raise ValidationFailed("window_days is 1 to 3,660", param="window_days")
-    return Period(now - timedelta(days=window_days), now)
 
 
 def concentration_report(
@@ -227,172 +226,76 @@ def concentration_report(
     """Customer concentration over the trailing ``window_days``. Operators only."""
     principal.require_operator()
     now = clock.now()
-    window = _window(now, window_days)
+    window = trailing_window(now, window_days)
     with db.transaction() as s:
         rated, lines = rated_revenue(s, window, now)
         names = _slugs(s, {ln.org_id for ln in lines})
-    by_org = _sums((ln.org_id, ln.amount) for ln in lines)
+    by_org = sums((ln.org_id, ln.amount) for ln in lines)
     return replace(concentration_of(by_org, window.start, window.end, rated.currency), names=names)
 
 
 # -- economics live mode ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EconomicsInputs:
-    """What billing knows over a trailing window, for economics' live mode: revenue by class
-    and by org (rated as invoices rate it), GPU-hours sold and GPU revenue per GPU model, the
-    backlog and concentration."""
-
-    window: Period
-    currency: str
-    revenue_by_class: dict[str, Decimal]
-    revenue_by_org: dict[str, Decimal]
-    gpu_hours_by_model: dict[str, Decimal]  # GPU-hours sold (billable), by GPU model
-    price_by_model: dict[str, Decimal]  # realized: unit prices weighted by GPU-hours sold
-    backlog_by_org: dict[str, Decimal]
-    concentration: Concentration
-
-    @property
-    def revenue(self) -> Decimal:
-        return sum(self.revenue_by_class.values(), Decimal(0))
-
-    @property
-    def backlog(self) -> Decimal:
-        return sum(self.backlog_by_org.values(), Decimal(0))
-
-
-def economics_inputs(s: Session, now: datetime, window_days: int) -> EconomicsInputs:
-    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``."""
-    window = _window(now, window_days)
-    rated, lines = rated_revenue(s, window, now)
-    by_org = _sums((ln.org_id, ln.amount) for ln in lines)
+def economics_inputs(
+    s: Session, now: datetime, window_days: int, *, internal: Collection[str] = ()
+) -> EconomicsInputs:
+    """Billing's side of economics' live mode over the trailing ``window_days`` to ``now``.
+    The ``internal`` orgs (the operator's own) are not customers: their rated usage is left
+    out of every figure and reported as ``internal_revenue``."""
+    window = trailing_window(now, window_days)
+    rated, every_line = rated_revenue(s, window, now)
+    lines = [ln for ln in every_line if ln.org_id not in internal]
+    own = sum((ln.amount for ln in every_line if ln.org_id in internal), Decimal(0))
+    by_org = sums((ln.org_id, ln.amount) for ln in lines)
     hours: dict[str, Decimal] = defaultdict(Decimal)
     exact: dict[str, Decimal] = defaultdict(Decimal)  # before rounding: no cents noise
     for ln in rated.lines:
+        if ln.org_id in internal:
+            continue
         hours[ln.sku.gpu_model] += ln.gpu_hours
         exact[ln.sku.gpu_model] += ln.gpu_hours * ln.unit_price
     prices = {m: exact[m] / h for m, h in sorted(hours.items()) if h > 0 and exact[m] > 0}
     return EconomicsInputs(
         window,
         rated.currency,
-        _sums((ln.cls, ln.amount) for ln in lines),
+        sums((ln.cls, ln.amount) for ln in lines),
         by_org,
         dict(sorted(hours.items())),
         prices,
-        _sums((org, v) for org, v in backlog_by_org(s, now).items() if v != 0),
+        sums(
+            (org, v) for org, v in backlog_by_org(s, now).items() if v != 0 and org not in internal
+        ),
         concentration_of(by_org, window.start, window.end, rated.currency),
+        own,
     )
-
-
-@dataclass(frozen=True)
-class LiveData:
-    """Everything economics' live mode reads of the platform, as its plain input shapes:
-    the fleet's nodes, allocated against available GPU-hours over the window, and billing's
-    figures (customers named by org slug)."""
-
-    as_of: datetime
-    nodes: list[NodeRecord]
-    usage: Usage
-    billed: BillingFigures
 
 
 def economics_live_data(*, db: Database, clock: Clock, window_days: int) -> LiveData:
     """Assemble live mode's inputs over the trailing ``window_days``: cohorts from the fleet,
-    utilization from allocation intervals, revenue, backlog and concentration from billing."""
+    utilization from allocation intervals, revenue, backlog and concentration from billing.
+    The operator's own orgs are not customers: their usage is left out and reported apart."""
     now = clock.now()
-    window = _window(now, window_days)
+    window = trailing_window(now, window_days)
     nodes, capacity = _node_records(db)
     with db.transaction() as s:
-        intervals = _usage_intervals(s, window)
-        inputs = economics_inputs(s, now, window_days)
-        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org)
+        operator = set(s.scalars(sa.select(OrgRow.id).where(OrgRow.is_operator.is_(True))))
+        intervals, own = split_internal(_usage_intervals(s, window), operator)
+        inputs = economics_inputs(s, now, window_days, internal=operator)
+        orgs = set(inputs.revenue_by_org) | set(inputs.backlog_by_org) | operator
         orgs |= {iv.org for iv in intervals}
         slugs = _slugs(s, orgs)
     usage = measure_usage(intervals, capacity, window_start=window.start, window_end=window.end)
     usage = replace(usage, org_shares={slugs.get(k, k): v for k, v in usage.org_shares.items()})
-    return LiveData(now, nodes, usage, _figures(inputs, window_days, slugs))
-
-
-def _figures(e: EconomicsInputs, window_days: int, slugs: Mapping[str, str]) -> BillingFigures:
-    c = e.concentration
-    prices = {model: float(p) for model, p in e.price_by_model.items()}
-    return BillingFigures(
-        window_days=window_days,
-        currency=e.currency,
-        revenue_by_class={k: float(v) for k, v in e.revenue_by_class.items()},
-        revenue_by_customer={slugs.get(k, k): float(v) for k, v in e.revenue_by_org.items()},
-        gpu_hours_by_model={k: float(v) for k, v in e.gpu_hours_by_model.items()},
-        price_by_model=prices,
-        backlog=float(e.backlog),
-        backlog_by_customer={slugs.get(k, k): float(v) for k, v in e.backlog_by_org.items()},
-        top1=float(c.top1),
-        top2=float(c.top2),
-        hhi=float(c.hhi),
-        largest=None if c.largest is None else slugs.get(c.largest, c.largest),
+    internal = InternalUsage(
+        tuple(sorted(slugs.get(o, o) for o in operator)),
+        float(inputs.internal_revenue),
+        measure_usage(own, [], window_start=window.start, window_end=window.end).gpu_hours,
     )
+    return LiveData(now, nodes, usage, billing_figures(inputs, window_days, slugs), internal)
 
 
-def live_inputs(
-    data: LiveData,
-    *,
-    utilization: float | None = None,
-    price: float | None = None,
-    forward_years: int = 5,
-    ltv: float = 0.7,
-    rate: float = 0.11,
-) -> LiveInputs:
-    """Live mode's inputs from the platform's data; what the caller gives overrides it.
-    Prices: given, else realized per GPU model from billing, else the catalog's list price.
-    Customers: shares of billed revenue, else of allocated GPU-hours."""
-    usage, billed = data.usage, data.billed
-    days = billed.window_days
-    used, source = choose_utilization(usage, given=utilization)
-    if price is not None:
-        prices, price_source = {n.gpu_model: price for n in data.nodes}, "given"
-    elif billed.price_by_model:
-        prices = dict(billed.price_by_model)
-        shown = ", ".join(f"{m} ${p:,.4f}" for m, p in prices.items())
-        price_source = (
-            f"realized from billing over the trailing {days} days (average price of the "
-            f"GPU-hours sold: {shown}); other models at the catalog list price"
-        )
-    else:
-        prices, price_source = {}, "catalog list price (no GPU revenue billed in the window)"
-    customers = billed.customer_shares
-    if customers:
-        conc_source = (
-            f"shares of billed revenue over the trailing {days} days "
-            f"({billed.currency} {billed.revenue:,.2f}; top-1 {billed.top1:.1%}, "
-            f"top-2 {billed.top2:.1%}, HHI {billed.hhi:,.0f})"
-        )
-    elif usage.org_shares:
-        customers = dict(usage.org_shares)
-        conc_source = "shares of allocated GPU-hours (nothing billed in the window)"
-    else:
-        conc_source = "no allocations or revenue in the window"
-    backlog_source = (
-        f"billing: {billed.currency} {billed.backlog:,.2f} remaining contracted value across "
-        f"{len(billed.backlog_by_customer)} customers (reported, not projected)"
-        if billed.backlog_by_customer
-        else "billing: no contracted backlog"
-    )
-    return LiveInputs(
-        as_of=data.as_of.date(),
-        forward_years=forward_years,
-        utilization=used,
-        utilization_source=source,
-        price_per_gpu_hour=prices,
-        price_source=price_source,
-        customers=customers,
-        concentration_source=conc_source,
-        backlog_source=backlog_source,
-        ltv=ltv,
-        rate=rate,
-    )
-
-
-def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
+def _usage_intervals(s: Session, window: Period) -> list[OrgAllocation]:
     """Allocation intervals overlapping the window (compute's facts), for utilization."""
     rows = s.execute(
         sa.select(
@@ -406,7 +309,7 @@ def _usage_intervals(s: Session, window: Period) -> list[LiveInterval]:
             HOLDS_GPUS,  # a reserved GPU with an instance on it is one GPU in use, not two
         )
     ).all()
-    return [LiveInterval(org, gpus, start, end) for org, gpus, start, end in rows]
+    return [OrgAllocation(org, gpus, start, end) for org, gpus, start, end in rows]
 
 
 def _slugs(s: Session, org_ids: set[str]) -> dict[str, str]:
@@ -451,15 +354,18 @@ def _node_records(db: Database) -> tuple[list[NodeRecord], list[tuple[int, datet
         after = page.next_cursor
 
 
+# Reports' shapes and pure figures live in ``billing.report_figures``; these are read from here.
 __all__ = [
-    "BACKSTOP",
     "BacklogReport",
+    "BackstopRevenue",
     "Concentration",
     "EconomicsInputs",
     "LiveData",
     "RevenueLine",
     "RevenueReport",
+    "backlog_by_org",
     "backlog_report",
+    "backstop_revenue",
     "concentration_of",
     "concentration_report",
     "economics_inputs",

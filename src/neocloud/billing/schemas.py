@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from neocloud.billing.agreements import Charge, GrantView
+from neocloud.billing.contracts import Charge
+from neocloud.billing.credits import GrantView
 from neocloud.billing.invoices import CloseResult
+from neocloud.billing.kinds import ContractKind, ReservationBilling
 from neocloud.billing.rating import Line, TokenLine
 from neocloud.billing.service import InvoicePreview
 from neocloud.billing.tables import (
@@ -295,7 +297,7 @@ class ContractCreate(RequestModel):
     org_id: str = Field(max_length=40)
     kind: str = Field(
         max_length=16,
-        description="commit_spend | commit_capacity | prepaid | reservation | backstop",
+        description=" | ".join(ContractKind),
         examples=["commit_spend"],
     )
     start_at: Time | None = Field(None, description="Required except for reservation")
@@ -308,7 +310,9 @@ class ContractCreate(RequestModel):
     rate: Decimal | None = Field(None, description="Per GPU-hour (commit_capacity, backstop)")
     reservation_id: str | None = Field(None, max_length=40)
     term: str | None = Field(None, max_length=8, description="reservation: 1m or 1y")
-    billing: str | None = Field(None, max_length=8, description="reservation: upfront|monthly")
+    billing: str | None = Field(
+        None, max_length=8, description=f"reservation: {'|'.join(ReservationBilling)}"
+    )
     counterparty: str | None = Field(None, max_length=255, description="backstop: who pays")
     currency: str = Field("USD", pattern="^[A-Z]{3}$")
     note: str | None = Field(None, max_length=1000)

@@ -73,7 +73,7 @@ class InvoiceRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ID)
     period: Mapped[str] = mapped_column(sa.String(7))  # YYYY-MM
-    state: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16))  # an InvoiceState
     currency: Mapped[str] = mapped_column(sa.String(3))
     price_book_id: Mapped[str] = mapped_column(ID)
     total: Mapped[Decimal] = mapped_column(Amount())
@@ -92,7 +92,7 @@ class InvoiceLineRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     invoice_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("invoices.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(sa.Integer)
-    kind: Mapped[str] = mapped_column(sa.String(16))  # usage | adjustment
+    kind: Mapped[str] = mapped_column(sa.String(16))  # a LineKind
     usage_period: Mapped[str] = mapped_column(sa.String(7))
     sku: Mapped[str] = mapped_column(sa.String(64))
     project_id: Mapped[str | None] = mapped_column(ID, nullable=True)
@@ -131,7 +131,7 @@ class ContractRow(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ID)
-    kind: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # a ContractKind
     start_at: Mapped[datetime] = mapped_column(UtcDateTime())
     end_at: Mapped[datetime] = mapped_column(UtcDateTime())
     currency: Mapped[str] = mapped_column(sa.String(3))
@@ -141,7 +141,7 @@ class ContractRow(Base):
     rate: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
     reservation_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     term: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
-    billing: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    billing: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)  # ReservationBilling
     counterparty: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     note: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
     created_by: Mapped[str] = mapped_column(sa.String(64))

@@ -283,7 +283,6 @@ def _register_sim() -> None:
     from neocloud.cli import compute as compute_cli
     from neocloud.cli.sim import sim_app
 
-    compute_cli.register_sim(sim_app)
     app.add_typer(sim_app, name="sim")
 
 

@@ -82,8 +82,12 @@ def models_add(
         str | None, typer.Option("--upstream-model", help="The name the upstream knows it by")
     ] = None,
     context: Annotated[int | None, typer.Option("--context", help="Context length")] = None,
-    input_price: Annotated[str, typer.Option("--input-price", help="Per 1M tokens")] = "0",
-    output_price: Annotated[str, typer.Option("--output-price", help="Per 1M tokens")] = "0",
+    input_price: Annotated[
+        str | None, typer.Option("--input-price", help="Per 1M tokens (required; 0 is free)")
+    ] = None,
+    output_price: Annotated[
+        str | None, typer.Option("--output-price", help="Per 1M tokens (required; 0 is free)")
+    ] = None,
     flavor: Annotated[str, typer.Option("--flavor", help="base or fast")] = "base",
     deprecated_on: Annotated[str | None, typer.Option("--deprecated-on", help="YYYY-MM-DD")] = None,
     json_: Json = False,

@@ -1,52 +1,75 @@
-"""HTTP transport for the SDK: auth, errors, pagination and idempotent retries."""
+"""The SDK's entry point: ``Client``, a ``Transport`` with every resource as a typed attribute.
+
+``ApiError`` and ``DEFAULT_URL`` are re-exported from ``neocloud.client.transport``.
+"""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8420"
-_RETRY_STATUSES = {502, 503, 504}
+from neocloud.client.billing import (
+    BillingReportsResource,
+    ContractsResource,
+    CreditsResource,
+    InvoicesResource,
+    PriceBooksResource,
+    UsageResource,
+)
+from neocloud.client.compute import (
+    CapacityResource,
+    ClustersResource,
+    InstancesResource,
+    InstanceTypesResource,
+    ReservationsResource,
+)
+from neocloud.client.economics import EconomicsResource
+from neocloud.client.fleet import FleetResource, NodesResource
+from neocloud.client.studio import StudioResource
+from neocloud.client.tenancy import (
+    AuditResource,
+    KeysResource,
+    OrgsResource,
+    ProjectsResource,
+    QuotasResource,
+    UsersResource,
+)
+from neocloud.client.transport import DEFAULT_URL, ApiError, Transport
+
+__all__ = ["DEFAULT_URL", "ApiError", "Client"]
 
 
-class ApiError(Exception):
-    """An error answered by the API (or a transport failure, with ``status`` 0)."""
+class Client(Transport):
+    """A connection to one neocloud API with one key, and its resources."""
 
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        code: str,
-        message: str,
-        param: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.type, self.code = status, type, code
-        self.message, self.param, self.details = message, param, details or {}
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
-        try:
-            err = response.json()["error"]
-            return cls(
-                response.status_code,
-                err.get("type", "api_error"),
-                err.get("code", "error"),
-                err.get("message", response.text),
-                err.get("param"),
-                err.get("details"),
-            )
-        except (ValueError, KeyError, TypeError):
-            return cls(response.status_code, "api_error", "http_error", response.text[:500])
-
-
-class Client:
-    """A connection to one neocloud API with one key."""
+    # fleet
+    fleet: FleetResource
+    nodes: NodesResource
+    # tenancy
+    orgs: OrgsResource
+    projects: ProjectsResource
+    users: UsersResource
+    keys: KeysResource
+    quotas: QuotasResource
+    audit: AuditResource
+    # compute
+    instance_types: InstanceTypesResource
+    instances: InstancesResource
+    clusters: ClustersResource
+    reservations: ReservationsResource
+    capacity: CapacityResource
+    # economics
+    economics: EconomicsResource
+    # billing
+    price_books: PriceBooksResource
+    usage: UsageResource
+    invoices: InvoicesResource
+    contracts: ContractsResource
+    credits: CreditsResource
+    billing_reports: BillingReportsResource
+    # studio
+    studio: StudioResource
 
     def __init__(
         self,
@@ -58,85 +81,35 @@ class Client:
         http: httpx.Client | None = None,
     ) -> None:
         """``http`` lets tests hand in an ``httpx.Client`` (e.g. Starlette's TestClient)."""
-        headers = {"User-Agent": "neocloud-sdk"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self.retries = retries
-        if http is None:
-            http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
-        http.headers.update(headers)
-        self._http = http
-        from neocloud.client.resources import attach
-
-        attach(self)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        content: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Any:
-        """Send one request and return its JSON; POSTs carry an idempotency key so a retry
-        after a dropped connection cannot create a thing twice."""
-        headers = dict(headers or {})
-        if method == "POST":
-            headers.setdefault("Idempotency-Key", idempotency_key or str(uuid.uuid4()))
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        url = path if path.startswith("/") else f"/api/v1/{path}"
-        for attempt in range(self.retries + 1):
-            try:
-                response = self._http.request(
-                    method, url, json=json, params=clean, content=content, headers=headers
-                )
-            except httpx.TransportError as exc:
-                if attempt < self.retries:
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                raise ApiError(0, "connection_error", "unreachable", str(exc)) from exc
-            if response.status_code in _RETRY_STATUSES and attempt < self.retries:
-                time.sleep(0.2 * 2**attempt)
-                continue
-            if response.status_code >= 400:
-                raise ApiError.from_response(response)
-            return response.json() if response.content else None
-        raise AssertionError("unreachable")
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
-
-    def post(self, path: str, body: Any = None, *, idempotency_key: str | None = None) -> Any:
-        return self.request("POST", path, json=body, idempotency_key=idempotency_key)
-
-    def patch(self, path: str, body: Any) -> Any:
-        return self.request("PATCH", path, json=body)
-
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
-
-    def iter(self, path: str, *, page_size: int = 500, **params: Any) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint, following ``next_cursor`` page by page."""
-        after: str | None = None
-        while True:
-            page = self.get(path, limit=page_size, after=after, **params)
-            yield from page["data"]
-            if not page["has_more"]:
-                return
-            after = page["next_cursor"]
+        super().__init__(base_url, api_key, timeout=timeout, retries=retries, http=http)
+        self.fleet = FleetResource(self)
+        self.nodes = NodesResource(self)
+        self.orgs = OrgsResource(self)
+        self.projects = ProjectsResource(self)
+        self.users = UsersResource(self)
+        self.keys = KeysResource(self)
+        self.quotas = QuotasResource(self)
+        self.audit = AuditResource(self)
+        self.instance_types = InstanceTypesResource(self)
+        self.instances = InstancesResource(self)
+        self.clusters = ClustersResource(self)
+        self.reservations = ReservationsResource(self)
+        self.capacity = CapacityResource(self)
+        self.economics = EconomicsResource(self)
+        self.price_books = PriceBooksResource(self)
+        self.usage = UsageResource(self)
+        self.invoices = InvoicesResource(self)
+        self.contracts = ContractsResource(self)
+        self.credits = CreditsResource(self)
+        self.billing_reports = BillingReportsResource(self)
+        self.studio = StudioResource(self)
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get("health")
+        return result
+
+    def me(self) -> dict[str, Any]:
+        """Who this key is (``GET /api/v1/me``): ``key_id``, ``user_id``, ``org_id``, ``role``
+        (its effective role in the org), ``is_operator``, and the ``user`` and ``org`` objects."""
+        result: dict[str, Any] = self.get("me")
         return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from neocloud.client.base import ApiError
 from neocloud.client.resources import Resource
 
 Obj = dict[str, Any]
@@ -38,14 +37,7 @@ class PriceBooksResource(Resource):
 
     def catalog(self, *, format: str = "skypilot") -> str:
         """The current offer as a catalog CSV (``skypilot``: SkyPilot's catalog format)."""
-        return _text(self._c, "/api/v1/price-books/current/catalog", {"format": format})
-
-
-def _text(client: Any, path: str, params: dict[str, str]) -> str:
-    response = client._http.get(path, params=params)
-    if response.status_code >= 400:
-        raise ApiError.from_response(response)
-    return str(response.text)
+        return self._c.get_text("price-books/current/catalog", format=format)
 
 
 class UsageResource(Resource):
@@ -96,12 +88,11 @@ class InvoicesResource(Resource):
         return result
 
     def csv(self, invoice_id: str) -> str:
-        return _text(self._c, f"/api/v1/invoices/{invoice_id}", {"format": "csv"})
+        return self._c.get_text(f"invoices/{invoice_id}", format="csv")
 
     def preview_csv(self, org_id: str, period: str) -> str:
         """The same preview as CSV: one row per line, with the facts it prices."""
-        params = {"org_id": org_id, "period": period, "format": "csv"}
-        return _text(self._c, "/api/v1/invoices/preview", params)
+        return self._c.get_text("invoices/preview", org_id=org_id, period=period, format="csv")
 
 
 class ContractsResource(Resource):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,7 +104,7 @@ class NodesResource(Resource):
         result: Obj = self._c.post(f"nodes/{node_id}/transition", body)
         return result
 
-    def report_health(self, node_id: str, checks: list[Obj]) -> Obj:
+    def report_health(self, node_id: str, checks: builtins.list[Obj]) -> Obj:
         """``checks``: ``[{"name": "dcgm", "status": "pass|warn|fail", "message": ...}]``."""
         result: Obj = self._c.post(f"nodes/{node_id}/health", {"checks": checks})
         return result

@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from neocloud.client.resources import Resource
-
-if TYPE_CHECKING:
-    from neocloud.client.base import Client
+from neocloud.client.transport import Transport
 
 Obj = dict[str, Any]
 
@@ -53,19 +51,19 @@ class StudioModelsResource(Resource):
         upstream_urls: Sequence[str] = (),
         upstream_model: str | None = None,
         context_length: int | None = None,
-        input_price_per_m: str | Decimal = "0",
-        output_price_per_m: str | Decimal = "0",
+        input_price_per_m: str | Decimal | None = None,
+        output_price_per_m: str | Decimal | None = None,
         flavor: str = "base",
         deprecated_on: str | None = None,
     ) -> Obj:
         """Register a local checkpoint (``path``) or an OpenAI-compatible upstream
-        (``upstream_urls``); operator admins. Prices are per 1M tokens, decimal strings."""
-        body: Obj = {
-            "id": model_id,
-            "input_price_per_m": str(input_price_per_m),
-            "output_price_per_m": str(output_price_per_m),
-            "flavor": flavor,
-        }
+        (``upstream_urls``); operator admins. Prices are per 1M tokens, decimal strings; the
+        API requires both (``"0"`` serves the model free on purpose)."""
+        body: Obj = {"id": model_id, "flavor": flavor}
+        if input_price_per_m is not None:
+            body["input_price_per_m"] = str(input_price_per_m)
+        if output_price_per_m is not None:
+            body["output_price_per_m"] = str(output_price_per_m)
         if path is not None:
             body["path"] = path
         if upstream_urls:
@@ -85,7 +83,9 @@ class StudioModelsResource(Resource):
 
 
 class StudioResource(Resource):
-    def __init__(self, client: Client) -> None:
+    models: StudioModelsResource
+
+    def __init__(self, client: Transport) -> None:
         super().__init__(client)
         self.models = StudioModelsResource(client)
 

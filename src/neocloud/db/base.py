@@ -17,3 +17,12 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(row: type[Base]) -> sa.Table:
+    """The ``Table`` a row class maps (typed as one: SQLAlchemy types ``__table__`` as any
+    ``FromClause``, which Core's insert, update and delete do not take)."""
+    table = row.__table__
+    if not isinstance(table, sa.Table):  # a class mapped to a join or a select, not a table
+        raise TypeError(f"{row.__name__} does not map a single table")
+    return table

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neocloud.economics.engine import (
+from neocloud.economics.finance import annualize, irr, npv, payback_periods
+from neocloud.economics.projection import (
     Array,
     Projection,
     equity_flows,
@@ -20,7 +21,6 @@ from neocloud.economics.engine import (
     tax_years,
     yearly,
 )
-from neocloud.economics.finance import annualize, irr, npv, payback_periods
 from neocloud.economics.scenario import Scenario
 
 

@@ -9,6 +9,9 @@ Utilization is *measured* from allocation intervals over a trailing window when 
 (else the catalog's list prices), customers' shares are their shares of billed revenue (else of
 allocated GPU-hours), and the backlog and concentration are reported beside the projection;
 every ``*_source`` field says which. Contracts are not yet projected as term contracts.
+
+The operator's own orgs are not customers: their usage (tests, internal work) is left out of
+revenue, prices, utilization and concentration, and reported beside them (``InternalUsage``).
 """
 
 from __future__ import annotations
@@ -41,14 +44,43 @@ class NodeRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Interval:
-    """An allocation: ``gpus`` GPUs held by ``org`` over ``[start, end)`` (None: still open).
-    Times are any comparable, subtractable instants (datetimes); ``hours`` does the maths."""
+class OrgAllocation:
+    """One org's allocation, for utilization: ``gpus`` GPUs held by ``org`` over
+    ``[start, end)`` (``end`` None: still open). Not billing's rating ``Interval``, which
+    carries what an allocation is priced by."""
 
     org: str
     gpus: int
     start: datetime
     end: datetime | None
+
+
+def split_internal(
+    intervals: list[OrgAllocation], internal: set[str]
+) -> tuple[list[OrgAllocation], list[OrgAllocation]]:
+    """Customers' allocations, and those of the ``internal`` orgs (the operator's own)."""
+    own = [iv for iv in intervals if iv.org in internal]
+    return [iv for iv in intervals if iv.org not in internal], own
+
+
+@dataclass(frozen=True)
+class InternalUsage:
+    """The operator's own usage over the window, left out of the projection: what billing
+    rated it at (``revenue``, in the billing currency) and its allocated GPU-hours."""
+
+    orgs: tuple[str, ...] = ()  # the operator's orgs, by slug
+    revenue: float = 0.0
+    gpu_hours: float = 0.0
+
+    def describe(self, currency: str) -> str:
+        """One sentence for the report's sources: what was excluded, and how much."""
+        if self.revenue == 0 and self.gpu_hours == 0:
+            return "none in the window (the operator's own orgs are never counted as customers)"
+        return (
+            f"excluded: the operator's own usage ({', '.join(self.orgs)}), {currency} "
+            f"{self.revenue:,.2f} rated over {self.gpu_hours:,.1f} GPU-hours, is not revenue: "
+            "left out of revenue, prices, utilization and concentration"
+        )
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ def _overlap_hours(start: datetime, end: datetime | None, w0: datetime, w1: date
 
 
 def measure_usage(
-    intervals: list[Interval],
+    intervals: list[OrgAllocation],
     capacity: list[tuple[int, datetime]],
     *,
     window_start: datetime,
@@ -153,6 +185,7 @@ class LiveInputs:
     customers: dict[str, float] = field(default_factory=dict)  # shares of revenue
     concentration_source: str = "not given"
     backlog_source: str = "not given"
+    internal_source: str = "not given"  # the operator's own usage, left out (InternalUsage)
     economic_life_years: float = 6.0
     default_book_life_years: float = 6.0
     pue: float = 1.25
@@ -277,6 +310,7 @@ def build_live_scenario(nodes: list[NodeRecord], inputs: LiveInputs) -> LiveScen
         "price": inputs.price_source,
         "concentration": inputs.concentration_source,
         "backlog": inputs.backlog_source,
+        "internal_usage": inputs.internal_source,
         "financing": "assumed",
     }
     notes = [

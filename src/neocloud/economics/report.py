@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from neocloud.economics.engine import (
+from neocloud.economics.finance import npv
+from neocloud.economics.kpis import breakevens, concentration, covers, returns
+from neocloud.economics.projection import (
     Array,
     Projection,
     equity_flows,
@@ -16,8 +18,6 @@ from neocloud.economics.engine import (
     project_flows,
     yearly,
 )
-from neocloud.economics.finance import npv
-from neocloud.economics.kpis import breakevens, concentration, covers, returns
 from neocloud.economics.scenario import Periods, Scenario
 from neocloud.economics.stress import (
     STRESSES,

@@ -9,7 +9,9 @@ from math import ceil
 
 import numpy as np
 
-from neocloud.economics.engine import (
+from neocloud.economics.finance import npv
+from neocloud.economics.kpis import concentration, covers
+from neocloud.economics.projection import (
     Array,
     Projection,
     debt_schedule,
@@ -20,8 +22,6 @@ from neocloud.economics.engine import (
     tax_years,
     yearly,
 )
-from neocloud.economics.finance import npv
-from neocloud.economics.kpis import concentration, covers
 from neocloud.economics.scenario import Cohort, Scenario, TerminalMethod
 from neocloud.kernel.errors import InvalidRequest
 
@@ -351,7 +351,7 @@ def monte_carlo(s: Scenario, spec: MonteCarloSpec | None = None) -> MonteCarloRe
     sched = debt_schedule(s, rates_shift=rates, shift_fixed=False)
     interest = yearly(sched.interest_expense)
     service = yearly(sched.debt_service)
-    taxable = ebit - interest - yearly(tax_basis(s).difference)  # see engine.project
+    taxable = ebit - interest - yearly(tax_basis(s).difference)  # see projection.project
     tax = tax_years(s, taxable).current
     cfads = ebitda + yearly(ops.receipts - ops.revenue) - tax
     owing = service > 1e-6

@@ -86,10 +86,6 @@ HOLD_ONLY: frozenset[NodeState] = frozenset(
 )
 
 
-def allowed_targets(state: NodeState) -> frozenset[NodeState]:
-    return TRANSITIONS[state]
-
-
 def transition(state: NodeState, target: NodeState, *, action: str | None = None) -> NodeState:
     """Return ``target`` if the table allows ``state → target``; raise ``IllegalTransition``."""
     if target not in TRANSITIONS[state]:

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.db.base import Base, table_of
 from neocloud.db.engine import Database
 from neocloud.fleet.domain import Health, NodeState, parse_enum
 from neocloud.fleet.spec import FleetSpec, expand
@@ -142,9 +143,10 @@ def import_spec(
     return ImportResult(import_id, len(nodes), gpus, domains_created, state)
 
 
-def _bulk_insert(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+def _bulk_insert(session: Session, row: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    table = table_of(row)
     for start in range(0, len(rows), 5000):
-        session.execute(sa.insert(table.__table__), list(rows[start : start + 5000]))
+        session.execute(sa.insert(table), list(rows[start : start + 5000]))
 
 
 def _midnight(day: date | None) -> datetime | None:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.db import bulk
+from neocloud.db.base import table_of
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.fleet import domain
@@ -37,7 +38,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
 
-NODE_EVENTS: sa.Table = NodeEventRow.__table__  # type: ignore[assignment]
+NODE_EVENTS = table_of(NodeEventRow)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,7 +68,8 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'neocloud.db').resolve()}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build the one ``Settings`` object: environment first, explicit overrides on top."""
+def load_settings(**overrides: Any) -> Settings:
+    """Build the one ``Settings`` object: environment first, explicit overrides on top (each
+    validated as its field says; ``None`` leaves a field to the environment)."""
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)  # type: ignore[arg-type]
+    return Settings(**clean)

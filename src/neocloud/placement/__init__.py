@@ -22,6 +22,12 @@ Policies are named (``first_fit``, ``random``, ``best_fit``, ``fgd``, ``default`
 (and ``fgd``) place a gang with a fixed window by best fit in time (``timefit``): on the nodes
 whose bookings hug the window, idle nodes last;
 ``get_policy`` raises ``UnknownPolicy`` (an ``InvalidRequest`` and a ``ValueError``).
+
+Inside, the engine is a facade: ``state.FleetState`` holds the snapshot (nodes, topology,
+calendars, index, policy, horizon, now, allocations) and the operations every decision module
+shares (``window``, ``node_fits``, ``released``, ``add``/``remove``/``commit``); ``gangs`` turns
+a gang request into a shape and a view of the nodes free for it; ``gang_placement``,
+``single_node``, ``offerings``, ``preemption``, ``replacement`` and ``extension`` decide on it.
 """
 
 from neocloud.placement.engine import PlacementEngine

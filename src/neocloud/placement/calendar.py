@@ -221,12 +221,6 @@ class NodeCalendar:
             reach = max(reach, end)
         return gaps
 
-    def only_spot(self) -> bool:
-        return bool(self.bookings) and all(b.cls.preemptible for b in self.bookings.values())
-
-    def active_at(self, t: float) -> list[Booking]:
-        return [b for b in self.bookings.values() if b.start <= t < _end(b)]
-
 
 class Calendar:
     """All node calendars plus a heap of booking ends, so expired bookings leave in order."""

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.placement.model import Booking, NoCapacity, Placement
-
-if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine
+from neocloud.placement.state import FleetState
 
 
 def extend_allocation(
-    e: PlacementEngine, allocation_id: str, new_end: float | None, *, dry_run: bool
+    state: FleetState, allocation_id: str, new_end: float | None, *, dry_run: bool
 ) -> Placement | NoCapacity:
     """Move the end of every booking of an allocation to ``new_end`` (``None``: open-ended),
     all or nothing. Spot in the way of the extra time ends when it starts."""
-    bookings = e.allocation(allocation_id)
+    bookings = state.allocation(allocation_id)
     grown: list[Booking] = []
     blocked: list[str] = []
     for b in bookings:
@@ -27,7 +24,7 @@ def extend_allocation(
                 param="end",
                 code="not_an_extension",
             )
-        cal = e.calendar.nodes[b.node_id]
+        cal = state.calendar.nodes[b.node_id]
         if b.cls.preemptible:
             nxt = cal.next_firm_start(b.end - 1e-9)
             if nxt is not None and (new_end is None or nxt < new_end):
@@ -47,7 +44,7 @@ def extend_allocation(
     for b, g in zip(bookings, grown, strict=True):
         if g.cls.preemptible or b.end is None:
             continue
-        cal = e.calendar.nodes[b.node_id]
+        cal = state.calendar.nodes[b.node_id]
         if cal.fits_booking(b, b.end, new_end, ignore_spot=False):
             continue
         for s in cal:
@@ -56,11 +53,11 @@ def extend_allocation(
                 truncated.append(replace(s, end=max(s.start, b.end)))
     if not dry_run:
         for t in truncated:
-            e._remove(t.id)
+            state.remove(t.id)
             if t.end is not None and t.end > t.start:
-                e._add(t)
+                state.add(t)
         for b, g in zip(bookings, grown, strict=True):
-            e._remove(b.id)
-            e._add(g)
+            state.remove(b.id)
+            state.add(g)
     start = min(b.start for b in grown)
     return Placement(allocation_id, tuple(grown), start, new_end, truncated=tuple(truncated))

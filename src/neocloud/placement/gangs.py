@@ -1,16 +1,22 @@
 """Choosing the nodes of a gang: one domain at the required level, then the fewest child domains
 at each level below (fewest blocks, then fewest racks inside each block), segments of ``k``
 nodes kept inside one domain of the segment level.
+
+``gang_shape`` turns a request's level names into a ``GangShape``; ``gang_domains`` lists the
+domains it may use (a pinned fabric narrows them); ``gang_view`` and ``domain_chooser`` build
+the ``GangChooser`` over what a window leaves free (index first, calendars only when needed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from neocloud.placement.index import IDLE, SPOT, CapacityIndex, Topology
-from neocloud.placement.model import NodeSnapshot
-from neocloud.placement.policies import Policy, fewest_count
+from neocloud.kernel.errors import InvalidRequest
+from neocloud.placement.index import BUSY, IDLE, SPOT, CapacityIndex, Topology
+from neocloud.placement.model import GangRequest, NodeSnapshot
+from neocloud.placement.policies import PlacementPolicy, fewest_count
+from neocloud.placement.state import FleetState, Window
 
 _IDLE_ONLY = (IDLE,)
 _IDLE_SPOT = (IDLE, SPOT)
@@ -95,7 +101,7 @@ class GangShape:
 class GangChooser:
     """One gang decision over one availability view."""
 
-    def __init__(self, avail: Avail, policy: Policy, shape: GangShape) -> None:
+    def __init__(self, avail: Avail, policy: PlacementPolicy, shape: GangShape) -> None:
         self.a = avail
         self.topo = avail.topo
         self.policy = policy
@@ -167,7 +173,7 @@ def domains_used(topo: Topology, nodes: Iterable[NodeSnapshot]) -> dict[str, int
 
 
 class _Spread:
-    """``GangChooser.spread`` with its lower bound, for ``Policy.select_domain``."""
+    """``GangChooser.spread`` with its lower bound, for ``PlacementPolicy.select_domain``."""
 
     def __init__(self, chooser: GangChooser) -> None:
         self.chooser = chooser
@@ -180,3 +186,100 @@ class _Spread:
 
     def __call__(self, domain: str) -> int:
         return self.chooser.spread(domain)
+
+
+def gang_shape(topo: Topology, r: GangRequest) -> GangShape:
+    """The gang's levels as indices; ``InvalidRequest`` for no nodes, a segment size that does
+    not divide the gang, or a segment level not below the required level."""
+    if r.node_count < 1:
+        raise InvalidRequest("a gang needs at least one node", param="node_count")
+    req = topo.level_index(r.required_level)
+    pref = None if r.preferred_level is None else topo.level_index(r.preferred_level)
+    seg_level = topo.level_index(r.segment_level)
+    if r.segment is not None:
+        if r.segment < 1 or r.node_count % r.segment:
+            raise InvalidRequest(
+                f"segment size {r.segment} does not divide {r.node_count} nodes",
+                param="segment",
+            )
+        if seg_level <= req:
+            raise InvalidRequest(
+                f"segment level {r.segment_level} must lie below {r.required_level}",
+                param="segment_level",
+            )
+    return GangShape(r.node_count, req, pref, r.segment, seg_level)
+
+
+def ancestor(topo: Topology, level: int, domain: str, target: int) -> str:
+    """The domain at level ``target`` (above ``level``) that holds ``domain``."""
+    d = domain
+    for lvl in range(level, target, -1):
+        d = topo.parent[lvl][d]
+    return d
+
+
+def gang_domains(topo: Topology, r: GangRequest, shape: GangShape) -> tuple[GangShape, list[str]]:
+    """The domains at the required level a gang may use (narrowed by a pinned fabric)."""
+    if r.fabric is None:
+        return shape, topo.domains(shape.required)
+    pin_level = topo.level_index("fabric") if "fabric" in topo.levels else shape.required
+    if pin_level > 0 and r.fabric not in topo.parent[pin_level]:
+        raise InvalidRequest(f"unknown fabric {r.fabric!r}", param="fabric")
+    if pin_level > shape.required:
+        # pinned below the required level: the pinned fabric becomes the search domain
+        return replace(shape, required=pin_level), [r.fabric]
+    cands = [
+        d
+        for d in topo.domains(shape.required)
+        if ancestor(topo, shape.required, d, pin_level) == r.fabric
+    ]
+    return shape, cands
+
+
+def gang_view(
+    s: FleetState,
+    r: GangRequest,
+    w: Window,
+    shape: GangShape,
+    exclude: Iterable[str] = (),
+    *,
+    scan: bool = True,
+) -> tuple[GangChooser, list[str]]:
+    """The chooser for a gang: index categories and released nodes first; only if no
+    domain fits that way (and a window could fit a gap), a calendar check of busy nodes."""
+    shape, cands = gang_domains(s.topology, r, shape)
+    extra: list[str] = []
+    for d in cands:
+        extra.extend(s.released(r.gpu_model, shape.required, d, w))
+    cats = s.fast_cats(w)
+    chooser = GangChooser(Avail(s.index, r.gpu_model, cats, extra, exclude), s.policy, shape)
+    gaps_possible = w.end is not None or not w.firm  # open-ended firm: no gap can hold it
+    short = all(chooser.eff(shape.required, d) < shape.need for d in cands)
+    if scan and gaps_possible and short:
+        # most promising domains first; stop at the first that fits
+        mi = s.index.models[r.gpu_model]
+        skip = set(extra)
+        for d in sorted(cands, key=lambda d: -chooser.eff(shape.required, d)):
+            c = mi.counts[shape.required].get(d, [0, 0, 0])
+            if chooser.eff(shape.required, d) + c[BUSY] < shape.need:
+                continue  # even every busy node would not be enough
+            extra.extend(s.scan(r.gpu_model, shape.required, d, w, skip))
+            chooser = GangChooser(
+                Avail(s.index, r.gpu_model, cats, extra, exclude), s.policy, shape
+            )
+            if chooser.eff(shape.required, d) >= shape.need:
+                break
+    return chooser, cands
+
+
+def domain_chooser(
+    s: FleetState, r: GangRequest, w: Window, shape: GangShape, domain: str, exclude: set[str]
+) -> GangChooser:
+    """A chooser for one domain: fast path first, then a calendar check of its nodes."""
+    extra = s.released(r.gpu_model, shape.required, domain, w)
+    cats = s.fast_cats(w)
+    chooser = GangChooser(Avail(s.index, r.gpu_model, cats, extra, exclude), s.policy, shape)
+    if chooser.eff(shape.required, domain) < shape.need:
+        extra = extra + s.scan(r.gpu_model, shape.required, domain, w, set(extra) | exclude)
+        chooser = GangChooser(Avail(s.index, r.gpu_model, cats, extra, exclude), s.policy, shape)
+    return chooser

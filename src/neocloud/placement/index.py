@@ -205,9 +205,6 @@ class CapacityIndex:
                     mi.busy.setdefault(leaf, set()),
                 )
 
-    def model(self, gpu_model: str) -> ModelIndex | None:
-        return self.models.get(gpu_model)
-
     def update(
         self, node_id: str, cal: NodeCalendar, eligible: bool, now: float | None = None
     ) -> None:
@@ -341,13 +338,6 @@ class CapacityIndex:
             for block in list(mi.blocks_by_idle.get(k, ())):
                 for leaf in self.topology.leaves_under(bl, block):
                     yield from sorted(mi.idle.get(leaf, ()))
-
-    def count(self, gpu_model: str, level: int, domain: str, cat: int) -> int:
-        mi = self.models.get(gpu_model)
-        if mi is None:
-            return 0
-        c = mi.counts[level].get(domain)
-        return 0 if c is None else c[cat]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the index holds, as plain comparable data (for tests)."""

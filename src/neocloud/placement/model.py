@@ -91,10 +91,6 @@ class Booking:
     gpu_index: int | None = None
 
     @property
-    def fractional(self) -> bool:
-        return self.milli_gpu > 0
-
-    @property
     def resources(self) -> Resources:
         return Resources(self.gpus, self.vcpus, self.ram_gib)
 

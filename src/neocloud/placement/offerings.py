@@ -15,32 +15,27 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
-from neocloud.placement.gangs import Avail, GangChooser, domains_used
+from neocloud.placement.gangs import Avail, GangChooser, domains_used, gang_domains, gang_shape
 from neocloud.placement.index import IDLE, SPOT, ModelIndex
 from neocloud.placement.model import BookingClass, GangRequest, Offering, OfferingRequest
-
-if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine, _Window
+from neocloud.placement.state import FleetState, Window
 
 PER_DOMAIN = 3  # candidate starts tried per domain
 SPOT_NOTICE = 1.0  # s: a reservation that spot is in the way of starts this much after now
 
 
-def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering]:
+def find_offerings(state: FleetState, q: OfferingRequest) -> list[Offering]:
     """Up to ``q.k`` options, earliest first, then fewest preferred-level domains."""
     if q.duration <= 0:
         raise InvalidRequest("an offering needs a positive duration", param="duration")
     if q.k < 1:
         raise InvalidRequest("ask for at least one offering", param="k")
-    now = engine.now
+    now = state.now
     es = max(now, now if q.earliest_start is None else q.earliest_start)
-    ls = min(
-        now + engine.horizon, es + engine.horizon if q.latest_start is None else q.latest_start
-    )
-    mi = engine.index.models.get(q.gpu_model)
+    ls = min(now + state.horizon, es + state.horizon if q.latest_start is None else q.latest_start)
+    mi = state.index.models.get(q.gpu_model)
     if mi is None or ls < es:
         return []
     gang = GangRequest(
@@ -51,13 +46,13 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
         fabric=q.fabric,
         cls=BookingClass.reserved,
     )
-    shape, cands = engine._gang_domains(gang, engine._shape(gang))
+    shape, cands = gang_domains(state.topology, gang, gang_shape(state.topology, gang))
     level = shape.required
-    tries = _candidate_starts(engine, mi, level, shape.need, cands, es, ls, q.duration)
-    pref = None if shape.preferred is None else engine.topology.levels[shape.preferred]
+    tries = _candidate_starts(state, mi, level, shape.need, cands, es, ls, q.duration)
+    pref = None if shape.preferred is None else state.topology.levels[shape.preferred]
     found: list[Offering] = []
     best_spread: dict[str, int] = {}
-    floor = _fewest_possible(engine, shape.preferred, shape.need)
+    floor = _fewest_possible(state, shape.preferred, shape.need)
     heapq.heapify(tries)
     while tries:
         t, d = heapq.heappop(tries)
@@ -65,13 +60,13 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
             break  # every later try ranks after the k found so far
         if best_spread.get(d, floor + 1) <= floor:
             continue  # already offered as compact as it gets
-        w = engine._window(
+        w = state.window(
             GangRequest(q.gpu_model, 1, start=t, end=t + q.duration, cls=BookingClass.reserved),
             now,
         )
-        extra = engine._released(q.gpu_model, level, d, w) + _in_gaps(engine, mi, level, d, w)
+        extra = state.released(q.gpu_model, level, d, w) + _in_gaps(state, mi, level, d, w)
         chooser = GangChooser(
-            Avail(engine.index, q.gpu_model, engine._fast_cats(w), extra), engine.policy, shape
+            Avail(state.index, q.gpu_model, state.fast_cats(w), extra), state.policy, shape
         )
         choice = chooser.choose([d])
         if choice is None:
@@ -80,7 +75,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
                 heapq.heappush(tries, (now + SPOT_NOTICE, d))
             continue
         nodes = choice[1]
-        used = domains_used(engine.topology, (engine.nodes[n] for n in nodes))
+        used = domains_used(state.topology, (state.nodes[n] for n in nodes))
         spread = used.get(pref, 1) if pref else 1
         if d in best_spread and best_spread[d] <= spread:
             continue  # a later start here is only worth offering if it is more compact
@@ -91,7 +86,7 @@ def find_offerings(engine: PlacementEngine, q: OfferingRequest) -> list[Offering
 
 
 def _candidate_starts(
-    e: PlacementEngine,
+    state: FleetState,
     mi: ModelIndex,
     level: int,
     need: int,
@@ -110,7 +105,7 @@ def _candidate_starts(
         m = need - base
         later = lst[max(m - 1, 0) : max(m - 1, 0) + PER_DOMAIN]
         ahead = mi.ahead[level].get(d, [])
-        holes = _holes(e, mi, level, d, es)
+        holes = _holes(state, mi, level, d, es)
         if holes or (ahead and ahead[-1][0] >= es + duration):
             # time before or between future bookings may serve: count nodes at each start
             starts = {es} | {max(es, t) for t, _ in lst[: max(m - 1, 0) + PER_DOMAIN]}
@@ -135,12 +130,12 @@ def _candidate_starts(
 
 
 def _holes(
-    e: PlacementEngine, mi: ModelIndex, level: int, d: str, es: float
+    state: FleetState, mi: ModelIndex, level: int, d: str, es: float
 ) -> dict[str, list[tuple[float, float]]]:
     """The gaps between firm bookings, ending after ``es``, of the holey nodes under ``d``."""
     out: dict[str, list[tuple[float, float]]] = {}
     for node_id in mi.holey[level].get(d, ()):
-        gaps = e.calendar.nodes[node_id].firm_gaps(after=es)
+        gaps = state.calendar.nodes[node_id].firm_gaps(after=es)
         if gaps:
             out[node_id] = gaps
     return out
@@ -164,7 +159,7 @@ def _free_count(
     return n
 
 
-def _in_gaps(e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window) -> list[str]:
+def _in_gaps(state: FleetState, mi: ModelIndex, level: int, d: str, w: Window) -> list[str]:
     """Busy nodes of ``d`` free during window ``w`` before their first firm booking or in a
     gap between two (checked on the calendar where spot could be in the way)."""
     if w.end is None:
@@ -172,18 +167,18 @@ def _in_gaps(e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window)
     ahead = mi.ahead[level].get(d, [])
     out = [n for _, n in ahead[bisect.bisect_left(ahead, (w.end, "")) :]]
     if not w.future:
-        out = [n for n in out if e._node_fits(n, e._whole(n), w)]
+        out = [n for n in out if state.node_fits(n, state.whole(n), w)]
     for node_id in mi.holey[level].get(d, ()):
-        if e.calendar.nodes[node_id].firm_until() > w.start and e._node_fits(
-            node_id, e._whole(node_id), w
+        if state.calendar.nodes[node_id].firm_until() > w.start and state.node_fits(
+            node_id, state.whole(node_id), w
         ):
             out.append(node_id)
-    return list(dict.fromkeys(n for n in out if e.eligible[n]))
+    return list(dict.fromkeys(n for n in out if state.eligible[n]))
 
 
-def _fewest_possible(engine: PlacementEngine, level: int | None, need: int) -> int:
+def _fewest_possible(state: FleetState, level: int | None, need: int) -> int:
     """A lower bound on the preferred-level domains a gang of ``need`` nodes spans."""
     if level is None:
         return 1
-    biggest = max(engine.topology.size[level].values(), default=1)
+    biggest = max(state.topology.size[level].values(), default=1)
     return -(-need // biggest)

@@ -46,7 +46,11 @@ class SliceCandidates(Protocol):
     def leftmost(self, k: int, lo: int) -> int: ...
 
 
-class Policy(Protocol):
+class PlacementPolicy(Protocol):
+    """How the engine picks a gang's domain, shares it among child domains and nodes, and
+    picks the node of a single-node slice (``slice_policies.SlicePolicy`` places shared-GPU
+    pods in the fragmentation simulator instead)."""
+
     name: str
 
     def select_domain(
@@ -266,7 +270,7 @@ class Fgd(Default):
         return BestFit.pick_slice_node(self, cand, gpus, fits, idle_nodes)
 
 
-POLICIES: dict[str, Callable[[int], Policy]] = {
+POLICIES: dict[str, Callable[[int], PlacementPolicy]] = {
     "first_fit": lambda seed: FirstFit(),
     "random": lambda seed: RandomFit(seed),
     "best_fit": lambda seed: BestFit(),
@@ -275,7 +279,7 @@ POLICIES: dict[str, Callable[[int], Policy]] = {
 }
 
 
-def get_policy(name: str, *, seed: int = 0) -> Policy:
+def get_policy(name: str, *, seed: int = 0) -> PlacementPolicy:
     """The registered policy called ``name``; an unknown name raises ``UnknownPolicy``."""
     factory = POLICIES.get(name)
     if factory is None:

@@ -7,10 +7,8 @@ victims, and a spot request may only evict spot of lower priority.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from neocloud.placement.calendar import fraction_fits, peak_usage
-from neocloud.placement.gangs import Avail, GangChooser
+from neocloud.placement.gangs import Avail, GangChooser, gang_shape, gang_view
 from neocloud.placement.index import IDLE
 from neocloud.placement.model import (
     Booking,
@@ -21,9 +19,7 @@ from neocloud.placement.model import (
     Resources,
     SliceRequest,
 )
-
-if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine
+from neocloud.placement.state import FleetState
 
 Cost = tuple[int, float, int]
 NONE: Cost = (-(1 << 62), 0.0, 0)
@@ -39,44 +35,40 @@ def _cost(victims: list[Booking], now: float) -> Cost:
     return (max(v.priority for v in victims), sum(_lost(v, now) for v in victims), len(victims))
 
 
-def _add(a: Cost, b: Cost) -> Cost:
-    return (max(a[0], b[0]), a[1] + b[1], a[2] + b[2])
-
-
 def _evictable(b: Booking, r: Request) -> bool:
     return b.cls.preemptible and (not r.cls.preemptible or b.priority < r.priority)
 
 
-def plan_preemption(engine: PlacementEngine, r: Request) -> Preemption | NoCapacity:
+def plan_preemption(state: FleetState, r: Request) -> Preemption | NoCapacity:
     """What to evict so that ``r`` fits now; changes nothing."""
-    w = engine._window(r, engine.now)
+    w = state.window(r, state.now)
     if w.future:
         return NoCapacity(
             "a future window needs no preemption: spot in its way ends when it starts",
             code="nothing_to_preempt",
         )
     if isinstance(r, GangRequest):
-        return _plan_gang(engine, r)
-    return _plan_slice(engine, r)
+        return _plan_gang(state, r)
+    return _plan_slice(state, r)
 
 
-def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapacity:
-    w = engine._window(r, engine.now)
-    shape = engine._shape(r)
-    mi = engine.index.models.get(r.gpu_model)
+def _plan_gang(state: FleetState, r: GangRequest) -> Preemption | NoCapacity:
+    w = state.window(r, state.now)
+    shape = gang_shape(state.topology, r)
+    mi = state.index.models.get(r.gpu_model)
     if mi is None:
         return NoCapacity(f"no {r.gpu_model} nodes in the fleet", code="unknown_gpu_model")
-    now = engine.now
-    chooser, cands = engine._gang_view(r, w, shape)
+    now = state.now
+    chooser, cands = gang_view(state, r, w, shape)
     shape = chooser.shape
     if chooser.choose(cands) is not None:
         return Preemption((), 0.0, ())
     best: tuple[Cost, list[Booking], list[str]] | None = None
     for d in cands:
         costed: list[tuple[Cost, str, list[Booking]]] = []
-        for leaf in engine.topology.leaves_under(shape.required, d):
+        for leaf in state.topology.leaves_under(shape.required, d):
             for node_id in mi.spot.get(leaf, ()):
-                bs = list(engine.calendar.nodes[node_id])
+                bs = list(state.calendar.nodes[node_id])
                 if all(_evictable(b, r) for b in bs):
                     costed.append((_cost(bs, now), node_id, bs))
         costed.sort(key=lambda c: (c[0], c[1]))
@@ -84,7 +76,7 @@ def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapaci
         m = max(shape.need - idle, 0)
         for take in (costed[:m], costed):
             extra = [c[1] for c in take]
-            ch = GangChooser(Avail(engine.index, r.gpu_model, (IDLE,), extra), engine.policy, shape)
+            ch = GangChooser(Avail(state.index, r.gpu_model, (IDLE,), extra), state.policy, shape)
             choice = ch.choose([d])
             if choice is None:
                 continue
@@ -96,7 +88,7 @@ def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapaci
             break
     if best is None:
         return NoCapacity(
-            f"even evicting every spot booking, no {engine.topology.levels[shape.required]}"
+            f"even evicting every spot booking, no {state.topology.levels[shape.required]}"
             f" can hold {shape.need} {r.gpu_model} nodes",
             code="no_capacity_even_with_preemption",
             details={"needed": shape.need, "gpu_model": r.gpu_model},
@@ -105,20 +97,20 @@ def _plan_gang(engine: PlacementEngine, r: GangRequest) -> Preemption | NoCapaci
     return Preemption(tuple(victims), cost[1], tuple(nodes))
 
 
-def _plan_slice(engine: PlacementEngine, r: SliceRequest) -> Preemption | NoCapacity:
+def _plan_slice(state: FleetState, r: SliceRequest) -> Preemption | NoCapacity:
     demand = Resources(0 if r.milli_gpu else r.gpus, r.vcpus, r.ram_gib)
-    now = engine.now
-    models = [r.gpu_model] if r.gpu_model is not None else list(engine.index.models)
-    w = engine._window(r, now)
+    now = state.now
+    models = [r.gpu_model] if r.gpu_model is not None else list(state.index.models)
+    w = state.window(r, now)
     best: tuple[Cost, str, list[Booking]] | None = None
     for model in models:
-        mi = engine.index.models.get(model)
+        mi = state.index.models.get(model)
         if mi is None:
             continue
         for sets in (mi.idle, mi.spot, mi.busy):
             for nodes in sets.values():
                 for node_id in nodes:
-                    plan = _slice_on_node(engine, node_id, demand, r, now, w.end)
+                    plan = _slice_on_node(state, node_id, demand, r, now, w.end)
                     if plan is not None and (best is None or plan[0] < best[0]):
                         best = (plan[0], node_id, plan[1])
                         if not plan[1]:
@@ -135,14 +127,14 @@ def _plan_slice(engine: PlacementEngine, r: SliceRequest) -> Preemption | NoCapa
 
 
 def _slice_on_node(
-    engine: PlacementEngine,
+    state: FleetState,
     node_id: str,
     demand: Resources,
     r: SliceRequest,
     now: float,
     end: float | None,
 ) -> tuple[Cost, list[Booking]] | None:
-    cal = engine.calendar.nodes[node_id]
+    cal = state.calendar.nodes[node_id]
     if not demand.fits_in(cal.capacity) or (r.milli_gpu and cal.capacity.gpus < 1):
         return None
 

@@ -14,62 +14,59 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.placement.calendar import MILLI
 from neocloud.placement.gangs import domains_used
 from neocloud.placement.model import Booking, NoCapacity, Placement, Resources, SliceRequest
-
-if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine, _Window
+from neocloud.placement.state import FleetState, Window
 
 EARLIEST_PROBES = 16  # nodes tried, soonest free first, for an earliest start
 
 
-def place_slice(e: PlacementEngine, r: SliceRequest, *, dry_run: bool) -> Placement | NoCapacity:
+def place_slice(state: FleetState, r: SliceRequest, *, dry_run: bool) -> Placement | NoCapacity:
     """Book ``r`` on one node chosen by the engine's policy, or say why not and when."""
     if r.milli_gpu:
-        return _place_fraction(e, r, dry_run=dry_run)
+        return _place_fraction(state, r, dry_run=dry_run)
     if r.gpus < 0 or r.vcpus < 0 or r.ram_gib < 0:
         raise InvalidRequest("a slice asks for non-negative resources", param="gpus")
-    w = e._window(r, e.now)
+    w = state.window(r, state.now)
     demand = Resources(r.gpus, r.vcpus, r.ram_gib)
-    models = [r.gpu_model] if r.gpu_model is not None else list(e.index.models)
+    models = [r.gpu_model] if r.gpu_model is not None else list(state.index.models)
     node_id = None
     for model in models:
-        node_id = pick_slice_node(e, model, demand, w)
+        node_id = pick_slice_node(state, model, demand, w)
         if node_id is not None:
             break
     if node_id is None:
-        return _no_capacity(e, r, demand, w, models)
-    cal = e.calendar.nodes[node_id]
-    end = w.end if w.firm else e._spot_end(cal, w)
-    alloc_id = e._new_id(r.id)
+        return _no_capacity(state, r, demand, w, models)
+    cal = state.calendar.nodes[node_id]
+    end = w.end if w.firm else state.spot_end(cal, w)
+    alloc_id = state.new_id(r.id)
     b = Booking(
         f"{alloc_id}:0", node_id, w.start, end, r.cls, r.owner, r.priority,
         demand.gpus, demand.vcpus, demand.ram_gib, alloc_id,
     )  # fmt: skip
-    truncated = e._commit([b], r, w, dry_run)
-    node = e.nodes[node_id]
-    used = domains_used(e.topology, [node])
+    truncated = state.commit([b], r, w, dry_run)
+    node = state.nodes[node_id]
+    used = domains_used(state.topology, [node])
     return Placement(alloc_id, (b,), w.start, w.end, node.path[0], used, truncated)
 
 
-def pick_slice_node(e: PlacementEngine, model: str, demand: Resources, w: _Window) -> str | None:
+def pick_slice_node(state: FleetState, model: str, demand: Resources, w: Window) -> str | None:
     """The node the policy picks among those with enough whole GPUs free from now on; for a
     window that could fit a gap, then a calendar check of the model's busy and spot nodes."""
-    mi = e.index.models.get(model)
+    mi = state.index.models.get(model)
     if mi is None or demand.gpus >= len(mi.buckets):
         return None
 
     def fits(node_id: str) -> bool:
-        return e._node_fits(node_id, demand, w)
+        return state.node_fits(node_id, demand, w)
 
     def idle_nodes() -> Iterable[str]:
-        return e.index.idle_compact_first(model)
+        return state.index.idle_compact_first(model)
 
-    node = e.policy.pick_slice_node(mi, demand.gpus, fits, idle_nodes)
+    node = state.policy.pick_slice_node(mi, demand.gpus, fits, idle_nodes)
     if node is not None or (w.firm and not w.future and w.end is None):
         return node
     for leaf_sets in (mi.spot, mi.busy):  # slow path
@@ -81,14 +78,14 @@ def pick_slice_node(e: PlacementEngine, model: str, demand: Resources, w: _Windo
 
 
 def _no_capacity(
-    e: PlacementEngine, r: SliceRequest, demand: Resources, w: _Window, models: list[str]
+    state: FleetState, r: SliceRequest, demand: Resources, w: Window, models: list[str]
 ) -> NoCapacity:
     most = 0
     earliest: float | None = None
-    limit = e.now + e.horizon
+    limit = state.now + state.horizon
     length = None if w.end is None else w.end - w.start
     for model in models:
-        mi = e.index.models.get(model)
+        mi = state.index.models.get(model)
         if mi is None:
             continue
         most = max([most] + [k for k, b in enumerate(mi.buckets) if b])
@@ -100,7 +97,7 @@ def _no_capacity(
             if t > limit or (earliest is not None and t >= earliest):
                 break
             probe = replace(w, start=t, end=None if length is None else t + length)
-            if e._node_fits(node_id, demand, probe):
+            if state.node_fits(node_id, demand, probe):
                 earliest = t
                 break
     return NoCapacity(
@@ -117,9 +114,7 @@ def _no_capacity(
     )
 
 
-def _place_fraction(
-    e: PlacementEngine, r: SliceRequest, *, dry_run: bool
-) -> Placement | NoCapacity:
+def _place_fraction(state: FleetState, r: SliceRequest, *, dry_run: bool) -> Placement | NoCapacity:
     if not 0 < r.milli_gpu < MILLI or r.gpus:
         raise InvalidRequest(
             f"a fractional slice is 1-{MILLI - 1} milli-GPU of one GPU and no whole GPUs"
@@ -128,87 +123,87 @@ def _place_fraction(
         )
     if r.vcpus < 0 or r.ram_gib < 0:
         raise InvalidRequest("a slice asks for non-negative resources", param="vcpus")
-    w = e._window(r, e.now)
+    w = state.window(r, state.now)
     rest = Resources(0, r.vcpus, r.ram_gib)
-    models = [r.gpu_model] if r.gpu_model is not None else list(e.index.models)
+    models = [r.gpu_model] if r.gpu_model is not None else list(state.index.models)
     pick = None
     for model in models:
-        pick = pick_fraction_node(e, model, r.milli_gpu, rest, w)
+        pick = pick_fraction_node(state, model, r.milli_gpu, rest, w)
         if pick is not None:
             break
     if pick is None:
-        return _fraction_no_capacity(e, r, rest, w, models)
+        return _fraction_no_capacity(state, r, rest, w, models)
     node_id, label = pick
-    cal = e.calendar.nodes[node_id]
-    end = w.end if w.firm else e._spot_end(cal, w)
-    alloc_id = e._new_id(r.id)
+    cal = state.calendar.nodes[node_id]
+    end = w.end if w.firm else state.spot_end(cal, w)
+    alloc_id = state.new_id(r.id)
     b = Booking(
         f"{alloc_id}:0", node_id, w.start, end, r.cls, r.owner, r.priority,
         0, r.vcpus, r.ram_gib, alloc_id, milli_gpu=r.milli_gpu, gpu_index=label,
     )  # fmt: skip
-    truncated = e._commit([b], r, w, dry_run)
-    node = e.nodes[node_id]
-    used = domains_used(e.topology, [node])
+    truncated = state.commit([b], r, w, dry_run)
+    node = state.nodes[node_id]
+    used = domains_used(state.topology, [node])
     return Placement(alloc_id, (b,), w.start, w.end, node.path[0], used, truncated)
 
 
 def fraction_label(
-    e: PlacementEngine, node_id: str, milli: int, rest: Resources, w: _Window
+    state: FleetState, node_id: str, milli: int, rest: Resources, w: Window
 ) -> int | None:
     """The shared GPU label of ``node_id`` that takes the fraction in window ``w``, or None."""
-    if not e.eligible[node_id]:
+    if not state.eligible[node_id]:
         return None
-    cal = e.calendar.nodes[node_id]
+    cal = state.calendar.nodes[node_id]
     if w.firm:
         return cal.fraction_gpu(milli, rest, w.start, w.end, ignore_spot=w.future)
-    end = e._spot_end(cal, w)
+    end = state.spot_end(cal, w)
     if end is not None and end <= w.start:
         return None
     return cal.fraction_gpu(milli, rest, w.start, end, ignore_spot=False)
 
 
 def pick_fraction_node(
-    e: PlacementEngine, model: str, milli: int, rest: Resources, w: _Window
+    state: FleetState, model: str, milli: int, rest: Resources, w: Window
 ) -> tuple[str, int] | None:
     """``(node, label)`` for a fraction: a shared GPU with room first (least room that
     fits), then a new shared GPU where the policy would put one whole GPU, then (for a
     window that could fit a gap) a calendar check of busy and spot nodes."""
-    mi = e.index.models.get(model)
+    mi = state.index.models.get(model)
     if mi is None:
         return None
     for room in sorted(k for k in mi.frac if k >= milli):
         for node_id in mi.frac[room]:
-            label = fraction_label(e, node_id, milli, rest, w)
+            label = fraction_label(state, node_id, milli, rest, w)
             if label is not None:
                 return node_id, label
 
     def fits(node_id: str) -> bool:
-        return fraction_label(e, node_id, milli, rest, w) is not None
+        return fraction_label(state, node_id, milli, rest, w) is not None
 
     def idle_nodes() -> Iterable[str]:
-        return e.index.idle_compact_first(model)
+        return state.index.idle_compact_first(model)
 
     node = None
     if len(mi.buckets) > 1:
-        node = e.policy.pick_slice_node(mi, 1, fits, idle_nodes)
+        node = state.policy.pick_slice_node(mi, 1, fits, idle_nodes)
     if node is None and not (w.firm and not w.future and w.end is None):
         node = next((n for sets in (mi.spot, mi.busy) for ns in sets.values() for n in ns
                      if fits(n)), None)  # fmt: skip
     if node is None:
         return None
-    label = fraction_label(e, node, milli, rest, w)
+    label = fraction_label(state, node, milli, rest, w)
     return None if label is None else (node, label)
 
 
 def _fraction_no_capacity(
-    e: PlacementEngine, r: SliceRequest, rest: Resources, w: _Window, models: list[str]
+    state: FleetState, r: SliceRequest, rest: Resources, w: Window, models: list[str]
 ) -> NoCapacity:
     earliest: float | None = None
-    limit = e.now + e.horizon
+    limit = state.now + state.horizon
     length = None if w.end is None else w.end - w.start
     if w.firm:
         for model in models:
-            mi = e.index.models.get(model)
+            mi = state.index.models.get(model)
             if mi is None:
                 continue
             soonest = sorted(x for lst in mi.release[0].values() for x in lst[:EARLIEST_PROBES])
@@ -217,7 +212,7 @@ def _fraction_no_capacity(
                 if t > limit or (earliest is not None and t >= earliest):
                     break
                 probe = replace(w, start=t, end=None if length is None else t + length)
-                if fraction_label(e, node_id, r.milli_gpu, rest, probe) is not None:
+                if fraction_label(state, node_id, r.milli_gpu, rest, probe) is not None:
                     earliest = t
                     break
     return NoCapacity(

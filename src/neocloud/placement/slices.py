@@ -89,11 +89,6 @@ class SlicePod:
     def total_gpu_milli(self) -> int:
         return self.num_gpu * self.gpu_milli
 
-    @property
-    def signature(self) -> tuple[int, int, int, int, frozenset[str]]:
-        """Everything that decides where the pod fits and how it scores (not its name)."""
-        return (self.cpu_milli, self.memory_mib, self.num_gpu, self.gpu_milli, self.gpu_spec)
-
 
 @dataclass(frozen=True, slots=True)
 class SliceAssignment:

@@ -20,41 +20,38 @@ back to the topology-aware choice (fewest blocks).
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING
 
 from neocloud.placement.gangs import GangShape
 from neocloud.placement.index import IDLE, SPOT, ModelIndex
 from neocloud.placement.model import INF, GangRequest
-
-if TYPE_CHECKING:
-    from neocloud.placement.engine import PlacementEngine, _Window
+from neocloud.placement.state import FleetState, Window
 
 
 def time_fit_gang(
-    e: PlacementEngine, r: GangRequest, w: _Window, shape: GangShape, cands: list[str]
+    state: FleetState, r: GangRequest, w: Window, shape: GangShape, cands: list[str]
 ) -> tuple[str, list[str]] | None:
     """``(domain, nodes)`` with the least slack around ``w``, or ``None`` when no domain has
     the nodes or none has a node with a booking near the window (then topology decides)."""
-    mi = e.index.models.get(r.gpu_model)
-    if mi is None or w.end is None or shape.required > e.index.block_level:
+    mi = state.index.models.get(r.gpu_model)
+    if mi is None or w.end is None or shape.required > state.index.block_level:
         return None
-    big = e.horizon
+    big = state.horizon
     cats = (IDLE, SPOT) if w.future else (IDLE,)
     best: tuple[float, str, list[str]] | None = None
     for d in cands:
         c = mi.counts[shape.required].get(d)
         loose = 0 if c is None else sum(c[k] for k in cats)
-        tight = _tight_nodes(e, mi, shape.required, d, w, big)
+        tight = _tight_nodes(state, mi, shape.required, d, w, big)
         if not tight or len(tight) + loose < shape.need:
             continue
-        total, pick = _block_major(e, mi, shape.required, d, tight, shape.need, cats, big)
+        total, pick = _block_major(state, mi, shape.required, d, tight, shape.need, cats, big)
         if best is None or (total, d) < (best[0], best[1]):
             best = (total, d, pick)
     return None if best is None else (best[1], best[2])
 
 
 def _block_major(
-    e: PlacementEngine,
+    state: FleetState,
     mi: ModelIndex,
     level: int,
     d: str,
@@ -66,8 +63,8 @@ def _block_major(
     """Blocks in the order of their tightest node, each block's nodes (tight ones by slack,
     then its idle ones) before the next block's; then blocks of idle nodes only, those with
     the fewest first. Returns the total slack and the nodes."""
-    bl = e.index.block_level
-    nodes = e.nodes
+    bl = state.index.block_level
+    nodes = state.nodes
     counts = mi.counts[bl]
 
     def loose_in(block: str) -> int:
@@ -83,9 +80,8 @@ def _block_major(
     total = 0.0
 
     def loose_of(block: str) -> list[str]:
-        return sorted(
-            n for leaf in e.topology.leaves_under(bl, block) for s in sets for n in s.get(leaf, ())
-        )
+        leaves = state.topology.leaves_under(bl, block)
+        return sorted(n for leaf in leaves for s in sets for n in s.get(leaf, ()))
 
     for block, lst in by_block.items():
         for slack, n in lst[: need - len(pick)]:
@@ -97,7 +93,7 @@ def _block_major(
         if len(pick) >= need:
             return total, pick
     rest = []
-    for block in _blocks_under(e, level, d):
+    for block in _blocks_under(state, level, d):
         k = loose_in(block)
         if k and block not in by_block:
             rest.append((k, block))
@@ -110,15 +106,15 @@ def _block_major(
     return total, pick
 
 
-def _blocks_under(e: PlacementEngine, level: int, d: str) -> list[str]:
+def _blocks_under(state: FleetState, level: int, d: str) -> list[str]:
     ds = [d]
-    for i in range(level, e.index.block_level):
-        ds = [c for x in ds for c in e.topology.children[i].get(x, ())]
+    for i in range(level, state.index.block_level):
+        ds = [c for x in ds for c in state.topology.children[i].get(x, ())]
     return ds
 
 
 def _tight_nodes(
-    e: PlacementEngine, mi: ModelIndex, level: int, d: str, w: _Window, big: float
+    state: FleetState, mi: ModelIndex, level: int, d: str, w: Window, big: float
 ) -> dict[str, float]:
     """The busy nodes of ``d`` free of firm bookings for ``w``, with their slack."""
     assert w.end is not None
@@ -129,12 +125,12 @@ def _tight_nodes(
         out[n] = min(start - until, big) + big
     ahead = mi.ahead[level].get(d, [])
     for first, n in ahead[bisect.bisect_left(ahead, (end, "")) :]:
-        if w.future or e._node_fits(n, e._whole(n), w):
+        if w.future or state.node_fits(n, state.whole(n), w):
             out[n] = big + min(first - end, big)
     for n in mi.holey[level].get(d, ()):
-        if e._node_fits(n, e._whole(n), w):
+        if state.node_fits(n, state.whole(n), w):
             before, after = -INF, INF
-            for b in e.calendar.nodes[n]:
+            for b in state.calendar.nodes[n]:
                 if b.cls.preemptible:
                     continue
                 b_end = INF if b.end is None else b.end

@@ -23,6 +23,7 @@ import math
 import random
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,10 @@ from neocloud.sim.billing import billing_facts
 LLAMA3_RATE = 419 / (2048 * 54) * 1000  # interruptions per 1,000 node-days
 SIZE_LABELS = tuple(label for label, *_ in SIZES)
 MAX_CYCLES_PER_EVENT = 6
+PROGRESS_EVERY = timedelta(hours=1)  # simulated time between two progress calls, at least
+
+# Told (simulated seconds done, simulated seconds in all) as the run goes.
+ProgressCallback = Callable[[float, float], None]
 
 
 @dataclass(frozen=True)
@@ -83,18 +88,22 @@ class SimReport:
     billing: dict[str, Any] = field(default_factory=dict)
 
 
-def run(cfg: SimConfig) -> SimReport:
-    """Raises ``ValidationFailed`` (``invalid_arrival``) for a bad arrivals file."""
+def run(cfg: SimConfig, *, progress: ProgressCallback | None = None) -> SimReport:
+    """Simulate ``cfg.days`` and report. ``progress``, when given, is called with the simulated
+    seconds done and in all, at most once per simulated hour, and once more at the end.
+    Raises ``ValidationFailed`` (``invalid_arrival``) for a bad arrivals file."""
     arrivals = None if cfg.arrivals == "synthetic" else load_arrivals(Path(cfg.arrivals))
     with tempfile.TemporaryDirectory() as tmp:
         db = Database.from_url(f"sqlite:///{Path(tmp) / 'sim.db'}")
         try:
-            return _run(db, cfg, arrivals)
+            return _run(db, cfg, arrivals, progress)
         finally:
             db.dispose()
 
 
-def _run(db: Database, cfg: SimConfig, given: list[Arrival] | None) -> SimReport:
+def _run(
+    db: Database, cfg: SimConfig, given: list[Arrival] | None, progress: ProgressCallback | None
+) -> SimReport:
     rng = random.Random(cfg.seed)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = VirtualClock(start)
@@ -146,10 +155,15 @@ def _run(db: Database, cfg: SimConfig, given: list[Arrival] | None) -> SimReport
     gpu_seconds = 0.0
     last = start
     events = 0
+    seconds = (end - start).total_seconds()
+    next_progress = start + PROGRESS_EVERY
     while queue:
         at, _, kind, data = heapq.heappop(queue)
         if at >= end:  # departures past the horizon are not simulated
             break
+        if progress is not None and at >= next_progress:
+            progress((at - start).total_seconds(), seconds)
+            next_progress = at + PROGRESS_EVERY
         gpu_seconds += _busy_gpus(db) * (at - last).total_seconds()
         last = at
         clock.set(at)
@@ -178,7 +192,9 @@ def _run(db: Database, cfg: SimConfig, given: list[Arrival] | None) -> SimReport
             ticks.add(due)  # wake the worker when a notice or a step ends, not at the next arrival
             push(due, "tick", None)
     gpu_seconds += _busy_gpus(db) * (end - last).total_seconds()
-    total = len(node_ids) * 8 * (end - start).total_seconds()
+    if progress is not None:
+        progress(seconds, seconds)
+    total = len(node_ids) * 8 * seconds
     report = _report(db, cfg, labels, gpu_seconds / total, failures, events)
     report.billing = billing_facts(db, actor.org_id, start, end)
     return report

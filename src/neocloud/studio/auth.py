@@ -36,7 +36,7 @@ from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.studio.poller import Poller
 from neocloud.tenancy.credentials import local_version
-from neocloud.web.deps import _bearer, current_principal, get_ctx
+from neocloud.web.deps import bearer_scheme, current_principal, get_ctx
 
 log = logging.getLogger("neocloud.studio.auth")
 
@@ -135,7 +135,7 @@ def bearer_token(header: str | None) -> str | None:
 
 async def studio_caller(
     request: Request,
-    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     """The caller of a ``/v1`` request: from the cache, else the platform's check (a thread)."""
     cache: PrincipalCache = request.app.state.studio.principals

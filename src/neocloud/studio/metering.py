@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from neocloud.billing.service import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
+from neocloud.billing.usage import MAX_BATCH, TOKENS, UsageEvent, record_usage_events
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import ValidationFailed

@@ -40,8 +40,13 @@ class StudioModelCreate(RequestModel):
     )
     upstream_model: str | None = Field(None, max_length=256)
     context_length: int | None = Field(None, ge=1)
-    input_price_per_m: Decimal = Field(Decimal(0), max_digits=20, decimal_places=6)
-    output_price_per_m: Decimal = Field(Decimal(0), max_digits=20, decimal_places=6)
+    # Required for a registration (422 ``price_required`` without): 0 serves it free on purpose.
+    input_price_per_m: Decimal | None = Field(
+        None, max_digits=20, decimal_places=6, description="Per 1M tokens; 0 is free"
+    )
+    output_price_per_m: Decimal | None = Field(
+        None, max_digits=20, decimal_places=6, description="Per 1M tokens; 0 is free"
+    )
     flavor: Flavor = Flavor.BASE
     deprecated_on: date | None = None
 

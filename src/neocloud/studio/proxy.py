@@ -58,10 +58,9 @@ async def proxy(
 
     payload = {**body, "model": model.upstream_model or model.id}
     if not req.stream:
-        response = await pool.post(path, payload)
-        data = response.json()
-        if response.status_code >= 400:
-            return JSONResponse(data, status_code=response.status_code)
+        status, data = await pool.post_json(path, payload)
+        if status >= 400:
+            return JSONResponse(data, status_code=status)
         data["model"] = model.id
         usage = data.get("usage") or {}
         record(

@@ -70,8 +70,9 @@ def _month_start(at: datetime) -> datetime:
     return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-class Policy:
-    """Cached per-key limits and per-org budgets, read from the database."""
+class QuotaPolicy:
+    """The studio's admission rules: per-key rate limits and per-org budgets, read from the
+    database and cached (see the module docstring)."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
@@ -41,9 +41,6 @@ from neocloud.studio.engines.upstream import UpstreamPool
 from neocloud.studio.poller import Poller
 from neocloud.studio.pricing import publish_missing, token_prices
 from neocloud.studio.tables import StudioModelRow
-
-if TYPE_CHECKING:
-    from neocloud.studio.runtime import StudioRuntime
 
 log = logging.getLogger("neocloud.studio.registry")
 
@@ -61,8 +58,9 @@ class ModelSpec:
     upstream_urls: tuple[str, ...] = ()
     upstream_model: str | None = None
     context_length: int | None = None
-    input_price_per_m: Decimal = Decimal(0)
-    output_price_per_m: Decimal = Decimal(0)
+    # Per 1M tokens. Required (None is refused): a model is never free by omission.
+    input_price_per_m: Decimal | None = None
+    output_price_per_m: Decimal | None = None
     flavor: Flavor = Flavor.BASE
     deprecated_on: date | None = None
 
@@ -89,12 +87,6 @@ def register_model(
         raise ValidationFailed(
             "give either a path or upstream URLs", code="model_source_required", param="path"
         )
-    for name, price in (
-        ("input_price_per_m", spec.input_price_per_m),
-        ("output_price_per_m", spec.output_price_per_m),
-    ):
-        if price < 0 or not price.is_finite():
-            raise ValidationFailed("prices are not negative", code="invalid_price", param=name)
     if spec.path is not None:
         context = _checkpoint_context(spec.path, spec.context_length)
         source, path, urls, upstream_model = "path", str(Path(spec.path).resolve()), None, None
@@ -108,6 +100,7 @@ def register_model(
             code="invalid_context_length",
             param="context_length",
         )
+    input_price, output_price = _prices(spec)
     row = StudioModelRow(
         id=spec.id,
         source=source,
@@ -115,8 +108,8 @@ def register_model(
         upstream_urls=urls,
         upstream_model=upstream_model,
         context_length=context,
-        input_price_per_m=spec.input_price_per_m,
-        output_price_per_m=spec.output_price_per_m,
+        input_price_per_m=input_price,
+        output_price_per_m=output_price,
         flavor=spec.flavor.value,
         deprecated_on=spec.deprecated_on,
         created_by=principal.user_id,
@@ -139,6 +132,27 @@ def register_model(
         replace=True,
     )
     return row
+
+
+def _prices(spec: ModelSpec) -> tuple[Decimal, Decimal]:
+    """The input and output prices per 1M tokens: both stated, neither negative."""
+    prices = []
+    for name, price in (
+        ("input_price_per_m", spec.input_price_per_m),
+        ("output_price_per_m", spec.output_price_per_m),
+    ):
+        if price is None:
+            raise ValidationFailed(
+                f"{name} is required: state what {spec.id!r} costs per 1M tokens "
+                "(input_price_per_m and output_price_per_m; --input-price and --output-price "
+                "on the CLI). To serve it free on purpose, give 0 explicitly.",
+                code="price_required",
+                param=name,
+            )
+        if price < 0 or not price.is_finite():
+            raise ValidationFailed("prices are not negative", code="invalid_price", param=name)
+        prices.append(price)
+    return prices[0], prices[1]
 
 
 def _checkpoint_context(path: str, asked: int | None) -> int:
@@ -232,15 +246,19 @@ def _fingerprint(row: StudioModelRow) -> tuple[Any, ...]:
 
 
 class RegisteredModels:
-    """Applies ``studio_models`` to the runtime's catalog (see the module docstring).
+    """Applies ``studio_models`` to the catalog that ``catalog()`` returns (see the module
+    docstring). ``catalog`` is asked at each sync: the runtime's catalog may be replaced (a
+    test's fake one), and a new catalog object gets every registration applied anew.
 
     The catalog's dicts are replaced, never changed in place, so request handlers iterating
     them from other threads never see one change size.
     """
 
-    def __init__(self, db: Database, runtime: StudioRuntime, *, poll_s: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, catalog: Callable[[], Catalog], *, poll_s: float = 5.0
+    ) -> None:
         self.db = db
-        self.runtime = runtime
+        self.catalog = catalog
         self.poll_s = poll_s
         self._applied: dict[str, tuple[Any, ...]] = {}
         self._catalog: Catalog | None = None
@@ -252,7 +270,7 @@ class RegisteredModels:
     def sync(self) -> None:
         rows = {row.id: row for row in list_registered(db=self.db)}
         with self._lock:
-            catalog = self.runtime.catalog
+            catalog = self.catalog()
             if catalog is not self._catalog:  # a new catalog object: apply everything anew
                 self._catalog, self._applied = catalog, {}
             wanted = {model_id: _fingerprint(row) for model_id, row in rows.items()}

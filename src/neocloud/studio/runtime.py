@@ -6,7 +6,6 @@ import importlib.util
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
@@ -14,12 +13,10 @@ from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
-from neocloud.studio.quota import Policy
+from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
+from neocloud.studio.registry import RegisteredModels
 from neocloud.tenancy.credentials import credentials_version
-
-if TYPE_CHECKING:
-    from neocloud.studio.registry import RegisteredModels
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
@@ -30,10 +27,10 @@ class StudioRuntime:
     usage: UsageBuffer
     clock: Clock
     limiter: Limiter
-    policy: Policy
+    policy: QuotaPolicy
+    models: RegisteredModels  # registrations, kept in step with the table (on ``catalog``)
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
-    models: RegisteredModels = field(init=False)  # registrations, kept in step with the table
 
     async def aclose(self) -> None:
         """At shutdown: stop upstream health probes and close their connections."""
@@ -41,18 +38,17 @@ class StudioRuntime:
             await pool.aclose()
 
 
-def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = None) -> StudioRuntime:
+def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRuntime:
     """The built-in catalog, metered into billing (and ``studio_usage``); engines load on first
     use. Rate limits are shared through Redis when ``settings.redis_url`` is set; the ``/v1``
     principal cache polls the credentials version every ``settings.studio_auth_poll_s``."""
-    settings = settings or Settings()
     default = RateLimit(settings.studio_requests_per_minute, settings.studio_tokens_per_minute)
     limiter: Limiter = (
         RedisLimiter(settings.redis_url, default, prefix=settings.studio_redis_prefix)
         if settings.redis_url
         else InProcessLimiter(default)
     )
-    policy = Policy(db, clock, default)
+    policy = QuotaPolicy(db, clock, default)
     usage = UsageBuffer(BillingUsageSink(db, clock))
     usage.on_record = policy.note
     principals = PrincipalCache(
@@ -65,10 +61,10 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings | None = Non
         limiter=limiter,
         policy=policy,
         principals=principals,
+        # Registrations go into whichever catalog the runtime holds when they are applied
+        # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
+        models=RegisteredModels(db, lambda: runtime.catalog),
     )
-    from neocloud.studio.registry import RegisteredModels
-
-    runtime.models = RegisteredModels(db, runtime)
     return runtime
 
 

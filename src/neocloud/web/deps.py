@@ -34,14 +34,17 @@ def get_ctx(request: Request) -> AppContext:
     return ctx
 
 
-# Declares Bearer auth in the OpenAPI document; the checking is ours, for precise errors.
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nck_…`")
+# Declares Bearer auth in the OpenAPI document; the checking is ours, for precise errors. Public:
+# another authenticating dependency (the studio's /v1 caller) declares the same scheme.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="An API key: `Authorization: Bearer nck_…`"
+)
 
 
 def current_principal(
     request: Request,
     ctx: Annotated[AppContext, Depends(get_ctx)],
-    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     """Authenticate ``Authorization: Bearer <key>``; 401 ``authentication_error`` otherwise."""
     header = request.headers.get("authorization")

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -308,6 +309,12 @@ class SlotDecoder:
 
 QKV, GATE_UP = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
 
+# module -> (the layer names fused, the stacked weight, the stacked bias or None). Kept here,
+# not as an attribute on the torch module, and weakly: a model's entries go with its weights.
+_FUSED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def _fused(module: Any, names: tuple[str, ...]) -> tuple[Any, Any]:
     """One weight (and bias) for the linear layers ``names`` of ``module``, stacked by rows.
@@ -315,7 +322,7 @@ def _fused(module: Any, names: tuple[str, ...]) -> tuple[Any, Any]:
     Made once per module, in place: the layers' parameters become views into the stacked
     tensor, so the model (``generate()``, other engines sharing it) runs unchanged and the
     weights are not held twice; later calls, from any decoder, reuse it."""
-    cached = getattr(module, "_neocloud_fused", None)
+    cached = _FUSED.get(module)
     if cached is not None and cached[0] == names:
         return cached[1], cached[2]
     import torch
@@ -334,7 +341,7 @@ def _fused(module: Any, names: tuple[str, ...]) -> tuple[Any, Any]:
             if bias is not None:
                 layer.bias.data = bias[row : row + rows]
             row += rows
-    module._neocloud_fused = (names, weight, bias)
+    _FUSED[module] = (names, weight, bias)
     return weight, bias
 
 

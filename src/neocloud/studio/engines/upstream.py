@@ -28,10 +28,11 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx2
 
-from neocloud.kernel.errors import Unavailable
+from neocloud.kernel.errors import NeocloudError, Unavailable
 from neocloud.studio.engines.fasthttp import ConnectFailed, FastClient, UpstreamIOError
 
 log = logging.getLogger("neocloud.studio.upstream")
@@ -197,12 +198,41 @@ class UpstreamPool:
     async def post(self, path: str, payload: dict[str, Any]) -> UpstreamResponse:
         """POST to the least loaded available replica; a refused connection marks it down and
         the request goes once to another."""
+        return (await self._post(path, payload))[1]
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        """``post``, answering the status and the decoded JSON body; a body that is not JSON,
+        or a success that is not a JSON object, raises ``BadUpstreamResponse`` (502) naming the
+        replica's host and what it answered."""
+        replica, response = await self._post(path, payload)
+        try:
+            data = response.json()
+        except ValueError:
+            raise self._bad_answer(replica, response, "a body that is not JSON") from None
+        if response.status_code < 400 and not isinstance(data, dict):
+            raise self._bad_answer(replica, response, "JSON that is not an object")
+        return response.status_code, data
+
+    def _bad_answer(
+        self, replica: Replica, response: UpstreamResponse, what: str
+    ) -> BadUpstreamResponse:
+        host = upstream_host(replica.url)
+        excerpt = " ".join(response.text[:200].split())
+        if self.api_key:
+            excerpt = excerpt.replace(self.api_key, "***")  # an upstream echoing our key back
+        log.warning("upstream %s replica %s answered %s", self.name, host, what)
+        return BadUpstreamResponse(
+            f"the upstream {host} answered {response.status_code} with {what}: {excerpt!r}",
+            details={"upstream": host, "upstream_status": response.status_code},
+        )
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> tuple[Replica, UpstreamResponse]:
         self.start_probing()
         replica = self.pick()
         for attempt in (1, 2):
             replica.outstanding += 1
             try:
-                return await self._post_once(replica, path, payload)
+                return replica, await self._post_once(replica, path, payload)
             except _Refused as exc:
                 self.mark_down(replica, exc)
                 if attempt == 2 or len(self.replicas) == 1:
@@ -303,6 +333,24 @@ class UpstreamResponse(Protocol):
 
     @property
     def text(self) -> str: ...
+
+
+class BadUpstreamResponse(NeocloudError):
+    """An upstream answered something that is not an OpenAI-style answer (HTML from a proxy,
+    plain text): the gateway's 502, not its own failure."""
+
+    status = 502
+    type = "upstream_error"
+    default_code = "bad_upstream_response"
+
+
+def upstream_host(url: str) -> str:
+    """``host:port`` of a replica's base URL, without any credentials it may carry."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{host}:{parts.port}" if parts.port is not None else host
 
 
 class _Refused(Exception):
