@@ -232,7 +232,7 @@ def login(
         key = typer.prompt("API key", hide_input=True)
     client = Client(url, key)
     try:
-        me = client.get("me")
+        me = client.me()
     except ApiError as exc:
         raise fail(exc) from None
     path = save_profile(Profile(name, url, key))
@@ -280,7 +280,6 @@ def _register_fleet() -> None:
 
 
 def _register_sim() -> None:
-    from neocloud.cli import compute as compute_cli
     from neocloud.cli.sim import sim_app
 
     app.add_typer(sim_app, name="sim")

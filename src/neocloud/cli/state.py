@@ -32,8 +32,7 @@ class CliState:
 
     def me(self) -> dict[str, Any]:
         """``GET /api/v1/me``: this key's user, org and role."""
-        me: dict[str, Any] = self.client().get("me")
-        return me
+        return self.client().me()
 
     def org_id(self, org: str | None) -> str:
         """The org an ``--org`` value names: an id as is, else a unique slug or name among the
