@@ -22,8 +22,8 @@ Expected answers:
 "Served" means an answer that is not 401, 403 or 404 and not a 5xx. No answer to a caller
 outside the fixture org (outsider, no key, revoked key) contains any of the fixture org's ids,
 names or emails that the request did not itself carry (a leak). The counts are printed (shown
-with ``-s``) and written to ``isolation-matrix.json`` under pytest's tmp dir; docs/security.md
-quotes them.
+with ``-s``) and written to ``isolation-matrix-<database>.json`` under pytest's tmp dir;
+docs/security.md quotes them.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from neocloud.db.engine import Database
 from neocloud.studio.engines.fake import fake_catalog
 
 CALLERS = (
@@ -593,7 +594,9 @@ def test_every_operation_has_a_rule(http: TestClient) -> None:
     assert sorted(set(RULES) - set(ops)) == [], "a row in RULES names no endpoint"
 
 
-def test_isolation_matrix(world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_isolation_matrix(
+    world: World, db: Database, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     ops = operations(world.http.get("/api/v1/openapi.json").json())
     failures: list[str] = []
     leaks: list[str] = []
@@ -626,18 +629,20 @@ def test_isolation_matrix(world: World, tmp_path_factory: pytest.TempPathFactory
                 seen = [m for m in world.markers if m in answer.text and m not in sent]
                 if seen:
                     leaks.append(f"{op} as {caller}: {seen}")
-    print("\n".join(odd))
+    print("\nserved, then refused by a business rule (not a role):\n" + "\n".join(odd))
     summary = {
+        "database": db.dialect,
         "operations": len(ops),
         "callers": len(CALLERS),
         "calls": calls,
         "failures": len(failures),
         "leaks": len(leaks),
     }
-    out = tmp_path_factory.getbasetemp() / "isolation-matrix.json"
+    out = tmp_path_factory.getbasetemp() / f"isolation-matrix-{db.dialect}.json"
     Path(out).write_text(json.dumps(summary, indent=2))
     print(
-        f"\nisolation matrix: {len(ops)} operations x {len(CALLERS)} callers = {calls} calls, "
+        f"\nisolation matrix ({db.dialect}): {len(ops)} operations x {len(CALLERS)} callers = "
+        f"{calls} calls, "
         f"{len(failures)} wrong answers, {len(leaks)} leaks ({out})"
     )
     assert failures == [], "\n".join(failures)
