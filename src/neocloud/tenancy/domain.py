@@ -90,8 +90,8 @@ def check_acts_for(actor_role: Role, holder_role: Role, *, param: str = "user_id
     whose role ranks above the caller's (effective) role is refused."""
     if holder_role.rank > actor_role.rank:
         raise PermissionDenied(
-            f"that key's holder acts as {holder_role.value}, above your key's role "
-            f"({actor_role.value})",
+            f"that member acts as {holder_role.value}, above your key's role "
+            f"({actor_role.value}): no one acts for a higher-ranked member",
             code="insufficient_role",
             param=param,
         )
