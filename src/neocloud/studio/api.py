@@ -95,7 +95,20 @@ def _streaming(model: type[BaseModel], what: str) -> dict[int | str, dict[str, A
             "model": model,
             "description": f"The {what} (`stream: false`), or with `stream: true` server-sent "
             "events: `data: <chunk JSON>` frames, then `data: [DONE]`",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {  # one server-sent event
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "string",
+                                "description": "A chunk object as JSON, or `[DONE]` last",
+                            }
+                        },
+                    }
+                }
+            },
         }
     }
 
