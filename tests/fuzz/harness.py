@@ -34,13 +34,14 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.fuzz.known import KNOWN, Known
 
 from neocloud.api.app import OPENAPI_URL, create_app
 from neocloud.api.platform import prepare
 from neocloud.client import Client
 from neocloud.kernel.clock import SystemClock
 from neocloud.kernel.settings import Settings
+
+from .known import KNOWN, Known
 
 SCHEMA_CHECKS = (response_schema_conformance, status_code_conformance, content_type_conformance)
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fuzz.harness import Platform, build_platform, examples_per_kind, run
+
+from .harness import Platform, build_platform, examples_per_kind, run
 
 
 @pytest.fixture
