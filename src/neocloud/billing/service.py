@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +44,7 @@ from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
-from neocloud.kernel.money import to_decimal
+from neocloud.kernel.money import AmountOutOfRange, quantize_amount, to_decimal
 
 # -- price book -------------------------------------------------------------------------------
 
@@ -218,12 +218,33 @@ def load_token_usage(s: Session, org_id: str | None, period: Period) -> list[Tok
             r.org_id,
             str(r.data.get("model") or r.subject),
             r.time,
-            int(r.data.get("input_tokens", 0)),
-            int(r.data.get("output_tokens", 0)),
+            stored_token_count(r, "input_tokens"),
+            stored_token_count(r, "output_tokens"),
             bool(r.data.get("batch", False)),
         )
         for r in s.scalars(query)
     ]
+
+
+# A stored token count billing rates: an integer an invoice line's BIGINT column can hold.
+MAX_TOKEN_COUNT = 2**63 - 1
+
+
+def stored_token_count(row: UsageEventRow, name: str) -> int:
+    """``row.data[name]`` (0 when absent) as a token count; a stored value that is not a
+    non-negative integer up to ``MAX_TOKEN_COUNT`` (a row written around the API's checks) is
+    a 409 ``usage_out_of_range`` naming the event, not a crash in whatever reads it."""
+    value = row.data.get(name, 0)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    raise Conflict(
+        f"usage event {row.event_id} of {row.org_id} holds {name} {value!r}, which cannot be "
+        f"rated: token counts are integers from 0 to {MAX_TOKEN_COUNT}",
+        code="usage_out_of_range",
+        details={"org_id": row.org_id, "event_id": row.event_id, "field": name},
+    )
 
 
 def priced(usage: Iterable[TokenUsage], books: Sequence[PriceBook]) -> list[TokenUsage]:
@@ -267,8 +288,8 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
 
 def _price_places(price: Decimal) -> Decimal:
     """A price per GPU-hour at the book's 4 places when exact there, else at 6."""
-    book = price.quantize(Decimal("0.0001"))
-    return book if book == price else price.quantize(Decimal("0.000001"))
+    book = quantize_amount(price, Decimal("0.0001"), ROUND_HALF_EVEN)
+    return book if book == price else quantize_amount(price, Decimal("0.000001"), ROUND_HALF_EVEN)
 
 
 def load_sold_prices(
@@ -327,6 +348,25 @@ def rate_org_period(
     )
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
     return Rated(books[0].version, currency, lines, tokens)
+
+
+def rate_one_org(
+    s: Session,
+    org_id: str,
+    period: Period,
+    as_of: datetime,
+    *,
+    rounding: str = ROUND_HALF_UP,
+) -> Rated:
+    """``rate_org_period`` for one org; figures it cannot represent are a 409
+    ``amount_out_of_range`` that names the org and the period."""
+    try:
+        return rate_org_period(s, org_id, period, as_of, rounding=rounding)
+    except AmountOutOfRange as exc:
+        raise AmountOutOfRange(
+            f"the invoice of {org_id} for {period.start:%Y-%m} cannot be computed: {exc.message}",
+            details={**exc.details, "org_id": org_id},
+        ) from None
 
 
 # Work inside a reservation runs on GPUs its reservation's block allocation (the row with the
