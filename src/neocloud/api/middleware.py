@@ -10,10 +10,7 @@ not stored, so a retry after one runs again.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import os
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +24,7 @@ from neocloud.db.engine import Database
 from neocloud.db.tables import IdempotencyRow
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, InvalidRequest, NeocloudError
+from neocloud.kernel.ids import random_id
 
 IDEMPOTENCY_KEYS = table_of(IdempotencyRow)
 
@@ -35,23 +33,9 @@ MAX_KEY_LENGTH = 255
 _NOT_STORED = {401, 409, 429}
 
 
-class _RequestIds:
-    """``req_`` and 24 hex digits without a syscall per request: a random half drawn once per
-    process (again in a forked child) and a counter for the other half."""
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._prefix = "req_" + secrets.token_hex(6)
-        self._count = itertools.count()
-
-    def new(self) -> str:
-        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
-
-
-new_request_id = _RequestIds().new
+def new_request_id() -> str:
+    """``req_`` and 24 hex digits: 96 random bits (``kernel.ids.random_id``), never a counter."""
+    return random_id("req")
 
 
 class RequestContextMiddleware:
