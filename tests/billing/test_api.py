@@ -47,9 +47,7 @@ def test_operator_publishes_price_books_tenants_read(
     assert current["gpu_prices"][f"{H100}.reserved.1y"]
 
 
-def test_usage_events_count_replays_once(
-    admin: Client, acme: Client, clock: VirtualClock
-) -> None:
+def test_usage_events_count_replays_once(admin: Client, acme: Client, clock: VirtualClock) -> None:
     org = _org_id(acme)
     event = {
         "id": "ev-1",
