@@ -50,7 +50,11 @@ class MemberUpdate(RequestModel):
 class KeyCreate(RequestModel):
     name: Name
     org_id: Id | None = Field(None, description="Default: the caller's org")
-    user_id: Id | None = Field(None, description="Default: the caller (admins may name another)")
+    user_id: Id | None = Field(
+        None,
+        description="Default: the caller; in an org the caller is not a member of, its first "
+        "owner (admins may name another)",
+    )
     role: Role | None = Field(None, description="Cap below the holder's membership role")
     expires_at: datetime | None = None
 
