@@ -177,3 +177,22 @@ def test_one_way_to_name_an_org(cli: typer.Typer) -> None:
     missing = runner.invoke(cli, ["users", "list", "--org", "nope"])
     assert missing.exit_code == 2
     assert "no organization 'nope'" in missing.stderr
+
+
+def test_keys_create_whose_first_answer_was_lost_says_revoke_and_retry(
+    cli: typer.Typer, admin: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry replays the stored answer, whose secret is never stored: the CLI must not print
+    'None' as the secret, but say what happened and what to do."""
+    first = admin.post("keys", {"name": "ci"}, idempotency_key="lost-answer")
+    assert first["secret"]
+
+    def replay(name: str, **_: object) -> dict[str, object]:
+        return admin.post("keys", {"name": name}, idempotency_key="lost-answer")
+
+    monkeypatch.setattr(admin.keys, "create", replay)
+    for args in (["keys", "create", "ci"], ["keys", "create", "ci", "--json"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert "None" not in result.stdout
+        assert f"neocloud keys revoke {first['id']}" in result.stderr

@@ -100,11 +100,7 @@ def up(
     with spinner(f"migrating the database and importing {fleet}" if fleet else "starting"):
         prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
     if prepared.admin_key:
-        out.print(
-            "[bold]Operator admin key (shown once; also saved to "
-            f"{prepared.admin_key_path}, mode 0600):[/bold]"
-        )
-        out.print(prepared.admin_key, highlight=False, soft_wrap=True)
+        _announce_admin_key(prepared.admin_key, prepared.admin_key_path)
     if prepared.imported_nodes:
         out.print(f"Imported {prepared.imported_nodes} nodes into the empty fleet.")
     url = f"http://{settings.host}:{settings.port}"
@@ -123,6 +119,19 @@ def up(
             sender.stop()
         if background is not None:
             background.stop()
+
+
+def _announce_admin_key(key: str, path: Path) -> None:
+    """Show a new operator admin key once, on a terminal only: piped or redirected stdout
+    goes to log collectors, which get the key file's path and never the key."""
+    if sys.stdout.isatty():
+        out.print(f"[bold]Operator admin key (shown once; also saved to {path}, mode 0600):[/bold]")
+        out.print(key, highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            f"Operator admin key created and saved to {path} (mode 0600); not printed, as "
+            "stdout is not a terminal."
+        )
 
 
 WORKER_HELP = (

@@ -260,6 +260,17 @@ def keys_create(
     key = STATE.client().keys.create(
         name, org_id=STATE.maybe_org_id(org), user_id=user_id, role=role, expires_at=expires_at
     )
+    if key.get("secret") is None:  # a replay: the first answer, with the secret, was lost
+        if as_json:
+            print_json(key)
+        err.print(
+            f"[red]error[/red] key {key['id']} was created by an earlier try of this request, "
+            "whose answer was lost; a secret is shown only once, so revoke it "
+            f"(`neocloud keys revoke {key['id']}`) and create another",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     if as_json:
         print_json(key)
         return

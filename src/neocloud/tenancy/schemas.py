@@ -109,7 +109,12 @@ class KeyOut(ResponseModel):
 
 
 class KeyCreated(KeyOut):
-    secret: str = Field(description="The key itself: shown in this response only")
+    secret: str | None = Field(
+        description="The key itself: shown in this response only. Never stored, so an "
+        "idempotent replay (header `Idempotent-Replayed: true`) answers it as null and says so "
+        "in `Redacted-Fields: secret`; if the first response was lost, revoke that key and "
+        "create another"
+    )
 
 
 class PrincipalOut(ResponseModel):
@@ -152,3 +157,7 @@ class AuditEventOut(ResponseModel):
     status_code: int
     request_id: str | None
     target_id: str | None
+    outsider: bool = Field(
+        description="An attempt from outside: no valid key (in the operator's log) or a call on "
+        "an org the caller may not act in (in the caller's own org's log, never the target's)"
+    )
