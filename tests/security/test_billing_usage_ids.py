@@ -117,7 +117,7 @@ def test_a_tenant_cannot_pre_empt_its_next_chats_and_the_next_chat_is_billed(
 
     second = _chat(http, secret)
     runtime: StudioRuntime = studio_app.state.studio
-    assert runtime.usage.flush() == 2
+    runtime.usage.flush()  # the background flusher may have written some already: no count
     preview = http.get("/api/v1/invoices/preview", params={"org_id": org, "period": "2026-04"})
     assert preview.status_code == 200
     [line] = preview.json()["token_lines"]
