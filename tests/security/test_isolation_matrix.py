@@ -410,8 +410,9 @@ RULES: dict[str, Rule] = {
     ),
     "GET /api/v1/price-books/current": Rule("any"),
     "GET /api/v1/price-books/current/catalog": Rule("any"),
+    # usage events are the platform's metering: operator admins only (issue 13 finding 2)
     "POST /api/v1/usage/events": Rule(
-        "member",
+        "operator",
         query=_org,
         body=lambda w: {
             "events": [
