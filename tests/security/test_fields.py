@@ -90,7 +90,8 @@ def test_utc_column_refuses_an_unrepresentable_time_with_value_error() -> None:
         ),
         (fields.Price, ["0", "2.95"], ["-1", "1e13"]),
         (fields.Fraction, ["0", "0.5", "1"], ["1.1", "-0.1"]),
-        (fields.Currency, list(fields.SUPPORTED_CURRENCIES), ["ZZZ", "XYZ", "usd", ""]),
+        (fields.Currency, ["USD"], ["ZZZ", "XYZ", "EUR", "usd", ""]),
+        (fields.CurrencyCode, ["USD", "ZZZ"], ["usd", "US", "USDX", 1]),
     ],
 )
 def test_field_types_take_the_good_and_refuse_the_bad(

@@ -29,6 +29,7 @@ from neocloud.web.fields import (
     Clean,
     Count,
     Currency,
+    CurrencyCode,
     Fraction,
     Id,
     Price,
@@ -51,7 +52,7 @@ class TokenPriceIn(RequestModel):
 
 class PriceBookCreate(RequestModel):
     effective_from: UtcTime
-    currency: Currency = "USD"
+    currency: CurrencyCode = "USD"  # the service refuses the unsupported, listing the rest
     gpu_prices: dict[Sku, Price] = Field(
         default_factory=dict,
         max_length=MAX_PRICES,
@@ -59,7 +60,8 @@ class PriceBookCreate(RequestModel):
         "unlisted SKUs keep the catalog-derived default",
         examples=[{"H100-SXM-80GB.on_demand": "2.95"}],
     )
-    token_prices: dict[Sku, TokenPriceIn] = Field(default_factory=dict, max_length=MAX_PRICES)
+    # Model ids are checked by the service (invalid_model_id): at most 128 characters, no controls.
+    token_prices: dict[str, TokenPriceIn] = Field(default_factory=dict, max_length=MAX_PRICES)
     note: Text | None = None
 
 

@@ -23,7 +23,7 @@ field before any service runs. The bounds, in one table (``docs/security.md`` qu
 ``Amount``        a decimal -10^12 to 10^12, at most 6 places (the service checks the sign)
 ``Price``         a decimal 0 to 10^12, at most 6 places (unit prices)
 ``Fraction``      a decimal 0 to 1, at most 6 places
-``Currency``      one of ``SUPPORTED_CURRENCIES`` (USD, EUR, GBP)
+``Currency``      one of ``kernel.money.SUPPORTED_CURRENCIES`` (today USD)
 ================  ==========================================================================
 
 Integers are strict: JSON ``false`` is not 0, ``1.0`` and ``"1"`` are not 1. Every integer bound
@@ -41,6 +41,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
 from neocloud.kernel.clock import ensure_utc, rfc3339
+from neocloud.kernel.money import SUPPORTED_CURRENCIES
 
 # ------------------------------------------------------------------------------------- times
 
@@ -241,7 +242,14 @@ Fraction = Annotated[
 
 # ----------------------------------------------------------------------------------- currency
 
-SUPPORTED_CURRENCIES = ("USD", "EUR", "GBP")
 CURRENCY_PATTERN = "^(" + "|".join(SUPPORTED_CURRENCIES) + ")$"
 Currency = Annotated[str, StringConstraints(strict=True, pattern=CURRENCY_PATTERN)]
-"""A currency the platform prices and invoices in (ISO 4217, two minor units)."""
+"""A currency the platform invoices in (``kernel.money.SUPPORTED_CURRENCIES``)."""
+
+CurrencyCode = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[A-Z]{3}$"),
+    WithJsonSchema({"type": "string", "enum": list(SUPPORTED_CURRENCIES)}),
+]
+"""An ISO 4217 code, documented as the supported set, for a service that refuses the others
+with its own error (price books: ``unsupported_currency``, listing the supported)."""
