@@ -96,7 +96,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
 
-    # Outermost first: request id, then audit (needs the id), then body limit + idempotency.
+    # Outermost first: request id, rate limit, audit (needs the id), body limit + idempotency.
     app.add_middleware(
         BodyLimitAndIdempotencyMiddleware,
         db=db,
@@ -107,6 +107,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.api.audit import AuditMiddleware
 
     app.add_middleware(AuditMiddleware, db=db, clock=clock)
+    from neocloud.api.ratelimit import ApiRateLimitMiddleware, build_limiter
+
+    limiter, limit = build_limiter(settings)  # per key, before any database work
+    app.add_middleware(ApiRateLimitMiddleware, limiter=limiter, limit=limit, clock=clock)
     app.add_middleware(RequestContextMiddleware)
     # In front of all of it: ordinary /v1 completions for upstream models skip the stack above.
     app.install_fast_path(studio, max_body_bytes=settings.max_body_bytes)
