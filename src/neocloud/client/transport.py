@@ -177,7 +177,7 @@ class Transport:
 def _backoff(response: httpx.Response, attempt: int) -> float:
     """Seconds before the next try: the server's ``Retry-After`` (a rate limit's 429, a 503)
     when it asks for at most ``MAX_RETRY_AFTER_S``, else an exponential backoff."""
-    backoff = 0.2 * 2**attempt
+    backoff: float = 0.2 * 2.0**attempt
     try:
         asked = float(response.headers.get("retry-after", ""))
     except ValueError:
