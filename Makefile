@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu venv clean
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: lint
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x -m "not postgres"
+
+# Schemathesis, long run: EXAMPLES (default 4) per operation x caller x kind, about 2,200 cases
+# and 2-3 min; `make test` runs the short seeded pass (one each, about 550 cases).
+fuzz: $(STAMP)
+	NEOCLOUD_FUZZ_EXAMPLES=$(or $(EXAMPLES),4) $(BIN)/pytest -q -s tests/fuzz/test_fuzz.py -m "not postgres"
 
 bench: bench-fleet bench-placement bench-compute bench-billing bench-economics bench-studio
 

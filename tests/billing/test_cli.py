@@ -118,3 +118,22 @@ def test_contracts_create_shows_every_term(  # type: ignore[no-untyped-def]
     contract = rows["id"]
     result = runner.invoke(app, ["billing", "contracts", "get", contract])
     assert "1234.50 USD" in result.stdout
+
+
+def test_invoice_preview_defaults_to_the_callers_org(  # type: ignore[no-untyped-def]
+    acme: Client, clock: VirtualClock, as_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant sees its own invoice without naming its org or month (it needed --org)."""
+    org = acme.get("orgs")["data"][0]
+    as_client(acme)
+    monkeypatch.setattr(STATE, "clock", clock)
+    period = clock.now().strftime("%Y-%m")
+    result = runner.invoke(app, ["invoices", "preview", "--json"])  # and this month by default
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.stdout)["org_id"], json.loads(result.stdout)["period"]) == (
+        org["id"],
+        period,
+    )
+    by_slug = runner.invoke(app, ["invoices", "preview", "--org", org["slug"], "--period", period])
+    assert by_slug.exit_code == 0, by_slug.output
+    assert org["id"] in by_slug.stdout

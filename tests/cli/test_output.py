@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import typer
@@ -76,3 +78,31 @@ def test_take_says_whether_more_exist() -> None:
     assert take(iter(range(5)), 3) == ([0, 1, 2], True)
     assert take(iter(range(3)), 3) == ([0, 1, 2], False)
     assert take(iter(range(5)), None) == ([0, 1, 2, 3, 4], False)
+
+
+def test_an_unreachable_api_says_what_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logged in, but nothing answers at the URL: the error says so and how to fix it (it
+    printed only "Connection refused")."""
+    from typer.testing import CliRunner
+
+    from neocloud.cli.compute import APPS
+    from neocloud.cli.state import STATE
+
+    app = typer.Typer()
+    for name, sub in APPS.items():
+        app.add_typer(sub, name=name)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    monkeypatch.setenv("NEOCLOUD_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("NEOCLOUD_API_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NEOCLOUD_API_KEY", "nc_test_unused")
+    monkeypatch.setattr(STATE, "_client", None)
+    result = CliRunner().invoke(app, ["instances", "list"])
+    assert result.exit_code == 1
+    assert "unreachable" in result.stderr
+    assert "is the API running at that URL?" in result.stderr
+    assert "NEOCLOUD_API_URL" in result.stderr

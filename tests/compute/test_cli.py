@@ -201,3 +201,17 @@ def test_a_cut_list_says_so_and_all_shows_every_row(cli: CliRunner) -> None:
     assert len(json.loads(result.stdout)) == 3
     result = cli.invoke(app, ["instances", "list", "--limit", "3"])
     assert "more exist" not in result.stderr
+
+
+def test_wait_that_times_out_says_so_and_exits_124(
+    acme: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker runs here: the instance stays pending, and --wait must not pass for done."""
+    monkeypatch.setattr(STATE, "_client", acme)
+    result = runner.invoke(
+        app, ["instances", "create", "8xH100", "--wait", "--timeout", "1", "--json"]
+    )
+    assert result.exit_code == 124, result.output
+    assert json.loads(result.stdout)["state"] == "pending"  # the object as it is now
+    assert "timed out after 1 s" in result.stderr
+    assert "is still pending" in result.stderr

@@ -163,3 +163,53 @@ def test_restart_keeps_data_and_does_not_make_a_new_key(server: tuple[str, Path]
         out, _ = proc.communicate(timeout=20)
     assert "Imported" not in out
     assert "shown once" not in out
+
+
+def _fresh_cli(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI with a profiles file of its own and no NEOCLOUD_* variables but ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NEOCLOUD_")}
+    full = {**base, "NEOCLOUD_CONFIG": str(config), **(env or {})}
+    return subprocess.run(
+        [*NEOCLOUD, *args], capture_output=True, text=True, env=full, timeout=60, check=False
+    )
+
+
+def test_login_profiles_and_whoami(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, data_dir = server
+    config = tmp_path / "profiles.json"
+    key_file = str(data_dir / "admin-key")
+
+    nothing = _fresh_cli(config, "nodes", "list")  # was: Connection refused, no hint
+    assert nothing.returncode == 2
+    assert "not logged in: run `neocloud login" in nothing.stderr
+    unknown = _fresh_cli(config, "-p", "nosuch", "nodes", "list")  # was: 127.0.0.1:8420
+    assert unknown.returncode == 2
+    assert "no profile 'nosuch'" in unknown.stderr
+    missing = _fresh_cli(config, "login", "--url", url, "--key-file", "/nonexistent")
+    assert missing.returncode == 2
+    assert "cannot read the key file /nonexistent" in missing.stderr
+    assert "Traceback" not in nothing.stderr + unknown.stderr + missing.stderr
+
+    ops = _fresh_cli(config, "-p", "ops", "login", "--url", url, "--key-file", key_file)
+    assert ops.returncode == 0, ops.stderr
+    assert set(json.loads(config.read_text())) == {"ops"}  # -p names it; `default` untouched
+    who = _fresh_cli(config, "-p", "ops", "whoami", "--json")
+    assert who.returncode == 0, who.stderr
+    shown = json.loads(who.stdout)
+    assert (shown["profile"], shown["api_url"], shown["role"]) == ("ops", url, "owner")
+    assert shown["org"] == "operator"
+
+    second = _fresh_cli(config, "-p", "ops", "keys", "create", "second", "--json")
+    assert second.returncode == 0, second.stderr
+    again = _fresh_cli(config, "-p", "ops", "login", "--key", json.loads(second.stdout)["secret"])
+    assert again.returncode == 0, again.stderr
+    assert "profile 'ops' replaced" in again.stderr  # the URL stayed the profile's
+
+    env = {"NEOCLOUD_API_URL": url, "NEOCLOUD_API_KEY": (data_dir / "admin-key").read_text()}
+    by_env = _fresh_cli(tmp_path / "none.json", "whoami", "--json", env={**env})
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout)["profile"] == "default (key from NEOCLOUD_API_KEY)"
+    helped = _fresh_cli(config, "--help")
+    assert "NEOCLOUD_API_KEY" in helped.stdout

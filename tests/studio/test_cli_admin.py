@@ -209,20 +209,20 @@ def test_budget_set_suspend_resume(http: TestClient) -> None:
         return body["monthly_token_limit"], body["suspended"]
 
     assert api() == (None, False)
-    _run("budget", "set", org, "--monthly-tokens", "1000")
+    _run("budget", "set", "--org", org, "--monthly-tokens", "1000")
     assert api() == (1000, False)
-    _run("budget", "set", org, "--suspend")  # the budget is kept
+    _run("budget", "set", "--org", org, "--suspend")  # the budget is kept
     assert api() == (1000, True)
-    _run("budget", "set", org, "--monthly-tokens", "2000")  # and so is the suspension
+    _run("budget", "set", "--org", org, "--monthly-tokens", "2000")  # and so is the suspension
     assert api() == (2000, True)
-    shown = _run("budget", "get", org)
+    shown = _run("budget", "get", "--org", org)
     assert "suspended        yes" in shown
     assert "monthly tokens   2000" in shown
-    _run("budget", "set", org, "--resume")
+    _run("budget", "set", "--org", org, "--resume")
     assert api() == (2000, False)
-    _run("budget", "set", org, "--monthly-tokens", "none", "--suspend")
+    _run("budget", "set", "--org", org, "--monthly-tokens", "none", "--suspend")
     assert api() == (None, True)
-    assert json.loads(_run("budget", "get", org, "--json"))["monthly_token_limit"] is None
+    assert json.loads(_run("budget", "get", "--org", org, "--json"))["monthly_token_limit"] is None
 
     nothing = runner.invoke(cli, ["studio", "budget", "set", org])
     assert nothing.exit_code == 2

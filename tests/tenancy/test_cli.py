@@ -44,12 +44,12 @@ def test_orgs_projects_quotas_keys(cli: typer.Typer) -> None:
     assert "acme" in table.stdout
     assert "SLUG" in table.stdout
 
-    project = _json(cli, "projects", "create", org["id"], "training")
-    assert _json(cli, "projects", "list", org["id"]) == [project]
+    project = _json(cli, "projects", "create", "training", "--org", org["id"])
+    assert _json(cli, "projects", "list", "--org", org["id"]) == [project]
 
     _json(cli, "quotas", "set-default", "H100-SXM-80GB", "8")
-    _json(cli, "quotas", "set", org["id"], "B200", "4")
-    quotas = _json(cli, "quotas", "list", org["id"])
+    _json(cli, "quotas", "set", "B200", "4", "--org", org["id"])
+    quotas = _json(cli, "quotas", "list", "--org", org["id"])
     assert isinstance(quotas, list)
     assert {(q["gpu_model"], q["source"]) for q in quotas} == {
         ("H100-SXM-80GB", "default"),
@@ -88,13 +88,13 @@ def test_audit_is_newest_first_and_a_new_org_shows_its_creation(
     org = _json(cli, "orgs", "create", "Acme", "--slug", "acme")
     assert isinstance(org, dict)
     for name in ("p1", "p2", "p3"):
-        _json(cli, "projects", "create", org["id"], name)
-    events = _json(cli, "audit", "list", "--org-id", org["id"], "--limit", "2")
+        _json(cli, "projects", "create", name, "--org", org["id"])
+    events = _json(cli, "audit", "list", "--org", org["id"], "--limit", "2")
     assert isinstance(events, list)
     assert [e["path"] for e in events] == [f"/api/v1/orgs/{org['id']}/projects"] * 2
     assert events[0]["id"] > events[1]["id"]  # newest first
 
-    every = _json(cli, "audit", "list", "--org-id", org["id"], "--all")
+    every = _json(cli, "audit", "list", "--org", org["id"], "--all")
     assert isinstance(every, list)
     assert [(e["method"], e["path"]) for e in every][-1] == ("POST", "/api/v1/orgs")
     assert every[-1]["target_id"] == org["id"]  # the new org's log starts with its creation
@@ -110,7 +110,7 @@ def test_audit_is_newest_first_and_a_new_org_shows_its_creation(
         after = page["next_cursor"]
     assert ids == [e["id"] for e in every]
 
-    cut = runner.invoke(cli, ["audit", "list", "--org-id", org["id"], "--limit", "3"])
+    cut = runner.invoke(cli, ["audit", "list", "--org", org["id"], "--limit", "3"])
     assert cut.exit_code == 0, cut.output
     assert "showing the first 3; more exist" in cut.stderr
 
@@ -152,3 +152,47 @@ def test_keys_by_name_and_objects_with_lower_case_labels(cli: typer.Typer) -> No
     missing = runner.invoke(cli, ["keys", "get", "nosuch", "--json"])
     assert missing.exit_code == 1
     assert json.loads(missing.stderr)["error"]["code"] == "api_key_not_found"
+
+
+def test_one_way_to_name_an_org(cli: typer.Typer) -> None:
+    """--org takes an id, slug or name and defaults to the caller's org; an operator makes the
+    key of a new org's owner in one command (it answered user_not_found)."""
+    org = _json(cli, "orgs", "create", "Acme AI", "--owner-email", "ml@acme.example")
+    assert isinstance(org, dict)
+    key = _json(cli, "keys", "create", "ci", "--org", "Acme AI")
+    assert isinstance(key, dict)
+    owners = _json(cli, "users", "list", "--org", "acme-ai")
+    assert isinstance(owners, list)
+    assert [u["email"] for u in owners] == ["ml@acme.example"]
+    assert (key["org_id"], key["user_id"]) == (org["id"], owners[0]["id"])
+
+    _json(cli, "quotas", "set", "H100-SXM-80GB", "512", "--org", org["slug"])
+    quotas = _json(cli, "quotas", "list", "--org", org["id"])
+    assert isinstance(quotas, list)
+    assert {(q["gpu_model"], q["limit_gpus"]) for q in quotas} >= {("H100-SXM-80GB", 512)}
+    mine = _json(cli, "users", "list")  # no --org: the operator's own org
+    assert isinstance(mine, list)
+    assert "ml@acme.example" not in {u["email"] for u in mine}
+
+    missing = runner.invoke(cli, ["users", "list", "--org", "nope"])
+    assert missing.exit_code == 2
+    assert "no organization 'nope'" in missing.stderr
+
+
+def test_keys_create_whose_first_answer_was_lost_says_revoke_and_retry(
+    cli: typer.Typer, admin: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry replays the stored answer, whose secret is never stored: the CLI must not print
+    'None' as the secret, but say what happened and what to do."""
+    first = admin.post("keys", {"name": "ci"}, idempotency_key="lost-answer")
+    assert first["secret"]
+
+    def replay(name: str, **_: object) -> dict[str, object]:
+        return admin.post("keys", {"name": name}, idempotency_key="lost-answer")
+
+    monkeypatch.setattr(admin.keys, "create", replay)
+    for args in (["keys", "create", "ci"], ["keys", "create", "ci", "--json"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert "None" not in result.stdout
+        assert f"neocloud keys revoke {first['id']}" in result.stderr

@@ -117,3 +117,21 @@ def test_member_cannot_create_keys_for_others(admin: Client) -> None:
     acme = make_tenant(admin, "acme", role="member")
     exc = _error(acme.client.keys.create, "theirs", user_id=acme.org["id"])
     assert exc.status == 403
+
+
+def test_operator_key_for_an_org_it_is_not_in_goes_to_its_first_owner(admin: Client) -> None:
+    """Onboarding in one call: no user_id, an org the operator admin is not a member of."""
+    org = admin.orgs.create("Acme AI", owner_email="ml@acme.example")
+    [owner] = admin.users.list(org["id"])["data"]
+    admin.users.add(org["id"], "second@acme.example", role="owner")  # later owners come second
+    key = admin.keys.create("ci", org_id=org["id"])
+    assert (key["org_id"], key["user_id"]) == (org["id"], owner["id"])
+
+    me = admin.me()
+    admin.users.add(org["id"], me["user"]["email"], role="viewer")  # a member: its own key
+    mine = admin.keys.create("mine", org_id=org["id"])
+    assert mine["user_id"] == me["user_id"]
+
+    empty = admin.orgs.create("No Owner")
+    exc = _error(admin.keys.create, "nobody", org_id=empty["id"])
+    assert (exc.status, exc.code, exc.param) == (404, "user_not_found", "user_id")

@@ -101,6 +101,8 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         BodyLimitAndIdempotencyMiddleware,
         db=db,
         clock=clock,
+        # Replays come after authentication, and only to the key that made the request.
+        authenticate=lambda token: authenticator(app.state.ctx, token),
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
     )

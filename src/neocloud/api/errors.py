@@ -9,12 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from neocloud.kernel.errors import NeocloudError, RateLimited, ValidationFailed
 
 log = logging.getLogger("neocloud.api")
 
 _HTTP_TYPES = {
+    400: ("invalid_request_error", "invalid_json"),  # FastAPI: a body it cannot decode
     401: ("authentication_error", "unauthenticated"),
     403: ("permission_error", "permission_denied"),
     404: ("not_found_error", "route_not_found"),
@@ -82,6 +84,23 @@ def _dotted(loc: list[Any]) -> str:
     return out
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path. Starlette's own 405 names only the
+    methods of the first route whose path matched, so ``GET`` and ``POST`` on one path told
+    half; each method is asked of the whole route table instead."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NeocloudError)
     async def _neocloud(_: Request, exc: NeocloudError) -> JSONResponse:
@@ -92,10 +111,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         etype, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", "http_error"))
-        body = {"error": {"type": etype, "code": code, "message": str(exc.detail), "param": None}}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        message, headers = str(exc.detail), dict(exc.headers or {})
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = "the body must be valid JSON in UTF-8"
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        body = {"error": {"type": etype, "code": code, "message": message, "param": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,8 +3,17 @@
 Idempotency follows Stripe's rules. The first POST with a key runs and its response is stored;
 a repeat with the same key and the same body gets the stored response (with
 ``Idempotent-Replayed: true``); the same key with a different body is a 409; a repeat while the
-first is still running is a 409 too. Keys are scoped to the caller's API key. Server errors are
-not stored, so a retry after one runs again.
+first is still running is a 409 too. Server errors are not stored, so a retry after one runs
+again. Three rules keep the store from weakening authentication:
+
+* the caller is authenticated before anything is looked up or replayed, and keys are scoped to
+  the authenticated API key (its id): a revoked or expired key replays nothing (the app answers
+  its 401), and another key using the same ``Idempotency-Key`` runs its own request;
+* nothing that can authenticate is stored: the response fields named in
+  ``SECRET_RESPONSE_FIELDS`` (an API key's ``secret``) are stored as ``null``, so a replay
+  answers the same object with them ``null`` and says so in ``Redacted-Fields``;
+* a key lives ``ttl`` (24 h, Stripe's rule): a repeat after that is a fresh request, and each
+  new key purges at most ``PURGE_BATCH`` expired rows, so the table does not grow without bound.
 """
 
 from __future__ import annotations
@@ -14,23 +23,33 @@ import itertools
 import json
 import os
 import secrets
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send, body_too_large, replay_body
 from neocloud.db.base import table_of
 from neocloud.db.engine import Database
 from neocloud.db.tables import IdempotencyRow
+from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import Conflict, InvalidRequest, NeocloudError
+from neocloud.kernel.errors import AuthenticationFailed, Conflict, InvalidRequest, NeocloudError
 
 IDEMPOTENCY_KEYS = table_of(IdempotencyRow)
 
 MAX_KEY_LENGTH = 255
+# Response fields that can authenticate (an API key's ``secret``): never stored, so a replay
+# answers them as ``null``. A route whose response carries a new kind of secret names its
+# field here; tests/security/test_secrets.py fails for a secret-looking field not listed.
+SECRET_RESPONSE_FIELDS = frozenset({"secret"})
+# Expired rows purged per new key: bounded work on the request path, and the table still
+# shrinks faster than one request a call can grow it.
+PURGE_BATCH = 100
 # Statuses that say nothing final about the request: not stored, so a retry runs again.
 _NOT_STORED = {401, 409, 429}
 
@@ -55,7 +74,9 @@ new_request_id = _RequestIds().new
 
 
 class RequestContextMiddleware:
-    """Give every request an id (or keep the caller's ``X-Request-Id``) and echo it back."""
+    """Give every request the platform's own id (``scope["state"]["request_id"]``, what the
+    audit log records) and answer an ``X-Request-Id``: the caller's own, if it sent one (for
+    its tracing; never recorded, as a caller could choose another request's id), else ours."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -65,22 +86,36 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and len(given) <= 128 else new_request_id()
+        request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        echoed = (given if given and len(given) <= 128 else request_id).encode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                message.setdefault("headers", []).append((b"x-request-id", echoed))
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
 
 class BodyLimitAndIdempotencyMiddleware:
+    """Bound request bodies; store and replay POSTs sent with an ``Idempotency-Key``.
+
+    ``authenticate`` resolves a bearer token to its principal or raises
+    ``AuthenticationFailed``; ``ttl_s`` is how long a stored response is replayed, in seconds.
+    """
+
     def __init__(
-        self, app: ASGIApp, *, db: Database, clock: Clock, max_body_bytes: int, ttl_s: int
+        self,
+        app: ASGIApp,
+        *,
+        db: Database,
+        clock: Clock,
+        authenticate: Callable[[str], Principal],
+        max_body_bytes: int,
+        ttl_s: int,
     ) -> None:
-        self.app, self.db, self.clock = app, db, clock
+        self.app, self.db, self.clock, self.authenticate = app, db, clock, authenticate
         self.max_body_bytes, self.ttl = max_body_bytes, timedelta(seconds=ttl_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,8 +129,8 @@ class BodyLimitAndIdempotencyMiddleware:
             return
         replay = replay_body(body, receive)
         key = _header(scope, b"idempotency-key")
-        auth = _header(scope, b"authorization")
-        if scope["method"] != "POST" or key is None or auth is None:
+        token = bearer_token(_header(scope, b"authorization"))
+        if scope["method"] != "POST" or key is None or token is None:
             await self.app(scope, replay, send)
             return
         if not key or len(key) > MAX_KEY_LENGTH:
@@ -108,7 +143,15 @@ class BodyLimitAndIdempotencyMiddleware:
                 ),
             )
             return
-        caller = hashlib.sha256(auth.encode()).hexdigest()
+        try:
+            principal = await anyio.to_thread.run_sync(self.authenticate, token)
+        except AuthenticationFailed:
+            # Nothing is looked up or stored for a key that does not authenticate: the app
+            # answers its precise 401 (and the audit log records it) as for any other call.
+            await self.app(scope, replay, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal  # the audit log's actor
+        caller = principal.key_id
         request_hash = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + _canonical(body)
         ).hexdigest()
@@ -121,7 +164,7 @@ class BodyLimitAndIdempotencyMiddleware:
             return
         if stored is not None:
             status, payload = stored
-            await _send_json(send, status, payload, replayed=True)
+            await _send_json(send, status, payload, replayed=True, redacted=_redacted(payload))
             return
         captured = _Capture(send)
         try:
@@ -132,9 +175,8 @@ class BodyLimitAndIdempotencyMiddleware:
         if captured.status is None or captured.status >= 500 or captured.status in _NOT_STORED:
             await anyio.to_thread.run_sync(self._forget, caller, key)
         else:
-            await anyio.to_thread.run_sync(
-                self._store, caller, key, captured.status, captured.json_body()
-            )
+            stored_body = redact_secrets(captured.json_body())
+            await anyio.to_thread.run_sync(self._store, caller, key, captured.status, stored_body)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
@@ -159,13 +201,15 @@ class BodyLimitAndIdempotencyMiddleware:
         self, caller: str, key: str, method: str, path: str, request_hash: str
     ) -> tuple[int, Any] | None:
         now = self.clock.now()
+        cutoff = now - self.ttl
         table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(
                 sa.delete(table)
                 .where(table.c.scope == caller, table.c.key == key)
-                .where(table.c.created_at < now - self.ttl)
+                .where(table.c.created_at < cutoff)
             )
+            purge_expired(s, cutoff)
         try:
             with self.db.engine.begin() as conn:
                 conn.execute(
@@ -216,6 +260,66 @@ class BodyLimitAndIdempotencyMiddleware:
             s.execute(sa.delete(table).where(table.c.scope == caller, table.c.key == key))
 
 
+def purge_expired(session: Session, cutoff: datetime, *, limit: int = PURGE_BATCH) -> int:
+    """Delete at most ``limit`` idempotency rows created before ``cutoff``, oldest first;
+    return how many went."""
+    table = IDEMPOTENCY_KEYS
+    oldest = (
+        sa.select(table.c.scope, table.c.key)
+        .where(table.c.created_at < cutoff)
+        .order_by(table.c.created_at)
+        .limit(limit)
+    )
+    victims = session.execute(oldest).all()
+    if not victims:
+        return 0
+    session.execute(
+        sa.delete(table).where(
+            sa.tuple_(table.c.scope, table.c.key).in_([(v.scope, v.key) for v in victims])
+        )
+    )
+    return len(victims)
+
+
+def redact_secrets(payload: Any) -> Any:
+    """``payload`` with every field named in ``SECRET_RESPONSE_FIELDS`` (at any depth) set to
+    ``None``: what the store keeps of a response."""
+    if isinstance(payload, dict):
+        return {
+            name: None if name in SECRET_RESPONSE_FIELDS else redact_secrets(value)
+            for name, value in payload.items()
+        }
+    if isinstance(payload, list):
+        return [redact_secrets(item) for item in payload]
+    return payload
+
+
+def _redacted(payload: Any) -> list[str]:
+    """The secret fields a stored response holds (as ``null``), sorted, for ``Redacted-Fields``."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.update(name for name in node if name in SECRET_RESPONSE_FIELDS)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(payload)
+    return sorted(found)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None for anything else."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class _Capture:
     """Pass a response through while keeping a copy of its status and body."""
 
@@ -258,10 +362,19 @@ async def _send_error(send: Send, exc: NeocloudError) -> None:
     await _send_json(send, exc.status, exc.to_body())
 
 
-async def _send_json(send: Send, status: int, payload: Any, *, replayed: bool = False) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    payload: Any,
+    *,
+    replayed: bool = False,
+    redacted: Sequence[str] = (),
+) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if replayed:
         headers.append((b"idempotent-replayed", b"true"))
+    if redacted:
+        headers.append((b"redacted-fields", ", ".join(redacted).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

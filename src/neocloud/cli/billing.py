@@ -22,7 +22,7 @@ from neocloud.cli.output import (
     print_table,
     when,
 )
-from neocloud.cli.state import STATE
+from neocloud.cli.state import ORG_HELP, STATE
 
 billing_app = typer.Typer(
     help="Billing: price books, the SkyPilot catalog, invoices.", no_args_is_help=True
@@ -39,7 +39,7 @@ billing_app.add_typer(credits_app, name="credits")
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per line")]
-Org = Annotated[str, typer.Option("--org", help="Organization id (org_…)")]
+Org = Annotated[str | None, typer.Option("--org", help=ORG_HELP)]
 PeriodOpt = Annotated[str, typer.Option("--period", help="Month, YYYY-MM")]
 
 LINE_COLUMNS: list[Column] = [
@@ -103,7 +103,14 @@ def catalog(
     sys.stdout.write(STATE.client().price_books.catalog(format=format))
 
 
-def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
+ThisMonth = Annotated[
+    str | None, typer.Option("--period", help="Month, YYYY-MM (default: this month, UTC)")
+]
+
+
+def _invoice(org: str | None, period: str | None, as_json: bool, as_csv: bool) -> None:
+    org = STATE.org_id(org)
+    period = period or STATE.clock.now().strftime("%Y-%m")
     client = STATE.client()
     if as_csv:
         sys.stdout.write(client.invoices.preview_csv(org, period))
@@ -124,14 +131,18 @@ def _invoice(org: str, period: str, as_json: bool, as_csv: bool) -> None:
 # The same command as `invoices preview`, kept (hidden) for scripts that call it.
 @billing_app.command("invoice", hidden=True)
 @api_call
-def invoice(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
+def invoice(
+    period: ThisMonth = None, org: Org = None, as_json: Json = False, as_csv: Csv = False
+) -> None:
     """The org's invoice for a month, rated from the facts now (same as `invoices preview`)."""
     _invoice(org, period, as_json, as_csv)
 
 
 @invoices_app.command("preview")
 @api_call
-def preview(org: Org, period: PeriodOpt, as_json: Json = False, as_csv: Csv = False) -> None:
+def preview(
+    period: ThisMonth = None, org: Org = None, as_json: Json = False, as_csv: Csv = False
+) -> None:
     """The org's invoice for a month, rated from the facts now (a preview until it is final)."""
     _invoice(org, period, as_json, as_csv)
 
@@ -161,9 +172,9 @@ def _show_invoice(inv: dict[str, Any], as_json: bool) -> None:
 
 @invoices_app.command("create")
 @api_call
-def invoice_create(org: Org, period: PeriodOpt, as_json: Json = False) -> None:
+def invoice_create(period: PeriodOpt, org: Org = None, as_json: Json = False) -> None:
     """Create or refresh the org's draft for a month from the facts (operator admins)."""
-    _show_invoice(STATE.client().invoices.build(org, period), as_json)
+    _show_invoice(STATE.client().invoices.build(STATE.org_id(org), period), as_json)
 
 
 @invoices_app.command("finalize")
@@ -186,9 +197,11 @@ def invoice_get(invoice_id: InvoiceId, as_json: Json = False, as_csv: Csv = Fals
 
 @invoices_app.command("list")
 @api_call
-def invoice_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def invoice_list(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """The org's invoices, oldest first, a page at a time."""
-    page = STATE.client().invoices.list(org, limit=limit, after=after)
+    page = STATE.client().invoices.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -209,9 +222,11 @@ def _more(page: dict[str, Any]) -> None:
 
 @invoices_app.command("credit-notes")
 @api_call
-def credit_notes(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def credit_notes(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """Credit notes: money given back on finalized invoices that late facts lowered."""
-    page = STATE.client().invoices.credit_notes(org, limit=limit, after=after)
+    page = STATE.client().invoices.credit_notes(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -258,13 +273,13 @@ CONTRACT_FIELDS: list[Column] = [
 @contracts_app.command("create")
 @api_call
 def contract_create(
-    org: Org,
     kind: Annotated[
         str,
         typer.Option(
             "--kind", help="commit_spend | commit_capacity | prepaid | reservation | backstop"
         ),
     ],
+    org: Org = None,
     start: Annotated[str | None, typer.Option("--start", help="RFC 3339 time")] = None,
     end: Annotated[str | None, typer.Option("--end", help="RFC 3339 time")] = None,
     amount: Annotated[
@@ -292,7 +307,7 @@ def contract_create(
 ) -> None:
     """Record a contract for an org (operator admins)."""
     row = STATE.client().contracts.create(
-        org,
+        STATE.org_id(org),
         kind,
         start_at=start,
         end_at=end,
@@ -321,10 +336,10 @@ def contract_get(
 @contracts_app.command("list")
 @api_call
 def contract_list(
-    org: Org, limit: Limit = None, after: After = None, as_json: Json = False
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
 ) -> None:
     """The org's contracts, oldest first, a page at a time."""
-    page = STATE.client().contracts.list(org, limit=limit, after=after)
+    page = STATE.client().contracts.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -335,8 +350,8 @@ def contract_list(
 @credits_app.command("grant")
 @api_call
 def credit_grant(
-    org: Org,
     amount: Annotated[str, typer.Option("--amount", help="How much credit, in the currency")],
+    org: Org = None,
     priority: Annotated[int, typer.Option("--priority", help="Lower is used first")] = 0,
     expires: Annotated[str | None, typer.Option("--expires", help="RFC 3339 time")] = None,
     paid: Annotated[bool, typer.Option("--paid", help="Bought credit (refundable)")] = False,
@@ -345,16 +360,18 @@ def credit_grant(
 ) -> None:
     """Grant credit to an org (operator admins)."""
     row = STATE.client().credits.grant(
-        org, amount, priority=priority, expires_at=expires, paid=paid, note=note
+        STATE.org_id(org), amount, priority=priority, expires_at=expires, paid=paid, note=note
     )
     print_object(row, as_json=as_json)
 
 
 @credits_app.command("list")
 @api_call
-def credit_list(org: Org, limit: Limit = None, after: After = None, as_json: Json = False) -> None:
+def credit_list(
+    org: Org = None, limit: Limit = None, after: After = None, as_json: Json = False
+) -> None:
     """The org's grants with the balance left of each."""
-    page = STATE.client().credits.list(org, limit=limit, after=after)
+    page = STATE.client().credits.list(STATE.org_id(org), limit=limit, after=after)
     if as_json:
         print_json(page)
         return
@@ -413,14 +430,16 @@ def publish(
 @api_call
 def send(
     path: Annotated[Path, typer.Argument(help="JSON file: a list of events, or - for stdin")],
-    org: Annotated[str | None, typer.Option("--org", help="Operator admins: for this org")] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="Operator admins: for this org (id, slug or name)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Send usage events ({"id", "source", "type", "subject", "time", "data"}); replays count
     once."""
     text = sys.stdin.read() if str(path) == "-" else path.read_text()
     events = json.loads(text)
-    result = STATE.client().usage.send(events, org_id=org)
+    result = STATE.client().usage.send(events, org_id=STATE.maybe_org_id(org))
     print_object(
         result, as_json=as_json, fields=[("ACCEPTED", "accepted"), ("DUPLICATES", "duplicates")]
     )

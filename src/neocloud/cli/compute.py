@@ -6,6 +6,7 @@ Where a command takes an instance or cluster id, a unique name works too."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import typer
@@ -20,6 +21,7 @@ from neocloud.cli.output import (
     print_table,
     take,
 )
+from neocloud.cli.progress import spinner
 from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
 from neocloud.compute.domain import InstanceState, ReservationPolicy
@@ -32,8 +34,15 @@ instances_app = typer.Typer(
 )
 
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+WAIT_TIMEOUT_EXIT = 124  # as timeout(1): the object is printed as it is, then this code
 Wait = Annotated[bool, typer.Option("--wait", help="Wait until it is running (or has ended)")]
-Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait at most")]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help=f"Seconds --wait waits at most; past it, say so and exit {WAIT_TIMEOUT_EXIT}",
+    ),
+]
 
 # What a launch may ask for: reserved capacity comes through --reservation-policy, not --class.
 LaunchClass = Annotated[
@@ -91,19 +100,51 @@ def cluster_id(ref: str) -> str:
     return resolve(ref, prefix="clu", candidates=lambda _: client.iter("clusters"))
 
 
-def _wait(inst: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) -> dict[str, Any]:
-    """Poll, printing each state change on stderr (progress for people, not for --json)."""
+def _wait(
+    inst: dict[str, Any], until: set[str], timeout_s: float, quiet: bool
+) -> tuple[dict[str, Any], bool]:
+    """Poll an instance until one of ``until`` (see ``wait_for``)."""
     client = STATE.client()
-    deadline = time.monotonic() + timeout_s
+    return wait_for(inst, lambda: client.instances.get(inst["id"]), until, timeout_s, quiet)
+
+
+def wait_for(
+    obj: dict[str, Any],
+    fetch: Callable[[], dict[str, Any]],
+    until: set[str],
+    timeout_s: float,
+    quiet: bool,
+) -> tuple[dict[str, Any], bool]:
+    """Poll ``fetch`` until the object's state is in ``until``; return it and whether the wait
+    timed out (after ``timeout_s`` seconds, saying so on stderr). Each state change is printed
+    on stderr (progress for people, not for --json), with a spinner on a terminal."""
+    started = time.monotonic()
     last = None
-    while True:
-        if inst["state"] != last and not quiet:
-            err.print(f"{inst['id']}: {inst['state']}")
-            last = inst["state"]
-        if inst["state"] in until or time.monotonic() >= deadline:
-            return inst
-        time.sleep(0.5)
-        inst = client.instances.get(inst["id"])
+    with spinner(f"{obj['id']}: {obj['state']}") as show:
+        while True:
+            if obj["state"] != last:
+                if not quiet:
+                    err.print(f"{obj['id']}: {obj['state']}")
+                show(f"{obj['id']}: {obj['state']}")
+                last = obj["state"]
+            if obj["state"] in until:
+                return obj, False
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                err.print(
+                    f"[red]timed out[/red] after {waited:.0f} s (--timeout {timeout_s:g}): "
+                    f"{obj['id']} is still {obj['state']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return obj, True
+            time.sleep(min(0.5, timeout_s - waited))
+            obj = fetch()
+
+
+def exit_if_timed_out(timed_out: bool) -> None:
+    if timed_out:
+        raise typer.Exit(WAIT_TIMEOUT_EXIT)
 
 
 @types_app.command("list")
@@ -168,9 +209,11 @@ def instances_create(
         queue=queue or None,
         max_wait_s=max_wait,
     )
+    timed_out = False
     if wait:
-        inst = _wait(inst, {"running"} | ENDED, timeout, as_json)
+        inst, timed_out = _wait(inst, {"running"} | ENDED, timeout, as_json)
     _show(inst, as_json)
+    exit_if_timed_out(timed_out)
     if inst["state"] in ENDED:
         raise typer.Exit(1)
 
@@ -205,9 +248,11 @@ def instances_terminate(
 ) -> None:
     """End an instance (reason user); with --wait, return once it has ended."""
     inst = STATE.client().instances.terminate(instance_id(instance))
+    timed_out = False
     if wait:
-        inst = _wait(inst, ENDED, timeout, as_json)
+        inst, timed_out = _wait(inst, ENDED, timeout, as_json)
     _show(inst, as_json)
+    exit_if_timed_out(timed_out)
 
 
 @instances_app.command("events")
@@ -269,18 +314,11 @@ def _show_cluster(c: dict[str, Any], as_json: bool) -> None:
     )
 
 
-def _wait_cluster(c: dict[str, Any], until: set[str], timeout_s: float, quiet: bool) -> Any:
+def _wait_cluster(
+    c: dict[str, Any], until: set[str], timeout_s: float, quiet: bool
+) -> tuple[dict[str, Any], bool]:
     client = STATE.client()
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        if c["state"] != last and not quiet:
-            err.print(f"{c['id']}: {c['state']}")
-            last = c["state"]
-        if c["state"] in until or time.monotonic() >= deadline:
-            return c
-        time.sleep(0.5)
-        c = client.clusters.get(c["id"])
+    return wait_for(c, lambda: client.clusters.get(c["id"]), until, timeout_s, quiet)
 
 
 @clusters_app.command("create")
@@ -316,9 +354,11 @@ def clusters_create(
         queue=queue or None,
         max_wait_s=max_wait,
     )
+    timed_out = False
     if wait:
-        c = _wait_cluster(c, {"running"} | CLUSTER_ENDED, timeout, as_json)
+        c, timed_out = _wait_cluster(c, {"running"} | CLUSTER_ENDED, timeout, as_json)
     _show_cluster(c, as_json)
+    exit_if_timed_out(timed_out)
     if c["state"] in CLUSTER_ENDED:
         raise typer.Exit(1)
 
@@ -348,9 +388,11 @@ def clusters_terminate(
 ) -> None:
     """End a cluster and every instance in it; with --wait, return once it has ended."""
     c = STATE.client().clusters.terminate(cluster_id(cluster))
+    timed_out = False
     if wait:
-        c = _wait_cluster(c, CLUSTER_ENDED, timeout, as_json)
+        c, timed_out = _wait_cluster(c, CLUSTER_ENDED, timeout, as_json)
     _show_cluster(c, as_json)
+    exit_if_timed_out(timed_out)
 
 
 @clusters_app.command("events")

@@ -22,6 +22,7 @@ from neocloud.cli.output import (
     print_table,
     take,
 )
+from neocloud.cli.progress import spinner
 from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
 from neocloud.fleet.domain import Health, NodeState
@@ -151,9 +152,10 @@ def fleet_import(
     as_json: Json = False,
 ) -> None:
     """Import a fleet spec: every node in one transaction, or none."""
-    result = STATE.client().fleet.import_spec(
-        file.read_text(encoding="utf-8"), initial_state=initial_state
-    )
+    with spinner(f"importing {file} (one transaction)"):
+        result = STATE.client().fleet.import_spec(
+            file.read_text(encoding="utf-8"), initial_state=initial_state
+        )
     if as_json:
         print_json(result)
     else:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from neocloud import __version__
-from neocloud.cli.output import err, fail, out, print_json
+from neocloud.cli.config import ENV_HELP
+from neocloud.cli.output import err, fail, out, print_json, print_object
+from neocloud.cli.progress import spinner
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError, Client
 
@@ -19,7 +24,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="neocloud",
-    help="neocloud: run a GPU cloud. Tenants script it; operators run it.",
+    help="neocloud: run a GPU cloud. Tenants script it; operators run it.\n\n" + ENV_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -36,7 +41,10 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     profile: Annotated[
-        str | None, typer.Option("--profile", "-p", help="Saved profile to use (see `login`)")
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="Saved profile to use (see `login`; default: 'default')"
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -106,13 +114,10 @@ def up(
         shutdown_grace_s=shutdown_grace,
     )
     clock = SystemClock()
-    prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
+    with spinner(f"migrating the database and importing {fleet}" if fleet else "starting"):
+        prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
     if prepared.admin_key:
-        out.print(
-            "[bold]Operator admin key (shown once; also saved to "
-            f"{prepared.admin_key_path}, mode 0600):[/bold]"
-        )
-        out.print(prepared.admin_key, highlight=False, soft_wrap=True)
+        _announce_admin_key(prepared.admin_key, prepared.admin_key_path)
     if prepared.imported_nodes:
         out.print(f"Imported {prepared.imported_nodes} nodes into the empty fleet.")
     url = f"http://{settings.host}:{settings.port}"
@@ -155,6 +160,19 @@ def _serve_until_sigterm(app_: FastAPI, settings: Settings) -> None:
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _announce_admin_key(key: str, path: Path) -> None:
+    """Show a new operator admin key once, on a terminal only: piped or redirected stdout
+    goes to log collectors, which get the key file's path and never the key."""
+    if sys.stdout.isatty():
+        out.print(f"[bold]Operator admin key (shown once; also saved to {path}, mode 0600):[/bold]")
+        out.print(key, highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            f"Operator admin key created and saved to {path} (mode 0600); not printed, as "
+            "stdout is not a terminal."
+        )
 
 
 WORKER_HELP = (
@@ -236,29 +254,52 @@ def db_upgrade(
     out.print(f"database at revision {', '.join(sorted(current_revisions(db)))}")
 
 
-@app.command()
+LOGIN_HELP = (
+    "Check a key against the API and save it as the profile named by the global --profile "
+    "(`neocloud -p NAME login …`; default: 'default'). Replacing a saved profile says so.\n\n"
+    + ENV_HELP
+)
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        err.print(f"[red]error[/red] cannot read the key file {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+
+@app.command(help=LOGIN_HELP)
 def login(
-    url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8420",
+    url: Annotated[
+        str | None,
+        typer.Option(help="API base URL (default: the profile's, else http://127.0.0.1:8420)"),
+    ] = None,
     key: Annotated[str | None, typer.Option(help="API key (or use --key-file)")] = None,
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="File holding the key")
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="Profile name to save")] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print who you are as JSON")] = False,
 ) -> None:
-    """Check a key against the API and save it as a profile."""
-    from neocloud.cli.config import Profile, save_profile
+    """Check a key against the API and save it as a profile (see LOGIN_HELP)."""
+    from neocloud.cli.config import Profile, find_profile, profile_name, save_profile
+    from neocloud.client.base import DEFAULT_URL
 
+    name = profile_name(STATE.profile)
+    before = find_profile(name)
+    url = url or (before.url if before else DEFAULT_URL)
     if key_file is not None:
-        key = key_file.read_text().strip()
+        key = _read_key_file(key_file)
     if not key:
         key = typer.prompt("API key", hide_input=True)
     client = Client(url, key)
     try:
-        me = client.get("me")
+        me = client.me()
     except ApiError as exc:
         raise fail(exc) from None
     path = save_profile(Profile(name, url, key))
+    if before is not None and (before.url, before.api_key) != (url, key):
+        err.print(f"profile '{name}' replaced (it was {before.url} with another key)")
     if as_json:
         print_json(me)
     else:
@@ -268,35 +309,101 @@ def login(
         )
 
 
-def _register_subcommands() -> None:
-    from neocloud.cli import compute as compute_cli
+@app.command()
+def whoami(
+    as_json: Annotated[bool, typer.Option("--json", help="Print who you are as JSON")] = False,
+) -> None:
+    """Who the CLI acts as: user, org, role, API URL and profile."""
+    from neocloud.cli.config import resolve
+
+    me = STATE.me()  # first: says what to run when nothing is logged in
+    profile = resolve(STATE.profile)
+    org = me.get("org") or {}
+    user = me.get("user") or {}
+    shown = {
+        "user": user.get("email") or me["user_id"],
+        "user_id": me["user_id"],
+        "org": org.get("slug") or me["org_id"],
+        "org_id": me["org_id"],
+        "role": me["role"],
+        "operator": me.get("is_operator", False),
+        "key_id": me.get("key_id"),
+        "api_url": profile.url,
+        "profile": f"{profile.name} (key from NEOCLOUD_API_KEY)"
+        if profile.from_env
+        else profile.name,
+    }
+    print_object(shown, as_json=as_json)
+
+
+def _register_fleet() -> None:
     from neocloud.cli import fleet as fleet_cli
-    from neocloud.cli import tenancy as tenancy_cli
 
     app.add_typer(fleet_cli.fleet_app, name="fleet")
     app.add_typer(fleet_cli.nodes_app, name="nodes")
+
+
+def _register_sim() -> None:
     from neocloud.cli.sim import sim_app
 
     app.add_typer(sim_app, name="sim")
+
+
+def _register_econ() -> None:
     from neocloud.cli.econ import econ_app
 
     app.add_typer(econ_app, name="econ")
-    for name, sub in tenancy_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    for name, sub in compute_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    from neocloud.cli import billing as billing_cli
 
-    for name, sub in billing_cli.APPS.items():
-        app.add_typer(sub, name=name)
-    from neocloud.cli import studio as studio_cli
 
-    for name, sub in studio_cli.APPS.items():
-        app.add_typer(sub, name=name)
+def _register_apps(module: str) -> Callable[[], None]:
+    def register() -> None:
+        apps: dict[str, typer.Typer] = importlib.import_module(f"neocloud.cli.{module}").APPS
+        for name, sub in apps.items():
+            app.add_typer(sub, name=name)
+
+    return register
+
+
+# Each top-level group and what registers it: a command imports only its own module (econ's
+# numpy, billing's, studio's…), so that `neocloud nodes list` starts in a fraction of the time.
+# tests/e2e/test_cli_startup.py checks the table against registering everything.
+GROUPS: dict[str, Callable[[], None]] = {
+    "fleet": _register_fleet,
+    "nodes": _register_fleet,
+    "sim": _register_sim,
+    "econ": _register_econ,
+    **dict.fromkeys(
+        ("orgs", "projects", "users", "keys", "quotas", "audit"), _register_apps("tenancy")
+    ),
+    **dict.fromkeys(
+        ("reservations", "capacity", "instance-types", "instances", "clusters"),
+        _register_apps("compute"),
+    ),
+    **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
+    "studio": _register_apps("studio"),
+}
+
+
+def _command_group(argv: list[str]) -> str | None:
+    """The first word of ``argv`` that is not a global option or its value."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--profile", "-p"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _register_subcommands(argv: list[str] | None = None) -> None:
+    """Register the group ``argv`` names, or every group (for --help, or a word not known)."""
+    group = GROUPS.get(_command_group(argv) or "") if argv is not None else None
+    for register in [group] if group is not None else list(dict.fromkeys(GROUPS.values())):
+        register()
 
 
 def main() -> None:
-    _register_subcommands()
+    _register_subcommands(sys.argv[1:])
     try:
         app()
     except ApiError as exc:

@@ -166,6 +166,12 @@ def print_list(
         err.print(f"showing the first {len(rows)}; more exist: {MORE_HINT}")
 
 
+UNREACHABLE_HINT = (
+    "hint: is the API running at that URL? `neocloud up` starts one; `neocloud -p PROFILE login "
+    "--url URL --key-file FILE` (or NEOCLOUD_API_URL) points the CLI at another"
+)
+
+
 def fail(error: ApiError, *, as_json: bool = False) -> typer.Exit:
     """Print an API error precisely and return the Exit to raise (code 1; 2 for bad input).
 
@@ -194,6 +200,8 @@ def fail(error: ApiError, *, as_json: bool = False) -> typer.Exit:
         ids = error.details.get("ids") if error.details else None
         if ids:
             err.print("matching ids: " + ", ".join(ids), highlight=False, soft_wrap=True)
+        if error.status == 0:  # no answer at all: the server is down, or the URL is wrong
+            err.print(UNREACHABLE_HINT, highlight=False, soft_wrap=True)
     return typer.Exit(2 if error.status in (400, 422) else 1)
 
 

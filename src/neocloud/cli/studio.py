@@ -20,7 +20,7 @@ from neocloud.cli.output import (
     print_table,
     when,
 )
-from neocloud.cli.state import STATE
+from neocloud.cli.state import ORG_HELP, STATE
 from neocloud.cli.times import FORMS, parse_when
 from neocloud.kernel.clock import rfc3339
 
@@ -213,9 +213,7 @@ def _usage_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 @studio_app.command("usage")
 @api_call
 def usage(
-    org: Annotated[
-        str | None, typer.Option("--org", help="Organization id (default: your key's org)")
-    ] = None,
+    org: Annotated[str | None, typer.Option("--org", help=ORG_HELP)] = None,
     since: Annotated[
         str | None,
         typer.Option(
@@ -244,7 +242,7 @@ def usage(
         end_time=parse_when(until, now, option="--until") if until else None,
         bucket_width=bucket,
         group_by=groups or None,
-        org_id=org,
+        org_id=STATE.maybe_org_id(org),
     )
     if json_:
         print_json(report)
@@ -363,20 +361,21 @@ def _or_none(value: int | None) -> str:
     return "none" if value is None else str(value)
 
 
-OrgId = Annotated[str, typer.Argument(help="An organization id (org_…)")]
+Org = Annotated[str | None, typer.Option("--org", help=ORG_HELP)]
 
 
 @budget_app.command("get")
 @api_call
-def budget_get(org_id: OrgId, json_: Json = False) -> None:
+def budget_get(org: Org = None, json_: Json = False) -> None:
     """An org's monthly token budget, its tokens this month and whether it is suspended."""
-    print_object(STATE.client().studio.org_budget(org_id), as_json=json_, fields=BUDGET_FIELDS)
+    budget = STATE.client().studio.org_budget(STATE.org_id(org))
+    print_object(budget, as_json=json_, fields=BUDGET_FIELDS)
 
 
 @budget_app.command("set")
 @api_call
 def budget_set(
-    org_id: OrgId,
+    org: Org = None,
     monthly_tokens: Annotated[
         str | None,
         typer.Option("--monthly-tokens", help="Tokens per calendar month, or 'none'"),
@@ -391,6 +390,7 @@ def budget_set(
     if monthly_tokens is None and suspend is None:
         raise typer.BadParameter("give --monthly-tokens, --suspend or --resume")
     client = STATE.client()
+    org_id = STATE.org_id(org)
     current = client.studio.org_budget(org_id)
     limit = current["monthly_token_limit"]
     if monthly_tokens is not None:

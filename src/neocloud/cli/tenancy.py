@@ -20,7 +20,7 @@ from neocloud.cli.output import (
     take,
 )
 from neocloud.cli.resolve import resolve
-from neocloud.cli.state import STATE
+from neocloud.cli.state import ORG_HELP, STATE
 from neocloud.cli.times import FORMS, parse_when
 from neocloud.kernel.auth import Role
 
@@ -43,7 +43,8 @@ APPS: dict[str, typer.Typer] = {
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many rows")]
 All = Annotated[bool, typer.Option("--all", help="Every row, page after page (no --limit)")]
-OrgArg = Annotated[str, typer.Argument(help="Organization id (org_…)")]
+Org = Annotated[str | None, typer.Option("--org", help=ORG_HELP)]
+OrgArg = Annotated[str, typer.Argument(help="An organization's id, slug or name")]
 UserArg = Annotated[str, typer.Argument(help="User id (usr_…)")]
 ProjectArg = Annotated[str, typer.Argument(help="Project id (prj_…)")]
 KeyRef = Annotated[str, typer.Argument(help="API key id (key_…) or unique name")]
@@ -116,8 +117,8 @@ def orgs_list(as_json: Json = False, limit: Limit = 1000, all_rows: All = False)
 
 @orgs_app.command("get", help="An organization: slug, name, whether it is the operator, when made.")
 @api_call
-def orgs_get(org_id: OrgArg, as_json: Json = False) -> None:
-    print_object(STATE.client().orgs.get(org_id), as_json=as_json)
+def orgs_get(org: OrgArg, as_json: Json = False) -> None:
+    print_object(STATE.client().orgs.get(STATE.org_id(org)), as_json=as_json)
 
 
 @orgs_app.command("create")
@@ -136,9 +137,9 @@ def orgs_create(
 @orgs_app.command("update", help="Rename an organization (operator admins, its owner).")
 @api_call
 def orgs_update(
-    org_id: OrgArg, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
+    org: OrgArg, name: Annotated[str, typer.Option(help="New name")], as_json: Json = False
 ) -> None:
-    print_object(STATE.client().orgs.update(org_id, name=name), as_json=as_json)
+    print_object(STATE.client().orgs.update(STATE.org_id(org), name=name), as_json=as_json)
 
 
 # ------------------------------------------------------------------------------------ projects
@@ -147,9 +148,9 @@ def orgs_update(
 @projects_app.command("list", help="An organization's projects, oldest first.")
 @api_call
 def projects_list(
-    org_id: OrgArg, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
+    org: Org = None, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
 ) -> None:
-    rows = STATE.client().projects.iter(org_id)
+    rows = STATE.client().projects.iter(STATE.org_id(org))
     _show_list(rows, PROJECT_COLUMNS, as_json, None if all_rows else limit)
 
 
@@ -162,12 +163,12 @@ def projects_get(project_id: ProjectArg, as_json: Json = False) -> None:
 @projects_app.command("create", help="Create a project in an organization (its admins).")
 @api_call
 def projects_create(
-    org_id: OrgArg,
     name: Annotated[str, typer.Argument(help="The project's name, unique in its org")],
+    org: Org = None,
     description: Annotated[str | None, typer.Option(help="What the project is for")] = None,
     as_json: Json = False,
 ) -> None:
-    project = STATE.client().projects.create(org_id, name, description=description)
+    project = STATE.client().projects.create(STATE.org_id(org), name, description=description)
     print_object(project, as_json=as_json, fields=PROJECT_COLUMNS)
 
 
@@ -177,37 +178,38 @@ def projects_create(
 @users_app.command("list", help="An organization's members and their roles.")
 @api_call
 def users_list(
-    org_id: OrgArg, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
+    org: Org = None, as_json: Json = False, limit: Limit = 1000, all_rows: All = False
 ) -> None:
-    rows = STATE.client().users.iter(org_id)
+    rows = STATE.client().users.iter(STATE.org_id(org))
     _show_list(rows, USER_COLUMNS, as_json, None if all_rows else limit)
 
 
 @users_app.command("add")
 @api_call
 def users_add(
-    org_id: OrgArg,
     email: Annotated[str, typer.Argument(help="The user's email address")],
+    org: Org = None,
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
     role: Annotated[Role, typer.Option(help="The role in the organization")] = Role.MEMBER,
     as_json: Json = False,
 ) -> None:
     """Add a user to an organization (created if the email is new)."""
-    user = STATE.client().users.add(org_id, email, name=name, role=role.value)
+    user = STATE.client().users.add(STATE.org_id(org), email, name=name, role=role.value)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
 @users_app.command("set-role", help="Change a member's role in an organization (its admins).")
 @api_call
-def users_set_role(org_id: OrgArg, user_id: UserArg, role: RoleArg, as_json: Json = False) -> None:
-    user = STATE.client().users.set_role(org_id, user_id, role.value)
+def users_set_role(user_id: UserArg, role: RoleArg, org: Org = None, as_json: Json = False) -> None:
+    user = STATE.client().users.set_role(STATE.org_id(org), user_id, role.value)
     print_object(user, as_json=as_json, fields=USER_COLUMNS)
 
 
 @users_app.command("remove")
 @api_call
-def users_remove(org_id: OrgArg, user_id: UserArg) -> None:
+def users_remove(user_id: UserArg, org: Org = None) -> None:
     """Take a user out of an organization (their keys for it stop working)."""
+    org_id = STATE.org_id(org)
     STATE.client().users.remove(org_id, user_id)
     err.print(f"{user_id} removed from {org_id}")
 
@@ -218,13 +220,16 @@ def users_remove(org_id: OrgArg, user_id: UserArg) -> None:
 @keys_app.command("list")
 @api_call
 def keys_list(
-    org_id: Annotated[str | None, typer.Option(help="Every key of this org (admins)")] = None,
+    org: Annotated[
+        str | None,
+        typer.Option("--org", help="Every key of this org (its admins; id, slug or name)"),
+    ] = None,
     as_json: Json = False,
     limit: Limit = 1000,
     all_rows: All = False,
 ) -> None:
-    """List your keys (or, with --org-id, the org's)."""
-    rows = STATE.client().keys.iter(org_id=org_id)
+    """List your keys (or, with --org, the org's)."""
+    rows = STATE.client().keys.iter(org_id=STATE.maybe_org_id(org))
     _show_list(rows, KEY_COLUMNS, as_json, None if all_rows else limit)
 
 
@@ -239,9 +244,13 @@ def keys_get(key: KeyRef, as_json: Json = False) -> None:
 @api_call
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name to know the key by (e.g. ci)")],
-    org_id: Annotated[str | None, typer.Option(help="Default: your org")] = None,
+    org: Org = None,
     user_id: Annotated[
-        str | None, typer.Option(help="Default: you (admins may name another)")
+        str | None,
+        typer.Option(
+            help="Default: you; in an org you are not a member of, its owner (admins may name "
+            "another)"
+        ),
     ] = None,
     role: Annotated[str | None, typer.Option(help="Cap the key's role")] = None,
     expires_at: Annotated[str | None, typer.Option(help="RFC 3339 time")] = None,
@@ -249,8 +258,19 @@ def keys_create(
 ) -> None:
     """Create an API key and print its secret (shown this once only)."""
     key = STATE.client().keys.create(
-        name, org_id=org_id, user_id=user_id, role=role, expires_at=expires_at
+        name, org_id=STATE.maybe_org_id(org), user_id=user_id, role=role, expires_at=expires_at
     )
+    if key.get("secret") is None:  # a replay: the first answer, with the secret, was lost
+        if as_json:
+            print_json(key)
+        err.print(
+            f"[red]error[/red] key {key['id']} was created by an earlier try of this request, "
+            "whose answer was lost; a secret is shown only once, so revoke it "
+            f"(`neocloud keys revoke {key['id']}`) and create another",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     if as_json:
         print_json(key)
         return
@@ -271,26 +291,26 @@ def keys_revoke(key: KeyRef, as_json: Json = False) -> None:
 
 @quotas_app.command("list")
 @api_call
-def quotas_list(org_id: OrgArg, as_json: Json = False) -> None:
+def quotas_list(org: Org = None, as_json: Json = False) -> None:
     """An org's effective quota per GPU model."""
-    _show_list(STATE.client().quotas.list(org_id)["data"], QUOTA_COLUMNS, as_json)
+    _show_list(STATE.client().quotas.list(STATE.org_id(org))["data"], QUOTA_COLUMNS, as_json)
 
 
 @quotas_app.command("set")
 @api_call
 def quotas_set(
-    org_id: OrgArg, gpu_model: GpuModelArg, limit_gpus: LimitGpusArg, as_json: Json = False
+    gpu_model: GpuModelArg, limit_gpus: LimitGpusArg, org: Org = None, as_json: Json = False
 ) -> None:
     """Override an org's quota for one GPU model (operator admins)."""
-    quota = STATE.client().quotas.set(org_id, gpu_model, limit_gpus)
+    quota = STATE.client().quotas.set(STATE.org_id(org), gpu_model, limit_gpus)
     print_object(quota, as_json=as_json, fields=QUOTA_COLUMNS)
 
 
 @quotas_app.command("reset")
 @api_call
-def quotas_reset(org_id: OrgArg, gpu_model: GpuModelArg) -> None:
+def quotas_reset(gpu_model: GpuModelArg, org: Org = None) -> None:
     """Drop an org's override so the default applies again."""
-    STATE.client().quotas.reset(org_id, gpu_model)
+    STATE.client().quotas.reset(STATE.org_id(org), gpu_model)
     err.print(f"override of {gpu_model} removed")
 
 
@@ -317,7 +337,9 @@ def quotas_set_default(
 @audit_app.command("list")
 @api_call
 def audit_list(
-    org_id: Annotated[str | None, typer.Option(help="Only this org")] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="Only this org (id, slug or name)")
+    ] = None,
     actor: Annotated[str | None, typer.Option(help="A user or key id")] = None,
     method: Annotated[str | None, typer.Option(help="POST, PUT, PATCH or DELETE")] = None,
     since: Annotated[str | None, typer.Option(help=f"Only calls since: {FORMS}")] = None,
@@ -328,6 +350,9 @@ def audit_list(
     """Mutating calls, newest first."""
     since_at = parse_when(since, STATE.clock.now()) if since else None
     rows = STATE.client().audit.iter(
-        org_id=org_id, actor=actor, method=method.upper() if method else None, since=since_at
+        org_id=STATE.maybe_org_id(org),
+        actor=actor,
+        method=method.upper() if method else None,
+        since=since_at,
     )
     _show_list(rows, AUDIT_COLUMNS, as_json, None if all_rows else limit)

@@ -24,8 +24,9 @@ from neocloud.studio.schemas import (
 )
 from neocloud.studio.usage import UsageReport, UsageResult, parse_usage_query, usage_report
 from neocloud.web.deps import Caller, Ctx
+from neocloud.web.schemas import ERROR_RESPONSES
 
-admin_router = APIRouter(prefix="/studio", tags=["studio"])
+admin_router = APIRouter(prefix="/studio", tags=["studio"], responses=ERROR_RESPONSES)
 
 
 def _runtime(request: Request) -> StudioRuntime:

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.errors import InvalidRequest
@@ -28,11 +29,89 @@ from neocloud.studio.metering import UsageRecord, request_ids
 from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
 from neocloud.studio.schemas import (
+    ChatCompletionOut,
     ChatCompletionRequest,
+    CompletionOut,
     CompletionRequest,
+    EmbeddingListOut,
     EmbeddingRequest,
+    ModelListOut,
+    ModelOut,
     parse,
 )
+from neocloud.web.schemas import ErrorOut
+
+# What every /v1 route can answer besides its success, in OpenAI's error shape (the same as the
+# platform's): a bad body or value is a 400 naming `param` (OpenAI's status, not 422).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON or a value is invalid"},
+    401: {"model": ErrorOut, "description": "Missing or invalid API key"},
+    403: {"model": ErrorOut, "description": "The key may not use the studio"},
+    404: {"model": ErrorOut, "description": "No such model, or not one the caller may use"},
+    413: {"model": ErrorOut, "description": "The body is larger than the bound"},
+    429: {
+        "model": ErrorOut,
+        "description": "Rate limit (`rate_limit_exceeded`, with `Retry-After`) or budget "
+        "(`insufficient_quota`)",
+    },
+    500: {"model": ErrorOut, "description": "An internal error; it has been logged"},
+    503: {"model": ErrorOut, "description": "No replica of the model is up; retry later"},
+}
+# A model served by an upstream engine answers the upstream's own error status and body.
+_PROXIED_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    "default": {"model": ErrorOut, "description": "An upstream engine's error, passed through"},
+}
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body that the route reads and validates itself (so that
+    a bad one is OpenAI's 400, not FastAPI's 422)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+def _streaming(model: type[BaseModel], what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a generation: JSON, or with ``stream: true`` server-sent events."""
+    return {
+        200: {
+            "model": model,
+            "description": f"The {what} (`stream: false`), or with `stream: true` server-sent "
+            "events: `data: <chunk JSON>` frames, then `data: [DONE]`",
+            "content": {
+                "text/event-stream": {
+                    "schema": {  # one server-sent event
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "string",
+                                "description": "A chunk object as JSON, or `[DONE]` last",
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    }
+
 
 router = APIRouter(tags=["studio"])
 # The studio's settings and usage under /api/v1 (platform conventions) live in admin_api; the
@@ -52,7 +131,11 @@ async def _body(request: Request) -> Any:
         raise InvalidRequest("the body must be valid JSON", code="invalid_json") from None
 
 
-@router.get("/models")
+@router.get(
+    "/models",
+    response_model=None,
+    responses={**_ERRORS, 200: {"model": ModelListOut, "description": "The servable models"}},
+)
 async def list_models(request: Request, _caller: StudioCaller) -> dict[str, Any]:
     """Models that can be served now."""
     runtime = _runtime(request)
@@ -60,7 +143,11 @@ async def list_models(request: Request, _caller: StudioCaller) -> dict[str, Any]
     return {"object": "list", "data": [_model_out(m) for m in models]}
 
 
-@router.get("/models/{model_id:path}")
+@router.get(
+    "/models/{model_id:path}",
+    response_model=None,
+    responses={**_ERRORS, 200: {"model": ModelOut, "description": "The model"}},
+)
 async def get_model(model_id: str, request: Request, _caller: StudioCaller) -> dict[str, Any]:
     runtime = _runtime(request)
     now = runtime.clock.now()
@@ -238,7 +325,12 @@ async def _stream(
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={**_PROXIED_ERRORS, **_streaming(ChatCompletionOut, "chat completion")},
+    openapi_extra=_json_body(ChatCompletionRequest),
+)
 async def create_chat_completion(
     request: Request, caller: StudioCaller
 ) -> JSONResponse | StreamingResponse:
@@ -289,7 +381,12 @@ async def create_chat_completion(
     )
 
 
-@router.post("/completions", response_model=None)
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={**_PROXIED_ERRORS, **_streaming(CompletionOut, "completion")},
+    openapi_extra=_json_body(CompletionRequest),
+)
 async def create_completion(
     request: Request, caller: StudioCaller
 ) -> JSONResponse | StreamingResponse:
@@ -326,7 +423,12 @@ async def create_completion(
     )
 
 
-@router.post("/embeddings")
+@router.post(
+    "/embeddings",
+    response_model=None,
+    responses={**_ERRORS, 200: {"model": EmbeddingListOut, "description": "The embeddings"}},
+    openapi_extra=_json_body(EmbeddingRequest),
+)
 async def create_embeddings(request: Request, caller: StudioCaller) -> JSONResponse:
     runtime = _runtime(request)
     req: EmbeddingRequest = parse(EmbeddingRequest, await _body(request))

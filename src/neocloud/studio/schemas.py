@@ -202,3 +202,102 @@ class UsageOut(ResponseModel):
     group_by: list[str]
     buckets: list[UsageBucketOut]
     totals: UsageTotalsOut
+
+
+# -- responses of the OpenAI-compatible API under /v1 (documentation: the routes build them as
+# dicts in OpenAI's shapes, and proxied upstream bodies pass through, extra fields included) --
+
+
+class ModelPricingOut(BaseModel):
+    input_per_m_tokens: str = Field(examples=["0.20"])
+    output_per_m_tokens: str = Field(examples=["0.60"])
+
+
+class ModelOut(BaseModel):
+    """One servable model, as OpenAI's ``model`` object with neocloud's additions."""
+
+    id: str = Field(examples=["neocloud/tiny-llama"])
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds")
+    owned_by: str
+    context_length: int
+    flavor: str
+    pricing: ModelPricingOut
+    deprecated_on: str | None = Field(None, description="ISO date, or null")
+
+
+class ModelListOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class TokenUsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+
+
+class ChatChoiceOut(BaseModel):
+    index: int
+    message: AssistantMessageOut
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = Field(examples=["stop", "length"])
+
+
+class ChatCompletionOut(BaseModel):
+    """``stream: false``; with ``stream: true`` the answer is ``text/event-stream`` of
+    ``chat.completion.chunk`` objects, then ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(description="Unix seconds")
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[ChatChoiceOut]
+    usage: TokenUsageOut | None = None
+
+
+class CompletionChoiceOut(BaseModel):
+    text: str
+    index: int
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = Field(examples=["stop", "length"])
+
+
+class CompletionOut(BaseModel):
+    """``stream: false``; with ``stream: true`` the answer is ``text/event-stream`` of
+    ``text_completion`` chunks, then ``data: [DONE]``."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(description="Unix seconds")
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoiceOut]
+    usage: TokenUsageOut | None = None
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(
+        description="Floats, or base64 of little-endian float32 with encoding_format=base64"
+    )
+
+
+class EmbeddingUsageOut(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingListOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: EmbeddingUsageOut

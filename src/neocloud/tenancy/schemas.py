@@ -50,7 +50,11 @@ class MemberUpdate(RequestModel):
 class KeyCreate(RequestModel):
     name: Name
     org_id: Id | None = Field(None, description="Default: the caller's org")
-    user_id: Id | None = Field(None, description="Default: the caller (admins may name another)")
+    user_id: Id | None = Field(
+        None,
+        description="Default: the caller; in an org the caller is not a member of, its first "
+        "owner (admins may name another)",
+    )
     role: Role | None = Field(None, description="Cap below the holder's membership role")
     expires_at: datetime | None = None
 
@@ -105,7 +109,12 @@ class KeyOut(ResponseModel):
 
 
 class KeyCreated(KeyOut):
-    secret: str = Field(description="The key itself: shown in this response only")
+    secret: str | None = Field(
+        description="The key itself: shown in this response only. Never stored, so an "
+        "idempotent replay (header `Idempotent-Replayed: true`) answers it as null and says so "
+        "in `Redacted-Fields: secret`; if the first response was lost, revoke that key and "
+        "create another"
+    )
 
 
 class PrincipalOut(ResponseModel):
@@ -148,3 +157,7 @@ class AuditEventOut(ResponseModel):
     status_code: int
     request_id: str | None
     target_id: str | None
+    outsider: bool = Field(
+        description="An attempt from outside: no valid key (in the operator's log) or a call on "
+        "an org the caller may not act in (in the caller's own org's log, never the target's)"
+    )

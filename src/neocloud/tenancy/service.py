@@ -391,8 +391,12 @@ def create_key(
     role: Role | None = None,
     expires_at: datetime | None = None,
 ) -> CreatedKey:
-    """Make an API key for the caller (or, for an org admin, another member of the org)."""
+    """Make an API key for the caller (or, for an org admin, another member of the org).
+
+    Without ``user_id`` the key is the caller's; in an org the caller is not a member of (an
+    operator admin onboarding a tenant) it is the key of that org's first owner."""
     org_id = org_id or actor.org_id
+    default_holder = user_id is None
     user_id = user_id or actor.user_id
     now = clock.now()
     if expires_at is not None and expires_at <= now:
@@ -405,6 +409,8 @@ def create_key(
     made = domain.generate_key()
     with db.transaction() as s:
         org_row(s, org_id)
+        if default_holder and org_id != actor.org_id:
+            user_id = _default_key_holder(s, org_id, actor.user_id)
         holder_role = Role(membership_row(s, org_id, user_id, param="user_id").role)
         domain.check_key_role(role, holder_role)
         if not actor.is_operator_admin:
@@ -470,6 +476,20 @@ def _visible_key(s: Session, actor: Principal, key_id: str) -> ApiKeyRow:
     ):
         raise NotFound(f"no API key {key_id}", code="key_not_found", param="key_id")
     return row
+
+
+def _default_key_holder(s: Session, org_id: str, caller_user_id: str) -> str:
+    """The caller if a member of the org, else its first owner (the caller when it has none,
+    so that the membership check says who is missing)."""
+    members = sa.select(MembershipRow.user_id).where(MembershipRow.org_id == org_id)
+    if s.scalar(members.where(MembershipRow.user_id == caller_user_id)) is not None:
+        return caller_user_id
+    owner = s.scalar(
+        members.where(MembershipRow.role == Role.OWNER.value)
+        .order_by(MembershipRow.created_at, MembershipRow.id)
+        .limit(1)
+    )
+    return owner or caller_user_id
 
 
 def _find_or_create_user(s: Session, now: datetime, email: str, name: str) -> UserRow:

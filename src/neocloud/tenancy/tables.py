@@ -129,3 +129,6 @@ class AuditEventRow(Base):
     status_code: Mapped[int] = mapped_column(sa.Integer)
     request_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
     target_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    # An attempt from outside: no valid key (kept in the operator's log), or a call on an org
+    # the caller may not act in (kept in the caller's own log, never the target's).
+    outsider: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())

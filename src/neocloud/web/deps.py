@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from neocloud.db.engine import Database
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import AuthenticationFailed, InvalidRequest
+from neocloud.kernel.errors import AuthenticationFailed, ValidationFailed
 from neocloud.kernel.settings import Settings
 
 # (ctx, token) -> Principal, raising AuthenticationFailed; tenancy provides it via the app.
@@ -68,17 +68,35 @@ class PageParams:
     after: str | None
 
 
+# The largest page any list answers; documented as the ``limit`` parameter's maximum.
+PAGE_LIMIT_MAX = 1000
+
+
 def page_params(
     request: Request,
-    limit: Annotated[int | None, Query(ge=1, description="Page size (at most 1000)")] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=PAGE_LIMIT_MAX,
+            description=f"Page size, 1 to {PAGE_LIMIT_MAX} (default 100)",
+        ),
+    ] = None,
     after: Annotated[
-        str | None, Query(max_length=128, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            max_length=128,
+            description="Where the page starts: the `next_cursor` of the previous page, "
+            "as given (an opaque string)",
+        ),
     ] = None,
 ) -> PageParams:
+    """The page asked for; a limit over the operator's ``page_limit_max`` (which may be set
+    below 1000) is a 422 naming ``limit``, as every other out-of-range value is."""
     settings: Settings = request.app.state.ctx.settings
     size = settings.page_limit_default if limit is None else limit
     if size > settings.page_limit_max:
-        raise InvalidRequest(
+        raise ValidationFailed(
             f"limit must be at most {settings.page_limit_max}",
             code="limit_too_large",
             param="limit",

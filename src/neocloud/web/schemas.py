@@ -56,11 +56,17 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-# Listed on routes so that the OpenAPI document shows the error shape next to each status.
+# Listed on routes so that the OpenAPI document shows the error shape next to each status. Every
+# status any /api/v1 route can answer is here: 400 and 413 come from the body (not JSON, too
+# large), 429 from the per-key rate limits, 500 from an unexpected failure.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON, or a value is malformed"},
     401: {"model": ErrorOut, "description": "Missing or invalid API key"},
     403: {"model": ErrorOut, "description": "The key's role may not do this"},
     404: {"model": ErrorOut, "description": "No such object"},
     409: {"model": ErrorOut, "description": "Conflicts with the current state"},
+    413: {"model": ErrorOut, "description": "The body is larger than the bound"},
     422: {"model": ErrorOut, "description": "A field failed validation; `param` names it"},
+    429: {"model": ErrorOut, "description": "Too many requests; `Retry-After` says when to retry"},
+    500: {"model": ErrorOut, "description": "An internal error; it has been logged"},
 }

@@ -561,6 +561,9 @@ def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
     if sampling.top_p < 1:
         sorted_probs, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, 0) - sorted_probs < sampling.top_p
+        # The likeliest token always stays: a top_p below float32's smallest value (1e-80) is
+        # 0 against the tensor, which kept none and made multinomial raise (a 500).
+        keep[0] = True
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
