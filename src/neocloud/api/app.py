@@ -30,6 +30,11 @@ The neocloud platform API.
 * Creating POSTs take an `Idempotency-Key` header: a retry with the same key and body replays
   the first response; the same key with another body is a 409.
 * Times are RFC 3339 UTC; money is a decimal string with a currency.
+* Rate limits, per API key (per address without one): 600 requests a minute, of which 240
+  writes, by default (an operator sets `NEOCLOUD_API_REQUESTS_PER_MINUTE` and
+  `NEOCLOUD_API_WRITES_PER_MINUTE`). Every answer carries `X-RateLimit-Limit`, `-Remaining`,
+  `-Used`, `-Reset` (UTC epoch seconds) and `-Resource`; past the limit a 429
+  `rate_limit_exceeded` says in `Retry-After` how many seconds to wait.
 """
 
 
