@@ -176,10 +176,22 @@ class FastClient:
             conn.close()
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
+        """Close the idle connections, waiting up to a second for them (a TLS connection
+        says goodbye first); any still open then is aborted."""
+        conns = [conn for idle in self._idle.values() for conn in idle]
         self._idle.clear()
+        for conn in conns:
+            conn.close()
+        if not conns:
+            return
+        closing = asyncio.gather(
+            *(conn.writer.wait_closed() for conn in conns), return_exceptions=True
+        )
+        try:
+            await asyncio.wait_for(closing, 1.0)
+        except TimeoutError:
+            for conn in conns:
+                conn.writer.transport.abort()
 
     # -- one exchange -----------------------------------------------------------------------
 
