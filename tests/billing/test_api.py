@@ -47,7 +47,8 @@ def test_operator_publishes_price_books_tenants_read(
     assert current["gpu_prices"][f"{H100}.reserved.1y"]
 
 
-def test_usage_events_count_replays_once(acme: Client, clock: VirtualClock) -> None:
+def test_usage_events_count_replays_once(admin: Client, acme: Client, clock: VirtualClock) -> None:
+    org = _org_id(acme)
     event = {
         "id": "ev-1",
         "source": "studio",
@@ -56,10 +57,11 @@ def test_usage_events_count_replays_once(acme: Client, clock: VirtualClock) -> N
         "time": rfc3339(clock.now()),
         "data": {"input_tokens": 100},
     }
-    assert acme.usage.send([event]) == {"object": "usage_batch", "accepted": 1, "duplicates": 0}
-    assert acme.usage.send([event])["duplicates"] == 1
+    sent = admin.usage.send([event], org_id=org)
+    assert sent == {"object": "usage_batch", "accepted": 1, "duplicates": 0}
+    assert admin.usage.send([event], org_id=org)["duplicates"] == 1
     old = {**event, "id": "ev-2", "time": rfc3339(clock.now() - timedelta(days=36))}
-    err = _error(acme.usage.send, [event, old])
+    err = _error(admin.usage.send, [event, old], org_id=org)
     assert (err.status, err.param) == (422, "events[1].time")
 
 
@@ -158,10 +160,10 @@ def test_token_usage_is_priced_on_the_preview(
         {**event, "id": "r2", "data": {"input_tokens": 1_000_000, "batch": True}},
         {**event, "id": "r3", "subject": "unpriced", "data": {"input_tokens": 5}},
     ]
-    assert acme.usage.send(batch)["accepted"] == 3
-    assert acme.usage.send(batch)["duplicates"] == 3
+    assert admin.usage.send(batch, org_id=org)["accepted"] == 3
+    assert admin.usage.send(batch, org_id=org)["duplicates"] == 3
     bad = {**event, "id": "r4", "data": {"input_tokens": -1}}
-    assert _error(acme.usage.send, [bad]).param == "events[0].data"
+    assert _error(admin.usage.send, [bad], org_id=org).param == "events[0].data"
     preview = acme.invoices.preview(org, "2026-04")
     assert [(t["model"], t["batch"], t["amount"]["amount"]) for t in preview["token_lines"]] == [
         ("llama", False, "0.50"),

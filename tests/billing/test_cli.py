@@ -66,10 +66,11 @@ def test_invoice_usage_and_publish(  # type: ignore[no-untyped-def]
     events = [
         {"id": "e1", "source": "s", "type": "t", "subject": "x", "time": "2026-03-01T13:00:00Z"}
     ]
-    result = runner.invoke(app, ["usage", "send", "-", "--json"], input=json.dumps(events * 2))
+    as_client(fleet)  # usage events are the platform's to write: an operator admin
+    args = ["usage", "send", "-", "--org", org, "--json"]
+    result = runner.invoke(app, args, input=json.dumps(events * 2))
     assert json.loads(result.output) == {"object": "usage_batch", "accepted": 1, "duplicates": 1}
 
-    as_client(fleet)
     args = ["billing", "publish", "--effective-from", "2026-04-01T00:00:00Z"]
     result = runner.invoke(app, [*args, "--price", "H100-SXM-80GB.on_demand=2.50", "--json"])
     assert result.exit_code == 0, result.output

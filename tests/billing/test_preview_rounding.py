@@ -41,7 +41,7 @@ def test_a_half_cent_token_line_follows_the_rounding_setting(
         "time": rfc3339(clock.now()),
         "data": {"input_tokens": 25_000},
     }
-    assert acme.usage.send([event])["accepted"] == 1
     org = acme.get("orgs")["data"][0]["id"]
+    assert admin.usage.send([event], org_id=org)["accepted"] == 1
     preview = acme.invoices.preview(org, "2026-04")
     assert [t["amount"]["amount"] for t in preview["token_lines"]] == [rounding[1]]

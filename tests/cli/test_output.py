@@ -106,3 +106,21 @@ def test_an_unreachable_api_says_what_to_check(
     assert "unreachable" in result.stderr
     assert "is the API running at that URL?" in result.stderr
     assert "NEOCLOUD_API_URL" in result.stderr
+
+
+def test_a_saved_profile_is_readable_by_its_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    from neocloud.cli.config import Profile, save_profile
+
+    monkeypatch.setenv("NEOCLOUD_CONFIG", str(tmp_path / "profiles.json"))
+    old = os.umask(0)  # the most permissive umask: the mode must not come from it
+    try:
+        path = save_profile(Profile("default", "http://127.0.0.1:8420", "nc_secret"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not path.with_suffix(".tmp").exists()

@@ -82,7 +82,8 @@ def _platform(
         "time": (clock.now() - timedelta(days=1)).isoformat(),
         "data": {"model": "llama", "input_tokens": 100_000_000, "output_tokens": 50_000_000},
     }
-    assert globex.usage.send([event])["accepted"] == 1  # type: ignore[attr-defined]
+    globex_org = globex.get("orgs")["data"][0]["id"]  # usage is the platform's to write
+    assert admin.usage.send([event], org_id=globex_org)["accepted"] == 1  # type: ignore[attr-defined]
     return admin
 
 

@@ -223,11 +223,17 @@ def test_a_demoted_member_s_next_request_runs_with_the_new_role(
     _cached(http, key["secret"], path, spy)
     assert [p.role for p in spy.admitted] == [Role.ADMIN, Role.ADMIN]
 
-    _platform(http, admin_key, "PATCH", f"/orgs/{org['id']}/users/{user['id']}", {"role": "viewer"})
+    _platform(http, admin_key, "PATCH", f"/orgs/{org['id']}/users/{user['id']}", {"role": "member"})
 
     assert _call(http, key["secret"], path).status_code == 200
-    assert spy.admitted[-1].role is Role.VIEWER
+    assert spy.admitted[-1].role is Role.MEMBER
     assert spy.admitted[-1].key_id == key["id"]
+
+    # A viewer runs no model (issue 13): refused at once, the cached principal notwithstanding.
+    _platform(http, admin_key, "PATCH", f"/orgs/{org['id']}/users/{user['id']}", {"role": "viewer"})
+    refused = _call(http, key["secret"], path)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "insufficient_role"
 
 
 @pytest.mark.parametrize("path", list(REQUESTS))

@@ -122,12 +122,17 @@ def test_key_role_caps_membership(admin: Client) -> None:
     capped = acme.client.keys.create("read only", role="viewer")
     viewer = client_for(admin, capped["secret"])
     assert viewer.get("me")["role"] == "viewer"
-    # A capped key cannot mint a stronger one.
+    # A viewer makes no keys at all (issue 13, finding 5).
     with pytest.raises(ApiError) as info:
         viewer.keys.create("escalate", role="owner")
     assert info.value.status == 403
-    weaker = viewer.keys.create("same")
-    assert weaker["role"] == "viewer"
+    # A capped key cannot mint a stronger one; without a role, the new key inherits the cap.
+    member = client_for(admin, acme.client.keys.create("member", role="member")["secret"])
+    with pytest.raises(ApiError) as info:
+        member.keys.create("escalate", role="owner")
+    assert info.value.status == 403
+    weaker = member.keys.create("same")
+    assert weaker["role"] == "member"
 
 
 def test_last_used_at_is_written_at_most_once_per_interval(

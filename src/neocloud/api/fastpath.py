@@ -8,7 +8,8 @@ body-limit middlewares) and before the platform's middlewares; the route serves 
 itself when everything about it is ordinary. Anything else goes on, untouched (the body
 replayed when it was read), to the full stack, which answers exactly as before:
 
-* the key is not in the studio's principal cache (a key's first request, a bad key, no key);
+* the key is not in the studio's principal cache (a key's first request, a bad key, no key), or
+  it may not spend (a viewer's: the full stack answers 403);
 * the request has an ``Idempotency-Key`` (the idempotency middleware stores and replays);
 * the body is not valid JSON or not a valid request, or its model is unknown, not servable or
   served by a local engine: the full stack raises the same error;
@@ -32,7 +33,7 @@ from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send, body_too_l
 from neocloud.api.errors import error_response, internal_error_response
 from neocloud.api.middleware import new_request_id
 from neocloud.kernel.errors import NeocloudError
-from neocloud.studio.auth import bearer_token
+from neocloud.studio.auth import bearer_token, may_spend
 from neocloud.studio.catalog import ModelKind
 from neocloud.studio.proxy import proxy
 from neocloud.studio.runtime import StudioRuntime
@@ -72,10 +73,14 @@ class StudioFastPath:
                 return
         token = bearer_token(authorization.decode("latin-1")) if authorization else None
         principal = self.studio.principals.get(token) if token is not None else None
-        if principal is None or (
-            declared is not None
-            and declared.strip().isdigit()
-            and int(declared) > self.max_body_bytes
+        if (
+            principal is None
+            or not may_spend(principal)  # the full stack answers its 403
+            or (
+                declared is not None
+                and declared.strip().isdigit()
+                and int(declared) > self.max_body_bytes
+            )
         ):
             await self.app(scope, receive, send)
             return

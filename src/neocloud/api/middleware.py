@@ -19,10 +19,7 @@ again. Three rules keep the store from weakening authentication:
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +36,7 @@ from neocloud.db.tables import IdempotencyRow
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import AuthenticationFailed, Conflict, InvalidRequest, NeocloudError
+from neocloud.kernel.ids import random_id
 
 IDEMPOTENCY_KEYS = table_of(IdempotencyRow)
 
@@ -54,23 +52,9 @@ PURGE_BATCH = 100
 _NOT_STORED = {401, 409, 429}
 
 
-class _RequestIds:
-    """``req_`` and 24 hex digits without a syscall per request: a random half drawn once per
-    process (again in a forked child) and a counter for the other half."""
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._prefix = "req_" + secrets.token_hex(6)
-        self._count = itertools.count()
-
-    def new(self) -> str:
-        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
-
-
-new_request_id = _RequestIds().new
+def new_request_id() -> str:
+    """``req_`` and 24 hex digits: 96 random bits (``kernel.ids.random_id``), never a counter."""
+    return random_id("req")
 
 
 class RequestContextMiddleware:

@@ -21,6 +21,7 @@ from typing import Any
 from neocloud.billing.contracts import PAID_CREDIT, PROMOTIONAL_CREDIT, Charge
 from neocloud.billing.kinds import ContractKind, LineKind
 from neocloud.billing.rating import Line, Period, TokenCounts
+from neocloud.kernel.money import quantize_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ _PRICE_SCALE = Decimal("0.000001")
 
 
 def _scale(price: Decimal | None) -> Decimal | None:
-    return None if price is None else price.quantize(_PRICE_SCALE, ROUND_HALF_UP)
+    return None if price is None else quantize_amount(price, _PRICE_SCALE, ROUND_HALF_UP)
 
 
 _UsageKey = tuple[str, str | None]  # (SKU, project)

@@ -84,8 +84,12 @@ def export_catalog(
 def record_usage_events(
     body: UsageBatchIn, ctx: Ctx, caller: Caller, org_id: OrgId | None = None
 ) -> UsageBatchOut:
-    """A batch of metered events for the caller's org (operator admins: any ``org_id``);
-    replays of (org, source, id) are counted as duplicates; events at most 35 days late."""
+    """A batch of metered events for ``org_id`` (default: the caller's org). Operator admins
+    only: usage is what the platform measures and bills (the Studio meters its own requests in
+    process), so a tenant may not write it, under any source (403
+    ``usage_events_operator_only``). Replays of (org, source, id) are counted as duplicates;
+    events at most 35 days late."""
+    usage.require_usage_writer(caller)
     org = org_id or caller.org_id
     caller.require_org_role(org, Role.MEMBER)
     events = [

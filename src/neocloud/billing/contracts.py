@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from neocloud.billing.kinds import LineKind
 from neocloud.billing.rating import Period, seconds
-from neocloud.kernel.money import Money
+from neocloud.kernel.money import Money, quantize_amount
 
 _CENT = Decimal("0.01")
 _HOUR = Decimal(3600)
@@ -170,5 +170,5 @@ def gpu_hours_value(gpus: int, rate: Decimal, start: datetime, end: datetime) ->
 
 
 def round_line(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
-    """Round once, to the cent, as every invoice line is."""
-    return amount.quantize(_CENT, rounding=rounding)
+    """Round once, to the cent, as every invoice line is (``AmountOutOfRange`` if it cannot)."""
+    return quantize_amount(amount, _CENT, rounding)

@@ -11,11 +11,12 @@ The arithmetic is pure (``billing.adjustments``); what was billed is read back b
 reservation charges, true-ups, prepaid drawdowns and credits. ``close_period`` is the automatic
 monthly run: drafts for every org with activity, finalized once the grace period is over; one
 transaction per org, so a crash in the middle leaves whole invoices behind and running it again
-finishes the rest.
+finishes the rest; an org that fails is reported and skipped, never fatal to the others.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +42,7 @@ from neocloud.billing.agreement_lines import agreement_charges
 from neocloud.billing.contracts import Charge, Spend
 from neocloud.billing.kinds import ContractKind, InvoiceState, LineKind
 from neocloud.billing.rating import Line, Period
-from neocloud.billing.service import InvoicePreview, rate_org_period
+from neocloud.billing.service import InvoicePreview, rate_one_org
 from neocloud.billing.tables import (
     ContractRow,
     CreditNoteRow,
@@ -54,9 +55,10 @@ from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import Conflict, NotFound
+from neocloud.kernel.errors import Conflict, NeocloudError, NotFound
 from neocloud.kernel.ids import new_id
 
+log = logging.getLogger(__name__)
 # Earlier months whose late facts a draft picks up (facts arrive at most 35 days late).
 LOOKBACK_MONTHS = 2
 # A month may be finalized this long after it ends: stragglers still land on its draft.
@@ -66,7 +68,7 @@ DEFAULT_GRACE = timedelta(days=3)
 def _rate(
     s: Session, org_id: str, period: Period, now: datetime, rounding: str
 ) -> tuple[str, list[Line]]:
-    rated = rate_org_period(s, org_id, period, now, rounding=rounding)  # GPU time and tokens
+    rated = rate_one_org(s, org_id, period, now, rounding=rounding)  # GPU time and tokens
     return rated.price_book_id, rated.invoice_lines()
 
 
@@ -272,11 +274,22 @@ def finalize_invoice(
 
 
 @dataclass(frozen=True, slots=True)
+class OrgFailure:
+    """An org the monthly run could not invoice: its transaction rolled back, the others went
+    on. ``code`` is the error's machine-readable code (``internal_error`` for a bug)."""
+
+    org_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class CloseResult:
     period: str
     drafts: tuple[str, ...]  # invoice ids left as drafts (grace period not over)
     finalized: tuple[str, ...]  # finalized by this run
     unchanged: tuple[str, ...]  # already finalized before this run
+    failed: tuple[OrgFailure, ...] = ()  # orgs skipped this run, each with why
 
 
 def orgs_to_invoice(s: Session, period: Period) -> list[str]:
@@ -320,26 +333,60 @@ def close_period(
     """Invoice ``period`` for every org (operator admins): build or refresh each draft, and
     finalize it once the month and ``grace`` are over. One transaction per org, in org order:
     running it twice gives the same invoices, and a crash between orgs (``after_org`` lets a
-    test raise there) loses nothing and bills nothing twice when it runs again."""
+    test raise there) loses nothing and bills nothing twice when it runs again. An org whose
+    invoice fails (figures out of range, a bug) is rolled back, logged with its id and error
+    code, listed in ``failed`` and skipped: the orgs after it still get their invoices."""
     principal.require_operator(write=True)
     with db.transaction() as s:
         orgs = orgs_to_invoice(s, period)
-    drafts, finalized, unchanged = [], [], []
+    drafts: list[str] = []
+    finalized: list[str] = []
+    unchanged: list[str] = []
+    failed: list[OrgFailure] = []
+    outcome = {InvoiceState.DRAFT: drafts, InvoiceState.FINALIZED: finalized, None: unchanged}
     for org_id in orgs:
-        now = clock.now()
-        with db.transaction() as s:
-            inv = _open(s, org_id, period, now)
-            if inv.state == InvoiceState.FINALIZED:
-                unchanged.append(inv.id)
-            elif now >= period.end + grace:
-                _finalize(s, inv, now, grace, rounding)  # rates the draft once, then freezes it
-                finalized.append(inv.id)
-            else:
-                _rebuild(s, inv, period, now, rounding)
-                drafts.append(inv.id)
+        try:
+            state, invoice_id = _close_org(db, clock, org_id, period, grace, rounding)
+        except Exception as exc:  # one org's bad data never stops another org's invoice
+            failed.append(_failure(org_id, period, exc))
+        else:
+            outcome[state].append(invoice_id)
         if after_org is not None:
             after_org(org_id)
-    return CloseResult(period_name(period), tuple(drafts), tuple(finalized), tuple(unchanged))
+    return CloseResult(
+        period_name(period), tuple(drafts), tuple(finalized), tuple(unchanged), tuple(failed)
+    )
+
+
+def _close_org(
+    db: Database, clock: Clock, org_id: str, period: Period, grace: timedelta, rounding: str
+) -> tuple[InvoiceState | None, str]:
+    """One org's part of the run, in its own transaction: (what this run made of its invoice,
+    its id); None when it was finalized before."""
+    now = clock.now()
+    with db.transaction() as s:
+        inv = _open(s, org_id, period, now)
+        if inv.state == InvoiceState.FINALIZED:
+            return None, inv.id
+        if now >= period.end + grace:
+            _finalize(s, inv, now, grace, rounding)  # rates the draft once, then freezes it
+            return InvoiceState.FINALIZED, inv.id
+        _rebuild(s, inv, period, now, rounding)
+        return InvoiceState.DRAFT, inv.id
+
+
+def _failure(org_id: str, period: Period, exc: Exception) -> OrgFailure:
+    """Report and log an org the run skipped: a domain error with its code and message, any
+    other error as ``internal_error`` with its traceback in the log (never in the answer)."""
+    if isinstance(exc, NeocloudError):
+        code, message = exc.code, exc.message
+        log.error(
+            "invoicing %s for %s skipped: %s (%s)", org_id, period_name(period), code, message
+        )
+    else:
+        code, message = "internal_error", "an internal error stopped this org's invoice"
+        log.exception("invoicing %s for %s skipped: internal_error", org_id, period_name(period))
+    return OrgFailure(org_id, code, message)
 
 
 def close_previous_month(
@@ -382,7 +429,7 @@ def preview_invoice(
     principal.require_org_role(org_id, Role.VIEWER)
     now = clock.now()
     with db.transaction() as s:
-        rated = rate_org_period(s, org_id, period, now, rounding=rounding)
+        rated = rate_one_org(s, org_id, period, now, rounding=rounding)
         preview = InvoicePreview(
             org_id,
             period,

@@ -40,6 +40,16 @@ class RevenueLine:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedOrg:
+    """An org whose figures could not be computed (its stored facts are out of range): left
+    out of a report's figures and named, with the error's code, instead of failing the report."""
+
+    org_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class RevenueReport:
     start: str  # first month, YYYY-MM
     end: str  # last month, inclusive
@@ -47,6 +57,7 @@ class RevenueReport:
     as_of: datetime
     lines: tuple[RevenueLine, ...]
     names: dict[str, str] = field(default_factory=dict)  # org id -> slug
+    skipped: tuple[SkippedOrg, ...] = ()  # orgs left out: their figures cannot be computed
 
     @property
     def total(self) -> Decimal:
@@ -94,6 +105,7 @@ class BacklogReport:
     at: datetime
     by_org: dict[str, Decimal]  # remaining contracted value, largest first
     names: dict[str, str] = field(default_factory=dict)  # org id -> slug
+    skipped: tuple[SkippedOrg, ...] = ()  # orgs left out: their figures cannot be computed
 
     @property
     def total(self) -> Decimal:
@@ -117,6 +129,7 @@ class Concentration:
     hhi: Decimal  # 0-10,000, 2 decimals
     largest: str | None
     names: dict[str, str] = field(default_factory=dict)  # org id -> slug
+    skipped: tuple[SkippedOrg, ...] = ()  # orgs left out: their figures cannot be computed
 
 
 def concentration_of(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field
 
-from neocloud.billing.report_figures import BacklogReport, Concentration, RevenueReport
+from neocloud.billing.report_figures import (
+    BacklogReport,
+    Concentration,
+    RevenueReport,
+    SkippedOrg,
+)
 from neocloud.kernel.money import Money
 from neocloud.web.schemas import MoneyOut, ResponseModel
 
@@ -35,6 +40,25 @@ def _amounts(
     ]
 
 
+class SkippedOrgOut(ResponseModel):
+    """An org left out of a report: its figures cannot be computed from its stored facts."""
+
+    org_id: str
+    name: str | None = Field(None, description="the org's slug")
+    code: str = Field(examples=["amount_out_of_range"])
+    message: str
+
+
+def _skipped(items: Sequence[SkippedOrg], names: Mapping[str, str]) -> list[SkippedOrgOut]:
+    return [
+        SkippedOrgOut(org_id=k.org_id, name=names.get(k.org_id), code=k.code, message=k.message)
+        for k in items
+    ]
+
+
+SKIPPED_DOC = "orgs left out of the figures because their figures cannot be computed"
+
+
 class RevenueLineOut(ResponseModel):
     month: str = Field(examples=["2026-03"])
     org_id: str
@@ -56,6 +80,7 @@ class RevenueReportOut(ResponseModel):
     by_class: list[AmountOut]
     by_month: list[AmountOut]
     lines: list[RevenueLineOut]
+    skipped: list[SkippedOrgOut] = Field(default_factory=list, description=SKIPPED_DOC)
 
     @classmethod
     def of(cls, r: RevenueReport) -> RevenueReportOut:
@@ -79,6 +104,7 @@ class RevenueReportOut(ResponseModel):
                 )
                 for ln in r.lines
             ],
+            skipped=_skipped(r.skipped, r.names),
         )
 
 
@@ -91,11 +117,15 @@ class BacklogReportOut(ResponseModel):
     at: datetime
     total: MoneyOut
     by_org: list[AmountOut] = Field(description="remaining contracted value, largest first")
+    skipped: list[SkippedOrgOut] = Field(default_factory=list, description=SKIPPED_DOC)
 
     @classmethod
     def of(cls, r: BacklogReport, currency: str = "USD") -> BacklogReportOut:
         return cls(
-            at=r.at, total=_money(r.total, currency), by_org=_amounts(r.by_org, currency, r.names)
+            at=r.at,
+            total=_money(r.total, currency),
+            by_org=_amounts(r.by_org, currency, r.names),
+            skipped=_skipped(r.skipped, r.names),
         )
 
 
@@ -116,6 +146,7 @@ class ConcentrationOut(ResponseModel):
     hhi: str = Field(examples=["3800.00"], description="sum of squared percentage shares")
     largest: str | None
     customers: list[CustomerShareOut]
+    skipped: list[SkippedOrgOut] = Field(default_factory=list, description=SKIPPED_DOC)
 
     @classmethod
     def of(cls, c: Concentration) -> ConcentrationOut:
@@ -136,4 +167,5 @@ class ConcentrationOut(ResponseModel):
                 )
                 for org, share in c.shares.items()
             ],
+            skipped=_skipped(c.skipped, c.names),
         )

@@ -11,8 +11,9 @@ reports' shapes, shares and the HHI are pure (``billing.report_figures``).
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +26,15 @@ from neocloud.billing.adjustments import period_name
 from neocloud.billing.agreement_lines import is_cancelled
 from neocloud.billing.contracts import backstop, gpu_hours_value, monthly_value, overlap, round_line
 from neocloud.billing.kinds import ContractKind, LineKind, ReservationBilling
-from neocloud.billing.rating import RESERVED, Period, Sku, billable_seconds, merge_spans
+from neocloud.billing.rating import (
+    RESERVED,
+    Line,
+    Period,
+    Sku,
+    TokenLine,
+    billable_seconds,
+    merge_spans,
+)
 from neocloud.billing.report_figures import (
     BacklogReport,
     Concentration,
@@ -33,6 +42,7 @@ from neocloud.billing.report_figures import (
     LiveData,
     RevenueLine,
     RevenueReport,
+    SkippedOrg,
     billing_figures,
     concentration_of,
     live_inputs,
@@ -46,9 +56,10 @@ from neocloud.billing.service import (
     load_intervals,
     load_outages,
     price_book_at,
+    price_books_during,
     rate_org_period,
 )
-from neocloud.billing.tables import ContractRow
+from neocloud.billing.tables import ContractRow, UsageEventRow
 from neocloud.compute.tables import AllocationRow
 from neocloud.db.engine import Database
 from neocloud.economics.live import (
@@ -63,16 +74,23 @@ from neocloud.fleet.catalog import find_gpu_model
 from neocloud.fleet.domain import NodeState
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
+from neocloud.kernel.errors import Conflict, NeocloudError
 from neocloud.kernel.money import Money
 from neocloud.tenancy.tables import OrgRow
 
+log = logging.getLogger(__name__)
 
-def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, list[RevenueLine]]:
-    """Every org's revenue over ``period`` (up to ``now``): rated usage and backstops; and the
-    rating it comes from. ``month`` on the lines is the month ``period`` starts in."""
+
+def rated_revenue(
+    s: Session, period: Period, now: datetime
+) -> tuple[Rated, list[RevenueLine], tuple[SkippedOrg, ...]]:
+    """Every org's revenue over ``period`` (up to ``now``): rated usage and backstops; the
+    rating it comes from; and the orgs left out because their figures cannot be computed
+    (``rate_every_org``). ``month`` on the lines is the month ``period`` starts in."""
     name = period_name(period)
     backstop_cls = ContractKind.BACKSTOP.value  # a revenue class as the reports show it
-    rated = rate_org_period(s, None, period, now, by_project=False)
+    skipped: list[SkippedOrg] = []
+    rated = rate_every_org(s, period, now, skipped)
     out = [
         RevenueLine(name, ln.org_id, ln.sku.code, ln.sku.cls, ln.amount.amount)
         for ln in rated.invoice_lines()
@@ -80,41 +98,100 @@ def rated_revenue(s: Session, period: Period, now: datetime) -> tuple[Rated, lis
     ]
     out += [
         RevenueLine(name, b.org_id, f"{b.gpu_model}.{backstop_cls}", backstop_cls, b.amount)
-        for b in backstop_revenue(s, period, now=now)
+        for b in backstop_revenue(s, period, now=now, skipped=skipped)
         if b.amount != 0
     ]
-    return rated, out
+    gone = {k.org_id for k in skipped}
+    return rated, [ln for ln in out if ln.org_id not in gone], _unique(skipped)
+
+
+def rate_every_org(s: Session, period: Period, now: datetime, skipped: list[SkippedOrg]) -> Rated:
+    """Every org's usage of ``period`` rated at once (by org, not by project). If one org's
+    stored facts cannot be rated (a 409 such as ``amount_out_of_range``), each org is rated
+    alone and those that fail are left out and added to ``skipped``: one org's bad data never
+    fails an operator's report."""
+    try:
+        return rate_org_period(s, None, period, now, by_project=False)
+    except Conflict:
+        pass
+    books = price_books_during(s, period)
+    lines: list[Line] = []
+    tokens: list[TokenLine] = []
+    for org_id in _orgs_with_usage(s, period):
+        try:
+            one = rate_org_period(s, org_id, period, now, by_project=False)
+        except Conflict as exc:
+            skipped.append(_skip(org_id, exc))
+            continue
+        lines += one.lines
+        tokens += one.token_lines
+    return Rated(books[0].version, books[0].currency, tuple(lines), tuple(tokens))
+
+
+def _orgs_with_usage(s: Session, period: Period) -> list[str]:
+    """The orgs with GPU time or usage events in ``period``: those rating may bill."""
+    queries = [
+        sa.select(AllocationRow.org_id).where(
+            AllocationRow.start_at < period.end,
+            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
+        ),
+        sa.select(UsageEventRow.org_id).where(
+            UsageEventRow.time >= period.start, UsageEventRow.time < period.end
+        ),
+    ]
+    return sorted({org for q in queries for org in s.scalars(q.distinct())})
+
+
+def _skip(org_id: str, exc: NeocloudError) -> SkippedOrg:
+    log.error("report: %s left out: %s (%s)", org_id, exc.code, exc.message)
+    return SkippedOrg(org_id, exc.code, exc.message)
+
+
+def _unique(skipped: list[SkippedOrg]) -> tuple[SkippedOrg, ...]:
+    """One entry per org (its first error), in org order."""
+    first: dict[str, SkippedOrg] = {}
+    for k in skipped:
+        first.setdefault(k.org_id, k)
+    return tuple(first[org] for org in sorted(first))
 
 
 def revenue_report(
     *, db: Database, clock: Clock, principal: Principal, start: str, end: str
 ) -> RevenueReport:
     """Revenue by org, SKU, class and month from ``start`` to ``end`` (YYYY-MM, inclusive);
-    the current month counts up to now. Operators only."""
+    the current month counts up to now. Operators only. An org whose figures cannot be
+    computed is left out of every month and listed in ``skipped``."""
     principal.require_operator()
     periods = months(start, end)
     now = clock.now()
     lines: list[RevenueLine] = []
+    skipped: list[SkippedOrg] = []
     currency = "USD"
     with db.transaction() as s:
         for period in periods:
-            rated, month_lines = rated_revenue(s, period, now)
+            rated, month_lines, month_skipped = rated_revenue(s, period, now)
             currency = rated.currency
             lines += month_lines
-        names = _slugs(s, {ln.org_id for ln in lines})
+            skipped += month_skipped
+        gone = {k.org_id for k in skipped}
+        lines = [ln for ln in lines if ln.org_id not in gone]
+        names = _slugs(s, {ln.org_id for ln in lines} | gone)
     lines.sort(key=lambda ln: (ln.month, ln.org_id, ln.sku))
-    return RevenueReport(start, end, currency, now, tuple(lines), names)
+    return RevenueReport(start, end, currency, now, tuple(lines), names, _unique(skipped))
 
 
 # -- backlog ----------------------------------------------------------------------------------
 
 
-def backlog_by_org(s: Session, at: datetime) -> dict[str, Decimal]:
+def backlog_by_org(
+    s: Session, at: datetime, skipped: list[SkippedOrg] | None = None
+) -> dict[str, Decimal]:
     """Remaining contracted value per org at ``at`` (rounded to the cent): committed spend and
     committed capacity still to come (partial months prorated), prepaid balance not yet drawn
     by finalized invoices, and reservation charges not yet due (monthly: the rest of the term;
     upfront: the whole charge if it starts after ``at``). Backstops are contingent (they pay
-    only for unsold capacity) and are not backlog; see ``backstop_revenue``."""
+    only for unsold capacity) and are not backlog; see ``backstop_revenue``. With ``skipped``,
+    an org whose contracts cannot be valued is left out and added there (else: raised)."""
     contracts = list(
         s.scalars(
             sa.select(ContractRow)
@@ -125,23 +202,43 @@ def backlog_by_org(s: Session, at: datetime) -> dict[str, Decimal]:
     prepaid = [c.id for c in contracts if c.kind == ContractKind.PREPAID]
     drawn = ledger.drawn(s, prepaid, LineKind.DRAWDOWN)
     out: dict[str, Decimal] = {}
+    failed: list[SkippedOrg] = []
     for c in contracts:
-        lo = max(at, c.start_at)
-        if c.kind == ContractKind.COMMIT_SPEND:
-            value = monthly_value(c.amount or Decimal(0), lo, c.end_at)
-        elif c.kind == ContractKind.COMMIT_CAPACITY:
-            value = gpu_hours_value(c.gpus or 0, c.rate or Decimal(0), lo, c.end_at)
-        elif c.kind == ContractKind.PREPAID:
-            value = max((c.amount or Decimal(0)) - drawn.get(c.id, Decimal(0)), Decimal(0))
-        else:
-            upfront = c.billing == ReservationBilling.UPFRONT
-            if (upfront and c.start_at <= at) or is_cancelled(s, c):
-                continue
-            book = price_book_at(s, c.start_at if upfront else lo)
-            unit = book.price(Sku(c.gpu_model or "", RESERVED, c.term or "1m"))
-            value = gpu_hours_value(c.gpus or 0, unit, c.start_at if upfront else lo, c.end_at)
-        out[c.org_id] = out.get(c.org_id, Decimal(0)) + value
-    return {org: round_line(v) for org, v in sorted(out.items())}
+        try:
+            value = _remaining(s, c, at, drawn)
+        except Conflict as exc:  # a stored amount out of range: that org, not the report
+            if skipped is None:
+                raise
+            failed.append(_skip(c.org_id, exc))
+            continue
+        if value is not None:
+            out[c.org_id] = out.get(c.org_id, Decimal(0)) + value
+    if skipped is not None:
+        skipped += failed
+    gone = {k.org_id for k in failed}
+    return {org: round_line(v) for org, v in sorted(out.items()) if org not in gone}
+
+
+def _remaining(
+    s: Session, c: ContractRow, at: datetime, drawn: Mapping[str, Decimal]
+) -> Decimal | None:
+    """What contract ``c`` has still to bill at ``at`` (None: nothing, it is not backlog)."""
+    lo = max(at, c.start_at)
+    if c.kind == ContractKind.COMMIT_SPEND:
+        value = monthly_value(c.amount or Decimal(0), lo, c.end_at)
+    elif c.kind == ContractKind.COMMIT_CAPACITY:
+        value = gpu_hours_value(c.gpus or 0, c.rate or Decimal(0), lo, c.end_at)
+    elif c.kind == ContractKind.PREPAID:
+        value = max((c.amount or Decimal(0)) - drawn.get(c.id, Decimal(0)), Decimal(0))
+    else:
+        upfront = c.billing == ReservationBilling.UPFRONT
+        if (upfront and c.start_at <= at) or is_cancelled(s, c):
+            return None
+        book = price_book_at(s, c.start_at if upfront else lo)
+        unit = book.price(Sku(c.gpu_model or "", RESERVED, c.term or "1m"))
+        value = gpu_hours_value(c.gpus or 0, unit, c.start_at if upfront else lo, c.end_at)
+    round_line(value)  # out of range is the contract's org's failure, found here
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +252,13 @@ class BackstopRevenue:
     amount: Decimal  # what the counterparty owes for the unsold part
 
 
-def backstop_revenue(s: Session, period: Period, *, now: datetime) -> list[BackstopRevenue]:
+def backstop_revenue(
+    s: Session, period: Period, *, now: datetime, skipped: list[SkippedOrg] | None = None
+) -> list[BackstopRevenue]:
     """Operator revenue from backstop agreements for ``period``: for each, the counterparty pays
     its rate for the committed GPU-hours of its GPU model that no tenant bought (sold hours
-    are all orgs' billable GPU-hours of that model, failed time excluded)."""
+    are all orgs' billable GPU-hours of that model, failed time excluded). With ``skipped``, a
+    backstop whose amount cannot be computed is left out and its org added there."""
     rows = list(
         s.scalars(
             sa.select(ContractRow)
@@ -178,7 +278,13 @@ def backstop_revenue(s: Session, period: Period, *, now: datetime) -> list[Backs
         window = Period(lo, hi)
         sold = _sold_gpu_hours(s, c.gpu_model or "", window)
         hours = overlap(lo, hi, window) / Decimal(3600)
-        amount = backstop(c.gpus or 0, sold, hours, Money(c.rate or Decimal(0), c.currency))
+        try:
+            amount = backstop(c.gpus or 0, sold, hours, Money(c.rate or Decimal(0), c.currency))
+        except Conflict as exc:
+            if skipped is None:
+                raise
+            skipped.append(_skip(c.org_id, exc))
+            continue
         out.append(
             BackstopRevenue(
                 c.id,
@@ -211,10 +317,13 @@ def backlog_report(*, db: Database, clock: Clock, principal: Principal) -> Backl
     """Remaining contracted value per org now (``backlog_by_org``)."""
     principal.require_operator()
     now = clock.now()
+    skipped: list[SkippedOrg] = []
     with db.transaction() as s:
-        values = backlog_by_org(s, now)
-        names = _slugs(s, set(values))
-    return BacklogReport(now, sums((org, v) for org, v in values.items() if v != 0), names)
+        values = backlog_by_org(s, now, skipped)
+        names = _slugs(s, set(values) | {k.org_id for k in skipped})
+    return BacklogReport(
+        now, sums((org, v) for org, v in values.items() if v != 0), names, _unique(skipped)
+    )
 
 
 # -- concentration ----------------------------------------------------------------------------
@@ -228,10 +337,11 @@ def concentration_report(
     now = clock.now()
     window = trailing_window(now, window_days)
     with db.transaction() as s:
-        rated, lines = rated_revenue(s, window, now)
-        names = _slugs(s, {ln.org_id for ln in lines})
+        rated, lines, skipped = rated_revenue(s, window, now)
+        names = _slugs(s, {ln.org_id for ln in lines} | {k.org_id for k in skipped})
     by_org = sums((ln.org_id, ln.amount) for ln in lines)
-    return replace(concentration_of(by_org, window.start, window.end, rated.currency), names=names)
+    conc = concentration_of(by_org, window.start, window.end, rated.currency)
+    return replace(conc, names=names, skipped=skipped)
 
 
 # -- economics live mode ----------------------------------------------------------------------
@@ -244,7 +354,7 @@ def economics_inputs(
     The ``internal`` orgs (the operator's own) are not customers: their rated usage is left
     out of every figure and reported as ``internal_revenue``."""
     window = trailing_window(now, window_days)
-    rated, every_line = rated_revenue(s, window, now)
+    rated, every_line, _ = rated_revenue(s, window, now)  # orgs that cannot be rated: left out
     lines = [ln for ln in every_line if ln.org_id not in internal]
     own = sum((ln.amount for ln in every_line if ln.org_id in internal), Decimal(0))
     by_org = sums((ln.org_id, ln.amount) for ln in lines)
@@ -264,7 +374,9 @@ def economics_inputs(
         dict(sorted(hours.items())),
         prices,
         sums(
-            (org, v) for org, v in backlog_by_org(s, now).items() if v != 0 and org not in internal
+            (org, v)
+            for org, v in backlog_by_org(s, now, []).items()
+            if v != 0 and org not in internal
         ),
         concentration_of(by_org, window.start, window.end, rated.currency),
         own,
@@ -363,6 +475,7 @@ __all__ = [
     "LiveData",
     "RevenueLine",
     "RevenueReport",
+    "SkippedOrg",
     "backlog_by_org",
     "backlog_report",
     "backstop_revenue",

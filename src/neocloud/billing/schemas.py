@@ -432,12 +432,22 @@ class CloseIn(RequestModel):
     )
 
 
+class OrgFailureOut(ResponseModel):
+    org_id: str
+    code: str = Field(examples=["amount_out_of_range"])
+    message: str
+
+
 class CloseOut(ResponseModel):
     object: Literal["invoice_run"] = "invoice_run"
     period: str
     drafts: list[str]
     finalized: list[str]
     unchanged: list[str]
+    failed: list[OrgFailureOut] = Field(
+        default_factory=list,
+        description="orgs skipped by this run (rolled back, logged; the next run retries them)",
+    )
 
     @classmethod
     def of(cls, r: CloseResult) -> CloseOut:
@@ -446,4 +456,7 @@ class CloseOut(ResponseModel):
             drafts=list(r.drafts),
             finalized=list(r.finalized),
             unchanged=list(r.unchanged),
+            failed=[
+                OrgFailureOut(org_id=f.org_id, code=f.code, message=f.message) for f in r.failed
+            ],
         )

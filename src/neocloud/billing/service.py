@@ -8,10 +8,11 @@ Usage events are ingested by ``billing.usage``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,13 +39,19 @@ from neocloud.billing.tables import ContractRow, PriceBookRow, UsageEventRow
 from neocloud.billing.usage import TOKENS
 from neocloud.compute.tables import AllocationRow, ReservationRow
 from neocloud.db.engine import Database
+from neocloud.fleet.catalog import CATALOG, find_gpu_model
 from neocloud.fleet.domain import NodeState
 from neocloud.fleet.tables import NodeEventRow, NodeRow
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
-from neocloud.kernel.money import to_decimal
+from neocloud.kernel.money import (
+    SUPPORTED_CURRENCIES,
+    AmountOutOfRange,
+    quantize_amount,
+    to_decimal,
+)
 
 # -- price book -------------------------------------------------------------------------------
 
@@ -63,6 +70,73 @@ def parse_sku(code: str, *, param: str) -> Sku:
             param=param,
         )
     return Sku(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def canonical_sku(code: str, *, param: str) -> Sku:
+    """``code`` as the SKU it names, its GPU model resolved through the fleet catalog (an alias
+    or another case becomes the canonical id: ``H100.spot`` is ``H100-SXM-80GB.spot``); a GPU
+    model the catalog does not know is a 422 ``unknown_gpu_model`` naming ``param`` and
+    listing the valid models."""
+    sku = parse_sku(code, param=param)
+    model = find_gpu_model(sku.gpu_model)
+    if model is None:
+        valid = [m.id for m in CATALOG]
+        raise ValidationFailed(
+            f"{sku.gpu_model!r} in {code!r} is not a GPU model of the catalog; use one of "
+            f"{', '.join(valid)} (or one of their aliases)",
+            code="unknown_gpu_model",
+            param=param,
+            details={"valid": valid},
+        )
+    return Sku(model.id, sku.cls, sku.term)
+
+
+def canonical_gpu_prices(stored: Mapping[str, str]) -> dict[str, str]:
+    """A stored book's GPU prices keyed by canonical SKU, for carrying them into a new version.
+    A book stored before SKUs were resolved may hold an alias (``H100.spot``) beside the
+    canonical default: the alias's price is the one the operator gave, so it wins. A SKU whose
+    GPU model the catalog no longer knows is dropped (nothing can be billed under it)."""
+    out: dict[str, str] = {}
+    aliased: dict[str, str] = {}
+    for code, price in stored.items():
+        try:
+            sku = canonical_sku(code, param="gpu_prices")
+        except ValidationFailed:
+            continue
+        (out if sku.code == code else aliased)[sku.code] = price
+    return out | aliased
+
+
+def require_currency(currency: str, *, param: str = "currency") -> None:
+    """A currency the platform bills in (``kernel.money.SUPPORTED_CURRENCIES``), else a 422
+    ``unsupported_currency`` listing them."""
+    if currency not in SUPPORTED_CURRENCIES:
+        raise ValidationFailed(
+            f"currency {currency!r} is not supported; the platform bills in "
+            f"{', '.join(SUPPORTED_CURRENCIES)}",
+            code="unsupported_currency",
+            param=param,
+            details={"supported": list(SUPPORTED_CURRENCIES)},
+        )
+
+
+# A Studio model id, as the Studio's registry accepts one (``studio.registry.MODEL_ID``; billing
+# may not import the Studio, which sits above it).
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+def require_model_id(model: str) -> None:
+    """A token price's model must be a well-formed Studio model id (422 ``invalid_model_id``).
+    Whether the Studio serves it is not checked here: billing sits below the Studio, and a
+    price set before its model is registered is inert (only the platform meters usage)."""
+    if not MODEL_ID.match(model):
+        raise ValidationFailed(
+            f"{model!r} is not a model id: 1 to 128 letters, digits and . _ : / -, starting "
+            "with a letter or digit",
+            code="invalid_model_id",
+            param="token_prices",
+            details={"model": model},
+        )
 
 
 def _book(row: PriceBookRow) -> PriceBook:
@@ -94,7 +168,9 @@ def publish_price_book(
     note: str | None = None,
 ) -> PriceBookRow:
     """Publish a new version (operator admins). It may not take effect in the past: periods
-    already rated keep their prices. Unlisted SKUs keep the catalog-derived default.
+    already rated keep their prices. Unlisted SKUs keep the catalog-derived default. SKUs are
+    stored under their canonical GPU model (aliases resolved, unknown models refused), token
+    prices under well-formed model ids, in a currency the platform supports (all 422).
     ``effective_from=None``: from this instant, as the clock reads it here."""
     principal.require_operator(write=True)
     now = clock.now()
@@ -104,12 +180,24 @@ def publish_price_book(
         raise ValidationFailed(
             "a price book cannot take effect in the past", param="effective_from"
         )
+    require_currency(currency)
     prices = {sku.code: str(p) for sku, p in default_gpu_prices().items()}
+    given: dict[str, str] = {}  # canonical SKU code -> the code the caller wrote
     for code, price in gpu_prices.items():
-        parse_sku(code, param=f"gpu_prices.{code}")
+        param = f"gpu_prices.{code}"
+        sku = canonical_sku(code, param=param)
         if price < 0:
-            raise ValidationFailed("prices are not negative", param=f"gpu_prices.{code}")
-        prices[code] = str(price)
+            raise ValidationFailed("prices are not negative", param=param)
+        if sku.code in given:
+            raise ValidationFailed(
+                f"{given[sku.code]!r} and {code!r} both price {sku.code}: give each SKU once",
+                code="duplicate_sku",
+                param=param,
+            )
+        given[sku.code] = code
+        prices[sku.code] = str(price)
+    for model in token_prices:
+        require_model_id(model)
     tokens = {m: {k: str(v) for k, v in p.items()} for m, p in token_prices.items()}
     row = PriceBookRow(
         id=new_id("pb", at=now),
@@ -218,12 +306,33 @@ def load_token_usage(s: Session, org_id: str | None, period: Period) -> list[Tok
             r.org_id,
             str(r.data.get("model") or r.subject),
             r.time,
-            int(r.data.get("input_tokens", 0)),
-            int(r.data.get("output_tokens", 0)),
+            stored_token_count(r, "input_tokens"),
+            stored_token_count(r, "output_tokens"),
             bool(r.data.get("batch", False)),
         )
         for r in s.scalars(query)
     ]
+
+
+# A stored token count billing rates: an integer an invoice line's BIGINT column can hold.
+MAX_TOKEN_COUNT = 2**63 - 1
+
+
+def stored_token_count(row: UsageEventRow, name: str) -> int:
+    """``row.data[name]`` (0 when absent) as a token count; a stored value that is not a
+    non-negative integer up to ``MAX_TOKEN_COUNT`` (a row written around the API's checks) is
+    a 409 ``usage_out_of_range`` naming the event, not a crash in whatever reads it."""
+    value = row.data.get(name, 0)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    raise Conflict(
+        f"usage event {row.event_id} of {row.org_id} holds {name} {value!r}, which cannot be "
+        f"rated: token counts are integers from 0 to {MAX_TOKEN_COUNT}",
+        code="usage_out_of_range",
+        details={"org_id": row.org_id, "event_id": row.event_id, "field": name},
+    )
 
 
 def priced(usage: Iterable[TokenUsage], books: Sequence[PriceBook]) -> list[TokenUsage]:
@@ -267,8 +376,8 @@ def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
 
 def _price_places(price: Decimal) -> Decimal:
     """A price per GPU-hour at the book's 4 places when exact there, else at 6."""
-    book = price.quantize(Decimal("0.0001"))
-    return book if book == price else price.quantize(Decimal("0.000001"))
+    book = quantize_amount(price, Decimal("0.0001"), ROUND_HALF_EVEN)
+    return book if book == price else quantize_amount(price, Decimal("0.000001"), ROUND_HALF_EVEN)
 
 
 def load_sold_prices(
@@ -327,6 +436,25 @@ def rate_org_period(
     )
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
     return Rated(books[0].version, currency, lines, tokens)
+
+
+def rate_one_org(
+    s: Session,
+    org_id: str,
+    period: Period,
+    as_of: datetime,
+    *,
+    rounding: str = ROUND_HALF_UP,
+) -> Rated:
+    """``rate_org_period`` for one org; figures it cannot represent are a 409
+    ``amount_out_of_range`` that names the org and the period."""
+    try:
+        return rate_org_period(s, org_id, period, as_of, rounding=rounding)
+    except AmountOutOfRange as exc:
+        raise AmountOutOfRange(
+            f"the invoice of {org_id} for {period.start:%Y-%m} cannot be computed: {exc.message}",
+            details={**exc.details, "org_id": org_id},
+        ) from None
 
 
 # Work inside a reservation runs on GPUs its reservation's block allocation (the row with the

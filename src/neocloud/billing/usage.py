@@ -1,7 +1,9 @@
 """Usage events: metered facts (Studio tokens, GPU usage) that callers send in batches.
 
 A batch is stored in one transaction, all or nothing; a replay of (org, source, id) is counted as
-a duplicate, not stored again. Rating reads the stored events (``billing.service``).
+a duplicate, not stored again. Rating reads the stored events (``billing.service``). Only the
+platform writes them (``require_usage_writer``): the Studio's meter in process, operator admins
+over the API.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from sqlalchemy.dialects import sqlite
 
 from neocloud.billing.tables import UsageEventRow
 from neocloud.db.engine import Database
+from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import ValidationFailed
+from neocloud.kernel.errors import PermissionDenied, ValidationFailed
 from neocloud.kernel.ids import new_id
 
 # Events may arrive this late (a month closes, then a grace period for stragglers).
@@ -77,6 +80,21 @@ def _check_times(events: Sequence[UsageEvent], now: datetime) -> None:
             + ("data" if first["reason"] == "invalid_token_counts" else "time"),
             details={"rejected": bad},
         )
+
+
+def require_usage_writer(principal: Principal) -> None:
+    """Only the platform writes usage: an operator admin over the API, the platform's own
+    services in process. A tenant reporting its own billable usage could only lower its bill
+    (a zero-token event under the id of a request still to come is counted and the request's
+    own usage dropped as its duplicate), so tenants get 403 ``usage_events_operator_only``
+    and operator staff below admin 403 ``operator_admin_only``."""
+    if not principal.is_operator:
+        raise PermissionDenied(
+            "usage events are the platform's metering: only an operator admin may record "
+            "them; the platform meters your usage itself (see GET /api/v1/studio/usage)",
+            code="usage_events_operator_only",
+        )
+    principal.require_operator(write=True)
 
 
 def record_usage_events(

@@ -2,7 +2,8 @@
 
 ``close_previous_month`` builds every org's draft for the month before now and finalizes each
 once the grace period is over; it is idempotent, so running it every hour is safe and a crash
-half-way is finished by the next tick (or by another process that takes the lease over).
+half-way is finished by the next tick (or by another process that takes the lease over). An org
+whose invoice fails is skipped and logged, and the next tick tries it again.
 """
 
 from __future__ import annotations
@@ -60,9 +61,17 @@ class InvoicingWorker:
         """Last month's run if this process holds the lease (None otherwise)."""
         if not self.lease.acquire():
             return None
-        return close_previous_month(
+        result = close_previous_month(
             db=self.db, clock=self.clock, principal=SYSTEM, grace=self.grace, rounding=self.rounding
         )
+        if result.failed:  # each failure is logged with its reason where it happened
+            log.error(
+                "invoicing run for %s skipped %d org(s): %s",
+                result.period,
+                len(result.failed),
+                ", ".join(f"{f.org_id} ({f.code})" for f in result.failed),
+            )
+        return result
 
     def _loop(self) -> None:
         while not self._stop.is_set():

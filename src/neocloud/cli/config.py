@@ -62,8 +62,11 @@ def save_profile(profile: Profile) -> Path:
     profiles = load_profiles()
     profiles[profile.name] = {"url": profile.url, "api_key": profile.api_key or ""}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(profiles, indent=2))
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)  # O_EXCL below: never write keys into a file someone else made
+    # Readable by its owner from the first byte: the file holds API keys.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(profiles, indent=2))
     tmp.replace(path)
     return path
 

@@ -131,7 +131,8 @@ class Transport:
         headers = dict(headers or {})
         if method == "POST":
             headers.setdefault("Idempotency-Key", idempotency_key or str(uuid.uuid4()))
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        # None when empty: httpx replaces a query written in ``path`` with an empty mapping.
+        clean = {k: v for k, v in (params or {}).items() if v is not None} or None
         url = path if path.startswith("/") else f"/api/v1/{path}"
         for attempt in range(self.retries + 1):
             try:

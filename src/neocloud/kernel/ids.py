@@ -3,6 +3,11 @@
 An id is ``<prefix>_<26 Crockford base32 characters>``: 48 bits of milliseconds since the Unix
 epoch followed by 80 random bits (the ULID layout). Ids made by one process sort by creation time,
 so lists ordered by id come back in creation order and make stable pagination cursors.
+
+Ids that something is keyed on and that a caller could otherwise guess (request ids, which
+billing uses as the idempotency key of a request's usage) are ``random_id``: 96 bits from the
+operating system's CSPRNG and nothing else, so two processes never share a sequence and no id
+says anything about the next one.
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def _encode(value: int, length: int) -> str:
 def new_id(prefix: str, *, at: datetime | None = None) -> str:
     """Return a new id with ``prefix``; ``at`` sets its time part (default: now).
 
-    Within one process ids made in the same millisecond still increase (the random part is
-    incremented), so ordering by id is ordering by creation.
+    Within one process ids made in the same millisecond still increase (the random part grows
+    by a random step of 1 to 2^32), so ordering by id is ordering by creation and an id does
+    not give away the next one.
     """
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}; register it in kernel.ids.PREFIXES")
@@ -71,11 +77,23 @@ def new_id(prefix: str, *, at: datetime | None = None) -> str:
     with _lock:
         if ms <= _last_ms:
             ms = _last_ms
-            rand = (_last_rand + 1) & ((1 << 80) - 1)
+            rand = (_last_rand + 1 + secrets.randbits(32)) & ((1 << 80) - 1)
         else:
             rand = secrets.randbits(80)
         _last_ms, _last_rand = ms, rand
     return f"{prefix}_{_encode(ms, 10)}{_encode(rand, 16)}"
+
+
+# Random bytes in a ``random_id``: 96 bits, so a collision among 10^12 ids has a chance under
+# 10^-5, and guessing the next id is guessing 96 bits.
+RANDOM_ID_BYTES = 12
+
+
+def random_id(prefix: str, *, sep: str = "_") -> str:
+    """``<prefix><sep><24 hex digits>``: 96 random bits from ``secrets`` (one ``getrandom``
+    call, about a microsecond), no counter, no time, no per-process state; e.g.
+    ``random_id("req")`` is a request id, ``random_id("chatcmpl", sep="-")`` a chat id."""
+    return f"{prefix}{sep}{secrets.token_hex(RANDOM_ID_BYTES)}"
 
 
 def _now_ms() -> int:

@@ -17,6 +17,11 @@ later requests read no database. A cached principal is served only while all of 
 An entry is stamped with both versions as they were *before* its database check, so a check
 that raced a change is never cached as current. Failures are never cached, and the first
 request of a key goes through the platform's own check unchanged.
+
+Every ``POST`` on ``/v1`` runs a model and is billed to the caller's org, so it needs role
+``member`` (``may_spend``): a ``viewer`` key lists models and reads usage but spends nothing, as
+OpenAI's read-only keys and Stripe's restricted keys without write access cannot create
+completions or charges.
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from neocloud.kernel.auth import Principal
+from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock, SystemClock
+from neocloud.kernel.errors import PermissionDenied
 from neocloud.studio.poller import Poller
 from neocloud.tenancy.credentials import local_version
 from neocloud.web.deps import bearer_scheme, current_principal, get_ctx
 
 log = logging.getLogger("neocloud.studio.auth")
+
+SPEND_ROLE = Role.MEMBER  # the least role whose keys may run (and pay for) a model
 
 # (this process's credential changes, the cache's count of version moves) when a check began
 Stamp = tuple[int, int]
@@ -133,20 +141,38 @@ def bearer_token(header: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def may_spend(principal: Principal) -> bool:
+    """Whether the key may run a model on the org's account (role member or higher)."""
+    return principal.role.at_least(SPEND_ROLE)
+
+
+def require_spend(principal: Principal) -> None:
+    if not may_spend(principal):
+        raise PermissionDenied(
+            f"running a model spends the organization's money: it needs role "
+            f"{SPEND_ROLE.value} or higher; the key's role is {principal.role.value}",
+            code="insufficient_role",
+        )
+
+
 async def studio_caller(
     request: Request,
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    """The caller of a ``/v1`` request: from the cache, else the platform's check (a thread)."""
+    """The caller of a ``/v1`` request: from the cache, else the platform's check (a thread).
+
+    A ``POST`` (a model run, billed) by a key that may not spend is 403 ``insufficient_role``."""
     cache: PrincipalCache = request.app.state.studio.principals
     token = bearer_token(request.headers.get("authorization"))
     if token is not None and (principal := cache.get(token)) is not None:
         request.state.principal = principal
-        return principal
-    stamp = cache.stamp()  # before the check: a change that commits during it voids the entry
-    principal = await run_in_threadpool(current_principal, request, get_ctx(request), _declared)
-    if token is not None:
-        cache.put(token, principal, stamp)
+    else:
+        stamp = cache.stamp()  # before the check: a change that commits during it voids it
+        principal = await run_in_threadpool(current_principal, request, get_ctx(request), _declared)
+        if token is not None:
+            cache.put(token, principal, stamp)
+    if request.method == "POST":
+        require_spend(principal)
     return principal
 
 

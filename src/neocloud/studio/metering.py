@@ -13,10 +13,7 @@ failed half-way is simply retried whole: nothing is counted twice.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
-import os
-import secrets
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -30,6 +27,7 @@ from neocloud.billing.usage import MAX_BATCH, TOKENS, UsageEvent, record_usage_e
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import ValidationFailed
+from neocloud.kernel.ids import random_id
 from neocloud.studio.tables import StudioUsageRow
 
 log = logging.getLogger("neocloud.studio.metering")
@@ -67,23 +65,17 @@ class MemoryUsageSink:
 SOURCE = "studio"
 
 
-class _RequestIds:
-    """Request ids unique across processes without a syscall per request: a random prefix per
-    process (drawn again in a forked child) and a counter. They are billing's idempotency keys."""
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._prefix = secrets.token_hex(6)
-        self._count = itertools.count()
+class RequestIds:
+    """Request ids: ``<kind>-<24 hex digits>``, 96 random bits each (``kernel.ids.random_id``).
+    They are billing's idempotency keys (the ``studio`` usage event of a request has its id), so
+    they must be unguessable: a counter would let a caller pre-empt the ids of its next
+    requests with events of its own."""
 
     def new(self, kind: str) -> str:
-        return f"{kind}-{self._prefix}{next(self._count):012x}"
+        return random_id(kind, sep="-")
 
 
-request_ids = _RequestIds()
+request_ids = RequestIds()
 
 
 def log_row_id(request_id: str) -> str:

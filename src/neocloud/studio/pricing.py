@@ -55,7 +55,7 @@ def publish_missing(
     now = clock.now()
     with db.transaction() as s:
         current = billing.find_price_book_row(s, now)
-        gpu = dict(current.gpu_prices) if current else {}
+        gpu = billing.canonical_gpu_prices(current.gpu_prices) if current else {}
         tokens = dict(current.token_prices) if current else {}
     given = {model: {k: str(v) for k, v in p.items()} for model, p in prices.items()}
     wanted = {

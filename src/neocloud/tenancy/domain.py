@@ -75,6 +75,28 @@ def check_key_role(requested: Role | None, holder_role: Role) -> None:
         )
 
 
+def check_may_manage_keys(actor_role: Role) -> None:
+    """Viewers make no keys and revoke none but the one they call with: a key is a power to
+    act, and a viewer's role is to read."""
+    if not actor_role.at_least(Role.MEMBER):
+        raise PermissionDenied(
+            f"this needs role member or higher; the key's role is {actor_role.value}",
+            code="insufficient_role",
+        )
+
+
+def check_acts_for(actor_role: Role, holder_role: Role, *, param: str = "user_id") -> None:
+    """No one acts as a higher-ranked member: making a key for, or revoking a key of, someone
+    whose role ranks above the caller's (effective) role is refused."""
+    if holder_role.rank > actor_role.rank:
+        raise PermissionDenied(
+            f"that member acts as {holder_role.value}, above your key's role "
+            f"({actor_role.value}): no one acts for a higher-ranked member",
+            code="insufficient_role",
+            param=param,
+        )
+
+
 def check_can_grant(granter: Role, granted: Role, *, operator_admin: bool = False) -> None:
     """Only an owner may make owners; an admin may grant admin and below."""
     if operator_admin:

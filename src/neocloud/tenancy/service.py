@@ -394,7 +394,12 @@ def create_key(
     """Make an API key for the caller (or, for an org admin, another member of the org).
 
     Without ``user_id`` the key is the caller's; in an org the caller is not a member of (an
-    operator admin onboarding a tenant) it is the key of that org's first owner."""
+    operator admin onboarding a tenant) it is the key of that org's first owner.
+
+    Viewers make no keys; no one makes a key for a member who ranks above them, nor a key
+    stronger than their own: without ``role`` a key made by a capped key inherits that cap. An
+    operator admin acting in another org stands above every role there.
+    """
     org_id = org_id or actor.org_id
     default_holder = user_id is None
     user_id = user_id or actor.user_id
@@ -406,6 +411,9 @@ def create_key(
     if org_id != actor.org_id or user_id != actor.user_id:
         require_read(actor, org_id)
         actor.require_org_role(org_id, Role.ADMIN)
+    above_all = _above_every_tenant_role(actor, org_id)
+    if not above_all:
+        domain.check_may_manage_keys(actor.role)
     made = domain.generate_key()
     with db.transaction() as s:
         org_row(s, org_id)
@@ -413,7 +421,9 @@ def create_key(
             user_id = _default_key_holder(s, org_id, actor.user_id)
         holder_role = Role(membership_row(s, org_id, user_id, param="user_id").role)
         domain.check_key_role(role, holder_role)
-        if not actor.is_operator_admin:
+        if not above_all:
+            if user_id != actor.user_id:
+                domain.check_acts_for(actor.role, holder_role)
             # Nobody mints a key stronger than the one they hold.
             strongest = role or holder_role
             if strongest.rank > actor.role.rank:
@@ -451,18 +461,50 @@ def get_key(*, db: Database, actor: Principal, key_id: str) -> ApiKeyRow:
 
 
 def revoke_key(*, db: Database, clock: Clock, actor: Principal, key_id: str) -> ApiKeyRow:
-    """Revoke a key (its holder, or an admin of its org); revoking twice is harmless."""
+    """Revoke a key; revoking twice is harmless.
+
+    A key may always revoke itself. Any other key: not by a viewer; the caller's own other keys
+    up to the caller's (effective) role, so a capped key cannot revoke a stronger one; another
+    member's keys by an org admin, unless that member ranks above the admin. An operator admin
+    acting in another org stands above every role there.
+    """
     with db.transaction() as s:
         row = _visible_key(s, actor, key_id)
-        if row.user_id != actor.user_id or row.org_id != actor.org_id:
-            actor.require_org_role(row.org_id, Role.ADMIN)
+        if row.id != actor.key_id:
+            _check_may_revoke(s, actor, row)
         if row.revoked_at is None:
             row.revoked_at = clock.now()
             credentials.bump(s)
     return row
 
 
+def _check_may_revoke(s: Session, actor: Principal, row: ApiKeyRow) -> None:
+    own = row.user_id == actor.user_id and row.org_id == actor.org_id
+    if not own:
+        actor.require_org_role(row.org_id, Role.ADMIN)
+    if _above_every_tenant_role(actor, row.org_id):
+        return
+    domain.check_may_manage_keys(actor.role)
+    member_role = s.scalar(
+        sa.select(MembershipRow.role).where(
+            MembershipRow.org_id == row.org_id, MembershipRow.user_id == row.user_id
+        )
+    )
+    if member_role is None:  # its holder left the org: the key authenticates no one
+        return
+    holder_role = Role(member_role)
+    if own:  # the same member: what matters is what that key can do
+        holder_role = domain.effective_role(holder_role, Role(row.role) if row.role else None)
+    domain.check_acts_for(actor.role, holder_role, param="key_id")
+
+
 # ------------------------------------------------------------------------------------- helpers
+
+
+def _above_every_tenant_role(actor: Principal, org_id: str) -> bool:
+    """An operator admin acting in a tenant's org ranks above every role there (in the
+    operator's own org, its role there counts as anyone's)."""
+    return actor.is_operator_admin and org_id != actor.org_id
 
 
 def _visible_key(s: Session, actor: Principal, key_id: str) -> ApiKeyRow:
