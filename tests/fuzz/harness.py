@@ -132,7 +132,13 @@ class Platform:
 
 def build_platform(data_dir: Path) -> Iterator[Platform]:
     """The app on a fresh SQLite file with the demo fleet, the operator and one tenant."""
-    settings = Settings(data_dir=data_dir, key_touch_interval_s=0)
+    # The /api/v1 rate limit (600 a minute per key) would turn a long run into a test of 429s.
+    settings = Settings(
+        data_dir=data_dir,
+        key_touch_interval_s=0,
+        api_requests_per_minute=1_000_000,
+        api_writes_per_minute=1_000_000,
+    )
     clock = SystemClock()
     prepared = prepare(settings, clock)
     assert prepared.admin_key is not None

@@ -266,9 +266,10 @@ def test_a_chat_counts_after_the_metering_flush(
     assert out.usage is not None
     key_id = http.get("/api/v1/keys").json()["data"][0]["id"]
     params = {"start_time": "2026-03-01T00:00:00Z", "group_by": "model,api_key_id,endpoint"}
-    assert _usage(http, **params)["totals"]["num_model_requests"] == 0  # not flushed yet
     runtime: StudioRuntime = app.state.studio
-    assert runtime.usage.flush() == 1
+    # Whatever the background flusher (every 1 s) has not written yet; on a slow machine it may
+    # have written the record first, so the count before this flush is not asserted.
+    runtime.usage.flush()
     clock.advance(1)
     body = _usage(http, **params)
     [result] = body["buckets"][0]["results"]

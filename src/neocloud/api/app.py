@@ -30,6 +30,11 @@ The neocloud platform API.
 * Creating POSTs take an `Idempotency-Key` header: a retry with the same key and body replays
   the first response; the same key with another body is a 409.
 * Times are RFC 3339 UTC; money is a decimal string with a currency.
+* Rate limits, per API key (per address without one): 600 requests a minute, of which 240
+  writes, by default (an operator sets `NEOCLOUD_API_REQUESTS_PER_MINUTE` and
+  `NEOCLOUD_API_WRITES_PER_MINUTE`). Every answer carries `X-RateLimit-Limit`, `-Remaining`,
+  `-Used`, `-Reset` (UTC epoch seconds) and `-Resource`; past the limit a 429
+  `rate_limit_exceeded` says in `Retry-After` how many seconds to wait.
 """
 
 
@@ -96,7 +101,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
 
-    # Outermost first: request id, then audit (needs the id), then body limit + idempotency.
+    # Outermost first: request id, rate limit, audit (needs the id), body limit + idempotency.
     app.add_middleware(
         BodyLimitAndIdempotencyMiddleware,
         db=db,
@@ -109,6 +114,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.api.audit import AuditMiddleware
 
     app.add_middleware(AuditMiddleware, db=db, clock=clock)
+    from neocloud.api.ratelimit import ApiRateLimitMiddleware, build_limiter
+
+    limiter, limit = build_limiter(settings)  # per key, before any database work
+    app.add_middleware(ApiRateLimitMiddleware, limiter=limiter, limit=limit, clock=clock)
     app.add_middleware(RequestContextMiddleware)
     # In front of all of it: ordinary /v1 completions for upstream models skip the stack above.
     app.install_fast_path(studio, max_body_bytes=settings.max_body_bytes)

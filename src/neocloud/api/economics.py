@@ -23,11 +23,16 @@ from neocloud.web.schemas import ERROR_RESPONSES, RequestModel
 router = APIRouter(prefix="/economics", responses=ERROR_RESPONSES)
 TAGS: list[str | Enum] = ["economics"]
 MAX_PATHS = 20_000  # memory: paths x months x 5 arrays per tranche while it is summed
+MAX_STRESSES = 32  # each is a whole projection; there are fewer built-in ones than this
 
 
 class ProjectionIn(RequestModel):
     scenario: dict[str, Any] = Field(description="a scenario, as in examples/economics/*.yaml")
-    stresses: list[str] = Field(default_factory=list, description="built-in stresses to apply")
+    stresses: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=MAX_STRESSES,
+        description=f"built-in stresses to apply (at most {MAX_STRESSES})",
+    )
 
 
 class StressIn(RequestModel):

@@ -6,7 +6,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,11 @@ from neocloud.cli.output import err, fail, out, print_json, print_object
 from neocloud.cli.progress import spinner
 from neocloud.cli.state import STATE
 from neocloud.client import ApiError, Client
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from neocloud.kernel.settings import Settings
 
 app = typer.Typer(
     name="neocloud",
@@ -85,17 +90,29 @@ def up(
             "alone, beside a `neocloud worker` process)",
         ),
     ] = True,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            "--shutdown-grace",
+            help="On SIGTERM, seconds the requests in flight get to finish (default 30; "
+            "NEOCLOUD_SHUTDOWN_GRACE_S)",
+        ),
+    ] = None,
 ) -> None:
     """Run the platform: API, and unless --no-worker the scheduler, reconcilers (sim driver)
     and invoicing in the same process."""
-    import uvicorn
-
     from neocloud.api.app import create_app
     from neocloud.api.platform import compute_waker, prepare, start_background
     from neocloud.kernel.clock import SystemClock
     from neocloud.kernel.settings import load_settings
 
-    settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = load_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        shutdown_grace_s=shutdown_grace,
+    )
     clock = SystemClock()
     with spinner(f"migrating the database and importing {fleet}" if fleet else "starting"):
         prepared = prepare(settings, clock, fleet_file=fleet, demo_fleet=demo_fleet)
@@ -113,12 +130,36 @@ def up(
     # The API wakes the scheduler after a write: this process's, and other processes' workers.
     app_.state.compute_nudge, sender = compute_waker(prepared.db, background)
     try:
-        uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+        _serve_until_sigterm(app_, settings)
     finally:
         if sender is not None:
             sender.stop()
         if background is not None:
             background.stop()
+
+
+def _serve_until_sigterm(app_: FastAPI, settings: Settings) -> None:
+    """Serve until SIGTERM (or Ctrl-C): then stop accepting, let the requests in flight finish
+    for at most ``settings.shutdown_grace_s``, and return, so the caller stops the background
+    work and the process exits 0. (Uvicorn raises the signal again once it has shut down; a
+    handler of our own takes it, where the default one would kill the process before the
+    background work stopped.)"""
+    import math
+    import signal
+
+    import uvicorn
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(
+            app_,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _announce_admin_key(key: str, path: Path) -> None:

@@ -15,7 +15,10 @@ from typing import Any, Self
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8420"
-_RETRY_STATUSES = {502, 503, 504}
+CONNECT_TIMEOUT_S = 10.0
+# A Retry-After longer than this is not waited for: the call fails and the caller decides.
+MAX_RETRY_AFTER_S = 60.0
+_RETRY_STATUSES = {429, 502, 503, 504}  # 429: after its Retry-After (see _backoff)
 
 
 class ApiError(Exception):
@@ -62,13 +65,16 @@ class Transport:
         retries: int = 2,
         http: httpx.Client | None = None,
     ) -> None:
-        """``http`` lets tests hand in an ``httpx.Client`` (e.g. Starlette's TestClient)."""
+        """``timeout``: seconds each phase of a call may take (waiting for the connection, for
+        each read of the answer, for each write), default 30; connecting gets at most 10 of
+        them. ``http`` lets tests hand in an ``httpx.Client`` (e.g. Starlette's TestClient)."""
         headers = {"User-Agent": "neocloud-sdk"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.retries = retries
         if http is None:
-            http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+            limits = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
+            http = httpx.Client(base_url=base_url.rstrip("/"), timeout=limits)
         http.headers.update(headers)
         self._http = http
 
@@ -139,7 +145,7 @@ class Transport:
                     continue
                 raise ApiError(0, "connection_error", "unreachable", str(exc)) from exc
             if response.status_code in _RETRY_STATUSES and attempt < self.retries:
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(_backoff(response, attempt))
                 continue
             if response.status_code >= 400:
                 raise ApiError.from_response(response)
@@ -167,3 +173,14 @@ class Transport:
             if not page["has_more"]:
                 return
             after = page["next_cursor"]
+
+
+def _backoff(response: httpx.Response, attempt: int) -> float:
+    """Seconds before the next try: the server's ``Retry-After`` (a rate limit's 429, a 503)
+    when it asks for at most ``MAX_RETRY_AFTER_S``, else an exponential backoff."""
+    backoff: float = 0.2 * 2.0**attempt
+    try:
+        asked = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return backoff
+    return max(backoff, asked) if 0 <= asked <= MAX_RETRY_AFTER_S else backoff

@@ -62,6 +62,32 @@ class Settings(BaseSettings):
     sim_failure_probability: float = Field(0.0, ge=0, le=1)
     sim_seed: int = 0
 
+    # --- s-limits: the platform API's rate limits, outbound timeouts, TLS to upstreams and the
+    # shutdown grace. Per API key on /api/v1 (anonymous calls: per client address): requests a
+    # minute, of which writes (POST, PUT, PATCH, DELETE) a minute; each bucket holds a minute's
+    # allowance, so a burst of that size is served at once. Shared through Redis under this
+    # prefix when ``redis_url`` is set.
+    api_requests_per_minute: int = Field(600, ge=1, le=1_000_000)
+    api_writes_per_minute: int = Field(240, ge=1, le=1_000_000)
+    api_redis_prefix: str = "neocloud:api-rl:"
+    # Each Redis command (rate limits) gives up after this long; the limiter then limits per
+    # process until Redis answers again.
+    redis_timeout_s: float = Field(0.25, gt=0, le=30)
+    # The studio's calls to upstream servers (vLLM, SGLang): to open a connection, to wait
+    # between two reads of an answer (a non-streamed generation sends nothing until it is
+    # done), for a whole exchange, and for one health probe. Past them a request answers 504.
+    studio_upstream_connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    studio_upstream_read_timeout_s: float = Field(600.0, gt=0, le=3600)
+    studio_upstream_total_timeout_s: float = Field(1800.0, gt=0, le=86_400)
+    studio_upstream_probe_timeout_s: float = Field(2.0, gt=0, le=60)
+    # PEM file of the CAs that sign https:// upstreams' certificates (a private CA); unset: the
+    # system's trusted CAs. Certificates and host names are always verified.
+    studio_upstream_ca_bundle: Path | None = None
+    # ``neocloud up`` on SIGTERM: stop accepting, let requests in flight finish for at most
+    # this many seconds, then stop the background work.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
+    # --- end of s-limits
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -5,7 +5,9 @@ takes one request and its token estimate (prompt tokens plus the completion limi
 counts) from both or from neither; a refusal is a 429 ``rate_limit_exceeded`` with the seconds
 until both buckets could serve it in ``Retry-After``.
 
-Two limiters share that contract:
+Two limiters share that contract (``acquire``, which raises); both answer ``take`` too, which
+raises nothing and tells what is left (the platform API's limiter, ``neocloud.api.ratelimit``,
+builds its own answer and ``X-RateLimit-*`` headers from it; its second bucket counts writes):
 
 * ``InProcessLimiter`` (the default): buckets in this process's memory. With several API
   processes each enforces the limit on its own.
@@ -41,11 +43,30 @@ class RateLimit:
     tokens_per_minute: int = 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one ``take`` found: ``wait_s`` is 0 when the request was taken, else the seconds
+    until both buckets could serve it; ``requests_left`` and ``tokens_left`` are the buckets'
+    levels after the call (fractions: they refill continuously)."""
+
+    wait_s: float
+    requests_left: float
+    tokens_left: float
+
+    @property
+    def taken(self) -> bool:
+        return self.wait_s <= 0
+
+
 class Limiter(Protocol):
     limit: RateLimit
 
     def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
         """Take one request and ``tokens`` tokens for ``key``, or raise ``RateLimited``."""
+        ...
+
+    def take(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> Admission:
+        """Take one request and ``tokens`` tokens for ``key`` if both buckets hold them."""
         ...
 
 
@@ -92,8 +113,15 @@ class InProcessLimiter:
     def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
         """Take one request and ``tokens`` tokens for ``key``, or raise ``RateLimited``."""
         limit = limit or self.limit
-        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
         _too_big(tokens, limit)
+        admission = self.take(key, tokens=tokens, limit=limit)
+        if not admission.taken:
+            raise _refused(admission.wait_s, limit)
+
+    def take(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> Admission:
+        """Take one request and ``tokens`` tokens for ``key`` if both buckets hold them."""
+        limit = limit or self.limit
+        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
         with self._lock:
             t = self.now()
             if key not in self._buckets:
@@ -105,10 +133,10 @@ class InProcessLimiter:
                 bucket.level = min(per_min, bucket.level + (t - bucket.at) * per_min / 60)
                 bucket.at = t
             wait = max(_wait(requests.level, 1, rpm), _wait(toks.level, tokens, tpm))
-            if wait > 0:
-                raise _refused(wait, limit)
-            requests.level -= 1
-            toks.level -= tokens
+            if wait <= 0:
+                requests.level -= 1
+                toks.level -= tokens
+            return Admission(wait, requests.level, toks.level)
 
 
 def _wait(level: float, need: float, per_min: int) -> float:
@@ -116,8 +144,9 @@ def _wait(level: float, need: float, per_min: int) -> float:
 
 
 # Both buckets of one key in one hash: r (requests left), t (tokens left), at (last refill, s).
-# Returns the seconds to wait as a string (Lua numbers would be truncated to integers); "0"
-# means the request was taken. Redis's own clock is the only clock, so processes never disagree.
+# Returns the seconds to wait and both levels after the call, as strings (Lua numbers would be
+# truncated to integers); a wait of "0" means the request was taken. Redis's own clock is the
+# only clock, so processes never disagree.
 _LUA = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
@@ -140,7 +169,7 @@ if wait == 0 then
 end
 redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(t), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], 120)
-return tostring(wait)
+return {tostring(wait), tostring(r), tostring(t)}
 """
 
 
@@ -183,9 +212,16 @@ class RedisLimiter:
     def acquire(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> None:
         limit = limit or self.limit
         _too_big(tokens, limit)
+        admission = self.take(key, tokens=tokens, limit=limit)
+        if not admission.taken:
+            raise _refused(admission.wait_s, limit)
+
+    def take(self, key: str, *, tokens: int, limit: RateLimit | None = None) -> Admission:
+        """Take one request and ``tokens`` tokens for ``key`` if both buckets in Redis hold
+        them (in this process's buckets while Redis is away)."""
+        limit = limit or self.limit
         if self.degraded:
-            self.fallback.acquire(key, tokens=tokens, limit=limit)
-            return
+            return self.fallback.take(key, tokens=tokens, limit=limit)
         try:
             answer = self._script(
                 keys=[self.prefix + key],
@@ -195,14 +231,12 @@ class RedisLimiter:
             if self._down_until == 0.0:
                 log.error("Redis rate limiter unreachable (%s): limiting per process", exc)
             self._down_until = self.now() + self.retry_down_s
-            self.fallback.acquire(key, tokens=tokens, limit=limit)
-            return
+            return self.fallback.take(key, tokens=tokens, limit=limit)
         if self._down_until:
             log.warning("Redis rate limiter reachable again")
             self._down_until = 0.0
-        wait = float(answer)
-        if wait > 0:
-            raise _refused(wait, limit)
+        wait, requests_left, tokens_left = (float(part) for part in answer)
+        return Admission(wait, requests_left, tokens_left)
 
     def close(self) -> None:
         self._client.close()

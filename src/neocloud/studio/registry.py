@@ -37,7 +37,8 @@ from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
-from neocloud.studio.engines.upstream import UpstreamPool
+from neocloud.studio.engines.fasthttp import SUPPORTED_SCHEMES
+from neocloud.studio.engines.upstream import UpstreamOptions, UpstreamPool
 from neocloud.studio.poller import Poller
 from neocloud.studio.pricing import publish_missing, token_prices
 from neocloud.studio.tables import StudioModelRow
@@ -181,9 +182,11 @@ def _checkpoint_context(path: str, asked: int | None) -> int:
 
 def _upstream_url(url: str, index: int) -> str:
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    served = parts.scheme in SUPPORTED_SCHEMES  # what the gateway's upstream client speaks
+    if not served or not parts.hostname or parts.query or parts.fragment:
         raise ValidationFailed(
-            f"{url!r} is not an http(s) base URL such as http://10.0.0.5:8000/v1",
+            f"{url!r} is not an http(s) base URL such as http://10.0.0.5:8000/v1"
+            + ("" if served else f" (the gateway cannot serve {parts.scheme or 'no'}:// URLs)"),
             code="invalid_upstream_url",
             param=f"upstream_urls.{index}",
         )
@@ -255,9 +258,16 @@ class RegisteredModels:
     """
 
     def __init__(
-        self, db: Database, catalog: Callable[[], Catalog], *, poll_s: float = 5.0
+        self,
+        db: Database,
+        catalog: Callable[[], Catalog],
+        *,
+        poll_s: float = 5.0,
+        upstream_options: UpstreamOptions | None = None,
     ) -> None:
         self.db = db
+        # Timeouts and the CA bundle of the upstream pools it builds (from the settings).
+        self.upstream_options = upstream_options or UpstreamOptions()
         self.catalog = catalog
         self.poll_s = poll_s
         self._applied: dict[str, tuple[Any, ...]] = {}
@@ -294,9 +304,14 @@ class RegisteredModels:
                     name = engine_name(row)
                     urls = list(row.upstream_urls or ())
                     upstreams[name] = (
-                        UpstreamPool(name, urls, client=self.upstream_client())
+                        UpstreamPool(
+                            name,
+                            urls,
+                            client=self.upstream_client(),
+                            options=self.upstream_options,
+                        )
                         if self.upstream_client is not None
-                        else UpstreamPool(name, urls)
+                        else UpstreamPool(name, urls, options=self.upstream_options)
                     )
                 models[model_id] = catalog_model(row)
                 self._applied[model_id] = wanted[model_id]

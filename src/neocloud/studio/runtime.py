@@ -12,6 +12,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
+from neocloud.studio.engines.upstream import UpstreamOptions
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
@@ -44,7 +45,12 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
     principal cache polls the credentials version every ``settings.studio_auth_poll_s``."""
     default = RateLimit(settings.studio_requests_per_minute, settings.studio_tokens_per_minute)
     limiter: Limiter = (
-        RedisLimiter(settings.redis_url, default, prefix=settings.studio_redis_prefix)
+        RedisLimiter(
+            settings.redis_url,
+            default,
+            prefix=settings.studio_redis_prefix,
+            timeout_s=settings.redis_timeout_s,
+        )
         if settings.redis_url
         else InProcessLimiter(default)
     )
@@ -63,7 +69,9 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         principals=principals,
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
-        models=RegisteredModels(db, lambda: runtime.catalog),
+        models=RegisteredModels(
+            db, lambda: runtime.catalog, upstream_options=UpstreamOptions.from_settings(settings)
+        ),
     )
     return runtime
 

@@ -6,7 +6,8 @@ with the same few words every time and usage counted as a quarter of the prompt'
 With ``stream_options.include_usage`` it sends the final usage chunk as vLLM does.
 ``GET /stats`` tells how many generations it served (tests use it to see the balancing).
 
-``python -m neocloud.studio.engines.fakeupstream --port 9000 [--words 8] [--delay-ms 0]``
+``python -m neocloud.studio.engines.fakeupstream --port 9000 [--words 8] [--delay-ms 0]
+[--ssl-certfile cert.pem --ssl-keyfile key.pem]`` (with both, it serves ``https://``).
 """
 
 from __future__ import annotations
@@ -140,9 +141,19 @@ def main() -> None:
     parser.add_argument("--name", default="fake")
     parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--ssl-certfile", default=None, help="PEM certificate: serve https://")
+    parser.add_argument("--ssl-keyfile", default=None, help="PEM key of --ssl-certfile")
     args = parser.parse_args()
     app = FakeUpstream(name=args.name, words=args.words, delay_s=args.delay_ms / 1000)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
 
 
 if __name__ == "__main__":

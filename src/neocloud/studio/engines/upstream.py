@@ -11,7 +11,11 @@ two sides:
   replica; nothing was sent, so the retry cannot duplicate work.
 
 When every replica looks down the pool still tries the least loaded one rather than refusing
-outright (the probes may be stale). Requests are passed through with the model name rewritten;
+outright (the probes may be stale). An upstream that takes longer than the timeouts
+(``UpstreamOptions``: connect, between reads, whole exchange) answers 504 ``upstream_timeout``;
+one whose TLS certificate cannot be verified answers 502 ``upstream_certificate_invalid`` naming
+the failure (``https://`` upstreams are always verified, against a CA bundle setting for a
+private CA). Requests are passed through with the model name rewritten;
 streams always ask the upstream for usage (so aborted and finished streams are metered as it
 counted) and the gateway hides the usage chunk again when the client did not ask for it.
 """
@@ -27,17 +31,55 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx2
 
 from neocloud.kernel.errors import NeocloudError, Unavailable
-from neocloud.studio.engines.fasthttp import ConnectFailed, FastClient, UpstreamIOError
+from neocloud.kernel.settings import Settings
+from neocloud.studio.engines.fasthttp import (
+    CertificateFailed,
+    ConnectFailed,
+    FastClient,
+    UpstreamIOError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger("neocloud.studio.upstream")
 
 Chunks = AsyncGenerator[dict[str, Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamOptions:
+    """How the gateway talks to upstreams: timeouts in seconds and the CA bundle for
+    ``https://`` (``None``: the system's trusted CAs)."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 600.0
+    total_timeout_s: float = 1800.0
+    probe_timeout_s: float = 2.0
+    ca_bundle: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamOptions:
+        return cls(
+            connect_timeout_s=settings.studio_upstream_connect_timeout_s,
+            read_timeout_s=settings.studio_upstream_read_timeout_s,
+            total_timeout_s=settings.studio_upstream_total_timeout_s,
+            probe_timeout_s=settings.studio_upstream_probe_timeout_s,
+            ca_bundle=settings.studio_upstream_ca_bundle,
+        )
+
+    def fast_client(self) -> FastClient:
+        return FastClient(
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            total_timeout_s=self.total_timeout_s,
+            ca_bundle=self.ca_bundle,
+        )
 
 
 @dataclass
@@ -58,15 +100,19 @@ class UpstreamPool:
     api_key: str | None = None
     cooldown_s: float = 10.0
     probe_interval_s: float = 5.0
-    probe_timeout_s: float = 2.0
+    probe_timeout_s: float | None = None  # None: ``options.probe_timeout_s``
     now: Callable[[], float] = time.monotonic
+    options: UpstreamOptions = field(default_factory=UpstreamOptions)
     replicas: list[Replica] = field(init=False)
     _turn: itertools.count[int] = field(init=False, default_factory=itertools.count)
     _prober: asyncio.Task[None] | None = field(init=False, default=None)
-    _fast: FastClient = field(init=False, default_factory=FastClient)
+    _fast: FastClient = field(init=False)
 
     def __post_init__(self) -> None:
         self.replicas = [Replica(url.rstrip("/")) for url in self.urls]
+        if self.probe_timeout_s is None:
+            self.probe_timeout_s = self.options.probe_timeout_s
+        self._fast = self.options.fast_client()
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -159,16 +205,12 @@ class UpstreamPool:
                 return await self._fast.request(
                     "POST", url, json_body=payload, headers=self._headers()
                 )
-            except ConnectFailed as exc:
-                raise _Refused(str(exc)) from None
             except UpstreamIOError as exc:
-                raise _Broken(str(exc)) from None
+                raise _failure(exc) from None
         try:
             return await self.client.post(url, json=payload, headers=self._headers())
-        except httpx2.ConnectError as exc:
-            raise _Refused(str(exc)) from None
         except httpx2.TransportError as exc:
-            raise _Broken(str(exc)) from None
+            raise _failure(exc) from None
 
     async def _stream_once(self, replica: Replica, path: str, payload: dict[str, Any]) -> _Stream:
         url = replica.url + path
@@ -177,10 +219,8 @@ class UpstreamPool:
                 status, error, lines = await self._fast.stream_lines(
                     url, json_body=payload, headers=self._headers()
                 )
-            except ConnectFailed as exc:
-                raise _Refused(str(exc)) from None
             except UpstreamIOError as exc:
-                raise _Broken(str(exc)) from None
+                raise _failure(exc) from None
             return _Stream(status, error, lines, lines.aclose)  # type: ignore[attr-defined]
         request = self.client.build_request("POST", url, json=payload, headers=self._headers())
         try:
@@ -189,10 +229,8 @@ class UpstreamPool:
                 await response.aread()
                 await response.aclose()
                 return _Stream(response.status_code, response, _no_lines(), _nothing_to_close)
-        except httpx2.ConnectError as exc:
-            raise _Refused(str(exc)) from None
         except httpx2.TransportError as exc:
-            raise _Broken(str(exc)) from None
+            raise _failure(exc) from None
         return _Stream(response.status_code, None, _one_by_one(response), response.aclose)
 
     async def post(self, path: str, payload: dict[str, Any]) -> UpstreamResponse:
@@ -226,6 +264,20 @@ class UpstreamPool:
             details={"upstream": host, "upstream_status": response.status_code},
         )
 
+    def _untrusted(self, replica: Replica, exc: Exception) -> UpstreamCertificateInvalid:
+        host = upstream_host(replica.url)
+        return UpstreamCertificateInvalid(
+            f"upstream {self.name} ({host}) failed TLS verification: {exc}",
+            details={"upstream": host},
+        )
+
+    def _timed_out(self, replica: Replica, exc: Exception) -> UpstreamTimedOut:
+        host = upstream_host(replica.url)
+        log.warning("upstream %s replica %s timed out: %s", self.name, host, exc)
+        return UpstreamTimedOut(
+            f"upstream {self.name} ({host}) timed out: {exc}", details={"upstream": host}
+        )
+
     async def _post(self, path: str, payload: dict[str, Any]) -> tuple[Replica, UpstreamResponse]:
         self.start_probing()
         replica = self.pick()
@@ -233,6 +285,11 @@ class UpstreamPool:
             replica.outstanding += 1
             try:
                 return replica, await self._post_once(replica, path, payload)
+            except _Untrusted as exc:
+                self.mark_down(replica, exc)
+                raise self._untrusted(replica, exc) from None
+            except _TimedOut as exc:
+                raise self._timed_out(replica, exc) from None
             except _Refused as exc:
                 self.mark_down(replica, exc)
                 if attempt == 2 or len(self.replicas) == 1:
@@ -253,6 +310,13 @@ class UpstreamPool:
             replica.outstanding += 1
             try:
                 return replica, await self._stream_once(replica, path, payload)
+            except _Untrusted as exc:
+                replica.outstanding -= 1
+                self.mark_down(replica, exc)
+                raise self._untrusted(replica, exc) from None
+            except _TimedOut as exc:
+                replica.outstanding -= 1
+                raise self._timed_out(replica, exc) from None
             except _Refused as exc:
                 replica.outstanding -= 1
                 self.mark_down(replica, exc)
@@ -353,12 +417,52 @@ def upstream_host(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port is not None else host
 
 
+class UpstreamTimedOut(NeocloudError):
+    """An upstream did not answer within the gateway's timeouts: 504, as a proxy answers."""
+
+    status = 504
+    type = "upstream_error"
+    default_code = "upstream_timeout"
+
+
+class UpstreamCertificateInvalid(NeocloudError):
+    """An ``https://`` upstream's certificate could not be verified (untrusted CA, wrong host
+    name, expired): nothing was sent to it. Set ``NEOCLOUD_STUDIO_UPSTREAM_CA_BUNDLE`` for a
+    private CA."""
+
+    status = 502
+    type = "upstream_error"
+    default_code = "upstream_certificate_invalid"
+
+
 class _Refused(Exception):
     """No connection: nothing was sent."""
 
 
+class _Untrusted(_Refused):
+    """The TLS handshake failed: nothing was sent, and another try would fail the same way."""
+
+
+class _TimedOut(Exception):
+    """The upstream stopped answering past a timeout (the request may have been received)."""
+
+
 class _Broken(Exception):
     """The exchange broke after it started."""
+
+
+def _failure(exc: Exception) -> Exception:
+    """The pool's kind of failure for a client's exception (fasthttp's or httpx's)."""
+    text = str(exc)
+    if isinstance(exc, CertificateFailed):
+        return _Untrusted(text)
+    if isinstance(exc, ConnectFailed | httpx2.ConnectError | httpx2.ConnectTimeout):
+        if isinstance(exc, httpx2.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in text:
+            return _Untrusted(text)
+        return _Refused(text)
+    if isinstance(exc, UpstreamTimeout | httpx2.TimeoutException):
+        return _TimedOut(text)
+    return _Broken(text)
 
 
 @dataclass
