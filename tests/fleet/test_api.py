@@ -209,3 +209,18 @@ def test_tenants_get_403(fleet: Client) -> None:
         with pytest.raises(ApiError) as exc:
             call()
         assert exc.value.status == 403
+
+
+def test_node_list_filters_are_bounded(fleet: Client) -> None:
+    """Each label or topology filter is a join: a caller cannot send thousands of them."""
+    sixteen = {f"k{i}": "v" for i in range(16)}
+    assert fleet.nodes.list(labels=sixteen, limit=1)["data"] == []
+    for filters in (
+        {"labels": {f"k{i}": "v" for i in range(17)}},
+        {"labels": {"k": "v" * 400}},
+        {"topology": {f"level{i}": "x" for i in range(17)}},
+    ):
+        with pytest.raises(ApiError) as caught:
+            fleet.nodes.list(**filters)
+        assert caught.value.status == 422
+        assert caught.value.param in {"label", "topology"}

@@ -40,6 +40,24 @@ TAG_FLEET: list[str | Enum] = ["fleet"]
 NodeId = Annotated[str, Path(max_length=40)]
 Filter = Annotated[str | None, Query(max_length=253)]
 _NODE_PARAMS = {"gpu_model", "state", "health", "hostname", "label", "limit", "after"}
+# Bounds on the node list's free-form filters (labels, topology levels): each one is a join.
+MAX_FILTERS = 16
+MAX_FILTER_CHARS = 320  # a label key (63) and value (253), with room for the "="
+
+
+def _check_filters(param: str, items: list[str]) -> None:
+    """Refuse more than ``MAX_FILTERS`` filters of a kind, or one longer than allowed."""
+    if len(items) > MAX_FILTERS:
+        raise ValidationFailed(
+            f"at most {MAX_FILTERS} {param} filters, got {len(items)}", param=param
+        )
+    for item in items:
+        if len(item) > MAX_FILTER_CHARS:
+            raise ValidationFailed(
+                f"a {param} filter is at most {MAX_FILTER_CHARS} characters", param=param
+            )
+
+
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 
@@ -69,7 +87,13 @@ def list_nodes(
     state: Filter = None,
     health: Filter = None,
     hostname: Filter = None,
-    label: Annotated[list[str] | None, Query(description="k=v; repeat for several")] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(
+            description=f"k=v; repeat for several (at most {MAX_FILTERS}, each at most "
+            f"{MAX_FILTER_CHARS} characters)"
+        ),
+    ] = None,
     region: Filter = None,
     zone: Filter = None,
     fabric: Filter = None,
@@ -80,6 +104,8 @@ def list_nodes(
     labels and any topology level of the fleet (``?fabric=us-east-1a-ib01``)."""
     caller.require_operator()
     domains = {k: v for k, v in request.query_params.items() if k not in _NODE_PARAMS}
+    _check_filters("label", label or [])
+    _check_filters("topology", [f"{k}={v}" for k, v in domains.items()])
     labels: dict[str, str] = {}
     for item in label or []:
         key, sep, value = item.partition("=")
