@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -539,11 +539,11 @@ def operations(doc: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def world(app: FastAPI, admin_key: str) -> World:
+def world(app: FastAPI, admin_key: str) -> Iterator[World]:
     app.state.studio.catalog = fake_catalog()
-    http = TestClient(app, raise_server_exceptions=False)
-    http.__enter__()
-    return World(http, admin_key)
+    # The lifespan starts the studio's pollers: leave it, so no thread outlives the database.
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield World(http, admin_key)
 
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
