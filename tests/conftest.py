@@ -37,6 +37,7 @@ PG_ADMIN_URL = os.environ.get(
     "NEOCLOUD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("NEOCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -207,3 +208,19 @@ def admin(app, admin_key: str) -> Iterator[Client]:  # type: ignore[no-untyped-d
     """The SDK authenticated as the operator admin."""
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield Client(api_key=admin_key, http=test_client, retries=0)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis for the shared rate-limit tests: skipped locally if none answers, a failure
+    under CI=true (.ci/run starts one)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: .ci/run starts it)")
+        pytest.skip(message)
+    return REDIS_URL

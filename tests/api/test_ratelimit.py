@@ -16,8 +16,6 @@ from neocloud.db.engine import Database
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.settings import Settings
 
-REDIS_URL = os.environ.get("NEOCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 LIMIT = 8
 
 
@@ -85,20 +83,6 @@ def test_writes_have_a_smaller_bucket_of_their_own(http: TestClient, admin_key: 
     assert int(refused.headers["retry-after"]) >= 1
     # Reads still go (the request bucket has room).
     assert http.get("/api/v1/me", headers=_auth(admin_key)).status_code == 200
-
-
-@pytest.fixture
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: .ci/run starts it)")
-        pytest.skip(message)
-    return REDIS_URL
 
 
 @pytest.fixture

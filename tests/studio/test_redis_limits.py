@@ -21,23 +21,6 @@ from neocloud.studio.ratelimit import RateLimit, RedisLimiter
 
 from .servers import gateway_servers
 
-REDIS_URL = os.environ.get("NEOCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: .ci/run starts it)")
-        pytest.skip(message)
-    return REDIS_URL
-
 
 @pytest.fixture
 def prefix() -> str:
@@ -169,6 +152,7 @@ def _alternate(urls: list[str], key: str, n: int) -> list[tuple[int, int]]:
     return out
 
 
+REDIS_URL = os.environ.get("NEOCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # as conftest
 _PREFIX = f"neocloud-test:{os.getpid()}:{secrets.token_hex(4)}:"
 
 
