@@ -11,7 +11,7 @@ from neocloud.client import ApiError, Client
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
-from neocloud.drivers.base import NodeRef
+from neocloud.drivers.base import NodeRef, ProvisionRequest
 from neocloud.drivers.sim import SimDriver
 from neocloud.kernel.clock import VirtualClock, rfc3339
 from neocloud.kernel.settings import load_settings
@@ -37,7 +37,7 @@ def test_compute_and_sim_settings_come_from_the_environment(
     driver = SimDriver.from_settings(settings)
     assert driver.seed == 7
     node = NodeRef("node_x", "gpu-x", "H100-SXM-80GB")
-    step = driver.provision(node, workload_id="w", gpu_indices=(0,), image=None)
+    step = driver.provision(node, ProvisionRequest("w", (0,), "w"))
     assert (step.ok, step.duration_s) == (False, 90.0)
     assert driver.wipe(node).duration_s == 600.0
     monkeypatch.setenv("NEOCLOUD_COMPUTE_RESERVATIONS_CANCELLABLE", "false")

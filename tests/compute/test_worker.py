@@ -19,7 +19,7 @@ from neocloud.compute.decisions import (
 from neocloud.compute.tables import AllocationRow, GpuClaimRow
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
-from neocloud.drivers.base import NodeRef
+from neocloud.drivers.base import NodeRef, ProvisionRequest
 from neocloud.drivers.sim import SimDriver
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.domain import CheckStatus
@@ -87,7 +87,7 @@ def test_sim_driver_is_deterministic_under_a_seed() -> None:
     def outcomes(seed: int) -> list[bool]:
         d = SimDriver(failure_probability=0.5, seed=seed)
         return [
-            d.provision(node, workload_id=f"i{i}", gpu_indices=(0,), image=None).ok
+            d.provision(node, ProvisionRequest(f"i{i}", (0,), f"h{i}")).ok
             for i in range(40)
         ]
 

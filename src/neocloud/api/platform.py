@@ -14,6 +14,7 @@ from neocloud.db.migrate import current_revisions, head_revisions, upgrade
 from neocloud.db.notify import Listener, Sender, listener_for, sender_for
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict
+from neocloud.kernel.secrets import SecretBox
 from neocloud.kernel.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,25 @@ def _price_builtin_models(db: Database, clock: Clock) -> None:
     from neocloud.studio.runtime import builtin_catalog
 
     publish_missing(db=db, clock=clock, prices=token_prices(builtin_catalog().models.values()))
+
+
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The box that seals node credentials: ``NEOCLOUD_SECRET_KEY``, else the key file under
+    the data directory (created with mode 0600 on first start, never overwritten)."""
+    if settings.secret_key:
+        return SecretBox(settings.secret_key)
+    path = settings.data_dir / SECRET_KEY_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return SecretBox(path.read_text().strip())
+    with os.fdopen(fd, "w") as fh:
+        fh.write(SecretBox.new_key().decode("ascii") + "\n")
+    return SecretBox(path.read_text().strip())
 
 
 def _write_secret(path: Path, secret: str) -> None:

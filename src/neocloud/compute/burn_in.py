@@ -20,7 +20,7 @@ from neocloud.compute.nodes import lock_node, move_node
 from neocloud.compute.reconciler import node_ref
 from neocloud.compute.tables import NodeWorkRow
 from neocloud.db.engine import Database
-from neocloud.drivers.base import Driver
+from neocloud.drivers.base import Driver, Drivers, HealthResult, StepResult
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.domain import CheckStatus, NodeState
 from neocloud.fleet.service import CheckResult
@@ -38,8 +38,10 @@ class BurnInReport:
     failed: list[str] = field(default_factory=list)
 
 
-def run_burn_in(*, db: Database, clock: Clock, driver: Driver) -> BurnInReport:
-    """One pass over enrolled and burning-in nodes (see the module docstring)."""
+def run_burn_in(*, db: Database, clock: Clock, driver: Driver | Drivers) -> BurnInReport:
+    """One pass over enrolled and burning-in nodes (see the module docstring); each node is
+    checked by the driver it names."""
+    drivers = Drivers.of(driver)
     report = BurnInReport()
     now = clock.now()
     with db.transaction() as s:
@@ -77,16 +79,20 @@ def run_burn_in(*, db: Database, clock: Clock, driver: Driver) -> BurnInReport:
         if w is not None and w.step != STEP:
             continue  # some other step of the node is under way
         if w is None:
-            _start(db, driver, node, now, report)
+            _start(db, drivers, node, now, report)
         elif w.due_at is None or w.due_at <= now:
-            _check(db, clock, driver, node, report)
+            _check(db, clock, drivers, node, report)
     return report
 
 
 def _start(
-    db: Database, driver: Driver, node: NodeRow, now: datetime, report: BurnInReport
+    db: Database, drivers: Drivers, node: NodeRow, now: datetime, report: BurnInReport
 ) -> None:
-    power = driver.power(node_ref(node), on=True)
+    ref = node_ref(node)
+    try:
+        power = drivers.for_node(ref).power(ref, on=True)
+    except Exception as exc:  # an unknown driver, or a driver's bug: the node does not pass
+        power = StepResult(False, message=f"driver error: {type(exc).__name__}: {exc}")
     if not power.ok:
         _fail(db, node.id, now, power.message or "power on failed", report)
         return
@@ -107,9 +113,15 @@ def _start(
     report.started.append(node.id)
 
 
-def _check(db: Database, clock: Clock, driver: Driver, node: NodeRow, report: BurnInReport) -> None:
+def _check(
+    db: Database, clock: Clock, drivers: Drivers, node: NodeRow, report: BurnInReport
+) -> None:
     now = clock.now()
-    health = driver.health(node_ref(node))
+    ref = node_ref(node)
+    try:
+        health = drivers.for_node(ref).health(ref)
+    except Exception as exc:  # an unknown driver, or a driver's bug: the node does not pass
+        health = HealthResult(False, {}, f"driver error: {type(exc).__name__}: {exc}")
     checks = [
         CheckResult(f"burn_in.{name}", _status(value), None if health.ok else health.message)
         for name, value in sorted(health.checks.items())

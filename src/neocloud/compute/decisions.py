@@ -30,18 +30,29 @@ class InstanceAction(StrEnum):
     MARK_RUNNING = "mark_running"
     DEPROVISION = "deprovision"
     FINISH = "finish"
+    REBOOT = "reboot"
+    REBOOTED = "rebooted"
 
 
 def decide_instance(
-    state: str, step: str | None, due_at: datetime | None, stop_at: datetime | None, now: datetime
+    state: str,
+    step: str | None,
+    due_at: datetime | None,
+    stop_at: datetime | None,
+    now: datetime,
+    reboot_requested: bool = False,
 ) -> InstanceAction:
-    """What to do with one instance now (pure)."""
+    """What to do with one instance now (pure). A stop wins over a reboot asked for."""
     st = InstanceState(state)
     due = due_at is None or due_at <= now
     if st in (IS.PROVISIONING, IS.RUNNING) and stop_at is not None and stop_at <= now:
         return InstanceAction.DEPROVISION
     if st is IS.PROVISIONING and due:
         return InstanceAction.MARK_RUNNING if step == "provision" else InstanceAction.PROVISION
+    if st is IS.RUNNING and step == "reboot":
+        return InstanceAction.REBOOTED if due else InstanceAction.NONE
+    if st is IS.RUNNING and reboot_requested:
+        return InstanceAction.REBOOT
     if st is IS.STOPPING and due:
         return InstanceAction.FINISH
     return InstanceAction.NONE

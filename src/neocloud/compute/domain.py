@@ -53,6 +53,7 @@ class Reason(StrEnum):
     PREEMPTED = "preempted"
     USER = "user"
     PROVISION_FAILED = "provision_failed"
+    DEPROVISION_FAILED = "deprovision_failed"  # the tenant's login could not be removed
     MAINTENANCE = "maintenance"  # the operator drained the node
 
 

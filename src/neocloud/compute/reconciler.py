@@ -12,8 +12,11 @@ allocations; with none left ``→ releasing → wiping → available`` (or ``cor
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -34,7 +37,7 @@ from neocloud.compute.decisions import (
     decide_node,
 )
 from neocloud.compute.domain import Reason
-from neocloud.compute.lifecycle import move_cluster, move_instance, request_stop
+from neocloud.compute.lifecycle import move_cluster, move_instance, record_event, request_stop
 from neocloud.compute.nodes import move_node
 from neocloud.compute.tables import (
     AllocationRow,
@@ -45,20 +48,91 @@ from neocloud.compute.tables import (
 )
 from neocloud.db import bulk
 from neocloud.db.engine import Database
-from neocloud.drivers.base import Driver, NodeRef, StepResult
+from neocloud.drivers.base import (
+    DEFAULT_LOGIN_USER,
+    Driver,
+    Drivers,
+    ImageRef,
+    Login,
+    NodeRef,
+    ProvisionRequest,
+    StepResult,
+)
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
 
+# Driver steps run side by side (a real server's steps take seconds each, a cluster's members
+# are provisioned at once); the results are applied together afterwards.
+DRIVER_THREADS = 16
+
 
 def node_ref(n: NodeRow) -> NodeRef:
-    return NodeRef(n.id, n.hostname, n.gpu_model, n.bmc)
+    return NodeRef(
+        n.id,
+        n.hostname,
+        n.gpu_model,
+        n.gpu_count,
+        n.driver or "sim",
+        dict(n.driver_config or {}),
+        n.driver_secret,
+        n.bmc,
+    )
+
+
+def workload_hostname(row: InstanceRow) -> str:
+    """The hostname a tenant's machine takes: its name when that is a valid DNS label, else
+    its id (``inst_…`` with the underscore made a hyphen)."""
+    name = (row.name or "").lower()
+    if re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name):
+        return name
+    return row.id.replace("_", "-").lower()[:63]
+
+
+def provision_request(row: InstanceRow, node: NodeRow) -> ProvisionRequest:
+    config = node.driver_config or {}
+    user_data = row.user_data
+    return ProvisionRequest(
+        workload_id=row.id,
+        gpu_indices=tuple(row.gpu_indices),
+        hostname=workload_hostname(row),
+        login=Login(
+            row.login_user or DEFAULT_LOGIN_USER,
+            tuple(row.ssh_keys or ()),
+            sudo=bool(config.get("sudo", True)),
+        ),
+        image=None
+        if row.image is None
+        else ImageRef(
+            row.image, cloud_init=bool(user_data and user_data.startswith("#cloud-config"))
+        ),
+        user_data=user_data,
+    )
+
+
+def run_steps(calls: list[Callable[[], StepResult] | None]) -> list[StepResult | None]:
+    """Run driver steps side by side (``None``: no step, no result); a step that raises is a
+    failed step with its message."""
+
+    def safe(call: Callable[[], StepResult] | None) -> StepResult | None:
+        if call is None:
+            return None
+        try:
+            return call()
+        except Exception as exc:  # a driver bug must not stop the reconciler
+            return StepResult(False, message=f"driver error: {type(exc).__name__}: {exc}")
+
+    if len(calls) <= 1:
+        return [safe(c) for c in calls]
+    with ThreadPoolExecutor(min(DRIVER_THREADS, len(calls))) as pool:
+        return list(pool.map(safe, calls))
 
 
 class Reconciler:
     def __init__(
-        self, db: Database, clock: Clock, driver: Driver, *, lease_ttl_s: float = 30.0
+        self, db: Database, clock: Clock, driver: Driver | Drivers, *, lease_ttl_s: float = 30.0
     ) -> None:
-        self.db, self.clock, self.driver = db, clock, driver
+        self.db, self.clock = db, clock
+        self.drivers = Drivers.of(driver)
         self.lease_ttl = timedelta(seconds=lease_ttl_s)
 
     def run_once(self, *, max_passes: int = 6) -> int:
@@ -91,6 +165,13 @@ class Reconciler:
                 InstanceRow.state == IS.STOPPING.value,
                 sa.or_(InstanceRow.due_at.is_(None), InstanceRow.due_at <= now),
             ),
+            sa.and_(
+                InstanceRow.state == IS.RUNNING.value,
+                sa.or_(
+                    InstanceRow.reboot_requested_at.is_not(None),
+                    sa.and_(InstanceRow.step == "reboot", InstanceRow.due_at <= now),
+                ),
+            ),
         )
         free = sa.or_(InstanceRow.lease_expires_at.is_(None), InstanceRow.lease_expires_at <= now)
         with self.db.transaction() as s:
@@ -120,21 +201,24 @@ class Reconciler:
         token, rows = self._claim(now)
         if not rows:
             return 0
-        plans: list[tuple[str, InstanceAction, StepResult | None]] = []
+        actions: list[tuple[str, InstanceAction]] = []
+        calls: list[Callable[[], StepResult] | None] = []
         for row in rows:
-            action = decide_instance(row.state, row.step, row.due_at, row.stop_at, now)
+            action = decide_instance(
+                row.state,
+                row.step,
+                row.due_at,
+                row.stop_at,
+                now,
+                row.reboot_requested_at is not None,
+            )
+            actions.append((row.id, action))
             node = self._nodes.get(row.node_id or "")
-            result = None
-            if node is not None and action is InstanceAction.PROVISION:
-                result = self.driver.provision(
-                    node_ref(node),
-                    workload_id=row.id,
-                    gpu_indices=tuple(row.gpu_indices),
-                    image=row.image,
-                )
-            elif node is not None and action is InstanceAction.DEPROVISION:
-                result = self.driver.deprovision(node_ref(node), workload_id=row.id)
-            plans.append((row.id, action, result))
+            calls.append(None if node is None else self._step(row, node, action))
+        results = run_steps(calls)
+        plans = [
+            (rid, action, result) for (rid, action), result in zip(actions, results, strict=True)
+        ]
         with self.db.transaction() as s, bulk.buffered(s):
             # only rows whose lease is still ours: another holder's result wins
             mine = {
@@ -147,6 +231,24 @@ class Reconciler:
                 if plan[0] in mine
             )
 
+    def _step(
+        self, row: InstanceRow, node: NodeRow, action: InstanceAction
+    ) -> Callable[[], StepResult] | None:
+        """The driver call an action needs on ``node``, if any."""
+        ref = node_ref(node)
+        if action is InstanceAction.PROVISION:
+            request = provision_request(row, node)
+            return lambda: self.drivers.for_node(ref).provision(ref, request)
+        if action is InstanceAction.DEPROVISION:
+            workload, user = row.id, row.login_user or DEFAULT_LOGIN_USER
+            return lambda: self.drivers.for_node(ref).deprovision(
+                ref, workload_id=workload, login_user=user
+            )
+        if action is InstanceAction.REBOOT:
+            workload = row.id
+            return lambda: self.drivers.for_node(ref).reboot(ref, workload_id=workload)
+        return None
+
     def _apply_instance(
         self,
         s: Session,
@@ -156,9 +258,21 @@ class Reconciler:
         now: datetime,
     ) -> int:
         row.lease_token, row.lease_expires_at = None, None
+        if step is not None and step.notes:
+            for note in step.notes:
+                record_event(
+                    s,
+                    subject_id=row.id,
+                    org_id=row.org_id,
+                    now=now,
+                    kind=f"{action.value}_note",
+                    message=note,
+                    node_id=row.node_id,
+                )
         if action is InstanceAction.PROVISION:
             if step is not None and not step.ok:
-                end_allocation(s, row, now)
+                # The tenant never got the machine: nothing of it is billed.
+                end_allocation(s, row, now, billable=False)
                 move_instance(
                     s,
                     row,
@@ -167,7 +281,10 @@ class Reconciler:
                     reason=Reason.PROVISION_FAILED.value,
                     message=step.message,
                 )
+                self._repair_if_asked(s, row, step, now)
                 return 1
+            if step is not None and step.access is not None:
+                row.access = step.access.to_dict()
             duration = step.duration_s if step else 0.0
             if duration <= 0:  # done at once: no second pass needed
                 row.step, row.due_at = None, None
@@ -181,7 +298,51 @@ class Reconciler:
             row.step, row.due_at = None, None
             move_instance(s, row, IS.RUNNING, now)
             return 1
+        if action is InstanceAction.REBOOT:
+            row.reboot_requested_at = None
+            ok = step is None or step.ok
+            record_event(
+                s,
+                subject_id=row.id,
+                org_id=row.org_id,
+                now=now,
+                kind="reboot",
+                message="rebooting" if ok else f"reboot failed: {step.message if step else ''}",
+                node_id=row.node_id,
+            )
+            if ok:
+                row.step = "reboot"
+                row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
+            row.updated_at = now
+            return 1
+        if action is InstanceAction.REBOOTED:
+            row.step, row.due_at, row.updated_at = None, None, now
+            record_event(
+                s,
+                subject_id=row.id,
+                org_id=row.org_id,
+                now=now,
+                kind="rebooted",
+                message="back up after the reboot",
+                node_id=row.node_id,
+            )
+            return 1
         if action is InstanceAction.DEPROVISION:
+            if step is not None and not step.ok:
+                # The tenant's login may still be on the node: the instance fails, billed up to
+                # the stop it asked for, and the node goes to repair before anyone else lands.
+                row.step, row.due_at = None, None
+                end_allocation(s, row, min(now, row.stop_at or now))
+                move_instance(
+                    s,
+                    row,
+                    IS.FAILED,
+                    now,
+                    reason=Reason.DEPROVISION_FAILED.value,
+                    message=step.message,
+                )
+                self._repair_if_asked(s, row, replace(step, repair=True), now)
+                return 1
             row.step = "deprovision"
             row.due_at = now + timedelta(seconds=step.duration_s if step else 0.0)
             move_instance(s, row, IS.STOPPING, now, reason=row.stop_reason)
@@ -195,6 +356,17 @@ class Reconciler:
             move_instance(s, row, target, now, reason=reason.value)
             return 1
         return 0
+
+    def _repair_if_asked(
+        self, s: Session, row: InstanceRow, step: StepResult, now: datetime
+    ) -> None:
+        """A failed step that left the node unfit for the next tenant sends it to repair."""
+        if not step.repair or row.node_id is None:
+            return
+        node = s.get(NodeRow, row.node_id)
+        if node is None:
+            return
+        send_to_repair(s, node, now, f"{step.message or 'a driver step failed'}")
 
     # -- clusters ---------------------------------------------------------------------------
 
@@ -242,7 +414,8 @@ class Reconciler:
                 refs = [
                     node_ref(n) for n in s.scalars(sa.select(NodeRow).where(NodeRow.id.in_(wiping)))
                 ]
-            wipes = {ref.id: self.driver.wipe(ref) for ref in refs}
+            done = run_steps([self._wipe_step(ref) for ref in refs])
+            wipes = {r.id: result for r, result in zip(refs, done, strict=True) if result}
         with self.db.transaction() as s, bulk.buffered(s):
             # Lock the nodes (in id order), then decide again on facts read under the lock.
             locked = {
@@ -267,6 +440,9 @@ class Reconciler:
                     self._apply_node(s, node, nxt, None, now)
                     changed += 1
             return changed
+
+    def _wipe_step(self, ref: NodeRef) -> Callable[[], StepResult]:
+        return lambda: self.drivers.for_node(ref).wipe(ref)
 
     def _node_facts(
         self, s: Session, now: datetime, *, only: set[str] | None = None
@@ -340,6 +516,9 @@ class Reconciler:
         elif action is NodeAction.RELEASE:
             move_node(s, node, NS.RELEASING, now, "workload ended")
         elif action is NodeAction.WIPE:
+            if result is not None and not result.ok:
+                send_to_repair(s, node, now, f"wipe failed: {result.message or 'no reason'}")
+                return
             duration = result.duration_s if result is not None else 0.0
             move_node(s, node, NS.WIPING, now, "wiping between tenants")
             s.merge(
@@ -357,14 +536,26 @@ class Reconciler:
             fail_workloads(s, node.id, now)
 
 
-def end_allocation(s: Session, row: InstanceRow, now: datetime) -> None:
-    """End the instance's allocation at ``now`` (kept as a fact), and its GPU claims."""
+def send_to_repair(s: Session, node: NodeRow, now: datetime, why: str) -> None:
+    """The node is unfit for a tenant (a step failed half-way): its workloads fail, it is
+    recorded failed, then sent to repair, from where only burn-in brings it back."""
+    fail_workloads(s, node.id, now)
+    if node.state != NS.FAILED.value:
+        move_node(s, node, NS.FAILED, now, why)
+    move_node(s, node, NS.REPAIR, now, why)
+
+
+def end_allocation(s: Session, row: InstanceRow, now: datetime, *, billable: bool = True) -> None:
+    """End the instance's allocation at ``now`` (kept as a fact), and its GPU claims;
+    ``billable`` false: the workload never ran, so the interval is made empty."""
     if row.allocation_id is None:
         return
     alloc = s.get(AllocationRow, row.allocation_id)
     if alloc is None:
         return
     end = now if alloc.end_at is None or alloc.end_at > now else alloc.end_at
+    if not billable:
+        end = alloc.start_at
     if alloc.start_at > end:
         end = alloc.start_at  # never started: an empty interval
     alloc.end_at = end

@@ -50,9 +50,14 @@ class InstanceRow(_Leased, Base):
     cls: Mapped[str] = mapped_column(sa.String(16))
     reservation_policy: Mapped[str] = mapped_column(sa.String(8))
     reservation_ids: Mapped[list[str]] = mapped_column(Json)
-    ssh_keys: Mapped[list[str]] = mapped_column(Json)
+    ssh_keys: Mapped[list[str]] = mapped_column(Json)  # public key lines, resolved at create
+    ssh_key_ids: Mapped[list[str] | None] = mapped_column(Json, nullable=True)
     image: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     user_data: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    login_user: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    # How the tenant reaches it (drivers.base.Access as a dict), set when it is provisioned.
+    access: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    reboot_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     state: Mapped[str] = mapped_column(sa.String(16))
     state_reason: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     state_message: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
@@ -92,6 +97,7 @@ class ClusterRow(Base):
     topology: Mapped[dict[str, Any]] = mapped_column(Json)
     fabric: Mapped[str | None] = mapped_column(sa.String(63), nullable=True)
     reservation_policy: Mapped[str] = mapped_column(sa.String(8))
+    user_data: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # every member's
     state: Mapped[str] = mapped_column(sa.String(16))
     state_reason: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     state_message: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)

@@ -21,7 +21,7 @@ from neocloud.compute.reservations import reconcile_reservations
 from neocloud.compute.scheduler import schedule
 from neocloud.db.engine import Database
 from neocloud.db.lease import LeaderLease
-from neocloud.drivers.base import Driver
+from neocloud.drivers.base import Driver, Drivers
 from neocloud.kernel.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,18 @@ class Worker:
         db: Database,
         clock: Clock,
         *,
-        driver: Driver,
+        driver: Driver | Drivers,
         config: ComputeConfig | None = None,
         holder: str | None = None,
         lease_ttl_s: float = 15.0,
         interval_s: float = 1.0,
     ) -> None:
-        self.db, self.clock, self.driver = db, clock, driver
+        self.db, self.clock = db, clock
+        self.drivers = Drivers.of(driver)  # chosen per node (``NodeRef.driver``)
         self.config = config or ComputeConfig()
         holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease = LeaderLease(db, clock, name=LEASE_NAME, holder=holder, ttl_s=lease_ttl_s)
-        self.reconciler = Reconciler(db, clock, driver, lease_ttl_s=self.config.lease_ttl_s)
+        self.reconciler = Reconciler(db, clock, self.drivers, lease_ttl_s=self.config.lease_ttl_s)
         self.interval_s = interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -73,7 +74,7 @@ class Worker:
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         burned_in = 0
         if self.config.burn_in:
-            b = run_burn_in(db=self.db, clock=self.clock, driver=self.driver)
+            b = run_burn_in(db=self.db, clock=self.clock, driver=self.drivers)
             burned_in = len(b.started) + len(b.passed) + len(b.failed)
         evict_drained(db=self.db, clock=self.clock, notice_s=self.config.preemption_notice_s)
         report = schedule(db=self.db, clock=self.clock, config=self.config)

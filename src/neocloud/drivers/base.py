@@ -1,30 +1,115 @@
-"""The provisioning port: what the reconciler asks of the hardware, whatever drives it.
+"""The provisioning port: what the reconciler and burn-in ask of the hardware, whatever drives it.
 
 A step answers at once with a ``StepResult``: whether it was accepted and how many seconds it
 takes to complete. The reconciler records the due time and checks back; it never sleeps.
+
+The driver is chosen per node (``NodeRef.driver``: ``sim``, ``ssh``, later ``redfish``) from the
+platform's ``Drivers``. A driver that cannot share a node between workloads (bare metal:
+``shares_nodes`` false) only ever receives whole-node workloads: the scheduler keeps partial-node
+instance types off such nodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+DEFAULT_LOGIN_USER = "ubuntu"
 
 
 @dataclass(frozen=True, slots=True)
 class NodeRef:
-    """The node a step acts on (the driver needs no database)."""
+    """The node a step acts on (the driver needs no database).
+
+    ``config`` holds the node's driver settings that are not secret (an address, a port, a
+    user); ``sealed`` its credentials (a private key, a BMC password) encrypted at rest, which
+    only the driver opens, with the platform's secret box, at the moment it connects.
+    """
 
     id: str
     hostname: str
     gpu_model: str
+    gpu_count: int = 0
+    driver: str = "sim"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    sealed: str | None = None
     bmc: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class Login:
+    """The tenant's login on the node: the user the image names, their public keys (OpenSSH
+    lines), and whether the user gets passwordless sudo (an operator setting per node)."""
+
+    user: str = DEFAULT_LOGIN_USER
+    public_keys: tuple[str, ...] = ()
+    sudo: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """The image a workload runs: its catalog name and whether it carries cloud-init."""
+
+    name: str
+    cloud_init: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionRequest:
+    """Everything a real provisioning needs besides the node."""
+
+    workload_id: str
+    gpu_indices: tuple[int, ...]
+    hostname: str  # the name the tenant's machine takes
+    login: Login = field(default_factory=Login)
+    image: ImageRef | None = None
+    user_data: str | None = None  # a "#!" script run once as root, or "#cloud-config"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How a tenant reaches a provisioned workload. ``simulated``: an address from a
+    documentation range that no packet reaches (the simulator's answer), never a real one."""
+
+    host: str
+    port: int
+    user: str
+    addresses: tuple[str, ...] = ()
+    simulated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "addresses": list(self.addresses),
+            "simulated": self.simulated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Access:
+        return cls(
+            str(data["host"]),
+            int(data["port"]),
+            str(data["user"]),
+            tuple(str(a) for a in data.get("addresses", ())),
+            bool(data.get("simulated", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
+    """``access``: set by a provision that succeeded; ``notes``: what the step wants kept in
+    the workload's events (a user data script's exit status and output tail, say); ``repair``:
+    the step failed half-way and the node is unfit for the next tenant until repaired."""
+
     ok: bool
     duration_s: float = 0.0
     message: str | None = None
+    access: Access | None = None
+    notes: tuple[str, ...] = ()
+    repair: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +120,67 @@ class HealthResult:
 
 
 class Driver(Protocol):
-    """Provision and deprovision workloads, wipe, power and check nodes."""
+    """Provision and deprovision workloads, reboot, wipe, power and check nodes."""
 
-    def provision(
-        self, node: NodeRef, *, workload_id: str, gpu_indices: tuple[int, ...], image: str | None
-    ) -> StepResult:
-        """Start a workload (an instance, or one node of a cluster) on ``gpu_indices``."""
+    @property
+    def shares_nodes(self) -> bool:
+        """Whether one node may hold several workloads (partial-node instance types)."""
         ...
 
-    def deprovision(self, node: NodeRef, *, workload_id: str) -> StepResult:
-        """Stop a workload and release its GPUs."""
+    def provision(self, node: NodeRef, request: ProvisionRequest) -> StepResult:
+        """Start a workload (an instance, or one node of a cluster) on its GPUs."""
+        ...
+
+    def deprovision(self, node: NodeRef, *, workload_id: str, login_user: str) -> StepResult:
+        """Stop a workload: the tenant's processes and login are gone when it succeeds."""
+        ...
+
+    def reboot(self, node: NodeRef, *, workload_id: str) -> StepResult:
+        """Restart the workload's machine; it stays the tenant's."""
         ...
 
     def wipe(self, node: NodeRef) -> StepResult:
-        """Clean the node between tenants (disks, GPU memory, firmware check)."""
+        """Clean the node between tenants (scratch, GPU memory); a failure sends it to repair."""
         ...
 
     def power(self, node: NodeRef, *, on: bool) -> StepResult: ...
 
     def health(self, node: NodeRef) -> HealthResult: ...
+
+
+class UnknownDriver(LookupError):
+    """A node names a driver this platform does not run."""
+
+
+class Drivers:
+    """The drivers a platform runs, chosen per node by ``NodeRef.driver``.
+
+    ``Drivers.only(d)`` sends every node to one driver whatever it names (the simulator in
+    tests and trace simulations)."""
+
+    def __init__(self, drivers: Mapping[str, Driver], *, only: Driver | None = None) -> None:
+        self.by_name = dict(drivers)
+        self.only_driver = only
+
+    @classmethod
+    def only(cls, driver: Driver) -> Drivers:
+        return cls({}, only=driver)
+
+    @classmethod
+    def of(cls, driver: Driver | Drivers) -> Drivers:
+        return driver if isinstance(driver, Drivers) else cls.only(driver)
+
+    def for_node(self, node: NodeRef) -> Driver:
+        if self.only_driver is not None:
+            return self.only_driver
+        try:
+            return self.by_name[node.driver]
+        except KeyError:
+            raise UnknownDriver(f"no {node.driver!r} driver runs here") from None
+
+    def shares_nodes(self, name: str) -> bool:
+        """Whether nodes of driver ``name`` may hold partial-node workloads (unknown: no)."""
+        if self.only_driver is not None:
+            return self.only_driver.shares_nodes
+        driver = self.by_name.get(name)
+        return driver is not None and driver.shares_nodes

@@ -5,11 +5,12 @@ outcome in every run and every process)."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from neocloud.drivers.base import HealthResult, NodeRef, StepResult
+from neocloud.drivers.base import Access, HealthResult, NodeRef, ProvisionRequest, StepResult
 from neocloud.kernel.settings import Settings
 
 DEFAULT_DELAYS: dict[str, float] = {
@@ -17,7 +18,17 @@ DEFAULT_DELAYS: dict[str, float] = {
     "deprovision": 0.0,
     "wipe": 0.0,
     "power": 0.0,
+    "reboot": 0.0,
 }
+# Simulated nodes answer addresses from IPv6's documentation prefix (RFC 3849), which no packet
+# reaches: wide enough for a 250,000-GPU fleet, and never mistaken for a real server's.
+SIMULATED_PREFIX = ipaddress.IPv6Network("2001:db8::/32")
+
+
+def simulated_address(node_id: str) -> str:
+    """A stable documentation-range address for a simulated node."""
+    digest = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:8], "big")
+    return str(SIMULATED_PREFIX.network_address + digest)
 
 
 @dataclass
@@ -58,13 +69,23 @@ class SimDriver:
         message = None if ok else f"simulated {step} failure on {node.hostname}"
         return StepResult(ok, float(self.delays.get(step, 0.0)), message)
 
-    def provision(
-        self, node: NodeRef, *, workload_id: str, gpu_indices: tuple[int, ...], image: str | None
-    ) -> StepResult:
-        return self._roll("provision", node, workload_id)
+    @property
+    def shares_nodes(self) -> bool:
+        return True
 
-    def deprovision(self, node: NodeRef, *, workload_id: str) -> StepResult:
+    def provision(self, node: NodeRef, request: ProvisionRequest) -> StepResult:
+        result = self._roll("provision", node, request.workload_id)
+        if not result.ok:
+            return result
+        address = simulated_address(node.id)
+        access = Access(address, 22, request.login.user, (address,), simulated=True)
+        return StepResult(True, result.duration_s, access=access)
+
+    def deprovision(self, node: NodeRef, *, workload_id: str, login_user: str) -> StepResult:
         return self._roll("deprovision", node, workload_id)
+
+    def reboot(self, node: NodeRef, *, workload_id: str) -> StepResult:
+        return self._roll("reboot", node, workload_id)
 
     def wipe(self, node: NodeRef) -> StepResult:
         self.wipes += 1

@@ -59,6 +59,11 @@ class NodeRow(Base):
     health_checks: Mapped[dict[str, Any]] = mapped_column(Json)  # name -> latest result
     labels: Mapped[dict[str, str]] = mapped_column(Json)
     bmc: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    # Which driver runs the node (sim, ssh, …), its settings that are not secret, and its
+    # credentials sealed with the platform's secret box (never returned, never logged).
+    driver: Mapped[str] = mapped_column(sa.String(16), default="sim", server_default="sim")
+    driver_config: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    driver_secret: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     capex_amount: Mapped[Decimal | None] = mapped_column(Amount(), nullable=True)
     capex_currency: Mapped[str | None] = mapped_column(sa.String(3), nullable=True)
     book_life_years: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)

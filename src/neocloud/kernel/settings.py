@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # ``neocloud up`` on SIGTERM: stop accepting, let requests in flight finish for at most
     # this many seconds, then stop the background work.
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
+    # Seals node credentials at rest (a Fernet key); unset: a key file under data_dir, made
+    # with mode 0600 on first start.
+    secret_key: str | None = Field(None, repr=False)
     # --- end of s-limits
 
     def resolved_database_url(self) -> str:
