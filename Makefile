@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	@scripts/install-test-deps
 	$(BIN)/pytest -n 2 -q
 
 test-fast: $(STAMP)
