@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu venv clean
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ test-fast: $(STAMP)
 fuzz: $(STAMP)
 	NEOCLOUD_FUZZ_EXAMPLES=$(or $(EXAMPLES),4) $(BIN)/pytest -q -s tests/fuzz/test_fuzz.py -m "not postgres"
 
-bench: bench-fleet bench-placement bench-compute bench-billing bench-economics bench-studio
+bench: bench-fleet bench-placement bench-compute bench-billing bench-economics bench-studio bench-nodes
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet/bench_fleet.py
@@ -53,6 +53,11 @@ bench-billing: $(STAMP)
 
 bench-compute: $(STAMP)
 	$(BIN)/python bench/compute/bench_time_to_gpu.py
+
+# Create -> SSH login on real test hosts (root; about a minute).
+bench-nodes: $(STAMP)
+	@scripts/install-test-deps
+	$(BIN)/python bench/nodes/bench_ssh_login.py
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py
