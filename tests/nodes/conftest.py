@@ -18,6 +18,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +133,19 @@ def _unsupported_reason() -> str | None:
     return None
 
 
+# prefix-worker-pid-serial, as unique_name() makes them.
+FIXTURE_NAME = re.compile(r"^.+-(?:gw\d+|main)-(?P<pid>\d+)-\d+$")
+
+
+def down_leftovers() -> None:
+    """Down the hosts of test sessions that died without their finalizers (killed, crashed)."""
+    listed = run_testhost("list").stdout.splitlines()
+    for host in (json.loads(line) for line in listed):
+        match = FIXTURE_NAME.match(host["name"])
+        if match and not Path(f"/proc/{match['pid']}").exists():
+            run_testhost("down", host["name"])
+
+
 @pytest.fixture(scope="session")
 def testhost_support() -> None:
     """Skip (locally) or fail (under CI=true) when this machine cannot run test hosts."""
@@ -140,6 +154,7 @@ def testhost_support() -> None:
         if IN_CI:
             pytest.fail(f"test hosts cannot run under CI: {reason}")
         pytest.skip(reason)
+    down_leftovers()
 
 
 _serial = itertools.count(1)
