@@ -420,3 +420,28 @@ def test_parsed_key_is_what_the_row_holds(admin: Client, db: Database, keygen: K
         assert row is not None
         stored = (row.public_key, row.fingerprint, row.key_type, row.bits, row.org_id)
     assert stored == (parsed.line, parsed.fingerprint, "ecdsa-sha2-nistp384", 384, acme.org["id"])
+
+
+def test_a_concurrent_duplicate_is_refused_by_the_constraint_with_the_same_409(
+    admin: Client, db: Database, keygen: KeyGen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two adds racing past the check: the unique constraints refuse the second, and it is
+    answered as the check would have (not a generic integrity conflict)."""
+    acme = make_tenant(admin, "acme")
+    pair = keygen("ed25519")
+    acme.client.ssh_keys.add("laptop", pair.line)
+    checks = {"n": 0}
+    real = ssh_keys._check_free
+
+    def racing(*args: object, **kwargs: object) -> None:
+        checks["n"] += 1
+        if checks["n"] > 1:  # the first check ran before the other add committed
+            real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_keys, "_check_free", racing)
+    name = _error(acme.client.ssh_keys.add, "laptop", keygen("ed25519").line)
+    assert (name.status, name.code, name.param) == (409, "ssh_key_name_taken", "name")
+    checks["n"] = 0
+    same = _error(acme.client.ssh_keys.add, "desktop", pair.line)
+    assert (same.status, same.code, same.param) == (409, "ssh_key_exists", "public_key")
+    assert _count(db) == 1

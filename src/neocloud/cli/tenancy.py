@@ -332,7 +332,7 @@ def read_public_key(file: Path | None, key: str | None) -> str:
         except OSError as exc:
             message = f"cannot read {path}: {exc.strerror}"
             raise typer.BadParameter(message, param_hint="--file") from None
-    if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
+    if "PRIVATE KEY-----" in text or "PuTTY-User-Key-File" in text:
         hint = "" if str(file) == "-" else f" (e.g. {file}.pub)"
         raise typer.BadParameter(
             f"this looks like a PRIVATE key: never share it; give the public key file{hint}",
