@@ -1,7 +1,7 @@
 """tenancy: tenants' SSH public keys, per org, owned by the user who added them
 
 Revision ID: 0013_ssh_keys
-Revises: 0011_audit_outsider
+Revises: 0012_real_nodes
 Create Date: 2026-12-08 10:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import neocloud.db.types
 
 revision: str = "0013_ssh_keys"
-down_revision: str | tuple[str, ...] | None = "0011_audit_outsider"
+down_revision: str | tuple[str, ...] | None = "0012_real_nodes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
