@@ -23,7 +23,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -261,10 +261,9 @@ class RedfishDriver:
             detail = str(exc).replace(password, "***") if password else str(exc)
             raise RedfishError(f"{prefix}: {type(exc).__name__}: {detail}") from None
         finally:
-            try:
-                auth.close()  # ends a Redfish session: BMCs allow few at a time
-            except Exception:  # noqa: S110 - closing is best effort, never a step's failure
-                pass
+            # Ends a Redfish session (BMCs allow few at a time); best effort, never a failure.
+            with suppress(Exception):
+                auth.close()
 
     @staticmethod
     def _find_system(root: Any, cfg: RedfishConfig, prefix: str) -> Any:
