@@ -122,7 +122,9 @@ def test_block_sizes(counts: list[int], sizes: list[int]) -> None:
 
 
 def _m(host: str, fabric: str, block: str, rack: str) -> Member:
-    return Member(host, {"region": "r", "zone": "z", "fabric": fabric, "block": block, "rack": rack})
+    return Member(
+        host, {"region": "r", "zone": "z", "fabric": fabric, "block": block, "rack": rack}
+    )
 
 
 SMALL = [
@@ -167,7 +169,8 @@ def test_blocks_of_one_parent_are_neighbours() -> None:
 
 def test_k8s_labels_lines() -> None:
     text = tx.k8s_labels(SMALL, LAYOUT, title="w")
-    assert text.startswith("#!/bin/sh\n") and "\nset -e\n" in text
+    assert text.startswith("#!/bin/sh\n")
+    assert "\nset -e\n" in text
     assert parse_labels(text)["w-2"] == {
         tx.LEAF: "b1-r2",
         tx.SPINE: "b1",
@@ -193,7 +196,11 @@ def test_a_name_used_by_two_levels_is_qualified() -> None:
 def test_unknown_format_names_the_param() -> None:
     with pytest.raises(InvalidRequest) as info:
         tx.check_format("csv")
-    assert (info.value.status, info.value.code, info.value.param) == (400, "unknown_format", "format")
+    assert (info.value.status, info.value.code, info.value.param) == (
+        400,
+        "unknown_format",
+        "format",
+    )
     with pytest.raises(ValueError, match="no members"):
         tx.render("slurm-tree", [], LAYOUT, title="t")
 
@@ -258,8 +265,9 @@ def test_sixteen_nodes_in_every_format_match_the_placement(
     for rack, hosts in leaves.items():
         assert all(paths[h]["rack"] == rack for h in hosts)
     parents = {r["SwitchName"]: expand(r["Switches"]) for r in tree if "Switches" in r}
-    for h, p in paths.items():  # each member's chain of switches is its path
-        assert p["rack"] in parents[p["block"]] and p["block"] in parents[p["fabric"]]
+    for p in paths.values():  # each member's chain of switches is its path
+        assert p["rack"] in parents[p["block"]]
+        assert p["block"] in parents[p["fabric"]]
     assert set(parents) == {p["block"] for p in paths.values()} | {"us-east-1a-ib01"}
 
     block = parse_conf(tenant.clusters.topology(cid, "slurm-block"))
@@ -283,7 +291,11 @@ def test_errors(big: tuple[Client, Client], worker: Worker) -> None:
     cid, _ = _placed(tenant, worker)
     with pytest.raises(ApiError) as info:
         tenant.clusters.topology(cid, "csv")
-    assert (info.value.status, info.value.code, info.value.param) == (400, "unknown_format", "format")
+    assert (info.value.status, info.value.code, info.value.param) == (
+        400,
+        "unknown_format",
+        "format",
+    )
 
     _, other = tenant_client(admin, "other")
     with pytest.raises(ApiError) as info:
@@ -334,7 +346,9 @@ def test_cli_prints_and_writes(
     assert result.exit_code == 0, result.output
     assert result.stdout == tenant.clusters.topology(cid, "slurm-tree")
     target = tmp_path / "topology.conf"
-    result = runner.invoke(cli_app, ["clusters", "topology", cid, "-f", "slurm-block", "-o", str(target)])
+    result = runner.invoke(
+        cli_app, ["clusters", "topology", cid, "-f", "slurm-block", "-o", str(target)]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "BlockSizes=" in target.read_text()

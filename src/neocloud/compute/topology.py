@@ -20,9 +20,7 @@ def placed_members(view: ClusterView) -> list[Member]:
     return [
         Member(workload_hostname(m), view.paths[m.node_id])
         for m in view.members
-        if m.node_id
-        and m.node_id in view.paths
-        and InstanceState(m.state) not in INSTANCE_FINAL
+        if m.node_id and m.node_id in view.paths and InstanceState(m.state) not in INSTANCE_FINAL
     ]
 
 

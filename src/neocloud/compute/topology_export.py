@@ -90,10 +90,8 @@ def layout_for(levels: Sequence[str], *, rack_scale_nvlink: bool = False) -> Lay
     if rack_scale_nvlink:
         return Layout(switches, levels[-1], accelerator_level=levels[-1])
     if "block" in levels:
-        block = "block"
-    else:
-        block = levels[-2] if len(levels) >= 2 else levels[-1]
-    return Layout(switches, block)
+        return Layout(switches, "block")
+    return Layout(switches, levels[-2] if len(levels) >= 2 else levels[-1])
 
 
 def check_format(fmt: str) -> str:
