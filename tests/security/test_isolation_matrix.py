@@ -402,6 +402,9 @@ RULES: dict[str, Rule] = {
     ),
     "GET /api/v1/clusters": Rule("any"),
     "GET /api/v1/clusters/{cluster_id}": Rule("viewer", path=lambda w: {"cluster_id": w.cluster}),
+    "GET /api/v1/clusters/{cluster_id}/topology": Rule(
+        "viewer", path=lambda w: {"cluster_id": w.cluster}, query=lambda w: {"format": "k8s-labels"}
+    ),
     "POST /api/v1/clusters/{cluster_id}/terminate": Rule(
         "member", path=lambda w: {"cluster_id": w.new_cluster()}
     ),

@@ -129,6 +129,7 @@ def _routers() -> list[APIRouter]:
     from neocloud.api.economics import router as economics_router
     from neocloud.billing.api import router as billing_router
     from neocloud.compute.api import router as compute_router
+    from neocloud.compute.topology_api import router as topology_router
     from neocloud.fleet.api import router as fleet_router
     from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
@@ -139,6 +140,7 @@ def _routers() -> list[APIRouter]:
         ssh_keys_router,
         fleet_router,
         compute_router,
+        topology_router,
         billing_router,
         economics_router,
         studio_admin_router,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -393,6 +394,32 @@ def clusters_terminate(
         c, timed_out = _wait_cluster(c, CLUSTER_ENDED, timeout, as_json)
     _show_cluster(c, as_json)
     exit_if_timed_out(timed_out)
+
+
+@clusters_app.command("topology")
+@api_call
+def clusters_topology(
+    cluster: ClusterRef,
+    format: Annotated[
+        Literal["slurm-tree", "slurm-block", "k8s-labels"],
+        typer.Option(
+            "--format",
+            "-f",
+            help="slurm-tree (topology.conf, topology/tree), slurm-block (topology.conf, "
+            "topology/block), k8s-labels (kubectl label lines, NVIDIA Topograph's keys)",
+        ),
+    ] = "slurm-tree",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """Where the cluster's members were placed, for Slurm or Kubernetes."""
+    text = STATE.client().clusters.topology(cluster_id(cluster), format)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}", highlight=False)
 
 
 @clusters_app.command("events")

@@ -148,6 +148,11 @@ class ClustersResource(Resource):
         result: Obj = self._c.post(f"clusters/{cluster_id}/terminate")
         return result
 
+    def topology(self, cluster_id: str, format: str = "slurm-tree") -> str:
+        """Where the placed members sit, as text: ``slurm-tree`` or ``slurm-block``
+        (``topology.conf``) or ``k8s-labels`` (a script of ``kubectl label node`` lines)."""
+        return self._c.get_text(f"clusters/{cluster_id}/topology", format=format)
+
     def events(self, cluster_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
         result: Obj = self._c.get(f"clusters/{cluster_id}/events", limit=limit, after=after)
         return result
