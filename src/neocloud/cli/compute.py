@@ -321,7 +321,11 @@ def ssh(
     Runs ssh with the instance's login (user, host, port); after `--`, more ssh arguments:
     `neocloud ssh NAME -- -L 8888:localhost:8888`, `neocloud ssh NAME -- nvidia-smi`."""
     login = _ssh_login(STATE.client().instances.get(instance_id(instance)))
-    argv = ["ssh", "-p", str(login["port"]), f"{login['user']}@{login['host']}", *(ssh_args or [])]
+    extra = list(ssh_args or [])
+    if extra[:1] == ["--"]:  # the separator reaches a group's callback as an argument
+        extra = extra[1:]
+    # After the destination: OpenSSH reads options there too, then the remote command.
+    argv = ["ssh", "-p", str(login["port"]), f"{login['user']}@{login['host']}", *extra]
     os.execvp("ssh", argv)
 
 
