@@ -123,7 +123,8 @@ def test_ssh_config_parses_with_openssh(hosts: list[Host], tmp_path: Path) -> No
             h.user,
         )
     text = config.read_text()
-    assert "IdentityFile" not in text and "StrictHostKeyChecking" not in text
+    assert "IdentityFile" not in text
+    assert "StrictHostKeyChecking" not in text
 
 
 @needs_ssh
@@ -211,7 +212,11 @@ def test_dstack_per_host_user_when_users_differ() -> None:
     data = yaml.safe_load(access.render("dstack", NAT_HOSTS, name="clu_01ABC"))
     assert data["name"] == "clu-01abc"
     assert "user" not in data["ssh_config"]
-    assert data["ssh_config"]["hosts"][1] == {"hostname": "203.0.113.10", "port": 2201, "user": "root"}
+    assert data["ssh_config"]["hosts"][1] == {
+        "hostname": "203.0.113.10",
+        "port": 2201,
+        "user": "root",
+    }
 
 
 def test_skypilot_pool_structure() -> None:

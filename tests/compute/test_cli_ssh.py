@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from neocloud.cli import output
 from neocloud.cli import compute as compute_cli
+from neocloud.cli import output
 from neocloud.cli.state import STATE
 from neocloud.client import Client
 from neocloud.compute.worker import Worker
@@ -47,12 +46,14 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def cli(acme: Client, db: Database, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch, kind: str) -> Iterator[tuple[CliRunner, Client, Worker]]:
+def cli(
+    acme: Client, db: Database, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> tuple[CliRunner, Client, Worker]:
     driver = SimDriver(seed=1) if kind == "sim" else ReachableDriver(seed=1)
     worker = Worker(db, clock, driver=driver, holder="test-worker")
     monkeypatch.setattr(STATE, "_client", acme)
     monkeypatch.setattr(output.out, "width", 200)
-    yield runner, acme, worker
+    return runner, acme, worker
 
 
 def _running(acme: Client, worker: Worker, name: str) -> dict:  # type: ignore[type-arg]
@@ -156,7 +157,8 @@ def test_clusters_hosts_to_stdout_and_to_a_file(
     assert result.exit_code == 0, result.output
     lines = [x for x in result.stdout.splitlines() if not x.startswith("#")]
     if kind == "sim":
-        assert all(x.endswith(" slots=8") for x in lines) and len(lines) == 2
+        assert len(lines) == 2
+        assert all(x.endswith(" slots=8") for x in lines)
     else:  # port 2222: hosts by their ssh-config aliases
         assert lines == ["train-0 slots=8", "train-1 slots=8"]
     target = tmp_path / "fleet.dstack.yml"

@@ -40,7 +40,7 @@ def test_an_instance_shows_its_ssh_line_only_while_running(acme: Client, worker:
     inst = acme.instances.get(inst["id"])
     assert inst["state"] == "running"
     ssh = inst["ssh"]
-    assert ssh["user"] == "ubuntu" and ssh["port"] == 22
+    assert (ssh["user"], ssh["port"]) == ("ubuntu", 22)
     assert ssh["host"].startswith("2001:db8:")
     assert ssh["command"] == f"ssh -p 22 ubuntu@{ssh['host']}"
     assert inst["addresses"] == [ssh["host"]]
@@ -68,7 +68,8 @@ def test_every_format_answers_and_parses(
     hosts = {n["hostname"]: n["ssh"]["host"] for n in c["nodes"]}
     for fmt in access.FORMATS:
         text = acme.clusters.hosts(c["id"], fmt)
-        assert "SIMULATED" in text and "no server answers" in text, fmt
+        assert "SIMULATED" in text, fmt
+        assert "no server answers" in text, fmt
         if fmt == "hostfile":
             lines = [x for x in text.splitlines() if x and not x.startswith("#")]
             assert sorted(lines) == sorted(f"{h} slots=8" for h in hosts.values())
@@ -92,7 +93,7 @@ def test_every_format_answers_and_parses(
                 got = {k: v["ansible_host"] for k, v in data["all"]["hosts"].items()}
                 assert got == hosts
             elif fmt == "dstack":
-                assert data["type"] == "fleet" and data["name"] == "train"
+                assert (data["type"], data["name"]) == ("fleet", "train")
                 assert [h["hostname"] for h in data["ssh_config"]["hosts"]] == list(hosts.values())
             else:
                 assert data["train"]["hosts"] == list(hosts.values())

@@ -214,7 +214,12 @@ def dstack(hosts: Sequence[Host], *, title: str, name: str) -> str:
     ssh["identity_file"] = IDENTITY_FILE_PLACEHOLDER
     ssh["hosts"] = entries
     data = {"type": "fleet", "name": slug(name), "placement": "cluster", "ssh_config": ssh}
-    header = _header(title, hosts, KEY_NOTE, "save as FILE.dstack.yml; apply with `dstack apply -f FILE.dstack.yml`")
+    header = _header(
+        title,
+        hosts,
+        KEY_NOTE,
+        "save as FILE.dstack.yml; apply with `dstack apply -f FILE.dstack.yml`",
+    )
     return _yaml(header, data)
 
 

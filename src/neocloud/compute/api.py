@@ -253,7 +253,9 @@ HOSTS_CONTENT = {
 @router.get(
     "/clusters/{cluster_id}/hosts",
     response_class=Response,
-    responses={200: {"description": "The running members, in the format", "content": HOSTS_CONTENT}},
+    responses={
+        200: {"description": "The running members, in the format", "content": HOSTS_CONTENT}
+    },
     tags=TAG_CLUSTERS,
 )
 def cluster_hosts(
