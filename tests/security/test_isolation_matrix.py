@@ -411,6 +411,9 @@ RULES: dict[str, Rule] = {
     "GET /api/v1/clusters/{cluster_id}/events": Rule(
         "viewer", path=lambda w: {"cluster_id": w.cluster}
     ),
+    "GET /api/v1/clusters/{cluster_id}/hosts": Rule(
+        "viewer", path=lambda w: {"cluster_id": w.cluster}, query=lambda w: {"format": "hostfile"}
+    ),
     "POST /api/v1/reservations/offerings": Rule("member", scope="own", body=lambda w: OFFERINGS),
     # an offering is its org's alone: operator staff do not buy one for a tenant
     "POST /api/v1/reservations": Rule(

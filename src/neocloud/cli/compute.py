@@ -1,10 +1,13 @@
 """CLI for compute: ``neocloud instance-types list``, ``neocloud instances create|list|get|
-terminate|events``, ``neocloud clusters …``, ``neocloud reservations …``, ``neocloud capacity``.
+terminate|events|ssh-config``, ``neocloud clusters …`` (``hosts``: the members in a tool's
+format), ``neocloud reservations …``, ``neocloud capacity``, ``neocloud ssh INSTANCE``.
 
 Where a command takes an instance or cluster id, a unique name works too."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from neocloud.cli.output import (
 from neocloud.cli.progress import spinner
 from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
+from neocloud.client.compute import ssh_config_block
 from neocloud.compute.domain import InstanceState, ReservationPolicy
 
 types_app = typer.Typer(
@@ -267,6 +271,65 @@ def instances_events(instance: InstanceRef, as_json: Json = False) -> None:
         print_table(rows, EVENT_COLUMNS)
 
 
+def _refuse(message: str) -> typer.Exit:
+    err.print(f"[red]error[/red]: {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _ssh_login(inst: dict[str, Any]) -> dict[str, Any]:
+    """The instance's ssh view, or a clear refusal: not running, or a simulated address."""
+    ssh = inst.get("ssh")
+    if inst["state"] != "running" or not ssh:
+        raise _refuse(f"instance {inst['id']} is {inst['state']}: ssh works once it runs")
+    if inst.get("simulated"):
+        raise _refuse(
+            f"this instance's address is simulated: no server answers ({ssh['host']} is from a "
+            "documentation range); real nodes give real addresses"
+        )
+    return dict(ssh)
+
+
+@instances_app.command("ssh-config")
+@api_call
+def instances_ssh_config(instance: InstanceRef) -> None:
+    """Print an OpenSSH Host block for a running instance (append it to ~/.ssh/config)."""
+    inst = STATE.client().instances.get(instance_id(instance))
+    try:
+        text = ssh_config_block(inst)
+    except ValueError as exc:
+        raise _refuse(str(exc)) from None
+    sys.stdout.write(text)
+
+
+ssh_app = typer.Typer(subcommand_metavar="")
+
+
+@ssh_app.callback(
+    invoke_without_command=True,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@api_call
+def ssh(
+    instance: InstanceRef,
+    ssh_args: Annotated[
+        list[str] | None,
+        typer.Argument(help="After --: more ssh arguments (options, a remote command)"),
+    ] = None,
+) -> None:
+    """Log in to a running instance over ssh.
+
+    Runs ssh with the instance's login (user, host, port); after `--`, more ssh arguments:
+    `neocloud ssh NAME -- -L 8888:localhost:8888`, `neocloud ssh NAME -- nvidia-smi`."""
+    login = _ssh_login(STATE.client().instances.get(instance_id(instance)))
+    extra = list(ssh_args or [])
+    if extra[:1] == ["--"]:  # the separator reaches a group's callback as an argument
+        extra = extra[1:]
+    # After the destination: OpenSSH reads options there too, then the remote command.
+    argv = ["ssh", "-p", str(login["port"]), f"{login['user']}@{login['host']}", *extra]
+    # ssh from PATH, as the tenant would type it; its arguments a list, no shell between.
+    os.execvp("ssh", argv)  # noqa: S606, S607
+
+
 EVENT_COLUMNS: list[Column] = [
     ("AT", "at"),
     ("KIND", "kind"),
@@ -433,6 +496,32 @@ def clusters_events(cluster: ClusterRef, as_json: Json = False) -> None:
         print_table(rows, EVENT_COLUMNS)
 
 
+@clusters_app.command("hosts")
+@api_call
+def clusters_hosts(
+    cluster: ClusterRef,
+    format: Annotated[
+        Literal["ssh-config", "hostfile", "ansible", "dstack", "skypilot"],
+        typer.Option(
+            "--format",
+            "-f",
+            help="ssh-config (OpenSSH), hostfile (MPI/DeepSpeed), ansible (inventory), "
+            "dstack (SSH fleet), skypilot (SSH node pool)",
+        ),
+    ] = "ssh-config",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """The running members of a cluster in a tool's format."""
+    text = STATE.client().clusters.hosts(cluster_id(cluster), format)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}", highlight=False)
+
+
 # ---------------------------------------------------------------------------------- reservations
 
 reservations_app = typer.Typer(
@@ -559,4 +648,5 @@ APPS: dict[str, typer.Typer] = {
     "instance-types": types_app,
     "instances": instances_app,
     "clusters": clusters_app,
+    "ssh": ssh_app,
 }

@@ -377,7 +377,7 @@ GROUPS: dict[str, Callable[[], None]] = {
         _register_apps("tenancy"),
     ),
     **dict.fromkeys(
-        ("reservations", "capacity", "instance-types", "instances", "clusters"),
+        ("reservations", "capacity", "instance-types", "instances", "clusters", "ssh"),
         _register_apps("compute"),
     ),
     **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),

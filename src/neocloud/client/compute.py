@@ -1,4 +1,5 @@
-"""SDK resources for compute: ``client.instance_types``, ``client.instances``."""
+"""SDK resources for compute: ``client.instance_types``, ``client.instances``,
+``client.clusters``, ``client.reservations``, ``client.capacity``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ FINAL_INSTANCE_STATES = frozenset({"running", "terminated", "failed", "preempted
 
 def _body(**fields: Any) -> Obj:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def ssh_config_block(instance: Obj) -> str:
+    """An OpenSSH ``Host`` block for a running instance (Host: its name, else its id), from
+    the instance's ``ssh`` view; ``ValueError`` when it has none (it is not running). No
+    ``IdentityFile``: your agent or default key applies."""
+    ssh = instance.get("ssh")
+    if not ssh:
+        raise ValueError(
+            f"instance {instance['id']} is {instance['state']}: it has an ssh login only while "
+            "it runs"
+        )
+    lines = []
+    if instance.get("simulated"):
+        lines.append("# SIMULATED: a documentation-range address; no server answers it")
+    host = str(ssh["host"]).replace("%", "%%")  # % starts a token in HostName
+    lines += [
+        f"Host {instance.get('name') or instance['id']}",
+        f"    HostName {host}",
+        f"    Port {ssh['port']}",
+        f"    User {ssh['user']}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class InstanceTypesResource(Resource):
@@ -82,6 +106,10 @@ class InstancesResource(Resource):
     ) -> Obj:
         result: Obj = self._c.get(f"instances/{instance_id}/events", limit=limit, after=after)
         return result
+
+    def ssh_config(self, instance_id: str) -> str:
+        """The running instance's OpenSSH ``Host`` block (see ``ssh_config_block``)."""
+        return ssh_config_block(self.get(instance_id))
 
     def wait(
         self,
@@ -156,6 +184,11 @@ class ClustersResource(Resource):
     def events(self, cluster_id: str, *, limit: int | None = None, after: str | None = None) -> Obj:
         result: Obj = self._c.get(f"clusters/{cluster_id}/events", limit=limit, after=after)
         return result
+
+    def hosts(self, cluster_id: str, format: str = "ssh-config") -> str:
+        """The running members as text: ``ssh-config``, ``hostfile``, ``ansible``, ``dstack``
+        or ``skypilot``."""
+        return self._c.get_text(f"clusters/{cluster_id}/hosts", format=format)
 
 
 class ReservationsResource(Resource):

@@ -6,9 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from neocloud.compute import access
 from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
 from neocloud.compute.prices import GpuPrices
+from neocloud.compute.reconciler import workload_hostname
 from neocloud.compute.tables import ComputeEventRow, InstanceRow, OfferingRow, ReservationRow
 from neocloud.kernel.money import Money
 from neocloud.web.fields import (
@@ -93,6 +95,26 @@ class InstanceTypeOut(ResponseModel):
         )
 
 
+class SshOut(ResponseModel):
+    """How to log in to a running machine: ``command`` is the whole line to type."""
+
+    host: str = Field(examples=["2001:db8::5f3a:1c2e"])
+    port: int = Field(examples=[22])
+    user: str = Field(examples=["ubuntu"])
+    command: str = Field(examples=["ssh -p 22 ubuntu@2001:db8::5f3a:1c2e"])
+
+
+SSH_FIELD = Field(description="how to log in: set while it runs, null otherwise")
+ADDRESSES_FIELD = Field(
+    description="the machine's addresses while it is yours (provisioning to stopping); "
+    "empty before and after"
+)
+SIMULATED_FIELD = Field(
+    description="true: the simulator's address (a documentation range), which no server "
+    "answers; null until provisioned"
+)
+
+
 class InstanceOut(ResponseModel):
     id: str
     object: Literal["instance"] = "instance"
@@ -115,6 +137,9 @@ class InstanceOut(ResponseModel):
     gpu_indices: list[int]
     image: str | None
     ssh_keys: int = Field(description="number of ssh keys installed")
+    ssh: SshOut | None = SSH_FIELD
+    addresses: list[str] = ADDRESSES_FIELD
+    simulated: bool | None = SIMULATED_FIELD
     stop_at: Time | None
     stop_reason: str | None
     queue_until: Time | None
@@ -147,6 +172,7 @@ class InstanceOut(ResponseModel):
             gpu_indices=list(row.gpu_indices or []),
             image=row.image,
             ssh_keys=len(row.ssh_keys or []),
+            **_access_fields(row),
             stop_at=row.stop_at,
             stop_reason=row.stop_reason,
             queue_until=row.queue_until,
@@ -156,6 +182,15 @@ class InstanceOut(ResponseModel):
             running_at=row.running_at,
             ended_at=row.ended_at,
         )
+
+
+def _access_fields(row: InstanceRow) -> dict[str, Any]:
+    view = access.ssh_view(row.access, row.state)
+    return {
+        "ssh": None if view is None else SshOut(**view),
+        "addresses": access.addresses_of(row.access, row.state),
+        "simulated": access.simulated_of(row.access),
+    }
 
 
 class ComputeEventOut(ResponseModel):
@@ -205,10 +240,17 @@ class ClusterCreate(RequestModel):
 
 class ClusterNodeOut(ResponseModel):
     instance_id: str
+    hostname: str = Field(
+        description="the machine's hostname, also its name in the cluster's hosts formats",
+        examples=["train-0"],
+    )
     node_id: str | None
     state: str
     state_reason: str | None
     topology_path: dict[str, str] | None
+    ssh: SshOut | None = SSH_FIELD
+    addresses: list[str] = ADDRESSES_FIELD
+    simulated: bool | None = SIMULATED_FIELD
 
 
 class ClusterOut(ResponseModel):
@@ -255,10 +297,12 @@ class ClusterOut(ResponseModel):
             nodes=[
                 ClusterNodeOut(
                     instance_id=m.id,
+                    hostname=workload_hostname(m),
                     node_id=m.node_id,
                     state=m.state,
                     state_reason=m.state_reason,
                     topology_path=view.paths.get(m.node_id) if m.node_id else None,
+                    **_access_fields(m),
                 )
                 for m in view.members
             ],
