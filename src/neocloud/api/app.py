@@ -132,9 +132,11 @@ def _routers() -> list[APIRouter]:
     from neocloud.fleet.api import router as fleet_router
     from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
+    from neocloud.tenancy.ssh_keys_api import router as ssh_keys_router
 
     return [
         tenancy_router,
+        ssh_keys_router,
         fleet_router,
         compute_router,
         billing_router,

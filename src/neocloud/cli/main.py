@@ -373,7 +373,8 @@ GROUPS: dict[str, Callable[[], None]] = {
     "sim": _register_sim,
     "econ": _register_econ,
     **dict.fromkeys(
-        ("orgs", "projects", "users", "keys", "quotas", "audit"), _register_apps("tenancy")
+        ("orgs", "projects", "users", "keys", "ssh-keys", "quotas", "audit"),
+        _register_apps("tenancy"),
     ),
     **dict.fromkeys(
         ("reservations", "capacity", "instance-types", "instances", "clusters"),

@@ -1,10 +1,12 @@
-"""CLI for tenancy: ``neocloud orgs|projects|users|keys|quotas|audit …``.
+"""CLI for tenancy: ``neocloud orgs|projects|users|keys|ssh-keys|quotas|audit …``.
 
 Tables for people, ``--json`` (the API's objects) for scripts.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +30,9 @@ orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects inside an organization.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and their roles in an organization.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+ssh_keys_app = typer.Typer(
+    help="SSH public keys for logging into instances and clusters.", no_args_is_help=True
+)
 quotas_app = typer.Typer(help="GPU quotas per organization.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of mutating calls.", no_args_is_help=True)
 
@@ -36,6 +41,7 @@ APPS: dict[str, typer.Typer] = {
     "projects": projects_app,
     "users": users_app,
     "keys": keys_app,
+    "ssh-keys": ssh_keys_app,
     "quotas": quotas_app,
     "audit": audit_app,
 }
@@ -48,6 +54,7 @@ OrgArg = Annotated[str, typer.Argument(help="An organization's id, slug or name"
 UserArg = Annotated[str, typer.Argument(help="User id (usr_…)")]
 ProjectArg = Annotated[str, typer.Argument(help="Project id (prj_…)")]
 KeyRef = Annotated[str, typer.Argument(help="API key id (key_…) or unique name")]
+SshKeyRef = Annotated[str, typer.Argument(help="SSH key id (sshkey_…) or name")]
 GpuModelArg = Annotated[str, typer.Argument(help="GPU model (H100-SXM-80GB, B200, …)")]
 LimitGpusArg = Annotated[int, typer.Argument(help="How many GPUs at most, at once")]
 RoleArg = Annotated[Role, typer.Argument(help="The role in the organization")]
@@ -75,6 +82,15 @@ KEY_COLUMNS: list[Column] = [
     ("LAST USED", "last_used_at"),
     ("EXPIRES", "expires_at"),
     ("REVOKED", "revoked_at"),
+]
+SSH_KEY_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("TYPE", "key_type"),
+    ("BITS", "bits"),
+    ("FINGERPRINT", "fingerprint"),
+    ("CREATED BY", "created_by"),
+    ("CREATED", "created_at"),
 ]
 QUOTA_COLUMNS: list[Column] = [
     ("GPU MODEL", "gpu_model"),
@@ -284,6 +300,103 @@ def keys_create(
 def keys_revoke(key: KeyRef, as_json: Json = False) -> None:
     """Revoke an API key: it stops working at once, for good."""
     print_object(STATE.client().keys.revoke(key_id(key)), as_json=as_json, fields=KEY_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------ ssh keys
+
+# Read at most this much of a key file: a public key line is at most 16 KiB.
+SSH_KEY_FILE_MAX = 16_384
+
+
+def ssh_key_id(ref: str) -> str:
+    """The id of the SSH key ``ref`` names (an id, or the name of one of your org's keys)."""
+    client = STATE.client()
+    return resolve(ref, prefix="sshkey", candidates=lambda _: client.ssh_keys.iter())
+
+
+def read_public_key(file: Path | None, key: str | None) -> str:
+    """The key text from ``--key`` or ``--file`` (``-``: stdin). A file that holds a private
+    key is refused here, before anything is sent."""
+    if (file is None) == (key is None):
+        raise typer.BadParameter("give the key with exactly one of --file or --key")
+    if key is not None:
+        return key
+    assert file is not None
+    if str(file) == "-":
+        text = sys.stdin.read(SSH_KEY_FILE_MAX + 1)
+    else:
+        path = file.expanduser()
+        try:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                text = handle.read(SSH_KEY_FILE_MAX + 1)
+        except OSError as exc:
+            message = f"cannot read {path}: {exc.strerror}"
+            raise typer.BadParameter(message, param_hint="--file") from None
+    if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
+        hint = "" if str(file) == "-" else f" (e.g. {file}.pub)"
+        raise typer.BadParameter(
+            f"this looks like a PRIVATE key: never share it; give the public key file{hint}",
+            param_hint="--file",
+        )
+    if len(text) > SSH_KEY_FILE_MAX:
+        raise typer.BadParameter(
+            f"a public key is at most {SSH_KEY_FILE_MAX} bytes; is this a key file?",
+            param_hint="--file",
+        )
+    return text.strip()
+
+
+@ssh_keys_app.command("add")
+@api_call
+def ssh_keys_add(
+    name: Annotated[str, typer.Argument(help="A name for the key, unique in your org")],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="The public key file (e.g. ~/.ssh/id_ed25519.pub); - for stdin"
+        ),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="The public key line itself ('ssh-ed25519 AAAA…')")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Add an SSH public key to your org; name it when you create instances and clusters."""
+    text = read_public_key(file, key)
+    print_object(STATE.client().ssh_keys.add(name, text), as_json=as_json, fields=SSH_KEY_COLUMNS)
+
+
+@ssh_keys_app.command("list")
+@api_call
+def ssh_keys_list(
+    org: Annotated[
+        str | None, typer.Option("--org", help="Another org's keys (operator staff; id or slug)")
+    ] = None,
+    as_json: Json = False,
+    limit: Limit = 1000,
+    all_rows: All = False,
+) -> None:
+    """Your org's SSH keys, oldest first."""
+    rows = STATE.client().ssh_keys.iter(org_id=STATE.maybe_org_id(org))
+    _show_list(rows, SSH_KEY_COLUMNS, as_json, None if all_rows else limit)
+
+
+@ssh_keys_app.command("get")
+@api_call
+def ssh_keys_get(ref: SshKeyRef, as_json: Json = False) -> None:
+    """An SSH key: name, type, size, fingerprint, owner and the public key line."""
+    print_object(STATE.client().ssh_keys.get(ssh_key_id(ref)), as_json=as_json)
+
+
+@ssh_keys_app.command("delete")
+@api_call
+def ssh_keys_delete(ref: SshKeyRef, as_json: Json = False) -> None:
+    """Delete an SSH key (its owner or an org admin); running instances keep it until they end."""
+    gone = STATE.client().ssh_keys.delete(ssh_key_id(ref))
+    if as_json:
+        print_json(gone)
+        return
+    err.print(f"{gone['id']} deleted ({gone['fingerprint']})", highlight=False)
 
 
 # -------------------------------------------------------------------------------------- quotas

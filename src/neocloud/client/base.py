@@ -33,6 +33,7 @@ from neocloud.client.tenancy import (
     OrgsResource,
     ProjectsResource,
     QuotasResource,
+    SshKeysResource,
     UsersResource,
 )
 from neocloud.client.transport import DEFAULT_URL, ApiError, Transport
@@ -51,6 +52,7 @@ class Client(Transport):
     projects: ProjectsResource
     users: UsersResource
     keys: KeysResource
+    ssh_keys: SshKeysResource
     quotas: QuotasResource
     audit: AuditResource
     # compute
@@ -88,6 +90,7 @@ class Client(Transport):
         self.projects = ProjectsResource(self)
         self.users = UsersResource(self)
         self.keys = KeysResource(self)
+        self.ssh_keys = SshKeysResource(self)
         self.quotas = QuotasResource(self)
         self.audit = AuditResource(self)
         self.instance_types = InstanceTypesResource(self)

@@ -1,4 +1,4 @@
-"""SDK resources for tenancy: orgs, projects, users, API keys, quotas and the audit log."""
+"""SDK resources for tenancy: orgs, projects, users, API keys, SSH keys, quotas, the audit log."""
 
 from __future__ import annotations
 
@@ -166,3 +166,31 @@ class AuditResource(Resource):
 
     def iter(self, **filters: Any) -> Iterator[Obj]:
         return self._c.iter("audit-events", **filters)
+
+
+class SshKeysResource(Resource):
+    """The org's SSH public keys (``/ssh-keys``), named by instances and clusters."""
+
+    def add(self, name: str, public_key: str, *, idempotency_key: str | None = None) -> Obj:
+        """Add one OpenSSH public key line (the ``.pub`` file's text) under ``name``."""
+        body = {"name": name, "public_key": public_key}
+        result: Obj = self._c.post("ssh-keys", body, idempotency_key=idempotency_key)
+        return result
+
+    def list(
+        self, *, org_id: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> Obj:
+        result: Obj = self._c.get("ssh-keys", org_id=org_id, limit=limit, after=after)
+        return result
+
+    def iter(self, *, org_id: str | None = None) -> Iterator[Obj]:
+        return self._c.iter("ssh-keys", org_id=org_id)
+
+    def get(self, ssh_key_id: str) -> Obj:
+        result: Obj = self._c.get(f"ssh-keys/{ssh_key_id}")
+        return result
+
+    def delete(self, ssh_key_id: str) -> Obj:
+        """Delete a key; answers ``{"id", "object": "ssh_key", "deleted": true, "fingerprint"}``."""
+        result: Obj = self._c.delete(f"ssh-keys/{ssh_key_id}")
+        return result

@@ -48,6 +48,7 @@ PREFIXES: dict[str, str] = {
     "cn": "credit note",
     "req": "request",
     "usg": "studio usage record",
+    "sshkey": "ssh key",
 }
 
 _lock = threading.Lock()

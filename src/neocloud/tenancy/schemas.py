@@ -8,7 +8,16 @@ from pydantic import Field
 
 from neocloud.kernel.auth import Role
 from neocloud.tenancy import domain
-from neocloud.web.fields import CleanText, Email, Id, Name, ShortText, UtcTime
+from neocloud.web.fields import (
+    SSH_KEY_MAX,
+    Clean,
+    CleanText,
+    Email,
+    Id,
+    Name,
+    ShortText,
+    UtcTime,
+)
 from neocloud.web.schemas import RequestModel, ResponseModel, Time
 
 Slug = Annotated[str, Field(min_length=1, max_length=63, pattern=domain.SLUG_PATTERN)]
@@ -158,3 +167,38 @@ class AuditEventOut(ResponseModel):
         description="An attempt from outside: no valid key (in the operator's log) or a call on "
         "an org the caller may not act in (in the caller's own org's log, never the target's)"
     )
+
+
+# ----------------------------------------------------------------------------------- ssh keys
+
+
+class SshKeyCreate(RequestModel):
+    name: Clean = Field(min_length=1, max_length=64, description="Unique in the organization")
+    # Newlines pass the schema so that a pasted private key (several lines) gets its own precise
+    # refusal from the service (and is never echoed), not a generic pattern error.
+    public_key: CleanText = Field(
+        min_length=1,
+        max_length=SSH_KEY_MAX,
+        description="One OpenSSH public key line, 'TYPE BASE64 [comment]' (the '.pub' file): "
+        "ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa of 2048 bits or more",
+    )
+
+
+class SshKeyOut(ResponseModel):
+    id: str
+    object: Literal["ssh_key"] = "ssh_key"
+    org_id: str
+    name: str
+    fingerprint: str = Field(description="SHA256:… as 'ssh-keygen -l' prints it")
+    key_type: str
+    bits: int
+    public_key: str = Field(description="The normalized line installed on nodes")
+    created_by: str = Field(description="The user who added the key (its owner)")
+    created_at: Time
+
+
+class SshKeyDeleted(ResponseModel):
+    id: str
+    object: Literal["ssh_key"] = "ssh_key"
+    deleted: bool = True
+    fingerprint: str

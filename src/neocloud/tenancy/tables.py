@@ -132,3 +132,24 @@ class AuditEventRow(Base):
     # An attempt from outside: no valid key (kept in the operator's log), or a call on an org
     # the caller may not act in (kept in the caller's own log, never the target's).
     outsider: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+class SshKeyRow(Base):
+    """A tenant's SSH public key: its org's, added by ``created_by``; installed on the nodes
+    of the instances and clusters that name it. One name and one key (fingerprint) per org."""
+
+    __tablename__ = "ssh_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("org_id", "name", name="uq_ssh_keys_org_id_name"),
+        sa.UniqueConstraint("org_id", "fingerprint", name="uq_ssh_keys_org_id_fingerprint"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"), index=True)
+    created_by: Mapped[str] = mapped_column(ID, sa.ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    public_key: Mapped[str] = mapped_column(sa.Text)  # the normalized line, at most 16 KiB
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))  # SHA256:<43 base64 characters>
+    key_type: Mapped[str] = mapped_column(sa.String(32))
+    bits: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
