@@ -33,7 +33,7 @@ from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
 Name = Field(None, max_length=128)
 SSH_KEYS_HELP = "OpenSSH public key lines to install, besides ssh_key_ids' keys"
-SshKeyIds = Field(
+SshKeyIds: Any = Field(
     default_factory=list,
     max_length=16,
     description="ids of your org's SSH keys (sshkey_…) to install for the login user",
@@ -396,9 +396,7 @@ class CapacityOut(ResponseModel):
 
 # ---------------------------------------------------------------------------------------- images
 
-Drivers = Field(
-    max_length=3, description="drivers that can install or run it: sim, ssh, redfish"
-)
+Drivers = Field(max_length=3, description="drivers that can install or run it: sim, ssh, redfish")
 
 
 class ImageCreate(RequestModel):
