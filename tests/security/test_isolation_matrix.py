@@ -278,6 +278,25 @@ def _org(w: World) -> dict[str, str]:
     return {"org_id": w.b}
 
 
+def _public_key() -> str:
+    """A fresh ed25519 public key line (one org holds a key once)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    raw = Ed25519PrivateKey.generate().public_key()
+    line = raw.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return line.decode()
+
+
+def _ssh_key(w: World) -> dict[str, str]:
+    """A new SSH key of the fixture org, added by its owner."""
+    made: str = w.ok(
+        "owner", "POST", "ssh-keys", {"name": w.unique("ssh"), "public_key": _public_key()}
+    )["id"]
+    w.markers.add(made)
+    return {"ssh_key_id": made}
+
+
 def _chat(w: World) -> dict[str, Any]:
     return {
         "model": "neocloud/echo",
@@ -320,6 +339,14 @@ RULES: dict[str, Rule] = {
     "POST /api/v1/keys/{key_id}/revoke": Rule(
         "admin", path=lambda w: {"key_id": w.worker_key}, below=404, staff=403
     ),
+    # ssh keys: members add them to their own org; everyone in the org reads them; the key's
+    # owner (here the org's owner, an admin too) or an org admin deletes one
+    "POST /api/v1/ssh-keys": Rule(
+        "member", scope="own", body=lambda w: {"name": w.unique("k"), "public_key": _public_key()}
+    ),
+    "GET /api/v1/ssh-keys": Rule("viewer", query=_org),
+    "GET /api/v1/ssh-keys/{ssh_key_id}": Rule("viewer", path=_ssh_key),
+    "DELETE /api/v1/ssh-keys/{ssh_key_id}": Rule("admin", path=_ssh_key),
     # quotas
     "GET /api/v1/orgs/{org_id}/quotas": Rule("viewer", path=_org),
     "PUT /api/v1/orgs/{org_id}/quotas/{gpu_model}": Rule(
