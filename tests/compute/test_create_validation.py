@@ -4,7 +4,9 @@ values are stored as the reconciler hands them to the driver (on both backends).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,7 +190,7 @@ def test_user_data_script_and_cloud_config_are_stored_as_sent(acme: Client, db: 
     config = acme.instances.create("1xH100", user_data=CLOUD_CONFIG)
     row = _row(db, config["id"])
     assert (row.image, row.login_user) == ("ubuntu-22.04-cuda-12.4", "ubuntu")
-    assert row.user_data is not None and row.user_data.startswith("#cloud-config")
+    assert (row.user_data or "").startswith("#cloud-config")
     exact = "#!/bin/sh\n# " + "é" * 32_700  # 65,412 bytes: under 64 KiB
     assert _row(db, acme.instances.create("1xH100", user_data=exact)["id"]).user_data == exact
 
@@ -200,7 +202,8 @@ def test_a_cluster_gives_every_member_its_image_keys_and_user_data(
     c = acme.clusters.create("H100", 3, image="host-os", ssh_key_ids=[key["id"]], user_data=SCRIPT)
     with db.transaction() as s:
         cluster = s.get(ClusterRow, c["id"])
-        assert cluster is not None and cluster.user_data == SCRIPT.strip()
+        assert cluster is not None
+        assert cluster.user_data == SCRIPT.strip()
     members = [_row(db, n["instance_id"]) for n in c["nodes"]]
     assert len(members) == 3
     for m in members:
@@ -223,3 +226,48 @@ def test_a_cluster_gives_every_member_its_image_keys_and_user_data(
     r = fresh[0]
     assert (r.image, r.login_user, r.ssh_key_ids) == ("host-os", "ubuntu", [key["id"]])
     assert (r.ssh_keys, r.user_data) == ([key["public_key"]], SCRIPT.strip())
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_create_takes_image_key_ids_and_a_user_data_file(
+    acme: Client, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from neocloud.cli.compute import APPS
+    from neocloud.cli.state import STATE
+
+    app = typer.Typer()
+    for name, sub in APPS.items():
+        app.add_typer(sub, name=name)
+    monkeypatch.setattr(STATE, "_client", acme)
+    key = acme.ssh_keys.add("laptop", public_key())
+    script = tmp_path / "boot.sh"
+    script.write_text(SCRIPT)
+    result = CliRunner().invoke(
+        app,
+        ["instances", "create", "1xH100", "--image", "host-os", "--ssh-key-id", key["id"],
+         "--user-data", str(script), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = _row(db, json.loads(result.stdout)["id"])
+    assert (row.image, row.ssh_key_ids, row.user_data) == ("host-os", [key["id"]], SCRIPT.strip())
+    big = tmp_path / "big.sh"
+    big.write_bytes(b"#!/bin/sh\n" + b"#" * 65_536)
+    before = _counts(db)
+    refused = CliRunner().invoke(app, ["instances", "create", "1xH100", "--user-data", str(big)])
+    assert refused.exit_code == 2
+    assert "64 KiB" in refused.output
+    config = tmp_path / "c.yaml"
+    config.write_text(CLOUD_CONFIG)
+    refused = CliRunner().invoke(
+        app,
+        ["clusters", "create", "H100", "--nodes", "2", "--image", "host-os",
+         "--user-data", str(config)],
+    )  # fmt: skip
+    assert refused.exit_code != 0
+    assert "cloud_init_unavailable" in refused.output
+    assert _counts(db) == before

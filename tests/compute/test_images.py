@@ -207,3 +207,58 @@ def test_an_empty_catalog_leaves_the_image_unset(acme: Client, db: Database) -> 
 def test_another_org_reads_the_same_catalog(catalog: list[str], fleet: Client) -> None:
     _, other = tenant_client(fleet, "other")
     assert {i["name"] for i in other.images.list()["data"]} == set(catalog)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import typer
+    from typer.testing import CliRunner
+
+    from neocloud.cli import output
+    from neocloud.cli.images import APPS
+    from neocloud.cli.state import STATE
+
+    app = typer.Typer()
+    for name, sub in APPS.items():
+        app.add_typer(sub, name=name)
+    monkeypatch.setattr(output.out, "width", 200)
+
+    def run(client: Client, *args: str):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(STATE, "_client", client)
+        return CliRunner().invoke(app, list(args))
+
+    return run
+
+
+def test_cli_lists_gets_and_publishes(
+    catalog: list[str], admin: Client, acme: Client, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    listed = run_cli(acme, "images", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "host-os" in listed.stdout
+    assert "Ubuntu 22.04" in listed.stdout
+    got = run_cli(acme, "images", "get", "host-os", "--json")
+    assert json.loads(got.stdout)["cloud_init"] is False
+    denied = run_cli(acme, "images", "publish", "mine", "--os", "Debian 12", "--driver", "sim")
+    assert denied.exit_code != 0
+    assert "operator_only" in denied.output
+    made = run_cli(
+        admin,
+        "images", "publish", "debian-12", "--os", "Debian 12", "--driver", "ssh",
+        "--login-user", "debian", "--default", "--json",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["is_default"] is True
+    updated = run_cli(admin, "images", "update", "host-os", "--description", "as is", "--json")
+    assert json.loads(updated.stdout)["description"] == "as is"
+    retired = run_cli(admin, "images", "retire", "ubuntu-24.04-cuda-12.8", "--json")
+    assert json.loads(retired.stdout)["retired_at"] is not None
+    every = run_cli(acme, "images", "list", "--retired", "--json")
+    assert len(json.loads(every.stdout)) == 4
+    missing = run_cli(admin, "images", "publish", "x", "--os", "y")
+    assert missing.exit_code == 2
