@@ -3,6 +3,8 @@ retire, one default, and what an instance takes from its image (on both backends
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
@@ -11,6 +13,7 @@ from neocloud.compute import images
 from neocloud.compute.tables import ImageRow, InstanceRow
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
+from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import VirtualClock
 
 from .helpers import tenant_client
@@ -262,3 +265,28 @@ def test_cli_lists_gets_and_publishes(
     assert len(json.loads(every.stdout)) == 4
     missing = run_cli(admin, "images", "publish", "x", "--os", "y")
     assert missing.exit_code == 2
+
+
+def test_the_first_start_seeds_the_catalog_and_a_restart_keeps_the_operators(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from neocloud.api.platform import prepare
+    from neocloud.kernel.settings import load_settings
+
+    clock = VirtualClock(datetime(2026, 3, 1, tzinfo=UTC))
+    prepared = prepare(load_settings(data_dir=tmp_path), clock, demo_fleet=False)
+    with prepared.db.transaction() as s:
+        assert set(s.scalars(sa.select(ImageRow.name))) == {b.name for b in images.BUILTIN}
+    operator = Principal("key", "usr", "org", Role.ADMIN, is_operator=True)
+    images.update_image(
+        db=prepared.db,
+        clock=clock,
+        actor=operator,
+        name="host-os",
+        changes=images.ImageChanges(is_default=True),
+    )
+    images.retire_image(db=prepared.db, clock=clock, actor=operator, name=DEFAULT)
+    prepare(load_settings(data_dir=tmp_path), clock, demo_fleet=False)  # a restart
+    assert _defaults(prepared.db) == ["host-os"]
+    assert images.get_image(db=prepared.db, name=DEFAULT).retired_at is not None
+    prepared.db.dispose()

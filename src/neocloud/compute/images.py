@@ -107,11 +107,14 @@ def seed_catalog(*, db: Database, clock: Clock) -> list[str]:
     """Publish the built-in images into an empty catalog (first start); an operator's
     catalog is left as it is. Returns the names published now."""
     now = clock.now()
-    with db.transaction() as s:
-        if s.scalar(sa.select(ImageRow.name).limit(1)) is not None:
-            return []
-        for spec in BUILTIN:
-            s.add(_row(spec, now, default=spec.is_default))
+    try:
+        with db.transaction() as s:
+            if s.scalar(sa.select(ImageRow.name).limit(1)) is not None:
+                return []
+            for spec in BUILTIN:
+                s.add(_row(spec, now, default=spec.is_default))
+    except Conflict:  # another process starting at the same time seeded it first
+        return []
     return [spec.name for spec in BUILTIN]
 
 
@@ -220,6 +223,12 @@ def _row(spec: ImageSpec, now: datetime, *, default: bool) -> ImageRow:
         created_at=now,
         updated_at=now,
     )
+
+
+def find_image(s: Session, name: str) -> ImageRow | None:
+    """The image ``name`` (retired or not) inside the caller's transaction, or None: for the
+    reconciler, which hands the driver the image's name and whether it has cloud-init."""
+    return s.get(ImageRow, name)
 
 
 def _get(s: Session, name: str, *, lock: bool = False) -> ImageRow:
