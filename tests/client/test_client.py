@@ -15,7 +15,7 @@ from neocloud.client.transport import Transport
 # Every resource the SDK has offered (README, CLI, tests): none may go missing or go untyped.
 RESOURCES = {
     "fleet", "nodes", "orgs", "projects", "users", "keys", "ssh_keys", "quotas", "audit",
-    "instance_types", "instances", "clusters", "reservations", "capacity", "economics",
+    "instance_types", "instances", "clusters", "reservations", "capacity", "images", "economics",
     "price_books", "usage", "invoices", "contracts", "credits", "billing_reports", "studio",
 }  # fmt: skip
 

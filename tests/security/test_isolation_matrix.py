@@ -163,6 +163,7 @@ class World:
         self.instance = self.new_instance()
         self.cluster = self.new_cluster()
         self.reservation = self.new_reservation()
+        self.image = self.new_image()
         self.invoice = self.ok(
             "operator", "POST", "invoices", {"org_id": self.b, "period": "2026-02"}
         )["id"]
@@ -228,6 +229,12 @@ class World:
             "id"
         ]
         self.markers.add(made)
+        return made
+
+    def new_image(self) -> str:
+        """An image of the operator's catalog (not the default, so it can be retired)."""
+        body = {"name": self.unique("img"), "os": "Ubuntu 22.04", "drivers": ["sim"]}
+        made: str = self.ok("operator", "POST", "images", body)["name"]
         return made
 
     def new_quota(self) -> str:
@@ -394,6 +401,10 @@ RULES: dict[str, Rule] = {
     "POST /api/v1/instances/{instance_id}/terminate": Rule(
         "member", path=lambda w: {"instance_id": w.new_instance()}
     ),
+    # reboot: served is 409 here, as the fixture's instances never run (no worker)
+    "POST /api/v1/instances/{instance_id}/reboot": Rule(
+        "member", path=lambda w: {"instance_id": w.instance}
+    ),
     "GET /api/v1/instances/{instance_id}/events": Rule(
         "viewer", path=lambda w: {"instance_id": w.instance}
     ),
@@ -433,6 +444,17 @@ RULES: dict[str, Rule] = {
         "viewer", path=lambda w: {"reservation_id": w.reservation}
     ),
     "GET /api/v1/capacity": Rule("any"),
+    # images: everyone reads the operator's catalog; operator admins change it
+    "GET /api/v1/images": Rule("any"),
+    "GET /api/v1/images/{name}": Rule("any", path=lambda w: {"name": w.image}),
+    "POST /api/v1/images": Rule(
+        "operator",
+        body=lambda w: {"name": w.unique("img"), "os": "Ubuntu 24.04", "drivers": ["sim", "ssh"]},
+    ),
+    "PATCH /api/v1/images/{name}": Rule(
+        "operator", path=lambda w: {"name": w.image}, body=lambda w: {"description": "patched"}
+    ),
+    "DELETE /api/v1/images/{name}": Rule("operator", path=lambda w: {"name": w.new_image()}),
     # billing
     "POST /api/v1/price-books": Rule(
         "operator",

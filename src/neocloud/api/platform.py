@@ -34,6 +34,7 @@ def prepare(
     settings: Settings, clock: Clock, *, fleet_file: Path | None = None, demo_fleet: bool = True
 ) -> Prepared:
     """Migrate, create the operator org on first start, and load a fleet into an empty one."""
+    from neocloud.compute import images as compute_images
     from neocloud.compute import service as compute_service
     from neocloud.fleet import service as fleet_service
     from neocloud.fleet.spec import demo_spec, load_spec_file
@@ -51,6 +52,7 @@ def prepare(
         spec = load_spec_file(fleet_file) if fleet_file else demo_spec()
         imported = fleet_service.import_spec(db=db, clock=clock, spec=spec).nodes_created
     compute_service.register_default_quotas(db=db, clock=clock)
+    compute_images.seed_catalog(db=db, clock=clock)  # an empty catalog gets the built-in images
     _price_builtin_models(db, clock)
     return Prepared(db, admin_key, key_path, imported)
 

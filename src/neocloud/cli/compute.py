@@ -1,6 +1,6 @@
 """CLI for compute: ``neocloud instance-types list``, ``neocloud instances create|list|get|
-terminate|events|ssh-config``, ``neocloud clusters …`` (``hosts``: the members in a tool's
-format), ``neocloud reservations …``, ``neocloud capacity``, ``neocloud ssh INSTANCE``.
+terminate|reboot|events|ssh-config``, ``neocloud clusters …`` (``hosts``: the members in a
+tool's format), ``neocloud reservations …``, ``neocloud capacity``, ``neocloud ssh INSTANCE``.
 
 Where a command takes an instance or cluster id, a unique name works too."""
 
@@ -65,6 +65,47 @@ Hours = Annotated[int, typer.Option("--hours", help="Hours to add to its end")]
 GpuModelFilter = Annotated[
     str | None, typer.Option("--gpu-model", help="Only this GPU model (H100, H200, …)")
 ]
+SshKeyLines = Annotated[
+    list[str] | None, typer.Option("--ssh-key", help="An SSH public key line; repeatable")
+]
+SshKeyIds = Annotated[
+    list[str] | None,
+    typer.Option("--ssh-key-id", help="Your org's SSH key (sshkey_…, see ssh-keys); repeatable"),
+]
+ImageOpt = Annotated[
+    str | None, typer.Option("--image", help="OS image (see images list; default: the default)")
+]
+UserDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--user-data",
+        help="File of user data: a #! script run once as root, or #cloud-config (- for stdin)",
+    ),
+]
+USER_DATA_MAX = 64 * 1024
+
+
+def read_user_data(path: Path | None) -> str | None:
+    """The user data file's text (``-``: stdin), refused here when over 64 KiB or not UTF-8;
+    the API checks what it must start with."""
+    if path is None:
+        return None
+    try:
+        if str(path) == "-":
+            data = typer.get_binary_stream("stdin").read(USER_DATA_MAX + 1)
+        else:
+            with path.expanduser().open("rb") as handle:
+                data = handle.read(USER_DATA_MAX + 1)
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        raise typer.BadParameter(message, param_hint="--user-data") from None
+    if len(data) > USER_DATA_MAX:
+        raise typer.BadParameter("user data is at most 64 KiB", param_hint="--user-data")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise typer.BadParameter("user data must be UTF-8 text", param_hint="--user-data") from None
+
 
 TYPE_COLUMNS: list[Column] = [
     ("TYPE", "id"),
@@ -184,10 +225,10 @@ def instances_create(
         str | None, typer.Option("--name", help="A name to find it by (instead of its id)")
     ] = None,
     project: Annotated[str | None, typer.Option("--project", help="Project id")] = None,
-    ssh_key: Annotated[
-        list[str] | None, typer.Option("--ssh-key", help="An SSH public key; repeatable")
-    ] = None,
-    image: Annotated[str | None, typer.Option("--image", help="OS image to boot")] = None,
+    ssh_key: SshKeyLines = None,
+    ssh_key_id: SshKeyIds = None,
+    image: ImageOpt = None,
+    user_data: UserDataOpt = None,
     reservation_policy: Annotated[
         ReservationPolicy | None,
         typer.Option(
@@ -209,7 +250,9 @@ def instances_create(
         name=name,
         project_id=project,
         ssh_keys=ssh_key,
+        ssh_key_ids=ssh_key_id,
         image=image,
+        user_data=read_user_data(user_data),
         reservation_policy=reservation_policy.value if reservation_policy else None,
         queue=queue or None,
         max_wait_s=max_wait,
@@ -258,6 +301,57 @@ def instances_terminate(
         inst, timed_out = _wait(inst, ENDED, timeout, as_json)
     _show(inst, as_json)
     exit_if_timed_out(timed_out)
+
+
+@instances_app.command("reboot")
+@api_call
+def instances_reboot(
+    instance: InstanceRef,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until it is back up (or the reboot failed)")
+    ] = False,
+    timeout: Timeout = 600.0,
+    as_json: Json = False,
+) -> None:
+    """Reboot a running instance; it stays yours and stays billed."""
+    client = STATE.client()
+    inst = client.instances.reboot(instance_id(instance))
+    if wait:
+        outcome = _wait_reboot(inst["id"], timeout, as_json)
+        inst = client.instances.get(inst["id"])
+        _show(inst, as_json)
+        if outcome is None:
+            exit_if_timed_out(True)
+        elif outcome != "rebooted":
+            raise typer.Exit(1)
+        return
+    _show(inst, as_json)
+
+
+def _wait_reboot(inst_id: str, timeout_s: float, quiet: bool) -> str | None:
+    """Poll the events after the latest ``reboot_requested`` until ``rebooted`` (answered),
+    a failed ``reboot`` or the end of the instance (``failed``), or None after ``timeout_s``."""
+    client = STATE.client()
+    started = time.monotonic()
+    with spinner(f"{inst_id}: rebooting"):
+        while True:
+            events = list(client.iter(f"instances/{inst_id}/events"))
+            asked = max(
+                (i for i, e in enumerate(events) if e["kind"] == "reboot_requested"), default=-1
+            )
+            for e in events[asked + 1 :]:
+                failed = e["kind"] == "reboot" and (e["message"] or "").startswith("reboot failed")
+                if e["kind"] == "rebooted" or failed or e["to_state"] in ENDED:
+                    if not quiet:
+                        err.print(f"{inst_id}: {e['message'] or e['kind']}", highlight=False)
+                    return "rebooted" if e["kind"] == "rebooted" else "failed"
+            if time.monotonic() - started >= timeout_s:
+                err.print(
+                    f"[red]timed out[/red] after {timeout_s:g} s: {inst_id} is not back yet",
+                    highlight=False,
+                )
+                return None
+            time.sleep(0.5)
 
 
 @instances_app.command("events")
@@ -398,6 +492,10 @@ def clusters_create(
     name: Annotated[
         str | None, typer.Option("--name", help="A name to find it by (instead of its id)")
     ] = None,
+    ssh_key: SshKeyLines = None,
+    ssh_key_id: SshKeyIds = None,
+    image: ImageOpt = None,
+    user_data: UserDataOpt = None,
     queue: Queue = False,
     max_wait: MaxWait = None,
     wait: Wait = False,
@@ -415,6 +513,10 @@ def clusters_create(
         topology=topology,
         fabric=fabric,
         name=name,
+        ssh_keys=ssh_key,
+        ssh_key_ids=ssh_key_id,
+        image=image,
+        user_data=read_user_data(user_data),
         queue=queue or None,
         max_wait_s=max_wait,
     )

@@ -380,6 +380,7 @@ GROUPS: dict[str, Callable[[], None]] = {
         ("reservations", "capacity", "instance-types", "instances", "clusters", "ssh"),
         _register_apps("compute"),
     ),
+    "images": _register_apps("images"),
     **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
     "studio": _register_apps("studio"),
 }

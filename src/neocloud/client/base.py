@@ -20,6 +20,7 @@ from neocloud.client.billing import (
 from neocloud.client.compute import (
     CapacityResource,
     ClustersResource,
+    ImagesResource,
     InstancesResource,
     InstanceTypesResource,
     ReservationsResource,
@@ -61,6 +62,7 @@ class Client(Transport):
     clusters: ClustersResource
     reservations: ReservationsResource
     capacity: CapacityResource
+    images: ImagesResource
     # economics
     economics: EconomicsResource
     # billing
@@ -98,6 +100,7 @@ class Client(Transport):
         self.clusters = ClustersResource(self)
         self.reservations = ReservationsResource(self)
         self.capacity = CapacityResource(self)
+        self.images = ImagesResource(self)
         self.economics = EconomicsResource(self)
         self.price_books = PriceBooksResource(self)
         self.usage = UsageResource(self)

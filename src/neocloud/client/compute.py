@@ -1,5 +1,5 @@
 """SDK resources for compute: ``client.instance_types``, ``client.instances``,
-``client.clusters``, ``client.reservations``, ``client.capacity``."""
+``client.clusters``, ``client.reservations``, ``client.capacity``, ``client.images``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class InstancesResource(Resource):
         reservation_policy: str | None = None,
         reservation_ids: list[str] | None = None,
         ssh_keys: list[str] | None = None,
+        ssh_key_ids: list[str] | None = None,
         image: str | None = None,
         user_data: str | None = None,
         name: str | None = None,
@@ -65,8 +66,11 @@ class InstancesResource(Resource):
     ) -> Obj:
         """Ask for an instance; it answers ``pending`` (use ``wait`` for ``running``).
 
-        With ``queue`` (or ``max_wait_s``) a request that does not fit waits ``pending`` for
-        capacity instead of failing with ``no_capacity``."""
+        ``image`` names an image of ``client.images`` (default: the default image);
+        ``ssh_key_ids`` your org's SSH keys, ``ssh_keys`` more public key lines; ``user_data``
+        a ``#!`` script or ``#cloud-config`` (at most 64 KiB). With ``queue`` (or
+        ``max_wait_s``) a request that does not fit waits ``pending`` for capacity instead of
+        failing with ``no_capacity``."""
         body = _body(
             queue=queue,
             max_wait_s=max_wait_s,
@@ -75,6 +79,7 @@ class InstancesResource(Resource):
             reservation_policy=reservation_policy,
             reservation_ids=reservation_ids,
             ssh_keys=ssh_keys,
+            ssh_key_ids=ssh_key_ids,
             image=image,
             user_data=user_data,
             name=name,
@@ -99,6 +104,13 @@ class InstancesResource(Resource):
 
     def terminate(self, instance_id: str) -> Obj:
         result: Obj = self._c.post(f"instances/{instance_id}/terminate")
+        return result
+
+    def reboot(self, instance_id: str, *, idempotency_key: str | None = None) -> Obj:
+        """Reboot a running instance (answers at once; the events say when it is back)."""
+        result: Obj = self._c.post(
+            f"instances/{instance_id}/reboot", idempotency_key=idempotency_key
+        )
         return result
 
     def events(
@@ -139,15 +151,17 @@ class ClustersResource(Resource):
         fabric: str | None = None,
         project_id: str | None = None,
         ssh_keys: list[str] | None = None,
+        ssh_key_ids: list[str] | None = None,
         image: str | None = None,
+        user_data: str | None = None,
         name: str | None = None,
         queue: bool | None = None,
         max_wait_s: int | None = None,
         idempotency_key: str | None = None,
     ) -> Obj:
         """Ask for a gang of ``node_count`` whole nodes; ``topology`` e.g.
-        ``{"required": "fabric", "preferred": "block", "segment": 4}``; ``queue`` /
-        ``max_wait_s`` as for instances."""
+        ``{"required": "fabric", "preferred": "block", "segment": 4}``; ``image``, keys,
+        ``user_data`` (every member's), ``queue`` and ``max_wait_s`` as for instances."""
         body = _body(
             queue=queue,
             max_wait_s=max_wait_s,
@@ -157,7 +171,9 @@ class ClustersResource(Resource):
             fabric=fabric,
             project_id=project_id,
             ssh_keys=ssh_keys,
+            ssh_key_ids=ssh_key_ids,
             image=image,
+            user_data=user_data,
             name=name,
         )
         body["class"] = cls
@@ -249,3 +265,65 @@ class CapacityResource(Resource):
         """Availability per region and GPU model (exact numbers for operators)."""
         result: list[Obj] = self._c.get("capacity", gpu_model=gpu_model)["data"]
         return result
+
+
+class ImagesResource(Resource):
+    """The operator's OS image catalog; publish, update and retire are operator admins'."""
+
+    def get(self, name: str) -> Obj:
+        result: Obj = self._c.get(f"images/{name}")
+        return result
+
+    def publish(
+        self,
+        name: str,
+        *,
+        os: str,
+        drivers: list[str],
+        cuda_driver: str | None = None,
+        cuda_toolkit: str | None = None,
+        login_user: str | None = None,
+        cloud_init: bool = False,
+        is_default: bool = False,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Obj:
+        body = _body(
+            name=name,
+            os=os,
+            drivers=drivers,
+            cuda_driver=cuda_driver,
+            cuda_toolkit=cuda_toolkit,
+            login_user=login_user,
+            description=description,
+        )
+        body |= {"cloud_init": cloud_init, "is_default": is_default}
+        result: Obj = self._c.post("images", body, idempotency_key=idempotency_key)
+        return result
+
+    def update(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        drivers: list[str] | None = None,
+        is_default: bool | None = None,
+    ) -> Obj:
+        body = _body(description=description, drivers=drivers, is_default=is_default)
+        result: Obj = self._c.patch(f"images/{name}", body)
+        return result
+
+    def retire(self, name: str) -> Obj:
+        result: Obj = self._c.delete(f"images/{name}")
+        return result
+
+    def list(
+        self, *, include_retired: bool = False, limit: int | None = None, after: str | None = None
+    ) -> Obj:
+        result: Obj = self._c.get(
+            "images", include_retired=include_retired or None, limit=limit, after=after
+        )
+        return result
+
+    def iter(self, *, include_retired: bool = False) -> Iterator[Obj]:
+        return self._c.iter("images", include_retired=include_retired or None)

@@ -1,4 +1,5 @@
-"""Compute routes: instance types, instances (create, read, list, terminate, events).
+"""Compute routes: instance types, instances (create, read, list, terminate, reboot, events),
+clusters, reservations, capacity; and the image catalog (``images_api``, mounted here).
 
 After a write the router nudges the background worker (``app.state.compute_nudge``, set by
 whoever runs one) so that scheduling starts at once instead of at the next poll.
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from neocloud.compute import access, clusters, offerings, reservations, service
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise
+from neocloud.compute.images_api import router as images_router
 from neocloud.compute.prices import CATALOG_PRICES, GpuPrices, PriceSource
 from neocloud.compute.reconciler import workload_hostname
 from neocloud.compute.schemas import (
@@ -39,6 +41,7 @@ from neocloud.web.deps import Caller, Ctx, Paging
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
+router.include_router(images_router)
 TAG_TYPES: list[str | Enum] = ["instance types"]
 TAG_INSTANCES: list[str | Enum] = ["instances"]
 InstanceId = Annotated[str, Path(max_length=40)]
@@ -148,6 +151,23 @@ def terminate_instance(
     row = service.terminate_instance(
         db=ctx.db, clock=ctx.clock, actor=caller, instance_id=instance_id
     )
+    nudge(request)
+    return _out(row, prices)
+
+
+@router.post(
+    "/instances/{instance_id}/reboot",
+    response_model=InstanceOut,
+    status_code=202,
+    tags=TAG_INSTANCES,
+)
+def reboot_instance(
+    request: Request, instance_id: InstanceId, ctx: Ctx, caller: Caller, prices: Prices
+) -> InstanceOut:
+    """Reboot a running instance through its node's driver (events ``reboot_requested``,
+    ``reboot``, ``rebooted``); it stays yours and stays billed. Any other state is 409
+    ``instance_not_running``; asking again while a reboot is under way changes nothing."""
+    row = service.reboot_instance(db=ctx.db, clock=ctx.clock, actor=caller, instance_id=instance_id)
     nudge(request)
     return _out(row, prices)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute import domain
+from neocloud.compute import domain, images
 from neocloud.compute.domain import (
     CapacityClass,
     ClusterState,
@@ -24,7 +24,7 @@ from neocloud.compute.domain import (
 )
 from neocloud.compute.lifecycle import move_cluster, record_event, stop_members
 from neocloud.compute.quota import check_gpu_quota
-from neocloud.compute.service import check_project
+from neocloud.compute.service import check_boot_inputs, check_project
 from neocloud.compute.snapshot import levels_of
 from neocloud.compute.tables import ClusterRow, InstanceRow
 from neocloud.db.engine import Database
@@ -51,7 +51,9 @@ class ClusterSpec:
     project_id: str | None = None
     reservation_policy: str = ReservationPolicy.AUTO.value
     ssh_keys: list[str] = field(default_factory=list)
+    ssh_key_ids: list[str] = field(default_factory=list)
     image: str | None = None
+    user_data: str | None = None
     name: str | None = None
     queue: bool | None = None
     max_wait_s: int | None = None
@@ -94,9 +96,15 @@ def _topology(spec: ClusterSpec, levels: tuple[str, ...]) -> dict[str, object]:
 def create_cluster(
     *, db: Database, clock: Clock, actor: Principal, spec: ClusterSpec
 ) -> ClusterRow:
-    """Record a pending cluster and its pending member instances (quota checked for all)."""
+    """Record a pending cluster and its pending member instances (quota checked for all).
+
+    Image, SSH keys and user data are checked as for an instance (422 naming ``image``,
+    ``ssh_keys``, ``ssh_key_ids`` or ``user_data``) and every member gets them."""
     actor.require_org_role(actor.org_id, Role.MEMBER)
     model = resolve_gpu_model(spec.gpu_model)
+    inline = check_boot_inputs(
+        ssh_keys=spec.ssh_keys, ssh_key_ids=spec.ssh_key_ids, image=spec.image
+    )
     if not 1 <= spec.node_count <= MAX_NODES:
         raise ValidationFailed(f"node_count must be between 1 and {MAX_NODES}", param="node_count")
     cls = parse_enum(CapacityClass, spec.cls, "class")
@@ -115,6 +123,11 @@ def create_cluster(
         ):
             raise ValidationFailed(f"unknown fabric {spec.fabric!r}", param="fabric")
         check_project(s, actor, spec.project_id)
+        booted = images.resolve_boot(
+            s,
+            org_id=actor.org_id,
+            request=images.BootRequest(spec.image, spec.ssh_key_ids, inline, spec.user_data),
+        )
         itype = node_type(s, model)
         check_gpu_quota(
             s,
@@ -134,6 +147,7 @@ def create_cluster(
             topology=topo,
             fabric=spec.fabric,
             reservation_policy=policy.value,
+            user_data=booted.user_data,
             state=ClusterState.PENDING.value,
             queue_until=queue_until,
             created_by=actor.key_id,
@@ -157,8 +171,11 @@ def create_cluster(
                     cls=cls.value,
                     reservation_policy=policy.value,
                     reservation_ids=[],
-                    ssh_keys=list(spec.ssh_keys),
-                    image=spec.image,
+                    ssh_keys=list(booted.ssh_keys),
+                    ssh_key_ids=list(booted.ssh_key_ids),
+                    image=booted.image,
+                    login_user=booted.login_user,
+                    user_data=booted.user_data,
                     state=InstanceState.PENDING.value,
                     gpu_indices=[],
                     created_by=actor.key_id,

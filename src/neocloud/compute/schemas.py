@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -11,7 +11,13 @@ from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
 from neocloud.compute.prices import GpuPrices
 from neocloud.compute.reconciler import workload_hostname
-from neocloud.compute.tables import ComputeEventRow, InstanceRow, OfferingRow, ReservationRow
+from neocloud.compute.tables import (
+    ComputeEventRow,
+    ImageRow,
+    InstanceRow,
+    OfferingRow,
+    ReservationRow,
+)
 from neocloud.kernel.money import Money
 from neocloud.web.fields import (
     SSH_KEYS_MAX,
@@ -22,11 +28,27 @@ from neocloud.web.fields import (
     Id,
     Seconds,
     SshKey,
+    Text,
     UtcTime,
 )
 from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
 
 Name = Field(None, max_length=128)
+SSH_KEYS_HELP = "OpenSSH public key lines to install, besides ssh_key_ids' keys"
+SshKeyIds: Any = Field(
+    default_factory=list,
+    max_length=16,
+    description="ids of your org's SSH keys (sshkey_…) to install for the login user",
+)
+ImageName = Field(
+    None, max_length=64, description="an image of GET /api/v1/images; default: the default image"
+)
+UserData = Field(
+    None,
+    max_length=65536,
+    description="at most 64 KiB (UTF-8): a #! script run once as root at first boot, or a "
+    "#cloud-config document (images with cloud_init only)",
+)
 
 
 # ----------------------------------------------------------------------------------- requests
@@ -38,9 +60,12 @@ class InstanceCreate(RequestModel):
     project_id: Id | None = None
     reservation_policy: Clean = Field("auto", max_length=8)
     reservation_ids: list[Id] = Field(default_factory=list, max_length=16)
-    ssh_keys: list[SshKey] = Field(default_factory=list, max_length=SSH_KEYS_MAX)
-    image: Clean | None = Field(None, max_length=255)
-    user_data: CleanText | None = Field(None, max_length=65536)
+    ssh_keys: list[SshKey] = Field(
+        default_factory=list, max_length=SSH_KEYS_MAX, description=SSH_KEYS_HELP
+    )
+    ssh_key_ids: list[Id] = SshKeyIds
+    image: Clean | None = ImageName
+    user_data: CleanText | None = UserData
     name: Clean | None = Name
     queue: bool | None = Field(
         None, description="wait for capacity (pending) instead of failing with no_capacity"
@@ -227,8 +252,12 @@ class ClusterCreate(RequestModel):
     fabric: Clean | None = Field(None, max_length=63)
     project_id: Id | None = None
     reservation_policy: Clean = Field("auto", max_length=8)
-    ssh_keys: list[SshKey] = Field(default_factory=list, max_length=SSH_KEYS_MAX)
-    image: Clean | None = Field(None, max_length=255)
+    ssh_keys: list[SshKey] = Field(
+        default_factory=list, max_length=SSH_KEYS_MAX, description=SSH_KEYS_HELP
+    )
+    ssh_key_ids: list[Id] = SshKeyIds
+    image: Clean | None = ImageName
+    user_data: CleanText | None = UserData
     name: Clean | None = Name
     queue: bool | None = Field(
         None, description="wait for capacity (pending) instead of failing with no_capacity"
@@ -407,3 +436,61 @@ class CapacityOut(ResponseModel):
     free_gpus: int | None = Field(None, description="operators only")
     total_gpus: int | None = Field(None, description="operators only")
     free_nodes: int | None = Field(None, description="whole nodes free now; operators only")
+
+
+# ---------------------------------------------------------------------------------------- images
+
+Drivers = Field(max_length=3, description="drivers that can install or run it: sim, ssh, redfish")
+
+
+class ImageCreate(RequestModel):
+    name: Clean = Field(min_length=1, max_length=64, examples=["ubuntu-22.04-cuda-12.4"])
+    os: Clean = Field(min_length=1, max_length=64, examples=["Ubuntu 22.04"])
+    cuda_driver: Clean | None = Field(None, max_length=32, examples=["550"])
+    cuda_toolkit: Clean | None = Field(None, max_length=32, examples=["12.4"])
+    login_user: Clean = Field("ubuntu", min_length=1, max_length=32)
+    cloud_init: bool = False
+    drivers: list[Annotated[Clean, Field(max_length=16)]] = Drivers
+    is_default: bool = False
+    description: Text = ""
+
+
+class ImageUpdate(RequestModel):
+    description: Text | None = None
+    drivers: list[Annotated[Clean, Field(max_length=16)]] | None = Field(
+        None, max_length=3, description="drivers that can install or run it: sim, ssh, redfish"
+    )
+    is_default: bool | None = Field(None, description="true: make it the default image")
+
+
+class ImageOut(ResponseModel):
+    name: str
+    object: Literal["image"] = "image"
+    os: str
+    cuda_driver: str | None
+    cuda_toolkit: str | None
+    login_user: str
+    cloud_init: bool
+    drivers: list[str]
+    is_default: bool
+    description: str
+    created_at: Time
+    updated_at: Time
+    retired_at: Time | None
+
+    @classmethod
+    def of(cls, row: ImageRow) -> ImageOut:
+        return cls(
+            name=row.name,
+            os=row.os,
+            cuda_driver=row.cuda_driver,
+            cuda_toolkit=row.cuda_toolkit,
+            login_user=row.login_user,
+            cloud_init=row.cloud_init,
+            drivers=list(row.drivers),
+            is_default=bool(row.is_default),
+            description=row.description,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            retired_at=row.retired_at,
+        )

@@ -1,4 +1,5 @@
-"""Instance use cases: create (desired state, pending), read, list, terminate, events, quotas.
+"""Instance use cases: create (desired state, pending), read, list, terminate, reboot, events,
+quotas.
 
 Each function is one transaction. The scheduler and the reconciler move instances on; the API
 only writes what the tenant wants.
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute import domain
+from neocloud.compute import boot, domain, images
 from neocloud.compute.domain import (
     CapacityClass,
     InstanceState,
@@ -28,13 +29,14 @@ from neocloud.fleet.catalog import CATALOG
 from neocloud.fleet.domain import parse_enum
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import NotFound, ValidationFailed
+from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import is_id, new_id
 from neocloud.tenancy import quotas as tenancy_quotas
+from neocloud.tenancy.ssh_key_format import ParsedKey
 from neocloud.tenancy.tables import ProjectRow, QuotaDefaultRow
 
 MAX_SSH_KEYS = 20
-MAX_USER_DATA = 64 * 1024
+MAX_SSH_KEY_IDS = 16
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,26 @@ class InstanceSpec:
     reservation_policy: str = ReservationPolicy.AUTO.value
     reservation_ids: list[str] = field(default_factory=list)
     ssh_keys: list[str] = field(default_factory=list)
+    ssh_key_ids: list[str] = field(default_factory=list)
     image: str | None = None
     user_data: str | None = None
     name: str | None = None
     queue: bool | None = None
     max_wait_s: int | None = None
+
+
+def check_boot_inputs(
+    *, ssh_keys: list[str], ssh_key_ids: list[str], image: str | None
+) -> list[ParsedKey]:
+    """The checks of a create's keys and image that need no database (instances and clusters):
+    the inline key lines parsed (422 ``ssh_keys``), the counts, the image name's shape."""
+    if len(ssh_keys) > MAX_SSH_KEYS:
+        raise ValidationFailed(f"at most {MAX_SSH_KEYS} ssh keys", param="ssh_keys")
+    if len(ssh_key_ids) > MAX_SSH_KEY_IDS:
+        raise ValidationFailed(f"at most {MAX_SSH_KEY_IDS} ssh key ids", param="ssh_key_ids")
+    if image is not None:
+        boot.check_image_name(image, param="image")
+    return boot.parse_inline_keys(ssh_keys)
 
 
 # --- instances ------------------------------------------------------------------------------
@@ -76,10 +93,6 @@ def _validate(spec: InstanceSpec) -> tuple[domain.InstanceType, CapacityClass, R
             "reservation_ids cannot be given with reservation_policy forbid",
             param="reservation_ids",
         )
-    if len(spec.ssh_keys) > MAX_SSH_KEYS:
-        raise ValidationFailed(f"at most {MAX_SSH_KEYS} ssh keys", param="ssh_keys")
-    if spec.user_data is not None and len(spec.user_data) > MAX_USER_DATA:
-        raise ValidationFailed(f"user_data is at most {MAX_USER_DATA} bytes", param="user_data")
     return itype, cls, policy
 
 
@@ -118,11 +131,17 @@ def create_instance(
 ) -> InstanceRow:
     """Record a pending instance of the caller's org after validation and the quota check.
 
-    Raises ``ValidationFailed`` (unknown type, bad class), ``NotFound`` (foreign project),
-    ``QuotaExceeded`` (with usage and limit). Nothing is written when any of them is raised.
+    Raises ``ValidationFailed`` (unknown type, bad class; an unknown or retired ``image``,
+    a bad ``ssh_keys`` line, an ``ssh_key_ids`` id that is not the org's, ``user_data`` the
+    image cannot run), ``NotFound`` (foreign project), ``QuotaExceeded`` (with usage and
+    limit). Nothing is written when any of them is raised. An omitted image is the catalog's
+    default; the instance keeps the image's login user.
     """
     actor.require_org_role(actor.org_id, Role.MEMBER)
     itype, cls, policy = _validate(spec)
+    inline = check_boot_inputs(
+        ssh_keys=spec.ssh_keys, ssh_key_ids=spec.ssh_key_ids, image=spec.image
+    )
     now = clock.now()
     queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     # Inside a reservation (named, or any under strict) the instance is reserved capacity,
@@ -136,6 +155,11 @@ def create_instance(
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=itype.gpu_model)
     with db.transaction() as s:
         check_project(s, actor, spec.project_id)
+        booted = images.resolve_boot(
+            s,
+            org_id=actor.org_id,
+            request=images.BootRequest(spec.image, spec.ssh_key_ids, inline, spec.user_data),
+        )
         if reserved:
             _check_reservations(s, actor, spec.reservation_ids, itype.gpu_model)
             cls = CapacityClass.RESERVED
@@ -156,9 +180,11 @@ def create_instance(
             cls=cls.value,
             reservation_policy=policy.value,
             reservation_ids=list(spec.reservation_ids),
-            ssh_keys=list(spec.ssh_keys),
-            image=spec.image,
-            user_data=spec.user_data,
+            ssh_keys=booted.ssh_keys,
+            ssh_key_ids=booted.ssh_key_ids,
+            image=booted.image,
+            login_user=booted.login_user,
+            user_data=booted.user_data,
             state=InstanceState.PENDING.value,
             queue_until=queue_until,
             gpu_indices=[],
@@ -257,6 +283,43 @@ def terminate_instance(
             move_instance(s, row, InstanceState.TERMINATED, now, reason=Reason.USER.value)
         else:
             request_stop(s, row, now, reason=Reason.USER, at=now)
+    return row
+
+
+def reboot_instance(
+    *, db: Database, clock: Clock, actor: Principal, instance_id: str
+) -> InstanceRow:
+    """Ask for a reboot of a running instance (the reconciler reboots it through the node's
+    driver). It stays the tenant's and stays billed: its allocation does not change. 409
+    ``instance_not_running`` in any other state; asking again while one is under way changes
+    nothing."""
+    now = clock.now()
+    with db.transaction() as s:
+        row = _visible(s, actor, instance_id, lock=True)
+        actor.require_org_role(row.org_id, Role.MEMBER)
+        if row.state != InstanceState.RUNNING.value or (
+            row.stop_at is not None and row.stop_at <= now
+        ):
+            state = "stopping" if row.state == InstanceState.RUNNING.value else row.state
+            raise Conflict(
+                f"only a running instance can be rebooted; {instance_id} is {state}",
+                code="instance_not_running",
+                param="instance_id",
+                details={"state": state},
+            )
+        if row.reboot_requested_at is not None or row.step == "reboot":
+            return row
+        row.reboot_requested_at = now
+        row.updated_at = now
+        record_event(
+            s,
+            subject_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            kind="reboot_requested",
+            message="reboot requested",
+            node_id=row.node_id,
+        )
     return row
 
 

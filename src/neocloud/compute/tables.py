@@ -230,3 +230,27 @@ class NodeWorkRow(_Leased, Base):
     )
     step: Mapped[str] = mapped_column(sa.String(16))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ImageRow(Base):
+    """An OS image of the operator's catalog, named by instances and clusters at create time.
+
+    ``is_default`` is true on the one default image and NULL on every other: the unique
+    constraint then allows one default at most (the service keeps exactly one once any image
+    exists). A retired image (``retired_at``) takes no new instances; those running keep it.
+    """
+
+    __tablename__ = "images"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    os: Mapped[str] = mapped_column(sa.String(64))
+    cuda_driver: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    cuda_toolkit: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    login_user: Mapped[str] = mapped_column(sa.String(32))
+    cloud_init: Mapped[bool] = mapped_column(sa.Boolean)
+    drivers: Mapped[list[str]] = mapped_column(Json)  # drivers that can install or run it
+    is_default: Mapped[bool | None] = mapped_column(sa.Boolean, unique=True, nullable=True)
+    description: Mapped[str] = mapped_column(sa.String(1000))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
