@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -437,15 +438,23 @@ def test_host_keys_pinned_or_trusted_on_first_use(rig: Rig) -> None:
     pinned = rig.driver.health(rig.node(host, host_key=other))
     assert not pinned.ok
     assert "not the pinned SHA256:" in rig.keep(pinned.message)
-    # First use: the key this driver saw first is the one it trusts; a host at that address
-    # with another key (here a new host) is refused.
+    # First use: the key this driver saw first is the one it trusts; the same address
+    # presenting another key later (the server's key replaced, sshd restarted) is refused.
     assert rig.driver.health(rig.node(host)).ok
-    address = host.address
-    assert run_testhost("down", host.name).returncode == 0
-    twin = rig.host(address=address)
-    changed = rig.driver.health(rig.node(twin))
+    host.exec(
+        "rm -f /etc/ssh/ssh_host_ed25519_key*"
+        " && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key"
+        " && pkill -KILL -f '^/usr/sbin/sshd -D'"  # testhost's init starts sshd again
+    )
+    deadline = time.monotonic() + 15
+    changed = rig.driver.health(rig.node(host))
+    while changed.ok and time.monotonic() < deadline:
+        time.sleep(0.2)
+        changed = rig.driver.health(rig.node(host))
     assert not changed.ok
     assert "the one it presented at first contact" in rig.keep(changed.message)
+    fresh = SshDriver(BOX, connect_timeout_s=5)  # another process: first use again
+    assert fresh.health(rig.node(host)).ok
 
 
 def test_a_non_root_operator_works_through_sudo(rig: Rig) -> None:
@@ -574,3 +583,26 @@ def test_a_reboot_that_never_comes_back_fails(rig: Rig) -> None:
         f"node gpu-{host.name} did not come back over SSH within 3 s after its reboot"
         " (it answers but has not restarted)"
     )
+
+
+def test_root_and_leftover_homes_are_never_handed_over(rig: Rig) -> None:
+    host = rig.host()
+    node = rig.node(host)
+    root = ProvisionRequest("inst_t1", (), "box", Login("root", (rig.tenant_pub,), True))
+    step = rig.driver.provision(node, root)
+    assert rig.keep(step.message) == (
+        f"node gpu-{host.name}: provision: login user root is the operator's, never a tenant's"
+    )
+    host.exec("mkdir -p /home/ubuntu && echo previous > /home/ubuntu/notes")
+    step = rig.driver.provision(node, rig.request())
+    assert not step.ok
+    assert "/home/ubuntu exists without its user" in rig.keep(step.message)
+    assert not user_exists(host)
+    # A system account given a tenant comment (the tenant had root) is reported, not removed.
+    host.exec("rm -rf /home/ubuntu; usermod -c 'neocloud tenant inst_x' daemon")
+    wipe = rig.driver.wipe(node)
+    assert not wipe.ok
+    assert "user daemon (uid 1) has a tenant comment but is not a tenant user" in rig.keep(
+        wipe.message
+    )
+    assert user_exists(host, "daemon")

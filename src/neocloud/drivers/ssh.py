@@ -426,6 +426,7 @@ class SshDriver:
             raise SshStepError(f"node {node.hostname}: provision: {exc}") from None
         with self.connect(node) as session:
             cfg = session.cfg
+            refuse_operator_login(node, login, cfg, "provision")
             values = assign_provision(host, login, workload, keys, cfg.sudo and request.login.sudo)
             done = session.run(values + sc.PROVISION, what="provision: login user")
             if done.status != 0:
@@ -560,6 +561,7 @@ class SshDriver:
         except sc.SshConfigError as exc:
             raise SshStepError(f"node {node.hostname}: deprovision: {exc}") from None
         with self.connect(node) as session:
+            refuse_operator_login(node, login, session.cfg, "deprovision")
             problem = self._remove_login(session, node, login, workload)
             if problem is not None:
                 return StepResult(False, 0.0, problem)
@@ -617,6 +619,7 @@ class SshDriver:
             users = session.run(
                 sc.assign(
                     PREFIX=sc.TENANT_GECOS_PREFIX,
+                    OPERATOR=session.cfg.user,
                     STATE=sc.STATE_DIR,
                     HOST=host,
                     DEADLINE=int(self.kill_timeout_s),
@@ -669,9 +672,18 @@ def provision_failure(node: NodeRef, login: str, done: Completed) -> str:
         113: "sudo is not installed on the server, and the node gives tenants sudo",
         114: f"the home directory of {login} is not a safe path",
         115: "sudo does not read /etc/sudoers.d (no @includedir in /etc/sudoers)",
+        116: f"/home/{login} exists without its user (left from before?); not handed over",
     }
     reason = reasons.get(done.status)
     if reason is not None:
         return f"{where}: {reason}"
     detail = f": {done.err}" if done.err else ""
     return f"{where}: creating the login failed (exit {done.status}){detail}"
+
+
+def refuse_operator_login(node: NodeRef, login: str, cfg: sc.SshNodeConfig, step: str) -> None:
+    """root and the operator's own login are never a tenant's (nor removed as one)."""
+    if login in ("root", cfg.user):
+        raise SshStepError(
+            f"node {node.hostname}: {step}: login user {login} is the operator's, never a tenant's"
+        )

@@ -278,7 +278,8 @@ def describe_gpus(gpus: Sequence[Gpu]) -> str:
 # Hostname, a login user, its keys and its sudo rule. Exit 110: the user exists and is not this
 # workload's; 111: its ~/.ssh cannot be made safely; 112: visudo refused the rule; 113: sudo is
 # not installed but the node gives tenants sudo; 114: the home directory is not a safe path;
-# 115: sudo does not grant the rule (/etc/sudoers does not include /etc/sudoers.d).
+# 115: sudo does not grant the rule (/etc/sudoers does not include /etc/sudoers.d); 116: a
+# home directory of that name exists without its user.
 PROVISION = """\
 set -eu
 hostname "$HOST"
@@ -293,6 +294,8 @@ if getent passwd "$LOGIN" >/dev/null; then
   gecos=$(getent passwd "$LOGIN" | cut -d: -f5)
   [ "$gecos" = "$GECOS" ] || { printf '%s' "$gecos" >&2; exit 110; }
 else
+  # A home left behind without its user (another tenant's files?) is never handed over.
+  [ ! -e "/home/$LOGIN" ] || exit 116
   useradd -m -s /bin/bash -c "$GECOS" "$LOGIN"
 fi
 home=$(getent passwd "$LOGIN" | cut -d: -f6)
@@ -477,11 +480,26 @@ WIPE_USERS = (
     + REMOVE_USER
     + """\
 status=0
-for u in $(getent passwd | awk -F: -v p="$PREFIX" 'index($5, p) == 1 {print $1}'); do
-  if ! pids=$(kill_user "$u"); then
-    printf 'processes of %s: %s\\n' "$u" "$pids"; status=140; continue
+uid_min=$(awk '$1 == "UID_MIN" {print $2}' /etc/login.defs 2>/dev/null || true)
+case "$uid_min" in ''|*[!0-9]*) uid_min=1000 ;; esac
+for entry in $(getent passwd | awk -F: -v p="$PREFIX" 'index($5, p) == 1 {print $1 ":" $3}'); do
+  u=${entry%%:*}; uid=${entry##*:}
+  # A tenant had root: a system account or the operator's given a tenant comment is reported
+  # (the node goes to repair), never removed.
+  if [ "$u" = "$OPERATOR" ] || [ "$u" = root ] || [ "$uid" -lt "$uid_min" ]; then
+    printf 'user %s (uid %s) has a tenant comment but is not a tenant user\\n' "$u" "$uid"
+    status=141; continue
   fi
-  remove_user "$u" || { printf 'user %s: %s\\n' "$u" "$?"; status=141; }
+  if ! pids=$(kill_user "$u"); then
+    printf 'could not kill processes of %s: %s\\n' "$u" "$pids"; status=140; continue
+  fi
+  remove_user "$u"; rc=$?
+  case $rc in
+    0) ;;
+    132) printf 'user %s still exists after userdel\\n' "$u"; status=141 ;;
+    133) printf 'the home of %s is still there after userdel\\n' "$u"; status=141 ;;
+    *) printf 'removing user %s failed (exit %s)\\n' "$u" "$rc"; status=141 ;;
+  esac
 done
 rm -f "$STATE"/user-data-* 2>/dev/null || true
 hostname "$HOST" 2>/dev/null || true
