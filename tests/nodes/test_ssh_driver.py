@@ -86,6 +86,8 @@ def test_system_dirs_are_never_scratch(path: str) -> None:
 def test_scratch_paths_are_normalised() -> None:
     assert sc.valid_scratch_path("/scratch/./a/") == "/scratch/a"
     assert sc.valid_scratch_path("/mnt/nvme0") == "/mnt/nvme0"
+    assert sc.valid_scratch_path("/var/tmp/") == "/var/tmp"
+    assert sc.valid_scratch_path("/dev/shm") == "/dev/shm"
 
 
 def test_node_settings_defaults_and_errors() -> None:
@@ -525,15 +527,20 @@ def test_processes_that_cannot_be_killed_fail_deprovision_and_wipe(rig: Rig) -> 
 def test_wipe_empties_tmp_and_scratch_and_removes_every_tenant(rig: Rig) -> None:
     host = rig.host()
     host.exec("mkdir -p /scratch/a/b && touch /scratch/a/b/f /scratch/.hidden")
-    node = rig.node(host, scratch_paths=["/scratch"])
+    node = rig.node(host, scratch_paths=["/scratch", "/dev/shm"])
     assert rig.driver.provision(node, rig.request()).ok
-    tenant = "touch /tmp/t1 /tmp/.x; mkdir -p /tmp/d/e; nohup sleep 1000 >/dev/null 2>&1 & echo ok"
+    tenant = "touch /tmp/t1 /tmp/.x /dev/shm/nccl-x; mkdir -p /tmp/d/e; echo ok"
     assert rig.ssh(host, tenant).stdout.strip() == "ok"
+    assert rig.ssh(host, "nohup sleep 1000 >/dev/null 2>&1 & echo ok").stdout.strip() == "ok"
     host.exec("useradd -m -c 'neocloud tenant inst_old' leftover")
     host.exec("useradd -m -c 'Operator' keepme")
     step = rig.driver.wipe(node)
     assert step.ok, step.message
-    assert host.exec("ls -A /tmp /scratch").stdout.split() == ["/scratch:", "/tmp:"]
+    assert host.exec("ls -A /tmp /scratch /dev/shm").stdout.split() == [
+        "/dev/shm:",
+        "/scratch:",
+        "/tmp:",
+    ]
     assert host.exec("test -d /scratch").returncode == 0
     assert not user_exists(host)
     assert not user_exists(host, "leftover")

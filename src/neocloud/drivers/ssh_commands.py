@@ -63,7 +63,6 @@ SYSTEM_DIRS = frozenset(
         "/var/log",
         "/var/cache",
         "/var/spool",
-        "/var/tmp",  # noqa: S108 - a directory a wipe refuses, not one it writes
     }
 )
 _SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr")
@@ -121,6 +120,9 @@ def valid_scratch_path(path: object) -> str:
     norm = posixpath.normpath(path)
     if norm.startswith("//"):
         norm = "/" + norm.lstrip("/")
+    shm = "/dev/shm"  # noqa: S108 - a directory a wipe empties, never a file written here
+    if norm == shm or norm.startswith(shm + "/"):
+        return norm  # shared memory: world-writable like /tmp, a tenant's files can stay there
     if norm in SYSTEM_DIRS or any(norm.startswith(tree + "/") for tree in _SYSTEM_TREES):
         raise SshConfigError(
             f"scratch path {path!r} is a system directory; a wipe never empties it"
@@ -521,8 +523,9 @@ printf '%s\\n' "$PATHS" | while IFS= read -r p; do
   if [ ! -d "$p" ]; then printf 'missing %s\\n' "$p"; echo 143 > "$RESULT"; continue; fi
   r=$(readlink -f -- "$p")
   case "$r" in
+    /dev/shm|/dev/shm/*) ;;
     /|/bin|/boot|/dev|/etc|/home|/lib|/lib32|/lib64|/libx32|/media|/mnt|/opt|/proc|/root|\
-/run|/sbin|/snap|/srv|/sys|/usr|/var|/var/lib|/var/log|/var/cache|/var/spool|/var/tmp|\
+/run|/sbin|/snap|/srv|/sys|/usr|/var|/var/lib|/var/log|/var/cache|/var/spool|\
 /bin/*|/boot/*|/dev/*|/etc/*|/lib/*|/proc/*|/sbin/*|/sys/*|/usr/*)
       printf 'system %s -> %s\\n' "$p" "$r"; echo 142 > "$RESULT"; continue ;;
   esac
