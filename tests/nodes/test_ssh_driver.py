@@ -20,7 +20,8 @@ import pytest
 
 from neocloud.drivers import ssh_commands as sc
 from neocloud.drivers.base import Login, NodeRef, ProvisionRequest
-from neocloud.drivers.ssh import SshDriver, SshStepError, load_private_key
+from neocloud.drivers.ssh import SshDriver
+from neocloud.drivers.ssh_session import SshStepError, load_private_key
 from neocloud.kernel.secrets import SecretBox
 
 from .conftest import Host, load_testhost_script
