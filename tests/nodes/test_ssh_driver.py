@@ -407,6 +407,7 @@ def test_an_unreachable_host_is_named_precisely(rig: Rig) -> None:
     host.exec("kill 1")  # sshd stops; the address still answers, with a refusal
     step = rig.driver.provision(node, rig.request())
     assert not step.ok
+    assert step.repair  # a node that cannot be reached takes no tenant until repaired
     assert rig.keep(step.message) == (
         f"node gpu-{host.name} ({host.address}:22) unreachable: connection refused"
     )

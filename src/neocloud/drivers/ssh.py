@@ -202,11 +202,16 @@ class SshDriver:
         try:
             result = body()
         except SshStepError as exc:
-            result = StepResult(False, 0.0, str(exc))
+            # The step broke off (unreachable, key refused, a command failed): what it left on
+            # the node is unknown, so no tenant lands there before a repair and a burn-in.
+            result = StepResult(False, 0.0, str(exc), repair=True)
         except Exception as exc:  # a bug or an unexpected library error: never a traceback
             # with the credentials in its locals reaching a log
             result = StepResult(
-                False, 0.0, f"node {node.hostname}: {step} failed: {type(exc).__name__}"
+                False,
+                0.0,
+                f"node {node.hostname}: {step} failed: {type(exc).__name__}",
+                repair=True,
             )
         log.info(
             "ssh driver: %s on node %s %s in %.1f s%s",
