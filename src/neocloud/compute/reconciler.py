@@ -43,6 +43,7 @@ from neocloud.compute.tables import (
     AllocationRow,
     ClusterRow,
     GpuClaimRow,
+    ImageRow,
     InstanceRow,
     NodeWorkRow,
 )
@@ -88,7 +89,11 @@ def workload_hostname(row: InstanceRow) -> str:
     return row.id.replace("_", "-").lower()[:63]
 
 
-def provision_request(row: InstanceRow, node: NodeRow) -> ProvisionRequest:
+def provision_request(
+    row: InstanceRow, node: NodeRow, image: ImageRow | None = None
+) -> ProvisionRequest:
+    """What the driver needs to provision ``row`` on ``node``; ``image`` is the catalog's entry
+    for the instance's image (whether it carries cloud-init), when there is one."""
     config = node.driver_config or {}
     user_data = row.user_data
     return ProvisionRequest(
@@ -102,9 +107,7 @@ def provision_request(row: InstanceRow, node: NodeRow) -> ProvisionRequest:
         ),
         image=None
         if row.image is None
-        else ImageRef(
-            row.image, cloud_init=bool(user_data and user_data.startswith("#cloud-config"))
-        ),
+        else ImageRef(row.image, cloud_init=image is not None and image.cloud_init),
         user_data=user_data,
     )
 
@@ -191,7 +194,13 @@ class Reconciler:
                     sa.select(NodeRow).where(NodeRow.id.in_({r.node_id for r in rows}))
                 )
             }
-        self._nodes = nodes
+            names = {r.image for r in rows if r.image}
+            images = (
+                {i.name: i for i in s.scalars(sa.select(ImageRow).where(ImageRow.name.in_(names)))}
+                if names
+                else {}
+            )
+        self._nodes, self._images = nodes, images
         return token, rows
 
     def reconcile_instances(self) -> int:
@@ -237,7 +246,7 @@ class Reconciler:
         """The driver call an action needs on ``node``, if any."""
         ref = node_ref(node)
         if action is InstanceAction.PROVISION:
-            request = provision_request(row, node)
+            request = provision_request(row, node, self._images.get(row.image or ""))
             return lambda: self.drivers.for_node(ref).provision(ref, request)
         if action is InstanceAction.DEPROVISION:
             workload, user = row.id, row.login_user or DEFAULT_LOGIN_USER
