@@ -22,6 +22,7 @@ from neocloud.db.engine import Database
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.domain import CheckStatus
 from neocloud.fleet.service import CheckResult
+from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import VirtualClock
 from neocloud.tenancy.ssh_key_format import parse_public_key
 
@@ -271,3 +272,17 @@ def test_cli_create_takes_image_key_ids_and_a_user_data_file(
     assert refused.exit_code != 0
     assert "cloud_init_unavailable" in refused.output
     assert _counts(db) == before
+
+
+def test_an_image_must_run_on_the_drivers_of_the_models_nodes(acme: Client, db: Database) -> None:
+    """Every H100 node here is run by the ssh driver, which does not reimage: a named image it
+    cannot run is refused naming ``image``; without one, the first image it runs is taken (the
+    instance says which), not the catalog's default."""
+    with db.transaction() as s:
+        s.execute(sa.update(NodeRow).values(driver="ssh"))
+    err = _refused(db, lambda: acme.instances.create("8xH100", image="ubuntu-22.04-cuda-12.4"))
+    assert (err.status, err.param, err.code) == (422, "image", "image_not_runnable")
+    assert "ssh" in err.message
+    created = acme.instances.create("8xH100")
+    assert created["image"] == "host-os"
+    assert _row(db, created["id"]).login_user == "ubuntu"

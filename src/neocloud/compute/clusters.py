@@ -126,7 +126,9 @@ def create_cluster(
         booted = images.resolve_boot(
             s,
             org_id=actor.org_id,
-            request=images.BootRequest(spec.image, spec.ssh_key_ids, inline, spec.user_data),
+            request=images.BootRequest(
+                spec.image, spec.ssh_key_ids, inline, spec.user_data, model.id
+            ),
         )
         itype = node_type(s, model)
         check_gpu_quota(

@@ -27,6 +27,8 @@ from neocloud.compute import boot
 from neocloud.compute.tables import ImageRow
 from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
+from neocloud.fleet.domain import NodeState
+from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
@@ -265,6 +267,7 @@ class BootRequest:
     ssh_key_ids: Sequence[str] = ()
     ssh_keys: Sequence[ParsedKey] = ()
     user_data: str | None = None
+    gpu_model: str | None = None  # the catalog id; the image must run on its nodes' drivers
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ def resolve_boot(s: Session, *, org_id: str, request: BootRequest) -> Boot:
     """Check a create's image, key ids and user data against the catalog and the org's keys
     (422 naming ``image``, ``ssh_key_ids`` or ``user_data``), inside the create's transaction."""
     image = _image_for(s, request.image)
+    if image is not None and request.gpu_model is not None:
+        image = _runnable(s, image, request.gpu_model, named=request.image is not None)
     user_data = boot.check_user_data(
         request.user_data,
         image=image.name if image else None,
@@ -296,6 +301,35 @@ def resolve_boot(s: Session, *, org_id: str, request: BootRequest) -> Boot:
         ssh_keys=boot.merge_keys(resolved, request.ssh_keys),
         ssh_key_ids=ids,
         user_data=user_data,
+    )
+
+
+def _runnable(s: Session, image: ImageRow, gpu_model: str, *, named: bool) -> ImageRow:
+    """The image, if a driver of the model's nodes can run it. Otherwise: a named image is
+    refused (422 naming ``image``); for the default, the first image by name that those
+    drivers run is taken (an ssh-only fleet boots ``host-os``), and the instance says so.
+    No nodes of the model yet: the image stands (placement decides later)."""
+    drivers = set(
+        s.scalars(
+            sa.select(NodeRow.driver)
+            .where(NodeRow.gpu_model == gpu_model, NodeRow.state != NodeState.RETIRED.value)
+            .distinct()
+        )
+    )
+    if not drivers or drivers & set(image.drivers):
+        return image
+    if not named:
+        for other in s.scalars(
+            sa.select(ImageRow).where(ImageRow.retired_at.is_(None)).order_by(ImageRow.name)
+        ):
+            if drivers & set(other.drivers):
+                return other
+    raise ValidationFailed(
+        f"image {image.name} runs on {', '.join(sorted(image.drivers)) or 'no driver'} nodes; "
+        f"{gpu_model} nodes here run {', '.join(sorted(drivers))} "
+        "(GET /api/v1/images lists what each image runs on)",
+        code="image_not_runnable",
+        param="image",
     )
 
 

@@ -158,7 +158,9 @@ def create_instance(
         booted = images.resolve_boot(
             s,
             org_id=actor.org_id,
-            request=images.BootRequest(spec.image, spec.ssh_key_ids, inline, spec.user_data),
+            request=images.BootRequest(
+                spec.image, spec.ssh_key_ids, inline, spec.user_data, itype.gpu_model
+            ),
         )
         if reserved:
             _check_reservations(s, actor, spec.reservation_ids, itype.gpu_model)
