@@ -51,7 +51,7 @@ def _register(admin: Client, n: int) -> str:
 
 
 def test_only_the_simulator_shares_nodes() -> None:
-    assert SHARING_DRIVERS == frozenset({"sim"})
+    assert frozenset({"sim"}) == SHARING_DRIVERS
     assert Drivers.only(SimDriver()).shares_nodes("ssh")  # the test seam, not the rule
 
 
@@ -70,8 +70,10 @@ def test_partial_types_stay_off_bare_metal_and_whole_ones_land(
     assert types["4xH100"]["availability"]["on_demand"] == "none"
     assert types["8xH100"]["availability"]["on_demand"] != "none"
     line = admin.get("capacity", gpu_model="H100")["data"][0]
-    assert line["partial_node"] == "none" and line["partial_capable_gpus"] == 0
-    assert line["free_gpus"] == 16 and line["free_nodes"] == 2
+    assert line["partial_node"] == "none"
+    assert line["partial_capable_gpus"] == 0
+    assert line["free_gpus"] == 16
+    assert line["free_nodes"] == 2
     assert acme.get("capacity", gpu_model="H100")["data"][0]["partial_capable_gpus"] is None
 
     queued = acme.instances.create("1xH100", queue=True)

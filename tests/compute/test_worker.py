@@ -86,10 +86,7 @@ def test_sim_driver_is_deterministic_under_a_seed() -> None:
 
     def outcomes(seed: int) -> list[bool]:
         d = SimDriver(failure_probability=0.5, seed=seed)
-        return [
-            d.provision(node, ProvisionRequest(f"i{i}", (0,), f"h{i}")).ok
-            for i in range(40)
-        ]
+        return [d.provision(node, ProvisionRequest(f"i{i}", (0,), f"h{i}")).ok for i in range(40)]
 
     assert outcomes(7) == outcomes(7)
     assert outcomes(7) != outcomes(8)

@@ -155,7 +155,8 @@ def test_register_an_ssh_node_and_the_key_stays_sealed(
     assert node["labels"] == {"pool": "metal"}
     # a replay answers the same, from the store (which never held the key)
     again = http.post("/api/v1/nodes", json=payload, headers=headers)
-    assert again.status_code == 201 and again.json()["id"] == node["id"]
+    assert again.status_code == 201
+    assert again.json()["id"] == node["id"]
     auth = {"Authorization": f"Bearer {admin_key}"}
     responses = [
         r.text,
@@ -221,7 +222,9 @@ def test_sdk_registers_and_a_hostname_is_unique(admin: Client, db: Database, key
         "sim-1", gpu_model="H200", gpu_count=8, vcpus=96, ram_gib=1024,
         topology={**TOPOLOGY, "rack": "f1-b01-r02"}, driver="sim",
     )  # fmt: skip
-    assert sim["driver"] == "sim" and sim["credentials"] == [] and sim["driver_config"] == {}
+    assert sim["driver"] == "sim"
+    assert sim["credentials"] == []
+    assert sim["driver_config"] == {}
 
 
 def test_a_pem_rsa_key_works(admin: Client) -> None:
@@ -394,7 +397,8 @@ def test_cli_nodes_add(cli: CliRunner, tmp_path: Path, key: str) -> None:
     assert shown.exit_code == 0, shown.output
     assert "private_key" in shown.output  # the credential's name, not its value
     for part in secret_parts(key):
-        assert part not in result.output and part not in shown.output
+        assert part not in result.output
+        assert part not in shown.output
     bad = cli.invoke(cli_app, [*args[:2], "gpu-10", *args[3:], "--address", "no such!"])
     assert bad.exit_code != 0
     assert "driver_config.address" in bad.output
@@ -434,6 +438,9 @@ sites:
 """
 
 
+NODE0 = "sites[0].nodes[0].driver_config"
+
+
 def _spec_dir(tmp_path: Path, key: str, text: str = SPEC) -> Path:
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "op_key").write_text(key)
@@ -452,12 +459,14 @@ def test_spec_file_with_ssh_nodes_imports_sealed(
     with db.transaction() as s:
         rows = {r.hostname: r for r in s.scalars(sa.select(NodeRow))}
         one, two = rows["metal-01"], rows["metal-02"]
-        assert one.driver == "ssh" and rows["f9-b01-r01-n01"].driver == "sim"
+        assert one.driver == "ssh"
+        assert rows["f9-b01-r01-n01"].driver == "sim"
         assert one.driver_config == {
             "address": "10.231.0.11", "port": 22, "user": "root", "gpu_check": "none",
             "sudo": True, "scratch_paths": ["/scratch"], "credentials": ["private_key"],
         }  # fmt: skip
-        assert two.driver_config is not None and two.driver_config["port"] == 2222
+        assert two.driver_config is not None
+        assert two.driver_config["port"] == 2222
         assert one.driver_secret is not None
         assert box.open(one.driver_secret)["private_key"].strip() == key.strip()
         assert rows["f9-b01-r01-n01"].driver_secret is None
@@ -478,9 +487,9 @@ def test_spec_without_a_box_refuses_credentials(
 @pytest.mark.parametrize(
     ("change", "param"),
     [
-        (("address: 10.231.0.11", "address: 'not valid!'"), "sites[0].nodes[0].driver_config.address"),
-        (("keys/op_key", "keys/missing"), "sites[0].nodes[0].driver_config.private_key_file"),
-        (("scratch_paths: [/scratch]", "scratch_paths: [/var]"), "sites[0].nodes[0].driver_config.scratch_paths[0]"),
+        (("address: 10.231.0.11", "address: 'not valid!'"), f"{NODE0}.address"),
+        (("keys/op_key", "keys/missing"), f"{NODE0}.private_key_file"),
+        (("scratch_paths: [/scratch]", "scratch_paths: [/var]"), f"{NODE0}.scratch_paths[0]"),
         (("template: sim, blocks", "template: metal, blocks"), "sites[0].fabrics[0].template"),
         (("driver: ssh", "driver: ipmi"), "templates.metal.driver"),
     ],
@@ -515,7 +524,8 @@ def test_cli_fleet_import_inlines_the_key_file(
     result = cli.invoke(cli_app, ["fleet", "import", str(path), "--initial-state", "enrolled"])
     assert result.exit_code == 0, result.output
     node = admin.nodes.list(hostname="metal-01")["data"][0]
-    assert node["driver"] == "ssh" and node["credentials"] == ["private_key"]
+    assert node["driver"] == "ssh"
+    assert node["credentials"] == ["private_key"]
     assert node["state"] == "enrolled"
     for part in secret_parts(key):
         assert part not in result.output
@@ -547,4 +557,5 @@ def test_node_out_never_shows_more_of_a_bmc_than_where_it_answers(
         row.driver_config = {**(row.driver_config or {}), "private_key": "leaked"}
     shown = admin.nodes.get(node["id"])
     assert shown["bmc"] == {"endpoint": "https://bmc-1", "vendor": "x"}
-    assert "leaked" not in json.dumps(shown) and "hunter22" not in json.dumps(shown)
+    assert "leaked" not in json.dumps(shown)
+    assert "hunter22" not in json.dumps(shown)
