@@ -297,6 +297,26 @@ def _ssh_key(w: World) -> dict[str, str]:
     return {"ssh_key_id": made}
 
 
+def _new_node(w: World) -> dict[str, Any]:
+    """A simulated server to register, in a rack of its own of the fixture fleet's block."""
+    host = w.unique("registered")
+    return {
+        "hostname": host,
+        "gpu_model": "H100",
+        "gpu_count": 8,
+        "vcpus": 224,
+        "ram_gib": 2048,
+        "topology": {
+            "region": "us-east-1",
+            "zone": "us-east-1a",
+            "fabric": "us-east-1a-ib01",
+            "block": "us-east-1a-ib01-b01",
+            "rack": f"rack-{host}",
+        },
+        "driver": "sim",
+    }
+
+
 def _chat(w: World) -> dict[str, Any]:
     return {
         "model": "neocloud/echo",
@@ -369,6 +389,7 @@ RULES: dict[str, Rule] = {
     "GET /api/v1/gpu-models": Rule("any"),
     "GET /api/v1/gpu-models/{model}": Rule("any", path=lambda w: {"model": H100}),
     "GET /api/v1/nodes": Rule("staff"),
+    "POST /api/v1/nodes": Rule("operator", body=lambda w: _new_node(w)),
     "GET /api/v1/nodes/{node_id}": Rule("staff", path=lambda w: {"node_id": w.node}),
     "GET /api/v1/nodes/{node_id}/events": Rule("staff", path=lambda w: {"node_id": w.node}),
     "GET /api/v1/nodes/{node_id}/health-checks": Rule("staff", path=lambda w: {"node_id": w.node}),

@@ -79,8 +79,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.state.ctx = AppContext(settings=settings, db=db, clock=clock, authenticate=authenticator)
     app.state.studio = studio
-    from neocloud.api.platform import wire_ports
+    from neocloud.api.platform import secret_box, wire_ports
 
+    app.state.secret_box = secret_box(settings)  # seals node credentials (write-only)
     wire_ports(app.state, db)  # compute's prices, tenancy's quota usage and GPU model names
     install_error_handlers(app)
 

@@ -20,6 +20,7 @@ from neocloud.kernel.settings import Settings
 if TYPE_CHECKING:
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.worker import Worker
+    from neocloud.drivers.base import Drivers
 
 
 @dataclass
@@ -50,7 +51,9 @@ def prepare(
     imported = 0
     if fleet_service.count_nodes(db=db) == 0 and (fleet_file or demo_fleet):
         spec = load_spec_file(fleet_file) if fleet_file else demo_spec()
-        imported = fleet_service.import_spec(db=db, clock=clock, spec=spec).nodes_created
+        imported = fleet_service.import_spec(
+            db=db, clock=clock, spec=spec, box=secret_box(settings)
+        ).nodes_created
     compute_service.register_default_quotas(db=db, clock=clock)
     compute_images.seed_catalog(db=db, clock=clock)  # an empty catalog gets the built-in images
     _price_builtin_models(db, clock)
@@ -112,19 +115,37 @@ class Background:
         self.db.dispose()
 
 
+def platform_drivers(settings: Settings) -> Drivers:
+    """The drivers this platform runs, chosen per node by its ``driver``: the simulator
+    (``NEOCLOUD_SIM_*``) for the demo fleet, and ``ssh`` for servers that already have an OS,
+    which opens a node's sealed credentials with the platform's secret box. Every process that
+    drives nodes (``neocloud up``, ``neocloud worker``) gets them here."""
+    from neocloud.drivers.base import Driver, Drivers
+    from neocloud.drivers.sim import SimDriver
+
+    drivers: dict[str, Driver] = {"sim": SimDriver.from_settings(settings)}
+    try:  # the ssh driver arrives with its own change; until then ssh nodes do not pass burn-in
+        from neocloud.drivers.ssh import SshDriver  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        drivers["ssh"] = SshDriver(secret_box(settings))
+    return Drivers(drivers)
+
+
 def start_background(settings: Settings, clock: Clock) -> Background:
-    """Start the compute worker (leader lease, scheduler, reconcilers, sim driver), its wake-up
-    listener and the invoicing worker, each in a thread of this process."""
+    """Start the compute worker (leader lease, scheduler, reconcilers, the platform's
+    drivers), its wake-up listener and the invoicing worker, each in a thread of this
+    process."""
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
-    from neocloud.drivers.sim import SimDriver
 
     db = Database.from_url(settings.resolved_database_url())
     worker = Worker(
         db,
         clock,
-        driver=SimDriver.from_settings(settings),
+        driver=platform_drivers(settings),
         config=ComputeConfig.from_settings(settings),
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,

@@ -1,5 +1,5 @@
 """CLI for the fleet: ``neocloud fleet generate|import|summary|topology|gpu-models`` and
-``neocloud nodes list|get|events|cordon|uncordon|drain|retire|transition|health``.
+``neocloud nodes add|list|get|events|cordon|uncordon|drain|retire|transition|health``.
 
 Where a command takes a node id, a unique hostname works too."""
 
@@ -81,6 +81,9 @@ NODE_FIELDS: list[Column] = [
     ("drain requested", "drain_requested_at"),
     ("health", "health"),
     ("labels", "labels"),
+    ("driver", "driver"),
+    ("driver config", "driver_config"),
+    ("credentials", lambda n: ", ".join(n.get("credentials") or []) or None),
     ("bmc", "bmc"),
     ("capex", "capex"),
     ("in service", "in_service_at"),
@@ -151,11 +154,12 @@ def fleet_import(
     ] = "available",
     as_json: Json = False,
 ) -> None:
-    """Import a fleet spec: every node in one transaction, or none."""
+    """Import a fleet spec: every node in one transaction, or none. A node's
+    `private_key_file` is read here, relative to the file, and sent as its key (sealed by the
+    server, never returned)."""
+    text = inline_key_files(file)
     with spinner(f"importing {file} (one transaction)"):
-        result = STATE.client().fleet.import_spec(
-            file.read_text(encoding="utf-8"), initial_state=initial_state
-        )
+        result = STATE.client().fleet.import_spec(text, initial_state=initial_state)
     if as_json:
         print_json(result)
     else:
@@ -164,6 +168,38 @@ def fleet_import(
             f"{result['domains_created']} new domains) as {result['initial_state']}; "
             f"import {result['id']}"
         )
+
+
+def inline_key_files(file: Path) -> str:
+    """The spec's text, with each ``driver_config.private_key_file`` (templates and nodes
+    listed one by one) replaced by the key it names, read relative to the spec file. A spec
+    without one is sent as written."""
+    import yaml
+
+    text = file.read_text(encoding="utf-8")
+    if "private_key_file" not in text:
+        return text
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # the server names the line
+    if not isinstance(data, dict):
+        return text
+    holders: list[Any] = list((data.get("templates") or {}).values())
+    for site in data.get("sites") or []:
+        if isinstance(site, dict):
+            holders.extend(site.get("nodes") or [])
+    for holder in holders:
+        config = holder.get("driver_config") if isinstance(holder, dict) else None
+        if isinstance(config, dict) and isinstance(config.get("private_key_file"), str):
+            path = file.parent / config.pop("private_key_file")
+            try:
+                config["private_key"] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                err.print(f"[red]error[/red] cannot read the key file {path}: {exc}")
+                raise typer.Exit(2) from None
+    dumped: str = yaml.safe_dump(data, sort_keys=False)
+    return dumped
 
 
 @fleet_app.command("summary")
@@ -245,6 +281,100 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
             raise typer.Exit(2)
         pairs[key] = value
     return pairs
+
+
+@nodes_app.command("add")
+@api_call
+def nodes_add(
+    hostname: Annotated[str, typer.Argument(help="The server's name (a DNS name, unique)")],
+    gpu_model: Annotated[str, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, …")],
+    gpus: Annotated[int, typer.Option("--gpus", min=1, max=16, help="GPUs it has")],
+    vcpus: Annotated[int, typer.Option("--vcpus", min=1, help="vCPUs it has")],
+    ram_gib: Annotated[int, typer.Option("--ram-gib", min=1, help="Memory, GiB")],
+    topology: Annotated[
+        list[str],
+        typer.Option(
+            "--topology", help="level=name for every level of the fleet (region=r1), repeatable"
+        ),
+    ],
+    address: Annotated[
+        str | None, typer.Option("--address", help="IP address or DNS name (ssh driver)")
+    ] = None,
+    private_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key-file",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="The operator's unencrypted private key (ssh driver); sent once, sealed, "
+            "never shown again",
+        ),
+    ] = None,
+    nvme_gib: Annotated[int, typer.Option("--nvme-gib", min=0, help="Local NVMe, GiB")] = 0,
+    driver: Annotated[
+        Literal["ssh", "sim"], typer.Option("--driver", help="What runs it: ssh (a real server)")
+    ] = "ssh",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="SSH port")] = 22,
+    user: Annotated[str, typer.Option("--user", help="The user the driver logs in as")] = "root",
+    gpu_check: Annotated[
+        Literal["nvidia-smi", "none"],
+        typer.Option("--gpu-check", help="How burn-in checks the GPUs (none: skip, no GPUs)"),
+    ] = "nvidia-smi",
+    no_sudo: Annotated[
+        bool, typer.Option("--no-sudo", help="The tenant's login user gets no sudo")
+    ] = False,
+    scratch_path: Annotated[
+        list[str] | None,
+        typer.Option("--scratch-path", help="A directory each wipe empties, repeatable"),
+    ] = None,
+    host_key: Annotated[
+        str | None, typer.Option("--host-key", help="The server's public host key line")
+    ] = None,
+    reboot_command: Annotated[
+        str | None, typer.Option("--reboot-command", help="How to reboot it (default: reboot)")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v, repeatable")] = None,
+    as_json: Json = False,
+) -> None:
+    """Register a server: it starts enrolled, and burn-in checks it (reachable, disk writable,
+    GPUs visible) before any tenant gets it."""
+    config: dict[str, Any] | None = None
+    if driver == "ssh":
+        config = {
+            "address": address,
+            "port": port,
+            "user": user,
+            "gpu_check": gpu_check,
+            "sudo": not no_sudo,
+            "scratch_paths": list(scratch_path or []),
+        }
+        if private_key_file is not None:
+            config["private_key"] = private_key_file.read_text(encoding="utf-8")
+        if host_key is not None:
+            config["host_key"] = host_key
+        if reboot_command is not None:
+            config["reboot_command"] = reboot_command
+        config = {k: v for k, v in config.items() if v is not None}
+    node = STATE.client().nodes.add(
+        hostname,
+        gpu_model=gpu_model,
+        gpu_count=gpus,
+        vcpus=vcpus,
+        ram_gib=ram_gib,
+        nvme_gib=nvme_gib,
+        topology=_pairs(topology, "--topology"),
+        labels=_pairs(label, "--label"),
+        driver=driver,
+        driver_config=config,
+    )
+    if as_json:
+        print_json(node)
+    else:
+        out.print(
+            f"{node['id']} ({node['hostname']}): {node['state']}, driver {node['driver']}; "
+            "burn-in checks it next"
+        )
 
 
 @nodes_app.command("list")

@@ -1,5 +1,5 @@
 """SDK resources for the fleet: ``client.fleet`` (catalog, summary, topology, imports) and
-``client.nodes`` (list, get, events, lifecycle actions, health reports)."""
+``client.nodes`` (register, list, get, events, lifecycle actions, health reports)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,42 @@ class FleetResource(Resource):
 
 
 class NodesResource(Resource):
+    def add(
+        self,
+        hostname: str,
+        *,
+        gpu_model: str,
+        gpu_count: int,
+        vcpus: int,
+        ram_gib: int,
+        topology: dict[str, str],
+        nvme_gib: int = 0,
+        labels: dict[str, str] | None = None,
+        driver: str = "ssh",
+        driver_config: Obj | None = None,
+        idempotency_key: str | None = None,
+    ) -> Obj:
+        """Register a server; it starts ``enrolled`` and burn-in checks it through its driver
+        before any tenant gets it. ``driver_config`` for ``ssh``: ``address``, ``private_key``
+        (the key's text; write-only, never returned), and optionally ``port``, ``user``,
+        ``gpu_check`` (``nvidia-smi`` or ``none``), ``sudo``, ``scratch_paths``, ``host_key``,
+        ``reboot_command``."""
+        body: Obj = {
+            "hostname": hostname,
+            "gpu_model": gpu_model,
+            "gpu_count": gpu_count,
+            "vcpus": vcpus,
+            "ram_gib": ram_gib,
+            "nvme_gib": nvme_gib,
+            "topology": topology,
+            "labels": labels or {},
+            "driver": driver,
+        }
+        if driver_config is not None:
+            body["driver_config"] = driver_config
+        result: Obj = self._c.post("nodes", body, idempotency_key=idempotency_key)
+        return result
+
     def list(self, *, limit: int | None = None, after: str | None = None, **filters: Any) -> Obj:
         """One page; filters: gpu_model, state, health, hostname, labels={k: v},
         topology={level: name}."""

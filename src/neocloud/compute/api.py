@@ -32,7 +32,12 @@ from neocloud.compute.schemas import (
     ReservationExtend,
     ReservationOut,
 )
-from neocloud.compute.snapshot import capacity_by_region, free_gpus, load_snapshot
+from neocloud.compute.snapshot import (
+    FreeGpus,
+    capacity_by_region,
+    free_gpu_counts,
+    load_snapshot,
+)
 from neocloud.compute.tables import InstanceRow
 from neocloud.fleet.catalog import resolve_gpu_model
 from neocloud.kernel.clock import ensure_utc
@@ -81,17 +86,21 @@ def list_instance_types(
     gpu_model: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ListOut[InstanceTypeOut]:
     """Presets of 1, 2, 4 and 8 GPUs per model, with hourly prices per class and coarse
-    availability now (``high | medium | low | none``)."""
+    availability now (``high | medium | low | none``). A partial-node type counts only nodes
+    that may be shared: bare-metal nodes (driver ``ssh``) take whole-node types only."""
     model = None
     if gpu_model is not None:
         model = resolve_gpu_model(gpu_model).id
     with ctx.db.transaction() as s:
-        free = free_gpus(load_snapshot(s, ctx.clock.now(), gpu_model=model), ctx.clock.now())
+        now = ctx.clock.now()
+        free = free_gpu_counts(load_snapshot(s, now, gpu_model=model), now)
     data = []
     for t in INSTANCE_TYPES:
         if model is not None and t.gpu_model != model:
             continue
-        have, total = free.get(t.gpu_model, (0, 0))
+        f = free.get(t.gpu_model, FreeGpus())
+        have = f.can_take(t.gpus)
+        total = f.total if t.whole_node else f.partial_total
         advice = advise(have, total) if have >= t.gpus else advise(0, total)
         data.append(InstanceTypeOut.of(t, advice.value, prices))
     return ListOut(data=data, has_more=False)
@@ -452,8 +461,10 @@ def list_reservation_events(
 def capacity(
     ctx: Ctx, caller: Caller, gpu_model: Annotated[str | None, Query(max_length=64)] = None
 ) -> ListOut[CapacityOut]:
-    """Availability now per region and GPU model: ``high | medium | low | none`` for tenants;
-    operators also see free and total GPUs and whole free nodes."""
+    """Availability now per region and GPU model: ``high | medium | low | none`` for tenants
+    (``partial_node``: for instance types smaller than a node, which bare-metal nodes never
+    take); operators also see free and total GPUs, whole free nodes and
+    ``partial_capable_gpus`` (free GPUs on nodes that may be shared)."""
     model = resolve_gpu_model(gpu_model).id if gpu_model else None
     now = ctx.clock.now()
     with ctx.db.transaction() as s:
@@ -467,6 +478,8 @@ def capacity(
             free_gpus=line.free_gpus if caller.is_operator else None,
             total_gpus=line.total_gpus if caller.is_operator else None,
             free_nodes=line.free_nodes if caller.is_operator else None,
+            partial_node=advise(line.partial_capable_gpus, line.partial_total_gpus).value,
+            partial_capable_gpus=line.partial_capable_gpus if caller.is_operator else None,
         )
         for line in lines
     ]

@@ -138,6 +138,9 @@ class WaitingQueue:
             cal = self.engine.calendar.nodes[node_id]
             if cal.capacity.gpus < r.gpus:
                 continue
+            node = self.engine.nodes[node_id]
+            if node.whole_only and (r.milli_gpu or r.gpus != node.gpu_count):
+                continue  # bare metal is never room for a partial request: hold none of it
             free = cal.free_ahead()
             if free.gpus > 0 and (best is None or free.gpus > best[1].gpus):
                 best = (node_id, free)

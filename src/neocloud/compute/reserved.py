@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.compute.domain import InstanceState, Reason, ReservationState
 from neocloud.compute.lifecycle import move_instance, request_stop
+from neocloud.compute.snapshot import whole_only
 from neocloud.compute.tables import AllocationRow, GpuClaimRow, InstanceRow, ReservationRow
 from neocloud.db.engine import Database
 from neocloud.fleet.tables import NodeRow
@@ -53,6 +54,8 @@ def place_in_reservation(db: Database, clock: Clock, instance_id: str) -> str | 
                 node = s.get(NodeRow, node_id)
                 if node is None or node.state == "failed":
                     continue
+                if whole_only(node) and row.gpu_count != node.gpu_count:
+                    continue  # bare metal is never shared: whole-node instances only
                 used: set[int] = set()
                 for (indices,) in s.execute(
                     sa.select(AllocationRow.gpu_indices).where(

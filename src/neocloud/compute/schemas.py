@@ -436,6 +436,14 @@ class CapacityOut(ResponseModel):
     free_gpus: int | None = Field(None, description="operators only")
     total_gpus: int | None = Field(None, description="operators only")
     free_nodes: int | None = Field(None, description="whole nodes free now; operators only")
+    partial_node: str = Field(
+        "none",
+        description="availability for instance types smaller than a node: bare-metal nodes "
+        "(never shared) do not count",
+    )
+    partial_capable_gpus: int | None = Field(
+        None, description="free GPUs on nodes that may be shared; operators only"
+    )
 
 
 # ---------------------------------------------------------------------------------------- images

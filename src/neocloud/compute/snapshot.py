@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from neocloud.compute.tables import AllocationRow
+from neocloud.drivers.base import driver_shares_nodes
 from neocloud.fleet.domain import Health, NodeState
 from neocloud.fleet.tables import FleetSettingsRow, NodeRow
 from neocloud.placement import Booking, BookingClass, NodeSnapshot
@@ -30,6 +31,11 @@ def ts(when: datetime) -> float:
 
 def from_ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def whole_only(node: NodeRow) -> bool:
+    """Whether the node's driver never shares it (bare metal): whole-node workloads only."""
+    return not driver_shares_nodes(node.driver or "sim")
 
 
 def node_eligible(node: NodeRow) -> bool:
@@ -87,6 +93,7 @@ class Snapshot:
                 n.ram_gib,
                 tuple(n.topology.get(level, "") for level in self.levels),
                 node_eligible(n),
+                whole_only(n),
             )
             for n in self.nodes.values()
         ]
@@ -144,17 +151,51 @@ def load_snapshot(s: Session, now: datetime, *, gpu_model: str | None = None) ->
 
 def free_gpus(snap: Snapshot, now: datetime) -> dict[str, tuple[int, int]]:
     """Per GPU model: (GPUs free now on eligible nodes, GPUs on eligible nodes)."""
+    return {k: (v.free, v.total) for k, v in free_gpu_counts(snap, now).items()}
+
+
+@dataclass(frozen=True)
+class FreeGpus:
+    """GPUs of one model now: ``free`` and ``total`` on eligible nodes; ``partial_free`` and
+    ``partial_total`` on those of them that may be shared (a partial-node instance type only
+    lands there: bare-metal nodes take whole-node requests only); ``whole_free_nodes`` the
+    eligible nodes with every GPU free, by GPU count."""
+
+    free: int = 0
+    total: int = 0
+    partial_free: int = 0
+    partial_total: int = 0
+    whole_free_nodes: dict[int, int] = field(default_factory=dict)
+
+    def can_take(self, gpus: int) -> int:
+        """GPUs free now for a single-node request of ``gpus`` GPUs: every free GPU of
+        shareable nodes, plus the whole-only nodes of exactly that size that are free."""
+        return self.partial_free + gpus * self.whole_free_nodes.get(gpus, 0)
+
+
+def free_gpu_counts(snap: Snapshot, now: datetime) -> dict[str, FreeGpus]:
+    """Per GPU model: free and total GPUs now, split by whether the nodes may be shared."""
     used: dict[str, int] = defaultdict(int)
     for a in snap.allocations:
         if a.start_at <= now:
             used[a.node_id] += a.gpu_count
-    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    whole: dict[str, dict[int, int]] = defaultdict(dict)
     for n in snap.nodes.values():
         if not node_eligible(n):
             continue
-        out[n.gpu_model][0] += max(n.gpu_count - used[n.id], 0)
-        out[n.gpu_model][1] += n.gpu_count
-    return {k: (v[0], v[1]) for k, v in out.items()}
+        free = max(n.gpu_count - used[n.id], 0)
+        line = acc[n.gpu_model]
+        line[0] += free
+        line[1] += n.gpu_count
+        if whole_only(n):
+            if free == n.gpu_count:
+                sizes = whole[n.gpu_model]
+                sizes[n.gpu_count] = sizes.get(n.gpu_count, 0) + 1
+        else:
+            line[2] += free
+            line[3] += n.gpu_count
+    return {k: FreeGpus(v[0], v[1], v[2], v[3], dict(whole[k])) for k, v in acc.items()}
 
 
 @dataclass(frozen=True)
@@ -164,15 +205,18 @@ class CapacityLine:
     free_gpus: int
     total_gpus: int
     free_nodes: int
+    partial_capable_gpus: int = 0  # free now on nodes that may be shared (not bare metal)
+    partial_total_gpus: int = 0  # on eligible nodes that may be shared
 
 
 def capacity_by_region(snap: Snapshot, now: datetime) -> list[CapacityLine]:
-    """Free and total GPUs (and whole free nodes) now, per region and GPU model."""
+    """Free and total GPUs (and whole free nodes) now, per region and GPU model, and the free
+    GPUs a partial-node instance type can use (on nodes that may be shared)."""
     used: dict[str, int] = defaultdict(int)
     for a in snap.allocations:
         if a.start_at <= now and not (a.reservation_id and a.instance_id):
             used[a.node_id] += a.gpu_count
-    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for n in snap.nodes.values():
         key = (n.topology.get("region", ""), n.gpu_model)
         line = acc[key]
@@ -181,6 +225,7 @@ def capacity_by_region(snap: Snapshot, now: datetime) -> list[CapacityLine]:
             free = max(n.gpu_count - used[n.id], 0)
             line[0] += free
             line[2] += 1 if free == n.gpu_count else 0
-    return [
-        CapacityLine(region, model, v[0], v[1], v[2]) for (region, model), v in sorted(acc.items())
-    ]
+            if not whole_only(n):
+                line[3] += free
+                line[4] += n.gpu_count
+    return [CapacityLine(region, model, *v) for (region, model), v in sorted(acc.items())]

@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_LOGIN_USER = "ubuntu"
+# The drivers whose nodes may hold several workloads at once (partial-node instance types,
+# fractions). The scheduler reads this static rule (a node's ``driver`` column), so placement
+# stays pure; ``Drivers.shares_nodes`` answers the same for the drivers a platform runs.
+SHARING_DRIVERS: frozenset[str] = frozenset({"sim"})
+
+
+def driver_shares_nodes(name: str) -> bool:
+    """Whether nodes that name driver ``name`` may hold partial-node workloads."""
+    return name in SHARING_DRIVERS
 
 
 @dataclass(frozen=True, slots=True)

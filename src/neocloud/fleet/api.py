@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from neocloud.fleet import service
 from neocloud.fleet.catalog import CATALOG, resolve_gpu_model
 from neocloud.fleet.domain import OPERATOR_TARGETS
+from neocloud.fleet.node_drivers import check_driver
+from neocloud.fleet.registration import NodeRegistration, register_node
 from neocloud.fleet.schemas import (
     DomainOut,
     FleetImportIn,
@@ -23,6 +25,7 @@ from neocloud.fleet.schemas import (
     HealthCheckOut,
     HealthReportIn,
     NodeActionIn,
+    NodeCreate,
     NodeEventOut,
     NodeOut,
     NodeTransitionIn,
@@ -126,6 +129,36 @@ def list_nodes(
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )
+
+
+@router.post("/nodes", response_model=NodeOut, status_code=201, tags=TAG_NODES)
+def create_node(request: Request, body: NodeCreate, ctx: Ctx, caller: Caller) -> NodeOut:
+    """Register a server (operator admin): it starts ``enrolled``, and burn-in checks it
+    through its driver (reachable, disk writable, the declared GPUs visible) before any tenant
+    can get it. ``driver_config.private_key`` is write-only: sealed at rest with the
+    platform's secret key, never returned (``credentials`` names what is set), logged or
+    audited. A hostname in use is a 409."""
+    caller.require_operator(write=True)
+    settings = check_driver(body.driver, body.driver_config)
+    registration = NodeRegistration(
+        hostname=body.hostname,
+        gpu_model=body.gpu_model,
+        gpu_count=body.gpu_count,
+        vcpus=body.vcpus,
+        ram_gib=body.ram_gib,
+        nvme_gib=body.nvme_gib,
+        topology=dict(body.topology),
+        driver=settings,
+        labels=dict(body.labels),
+    )
+    row = register_node(
+        db=ctx.db,
+        clock=ctx.clock,
+        box=request.app.state.secret_box,
+        node=registration,
+        actor=_actor(caller),
+    )
+    return NodeOut.of(row)
 
 
 @router.get("/nodes/{node_id}", response_model=NodeOut, tags=TAG_NODES)
@@ -321,7 +354,12 @@ async def import_fleet(
     def work() -> service.ImportResult:
         spec = parse_spec(text, source="spec")
         return service.import_spec(
-            db=ctx.db, clock=ctx.clock, spec=spec, initial_state=state, actor=_actor(caller)
+            db=ctx.db,
+            clock=ctx.clock,
+            spec=spec,
+            initial_state=state,
+            actor=_actor(caller),
+            box=request.app.state.secret_box,
         )
 
     return FleetImportOut.of(await run_in_threadpool(work))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from neocloud.db.base import Base, table_of
 from neocloud.db.engine import Database
 from neocloud.fleet.domain import Health, NodeState, parse_enum
+from neocloud.fleet.node_drivers import DriverSettings
 from neocloud.fleet.spec import FleetSpec, expand
 from neocloud.fleet.tables import (
     DomainRow,
@@ -31,6 +32,7 @@ from neocloud.fleet.tables import (
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, ValidationFailed
 from neocloud.kernel.ids import new_id
+from neocloud.kernel.secrets import SecretBox
 
 IMPORT_STATES = (NodeState.AVAILABLE, NodeState.ENROLLED, NodeState.BURN_IN)
 _CHUNK = 1000
@@ -52,12 +54,14 @@ def import_spec(
     spec: FleetSpec,
     initial_state: NodeState | str = NodeState.AVAILABLE,
     actor: str = "system",
+    box: SecretBox | None = None,
 ) -> ImportResult:
     """Load every node of ``spec`` in one transaction: all of them, or none.
 
     New nodes start ``available`` (or ``enrolled``/``burn_in`` for hardware still to be burnt in).
     A hostname that already exists, or a domain name already used under another parent, is a
-    ``Conflict`` naming it.
+    ``Conflict`` naming it. Nodes' credentials (an ssh node's private key) are sealed with
+    ``box``, which a spec with credentials needs.
     """
     state = parse_enum(NodeState, str(initial_state), "initial_state")
     if state not in IMPORT_STATES:
@@ -67,9 +71,14 @@ def import_spec(
         )
     now = clock.now()
     planned = list(expand(spec))
+    if box is None and any(p.driver.credentials for p in planned):
+        raise ValidationFailed(
+            "the spec holds node credentials but this import has no secret box to seal them",
+            code="no_secret_box",
+        )
     with db.transaction() as session:
-        _settle_levels(session, spec.levels, now)
-        domains_created = _add_domains(session, spec.levels, planned, now)
+        settle_levels(session, spec.levels, now)
+        domains_created = add_domains(session, spec.levels, planned, now)
         _refuse_existing_hostnames(session, [p.hostname for p in planned])
         import_id = new_id("imp", at=now)
         nodes: list[dict[str, Any]] = []
@@ -98,6 +107,7 @@ def import_spec(
                     "health_checks": {},
                     "labels": p.labels,
                     "bmc": p.bmc,
+                    **driver_columns(p.driver, box),
                     "capex_amount": t.capex,
                     "capex_currency": t.currency if t.capex is not None else None,
                     "book_life_years": t.book_life_years,
@@ -143,6 +153,21 @@ def import_spec(
     return ImportResult(import_id, len(nodes), gpus, domains_created, state)
 
 
+def driver_columns(settings: DriverSettings, box: SecretBox | None) -> dict[str, Any]:
+    """The ``nodes`` columns of a node's driver settings: the driver, its non-secret settings
+    (with the names of the sealed credentials under ``credentials``), the sealed credentials."""
+    if settings.driver == "sim" and not settings.config:
+        return {"driver": "sim", "driver_config": None, "driver_secret": None}
+    config = dict(settings.config)
+    sealed = None
+    if settings.credentials:
+        if box is None:
+            raise ValidationFailed("no secret box to seal the node's credentials")
+        config["credentials"] = settings.credential_names
+        sealed = box.seal(dict(settings.credentials))
+    return {"driver": settings.driver, "driver_config": config, "driver_secret": sealed}
+
+
 def _bulk_insert(session: Session, row: type[Base], rows: Sequence[dict[str, Any]]) -> None:
     table = table_of(row)
     for start in range(0, len(rows), 5000):
@@ -153,7 +178,7 @@ def _midnight(day: date | None) -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _settle_levels(session: Session, levels: list[str], now: datetime) -> None:
+def settle_levels(session: Session, levels: list[str], now: datetime) -> None:
     row = session.get(FleetSettingsRow, 1, with_for_update=True)
     if row is None:
         session.add(FleetSettingsRow(id=1, levels=list(levels), updated_at=now))
@@ -166,7 +191,7 @@ def _settle_levels(session: Session, levels: list[str], now: datetime) -> None:
         )
 
 
-def _add_domains(session: Session, levels: list[str], planned: Iterable[Any], now: datetime) -> int:
+def add_domains(session: Session, levels: list[str], planned: Iterable[Any], now: datetime) -> int:
     wanted: dict[tuple[str, str], str] = {}
     for p in planned:
         path: list[str] = []

@@ -8,7 +8,9 @@ from pydantic import Field
 
 from neocloud.fleet.catalog import GpuModel
 from neocloud.fleet.domain import CheckStatus, NodeState
+from neocloud.fleet.node_drivers import DRIVER_NAMES, DriverConfigIn
 from neocloud.fleet.service import DomainCount, ImportResult, SummaryLine
+from neocloud.fleet.spec import HOSTNAME_PATTERN, MAX_LABELS, LabelKey, Labels, LabelValue
 from neocloud.fleet.tables import HealthCheckRow, NodeEventRow, NodeRow
 from neocloud.kernel.money import Money
 from neocloud.web.fields import Clean, CleanText
@@ -39,6 +41,30 @@ class HealthReportIn(RequestModel):
     checks: list[HealthCheckIn] = Field(min_length=1, max_length=100)
 
 
+class NodeCreate(RequestModel):
+    """One server to register; it starts ``enrolled`` and burn-in checks it through its
+    driver before any tenant can get it."""
+
+    hostname: str = Field(
+        min_length=1, max_length=253, pattern=HOSTNAME_PATTERN, description="a DNS name, unique"
+    )
+    gpu_model: Clean = Field(min_length=1, max_length=64, description="H100, H200-SXM-141GB, …")
+    gpu_count: int = Field(ge=1, le=16, strict=True, description="GPUs the server declares")
+    vcpus: int = Field(ge=1, le=4096, strict=True)
+    ram_gib: int = Field(ge=1, le=1 << 20, strict=True)
+    nvme_gib: int = Field(0, ge=0, le=1 << 24, strict=True)
+    topology: dict[LabelKey, LabelValue] = Field(
+        max_length=16, description="{level: domain name} for every level of the fleet"
+    )
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
+    driver: Literal["sim", "ssh"] = Field(
+        description="which driver runs it: " + ", ".join(DRIVER_NAMES)
+    )
+    driver_config: DriverConfigIn | None = Field(
+        None, description="how the driver reaches it; private_key is write-only"
+    )
+
+
 class FleetImportIn(RequestModel):
     spec: str = Field(min_length=1, description="the fleet spec, as YAML text")
     initial_state: Literal["available", "enrolled", "burn_in"] = "available"
@@ -64,7 +90,12 @@ class NodeOut(ResponseModel):
     health: str
     health_checks: dict[str, Any]
     labels: dict[str, str]
-    bmc: dict[str, Any] | None
+    bmc: dict[str, Any] | None = Field(description="where its baseboard controller answers")
+    driver: str = Field(description="which driver runs it (sim, ssh)")
+    driver_config: dict[str, Any] = Field(description="the driver's settings, secrets left out")
+    credentials: list[str] = Field(
+        description="names of the credentials set (sealed at rest, never returned)"
+    )
     capex: MoneyOut | None
     book_life_years: int | None
     in_service_at: Time | None
@@ -92,13 +123,34 @@ class NodeOut(ResponseModel):
             health=row.health,
             health_checks=dict(row.health_checks or {}),
             labels=dict(row.labels or {}),
-            bmc=row.bmc,
+            bmc=public_bmc(row.bmc),
+            driver=row.driver or "sim",
+            driver_config=public_config(row.driver_config),
+            credentials=list((row.driver_config or {}).get("credentials", [])),
             capex=capex,
             book_life_years=row.book_life_years,
             in_service_at=row.in_service_at,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+BMC_PUBLIC_FIELDS = ("endpoint", "vendor")
+
+
+def public_bmc(bmc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The BMC's endpoint and vendor: nothing else of it ever leaves (a credential belongs in
+    the sealed ``driver_secret``)."""
+    if bmc is None:
+        return None
+    return {k: bmc[k] for k in BMC_PUBLIC_FIELDS if k in bmc}
+
+
+def public_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A node's driver settings as shown: without the credential names (``credentials``) and
+    without any credential, should one ever be stored there by mistake."""
+    hidden = {"credentials", "private_key", "password", "secret"}
+    return {k: v for k, v in (config or {}).items() if k not in hidden}
 
 
 class NodeEventOut(ResponseModel):

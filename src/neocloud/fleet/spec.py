@@ -14,8 +14,17 @@ sites:
          nodes_per_rack: 4, in_service: 2026-01-15, bmc: "https://{hostname}.bmc.example"}
     nodes:                                        # listed one by one
       - {hostname: gpu-0001, template: h100-8x,
-         topology: {fabric: us-east-1a-ib01, block: us-east-1a-ib01-b01, rack: r-special}}
+         topology: {fabric: us-east-1a-ib01, block: us-east-1a-ib01-b01, rack: r-special},
+         driver: ssh,                             # a real server (default: sim)
+         driver_config: {address: 10.0.0.5, user: root, private_key_file: keys/op_key}}
 ```
+
+A template or an explicit node may name its ``driver`` and ``driver_config`` (a node's settings
+override its template's, key by key), checked as ``POST /api/v1/nodes`` checks them
+(``fleet.node_drivers``). Generated fabrics hold simulated nodes only: a real server has an
+address of its own, so it is listed under ``nodes``. ``private_key_file`` is read, relative to
+the spec file, when the file is loaded (``neocloud fleet import`` inlines it before sending);
+the key is sealed at import and never stored in clear.
 
 Generated names derive from their parents (block ``<fabric>-b03``, rack ``<block>-r02``, host
 ``<rack>-n01``), so a name is unique within its level across the fleet. Errors are
@@ -33,9 +42,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from neocloud.fleet.catalog import find_gpu_model, resolve_gpu_model
+from neocloud.fleet.node_drivers import DriverSettings, SpecDriverConfig, merge_driver
 from neocloud.kernel.errors import ValidationFailed
 from neocloud.kernel.money import to_decimal
 from neocloud.web.fields import AMOUNT_MAX, AMOUNT_PLACES, Clean, Currency
@@ -55,6 +65,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+DriverName = Literal["sim", "ssh"]
+SIM = DriverSettings("sim")
+
+
 class NodeTemplate(_Strict):
     gpu_model: str
     gpu_count: int = Field(ge=1, le=16)
@@ -68,6 +82,8 @@ class NodeTemplate(_Strict):
     currency: Currency = "USD"
     book_life_years: int | None = Field(None, ge=1, le=15)
     labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
+    driver: DriverName | None = None
+    driver_config: SpecDriverConfig | None = None
 
     @field_validator("gpu_model")
     @classmethod
@@ -129,6 +145,8 @@ class ExplicitNode(_Strict):
     in_service: date | None = None
     bmc: BmcSpec | None = None
     labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
+    driver: DriverName | None = None
+    driver_config: SpecDriverConfig | None = None
 
 
 class SiteSpec(_Strict):
@@ -145,6 +163,15 @@ class FleetSpec(_Strict):
     )
     templates: dict[str, NodeTemplate] = Field(min_length=1)
     sites: list[SiteSpec] = Field(min_length=1)
+    # hostname -> checked driver settings of each node listed one by one that is not simulated
+    _drivers: dict[str, DriverSettings] = PrivateAttr(default_factory=dict)
+
+    def driver_of(self, hostname: str) -> DriverSettings:
+        """The checked driver settings of a node (``sim`` unless the spec says otherwise)."""
+        return self._drivers.get(hostname, SIM)
+
+    def set_driver(self, hostname: str, settings: DriverSettings) -> None:
+        self._drivers[hostname] = settings
 
     @field_validator("levels")
     @classmethod
@@ -175,18 +202,23 @@ class PlannedNode:
     in_service: date | None
     bmc: dict[str, Any] | None
     labels: dict[str, str]
+    driver: DriverSettings = SIM
 
 
 # --- loading with line numbers ----------------------------------------------------------------
 
 
 def load_spec_file(path: Path | str) -> FleetSpec:
+    """Read and check a spec file (``private_key_file`` is read relative to it)."""
     path = Path(path)
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+    return parse_spec(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.parent)
 
 
-def parse_spec(text: str, *, source: str = "<spec>") -> FleetSpec:
-    """Parse and check a spec; a problem raises ``ValidationFailed`` naming field and line."""
+def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> FleetSpec:
+    """Parse and check a spec; a problem raises ``ValidationFailed`` naming field and line.
+
+    ``base_dir``: where ``private_key_file`` paths are read from; without it (a spec sent
+    over the API) such a path is refused."""
     loader = None
     try:
         # The reader refuses control characters as it is built: inside the try, a 422 not a 500.
@@ -217,7 +249,32 @@ def parse_spec(text: str, *, source: str = "<spec>") -> FleetSpec:
     if problem is not None:
         loc, message = problem
         raise _located(source, root, loc, message, "invalid_spec")
+    _check_drivers(spec, source, root, base_dir)
     return spec
+
+
+def _check_drivers(spec: FleetSpec, source: str, root: Any, base_dir: Path | None) -> None:
+    """Check the driver settings of every node listed one by one, and keep them on ``spec``."""
+    for i, site in enumerate(spec.sites):
+        for k, node in enumerate(site.nodes):
+            at: tuple[Any, ...] = ("sites", i, "nodes", k)
+            template = spec.templates[node.template]
+            parts = (template.driver_config, node.driver_config)
+            if node.driver is None and template.driver is None and parts == (None, None):
+                continue
+            driver = node.driver or template.driver or "sim"
+            try:
+                settings = merge_driver(driver, parts, base_dir=base_dir, at=f"{dotted(at)}.")
+            except ValidationFailed as exc:
+                line = _line_of(root, (*at, "driver_config") if node.driver_config else at)
+                raise ValidationFailed(
+                    f"{source}: {exc.message}" + (f" (line {line})" if line else ""),
+                    code=exc.code,
+                    param=exc.param,
+                    details={"line": line} if line else None,
+                ) from None
+            if settings.driver != "sim":
+                spec.set_driver(node.hostname, settings)
 
 
 def _located(source: str, root: Any, loc: tuple[Any, ...], msg: str, code: str) -> ValidationFailed:
@@ -334,6 +391,12 @@ def _check_fabric(
 ) -> tuple[tuple[Any, ...], str] | None:
     if fabric.template not in spec.templates:
         return (*at, "template"), f"unknown template {fabric.template!r}"
+    if spec.templates[fabric.template].driver not in (None, "sim"):
+        return (
+            (*at, "template"),
+            "generated fabrics hold simulated nodes; list real servers one by one under "
+            "nodes (each has its own address)",
+        )
     if fabric.node_count is not None and fabric.node_count > fabric.capacity:
         return (
             (*at, "node_count"),
@@ -445,6 +508,7 @@ def expand(spec: FleetSpec) -> Iterator[PlannedNode]:
                 node.in_service,
                 bmc_dict,
                 {**template.labels, **node.labels},
+                spec.driver_of(node.hostname),
             )
 
 

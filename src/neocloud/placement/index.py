@@ -7,6 +7,12 @@ category; per leaf domain the sets of nodes; per domain the busy nodes sorted by
 become free of firm bookings (for future windows and offerings); and, for single-node slices,
 buckets of nodes by whole GPUs free from now on plus a max-tree for first fit. A decision reads
 these and never scans the fleet; a booking change touches one node's entries (one per level).
+
+A whole-only node (``NodeSnapshot.whole_only``: bare metal, never shared) counts for gangs like
+any other, but the slice structures (``buckets``, the max-tree, ``frac``, ``blocks_by_idle``)
+leave it out (``blocks_by_idle`` counts it, ``idle_compact_first`` skips it), so it is never
+room for a partial request; ``whole[g]`` holds the whole-only nodes
+of ``g`` GPUs that are free from now on, for requests of exactly ``g`` GPUs.
 """
 
 from __future__ import annotations
@@ -121,7 +127,9 @@ class ModelIndex:
     ``frac[m]`` the nodes whose roomiest shared GPU has ``m`` milli-GPU free from now on;
     ``ahead[level][domain]`` the busy nodes as ``(first firm booking starts, node)``, sorted
     (free for good before it); ``holey[level][domain]`` the busy nodes with a gap between two
-    firm bookings. Offerings read these to use the time before and between future bookings."""
+    firm bookings. Offerings read these to use the time before and between future bookings.
+    ``whole[g]``: the whole-only nodes of ``g`` GPUs with all of them free from now on (they
+    are in none of ``buckets``, the tree or ``frac``)."""
 
     counts: list[dict[str, list[int]]]
     idle: dict[str, set[str]]
@@ -135,6 +143,7 @@ class ModelIndex:
     order: list[str]
     blocks_by_idle: dict[int, dict[str, None]]
     frac: dict[int, dict[str, None]]
+    whole: dict[int, dict[str, None]]
 
     def leftmost(self, k: int, lo: int) -> int:
         """Ordinal of the first node from ``lo`` on with at least ``k`` GPUs free ahead."""
@@ -149,6 +158,7 @@ class CapacityIndex:
         levels = topology.levels
         self.block_level = levels.index("block") if "block" in levels else max(len(levels) - 2, 0)
         self.nodes = nodes
+        self.whole_only = frozenset(n.id for n in nodes.values() if n.whole_only)
         self.state: dict[str, State | None] = {}
         self.room: dict[str, int] = {}
         # ``ahead`` entries are kept only for first firm starts after ``now`` when they were
@@ -179,6 +189,7 @@ class CapacityIndex:
                 order=ids,
                 blocks_by_idle={},
                 frac={},
+                whole={},
             )
             mi = self.models[model]
             for i, node_id in enumerate(ids):
@@ -216,24 +227,44 @@ class CapacityIndex:
         old = self.state[node_id]
         node = self.nodes[node_id]
         mi = self.models[node.gpu_model]
-        room = cal.fraction_room() if cal.fractions and eligible else -1
+        shared = not node.whole_only
+        room = cal.fraction_room() if cal.fractions and eligible and shared else -1
         if room != self.room.get(node_id, -1):
             self._set_room(mi, node_id, room)
         if new == old:
             return
         if old is not None and new is not None and old[:2] == new[:2] and old[3:] == new[3:]:
             # same category and release time: only the slice bucket moves
-            del mi.buckets[old[2]][node_id]
-            mi.buckets[new[2]][node_id] = None
+            if shared:
+                del mi.buckets[old[2]][node_id]
+                mi.buckets[new[2]][node_id] = None
+                mi.tree.set(self.ordinal[node_id], new[2])
+            else:
+                self._whole_slot(mi, node, old[2], -1)
+                self._whole_slot(mi, node, new[2], +1)
             self.state[node_id] = new
-            mi.tree.set(self.ordinal[node_id], new[2])
             return
         if old is not None:
             self._apply(mi, node, old, -1)
         if new is not None:
             self._apply(mi, node, new, +1)
         self.state[node_id] = new
-        mi.tree.set(self.ordinal[node_id], -1 if new is None else new[2])
+        if shared:
+            mi.tree.set(self.ordinal[node_id], -1 if new is None else new[2])
+
+    @staticmethod
+    def _whole_slot(mi: ModelIndex, node: NodeSnapshot, free: int, sign: int) -> None:
+        """Put a whole-only node in ``whole`` (or take it out) when all its GPUs are free."""
+        if free != node.gpu_count:
+            return
+        if sign > 0:
+            mi.whole.setdefault(free, {})[node.id] = None
+            return
+        s = mi.whole.get(free)
+        if s is not None:
+            s.pop(node.id, None)
+            if not s:
+                del mi.whole[free]
 
     def _set_room(self, mi: ModelIndex, node_id: str, room: int) -> None:
         """Move the node to bucket ``room`` of ``frac`` (-1: none); the caller saw it change."""
@@ -310,7 +341,13 @@ class CapacityIndex:
                     else:
                         h.discard(node_id)
         s = self._sets_of[node_id][cat]
-        if sign > 0:
+        if node.whole_only:
+            if sign > 0:
+                s.add(node_id)
+            else:
+                s.discard(node_id)
+            self._whole_slot(mi, node, free, sign)
+        elif sign > 0:
             s.add(node_id)
             mi.buckets[free][node_id] = None
         else:
@@ -328,16 +365,18 @@ class CapacityIndex:
             mi.blocks_by_idle.setdefault(new, {})[block] = None
 
     def idle_compact_first(self, gpu_model: str) -> Iterator[str]:
-        """Idle nodes, those in blocks with the fewest idle nodes first (to keep whole
-        blocks free for clusters)."""
+        """Idle nodes that may be shared, those in blocks with the fewest such nodes first (to
+        keep whole blocks free for clusters)."""
         mi = self.models.get(gpu_model)
         if mi is None:
             return
         bl = self.block_level
+        skip = self.whole_only
         for k in sorted(mi.blocks_by_idle):
             for block in list(mi.blocks_by_idle.get(k, ())):
                 for leaf in self.topology.leaves_under(bl, block):
-                    yield from sorted(mi.idle.get(leaf, ()))
+                    idle = mi.idle.get(leaf, ())
+                    yield from sorted(idle if not skip else (n for n in idle if n not in skip))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the index holds, as plain comparable data (for tests)."""
@@ -357,6 +396,7 @@ class CapacityIndex:
                 "buckets": [frozenset(b) for b in mi.buckets],  # order is history, not state
                 "blocks_by_idle": {k: frozenset(v) for k, v in mi.blocks_by_idle.items()},
                 "frac": {k: frozenset(v) for k, v in mi.frac.items()},
+                "whole": {k: frozenset(v) for k, v in mi.whole.items()},
                 "tree": tuple(mi.tree.t[mi.tree.n : mi.tree.n + len(mi.order)]),
             }
         return out

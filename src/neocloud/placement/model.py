@@ -30,7 +30,9 @@ class NodeSnapshot:
     """One node as placement sees it.
 
     ``path`` holds the node's domain name at each topology level (names are unique per level);
-    ``eligible`` folds state, health and cordon into one yes/no.
+    ``eligible`` folds state, health and cordon into one yes/no; ``whole_only``: the node is
+    never shared between workloads (bare metal), so a single-node request lands on it only
+    when it asks for all of its GPUs, and never a fraction.
     """
 
     id: str
@@ -40,6 +42,7 @@ class NodeSnapshot:
     ram_gib: int
     path: tuple[str, ...]
     eligible: bool = True
+    whole_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,8 @@ def _slice_on_node(
     cal = state.calendar.nodes[node_id]
     if not demand.fits_in(cal.capacity) or (r.milli_gpu and cal.capacity.gpus < 1):
         return None
+    if not state.takes(node_id, demand.gpus, r.milli_gpu):  # bare metal: whole nodes only
+        return None
 
     def fits(keep: list[Booking]) -> bool:
         if r.milli_gpu:

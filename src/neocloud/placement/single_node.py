@@ -8,6 +8,10 @@ the node the policy picks for one whole GPU (the fullest node, blocks kept whole
 that could fit a gap, then a calendar check of the model's busy and spot nodes. The calendar
 checks every instant of the window, so a GPU's fractions never add up to more than 1,000
 milli-GPU and whole GPUs plus shared GPUs in use never exceed the node's GPUs.
+
+A whole-only node (bare metal) takes a slice only when it asks for all of the node's GPUs,
+and never a fraction: the index keeps such nodes out of the slice buckets and lists the free
+ones by size (``whole``), where a request of exactly that many GPUs looks first.
 """
 
 from __future__ import annotations
@@ -66,13 +70,17 @@ def pick_slice_node(state: FleetState, model: str, demand: Resources, w: Window)
     def idle_nodes() -> Iterable[str]:
         return state.index.idle_compact_first(model)
 
+    # whole-only nodes of exactly this size first: a whole-node request is what they are for
+    for n in mi.whole.get(demand.gpus, ()) if demand.gpus else ():
+        if fits(n):
+            return n
     node = state.policy.pick_slice_node(mi, demand.gpus, fits, idle_nodes)
     if node is not None or (w.firm and not w.future and w.end is None):
         return node
     for leaf_sets in (mi.spot, mi.busy):  # slow path
         for nodes in leaf_sets.values():
             for n in nodes:
-                if fits(n):
+                if state.takes(n, demand.gpus) and fits(n):
                     return n
     return None
 
@@ -81,6 +89,7 @@ def _no_capacity(
     state: FleetState, r: SliceRequest, demand: Resources, w: Window, models: list[str]
 ) -> NoCapacity:
     most = 0
+    whole_free = 0  # whole-only nodes free now that this request cannot take (not all GPUs)
     earliest: float | None = None
     limit = state.now + state.horizon
     length = None if w.end is None else w.end - w.start
@@ -89,6 +98,7 @@ def _no_capacity(
         if mi is None:
             continue
         most = max([most] + [k for k, b in enumerate(mi.buckets) if b])
+        whole_free += sum(len(ns) for g, ns in mi.whole.items() if g != demand.gpus)
         if not w.firm:
             continue
         soonest = sorted(x for lst in mi.release[0].values() for x in lst[:EARLIEST_PROBES])
@@ -97,18 +107,24 @@ def _no_capacity(
             if t > limit or (earliest is not None and t >= earliest):
                 break
             probe = replace(w, start=t, end=None if length is None else t + length)
-            if state.node_fits(node_id, demand, probe):
+            if state.takes(node_id, demand.gpus) and state.node_fits(node_id, demand, probe):
                 earliest = t
                 break
+    whole_note = (
+        f"; {whole_free} free nodes take whole-node requests only (bare metal)"
+        if whole_free
+        else ""
+    )
     return NoCapacity(
         f"no node has {demand.gpus} GPUs, {demand.vcpus} vCPUs and {demand.ram_gib} GiB free"
-        f" (most whole GPUs free on a node from now on: {most})",
+        f" (most whole GPUs free on a node from now on: {most}){whole_note}",
         details={
             "gpus": demand.gpus,
             "vcpus": demand.vcpus,
             "ram_gib": demand.ram_gib,
             "gpu_model": r.gpu_model,
             "max_free_gpus": most,
+            "whole_node_only_free": whole_free,
         },
         earliest_start=earliest,
     )
@@ -150,8 +166,9 @@ def _place_fraction(state: FleetState, r: SliceRequest, *, dry_run: bool) -> Pla
 def fraction_label(
     state: FleetState, node_id: str, milli: int, rest: Resources, w: Window
 ) -> int | None:
-    """The shared GPU label of ``node_id`` that takes the fraction in window ``w``, or None."""
-    if not state.eligible[node_id]:
+    """The shared GPU label of ``node_id`` that takes the fraction in window ``w``, or None
+    (never on a whole-only node)."""
+    if not state.eligible[node_id] or state.nodes[node_id].whole_only:
         return None
     cal = state.calendar.nodes[node_id]
     if w.firm:

@@ -243,6 +243,12 @@ class FleetState:
             return False
         return cal.fits(demand, w.start, end, ignore_spot=False)
 
+    def takes(self, node_id: str, gpus: int, milli_gpu: int = 0) -> bool:
+        """Whether a single-node request of ``gpus`` whole GPUs (or ``milli_gpu`` of one) may
+        land on the node: a whole-only node takes only a request for all of its GPUs."""
+        node = self.nodes[node_id]
+        return not node.whole_only or (not milli_gpu and gpus == node.gpu_count)
+
     def whole(self, node_id: str) -> Resources:
         """All of a node's resources."""
         return self.calendar.nodes[node_id].capacity
