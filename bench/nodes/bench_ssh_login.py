@@ -140,9 +140,9 @@ def main() -> None:
                 "hostname": f"bench-gpu-{i}",
                 "gpu_model": "H100",
                 "gpu_count": 8,
-                "vcpus": 32,
-                "ram_gib": 256,
-                "nvme_gib": 1000,
+                "vcpus": 224,
+                "ram_gib": 2048,
+                "nvme_gib": 30000,
                 "topology": {
                     "region": "lab",
                     "zone": "lab-a",

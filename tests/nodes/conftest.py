@@ -75,6 +75,15 @@ def run_testhost(
     )
 
 
+# Restarts the host's PID namespace (reboot(2) in a child PID namespace ends its init with
+# SIGHUP; scripts/testhost starts it again). The guard makes sure it only ever runs inside a
+# test host, whose PID 1 is testhost's init, never on the machine running the tests.
+TESTHOST_REBOOT = (
+    "tr '\\000' ' ' < /proc/1/cmdline | grep -q 'testhost _init'"
+    " && systemctl reboot --force --force"
+)
+
+
 @dataclass(frozen=True)
 class Host:
     """A running test host as the machine sees it."""

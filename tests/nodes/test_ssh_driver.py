@@ -24,16 +24,9 @@ from neocloud.drivers.ssh import SshDriver
 from neocloud.drivers.ssh_session import SshStepError, load_private_key
 from neocloud.kernel.secrets import SecretBox
 
-from .conftest import Host, load_testhost_script
+from .conftest import TESTHOST_REBOOT, Host, load_testhost_script
 
 BOX = SecretBox(SecretBox.new_key())
-# Restarts the host's PID namespace (reboot(2) in a child PID namespace ends its init with
-# SIGHUP; scripts/testhost starts it again). The guard makes sure it only ever runs inside a
-# test host, whose PID 1 is testhost's init, never on the machine running the tests.
-TESTHOST_REBOOT = (
-    "tr '\\000' ' ' < /proc/1/cmdline | grep -q 'testhost _init'"
-    " && systemctl reboot --force --force"
-)
 
 
 def keypair(tmp_path: Path, name: str, kind: str = "ed25519") -> tuple[str, str, Path]:
