@@ -83,6 +83,12 @@ class InstancesResource(Resource):
         result: Obj = self._c.get(f"instances/{instance_id}/events", limit=limit, after=after)
         return result
 
+    def metrics(self, instance_id: str, *, since: str | None = None) -> Obj:
+        """The instance's GPUs: ``latest`` telemetry per GPU and the ``series`` (averages and
+        maxima per ``step_s`` bucket) since ``since`` (RFC 3339; default an hour ago)."""
+        result: Obj = self._c.get(f"instances/{instance_id}/metrics", since=since)
+        return result
+
     def wait(
         self,
         instance_id: str,

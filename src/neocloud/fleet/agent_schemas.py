@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from neocloud.fleet.schemas import HealthCheckOut
 from neocloud.fleet.tables import GpuTelemetryLatestRow, GpuTelemetrySeriesRow
 from neocloud.web.fields import NAME_PATTERN, Id, UtcTime
 from neocloud.web.schemas import RequestModel, ResponseModel, Time
@@ -180,7 +181,7 @@ class NodeHealthOut(ResponseModel):
     state: str
     health: str
     checks: dict[str, Any]
-    history: list[Any]
+    history: list[HealthCheckOut]
     agent: AgentStatusOut
     telemetry: list[GpuTelemetryOut]
 
