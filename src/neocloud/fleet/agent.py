@@ -331,8 +331,8 @@ def fail_silent_nodes(*, db: Database, clock: Clock, silence_s: float) -> list[s
             assert node.agent_seen_at is not None  # the query's condition
             quiet = int((now - node.agent_seen_at).total_seconds())
             why = f"agent silent for {quiet} s"
+            change_node(s, node, domain.fail, now, why, ACTOR)  # first: the move's reason
             apply_checks(s, node, [CheckResult(HEARTBEAT_CHECK, CheckStatus.FAIL, why)], now, ACTOR)
-            change_node(s, node, domain.fail, now, why, ACTOR)  # a no-op when already failed
     return [n.id for n in silent]
 
 

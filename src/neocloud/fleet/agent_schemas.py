@@ -86,7 +86,8 @@ class GpuTelemetryIn(RequestModel):
 
 
 class AgentCheckIn(RequestModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    # stored as ``agent.<name>`` in a 64-character column
+    name: str = Field(min_length=1, max_length=58, pattern=r"^[A-Za-z0-9_.:-]+$")
     status: Literal["pass", "warn", "fail"]
     message: Line1000 | None = None
     value: float | None = Field(None, ge=-1e18, le=1e18)
