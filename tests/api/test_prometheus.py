@@ -52,7 +52,12 @@ def _heartbeat(http: TestClient, admin: Client, node: str) -> None:
     ]
     inventory = {
         "gpus": [
-            {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559}
+            {
+                "index": i,
+                "uuid": f"GPU-{i}",
+                "name": "NVIDIA H100 80GB HBM3",
+                "memory_total_mib": 81559,
+            }
             for i in range(8)
         ]
     }
@@ -90,9 +95,12 @@ def test_metrics_parse_and_carry_dcgm_names(admin: Client, admin_key: str, app: 
     labels = util[0].labels
     assert labels["Hostname"] == node["hostname"]
     assert labels["modelName"] == "NVIDIA H100 SXM 80GB"
-    assert labels["UUID"] == "GPU-0" and labels["gpu"] == "0"
+    assert labels["UUID"] == "GPU-0"
+    assert labels["gpu"] == "0"
     assert util[0].value == 75.0
-    nodes = {(s.labels["state"], s.labels["health"]): s.value for s in families["neocloud_nodes"].samples}
+    nodes = {
+        (s.labels["state"], s.labels["health"]): s.value for s in families["neocloud_nodes"].samples
+    }
     assert nodes == {("available", "healthy"): 2.0}
     assert families["neocloud_agents_reporting"].samples[0].value == 1.0
     assert "neocloud_api_request_duration_seconds" in families

@@ -79,9 +79,7 @@ def test_a_revoked_token_stops_the_watch(
     assert fleet.nodes.get(node)["state"] == "available"
 
 
-def test_old_series_rows_are_pruned(
-    fleet: Client, clock: VirtualClock, db: Database
-) -> None:
+def test_old_series_rows_are_pruned(fleet: Client, clock: VirtualClock, db: Database) -> None:
     http = TestClient(fleet._http.app, raise_server_exceptions=False)
     node = fleet.nodes.list()["data"][0]["id"]
     token = fleet.nodes.issue_agent_token(node)["token"]
@@ -91,3 +89,30 @@ def test_old_series_rows_are_pruned(
     assert prune_telemetry(db=db, clock=clock, retention_s=150) == 1
     with db.transaction() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(GpuTelemetrySeriesRow)) == 1
+
+
+def test_cli_instances_metrics(
+    fleet: Client, acme: Client, worker: Worker, monkeypatch: Any
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from neocloud.cli import output
+    from neocloud.cli.compute import APPS
+    from neocloud.cli.state import STATE
+
+    app = typer.Typer()
+    for name, sub in APPS.items():
+        app.add_typer(sub, name=name)
+    monkeypatch.setattr(STATE, "_client", acme)
+    monkeypatch.setattr(output.out, "width", 200)
+    http = TestClient(fleet._http.app, raise_server_exceptions=False)
+    inst = acme.instances.create("1xH100", name="m1")
+    worker.run_once()
+    got = acme.instances.get(inst["id"])
+    token = fleet.nodes.issue_agent_token(got["node_id"])["token"]
+    _beat(http, token, got["node_id"])
+    result = CliRunner().invoke(app, ["instances", "metrics", "m1"])
+    assert result.exit_code == 0, result.output
+    assert "UTIL %" in result.output
+    assert "series (60 s buckets" in result.output

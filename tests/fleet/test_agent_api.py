@@ -47,10 +47,12 @@ def test_token_reports_only_for_its_own_node(fleet: Client, http: TestClient, db
     a, b = _nodes(fleet)[:2]
     made = fleet.nodes.issue_agent_token(a)
     token = made["token"]
-    assert token.startswith("nca_") and made["node_id"] == a
+    assert token.startswith("nca_")
+    assert made["node_id"] == a
     with db.transaction() as s:  # kept as a hash only
         row = s.get(AgentTokenRow, a)
-        assert row is not None and token not in (row.token_hash, row.prefix)
+        assert row is not None
+        assert token not in (row.token_hash, row.prefix)
     ok = send(http, token, beat(a, inventory=inventory()))
     assert ok.status_code == 200, ok.text
     assert ok.json() == {"interval_s": 10.0, "node_state": "available", "run_active_checks": True}
@@ -87,7 +89,9 @@ def test_reissue_and_revoke(fleet: Client, http: TestClient) -> None:
     assert info.value.status == 404
 
 
-def test_a_replayed_issue_never_returns_the_token(fleet: Client, http: TestClient, admin_key: str) -> None:
+def test_a_replayed_issue_never_returns_the_token(
+    fleet: Client, http: TestClient, admin_key: str
+) -> None:
     node = _nodes(fleet)[0]
     headers = {"Authorization": f"Bearer {admin_key}", "Idempotency-Key": "tok-1"}
     first = http.post(f"/api/v1/nodes/{node}/agent-token", headers=headers)
@@ -133,7 +137,8 @@ def test_node_health_shows_inventory_telemetry_and_history(
     assert (h["state"], h["health"]) == ("available", "warning")
     assert h["checks"]["gpu.temp"]["status"] == "warn"
     assert "gpu 3: 92 °C" in h["checks"]["gpu.temp"]["message"]
-    assert h["agent"]["version"] == "0.1.0" and h["agent"]["simulated"] is True
+    assert h["agent"]["version"] == "0.1.0"
+    assert h["agent"]["simulated"] is True
     assert len(h["agent"]["inventory"]["gpus"]) == 8
     assert [t["gpu_index"] for t in h["telemetry"]] == list(range(8))
     assert h["telemetry"][0]["uuid"].startswith("GPU-00000000")
@@ -143,21 +148,21 @@ def test_node_health_shows_inventory_telemetry_and_history(
     clock.advance(10)  # it cools down: the warning clears, one row more
     assert send(http, token, beat(node)).status_code == 200
     h = fleet.nodes.health(node)
-    assert h["health"] == "healthy" and h["history"][0]["name"] == "gpu.temp"
+    assert h["health"] == "healthy"
+    assert h["history"][0]["name"] == "gpu.temp"
     summary = fleet.fleet.summary()
     assert summary["total_nodes"] == 8
 
 
-def test_idle_node_only_runs_active_checks(
-    fleet: Client, http: TestClient, worker: Worker
-) -> None:
+def test_idle_node_only_runs_active_checks(fleet: Client, http: TestClient, worker: Worker) -> None:
     _, acme = tenant(fleet, "acme")
     inst = acme.instances.create("8xH100")
     worker.run_once()
     node = acme.instances.get(inst["id"])["node_id"]
     token = fleet.nodes.issue_agent_token(node)["token"]
     got = send(http, token, beat(node)).json()
-    assert got["node_state"] == "in_use" and got["run_active_checks"] is False
+    assert got["node_state"] == "in_use"
+    assert got["run_active_checks"] is False
 
 
 def test_uncorrectable_ecc_fails_the_node_and_its_instance(
@@ -195,7 +200,8 @@ def test_a_lost_gpu_fails_a_cluster_member_which_is_replaced(
     worker.run_once()
     c = acme.clusters.get(c["id"])
     live = [n for n in c["nodes"] if n["state"] == "running"]
-    assert c["state"] == "running" and len(live) == 3
+    assert c["state"] == "running"
+    assert len(live) == 3
     assert lost not in {n["node_id"] for n in live}
 
 
@@ -224,8 +230,10 @@ def test_series_is_one_row_per_bucket(
         latest = s.scalar(sa.select(sa.func.count()).select_from(GpuTelemetryLatestRow))
     assert latest == 2
     assert [(r.bucket_at, r.gpu_index) for r in rows] == [(start, 0), (start, 1)]
-    assert rows[0].samples == 6 and rows[0].utilization_avg == pytest.approx(25.0)
-    assert rows[0].utilization_max == 50.0 and rows[0].power_max_w == 105.0
+    assert rows[0].samples == 6
+    assert rows[0].utilization_avg == pytest.approx(25.0)
+    assert rows[0].utilization_max == 50.0
+    assert rows[0].power_max_w == 105.0
     assert send(http, token, beat(node, telemetry=[gpu(0)])).status_code == 200  # 12:02:00
     with db.transaction() as s:
         count = s.scalar(sa.select(sa.func.count()).select_from(GpuTelemetrySeriesRow))
@@ -246,7 +254,8 @@ def test_tenant_metrics_are_its_own_gpus_only(
         assert send(http, token, beat(node)).status_code == 200
         clock.advance(10)
     m = acme.instances.metrics(inst["id"])
-    assert m["object"] == "instance_metrics" and m["gpu_indices"] == held
+    assert m["object"] == "instance_metrics"
+    assert m["gpu_indices"] == held
     assert {t["gpu_index"] for t in m["latest"]} == set(held)
     assert {p["gpu_index"] for p in m["series"]} == set(held)
     assert m["series"][0]["samples"] == 6

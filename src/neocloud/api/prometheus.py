@@ -107,18 +107,16 @@ class FleetCollector(Collector):
             ):
                 nodes.add_metric([state, health], float(count))
             for model, state, total in s.execute(
-                sa.select(NodeRow.gpu_model, NodeRow.state, sa.func.sum(NodeRow.gpu_count))
-                .group_by(NodeRow.gpu_model, NodeRow.state)
+                sa.select(
+                    NodeRow.gpu_model, NodeRow.state, sa.func.sum(NodeRow.gpu_count)
+                ).group_by(NodeRow.gpu_model, NodeRow.state)
             ):
                 gpus.add_metric([model, state], float(total or 0))
             seen = now - timedelta(seconds=self.silence_s)
             agents.add_metric(
                 [],
                 float(
-                    s.scalar(
-                        sa.select(sa.func.count()).where(NodeRow.agent_seen_at >= seen)
-                    )
-                    or 0
+                    s.scalar(sa.select(sa.func.count()).where(NodeRow.agent_seen_at >= seen)) or 0
                 ),
             )
             t = GpuTelemetryLatestRow

@@ -39,7 +39,7 @@ from neocloud.fleet.tables import (
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import AuthenticationFailed, NotFound, PermissionDenied
 
-TOKEN_SCHEME = "nca_"
+TOKEN_SCHEME = "nca_"  # noqa: S105 - the prefix, not a token
 TOKEN_ENTROPY_BYTES = 32
 TOKEN_PREFIX_LENGTH = 12
 TOKEN_MAX_LENGTH = 128
@@ -285,10 +285,14 @@ def _insert(s: Session, table: sa.Table) -> Any:
 def _upsert_latest(s: Session, rows: list[dict[str, Any]]) -> None:
     stmt = _insert(s, LATEST)
     update: dict[str, Any] = {
-        c.name: stmt.excluded[c.name] for c in LATEST.columns if c.name not in ("node_id", "gpu_index")
+        c.name: stmt.excluded[c.name]
+        for c in LATEST.columns
+        if c.name not in ("node_id", "gpu_index")
     }
     update["uuid"] = sa.func.coalesce(stmt.excluded.uuid, LATEST.c.uuid)  # sent with inventories
-    s.execute(stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update), rows)
+    s.execute(
+        stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update), rows
+    )
 
 
 def _series_row(p: GpuTelemetryLatestRow) -> dict[str, Any]:

@@ -50,9 +50,7 @@ class GpuInventoryIn(RequestModel):
     index: GpuIndex
     uuid: Uuid
     serial: Line64 | None = None
-    name: GpuName = Field(
-        description="NVML's product name, e.g. 'NVIDIA H100 80GB HBM3'"
-    )
+    name: GpuName = Field(description="NVML's product name, e.g. 'NVIDIA H100 80GB HBM3'")
     memory_total_mib: Mib
     pci_bus_id: Line32 | None = None
     nvlink_active: Annotated[int, Field(strict=True, ge=0, le=64)] | None = None
@@ -198,5 +196,3 @@ class InstanceMetricsOut(ResponseModel):
     step_s: int
     latest: list[GpuTelemetryOut]
     series: list[GpuSeriesPointOut]
-
-

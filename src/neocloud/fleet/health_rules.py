@@ -4,17 +4,23 @@ One table, pure (plain data in, plain data out); ``fleet.agent`` applies the res
 the fleet's health reporting, where a ``fail`` takes the node out of service (``failed``) and
 compute fails or heals what ran on it. docs/agent.md shows the same table.
 
-| check           | looks at                        | fail when                                | warn when                          |
-|-----------------|---------------------------------|------------------------------------------|------------------------------------|
-| ``gpu.ecc``     | telemetry ``ecc_uncorrectable`` | any GPU has an uncorrectable ECC error   |                                    |
-| ``gpu.remap``   | telemetry ``remap_failed``      | a GPU failed to remap a memory row       |                                    |
-| ``gpu.count``   | inventory GPUs                  | fewer GPUs than the node was registered  |                                    |
-|                 |                                 | with (a GPU fell off the bus)            |                                    |
-| ``gpu.model``   | inventory GPU names             | a GPU is not the node's registered model |                                    |
-| ``gpu.throttle``| telemetry ``throttle``          |                                          | a GPU throttles for thermal/power  |
-| ``gpu.temp``    | telemetry ``temperature_c``     |                                          | a GPU is at or above 90 °C         |
-| ``gpu.xid``     | telemetry ``xid`` (since last)  | XID 48, 63, 64, 74, 79, 94 or 95         | any other XID                      |
-| (agent's name)  | a check result the agent sent   | as sent                                  | as sent                            |
+====================  ===============================  ==================================
+check                 fail when                        warn when
+====================  ===============================  ==================================
+``gpu.ecc``           a GPU has an uncorrectable ECC
+                      error (``ecc_uncorrectable``>0)
+``gpu.remap``         a GPU failed to remap a memory
+                      row (``remap_failed``)
+``gpu.count``         the inventory has fewer GPUs
+                      than the node was registered
+                      with (a GPU fell off the bus)
+``gpu.model``         an inventory GPU is not the
+                      node's registered model
+``gpu.throttle``                                       a GPU throttles: thermal or power
+``gpu.temp``                                           a GPU is at or above 90 °C
+``gpu.xid``           XID 48, 63, 64, 74, 79, 94, 95   any other XID
+``agent.<name>``      the agent's own check: as sent   as sent
+====================  ===============================  ==================================
 
 Every rule answers on every heartbeat that carries what it looks at (``pass`` when nothing is
 wrong), so a warning clears when its cause does; rules on the inventory answer only when the
