@@ -239,11 +239,19 @@ def _report(backend: str, agents: int, r: dict[str, float]) -> None:
     anchor_rows = ANCHOR_RATE * 60 * (1 + GPUS) + ANCHOR_NODES * GPUS
     print(f"\n{backend}: {agents} agents, {int(r['beats'])} heartbeats in the window")
     print(f"  sustained             {r['rate']:8.0f} heartbeats/s   (anchor: {ANCHOR_RATE:,.0f}/s)")
-    print(f"  server CPU            {r['cpu_ms']:8.2f} ms per heartbeat ({r['cpu_util']:.2f} cores busy)")
-    print(f"  rows written          {r['rows_per_min']:8.0f} per minute ({r['rows_per_beat']:.2f} per beat; "
-          f"series {r['series_per_min']:.0f}/min; health {int(r['health_rows'])} in the window)")
-    print(f"  at 31,250 nodes/10 s: {processes} API processes at this rate; "
-          f"{cores:.1f} cores of server CPU; {anchor_rows:,.0f} rows/min")
+    print(
+        f"  server CPU            {r['cpu_ms']:8.2f} ms per heartbeat "
+        f"({r['cpu_util']:.2f} cores busy)"
+    )
+    print(
+        f"  rows written          {r['rows_per_min']:8.0f} per minute "
+        f"({r['rows_per_beat']:.2f} per beat; "
+        f"series {r['series_per_min']:.0f}/min; health {int(r['health_rows'])} in the window)"
+    )
+    print(
+        f"  at 31,250 nodes/10 s: {processes} API processes at this rate; "
+        f"{cores:.1f} cores of server CPU; {anchor_rows:,.0f} rows/min"
+    )
 
 
 def main() -> None:
@@ -253,15 +261,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
     parser.add_argument("--backends", default="sqlite,postgresql", help="sqlite and/or postgresql")
     args = parser.parse_args()
-    print(f"heartbeat benchmark on {platform.node()} ({os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}), Python {platform.python_version()}")
+    print(
+        f"heartbeat benchmark on {platform.node()} ({os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}), Python {platform.python_version()}"
+    )
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{tmp}/bench.db"
                 db = Database.from_url(url)
                 try:
-                    _report(backend, args.agents, run(db, url, args.agents, args.seconds, args.warmup))
+                    _report(
+                        backend, args.agents, run(db, url, args.agents, args.seconds, args.warmup)
+                    )
                 finally:
                     db.dispose()
         else:
@@ -269,7 +281,11 @@ def main() -> None:
                 with scratch_database(PG_URL, "neocloud_bench_agent") as url:
                     db = Database.from_url(url)
                     try:
-                        _report(backend, args.agents, run(db, url, args.agents, args.seconds, args.warmup))
+                        _report(
+                            backend,
+                            args.agents,
+                            run(db, url, args.agents, args.seconds, args.warmup),
+                        )
                     finally:
                         db.dispose()
             except sa.exc.OperationalError as exc:
