@@ -17,6 +17,7 @@ Expected answers:
   org, write none; the operator admin is served everywhere;
 * ``staff``: operator staff and admins only (403 to every tenant, whatever the id);
 * ``operator``: operator admins only;
+* ``agent``: a node's agent token only (the heartbeat): every API key, the operator's too, 401;
 * ``any``: every authenticated caller, each over its own org's things.
 
 "Served" means an answer that is not 401, 403 or 404 and not a 5xx. No answer to a caller
@@ -258,7 +259,7 @@ B = Callable[[World], Any]
 
 @dataclass(frozen=True)
 class Rule:
-    need: str  # "public", "any", a tenant role, "staff" or "operator"
+    need: str  # "public", "any", a tenant role, "staff", "operator" or "agent"
     scope: str = "org"  # "org": names the fixture org's things; "own": acts in the caller's org
     path: P = field(default=lambda w: {})
     query: P = field(default=lambda w: {})
@@ -314,6 +315,21 @@ def _new_node(w: World) -> dict[str, Any]:
             "rack": f"rack-{host}",
         },
         "driver": "sim",
+    }
+
+
+def _agent_node(w: World) -> dict[str, str]:
+    """The fixture node, with an agent token issued (so the operator's revoke has one)."""
+    w.ok("operator", "POST", f"nodes/{w.node}/agent-token")
+    return {"node_id": w.node}
+
+
+def _heartbeat(w: World) -> dict[str, Any]:
+    return {
+        "node_id": w.node,
+        "agent_version": "0.1.0",
+        "simulated": True,
+        "sent_at": "2026-03-01T12:00:00Z",
     }
 
 
@@ -407,6 +423,13 @@ RULES: dict[str, Rule] = {
         path=lambda w: {"node_id": w.node},
         body=lambda w: {"checks": [{"name": "gpu", "status": "pass"}]},
     ),
+    "GET /api/v1/nodes/{node_id}/health": Rule("staff", path=lambda w: {"node_id": w.node}),
+    # the node agent: tokens are the operator's to give; the heartbeat takes no API key at all
+    "POST /api/v1/nodes/{node_id}/agent-token": Rule(
+        "operator", path=lambda w: {"node_id": w.node}
+    ),
+    "DELETE /api/v1/nodes/{node_id}/agent-token": Rule("operator", path=_agent_node),
+    "POST /api/v1/agent/heartbeat": Rule("agent", body=_heartbeat),
     "GET /api/v1/fleet/summary": Rule("staff"),
     "GET /api/v1/fleet/topology": Rule("staff"),
     "POST /api/v1/fleet/imports": Rule("operator", body=lambda w: {"spec": FLEET}),
@@ -417,6 +440,9 @@ RULES: dict[str, Rule] = {
     ),
     "GET /api/v1/instances": Rule("any"),
     "GET /api/v1/instances/{instance_id}": Rule(
+        "viewer", path=lambda w: {"instance_id": w.instance}
+    ),
+    "GET /api/v1/instances/{instance_id}/metrics": Rule(
         "viewer", path=lambda w: {"instance_id": w.instance}
     ),
     "POST /api/v1/instances/{instance_id}/terminate": Rule(
@@ -586,7 +612,7 @@ def expected(rule: Rule, caller: str, method: str) -> int | str:
     """What ``caller`` should get: ``SERVED`` or the status of the refusal."""
     if rule.need == "public":
         return SERVED
-    if caller in ("anon", "revoked"):
+    if caller in ("anon", "revoked") or rule.need == "agent":
         return 401
     if caller == "operator":
         return SERVED
@@ -636,6 +662,7 @@ NEEDS = {
     "owner": "owner",
     "staff": "operator staff",
     "operator": "operator admin",
+    "agent": "a node's agent token",
 }
 HEADINGS = {"anon": "no key", "revoked": "revoked key", "outsider": "other org"}
 

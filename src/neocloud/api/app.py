@@ -101,6 +101,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.models_api import router as studio_models_router
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
+    from neocloud.compute.metrics_api import node_busy
+
+    app.state.node_busy = node_busy  # the agent's heartbeat: no active checks on a busy node
 
     # Outermost first: request id, rate limit, audit (needs the id), body limit + idempotency.
     app.add_middleware(
@@ -120,6 +123,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     limiter, limit = build_limiter(settings)  # per key, before any database work
     app.add_middleware(ApiRateLimitMiddleware, limiter=limiter, limit=limit, clock=clock)
     app.add_middleware(RequestContextMiddleware)
+    from neocloud.api.prometheus import install_metrics
+
+    install_metrics(app, db=db, clock=clock, settings=settings)  # /metrics, request latency
     # In front of all of it: ordinary /v1 completions for upstream models skip the stack above.
     app.install_fast_path(studio, max_body_bytes=settings.max_body_bytes)
     return app
@@ -130,7 +136,9 @@ def _routers() -> list[APIRouter]:
     from neocloud.api.economics import router as economics_router
     from neocloud.billing.api import router as billing_router
     from neocloud.compute.api import router as compute_router
+    from neocloud.compute.metrics_api import router as compute_metrics_router
     from neocloud.compute.topology_api import router as topology_router
+    from neocloud.fleet.agent_api import router as agent_router
     from neocloud.fleet.api import router as fleet_router
     from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
@@ -140,7 +148,9 @@ def _routers() -> list[APIRouter]:
         tenancy_router,
         ssh_keys_router,
         fleet_router,
+        agent_router,
         compute_router,
+        compute_metrics_router,
         topology_router,
         billing_router,
         economics_router,

@@ -22,6 +22,9 @@ from neocloud.tenancy.audit import MUTATING_METHODS, AuditRecord, record_event
 log = logging.getLogger("neocloud.audit")
 
 API_PREFIX = "/api/v1/"
+# Answered heartbeats are not audited (one per node every few seconds would dwarf the log; the
+# node's agent_seen_at records them); refused ones are, as every failed attempt is.
+QUIET_PATHS = frozenset({"/api/v1/agent/heartbeat"})
 # Response bodies larger than this are not parsed for an id (they are lists or files).
 _MAX_SCANNED_BYTES = 64 * 1024
 
@@ -56,20 +59,26 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            state = scope.get("state") or {}
-            principal = state.get("principal")
-            record = AuditRecord(
-                method=scope["method"],
-                path=scope["path"],
-                status_code=status if status is not None else 500,
-                request_id=state.get("request_id"),
-                actor=principal if isinstance(principal, Principal) else None,
-                target_id=_target_id(b"".join(chunks)) if size <= _MAX_SCANNED_BYTES else None,
-            )
-            try:
-                await anyio.to_thread.run_sync(self._record, record)
-            except Exception:  # an audit failure must not turn a done change into an error
-                log.exception("could not record audit event for %s %s", record.method, record.path)
+            if not (scope["path"] in QUIET_PATHS and status is not None and status < 400):
+                await self._audit(scope, status, chunks, size)
+
+    async def _audit(
+        self, scope: Scope, status: int | None, chunks: list[bytes], size: int
+    ) -> None:
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        record = AuditRecord(
+            method=scope["method"],
+            path=scope["path"],
+            status_code=status if status is not None else 500,
+            request_id=state.get("request_id"),
+            actor=principal if isinstance(principal, Principal) else None,
+            target_id=_target_id(b"".join(chunks)) if size <= _MAX_SCANNED_BYTES else None,
+        )
+        try:
+            await anyio.to_thread.run_sync(self._record, record)
+        except Exception:  # an audit failure must not turn a done change into an error
+            log.exception("could not record audit event for %s %s", record.method, record.path)
 
     def _record(self, record: AuditRecord) -> None:
         record_event(db=self.db, clock=self.clock, record=record)

@@ -1,6 +1,7 @@
 """CLI for compute: ``neocloud instance-types list``, ``neocloud instances create|list|get|
-terminate|reboot|events|ssh-config``, ``neocloud clusters …`` (``hosts``: the members in a
-tool's format), ``neocloud reservations …``, ``neocloud capacity``, ``neocloud ssh INSTANCE``.
+terminate|reboot|events|metrics|ssh-config``, ``neocloud clusters …`` (``hosts``: the
+members in a tool's format), ``neocloud reservations …``, ``neocloud capacity``, ``neocloud ssh
+INSTANCE``.
 
 Where a command takes an instance or cluster id, a unique name works too."""
 
@@ -19,6 +20,7 @@ from neocloud.cli.output import (
     Column,
     api_call,
     err,
+    out,
     print_json,
     print_list,
     print_object,
@@ -422,6 +424,53 @@ def ssh(
     argv = ["ssh", "-p", str(login["port"]), f"{login['user']}@{login['host']}", *extra]
     # ssh from PATH, as the tenant would type it; its arguments a list, no shell between.
     os.execvp("ssh", argv)  # noqa: S606, S607
+
+
+@instances_app.command("metrics")
+@api_call
+def instances_metrics(
+    instance: InstanceRef,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Series from this time (RFC 3339); default an hour ago"),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """The instance's GPUs: latest utilization, memory, temperature, power, ECC, and the
+    downsampled series since --since (averages per bucket)."""
+    m = STATE.client().instances.metrics(instance_id(instance), since=since)
+    if as_json:
+        print_json(m)
+        return
+    if not m["latest"]:
+        err.print("no GPU telemetry yet (the node's agent has not reported)")
+    print_table(m["latest"], METRIC_COLUMNS)
+    if m["series"]:
+        out.print(f"\nseries ({m['step_s']} s buckets since {m['since']}):")
+        print_table(m["series"], SERIES_COLUMNS)
+
+
+METRIC_COLUMNS: list[Column] = [
+    ("GPU", "gpu_index"),
+    ("UTIL %", "utilization_pct"),
+    ("MEM MIB", "memory_used_mib"),
+    ("TEMP C", "temperature_c"),
+    ("POWER W", "power_w"),
+    ("SM MHZ", "sm_clock_mhz"),
+    ("ECC UNCORR", "ecc_uncorrectable"),
+    ("THROTTLE", lambda r: ",".join(r["throttle"]) or "-"),
+    ("AT", "at"),
+]
+SERIES_COLUMNS: list[Column] = [
+    ("BUCKET", "bucket_at"),
+    ("GPU", "gpu_index"),
+    ("UTIL AVG", lambda r: f"{r['utilization_avg']:.1f}"),
+    ("UTIL MAX", "utilization_max"),
+    ("MEM MAX MIB", "memory_used_max_mib"),
+    ("TEMP MAX", "temperature_max_c"),
+    ("POWER AVG", lambda r: f"{r['power_avg_w']:.0f}"),
+    ("SAMPLES", "samples"),
+]
 
 
 EVENT_COLUMNS: list[Column] = [

@@ -123,6 +123,12 @@ class InstancesResource(Resource):
         """The running instance's OpenSSH ``Host`` block (see ``ssh_config_block``)."""
         return ssh_config_block(self.get(instance_id))
 
+    def metrics(self, instance_id: str, *, since: str | None = None) -> Obj:
+        """The instance's GPUs: ``latest`` telemetry per GPU and the ``series`` (averages and
+        maxima per ``step_s`` bucket) since ``since`` (RFC 3339; default an hour ago)."""
+        result: Obj = self._c.get(f"instances/{instance_id}/metrics", since=since)
+        return result
+
     def wait(
         self,
         instance_id: str,

@@ -140,6 +140,20 @@ class NodesResource(Resource):
         result: Obj = self._c.post(f"nodes/{node_id}/transition", body)
         return result
 
+    def health(self, node_id: str, *, history: int | None = None) -> Obj:
+        """The node's health: latest checks, ``history`` past results (newest first), the
+        agent's last heartbeat and inventory, each GPU's latest telemetry."""
+        result: Obj = self._c.get(f"nodes/{node_id}/health", history=history)
+        return result
+
+    def issue_agent_token(self, node_id: str) -> Obj:
+        """A new agent token for the node (``token``: shown once); the previous one stops."""
+        result: Obj = self._c.post(f"nodes/{node_id}/agent-token")
+        return result
+
+    def revoke_agent_token(self, node_id: str) -> None:
+        self._c.delete(f"nodes/{node_id}/agent-token")
+
     def report_health(self, node_id: str, checks: builtins.list[Obj]) -> Obj:
         """``checks``: ``[{"name": "dcgm", "status": "pass|warn|fail", "message": ...}]``."""
         result: Obj = self._c.post(f"nodes/{node_id}/health", {"checks": checks})

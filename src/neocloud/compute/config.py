@@ -20,6 +20,10 @@ class ComputeConfig:
     cancel_cutoff_s: float | None = 0.0
     # New and repaired nodes pass the driver's health check before they take work.
     burn_in: bool = True
+    # The node agent: a node silent this long after a heartbeat fails; series rows older than
+    # the retention are pruned (``fleet.agent``).
+    agent_silence_s: float = 60.0
+    agent_retention_s: float = 24 * 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeConfig:
@@ -29,6 +33,8 @@ class ComputeConfig:
             if settings.compute_reservations_cancellable
             else None,
             burn_in=settings.compute_burn_in,
+            agent_silence_s=settings.agent_silence_s,
+            agent_retention_s=settings.agent_retention_h * 3600,
         )
 
 

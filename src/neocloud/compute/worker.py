@@ -12,7 +12,10 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
+
+from prometheus_client import Histogram
 
 from neocloud.compute.burn_in import run_burn_in
 from neocloud.compute.config import ComputeConfig, ScheduleReport
@@ -22,11 +25,19 @@ from neocloud.compute.scheduler import schedule
 from neocloud.db.engine import Database
 from neocloud.db.lease import LeaderLease
 from neocloud.drivers.base import Driver, Drivers
+from neocloud.fleet.agent import run_agent_steps
 from neocloud.kernel.clock import Clock
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
 WAKE_CHANNEL = "neocloud_compute"  # API writes that need scheduling wake workers on it
+# Observed by the process holding the lease; /metrics (api.prometheus) exposes it.
+CYCLE_SECONDS = Histogram(
+    "neocloud_scheduler_cycle_seconds",
+    "Seconds per compute worker cycle (reservations, burn-in, agents, schedule, reconcile).",
+    registry=None,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 @dataclass
@@ -71,14 +82,22 @@ class Worker:
         """One cycle: acquire (or renew) the lease; if ours, schedule then reconcile."""
         if not self.lease.acquire():
             return CycleReport(leader=False)
+        started = time.perf_counter()
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         burned_in = 0
         if self.config.burn_in:
             b = run_burn_in(db=self.db, clock=self.clock, driver=self.drivers)
             burned_in = len(b.started) + len(b.passed) + len(b.failed)
+        run_agent_steps(  # silent agents' nodes fail (compute heals below); old telemetry goes
+            db=self.db,
+            clock=self.clock,
+            silence_s=self.config.agent_silence_s,
+            retention_s=self.config.agent_retention_s,
+        )
         evict_drained(db=self.db, clock=self.clock, notice_s=self.config.preemption_notice_s)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
+        CYCLE_SECONDS.observe(time.perf_counter() - started)
         return CycleReport(True, report, reconciled, burned_in)
 
     def nudge(self) -> None:

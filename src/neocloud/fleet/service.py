@@ -385,36 +385,62 @@ def report_health(
 
     A failing check takes the node out of service (``failed``) from any state but retired.
     """
-    now = clock.now()
     with db.transaction() as session:
         node = _node(session, node_id, lock=True)
-        latest = dict(node.health_checks or {})
-        for check in checks:
-            session.add(
-                HealthCheckRow(
-                    id=new_id("hc", at=now),
-                    node_id=node.id,
-                    at=now,
-                    name=check.name,
-                    status=check.status.value,
-                    message=check.message,
-                )
-            )
-            latest[check.name] = {
-                "status": check.status.value,
-                "message": check.message,
-                "at": now.isoformat(),
-            }
-        node.health_checks = latest
-        node.health = domain.aggregate_health(v["status"] for v in latest.values()).value
-        node.updated_at = now
-        if node.health == Health.FAILED.value:
-            failing = [
-                f"{n}: {v.get('message') or 'failed'}"
-                for n, v in latest.items()
-                if v["status"] == CheckStatus.FAIL.value
-            ]
-            change_node(
-                session, node, domain.fail, now, "health check failed: " + "; ".join(failing), actor
-            )
+        apply_checks(session, node, checks, clock.now(), actor)
         return node
+
+
+def apply_checks(
+    session: Session,
+    node: NodeRow,
+    checks: Sequence[CheckResult],
+    now: datetime,
+    actor: str,
+    *,
+    changes_only: bool = False,
+) -> bool:
+    """Record ``checks`` on a locked ``node`` inside the caller's transaction (what
+    ``report_health`` does); ``changes_only``: a result whose status and message equal the
+    check's latest is not written again (the agent's heartbeats repeat their results). Returns
+    whether anything was written."""
+    latest = dict(node.health_checks or {})
+    changed = False
+    for check in checks:
+        before = latest.get(check.name)
+        same = before is not None and (before.get("status"), before.get("message")) == (
+            check.status.value,
+            check.message,
+        )
+        if changes_only and same:
+            continue
+        changed = True
+        session.add(
+            HealthCheckRow(
+                id=new_id("hc", at=now),
+                node_id=node.id,
+                at=now,
+                name=check.name,
+                status=check.status.value,
+                message=check.message,
+            )
+        )
+        latest[check.name] = {
+            "status": check.status.value,
+            "message": check.message,
+            "at": now.isoformat(),
+        }
+    if not changed:
+        return False
+    node.health_checks = latest
+    node.health = domain.aggregate_health(v["status"] for v in latest.values()).value
+    node.updated_at = now
+    if node.health == Health.FAILED.value:
+        failing = [
+            f"{n}: {v.get('message') or 'failed'}"
+            for n, v in latest.items()
+            if v["status"] == CheckStatus.FAIL.value
+        ]
+        why = ("health check failed: " + "; ".join(failing))[:500]  # the reason's column width
+        change_node(session, node, domain.fail, now, why, actor)
+    return True

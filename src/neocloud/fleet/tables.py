@@ -40,6 +40,7 @@ class NodeRow(Base):
         sa.Index("ix_nodes_model_state_id", "gpu_model", "state", "id"),
         sa.Index("ix_nodes_state_id", "state", "id"),
         sa.Index("ix_nodes_health_id", "health", "id"),
+        sa.Index("ix_nodes_agent_seen_at", "agent_seen_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -69,6 +70,13 @@ class NodeRow(Base):
     book_life_years: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     in_service_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     import_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    # What the node agent reported: the GPUs it found (``fleet.agent_schemas.Inventory``), when,
+    # its last heartbeat, its version, and whether it read recorded NVML (``simulated``).
+    inventory: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    inventory_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    agent_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    agent_version: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    simulated: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -139,3 +147,80 @@ class FleetImportRow(Base):
     nodes_created: Mapped[int] = mapped_column(sa.Integer)
     gpus_created: Mapped[int] = mapped_column(sa.Integer)
     initial_state: Mapped[str] = mapped_column(sa.String(16))
+
+
+# --- the node agent ----------------------------------------------------------------------------
+
+
+class AgentTokenRow(Base):
+    """A node's one live agent token, stored as the sha256 of the secret (shown once)."""
+
+    __tablename__ = "node_agent_tokens"
+
+    node_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+
+
+class GpuTelemetryLatestRow(Base):
+    """The latest telemetry of one GPU of one node (overwritten by every heartbeat), and the
+    running sums of the series bucket in progress: a heartbeat in a later bucket writes the
+    finished one to ``gpu_telemetry_series`` (one row per bucket, never one per heartbeat)."""
+
+    __tablename__ = "gpu_telemetry_latest"
+
+    node_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    gpu_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    uuid: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    utilization_pct: Mapped[float] = mapped_column(sa.Float)
+    memory_used_mib: Mapped[int] = mapped_column(sa.Integer)
+    temperature_c: Mapped[float] = mapped_column(sa.Float)
+    power_w: Mapped[float] = mapped_column(sa.Float)
+    sm_clock_mhz: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    ecc_correctable: Mapped[int] = mapped_column(sa.BigInteger)
+    ecc_uncorrectable: Mapped[int] = mapped_column(sa.BigInteger)
+    retired_pages: Mapped[int] = mapped_column(sa.Integer)
+    remap_failed: Mapped[bool] = mapped_column(sa.Boolean)
+    throttle: Mapped[list[str]] = mapped_column(Json)
+    xid: Mapped[list[int]] = mapped_column(Json)
+    bucket_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    bucket_samples: Mapped[int] = mapped_column(sa.Integer)
+    bucket_utilization_sum: Mapped[float] = mapped_column(sa.Float)
+    bucket_utilization_max: Mapped[float] = mapped_column(sa.Float)
+    bucket_memory_used_sum: Mapped[float] = mapped_column(sa.Float)
+    bucket_memory_used_max: Mapped[int] = mapped_column(sa.Integer)
+    bucket_temperature_sum: Mapped[float] = mapped_column(sa.Float)
+    bucket_temperature_max: Mapped[float] = mapped_column(sa.Float)
+    bucket_power_sum: Mapped[float] = mapped_column(sa.Float)
+    bucket_power_max: Mapped[float] = mapped_column(sa.Float)
+
+
+class GpuTelemetrySeriesRow(Base):
+    """One bucket (``NEOCLOUD_AGENT_SERIES_STEP_S``) of one GPU's telemetry: averages and
+    maxima of the heartbeats that fell in it; pruned after ``NEOCLOUD_AGENT_RETENTION_H``."""
+
+    __tablename__ = "gpu_telemetry_series"
+    __table_args__ = (sa.Index("ix_gpu_telemetry_series_bucket_at", "bucket_at"),)
+
+    node_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    gpu_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    bucket_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    samples: Mapped[int] = mapped_column(sa.Integer)
+    utilization_avg: Mapped[float] = mapped_column(sa.Float)
+    utilization_max: Mapped[float] = mapped_column(sa.Float)
+    memory_used_avg_mib: Mapped[float] = mapped_column(sa.Float)
+    memory_used_max_mib: Mapped[int] = mapped_column(sa.Integer)
+    temperature_avg_c: Mapped[float] = mapped_column(sa.Float)
+    temperature_max_c: Mapped[float] = mapped_column(sa.Float)
+    power_avg_w: Mapped[float] = mapped_column(sa.Float)
+    power_max_w: Mapped[float] = mapped_column(sa.Float)
+    ecc_uncorrectable: Mapped[int] = mapped_column(sa.BigInteger)

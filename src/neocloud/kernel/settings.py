@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, repr=False)
     # --- end of s-limits
 
+    # The node agent (docs/agent.md): how often agents heartbeat (told in every answer), how
+    # long a node that has heartbeated may stay silent before it is failed, the telemetry
+    # series' bucket and how long it is kept; whether /metrics answers without an operator key.
+    agent_interval_s: float = Field(10.0, ge=1, le=3600)
+    agent_silence_s: float = Field(60.0, ge=5, le=86_400)
+    agent_series_step_s: int = Field(60, ge=10, le=3600)
+    agent_retention_h: float = Field(24.0, gt=0, le=24 * 90)
+    metrics_public: bool = False
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -2,7 +2,7 @@
 cloud-init, the drivers that can install it, one default)
 
 Revision ID: 0014_images
-Revises: 0012_real_nodes
+Revises: 0013_ssh_keys
 Create Date: 2026-12-08 12:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from neocloud.db.types import Json, UtcDateTime
 
 revision: str = "0014_images"
-down_revision: str | tuple[str, ...] | None = "0012_real_nodes"
+down_revision: str | tuple[str, ...] | None = "0013_ssh_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
