@@ -4,7 +4,7 @@ Two measurements per GPU, with torch on CUDA, run only when the control plane an
 ``run_active_checks: true`` (the node is idle: available or in burn-in, nothing allocated —
 never on a tenant's node), at most once an hour by default, and by ``--print`` on demand:
 
-- ``gpuN.gemm_bf16``: bf16 matrix multiplications of 8192×8192 by 8192×8192 (2·n³ FLOP each),
+- ``gpuN.gemm_bf16``: bf16 matrix multiplications of 8192 x 8192 by 8192 x 8192 (2·n³ FLOP each),
   timed with CUDA events after a warm-up, in TFLOP/s;
 - ``gpuN.hbm_bandwidth``: a device-to-device copy of 1 GiB (read and written: 2 GiB moved per
   copy), timed the same way, in GB/s.
@@ -21,7 +21,7 @@ measured / peak       status
 < 0.3                 fail
 ====================  ========
 
-A good H100 SXM reaches about 0.6–0.75 of its datasheet bf16 peak on this GEMM and about
+A good H100 SXM reaches about 0.6 to 0.75 of its datasheet bf16 peak on this GEMM and about
 0.8 of its HBM bandwidth on a copy, so ``warn`` means "slower than a healthy GPU of this model"
 and ``fail`` "far slower: throttled hard, degraded memory or a bad GPU". Without CUDA (or
 torch) the checks say ``warn`` with ``skipped: no CUDA device`` — never a made-up number; on a
@@ -178,7 +178,7 @@ def _timed(torch: Any, index: int, step: Any, iters: int, warmup: int) -> float:
 
 
 def gemm_tflops(torch: Any, index: int, n: int = GEMM_N, iters: int = GEMM_ITERS) -> float:
-    """bf16 GEMM throughput of GPU ``index`` in TFLOP/s (n×n by n×n, 2·n³ FLOP each)."""
+    """bf16 GEMM throughput of GPU ``index`` in TFLOP/s (n x n by n x n, 2·n³ FLOP each)."""
     device = torch.device("cuda", index)
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)

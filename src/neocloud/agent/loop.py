@@ -65,7 +65,7 @@ class Backoff:
 
     def delay(self, failures: int, *, at_least_s: float | None = None) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (≥ 1)."""
-        step = min(self.cap_s, self.base_s * 2 ** max(0, min(failures - 1, 30)))
+        step = min(self.cap_s, self.base_s * 2.0 ** max(0, min(failures - 1, 30)))
         wait = step * (0.5 + 0.5 * self.rng.random())
         return max(wait, at_least_s or 0.0)
 
@@ -82,8 +82,9 @@ def _changes(before: Inventory | None, after: Inventory) -> str:
 class Agent:
     """One node's agent. ``checks`` runs the active checks (``checks.run_active_checks``);
     ``interval_s`` is the wait between heartbeats until an answer sets it (the answer's
-    ``interval_s`` wins); ``wait(seconds)`` sleeps and answers True when the agent should stop; ``monotonic`` is the
-    timer for the hourly work (both injected so that tests run without sleeping)."""
+    ``interval_s`` wins); ``wait(seconds)`` sleeps and answers True when the agent should
+    stop; ``monotonic`` is the timer for the hourly work (both injected so that tests run
+    without sleeping)."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from neocloud.agent.wire import inventory_payload, rfc3339, telemetry_payload
 
 log = logging.getLogger("neocloud.agent")
 
-TOKEN_PREFIX = "nca_"
+TOKEN_PREFIX = "nca_"  # noqa: S105 - the prefix agent tokens carry, not a secret
 
 
 class UsageError(Exception):

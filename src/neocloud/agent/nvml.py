@@ -64,10 +64,10 @@ class NvmlSource:
 
     # ------------------------------------------------------------------------------- reading
 
-    def _read(self, fn: Callable[[], T]) -> T | None:
-        """``fn()``, or ``None`` when NVML answers with an error for this one field."""
+    def _read(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(*args)``, or ``None`` when NVML answers with an error for this one field."""
         try:
-            return fn()
+            return fn(*args)
         except self._nvml.NVMLError as exc:
             log.debug("NVML field not readable: %s", exc)
             return None
@@ -77,7 +77,7 @@ class NvmlSource:
         count = self._read(nv.nvmlDeviceGetCount) or 0
         handles: list[tuple[int, Any]] = []
         for index in range(count):
-            handle = self._read(lambda i=index: nv.nvmlDeviceGetHandleByIndex(i))
+            handle = self._read(nv.nvmlDeviceGetHandleByIndex, index)
             if handle is None:
                 log.warning("GPU %d: no NVML handle (lost or unreadable); left out", index)
                 continue
@@ -126,9 +126,7 @@ class NvmlSource:
         nv = self._nvml
         links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
         enabled = int(getattr(nv, "NVML_FEATURE_ENABLED", 1))
-        states = [
-            self._read(lambda k=k: nv.nvmlDeviceGetNvLinkState(handle, k)) for k in range(links)
-        ]
+        states = [self._read(nv.nvmlDeviceGetNvLinkState, handle, k) for k in range(links)]
         readable = [s for s in states if s is not None]
         return sum(1 for s in readable if s == enabled) if readable else None
 
@@ -186,7 +184,7 @@ class NvmlSource:
         nv = self._nvml
         total = 0
         for cause in (0, 1):  # NVML_PAGE_RETIREMENT_CAUSE_{MULTIPLE_SINGLE_BIT,DOUBLE_BIT}_…
-            pages = self._read(lambda c=cause: nv.nvmlDeviceGetRetiredPages(handle, c))
+            pages = self._read(nv.nvmlDeviceGetRetiredPages, handle, cause)
             if pages is None:
                 return None
             total += len(pages)
@@ -203,11 +201,11 @@ class NvmlSource:
         if events is None:
             return None
         for index, handle in self._handles():
-            supported = self._read(lambda h=handle: nv.nvmlDeviceGetSupportedEventTypes(h))
+            supported = self._read(nv.nvmlDeviceGetSupportedEventTypes, handle)
             if supported is None or not int(supported) & xid_mask:
                 log.info("GPU %d: XID events not supported; XIDs will not be reported", index)
                 continue
-            self._read(lambda h=handle: nv.nvmlDeviceRegisterEvents(h, xid_mask, events))
+            self._read(nv.nvmlDeviceRegisterEvents, handle, xid_mask, events)
         return events
 
     def _drain_xids(self) -> dict[int, list[int]]:
@@ -224,7 +222,7 @@ class NvmlSource:
                 break
             if not int(data.eventType) & xid_mask:
                 continue
-            index = self._read(lambda d=data: nv.nvmlDeviceGetIndex(d.device))
+            index = self._read(nv.nvmlDeviceGetIndex, data.device)
             if index is not None:
                 xids.setdefault(int(index), []).append(int(data.eventData))
         return xids
