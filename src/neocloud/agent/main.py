@@ -118,6 +118,9 @@ def report(source: GpuSource) -> dict[str, Any]:
 def run(options: AgentOptions) -> int:
     """Run the agent as ``options`` say: 0 when it ran (or stopped on SIGTERM), 1 when
     ``--once`` could not deliver its heartbeat, 2 on unusable options."""
+    if options.recorded is not None and options.recorded not in RECORDED:
+        log.error("no recorded GPU source %r; known: %s", options.recorded, ", ".join(RECORDED))
+        return 2
     source: GpuSource = ReopeningSource(lambda: open_source(options.recorded))
     try:
         if options.print_only:
