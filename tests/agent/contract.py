@@ -22,20 +22,23 @@ CHECK = {"name", "status", "message", "value", "unit"}
 def _int(value: Any, *, nullable: bool = False, minimum: int | None = 0) -> None:
     if value is None and nullable:
         return
-    assert isinstance(value, int) and not isinstance(value, bool), value
+    assert isinstance(value, int), value
+    assert not isinstance(value, bool), value
     assert minimum is None or value >= minimum, value
 
 
 def _num(value: Any, *, nullable: bool = False) -> None:
     if value is None and nullable:
         return
-    assert isinstance(value, int | float) and not isinstance(value, bool), value
+    assert isinstance(value, int | float), value
+    assert not isinstance(value, bool), value
 
 
 def _str(value: Any, *, nullable: bool = False, max_len: int = 1000) -> None:
     if value is None and nullable:
         return
-    assert isinstance(value, str) and 0 < len(value) <= max_len, value
+    assert isinstance(value, str), value
+    assert 0 < len(value) <= max_len, value
     assert all(ch.isprintable() for ch in value), value
 
 
@@ -51,7 +54,8 @@ def check_heartbeat(body: dict[str, Any]) -> None:
         assert set(inventory) == INVENTORY
         _str(inventory["driver_version"], nullable=True)
         _str(inventory["cuda_version"], nullable=True)
-        assert isinstance(inventory["gpus"], list) and len(inventory["gpus"]) <= 16
+        assert isinstance(inventory["gpus"], list)
+        assert len(inventory["gpus"]) <= 16
         for gpu in inventory["gpus"]:
             assert set(gpu) == GPU, set(gpu) ^ GPU
             _int(gpu["index"])
@@ -61,7 +65,8 @@ def check_heartbeat(body: dict[str, Any]) -> None:
             _int(gpu["memory_total_mib"])
             _str(gpu["pci_bus_id"], nullable=True, max_len=64)
             _int(gpu["nvlink_active"], nullable=True)
-    assert isinstance(body["telemetry"], list) and len(body["telemetry"]) <= 16
+    assert isinstance(body["telemetry"], list)
+    assert len(body["telemetry"]) <= 16
     for t in body["telemetry"]:
         assert set(t) == TELEMETRY, set(t) ^ TELEMETRY
         _int(t["index"])
@@ -75,12 +80,15 @@ def check_heartbeat(body: dict[str, Any]) -> None:
         for counter in ("ecc_correctable", "ecc_uncorrectable", "retired_pages"):
             _int(t[counter])
         assert isinstance(t["remap_failed"], bool)
-        assert isinstance(t["throttle"], list) and len(t["throttle"]) <= 8
+        assert isinstance(t["throttle"], list)
+        assert len(t["throttle"]) <= 8
         assert all(isinstance(x, str) and x for x in t["throttle"])
-        assert isinstance(t["xid"], list) and len(t["xid"]) <= 16
+        assert isinstance(t["xid"], list)
+        assert len(t["xid"]) <= 16
         for x in t["xid"]:
             _int(x)
-    assert isinstance(body["checks"], list) and len(body["checks"]) <= 16
+    assert isinstance(body["checks"], list)
+    assert len(body["checks"]) <= 16
     for c in body["checks"]:
         assert set(c) == CHECK, set(c) ^ CHECK
         _str(c["name"], max_len=200)

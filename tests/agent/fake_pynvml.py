@@ -17,14 +17,22 @@ NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_INVALID_ARGUMENT = 2
 
 
+MESSAGES = {
+    NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_TIMEOUT: "Timeout",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+}
+
+
 class NVMLError(Exception):
     def __init__(self, value: int) -> None:
         super().__init__(value)
         self.value = value
 
     def __str__(self) -> str:
-        return {3: "Not Supported", 10: "Timeout", 12: "NVML Shared Library Not Found",
-                15: "GPU is lost", 2: "Invalid Argument"}.get(self.value, f"NVML error {self.value}")  # fmt: skip
+        return MESSAGES.get(self.value, f"NVML error {self.value}")
 
 
 def not_supported() -> NVMLError:

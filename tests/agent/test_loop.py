@@ -27,6 +27,7 @@ from neocloud.agent.main import AgentOptions, run
 from neocloud.agent.transport import ControlPlaneError, HttpControlPlane
 from neocloud.agent.wire import Answer, CheckResult
 from neocloud.kernel.clock import VirtualClock
+
 from .contract import check_heartbeat
 
 TOKEN = "nca_" + "s3cr3t" * 6
@@ -138,8 +139,10 @@ def test_heartbeats_over_http_match_the_contract_and_carry_the_token(server: Ser
         assert r["auth"] == f"Bearer {TOKEN}"
         check_heartbeat(r["body"])
     first, checks, third = bodies
-    assert first["simulated"] is True and first["node_id"] == "node_1"
-    assert len(first["inventory"]["gpus"]) == 8 and len(first["telemetry"]) == 8
+    assert first["simulated"] is True
+    assert first["node_id"] == "node_1"
+    assert len(first["inventory"]["gpus"]) == 8
+    assert len(first["telemetry"]) == 8
     assert first["sent_at"] == "2026-01-01T00:00:00Z"
     assert first["checks"] == []
     assert checks["inventory"] is None  # unchanged: sent once
@@ -227,7 +230,9 @@ def test_failures_back_off_then_recover(server: Server, caplog: pytest.LogCaptur
     with caplog.at_level(logging.DEBUG):
         agent.run()
     plane.close()
-    assert 0.5 <= waits[0] <= 1.0 and waits[1] == 7.0 and waits[2] == 10.0
+    assert 0.5 <= waits[0] <= 1.0
+    assert waits[1] == 7.0
+    assert waits[2] == 10.0
     assert "heartbeat answered 500: boom" in caplog.text
     assert "taken again after 2 failures" in caplog.text
     assert [r["body"]["inventory"] is not None for r in server.requests] == [True, True, True]
@@ -239,8 +244,10 @@ def test_unreachable_control_plane_backs_off(caplog: pytest.LogCaptureFixture) -
     waits: list[float] = []
     with caplog.at_level(logging.DEBUG):
         _agent(plane, waits=waits, stop_after=3).run()
-    assert len(waits) == 3 and waits[2] > waits[0]
-    assert "unreachable" in caplog.text and TOKEN not in caplog.text
+    assert len(waits) == 3
+    assert waits[2] > waits[0]
+    assert "unreachable" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -259,7 +266,8 @@ def test_once_fails_with_a_clear_message_and_never_logs_the_token(
     with caplog.at_level(logging.DEBUG):
         assert run(options) == 1
     assert says in caplog.text
-    assert TOKEN not in caplog.text and "s3cr3t" not in caplog.text
+    assert TOKEN not in caplog.text
+    assert "s3cr3t" not in caplog.text
     assert TOKEN not in repr(options)
     assert server.requests[0]["auth"] == f"Bearer {TOKEN}"
 
@@ -295,7 +303,8 @@ def test_token_file_readable_by_others_is_warned_about(
     options = AgentOptions(node_id="n", control_plane=server.url, token_file=token_file,
                            recorded="h100", once=True)  # fmt: skip
     assert run(options) == 0
-    assert "readable by others" in caplog.text and TOKEN not in caplog.text
+    assert "readable by others" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -303,8 +312,16 @@ def test_token_file_readable_by_others_is_warned_about(
     [
         (AgentOptions(node_id="n", control_plane="http://x", recorded="h100"), "needs its token"),
         (AgentOptions(node_id="n", token="nca_x", recorded="h100"), "--control-plane"),
-        (AgentOptions(node_id="n", control_plane="http://x", token="t", token_file=Path("f"),
-                      recorded="h100"), "not both"),  # fmt: skip
+        (
+            AgentOptions(
+                node_id="n",
+                control_plane="http://x",
+                token="t",
+                token_file=Path("f"),
+                recorded="h100",
+            ),
+            "not both",
+        ),
         (AgentOptions(recorded="h300", print_only=True), "no recorded GPU source 'h300'"),
     ],
 )
@@ -323,8 +340,19 @@ def test_sigterm_stops_the_agent_cleanly(server: Server, tmp_path: Path) -> None
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
     child = subprocess.Popen(
-        [sys.executable, "-m", "neocloud.agent", "--control-plane", server.url, "--token-file",
-         str(token_file), "--node-id", "node_1", "--recorded", "h200"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "neocloud.agent",
+            "--control-plane",
+            server.url,
+            "--token-file",
+            str(token_file),
+            "--node-id",
+            "node_1",
+            "--recorded",
+            "h200",
+        ],
         env={**os.environ, "PYTHONPATH": SRC},
         stderr=subprocess.PIPE,
         text=True,
@@ -340,5 +368,6 @@ def test_sigterm_stops_the_agent_cleanly(server: Server, tmp_path: Path) -> None
     assert child.returncode == 0, stderr
     assert time.monotonic() - started < 10  # not the 600 s interval
     assert "agent stopped after 1 heartbeats" in stderr
-    assert "simulated" in stderr and TOKEN not in stderr
+    assert "simulated" in stderr
+    assert TOKEN not in stderr
     check_heartbeat(server.requests[0]["body"])

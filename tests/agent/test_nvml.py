@@ -13,6 +13,7 @@ from neocloud.agent.gpus import ReopeningSource, open_source
 from neocloud.agent.loop import Agent
 from neocloud.agent.nvml import NvmlSource, throttle_names
 from neocloud.agent.wire import heartbeat_payload, telemetry_payload
+
 from . import fake_pynvml as fake
 from .contract import check_heartbeat
 from .test_loop import RecordingControlPlane
@@ -114,8 +115,10 @@ def test_counters_the_gpu_does_not_keep_go_as_zero_and_unreadable_values_as_abse
     gpus[0].sm_clock = fake.not_supported()
     gpus[1].power_mw = fake.not_supported()
     samples = NvmlSource(fake.make(gpus)).sample()
-    assert samples[0].ecc_uncorrectable is None and samples[0].retired_pages is None
-    assert samples[0].remap_failed is None and samples[0].throttle == ()
+    assert samples[0].ecc_uncorrectable is None
+    assert samples[0].retired_pages is None
+    assert samples[0].remap_failed is None
+    assert samples[0].throttle == ()
     telemetry, unreadable = telemetry_payload(samples)
     assert len(telemetry) == 1
     entry = telemetry[0]
@@ -159,7 +162,8 @@ def test_nvml_that_cannot_start_is_reported_as_a_failed_check_with_no_gpus() -> 
     Agent(node_id="node_1", source=source, control_plane=plane, checks=list).run(once=True)
     body = plane.bodies[0]
     check_heartbeat(body)
-    assert body["inventory"]["gpus"] == [] and body["simulated"] is False
+    assert body["inventory"]["gpus"] == []
+    assert body["simulated"] is False
     assert body["checks"] == [
         {
             "name": "nvml",
