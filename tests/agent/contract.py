@@ -1,11 +1,15 @@
 """The heartbeat contract (brief H9, "Contract"), as a checker the agent's tests apply to what
-the agent really posts. Written from the contract's text, not from the control plane's
-schemas: the agent and the control plane each follow the contract on their own."""
+the agent really posts. Written from the contract's text, not imported from the control
+plane's schemas (the agent and the control plane each follow the contract on their own); the
+string bounds are the control plane's (fleet/agent_schemas.py): uuid and serial 64, GPU name
+96, versions and PCI bus id 32, check names 58 of ``[A-Za-z0-9_.:-]``, units 16."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+CHECK_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,58}$")
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
 
@@ -52,18 +56,20 @@ def check_heartbeat(body: dict[str, Any]) -> None:
     inventory = body["inventory"]
     if inventory is not None:
         assert set(inventory) == INVENTORY
-        _str(inventory["driver_version"], nullable=True)
-        _str(inventory["cuda_version"], nullable=True)
+        _str(inventory["driver_version"], nullable=True, max_len=32)
+        _str(inventory["cuda_version"], nullable=True, max_len=32)
         assert isinstance(inventory["gpus"], list)
         assert len(inventory["gpus"]) <= 16
         for gpu in inventory["gpus"]:
             assert set(gpu) == GPU, set(gpu) ^ GPU
             _int(gpu["index"])
-            _str(gpu["uuid"], max_len=200)
-            _str(gpu["serial"], nullable=True, max_len=200)
-            _str(gpu["name"], max_len=200)
+            _int(gpu["index"], minimum=0)
+            assert gpu["index"] < 16
+            _str(gpu["uuid"], max_len=64)
+            _str(gpu["serial"], nullable=True, max_len=64)
+            _str(gpu["name"], max_len=96)
             _int(gpu["memory_total_mib"])
-            _str(gpu["pci_bus_id"], nullable=True, max_len=64)
+            _str(gpu["pci_bus_id"], nullable=True, max_len=32)
             _int(gpu["nvlink_active"], nullable=True)
     assert isinstance(body["telemetry"], list)
     assert len(body["telemetry"]) <= 16
@@ -74,6 +80,7 @@ def check_heartbeat(body: dict[str, Any]) -> None:
         assert 0 <= t["utilization_pct"] <= 100
         _int(t["memory_used_mib"])
         _num(t["temperature_c"])
+        assert -50 <= t["temperature_c"] <= 200
         _num(t["power_w"])
         assert t["power_w"] >= 0
         _int(t["sm_clock_mhz"], nullable=True)
@@ -91,8 +98,8 @@ def check_heartbeat(body: dict[str, Any]) -> None:
     assert len(body["checks"]) <= 16
     for c in body["checks"]:
         assert set(c) == CHECK, set(c) ^ CHECK
-        _str(c["name"], max_len=200)
+        assert CHECK_NAME.match(c["name"]), c["name"]
         assert c["status"] in ("pass", "warn", "fail")
         _str(c["message"], nullable=True)
         _num(c["value"], nullable=True)
-        _str(c["unit"], nullable=True, max_len=32)
+        _str(c["unit"], nullable=True, max_len=16)

@@ -12,7 +12,7 @@ import pytest
 from neocloud.agent.gpus import ReopeningSource, open_source
 from neocloud.agent.loop import Agent
 from neocloud.agent.nvml import NvmlSource, throttle_names
-from neocloud.agent.wire import heartbeat_payload, telemetry_payload
+from neocloud.agent.wire import CheckResult, heartbeat_payload, telemetry_payload
 
 from . import fake_pynvml as fake
 from .contract import check_heartbeat
@@ -188,3 +188,22 @@ def test_nvml_payload_matches_the_contract() -> None:
         checks=[],
     )
     check_heartbeat(body)
+
+
+def test_odd_nvml_strings_are_kept_within_the_contracts_bounds() -> None:
+    gpus = _gpus(1)
+    gpus[0].name = "NVIDIA " + "X" * 200 + "\x00"
+    gpus[0].serial = "S" * 100
+    source = NvmlSource(fake.make(gpus, driver="9" * 40))
+    body = heartbeat_payload(
+        node_id="node_1",
+        agent_version="0.1.0",
+        simulated=False,
+        sent_at=datetime(2026, 5, 1, tzinfo=UTC),
+        inventory=source.inventory(),
+        samples=source.sample(),
+        checks=[CheckResult("gpu 0 / gemm (bf16)", "pass", "line\nbreak", 1.0, "TFLOP/s")],
+    )
+    check_heartbeat(body)
+    assert body["checks"][0]["name"] == "gpu_0___gemm__bf16_"
+    assert body["checks"][0]["message"] == "line break"

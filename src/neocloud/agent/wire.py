@@ -29,7 +29,15 @@ GPUS_MAX = 16
 CHECKS_MAX = 16
 THROTTLE_MAX = 8
 XID_MAX = 16
-NAME_MAX = 200
+# String bounds: the control plane's (fleet/agent_schemas.py on the agentcp branch), so that
+# nothing the agent sends is refused for length. Real NVML values are far shorter.
+UUID_MAX = 64  # NVML: "GPU-" and 36 characters
+SERIAL_MAX = 64
+GPU_NAME_MAX = 96
+VERSION_MAX = 32
+PCI_BUS_ID_MAX = 32  # "00000000:18:00.0"
+CHECK_NAME_MAX = 58
+UNIT_MAX = 16
 MESSAGE_MAX = 1000
 STATUSES = ("pass", "warn", "fail")
 INTERVAL_MIN_S = 1.0
@@ -51,11 +59,11 @@ class CheckResult:
         if self.status not in STATUSES:
             raise ValueError(f"check status must be one of {STATUSES}, not {self.status!r}")
         return {
-            "name": one_line(self.name, NAME_MAX),
+            "name": check_name(self.name),
             "status": self.status,
             "message": one_line(self.message, MESSAGE_MAX) if self.message is not None else None,
             "value": self.value if self.value is None or math.isfinite(self.value) else None,
-            "unit": one_line(self.unit, 32) if self.unit is not None else None,
+            "unit": one_line(self.unit, UNIT_MAX) if self.unit is not None else None,
         }
 
 
@@ -75,6 +83,13 @@ def one_line(text: str, limit: int) -> str:
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
+def check_name(name: str) -> str:
+    """A check's name as the control plane stores it: letters, digits and ``_.:-`` only
+    (others become ``_``), at most 58 characters."""
+    clean = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.:-") else "_" for ch in name)
+    return clean[:CHECK_NAME_MAX] or "check"
+
+
 def rfc3339(value: datetime) -> str:
     """UTC, ``Z`` suffix, milliseconds at most (as the kernel's ``rfc3339``, which the agent
     does not import: the kernel package pulls in pydantic-settings)."""
@@ -86,16 +101,16 @@ def rfc3339(value: datetime) -> str:
 def inventory_payload(inventory: Inventory) -> dict[str, Any]:
     """The contract's ``inventory`` object (the first 16 GPUs; a node has at most 8 or 4)."""
     return {
-        "driver_version": _opt(inventory.driver_version, 64),
-        "cuda_version": _opt(inventory.cuda_version, 32),
+        "driver_version": _opt(inventory.driver_version, VERSION_MAX),
+        "cuda_version": _opt(inventory.cuda_version, VERSION_MAX),
         "gpus": [
             {
                 "index": gpu.index,
-                "uuid": one_line(gpu.uuid, NAME_MAX),
-                "serial": _opt(gpu.serial, NAME_MAX),
-                "name": one_line(gpu.name, NAME_MAX),
+                "uuid": one_line(gpu.uuid, UUID_MAX),
+                "serial": _opt(gpu.serial, SERIAL_MAX),
+                "name": one_line(gpu.name, GPU_NAME_MAX),
                 "memory_total_mib": max(0, gpu.memory_total_mib),
-                "pci_bus_id": _opt(gpu.pci_bus_id, 64),
+                "pci_bus_id": _opt(gpu.pci_bus_id, PCI_BUS_ID_MAX),
                 "nvlink_active": gpu.nvlink_active,
             }
             for gpu in inventory.gpus[:GPUS_MAX]
