@@ -237,6 +237,49 @@ def worker_command(
     out.print("worker stopped; leases released")
 
 
+@app.command("agent")
+def agent_command(
+    control_plane: Annotated[
+        str | None, typer.Option("--control-plane", help="The control plane's base URL")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="The node's agent token (nca_…); prefer --token-file")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the agent token (0600)")
+    ] = None,
+    node_id: Annotated[str | None, typer.Option("--node-id", help="This node's id")] = None,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between heartbeats until the control plane sets them")
+    ] = 10.0,
+    recorded: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay a recorded GPU source, reported as simulated: h100, h200, "
+            "h100-ecc, h100-lost-gpu"
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One heartbeat, then exit")] = False,
+    print_only: Annotated[
+        bool,
+        typer.Option("--print", help="Print inventory, telemetry and checks as JSON; post nothing"),
+    ] = False,
+) -> None:
+    """Run the node agent on a GPU node: NVML inventory, telemetry and health checks to the
+    control plane (docs/agent-node.md). `python -m neocloud.agent` is the same without the CLI."""
+    import logging
+
+    from neocloud.agent.main import AgentOptions, run
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = AgentOptions(
+        node_id, control_plane, token, token_file, interval, recorded, once, print_only
+    )
+    raise typer.Exit(run(options))
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     data_dir: DataDir = None,
