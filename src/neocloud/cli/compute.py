@@ -547,6 +547,14 @@ def clusters_create(
     user_data: UserDataOpt = None,
     queue: Queue = False,
     max_wait: MaxWait = None,
+    slurm: Annotated[
+        bool,
+        typer.Option(
+            "--slurm",
+            help="Install and manage Slurm on the nodes once they run (slurmctld on the first;"
+            " its login command is in the answer's scheduler)",
+        ),
+    ] = False,
     wait: Wait = False,
     timeout: Timeout = 600.0,
     as_json: Json = False,
@@ -568,6 +576,7 @@ def clusters_create(
         user_data=read_user_data(user_data),
         queue=queue or None,
         max_wait_s=max_wait,
+        scheduler={"type": "slurm"} if slurm else None,
     )
     timed_out = False
     if wait:

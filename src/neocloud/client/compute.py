@@ -163,9 +163,11 @@ class ClustersResource(Resource):
         name: str | None = None,
         queue: bool | None = None,
         max_wait_s: int | None = None,
+        scheduler: Obj | None = None,
         idempotency_key: str | None = None,
     ) -> Obj:
-        """Ask for a gang of ``node_count`` whole nodes; ``topology`` e.g.
+        """Ask for a gang of ``node_count`` whole nodes; ``scheduler``: ``{"type": "slurm"}``
+        for managed Slurm on the members; ``topology`` e.g.
         ``{"required": "fabric", "preferred": "block", "segment": 4}``; ``image``, keys,
         ``user_data`` (every member's), ``queue`` and ``max_wait_s`` as for instances."""
         body = _body(
@@ -181,6 +183,7 @@ class ClustersResource(Resource):
             image=image,
             user_data=user_data,
             name=name,
+            scheduler=scheduler,
         )
         body["class"] = cls
         result: Obj = self._c.post("clusters", body, idempotency_key=idempotency_key)

@@ -9,6 +9,7 @@ failure → ``degraded`` until the scheduler books a replacement from the lowest
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -39,6 +40,19 @@ from neocloud.kernel.ids import new_id
 from neocloud.tenancy import quotas as tenancy_quotas
 
 MAX_NODES = 4096
+SCHEDULER_TYPES: tuple[str, ...] = ("slurm",)
+
+
+class SchedulerState(StrEnum):
+    """A managed scheduler's state (``compute/slurm.py`` drives it): ``configuring`` until
+    every member runs and Slurm answers, then ``ready`` or ``failed`` (with the reason);
+    ``removing`` after a terminate, while it is taken off the members, then ``removed``."""
+
+    CONFIGURING = "configuring"
+    READY = "ready"
+    FAILED = "failed"
+    REMOVING = "removing"
+    REMOVED = "removed"
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,23 @@ class ClusterSpec:
     name: str | None = None
     queue: bool | None = None
     max_wait_s: int | None = None
+    scheduler: dict[str, object] | None = None
+
+
+def check_scheduler(scheduler: dict[str, object] | None) -> str | None:
+    """The scheduler type a cluster asks for (``None``: none); 422 naming ``scheduler.type``
+    for a type the platform does not manage."""
+    if scheduler is None:
+        return None
+    kind = scheduler.get("type")
+    if kind not in SCHEDULER_TYPES:
+        shown = str(kind)[:40] if kind is not None else "none"
+        raise ValidationFailed(
+            f"unknown scheduler type {shown!r}: the platform manages {', '.join(SCHEDULER_TYPES)}",
+            code="unknown_scheduler",
+            param="scheduler.type",
+        )
+    return str(kind)
 
 
 def _topology(spec: ClusterSpec, levels: tuple[str, ...]) -> dict[str, object]:
@@ -111,6 +142,7 @@ def create_cluster(
     if cls not in domain.TENANT_CLASSES:
         raise ValidationFailed("class must be on_demand or spot", param="class")
     policy = parse_enum(ReservationPolicy, spec.reservation_policy, "reservation_policy")
+    scheduler = check_scheduler(spec.scheduler)
     now = clock.now()
     queue_until = domain.queue_deadline(spec.queue, spec.max_wait_s, now)
     limit = tenancy_quotas.effective_quota(db=db, org_id=actor.org_id, gpu_model=model.id)
@@ -155,6 +187,9 @@ def create_cluster(
             created_by=actor.key_id,
             created_at=now,
             updated_at=now,
+            scheduler=scheduler,
+            scheduler_state=None if scheduler is None else SchedulerState.CONFIGURING.value,
+            scheduler_reason=None if scheduler is None else "waiting for every member to run",
         )
         s.add(cluster)
         for i in range(spec.node_count):
@@ -276,16 +311,35 @@ def list_clusters(
 def terminate_cluster(
     *, db: Database, clock: Clock, actor: Principal, cluster_id: str
 ) -> ClusterView:
-    """Stop every member (reason ``user``); the cluster ends when they all have."""
+    """Stop every member (reason ``user``); the cluster ends when they all have. With Slurm
+    on the members, the cluster is ``stopping`` while Slurm is removed, and the members stop
+    after that (``compute/slurm.py``)."""
     now = clock.now()
     with db.transaction() as s:
         row = _visible(s, actor, cluster_id)
         actor.require_org_role(row.org_id, Role.MEMBER)
         if ClusterState(row.state) in domain.CLUSTER_FINAL | {ClusterState.STOPPING}:
             return _view(s, row)
+        if _slurm_on_members(row):
+            # Slurm comes off the members first (compute/slurm.py), then they stop.
+            row.scheduler_state = SchedulerState.REMOVING.value
+            row.scheduler_reason = "terminating: removing Slurm from every member"
+            move_cluster(s, row, ClusterState.STOPPING, now, reason=Reason.USER.value)
+            return _view(s, row)
+        if row.scheduler_state == SchedulerState.CONFIGURING.value:
+            row.scheduler_state = SchedulerState.REMOVED.value
+            row.scheduler_reason = "terminated before Slurm was configured"
         stop_members(s, row, now, reason=Reason.USER, at=now)
         if row.state == ClusterState.PENDING.value:
             move_cluster(s, row, ClusterState.TERMINATED, now, reason=Reason.USER.value)
         else:
             move_cluster(s, row, ClusterState.STOPPING, now, reason=Reason.USER.value)
         return _view(s, row)
+
+
+def _slurm_on_members(row: ClusterRow) -> bool:
+    """Whether Slurm is (or is being) configured on the cluster's members."""
+    state = row.scheduler_state
+    return state == SchedulerState.READY.value or (
+        state == SchedulerState.CONFIGURING.value and row.scheduler_lease_until is not None
+    )

@@ -11,6 +11,7 @@ from neocloud.compute.clusters import ClusterView
 from neocloud.compute.domain import CapacityClass, InstanceType
 from neocloud.compute.prices import GpuPrices
 from neocloud.compute.reconciler import workload_hostname
+from neocloud.compute.slurm import scheduler_view
 from neocloud.compute.tables import (
     ComputeEventRow,
     ImageRow,
@@ -244,6 +245,15 @@ class TopologyIn(RequestModel):
     segment: Count | None = Field(None, description="groups of this many nodes, each in one block")
 
 
+class SchedulerIn(RequestModel):
+    type: Clean = Field(
+        min_length=1,
+        max_length=32,
+        description="the scheduler the platform installs and manages on the members: slurm",
+        examples=["slurm"],
+    )
+
+
 class ClusterCreate(RequestModel):
     gpu_model: Clean = Field(min_length=1, max_length=64, examples=["H100"])
     node_count: Count = Field(examples=[16])
@@ -265,6 +275,11 @@ class ClusterCreate(RequestModel):
     max_wait_s: Seconds | None = Field(
         None, description="how long a queued request waits (1 s to 7 days; default 1 day)"
     )
+    scheduler: SchedulerIn | None = Field(
+        None,
+        description="a managed scheduler on the members once they run (docs/slurm.md):"
+        ' {"type": "slurm"}',
+    )
 
 
 class ClusterNodeOut(ResponseModel):
@@ -280,6 +295,32 @@ class ClusterNodeOut(ResponseModel):
     ssh: SshOut | None = SSH_FIELD
     addresses: list[str] = ADDRESSES_FIELD
     simulated: bool | None = SIMULATED_FIELD
+
+
+class SchedulerControllerOut(ResponseModel):
+    instance_id: str
+    hostname: str
+    address: str
+
+
+class SchedulerOut(ResponseModel):
+    type: str = Field(examples=["slurm"])
+    state: str = Field(
+        description="configuring, ready, failed (see reason), removing, removed",
+        examples=["ready"],
+    )
+    reason: str | None
+    simulated: bool | None = Field(
+        description="true on simulated nodes: no Slurm daemons run there"
+    )
+    controller: SchedulerControllerOut | None = Field(
+        description="the member that runs slurmctld (log in there to sinfo, srun, sbatch)"
+    )
+    login_command: str | None = Field(
+        description="ssh to the controller as the login user, while ready",
+        examples=["ssh -p 22 ubuntu@10.0.0.1"],
+    )
+    ready_at: Time | None
 
 
 class ClusterOut(ResponseModel):
@@ -299,6 +340,9 @@ class ClusterOut(ResponseModel):
     state_message: str | None
     queue_until: Time | None
     nodes: list[ClusterNodeOut]
+    scheduler: SchedulerOut | None = Field(
+        None, description="the managed scheduler, when the cluster asked for one"
+    )
     price_per_hour: MoneyOut
     created_at: Time
     updated_at: Time
@@ -335,12 +379,18 @@ class ClusterOut(ResponseModel):
                 )
                 for m in view.members
             ],
+            scheduler=_scheduler_out(view),
             price_per_hour=MoneyOut.of(price),
             created_at=c.created_at,
             updated_at=c.updated_at,
             running_at=c.running_at,
             ended_at=c.ended_at,
         )
+
+
+def _scheduler_out(view: ClusterView) -> SchedulerOut | None:
+    got = scheduler_view(view.cluster, view.members)
+    return None if got is None else SchedulerOut.model_validate(got)
 
 
 # ---------------------------------------------------------------------------------- reservations

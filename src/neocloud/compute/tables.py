@@ -84,6 +84,7 @@ class ClusterRow(Base):
     __table_args__ = (
         sa.Index("ix_clusters_org_id_id", "org_id", "id"),
         sa.Index("ix_clusters_state_id", "state", "id"),
+        sa.Index("ix_clusters_scheduler_state", "scheduler_state"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -107,6 +108,16 @@ class ClusterRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     running_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # A managed scheduler on the members (``compute/slurm.py``): its type ("slurm"), its state
+    # (configuring, ready, failed, removing, removed) and why, the member that runs the
+    # controller, whether it is simulated, a lease while a step runs, when it became ready.
+    scheduler: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    scheduler_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    scheduler_reason: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    scheduler_controller: Mapped[str | None] = mapped_column(ID, nullable=True)
+    scheduler_simulated: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    scheduler_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    scheduler_ready_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class AllocationRow(Base):

@@ -22,6 +22,7 @@ from neocloud.compute.config import ComputeConfig, ScheduleReport
 from neocloud.compute.reconciler import Reconciler, evict_drained
 from neocloud.compute.reservations import reconcile_reservations
 from neocloud.compute.scheduler import schedule
+from neocloud.compute.slurm import SlurmSteps
 from neocloud.db.engine import Database
 from neocloud.db.lease import LeaderLease
 from neocloud.drivers.base import Driver, Drivers
@@ -73,6 +74,7 @@ class Worker:
         holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease = LeaderLease(db, clock, name=LEASE_NAME, holder=holder, ttl_s=lease_ttl_s)
         self.reconciler = Reconciler(db, clock, self.drivers, lease_ttl_s=self.config.lease_ttl_s)
+        self.slurm = SlurmSteps(db, clock, self.drivers)  # managed Slurm on clusters
         self.interval_s = interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -97,6 +99,7 @@ class Worker:
         evict_drained(db=self.db, clock=self.clock, notice_s=self.config.preemption_notice_s)
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
+        reconciled += self.slurm.run_once()  # configure / remove Slurm, in its own threads
         CYCLE_SECONDS.observe(time.perf_counter() - started)
         return CycleReport(True, report, reconciled, burned_in)
 

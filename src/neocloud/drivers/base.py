@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_LOGIN_USER = "ubuntu"
 # The drivers whose nodes may hold several workloads at once (partial-node instance types,
@@ -155,6 +155,19 @@ class Driver(Protocol):
     def power(self, node: NodeRef, *, on: bool) -> StepResult: ...
 
     def health(self, node: NodeRef) -> HealthResult: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """An optional capability of a driver: run a script as root on a node (configuring
+    software on a tenant's running cluster, e.g. Slurm). ``stdin``: bytes handed to the script
+    on its standard input, never on its command line (a secret such as a munge key goes there).
+    Answers (exit status, output); -1 with a message when the script could not be run or did
+    not finish within ``timeout_s`` seconds. Never raises for a node's failure."""
+
+    def run_root(
+        self, node: NodeRef, script: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> tuple[int, str]: ...
 
 
 class UnknownDriver(LookupError):

@@ -101,3 +101,11 @@ class SimDriver:
         if step.ok:
             return HealthResult(True, {"sim": "pass"})
         return HealthResult(False, {"sim": "fail"}, step.message)
+
+    def run_root(
+        self, node: NodeRef, script: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> tuple[int, str]:
+        """Simulated: nothing runs (a simulated node has no OS); answers success with no
+        output, so what is configured through it says it is simulated."""
+        self.calls.append(("run_root", node.id, ""))
+        return 0, ""

@@ -532,6 +532,27 @@ class SshDriver:
             return [f"GPUs not idle: compute processes {' '.join(pids[:50])}"]
         return []
 
+    # --- run_root (the Executor capability) ------------------------------------------------
+
+    def run_root(
+        self, node: NodeRef, script: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> tuple[int, str]:
+        """Run ``script`` with ``sh`` as root on ``node`` (``drivers.base.Executor``): its exit
+        status and its output (stdout, then stderr, each its last 64 KiB); -1 and a message
+        naming the node when it cannot be run or does not finish within ``timeout_s``.
+        ``stdin`` reaches the script's standard input only (a secret never goes on a command
+        line, which other users of the server could read in ``ps``)."""
+        try:
+            with self.connect(node) as session:
+                done = session.run(script, what="run_root", timeout=timeout_s, stdin=stdin)
+        except SshStepError as exc:
+            return -1, str(exc)
+        except Exception as exc:  # never a traceback with credentials in its locals
+            return -1, f"node {node.hostname}: run_root failed: {type(exc).__name__}"
+        out = sc.output_tail(done.stdout, 65536)
+        err = sc.output_tail(done.stderr, 65536)
+        return done.status, out + (("\n" + err) if err.strip() else "")
+
 
 def assign_provision(host: str, login: str, workload: str, keys: str, sudo: bool) -> str:
     return sc.assign(
