@@ -13,8 +13,8 @@ on an instance.
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -167,7 +167,8 @@ def test_a_tenant_gets_a_working_slurm_and_terminate_leaves_nothing(
     assert {"r1", "b1", "lab-ib1"} == {name for name, _ in switches(shown)}
     # the munge key: read on the host (root), then looked for everywhere the platform writes
     key = hosts[0].exec("base64 -w0 /etc/munge/munge.key").stdout.strip()
-    assert key and hosts[1].exec("base64 -w0 /etc/munge/munge.key").stdout.strip() == key
+    assert key
+    assert hosts[1].exec("base64 -w0 /etc/munge/munge.key").stdout.strip() == key
     raw = base64.b64decode(key)
     assert len(raw) == 128
     mode = hosts[0].exec("stat -c '%a %U %G' /etc/munge/munge.key").stdout.split()

@@ -277,10 +277,7 @@ class SlurmSteps:
                 m.node, script, timeout_s=self.timeouts.install_s, stdin=key
             )
 
-        try:
-            results = each(install, range(len(members)))
-        finally:
-            del key
+        results = each(install, range(len(members)))  # the key dies with this call
         reasons = {
             conf.INSTALL_DIRS: "writing the configuration failed",
             conf.INSTALL_KEY: "writing the munge key failed",
@@ -495,4 +492,3 @@ def scheduler_view(c: ClusterRow, members: Sequence[InstanceRow]) -> dict[str, o
         "login_command": login,
         "ready_at": c.scheduler_ready_at,
     }
-

@@ -1,0 +1,248 @@
+"""Managed Slurm without real hosts: the pure renderers (slurm.conf, gres.conf, the probe's
+parsing), the scheduler's states on simulated nodes, and the steps through a fake executor
+(which scripts run where, the munge key only ever on standard input, a failure cleaned up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from neocloud.client import ApiError, Client
+from neocloud.compute import slurm_conf as conf
+from neocloud.compute.slurm import slurm_cluster_name
+from neocloud.compute.worker import Worker
+from neocloud.db.engine import Database
+from neocloud.drivers.base import Access, NodeRef, ProvisionRequest, StepResult
+from neocloud.drivers.sim import SimDriver
+from neocloud.kernel.clock import VirtualClock
+
+PROBE_OUT = (
+    "host={host}\n"
+    "hw=NodeName={host} CPUs=224 Boards=1 SocketsPerBoard=2 CoresPerSocket=56"
+    " ThreadsPerCore=2 RealMemory=2063000\n"
+    "gpus=8\n"
+    "uid=1001\n"
+)
+
+
+def hw(host: str = "n0", gpus: int = 8) -> conf.NodeHardware:
+    return conf.NodeHardware(host, 224, 1, 2, 56, 2, 2063000, gpus, 1001)
+
+
+# ------------------------------------------------------------------------------------ renderers
+
+
+def test_the_probe_reads_slurmd_c_gpus_and_the_login_uid() -> None:
+    got = conf.parse_probe(PROBE_OUT.format(host="train-0"))
+    assert got == conf.NodeHardware("train-0", 224, 1, 2, 56, 2, 2063000, 8, 1001)
+    no_user = conf.parse_probe(PROBE_OUT.format(host="x").replace("uid=1001", "uid="))
+    assert no_user.login_uid is None
+    with pytest.raises(conf.SlurmProbeError, match="RealMemory"):
+        conf.parse_probe(PROBE_OUT.format(host="x").replace(" RealMemory=2063000", ""))
+    with pytest.raises(conf.SlurmProbeError, match="hostname"):
+        conf.parse_probe("hw=\n")
+
+
+def test_slurm_conf_names_members_by_hostname_at_their_address() -> None:
+    nodes = [
+        conf.SlurmNode("train-0", "10.0.0.1", hw("train-0")),
+        conf.SlurmNode("train-1", "10.0.0.2", hw("train-1", gpus=0)),
+    ]
+    text = conf.slurm_conf("llm", nodes[0], nodes, topology=True)
+    lines = text.splitlines()
+    assert "SlurmctldHost=train-0(10.0.0.1)" in lines
+    assert "JobCompType=jobcomp/filetxt" in lines
+    assert "TopologyPlugin=topology/tree" in lines
+    assert "GresTypes=gpu" in lines
+    assert (
+        "NodeName=train-0 NodeAddr=10.0.0.1 CPUs=224 Boards=1 SocketsPerBoard=2"
+        " CoresPerSocket=56 ThreadsPerCore=2 RealMemory=2063000 Gres=gpu:8 State=UNKNOWN"
+    ) in lines
+    assert any(ln.startswith("NodeName=train-1 ") and "Gres" not in ln for ln in lines)
+    assert "PartitionName=main Nodes=train-0,train-1 Default=YES" in text
+    without = conf.slurm_conf("llm", nodes[0], nodes[1:], topology=False)
+    assert "TopologyPlugin" not in without
+    assert "GresTypes" not in without
+    gres = conf.gres_conf(nodes).splitlines()
+    assert gres[1:] == ["NodeName=train-0 Name=gpu File=/dev/nvidia[0-7]"]
+    one = conf.gres_conf([conf.SlurmNode("a", "h", hw("a", gpus=1))]).splitlines()
+    assert one[1:] == ["NodeName=a Name=gpu File=/dev/nvidia0"]
+
+
+def test_scripts_quote_their_values_and_never_carry_the_key() -> None:
+    node = conf.SlurmNode("a-0", "10.0.0.1", hw("a-0"))
+    files = {
+        "slurm.conf": "ClusterName=x'; rm -rf /\n",
+        "gres.conf": "",
+        "topology.conf": "",
+        "cgroup.conf": conf.CGROUP_CONF,
+    }
+    script = conf.install_script(node=node, controller=True, files=files)
+    assert "SLURM_CONF='ClusterName=x'\"'\"'; rm -rf /\n'" in script
+    assert "ROLE=controller" in script
+    assert "cat > /etc/munge/munge.key.new" in script  # the key: from standard input only
+    assert conf.probe_script("ubuntu").startswith("LOGIN=ubuntu\n")
+    assert conf.wait_script(count=2, deadline_s=30).startswith("COUNT=2\nDEADLINE=30\n")
+
+
+def test_cluster_names_become_slurm_names() -> None:
+    assert slurm_cluster_name("LLM Train_7") == "llm-train-7"
+    assert slurm_cluster_name("clu_01ABC") == "clu-01abc"
+    assert slurm_cluster_name("---") == "cluster"
+    assert len(slurm_cluster_name("x" * 90)) == 40
+
+
+# ------------------------------------------------------------------------- through the worker
+
+
+def _error(call, *args, **kwargs) -> ApiError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApiError) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+def test_an_unknown_scheduler_is_a_422_naming_scheduler_type(acme: Client) -> None:
+    exc = _error(acme.clusters.create, "H100", 2, scheduler={"type": "pbs"})
+    assert (exc.status, exc.param) == (422, "scheduler.type")
+    assert "slurm" in str(exc)
+    exc = _error(acme.clusters.create, "H100", 2, scheduler={"type": "slurm", "qos": "x"})
+    assert exc.status == 422
+
+
+def test_on_simulated_nodes_slurm_is_ready_and_says_simulated(acme: Client, worker: Worker) -> None:
+    c = acme.clusters.create("H100", 2, name="sim", scheduler={"type": "slurm"})
+    assert c["scheduler"]["state"] == "configuring"
+    worker.run_once()
+    c = acme.clusters.get(c["id"])
+    assert c["state"] == "running"
+    sched = c["scheduler"]
+    assert (sched["state"], sched["simulated"]) == ("ready", True)
+    assert "simulated" in sched["reason"]
+    assert sched["controller"]["hostname"] == "sim-0"
+    assert sched["login_command"].startswith("ssh -p 22 ubuntu@2001:db8:")
+    assert acme.clusters.terminate(c["id"])["scheduler"]["state"] == "removing"
+    worker.run_once()
+    worker.run_once()
+    c = acme.clusters.get(c["id"])
+    assert (c["state"], c["scheduler"]["state"]) == ("terminated", "removed")
+    assert c["scheduler"]["login_command"] is None
+
+
+def test_a_cluster_without_a_scheduler_has_none(acme: Client, worker: Worker) -> None:
+    c = acme.clusters.create("H100", 1)
+    assert c["scheduler"] is None
+    worker.run_once()
+    assert acme.clusters.get(c["id"])["scheduler"] is None
+
+
+@dataclass
+class FakeServers(SimDriver):
+    """Provisions as real (not simulated) and answers ``run_root`` like a server with Slurm,
+    recording (node, script, stdin) per call; ``probe_status`` makes every probe fail."""
+
+    runs: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    probe_status: int = 0
+
+    @property
+    def shares_nodes(self) -> bool:
+        return False
+
+    def provision(self, node: NodeRef, request: ProvisionRequest) -> StepResult:
+        address = f"10.0.0.{abs(hash(node.id)) % 250 + 1}"
+        return StepResult(True, 0.0, access=Access(address, 22, request.login.user, (address,)))
+
+    def run_root(
+        self, node: NodeRef, script: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> tuple[int, str]:
+        self.runs.append((node.id, script, stdin))
+        if "slurmd -C" in script:
+            if self.probe_status:
+                return self.probe_status, "missing slurmd"
+            return 0, PROBE_OUT.format(host=node.hostname)
+        return 0, "ok"
+
+
+@pytest.fixture
+def servers() -> FakeServers:
+    return FakeServers(seed=1)
+
+
+@pytest.fixture
+def real_worker(db: Database, clock: VirtualClock, servers: FakeServers) -> Worker:
+    """A worker whose nodes answer like servers with Slurm installed (``FakeServers``)."""
+    return Worker(db, clock, driver=servers, holder="test-worker")
+
+
+def test_slurm_is_configured_through_the_executor_and_removed_before_the_members_stop(
+    acme: Client, real_worker: Worker, servers: FakeServers
+) -> None:
+    worker, driver = real_worker, servers
+    c = acme.clusters.create("H100", 2, name="llm", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    c = acme.clusters.get(c["id"])
+    sched = c["scheduler"]
+    assert sched["state"] == "ready", sched
+    assert sched["simulated"] is False
+    controller = next(n for n in c["nodes"] if n["hostname"] == "llm-0")
+    assert sched["login_command"] == controller["ssh"]["command"]
+    probes = [r for r in driver.runs if "slurmd -C" in r[1]]
+    installs = [r for r in driver.runs if "SLURM_CONF=" in r[1]]
+    waits = [r for r in driver.runs if "sinfo -h -N" in r[1]]
+    assert (len(probes), len(installs), len(waits)) == (2, 2, 1)
+    keys = {r[2] for r in installs}
+    (key,) = keys
+    assert key is not None
+    assert len(key) == 128
+    assert all(r[2] is None for r in driver.runs if r not in installs)
+    for _, script, _ in driver.runs:
+        assert key.hex() not in script
+        assert key.decode("latin-1") not in script
+    assert sum("ROLE=controller" in r[1] for r in installs) == 1
+    assert "NodeName=llm-1 NodeAddr=" in installs[0][1]
+    assert "SwitchName=" in installs[0][1]  # topology.conf, from the topology export
+    # another cluster gets another key
+    other = acme.clusters.create("H100", 2, name="two", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    assert acme.clusters.get(other["id"])["scheduler"]["state"] == "ready"
+    second = {r[2] for r in driver.runs if "SLURM_CONF=" in r[1]} - keys
+    assert len(second) == 1
+    assert second != keys
+    # terminate: Slurm comes off both members first, then they stop
+    before = len(driver.runs)
+    got = acme.clusters.terminate(c["id"])
+    assert (got["state"], got["scheduler"]["state"]) == ("stopping", "removing")
+    assert all(n["state"] == "running" for n in got["nodes"])
+    worker.run_once()
+    worker.slurm.wait()
+    teardowns = [r for r in driver.runs[before:] if "rm -rf /var/spool/slurmctld" in r[1]]
+    assert len(teardowns) == 2
+    for _ in range(3):
+        worker.run_once()
+    got = acme.clusters.get(c["id"])
+    assert (got["state"], got["scheduler"]["state"]) == ("terminated", "removed")
+    events = acme.clusters.events(c["id"], limit=100)["data"]
+    messages = [e["message"] for e in events if e["kind"] == "scheduler"]
+    assert [m.split(":")[0] for m in messages] == ["slurm ready", "slurm removed"]
+    assert all(key.hex() not in m for m in messages)
+
+
+def test_slurm_missing_on_a_member_fails_with_the_reason_and_leaves_nothing(
+    acme: Client, real_worker: Worker, servers: FakeServers
+) -> None:
+    worker, driver = real_worker, servers
+    driver.probe_status = conf.PROBE_NOT_INSTALLED
+    c = acme.clusters.create("H100", 2, name="bare", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    c = acme.clusters.get(c["id"])
+    sched = c["scheduler"]
+    assert sched["state"] == "failed"
+    assert "Slurm is not installed" in sched["reason"]
+    assert "bare-" in sched["reason"]
+    assert sched["login_command"] is None
+    assert c["state"] == "running"  # the machines are still the tenant's
+    assert not any("SLURM_CONF=" in r[1] for r in driver.runs)
+    assert sum("rm -rf /var/spool/slurmctld" in r[1] for r in driver.runs) == 2
