@@ -246,3 +246,57 @@ def test_slurm_missing_on_a_member_fails_with_the_reason_and_leaves_nothing(
     assert c["state"] == "running"  # the machines are still the tenant's
     assert not any("SLURM_CONF=" in r[1] for r in driver.runs)
     assert sum("rm -rf /var/spool/slurmctld" in r[1] for r in driver.runs) == 2
+
+
+def test_a_member_drained_away_takes_slurm_off_every_member_before_it_stops(
+    acme: Client, fleet: Client, real_worker: Worker, servers: FakeServers, clock: VirtualClock
+) -> None:
+    worker, driver = real_worker, servers
+    c = acme.clusters.create("H100", 2, name="drn", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    c = acme.clusters.get(c["id"])
+    assert c["scheduler"]["state"] == "ready"
+    member = next(n for n in c["nodes"] if n["hostname"] == "drn-1")
+    fleet.nodes.drain(member["node_id"], reason="fan replacement")
+    before = len(driver.runs)
+    worker.run_once()  # the notice: the member stops later; Slurm comes off at once
+    worker.slurm.wait()
+    assert acme.instances.get(member["instance_id"])["state"] == "running"
+    teardowns = [r for r in driver.runs[before:] if "rm -rf /var/spool/slurmctld" in r[1]]
+    assert len(teardowns) == 2
+    sched = acme.clusters.get(c["id"])["scheduler"]
+    assert sched["state"] == "failed"
+    assert "member drn-1 stops (maintenance)" in sched["reason"]
+    assert "removed from every member" in sched["reason"]
+    clock.advance(60)  # past the notice
+    for _ in range(3):
+        worker.run_once()
+    assert acme.instances.get(member["instance_id"])["state"] == "terminated"
+
+
+def test_the_reconciler_holds_a_member_while_slurm_is_on_it(
+    acme: Client, real_worker: Worker, db: Database, clock: VirtualClock
+) -> None:
+    import sqlalchemy as sa
+
+    from neocloud.compute.tables import InstanceRow
+
+    worker = real_worker
+    c = acme.clusters.create("H100", 2, name="hold", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    assert acme.clusters.get(c["id"])["scheduler"]["state"] == "ready"
+    with db.transaction() as s:  # a stop already due, before the Slurm step has seen it
+        s.execute(
+            sa.update(InstanceRow)
+            .where(InstanceRow.cluster_id == c["id"])
+            .values(stop_at=clock.now(), stop_reason="preempted")
+        )
+    worker.reconciler.run_once()
+    assert {n["state"] for n in acme.clusters.get(c["id"])["nodes"]} == {"running"}
+    worker.slurm.run_once()
+    worker.slurm.wait()
+    assert acme.clusters.get(c["id"])["scheduler"]["state"] == "failed"
+    worker.reconciler.run_once()
+    assert {n["state"] for n in acme.clusters.get(c["id"])["nodes"]} != {"running"}

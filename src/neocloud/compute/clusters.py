@@ -343,3 +343,20 @@ def _slurm_on_members(row: ClusterRow) -> bool:
     return state == SchedulerState.READY.value or (
         state == SchedulerState.CONFIGURING.value and row.scheduler_lease_until is not None
     )
+
+
+def clusters_holding_members() -> sa.Select[str]:
+    """Clusters whose members must not be stopped yet: Slurm is on them (or being put on or
+    taken off them), and comes off every member first (``compute/slurm.py``); otherwise a
+    node could go back to the pool with another tenant's daemons and munge key on it."""
+    return sa.select(ClusterRow.id).where(
+        sa.or_(
+            ClusterRow.scheduler_state.in_(
+                [SchedulerState.READY.value, SchedulerState.REMOVING.value]
+            ),
+            sa.and_(
+                ClusterRow.scheduler_state == SchedulerState.CONFIGURING.value,
+                ClusterRow.scheduler_lease_until.is_not(None),
+            ),
+        )
+    )

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.compute.clusters import clusters_holding_members
 from neocloud.compute.decisions import (
     CHAINED,
     CLUSTER_ACTIVE,
@@ -163,6 +164,10 @@ class Reconciler:
             sa.and_(
                 InstanceRow.state.in_([IS.PROVISIONING.value, IS.RUNNING.value]),
                 InstanceRow.stop_at <= now,
+                sa.or_(  # a member with Slurm on it stops once Slurm is off (compute/slurm.py)
+                    InstanceRow.cluster_id.is_(None),
+                    InstanceRow.cluster_id.not_in(clusters_holding_members()),
+                ),
             ),
             sa.and_(
                 InstanceRow.state == IS.STOPPING.value,

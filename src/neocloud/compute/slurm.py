@@ -124,7 +124,11 @@ class SlurmSteps:
                 s.scalars(
                     sa.select(ClusterRow).where(
                         ClusterRow.scheduler_state.in_(
-                            [SchedulerState.CONFIGURING.value, SchedulerState.REMOVING.value]
+                            [
+                                SchedulerState.CONFIGURING.value,
+                                SchedulerState.READY.value,
+                                SchedulerState.REMOVING.value,
+                            ]
                         )
                     )
                 )
@@ -145,6 +149,18 @@ class SlurmSteps:
     def _due(self, s: Session, c: ClusterRow, now: datetime) -> Callable[[str], None] | None:
         """The threaded step ``c`` needs now, if any; quick moves are applied here."""
         members = live_members(s, c.id)
+        leaving = member_leaving(s, c, members)
+        if c.scheduler_state == SchedulerState.READY.value:
+            if leaving is None:
+                return None
+            # Replacing a member inside Slurm is not managed yet: Slurm comes off every
+            # member (the reconciler holds the members until it has), then they go on.
+            c.scheduler_state = SchedulerState.REMOVING.value
+            c.scheduler_reason = f"{leaving}: removing Slurm from every member"
+            if all(m.simulated for m in members):
+                finish_teardown(s, c, now, failures={})
+                return None
+            return self.teardown
         if c.scheduler_state == SchedulerState.REMOVING.value:
             if members and all(m.simulated for m in members):
                 finish_teardown(s, c, now, failures={})
@@ -155,7 +171,7 @@ class SlurmSteps:
                 s, c, now, SchedulerState.FAILED, f"the cluster is {c.state}: Slurm was not set up"
             )
             return None
-        if c.state != ClusterState.RUNNING.value or len(members) < c.node_count:
+        if c.state != ClusterState.RUNNING.value or leaving is not None:
             return None
         if any(not m.address for m in members):
             return None
@@ -360,16 +376,38 @@ class SlurmSteps:
                 finish_teardown(s, c, now, failures=failures)
 
 
+def member_leaving(s: Session, c: ClusterRow, members: Sequence[Target]) -> str | None:
+    """Why the cluster is losing a member (one is asked to stop, or one is gone), else None."""
+    stopping = s.scalars(
+        sa.select(InstanceRow)
+        .where(
+            InstanceRow.cluster_id == c.id,
+            InstanceRow.state == InstanceState.RUNNING.value,
+            InstanceRow.stop_at.is_not(None),
+        )
+        .limit(1)
+    ).first()
+    if stopping is not None:
+        return f"member {workload_hostname(stopping)} stops ({stopping.stop_reason or 'user'})"
+    if len(members) < c.node_count:
+        return f"{c.node_count - len(members)} of {c.node_count} members are not running"
+    return None
+
+
 def finish_teardown(s: Session, c: ClusterRow, now: datetime, *, failures: dict[str, str]) -> None:
-    """Slurm is gone (or not, on the members in ``failures``, whose nodes go to repair): the
-    members stop now, as the terminate asked."""
+    """Slurm is gone (or not, on the members in ``failures``, whose nodes go to repair).
+    A terminated cluster's members stop now; after a lost member, the scheduler is
+    ``failed`` with the reason and the members go on as they were asked."""
     c.scheduler_lease_until = None
-    stop_members(s, c, now, reason=Reason.USER, at=now)
-    for instance_id, why in failures.items():
+    terminating = c.state == ClusterState.STOPPING.value
+    why = c.scheduler_reason or ""
+    if terminating:
+        stop_members(s, c, now, reason=Reason.USER, at=now)
+    for instance_id, why_failed in failures.items():
         row = s.get(InstanceRow, instance_id)
         node = s.get(NodeRow, row.node_id) if row is not None and row.node_id else None
         if node is not None:
-            send_to_repair(s, node, now, why)
+            send_to_repair(s, node, now, why_failed)
     if failures:
         set_scheduler(
             s,
@@ -378,8 +416,18 @@ def finish_teardown(s: Session, c: ClusterRow, now: datetime, *, failures: dict[
             SchedulerState.FAILED,
             "removing Slurm failed (those nodes went to repair): " + "; ".join(failures.values()),
         )
-    else:
+    elif terminating:
         set_scheduler(s, c, now, SchedulerState.REMOVED, "Slurm removed from every member")
+    else:
+        lost = why.removesuffix(": removing Slurm from every member")
+        set_scheduler(
+            s,
+            c,
+            now,
+            SchedulerState.FAILED,
+            f"{lost}: Slurm was removed from every member (a member is not replaced inside"
+            " Slurm yet)",
+        )
 
 
 def render_files(
