@@ -300,3 +300,31 @@ def test_the_reconciler_holds_a_member_while_slurm_is_on_it(
     assert acme.clusters.get(c["id"])["scheduler"]["state"] == "failed"
     worker.reconciler.run_once()
     assert {n["state"] for n in acme.clusters.get(c["id"])["nodes"]} != {"running"}
+
+
+def test_the_cli_asks_for_slurm_and_shows_its_state(
+    acme: Client, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from neocloud.cli import output
+    from neocloud.cli.compute import APPS
+    from neocloud.cli.state import STATE
+
+    app = typer.Typer()
+    for name, sub in APPS.items():
+        app.add_typer(sub, name=name)
+    monkeypatch.setattr(STATE, "_client", acme)
+    monkeypatch.setattr(output.out, "width", 200)
+    done = CliRunner().invoke(
+        app, ["clusters", "create", "H100", "--nodes", "2", "--name", "cli", "--slurm"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "slurm configuring: waiting for every member to run" in done.stdout
+    worker.run_once()
+    (c,) = acme.clusters.list()["data"]
+    done = CliRunner().invoke(app, ["clusters", "get", c["id"]])
+    assert done.exit_code == 0, done.output
+    assert "slurm ready: simulated nodes" in done.stdout
+    assert "ssh -p 22 ubuntu@2001:db8:" in done.stdout

@@ -505,7 +505,15 @@ def _show_cluster(c: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(c)
         return
-    print_object({k: v for k, v in c.items() if k != "nodes"}, as_json=False)
+    shown = {k: v for k, v in c.items() if k not in ("nodes", "scheduler")}
+    sched = c.get("scheduler")
+    if sched:  # managed Slurm: its state, why, and how to log into the controller
+        shown["scheduler"] = f"{sched['type']} {sched['state']}" + (
+            f": {sched['reason']}" if sched.get("reason") else ""
+        )
+        if sched.get("login_command"):
+            shown["scheduler_login"] = sched["login_command"]
+    print_object(shown, as_json=False)
     levels = list((c["nodes"][0].get("topology_path") or {}).keys()) if c["nodes"] else []
     print_table(
         c["nodes"],
