@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
@@ -156,17 +157,17 @@ def heartbeat(
     busy: BusyProbe | None = None,
 ) -> HeartbeatResult:
     """Record one heartbeat from the agent holding ``token``: 401 for an unknown or revoked
-    token, 403 ``agent_wrong_node`` when it names another node than the token's."""
+    token, 403 ``agent_wrong_node`` when it names another node than the token's.
+
+    The steady beat is a few prepared Core statements (the node by its token's hash, locked;
+    the GPUs' latest rows; their upsert; the node's row); the ORM is used only on a beat whose
+    check results change the node's health (rare), through ``apply_checks`` as before."""
     if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
         raise _invalid()
     now = clock.now()
     with db.transaction() as s:
-        node = s.scalars(
-            sa.select(NodeRow)
-            .join(AgentTokenRow, AgentTokenRow.node_id == NodeRow.id)
-            .where(AgentTokenRow.token_hash == hash_token(token))
-            .with_for_update(of=NodeRow)
-        ).first()
+        conn = s.connection()
+        node = conn.execute(_NODE_BY_TOKEN, {"token_hash": hash_token(token)}).first()
         if node is None:
             raise _invalid()
         if beat.node_id != node.id:
@@ -174,15 +175,17 @@ def heartbeat(
                 "this agent token reports for another node", code="agent_wrong_node"
             )
         uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
-        _record_telemetry(s, node.id, beat.telemetry, uuids, now, policy.series_step_s)
+        _record_telemetry(conn, node.id, beat.telemetry, uuids, now, policy.series_step_s)
+        values: dict[str, Any] = {"agent_seen_at": now}
         names = None
         if beat.inventory is not None:
-            node.inventory = beat.inventory.model_dump(mode="json")
-            node.inventory_at = now
+            values["inventory"] = beat.inventory.model_dump(mode="json")
+            values["inventory_at"] = now
             names = [g.name for g in beat.inventory.gpus]
-        node.agent_seen_at = now
-        node.agent_version = beat.agent_version
-        node.simulated = beat.simulated
+        if node.agent_version != beat.agent_version:
+            values["agent_version"] = beat.agent_version
+        if node.simulated is not beat.simulated:
+            values["simulated"] = beat.simulated
         results = health_rules.evaluate(
             gpus=[_sample(t) for t in beat.telemetry],
             inventory_names=names,
@@ -192,11 +195,66 @@ def heartbeat(
         )
         checks = [CheckResult(r.name, r.status, r.message) for r in results]
         checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
-        apply_checks(s, node, checks, now, ACTOR, changes_only=True)
-        idle = node.state in IDLE_STATES and node.drain_requested_at is None
+        state = node.state
+        if _changes(node.health_checks, checks):
+            row = s.get(NodeRow, node.id)  # locked above; the ORM records the change
+            assert row is not None
+            for name, value in values.items():
+                setattr(row, name, value)
+            apply_checks(s, row, checks, now, ACTOR, changes_only=True)
+            state = row.state
+        else:
+            conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
+        idle = state in IDLE_STATES and node.drain_requested_at is None
         if idle and busy is not None:
             idle = not busy(s, node.id, now)
-        return HeartbeatResult(policy.interval_s, node.state, idle)
+        return HeartbeatResult(policy.interval_s, state, idle)
+
+
+_NODES = table_of(NodeRow)
+_TOKENS = table_of(AgentTokenRow)
+# What a heartbeat reads of its node, by the token's hash, locked (FOR UPDATE OF nodes on
+# PostgreSQL; SQLite's BEGIN IMMEDIATE holds the write lock already). Built once: a statement
+# built per beat costs more CPU than running it.
+_NODE_BY_TOKEN = (
+    sa.select(
+        _NODES.c.id,
+        _NODES.c.state,
+        _NODES.c.drain_requested_at,
+        _NODES.c.gpu_count,
+        _NODES.c.gpu_model,
+        _NODES.c.health_checks,
+        _NODES.c.agent_version,
+        _NODES.c.simulated,
+    )
+    .join(_TOKENS, _TOKENS.c.node_id == _NODES.c.id)
+    .where(_TOKENS.c.token_hash == sa.bindparam("token_hash"))
+    .with_for_update(of=_NODES)
+)
+
+
+@functools.cache
+def _update_node(columns: tuple[str, ...]) -> sa.Update:
+    """``UPDATE nodes SET <columns> WHERE id = :node_id``, built once per set of columns."""
+    return (
+        sa.update(_NODES)
+        .where(_NODES.c.id == sa.bindparam("node_id"))
+        .values({c: sa.bindparam(c, type_=_NODES.c[c].type) for c in columns})
+    )
+
+
+def _changes(latest: dict[str, Any] | None, checks: Sequence[CheckResult]) -> bool:
+    """Whether ``apply_checks(changes_only=True)`` would write anything: a check whose status
+    or message differs from the node's latest result for it."""
+    latest = latest or {}
+    for check in checks:
+        before = latest.get(check.name)
+        if before is None or (before.get("status"), before.get("message")) != (
+            check.status.value,
+            check.message,
+        ):
+            return True
+    return False
 
 
 def _sample(t: GpuTelemetryIn) -> health_rules.GpuSample:
@@ -217,7 +275,7 @@ def bucket_of(at: datetime, step_s: int) -> datetime:
 
 
 def _record_telemetry(
-    s: Session,
+    conn: sa.Connection,
     node_id: str,
     telemetry: Sequence[GpuTelemetryIn],
     uuids: dict[int, str],
@@ -227,12 +285,7 @@ def _record_telemetry(
     if not telemetry:
         return
     bucket = bucket_of(now, step_s)
-    prev = {
-        r.gpu_index: r
-        for r in s.scalars(
-            sa.select(GpuTelemetryLatestRow).where(GpuTelemetryLatestRow.node_id == node_id)
-        )
-    }
+    prev = {r.gpu_index: r for r in conn.execute(_PREVIOUS, {"node_id": node_id})}
     latest: list[dict[str, Any]] = []
     finished: list[dict[str, Any]] = []
     for t in {t.index: t for t in telemetry}.values():  # one row per GPU, the last one wins
@@ -271,31 +324,53 @@ def _record_telemetry(
             row[f"bucket_{name}_sum"] = old_sum + value
             row[f"bucket_{name}_max"] = max(old_max, value)
         latest.append(row)
-    _upsert_latest(s, latest)
+    statements = _statements(conn.dialect.name)
+    conn.execute(statements.upsert, latest)
     if finished:
-        s.execute(_insert(s, SERIES).on_conflict_do_nothing(), finished)
+        conn.execute(statements.series, finished)
 
 
-def _insert(s: Session, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_*`` on SQLite and PostgreSQL alike."""
-    dialect = s.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+# The GPUs' latest rows, as far as a heartbeat needs them (the bucket in progress).
+_PREVIOUS = sa.select(
+    LATEST.c.node_id,
+    LATEST.c.gpu_index,
+    LATEST.c.ecc_uncorrectable,
+    LATEST.c.bucket_at,
+    LATEST.c.bucket_samples,
+    LATEST.c.bucket_utilization_sum,
+    LATEST.c.bucket_utilization_max,
+    LATEST.c.bucket_memory_used_sum,
+    LATEST.c.bucket_memory_used_max,
+    LATEST.c.bucket_temperature_sum,
+    LATEST.c.bucket_temperature_max,
+    LATEST.c.bucket_power_sum,
+    LATEST.c.bucket_power_max,
+).where(LATEST.c.node_id == sa.bindparam("node_id"))
 
 
-def _upsert_latest(s: Session, rows: list[dict[str, Any]]) -> None:
-    stmt = _insert(s, LATEST)
+@dataclass(frozen=True)
+class _Statements:
+    upsert: Any  # the GPUs' latest rows: one multi-row INSERT … ON CONFLICT DO UPDATE
+    series: Any  # closed buckets: INSERT … ON CONFLICT DO NOTHING
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The heartbeat's writes for a dialect, built once (SQLite and PostgreSQL alike)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(LATEST)
     update: dict[str, Any] = {
         c.name: stmt.excluded[c.name]
         for c in LATEST.columns
         if c.name not in ("node_id", "gpu_index")
     }
     update["uuid"] = sa.func.coalesce(stmt.excluded.uuid, LATEST.c.uuid)  # sent with inventories
-    s.execute(
-        stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update), rows
-    )
+    upsert = stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update)
+    return _Statements(upsert=upsert, series=insert(SERIES).on_conflict_do_nothing())
 
 
-def _series_row(p: GpuTelemetryLatestRow) -> dict[str, Any]:
+def _series_row(p: Any) -> dict[str, Any]:
+    """A closed bucket's series row from a latest row (ORM row or a ``_PREVIOUS`` result)."""
     n = p.bucket_samples
     return {
         "node_id": p.node_id,
