@@ -85,7 +85,7 @@ def _cpu_s(pid: int) -> float:
     return (utime + stime + cutime + cstime) / TICKS
 
 
-def _body(node_id: str, i: int, first: bool) -> dict[str, Any]:
+def heartbeat_body(node_id: str, i: int, first: bool) -> dict[str, Any]:
     telemetry = [
         {
             "index": g,
@@ -192,7 +192,7 @@ def _measure(
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             i = 0
             while not stop.is_set():
-                r = client.post("/api/v1/agent/heartbeat", json=_body(nodes[k], i, i == 0))
+                r = client.post("/api/v1/agent/heartbeat", json=heartbeat_body(nodes[k], i, i == 0))
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:200]}")
                     return

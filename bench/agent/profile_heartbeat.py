@@ -31,19 +31,19 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_heartbeat import FLEET, PG_URL, _body  # noqa: E402
+from bench_heartbeat import FLEET, PG_URL, heartbeat_body
 
-from neocloud.api.app import create_app  # noqa: E402
-from neocloud.db.engine import Database  # noqa: E402
-from neocloud.db.migrate import upgrade  # noqa: E402
-from neocloud.db.scratch import scratch_database  # noqa: E402
-from neocloud.fleet import agent  # noqa: E402
-from neocloud.fleet import service as fleet_service  # noqa: E402
-from neocloud.fleet.spec import parse_spec  # noqa: E402
-from neocloud.fleet.tables import NodeRow  # noqa: E402
-from neocloud.kernel.clock import SystemClock  # noqa: E402
-from neocloud.kernel.settings import Settings  # noqa: E402
-from neocloud.tenancy.service import bootstrap_operator  # noqa: E402
+from neocloud.api.app import create_app
+from neocloud.db.engine import Database
+from neocloud.db.migrate import upgrade
+from neocloud.db.scratch import scratch_database
+from neocloud.fleet import agent
+from neocloud.fleet import service as fleet_service
+from neocloud.fleet.spec import parse_spec
+from neocloud.fleet.tables import NodeRow
+from neocloud.kernel.clock import SystemClock
+from neocloud.kernel.settings import Settings
+from neocloud.tenancy.service import bootstrap_operator
 
 NODES = 16
 
@@ -108,14 +108,16 @@ def run(db: Database, beats: int, profile: bool) -> None:
     fleet_service.import_spec(db=db, clock=clock, spec=parse_spec(FLEET))
     with db.transaction() as s:
         nodes = list(s.scalars(sa.select(NodeRow.id).order_by(NodeRow.id).limit(NODES)))
-    tokens = [agent.issue_agent_token(db=db, clock=clock, node_id=n, actor="bench").token for n in nodes]
+    tokens = [
+        agent.issue_agent_token(db=db, clock=clock, node_id=n, actor="bench").token for n in nodes
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp), api_requests_per_minute=1_000_000, api_writes_per_minute=1_000_000
         )
         app = create_app(settings=settings, db=db, clock=clock)
         bodies = [
-            [json.dumps(_body(n, i, i == 0)).encode() for i in range(2)] for n in nodes
+            [json.dumps(heartbeat_body(n, i, i == 0)).encode() for i in range(2)] for n in nodes
         ]
 
         async def loop(count: int) -> None:
@@ -165,7 +167,6 @@ def main() -> None:
                 run(db, args.beats, args.profile)
             finally:
                 db.dispose()
-    os.environ.pop("NEOCLOUD_PROFILE", None)
 
 
 if __name__ == "__main__":

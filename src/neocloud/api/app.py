@@ -115,6 +115,12 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
     )
+    from neocloud.api.agent_fastpath import AgentHeartbeatFastPath
+
+    # Ordinary agent heartbeats skip the body limit, idempotency and FastAPI (inside the audit).
+    app.add_middleware(
+        AgentHeartbeatFastPath, state=app.state, max_body_bytes=settings.max_body_bytes
+    )
     from neocloud.api.audit import AuditMiddleware
 
     app.add_middleware(AuditMiddleware, db=db, clock=clock)
