@@ -26,19 +26,27 @@ last-resort handler answers the 500).
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from pydantic import ValidationError
 
 from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from neocloud.fleet import agent_api
-from neocloud.fleet.agent_schemas import HeartbeatIn
+from neocloud.fleet.agent_schemas import HeartbeatIn, HeartbeatOut
 from neocloud.kernel.errors import NeocloudError
 
 HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
+# Concurrent heartbeats are coalesced: while a batch is being recorded (one transaction, in a
+# worker thread) the next ones gather, and go together when a runner is free. At most this many
+# batches run at once per process (SQLite takes one writer at a time anyway), each of at most
+# MAX_BATCH beats (a transaction held for milliseconds, not longer).
+CONCURRENT_BATCHES = 2
+MAX_BATCH = 32
 
 
 class AgentHeartbeatFastPath:
@@ -50,6 +58,7 @@ class AgentHeartbeatFastPath:
         self.app = app
         self.state = state
         self.max_body_bytes = max_body_bytes
+        self.batches = _Batches(self._record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != HEARTBEAT_PATH or scope["method"] != "POST":
@@ -80,13 +89,8 @@ class AgentHeartbeatFastPath:
         if beat is None:
             await self.app(scope, _replay(received, receive), send)
             return
-        ctx = self.state.ctx
-        busy = getattr(self.state, "node_busy", None)
-        try:
-            answer = await anyio.to_thread.run_sync(
-                functools.partial(agent_api.answer_heartbeat, ctx, busy, token, beat)
-            )
-        except NeocloudError:  # rolled back: the full stack runs it again and answers it
+        answer = await self.batches.submit((token, beat))
+        if answer is None:  # refused, or the batch failed: the full stack runs it on its own
             await self.app(scope, _replay(received, receive), send)
             return
         scope["endpoint"] = agent_api.heartbeat  # the latency histogram's handler label
@@ -97,6 +101,17 @@ class AgentHeartbeatFastPath:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _record(self, beats: list[tuple[str, HeartbeatIn]]) -> list[HeartbeatOut | None]:
+        """Record a batch (in a worker thread): each beat's answer, or None where the route
+        would answer otherwise (a refusal, or any error: then for all of them)."""
+        ctx = self.state.ctx
+        busy = getattr(self.state, "node_busy", None)
+        try:
+            done = agent_api.answer_heartbeats(ctx, busy, beats)
+        except Exception:  # rolled back; run alone, each beat gets the answer it would have got
+            return [None] * len(beats)
+        return [a if isinstance(a, HeartbeatOut) else None for a in done]
 
     async def _read(self, receive: Receive) -> tuple[list[Message], bytes | None]:
         """The messages received and the whole body; the body is None when it grew past the
@@ -160,3 +175,44 @@ def _replay(received: list[Message], upstream: Receive) -> Receive:
         return await upstream()
 
     return receive
+
+
+class _Batches:
+    """Group commit for heartbeats: ``submit`` waits for its beat's outcome; beats submitted
+    while ``CONCURRENT_BATCHES`` batches are being recorded wait and go together in the next."""
+
+    def __init__(
+        self, record: Callable[[list[tuple[str, HeartbeatIn]]], list[HeartbeatOut | None]]
+    ) -> None:
+        self.record = record
+        self.pending: list[tuple[tuple[str, HeartbeatIn], asyncio.Future[HeartbeatOut | None]]]
+        self.pending = []
+        self.running = 0
+
+    async def submit(self, item: tuple[str, HeartbeatIn]) -> HeartbeatOut | None:
+        future: asyncio.Future[HeartbeatOut | None] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if self.running < CONCURRENT_BATCHES:
+            self.running += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(future)  # a client gone away does not cancel the batch
+
+    async def _drain(self) -> None:
+        while True:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            try:
+                outcomes = await anyio.to_thread.run_sync(self.record, [item for item, _ in batch])
+            except BaseException as exc:  # cancelled (the server stopping): none recorded
+                self.running -= 1
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            more = bool(self.pending)
+            if not more:  # before the answers go: a beat submitted next starts a runner
+                self.running -= 1
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+            if not more:
+                return

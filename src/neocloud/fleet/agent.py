@@ -166,49 +166,91 @@ def heartbeat(
         raise _invalid()
     now = clock.now()
     with db.transaction() as s:
-        conn = s.connection()
-        node = conn.execute(_NODE_BY_TOKEN, {"token_hash": hash_token(token)}).first()
-        if node is None:
-            raise _invalid()
-        if beat.node_id != node.id:
-            raise PermissionDenied(
-                "this agent token reports for another node", code="agent_wrong_node"
-            )
-        uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
-        _record_telemetry(conn, node.id, beat.telemetry, uuids, now, policy.series_step_s)
-        values: dict[str, Any] = {"agent_seen_at": now}
-        names = None
-        if beat.inventory is not None:
-            values["inventory"] = beat.inventory.model_dump(mode="json")
-            values["inventory_at"] = now
-            names = [g.name for g in beat.inventory.gpus]
-        if node.agent_version != beat.agent_version:
-            values["agent_version"] = beat.agent_version
-        if node.simulated is not beat.simulated:
-            values["simulated"] = beat.simulated
-        results = health_rules.evaluate(
-            gpus=[_sample(t) for t in beat.telemetry],
-            inventory_names=names,
-            gpu_count=node.gpu_count,
-            gpu_model=node.gpu_model,
-            checks=[health_rules.AgentCheck(c.name, c.status, c.message) for c in beat.checks],
+        return _record(s, now, token, beat, policy, busy)
+
+
+Refusal = AuthenticationFailed | PermissionDenied
+
+
+def heartbeats(
+    *,
+    db: Database,
+    clock: Clock,
+    beats: Sequence[tuple[str, HeartbeatIn]],
+    policy: AgentPolicy,
+    busy: BusyProbe | None = None,
+) -> list[HeartbeatResult | Refusal]:
+    """Record several agents' heartbeats (``(token, beat)``, each as ``heartbeat`` would) in
+    one transaction: one BEGIN and COMMIT, one connection, for all of them. A refused beat
+    (its token unknown or another node's) gets its refusal in its place and writes nothing;
+    any other error rolls all of them back and propagates."""
+    now = clock.now()
+    out: list[HeartbeatResult | Refusal] = []
+    with db.transaction() as s:
+        for token, beat in beats:
+            if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
+                out.append(_invalid())
+                continue
+            try:
+                out.append(_record(s, now, token, beat, policy, busy))
+            except (AuthenticationFailed, PermissionDenied) as refused:  # before any write
+                out.append(refused)
+    return out
+
+
+def _record(
+    s: Session,
+    now: datetime,
+    token: str,
+    beat: HeartbeatIn,
+    policy: AgentPolicy,
+    busy: BusyProbe | None,
+) -> HeartbeatResult:
+    """One heartbeat inside the caller's transaction; refusals are raised before any write."""
+    conn = s.connection()
+    node = conn.execute(_NODE_BY_TOKEN, {"token_hash": hash_token(token)}).first()
+    if node is None:
+        raise _invalid()
+    if beat.node_id != node.id:
+        raise PermissionDenied(
+            "this agent token reports for another node", code="agent_wrong_node"
         )
-        checks = [CheckResult(r.name, r.status, r.message) for r in results]
-        checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
-        state = node.state
-        if _changes(node.health_checks, checks):
-            row = s.get(NodeRow, node.id)  # locked above; the ORM records the change
-            assert row is not None
-            for name, value in values.items():
-                setattr(row, name, value)
-            apply_checks(s, row, checks, now, ACTOR, changes_only=True)
-            state = row.state
-        else:
-            conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
-        idle = state in IDLE_STATES and node.drain_requested_at is None
-        if idle and busy is not None:
-            idle = not busy(s, node.id, now)
-        return HeartbeatResult(policy.interval_s, state, idle)
+    uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
+    _record_telemetry(conn, node.id, beat.telemetry, uuids, now, policy.series_step_s)
+    values: dict[str, Any] = {"agent_seen_at": now}
+    names = None
+    if beat.inventory is not None:
+        values["inventory"] = beat.inventory.model_dump(mode="json")
+        values["inventory_at"] = now
+        names = [g.name for g in beat.inventory.gpus]
+    if node.agent_version != beat.agent_version:
+        values["agent_version"] = beat.agent_version
+    if node.simulated is not beat.simulated:
+        values["simulated"] = beat.simulated
+    results = health_rules.evaluate(
+        gpus=[_sample(t) for t in beat.telemetry],
+        inventory_names=names,
+        gpu_count=node.gpu_count,
+        gpu_model=node.gpu_model,
+        checks=[health_rules.AgentCheck(c.name, c.status, c.message) for c in beat.checks],
+    )
+    checks = [CheckResult(r.name, r.status, r.message) for r in results]
+    checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
+    state = node.state
+    if _changes(node.health_checks, checks):
+        row = s.get(NodeRow, node.id)  # locked above; the ORM records the change
+        assert row is not None
+        for name, value in values.items():
+            setattr(row, name, value)
+        apply_checks(s, row, checks, now, ACTOR, changes_only=True)
+        s.flush()  # before the next beat's Core statements read the node
+        state = row.state
+    else:
+        conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
+    idle = state in IDLE_STATES and node.drain_requested_at is None
+    if idle and busy is not None:
+        idle = not busy(s, node.id, now)
+    return HeartbeatResult(policy.interval_s, state, idle)
 
 
 _NODES = table_of(NodeRow)

@@ -3,6 +3,7 @@ health; the agent heartbeats with its token (never an API key)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from neocloud.fleet.agent_schemas import (
     NodeHealthOut,
 )
 from neocloud.fleet.schemas import HealthCheckOut
-from neocloud.kernel.errors import AuthenticationFailed
+from neocloud.kernel.errors import AuthenticationFailed, NeocloudError
 from neocloud.web.deps import AppContext, Caller, Ctx
 from neocloud.web.schemas import ERROR_RESPONSES
 
@@ -107,13 +108,32 @@ def heartbeat(
 def answer_heartbeat(
     ctx: AppContext, busy: agent.BusyProbe | None, token: str, body: HeartbeatIn
 ) -> HeartbeatOut:
-    """Record a heartbeat and build its answer (the route and the fast path,
-    ``neocloud.api.agent_fastpath``, both call this; it raises what the route raises)."""
-    s = ctx.settings
-    policy = agent.AgentPolicy(interval_s=s.agent_interval_s, series_step_s=s.agent_series_step_s)
+    """Record a heartbeat and build its answer (what the route does; it raises what the
+    route raises)."""
     result = agent.heartbeat(
-        db=ctx.db, clock=ctx.clock, token=token, beat=body, policy=policy, busy=busy
+        db=ctx.db, clock=ctx.clock, token=token, beat=body, policy=_policy(ctx), busy=busy
     )
+    return _answer(result)
+
+
+def answer_heartbeats(
+    ctx: AppContext, busy: agent.BusyProbe | None, beats: Sequence[tuple[str, HeartbeatIn]]
+) -> list[HeartbeatOut | agent.Refusal]:
+    """Record several agents' heartbeats in one transaction (the fast path,
+    ``neocloud.api.agent_fastpath``, coalesces concurrent ones): for each, the route's answer
+    or the refusal the route would raise."""
+    results = agent.heartbeats(
+        db=ctx.db, clock=ctx.clock, beats=beats, policy=_policy(ctx), busy=busy
+    )
+    return [r if isinstance(r, NeocloudError) else _answer(r) for r in results]
+
+
+def _policy(ctx: AppContext) -> agent.AgentPolicy:
+    s = ctx.settings
+    return agent.AgentPolicy(interval_s=s.agent_interval_s, series_step_s=s.agent_series_step_s)
+
+
+def _answer(result: agent.HeartbeatResult) -> HeartbeatOut:
     return HeartbeatOut(
         interval_s=result.interval_s,
         node_state=result.node_state,
