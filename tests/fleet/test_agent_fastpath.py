@@ -19,6 +19,7 @@ from neocloud.api.asgi import Receive, Scope, Send
 from neocloud.client import Client
 from neocloud.db.engine import Database
 from neocloud.fleet import agent
+from neocloud.fleet.agent_schemas import HeartbeatIn
 from neocloud.fleet.tables import (
     GpuTelemetryLatestRow,
     GpuTelemetrySeriesRow,
@@ -26,6 +27,7 @@ from neocloud.fleet.tables import (
     NodeRow,
 )
 from neocloud.kernel.clock import VirtualClock
+from neocloud.kernel.errors import AuthenticationFailed, PermissionDenied
 from neocloud.kernel.settings import Settings
 from neocloud.tenancy.tables import AuditEventRow
 
@@ -332,3 +334,58 @@ def _audited(db: Database) -> int:
             sa.select(sa.func.count()).select_from(AuditEventRow).where(AuditEventRow.path == PATH)
         )
     return int(count or 0)
+
+
+def test_a_batch_records_what_beats_one_by_one_record(
+    admin: Client, db: Database, clock: VirtualClock
+) -> None:
+    """``agent.heartbeats`` (what the fast path runs for concurrent beats) stores and answers
+    what ``agent.heartbeat`` does beat by beat: nodes a* in batches, nodes b* alone, the same
+    beats; refusals (an unknown token, another node's id) in their places, writing nothing;
+    a node twice in one batch recorded twice, in order."""
+    assert admin.fleet.import_spec(FLEET)["nodes_created"] == 8
+    nodes = _nodes(admin)
+    pairs = list(zip(nodes[0:3], nodes[3:6], strict=True))
+    tokens = {n: admin.nodes.issue_agent_token(n)["token"] for n in nodes[:6]}
+    policy = agent.AgentPolicy()
+    hot = [gpu(i, temperature_c=95.0 if i == 1 else 60.0) for i in range(8)]
+    rounds: list[list[dict[str, Any]]] = [
+        [{"inventory": inventory()}, {"inventory": inventory(7)}, {}],
+        [{"telemetry": hot}, {}, {"agent_version": "0.2.0"}],
+        [{}, {"telemetry": hot}, {"checks": [{"name": "gemm", "status": "warn"}]}],
+        [{"telemetry": [gpu(0, ecc_uncorrectable=3)]}, {}, {}],
+    ]
+    for changes in rounds:
+        batch = [(tokens[a], hb(a, **c)) for (a, _), c in zip(pairs, changes, strict=True)]
+        batch.insert(1, ("nca_unknown", hb(pairs[0][0])))
+        batch.append((tokens[pairs[1][0]], hb(pairs[0][0])))  # another node's id
+        batch.append((tokens[pairs[2][0]], hb(pairs[2][0], agent_version="0.3.0")))  # twice
+        got = agent.heartbeats(db=db, clock=clock, beats=batch, policy=policy)
+        want = []
+        for (_, b), c in zip(pairs, changes, strict=True):
+            want.append(
+                agent.heartbeat(db=db, clock=clock, token=tokens[b], beat=hb(b, **c), policy=policy)
+            )
+        want.append(
+            agent.heartbeat(
+                db=db,
+                clock=clock,
+                token=tokens[pairs[2][1]],
+                beat=hb(pairs[2][1], agent_version="0.3.0"),
+                policy=policy,
+            )
+        )
+        assert isinstance(got[1], AuthenticationFailed)
+        assert got[1].code == "invalid_agent_token"
+        assert isinstance(got[4], PermissionDenied)
+        assert got[4].code == "agent_wrong_node"
+        assert [got[0], got[2], got[3], got[5]] == want
+        clock.advance(35)
+    for a, b in pairs:
+        assert _stored(db, a) == _stored(db, b)
+    assert _stored(db, pairs[0][0])["node"]["state"] == "failed"
+    assert _stored(db, pairs[1][0])["node"]["state"] == "failed"  # 7 GPUs of 8
+
+
+def hb(node_id: str, **over: Any) -> HeartbeatIn:
+    return HeartbeatIn.model_validate(beat(node_id, **over))

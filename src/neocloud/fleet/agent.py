@@ -180,22 +180,70 @@ def heartbeats(
     policy: AgentPolicy,
     busy: BusyProbe | None = None,
 ) -> list[HeartbeatResult | Refusal]:
-    """Record several agents' heartbeats (``(token, beat)``, each as ``heartbeat`` would) in
-    one transaction: one BEGIN and COMMIT, one connection, for all of them. A refused beat
-    (its token unknown or another node's) gets its refusal in its place and writes nothing;
-    any other error rolls all of them back and propagates."""
+    """Record several agents' heartbeats (``(token, beat)``), each as ``heartbeat`` would, in
+    one transaction and a handful of statements for all of them: the nodes by their tokens'
+    hashes (locked, in id order), their GPUs' latest rows, one upsert of every GPU's row, the
+    closed buckets' series rows, the nodes' rows (one statement per set of changed columns).
+    A refused beat (its token unknown or another node's) gets its refusal in its place and
+    writes nothing; any other error rolls all of them back and propagates."""
     now = clock.now()
-    out: list[HeartbeatResult | Refusal] = []
+    out: list[HeartbeatResult | Refusal | None] = [None] * len(beats)
+    hashes: dict[int, str] = {}
+    for i, (token, _) in enumerate(beats):
+        if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
+            out[i] = _invalid()
+        else:
+            hashes[i] = hash_token(token)
     with db.transaction() as s:
-        for token, beat in beats:
-            if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
-                out.append(_invalid())
-                continue
+        conn = s.connection()
+        found = {}
+        if hashes:
+            params = {"token_hashes": sorted(set(hashes.values()))}
+            found = {r.token_hash: r for r in conn.execute(_NODES_BY_TOKENS, params)}
+        merged: dict[str, tuple[int, Any, HeartbeatIn]] = {}  # node id -> (index, node, beat)
+        again: list[int] = []  # a second beat of a node in the batch: recorded after, alone
+        for i, digest in hashes.items():
+            node, beat = found.get(digest), beats[i][1]
+            if node is None:
+                out[i] = _invalid()
+            elif beat.node_id != node.id:
+                out[i] = _wrong_node()
+            elif node.id in merged:
+                again.append(i)
+            else:
+                merged[node.id] = (i, node, beat)
+        prev: dict[str, dict[int, Any]] = {n: {} for n in merged}
+        if any(beat.telemetry for _, _, beat in merged.values()):
+            for r in conn.execute(_PREVIOUS_OF_NODES, {"node_ids": sorted(merged)}):
+                prev[r.node_id][r.gpu_index] = r
+        latest: list[dict[str, Any]] = []
+        finished: list[dict[str, Any]] = []
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        states: dict[str, str] = {}
+        for node_id, (_, node, beat) in merged.items():
+            uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
+            rows, closed = _telemetry_rows(
+                node_id, beat.telemetry, uuids, prev[node_id], now, policy.series_step_s
+            )
+            latest += rows
+            finished += closed
+            values, checks = _node_values(node, beat, now)
+            if _changes(node.health_checks, checks):
+                states[node_id] = _apply_with_orm(s, node_id, values, checks, now)
+            else:
+                updates.setdefault(tuple(values), []).append({"node_id": node_id, **values})
+                states[node_id] = node.state
+        for columns, rows in updates.items():
+            conn.execute(_update_node(columns), rows)
+        _write_telemetry(conn, latest, finished)
+        for node_id, (i, node, _) in merged.items():
+            out[i] = _result(s, node, states[node_id], now, policy, busy)
+        for i in again:
             try:
-                out.append(_record(s, now, token, beat, policy, busy))
+                out[i] = _record(s, now, beats[i][0], beats[i][1], policy, busy)
             except (AuthenticationFailed, PermissionDenied) as refused:  # before any write
-                out.append(refused)
-    return out
+                out[i] = refused
+    return [r for r in out if r is not None]
 
 
 def _record(
@@ -212,11 +260,27 @@ def _record(
     if node is None:
         raise _invalid()
     if beat.node_id != node.id:
-        raise PermissionDenied(
-            "this agent token reports for another node", code="agent_wrong_node"
-        )
+        raise _wrong_node()
     uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
     _record_telemetry(conn, node.id, beat.telemetry, uuids, now, policy.series_step_s)
+    values, checks = _node_values(node, beat, now)
+    if _changes(node.health_checks, checks):
+        state = _apply_with_orm(s, node.id, values, checks, now)
+    else:
+        conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
+        state = node.state
+    return _result(s, node, state, now, policy, busy)
+
+
+def _wrong_node() -> PermissionDenied:
+    return PermissionDenied("this agent token reports for another node", code="agent_wrong_node")
+
+
+def _node_values(
+    node: Any, beat: HeartbeatIn, now: datetime
+) -> tuple[dict[str, Any], list[CheckResult]]:
+    """What a beat changes on its node's row (``node``: a ``_NODE_COLUMNS`` row), and the
+    check results the health rules give it."""
     values: dict[str, Any] = {"agent_seen_at": now}
     names = None
     if beat.inventory is not None:
@@ -236,17 +300,31 @@ def _record(
     )
     checks = [CheckResult(r.name, r.status, r.message) for r in results]
     checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
-    state = node.state
-    if _changes(node.health_checks, checks):
-        row = s.get(NodeRow, node.id)  # locked above; the ORM records the change
-        assert row is not None
-        for name, value in values.items():
-            setattr(row, name, value)
-        apply_checks(s, row, checks, now, ACTOR, changes_only=True)
-        s.flush()  # before the next beat's Core statements read the node
-        state = row.state
-    else:
-        conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
+    return values, checks
+
+
+def _apply_with_orm(
+    s: Session, node_id: str, values: dict[str, Any], checks: list[CheckResult], now: datetime
+) -> str:
+    """A beat whose results change the node's health: through the ORM and ``apply_checks``
+    (history rows, the node's health, a failure's state change); returns the node's state."""
+    row = s.get(NodeRow, node_id)  # locked already
+    assert row is not None
+    for name, value in values.items():
+        setattr(row, name, value)
+    apply_checks(s, row, checks, now, ACTOR, changes_only=True)
+    s.flush()  # before Core statements read the node again
+    return row.state
+
+
+def _result(
+    s: Session,
+    node: Any,
+    state: str,
+    now: datetime,
+    policy: AgentPolicy,
+    busy: BusyProbe | None,
+) -> HeartbeatResult:
     idle = state in IDLE_STATES and node.drain_requested_at is None
     if idle and busy is not None:
         idle = not busy(s, node.id, now)
@@ -258,19 +336,28 @@ _TOKENS = table_of(AgentTokenRow)
 # What a heartbeat reads of its node, by the token's hash, locked (FOR UPDATE OF nodes on
 # PostgreSQL; SQLite's BEGIN IMMEDIATE holds the write lock already). Built once: a statement
 # built per beat costs more CPU than running it.
+_NODE_COLUMNS = (
+    _NODES.c.id,
+    _NODES.c.state,
+    _NODES.c.drain_requested_at,
+    _NODES.c.gpu_count,
+    _NODES.c.gpu_model,
+    _NODES.c.health_checks,
+    _NODES.c.agent_version,
+    _NODES.c.simulated,
+)
 _NODE_BY_TOKEN = (
-    sa.select(
-        _NODES.c.id,
-        _NODES.c.state,
-        _NODES.c.drain_requested_at,
-        _NODES.c.gpu_count,
-        _NODES.c.gpu_model,
-        _NODES.c.health_checks,
-        _NODES.c.agent_version,
-        _NODES.c.simulated,
-    )
+    sa.select(*_NODE_COLUMNS)
     .join(_TOKENS, _TOKENS.c.node_id == _NODES.c.id)
     .where(_TOKENS.c.token_hash == sa.bindparam("token_hash"))
+    .with_for_update(of=_NODES)
+)
+# A batch's nodes, locked in id order (as the worker locks them: no deadlock between the two).
+_NODES_BY_TOKENS = (
+    sa.select(*_NODE_COLUMNS, _TOKENS.c.token_hash)
+    .join(_TOKENS, _TOKENS.c.node_id == _NODES.c.id)
+    .where(_TOKENS.c.token_hash.in_(sa.bindparam("token_hashes", expanding=True)))
+    .order_by(_NODES.c.id)
     .with_for_update(of=_NODES)
 )
 
@@ -326,8 +413,32 @@ def _record_telemetry(
 ) -> None:
     if not telemetry:
         return
-    bucket = bucket_of(now, step_s)
     prev = {r.gpu_index: r for r in conn.execute(_PREVIOUS, {"node_id": node_id})}
+    latest, finished = _telemetry_rows(node_id, telemetry, uuids, prev, now, step_s)
+    _write_telemetry(conn, latest, finished)
+
+
+def _write_telemetry(
+    conn: sa.Connection, latest: list[dict[str, Any]], finished: list[dict[str, Any]]
+) -> None:
+    statements = _statements(conn.dialect.name)
+    if latest:
+        conn.execute(statements.upsert, latest)
+    if finished:
+        conn.execute(statements.series, finished)
+
+
+def _telemetry_rows(
+    node_id: str,
+    telemetry: Sequence[GpuTelemetryIn],
+    uuids: dict[int, str],
+    prev: dict[int, Any],
+    now: datetime,
+    step_s: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A node's GPUs' new latest rows (running sums carried within the bucket) and the series
+    rows of the buckets this beat closes, from its GPUs' previous latest rows (by index)."""
+    bucket = bucket_of(now, step_s)
     latest: list[dict[str, Any]] = []
     finished: list[dict[str, Any]] = []
     for t in {t.index: t for t in telemetry}.values():  # one row per GPU, the last one wins
@@ -366,14 +477,12 @@ def _record_telemetry(
             row[f"bucket_{name}_sum"] = old_sum + value
             row[f"bucket_{name}_max"] = max(old_max, value)
         latest.append(row)
-    statements = _statements(conn.dialect.name)
-    conn.execute(statements.upsert, latest)
-    if finished:
-        conn.execute(statements.series, finished)
+    return latest, finished
 
 
-# The GPUs' latest rows, as far as a heartbeat needs them (the bucket in progress).
-_PREVIOUS = sa.select(
+# The GPUs' latest rows, as far as a heartbeat needs them (the bucket in progress): of a node,
+# and of a batch's nodes.
+_PREVIOUS_COLUMNS = (
     LATEST.c.node_id,
     LATEST.c.gpu_index,
     LATEST.c.ecc_uncorrectable,
@@ -387,7 +496,11 @@ _PREVIOUS = sa.select(
     LATEST.c.bucket_temperature_max,
     LATEST.c.bucket_power_sum,
     LATEST.c.bucket_power_max,
-).where(LATEST.c.node_id == sa.bindparam("node_id"))
+)
+_PREVIOUS = sa.select(*_PREVIOUS_COLUMNS).where(LATEST.c.node_id == sa.bindparam("node_id"))
+_PREVIOUS_OF_NODES = sa.select(*_PREVIOUS_COLUMNS).where(
+    LATEST.c.node_id.in_(sa.bindparam("node_ids", expanding=True))
+)
 
 
 @dataclass(frozen=True)
