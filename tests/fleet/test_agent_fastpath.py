@@ -4,10 +4,12 @@ with it and from one without it; the same rows stored; a revoked token refused a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -18,7 +20,7 @@ from neocloud.api.app import create_app
 from neocloud.api.asgi import Receive, Scope, Send
 from neocloud.client import Client
 from neocloud.db.engine import Database
-from neocloud.fleet import agent
+from neocloud.fleet import agent, agent_api
 from neocloud.fleet.agent_schemas import HeartbeatIn
 from neocloud.fleet.tables import (
     GpuTelemetryLatestRow,
@@ -389,3 +391,41 @@ def test_a_batch_records_what_beats_one_by_one_record(
 
 def hb(node_id: str, **over: Any) -> HeartbeatIn:
     return HeartbeatIn.model_validate(beat(node_id, **over))
+
+
+def test_concurrent_beats_are_recorded_together(
+    app: FastAPI, admin: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beats arriving together go in one batch; a refused one among them still gets the full
+    stack's answer, and the others theirs."""
+    assert admin.fleet.import_spec(FLEET)["nodes_created"] == 8
+    nodes = _nodes(admin)
+    tokens = [admin.nodes.issue_agent_token(n)["token"] for n in nodes[:4]]
+    sizes: list[int] = []
+    record = agent_api.answer_heartbeats
+
+    def counted(ctx: Any, busy: Any, beats: Any) -> Any:
+        sizes.append(len(beats))
+        return record(ctx, busy, beats)
+
+    monkeypatch.setattr(agent_api, "answer_heartbeats", counted)
+    sends = [(t, beat(n)) for t, n in zip(tokens, nodes, strict=False)]
+    sends.append(("nca_unknown", beat(nodes[0])))
+    sends.append((tokens[0], beat(nodes[1])))
+
+    async def together() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(
+                *(
+                    client.post(PATH, json=body, headers={"Authorization": f"Bearer {token}"})
+                    for token, body in sends
+                )
+            )
+
+    got = asyncio.run(together())
+    assert [r.status_code for r in got] == [200, 200, 200, 200, 401, 403]
+    assert got[4].json()["error"]["code"] == "invalid_agent_token"
+    assert got[5].json()["error"]["code"] == "agent_wrong_node"
+    assert max(sizes) > 1
+    assert sum(sizes) == len(sends)

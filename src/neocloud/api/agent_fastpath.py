@@ -17,11 +17,14 @@ stack, which answers exactly as before:
   (and audits) the refusal.
 
 What it serves is what the route serves: the same validation (``HeartbeatIn``, in Python mode
-after ``json.loads``, as FastAPI validates a body), the same service call
-(``fleet.agent_api.answer_heartbeat``) in a worker thread, the same JSON answer; it sets
-``scope["endpoint"]`` to the route's function, so the latency histogram's ``handler`` label is
-the same. An unexpected error propagates as the route's would (the audit records it and the
-last-resort handler answers the 500).
+after ``json.loads``, as FastAPI validates a body), the same recording and the same JSON answer;
+it sets ``scope["endpoint"]`` to the route's function, so the latency histogram's ``handler``
+label is the same. Concurrent beats are coalesced (group commit): while a batch is recorded in
+a worker thread (``fleet.agent_api.answer_heartbeats``: one transaction for all of it) the next
+ones gather; a lone beat is a batch of one. A refused beat of a batch wrote nothing and goes to
+the full stack alone; a batch that fails sends each of its beats there, where each gets the
+answer it would have got alone (an unexpected error: the audit records it and the last-resort
+handler answers the 500). Tokens are not cached, so a revoked one is refused on its next beat.
 """
 
 from __future__ import annotations
@@ -200,6 +203,9 @@ class _Batches:
     async def _drain(self) -> None:
         while True:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            if not batch:  # another runner took them
+                self.running -= 1
+                return
             try:
                 outcomes = await anyio.to_thread.run_sync(self.record, [item for item, _ in batch])
             except BaseException as exc:  # cancelled (the server stopping): none recorded
