@@ -3,7 +3,9 @@ its background work (compute worker, invoicing), in the API's process or in one 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +81,18 @@ def secret_box(settings: Settings) -> SecretBox:
         return SecretBox(settings.secret_key)
     path = settings.data_dir / SECRET_KEY_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return SecretBox(path.read_text().strip())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(SecretBox.new_key().decode("ascii") + "\n")
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: two processes starting
+        # at once agree on one key, and neither ever reads a half-written file.
+        tmp = settings.data_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(SecretBox.new_key().decode("ascii") + "\n")
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return SecretBox(path.read_text().strip())
 
 
