@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "10.231.0.1"  # the test bridge's address on this machine: every host reaches it
 SILENCE_S = 5  # NEOCLOUD_AGENT_SILENCE_S (its minimum)
 TOPOLOGY = {"region": "lab", "zone": "lab-a", "fabric": "lab-ib1", "block": "b1", "rack": "r1"}
-TOKEN_FILE = "etc/neocloud/agent-token"  # noqa: S105 - a path on the host, not a token
+TOKEN_FILE = "etc/neocloud/agent-token"
 
 
 @contextmanager
@@ -58,13 +58,22 @@ def agent_platform(data_dir: Path) -> Iterator[Platform]:
         "NEOCLOUD_AGENT_SILENCE_S": str(SILENCE_S),
         "NEOCLOUD_AGENT_REPORT_TIMEOUT_S": "30",
     }
-    for name in ("NEOCLOUD_DATABASE_URL", "NEOCLOUD_SECRET_KEY", "NO_PROXY", "HTTP_PROXY"):
+    for name in ("NEOCLOUD_DATABASE_URL", "NEOCLOUD_SECRET_KEY"):
         env.pop(name, None)
     log = data_dir / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*NEOCLOUD, "up", "--host", BRIDGE, "--port", str(port)]
-            + ["--data-dir", str(data_dir), "--no-demo-fleet"],
+            [
+                *NEOCLOUD,
+                "up",
+                "--host",
+                BRIDGE,
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--no-demo-fleet",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -146,7 +155,8 @@ def test_agents_installed_at_burn_in_report_and_fail_their_nodes(
         assert health["health"] == "warning"
         agent = health["agent"]
         assert agent["simulated"] is True
-        assert agent["seen_at"] is not None and agent["token_issued_at"] is not None
+        assert agent["seen_at"] is not None
+        assert agent["token_issued_at"] is not None
         gpus = agent["inventory"]["gpus"]
         assert len(gpus) == 8
         assert {g["name"] for g in gpus} == {"NVIDIA H100 80GB HBM3"}
@@ -158,9 +168,11 @@ def test_agents_installed_at_burn_in_report_and_fail_their_nodes(
         token = token_path.read_text().strip()
         assert token.startswith("nca_")
         mode = token_path.stat()
-        assert stat.S_IMODE(mode.st_mode) == 0o600 and mode.st_uid == 0
+        assert stat.S_IMODE(mode.st_mode) == 0o600
+        assert mode.st_uid == 0
         procs = hosts[0].exec("ps -eo args").stdout
-        assert "neocloud.agent" in procs and "--token-file" in procs
+        assert "neocloud.agent" in procs
+        assert "--token-file" in procs
         assert token not in procs
         assert token not in p.log.read_text()
 
@@ -178,7 +190,8 @@ def test_agents_installed_at_burn_in_report_and_fail_their_nodes(
         # A host whose GPUs carry an uncorrectable ECC error fails burn-in, saying why.
         wait_for("the ECC node in repair", lambda: node(p, bad)["state"] == "repair")
         reason = node(p, bad)["state_reason"] or ""
-        assert "burn-in failed" in reason and "gpu.ecc" in reason, reason
+        assert "burn-in failed" in reason, reason
+        assert "gpu.ecc" in reason, reason
 
         # Telemetry flows to the tenant's instance metrics and to /metrics.
         key = tenant_key(p)
@@ -216,9 +229,7 @@ def test_agents_installed_at_burn_in_report_and_fail_their_nodes(
         assert switched.returncode == 0, switched.stderr
         failed = wait_for(
             "the instance failed",
-            lambda: (
-                (i := p.ok("GET", f"/instances/{inst['id']}", key))["state"] == "failed" and i
-            ),
+            lambda: (i := p.ok("GET", f"/instances/{inst['id']}", key))["state"] == "failed" and i,
             timeout=30,
         )
         assert failed["state_reason"] == "node_failed", failed
