@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.worker import Worker
     from neocloud.drivers.base import Drivers
+    from neocloud.drivers.ssh_commands import AgentInstall
 
 
 @dataclass
@@ -137,8 +138,27 @@ def platform_drivers(settings: Settings) -> Drivers:
     except ImportError:
         pass
     else:
-        drivers["ssh"] = SshDriver(secret_box(settings))
+        drivers["ssh"] = SshDriver(secret_box(settings), agent=agent_install(settings))
     return Drivers(drivers)
+
+
+def agent_install(settings: Settings) -> AgentInstall | None:
+    """How the ssh driver installs the node agent at burn-in (``NEOCLOUD_AGENT_INSTALL``,
+    ``_PYTHON``, ``_PYTHONPATH``, ``_WHEEL``); None when it is off. An unusable combination
+    (pythonpath without a path, wheel without a file) stops the platform with the reason."""
+    if settings.agent_install == "off":
+        return None
+    from neocloud.drivers.ssh_commands import AgentInstall, SshConfigError
+
+    try:
+        return AgentInstall(
+            settings.agent_install,
+            python=settings.agent_python,
+            pythonpath=settings.agent_pythonpath,
+            wheel=None if settings.agent_wheel is None else str(settings.agent_wheel.resolve()),
+        )
+    except SshConfigError as exc:
+        raise Conflict(f"NEOCLOUD_AGENT_INSTALL: {exc}", code="agent_install_invalid") from None
 
 
 def start_background(settings: Settings, clock: Clock) -> Background:

@@ -59,8 +59,12 @@ class SshDriver:
         reboot_timeout_s: float = 600,
         kill_timeout_s: float = 15,
         reboot_poll_s: float = 2.0,
+        agent: sc.AgentInstall | None = None,
+        agent_install_timeout_s: float = 600,
     ) -> None:
         self.box = box
+        self.agent = agent  # how burn-in installs the node agent; None: it does not
+        self.agent_install_timeout_s = agent_install_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.user_data_timeout_s = user_data_timeout_s
@@ -522,6 +526,95 @@ class SshDriver:
         if problems:
             return StepResult(False, 0.0, f"node {node.hostname}: wipe: " + "; ".join(problems))
         return StepResult(True, 0.0, None)
+
+    # --- the node agent ---------------------------------------------------------------------
+
+    @property
+    def installs_agent(self) -> bool:
+        """Whether burn-in should install the agent on this driver's nodes."""
+        return self.agent is not None
+
+    def install_agent(
+        self, node: NodeRef, *, control_plane_url: str, token: str, recorded: str | None
+    ) -> StepResult:
+        """Put the agent's code on the node (``self.agent`` says how), write its ``token`` to a
+        root-only file (through stdin: never on a command line, never logged), and (re)start
+        it as a service: a systemd unit where systemd runs the node, else a supervised
+        background process. ``recorded``: a recorded GPU source (reported simulated)."""
+        return self._step(
+            node,
+            "install agent",
+            lambda: self._install_agent(node, control_plane_url, token, recorded),
+        )
+
+    def _install_agent(
+        self, node: NodeRef, url: str, token: str, recorded: str | None
+    ) -> StepResult:
+        install = self.agent
+        if install is None:
+            return StepResult(False, 0.0, f"node {node.hostname}: agent install is off")
+        try:
+            env = sc.agent_env(
+                control_plane_url=url, node_id=node.id, recorded=recorded, install=install
+            )
+            wheel = (
+                sc.wheel_name(install.wheel) if install.mode == "wheel" and install.wheel else None
+            )
+        except sc.SshConfigError as exc:
+            raise SshStepError(f"node {node.hostname}: install agent: {exc}") from None
+        where = f"node {node.hostname}: install agent"
+        with self.connect(node) as session:
+            if wheel is not None and install.wheel is not None:
+                try:
+                    with open(install.wheel, "rb") as fh:
+                        data = fh.read()
+                except OSError as exc:
+                    raise SshStepError(
+                        f"{where}: cannot read the wheel {install.wheel}:"
+                        f" {exc.strerror or type(exc).__name__}"
+                    ) from None
+                done = session.run(
+                    sc.assign(WHEEL=wheel, PY=install.python) + sc.AGENT_INSTALL_WHEEL,
+                    what="install agent: wheel",
+                    stdin=data,
+                    timeout=self.agent_install_timeout_s,
+                )
+            else:
+                done = session.run(
+                    sc.assign(PY=install.python, PP=install.pythonpath or "")
+                    + sc.AGENT_CHECK_PYTHONPATH,
+                    what="install agent: check python",
+                )
+            if done.status != 0:
+                detail = sc.one_line(sc.output_tail(done.stdout + done.stderr, 600), 400)
+                reasons = {
+                    150: f"neocloud's agent cannot be imported with {install.node_python}",
+                    151: f"cannot make the venv {sc.AGENT_VENV} with {install.python}",
+                    152: f"pip could not install {wheel}",
+                }
+                reason = reasons.get(done.status, f"exit {done.status}")
+                return StepResult(False, 0.0, f"{where}: {reason}{': ' + detail if detail else ''}")
+            wrote = session.run(
+                sc.AGENT_TOKEN_WRITE, what="install agent: token", stdin=token.encode()
+            )
+            if wrote.status != 0:
+                return StepResult(
+                    False,
+                    0.0,
+                    f"{where}: writing {sc.AGENT_TOKEN_FILE} failed (exit {wrote.status})"
+                    f"{': ' + wrote.err if wrote.err else ''}",
+                )
+            started = session.run(sc.agent_configure_script(env), what="install agent: start")
+            mode = started.out.strip().splitlines()[-1] if started.out.strip() else ""
+            if started.status != 0 or mode not in ("systemd", "supervised"):
+                return StepResult(
+                    False,
+                    0.0,
+                    f"{where}: the agent did not start (exit {started.status})"
+                    f"{': ' + started.err if started.err else ''}",
+                )
+        how = "systemd unit neocloud-agent" if mode == "systemd" else "supervised process"
+        return StepResult(True, 0.0, f"agent started on node {node.hostname} ({how})", notes=(how,))
 
     def _gpus_idle(self, session: Session) -> list[str]:
         done = session.run(sc.GPU_APPS_QUERY, what="wipe: GPU processes")

@@ -112,6 +112,9 @@ def issue_agent_token(*, db: Database, clock: Clock, node_id: str, actor: str) -
         if node is None:
             raise NotFound(f"no node {node_id}", code="node_not_found", param="node_id")
         s.execute(sa.delete(AgentTokenRow).where(AgentTokenRow.node_id == node_id))
+        # A new token means a new agent: the silence watch starts again at its first heartbeat
+        # (a node failed for silence, repaired and burnt in again is not failed at once).
+        node.agent_seen_at = None
         s.add(
             AgentTokenRow(
                 node_id=node_id,
@@ -167,7 +170,7 @@ def heartbeat(
             .where(AgentTokenRow.token_hash == hash_token(token))
             .with_for_update(of=NodeRow)
         ).first()
-        if node is None:
+        if node is None or node.state == NodeState.RETIRED.value:
             raise _invalid()
         if beat.node_id != node.id:
             raise PermissionDenied(
@@ -350,9 +353,27 @@ def prune_telemetry(*, db: Database, clock: Clock, retention_s: float) -> int:
         return int(getattr(gone, "rowcount", 0) or 0)
 
 
+def revoke_retired_tokens(*, db: Database) -> int:
+    """Revoke the agent tokens of retired nodes (a retired node never reports again); returns
+    how many went."""
+    with db.transaction() as s:
+        gone = s.execute(
+            sa.delete(AgentTokenRow)
+            .where(
+                AgentTokenRow.node_id.in_(
+                    sa.select(NodeRow.id).where(NodeRow.state == NodeState.RETIRED.value)
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(gone, "rowcount", 0) or 0)
+
+
 def run_agent_steps(*, db: Database, clock: Clock, silence_s: float, retention_s: float) -> None:
-    """The worker's agent step: fail nodes whose agent fell silent, prune old telemetry."""
+    """The worker's agent step: fail nodes whose agent fell silent, revoke retired nodes'
+    tokens, prune old telemetry."""
     fail_silent_nodes(db=db, clock=clock, silence_s=silence_s)
+    revoke_retired_tokens(db=db)
     prune_telemetry(db=db, clock=clock, retention_s=retention_s)
 
 

@@ -82,6 +82,11 @@ class DriverConfigIn(BaseModel):
     reboot_command: Clean | None = Field(
         None, min_length=1, max_length=MAX_REBOOT_COMMAND, description="default: reboot"
     )
+    agent_recorded: Literal["h100", "h200", "h100-ecc", "h100-lost-gpu"] | None = Field(
+        None,
+        description="the node agent replays this recorded GPU source instead of NVML "
+        "(reported simulated: test hosts, servers without GPUs)",
+    )
 
 
 class SpecDriverConfig(DriverConfigIn):
@@ -159,6 +164,8 @@ def _check_ssh(given: Mapping[str, Any], param: str) -> DriverSettings:
         config["host_key"] = check_host_key(str(given["host_key"]), param=f"{param}.host_key")
     if "reboot_command" in given:
         config["reboot_command"] = str(given["reboot_command"])
+    if "agent_recorded" in given:
+        config["agent_recorded"] = str(given["agent_recorded"])
     return DriverSettings("ssh", config, {"private_key": key})
 
 
