@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +28,7 @@ from typing import Any
 import httpx
 
 from .conftest import Host
-from .test_real_nodes_e2e import NEOCLOUD, Platform, wait_for
+from .platform import Platform, running_platform, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "10.231.0.1"  # the test bridge's address on this machine: every host reaches it
@@ -43,57 +41,16 @@ TOKEN_FILE = "etc/neocloud/agent-token"
 def agent_platform(data_dir: Path) -> Iterator[Platform]:
     """`neocloud up` on the bridge's address, installing agents at burn-in (a host must be up:
     the bridge exists from the first one)."""
-    with socket.socket() as sock:
-        sock.bind((BRIDGE, 0))
-        port = int(sock.getsockname()[1])
-    url = f"http://{BRIDGE}:{port}"
     env = {
-        **os.environ,
-        "NEOCLOUD_COMPUTE_WORKER_INTERVAL_S": "0.2",
         "NEOCLOUD_AGENT_INSTALL": "pythonpath",
         "NEOCLOUD_AGENT_PYTHON": sys.executable,
         "NEOCLOUD_AGENT_PYTHONPATH": str(REPO / "src"),
-        "NEOCLOUD_PUBLIC_URL": url,
         "NEOCLOUD_AGENT_INTERVAL_S": "1",
         "NEOCLOUD_AGENT_SILENCE_S": str(SILENCE_S),
         "NEOCLOUD_AGENT_REPORT_TIMEOUT_S": "30",
     }
-    for name in ("NEOCLOUD_DATABASE_URL", "NEOCLOUD_SECRET_KEY"):
-        env.pop(name, None)
-    log = data_dir / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                *NEOCLOUD,
-                "up",
-                "--host",
-                BRIDGE,
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--no-demo-fleet",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-
-            def up() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(log.read_text())
-                try:
-                    return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for("the platform", up, timeout=120)
-            admin = (data_dir / "admin-key").read_text().strip()
-            yield Platform(url, data_dir, admin, log)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with running_platform(data_dir, host=BRIDGE, env=env) as running:
+        yield running
 
 
 def register(p: Platform, host: Host, name: str, private_key: str, recorded: str) -> str:
