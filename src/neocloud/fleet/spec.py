@@ -65,7 +65,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-DriverName = Literal["sim", "ssh"]
+DriverName = Literal["sim", "ssh", "redfish"]
 SIM = DriverSettings("sim")
 
 
@@ -264,7 +264,13 @@ def _check_drivers(spec: FleetSpec, source: str, root: Any, base_dir: Path | Non
                 continue
             driver = node.driver or template.driver or "sim"
             try:
-                settings = merge_driver(driver, parts, base_dir=base_dir, at=f"{dotted(at)}.")
+                settings = merge_driver(
+                    driver,
+                    parts,
+                    base_dir=base_dir,
+                    at=f"{dotted(at)}.",
+                    bmc_endpoint=node.bmc.endpoint if node.bmc else None,
+                )
             except ValidationFailed as exc:
                 line = _line_of(root, (*at, "driver_config") if node.driver_config else at)
                 raise ValidationFailed(
