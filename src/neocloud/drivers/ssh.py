@@ -544,14 +544,14 @@ class SshDriver:
         "printf 'mem_kib=%s\\n' \"$(sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\) kB/\\1/p'"
         ' /proc/meminfo)"\n'
         "if ! command -v nvidia-smi >/dev/null 2>&1; then echo nvidia_smi=absent;\n"
-        "elif g=$(nvidia-smi --query-gpu=index,name,uuid,memory.total,driver_version"
+        "elif g=$(nvidia-smi --query-gpu=index,name,uuid,memory.total"
         " --format=csv,noheader,nounits 2>&1); then printf '%s\\n' \"$g\" | sed 's/^/gpu=/';\n"
         'else echo "nvidia_smi=failed"; fi\n'
     )
 
     def inspect(self, node: NodeRef) -> dict[str, object]:
         """A small inventory read over SSH: hostname, kernel, OS, CPUs (count, model), memory
-        (GiB), and the GPUs ``nvidia-smi`` lists (index, name, UUID, memory MiB, driver);
+        (GiB), and the GPUs ``nvidia-smi`` lists (index, name, UUID, memory MiB);
         ``gpus`` is ``None`` where nvidia-smi is absent or fails (``nvidia_smi`` says which).
         ``SshStepError`` when the node cannot be reached or the script cannot run."""
         with self.connect(node) as session:
@@ -562,15 +562,14 @@ class SshDriver:
             key, _, value = line.partition("=")
             if key == "gpu":
                 parts = [p.strip() for p in value.split(",")]
-                if len(parts) >= 5:
-                    index, name, uuid, memory, driver = parts[:5]
+                if len(parts) >= 4:
+                    index, name, uuid, memory = parts[:4]
                     gpus.append(
                         {
                             "index": int(index) if index.isdigit() else index,
                             "name": name,
                             "uuid": uuid,
                             "memory_mib": int(memory) if memory.isdigit() else None,
-                            "driver_version": driver,
                         }
                     )
             elif key:
