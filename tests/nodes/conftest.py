@@ -5,6 +5,10 @@ the machine's ``/`` as its root, a real sshd at 10.231.X.Y:22) and returns a :cl
 every host a test made is destroyed when the test ends, failed or not. ``operator_keypair``
 is a fresh ed25519 key pair, the login the platform's driver uses.
 
+The Redfish emulator (``start_redfish_emulator``): ``sushy-emulator`` with its fake-systems
+driver on a free loopback port behind HTTP basic auth (``BMC_USER``/``BMC_PASSWORD``), for the
+redfish driver's tests and the platform's.
+
 Test hosts need root, ``ip``, ``nsenter``/``unshare``, ``mount`` and OpenSSH (server and
 client). Where the machine lacks any of them the tests are skipped, except under ``CI=true``,
 where they fail with the reason. Host names carry the pytest-xdist worker id and this process's

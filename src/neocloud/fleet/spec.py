@@ -22,9 +22,10 @@ sites:
 A template or an explicit node may name its ``driver`` and ``driver_config`` (a node's settings
 override its template's, key by key), checked as ``POST /api/v1/nodes`` checks them
 (``fleet.node_drivers``). Generated fabrics hold simulated nodes only: a real server has an
-address of its own, so it is listed under ``nodes``. ``private_key_file`` is read, relative to
-the spec file, when the file is loaded (``neocloud fleet import`` inlines it before sending);
-the key is sealed at import and never stored in clear.
+address of its own, so it is listed under ``nodes``. ``private_key_file`` and
+``bmc_password_file`` are read, relative to the spec file, when the file is loaded (``neocloud
+fleet import`` inlines them before sending); they are sealed at import and never stored in
+clear. A ``redfish`` node's ``bmc.endpoint`` serves as its ``bmc_url`` when it names none.
 
 Generated names derive from their parents (block ``<fabric>-b03``, rack ``<block>-r02``, host
 ``<rack>-n01``), so a name is unique within its level across the fleet. Errors are
