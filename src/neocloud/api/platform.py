@@ -124,21 +124,26 @@ class Background:
         self.db.dispose()
 
 
-def platform_drivers(settings: Settings) -> Drivers:
+def platform_drivers(settings: Settings, *, interactive: bool = False) -> Drivers:
     """The drivers this platform runs, chosen per node by its ``driver``: the simulator
-    (``NEOCLOUD_SIM_*``) for the demo fleet, and ``ssh`` for servers that already have an OS,
-    which opens a node's sealed credentials with the platform's secret box. Every process that
-    drives nodes (``neocloud up``, ``neocloud worker``) gets them here."""
+    (``NEOCLOUD_SIM_*``) for the demo fleet, ``ssh`` for servers that already have an OS and
+    ``redfish`` for servers driven through their BMC, both opening a node's sealed credentials
+    with the platform's secret box. Every process that drives nodes (``neocloud up``,
+    ``neocloud worker``) gets them here; the API process too (``interactive``: shorter timeouts,
+    as an operator's ``nodes power`` or ``nodes inspect`` waits for the answer)."""
     from neocloud.drivers.base import Driver, Drivers
+    from neocloud.drivers.redfish import RedfishDriver
     from neocloud.drivers.sim import SimDriver
+    from neocloud.drivers.ssh import SshDriver
 
+    box = secret_box(settings)
     drivers: dict[str, Driver] = {"sim": SimDriver.from_settings(settings)}
-    try:  # the ssh driver arrives with its own change; until then ssh nodes do not pass burn-in
-        from neocloud.drivers.ssh import SshDriver  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
+    if interactive:
+        drivers["ssh"] = SshDriver(box, connect_timeout_s=5, command_timeout_s=20)
+        drivers["redfish"] = RedfishDriver(box, timeout_s=10, retries=1)
     else:
-        drivers["ssh"] = SshDriver(secret_box(settings), agent=agent_install(settings))
+        drivers["ssh"] = SshDriver(box, agent=agent_install(settings))
+        drivers["redfish"] = RedfishDriver(box)
     return Drivers(drivers)
 
 

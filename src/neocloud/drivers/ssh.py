@@ -625,6 +625,64 @@ class SshDriver:
             return [f"GPUs not idle: compute processes {' '.join(pids[:50])}"]
         return []
 
+    # --- inventory (``neocloud nodes inspect``) ---------------------------------------------
+
+    INSPECT_SCRIPT = (
+        "printf 'hostname=%s\\n' \"$(hostname)\"\n"
+        "printf 'kernel=%s\\n' \"$(uname -r)\"\n"
+        'printf \'os=%s\\n\' "$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null)"\n'
+        "printf 'cpus=%s\\n' \"$(nproc)\"\n"
+        "printf 'cpu_model=%s\\n' \"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo"
+        ' | head -n 1)"\n'
+        "printf 'mem_kib=%s\\n' \"$(sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\) kB/\\1/p'"
+        ' /proc/meminfo)"\n'
+        "if ! command -v nvidia-smi >/dev/null 2>&1; then echo nvidia_smi=absent;\n"
+        "elif g=$(nvidia-smi --query-gpu=index,name,uuid,memory.total"
+        " --format=csv,noheader,nounits 2>&1); then printf '%s\\n' \"$g\" | sed 's/^/gpu=/';\n"
+        'else echo "nvidia_smi=failed"; fi\n'
+    )
+
+    def inspect(self, node: NodeRef) -> dict[str, object]:
+        """A small inventory read over SSH: hostname, kernel, OS, CPUs (count, model), memory
+        (GiB), and the GPUs ``nvidia-smi`` lists (index, name, UUID, memory MiB);
+        ``gpus`` is ``None`` where nvidia-smi is absent or fails (``nvidia_smi`` says which).
+        ``SshStepError`` when the node cannot be reached or the script cannot run."""
+        with self.connect(node) as session:
+            done = session.check(self.INSPECT_SCRIPT, what="inspect")
+        facts: dict[str, str] = {}
+        gpus: list[dict[str, object]] = []
+        for line in done.out.splitlines():
+            key, _, value = line.partition("=")
+            if key == "gpu":
+                parts = [p.strip() for p in value.split(",")]
+                if len(parts) >= 4:
+                    index, name, uuid, memory = parts[:4]
+                    gpus.append(
+                        {
+                            "index": int(index) if index.isdigit() else index,
+                            "name": name,
+                            "uuid": uuid,
+                            "memory_mib": int(memory) if memory.isdigit() else None,
+                        }
+                    )
+            elif key:
+                facts[key] = sc.one_line(value, 200)
+        smi = facts.get("nvidia_smi", "ok")
+        mem_kib = facts.get("mem_kib", "")
+        cpus = facts.get("cpus", "")
+        return {
+            "hostname": facts.get("hostname") or None,
+            "kernel": facts.get("kernel") or None,
+            "os": facts.get("os") or None,
+            "cpus": {
+                "count": int(cpus) if cpus.isdigit() else None,
+                "model": facts.get("cpu_model") or None,
+            },
+            "memory_gib": round(int(mem_kib) / 1024**2, 1) if mem_kib.isdigit() else None,
+            "nvidia_smi": smi,
+            "gpus": gpus if smi == "ok" else None,
+        }
+
 
 def assign_provision(host: str, login: str, workload: str, keys: str, sudo: bool) -> str:
     return sc.assign(
