@@ -58,7 +58,7 @@ CREDENTIAL_FIELDS: tuple[str, ...] = ("private_key", "bmc_username", "bmc_passwo
 MAX_BMC_PASSWORD_CHARS = 256
 SSH_FIELDS = frozenset(
     {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key",
-     "reboot_command"}
+     "reboot_command", "agent_recorded"}
 )  # fmt: skip
 REDFISH_FIELDS = frozenset(
     {"bmc_url", "system_id", "verify_tls", "image_url", "boot_target", "reboot", "power_s",
