@@ -338,6 +338,14 @@ def nodes_add(
     reboot_command: Annotated[
         str | None, typer.Option("--reboot-command", help="How to reboot it (default: reboot)")
     ] = None,
+    agent_recorded: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-recorded",
+            help="The node agent replays this recorded GPU source (h100, h200, h100-ecc, "
+            "h100-lost-gpu) instead of NVML, reported simulated: servers without GPUs",
+        ),
+    ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v, repeatable")] = None,
     bmc_url: Annotated[
         str | None, typer.Option("--bmc-url", help="https://… of the BMC (redfish driver)")
@@ -406,6 +414,8 @@ def nodes_add(
             config["host_key"] = host_key
         if reboot_command is not None:
             config["reboot_command"] = reboot_command
+        if agent_recorded is not None:
+            config["agent_recorded"] = agent_recorded
         config = {k: v for k, v in config.items() if v is not None}
     node = STATE.client().nodes.add(
         hostname,
