@@ -113,6 +113,9 @@ def issue_agent_token(*, db: Database, clock: Clock, node_id: str, actor: str) -
         if node is None:
             raise NotFound(f"no node {node_id}", code="node_not_found", param="node_id")
         s.execute(sa.delete(AgentTokenRow).where(AgentTokenRow.node_id == node_id))
+        # A new token means a new agent: the silence watch starts again at its first heartbeat
+        # (a node failed for silence, repaired and burnt in again is not failed at once).
+        node.agent_seen_at = None
         s.add(
             AgentTokenRow(
                 node_id=node_id,
@@ -184,8 +187,8 @@ def heartbeats(
     one transaction and a handful of statements for all of them: the nodes by their tokens'
     hashes (locked, in id order), their GPUs' latest rows, one upsert of every GPU's row, the
     closed buckets' series rows, the nodes' rows (one statement per set of changed columns).
-    A refused beat (its token unknown or another node's) gets its refusal in its place and
-    writes nothing; any other error rolls all of them back and propagates."""
+    A refused beat (its token unknown, a retired node's or another node's) gets its refusal in
+    its place and writes nothing; any other error rolls all of them back and propagates."""
     now = clock.now()
     out: list[HeartbeatResult | Refusal | None] = [None] * len(beats)
     hashes: dict[int, str] = {}
@@ -204,7 +207,7 @@ def heartbeats(
         again: list[int] = []  # a second beat of a node in the batch: recorded after, alone
         for i, digest in hashes.items():
             node, beat = found.get(digest), beats[i][1]
-            if node is None:
+            if node is None or node.state == NodeState.RETIRED.value:
                 out[i] = _invalid()
             elif beat.node_id != node.id:
                 out[i] = _wrong_node()
@@ -257,7 +260,7 @@ def _record(
     """One heartbeat inside the caller's transaction; refusals are raised before any write."""
     conn = s.connection()
     node = conn.execute(_NODE_BY_TOKEN, {"token_hash": hash_token(token)}).first()
-    if node is None:
+    if node is None or node.state == NodeState.RETIRED.value:  # a retired node never reports
         raise _invalid()
     if beat.node_id != node.id:
         raise _wrong_node()
@@ -580,9 +583,27 @@ def prune_telemetry(*, db: Database, clock: Clock, retention_s: float) -> int:
         return int(getattr(gone, "rowcount", 0) or 0)
 
 
+def revoke_retired_tokens(*, db: Database) -> int:
+    """Revoke the agent tokens of retired nodes (a retired node never reports again); returns
+    how many went."""
+    with db.transaction() as s:
+        gone = s.execute(
+            sa.delete(AgentTokenRow)
+            .where(
+                AgentTokenRow.node_id.in_(
+                    sa.select(NodeRow.id).where(NodeRow.state == NodeState.RETIRED.value)
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(gone, "rowcount", 0) or 0)
+
+
 def run_agent_steps(*, db: Database, clock: Clock, silence_s: float, retention_s: float) -> None:
-    """The worker's agent step: fail nodes whose agent fell silent, prune old telemetry."""
+    """The worker's agent step: fail nodes whose agent fell silent, revoke retired nodes'
+    tokens, prune old telemetry."""
     fail_silent_nodes(db=db, clock=clock, silence_s=silence_s)
+    revoke_retired_tokens(db=db)
     prune_telemetry(db=db, clock=clock, retention_s=retention_s)
 
 
