@@ -14,7 +14,8 @@ each, an inventory in the first. Measured over a fixed window after a warm-up:
   both counted in the database.
 
 Anchor: 31,250 nodes (250,000 GPUs) every 10 s is 3,125 heartbeats/s. The projection below
-divides it by one process's measured rate (and by one core's worth of its CPU per heartbeat).
+multiplies it by the CPU per heartbeat (cores, so API processes of one core each), and divides
+it by the run's rate (which the agents bound when they, not the server, use up the CPUs).
 
 Rerun:  .venv/bin/python bench/agent/bench_heartbeat.py [--agents 32] [--seconds 20]
             [--backends sqlite,postgresql]
@@ -85,7 +86,7 @@ def _cpu_s(pid: int) -> float:
     return (utime + stime + cutime + cstime) / TICKS
 
 
-def _body(node_id: str, i: int, first: bool) -> dict[str, Any]:
+def heartbeat_body(node_id: str, i: int, first: bool) -> dict[str, Any]:
     telemetry = [
         {
             "index": g,
@@ -192,7 +193,7 @@ def _measure(
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             i = 0
             while not stop.is_set():
-                r = client.post("/api/v1/agent/heartbeat", json=_body(nodes[k], i, i == 0))
+                r = client.post("/api/v1/agent/heartbeat", json=heartbeat_body(nodes[k], i, i == 0))
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:200]}")
                     return
@@ -249,8 +250,8 @@ def _report(backend: str, agents: int, r: dict[str, float]) -> None:
         f"series {r['series_per_min']:.0f}/min; health {int(r['health_rows'])} in the window)"
     )
     print(
-        f"  at 31,250 nodes/10 s: {processes} API processes at this rate; "
-        f"{cores:.1f} cores of server CPU; {anchor_rows:,.0f} rows/min"
+        f"  at 31,250 nodes/10 s: {cores:.1f} cores of server CPU: {math.ceil(cores)} API "
+        f"processes of one core ({processes} at this run's rate); {anchor_rows:,.0f} rows/min"
     )
 
 

@@ -294,7 +294,8 @@ def _bad_cases(key: str) -> list[tuple[dict[str, Any], str, int]]:
             422,
         ),
         (body(key, driver_config={"password": "x"}), "driver_config.password", 422),
-        (body(key, driver="redfish"), "driver", 422),
+        (body(key, driver="redfish"), "driver_config.address", 422),  # not a redfish setting
+        (body(key, driver="ipmi"), "driver", 422),
         (body(key, driver="sim"), "driver_config.address", 422),
         (body(key, gpu_model="V100"), "gpu_model", 422),
         (body(key, gpu_count=0), "gpu_count", 422),
@@ -559,3 +560,180 @@ def test_node_out_never_shows_more_of_a_bmc_than_where_it_answers(
     assert shown["bmc"] == {"endpoint": "https://bmc-1", "vendor": "x"}
     assert "leaked" not in json.dumps(shown)
     assert "hunter22" not in json.dumps(shown)
+
+
+# ------------------------------------------------------------------------------ redfish nodes
+
+BMC_PASSWORD = "s3cret Bmc-Pass phrase!"  # a space in it: taken as typed
+
+
+def redfish_body(**over: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bmc_url": "https://bmc-7.example:8443/",
+        "system_id": "System.Embedded.1",
+        "verify_tls": False,
+        "image_url": "https://images.example/ubuntu-24.04.iso",
+        "reboot": "graceful",
+        "bmc_username": "root",
+        "bmc_password": BMC_PASSWORD,
+    }
+    config.update(over.pop("driver_config", {}))
+    out = body("", hostname="gpu-7.example", driver="redfish", **over)
+    out["driver_config"] = {k: v for k, v in config.items() if v is not None}
+    return out
+
+
+def test_register_a_redfish_node_and_the_bmc_password_stays_sealed(
+    http: TestClient,
+    admin_key: str,
+    app: Any,
+    db: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    headers = {"Authorization": f"Bearer {admin_key}", "Idempotency-Key": "reg-bmc-1"}
+    r = http.post("/api/v1/nodes", json=redfish_body(), headers=headers)
+    assert r.status_code == 201, r.text
+    node = r.json()
+    assert node["driver"] == "redfish"
+    assert node["credentials"] == ["bmc_password", "bmc_username"]
+    assert node["driver_config"] == {
+        "bmc_url": "https://bmc-7.example:8443",
+        "system_id": "System.Embedded.1",
+        "verify_tls": False,
+        "image_url": "https://images.example/ubuntu-24.04.iso",
+        "boot_target": "cd",
+        "reboot": "graceful",
+    }
+    again = http.post("/api/v1/nodes", json=redfish_body(), headers=headers)
+    assert again.status_code == 201
+    assert again.json()["id"] == node["id"]
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    events = http.get(f"/api/v1/nodes/{node['id']}/events", headers=auth)
+    assert events.json()["data"][0]["reason"] == (
+        "registered: driver redfish; credentials set: bmc_password, bmc_username"
+    )
+    responses = [
+        r.text,
+        again.text,
+        events.text,
+        http.get(f"/api/v1/nodes/{node['id']}", headers=auth).text,
+        http.get("/api/v1/nodes", headers=auth).text,
+    ]
+    logs = "\n".join(rec.getMessage() for rec in caplog.records)
+    stored = everything_stored(db)
+    with db.transaction() as s:
+        sealed = s.get(NodeRow, node["id"]).driver_secret  # type: ignore[union-attr]
+    assert sealed is not None
+    assert app.state.secret_box.open(sealed) == {
+        "bmc_username": "root",
+        "bmc_password": BMC_PASSWORD,
+    }
+    for text in [*responses, logs, sealed, *stored.values()]:
+        assert BMC_PASSWORD not in text
+        assert "Bmc-Pass" not in text
+    assert node["id"] in stored["audit_events"]
+
+
+@pytest.mark.parametrize(
+    ("over", "param"),
+    [
+        ({"bmc_password": None}, "driver_config.bmc_password"),
+        ({"bmc_username": None}, "driver_config.bmc_username"),
+        ({"bmc_url": None}, "driver_config.bmc_url"),
+        ({"bmc_url": "ftp://bmc"}, "driver_config.bmc_url"),
+        ({"bmc_url": f"https://root:{BMC_PASSWORD}@bmc"}, "driver_config.bmc_url"),
+        ({"image_url": None, "boot_target": "cd"}, "driver_config.image_url"),
+        ({"boot_target": "floppy"}, "driver_config.boot_target"),
+        ({"reboot": "gentle"}, "driver_config.reboot"),
+        ({"system_id": "a b"}, "driver_config.system_id"),
+        ({"verify_tls": "no"}, "driver_config.verify_tls"),
+        ({"power_s": 7201}, "driver_config.power_s"),
+        ({"bmc_password": "x" * 257}, "driver_config.bmc_password"),
+        ({"bmc_password": "two\nlines"}, "driver_config.bmc_password"),
+        ({"private_key": "k"}, "driver_config.private_key"),
+        ({"address": "10.0.0.1"}, "driver_config.address"),
+    ],
+)  # fmt: skip
+def test_bad_redfish_settings_name_the_field_and_never_the_password(
+    http: TestClient, admin_key: str, db: Database, over: dict[str, Any], param: str
+) -> None:
+    r = post(http, admin_key, redfish_body(driver_config=over))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == param, r.text
+    assert BMC_PASSWORD not in r.text
+    assert service.count_nodes(db=db) == 0
+
+
+def test_an_ssh_setting_is_refused_for_sim_and_a_bmc_one_for_ssh(
+    http: TestClient, admin_key: str, key: str
+) -> None:
+    r = post(http, admin_key, body(key, driver_config={"bmc_url": "https://bmc"}))
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "driver_config.bmc_url"
+
+
+REDFISH_SPEC = """\
+version: 1
+templates:
+  bmc:
+    gpu_model: H200
+    gpu_count: 8
+    vcpus: 192
+    ram_gib: 2048
+    driver: redfish
+    driver_config: {bmc_username: admin, bmc_password_file: secrets/bmc, verify_tls: false}
+sites:
+  - region: us-east-1
+    zone: us-east-1a
+    nodes:
+      - hostname: bmc-01
+        template: bmc
+        topology: {fabric: f1, block: f1-b01, rack: f1-b01-r01}
+        bmc: {endpoint: 'https://bmc-01.oob.example'}
+      - hostname: bmc-02
+        template: bmc
+        topology: {fabric: f1, block: f1-b01, rack: f1-b01-r01}
+        driver_config: {bmc_url: 'https://10.9.0.2', system_id: '1'}
+"""
+
+
+def test_spec_file_with_redfish_nodes(
+    tmp_path: Path, db: Database, clock: VirtualClock, cli: CliRunner, admin: Client
+) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "bmc").write_text(BMC_PASSWORD + "\n")
+    path = tmp_path / "fleet.yaml"
+    path.write_text(REDFISH_SPEC)
+    spec = load_spec_file(path)
+    box = SecretBox(SecretBox.new_key())
+    assert service.import_spec(db=db, clock=clock, spec=spec, box=box).nodes_created == 2
+    with db.transaction() as s:
+        rows = {r.hostname: r for r in s.scalars(sa.select(NodeRow))}
+        one, two = rows["bmc-01"], rows["bmc-02"]
+        assert one.driver == "redfish"
+        assert one.driver_config == {
+            "bmc_url": "https://bmc-01.oob.example", "verify_tls": False, "boot_target": "pxe",
+            "reboot": "force", "credentials": ["bmc_password", "bmc_username"],
+        }  # fmt: skip
+        assert two.driver_config is not None
+        assert two.driver_config["system_id"] == "1"
+        assert two.driver_secret is not None
+        assert box.open(two.driver_secret) == {
+            "bmc_username": "admin",
+            "bmc_password": BMC_PASSWORD,
+        }
+    assert BMC_PASSWORD not in "\n".join(everything_stored(db).values())
+    # the CLI reads the password file and sends it inline; the server seals it
+    with db.transaction() as s:
+        s.execute(sa.delete(NodeRow))
+    result = cli.invoke(cli_app, ["fleet", "import", str(path), "--initial-state", "enrolled"])
+    assert result.exit_code == 0, result.output
+    assert BMC_PASSWORD not in result.output
+    node = admin.nodes.list(hostname="bmc-02")["data"][0]
+    assert node["credentials"] == ["bmc_password", "bmc_username"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(REDFISH_SPEC.replace("secrets/bmc", "secrets/none"))
+    with pytest.raises(ValidationFailed) as exc:
+        load_spec_file(bad)
+    assert exc.value.param == "sites[0].nodes[0].driver_config.bmc_password_file"

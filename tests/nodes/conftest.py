@@ -5,6 +5,10 @@ the machine's ``/`` as its root, a real sshd at 10.231.X.Y:22) and returns a :cl
 every host a test made is destroyed when the test ends, failed or not. ``operator_keypair``
 is a fresh ed25519 key pair, the login the platform's driver uses.
 
+The Redfish emulator (``start_redfish_emulator``): ``sushy-emulator`` with its fake-systems
+driver on a free loopback port behind HTTP basic auth (``BMC_USER``/``BMC_PASSWORD``), for the
+redfish driver's tests and the platform's.
+
 Test hosts need root, ``ip``, ``nsenter``/``unshare``, ``mount`` and OpenSSH (server and
 client). Where the machine lacks any of them the tests are skipped, except under ``CI=true``,
 where they fail with the reason. Host names carry the pytest-xdist worker id and this process's
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -245,3 +250,94 @@ def wait_for_port(address: str, port: int, timeout: float = 10) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+# ------------------------------------------------------------------ the Redfish (BMC) emulator
+
+BMC_USER = "bmc-admin"
+BMC_PASSWORD = "Corr3ct-Horse-bmc"  # the emulator's test login
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Emulator:
+    url: str
+    log: Path
+
+    def client(self, *, verify: bool | str = True) -> Any:
+        """An independent sushy client (not the driver) for reading back what changed."""
+        import sushy  # type: ignore[import-untyped]
+
+        return sushy.Sushy(self.url, username=BMC_USER, password=BMC_PASSWORD, verify=verify)
+
+    def system(self, uuid: str, **kwargs: Any) -> Any:
+        """The emulated system ``uuid``, read afresh."""
+        return self.client(**kwargs).get_system(f"/redfish/v1/Systems/{uuid}")
+
+
+def start_redfish_emulator(
+    tmp: Path, systems: list[dict[str, Any]], *, tls: tuple[Path, Path] | None = None
+) -> tuple[Emulator, Any]:
+    """Start ``sushy-emulator`` (fake driver, basic auth) on a free loopback port; return it
+    and its process once it answers."""
+    import bcrypt  # sushy-tools' own dependency (its htpasswd takes bcrypt only)
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    htpasswd = tmp / "htpasswd"
+    digest = bcrypt.hashpw(BMC_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{BMC_USER}:{digest}\n")
+    last_error = ""
+    for _attempt in range(3):
+        port = free_port()
+        config = tmp / "emulator.conf"
+        lines = [
+            "SUSHY_EMULATOR_FAKE_DRIVER = True",
+            f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}",
+            f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
+            f"SUSHY_EMULATOR_STATE_DIR = {str(tmp / 'state')!r}",
+            "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'",
+            f"SUSHY_EMULATOR_LISTEN_PORT = {port}",
+        ]
+        if tls is not None:
+            lines += [
+                f"SUSHY_EMULATOR_SSL_CERT = {str(tls[0])!r}",
+                f"SUSHY_EMULATOR_SSL_KEY = {str(tls[1])!r}",
+            ]
+        config.write_text("\n".join(lines) + "\n")
+        log_path = tmp / f"emulator-{port}.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(  # our interpreter, our config
+                [sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return Emulator(url, log_path), proc
+            except OSError:
+                time.sleep(0.1)
+        stop_emulator(proc)
+        last_error = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"sushy-emulator did not start:\n{last_error}")
+
+
+def stop_emulator(proc: Any) -> None:
+    """Stop an emulator process (politely, then for good)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -15,23 +15,20 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from .conftest import TESTHOST_REBOOT, Host
+from .platform import Platform, running_platform, wait_for
 
-NEOCLOUD = [sys.executable, "-m", "neocloud.cli.main"]
 SSH_OPTIONS = [
     "-o",
     "StrictHostKeyChecking=no",
@@ -48,93 +45,12 @@ TOPOLOGY = ["region=lab", "zone=lab-a", "fabric=lab-ib1", "block=b1", "rack=r1"]
 USER_DATA = "#!/bin/sh\necho user-data-ran > /var/tmp/user-data-ran\necho hello from user data\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Platform:
-    url: str
-    data_dir: Path
-    admin_key: str
-    log: Path
-
-    def api(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
-        return httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kw)
-
-    def ok(self, method: str, path: str, key: str | None = None, **kw: Any) -> Any:
-        r = self.api(method, path, key, **kw)
-        assert r.status_code < 300, (method, path, r.status_code, r.text)
-        return (
-            r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
-        )
-
-    def cli(
-        self, key: str | None, *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "NEOCLOUD_API_URL": self.url,
-            "NEOCLOUD_API_KEY": key or self.admin_key,
-            "NEOCLOUD_CONFIG": str(self.data_dir / "profiles.json"),
-            "COLUMNS": "200",
-        }
-        done = subprocess.run(
-            [*NEOCLOUD, *args], capture_output=True, text=True, env=env, timeout=120, check=False
-        )
-        if check:
-            assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 @pytest.fixture
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A platform of its own per test (no demo fleet): one test's hosts never take another's
     instances."""
-    data_dir = tmp_path_factory.mktemp("realnodes")
-    port = _free_port()
-    env = {**os.environ, "NEOCLOUD_COMPUTE_WORKER_INTERVAL_S": "0.2"}
-    env.pop("NEOCLOUD_DATABASE_URL", None)
-    env.pop("NEOCLOUD_SECRET_KEY", None)  # the key file under the data dir is what is tested
-    log = data_dir / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*NEOCLOUD, "up", "--port", str(port), "--data-dir", str(data_dir), "--no-demo-fleet"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-
-            def up() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(log.read_text())
-                try:
-                    return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for("the platform", up, timeout=120)
-            admin = (data_dir / "admin-key").read_text().strip()
-            yield Platform(url, data_dir, admin, log)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with running_platform(tmp_path_factory.mktemp("realnodes")) as running:
+        yield running
 
 
 @pytest.fixture
@@ -340,6 +256,8 @@ def test_a_clusters_members_reach_each_other_and_its_hosts_parse(
     assert sorted(pool["hosts"]) == sorted(addresses)
     assert pool["user"] == "ubuntu"
     platform.ok("POST", f"/clusters/{cluster['id']}/terminate", t["key"])
+    for node_id in nodes:  # deprovisioned and wiped while the hosts are still up
+        wait_for(f"{node_id} wiped", lambda n=node_id: node_state(platform, n) == "available")
 
 
 def test_faults_give_a_precise_state_and_reason_and_bill_nothing(

@@ -19,12 +19,9 @@ import importlib.util
 import logging
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +38,22 @@ from neocloud.drivers.redfish import (
 )
 from neocloud.kernel.secrets import SecretBox
 
+from .conftest import (
+    BMC_PASSWORD,
+    BMC_USER,
+    Emulator,
+    free_port,
+    start_redfish_emulator,
+    stop_emulator,
+)
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 if importlib.util.find_spec("sushy_tools") is None:
     if IN_CI:
         raise ImportError("sushy-tools (the Redfish emulator) is a dev dependency: install it")
     pytest.skip("sushy-tools (the Redfish emulator) is not installed", allow_module_level=True)
 
-USER = "bmc-admin"
-PASSWORD = "Corr3ct-Horse-bmc"  # the emulator's test login
+USER, PASSWORD = BMC_USER, BMC_PASSWORD  # the emulator's test login
 WRONG = "Wr0ng-Battery-bmc"
 POWER_WAIT_S = 25.0  # the fake driver applies a power change within 11 s
 
@@ -70,36 +75,8 @@ def system_uuid(name: str) -> str:
     return f"00000000-0000-4000-8000-{index:012d}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Emulator:
-    url: str
-    log: Path
-
-    def client(self, *, verify: bool | str = True) -> Any:
-        """An independent sushy client (not the driver) for reading back what changed."""
-        return sushy.Sushy(self.url, username=USER, password=PASSWORD, verify=verify)
-
-    def system(self, name: str, **kwargs: Any) -> Any:
-        return self.client(**kwargs).get_system(f"/redfish/v1/Systems/{system_uuid(name)}")
-
-
-def start_emulator(tmp: Path, *, tls: tuple[Path, Path] | None = None) -> tuple[Emulator, Any]:
-    """Start ``sushy-emulator`` (fake driver, basic auth) on a free loopback port; return it
-    and its process once it answers."""
-    import bcrypt  # sushy-tools' own dependency (its htpasswd takes bcrypt only)
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    htpasswd = tmp / "htpasswd"
-    digest = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:{digest}\n")
-    systems = [
+def emulated_systems() -> list[dict[str, Any]]:
+    return [
         {
             "uuid": system_uuid(name),
             "name": name,
@@ -108,53 +85,10 @@ def start_emulator(tmp: Path, *, tls: tuple[Path, Path] | None = None) -> tuple[
         }
         for i, (name, state) in enumerate(SYSTEMS.items())
     ]
-    last_error = ""
-    for _attempt in range(3):
-        port = free_port()
-        config = tmp / "emulator.conf"
-        lines = [
-            "SUSHY_EMULATOR_FAKE_DRIVER = True",
-            f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}",
-            f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
-            f"SUSHY_EMULATOR_STATE_DIR = {str(tmp / 'state')!r}",
-            "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'",
-            f"SUSHY_EMULATOR_LISTEN_PORT = {port}",
-        ]
-        if tls is not None:
-            lines += [
-                f"SUSHY_EMULATOR_SSL_CERT = {str(tls[0])!r}",
-                f"SUSHY_EMULATOR_SSL_KEY = {str(tls[1])!r}",
-            ]
-        config.write_text("\n".join(lines) + "\n")
-        log_path = tmp / f"emulator-{port}.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(  # our interpreter, our config
-                [sys.executable, "-m", "sushy_tools.emulator.main", "--config", str(config)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return Emulator(url, log_path), proc
-            except OSError:
-                time.sleep(0.1)
-        stop(proc)
-        last_error = log_path.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"sushy-emulator did not start:\n{last_error}")
 
 
-def stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def start_emulator(tmp: Path, *, tls: tuple[Path, Path] | None = None) -> tuple[Emulator, Any]:
+    return start_redfish_emulator(tmp, emulated_systems(), tls=tls)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +97,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     try:
         yield emu
     finally:
-        stop(proc)
+        stop_emulator(proc)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -223,7 +157,7 @@ def wait_for(read: Callable[[], Any], expected: Any, *, timeout: float = POWER_W
 
 
 def power_of(emulator: Emulator, name: str) -> Callable[[], str]:
-    system = emulator.system(name)
+    system = emulator.system(system_uuid(name))
 
     def read() -> str:
         system.refresh(force=True)
@@ -284,7 +218,7 @@ def test_provision_boots_once_from_virtual_media_and_wipe_ejects_it(
     assert "virtual media Cd: image inserted" in step.notes
     assert "boot override: Cd once" in step.notes
     assert any("not applied" in n for n in step.notes)
-    system = emulator.system("lifecycle")
+    system = emulator.system(system_uuid("lifecycle"))
     assert system.boot.target is sushy.BootSource.CD
     cd = system.virtual_media.get_member(f"{system.path}/VirtualMedia/Cd")
     assert cd.inserted is True
@@ -320,7 +254,7 @@ def test_provision_without_an_image_boots_from_pxe(
     step = driver.provision(node(box, emulator.url, "pxe"), ProvisionRequest("inst_p", (0,), "h"))
     assert step.ok, step.message
     assert "boot override: Pxe once" in step.notes
-    assert emulator.system("pxe").boot.target is sushy.BootSource.PXE
+    assert emulator.system(system_uuid("pxe")).boot.target is sushy.BootSource.PXE
 
 
 def test_health_and_inventory_come_from_the_bmc(
@@ -488,7 +422,7 @@ def test_a_self_signed_bmc_needs_verify_tls_false(
         trusted = driver.health(node(box, emu.url, "read", verify_tls=False))
         assert trusted.ok, trusted.message
     finally:
-        stop(proc)
+        stop_emulator(proc)
 
 
 # -- pure parts ----------------------------------------------------------------------------------

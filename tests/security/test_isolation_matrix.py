@@ -424,6 +424,11 @@ RULES: dict[str, Rule] = {
         body=lambda w: {"checks": [{"name": "gpu", "status": "pass"}]},
     ),
     "GET /api/v1/nodes/{node_id}/health": Rule("staff", path=lambda w: {"node_id": w.node}),
+    # power and inventory through the node's driver (the fixture's nodes are simulated)
+    "POST /api/v1/nodes/{node_id}/power": Rule(
+        "operator", path=lambda w: {"node_id": w.node}, body=lambda w: {"action": "on"}
+    ),
+    "GET /api/v1/nodes/{node_id}/inspect": Rule("staff", path=lambda w: {"node_id": w.node}),
     # the node agent: tokens are the operator's to give; the heartbeat takes no API key at all
     "POST /api/v1/nodes/{node_id}/agent-token": Rule(
         "operator", path=lambda w: {"node_id": w.node}

@@ -79,9 +79,13 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.state.ctx = AppContext(settings=settings, db=db, clock=clock, authenticate=authenticator)
     app.state.studio = studio
-    from neocloud.api.platform import secret_box, wire_ports
+    from neocloud.api.node_console import DriverConsole
+    from neocloud.api.platform import platform_drivers, secret_box, wire_ports
 
     app.state.secret_box = secret_box(settings)  # seals node credentials (write-only)
+    # The API's own drivers (short timeouts): `nodes power` and `nodes inspect` run them now.
+    app.state.drivers = platform_drivers(settings, interactive=True)
+    app.state.node_console = DriverConsole(app.state.drivers)
     wire_ports(app.state, db)  # compute's prices, tenancy's quota usage and GPU model names
     install_error_handlers(app)
 
@@ -114,6 +118,12 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         authenticate=lambda token: authenticator(app.state.ctx, token),
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
+    )
+    from neocloud.api.agent_fastpath import AgentHeartbeatFastPath
+
+    # Ordinary agent heartbeats skip the body limit, idempotency and FastAPI (inside the audit).
+    app.add_middleware(
+        AgentHeartbeatFastPath, state=app.state, max_body_bytes=settings.max_body_bytes
     )
     from neocloud.api.audit import AuditMiddleware
 

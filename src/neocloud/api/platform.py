@@ -3,7 +3,9 @@ its background work (compute worker, invoicing), in the API's process or in one 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.worker import Worker
     from neocloud.drivers.base import Drivers
+    from neocloud.drivers.ssh_commands import AgentInstall
 
 
 @dataclass
@@ -79,12 +82,18 @@ def secret_box(settings: Settings) -> SecretBox:
         return SecretBox(settings.secret_key)
     path = settings.data_dir / SECRET_KEY_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return SecretBox(path.read_text().strip())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(SecretBox.new_key().decode("ascii") + "\n")
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: two processes starting
+        # at once agree on one key, and neither ever reads a half-written file.
+        tmp = settings.data_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(SecretBox.new_key().decode("ascii") + "\n")
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return SecretBox(path.read_text().strip())
 
 
@@ -115,22 +124,46 @@ class Background:
         self.db.dispose()
 
 
-def platform_drivers(settings: Settings) -> Drivers:
+def platform_drivers(settings: Settings, *, interactive: bool = False) -> Drivers:
     """The drivers this platform runs, chosen per node by its ``driver``: the simulator
-    (``NEOCLOUD_SIM_*``) for the demo fleet, and ``ssh`` for servers that already have an OS,
-    which opens a node's sealed credentials with the platform's secret box. Every process that
-    drives nodes (``neocloud up``, ``neocloud worker``) gets them here."""
+    (``NEOCLOUD_SIM_*``) for the demo fleet, ``ssh`` for servers that already have an OS and
+    ``redfish`` for servers driven through their BMC, both opening a node's sealed credentials
+    with the platform's secret box. Every process that drives nodes (``neocloud up``,
+    ``neocloud worker``) gets them here; the API process too (``interactive``: shorter timeouts,
+    as an operator's ``nodes power`` or ``nodes inspect`` waits for the answer)."""
     from neocloud.drivers.base import Driver, Drivers
+    from neocloud.drivers.redfish import RedfishDriver
     from neocloud.drivers.sim import SimDriver
+    from neocloud.drivers.ssh import SshDriver
 
+    box = secret_box(settings)
     drivers: dict[str, Driver] = {"sim": SimDriver.from_settings(settings)}
-    try:  # the ssh driver arrives with its own change; until then ssh nodes do not pass burn-in
-        from neocloud.drivers.ssh import SshDriver  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
+    if interactive:
+        drivers["ssh"] = SshDriver(box, connect_timeout_s=5, command_timeout_s=20)
+        drivers["redfish"] = RedfishDriver(box, timeout_s=10, retries=1)
     else:
-        drivers["ssh"] = SshDriver(secret_box(settings))
+        drivers["ssh"] = SshDriver(box, agent=agent_install(settings))
+        drivers["redfish"] = RedfishDriver(box)
     return Drivers(drivers)
+
+
+def agent_install(settings: Settings) -> AgentInstall | None:
+    """How the ssh driver installs the node agent at burn-in (``NEOCLOUD_AGENT_INSTALL``,
+    ``_PYTHON``, ``_PYTHONPATH``, ``_WHEEL``); None when it is off. An unusable combination
+    (pythonpath without a path, wheel without a file) stops the platform with the reason."""
+    if settings.agent_install == "off":
+        return None
+    from neocloud.drivers.ssh_commands import AgentInstall, SshConfigError
+
+    try:
+        return AgentInstall(
+            settings.agent_install,
+            python=settings.agent_python,
+            pythonpath=settings.agent_pythonpath,
+            wheel=None if settings.agent_wheel is None else str(settings.agent_wheel.resolve()),
+        )
+    except SshConfigError as exc:
+        raise Conflict(f"NEOCLOUD_AGENT_INSTALL: {exc}", code="agent_install_invalid") from None
 
 
 def start_background(settings: Settings, clock: Clock) -> Background:

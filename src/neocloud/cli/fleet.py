@@ -1,5 +1,6 @@
 """CLI for the fleet: ``neocloud fleet generate|import|summary|topology|gpu-models`` and
-``neocloud nodes add|list|get|events|cordon|uncordon|drain|retire|transition|health``.
+``neocloud nodes add|list|get|events|cordon|uncordon|drain|retire|transition|health|power|
+inspect``.
 
 Where a command takes a node id, a unique hostname works too."""
 
@@ -171,13 +172,13 @@ def fleet_import(
 
 
 def inline_key_files(file: Path) -> str:
-    """The spec's text, with each ``driver_config.private_key_file`` (templates and nodes
-    listed one by one) replaced by the key it names, read relative to the spec file. A spec
-    without one is sent as written."""
+    """The spec's text, with each ``driver_config.private_key_file`` and ``bmc_password_file``
+    (templates and nodes listed one by one) replaced by the key or password it names, read
+    relative to the spec file. A spec without one is sent as written."""
     import yaml
 
     text = file.read_text(encoding="utf-8")
-    if "private_key_file" not in text:
+    if "private_key_file" not in text and "bmc_password_file" not in text:
         return text
     try:
         data = yaml.safe_load(text)
@@ -198,6 +199,8 @@ def inline_key_files(file: Path) -> str:
             except (OSError, UnicodeDecodeError) as exc:
                 err.print(f"[red]error[/red] cannot read the key file {path}: {exc}")
                 raise typer.Exit(2) from None
+        if isinstance(config, dict) and isinstance(config.get("bmc_password_file"), str):
+            config["bmc_password"] = _first_line(file.parent / config.pop("bmc_password_file"))
     dumped: str = yaml.safe_dump(data, sort_keys=False)
     return dumped
 
@@ -313,7 +316,8 @@ def nodes_add(
     ] = None,
     nvme_gib: Annotated[int, typer.Option("--nvme-gib", min=0, help="Local NVMe, GiB")] = 0,
     driver: Annotated[
-        Literal["ssh", "sim"], typer.Option("--driver", help="What runs it: ssh (a real server)")
+        Literal["ssh", "redfish", "sim"],
+        typer.Option("--driver", help="What runs it: ssh (a server with an OS), redfish (its BMC)"),
     ] = "ssh",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="SSH port")] = 22,
     user: Annotated[str, typer.Option("--user", help="The user the driver logs in as")] = "root",
@@ -334,12 +338,67 @@ def nodes_add(
     reboot_command: Annotated[
         str | None, typer.Option("--reboot-command", help="How to reboot it (default: reboot)")
     ] = None,
+    agent_recorded: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-recorded",
+            help="The node agent replays this recorded GPU source (h100, h200, h100-ecc, "
+            "h100-lost-gpu) instead of NVML, reported simulated: servers without GPUs",
+        ),
+    ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v, repeatable")] = None,
+    bmc_url: Annotated[
+        str | None, typer.Option("--bmc-url", help="https://… of the BMC (redfish driver)")
+    ] = None,
+    bmc_username: Annotated[
+        str | None, typer.Option("--bmc-username", help="The BMC user (redfish driver)")
+    ] = None,
+    bmc_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--bmc-password-file",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A file whose first line is the BMC password (redfish driver); sent once, "
+            "sealed, never shown again",
+        ),
+    ] = None,
+    system_id: Annotated[
+        str | None,
+        typer.Option("--system-id", help="The Redfish system, where the BMC lists several"),
+    ] = None,
+    no_verify_tls: Annotated[
+        bool,
+        typer.Option("--no-verify-tls", help="Accept the BMC's self-signed TLS certificate"),
+    ] = False,
+    image_url: Annotated[
+        str | None,
+        typer.Option("--image-url", help="The ISO the BMC boots at provision (virtual media)"),
+    ] = None,
+    boot_target: Annotated[
+        Literal["cd", "pxe", "hdd"] | None,
+        typer.Option("--boot-target", help="What provision boots once (cd with an image)"),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Register a server: it starts enrolled, and burn-in checks it (reachable, disk writable,
-    GPUs visible) before any tenant gets it."""
+    GPUs visible; a redfish node powered on and its BMC's health read) before any tenant gets
+    it."""
     config: dict[str, Any] | None = None
+    if driver == "redfish":
+        config = {
+            "bmc_url": bmc_url,
+            "bmc_username": bmc_username,
+            "system_id": system_id,
+            "image_url": image_url,
+            "boot_target": boot_target,
+        }
+        if no_verify_tls:
+            config["verify_tls"] = False
+        if bmc_password_file is not None:
+            config["bmc_password"] = _first_line(bmc_password_file)
+        config = {k: v for k, v in config.items() if v is not None}
     if driver == "ssh":
         config = {
             "address": address,
@@ -355,6 +414,8 @@ def nodes_add(
             config["host_key"] = host_key
         if reboot_command is not None:
             config["reboot_command"] = reboot_command
+        if agent_recorded is not None:
+            config["agent_recorded"] = agent_recorded
         config = {k: v for k, v in config.items() if v is not None}
     node = STATE.client().nodes.add(
         hostname,
@@ -375,6 +436,16 @@ def nodes_add(
             f"{node['id']} ({node['hostname']}): {node['state']}, driver {node['driver']}; "
             "burn-in checks it next"
         )
+
+
+def _first_line(path: Path) -> str:
+    """A password file's first line, without its line ending (the password as typed)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error[/red] cannot read {path}: {type(exc).__name__}")
+        raise typer.Exit(2) from None
+    return text.split("\n", 1)[0].removesuffix("\r")
 
 
 @nodes_app.command("list")
@@ -518,3 +589,45 @@ def nodes_health(
         out.print(
             f"{node['id']} ({node['hostname']}): health {node['health']}, state {node['state']}"
         )
+
+
+@nodes_app.command("power")
+@api_call
+def nodes_power(
+    node_ref: NodeRef,
+    action: Annotated[
+        Literal["on", "off", "reset"], typer.Argument(help="on, off (hard) or reset (hard)")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Even while a tenant's workload is on the node")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Switch a node's power now, through its driver (a redfish node's BMC; ssh nodes cannot)."""
+    result = STATE.client().nodes.power(node_id(node_ref), action, force=force)
+    if as_json:
+        print_json(result)
+        return
+    took = f"; the machine gets there in about {result['duration_s']:g} s"
+    out.print(
+        f"{result['node_id']} ({result['hostname']}): power {result['action']} accepted"
+        + (took if result["duration_s"] else "")
+        + (" [forced]" if result["forced"] else "")
+        + (" [simulated]" if result["simulated"] else "")
+    )
+    for note in result.get("notes") or []:
+        out.print(f"  {note}")
+
+
+@nodes_app.command("inspect")
+@api_call
+def nodes_inspect(node_ref: NodeRef, as_json: Json = False) -> None:
+    """A node's inventory, read now through its driver (BMC, SSH; a simulated node's declared
+    facts)."""
+    result = STATE.client().nodes.inspect(node_id(node_ref))
+    if as_json:
+        print_json(result)
+        return
+    source = result["source"] + (", simulated" if result["simulated"] else "")
+    out.print(f"{result['node_id']} ({result['hostname']}), driver {result['driver']} ({source})")
+    print_object(result["inventory"], as_json=False)

@@ -78,7 +78,10 @@ class NodesResource(Resource):
         before any tenant gets it. ``driver_config`` for ``ssh``: ``address``, ``private_key``
         (the key's text; write-only, never returned), and optionally ``port``, ``user``,
         ``gpu_check`` (``nvidia-smi`` or ``none``), ``sudo``, ``scratch_paths``, ``host_key``,
-        ``reboot_command``."""
+        ``reboot_command``; for ``redfish``: ``bmc_url``, ``bmc_username``, ``bmc_password``
+        (write-only, never returned), and optionally ``system_id``, ``verify_tls``,
+        ``image_url``, ``boot_target`` (``cd``, ``pxe``, ``hdd``), ``reboot`` (``force``,
+        ``graceful``), ``power_s``, ``boot_s``."""
         body: Obj = {
             "hostname": hostname,
             "gpu_model": gpu_model,
@@ -138,6 +141,19 @@ class NodesResource(Resource):
     def transition(self, node_id: str, to: str, *, reason: str | None = None) -> Obj:
         body = {"to": to, "reason": reason} if reason else {"to": to}
         result: Obj = self._c.post(f"nodes/{node_id}/transition", body)
+        return result
+
+    def power(self, node_id: str, action: str, *, force: bool = False) -> Obj:
+        """Switch the node's power now through its driver: ``on``, ``off`` or ``reset``;
+        ``force`` even while a tenant's workload is on it. A failure (409 ``power_failed``)
+        is not retried (a BMC locks its account after repeated failed logins)."""
+        result: Obj = self._c.post(f"nodes/{node_id}/power", {"action": action, "force": force})
+        return result
+
+    def inspect(self, node_id: str) -> Obj:
+        """The node's inventory, read now through its driver (its BMC, SSH, or the declared
+        facts of a simulated node)."""
+        result: Obj = self._c.get(f"nodes/{node_id}/inspect")
         return result
 
     def health(self, node_id: str, *, history: int | None = None) -> Obj:

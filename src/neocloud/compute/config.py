@@ -24,6 +24,10 @@ class ComputeConfig:
     # the retention are pruned (``fleet.agent``).
     agent_silence_s: float = 60.0
     agent_retention_s: float = 24 * 3600.0
+    # Burn-in installs the agent where the driver can (``NEOCLOUD_AGENT_INSTALL``), pointed at
+    # this URL, and waits this long for its first heartbeat; None: no agent at burn-in.
+    agent_control_plane_url: str | None = None
+    agent_report_timeout_s: float = 120.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeConfig:
@@ -35,6 +39,10 @@ class ComputeConfig:
             burn_in=settings.compute_burn_in,
             agent_silence_s=settings.agent_silence_s,
             agent_retention_s=settings.agent_retention_h * 3600,
+            agent_control_plane_url=None
+            if settings.agent_install == "off"
+            else settings.resolved_public_url(),
+            agent_report_timeout_s=settings.agent_report_timeout_s,
         )
 
 

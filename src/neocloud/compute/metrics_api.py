@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.compute import service
 from neocloud.compute.tables import AllocationRow
+from neocloud.db.base import table_of
 from neocloud.fleet import agent
 from neocloud.fleet.agent_schemas import GpuSeriesPointOut, GpuTelemetryOut, InstanceMetricsOut
 from neocloud.kernel.clock import ensure_utc
@@ -27,18 +28,23 @@ DEFAULT_WINDOW = timedelta(hours=1)
 BUSY_LOOKAHEAD = timedelta(minutes=15)
 
 
+_ALLOCATIONS = table_of(AllocationRow)
+# Built once and run on the session's connection: the heartbeat asks it on every idle beat.
+_BUSY = (
+    sa.select(_ALLOCATIONS.c.id)
+    .where(
+        _ALLOCATIONS.c.node_id == sa.bindparam("node_id"),
+        _ALLOCATIONS.c.start_at <= sa.bindparam("soon"),
+        sa.or_(_ALLOCATIONS.c.end_at.is_(None), _ALLOCATIONS.c.end_at > sa.bindparam("now")),
+    )
+    .limit(1)
+)
+
+
 def node_busy(s: Session, node_id: str, now: datetime) -> bool:
     """Whether the node holds an allocation now or one that starts within ``BUSY_LOOKAHEAD``."""
-    found = s.scalar(
-        sa.select(AllocationRow.id)
-        .where(
-            AllocationRow.node_id == node_id,
-            AllocationRow.start_at <= now + BUSY_LOOKAHEAD,
-            sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > now),
-        )
-        .limit(1)
-    )
-    return found is not None
+    params = {"node_id": node_id, "soon": now + BUSY_LOOKAHEAD, "now": now}
+    return s.connection().execute(_BUSY, params).first() is not None
 
 
 @router.get("/instances/{instance_id}/metrics", response_model=InstanceMetricsOut, tags=TAG)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from neocloud.compute.burn_in import run_burn_in
+from neocloud.compute.burn_in import AgentBurnIn, run_burn_in
 from neocloud.compute.config import ComputeConfig, ScheduleReport
 from neocloud.compute.reconciler import Reconciler, evict_drained
 from neocloud.compute.reservations import reconcile_reservations
@@ -71,6 +71,10 @@ class Worker:
         self.db, self.clock = db, clock
         self.drivers = Drivers.of(driver)  # chosen per node (``NodeRef.driver``)
         self.config = config or ComputeConfig()
+        url = self.config.agent_control_plane_url
+        self.agent_burn_in = (
+            None if url is None else AgentBurnIn(url, self.config.agent_report_timeout_s)
+        )
         holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease = LeaderLease(db, clock, name=LEASE_NAME, holder=holder, ttl_s=lease_ttl_s)
         self.reconciler = Reconciler(db, clock, self.drivers, lease_ttl_s=self.config.lease_ttl_s)
@@ -88,7 +92,9 @@ class Worker:
         reconcile_reservations(db=self.db, clock=self.clock, config=self.config)
         burned_in = 0
         if self.config.burn_in:
-            b = run_burn_in(db=self.db, clock=self.clock, driver=self.drivers)
+            b = run_burn_in(
+                db=self.db, clock=self.clock, driver=self.drivers, agent=self.agent_burn_in
+            )
             burned_in = len(b.started) + len(b.passed) + len(b.failed)
         run_agent_steps(  # silent agents' nodes fail (compute heals below); old telemetry goes
             db=self.db,

@@ -22,9 +22,8 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,102 +33,38 @@ from sushy.auth import SessionOrBasicAuth  # type: ignore[import-untyped]
 from urllib3.exceptions import InsecureRequestWarning
 
 from neocloud.drivers.base import HealthResult, NodeRef, ProvisionRequest, StepResult
+from neocloud.fleet.node_drivers import (
+    BOOT_TARGETS,
+    REBOOT_TYPES,
+    RedfishConfig,
+    RedfishConfigError,
+    parse_config,
+)
 from neocloud.kernel.secrets import SealedSecretError, SecretBox
 
 log = logging.getLogger(__name__)
 
 SEALED_KEYS = ("bmc_username", "bmc_password")
-BOOT_TARGETS = {"cd": "Cd", "pxe": "Pxe", "hdd": "Hdd"}
-REBOOT_TYPES = {"force": "ForceRestart", "graceful": "GracefulRestart"}
 # Redfish health → the platform's check status; a BMC that reports none is a warning.
 HEALTH_STATUS = {"OK": "pass", "Warning": "warn", "Critical": "fail"}
 _RANK = {"pass": 0, "warn": 1, "fail": 2}
-
-
-class RedfishConfigError(ValueError):
-    """A node's ``driver_config`` is unusable; ``key`` names the setting."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"driver_config.{key}: {message}")
-        self.key = key
+# The settings are checked where the fleet registers a node (``fleet.node_drivers``), one copy
+# for registration and for every step here; re-exported for the driver's callers.
+__all__ = [
+    "BOOT_TARGETS",
+    "REBOOT_TYPES",
+    "SEALED_KEYS",
+    "RedfishConfig",
+    "RedfishConfigError",
+    "RedfishDriver",
+    "RedfishError",
+    "health_status",
+    "parse_config",
+]
 
 
 class RedfishError(Exception):
     """A step cannot go on; the message names the node and the cause (never a secret)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RedfishConfig:
-    """A node's non-secret Redfish settings (``NodeRef.config``), checked."""
-
-    bmc_url: str
-    system_id: str | None = None
-    verify_tls: bool = True
-    image_url: str | None = None
-    boot_target: str = "Pxe"  # a Redfish BootSourceOverrideTarget
-    reboot_type: str = "ForceRestart"
-    power_s: float | None = None
-    boot_s: float | None = None
-
-
-def _http_url(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise RedfishConfigError(key, "must be an http:// or https:// URL")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RedfishConfigError(key, "must be an http:// or https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise RedfishConfigError(key, "must not carry credentials (they are sealed separately)")
-    return value.rstrip("/") if key == "bmc_url" else value
-
-
-def _seconds(key: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 7200:
-        raise RedfishConfigError(key, "must be a number of seconds from 0 to 7200")
-    return float(value)
-
-
-def parse_config(
-    config: Mapping[str, Any], *, bmc: Mapping[str, Any] | None = None
-) -> RedfishConfig:
-    """Check a node's Redfish settings; ``RedfishConfigError`` names the first bad one.
-    ``bmc``: the node's fleet record of its BMC, whose ``endpoint`` (from the fleet spec's
-    ``bmc`` pattern) serves when the config names no ``bmc_url``."""
-    url = config.get("bmc_url")
-    if url is None and bmc is not None:
-        url = bmc.get("endpoint")
-    bmc_url = _http_url("bmc_url", url)
-    system_id = config.get("system_id")
-    if system_id is not None and (
-        not isinstance(system_id, str) or not re.fullmatch(r"[A-Za-z0-9._:/-]{1,200}", system_id)
-    ):
-        raise RedfishConfigError("system_id", "must be a Redfish system id or path")
-    verify = config.get("verify_tls", True)
-    if not isinstance(verify, bool):
-        raise RedfishConfigError("verify_tls", "must be true or false")
-    image = config.get("image_url")
-    image_url = None if image is None else _http_url("image_url", image)
-    default_boot = "cd" if image_url else "pxe"
-    boot = str(config.get("boot_target", default_boot)).lower()
-    if boot not in BOOT_TARGETS:
-        raise RedfishConfigError("boot_target", f"must be one of {', '.join(BOOT_TARGETS)}")
-    if boot == "cd" and image_url is None:
-        raise RedfishConfigError("image_url", "is needed to boot from virtual media (cd)")
-    reboot = str(config.get("reboot", "force")).lower()
-    if reboot not in REBOOT_TYPES:
-        raise RedfishConfigError("reboot", f"must be one of {', '.join(REBOOT_TYPES)}")
-    return RedfishConfig(
-        bmc_url=bmc_url,
-        system_id=system_id,
-        verify_tls=verify,
-        image_url=image_url,
-        boot_target=BOOT_TARGETS[boot],
-        reboot_type=REBOOT_TYPES[reboot],
-        power_s=_seconds("power_s", config.get("power_s")),
-        boot_s=_seconds("boot_s", config.get("boot_s")),
-    )
 
 
 def health_status(*values: str | None) -> str:

@@ -59,8 +59,12 @@ class SshDriver:
         reboot_timeout_s: float = 600,
         kill_timeout_s: float = 15,
         reboot_poll_s: float = 2.0,
+        agent: sc.AgentInstall | None = None,
+        agent_install_timeout_s: float = 600,
     ) -> None:
         self.box = box
+        self.agent = agent  # how burn-in installs the node agent; None: it does not
+        self.agent_install_timeout_s = agent_install_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.user_data_timeout_s = user_data_timeout_s
@@ -523,6 +527,95 @@ class SshDriver:
             return StepResult(False, 0.0, f"node {node.hostname}: wipe: " + "; ".join(problems))
         return StepResult(True, 0.0, None)
 
+    # --- the node agent ---------------------------------------------------------------------
+
+    @property
+    def installs_agent(self) -> bool:
+        """Whether burn-in should install the agent on this driver's nodes."""
+        return self.agent is not None
+
+    def install_agent(
+        self, node: NodeRef, *, control_plane_url: str, token: str, recorded: str | None
+    ) -> StepResult:
+        """Put the agent's code on the node (``self.agent`` says how), write its ``token`` to a
+        root-only file (through stdin: never on a command line, never logged), and (re)start
+        it as a service: a systemd unit where systemd runs the node, else a supervised
+        background process. ``recorded``: a recorded GPU source (reported simulated)."""
+        return self._step(
+            node,
+            "install agent",
+            lambda: self._install_agent(node, control_plane_url, token, recorded),
+        )
+
+    def _install_agent(
+        self, node: NodeRef, url: str, token: str, recorded: str | None
+    ) -> StepResult:
+        install = self.agent
+        if install is None:
+            return StepResult(False, 0.0, f"node {node.hostname}: agent install is off")
+        try:
+            env = sc.agent_env(
+                control_plane_url=url, node_id=node.id, recorded=recorded, install=install
+            )
+            wheel = (
+                sc.wheel_name(install.wheel) if install.mode == "wheel" and install.wheel else None
+            )
+        except sc.SshConfigError as exc:
+            raise SshStepError(f"node {node.hostname}: install agent: {exc}") from None
+        where = f"node {node.hostname}: install agent"
+        with self.connect(node) as session:
+            if wheel is not None and install.wheel is not None:
+                try:
+                    with open(install.wheel, "rb") as fh:
+                        data = fh.read()
+                except OSError as exc:
+                    raise SshStepError(
+                        f"{where}: cannot read the wheel {install.wheel}:"
+                        f" {exc.strerror or type(exc).__name__}"
+                    ) from None
+                done = session.run(
+                    sc.assign(WHEEL=wheel, PY=install.python) + sc.AGENT_INSTALL_WHEEL,
+                    what="install agent: wheel",
+                    stdin=data,
+                    timeout=self.agent_install_timeout_s,
+                )
+            else:
+                done = session.run(
+                    sc.assign(PY=install.python, PP=install.pythonpath or "")
+                    + sc.AGENT_CHECK_PYTHONPATH,
+                    what="install agent: check python",
+                )
+            if done.status != 0:
+                detail = sc.one_line(sc.output_tail(done.stdout + done.stderr, 600), 400)
+                reasons = {
+                    150: f"neocloud's agent cannot be imported with {install.node_python}",
+                    151: f"cannot make the venv {sc.AGENT_VENV} with {install.python}",
+                    152: f"pip could not install {wheel}",
+                }
+                reason = reasons.get(done.status, f"exit {done.status}")
+                return StepResult(False, 0.0, f"{where}: {reason}{': ' + detail if detail else ''}")
+            wrote = session.run(
+                sc.AGENT_TOKEN_WRITE, what="install agent: token", stdin=token.encode()
+            )
+            if wrote.status != 0:
+                return StepResult(
+                    False,
+                    0.0,
+                    f"{where}: writing {sc.AGENT_TOKEN_FILE} failed (exit {wrote.status})"
+                    f"{': ' + wrote.err if wrote.err else ''}",
+                )
+            started = session.run(sc.agent_configure_script(env), what="install agent: start")
+            mode = started.out.strip().splitlines()[-1] if started.out.strip() else ""
+            if started.status != 0 or mode not in ("systemd", "supervised"):
+                return StepResult(
+                    False,
+                    0.0,
+                    f"{where}: the agent did not start (exit {started.status})"
+                    f"{': ' + started.err if started.err else ''}",
+                )
+        how = "systemd unit neocloud-agent" if mode == "systemd" else "supervised process"
+        return StepResult(True, 0.0, f"agent started on node {node.hostname} ({how})", notes=(how,))
+
     def _gpus_idle(self, session: Session) -> list[str]:
         done = session.run(sc.GPU_APPS_QUERY, what="wipe: GPU processes")
         if done.status != 0:
@@ -531,6 +624,64 @@ class SshDriver:
         if pids:
             return [f"GPUs not idle: compute processes {' '.join(pids[:50])}"]
         return []
+
+    # --- inventory (``neocloud nodes inspect``) ---------------------------------------------
+
+    INSPECT_SCRIPT = (
+        "printf 'hostname=%s\\n' \"$(hostname)\"\n"
+        "printf 'kernel=%s\\n' \"$(uname -r)\"\n"
+        'printf \'os=%s\\n\' "$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null)"\n'
+        "printf 'cpus=%s\\n' \"$(nproc)\"\n"
+        "printf 'cpu_model=%s\\n' \"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo"
+        ' | head -n 1)"\n'
+        "printf 'mem_kib=%s\\n' \"$(sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\) kB/\\1/p'"
+        ' /proc/meminfo)"\n'
+        "if ! command -v nvidia-smi >/dev/null 2>&1; then echo nvidia_smi=absent;\n"
+        "elif g=$(nvidia-smi --query-gpu=index,name,uuid,memory.total"
+        " --format=csv,noheader,nounits 2>&1); then printf '%s\\n' \"$g\" | sed 's/^/gpu=/';\n"
+        'else echo "nvidia_smi=failed"; fi\n'
+    )
+
+    def inspect(self, node: NodeRef) -> dict[str, object]:
+        """A small inventory read over SSH: hostname, kernel, OS, CPUs (count, model), memory
+        (GiB), and the GPUs ``nvidia-smi`` lists (index, name, UUID, memory MiB);
+        ``gpus`` is ``None`` where nvidia-smi is absent or fails (``nvidia_smi`` says which).
+        ``SshStepError`` when the node cannot be reached or the script cannot run."""
+        with self.connect(node) as session:
+            done = session.check(self.INSPECT_SCRIPT, what="inspect")
+        facts: dict[str, str] = {}
+        gpus: list[dict[str, object]] = []
+        for line in done.out.splitlines():
+            key, _, value = line.partition("=")
+            if key == "gpu":
+                parts = [p.strip() for p in value.split(",")]
+                if len(parts) >= 4:
+                    index, name, uuid, memory = parts[:4]
+                    gpus.append(
+                        {
+                            "index": int(index) if index.isdigit() else index,
+                            "name": name,
+                            "uuid": uuid,
+                            "memory_mib": int(memory) if memory.isdigit() else None,
+                        }
+                    )
+            elif key:
+                facts[key] = sc.one_line(value, 200)
+        smi = facts.get("nvidia_smi", "ok")
+        mem_kib = facts.get("mem_kib", "")
+        cpus = facts.get("cpus", "")
+        return {
+            "hostname": facts.get("hostname") or None,
+            "kernel": facts.get("kernel") or None,
+            "os": facts.get("os") or None,
+            "cpus": {
+                "count": int(cpus) if cpus.isdigit() else None,
+                "model": facts.get("cpu_model") or None,
+            },
+            "memory_gib": round(int(mem_kib) / 1024**2, 1) if mem_kib.isdigit() else None,
+            "nvidia_smi": smi,
+            "gpus": gpus if smi == "ok" else None,
+        }
 
     # --- run_root (the Executor capability) ------------------------------------------------
 

@@ -568,3 +568,229 @@ def user_data_kind(user_data: str) -> str:
     if user_data.startswith("#cloud-config"):
         return "cloud-config"
     raise SshConfigError("user data must start with '#!' (a script) or '#cloud-config'")
+
+
+# --- the node agent ------------------------------------------------------------------------------
+# Burn-in installs ``neocloud agent`` on the node and starts it as a service (docs/agent-node.md):
+# the token in a root-only file (sent on stdin, never on a command line), the settings in an env
+# file the launcher reads at each start, a systemd unit where systemd is PID 1 and otherwise a
+# supervisor process (setsid, a pidfile) that restarts the agent when it exits.
+
+AGENT_RECORDED = ("h100", "h200", "h100-ecc", "h100-lost-gpu")  # the agent's recorded sources
+AGENT_INSTALL_MODES = ("wheel", "pythonpath")
+AGENT_ETC = "/etc/neocloud"
+AGENT_TOKEN_FILE = f"{AGENT_ETC}/agent-token"
+AGENT_ENV_FILE = f"{AGENT_ETC}/agent.env"
+AGENT_RUN = "/usr/local/sbin/neocloud-agent-run"
+AGENT_CTL = "/usr/local/sbin/neocloud-agent-ctl"
+AGENT_UNIT = "/etc/systemd/system/neocloud-agent.service"
+AGENT_PIDFILE = "/run/neocloud-agent.pid"
+AGENT_LOG = "/var/log/neocloud-agent.log"
+AGENT_VENV = "/opt/neocloud-agent"
+AGENT_WHEEL_DIR = f"{STATE_DIR}/agent"
+_WHEEL_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,200}\.whl$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInstall:
+    """How burn-in puts the agent's code on a node (``NEOCLOUD_AGENT_*``). ``wheel``: the wheel
+    at ``wheel`` (a file of the control plane) is copied over and pip-installed into a venv at
+    /opt/neocloud-agent made with ``python``; ``pythonpath``: the node already sees neocloud's
+    source at ``pythonpath`` (a shared filesystem; test hosts see the machine's) and runs it with
+    ``python``."""
+
+    mode: str
+    python: str = "python3"
+    pythonpath: str | None = None
+    wheel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in AGENT_INSTALL_MODES:
+            raise SshConfigError(f"agent install mode {self.mode!r}: wheel or pythonpath")
+        if not self.python.strip() or any(c in self.python for c in "\n\r\x00"):
+            raise SshConfigError("the agent's python must be a command or a path")
+        if self.mode == "pythonpath" and not (self.pythonpath or "").startswith("/"):
+            raise SshConfigError("agent install pythonpath needs an absolute agent_pythonpath")
+        if self.mode == "wheel" and not self.wheel:
+            raise SshConfigError("agent install wheel needs agent_wheel (the wheel file)")
+
+    @property
+    def node_python(self) -> str:
+        """The interpreter the launcher runs on the node."""
+        return f"{AGENT_VENV}/bin/python" if self.mode == "wheel" else self.python
+
+
+def agent_env(
+    *, control_plane_url: str, node_id: str, recorded: str | None, install: AgentInstall
+) -> str:
+    """The env file the launcher reads (shell assignments, every value quoted)."""
+    if not _URL_RE.match(control_plane_url):
+        raise SshConfigError(f"control plane URL {control_plane_url!r} is not an http(s) URL")
+    if not _NODE_ID_RE.match(node_id):
+        raise SshConfigError(f"node id {node_id!r} has characters a setting cannot")
+    if recorded is not None and recorded not in AGENT_RECORDED:
+        raise SshConfigError(f"agent_recorded {recorded!r}: one of {', '.join(AGENT_RECORDED)}")
+    return "# written by neocloud at burn-in; `neocloud-agent-ctl restart` applies a change\n" + (
+        assign(
+            AGENT_CONTROL_PLANE=control_plane_url,
+            AGENT_NODE_ID=node_id,
+            AGENT_RECORDED=recorded or "",
+            AGENT_PYTHON=install.node_python,
+            AGENT_PYTHONPATH=(install.pythonpath or "") if install.mode == "pythonpath" else "",
+        )
+    )
+
+
+def wheel_name(path: str) -> str:
+    """The wheel's file name (pip reads the package's name and version from it)."""
+    name = posixpath.basename(path)
+    if not _WHEEL_RE.match(name):
+        raise SshConfigError(f"agent wheel {name!r} is not a wheel file name (NAME-VER-….whl)")
+    return name
+
+
+# The token arrives on stdin and lands in a root-only file (0600 from its first byte).
+AGENT_TOKEN_WRITE = f"""\
+set -eu
+umask 077
+mkdir -p {AGENT_ETC}
+chmod 0755 {AGENT_ETC}
+tmp=$(mktemp {AGENT_ETC}/.agent-token.XXXXXX)
+cat > "$tmp"
+chown 0:0 "$tmp"
+chmod 0600 "$tmp"
+mv -f "$tmp" {AGENT_TOKEN_FILE}
+"""
+
+# Exit 150: neocloud's agent cannot be imported with $PY and $PP (the output says why).
+AGENT_CHECK_PYTHONPATH = """\
+PYTHONPATH="$PP" "$PY" -c 'import neocloud.agent.main' 2>&1 || exit 150
+"""
+
+# The wheel arrives on stdin. Exit 151: no venv could be made; 152: pip failed; 150: the
+# installed agent cannot be imported.
+AGENT_INSTALL_WHEEL = f"""\
+set -u
+umask 022
+mkdir -p {AGENT_WHEEL_DIR} || exit 151
+cat > "{AGENT_WHEEL_DIR}/$WHEEL" || exit 151
+[ -x {AGENT_VENV}/bin/python ] || "$PY" -m venv {AGENT_VENV} 2>&1 || exit 151
+out=$({AGENT_VENV}/bin/python -m pip install --quiet --disable-pip-version-check \\
+  "{AGENT_WHEEL_DIR}/$WHEEL" 2>&1) || {{ printf '%s\\n' "$out" | tail -n 20; exit 152; }}
+{AGENT_VENV}/bin/python -c 'import neocloud.agent.main' 2>&1 || exit 150
+"""
+
+AGENT_RUN_SCRIPT = f"""\
+#!/bin/sh
+# The neocloud node agent's launcher (written by neocloud at burn-in). It reads {AGENT_ENV_FILE}
+# at each start; the token stays in its file (never on a command line).
+set -eu
+. {AGENT_ENV_FILE}
+token={AGENT_TOKEN_FILE}
+[ -z "${{CREDENTIALS_DIRECTORY:-}}" ] || token="$CREDENTIALS_DIRECTORY/agent-token"
+set -- --control-plane "$AGENT_CONTROL_PLANE" --node-id "$AGENT_NODE_ID" --token-file "$token"
+[ -z "${{AGENT_RECORDED:-}}" ] || set -- "$@" --recorded "$AGENT_RECORDED"
+[ -z "${{AGENT_PYTHONPATH:-}}" ] || export PYTHONPATH="$AGENT_PYTHONPATH"
+exec "$AGENT_PYTHON" -m neocloud.agent "$@"
+"""
+
+AGENT_CTL_SCRIPT = f"""\
+#!/bin/sh
+# neocloud-agent-ctl start|stop|restart|status (written by neocloud at burn-in): the agent as a
+# systemd unit where systemd runs the node, else under a supervisor that restarts it when it
+# exits (pidfile {AGENT_PIDFILE}, log {AGENT_LOG}).
+PIDFILE={AGENT_PIDFILE}
+LOG={AGENT_LOG}
+systemd_runs() {{ [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }}
+running() {{ [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
+stop_supervised() {{
+  running || {{ rm -f "$PIDFILE"; return 0; }}
+  pid=$(cat "$PIDFILE")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+}}
+case "${{1:-}}" in
+  supervise)
+    echo $$ > "$PIDFILE"
+    child=
+    trap '[ -z "$child" ] || kill -TERM "$child" 2>/dev/null; rm -f "$PIDFILE"; exit 0' TERM INT
+    while :; do
+      {AGENT_RUN} </dev/null & child=$!
+      wait "$child" || true
+      echo "$(date -u +%FT%TZ) neocloud-agent-ctl: the agent exited; restarting in 5 s"
+      sleep 5 & wait $!
+    done ;;
+  start)
+    if systemd_runs; then
+      systemctl daemon-reload && systemctl enable --quiet neocloud-agent \\
+        && systemctl restart neocloud-agent && echo systemd
+      exit $?
+    fi
+    stop_supervised
+    setsid "$0" supervise </dev/null >>"$LOG" 2>&1 &
+    i=0
+    while ! running && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    running && echo supervised ;;
+  stop)
+    if systemd_runs; then systemctl stop neocloud-agent; exit $?; fi
+    stop_supervised ;;
+  restart) "$0" stop && exec "$0" start ;;
+  status)
+    if systemd_runs; then systemctl is-active neocloud-agent; exit $?; fi
+    if running; then echo "running (supervisor $(cat "$PIDFILE"))"; else echo stopped; exit 3; fi ;;
+  *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+esac
+"""
+
+AGENT_UNIT_TEXT = f"""\
+# The neocloud node agent (written by neocloud at burn-in).
+[Unit]
+Description=neocloud node agent
+After=network-online.target nvidia-persistenced.service
+Wants=network-online.target
+
+[Service]
+Type=simple
+# systemd hands the service a private copy of the root-only token file.
+LoadCredential=agent-token:{AGENT_TOKEN_FILE}
+ExecStart={AGENT_RUN}
+Restart=always
+RestartSec=5
+KillSignal=SIGTERM
+TimeoutStopSec=30
+NoNewPrivileges=true
+ProtectSystem=full
+ProtectHome=read-only
+PrivateTmp=true
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Writes the env file, the launcher, the control script and (where systemd runs) the unit, then
+# (re)starts the agent; prints "systemd" or "supervised". Exit 153: it did not start.
+AGENT_CONFIGURE = f"""\
+set -eu
+umask 022
+mkdir -p {AGENT_ETC} /usr/local/sbin
+put() {{ printf '%s' "$2" > "$1.new" && chmod "$3" "$1.new" && mv -f "$1.new" "$1"; }}
+put {AGENT_ENV_FILE} "$ENVFILE" 0644
+put {AGENT_RUN} "$RUN" 0755
+put {AGENT_CTL} "$CTL" 0755
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  printf '%s' "$UNIT" > {AGENT_UNIT}
+fi
+{AGENT_CTL} restart || exit 153
+"""
+
+
+def agent_configure_script(env: str) -> str:
+    return (
+        assign(ENVFILE=env, RUN=AGENT_RUN_SCRIPT, CTL=AGENT_CTL_SCRIPT, UNIT=AGENT_UNIT_TEXT)
+        + AGENT_CONFIGURE
+    )

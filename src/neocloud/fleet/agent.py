@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
@@ -112,6 +113,9 @@ def issue_agent_token(*, db: Database, clock: Clock, node_id: str, actor: str) -
         if node is None:
             raise NotFound(f"no node {node_id}", code="node_not_found", param="node_id")
         s.execute(sa.delete(AgentTokenRow).where(AgentTokenRow.node_id == node_id))
+        # A new token means a new agent: the silence watch starts again at its first heartbeat
+        # (a node failed for silence, repaired and burnt in again is not failed at once).
+        node.agent_seen_at = None
         s.add(
             AgentTokenRow(
                 node_id=node_id,
@@ -156,47 +160,233 @@ def heartbeat(
     busy: BusyProbe | None = None,
 ) -> HeartbeatResult:
     """Record one heartbeat from the agent holding ``token``: 401 for an unknown or revoked
-    token, 403 ``agent_wrong_node`` when it names another node than the token's."""
+    token, 403 ``agent_wrong_node`` when it names another node than the token's.
+
+    The steady beat is a few prepared Core statements (the node by its token's hash, locked;
+    the GPUs' latest rows; their upsert; the node's row); the ORM is used only on a beat whose
+    check results change the node's health (rare), through ``apply_checks`` as before."""
     if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
         raise _invalid()
     now = clock.now()
     with db.transaction() as s:
-        node = s.scalars(
-            sa.select(NodeRow)
-            .join(AgentTokenRow, AgentTokenRow.node_id == NodeRow.id)
-            .where(AgentTokenRow.token_hash == hash_token(token))
-            .with_for_update(of=NodeRow)
-        ).first()
-        if node is None:
-            raise _invalid()
-        if beat.node_id != node.id:
-            raise PermissionDenied(
-                "this agent token reports for another node", code="agent_wrong_node"
+        return _record(s, now, token, beat, policy, busy)
+
+
+Refusal = AuthenticationFailed | PermissionDenied
+
+
+def heartbeats(
+    *,
+    db: Database,
+    clock: Clock,
+    beats: Sequence[tuple[str, HeartbeatIn]],
+    policy: AgentPolicy,
+    busy: BusyProbe | None = None,
+) -> list[HeartbeatResult | Refusal]:
+    """Record several agents' heartbeats (``(token, beat)``), each as ``heartbeat`` would, in
+    one transaction and a handful of statements for all of them: the nodes by their tokens'
+    hashes (locked, in id order), their GPUs' latest rows, one upsert of every GPU's row, the
+    closed buckets' series rows, the nodes' rows (one statement per set of changed columns).
+    A refused beat (its token unknown, a retired node's or another node's) gets its refusal in
+    its place and writes nothing; any other error rolls all of them back and propagates."""
+    now = clock.now()
+    out: list[HeartbeatResult | Refusal | None] = [None] * len(beats)
+    hashes: dict[int, str] = {}
+    for i, (token, _) in enumerate(beats):
+        if not is_agent_token(token) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
+            out[i] = _invalid()
+        else:
+            hashes[i] = hash_token(token)
+    with db.transaction() as s:
+        conn = s.connection()
+        found = {}
+        if hashes:
+            params = {"token_hashes": sorted(set(hashes.values()))}
+            found = {r.token_hash: r for r in conn.execute(_NODES_BY_TOKENS, params)}
+        merged: dict[str, tuple[int, Any, HeartbeatIn]] = {}  # node id -> (index, node, beat)
+        again: list[int] = []  # a second beat of a node in the batch: recorded after, alone
+        for i, digest in hashes.items():
+            node, beat = found.get(digest), beats[i][1]
+            if node is None or node.state == NodeState.RETIRED.value:
+                out[i] = _invalid()
+            elif beat.node_id != node.id:
+                out[i] = _wrong_node()
+            elif node.id in merged:
+                again.append(i)
+            else:
+                merged[node.id] = (i, node, beat)
+        prev: dict[str, dict[int, Any]] = {n: {} for n in merged}
+        if any(beat.telemetry for _, _, beat in merged.values()):
+            for r in conn.execute(_PREVIOUS_OF_NODES, {"node_ids": sorted(merged)}):
+                prev[r.node_id][r.gpu_index] = r
+        latest: list[dict[str, Any]] = []
+        finished: list[dict[str, Any]] = []
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        states: dict[str, str] = {}
+        for node_id, (_, node, beat) in merged.items():
+            uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
+            rows, closed = _telemetry_rows(
+                node_id, beat.telemetry, uuids, prev[node_id], now, policy.series_step_s
             )
-        uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
-        _record_telemetry(s, node.id, beat.telemetry, uuids, now, policy.series_step_s)
-        names = None
-        if beat.inventory is not None:
-            node.inventory = beat.inventory.model_dump(mode="json")
-            node.inventory_at = now
-            names = [g.name for g in beat.inventory.gpus]
-        node.agent_seen_at = now
-        node.agent_version = beat.agent_version
-        node.simulated = beat.simulated
-        results = health_rules.evaluate(
-            gpus=[_sample(t) for t in beat.telemetry],
-            inventory_names=names,
-            gpu_count=node.gpu_count,
-            gpu_model=node.gpu_model,
-            checks=[health_rules.AgentCheck(c.name, c.status, c.message) for c in beat.checks],
-        )
-        checks = [CheckResult(r.name, r.status, r.message) for r in results]
-        checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
-        apply_checks(s, node, checks, now, ACTOR, changes_only=True)
-        idle = node.state in IDLE_STATES and node.drain_requested_at is None
-        if idle and busy is not None:
-            idle = not busy(s, node.id, now)
-        return HeartbeatResult(policy.interval_s, node.state, idle)
+            latest += rows
+            finished += closed
+            values, checks = _node_values(node, beat, now)
+            if _changes(node.health_checks, checks):
+                states[node_id] = _apply_with_orm(s, node_id, values, checks, now)
+            else:
+                updates.setdefault(tuple(values), []).append({"node_id": node_id, **values})
+                states[node_id] = node.state
+        for columns, rows in updates.items():
+            conn.execute(_update_node(columns), rows)
+        _write_telemetry(conn, latest, finished)
+        for node_id, (i, node, _) in merged.items():
+            out[i] = _result(s, node, states[node_id], now, policy, busy)
+        for i in again:
+            try:
+                out[i] = _record(s, now, beats[i][0], beats[i][1], policy, busy)
+            except (AuthenticationFailed, PermissionDenied) as refused:  # before any write
+                out[i] = refused
+    return [r for r in out if r is not None]
+
+
+def _record(
+    s: Session,
+    now: datetime,
+    token: str,
+    beat: HeartbeatIn,
+    policy: AgentPolicy,
+    busy: BusyProbe | None,
+) -> HeartbeatResult:
+    """One heartbeat inside the caller's transaction; refusals are raised before any write."""
+    conn = s.connection()
+    node = conn.execute(_NODE_BY_TOKEN, {"token_hash": hash_token(token)}).first()
+    if node is None or node.state == NodeState.RETIRED.value:  # a retired node never reports
+        raise _invalid()
+    if beat.node_id != node.id:
+        raise _wrong_node()
+    uuids = {g.index: g.uuid for g in beat.inventory.gpus} if beat.inventory else {}
+    _record_telemetry(conn, node.id, beat.telemetry, uuids, now, policy.series_step_s)
+    values, checks = _node_values(node, beat, now)
+    if _changes(node.health_checks, checks):
+        state = _apply_with_orm(s, node.id, values, checks, now)
+    else:
+        conn.execute(_update_node(tuple(values)), {"node_id": node.id, **values})
+        state = node.state
+    return _result(s, node, state, now, policy, busy)
+
+
+def _wrong_node() -> PermissionDenied:
+    return PermissionDenied("this agent token reports for another node", code="agent_wrong_node")
+
+
+def _node_values(
+    node: Any, beat: HeartbeatIn, now: datetime
+) -> tuple[dict[str, Any], list[CheckResult]]:
+    """What a beat changes on its node's row (``node``: a ``_NODE_COLUMNS`` row), and the
+    check results the health rules give it."""
+    values: dict[str, Any] = {"agent_seen_at": now}
+    names = None
+    if beat.inventory is not None:
+        values["inventory"] = beat.inventory.model_dump(mode="json")
+        values["inventory_at"] = now
+        names = [g.name for g in beat.inventory.gpus]
+    if node.agent_version != beat.agent_version:
+        values["agent_version"] = beat.agent_version
+    if node.simulated is not beat.simulated:
+        values["simulated"] = beat.simulated
+    results = health_rules.evaluate(
+        gpus=[_sample(t) for t in beat.telemetry],
+        inventory_names=names,
+        gpu_count=node.gpu_count,
+        gpu_model=node.gpu_model,
+        checks=[health_rules.AgentCheck(c.name, c.status, c.message) for c in beat.checks],
+    )
+    checks = [CheckResult(r.name, r.status, r.message) for r in results]
+    checks.append(CheckResult(HEARTBEAT_CHECK, CheckStatus.PASS))
+    return values, checks
+
+
+def _apply_with_orm(
+    s: Session, node_id: str, values: dict[str, Any], checks: list[CheckResult], now: datetime
+) -> str:
+    """A beat whose results change the node's health: through the ORM and ``apply_checks``
+    (history rows, the node's health, a failure's state change); returns the node's state."""
+    row = s.get(NodeRow, node_id)  # locked already
+    assert row is not None
+    for name, value in values.items():
+        setattr(row, name, value)
+    apply_checks(s, row, checks, now, ACTOR, changes_only=True)
+    s.flush()  # before Core statements read the node again
+    return row.state
+
+
+def _result(
+    s: Session,
+    node: Any,
+    state: str,
+    now: datetime,
+    policy: AgentPolicy,
+    busy: BusyProbe | None,
+) -> HeartbeatResult:
+    idle = state in IDLE_STATES and node.drain_requested_at is None
+    if idle and busy is not None:
+        idle = not busy(s, node.id, now)
+    return HeartbeatResult(policy.interval_s, state, idle)
+
+
+_NODES = table_of(NodeRow)
+_TOKENS = table_of(AgentTokenRow)
+# What a heartbeat reads of its node, by the token's hash, locked (FOR UPDATE OF nodes on
+# PostgreSQL; SQLite's BEGIN IMMEDIATE holds the write lock already). Built once: a statement
+# built per beat costs more CPU than running it.
+_NODE_COLUMNS = (
+    _NODES.c.id,
+    _NODES.c.state,
+    _NODES.c.drain_requested_at,
+    _NODES.c.gpu_count,
+    _NODES.c.gpu_model,
+    _NODES.c.health_checks,
+    _NODES.c.agent_version,
+    _NODES.c.simulated,
+)
+_NODE_BY_TOKEN = (
+    sa.select(*_NODE_COLUMNS)
+    .join(_TOKENS, _TOKENS.c.node_id == _NODES.c.id)
+    .where(_TOKENS.c.token_hash == sa.bindparam("token_hash"))
+    .with_for_update(of=_NODES)
+)
+# A batch's nodes, locked in id order (as the worker locks them: no deadlock between the two).
+_NODES_BY_TOKENS = (
+    sa.select(*_NODE_COLUMNS, _TOKENS.c.token_hash)
+    .join(_TOKENS, _TOKENS.c.node_id == _NODES.c.id)
+    .where(_TOKENS.c.token_hash.in_(sa.bindparam("token_hashes", expanding=True)))
+    .order_by(_NODES.c.id)
+    .with_for_update(of=_NODES)
+)
+
+
+@functools.cache
+def _update_node(columns: tuple[str, ...]) -> sa.Update:
+    """``UPDATE nodes SET <columns> WHERE id = :node_id``, built once per set of columns."""
+    return (
+        sa.update(_NODES)
+        .where(_NODES.c.id == sa.bindparam("node_id"))
+        .values({c: sa.bindparam(c, type_=_NODES.c[c].type) for c in columns})
+    )
+
+
+def _changes(latest: dict[str, Any] | None, checks: Sequence[CheckResult]) -> bool:
+    """Whether ``apply_checks(changes_only=True)`` would write anything: a check whose status
+    or message differs from the node's latest result for it."""
+    latest = latest or {}
+    for check in checks:
+        before = latest.get(check.name)
+        if before is None or (before.get("status"), before.get("message")) != (
+            check.status.value,
+            check.message,
+        ):
+            return True
+    return False
 
 
 def _sample(t: GpuTelemetryIn) -> health_rules.GpuSample:
@@ -217,7 +407,7 @@ def bucket_of(at: datetime, step_s: int) -> datetime:
 
 
 def _record_telemetry(
-    s: Session,
+    conn: sa.Connection,
     node_id: str,
     telemetry: Sequence[GpuTelemetryIn],
     uuids: dict[int, str],
@@ -226,13 +416,32 @@ def _record_telemetry(
 ) -> None:
     if not telemetry:
         return
+    prev = {r.gpu_index: r for r in conn.execute(_PREVIOUS, {"node_id": node_id})}
+    latest, finished = _telemetry_rows(node_id, telemetry, uuids, prev, now, step_s)
+    _write_telemetry(conn, latest, finished)
+
+
+def _write_telemetry(
+    conn: sa.Connection, latest: list[dict[str, Any]], finished: list[dict[str, Any]]
+) -> None:
+    statements = _statements(conn.dialect.name)
+    if latest:
+        conn.execute(statements.upsert, latest)
+    if finished:
+        conn.execute(statements.series, finished)
+
+
+def _telemetry_rows(
+    node_id: str,
+    telemetry: Sequence[GpuTelemetryIn],
+    uuids: dict[int, str],
+    prev: dict[int, Any],
+    now: datetime,
+    step_s: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A node's GPUs' new latest rows (running sums carried within the bucket) and the series
+    rows of the buckets this beat closes, from its GPUs' previous latest rows (by index)."""
     bucket = bucket_of(now, step_s)
-    prev = {
-        r.gpu_index: r
-        for r in s.scalars(
-            sa.select(GpuTelemetryLatestRow).where(GpuTelemetryLatestRow.node_id == node_id)
-        )
-    }
     latest: list[dict[str, Any]] = []
     finished: list[dict[str, Any]] = []
     for t in {t.index: t for t in telemetry}.values():  # one row per GPU, the last one wins
@@ -271,31 +480,55 @@ def _record_telemetry(
             row[f"bucket_{name}_sum"] = old_sum + value
             row[f"bucket_{name}_max"] = max(old_max, value)
         latest.append(row)
-    _upsert_latest(s, latest)
-    if finished:
-        s.execute(_insert(s, SERIES).on_conflict_do_nothing(), finished)
+    return latest, finished
 
 
-def _insert(s: Session, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_*`` on SQLite and PostgreSQL alike."""
-    dialect = s.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+# The GPUs' latest rows, as far as a heartbeat needs them (the bucket in progress): of a node,
+# and of a batch's nodes.
+_PREVIOUS_COLUMNS = (
+    LATEST.c.node_id,
+    LATEST.c.gpu_index,
+    LATEST.c.ecc_uncorrectable,
+    LATEST.c.bucket_at,
+    LATEST.c.bucket_samples,
+    LATEST.c.bucket_utilization_sum,
+    LATEST.c.bucket_utilization_max,
+    LATEST.c.bucket_memory_used_sum,
+    LATEST.c.bucket_memory_used_max,
+    LATEST.c.bucket_temperature_sum,
+    LATEST.c.bucket_temperature_max,
+    LATEST.c.bucket_power_sum,
+    LATEST.c.bucket_power_max,
+)
+_PREVIOUS = sa.select(*_PREVIOUS_COLUMNS).where(LATEST.c.node_id == sa.bindparam("node_id"))
+_PREVIOUS_OF_NODES = sa.select(*_PREVIOUS_COLUMNS).where(
+    LATEST.c.node_id.in_(sa.bindparam("node_ids", expanding=True))
+)
 
 
-def _upsert_latest(s: Session, rows: list[dict[str, Any]]) -> None:
-    stmt = _insert(s, LATEST)
+@dataclass(frozen=True)
+class _Statements:
+    upsert: Any  # the GPUs' latest rows: one multi-row INSERT … ON CONFLICT DO UPDATE
+    series: Any  # closed buckets: INSERT … ON CONFLICT DO NOTHING
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The heartbeat's writes for a dialect, built once (SQLite and PostgreSQL alike)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(LATEST)
     update: dict[str, Any] = {
         c.name: stmt.excluded[c.name]
         for c in LATEST.columns
         if c.name not in ("node_id", "gpu_index")
     }
     update["uuid"] = sa.func.coalesce(stmt.excluded.uuid, LATEST.c.uuid)  # sent with inventories
-    s.execute(
-        stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update), rows
-    )
+    upsert = stmt.on_conflict_do_update(index_elements=["node_id", "gpu_index"], set_=update)
+    return _Statements(upsert=upsert, series=insert(SERIES).on_conflict_do_nothing())
 
 
-def _series_row(p: GpuTelemetryLatestRow) -> dict[str, Any]:
+def _series_row(p: Any) -> dict[str, Any]:
+    """A closed bucket's series row from a latest row (ORM row or a ``_PREVIOUS`` result)."""
     n = p.bucket_samples
     return {
         "node_id": p.node_id,
@@ -350,9 +583,27 @@ def prune_telemetry(*, db: Database, clock: Clock, retention_s: float) -> int:
         return int(getattr(gone, "rowcount", 0) or 0)
 
 
+def revoke_retired_tokens(*, db: Database) -> int:
+    """Revoke the agent tokens of retired nodes (a retired node never reports again); returns
+    how many went."""
+    with db.transaction() as s:
+        gone = s.execute(
+            sa.delete(AgentTokenRow)
+            .where(
+                AgentTokenRow.node_id.in_(
+                    sa.select(NodeRow.id).where(NodeRow.state == NodeState.RETIRED.value)
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(gone, "rowcount", 0) or 0)
+
+
 def run_agent_steps(*, db: Database, clock: Clock, silence_s: float, retention_s: float) -> None:
-    """The worker's agent step: fail nodes whose agent fell silent, prune old telemetry."""
+    """The worker's agent step: fail nodes whose agent fell silent, revoke retired nodes'
+    tokens, prune old telemetry."""
     fail_silent_nodes(db=db, clock=clock, silence_s=silence_s)
+    revoke_retired_tokens(db=db)
     prune_telemetry(db=db, clock=clock, retention_s=retention_s)
 
 

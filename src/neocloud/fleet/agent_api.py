@@ -3,6 +3,7 @@ health; the agent heartbeats with its token (never an API key)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Annotated
 
@@ -19,8 +20,8 @@ from neocloud.fleet.agent_schemas import (
     NodeHealthOut,
 )
 from neocloud.fleet.schemas import HealthCheckOut
-from neocloud.kernel.errors import AuthenticationFailed
-from neocloud.web.deps import Caller, Ctx
+from neocloud.kernel.errors import AuthenticationFailed, NeocloudError
+from neocloud.web.deps import AppContext, Caller, Ctx
 from neocloud.web.schemas import ERROR_RESPONSES
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -38,7 +39,14 @@ def agent_token(
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_scheme)],
 ) -> str:
     """The bearer token, which must be an agent token; an API key is refused (401)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return agent_token_of(request.headers.get("authorization", ""))
+
+
+def agent_token_of(authorization: str) -> str:
+    """The agent token of an ``Authorization`` header's value (the route's dependency and the
+    heartbeat's fast path both ask this): 401 ``missing_agent_token`` without a bearer token,
+    401 ``agent_token_required`` for anything but an agent token."""
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed(
@@ -94,12 +102,38 @@ def heartbeat(
 ) -> HeartbeatOut:
     """A node agent's heartbeat: inventory, GPU telemetry and check results. The answer says
     when to beat next and whether the node is idle enough for active checks."""
-    s = ctx.settings
-    policy = agent.AgentPolicy(interval_s=s.agent_interval_s, series_step_s=s.agent_series_step_s)
-    busy = getattr(request.app.state, "node_busy", None)
+    return answer_heartbeat(ctx, getattr(request.app.state, "node_busy", None), token, body)
+
+
+def answer_heartbeat(
+    ctx: AppContext, busy: agent.BusyProbe | None, token: str, body: HeartbeatIn
+) -> HeartbeatOut:
+    """Record a heartbeat and build its answer (what the route does; it raises what the
+    route raises)."""
     result = agent.heartbeat(
-        db=ctx.db, clock=ctx.clock, token=token, beat=body, policy=policy, busy=busy
+        db=ctx.db, clock=ctx.clock, token=token, beat=body, policy=_policy(ctx), busy=busy
     )
+    return _answer(result)
+
+
+def answer_heartbeats(
+    ctx: AppContext, busy: agent.BusyProbe | None, beats: Sequence[tuple[str, HeartbeatIn]]
+) -> list[HeartbeatOut | agent.Refusal]:
+    """Record several agents' heartbeats in one transaction (the fast path,
+    ``neocloud.api.agent_fastpath``, coalesces concurrent ones): for each, the route's answer
+    or the refusal the route would raise."""
+    results = agent.heartbeats(
+        db=ctx.db, clock=ctx.clock, beats=beats, policy=_policy(ctx), busy=busy
+    )
+    return [r if isinstance(r, NeocloudError) else _answer(r) for r in results]
+
+
+def _policy(ctx: AppContext) -> agent.AgentPolicy:
+    s = ctx.settings
+    return agent.AgentPolicy(interval_s=s.agent_interval_s, series_step_s=s.agent_series_step_s)
+
+
+def _answer(result: agent.HeartbeatResult) -> HeartbeatOut:
     return HeartbeatOut(
         interval_s=result.interval_s,
         node_state=result.node_state,

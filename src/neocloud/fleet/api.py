@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from neocloud.fleet import service
+from neocloud.fleet import node_control, service
 from neocloud.fleet.catalog import CATALOG, resolve_gpu_model
 from neocloud.fleet.domain import OPERATOR_TARGETS
 from neocloud.fleet.node_drivers import check_driver
@@ -27,7 +27,10 @@ from neocloud.fleet.schemas import (
     NodeActionIn,
     NodeCreate,
     NodeEventOut,
+    NodeInventoryOut,
     NodeOut,
+    NodePowerIn,
+    NodePowerOut,
     NodeTransitionIn,
     SummaryLineOut,
     TopologyOut,
@@ -134,10 +137,11 @@ def list_nodes(
 @router.post("/nodes", response_model=NodeOut, status_code=201, tags=TAG_NODES)
 def create_node(request: Request, body: NodeCreate, ctx: Ctx, caller: Caller) -> NodeOut:
     """Register a server (operator admin): it starts ``enrolled``, and burn-in checks it
-    through its driver (reachable, disk writable, the declared GPUs visible) before any tenant
-    can get it. ``driver_config.private_key`` is write-only: sealed at rest with the
-    platform's secret key, never returned (``credentials`` names what is set), logged or
-    audited. A hostname in use is a 409."""
+    through its driver (reachable, disk writable, the declared GPUs visible; a redfish node is
+    powered on through its BMC and its health read) before any tenant can get it. The
+    credentials (``driver_config.private_key``; ``bmc_username`` and ``bmc_password``) are
+    write-only: sealed at rest with the platform's secret key, never returned (``credentials``
+    names what is set), logged or audited. A hostname in use is a 409."""
     caller.require_operator(write=True)
     settings = check_driver(body.driver, body.driver_config)
     registration = NodeRegistration(
@@ -261,6 +265,39 @@ def transition_node(node_id: NodeId, body: NodeTransitionIn, ctx: Ctx, caller: C
         actor=_actor(caller),
     )
     return NodeOut.of(row)
+
+
+@router.post("/nodes/{node_id}/power", response_model=NodePowerOut, tags=TAG_NODES)
+def power_node(
+    request: Request, node_id: NodeId, body: NodePowerIn, ctx: Ctx, caller: Caller
+) -> NodePowerOut:
+    """Switch the node's power through its driver, now (operator admin): ``on``, ``off`` (hard)
+    or ``reset`` (hard). Answers once the driver (the BMC) accepted it, with the seconds the
+    machine takes. 409: ``power_not_supported`` (an ssh node: no BMC), ``node_in_use`` (a
+    tenant's workload is on it; ``force`` overrides), ``node_retired``, ``power_failed`` (the
+    BMC refused or did not answer: the message says why)."""
+    caller.require_operator(write=True)
+    result = node_control.power_node(
+        db=ctx.db,
+        console=request.app.state.node_console,
+        node_id=node_id,
+        action=body.action,
+        force=body.force,
+    )
+    return NodePowerOut.of(result)
+
+
+@router.get("/nodes/{node_id}/inspect", response_model=NodeInventoryOut, tags=TAG_NODES)
+def inspect_node(request: Request, node_id: NodeId, ctx: Ctx, caller: Caller) -> NodeInventoryOut:
+    """The node's inventory, read now through its driver: a redfish node's BMC (model, serial,
+    CPUs, memory, NICs, power, health, boot, virtual media), an ssh node over SSH (hostname,
+    kernel, CPUs, memory, nvidia-smi's GPUs), a simulated node's declared facts (``simulated``).
+    409 ``inspect_failed``: the node or its BMC could not be read (the message says why)."""
+    caller.require_operator()
+    node, inventory = node_control.inspect_node(
+        db=ctx.db, console=request.app.state.node_console, node_id=node_id
+    )
+    return NodeInventoryOut.of(node, inventory)
 
 
 @router.post("/nodes/{node_id}/health", response_model=NodeOut, tags=TAG_NODES)

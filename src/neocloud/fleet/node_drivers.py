@@ -1,10 +1,14 @@
 """A node's driver settings: which driver runs it, how to reach it, and its credentials.
 
 The same checks serve ``POST /api/v1/nodes`` and the fleet spec file. A setting that is not
-secret (an address, a port, a user) is stored in ``nodes.driver_config`` and shown to operators;
-a credential (today the SSH private key) is returned apart, for the caller to seal with the
-platform's secret box into ``nodes.driver_secret``: it is write-only, and no message raised here
-ever quotes it.
+secret (an address, a port, a user, a BMC's URL) is stored in ``nodes.driver_config`` and shown
+to operators; a credential (the SSH private key, the BMC's user and password) is returned apart,
+for the caller to seal with the platform's secret box into ``nodes.driver_secret``: it is
+write-only, and no message raised here ever quotes it.
+
+The ``redfish`` driver's settings are checked here, once, by ``parse_config``: the driver reads
+a node's stored settings with the same function (fleet sits below the drivers, so the check
+lives with the fleet).
 """
 
 from __future__ import annotations
@@ -16,15 +20,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
 
 from neocloud.kernel.errors import ValidationFailed
-from neocloud.web.fields import Clean, CleanText
+from neocloud.web.fields import NAME_PATTERN, URL_MAX, Clean, CleanText
 
 # The drivers a node may name. Which of them may share a node between workloads is the
 # drivers package's business (``drivers.base.SHARING_DRIVERS``): fleet sits below it.
-DRIVER_NAMES: tuple[str, ...] = ("sim", "ssh")
+DRIVER_NAMES: tuple[str, ...] = ("sim", "ssh", "redfish")
 GPU_CHECKS: tuple[str, ...] = ("nvidia-smi", "none")
 MAX_PRIVATE_KEY_BYTES = 16 * 1024
 MAX_HOST_KEY_CHARS = 16 * 1024
@@ -41,7 +54,28 @@ DNS_NAME = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 POSIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-CREDENTIAL_FIELDS: tuple[str, ...] = ("private_key",)
+CREDENTIAL_FIELDS: tuple[str, ...] = ("private_key", "bmc_username", "bmc_password")
+MAX_BMC_PASSWORD_CHARS = 256
+SSH_FIELDS = frozenset(
+    {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key",
+     "reboot_command", "agent_recorded"}
+)  # fmt: skip
+REDFISH_FIELDS = frozenset(
+    {"bmc_url", "system_id", "verify_tls", "image_url", "boot_target", "reboot", "power_s",
+     "boot_s", "bmc_username", "bmc_password"}
+)  # fmt: skip
+# A password is taken as typed: no trimming (a space may be part of it), one line, bounded.
+Password = Annotated[
+    str,
+    StringConstraints(
+        strict=True,
+        strip_whitespace=False,
+        min_length=1,
+        max_length=MAX_BMC_PASSWORD_CHARS,
+        pattern=NAME_PATTERN,
+    ),
+]
+StepSeconds = Annotated[float, Field(strict=False, ge=0, le=7200)]
 
 
 class DriverConfigIn(BaseModel):
@@ -82,13 +116,50 @@ class DriverConfigIn(BaseModel):
     reboot_command: Clean | None = Field(
         None, min_length=1, max_length=MAX_REBOOT_COMMAND, description="default: reboot"
     )
+    agent_recorded: Literal["h100", "h200", "h100-ecc", "h100-lost-gpu"] | None = Field(
+        None,
+        description="the node agent replays this recorded GPU source instead of NVML "
+        "(reported simulated: test hosts, servers without GPUs)",
+    )
+    # -- redfish
+    bmc_url: Clean | None = Field(
+        None, min_length=1, max_length=URL_MAX, description="redfish: https://… of the BMC"
+    )
+    system_id: Clean | None = Field(
+        None, min_length=1, max_length=200, description="redfish: the system (default: the only)"
+    )
+    verify_tls: StrictBool | None = Field(
+        None, description="redfish: check the BMC's TLS certificate (true)"
+    )
+    image_url: Clean | None = Field(
+        None, min_length=1, max_length=URL_MAX, description="redfish: the ISO to boot at provision"
+    )
+    boot_target: Literal["cd", "pxe", "hdd"] | None = Field(
+        None, description="redfish: what provision boots once (cd with an image, else pxe)"
+    )
+    reboot: Literal["force", "graceful"] | None = Field(
+        None, description="redfish: how a reboot restarts the server (force)"
+    )
+    power_s: StepSeconds | None = Field(
+        None, description="redfish: seconds a power change takes (the driver's: 30)"
+    )
+    boot_s: StepSeconds | None = Field(
+        None, description="redfish: seconds a boot takes (the driver's: 300)"
+    )
+    bmc_username: Clean | None = Field(
+        None, min_length=1, max_length=64, description="redfish: the BMC user; write-only"
+    )
+    bmc_password: Password | None = Field(
+        None, description="redfish: the BMC user's password; write-only (sealed, never returned)"
+    )
 
 
 class SpecDriverConfig(DriverConfigIn):
     """A node's driver settings in a fleet spec: as the API takes them, or the private key
-    as a file relative to the spec file."""
+    and the BMC password as files relative to the spec file."""
 
     private_key_file: Clean | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
+    bmc_password_file: Clean | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS)
 
 
 @dataclass(frozen=True)
@@ -105,10 +176,17 @@ class DriverSettings:
         return sorted(self.credentials)
 
 
-def check_driver(driver: str, config: DriverConfigIn | None, *, at: str = "") -> DriverSettings:
+def check_driver(
+    driver: str,
+    config: DriverConfigIn | None,
+    *,
+    at: str = "",
+    bmc_endpoint: str | None = None,
+) -> DriverSettings:
     """Check a node's driver and its settings; a problem raises ``ValidationFailed`` whose
     ``param`` is the dotted field (``driver_config.address``, after the prefix ``at``) and whose
-    message never quotes a credential."""
+    message never quotes a credential. ``bmc_endpoint``: the node's fleet record of its BMC,
+    the ``redfish`` driver's ``bmc_url`` when the settings name none."""
     param = f"{at}driver_config"
     if driver not in DRIVER_NAMES:
         raise ValidationFailed(
@@ -124,6 +202,15 @@ def check_driver(driver: str, config: DriverConfigIn | None, *, at: str = "") ->
                 param=f"{param}.{sorted(given)[0]}",
             )
         return DriverSettings("sim")
+    allowed = SSH_FIELDS if driver == "ssh" else REDFISH_FIELDS
+    stray = sorted(set(given) - allowed)
+    if stray:
+        raise ValidationFailed(
+            f"{param}.{stray[0]}: not a setting of the {driver} driver",
+            param=f"{param}.{stray[0]}",
+        )
+    if driver == "redfish":
+        return _check_redfish(given, param, bmc_endpoint)
     return _check_ssh(given, param)
 
 
@@ -159,7 +246,140 @@ def _check_ssh(given: Mapping[str, Any], param: str) -> DriverSettings:
         config["host_key"] = check_host_key(str(given["host_key"]), param=f"{param}.host_key")
     if "reboot_command" in given:
         config["reboot_command"] = str(given["reboot_command"])
+    if "agent_recorded" in given:
+        config["agent_recorded"] = str(given["agent_recorded"])
     return DriverSettings("ssh", config, {"private_key": key})
+
+
+def _check_redfish(
+    given: Mapping[str, Any], param: str, bmc_endpoint: str | None
+) -> DriverSettings:
+    """The ``redfish`` driver's settings (``parse_config``) and its sealed BMC login."""
+    for required in ("bmc_username", "bmc_password"):
+        if required not in given:
+            raise ValidationFailed(
+                f"{param}.{required} is required for the redfish driver",
+                code="missing_field",
+                param=f"{param}.{required}",
+            )
+    settings = {k: v for k, v in given.items() if k not in ("bmc_username", "bmc_password")}
+    try:
+        cfg = parse_config(settings, bmc={"endpoint": bmc_endpoint} if bmc_endpoint else None)
+    except RedfishConfigError as exc:
+        raise ValidationFailed(f"{param}.{exc}", param=f"{param}.{exc.key}") from None
+    config: dict[str, Any] = {
+        "bmc_url": cfg.bmc_url,
+        "verify_tls": cfg.verify_tls,
+        "boot_target": BOOT_TARGET_NAMES[cfg.boot_target],
+        "reboot": REBOOT_NAMES[cfg.reboot_type],
+    }
+    for name, value in (
+        ("system_id", cfg.system_id),
+        ("image_url", cfg.image_url),
+        ("power_s", cfg.power_s),
+        ("boot_s", cfg.boot_s),
+    ):
+        if value is not None:
+            config[name] = value
+    credentials = {
+        "bmc_username": str(given["bmc_username"]),
+        "bmc_password": str(given["bmc_password"]),
+    }
+    return DriverSettings("redfish", config, credentials)
+
+
+# --------------------------------------------------------------------- redfish settings, checked
+
+BOOT_TARGETS = {"cd": "Cd", "pxe": "Pxe", "hdd": "Hdd"}
+REBOOT_TYPES = {"force": "ForceRestart", "graceful": "GracefulRestart"}
+BOOT_TARGET_NAMES = {v: k for k, v in BOOT_TARGETS.items()}
+REBOOT_NAMES = {v: k for k, v in REBOOT_TYPES.items()}
+SYSTEM_ID = re.compile(r"[A-Za-z0-9._:/-]{1,200}")
+
+
+class RedfishConfigError(ValueError):
+    """A node's ``redfish`` settings are unusable; ``key`` names the setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"driver_config.{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class RedfishConfig:
+    """A node's non-secret Redfish settings (``NodeRef.config``), checked."""
+
+    bmc_url: str
+    system_id: str | None = None
+    verify_tls: bool = True
+    image_url: str | None = None
+    boot_target: str = "Pxe"  # a Redfish BootSourceOverrideTarget
+    reboot_type: str = "ForceRestart"
+    power_s: float | None = None
+    boot_s: float | None = None
+
+
+def _http_url(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise RedfishConfigError(key, "must be an http:// or https:// URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RedfishConfigError(key, "must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise RedfishConfigError(key, "must not carry credentials (they are sealed separately)")
+    return value.rstrip("/") if key == "bmc_url" else value
+
+
+def _seconds(key: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 7200:
+        raise RedfishConfigError(key, "must be a number of seconds from 0 to 7200")
+    return float(value)
+
+
+def parse_config(
+    config: Mapping[str, Any], *, bmc: Mapping[str, Any] | None = None
+) -> RedfishConfig:
+    """Check a node's Redfish settings; ``RedfishConfigError`` names the first bad one.
+    ``bmc``: the node's fleet record of its BMC, whose ``endpoint`` (from the fleet spec's
+    ``bmc`` pattern) serves when the config names no ``bmc_url``."""
+    url = config.get("bmc_url")
+    if url is None and bmc is not None:
+        url = bmc.get("endpoint")
+    bmc_url = _http_url("bmc_url", url)
+    system_id = config.get("system_id")
+    if system_id is not None and (
+        not isinstance(system_id, str) or not SYSTEM_ID.fullmatch(system_id)
+    ):
+        raise RedfishConfigError("system_id", "must be a Redfish system id or path")
+    verify = config.get("verify_tls", True)
+    if not isinstance(verify, bool):
+        raise RedfishConfigError("verify_tls", "must be true or false")
+    image = config.get("image_url")
+    image_url = None if image is None else _http_url("image_url", image)
+    default_boot = "cd" if image_url else "pxe"
+    boot = str(config.get("boot_target", default_boot)).lower()
+    if boot not in BOOT_TARGETS:
+        raise RedfishConfigError("boot_target", f"must be one of {', '.join(BOOT_TARGETS)}")
+    if boot == "cd" and image_url is None:
+        raise RedfishConfigError("image_url", "is needed to boot from virtual media (cd)")
+    reboot = str(config.get("reboot", "force")).lower()
+    if reboot not in REBOOT_TYPES:
+        raise RedfishConfigError("reboot", f"must be one of {', '.join(REBOOT_TYPES)}")
+    return RedfishConfig(
+        bmc_url=bmc_url,
+        system_id=system_id,
+        verify_tls=verify,
+        image_url=image_url,
+        boot_target=BOOT_TARGETS[boot],
+        reboot_type=REBOOT_TYPES[reboot],
+        power_s=_seconds("power_s", config.get("power_s")),
+        boot_s=_seconds("boot_s", config.get("boot_s")),
+    )
+
+
+# ---------------------------------------------------------------------------- shared checks
 
 
 def _is_address(text: str) -> bool:
@@ -251,21 +471,29 @@ def merge_driver(
     *,
     base_dir: Path | None,
     at: str = "",
+    bmc_endpoint: str | None = None,
 ) -> DriverSettings:
     """A spec node's driver settings: later ``parts`` (the node's) over earlier ones (its
-    template's), key by key, with ``private_key_file`` read relative to ``base_dir``."""
+    template's), key by key, with ``private_key_file`` and ``bmc_password_file`` read relative
+    to ``base_dir``; ``bmc_endpoint`` as for ``check_driver``."""
     merged: dict[str, Any] = {}
     for part in parts:
         if part is not None:
             merged.update(part.model_dump(exclude_none=True))
-    key_file = merged.pop("private_key_file", None)
-    if key_file is not None:
-        param = f"{at}driver_config.private_key_file"
-        if "private_key" in merged:
+    for file_field, field_name, limit in (
+        ("private_key_file", "private_key", MAX_PRIVATE_KEY_BYTES),
+        ("bmc_password_file", "bmc_password", MAX_BMC_PASSWORD_CHARS),
+    ):
+        name = merged.pop(file_field, None)
+        if name is None:
+            continue
+        param = f"{at}driver_config.{file_field}"
+        if field_name in merged:
             raise ValidationFailed(
-                f"{param}: give private_key or private_key_file, not both", param=param
+                f"{param}: give {field_name} or {file_field}, not both", param=param
             )
-        merged["private_key"] = _read_key_file(str(key_file), base_dir, param)
+        text = _read_key_file(str(name), base_dir, param, limit=limit)
+        merged[field_name] = text if field_name == "private_key" else password_text(text)
     try:
         config = DriverConfigIn.model_validate(merged) if merged else None
     except ValidationError as exc:  # a key file's contents fail the field's bounds
@@ -273,26 +501,32 @@ def merge_driver(
         name = ".".join(str(p) for p in first["loc"])
         param = f"{at}driver_config.{name}"
         raise ValidationFailed(f"{param}: {first['msg']}", param=param) from None
-    return check_driver(driver, config, at=at)
+    return check_driver(driver, config, at=at, bmc_endpoint=bmc_endpoint)
 
 
-def _read_key_file(name: str, base_dir: Path | None, param: str) -> str:
+def password_text(text: str) -> str:
+    """A password as read from a file: the first line, without its line ending."""
+    return text.split("\n", 1)[0].removesuffix("\r")
+
+
+def _read_key_file(
+    name: str, base_dir: Path | None, param: str, *, limit: int = MAX_PRIVATE_KEY_BYTES
+) -> str:
     if base_dir is None:
         raise ValidationFailed(
-            f"{param}: a key file is read where the spec file lies (`neocloud fleet import "
-            "FILE` inlines it); a spec sent as text gives private_key",
+            f"{param}: a credential file is read where the spec file lies (`neocloud fleet "
+            "import FILE` inlines it); a spec sent as text gives private_key or bmc_password",
             param=param,
         )
     try:
         with (base_dir / name).open("rb") as fh:
-            data = fh.read(MAX_PRIVATE_KEY_BYTES + 1)
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise ValidationFailed(
             f"{param}: cannot read {name}: {exc.strerror or type(exc).__name__}", param=param
         ) from None
-    if len(data) > MAX_PRIVATE_KEY_BYTES:
+    if len(data) > limit:
         raise ValidationFailed(
-            f"{param}: {name} is larger than a private key ({MAX_PRIVATE_KEY_BYTES} bytes)",
-            param=param,
+            f"{param}: {name} is larger than a credential ({limit} bytes)", param=param
         )
     return data.decode("utf-8", errors="replace")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from neocloud.fleet.catalog import GpuModel
 from neocloud.fleet.domain import CheckStatus, NodeState
+from neocloud.fleet.node_control import Inventory, PowerAction, PowerResult
 from neocloud.fleet.node_drivers import DRIVER_NAMES, DriverConfigIn
 from neocloud.fleet.service import DomainCount, ImportResult, SummaryLine
 from neocloud.fleet.spec import HOSTNAME_PATTERN, MAX_LABELS, LabelKey, Labels, LabelValue
@@ -29,6 +30,13 @@ class NodeActionIn(RequestModel):
 class NodeTransitionIn(RequestModel):
     to: NodeState
     reason: Reason = None
+
+
+class NodePowerIn(RequestModel):
+    action: PowerAction = Field(description="on, off (hard power off) or reset (hard reset)")
+    force: StrictBool = Field(
+        False, description="power off or reset even while a tenant's workload is on the node"
+    )
 
 
 class HealthCheckIn(RequestModel):
@@ -57,11 +65,13 @@ class NodeCreate(RequestModel):
         max_length=16, description="{level: domain name} for every level of the fleet"
     )
     labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS)
-    driver: Literal["sim", "ssh"] = Field(
+    driver: Literal["sim", "ssh", "redfish"] = Field(
         description="which driver runs it: " + ", ".join(DRIVER_NAMES)
     )
     driver_config: DriverConfigIn | None = Field(
-        None, description="how the driver reaches it; private_key is write-only"
+        None,
+        description="how the driver reaches it; private_key, bmc_username and bmc_password "
+        "are write-only",
     )
 
 
@@ -91,7 +101,7 @@ class NodeOut(ResponseModel):
     health_checks: dict[str, Any]
     labels: dict[str, str]
     bmc: dict[str, Any] | None = Field(description="where its baseboard controller answers")
-    driver: str = Field(description="which driver runs it (sim, ssh)")
+    driver: str = Field(description="which driver runs it (sim, ssh, redfish)")
     driver_config: dict[str, Any] = Field(description="the driver's settings, secrets left out")
     credentials: list[str] = Field(
         description="names of the credentials set (sealed at rest, never returned)"
@@ -149,8 +159,57 @@ def public_bmc(bmc: dict[str, Any] | None) -> dict[str, Any] | None:
 def public_config(config: dict[str, Any] | None) -> dict[str, Any]:
     """A node's driver settings as shown: without the credential names (``credentials``) and
     without any credential, should one ever be stored there by mistake."""
-    hidden = {"credentials", "private_key", "password", "secret"}
+    hidden = {"credentials", "private_key", "password", "secret", "bmc_username", "bmc_password"}
     return {k: v for k, v in (config or {}).items() if k not in hidden}
+
+
+class NodePowerOut(ResponseModel):
+    object: Literal["node_power"] = "node_power"
+    node_id: str
+    hostname: str
+    driver: str
+    action: str
+    forced: bool = Field(description="a tenant's workload was on the node and force was given")
+    duration_s: float = Field(description="seconds the machine takes to get there (accepted now)")
+    message: str | None
+    notes: list[str]
+    simulated: bool = Field(description="the simulator's pretend power: no machine was touched")
+
+    @classmethod
+    def of(cls, result: PowerResult) -> NodePowerOut:
+        node, outcome = result.node, result.outcome
+        return cls(
+            node_id=node.id,
+            hostname=node.hostname,
+            driver=node.driver or "sim",
+            action=result.action,
+            forced=result.forced,
+            duration_s=outcome.duration_s,
+            message=outcome.message,
+            notes=list(outcome.notes),
+            simulated=outcome.simulated,
+        )
+
+
+class NodeInventoryOut(ResponseModel):
+    object: Literal["node_inventory"] = "node_inventory"
+    node_id: str
+    hostname: str
+    driver: str
+    source: str = Field(description="bmc (redfish), ssh, or declared (what it was registered as)")
+    simulated: bool = Field(description="declared facts of a simulated node: no machine was asked")
+    inventory: dict[str, Any] = Field(description="what the driver read; null: not reported")
+
+    @classmethod
+    def of(cls, node: NodeRow, inventory: Inventory) -> NodeInventoryOut:
+        return cls(
+            node_id=node.id,
+            hostname=node.hostname,
+            driver=node.driver or "sim",
+            source=inventory.source,
+            simulated=inventory.simulated,
+            inventory=dict(inventory.data),
+        )
 
 
 class NodeEventOut(ResponseModel):

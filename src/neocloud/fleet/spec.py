@@ -22,9 +22,10 @@ sites:
 A template or an explicit node may name its ``driver`` and ``driver_config`` (a node's settings
 override its template's, key by key), checked as ``POST /api/v1/nodes`` checks them
 (``fleet.node_drivers``). Generated fabrics hold simulated nodes only: a real server has an
-address of its own, so it is listed under ``nodes``. ``private_key_file`` is read, relative to
-the spec file, when the file is loaded (``neocloud fleet import`` inlines it before sending);
-the key is sealed at import and never stored in clear.
+address of its own, so it is listed under ``nodes``. ``private_key_file`` and
+``bmc_password_file`` are read, relative to the spec file, when the file is loaded (``neocloud
+fleet import`` inlines them before sending); they are sealed at import and never stored in
+clear. A ``redfish`` node's ``bmc.endpoint`` serves as its ``bmc_url`` when it names none.
 
 Generated names derive from their parents (block ``<fabric>-b03``, rack ``<block>-r02``, host
 ``<rack>-n01``), so a name is unique within its level across the fleet. Errors are
@@ -65,7 +66,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-DriverName = Literal["sim", "ssh"]
+DriverName = Literal["sim", "ssh", "redfish"]
 SIM = DriverSettings("sim")
 
 
@@ -264,7 +265,13 @@ def _check_drivers(spec: FleetSpec, source: str, root: Any, base_dir: Path | Non
                 continue
             driver = node.driver or template.driver or "sim"
             try:
-                settings = merge_driver(driver, parts, base_dir=base_dir, at=f"{dotted(at)}.")
+                settings = merge_driver(
+                    driver,
+                    parts,
+                    base_dir=base_dir,
+                    at=f"{dotted(at)}.",
+                    bmc_endpoint=node.bmc.endpoint if node.bmc else None,
+                )
             except ValidationFailed as exc:
                 line = _line_of(root, (*at, "driver_config") if node.driver_config else at)
                 raise ValidationFailed(

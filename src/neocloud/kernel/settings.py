@@ -99,6 +99,27 @@ class Settings(BaseSettings):
     agent_series_step_s: int = Field(60, ge=10, le=3600)
     agent_retention_h: float = Field(24.0, gt=0, le=24 * 90)
     metrics_public: bool = False
+    # Installing the agent at burn-in (docs/agent-node.md): ``off`` (the operator runs agents
+    # themselves, burn-in waits for none), ``wheel`` (the wheel ``agent_wheel`` is copied to the
+    # node and pip-installed into /opt/neocloud-agent) or ``pythonpath`` (the node already sees
+    # neocloud's source at ``agent_pythonpath``: test hosts, a shared filesystem); the node's
+    # interpreter; the URL agents report to (default http://<host>:<port> of ``neocloud up``);
+    # how long burn-in waits for a new agent's first heartbeat before the node fails it.
+    agent_install: str = Field("off", pattern="^(off|wheel|pythonpath)$")
+    agent_python: str = Field("python3", min_length=1, max_length=256)
+    agent_pythonpath: str | None = Field(None, min_length=1, max_length=1024)
+    agent_wheel: Path | None = None
+    agent_report_timeout_s: float = Field(120.0, ge=5, le=3600)
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
+
+    def resolved_public_url(self) -> str:
+        """The URL nodes (their agents) reach this control plane at: ``NEOCLOUD_PUBLIC_URL``,
+        else ``http://<host>:<port>`` as ``neocloud up`` listens (set it when that is 0.0.0.0
+        or behind a proxy)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def resolved_database_url(self) -> str:
         if self.database_url:
