@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -90,11 +90,27 @@ class StepFailed(Exception):
 
 
 def each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``fn`` over ``items`` side by side (one thread each, up to 16)."""
+    """``fn`` over ``items`` side by side, one daemon thread each (a process that exits
+    mid-step is not held up: the step's lease lets a later worker run it again, and every
+    script is safe to run twice). ``fn`` must not raise (the driver's ``run_root`` does not)."""
     if len(items) <= 1:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(16, len(items)), thread_name_prefix="slurm-node") as pool:
-        return list(pool.map(fn, items))
+    results: list[R | None] = [None] * len(items)
+
+    def run(i: int) -> None:
+        results[i] = fn(items[i])
+
+    threads = [
+        threading.Thread(target=run, args=(i,), name="slurm-node", daemon=True)
+        for i in range(len(items))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if any(r is None for r in results):
+        raise StepFailed("a step on a member ended without an answer")
+    return [r for r in results if r is not None]
 
 
 class SlurmSteps:
@@ -106,17 +122,16 @@ class SlurmSteps:
     ) -> None:
         self.db, self.clock, self.drivers = db, clock, drivers
         self.timeouts = timeouts or SlurmTimeouts()
-        self.pool = ThreadPoolExecutor(4, thread_name_prefix="slurm")
-        self.running: dict[str, Future[None]] = {}
+        self.running: dict[str, threading.Thread] = {}  # cluster id -> its step
 
     def wait(self, timeout_s: float = 600) -> None:
         """Wait for the steps in flight (tests)."""
-        for future in list(self.running.values()):
-            future.result(timeout=timeout_s)
+        for thread in list(self.running.values()):
+            thread.join(timeout_s)
 
     def run_once(self) -> int:
         """Start the steps due now; answer how many started or were applied at once."""
-        self.running = {k: f for k, f in self.running.items() if not f.done()}
+        self.running = {k: t for k, t in self.running.items() if t.is_alive()}
         now = self.clock.now()
         started: list[tuple[str, Callable[[str], None]]] = []
         with self.db.transaction() as s:
@@ -143,7 +158,11 @@ class SlurmSteps:
                     c.scheduler_lease_until = now + timedelta(seconds=self.timeouts.lease_s)
                     started.append((c.id, step))
         for cluster_id, step in started:
-            self.running[cluster_id] = self.pool.submit(self._guarded, step, cluster_id)
+            thread = threading.Thread(
+                target=self._guarded, args=(step, cluster_id), name="slurm", daemon=True
+            )
+            self.running[cluster_id] = thread
+            thread.start()
         return len(started)
 
     def _due(self, s: Session, c: ClusterRow, now: datetime) -> Callable[[str], None] | None:
