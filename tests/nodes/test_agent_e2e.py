@@ -14,8 +14,10 @@ report for another.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import stat
 import sys
 import time
@@ -27,24 +29,58 @@ from typing import Any
 
 import httpx
 
+import neocloud
+
 from .conftest import Host
 from .platform import Platform, running_platform, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "10.231.0.1"  # the test bridge's address on this machine: every host reaches it
 SILENCE_S = 5  # NEOCLOUD_AGENT_SILENCE_S (its minimum)
 TOPOLOGY = {"region": "lab", "zone": "lab-a", "fabric": "lab-ib1", "block": "b1", "rack": "r1"}
 TOKEN_FILE = "etc/neocloud/agent-token"
 
 
+# What the agent imports beyond the standard library (httpx and its own imports).
+AGENT_DEPENDENCIES = ("httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi")
+
+
 @contextmanager
-def agent_platform(data_dir: Path) -> Iterator[Platform]:
-    """`neocloud up` on the bridge's address, installing agents at burn-in (a host must be up:
-    the bridge exists from the first one)."""
+def agent_bundle() -> Iterator[Path]:
+    """The agent's code and its few dependencies, copied where every test host sees them.
+
+    A test host mounts a /tmp of its own, so a checkout or a virtual environment under /tmp (a
+    CI clone, say) is invisible inside it: the bundle goes under /var/lib, which hosts see
+    through their overlay of /, and is removed afterwards. This is what the `pythonpath`
+    install mode expects on a real server too: a directory holding `neocloud/agent`."""
+    root = Path("/var/lib/neocloud-test-agent") / f"{os.getpid()}-{time.monotonic_ns()}"
+    package = Path(neocloud.__file__).resolve().parent
+    skip = shutil.ignore_patterns("__pycache__")
+    try:
+        (root / "neocloud").mkdir(parents=True)
+        shutil.copy2(package / "__init__.py", root / "neocloud" / "__init__.py")
+        shutil.copytree(package / "agent", root / "neocloud" / "agent", ignore=skip)
+        for name in AGENT_DEPENDENCIES:
+            spec = importlib.util.find_spec(name)
+            assert spec is not None, name
+            assert spec.origin is not None, name
+            shutil.copytree(Path(spec.origin).parent, root / name, ignore=skip)
+        extensions = importlib.util.find_spec("typing_extensions")
+        if extensions is not None and extensions.origin is not None:
+            shutil.copy2(extensions.origin, root)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def agent_platform(data_dir: Path, bundle: Path) -> Iterator[Platform]:
+    """`neocloud up` on the bridge's address, installing agents at burn-in from ``bundle`` with
+    this interpreter's base executable (a host must be up: the bridge exists from the first
+    one)."""
     env = {
         "NEOCLOUD_AGENT_INSTALL": "pythonpath",
-        "NEOCLOUD_AGENT_PYTHON": sys.executable,
-        "NEOCLOUD_AGENT_PYTHONPATH": str(REPO / "src"),
+        "NEOCLOUD_AGENT_PYTHON": os.path.realpath(sys.executable),
+        "NEOCLOUD_AGENT_PYTHONPATH": str(bundle),
         "NEOCLOUD_AGENT_INTERVAL_S": "1",
         "NEOCLOUD_AGENT_SILENCE_S": str(SILENCE_S),
         "NEOCLOUD_AGENT_REPORT_TIMEOUT_S": "30",
@@ -95,7 +131,7 @@ def test_agents_installed_at_burn_in_report_and_fail_their_nodes(
     op_private, op_public, _ = operator_keypair
     hosts = [testhost("ag", gpus=8, authorized_key=op_public) for _ in range(2)]
     ecc_host = testhost("ag", gpus=8, authorized_key=op_public)
-    with agent_platform(tmp_path) as p:
+    with agent_bundle() as bundle, agent_platform(tmp_path, bundle) as p:
         nodes = [register(p, h, f"gpu-{i}", op_private, "h100") for i, h in enumerate(hosts)]
         bad = register(p, ecc_host, "gpu-ecc", op_private, "h100-ecc")
         for node_id in nodes:
