@@ -59,6 +59,9 @@ def agent_bundle() -> Iterator[Path]:
         (root / "neocloud").mkdir(parents=True)
         shutil.copy2(package / "__init__.py", root / "neocloud" / "__init__.py")
         shutil.copytree(package / "agent", root / "neocloud" / "agent", ignore=skip)
+        (root / "neocloud" / "kernel").mkdir()
+        for name in ("__init__.py", "clock.py"):  # the one kernel module the agent uses
+            shutil.copy2(package / "kernel" / name, root / "neocloud" / "kernel" / name)
         for name in AGENT_DEPENDENCIES:
             spec = importlib.util.find_spec(name)
             assert spec is not None, name

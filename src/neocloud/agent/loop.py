@@ -22,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from neocloud import __version__
 from neocloud.agent.gpus import GpuSource, Inventory, ReopeningSource
 from neocloud.agent.transport import ControlPlane, ControlPlaneError
 from neocloud.agent.wire import Answer, CheckResult, heartbeat_payload
+from neocloud.kernel.clock import SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware, in UTC."""
         ...
-
-
-class WallClock:
-    """The wall clock (the agent does not import the kernel's ``SystemClock``: the kernel
-    package pulls in pydantic-settings, which a GPU node need not have)."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass
@@ -105,7 +98,7 @@ class Agent:
         self.source = source
         self.control_plane = control_plane
         self.checks = checks
-        self.clock: Clock = clock or WallClock()
+        self.clock: Clock = clock or SystemClock()
         self.backoff = backoff or Backoff()
         self.interval_s = interval_s
         self.check_every_s = check_every_s

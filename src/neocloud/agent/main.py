@@ -20,8 +20,9 @@ from typing import Any
 from neocloud import __version__
 from neocloud.agent.checks import peak_for, run_active_checks
 from neocloud.agent.gpus import RECORDED, GpuSource, ReopeningSource, open_source
-from neocloud.agent.loop import DEFAULT_INTERVAL_S, Agent, WallClock
+from neocloud.agent.loop import DEFAULT_INTERVAL_S, Agent
 from neocloud.agent.wire import inventory_payload, rfc3339, telemetry_payload
+from neocloud.kernel.clock import SystemClock
 
 log = logging.getLogger("neocloud.agent")
 
@@ -102,7 +103,7 @@ def report(source: GpuSource) -> dict[str, Any]:
     return {
         "agent_version": __version__,
         "simulated": source.simulated,
-        "at": rfc3339(WallClock().now()),
+        "at": rfc3339(SystemClock().now()),
         "inventory": inventory_payload(inventory),
         "telemetry": telemetry,
         "unreadable": unreadable,

@@ -293,7 +293,7 @@ class RedfishDriver:
         def act(cfg: RedfishConfig, system: Any) -> StepResult:
             step = self._power_to(node, cfg, system, False)
             ejected = []
-            for medium in self._media(system):
+            for medium in virtual_media(system):
                 if medium.inserted:
                     medium.eject_media()
                     ejected.append(str(medium.identity))
@@ -333,24 +333,10 @@ class RedfishDriver:
 
         return self._step(node, "provision", act)
 
-    @staticmethod
-    def _media(system: Any) -> list[Any]:
-        """The system's virtual media (on the system, or else on its managers)."""
-        try:
-            return list(system.virtual_media.get_members())
-        except sushy_exc.MissingAttributeError:
-            media: list[Any] = []
-            for manager in system.managers:
-                try:
-                    media.extend(manager.virtual_media.get_members())
-                except sushy_exc.MissingAttributeError:
-                    continue
-            return media
-
     def _insert(self, node: NodeRef, system: Any, image_url: str) -> str:
         candidates = [
             m
-            for m in self._media(system)
+            for m in virtual_media(system)
             if {_enum_value(t) for t in m.media_types} & {"CD", "DVD"}
         ]
         if not candidates:
@@ -419,12 +405,26 @@ def _cpus(system: Any) -> dict[str, Any] | None:
     return {"count": count, "model": model, "sockets": None}
 
 
+def virtual_media(system: Any) -> list[Any]:
+    """The system's virtual media (on the system, or else on its managers)."""
+    try:
+        return list(system.virtual_media.get_members())
+    except sushy_exc.MissingAttributeError:
+        media: list[Any] = []
+        for manager in system.managers:
+            try:
+                media.extend(manager.virtual_media.get_members())
+            except sushy_exc.MissingAttributeError:
+                continue
+        return media
+
+
 def _inventory(system: Any) -> dict[str, Any]:
     status = system.status
     memory = system.memory_summary
     boot = system.boot
     nics = _optional(lambda: [n.mac_address for n in system.ethernet_interfaces.get_members()])
-    media = _optional(lambda: RedfishDriver._media(system)) or []
+    media = _optional(lambda: virtual_media(system)) or []
     return {
         "system_id": system.identity,
         "name": system.name,
