@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,11 @@ class FastClient:
                 if conn.reused:
                     continue  # the server closed an idle connection: once more on a new one
                 raise UpstreamIOError(f"{t.host}:{t.port} closed the connection: {exc}") from None
+            except BaseException:
+                # Cancelled mid-exchange (a probe stopped at shutdown, a client gone): the
+                # connection is in an unknown state, and must not be left to the collector.
+                conn.close()
+                raise
             lines = raw.decode("latin-1").split("\r\n")
             try:
                 status = int(lines[0].split(" ", 2)[1])
@@ -353,20 +358,17 @@ class FastClient:
                 self._finish(t, conn)
             return status, Response(status, out, content), _nothing()
 
-        async def lines() -> AsyncIterator[list[str]]:
+        async def lines() -> AsyncGenerator[list[str], None]:
             pending = b""
-            try:
-                async for chunk in chunks:
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    if complete:
-                        yield [line.rstrip(b"\r").decode() for line in complete]
-                if pending:
-                    yield [pending.rstrip(b"\r").decode()]
-            finally:
-                self._finish(t, conn)
+            async for chunk in chunks:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                if complete:
+                    yield [line.rstrip(b"\r").decode() for line in complete]
+            if pending:
+                yield [pending.rstrip(b"\r").decode()]
 
-        return status, None, lines()
+        return status, None, _Lines(lines(), lambda: self._finish(t, conn))
 
     def _deadline(self, timeout_s: float | None) -> float:
         """The event loop time by which the whole exchange must be done (a call's own
@@ -379,6 +381,38 @@ class FastClient:
             self._release(t, conn)
         else:
             conn.close()
+
+
+class _Lines:
+    """A body's lines as an async iterator whose ``aclose`` gives the connection back (to the
+    idle pool when the body was read to its end, else closed), also when iteration never
+    started or stopped half way: a bare generator's ``finally`` would not run then."""
+
+    __slots__ = ("_finish", "_lines")
+
+    def __init__(self, lines: AsyncGenerator[list[str], None], finish: Callable[[], None]):
+        self._lines: AsyncGenerator[list[str], None] | None = lines
+        self._finish = finish
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> list[str]:
+        if self._lines is None:
+            raise StopAsyncIteration
+        try:
+            return await self._lines.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        lines, self._lines = self._lines, None
+        if lines is not None:
+            try:
+                await lines.aclose()
+            finally:
+                self._finish()
 
 
 def _until(timeout: float, deadline: float) -> float:
