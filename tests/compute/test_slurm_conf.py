@@ -10,7 +10,7 @@ import pytest
 
 from neocloud.client import ApiError, Client
 from neocloud.compute import slurm_conf as conf
-from neocloud.compute.slurm import slurm_cluster_name
+from neocloud.compute.slurm_members import slurm_cluster_name
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Access, NodeRef, ProvisionRequest, StepResult
@@ -248,7 +248,14 @@ def test_slurm_missing_on_a_member_fails_with_the_reason_and_leaves_nothing(
     assert sum("rm -rf /var/spool/slurmctld" in r[1] for r in driver.runs) == 2
 
 
-def test_a_member_drained_away_takes_slurm_off_every_member_before_it_stops(
+def scripts(driver: FakeServers, since: int, marker: str) -> list[tuple[str, str, bytes | None]]:
+    return [r for r in driver.runs[since:] if marker in r[1]]
+
+
+DRAINS, TEARDOWNS, JOINS = "State=DRAIN", "rm -rf /var/spool/slurmctld", "echo restarted"
+
+
+def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_joins(
     acme: Client, fleet: Client, real_worker: Worker, servers: FakeServers, clock: VirtualClock
 ) -> None:
     worker, driver = real_worker, servers
@@ -257,25 +264,149 @@ def test_a_member_drained_away_takes_slurm_off_every_member_before_it_stops(
     worker.slurm.wait()
     c = acme.clusters.get(c["id"])
     assert c["scheduler"]["state"] == "ready"
+    (key,) = {r[2] for r in scripts(driver, 0, "SLURM_CONF=") if "NODENAME=" in r[1]}
+    controller = next(n for n in c["nodes"] if n["hostname"] == "drn-0")
     member = next(n for n in c["nodes"] if n["hostname"] == "drn-1")
     fleet.nodes.drain(member["node_id"], reason="fan replacement")
     before = len(driver.runs)
-    worker.run_once()  # the notice: the member stops later; Slurm comes off at once
+    worker.run_once()  # the notice: the member stops later; Slurm drains it at once
     worker.slurm.wait()
     assert acme.instances.get(member["instance_id"])["state"] == "running"
-    teardowns = [r for r in driver.runs[before:] if "rm -rf /var/spool/slurmctld" in r[1]]
-    assert len(teardowns) == 2
+    (drain,) = scripts(driver, before, DRAINS)
+    assert drain[0] == controller["node_id"]  # scontrol runs on the controller
+    assert "NODE=drn-1" in drain[1]
+    assert "member stops (maintenance)" in drain[1]
+    (teardown,) = scripts(driver, before, TEARDOWNS)
+    assert teardown[0] == member["node_id"]  # Slurm comes off the leaving member only
     sched = acme.clusters.get(c["id"])["scheduler"]
-    assert sched["state"] == "failed"
-    assert "member drn-1 stops (maintenance)" in sched["reason"]
-    assert "removed from every member" in sched["reason"]
-    clock.advance(60)  # past the notice
+    assert sched["state"] == "ready"  # the other member keeps running the tenant's jobs
+    assert "1 of 2 nodes in service; drained drn-1" in sched["reason"]
+    clock.advance(60)  # past the notice: it stops, a replacement is booked and runs
+    before = len(driver.runs)
+    for _ in range(4):
+        worker.run_once()
+        worker.slurm.wait()
+    assert acme.instances.get(member["instance_id"])["state"] == "terminated"
+    got = acme.clusters.get(c["id"])
+    assert got["state"] == "running"
+    names = sorted(n["hostname"] for n in got["nodes"] if n["state"] == "running")
+    assert names == ["drn-0", "drn-1-r"]
+    new = next(n for n in got["nodes"] if n["hostname"] == "drn-1-r")
+    joins = scripts(driver, before, JOINS)
+    assert [(r[0], "restart slurmctld slurmctld" in r[1]) for r in joins] == [
+        (controller["node_id"], True),
+        (controller["node_id"], False),
+    ]
+    assert all("NodeName=drn-1-r NodeAddr=" in r[1] for r in joins)
+    assert all("NodeName=drn-1 " not in r[1] for r in joins)
+    installs = [r for r in scripts(driver, before, "SLURM_CONF=") if r not in joins]
+    assert [(r[0], r[2]) for r in installs] == [(new["node_id"], key)]  # the cluster's key
+    assert "ROLE=node" in installs[0][1]
+    (wait,) = scripts(driver, before, "sinfo -h -N")
+    assert "idle|mixed|allocated" in wait[1]
+    sched = got["scheduler"]
+    assert sched["state"] == "ready"
+    assert "drn-1-r joined" in sched["reason"]
+    events = acme.clusters.events(c["id"], limit=100)["data"]
+    heal = [e["message"] for e in events if (e["message"] or "").startswith("slurm heal")]
+    assert [m.split(":")[1].split()[0] for m in heal] == ["drained", "Slurm", "drn-1-r"]
+    for m in heal:
+        assert key is not None and key.hex() not in m
+
+
+def test_a_failed_node_is_drained_with_its_check_and_a_lost_controller_fails_slurm(
+    acme: Client, fleet: Client, real_worker: Worker, servers: FakeServers
+) -> None:
+    worker, driver = real_worker, servers
+    c = acme.clusters.create("H100", 3, name="ecc", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    c = acme.clusters.get(c["id"])
+    assert c["scheduler"]["state"] == "ready"
+    member = next(n for n in c["nodes"] if n["hostname"] == "ecc-2")
+    check = {"name": "gpu.ecc", "status": "fail", "message": "uncorrectable ECC error on GPU 3"}
+    fleet.nodes.report_health(member["node_id"], [check])
+    before = len(driver.runs)
     for _ in range(3):
         worker.run_once()
-    assert acme.instances.get(member["instance_id"])["state"] == "terminated"
+        worker.slurm.wait()
+    (drain,) = scripts(driver, before, DRAINS)
+    assert "uncorrectable ECC error on GPU 3" in drain[1]
+    got = acme.clusters.get(c["id"])
+    assert got["scheduler"]["state"] == "ready"
+    assert "ecc-2-r joined" in got["scheduler"]["reason"]
+    assert len(scripts(driver, before, JOINS)) == 3  # slurmctld, then slurmd on both that stay
+    # the controller's node fails: its state and queue are lost with it; Slurm comes off
+    ctl = next(n for n in got["nodes"] if n["hostname"] == "ecc-0")
+    fleet.nodes.report_health(ctl["node_id"], [check])
+    before = len(driver.runs)
+    for _ in range(3):
+        worker.run_once()
+        worker.slurm.wait()
+    sched = acme.clusters.get(c["id"])["scheduler"]
+    assert sched["state"] == "failed"
+    assert "the controller ecc-0 is lost (node failed:" in sched["reason"]
+    assert {r[0] for r in scripts(driver, before, TEARDOWNS)} >= {ctl["node_id"]}
 
 
-def test_the_reconciler_holds_a_member_while_slurm_is_on_it(
+def test_on_simulated_nodes_a_lost_member_is_drained_and_replaced_at_once(
+    acme: Client, fleet: Client, worker: Worker
+) -> None:
+    c = acme.clusters.create("H100", 2, name="sim", scheduler={"type": "slurm"})
+    worker.run_once()
+    c = acme.clusters.get(c["id"])
+    assert c["scheduler"]["state"] == "ready"
+    member = next(n for n in c["nodes"] if n["hostname"] == "sim-1")
+    fleet.nodes.report_health(member["node_id"], [{"name": "gpu.xid", "status": "fail"}])
+    for _ in range(4):
+        worker.run_once()
+    got = acme.clusters.get(c["id"])
+    assert got["scheduler"]["state"] == "ready", got["scheduler"]
+    assert "sim-1-r joined" in got["scheduler"]["reason"]
+    events = acme.clusters.events(c["id"], limit=100)["data"]
+    assert any(
+        (e["message"] or "").startswith("slurm heal: drained sim-1: node failed") for e in events
+    )
+
+
+@pytest.mark.parametrize(
+    ("nodes", "facts", "expected"),
+    [
+        # all in service, nothing changed
+        ({"a": {}, "b": {}}, [("a", 1, 0, 1), ("b", 1, 0, 1)], ("none", ())),
+        # b failed (not running any more): drain it
+        ({"a": {}, "b": {}}, [("a", 1, 0, 1), ("b", 0, 0, 1)], ("drain", ("b",))),
+        # b asked to stop (still running): drain it before it goes
+        ({"a": {}, "b": {}}, [("a", 1, 0, 1), ("b", 1, 1, 1)], ("drain", ("b",))),
+        # b drained, its replacement c still provisioning: wait
+        ({"a": {}, "b": {"drained": True}}, [("a", 1, 0, 1), ("c", 0, 0, 0)], ("none", ())),
+        # c runs but has no address yet: wait
+        ({"a": {}, "b": {"drained": True}}, [("a", 1, 0, 1), ("c", 1, 0, 0)], ("none", ())),
+        # c runs: it joins
+        ({"a": {}, "b": {"drained": True}}, [("a", 1, 0, 1), ("c", 1, 0, 1)], ("join", ("c",))),
+        # drained b still in its notice: c waits until b is gone
+        (
+            {"a": {}, "b": {"drained": True}},
+            [("a", 1, 0, 1), ("b", 1, 1, 1), ("c", 1, 0, 1)],
+            ("none", ()),
+        ),
+        # the controller a is lost: Slurm fails
+        ({"a": {}, "b": {}}, [("a", 0, 0, 1), ("b", 1, 0, 1)], ("fail", ("a",))),
+    ],
+)
+def test_decide_heal(
+    nodes: dict[str, dict[str, object]],
+    facts: list[tuple[str, int, int, int]],
+    expected: tuple[str, tuple[str, ...]],
+) -> None:
+    from neocloud.compute.slurm_heal import MemberFacts, decide_heal
+
+    members = [MemberFacts(i, bool(r), bool(st), bool(ad)) for i, r, st, ad in facts]
+    plan = decide_heal(nodes, "a", members, 2)
+    assert (plan.action.value, plan.members) == expected
+
+
+def test_the_reconciler_holds_a_member_until_slurm_has_drained_and_released_it(
     acme: Client, real_worker: Worker, db: Database, clock: VirtualClock
 ) -> None:
     import sqlalchemy as sa
@@ -286,20 +417,67 @@ def test_the_reconciler_holds_a_member_while_slurm_is_on_it(
     c = acme.clusters.create("H100", 2, name="hold", scheduler={"type": "slurm"})
     worker.run_once()
     worker.slurm.wait()
-    assert acme.clusters.get(c["id"])["scheduler"]["state"] == "ready"
+    got = acme.clusters.get(c["id"])
+    assert got["scheduler"]["state"] == "ready"
+    leaving = next(n["instance_id"] for n in got["nodes"] if n["hostname"] == "hold-1")
     with db.transaction() as s:  # a stop already due, before the Slurm step has seen it
         s.execute(
             sa.update(InstanceRow)
-            .where(InstanceRow.cluster_id == c["id"])
+            .where(InstanceRow.id == leaving)
             .values(stop_at=clock.now(), stop_reason="preempted")
         )
     worker.reconciler.run_once()
-    assert {n["state"] for n in acme.clusters.get(c["id"])["nodes"]} == {"running"}
+    assert acme.instances.get(leaving)["state"] == "running"  # held: Slurm still uses it
+    worker.slurm.run_once()
+    worker.slurm.wait()
+    sched = acme.clusters.get(c["id"])["scheduler"]
+    assert (sched["state"], "drained hold-1" in sched["reason"]) == ("ready", True)
+    worker.reconciler.run_once()
+    assert acme.instances.get(leaving)["state"] != "running"  # released: it stops
+    # a stop of every member (the controller too): Slurm comes off all, then they stop
+    with db.transaction() as s:
+        s.execute(
+            sa.update(InstanceRow)
+            .where(InstanceRow.cluster_id == c["id"], InstanceRow.state == "running")
+            .values(stop_at=clock.now(), stop_reason="preempted")
+        )
+    worker.reconciler.run_once()
+    assert {
+        n["state"] for n in acme.clusters.get(c["id"])["nodes"] if n["hostname"] == "hold-0"
+    } == {"running"}
     worker.slurm.run_once()
     worker.slurm.wait()
     assert acme.clusters.get(c["id"])["scheduler"]["state"] == "failed"
     worker.reconciler.run_once()
     assert {n["state"] for n in acme.clusters.get(c["id"])["nodes"]} != {"running"}
+
+
+def test_a_member_is_held_no_longer_than_the_longest_hold(
+    acme: Client, real_worker: Worker, db: Database, clock: VirtualClock
+) -> None:
+    import sqlalchemy as sa
+
+    from neocloud.compute.clusters import MEMBER_HOLD_MAX_S
+    from neocloud.compute.tables import InstanceRow
+
+    worker = real_worker
+    c = acme.clusters.create("H100", 2, name="late", scheduler={"type": "slurm"})
+    worker.run_once()
+    worker.slurm.wait()
+    got = acme.clusters.get(c["id"])
+    leaving = next(n["instance_id"] for n in got["nodes"] if n["hostname"] == "late-1")
+    with db.transaction() as s:  # asked to stop long ago; no Slurm step ran since (its worker died)
+        s.execute(
+            sa.update(InstanceRow)
+            .where(InstanceRow.id == leaving)
+            .values(stop_at=clock.now(), stop_reason="preempted")
+        )
+    clock.advance(MEMBER_HOLD_MAX_S - 1)
+    worker.reconciler.run_once()
+    assert acme.instances.get(leaving)["state"] == "running"
+    clock.advance(2)
+    worker.reconciler.run_once()
+    assert acme.instances.get(leaving)["state"] != "running"
 
 
 def test_the_cli_asks_for_slurm_and_shows_its_state(

@@ -182,6 +182,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
         config=ComputeConfig.from_settings(settings),
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,
+        box=secret_box(settings),  # seals managed Slurm's munge keys
     )
     listener = listener_for(db, WAKE_CHANNEL, worker.nudge)
     if listener is not None:

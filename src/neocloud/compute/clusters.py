@@ -41,6 +41,10 @@ from neocloud.tenancy import quotas as tenancy_quotas
 
 MAX_NODES = 4096
 SCHEDULER_TYPES: tuple[str, ...] = ("slurm",)
+# The longest a member asked to stop waits for Slurm to let go of it (drained, removed); past
+# it the reconciler stops it anyway (the Slurm worker is down: a member's release must not
+# wait on it forever). Longer than a Slurm step's lease (compute/slurm_members.py).
+MEMBER_HOLD_MAX_S = 1800
 
 
 class SchedulerState(StrEnum):

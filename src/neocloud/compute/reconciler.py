@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from neocloud.compute.clusters import clusters_holding_members
+from neocloud.compute.clusters import MEMBER_HOLD_MAX_S, clusters_holding_members
 from neocloud.compute.decisions import (
     CHAINED,
     CLUSTER_ACTIVE,
@@ -167,6 +167,8 @@ class Reconciler:
                 sa.or_(  # a member with Slurm on it stops once Slurm is off (compute/slurm.py)
                     InstanceRow.cluster_id.is_(None),
                     InstanceRow.cluster_id.not_in(clusters_holding_members()),
+                    InstanceRow.scheduler_released_at.is_not(None),  # drained, Slurm off it
+                    InstanceRow.stop_at <= now - timedelta(seconds=MEMBER_HOLD_MAX_S),
                 ),
             ),
             sa.and_(

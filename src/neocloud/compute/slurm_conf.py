@@ -39,6 +39,10 @@ PROBE_NOT_INSTALLED = 120
 INSTALL_DIRS, INSTALL_KEY, INSTALL_MUNGE, INSTALL_CTLD, INSTALL_SLURMD = 121, 122, 123, 124, 125
 WAIT_TIMED_OUT = 126
 TEARDOWN_RUNNING, TEARDOWN_FILES = 131, 132
+DRAIN_FAILED = 133
+# Node states that count as "in service" once a replacement joined: a healthy member may be
+# running the tenant's jobs (mixed, allocated) while the new one comes up idle.
+SERVING_STATES = ("idle", "mixed", "allocated", "completing")
 
 
 class SlurmProbeError(ValueError):
@@ -254,7 +258,7 @@ PATH="$PATH:/usr/sbin:/sbin"
 end=$(( $(date +%s) + DEADLINE ))
 while :; do
   out=$(sinfo -h -N -o '%N %T' 2>&1)
-  idle=$(printf '%s\\n' "$out" | awk '$2 == "idle" {{print $1}}' | sort -u | wc -l)
+  idle=$(printf '%s\\n' "$out" | awk -v re="^($STATES)$" '$2 ~ re {{print $1}}' | sort -u | wc -l)
   if [ "$idle" -ge "$COUNT" ]; then printf '%s\\n' "$out"; exit 0; fi
   if [ "$(date +%s)" -ge "$end" ]; then printf '%s\\n' "$out"; exit {WAIT_TIMED_OUT}; fi
   sleep 0.5
@@ -294,11 +298,84 @@ def install_script(*, node: SlurmNode, controller: bool, files: dict[str, str]) 
     )
 
 
-def wait_script(*, count: int, deadline_s: int) -> str:
-    """Wait on the controller until ``sinfo`` shows ``count`` nodes idle (exit 126 at the
-    deadline, with what ``sinfo`` showed last)."""
-    return assign(COUNT=count, DEADLINE=deadline_s) + WAIT_IDLE
+def wait_script(*, count: int, deadline_s: int, states: Sequence[str] = ("idle",)) -> str:
+    """Wait on the controller until ``sinfo`` shows ``count`` nodes in one of ``states``
+    (default idle; exit 126 at the deadline, with what ``sinfo`` showed last)."""
+    return assign(COUNT=count, DEADLINE=deadline_s, STATES="|".join(states)) + WAIT_IDLE
 
 
 def probe_script(login_user: str) -> str:
     return assign(LOGIN=login_user) + PROBE
+
+
+# -- healing: drain a lost member, join its replacement ----------------------------------------
+
+DRAIN = f"""\
+PATH="$PATH:/usr/sbin:/sbin"
+scontrol update NodeName="$NODE" State=DRAIN Reason="$REASON" 2>&1 || exit {DRAIN_FAILED}
+sinfo -h -R -n "$NODE" -o '%n|%E' 2>&1
+"""
+
+_WRITE_CONF = f"""\
+PATH="$PATH:/usr/sbin:/sbin"
+printf '%s' "$SLURM_CONF" > {CONF_DIR}/slurm.conf.new || exit {INSTALL_DIRS}
+printf '%s' "$GRES_CONF" > {CONF_DIR}/gres.conf.new || exit {INSTALL_DIRS}
+printf '%s' "$TOPOLOGY_CONF" > {CONF_DIR}/topology.conf.new || exit {INSTALL_DIRS}
+for f in slurm gres topology; do
+  chmod 0644 {CONF_DIR}/$f.conf.new && mv -f {CONF_DIR}/$f.conf.new {CONF_DIR}/$f.conf \
+    || exit {INSTALL_DIRS}
+done
+systemd=no
+[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && systemd=yes
+"""
+
+# Restart one daemon by exact name, never touching slurmstepd: a running job's step daemon
+# outlives slurmd's restart and reattaches to the new slurmd through the spool directory.
+_RESTART = """\
+restart() {  # name, then the command that starts it without systemd
+  name=$1; shift
+  if [ "$systemd" = yes ]; then systemctl restart "$name"; return $?; fi
+  pkill -x "$name" 2>/dev/null
+  i=0
+  while [ $i -lt 100 ] && pgrep -x "$name" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
+  pkill -9 -x "$name" 2>/dev/null
+  "$@" </dev/null >/dev/null 2>&1
+}
+"""
+
+REJOIN_CTLD = (
+    _WRITE_CONF
+    + _RESTART
+    + f"""\
+# slurmctld recovers its jobs from /var/spool/slurmctld (kept): running jobs stay running
+restart slurmctld slurmctld || exit {INSTALL_CTLD}
+echo restarted
+"""
+)
+
+REJOIN_SLURMD = (
+    _WRITE_CONF
+    + _RESTART
+    + f"""\
+restart slurmd slurmd -N "$NODENAME" || exit {INSTALL_SLURMD}
+echo restarted
+"""
+)
+
+
+def drain_script(*, node: str, reason: str) -> str:
+    """Drain ``node`` with ``reason`` (run on the controller); prints ``sinfo -R``'s line."""
+    return assign(NODE=node, REASON=one_line(reason, 200)) + DRAIN
+
+
+def rejoin_script(*, node: str, controller: bool, files: dict[str, str]) -> str:
+    """On a member that stays: the new configuration files, then a restart of ``slurmctld``
+    (``controller``: Slurm 22.05 needs it when nodes are added or removed) or of ``slurmd``,
+    keeping the munge key, the daemons' state and every running job step."""
+    values = assign(
+        NODENAME=node,
+        SLURM_CONF=files["slurm.conf"],
+        GRES_CONF=files["gres.conf"],
+        TOPOLOGY_CONF=files["topology.conf"],
+    )
+    return values + (REJOIN_CTLD if controller else REJOIN_SLURMD)

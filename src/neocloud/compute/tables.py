@@ -77,6 +77,9 @@ class InstanceRow(_Leased, Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     running_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # A member of a cluster with managed Slurm: when Slurm let go of it (drained, Slurm
+    # removed from it), so the reconciler may stop it (``compute/slurm_heal.py``).
+    scheduler_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class ClusterRow(Base):
@@ -118,6 +121,11 @@ class ClusterRow(Base):
     scheduler_simulated: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
     scheduler_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     scheduler_ready_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The cluster's munge key sealed with the platform's SecretBox (a replacement joins with
+    # the same key; never returned, logged or audited), and Slurm's nodes as configured:
+    # {instance id: {"name": NodeName, "drained": bool}} (``compute/slurm_heal.py``).
+    scheduler_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    scheduler_nodes: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
 class AllocationRow(Base):

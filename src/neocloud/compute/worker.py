@@ -28,6 +28,7 @@ from neocloud.db.lease import LeaderLease
 from neocloud.drivers.base import Driver, Drivers
 from neocloud.fleet.agent import run_agent_steps
 from neocloud.kernel.clock import Clock
+from neocloud.kernel.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
@@ -67,6 +68,7 @@ class Worker:
         holder: str | None = None,
         lease_ttl_s: float = 15.0,
         interval_s: float = 1.0,
+        box: SecretBox | None = None,
     ) -> None:
         self.db, self.clock = db, clock
         self.drivers = Drivers.of(driver)  # chosen per node (``NodeRef.driver``)
@@ -78,7 +80,8 @@ class Worker:
         holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease = LeaderLease(db, clock, name=LEASE_NAME, holder=holder, ttl_s=lease_ttl_s)
         self.reconciler = Reconciler(db, clock, self.drivers, lease_ttl_s=self.config.lease_ttl_s)
-        self.slurm = SlurmSteps(db, clock, self.drivers)  # managed Slurm on clusters
+        # managed Slurm on clusters; ``box`` seals their munge keys (the platform's secret box)
+        self.slurm = SlurmSteps(db, clock, self.drivers, box=box)
         self.interval_s = interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
