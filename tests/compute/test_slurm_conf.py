@@ -311,7 +311,8 @@ def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_
     heal = [e["message"] for e in events if (e["message"] or "").startswith("slurm heal")]
     assert [m.split(":")[1].split()[0] for m in heal] == ["drained", "Slurm", "drn-1-r"]
     for m in heal:
-        assert key is not None and key.hex() not in m
+        assert key is not None
+        assert key.hex() not in m
 
 
 def test_a_failed_node_is_drained_with_its_check_and_a_lost_controller_fails_slurm(
