@@ -8,18 +8,20 @@ background thread, so a slow server never holds the worker's cycle:
 1. probe every member: Slurm and munge installed, ``slurmd -C``'s CPUs and memory, GPU device
    files, the tenant login's uid (it must be the same on every member: Slurm runs a job as one
    uid everywhere);
-2. a fresh munge key for this cluster (128 random bytes, in memory only: handed to each member
-   on the script's standard input, written 0400 ``munge:munge``, never stored, logged or
-   returned), ``slurm.conf`` with each member as ``NodeName`` = its tenant hostname and
-   ``NodeAddr`` = its address, ``gres.conf``, ``topology.conf`` from ``topology_export``'s tree
-   form, ``slurmctld`` on the first member, ``slurmd`` on all (systemd where it is PID 1,
-   else started directly);
+2. a fresh munge key for this cluster (128 random bytes: handed to each member on the script's
+   standard input, written 0400 ``munge:munge``, kept only sealed with the platform's
+   ``SecretBox`` for a replacement to join with, never logged or returned), ``slurm.conf``
+   with each member as ``NodeName`` = its tenant hostname and ``NodeAddr`` = its address,
+   ``gres.conf``, ``topology.conf`` from ``topology_export``'s tree form, ``slurmctld`` on
+   the first member, ``slurmd`` on all (systemd where it is PID 1, else started directly);
 3. wait until ``sinfo`` shows every node idle → ``ready`` (the controller and its login
    command in the cluster's answer), or ``failed`` with the reason, after removing what was
    written, so nothing is left half-configured.
 
-Terminating such a cluster first removes Slurm from every member (``removing``: daemons
-stopped, key, configuration and state gone, checked), then stops the members. A member where
+A lost member is drained and its replacement joined while Slurm stays ready
+(``compute/slurm_heal.py``). Terminating such a cluster first removes Slurm from every member
+(``removing``: daemons stopped, key, configuration and state gone, checked), then stops the
+members. A member where
 that fails goes to repair. On simulated nodes nothing runs: the scheduler is ``ready`` and says
 ``simulated``. Every step is bounded by ``SlurmTimeouts``; a lease on the cluster row keeps two
 workers from running one step twice. See docs/slurm.md.
