@@ -313,6 +313,16 @@ def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_
     for m in heal:
         assert key is not None
         assert key.hex() not in m
+    # terminate: Slurm comes off the two members it runs on (the drained one had it removed)
+    before = len(driver.runs)
+    acme.clusters.terminate(c["id"])
+    for _ in range(3):
+        worker.run_once()
+        worker.slurm.wait()
+    got = acme.clusters.get(c["id"])
+    assert (got["state"], got["scheduler"]["state"]) == ("terminated", "removed")
+    torn = sorted(r[0] for r in scripts(driver, before, TEARDOWNS))
+    assert torn == sorted([controller["node_id"], new["node_id"]])
 
 
 def test_a_failed_node_is_drained_with_its_check_and_a_lost_controller_fails_slurm(

@@ -312,9 +312,11 @@ class SlurmSteps:
         with self.db.transaction() as s:
             c = s.get(ClusterRow, cluster_id)
             members = live_members(s, cluster_id)
-            # members Slurm still knows that are no longer running (a lost controller's node)
-            known = set((c.scheduler_nodes or {}) if c is not None else {})
-            gone = known - {m.instance_id for m in members}
+            # members Slurm still counts on that no longer run (a lost controller's node); the
+            # drained ones had Slurm removed when they were drained
+            nodes = (c.scheduler_nodes or {}) if c is not None else {}
+            serving = {i for i, n in nodes.items() if not n.get("drained")}
+            gone = serving - {m.instance_id for m in members}
             members += [m.target for m in lost_members(s, sorted(gone))]
         failures = self._teardown_all(members)
         now = self.clock.now()
