@@ -4,12 +4,14 @@ parsing), the scheduler's states on simulated nodes, and the steps through a fak
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
 import pytest
 
 from neocloud.client import ApiError, Client
 from neocloud.compute import slurm_conf as conf
+from neocloud.compute.slurm_heal import open_key
 from neocloud.compute.slurm_members import slurm_cluster_name
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
@@ -255,8 +257,22 @@ def scripts(driver: FakeServers, since: int, marker: str) -> list[tuple[str, str
 DRAINS, TEARDOWNS, JOINS = "State=DRAIN", "rm -rf /var/spool/slurmctld", "echo restarted"
 
 
+def sealed_key(db: Database, cluster_id: str) -> str | None:
+    from neocloud.compute.tables import ClusterRow
+
+    with db.transaction() as s:
+        row = s.get(ClusterRow, cluster_id)
+        assert row is not None
+        return row.scheduler_key
+
+
 def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_joins(
-    acme: Client, fleet: Client, real_worker: Worker, servers: FakeServers, clock: VirtualClock
+    acme: Client,
+    fleet: Client,
+    real_worker: Worker,
+    servers: FakeServers,
+    clock: VirtualClock,
+    db: Database,
 ) -> None:
     worker, driver = real_worker, servers
     c = acme.clusters.create("H100", 2, name="drn", scheduler={"type": "slurm"})
@@ -267,6 +283,12 @@ def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_
     (key,) = {r[2] for r in scripts(driver, 0, "SLURM_CONF=") if "NODENAME=" in r[1]}
     controller = next(n for n in c["nodes"] if n["hostname"] == "drn-0")
     member = next(n for n in c["nodes"] if n["hostname"] == "drn-1")
+    sealed = sealed_key(db, c["id"])  # kept sealed for the join, never in the clear
+    assert sealed is not None
+    assert key is not None
+    assert key.hex() not in sealed
+    assert base64.b64encode(key).decode() not in sealed
+    assert open_key(worker.slurm.box, sealed) == key
     fleet.nodes.drain(member["node_id"], reason="fan replacement")
     before = len(driver.runs)
     worker.run_once()  # the notice: the member stops later; Slurm drains it at once
@@ -321,6 +343,7 @@ def test_a_member_drained_away_is_drained_in_slurm_released_and_its_replacement_
         worker.slurm.wait()
     got = acme.clusters.get(c["id"])
     assert (got["state"], got["scheduler"]["state"]) == ("terminated", "removed")
+    assert sealed_key(db, c["id"]) is None  # dropped with Slurm
     torn = sorted(r[0] for r in scripts(driver, before, TEARDOWNS))
     assert torn == sorted([controller["node_id"], new["node_id"]])
 
