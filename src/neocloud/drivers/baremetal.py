@@ -13,9 +13,9 @@ instead of cleaned:
 3. the reconciler checks back (``check_wipe``) after ``boot_s``, then every ``poll_s``: the node
    is done once SSH answers with the operator key **and** the marker is gone; SSH silent or the
    marker still there after ``timeout_s`` fails the reimage (the node goes ``failed`` with the
-   reason). The host key the ssh driver trusted on first use is forgotten at step 2: a new
-   install makes new host keys (a pinned ``host_key`` is kept, so such a node's image must keep
-   its keys).
+   reason). The host key the ssh driver trusted on first use is forgotten from step 2 until
+   the check passes: a new install makes new host keys (a pinned ``host_key`` is kept, so such
+   a node's image must keep its keys).
 
 A node with BMC settings only is the ``RedfishDriver``'s, step for step.
 """
@@ -172,6 +172,9 @@ class BareMetalDriver:
         (``WipeChecker``); a BMC-only node's wipe is done when its duration has passed."""
         if not has_ssh(node):
             return WipeProgress(True)
+        # Until the reimage is over, the host key may change at any probe (the old OS still
+        # up, then the new one): trusted on first use again each time.
+        self.ssh.forget_host_key(node)
         status, out = self.ssh.run_root(node, _PROBE, timeout_s=self.probe_timeout_s)
         fields = dict(
             line.split("=", 1) for line in out.splitlines() if "=" in line and status == 0
