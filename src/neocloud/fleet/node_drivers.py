@@ -67,8 +67,9 @@ REDFISH_OWN_FIELDS = frozenset(
 # A redfish node that also names an ssh ``address`` (and an operator ``private_key``) is a
 # redfish + ssh node: OS steps over SSH, reimaged through the BMC between tenants.
 REDFISH_SSH_FIELDS = frozenset(
-    {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key"}
-)
+    {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key",
+     "reboot_command"}
+)  # fmt: skip
 REDFISH_FIELDS = REDFISH_OWN_FIELDS | REDFISH_SSH_FIELDS
 # A password is taken as typed: no trimming (a space may be part of it), one line, bounded.
 Password = Annotated[
