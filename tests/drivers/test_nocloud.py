@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import io
 
-import pycdlib  # type: ignore[import-untyped]
+import pycdlib
 import pytest
 import yaml
 
@@ -69,13 +69,12 @@ def test_meta_data_and_login_without_user_data() -> None:
 def test_no_sudo_and_root_login() -> None:
     files = read(build_seed_iso(seed(login=Login("bob", KEYS[:1], sudo=False))))
     user = cloud_config(files["user-data"].decode())["users"][0]  # type: ignore[index]
-    assert "sudo" not in user and user["name"] == "bob"
+    assert "sudo" not in user
+    assert user["name"] == "bob"
     files = read(build_seed_iso(seed(login=Login("root", KEYS[1:]))))
     doc = cloud_config(files["user-data"].decode())
     assert doc["disable_root"] is False
-    assert doc["users"] == [
-        {"name": "root", "ssh_authorized_keys": [KEYS[1]], "lock_passwd": True}
-    ]
+    assert doc["users"] == [{"name": "root", "ssh_authorized_keys": [KEYS[1]], "lock_passwd": True}]
 
 
 def test_tenant_cloud_config_is_merged() -> None:
@@ -112,7 +111,8 @@ def test_script_goes_as_a_mime_part() -> None:
     message = email.message_from_bytes(files["user-data"])
     assert message.is_multipart()
     parts = message.get_payload()
-    assert isinstance(parts, list) and len(parts) == 2
+    assert isinstance(parts, list)
+    assert len(parts) == 2
     assert parts[0].get_content_type() == "text/cloud-config"
     config = parts[0].get_payload(decode=True).decode()
     assert cloud_config(config)["users"][0]["name"] == "alice"  # type: ignore[index]
@@ -134,12 +134,11 @@ def test_iso_names_for_every_reader() -> None:
         plain = sorted(
             c.file_identifier() for c in iso.list_children(iso_path="/") if not c.is_dir()
         )
-        rock = sorted(
-            c.rock_ridge.name() for c in iso.list_children(rr_path="/") if not c.is_dir()
-        )
+        rock = sorted(c.rock_ridge.name() for c in iso.list_children(rr_path="/") if not c.is_dir())
         assert plain == [b"METADATA.;1", b"NETWORKC.;1", b"USERDATA.;1"]
         assert rock == [b"meta-data", b"network-config", b"user-data"]
-        assert iso.has_joliet() and iso.has_rock_ridge()
+        assert iso.has_joliet()
+        assert iso.has_rock_ridge()
     finally:
         iso.close()
 

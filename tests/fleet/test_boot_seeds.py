@@ -44,7 +44,8 @@ def test_a_published_seed_is_served_by_its_token_and_stored_sealed(
 ) -> None:
     iso = image()
     url = store(app, db, clock).publish(node_id=node_id, workload_id="inst_1", image=iso)
-    assert url.startswith("http://control.example:8420/boot/seeds/") and url.endswith(".iso")
+    assert url.startswith("http://control.example:8420/boot/seeds/")
+    assert url.endswith(".iso")
     path = url.removeprefix("http://control.example:8420")
     got = http.get(path)  # no API key: a BMC sends none
     assert got.status_code == 200
@@ -57,9 +58,13 @@ def test_a_published_seed_is_served_by_its_token_and_stored_sealed(
     assert len(token) >= 40  # 256 bits
     with db.transaction() as s:
         row = s.get(BootSeedRow, token_hash(token))
-        assert row is not None and row.fetches == 2 and row.size == len(iso)
+        assert row is not None
+        assert row.fetches == 2
+        assert row.size == len(iso)
         stored = repr(tuple(s.execute(sa.select(BootSeedRow.__table__)).one()))
-    assert token not in stored and SECRET not in stored and "cidata" not in stored
+    assert token not in stored
+    assert SECRET not in stored
+    assert "cidata" not in stored
 
 
 def test_unknown_expired_and_discarded_tokens_are_404_and_nothing_is_listed(
@@ -98,7 +103,12 @@ def test_a_seed_holds_at_most_four_mib(
     box = app.state.secret_box  # type: ignore[attr-defined]
     with pytest.raises(ValidationFailed):
         publish_seed(
-            db=db, clock=clock, box=box, node_id=node_id, workload_id="w", image=b"\0" * ((4 << 20) + 1)
+            db=db,
+            clock=clock,
+            box=box,
+            node_id=node_id,
+            workload_id="w",
+            image=b"\0" * ((4 << 20) + 1),
         )
 
 

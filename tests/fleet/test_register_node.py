@@ -678,9 +678,11 @@ def test_a_redfish_ssh_node_keeps_both_settings_and_seals_both_logins(
     node = r.json()
     assert node["credentials"] == ["bmc_password", "bmc_username", "private_key"]
     config = node["driver_config"]
-    assert config["address"] == "10.231.7.7" and config["port"] == 2222
+    assert config["address"] == "10.231.7.7"
+    assert config["port"] == 2222
     assert config["image_url"] == "https://images.example/ubuntu-24.04.iso"
-    assert "private_key" not in json.dumps(config) and BMC_PASSWORD not in r.text
+    assert "private_key" not in json.dumps(config)
+    assert BMC_PASSWORD not in r.text
     with db.transaction() as s:
         sealed = s.get(NodeRow, node["id"]).driver_secret  # type: ignore[union-attr]
     assert sealed is not None

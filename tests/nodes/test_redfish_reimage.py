@@ -32,8 +32,8 @@ import yaml
 from neocloud.client import Client
 from neocloud.compute.worker import Worker
 from neocloud.db.engine import Database
-from neocloud.drivers.base import Drivers, Login, NodeRef, ProvisionRequest
 from neocloud.drivers.baremetal import REIMAGE_MARKER, BareMetalDriver
+from neocloud.drivers.base import Drivers, Login, NodeRef, ProvisionRequest
 from neocloud.drivers.nocloud import read_seed_iso
 from neocloud.drivers.redfish import RedfishDriver
 from neocloud.drivers.ssh import SshDriver
@@ -168,8 +168,7 @@ def seeds(tmp_path: Path) -> Iterator[SeedServer]:
 def media(emulator: Emulator, name: str) -> dict[str, Any]:
     system = emulator.system(uuid_of(name))
     return {
-        m.identity: (m.inserted, m.image, m.image_name)
-        for m in system.virtual_media.get_members()
+        m.identity: (m.inserted, m.image, m.image_name) for m in system.virtual_media.get_members()
     }
 
 
@@ -214,7 +213,8 @@ def test_provision_inserts_image_and_seed_and_the_bmc_fetches_the_seed(
         "local-hostname": "trainer",
     }
     text = files["user-data"].decode()
-    assert "text/x-shellscript" in text and "text/cloud-config" in text
+    assert "text/x-shellscript" in text
+    assert "text/cloud-config" in text
     wiped = driver.wipe(ref)  # ejects both media
     assert wiped.ok, wiped.message
     assert {k: v[0] for k, v in media(emulator, "seeded").items()} == {
@@ -312,8 +312,11 @@ def test_a_redfish_ssh_node_is_reimaged_between_tenants(
     _, files = read_seed_iso(seeds.seeds[path])
     config = yaml.safe_load(files["user-data"].decode().split("\n", 1)[1])
     assert config["users"] == [
-        {"name": "root", "ssh_authorized_keys": [config["users"][0]["ssh_authorized_keys"][0]],
-         "lock_passwd": True}
+        {
+            "name": "root",
+            "ssh_authorized_keys": [config["users"][0]["ssh_authorized_keys"][0]],
+            "lock_passwd": True,
+        }
     ]
     seed_key = config["users"][0]["ssh_authorized_keys"][0]
     assert seed_key.split()[:2] == public_key.split()[:2]  # the operator's key, no tenant's

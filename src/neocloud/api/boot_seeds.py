@@ -43,9 +43,7 @@ def redact_access_log() -> None:
 
 
 @router.api_route(SEED_PATH + "/{name}", methods=["GET", "HEAD"])
-def get_seed(
-    name: str, request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]
-) -> Response:
+def get_seed(name: str, request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]) -> Response:
     """The seed image (ISO 9660), ``application/octet-stream``, never cached."""
     if not name.endswith(".iso"):
         raise NotFound("no such seed", code="seed_not_found")

@@ -139,8 +139,8 @@ def platform_drivers(
     as an operator's ``nodes power`` or ``nodes inspect`` waits for the answer). With ``db``
     and ``clock``, redfish nodes boot with cloud-init seeds stored there and served by the API
     at the public URL, and redfish + ssh nodes reimage between tenants."""
-    from neocloud.drivers.base import Driver, Drivers
     from neocloud.drivers.baremetal import BareMetalDriver
+    from neocloud.drivers.base import Driver, Drivers
     from neocloud.drivers.redfish import RedfishDriver
     from neocloud.drivers.sim import SimDriver
     from neocloud.drivers.ssh import SshDriver
@@ -157,9 +157,7 @@ def platform_drivers(
     # Seeds the BMCs fetch are served by the API at the public URL (``/boot/seeds/…``).
     seeds = None
     if db is not None and clock is not None:
-        seeds = SeedStore(
-            db, clock, box, settings.resolved_public_url(), ttl_s=settings.seed_ttl_s
-        )
+        seeds = SeedStore(db, clock, box, settings.resolved_public_url(), ttl_s=settings.seed_ttl_s)
     ssh = SshDriver(box, agent=agent_install(settings))
     drivers["ssh"] = ssh
     drivers["redfish"] = BareMetalDriver(

@@ -489,7 +489,7 @@ class Reconciler:
                 .where(NodeRow.id.in_(node_ids))
             ).all()
             refs = [(node_ref(n), started) for n, started in rows]
-        calls: list[Callable[[], WipeProgress]] = []
+        calls: list[Callable[[], CheckedWipe]] = []
         for ref, started in refs:
             driver = self.drivers.for_node(ref)
             if isinstance(driver, WipeChecker):

@@ -37,7 +37,8 @@ from neocloud.drivers.base import (
 )
 from neocloud.drivers.nocloud import Seed
 from neocloud.drivers.redfish import RedfishDriver
-from neocloud.drivers.ssh import SshDriver, SshStepError
+from neocloud.drivers.ssh import SshDriver
+from neocloud.drivers.ssh_session import SshStepError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
 
-import pycdlib  # type: ignore[import-untyped]
+import pycdlib
 import yaml
 
 from neocloud.drivers.base import Login

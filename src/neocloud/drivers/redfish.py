@@ -361,12 +361,12 @@ class RedfishDriver:
             off = _enum_value(system.power_state) == "Off"
             self._reset(node, system, "On" if off else "ForceRestart")
             notes.append("power: on" if off else "power: reset")
-            if seed_url is None and seed is not None and what == "provision":
-                if seed.login.public_keys or seed.user_data:
-                    notes.append(
-                        "login and user data not applied: no image or no seed server for "
-                        "a cloud-init seed"
-                    )
+            tenant_data = seed is not None and bool(seed.login.public_keys or seed.user_data)
+            if seed_url is None and tenant_data and what == "provision":
+                notes.append(
+                    "login and user data not applied: no image or no seed server for "
+                    "a cloud-init seed"
+                )
             seconds = self.boot_s if cfg.boot_s is None else cfg.boot_s
             return StepResult(True, seconds, access=None, notes=tuple(notes))
 
@@ -401,8 +401,7 @@ class RedfishDriver:
         others = [
             m
             for m in media
-            if m not in cds[:1]
-            and {_enum_value(t) for t in m.media_types} & SEED_MEDIA_TYPES
+            if m not in cds[:1] and {_enum_value(t) for t in m.media_types} & SEED_MEDIA_TYPES
         ]
         if not others:
             raise RedfishError(

@@ -236,9 +236,7 @@ class BootSeedRow(Base):
     __tablename__ = "boot_seeds"
 
     token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    node_id: Mapped[str] = mapped_column(
-        sa.ForeignKey("nodes.id", ondelete="CASCADE"), index=True
-    )
+    node_id: Mapped[str] = mapped_column(sa.ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     workload_id: Mapped[str] = mapped_column(sa.String(64))
     sealed: Mapped[str] = mapped_column(sa.Text)
     size: Mapped[int] = mapped_column(sa.Integer)
