@@ -16,6 +16,7 @@ host reached over real SSH by the ssh driver. Emulated, and said so where it hap
 
 from __future__ import annotations
 
+import email
 import functools
 import http.server
 import importlib.util
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sushy  # type: ignore[import-untyped]
 import yaml
@@ -52,8 +54,9 @@ from .conftest import (
     stop_emulator,
     wait_for_port,
 )
+from .platform import running_platform, wait_for
 
-SYSTEMS = {"seeded": "Off", "reimage": "Off", "unreimaged": "Off"}
+SYSTEMS = {"seeded": "Off", "reimage": "Off", "unreimaged": "Off", "platform": "Off"}
 TENANT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOqtTzXq3cqnyE4N2Tg0jU8ldqz0x+pv0PdyZQ8p7JZn t@x"
 TOPOLOGY = {
     "region": "us-east-1",
@@ -81,7 +84,13 @@ def uuid_of(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the emulator keeps the images it downloads (its TMPDIR)."""
+    return tmp_path_factory.mktemp("emulator-downloads")
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory, downloads: Path) -> Iterator[Emulator]:
     if importlib.util.find_spec("sushy_tools") is None:
         if IN_CI:
             pytest.fail("sushy-tools (the Redfish emulator) is a dev dependency: install it")
@@ -90,7 +99,9 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
         {"uuid": uuid_of(name), "name": name, "power_state": state}
         for name, state in SYSTEMS.items()
     ]
-    emu, proc = start_redfish_emulator(tmp_path_factory.mktemp("redfish-reimage"), systems)
+    emu, proc = start_redfish_emulator(
+        tmp_path_factory.mktemp("redfish-reimage"), systems, downloads=downloads
+    )
     try:
         yield emu
     finally:
@@ -221,6 +232,92 @@ def test_provision_inserts_image_and_seed_and_the_bmc_fetches_the_seed(
         "Cd": False,
         "Floppy": False,
     }
+
+
+def test_through_the_platform_the_bmc_mounts_the_seed_the_api_serves(
+    tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, downloads: Path
+) -> None:
+    """``neocloud up``: a redfish node with an image; a tenant's instance with keys and a
+    script; the emulator downloads the seed from ``/boot/seeds/…`` (the file it saved is read
+    back), the seed is gone once the node booted, and neither its token nor the user data is
+    in the server's log."""
+    images = tmp_path_factory.mktemp("platform-images")
+    files = SeedServer(images)  # serves the OS image only, here
+    secret = "api-token-in-user-data-5c2e"
+    try:
+        with running_platform(tmp_path_factory.mktemp("seedplatform")) as p:
+            node = p.ok(
+                "POST",
+                "/nodes",
+                json={
+                    "hostname": "rf-platform",
+                    "gpu_model": "H100",
+                    "gpu_count": 8,
+                    "vcpus": 224,
+                    "ram_gib": 2048,
+                    "topology": {**TOPOLOGY, "rack": "rf-b01-platform"},
+                    "driver": "redfish",
+                    "driver_config": {
+                        "bmc_url": emulator.url,
+                        "system_id": uuid_of("platform"),
+                        "bmc_username": BMC_USER,
+                        "bmc_password": BMC_PASSWORD,
+                        "image_url": f"{files.url}/os.iso",
+                        "power_s": 0,
+                        "boot_s": 8,
+                    },
+                },
+            )
+            wait_for("burn-in", lambda: p.ok("GET", f"/nodes/{node['id']}")["state"] == "available")
+            org = p.ok("POST", "/orgs", json={"name": "Seedy", "slug": "seedy",
+                                              "owner_email": "o@seedy.example"})  # fmt: skip
+            user = p.ok("GET", f"/orgs/{org['id']}/users")["data"][0]
+            key = p.ok("POST", "/keys", json={"name": "k", "org_id": org["id"],
+                                              "user_id": user["id"]})["secret"]  # fmt: skip
+            p.ok("PUT", f"/orgs/{org['id']}/quotas/H100-SXM-80GB", json={"limit_gpus": 8})
+            script = f"#!/bin/sh\necho {secret} > /etc/app-token\n"
+            created = p.ok(
+                "POST",
+                "/instances",
+                key,
+                json={"instance_type": "8xH100", "ssh_keys": [TENANT_KEY], "user_data": script},
+            )
+            floppy = wait_for(
+                "the seed mounted",
+                lambda: (m := media(emulator, "platform")).get("Floppy", (False,))[0] and m,
+            )["Floppy"]
+            assert floppy[1].startswith(f"{p.url}/boot/seeds/")
+            assert floppy[2] == "seed.iso"
+            (saved,) = list(downloads.glob("*/seed.iso"))  # what the emulator downloaded
+            volume, seed_files = read_seed_iso(saved.read_bytes())
+            assert volume == "cidata"
+            assert yaml.safe_load(seed_files["meta-data"])["instance-id"] == created["id"]
+            text = seed_files["user-data"].decode()
+            assert "text/x-shellscript" in text
+            assert TENANT_KEY.split()[1] in base64_parts(text)  # the tenant key (normalized)
+            assert secret in base64_parts(text)
+            wait_for(
+                "running",
+                lambda: p.ok("GET", f"/instances/{created['id']}", key)["state"] == "running",
+            )
+            assert httpx.get(floppy[1], timeout=10).status_code == 404  # the boot is over
+            log = p.log.read_text()
+            token = floppy[1].rsplit("/", 1)[1]
+            assert "/boot/seeds/***" in log  # the BMC's fetch, redacted
+            assert token not in log
+            assert secret not in log
+    finally:
+        files.close()
+
+
+def base64_parts(message: str) -> str:
+    """The decoded text of every part of a MIME multipart user-data."""
+    parsed = email.message_from_string(message)
+    return "\n".join(
+        part.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        for part in parsed.walk()
+        if not part.is_multipart()
+    )
 
 
 # -- a redfish + ssh node: reimaged between tenants ------------------------------------------
