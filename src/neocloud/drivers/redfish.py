@@ -2,9 +2,10 @@
 
 Power on and off, reset, a one-time boot override (virtual media CD, PXE or disk), virtual
 media insert and eject, and the system's health and inventory, read from the BMC. Nothing here
-logs in to the server's OS: a ``redfish``-only node powers and boots the machine, and its
-``provision`` answers no ``Access`` (no OS login is known). Reimaging a ``redfish`` + ``ssh``
-node (boot the image, wait for SSH, then the ssh driver's steps) is the next step, not done here.
+logs in to the server's OS: a ``redfish``-only node powers and boots the machine (with a
+cloud-init seed carrying the tenant's login and user data beside the image, when a seed
+publisher is given), and its ``provision`` answers no ``Access`` (no OS login is known).
+A ``redfish`` + ``ssh`` node, reimaged between tenants, is ``drivers.baremetal``'s.
 
 Steps answer as soon as the BMC has accepted the request, with the seconds the server takes to
 get there (``power_s``, ``boot_s``); the reconciler checks back after that long. A step never
