@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from neocloud.api.boot_seeds import RedactSeedTokens
+from neocloud.api.boot_seeds import RedactSeedTokens, byte_range
 from neocloud.client import Client
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Login
@@ -65,6 +65,47 @@ def test_a_published_seed_is_served_by_its_token_and_stored_sealed(
     assert token not in stored
     assert SECRET not in stored
     assert "cidata" not in stored
+
+
+def test_a_bmc_may_read_the_seed_by_ranges(
+    app: object, http: TestClient, db: Database, clock: VirtualClock, node_id: str
+) -> None:
+    iso = image()
+    url = store(app, db, clock).publish(node_id=node_id, workload_id="inst_1", image=iso)
+    path = url.removeprefix("http://control.example:8420")
+    assert http.get(path).headers["accept-ranges"] == "bytes"
+    part = http.get(path, headers={"Range": "bytes=32768-32775"})
+    assert part.status_code == 206
+    assert part.content == iso[32768:32776]
+    assert part.headers["content-range"] == f"bytes 32768-32775/{len(iso)}"
+    pieces = [
+        http.get(path, headers={"Range": f"bytes={i}-{i + 4095}"}).content
+        for i in range(0, len(iso), 4096)
+    ]
+    assert b"".join(pieces) == iso
+    bad = http.get(path, headers={"Range": f"bytes={len(iso)}-"})
+    assert bad.status_code == 416
+    assert bad.headers["content-range"] == f"bytes */{len(iso)}"
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        ("bytes=0-9", (0, 9)),
+        ("bytes=5-", (5, 99)),
+        ("bytes=-10", (90, 99)),
+        ("bytes=-1000", (0, 99)),
+        ("bytes=90-1000", (90, 99)),
+        ("bytes=100-", None),
+        ("bytes=9-5", None),
+        ("bytes=-0", None),
+        ("bytes=-", None),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+    ],
+)
+def test_byte_ranges_as_a_table(header: str, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, 100) == span
 
 
 def test_unknown_expired_and_discarded_tokens_are_404_and_nothing_is_listed(

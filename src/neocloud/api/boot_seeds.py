@@ -1,8 +1,9 @@
 """``GET /boot/seeds/{token}.iso``: the cloud-init seed a node's BMC mounts (``fleet.seeds``).
 
 Outside ``/api/v1``: a BMC sends no API key, and the token in the path is the credential (one
-boot's, 256 bits, expiring). Unknown, expired and discarded tokens all answer 404. The path is
-redacted from the server's access log, which would otherwise keep the token.
+boot's, 256 bits, expiring). Unknown, expired and discarded tokens all answer 404. One byte
+range may be asked for (BMCs that stream virtual media read it by ranges). The path is redacted
+from the server's access log, which would otherwise keep the token.
 """
 
 from __future__ import annotations
@@ -50,11 +51,43 @@ def get_seed(name: str, request: Request, ctx: Annotated[AppContext, Depends(get
     image = fetch_seed(
         db=ctx.db, clock=ctx.clock, box=request.app.state.secret_box, token=name[:-4]
     )
+    headers = {
+        "Content-Disposition": 'attachment; filename="seed.iso"',
+        "Cache-Control": "no-store",
+        "Accept-Ranges": "bytes",
+    }
+    wanted = request.headers.get("range")
+    if wanted is None:
+        return Response(image, media_type="application/octet-stream", headers=headers)
+    span = byte_range(wanted, len(image))
+    if span is None:
+        headers["Content-Range"] = f"bytes */{len(image)}"
+        return Response(status_code=416, headers=headers)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(image)}"
     return Response(
-        image,
+        image[start : end + 1],
+        status_code=206,
         media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": 'attachment; filename="seed.iso"',
-            "Cache-Control": "no-store",
-        },
+        headers=headers,
     )
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one byte range ``header`` asks for (``bytes=a-b``, ``a-``, ``-n``), inclusive and
+    clipped to ``size``; None when it cannot be served (several ranges, or none inside)."""
+    match = _RANGE.match(header.strip())
+    if match is None or size == 0:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last n bytes
+        n = int(last)
+        return None if n == 0 else (max(size - n, 0), size - 1)
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    return None if start > end or start >= size else (start, end)
