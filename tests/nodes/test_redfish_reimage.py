@@ -22,6 +22,7 @@ import http.server
 import importlib.util
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,6 @@ from .conftest import (
     run_testhost,
     start_redfish_emulator,
     stop_emulator,
-    wait_for_port,
 )
 from .platform import running_platform, wait_for
 
@@ -446,6 +446,22 @@ def test_a_redfish_ssh_node_is_reimaged_between_tenants(
     assert fresh.ssh(key_path, "id -u ubuntu").returncode == 0
 
 
+def restart_keeping_disk(host: Host, key_path: Path) -> None:
+    """Restart the test host (a new PID 1, its overlay root kept) and wait until it answers
+    SSH again from its new init."""
+    started = "cut -d' ' -f22 /proc/1/stat"
+    before = host.ssh(key_path, started).stdout.strip()
+    assert before
+    host.exec(TESTHOST_REBOOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = host.ssh(key_path, started, timeout=10)
+        if now.returncode == 0 and now.stdout.strip() not in ("", before):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the test host did not come back from its restart within 30 s")
+
+
 def test_a_node_that_comes_back_without_a_reimage_fails_with_the_reason(
     admin: Client,
     app: Any,
@@ -456,15 +472,14 @@ def test_a_node_that_comes_back_without_a_reimage_fails_with_the_reason(
     testhost: Any,
     operator_keypair: tuple[str, str, Path],
 ) -> None:
-    private_key, public_key, _ = operator_keypair
+    private_key, public_key, key_path = operator_keypair
     host = testhost("unrimg", gpus=8, authorized_key=public_key)
     node_id = register(admin, emulator, host, "unreimaged", private_key, f"{seeds.url}/os.iso")
     worker, _ = start(app, db, clock, seeds)
     tenant_round(admin, app, db, clock, worker, node_id)
     assert node_state(admin, node_id) == "wiping"
     # Emulated: the server restarts but keeps its disk (the image did not boot).
-    host.exec(TESTHOST_REBOOT)
-    assert wait_for_port(host.address, 22, timeout=30)
+    restart_keeping_disk(host, key_path)
     for _ in range(4):  # checked every 10 s, still not reimaged
         clock.advance(61)
         worker.run_once()
