@@ -294,7 +294,8 @@ def _bad_cases(key: str) -> list[tuple[dict[str, Any], str, int]]:
             422,
         ),
         (body(key, driver_config={"password": "x"}), "driver_config.password", 422),
-        (body(key, driver="redfish"), "driver_config.address", 422),  # not a redfish setting
+        # ssh settings on a redfish node make it redfish + ssh, which needs the BMC login too
+        (body(key, driver="redfish"), "driver_config.bmc_username", 422),
         (body(key, driver="ipmi"), "driver", 422),
         (body(key, driver="sim"), "driver_config.address", 422),
         (body(key, gpu_model="V100"), "gpu_model", 422),
@@ -651,8 +652,11 @@ def test_register_a_redfish_node_and_the_bmc_password_stays_sealed(
         ({"power_s": 7201}, "driver_config.power_s"),
         ({"bmc_password": "x" * 257}, "driver_config.bmc_password"),
         ({"bmc_password": "two\nlines"}, "driver_config.bmc_password"),
-        ({"private_key": "k"}, "driver_config.private_key"),
-        ({"address": "10.0.0.1"}, "driver_config.address"),
+        ({"private_key": "k"}, "driver_config.address"),  # ssh settings need an address
+        ({"address": "10.0.0.1"}, "driver_config.private_key"),  # and an operator key
+        ({"address": "10.0.0.1", "private_key": "k"}, "driver_config.private_key"),
+        ({"address": "-x", "private_key": "k"}, "driver_config.address"),
+        ({"agent_recorded": "h100"}, "driver_config.agent_recorded"),
     ],
 )  # fmt: skip
 def test_bad_redfish_settings_name_the_field_and_never_the_password(
@@ -663,6 +667,31 @@ def test_bad_redfish_settings_name_the_field_and_never_the_password(
     assert r.json()["error"]["param"] == param, r.text
     assert BMC_PASSWORD not in r.text
     assert service.count_nodes(db=db) == 0
+
+
+def test_a_redfish_ssh_node_keeps_both_settings_and_seals_both_logins(
+    http: TestClient, admin_key: str, app: Any, db: Database, key: str
+) -> None:
+    over = {"address": "10.231.7.7", "private_key": key, "gpu_check": "none", "port": 2222}
+    r = post(http, admin_key, redfish_body(driver_config=over))
+    assert r.status_code == 201, r.text
+    node = r.json()
+    assert node["credentials"] == ["bmc_password", "bmc_username", "private_key"]
+    config = node["driver_config"]
+    assert config["address"] == "10.231.7.7"
+    assert config["port"] == 2222
+    assert config["image_url"] == "https://images.example/ubuntu-24.04.iso"
+    assert "private_key" not in json.dumps(config)
+    assert BMC_PASSWORD not in r.text
+    with db.transaction() as s:
+        sealed = s.get(NodeRow, node["id"]).driver_secret  # type: ignore[union-attr]
+    assert sealed is not None
+    assert set(app.state.secret_box.open(sealed)) == {"bmc_username", "bmc_password", "private_key"}
+    # A reimage boots the image: a redfish + ssh node without one is refused.
+    over = {**over, "image_url": None, "boot_target": "pxe"}
+    r = post(http, admin_key, {**redfish_body(driver_config=over), "hostname": "gpu-8.example"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == "driver_config.image_url"
 
 
 def test_an_ssh_setting_is_refused_for_sim_and_a_bmc_one_for_ssh(

@@ -283,10 +283,15 @@ class Emulator:
 
 
 def start_redfish_emulator(
-    tmp: Path, systems: list[dict[str, Any]], *, tls: tuple[Path, Path] | None = None
+    tmp: Path,
+    systems: list[dict[str, Any]],
+    *,
+    tls: tuple[Path, Path] | None = None,
+    downloads: Path | None = None,
 ) -> tuple[Emulator, Any]:
     """Start ``sushy-emulator`` (fake driver, basic auth) on a free loopback port; return it
-    and its process once it answers."""
+    and its process once it answers. ``downloads``: its temporary directory, where it keeps
+    the virtual media images it downloads (tests read them back)."""
     import bcrypt  # sushy-tools' own dependency (its htpasswd takes bcrypt only)
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -318,6 +323,7 @@ def start_redfish_emulator(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=None if downloads is None else {**os.environ, "TMPDIR": str(downloads)},
             )
         url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -105,6 +105,11 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.models_api import router as studio_models_router
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
+    from neocloud.api.boot_seeds import redact_access_log
+    from neocloud.api.boot_seeds import router as boot_seeds_router
+
+    app.include_router(boot_seeds_router)  # /boot/seeds/{token}.iso: BMCs mount these
+    redact_access_log()
     from neocloud.compute.metrics_api import node_busy
 
     app.state.node_busy = node_busy  # the agent's heartbeat: no active checks on a busy node

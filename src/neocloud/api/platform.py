@@ -124,26 +124,45 @@ class Background:
         self.db.dispose()
 
 
-def platform_drivers(settings: Settings, *, interactive: bool = False) -> Drivers:
+def platform_drivers(
+    settings: Settings,
+    *,
+    interactive: bool = False,
+    db: Database | None = None,
+    clock: Clock | None = None,
+) -> Drivers:
     """The drivers this platform runs, chosen per node by its ``driver``: the simulator
     (``NEOCLOUD_SIM_*``) for the demo fleet, ``ssh`` for servers that already have an OS and
     ``redfish`` for servers driven through their BMC, both opening a node's sealed credentials
     with the platform's secret box. Every process that drives nodes (``neocloud up``,
     ``neocloud worker``) gets them here; the API process too (``interactive``: shorter timeouts,
-    as an operator's ``nodes power`` or ``nodes inspect`` waits for the answer)."""
+    as an operator's ``nodes power`` or ``nodes inspect`` waits for the answer). With ``db``
+    and ``clock``, redfish nodes boot with cloud-init seeds stored there and served by the API
+    at the public URL, and redfish + ssh nodes reimage between tenants."""
+    from neocloud.drivers.baremetal import BareMetalDriver
     from neocloud.drivers.base import Driver, Drivers
     from neocloud.drivers.redfish import RedfishDriver
     from neocloud.drivers.sim import SimDriver
     from neocloud.drivers.ssh import SshDriver
+    from neocloud.fleet.seeds import SeedStore
 
     box = secret_box(settings)
     drivers: dict[str, Driver] = {"sim": SimDriver.from_settings(settings)}
     if interactive:
-        drivers["ssh"] = SshDriver(box, connect_timeout_s=5, command_timeout_s=20)
-        drivers["redfish"] = RedfishDriver(box, timeout_s=10, retries=1)
-    else:
-        drivers["ssh"] = SshDriver(box, agent=agent_install(settings))
-        drivers["redfish"] = RedfishDriver(box)
+        ssh = SshDriver(box, connect_timeout_s=5, command_timeout_s=20)
+        redfish = RedfishDriver(box, timeout_s=10, retries=1)
+        drivers["ssh"] = ssh
+        drivers["redfish"] = BareMetalDriver(redfish, ssh)
+        return Drivers(drivers)
+    # Seeds the BMCs fetch are served by the API at the public URL (``/boot/seeds/…``).
+    seeds = None
+    if db is not None and clock is not None:
+        seeds = SeedStore(db, clock, box, settings.resolved_public_url(), ttl_s=settings.seed_ttl_s)
+    ssh = SshDriver(box, agent=agent_install(settings))
+    drivers["ssh"] = ssh
+    drivers["redfish"] = BareMetalDriver(
+        RedfishDriver(box, seeds=seeds), ssh, seeds=seeds, timeout_s=settings.reimage_timeout_s
+    )
     return Drivers(drivers)
 
 
@@ -178,7 +197,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     worker = Worker(
         db,
         clock,
-        driver=platform_drivers(settings),
+        driver=platform_drivers(settings, db=db, clock=clock),
         config=ComputeConfig.from_settings(settings),
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,

@@ -17,8 +17,9 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -59,13 +60,19 @@ from neocloud.drivers.base import (
     NodeRef,
     ProvisionRequest,
     StepResult,
+    WipeChecker,
+    WipeProgress,
 )
-from neocloud.fleet.tables import NodeRow
+from neocloud.fleet.tables import BootSeedRow, NodeRow
 from neocloud.kernel.clock import Clock
 
 # Driver steps run side by side (a real server's steps take seconds each, a cluster's members
 # are provisioned at once); the results are applied together afterwards.
 DRIVER_THREADS = 16
+# Instance steps after which the boot a seed served is over (running, stopping, stopped).
+SEED_SPENT = frozenset(
+    {InstanceAction.MARK_RUNNING, InstanceAction.DEPROVISION, InstanceAction.FINISH}
+)
 
 
 def node_ref(n: NodeRow) -> NodeRef:
@@ -274,6 +281,13 @@ class Reconciler:
         now: datetime,
     ) -> int:
         row.lease_token, row.lease_expires_at = None, None
+        if action in SEED_SPENT and row.node_id is not None:
+            # The boot a cloud-init seed was made for is over: its one-boot URL goes too.
+            s.execute(
+                sa.delete(BootSeedRow).where(
+                    BootSeedRow.node_id == row.node_id, BootSeedRow.workload_id == row.id
+                )
+            )
         if step is not None and step.notes:
             for note in step.notes:
                 record_event(
@@ -432,6 +446,7 @@ class Reconciler:
                 ]
             done = run_steps([self._wipe_step(ref) for ref in refs])
             wipes = {r.id: result for r, result in zip(refs, done, strict=True) if result}
+        checks = self._check_wipes([k for k, v in todo.items() if v is NodeAction.FREE], now)
         with self.db.transaction() as s, bulk.buffered(s):
             # Lock the nodes (in id order), then decide again on facts read under the lock.
             locked = {
@@ -449,6 +464,10 @@ class Reconciler:
                 node, f = locked.get(node_id), fresh.get(node_id)
                 if node is None or f is None or decide_node(f) is not todo[node_id]:
                     continue  # changed since we looked: decide again next pass
+                if node_id in checks:
+                    self._apply_wipe_check(s, node, checks[node_id], now)
+                    changed += 1
+                    continue
                 self._apply_node(s, node, todo[node_id], wipes.get(node_id), now)
                 changed += 1
                 # busy moves chain in one pass: allocated -> provisioning -> in_use
@@ -459,6 +478,45 @@ class Reconciler:
 
     def _wipe_step(self, ref: NodeRef) -> Callable[[], StepResult]:
         return lambda: self.drivers.for_node(ref).wipe(ref)
+
+    def _check_wipes(self, node_ids: list[str], now: datetime) -> dict[str, WipeProgress]:
+        """Ask the drivers whose wipe only started the work (a reimage, ``WipeChecker``)
+        whether it is over, side by side; other nodes' wipes are over when due."""
+        if not node_ids:
+            return {}
+        with self.db.transaction() as s:
+            rows = s.execute(
+                sa.select(NodeRow, NodeWorkRow.started_at)
+                .join(NodeWorkRow, NodeWorkRow.node_id == NodeRow.id)
+                .where(NodeRow.id.in_(node_ids))
+            ).all()
+            refs = [(node_ref(n), started) for n, started in rows]
+        calls: list[Callable[[], CheckedWipe]] = []
+        for ref, started in refs:
+            driver = self.drivers.for_node(ref)
+            if isinstance(driver, WipeChecker):
+                elapsed = (now - started).total_seconds()
+                calls.append(partial(check_wipe, driver, ref, elapsed))
+        if not calls:
+            return {}
+        with ThreadPoolExecutor(min(DRIVER_THREADS, len(calls))) as pool:
+            done = list(pool.map(lambda call: call(), calls))
+        return {p.node_id: p.progress for p in done}
+
+    def _apply_wipe_check(
+        self, s: Session, node: NodeRow, checked: WipeProgress, now: datetime
+    ) -> None:
+        """Not over yet: look again later. Over: the node is available, or failed with why."""
+        if not checked.done:
+            work = s.get(NodeWorkRow, node.id)
+            if work is not None:
+                work.due_at = now + timedelta(seconds=max(checked.retry_s, 1.0))
+            return
+        s.execute(sa.delete(NodeWorkRow).where(NodeWorkRow.node_id == node.id))
+        if checked.ok:
+            move_node(s, node, NS.AVAILABLE, now, "; ".join(checked.notes)[:500] or "reimaged")
+        else:
+            move_node(s, node, NS.FAILED, now, (checked.message or "reimage failed")[:500])
 
     def _node_facts(
         self, s: Session, now: datetime, *, only: set[str] | None = None
@@ -550,6 +608,21 @@ class Reconciler:
             move_node(s, node, NS.AVAILABLE, now, "wiped")
         elif action is NodeAction.FAIL_WORKLOADS:
             fail_workloads(s, node.id, now)
+
+
+@dataclass(frozen=True)
+class CheckedWipe:
+    node_id: str
+    progress: WipeProgress
+
+
+def check_wipe(driver: WipeChecker, ref: NodeRef, elapsed_s: float) -> CheckedWipe:
+    """One node's ``check_wipe``; a driver that raises has failed the wipe, with its error."""
+    try:
+        return CheckedWipe(ref.id, driver.check_wipe(ref, elapsed_s=elapsed_s))
+    except Exception as exc:  # a driver bug must not stop the reconciler
+        why = f"wipe check error: {type(exc).__name__}: {exc}"
+        return CheckedWipe(ref.id, WipeProgress(True, ok=False, message=why))
 
 
 def send_to_repair(s: Session, node: NodeRow, now: datetime, why: str) -> None:

@@ -170,6 +170,37 @@ class Executor(Protocol):
     ) -> tuple[int, str]: ...
 
 
+class SeedPublisher(Protocol):
+    """Where a driver puts a cloud-init seed image for a BMC to fetch (``fleet.seeds``): it
+    answers the URL (holding a one-boot token) and forgets a node's seeds when asked."""
+
+    def publish(self, *, node_id: str, workload_id: str, image: bytes) -> str: ...
+
+    def discard(self, *, node_id: str, workload_id: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WipeProgress:
+    """Where a wipe that takes a while (a reimage) stands: ``done`` and ``ok`` (the node may
+    serve the next tenant), ``done`` and not ``ok`` (it failed: ``message`` says why), or not
+    ``done`` (check again after ``retry_s`` seconds)."""
+
+    done: bool
+    ok: bool = True
+    retry_s: float = 0.0
+    message: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class WipeChecker(Protocol):
+    """An optional capability of a driver whose ``wipe`` only starts the work (a reimage): the
+    reconciler asks, once the wipe's duration has passed, whether it is over; ``elapsed_s``:
+    seconds since the wipe started. Never raises for a node's failure."""
+
+    def check_wipe(self, node: NodeRef, *, elapsed_s: float) -> WipeProgress: ...
+
+
 class UnknownDriver(LookupError):
     """A node names a driver this platform does not run."""
 

@@ -2,9 +2,10 @@
 
 Power on and off, reset, a one-time boot override (virtual media CD, PXE or disk), virtual
 media insert and eject, and the system's health and inventory, read from the BMC. Nothing here
-logs in to the server's OS: a ``redfish``-only node powers and boots the machine, and its
-``provision`` answers no ``Access`` (no OS login is known). Reimaging a ``redfish`` + ``ssh``
-node (boot the image, wait for SSH, then the ssh driver's steps) is the next step, not done here.
+logs in to the server's OS: a ``redfish``-only node powers and boots the machine (with a
+cloud-init seed carrying the tenant's login and user data beside the image, when a seed
+publisher is given), and its ``provision`` answers no ``Access`` (no OS login is known).
+A ``redfish`` + ``ssh`` node, reimaged between tenants, is ``drivers.baremetal``'s.
 
 Steps answer as soon as the BMC has accepted the request, with the seconds the server takes to
 get there (``power_s``, ``boot_s``); the reconciler checks back after that long. A step never
@@ -32,7 +33,14 @@ from sushy import exceptions as sushy_exc
 from sushy.auth import SessionOrBasicAuth  # type: ignore[import-untyped]
 from urllib3.exceptions import InsecureRequestWarning
 
-from neocloud.drivers.base import HealthResult, NodeRef, ProvisionRequest, StepResult
+from neocloud.drivers.base import (
+    HealthResult,
+    NodeRef,
+    ProvisionRequest,
+    SeedPublisher,
+    StepResult,
+)
+from neocloud.drivers.nocloud import Seed, SeedError, build_seed_iso
 from neocloud.fleet.node_drivers import (
     BOOT_TARGETS,
     REBOOT_TYPES,
@@ -48,6 +56,8 @@ SEALED_KEYS = ("bmc_username", "bmc_password")
 # Redfish health → the platform's check status; a BMC that reports none is a warning.
 HEALTH_STATUS = {"OK": "pass", "Warning": "warn", "Critical": "fail"}
 _RANK = {"pass": 0, "warn": 1, "fail": 2}
+# Virtual media a seed image may go into (besides the image's CD drive).
+SEED_MEDIA_TYPES = frozenset({"CD", "DVD", "USBStick", "Floppy"})
 # The settings are checked where the fleet registers a node (``fleet.node_drivers``), one copy
 # for registration and for every step here; re-exported for the driver's callers.
 __all__ = [
@@ -113,8 +123,10 @@ class RedfishDriver:
         boot_s: float = 300.0,
         retries: int = 2,
         retry_delay_s: float = 1.0,
+        seeds: SeedPublisher | None = None,
     ) -> None:
         self.box = box
+        self.seeds = seeds  # where cloud-init seeds are served from (None: no seeds)
         self.timeout_s = timeout_s
         self.power_s = power_s
         self.boot_s = boot_s
@@ -304,14 +316,38 @@ class RedfishDriver:
 
     def provision(self, node: NodeRef, request: ProvisionRequest) -> StepResult:
         """Boot the node once from its ``boot_target`` (virtual media CD with ``image_url``
-        inserted, PXE or disk) and power it on (or reset it if on). No OS login is known to a
-        redfish-only node, so the result carries no ``Access``; the tenant's login and user
-        data are not applied (a cloud-init seed image is the next step)."""
+        inserted, PXE or disk) and power it on (or reset it if on). With an image and a seed
+        publisher, a cloud-init NoCloud seed (``drivers.nocloud``: the tenant's login, keys and
+        user data) goes into a second virtual medium, fetched by the BMC from the platform.
+        No OS login is known to a redfish-only node, so the result carries no ``Access``."""
+        seed = Seed(request.workload_id, request.hostname, request.login, request.user_data)
+        return self.boot_image(node, seed=seed, what="provision")
+
+    def boot_image(self, node: NodeRef, *, seed: Seed | None, what: str) -> StepResult:
+        """Insert the node's image (and ``seed``, when it has an image and this driver a seed
+        publisher), set the one-time boot override, and power on or reset; answers after the
+        BMC accepted, with ``boot_s``."""
+        seed_url: str | None = None
+        if seed is not None and self.seeds is not None:
+            try:
+                cfg = parse_config(node.config, bmc=node.bmc)
+            except RedfishConfigError as exc:
+                return StepResult(False, message=f"node {node.hostname}: {what}: {exc}")
+            if cfg.image_url is not None:
+                try:
+                    image = build_seed_iso(seed)
+                except SeedError as exc:
+                    return StepResult(False, message=f"node {node.hostname}: {what}: {exc}")
+                seed_url = self.seeds.publish(
+                    node_id=node.id, workload_id=seed.instance_id, image=image
+                )
 
         def act(cfg: RedfishConfig, system: Any) -> StepResult:
             notes: list[str] = []
             if cfg.image_url is not None:
                 notes.append(self._insert(node, system, cfg.image_url))
+            if seed_url is not None:
+                notes.append(self._insert_seed(node, system, seed_url))
             target = sushy.BootSource(cfg.boot_target)
             allowed = {_enum_value(v) for v in system.get_allowed_system_boot_source_values()}
             if cfg.boot_target not in allowed:
@@ -326,12 +362,19 @@ class RedfishDriver:
             off = _enum_value(system.power_state) == "Off"
             self._reset(node, system, "On" if off else "ForceRestart")
             notes.append("power: on" if off else "power: reset")
-            if request.login.public_keys or request.user_data:
-                notes.append("login and user data not applied: a redfish-only node has no OS step")
+            tenant_data = seed is not None and bool(seed.login.public_keys or seed.user_data)
+            if seed_url is None and tenant_data and what == "provision":
+                notes.append(
+                    "login and user data not applied: no image or no seed server for "
+                    "a cloud-init seed"
+                )
             seconds = self.boot_s if cfg.boot_s is None else cfg.boot_s
             return StepResult(True, seconds, access=None, notes=tuple(notes))
 
-        return self._step(node, "provision", act)
+        result = self._step(node, what, act)
+        if not result.ok and seed_url is not None and self.seeds is not None:
+            self.seeds.discard(node_id=node.id, workload_id=seed.instance_id if seed else None)
+        return result
 
     def _insert(self, node: NodeRef, system: Any, image_url: str) -> str:
         candidates = [
@@ -349,6 +392,30 @@ class RedfishDriver:
             medium.refresh(force=True)
         medium.insert_media(image_url, inserted=True, write_protected=True)
         return f"virtual media {medium.identity}: image inserted"
+
+    def _insert_seed(self, node: NodeRef, system: Any, seed_url: str) -> str:
+        """The seed goes into a medium other than the image's first CD/DVD drive: a second
+        CD/DVD drive if there is one, else a USB stick or removable disk (cloud-init finds the
+        ``cidata`` volume on any block device). The URL is never put in a note (its token)."""
+        media = virtual_media(system)
+        cds = [m for m in media if {_enum_value(t) for t in m.media_types} & {"CD", "DVD"}]
+        others = [
+            m
+            for m in media
+            if m not in cds[:1] and {_enum_value(t) for t in m.media_types} & SEED_MEDIA_TYPES
+        ]
+        if not others:
+            raise RedfishError(
+                f"node {node.hostname}: the BMC offers no second virtual medium for the "
+                "cloud-init seed (a CD/DVD drive besides the image's, or a USB stick)"
+            )
+        ordered = [m for m in others if m in cds] + [m for m in others if m not in cds]
+        medium = ordered[0]
+        if medium.inserted:
+            medium.eject_media()
+            medium.refresh(force=True)
+        medium.insert_media(seed_url, inserted=True, write_protected=True)
+        return f"virtual media {medium.identity}: cloud-init seed inserted"
 
     # -- reading ------------------------------------------------------------------------------
 

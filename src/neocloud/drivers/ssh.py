@@ -89,6 +89,22 @@ class SshDriver:
             known = self._host_keys.setdefault(endpoint, (blob, fingerprint(key)))
         return None if known[0] == blob else known[1]
 
+    def forget_host_key(self, node: NodeRef) -> None:
+        """Forget the host key first seen for ``node`` (a reimaged server makes new ones; the
+        next connection trusts its new key on first use). A pinned ``host_key`` stays."""
+        try:
+            endpoint = self._config(node).endpoint
+        except SshStepError:
+            return
+        with self._lock:
+            self._host_keys.pop(endpoint, None)
+
+    def operator_public_key(self, node: NodeRef) -> str:
+        """The OpenSSH public key line of the node's operator key (for a reimage's seed);
+        ``SshStepError`` when the node has none."""
+        key = self._operator_key(node)
+        return f"{key.get_name()} {key.get_base64()} neocloud-operator"
+
     # --- connecting -------------------------------------------------------------------------
 
     def _config(self, node: NodeRef) -> sc.SshNodeConfig:

@@ -60,10 +60,17 @@ SSH_FIELDS = frozenset(
     {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key",
      "reboot_command", "agent_recorded"}
 )  # fmt: skip
-REDFISH_FIELDS = frozenset(
+REDFISH_OWN_FIELDS = frozenset(
     {"bmc_url", "system_id", "verify_tls", "image_url", "boot_target", "reboot", "power_s",
      "boot_s", "bmc_username", "bmc_password"}
 )  # fmt: skip
+# A redfish node that also names an ssh ``address`` (and an operator ``private_key``) is a
+# redfish + ssh node: OS steps over SSH, reimaged through the BMC between tenants.
+REDFISH_SSH_FIELDS = frozenset(
+    {"address", "port", "user", "private_key", "gpu_check", "sudo", "scratch_paths", "host_key",
+     "reboot_command"}
+)  # fmt: skip
+REDFISH_FIELDS = REDFISH_OWN_FIELDS | REDFISH_SSH_FIELDS
 # A password is taken as typed: no trimming (a space may be part of it), one line, bounded.
 Password = Annotated[
     str,
@@ -262,7 +269,22 @@ def _check_redfish(
                 code="missing_field",
                 param=f"{param}.{required}",
             )
-    settings = {k: v for k, v in given.items() if k not in ("bmc_username", "bmc_password")}
+    ssh_part = {k: v for k, v in given.items() if k in REDFISH_SSH_FIELDS}
+    ssh = None
+    if ssh_part:
+        if "address" not in ssh_part:
+            raise ValidationFailed(
+                f"{param}.address is required with ssh settings on a redfish node (a redfish + "
+                "ssh node, reimaged between tenants)",
+                code="missing_field",
+                param=f"{param}.address",
+            )
+        ssh = _check_ssh(ssh_part, param)
+    settings = {
+        k: v
+        for k, v in given.items()
+        if k not in ("bmc_username", "bmc_password") and k in REDFISH_OWN_FIELDS
+    }
     try:
         cfg = parse_config(settings, bmc={"endpoint": bmc_endpoint} if bmc_endpoint else None)
     except RedfishConfigError as exc:
@@ -285,6 +307,15 @@ def _check_redfish(
         "bmc_username": str(given["bmc_username"]),
         "bmc_password": str(given["bmc_password"]),
     }
+    if ssh is not None:
+        if cfg.image_url is None:
+            raise ValidationFailed(
+                f"{param}.image_url is required on a redfish + ssh node (its reimage boots it)",
+                code="missing_field",
+                param=f"{param}.image_url",
+            )
+        config.update(ssh.config)
+        credentials.update(ssh.credentials)
     return DriverSettings("redfish", config, credentials)
 
 

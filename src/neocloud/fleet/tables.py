@@ -224,3 +224,22 @@ class GpuTelemetrySeriesRow(Base):
     power_avg_w: Mapped[float] = mapped_column(sa.Float)
     power_max_w: Mapped[float] = mapped_column(sa.Float)
     ecc_uncorrectable: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+# --- boot seeds ---------------------------------------------------------------------------------
+
+
+class BootSeedRow(Base):
+    """A cloud-init seed image a node's BMC fetches once at boot (``fleet.seeds``): found by the
+    sha256 of its unguessable token, its image sealed (it holds the tenant's user data)."""
+
+    __tablename__ = "boot_seeds"
+
+    token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(sa.ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    workload_id: Mapped[str] = mapped_column(sa.String(64))
+    sealed: Mapped[str] = mapped_column(sa.Text)
+    size: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    fetches: Mapped[int] = mapped_column(sa.Integer, default=0)

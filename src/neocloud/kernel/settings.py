@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     agent_wheel: Path | None = None
     agent_report_timeout_s: float = Field(120.0, ge=5, le=3600)
     public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
+    # Reimaging and booting bare-metal nodes (docs/nodes-redfish.md): how long a cloud-init seed
+    # served to a BMC lives at most; how long a reimage may take before SSH answers again (else
+    # the node fails with the reason).
+    seed_ttl_s: float = Field(1800.0, ge=60, le=86_400)
+    reimage_timeout_s: float = Field(1800.0, ge=10, le=86_400)
 
     def resolved_public_url(self) -> str:
         """The URL nodes (their agents) reach this control plane at: ``NEOCLOUD_PUBLIC_URL``,
