@@ -14,7 +14,7 @@ from alembic import op
 from neocloud.db.types import Json, UtcDateTime
 
 revision: str = "0022_slurm_heal"
-down_revision: str | tuple[str, ...] | None = "0016_slurm"
+down_revision: str | tuple[str, ...] | None = "0021_nodes2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
