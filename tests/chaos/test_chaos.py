@@ -48,8 +48,9 @@ class Killer:
                 victim: Proc | None
                 if turn % 2:
                     pid = scheduler_holder_pid(self.db)
-                    victim = next((w for w in self.plat.workers() if w.alive() and w.pid == pid),
-                                  None)
+                    victim = next(
+                        (w for w in self.plat.workers() if w.alive() and w.pid == pid), None
+                    )
                 else:
                     victim = self.rng.choice(self.plat.apis())
                 if victim is None or not victim.alive():
@@ -71,9 +72,9 @@ def _settle(db: Database, deadline_s: float) -> None:
     while time.monotonic() < end:
         with db.transaction() as s:
             busy = s.scalar(
-                sa.select(sa.func.count()).select_from(InstanceRow).where(
-                    InstanceRow.state.in_(INSTANCE_TRANSIENT)
-                )
+                sa.select(sa.func.count())
+                .select_from(InstanceRow)
+                .where(InstanceRow.state.in_(INSTANCE_TRANSIENT))
             )
         if not busy:
             return
@@ -102,8 +103,9 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
             for n, t in enumerate(tenants)
         ]
         threads.append(
-            threading.Thread(target=usage_loop, args=(plat, plat.admin_key, tenants, record,
-                                                      stop, 7))
+            threading.Thread(
+                target=usage_loop, args=(plat, plat.admin_key, tenants, record, stop, 7)
+            )
         )
         killer = Killer(plat, db, seed=3)
         started = time.monotonic()

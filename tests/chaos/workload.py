@@ -42,8 +42,9 @@ class Clients:
 
     def __init__(self, plat: Platform, key: str, rng: random.Random) -> None:
         self.plat, self.rng = plat, rng
-        self.by_url = {p.url or "": Client(p.url or "", key, retries=0, timeout=20)
-                       for p in plat.apis()}
+        self.by_url = {
+            p.url or "": Client(p.url or "", key, retries=0, timeout=20) for p in plat.apis()
+        }
 
     def close(self) -> None:
         for client in self.by_url.values():
@@ -74,8 +75,13 @@ def _period_now() -> str:
 
 
 def tenant_loop(
-    plat: Platform, tenant: Tenant, record: Record, stop: threading.Event, seed: int,
-    *, clusters: bool = True,
+    plat: Platform,
+    tenant: Tenant,
+    record: Record,
+    stop: threading.Event,
+    seed: int,
+    *,
+    clusters: bool = True,
 ) -> None:
     rng = random.Random(seed)
     clients = Clients(plat, tenant.key, rng)
@@ -136,7 +142,11 @@ def _ended_ok(fn: Callable[[Client], Any], clients: Clients, record: Record) -> 
 
 
 def usage_loop(
-    plat: Platform, admin_key: str, tenants: list[Tenant], record: Record, stop: threading.Event,
+    plat: Platform,
+    admin_key: str,
+    tenants: list[Tenant],
+    record: Record,
+    stop: threading.Event,
     seed: int,
 ) -> None:
     """Operator metering: batches of tokens events, each batch sent twice."""
@@ -153,15 +163,19 @@ def usage_loop(
                     "type": "tokens",
                     "subject": "neocloud/tiny-llama",
                     "time": now,
-                    "data": {"model": "neocloud/tiny-llama", "input_tokens": rng.randint(1, 999),
-                             "output_tokens": 1},
+                    "data": {
+                        "model": "neocloud/tiny-llama",
+                        "input_tokens": rng.randint(1, 999),
+                        "output_tokens": 1,
+                    },
                 }
                 for _ in range(5)
             ]
             try:
                 for _ in range(2):  # the second send is a replay: all duplicates
-                    clients.call(lambda c, b=batch, o=tenant.org_id: c.usage.send(b, org_id=o),
-                                 record)
+                    clients.call(
+                        lambda c, b=batch, o=tenant.org_id: c.usage.send(b, org_id=o), record
+                    )
             except ApiError as exc:
                 record.error(exc.code)
                 continue
