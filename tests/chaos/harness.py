@@ -216,3 +216,31 @@ def scheduler_holder_pid(db: Database) -> int | None:
     if row is None or row.expires_at <= SystemClock().now():
         return None
     return int(row.holder.split(":")[1])  # hostname:pid:id
+
+
+@contextmanager
+def fake_upstream(tmp: Path) -> Iterator[str]:
+    """The fake OpenAI-compatible server (a stand-in for vLLM); yields its /v1 URL."""
+    port = free_port()
+    log_path = tmp / "upstream.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "neocloud.studio.engines.fakeupstream", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the fake upstream did not come up"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -47,6 +47,7 @@ class Record:
     errors: Counter[str] = field(default_factory=Counter)
     replays: list[tuple[str, str, str]] = field(default_factory=list)  # (what, first, replay)
     usage_sent: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, id) -> tokens
+    studio_answered: set[tuple[str, str]] = field(default_factory=set)  # (org, request id)
     instances: set[str] = field(default_factory=set)
     clusters: set[str] = field(default_factory=set)
     latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
@@ -138,7 +139,8 @@ def repeated_transitions(db: Database) -> list[str]:
 
 
 def preview_violations(admin: Any, db: Database, record: Record, period: str) -> list[str]:
-    """Every allocation and usage event of the tenants appears on the preview exactly once."""
+    """Every allocation, usage event sent and studio request answered is stored once and on the
+    preview exactly once."""
     out: list[str] = []
     with db.transaction() as s:
         allocs = s.execute(
@@ -146,14 +148,20 @@ def preview_violations(admin: Any, db: Database, record: Record, period: str) ->
                 AllocationRow.end_at.is_(None) | (AllocationRow.end_at > AllocationRow.start_at)
             )
         ).all()
-        stored = Counter(
-            (r.org_id, r.event_id)
-            for r in s.execute(sa.select(UsageEventRow.org_id, UsageEventRow.event_id))
-        )
+        events = s.execute(
+            sa.select(UsageEventRow.org_id, UsageEventRow.event_id, UsageEventRow.data)
+        ).all()
+    stored = Counter((org, event_id) for org, event_id, _ in events)
     for key in record.usage_sent:
         if stored.get(key, 0) != 1:
             out.append(f"usage event {key} stored {stored.get(key, 0)} times")
-    orgs = {o for o, _ in allocs} | {o for o, _ in record.usage_sent}
+    for key in record.studio_answered:
+        if stored.get(key, 0) != 1:
+            out.append(f"studio request {key} answered but billed {stored.get(key, 0)} times")
+    tokens_stored = Counter[str]()
+    for org, _, data in events:
+        tokens_stored[org] += int(data.get("input_tokens", 0))
+    orgs = {o for o, _ in allocs} | set(tokens_stored)
     for org in sorted(orgs):
         preview = admin.invoices.preview(org, period)
         on_lines = Counter(f for line in preview["lines"] for f in line["fact_ids"])
@@ -161,9 +169,8 @@ def preview_violations(admin: Any, db: Database, record: Record, period: str) ->
             if alloc_org == org and on_lines.get(alloc_id, 0) != 1:
                 out.append(f"allocation {alloc_id} on the preview {on_lines.get(alloc_id, 0)}x")
         tokens = sum(t["input_tokens"] for t in preview["token_lines"])
-        sent = sum(n for (o, _), n in record.usage_sent.items() if o == org)
-        if tokens != sent:
-            out.append(f"org {org}: {sent} input tokens sent, {tokens} on the preview")
+        if tokens != tokens_stored[org]:
+            out.append(f"org {org}: {tokens_stored[org]} input tokens stored, {tokens} on preview")
         facts = Counter(f for t in preview["token_lines"] for f in t["fact_ids"])
         if any(n != 1 for n in facts.values()):
             out.append(f"org {org}: a usage fact counted twice on the preview")

@@ -20,7 +20,14 @@ import pytest
 from neocloud.client import Client
 from neocloud.db.engine import Database
 
-from .harness import Platform, Proc, fleet_spec, platform, scheduler_holder_pid
+from .harness import (
+    Platform,
+    Proc,
+    fake_upstream,
+    fleet_spec,
+    platform,
+    scheduler_holder_pid,
+)
 from .invariants import INSTANCE_TRANSIENT, Record, check
 from .workload import make_tenant, tenant_loop, usage_loop
 
@@ -86,7 +93,7 @@ def _settle(db: Database, deadline_s: float) -> None:
 def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path) -> None:
     url = db.engine.url.render_as_string(hide_password=False)
     fleet = fleet_spec(nodes_per_rack=3)  # 12 nodes, 96 GPUs
-    with platform(url, tmp_path, fleet) as plat:
+    with fake_upstream(tmp_path) as upstream, platform(url, tmp_path, fleet) as plat:
         apis = [plat.add_api("api0"), plat.add_api("api1")]
         workers = [plat.add_worker("w0"), plat.add_worker("w1")]
         for proc in [*apis, *workers]:
@@ -95,6 +102,10 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
             plat.wait_ready(proc)
         admin = Client(apis[0].url or "", plat.admin_key, retries=3)
         tenants = [make_tenant(admin, f"t{n}", quota=64) for n in range(3)]
+        admin.studio.models.add(
+            "chaos/fake", upstream_urls=[upstream], upstream_model="fake",
+            input_price_per_m="1", output_price_per_m="2",
+        )  # fmt: skip
         admin.close()
 
         record, stop = Record(), threading.Event()
@@ -140,7 +151,8 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
     print(
         f"\nchaos: {load_s:.0f} s of load; {ops} operations {dict(record.operations)}; "
         f"{len(record.replays)} idempotent replays; {len(record.usage_sent)} usage events "
-        f"(each sent twice); kills survived: {plat.kills} {killer.by_kind}; client-side "
+        f"(each sent twice); {len(record.studio_answered)} studio requests answered; "
+        f"kills survived: {plat.kills} {killer.by_kind}; client-side "
         f"retries/answers {dict(record.errors)}; violations: {len(violations)}"
     )
     for v in violations[:40]:

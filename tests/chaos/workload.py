@@ -186,3 +186,41 @@ def usage_loop(
             time.sleep(rng.uniform(0, 0.2))
     finally:
         clients.close()
+
+
+def studio_loop(
+    plat: Platform, tenant: Tenant, record: Record, stop: threading.Event, seed: int, model: str
+) -> None:
+    """Chat requests through any replica; each answered request's id is recorded (a request
+    cut off by a dying replica has no answer and is not retried: the caller saw an error)."""
+    import httpx
+
+    rng = random.Random(seed)
+    https = [
+        httpx.Client(
+            base_url=p.url or "", headers={"Authorization": f"Bearer {tenant.key}"}, timeout=20
+        )
+        for p in plat.apis()
+    ]
+    body = {"model": model, "messages": [{"role": "user", "content": "count the GPUs, please"}]}
+    try:
+        while not stop.is_set():
+            http = rng.choice(https)
+            started = time.monotonic()
+            try:
+                answer = http.post("/v1/chat/completions", json=body)
+            except httpx.TransportError:
+                record.error("studio.connection_error")
+                time.sleep(0.2)
+                continue
+            if answer.status_code == 200:
+                with record.lock:
+                    record.studio_answered.add((tenant.org_id, answer.json()["id"]))
+                    record.latencies_s.append((started, time.monotonic() - started))
+                record.op("studio.chat")
+            else:
+                record.error(f"studio.{answer.status_code}")
+            time.sleep(rng.uniform(0, 0.1))
+    finally:
+        for http in https:
+            http.close()
