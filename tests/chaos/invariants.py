@@ -47,7 +47,11 @@ class Record:
     errors: Counter[str] = field(default_factory=Counter)
     replays: list[tuple[str, str, str]] = field(default_factory=list)  # (what, first, replay)
     usage_sent: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, id) -> tokens
-    studio_answered: set[tuple[str, str]] = field(default_factory=set)  # (org, request id)
+    # Chat requests per org: answered (200), and attempted (answered, refused or cut off). A
+    # proxied answer carries the upstream's id, not the gateway's request id, so the checker
+    # counts: answered <= billed <= attempted (an answer lost to a kill may still be billed).
+    studio_answered: Counter[str] = field(default_factory=Counter)
+    studio_attempted: Counter[str] = field(default_factory=Counter)
     instances: set[str] = field(default_factory=set)
     clusters: set[str] = field(default_factory=set)
     latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
@@ -149,17 +153,27 @@ def preview_violations(admin: Any, db: Database, record: Record, period: str) ->
             )
         ).all()
         events = s.execute(
-            sa.select(UsageEventRow.org_id, UsageEventRow.event_id, UsageEventRow.data)
+            sa.select(
+                UsageEventRow.org_id,
+                UsageEventRow.event_id,
+                UsageEventRow.data,
+                UsageEventRow.source,
+            )
         ).all()
-    stored = Counter((org, event_id) for org, event_id, _ in events)
+    stored = Counter((org, event_id) for org, event_id, _, _ in events)
+    studio_billed = Counter(org for org, _, _, source in events if source == "studio")
     for key in record.usage_sent:
         if stored.get(key, 0) != 1:
             out.append(f"usage event {key} stored {stored.get(key, 0)} times")
-    for key in record.studio_answered:
-        if stored.get(key, 0) != 1:
-            out.append(f"studio request {key} answered but billed {stored.get(key, 0)} times")
+    for org in record.studio_attempted:
+        answered, attempted = record.studio_answered[org], record.studio_attempted[org]
+        if not answered <= studio_billed[org] <= attempted:
+            out.append(
+                f"org {org}: {answered} chat requests answered, {attempted} attempted, "
+                f"{studio_billed[org]} billed"
+            )
     tokens_stored = Counter[str]()
-    for org, _, data in events:
+    for org, _, data, _ in events:
         tokens_stored[org] += int(data.get("input_tokens", 0))
     orgs = {o for o, _ in allocs} | set(tokens_stored)
     for org in sorted(orgs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from .harness import (
     scheduler_holder_pid,
 )
 from .invariants import INSTANCE_TRANSIENT, Record, check
-from .workload import make_tenant, tenant_loop, usage_loop
+from .workload import make_tenant, studio_loop, tenant_loop, usage_loop
 
 LOAD_S = float(os.environ.get("NEOCLOUD_CHAOS_S", "30"))
 KILL_EVERY_S = float(os.environ.get("NEOCLOUD_CHAOS_KILL_EVERY_S", "5"))
@@ -118,6 +119,12 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
                 target=usage_loop, args=(plat, plat.admin_key, tenants, record, stop, 7)
             )
         )
+        threads += [
+            threading.Thread(
+                target=studio_loop, args=(plat, t, record, stop, 300 + n, "chaos/fake")
+            )
+            for n, t in enumerate(tenants[:2])
+        ]
         killer = Killer(plat, db, seed=3)
         started = time.monotonic()
         for t in threads:
@@ -136,6 +143,12 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
                 plat.start(proc)
             plat.wait_ready(proc)
         _settle(db, SETTLE_S)
+        time.sleep(3)  # restarted replicas flush what they recovered from the spool (1 s cycle)
+        recovered = sum(
+            int(m)
+            for api in apis
+            for m in re.findall(rb"recovered (\d+) unflushed", api.log_path.read_bytes())
+        )
         admin = Client(apis[0].url or "", plat.admin_key, retries=3)
         violations = check(
             db=db,
@@ -151,7 +164,8 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
     print(
         f"\nchaos: {load_s:.0f} s of load; {ops} operations {dict(record.operations)}; "
         f"{len(record.replays)} idempotent replays; {len(record.usage_sent)} usage events "
-        f"(each sent twice); {len(record.studio_answered)} studio requests answered; "
+        f"(each sent twice); {sum(record.studio_answered.values())} studio requests answered "
+        f"({recovered} billed from a killed replica's spool); "
         f"kills survived: {plat.kills} {killer.by_kind}; client-side "
         f"retries/answers {dict(record.errors)}; violations: {len(violations)}"
     )

@@ -1,8 +1,8 @@
-"""Soak: steady mixed load (instances, clusters, usage) on one API and one worker on
+"""Soak: steady mixed load (instances, clusters, usage, studio chat) on one API and one worker on
 PostgreSQL, no faults; samples the processes' resident memory and the clients' latencies, and
 reports the memory slope (MiB/hour, least squares over the samples after a warm-up) and the p99
 latency of the first and last thirds of the run. The suite runs a short version
-(``NEOCLOUD_SOAK_S``, default 45 s); ``make soak`` runs 30 minutes and asserts flat memory."""
+(``NEOCLOUD_SOAK_S``, default 25 s); ``make soak`` runs 30 minutes and asserts flat memory."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import pytest
 from neocloud.client import Client
 from neocloud.db.engine import Database
 
-from .harness import fleet_spec, platform
+from .harness import fake_upstream, fleet_spec, platform
 from .invariants import Record, check
-from .workload import make_tenant, tenant_loop, usage_loop
+from .workload import make_tenant, studio_loop, tenant_loop, usage_loop
 
-SOAK_S = float(os.environ.get("NEOCLOUD_SOAK_S", "45"))
+SOAK_S = float(os.environ.get("NEOCLOUD_SOAK_S", "25"))
 SAMPLE_S = 1.0
 # Over a long soak memory must be flat; the short run only reports (warm-up dominates it).
 MAX_SLOPE_MIB_H = float(os.environ.get("NEOCLOUD_SOAK_MAX_SLOPE_MIB_H", "50"))
@@ -59,7 +59,10 @@ def test_slope_of_a_line_is_its_rate() -> None:
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_soak_steady_load_memory_and_latency(db: Database, tmp_path: Path) -> None:
     url = db.engine.url.render_as_string(hide_password=False)
-    with platform(url, tmp_path, fleet_spec(nodes_per_rack=3)) as plat:
+    with (
+        fake_upstream(tmp_path) as upstream,
+        platform(url, tmp_path, fleet_spec(nodes_per_rack=3)) as plat,
+    ):
         api, worker = plat.add_api("api0"), plat.add_worker("w0")
         for proc in (api, worker):
             plat.start(proc)
@@ -67,6 +70,10 @@ def test_soak_steady_load_memory_and_latency(db: Database, tmp_path: Path) -> No
             plat.wait_ready(proc)
         admin = Client(api.url or "", plat.admin_key, retries=3)
         tenants = [make_tenant(admin, f"s{n}", quota=64) for n in range(2)]
+        admin.studio.models.add(
+            "soak/fake", upstream_urls=[upstream], upstream_model="fake",
+            input_price_per_m="1", output_price_per_m="2",
+        )  # fmt: skip
         admin.close()
         record, stop = Record(), threading.Event()
         threads = [
@@ -76,6 +83,11 @@ def test_soak_steady_load_memory_and_latency(db: Database, tmp_path: Path) -> No
         threads.append(
             threading.Thread(
                 target=usage_loop, args=(plat, plat.admin_key, tenants, record, stop, 9)
+            )
+        )
+        threads.append(
+            threading.Thread(
+                target=studio_loop, args=(plat, tenants[0], record, stop, 11, "soak/fake")
             )
         )
         started = time.monotonic()
