@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ test-fast: $(STAMP)
 # and 2-3 min; `make test` runs the short seeded pass (one each, about 550 cases).
 fuzz: $(STAMP)
 	NEOCLOUD_FUZZ_EXAMPLES=$(or $(EXAMPLES),4) $(BIN)/pytest -q -s tests/fuzz/test_fuzz.py -m "not postgres"
+
+# Faults (docs/reliability.md), PostgreSQL needed: failover under SIGKILL, then 10 min of chaos
+# (DURATION=seconds) with the leader worker and API replicas SIGKILLed every 5 s; prints operations,
+# kills survived, failover times and violations (target 0).
+chaos: $(STAMP)
+	NEOCLOUD_CHAOS_S=$(or $(DURATION),600) $(BIN)/pytest -q -s tests/chaos/test_failover.py tests/chaos/test_chaos.py
+
+# 30 min of steady mixed load: memory slope (MiB/h) and p99 latency drift, violations.
+soak: $(STAMP)
+	NEOCLOUD_SOAK_S=$(or $(DURATION),1800) $(BIN)/pytest -q -s tests/chaos/test_soak.py
 
 bench: bench-fleet bench-placement bench-compute bench-billing bench-economics bench-studio bench-nodes
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from neocloud.studio.metering import MemoryUsageSink, UsageBuffer, UsageRecord
 
@@ -54,3 +55,54 @@ def test_background_flusher_drains_on_stop() -> None:
     buffer.record(_record(1))
     buffer.stop()
     assert len(sink.records) == 1
+
+
+def test_a_killed_process_usage_is_recovered_from_the_spool(tmp_path: Path) -> None:
+    """Records appended but never flushed (the process died) are flushed by the next buffer
+    started on the same directory; their segment is then removed. A replay of a record that
+    had reached the sink before the kill is harmless there (billing dedups on the id)."""
+    from neocloud.studio.spool import UsageSpool
+
+    dead = UsageBuffer(MemoryUsageSink(), interval_s=60, spool=UsageSpool(tmp_path))
+    for n in range(5):
+        dead.record(_record(n))
+    # "SIGKILL": the buffer is dropped without a flush; only its spool file remains. Make the
+    # segment look like another (dead) process's by renaming it to a pid that cannot exist.
+    segment = next(tmp_path.glob("*.jsonl"))
+    assert dead.spool is not None
+    dead.spool.close()
+    segment.rename(tmp_path / ("999999999-" + segment.name.split("-", 1)[1]))
+
+    sink = MemoryUsageSink()
+    fresh = UsageBuffer(sink, interval_s=60, spool=UsageSpool(tmp_path))
+    assert fresh.recover() == 5
+    fresh.record(_record(5))
+    assert fresh.flush() == 6
+    assert sorted(r.prompt_tokens for r in sink.records) == list(range(6))
+    assert sink.records[0].created_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert list(tmp_path.glob("*.jsonl")) == []  # flushed: nothing left to recover
+    fresh.stop()
+
+
+def test_a_failed_flush_keeps_the_spool_segment(tmp_path: Path) -> None:
+    from neocloud.studio.spool import UsageSpool
+
+    sink = _Flaky()
+    buffer = UsageBuffer(sink, spool=UsageSpool(tmp_path))
+    buffer.record(_record(1))
+    assert buffer.flush() == 0
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1  # the database was away: still spooled
+    assert buffer.flush() == 1
+    assert list(tmp_path.glob("*.jsonl")) == []
+    buffer.stop()
+
+
+def test_a_live_process_segment_is_left_alone(tmp_path: Path) -> None:
+    from neocloud.studio.spool import UsageSpool
+
+    one = UsageBuffer(MemoryUsageSink(), spool=UsageSpool(tmp_path))
+    one.record(_record(1))
+    two = UsageBuffer(MemoryUsageSink(), spool=UsageSpool(tmp_path))
+    assert two.recover() == 0  # ``one`` is open in this process: it flushes its own
+    one.stop()
+    two.stop()

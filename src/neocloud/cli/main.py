@@ -297,6 +297,58 @@ def db_upgrade(
     out.print(f"database at revision {', '.join(sorted(current_revisions(db)))}")
 
 
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(help="Where to write the backup (replaced whole)")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a consistent backup of the database, safe while the platform runs: SQLite's
+    online backup API, or PostgreSQL's pg_dump (custom format)."""
+    from neocloud.db.backup import backup
+    from neocloud.kernel.errors import NeocloudError
+    from neocloud.kernel.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    try:
+        info = backup(url=settings.resolved_database_url(), file=file)
+    except NeocloudError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    out.print(
+        f"{info.dialect} backup at revision {', '.join(sorted(info.revisions))} written to "
+        f"{file} ({info.size_bytes:,} bytes)"
+    )
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="A backup written by `neocloud db backup`")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a database that already holds rows")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replace the database with a backup, then migrate it to this release (stop the platform
+    first). Refuses a database that holds rows without --force, and a backup made by a newer
+    release."""
+    from neocloud.db.backup import restore
+    from neocloud.kernel.errors import NeocloudError
+    from neocloud.kernel.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    try:
+        info = restore(url=settings.resolved_database_url(), file=file, force=force)
+    except NeocloudError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    out.print(
+        f"restored {file} ({info.dialect}); database at revision "
+        f"{', '.join(sorted(info.revisions))}"
+    )
+
+
 LOGIN_HELP = (
     "Check a key against the API and save it as the profile named by the global --profile "
     "(`neocloud -p NAME login …`; default: 'default'). Replacing a saved profile says so.\n\n"

@@ -129,8 +129,13 @@ def run_steps(calls: list[Callable[[], StepResult] | None]) -> list[StepResult |
             return None
         try:
             return call()
-        except Exception as exc:  # a driver bug must not stop the reconciler
-            return StepResult(False, message=f"driver error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a driver bug (or a timeout) must not stop the reconciler
+            # The step broke off half-way: what it left on the node is unknown, so the node
+            # goes to repair (as the ssh driver does for its own failures), never straight back
+            # to ``available`` for the next tenant without a wipe.
+            return StepResult(
+                False, message=f"driver error: {type(exc).__name__}: {exc}", repair=True
+            )
 
     if len(calls) <= 1:
         return [safe(c) for c in calls]

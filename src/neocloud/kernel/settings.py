@@ -24,8 +24,9 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(1000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
-    # Leader lease for the scheduler and reconcilers.
-    leader_lease_ttl_s: float = Field(15.0, gt=0)
+    # Leader lease for the scheduler and reconcilers, renewed every worker cycle (1 s): a
+    # SIGKILLed leader's standby takes over within this plus a cycle (docs/reliability.md).
+    leader_lease_ttl_s: float = Field(5.0, gt=0, le=3600)
     # Don't write last_used_at on every request: once per this many seconds per key is enough.
     key_touch_interval_s: float = Field(60.0, ge=0)
     redis_url: str | None = None

@@ -19,7 +19,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -29,6 +30,9 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import ValidationFailed
 from neocloud.kernel.ids import random_id
 from neocloud.studio.tables import StudioUsageRow
+
+if TYPE_CHECKING:
+    from neocloud.studio.spool import UsageSpool
 
 log = logging.getLogger("neocloud.studio.metering")
 
@@ -180,9 +184,11 @@ class BillingUsageSink:
 class UsageBuffer:
     """A thread-safe buffer of usage records with a background flusher.
 
-    ``record`` never blocks on I/O. If the sink fails, the batch goes back to the front of the
-    buffer and is retried at the next flush; past ``max_pending`` the oldest records are dropped
-    (and logged) rather than growing without bound.
+    ``record`` never blocks on the database. If the sink fails, the batch goes back to the
+    front of the buffer and is retried at the next flush; past ``max_pending`` the oldest records
+    are dropped (and logged) rather than growing without bound. With a ``spool`` (``spool.py``)
+    every record is also appended to a file first, so that a killed process's unflushed usage
+    is flushed by the next process started on the same directory.
     """
 
     def __init__(
@@ -192,8 +198,11 @@ class UsageBuffer:
         batch_size: int = 500,
         interval_s: float = 1.0,
         max_pending: int = 1_000_000,
+        spool: UsageSpool | None = None,
     ) -> None:
         self.sink = sink
+        self.spool = spool
+        self._sealed: list[Path] = []  # spool segments whose records are all pending or flushed
         self.on_record: Callable[[UsageRecord], None] | None = None  # e.g. budget counting
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -208,6 +217,8 @@ class UsageBuffer:
         if self.on_record is not None:
             self.on_record(record)
         with self._lock:
+            if self.spool is not None:
+                self.spool.append(record)
             if len(self._pending) == self._pending.maxlen:
                 log.error("usage buffer full: dropping the oldest record")
             self._pending.append(record)
@@ -222,6 +233,11 @@ class UsageBuffer:
         """Drain everything pending into the sink, in batches; return how many were written."""
         written = 0
         with self._flush_lock:
+            if self.spool is not None:
+                with self._lock:  # every record of the sealed segments is pending now
+                    sealed = self.spool.seal()
+                if sealed is not None:
+                    self._sealed.append(sealed)
             while True:
                 with self._lock:
                     batch = [
@@ -229,6 +245,7 @@ class UsageBuffer:
                         for _ in range(min(self.batch_size, len(self._pending)))
                     ]
                 if not batch:
+                    self._drop_sealed()
                     return written
                 try:
                     self.sink.write(batch)
@@ -239,9 +256,31 @@ class UsageBuffer:
                     return written
                 written += len(batch)
 
+    def _drop_sealed(self) -> None:
+        """Everything pending reached the sink: the sealed segments are no longer needed."""
+        for path in self._sealed:
+            path.unlink(missing_ok=True)
+        self._sealed.clear()
+
+    def recover(self) -> int:
+        """Take over the spool segments of processes that are gone: their records go to the
+        front of the buffer for the next flush; returns how many."""
+        if self.spool is None:
+            return 0
+        recovered = 0
+        with self._lock:
+            for path, records in self.spool.orphans():
+                self._pending.extendleft(reversed(records))
+                self._sealed.append(path)
+                recovered += len(records)
+        if recovered:
+            log.warning("recovered %d unflushed usage records from the spool", recovered)
+        return recovered
+
     def start(self) -> None:
         if self._thread is not None:
             return
+        self.recover()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="studio-usage-flush", daemon=True)
         self._thread.start()
@@ -254,6 +293,8 @@ class UsageBuffer:
             self._thread.join(timeout=10)
             self._thread = None
         self.flush()
+        if self.spool is not None:
+            self.spool.close()  # what could not be flushed stays in its segment for the next start
 
     def _run(self) -> None:
         while not self._stop.is_set():

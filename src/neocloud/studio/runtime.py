@@ -17,6 +17,7 @@ from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
 from neocloud.studio.registry import RegisteredModels
+from neocloud.studio.spool import UsageSpool
 from neocloud.tenancy.credentials import credentials_version
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
@@ -39,6 +40,9 @@ class StudioRuntime:
             await pool.aclose()
 
 
+SPOOL_DIR = "usage-spool"
+
+
 def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRuntime:
     """The built-in catalog, metered into billing (and ``studio_usage``); engines load on first
     use. Rate limits are shared through Redis when ``settings.redis_url`` is set; the ``/v1``
@@ -55,7 +59,9 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         else InProcessLimiter(default)
     )
     policy = QuotaPolicy(db, clock, default)
-    usage = UsageBuffer(BillingUsageSink(db, clock))
+    # The spool keeps unflushed usage across a killed process (per data dir: a replica's own).
+    spool = UsageSpool(settings.data_dir / SPOOL_DIR)
+    usage = UsageBuffer(BillingUsageSink(db, clock), spool=spool)
     usage.on_record = policy.note
     principals = PrincipalCache(
         clock=clock, version=lambda: credentials_version(db), poll_s=settings.studio_auth_poll_s
