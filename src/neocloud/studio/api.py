@@ -257,6 +257,21 @@ def _prepare(
     )
 
 
+def _refuse_unsupported(
+    req: ChatCompletionRequest | CompletionRequest, model: CatalogModel
+) -> None:
+    """The built-in engine generates one plain-text choice: a request for more (tools, n > 1,
+    a response format, logprobs, images) is a 400 naming the param, never silently ignored."""
+    param = req.unsupported()
+    if param is not None:
+        raise InvalidRequest(
+            f"{param}: {model.id} runs on the built-in engine, which does not support it "
+            "(models served by an upstream engine do)",
+            code="unsupported_parameter",
+            param=param,
+        )
+
+
 async def _collect(gen: _Generation) -> tuple[str, int, str]:
     text, tokens, finish = "", 0, "length"
     try:
@@ -340,6 +355,7 @@ async def create_chat_completion(
         return await proxy(
             runtime, caller, model, body, req, path="/chat/completions", endpoint="chat.completions"
         )
+    _refuse_unsupported(req, model)
     gen = _prepare(runtime, caller, req, None, endpoint="chat.completions", prefix="chatcmpl")
     if req.stream:
 
@@ -396,6 +412,7 @@ async def create_completion(
         return await proxy(
             runtime, caller, model, body, req, path="/completions", endpoint="completions"
         )
+    _refuse_unsupported(req, model)
     gen = _prepare(runtime, caller, req, req.prompt_text(), endpoint="completions", prefix="cmpl")
     if req.stream:
 
