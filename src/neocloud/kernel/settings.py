@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # How often each server reads the credentials version: a key revoked (or a member removed
     # or demoted) through another server stops working on this one's /v1 within about this long.
     studio_auth_poll_s: float = Field(0.25, gt=0, le=60)
+    # Who writes metered usage into the database: a child process (``process``: the serving
+    # process's event loop never waits on a flush for the GIL) or a thread of the server
+    # (``thread``). Tests and in-memory databases use the thread whatever this says.
+    studio_usage_writer: Literal["process", "thread"] = "process"
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

@@ -19,7 +19,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -51,6 +51,13 @@ class UsageRecord:
 class UsageSink(Protocol):
     def write(self, records: list[UsageRecord]) -> None:
         """Persist a batch; raise to have the batch kept and retried."""
+        ...
+
+
+@runtime_checkable
+class ClosableSink(UsageSink, Protocol):
+    def close(self) -> None:
+        """Release what the sink holds (a writer process), after the last write."""
         ...
 
 
@@ -254,6 +261,8 @@ class UsageBuffer:
             self._thread.join(timeout=10)
             self._thread = None
         self.flush()
+        if isinstance(self.sink, ClosableSink):
+            self.sink.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -8,15 +8,16 @@ from decimal import Decimal
 from pathlib import Path
 
 from neocloud.db.engine import Database
-from neocloud.kernel.clock import Clock
+from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
-from neocloud.studio.metering import BillingUsageSink, UsageBuffer
+from neocloud.studio.metering import BillingUsageSink, UsageBuffer, UsageSink
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
 from neocloud.studio.registry import RegisteredModels
+from neocloud.studio.usagewriter import ProcessUsageSink
 from neocloud.tenancy.credentials import credentials_version
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
@@ -55,7 +56,7 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         else InProcessLimiter(default)
     )
     policy = QuotaPolicy(db, clock, default)
-    usage = UsageBuffer(BillingUsageSink(db, clock))
+    usage = UsageBuffer(usage_sink(db=db, clock=clock, settings=settings))
     usage.on_record = policy.note
     principals = PrincipalCache(
         clock=clock, version=lambda: credentials_version(db), poll_s=settings.studio_auth_poll_s
@@ -74,6 +75,18 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         ),
     )
     return runtime
+
+
+def usage_sink(*, db: Database, clock: Clock, settings: Settings) -> UsageSink:
+    """Where metered usage goes: through a writer process (``studio_usage_writer=process``, so
+    flushes never compete with the event loop for the GIL) when the database can be opened
+    from another process and time is the system's; in this process's flush thread otherwise
+    (an in-memory database, a virtual clock in tests)."""
+    url = db.engine.url
+    shareable = not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+    if settings.studio_usage_writer == "process" and shareable and isinstance(clock, SystemClock):
+        return ProcessUsageSink(url.render_as_string(hide_password=False))
+    return BillingUsageSink(db, clock)
 
 
 def builtin_catalog() -> Catalog:
