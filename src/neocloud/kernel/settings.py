@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # How often each server reads the credentials version: a key revoked (or a member removed
     # or demoted) through another server stops working on this one's /v1 within about this long.
     studio_auth_poll_s: float = Field(0.25, gt=0, le=60)
+    # Studio files (/v1/files): the largest file, and what one org may keep in all, in bytes.
+    # Content lives under ``<data_dir>/studio-files``, never in the database.
+    studio_file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**34)
+    studio_org_files_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024, le=2**40)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(
