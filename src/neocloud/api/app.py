@@ -93,6 +93,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.api import router as studio_router
 
     app.include_router(studio_router, prefix="/v1")
+    from neocloud.studio.files_api import router as studio_files_router
+
+    app.include_router(studio_files_router, prefix="/v1")
 
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
     def health() -> HealthOut:
@@ -118,6 +121,8 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         authenticate=lambda token: authenticator(app.state.ctx, token),
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
+        # an upload's body is its file and a little multipart framing
+        path_limits={"/v1/files": settings.studio_file_max_bytes + 64 * 1024},
     )
     from neocloud.api.agent_fastpath import AgentHeartbeatFastPath
 

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # process's event loop never waits on a flush for the GIL) or a thread of the server
     # (``thread``). Tests and in-memory databases use the thread whatever this says.
     studio_usage_writer: Literal["process", "thread"] = "process"
+    # Studio files (/v1/files): the largest file, and what one org may keep in all, in bytes.
+    # Content lives under ``<data_dir>/studio-files``, never in the database.
+    studio_file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**34)
+    studio_org_files_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024, le=2**40)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

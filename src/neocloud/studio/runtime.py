@@ -13,6 +13,8 @@ from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
+from neocloud.studio.files import Limits
+from neocloud.studio.filestore import FileStore, LocalFileStore
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer, UsageSink
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
@@ -31,6 +33,8 @@ class StudioRuntime:
     limiter: Limiter
     policy: QuotaPolicy
     models: RegisteredModels  # registrations, kept in step with the table (on ``catalog``)
+    files: FileStore  # /v1/files' content (under <data_dir>/studio-files)
+    file_limits: Limits
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
@@ -68,6 +72,8 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         limiter=limiter,
         policy=policy,
         principals=principals,
+        files=LocalFileStore(settings.data_dir / "studio-files"),
+        file_limits=Limits.from_settings(settings),
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
         models=RegisteredModels(

@@ -76,3 +76,22 @@ class StudioModelRow(Base):
     deprecated_on: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
     created_by: Mapped[str] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioFileRow(Base):
+    """A file of an org (``/v1/files``): its metadata; the content is in the file store under
+    ``storage_key``, never in the database."""
+
+    __tablename__ = "studio_files"
+    __table_args__ = (sa.Index("ix_studio_files_org_id_created_at", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # file-<24 hex>
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    purpose: Mapped[str] = mapped_column(sa.String(32))
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    lines: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    storage_key: Mapped[str] = mapped_column(sa.String(200))
+    created_by: Mapped[str | None] = mapped_column(ID, nullable=True)  # None: the system
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
