@@ -218,6 +218,7 @@ def _prepare(
     endpoint: str,
     prefix: str,
 ) -> _Generation:
+    runtime.online.note()  # batches yield to online traffic
     model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
     engine = runtime.catalog.text_engine(model)
     if prompt is None:
@@ -446,6 +447,7 @@ async def create_completion(
 )
 async def create_embeddings(request: Request, caller: StudioCaller) -> JSONResponse:
     runtime = _runtime(request)
+    runtime.online.note()
     req: EmbeddingRequest = parse(EmbeddingRequest, await _body(request))
     now = runtime.clock.now()
     model = runtime.catalog.get_servable(req.model, ModelKind.EMBEDDING, now)

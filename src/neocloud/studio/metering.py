@@ -46,6 +46,7 @@ class UsageRecord:
     completion_tokens: int
     aborted: bool
     created_at: datetime
+    batch: bool = False  # a request of a batch: rated at the model's batch price
 
 
 class UsageSink(Protocol):
@@ -101,7 +102,7 @@ def to_event(r: UsageRecord) -> UsageEvent:
             "model": r.model,
             "input_tokens": r.prompt_tokens,
             "output_tokens": r.completion_tokens,
-            "batch": False,
+            "batch": r.batch,
             "endpoint": r.endpoint,
             "aborted": r.aborted,
         },

@@ -51,6 +51,7 @@ async def proxy(
     endpoint: str,
 ) -> JSONResponse | StreamingResponse:
     pool: UpstreamPool = runtime.catalog.upstreams[model.engine]
+    runtime.online.note()  # batches yield to online traffic
     estimate = _estimate_prompt_tokens(body, req)
     # n choices each up to the token limit; the upstream's usage sums them and is what is metered.
     runtime.policy.admit(caller, runtime.limiter, tokens=estimate + (req.token_limit or 0) * req.n)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +13,7 @@ from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
+from neocloud.studio.batches.worker import BatchOptions, BatchWorker
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
 from neocloud.studio.files import Limits
@@ -25,6 +28,27 @@ from neocloud.tenancy.credentials import credentials_version
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
 
 
+class OnlineLoad:
+    """When online requests started, the last ``keep`` of them: how busy online traffic is,
+    which batches yield to. A timestamp per request (no counter to leak when a stream is never
+    started or finished); noting one costs a deque append."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._starts: deque[float] = deque(maxlen=keep)
+
+    def note(self) -> None:
+        self._starts.append(time.monotonic())
+
+    def rate(self, window_s: float = 1.0) -> int:
+        """Online requests started in the last ``window_s`` seconds."""
+        since, count = time.monotonic() - window_s, 0
+        for at in reversed(self._starts):
+            if at < since:
+                break
+            count += 1
+        return count
+
+
 @dataclass
 class StudioRuntime:
     catalog: Catalog
@@ -35,8 +59,10 @@ class StudioRuntime:
     models: RegisteredModels  # registrations, kept in step with the table (on ``catalog``)
     files: FileStore  # /v1/files' content (under <data_dir>/studio-files)
     file_limits: Limits
+    batches: BatchWorker  # runs /v1/batches (in this process when studio_batch_worker)
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    online: OnlineLoad = field(default_factory=OnlineLoad)
 
     async def aclose(self) -> None:
         """At shutdown: stop upstream health probes and close their connections."""
@@ -65,6 +91,7 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
     principals = PrincipalCache(
         clock=clock, version=lambda: credentials_version(db), poll_s=settings.studio_auth_poll_s
     )
+    files = LocalFileStore(settings.data_dir / "studio-files")
     runtime = StudioRuntime(
         catalog=builtin_catalog(),
         usage=usage,
@@ -72,8 +99,20 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         limiter=limiter,
         policy=policy,
         principals=principals,
-        files=LocalFileStore(settings.data_dir / "studio-files"),
+        files=files,
         file_limits=Limits.from_settings(settings),
+        batches=BatchWorker(
+            db,
+            clock,
+            store=files,
+            catalog=lambda: runtime.catalog,
+            online_busy=lambda: 0 < settings.studio_batch_yield_rps <= runtime.online.rate(),
+            options=BatchOptions(
+                concurrency=settings.studio_batch_concurrency,
+                chunk=settings.studio_batch_chunk,
+                lease_ttl_s=settings.studio_batch_lease_ttl_s,
+            ),
+        ),
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
         models=RegisteredModels(
