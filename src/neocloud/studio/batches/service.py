@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from neocloud.db.engine import Database
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound
+from neocloud.kernel.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from neocloud.kernel.ids import random_id
 from neocloud.studio.batches.domain import (
     COMPLETION_WINDOWS,
@@ -202,6 +202,11 @@ def cancel_batch(
     ``cancelled`` while validating. A batch already done is a 409; cancelling twice is fine."""
     with db.transaction() as s:
         row = _visible(s, principal, batch_id)
+        if row.org_id != principal.org_id and not principal.is_operator_admin:
+            raise PermissionDenied(  # operator staff: they see every org's batches, change none
+                "only an operator admin may cancel another organization's batch",
+                code="operator_admin_only",
+            )
         status = BatchStatus(row.status)
         if status is not BatchStatus.CANCELLING:
             target = after_cancel(status)
