@@ -139,10 +139,14 @@ class StudioResource(Resource):
         models: Sequence[str] | str | None = None,
         api_key_ids: Sequence[str] | str | None = None,
         org_id: str | None = None,
+        limit: int | None = None,
+        page: str | None = None,
     ) -> Obj:
         """Tokens and requests per bucket (``1m``, ``1h``, ``1d``) of ``[start_time, end_time)``
-        grouped by any of ``model``, ``api_key_id``, ``endpoint``; times are RFC 3339 or unix
-        seconds, ``end_time`` defaults to now and ``org_id`` to the key's org."""
+        grouped by any of ``model``, ``api_key_id``, ``endpoint``, ``org_id``; times are RFC
+        3339 or unix seconds, ``end_time`` defaults to now and ``org_id`` to the key's org
+        (``all``: every org, operator staff). With ``limit`` one page of buckets: pass the
+        answer's ``next_page`` as ``page`` while ``has_more``."""
         result: Obj = self._c.get(
             "studio/usage",
             start_time=_when(start_time),
@@ -152,6 +156,8 @@ class StudioResource(Resource):
             models=_csv(models),
             api_key_ids=_csv(api_key_ids),
             org_id=org_id,
+            limit=limit,
+            page=page,
         )
         return result
 

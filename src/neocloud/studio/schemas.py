@@ -337,6 +337,7 @@ class UsageResultOut(ResponseModel):
     model: str | None = None
     api_key_id: str | None = None
     endpoint: str | None = None
+    org_id: str | None = None
 
 
 class UsageBucketOut(ResponseModel):
@@ -354,10 +355,14 @@ class UsageTotalsOut(ResponseModel):
 
 
 class UsageOut(ResponseModel):
-    """An org's token usage per bucket in ``[start_time, end_time)``, in time order."""
+    """An org's token usage per bucket in ``[start_time, end_time)``, in time order; with
+    ``limit``, one page of buckets (``totals`` over the page) and ``next_page`` while
+    ``has_more``. ``org_id`` is ``all`` when operator staff asked for every org."""
 
     object: Literal["studio.usage"] = "studio.usage"
     org_id: str
+    has_more: bool = False
+    next_page: str | None = None
     start_time: Time
     end_time: Time
     bucket_width: str
