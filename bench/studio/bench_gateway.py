@@ -153,6 +153,7 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    p999_ms: float
     requests: int
     errors: int
     cpu_ms_per_request: float = 0.0  # the server's own CPU time (all its processes) per request
@@ -196,6 +197,11 @@ def wrk(
     ]
     if server.key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {server.key}"')
+    # wrk's --latency table stops at p99: its done() hook prints the rest (microseconds).
+    lines.append(
+        "done = function(summary, latency, requests) "
+        'io.write(string.format("p99.9 %d\\n", latency:percentile(99.9))) end'
+    )
     script.write_text("\n".join(lines) + "\n")
     cpu_before = cpu_seconds(server.proc.pid)
     out = subprocess.run(
@@ -219,11 +225,12 @@ def wrk(
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p999 = int(re.search(r"^p99\.9 (\d+)$", out, re.M).group(1)) / 1000  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in errs.groups()) if errs else 0)
     cpu = cpu_seconds(server.proc.pid) - cpu_before
-    return Result(rps, p50, p99, total, errors, 1000 * cpu / max(total, 1))
+    return Result(rps, p50, p99, p999, total, errors, 1000 * cpu / max(total, 1))
 
 
 def main() -> None:
@@ -232,6 +239,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--redis", default=None, help="run neocloud with the Redis limiter")
+    parser.add_argument(
+        "--legacy-tail",
+        action="store_true",
+        help="run neocloud as before the tail fix (usage flushed in a thread, no settled heap)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -274,6 +286,8 @@ def main() -> None:
         ]
         if args.redis:
             argv += ["--redis", args.redis]
+        if args.legacy_tail:
+            argv.append("--legacy-tail")
         nc_proc = start("neocloud", argv, tmp / "neocloud.log")
         key_file = tmp / "neocloud" / "admin-key"
         deadline = time.monotonic() + 120
@@ -351,7 +365,7 @@ def main() -> None:
                 results[s.name][mode] = {"latency": one, "throughput": many}
                 print(
                     f"  {s.name:9} {mode:6}  1 conn: p50 {one.p50_ms:6.2f} ms"
-                    f"  p99 {one.p99_ms:6.2f} ms"
+                    f"  p99 {one.p99_ms:6.2f} ms  p99.9 {one.p999_ms:6.2f} ms"
                     f"  ({one.rps:7.0f} req/s)   {args.connections} conns: {many.rps:7.0f} req/s"
                     f"  p50 {many.p50_ms:6.1f} ms  CPU {many.cpu_ms_per_request:.2f} ms/req"
                     f"  errors {one.errors + many.errors}",
@@ -388,7 +402,7 @@ def report(
     if ll_version:
         print(f"LiteLLM {ll_version}")
     print(
-        f"{'':10} {'mode':6} | {'added p50':>9} {'added p99':>9} | {'max req/s':>9} "
+        f"{'':10} {'mode':6} | {'added p50':>9} {'added p99':>9} {'p99.9':>9} | {'max req/s':>9} "
         f"| {'CPU/req':>9} | errors"
     )
     up = results["upstream"]
@@ -399,9 +413,10 @@ def report(
             r = results[name][mode]
             added50 = r["latency"].p50_ms - up[mode]["latency"].p50_ms
             added99 = r["latency"].p99_ms - up[mode]["latency"].p99_ms
+            added999 = r["latency"].p999_ms - up[mode]["latency"].p999_ms
             errors = r["latency"].errors + r["throughput"].errors
             print(
-                f"{name:10} {mode:6} | {added50:7.2f}ms {added99:7.2f}ms "
+                f"{name:10} {mode:6} | {added50:7.2f}ms {added99:7.2f}ms {added999:7.2f}ms "
                 f"| {r['throughput'].rps:9.0f} | {r['throughput'].cpu_ms_per_request:7.2f}ms "
                 f"| {errors}"
             )

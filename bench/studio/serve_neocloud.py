@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from neocloud.api.app import create_app
+from neocloud.cli.main import settle_heap
 from neocloud.db.engine import Database
 from neocloud.db.migrate import upgrade
 from neocloud.kernel.clock import SystemClock
@@ -32,6 +33,12 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--redis", default=None)
+    parser.add_argument(
+        "--legacy-tail",
+        action="store_true",
+        help="as before the tail was fixed: usage flushed by a thread of this process, no "
+        "settled heap (for before/after runs)",
+    )
     args = parser.parse_args()
 
     args.data.mkdir(parents=True, exist_ok=True)
@@ -41,6 +48,7 @@ def main() -> None:
         studio_requests_per_minute=100_000_000,
         studio_tokens_per_minute=1_000_000_000,
         studio_redis_prefix="neocloud-bench:",
+        studio_usage_writer="thread" if args.legacy_tail else "process",
     )
     db = Database.from_url(settings.resolved_database_url())
     upgrade(db)
@@ -63,6 +71,8 @@ def main() -> None:
             upstream_model="fake",
         )
     )
+    if not args.legacy_tail:
+        settle_heap()  # as `neocloud serve` does
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

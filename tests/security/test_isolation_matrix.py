@@ -341,6 +341,49 @@ def _chat(w: World) -> dict[str, Any]:
     }
 
 
+def _file(w: World) -> dict[str, str]:
+    """A new fine-tune file of the fixture org, uploaded by its owner."""
+    line = (
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    )
+    answer = w.http.post(
+        "/v1/files",
+        files={"file": ("bravo-train.jsonl", line + b"\n")},
+        data={"purpose": "fine-tune"},
+        headers={"Authorization": f"Bearer {w.secrets['owner']}"},
+    )
+    assert answer.status_code == 200, answer.text
+    made: str = answer.json()["id"]
+    w.markers.add(made)
+    return {"file_id": made}
+
+
+def _batch(w: World) -> dict[str, str]:
+    """A new batch of the fixture org (validating), created by its owner."""
+    auth = {"Authorization": f"Bearer {w.secrets['owner']}"}
+    line = (
+        b'{"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions", "body": '
+        b'{"model": "neocloud/echo", "messages": [{"role": "user", "content": "hi"}]}}'
+    )
+    upload = w.http.post(
+        "/v1/files",
+        files={"file": ("bravo-batch.jsonl", line + b"\n")},
+        data={"purpose": "batch"},
+        headers=auth,
+    )
+    assert upload.status_code == 200, upload.text
+    body = {
+        "input_file_id": upload.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    answer = w.http.post("/v1/batches", json=body, headers=auth)
+    assert answer.status_code == 200, answer.text
+    made: str = answer.json()["id"]
+    w.markers.update((made, body["input_file_id"]))
+    return {"batch_id": made}
+
+
 RULES: dict[str, Rule] = {
     "GET /api/v1/health": Rule("public"),
     "GET /api/v1/me": Rule("any"),
@@ -610,6 +653,21 @@ RULES: dict[str, Rule] = {
     "POST /v1/embeddings": Rule(
         "member", scope="own", body=lambda w: {"model": "neocloud/hash-embed", "input": "hi"}
     ),
+    # files: an org's own; uploading and deleting need member (a JSON body is a served 400)
+    "POST /v1/files": Rule("member", scope="own", body=lambda w: {"purpose": "batch"}),
+    "GET /v1/files": Rule("any"),
+    "GET /v1/files/{file_id}": Rule("viewer", path=_file),
+    "GET /v1/files/{file_id}/content": Rule("viewer", path=_file),
+    "DELETE /v1/files/{file_id}": Rule("member", path=_file),
+    # batches: an org's own; creating and cancelling need member (no input file: a served 400)
+    "POST /v1/batches": Rule(
+        "member",
+        scope="own",
+        body=lambda w: {"endpoint": "/v1/chat/completions", "completion_window": "24h"},
+    ),
+    "GET /v1/batches": Rule("any"),
+    "GET /v1/batches/{batch_id}": Rule("viewer", path=_batch),
+    "POST /v1/batches/{batch_id}/cancel": Rule("member", path=_batch),
 }
 
 

@@ -56,3 +56,34 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+@contextmanager
+def serve_in_thread(app: object, **config: object) -> Iterator[int]:
+    """An ASGI ``app`` on a free port of 127.0.0.1 in a uvicorn thread, stopped on the way out."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            **config,  # type: ignore[arg-type]
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -55,9 +56,17 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         studio.usage.start()  # flushes metered usage in batches, off the request path
         studio.models.start()  # registered models now, then a poll for other processes' changes
         studio.principals.start()  # /v1 drops cached keys when another process changes one
+        loop = asyncio.get_running_loop()
+        # Batch requests run on this loop, beside online ones: its engines and upstream
+        # connections live here.
+        studio.batches.run = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result()
+        if settings.studio_batch_worker:
+            studio.batches.start()
         try:
             yield
         finally:
+            studio.batches.stop()
+            studio.batches.run = asyncio.run
             studio.principals.stop()
             studio.models.stop()
             await studio.aclose()  # upstream health probes and connections
@@ -93,6 +102,12 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.api import router as studio_router
 
     app.include_router(studio_router, prefix="/v1")
+    from neocloud.studio.files_api import router as studio_files_router
+
+    app.include_router(studio_files_router, prefix="/v1")
+    from neocloud.studio.batches.api import router as studio_batches_router
+
+    app.include_router(studio_batches_router, prefix="/v1")
 
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
     def health() -> HealthOut:
@@ -123,6 +138,8 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         authenticate=lambda token: authenticator(app.state.ctx, token),
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
+        # an upload's body is its file and a little multipart framing
+        path_limits={"/v1/files": settings.studio_file_max_bytes + 64 * 1024},
     )
     from neocloud.api.agent_fastpath import AgentHeartbeatFastPath
 

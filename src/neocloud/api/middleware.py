@@ -100,9 +100,11 @@ class BodyLimitAndIdempotencyMiddleware:
         authenticate: Callable[[str], Principal],
         max_body_bytes: int,
         ttl_s: int,
+        path_limits: dict[str, int] | None = None,
     ) -> None:
         self.app, self.db, self.clock, self.authenticate = app, db, clock, authenticate
         self.max_body_bytes, self.ttl = max_body_bytes, timedelta(seconds=ttl_s)
+        self.path_limits = path_limits or {}  # a path whose bodies have their own bound
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
@@ -165,9 +167,10 @@ class BodyLimitAndIdempotencyMiddleware:
             await anyio.to_thread.run_sync(self._store, caller, key, captured.status, stored_body)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise body_too_large(self.max_body_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise body_too_large(limit)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -175,8 +178,8 @@ class BodyLimitAndIdempotencyMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise body_too_large(self.max_body_bytes)
+            if size > limit:
+                raise body_too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -1,6 +1,6 @@
 """CLI for AI Studio: ``neocloud studio models [list|add|remove]``, ``neocloud studio chat``,
-``neocloud studio usage``, ``neocloud studio limits get|set`` and ``neocloud studio budget
-get|set``."""
+``neocloud studio usage``, ``neocloud studio limits get|set``, ``neocloud studio budget
+get|set`` and ``neocloud studio batches list|get|create|cancel``."""
 
 from __future__ import annotations
 
@@ -412,3 +412,107 @@ def budget_set(
 
 
 APPS: dict[str, typer.Typer] = {"studio": studio_app}
+
+
+batches_app = typer.Typer(
+    help="Batches (/v1/batches): a file of requests run offline at the batch price.",
+    no_args_is_help=True,
+)
+studio_app.add_typer(batches_app, name="batches")
+
+BATCH_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("STATUS", "status"),
+    ("ENDPOINT", "endpoint"),
+    ("DONE", lambda b: f"{b['request_counts']['completed']}/{b['request_counts']['total']}"),
+    ("FAILED", lambda b: b["request_counts"]["failed"]),
+    ("CREATED", lambda b: when(_unix(b["created_at"]))),
+    ("OUTPUT", "output_file_id"),
+]
+BATCH_FIELDS: list[Column] = [
+    ("id", "id"),
+    ("status", "status"),
+    ("endpoint", "endpoint"),
+    ("input file", "input_file_id"),
+    ("output file", "output_file_id"),
+    ("error file", "error_file_id"),
+    ("total", lambda b: b["request_counts"]["total"]),
+    ("completed", lambda b: b["request_counts"]["completed"]),
+    ("failed", lambda b: b["request_counts"]["failed"]),
+    ("created", lambda b: when(_unix(b["created_at"]))),
+    ("expires", lambda b: when(_unix(b["expires_at"]))),
+    (
+        "errors",
+        lambda b: (
+            "; ".join(
+                f"line {e.get('line')}: {e['message']}" for e in (b["errors"] or {}).get("data", [])
+            )
+            or None
+        ),
+    ),
+]
+BatchId = Annotated[str, typer.Argument(help="A batch id (batch_…)")]
+
+
+def _unix(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    from datetime import UTC
+
+    return rfc3339(datetime.fromtimestamp(seconds, tz=UTC))
+
+
+@batches_app.command("list")
+@api_call
+def batches_list(
+    after: Annotated[str | None, typer.Option(help="List after this batch id")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="At most this many")] = 20,
+    json_: Json = False,
+) -> None:
+    """The org's batches, newest first."""
+    page = STATE.client().studio.batches.list(after=after, limit=limit)
+    if json_:
+        print_json(page)
+        return
+    print_table(page["data"], BATCH_COLUMNS)
+    if page["has_more"]:
+        out.print(f"More: --after {page['last_id']}")
+
+
+@batches_app.command("get")
+@api_call
+def batches_get(batch_id: BatchId, json_: Json = False) -> None:
+    """A batch: its state, counts and files."""
+    print_object(STATE.client().studio.batches.get(batch_id), as_json=json_, fields=BATCH_FIELDS)
+
+
+@batches_app.command("create")
+@api_call
+def batches_create(
+    input_file_id: Annotated[str, typer.Argument(help="A file uploaded with purpose batch")],
+    endpoint: Annotated[
+        str, typer.Option(help="/v1/chat/completions or /v1/embeddings")
+    ] = "/v1/chat/completions",
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", help="KEY=VALUE (repeatable, at most 16)")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Run the requests of a batch file within 24 hours, at the batch price."""
+    pairs: dict[str, str] = {}
+    for item in metadata or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--metadata takes KEY=VALUE, not {item!r}")
+        pairs[key] = value
+    made = STATE.client().studio.batches.create(
+        input_file_id, endpoint=endpoint, metadata=pairs or None
+    )
+    print_object(made, as_json=json_, fields=BATCH_FIELDS)
+
+
+@batches_app.command("cancel")
+@api_call
+def batches_cancel(batch_id: BatchId, json_: Json = False) -> None:
+    """Cancel: what finished stays in the output file; the rest is reported as cancelled."""
+    print_object(STATE.client().studio.batches.cancel(batch_id), as_json=json_, fields=BATCH_FIELDS)

@@ -2,7 +2,8 @@
 
 ``client.studio.models`` is the model catalog (the operator's registry); ``usage`` reads an
 org's tokens per time bucket; key rate limits and org budgets are the operator's settings.
-The OpenAI-compatible API under ``/v1`` is for an OpenAI client, not for this resource.
+``batches`` are ``/v1/batches`` (the rest of the OpenAI-compatible API under ``/v1`` is for an
+OpenAI client).
 """
 
 from __future__ import annotations
@@ -82,12 +83,51 @@ class StudioModelsResource(Resource):
         return result
 
 
+class StudioBatchesResource(Resource):
+    """``/v1/batches``: an org's batches (the OpenAI batch API, through this client's key)."""
+
+    def create(
+        self,
+        input_file_id: str,
+        *,
+        endpoint: str = "/v1/chat/completions",
+        completion_window: str = "24h",
+        metadata: dict[str, str] | None = None,
+    ) -> Obj:
+        """A batch of the requests in a ``batch`` file (``/v1/chat/completions`` or
+        ``/v1/embeddings``); it starts ``validating``."""
+        body: Obj = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+        }
+        if metadata is not None:
+            body["metadata"] = metadata
+        result: Obj = self._c.post("/v1/batches", body)
+        return result
+
+    def get(self, batch_id: str) -> Obj:
+        result: Obj = self._c.get(f"/v1/batches/{batch_id}")
+        return result
+
+    def list(self, *, after: str | None = None, limit: int | None = None) -> Obj:
+        """A page of the org's batches, newest first (``has_more``, ``last_id`` to page on)."""
+        result: Obj = self._c.get("/v1/batches", after=after, limit=limit)
+        return result
+
+    def cancel(self, batch_id: str) -> Obj:
+        result: Obj = self._c.post(f"/v1/batches/{batch_id}/cancel")
+        return result
+
+
 class StudioResource(Resource):
     models: StudioModelsResource
+    batches: StudioBatchesResource
 
     def __init__(self, client: Transport) -> None:
         super().__init__(client)
         self.models = StudioModelsResource(client)
+        self.batches = StudioBatchesResource(client)
 
     def usage(
         self,
@@ -99,10 +139,14 @@ class StudioResource(Resource):
         models: Sequence[str] | str | None = None,
         api_key_ids: Sequence[str] | str | None = None,
         org_id: str | None = None,
+        limit: int | None = None,
+        page: str | None = None,
     ) -> Obj:
         """Tokens and requests per bucket (``1m``, ``1h``, ``1d``) of ``[start_time, end_time)``
-        grouped by any of ``model``, ``api_key_id``, ``endpoint``; times are RFC 3339 or unix
-        seconds, ``end_time`` defaults to now and ``org_id`` to the key's org."""
+        grouped by any of ``model``, ``api_key_id``, ``endpoint``, ``org_id``; times are RFC
+        3339 or unix seconds, ``end_time`` defaults to now and ``org_id`` to the key's org
+        (``all``: every org, operator staff). With ``limit`` one page of buckets: pass the
+        answer's ``next_page`` as ``page`` while ``has_more``."""
         result: Obj = self._c.get(
             "studio/usage",
             start_time=_when(start_time),
@@ -112,6 +156,8 @@ class StudioResource(Resource):
             models=_csv(models),
             api_key_ids=_csv(api_key_ids),
             org_id=org_id,
+            limit=limit,
+            page=page,
         )
         return result
 

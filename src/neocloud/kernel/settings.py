@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,24 @@ class Settings(BaseSettings):
     # How often each server reads the credentials version: a key revoked (or a member removed
     # or demoted) through another server stops working on this one's /v1 within about this long.
     studio_auth_poll_s: float = Field(0.25, gt=0, le=60)
+    # Who writes metered usage into the database: a child process (``process``: the serving
+    # process's event loop never waits on a flush for the GIL) or a thread of the server
+    # (``thread``). Tests and in-memory databases use the thread whatever this says.
+    studio_usage_writer: Literal["process", "thread"] = "process"
+    # Studio files (/v1/files): the largest file, and what one org may keep in all, in bytes.
+    # Content lives under ``<data_dir>/studio-files``, never in the database.
+    studio_file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**34)
+    studio_org_files_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024, le=2**40)
+    # Batches (/v1/batches): run by a worker thread of each server process (``studio_batch_worker``;
+    # several processes share the work through leases), ``studio_batch_concurrency`` requests at
+    # a time, recorded every ``studio_batch_chunk``; they pause while online requests start at
+    # ``studio_batch_yield_rps`` or more per second (0: never pause). The price is the price
+    # book's batch rate (its ``batch_discount``, 50 % off by default).
+    studio_batch_worker: bool = True
+    studio_batch_concurrency: int = Field(4, ge=1, le=256)
+    studio_batch_chunk: int = Field(16, ge=1, le=1000)
+    studio_batch_yield_rps: float = Field(20.0, ge=0, le=1e6)
+    studio_batch_lease_ttl_s: float = Field(60.0, gt=0, le=3600)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

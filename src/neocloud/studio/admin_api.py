@@ -118,11 +118,27 @@ def get_usage(
     group_by: _Values = None,
     models: _Values = None,
     api_key_ids: _Values = None,
-    org_id: Annotated[str | None, Query(max_length=40, description="Default: your org")] = None,
+    org_id: Annotated[
+        str | None,
+        Query(max_length=40, description="Default: your org; `all`: every org (operator staff)"),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=1440,
+            description="Buckets per page (at most 31 of 1d, 168 of 1h, 1440 of 1m); "
+            "default: the whole window in one answer",
+        ),
+    ] = None,
+    page: Annotated[
+        str | None, Query(max_length=32, description="`next_page` of the previous answer")
+    ] = None,
 ) -> UsageOut:
-    """Tokens and requests per time bucket, grouped by any of ``model``, ``api_key_id`` and
-    ``endpoint``; an org reads its own, operator staff any. Every bucket of the window is
-    listed, empty ones with no results; at most 1,000 buckets."""
+    """Tokens and requests per time bucket, grouped by any of ``model``, ``api_key_id``,
+    ``endpoint`` and ``org_id``; an org reads its own, operator staff any or ``all``. Every
+    bucket of the window (or of the page, with ``limit``) is listed, empty ones with no
+    results; at most 1,000 buckets in a window."""
     query = parse_usage_query(
         now=ctx.clock.now(),
         start_time=start_time,
@@ -132,6 +148,8 @@ def get_usage(
         models=models,
         api_key_ids=api_key_ids,
         org_id=org_id,
+        limit=limit,
+        page=page,
     )
     return _usage_out(usage_report(db=ctx.db, actor=caller, query=query))
 
@@ -146,11 +164,14 @@ def _usage_out(report: UsageReport) -> UsageOut:
             model=r.model,
             api_key_id=r.api_key_id,
             endpoint=r.endpoint,
+            org_id=r.org_id,
         )
 
     q, t = report.query, report.totals
     return UsageOut(
         org_id=report.org_id,
+        has_more=q.next_page is not None,
+        next_page=q.next_page,
         start_time=q.start,
         end_time=q.end,
         bucket_width=q.width.value,

@@ -218,6 +218,7 @@ def _prepare(
     endpoint: str,
     prefix: str,
 ) -> _Generation:
+    runtime.online.note()  # batches yield to online traffic
     model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
     engine = runtime.catalog.text_engine(model)
     if prompt is None:
@@ -255,6 +256,21 @@ def _prepare(
         request_id=request_ids.new(prefix),
         created=int(runtime.clock.now().timestamp()),
     )
+
+
+def _refuse_unsupported(
+    req: ChatCompletionRequest | CompletionRequest, model: CatalogModel
+) -> None:
+    """The built-in engine generates one plain-text choice: a request for more (tools, n > 1,
+    a response format, logprobs, images) is a 400 naming the param, never silently ignored."""
+    param = req.unsupported()
+    if param is not None:
+        raise InvalidRequest(
+            f"{param}: {model.id} runs on the built-in engine, which does not support it "
+            "(models served by an upstream engine do)",
+            code="unsupported_parameter",
+            param=param,
+        )
 
 
 async def _collect(gen: _Generation) -> tuple[str, int, str]:
@@ -340,6 +356,7 @@ async def create_chat_completion(
         return await proxy(
             runtime, caller, model, body, req, path="/chat/completions", endpoint="chat.completions"
         )
+    _refuse_unsupported(req, model)
     gen = _prepare(runtime, caller, req, None, endpoint="chat.completions", prefix="chatcmpl")
     if req.stream:
 
@@ -396,6 +413,7 @@ async def create_completion(
         return await proxy(
             runtime, caller, model, body, req, path="/completions", endpoint="completions"
         )
+    _refuse_unsupported(req, model)
     gen = _prepare(runtime, caller, req, req.prompt_text(), endpoint="completions", prefix="cmpl")
     if req.stream:
 
@@ -429,6 +447,7 @@ async def create_completion(
 )
 async def create_embeddings(request: Request, caller: StudioCaller) -> JSONResponse:
     runtime = _runtime(request)
+    runtime.online.note()
     req: EmbeddingRequest = parse(EmbeddingRequest, await _body(request))
     now = runtime.clock.now()
     model = runtime.catalog.get_servable(req.model, ModelKind.EMBEDDING, now)

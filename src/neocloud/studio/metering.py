@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -50,11 +50,19 @@ class UsageRecord:
     completion_tokens: int
     aborted: bool
     created_at: datetime
+    batch: bool = False  # a request of a batch: rated at the model's batch price
 
 
 class UsageSink(Protocol):
     def write(self, records: list[UsageRecord]) -> None:
         """Persist a batch; raise to have the batch kept and retried."""
+        ...
+
+
+@runtime_checkable
+class ClosableSink(UsageSink, Protocol):
+    def close(self) -> None:
+        """Release what the sink holds (a writer process), after the last write."""
         ...
 
 
@@ -98,7 +106,7 @@ def to_event(r: UsageRecord) -> UsageEvent:
             "model": r.model,
             "input_tokens": r.prompt_tokens,
             "output_tokens": r.completion_tokens,
-            "batch": False,
+            "batch": r.batch,
             "endpoint": r.endpoint,
             "aborted": r.aborted,
         },
@@ -295,6 +303,8 @@ class UsageBuffer:
         self.flush()
         if self.spool is not None:
             self.spool.close()  # what could not be flushed stays in its segment for the next start
+        if isinstance(self.sink, ClosableSink):
+            self.sink.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

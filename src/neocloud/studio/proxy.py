@@ -20,10 +20,24 @@ from neocloud.studio.schemas import ChatCompletionRequest, CompletionRequest
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    # Before the upstream has counted: about four characters per token.
-    prompt = body.get("messages", body.get("prompt", ""))
-    return max(1, len(json.dumps(prompt)) // 4)
+IMAGE_TOKENS_ESTIMATE = 1000  # an image part before the upstream has counted it
+
+
+def _estimate_prompt_tokens(
+    body: dict[str, Any], req: ChatCompletionRequest | CompletionRequest
+) -> int:
+    """Before the upstream has counted: about four characters per token of text and tool
+    definitions, and a flat guess per image (a data: URL's length says nothing of its tokens)."""
+    if isinstance(req, CompletionRequest):
+        return max(1, len(json.dumps(body.get("prompt", ""))) // 4)
+    chars, images = len(json.dumps(body.get("tools") or [])), 0
+    for m in req.messages:
+        chars += len(m.text()) + 8
+        if m.tool_calls:
+            chars += sum(len(c.function.name) + len(c.function.arguments) for c in m.tool_calls)
+        if isinstance(m.content, list):
+            images += sum(1 for p in m.content if p.type == "image_url")
+    return max(1, chars // 4) + images * IMAGE_TOKENS_ESTIMATE
 
 
 async def proxy(
@@ -37,8 +51,10 @@ async def proxy(
     endpoint: str,
 ) -> JSONResponse | StreamingResponse:
     pool: UpstreamPool = runtime.catalog.upstreams[model.engine]
-    estimate = _estimate_prompt_tokens(body)
-    runtime.policy.admit(caller, runtime.limiter, tokens=estimate + (req.token_limit or 0))
+    runtime.online.note()  # batches yield to online traffic
+    estimate = _estimate_prompt_tokens(body, req)
+    # n choices each up to the token limit; the upstream's usage sums them and is what is metered.
+    runtime.policy.admit(caller, runtime.limiter, tokens=estimate + (req.token_limit or 0) * req.n)
     request_id = request_ids.new("chatcmpl" if endpoint == "chat.completions" else "cmpl")
 
     def record(prompt: int, completion: int, *, aborted: bool) -> None:
@@ -169,11 +185,14 @@ class _Rewrite:
             if not self.include_usage:
                 data = data.replace(',"usage":null', "", 1)
         data = data.replace(self.theirs, self.ours, 1)
-        has_text = ('"content":"' in data and '"content":""' not in data) or (
-            '"text":"' in data and '"text":""' not in data
+        has_text = (
+            ('"content":"' in data and '"content":""' not in data)
+            or ('"text":"' in data and '"text":""' not in data)
+            or '"tool_calls":[{' in data
         )
         return f"data: {data}\n\n", has_text
 
 
 def _has_text(choice: dict[str, Any]) -> bool:
-    return bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
+    delta = choice.get("delta") or {}
+    return bool(choice.get("text") or delta.get("content") or delta.get("tool_calls"))

@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 import importlib.util
+import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
 from neocloud.db.engine import Database
-from neocloud.kernel.clock import Clock
+from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
+from neocloud.studio.batches.worker import BatchOptions, BatchWorker
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
-from neocloud.studio.metering import BillingUsageSink, UsageBuffer
+from neocloud.studio.files import Limits
+from neocloud.studio.filestore import FileStore, LocalFileStore
+from neocloud.studio.metering import BillingUsageSink, UsageBuffer, UsageSink
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
 from neocloud.studio.registry import RegisteredModels
 from neocloud.studio.spool import UsageSpool
+from neocloud.studio.usagewriter import ProcessUsageSink
 from neocloud.tenancy.credentials import credentials_version
 
 TINY_LLAMA = Path(__file__).parent / "models" / "tiny-llama"
+
+
+class OnlineLoad:
+    """When online requests started, the last ``keep`` of them: how busy online traffic is,
+    which batches yield to. A timestamp per request (no counter to leak when a stream is never
+    started or finished); noting one costs a deque append."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._starts: deque[float] = deque(maxlen=keep)
+
+    def note(self) -> None:
+        self._starts.append(time.monotonic())
+
+    def rate(self, window_s: float = 1.0) -> int:
+        """Online requests started in the last ``window_s`` seconds."""
+        since, count = time.monotonic() - window_s, 0
+        for at in reversed(self._starts):
+            if at < since:
+                break
+            count += 1
+        return count
 
 
 @dataclass
@@ -31,8 +58,12 @@ class StudioRuntime:
     limiter: Limiter
     policy: QuotaPolicy
     models: RegisteredModels  # registrations, kept in step with the table (on ``catalog``)
+    files: FileStore  # /v1/files' content (under <data_dir>/studio-files)
+    file_limits: Limits
+    batches: BatchWorker  # runs /v1/batches (in this process when studio_batch_worker)
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    online: OnlineLoad = field(default_factory=OnlineLoad)
 
     async def aclose(self) -> None:
         """At shutdown: stop upstream health probes and close their connections."""
@@ -61,11 +92,12 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
     policy = QuotaPolicy(db, clock, default)
     # The spool keeps unflushed usage across a killed process (per data dir: a replica's own).
     spool = UsageSpool(settings.data_dir / SPOOL_DIR)
-    usage = UsageBuffer(BillingUsageSink(db, clock), spool=spool)
+    usage = UsageBuffer(usage_sink(db=db, clock=clock, settings=settings), spool=spool)
     usage.on_record = policy.note
     principals = PrincipalCache(
         clock=clock, version=lambda: credentials_version(db), poll_s=settings.studio_auth_poll_s
     )
+    files = LocalFileStore(settings.data_dir / "studio-files")
     runtime = StudioRuntime(
         catalog=builtin_catalog(),
         usage=usage,
@@ -73,6 +105,20 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         limiter=limiter,
         policy=policy,
         principals=principals,
+        files=files,
+        file_limits=Limits.from_settings(settings),
+        batches=BatchWorker(
+            db,
+            clock,
+            store=files,
+            catalog=lambda: runtime.catalog,
+            online_busy=lambda: 0 < settings.studio_batch_yield_rps <= runtime.online.rate(),
+            options=BatchOptions(
+                concurrency=settings.studio_batch_concurrency,
+                chunk=settings.studio_batch_chunk,
+                lease_ttl_s=settings.studio_batch_lease_ttl_s,
+            ),
+        ),
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
         models=RegisteredModels(
@@ -80,6 +126,18 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         ),
     )
     return runtime
+
+
+def usage_sink(*, db: Database, clock: Clock, settings: Settings) -> UsageSink:
+    """Where metered usage goes: through a writer process (``studio_usage_writer=process``, so
+    flushes never compete with the event loop for the GIL) when the database can be opened
+    from another process and time is the system's; in this process's flush thread otherwise
+    (an in-memory database, a virtual clock in tests)."""
+    url = db.engine.url
+    shareable = not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+    if settings.studio_usage_writer == "process" and shareable and isinstance(clock, SystemClock):
+        return ProcessUsageSink(url.render_as_string(hide_password=False))
+    return BillingUsageSink(db, clock)
 
 
 def builtin_catalog() -> Catalog:

@@ -7,7 +7,14 @@ import re
 from itertools import accumulate
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.web.fields import Tokens
@@ -28,9 +35,69 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+MAX_TOOLS = 128  # OpenAI's bound on ``tools``
+MAX_CHOICES = 128  # OpenAI's bound on ``n``
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on ``top_logprobs`` (chat)
+MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound on ``logprobs`` (legacy completions)
+
+
+class ImageUrl(BaseModel):
+    url: str = Field(min_length=1, description="https:// or a data: URL")
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
 class ContentPart(BaseModel):
-    type: Literal["text"]
-    text: str
+    """A text part, or an image part (``image_url``) that only an upstream model can read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageUrl | None = None
+
+    @model_validator(mode="after")
+    def _has_its_payload(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs text")
+        if self.type == "image_url" and self.image_url is None:
+            raise ValueError("an image_url part needs image_url")
+        return self
+
+
+class FunctionCall(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=1_000_000)
+
+
+class ToolCall(BaseModel):
+    """A call the assistant made, as it comes back in a conversation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class Message(BaseModel):
@@ -38,13 +105,26 @@ class Message(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOLS)
+    tool_call_id: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _tool_reply_names_its_call(self) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role 'tool' needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        return self
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content)
+
+    def has_image(self) -> bool:
+        return isinstance(self.content, list) and any(p.type != "text" for p in self.content)
 
 
 class _Sampling(_Request):
@@ -52,7 +132,9 @@ class _Sampling(_Request):
     max_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT_MAX)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
+    n: int = Field(
+        1, ge=1, le=MAX_CHOICES, description="choices to generate; above 1 on upstream models only"
+    )
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
@@ -78,6 +160,39 @@ class _Sampling(_Request):
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT_MAX)
+    # Passed to an upstream model as sent; the built-in engine refuses them (``unsupported``).
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def unsupported(self) -> str | None:
+        """The first param the built-in engine cannot honour (it generates one plain-text
+        choice), or ``None``."""
+        if self.n > 1:
+            return "n"
+        if self.tools:
+            return "tools"
+        if self.tool_choice not in (None, "none", "auto"):
+            return "tool_choice"
+        if self.response_format is not None and self.response_format.type != "text":
+            return "response_format"
+        if self.logprobs:
+            return "logprobs"
+        for i, m in enumerate(self.messages):
+            if m.tool_calls:
+                return f"messages[{i}].tool_calls"
+            if m.has_image():
+                return f"messages[{i}].content"
+        return None
 
     @property
     def token_limit(self) -> int | None:
@@ -87,6 +202,14 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=1, le=TOKEN_LIMIT_MAX)
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+
+    def unsupported(self) -> str | None:
+        if self.n > 1:
+            return "n"
+        if self.logprobs is not None:
+            return "logprobs"
+        return None
 
     @field_validator("prompt")
     @classmethod
@@ -161,6 +284,10 @@ _FIELD_NAMES = {
     *EmbeddingRequest.model_fields,
     *Message.model_fields,
     *ContentPart.model_fields,
+    *Tool.model_fields,
+    *FunctionDef.model_fields,
+    *ToolCall.model_fields,
+    *ResponseFormat.model_fields,
     "include_usage",
 }
 
@@ -210,6 +337,7 @@ class UsageResultOut(ResponseModel):
     model: str | None = None
     api_key_id: str | None = None
     endpoint: str | None = None
+    org_id: str | None = None
 
 
 class UsageBucketOut(ResponseModel):
@@ -227,10 +355,14 @@ class UsageTotalsOut(ResponseModel):
 
 
 class UsageOut(ResponseModel):
-    """An org's token usage per bucket in ``[start_time, end_time)``, in time order."""
+    """An org's token usage per bucket in ``[start_time, end_time)``, in time order; with
+    ``limit``, one page of buckets (``totals`` over the page) and ``next_page`` while
+    ``has_more``. ``org_id`` is ``all`` when operator staff asked for every org."""
 
     object: Literal["studio.usage"] = "studio.usage"
     org_id: str
+    has_more: bool = False
+    next_page: str | None = None
     start_time: Time
     end_time: Time
     bucket_width: str

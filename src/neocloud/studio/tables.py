@@ -76,3 +76,75 @@ class StudioModelRow(Base):
     deprecated_on: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
     created_by: Mapped[str] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioFileRow(Base):
+    """A file of an org (``/v1/files``): its metadata; the content is in the file store under
+    ``storage_key``, never in the database."""
+
+    __tablename__ = "studio_files"
+    __table_args__ = (sa.Index("ix_studio_files_org_id_created_at", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # file-<24 hex>
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    purpose: Mapped[str] = mapped_column(sa.String(32))
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    lines: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    storage_key: Mapped[str] = mapped_column(sa.String(200))
+    created_by: Mapped[str | None] = mapped_column(ID, nullable=True)  # None: the system
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StudioBatchRow(Base):
+    """A batch (``/v1/batches``): its input file, state, counts and lease. The worker that holds
+    ``lease_token`` until ``lease_expires_at`` runs it; ``next_index`` is the first request of
+    the input not yet done (what a worker resumes from)."""
+
+    __tablename__ = "studio_batches"
+    __table_args__ = (
+        sa.Index("ix_studio_batches_org_id_created_at", "org_id", "created_at"),
+        sa.Index("ix_studio_batches_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # batch_<24 hex>
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"))
+    key_id: Mapped[str] = mapped_column(ID)  # the key that created it: its usage's subject
+    endpoint: Mapped[str] = mapped_column(sa.String(64))
+    input_file_id: Mapped[str] = mapped_column(ID)
+    completion_window: Mapped[str] = mapped_column(sa.String(8))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    batch_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", Json, nullable=True)
+    errors: Mapped[list[dict[str, object]] | None] = mapped_column(Json, nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    request_total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    request_completed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    request_failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_index: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    in_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finalizing_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    cancelling_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class StudioBatchResultRow(Base):
+    """One finished request of a batch, its output line as written to the output or error file
+    at the end; kept until the batch is finalized."""
+
+    __tablename__ = "studio_batch_results"
+
+    batch_id: Mapped[str] = mapped_column(
+        ID, sa.ForeignKey("studio_batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    ok: Mapped[bool] = mapped_column(sa.Boolean)
+    line: Mapped[str] = mapped_column(sa.Text)

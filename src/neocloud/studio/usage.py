@@ -10,14 +10,24 @@ The sums are computed by the database (one ``GROUP BY`` on the bucket number and
 so the work grows with the number of groups, not of requests; windows of more than
 ``MAX_BUCKETS`` buckets are refused. Times are whole seconds: the bucket number is computed
 from epoch seconds, identically on SQLite and PostgreSQL.
+
+Paging, as OpenAI's usage API pages: ``limit`` buckets per answer (at most ``PAGE_LIMITS`` of
+the width: 31 days, 168 hours, 1,440 minutes); ``has_more`` and ``next_page``, a cursor to pass
+back as ``page`` for the next buckets. Each page is its own query over its own time range, so a
+page costs what its buckets hold, and ``totals`` sum that page. Without ``limit`` the whole
+window comes in one answer (at most ``MAX_BUCKETS`` buckets), as before paging existed.
+
+Operator staff may ask for every org at once (``org_id=all``): summed, or per org with
+``group_by=org_id``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -28,13 +38,15 @@ from pydantic import TypeAdapter, ValidationError
 from neocloud.db.engine import Database
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import ensure_utc
-from neocloud.kernel.errors import InvalidRequest
+from neocloud.kernel.errors import InvalidRequest, PermissionDenied
 from neocloud.studio.tables import StudioUsageRow
 from neocloud.tenancy.access import org_row, require_read
 from neocloud.web.fields import UtcTime
 
 MAX_BUCKETS = 1000
 MAX_FILTER_VALUES = 100
+ALL_ORGS = "all"
+_PAGE = re.compile(r"^bucket_(\d{1,4})$")
 
 
 class BucketWidth(StrEnum):
@@ -46,17 +58,24 @@ class BucketWidth(StrEnum):
     def seconds(self) -> int:
         return {"1m": 60, "1h": 3600, "1d": 86400}[self.value]
 
+    @property
+    def page_limit(self) -> int:
+        """The most buckets one page holds (OpenAI's bounds for each width)."""
+        return {"1m": 1440, "1h": 168, "1d": 31}[self.value]
+
 
 class GroupBy(StrEnum):
     MODEL = "model"
     API_KEY_ID = "api_key_id"
     ENDPOINT = "endpoint"
+    ORG_ID = "org_id"
 
 
 _GROUP_COLUMNS = {
     GroupBy.MODEL: StudioUsageRow.model,
     GroupBy.API_KEY_ID: StudioUsageRow.key_id,
     GroupBy.ENDPOINT: StudioUsageRow.endpoint,
+    GroupBy.ORG_ID: StudioUsageRow.org_id,
 }
 
 
@@ -70,11 +89,24 @@ class UsageQuery:
     group_by: tuple[GroupBy, ...] = ()
     models: tuple[str, ...] = ()
     api_key_ids: tuple[str, ...] = ()
-    org_id: str | None = None
+    org_id: str | None = None  # ``ALL_ORGS``: every org (operator staff)
+    limit: int | None = None  # buckets per page; None: the whole window
+    first_bucket: int = 0  # where this page starts (from ``page``)
 
     @property
     def bucket_count(self) -> int:
         return math.ceil((self.end - self.start).total_seconds() / self.width.seconds)
+
+    @property
+    def page_end(self) -> int:
+        """The bucket after this page's last."""
+        if self.limit is None:
+            return self.bucket_count
+        return min(self.bucket_count, self.first_bucket + self.limit)
+
+    @property
+    def next_page(self) -> str | None:
+        return f"bucket_{self.page_end}" if self.page_end < self.bucket_count else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +120,7 @@ class UsageResult:
     model: str | None = None
     api_key_id: str | None = None
     endpoint: str | None = None
+    org_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +205,7 @@ def _groups(group_by: Sequence[str] | None) -> tuple[GroupBy, ...]:
             groups.append(GroupBy(name))
         except ValueError:
             raise InvalidRequest(
-                f"group_by takes model, api_key_id and endpoint, not {name!r}",
+                f"group_by takes model, api_key_id, endpoint and org_id, not {name!r}",
                 code="invalid_value",
                 param="group_by",
             ) from None
@@ -189,6 +222,8 @@ def parse_usage_query(
     models: Sequence[str] | None = None,
     api_key_ids: Sequence[str] | None = None,
     org_id: str | None = None,
+    limit: int | None = None,
+    page: str | None = None,
 ) -> UsageQuery:
     """Check a usage question as it came in (strings); each refusal is a 400 naming its param.
 
@@ -210,6 +245,7 @@ def parse_usage_query(
         models=_bounded(_values(models), "models"),
         api_key_ids=_bounded(_values(api_key_ids), "api_key_ids"),
         org_id=org_id,
+        limit=limit,
     )
     if query.bucket_count > MAX_BUCKETS:
         raise InvalidRequest(
@@ -219,6 +255,21 @@ def parse_usage_query(
             param="bucket_width",
             details={"buckets": query.bucket_count, "max_buckets": MAX_BUCKETS},
         )
+    if limit is not None and not 1 <= limit <= width.page_limit:
+        raise InvalidRequest(
+            f"limit: 1 to {width.page_limit} buckets of {width.value} per page",
+            code="invalid_value",
+            param="limit",
+        )
+    if page is not None:
+        found = _PAGE.match(page)
+        if found is None or int(found.group(1)) >= query.bucket_count:
+            raise InvalidRequest(
+                f"page: {page!r} is not a page of this window (pass next_page as it came)",
+                code="invalid_value",
+                param="page",
+            )
+        query = replace(query, first_bucket=int(found.group(1)), limit=limit or width.page_limit)
     return query
 
 
@@ -239,14 +290,24 @@ def _epoch_seconds(dialect: str) -> sa.ColumnElement[int]:
 def usage_report(*, db: Database, actor: Principal, query: UsageQuery) -> UsageReport:
     """Token usage of ``query.org_id`` (default: the actor's org) per bucket and group.
 
-    Operator staff may read any org; anyone else only their own (another org's id answers
-    404 ``org_not_found``, as for every read of another org)."""
+    Operator staff may read any org, or all at once (``ALL_ORGS``); anyone else only their own
+    (another org's id answers 404 ``org_not_found``, as for every read of another org).
+    Only the buckets of the query's page are read."""
     org_id = query.org_id or actor.org_id
-    require_read(actor, org_id)
+    every = org_id == ALL_ORGS
+    if every and not actor.is_operator:
+        raise PermissionDenied(
+            "only operator staff may read every org's usage", code="operator_only", param="org_id"
+        )
+    if not every:
+        require_read(actor, org_id)
     width = query.width.seconds
     start_s = int(query.start.timestamp())
+    page_start = query.start + timedelta(seconds=width * query.first_bucket)
+    page_end = min(query.end, query.start + timedelta(seconds=width * query.page_end))
     with db.transaction() as s:
-        org_row(s, org_id)
+        if not every:
+            org_row(s, org_id)
         bucket = ((_epoch_seconds(db.dialect) - start_s) // width).label("bucket")
         groups = [_GROUP_COLUMNS[g].label(g.value) for g in query.group_by]
         stmt = (
@@ -259,12 +320,13 @@ def usage_report(*, db: Database, actor: Principal, query: UsageQuery) -> UsageR
                 sa.func.sum(sa.case((StudioUsageRow.aborted, 1), else_=0)).label("aborted"),
             )
             .where(
-                StudioUsageRow.org_id == org_id,
-                StudioUsageRow.created_at >= query.start,
-                StudioUsageRow.created_at < query.end,
+                StudioUsageRow.created_at >= page_start,
+                StudioUsageRow.created_at < page_end,
             )
             .group_by(bucket, *groups)
         )
+        if not every:
+            stmt = stmt.where(StudioUsageRow.org_id == org_id)
         if query.models:
             stmt = stmt.where(StudioUsageRow.model.in_(query.models))
         if query.api_key_ids:
@@ -288,7 +350,7 @@ def _report(org_id: str, query: UsageQuery, rows: Sequence[Any]) -> UsageReport:
         per_bucket[int(bucket)].append((tuple(labels), result))
     width = timedelta(seconds=query.width.seconds)
     buckets = []
-    for i in range(query.bucket_count):
+    for i in range(query.first_bucket, query.page_end):
         start = query.start + i * width
         # Sorted here, not by the database: PostgreSQL's collation may order text differently.
         results = [r for _, r in sorted(per_bucket.get(i, []), key=lambda pair: pair[0])]
