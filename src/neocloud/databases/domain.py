@@ -48,6 +48,7 @@ class BackupState(StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"
     FAILED = "failed"
+    DELETED = "deleted"  # with its database
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +82,85 @@ MAX_ALLOWED_CIDRS = 32
 PASSWORD_BYTES = 24  # secrets.token_urlsafe: 32 characters
 # Ports a database server listens on, per service node (one port per database).
 PORT_FIRST, PORT_LAST = 15432, 15999
+
+
+class Action(StrEnum):
+    """What the worker does next for a database (``decide``)."""
+
+    PLACE_AND_CREATE = "create"
+    DELETE = "delete"
+    BACKUP = "backup"
+    HEALTH = "health"
+
+
+def decide(
+    state: DatabaseState, *, ever_ran: bool, backup_pending: bool, health_due: bool
+) -> Action | None:
+    """The worker's next step for a database that no step holds now (the decision table is
+    tested row by row): deletion first; a provisioning database is placed and created; one
+    that has run is backed up when a backup waits, else health-checked when due (a failed one
+    too: it comes back ``running`` when its server answers again); a database that failed
+    before it ever ran waits for its deletion."""
+    if state is DatabaseState.DELETING:
+        return Action.DELETE
+    if state is DatabaseState.PROVISIONING:
+        return Action.PLACE_AND_CREATE
+    if state in (DatabaseState.RUNNING, DatabaseState.FAILED) and ever_ran:
+        if backup_pending and state is DatabaseState.RUNNING:
+            return Action.BACKUP
+        if health_due:
+            return Action.HEALTH
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRoom:
+    """A service node as placement sees it: what it has, what its live databases take, the
+    versions it offers and the ports its databases hold."""
+
+    node_id: str
+    hostname: str
+    vcpus: int
+    ram_gib: int
+    disk_gib: int
+    used_vcpus: int
+    used_ram_gib: int
+    used_disk_gib: int
+    versions: tuple[str, ...]
+    ports: frozenset[int]
+
+
+def place(
+    nodes: list[NodeRoom], *, version: str, preset: Preset, storage_gib: int, pinned: str | None
+) -> tuple[NodeRoom, int] | str:
+    """The node with the most free memory that offers ``version`` and has room for ``preset``
+    and ``storage_gib``, and the first free port on it; else the reason none fits.
+    ``pinned``: only that node (a restore runs where its backup is)."""
+    reasons = []
+    fits = []
+    for n in nodes:
+        if pinned is not None and n.node_id != pinned:
+            continue
+        if version not in n.versions:
+            reasons.append(f"{n.hostname}: no PostgreSQL {version}")
+        elif n.vcpus - n.used_vcpus < preset.vcpus or n.ram_gib - n.used_ram_gib < preset.ram_gib:
+            reasons.append(
+                f"{n.hostname}: {n.vcpus - n.used_vcpus} vCPUs and"
+                f" {n.ram_gib - n.used_ram_gib} GiB free, {preset.name} needs {preset.vcpus}"
+                f" and {preset.ram_gib}"
+            )
+        elif n.disk_gib - n.used_disk_gib < storage_gib:
+            reasons.append(f"{n.hostname}: {n.disk_gib - n.used_disk_gib} GiB of disk free")
+        else:
+            port = next((p for p in range(PORT_FIRST, PORT_LAST + 1) if p not in n.ports), None)
+            if port is None:
+                reasons.append(f"{n.hostname}: every port {PORT_FIRST}-{PORT_LAST} is taken")
+            else:
+                fits.append((n, port))
+    if fits:
+        return max(fits, key=lambda f: (f[0].ram_gib - f[0].used_ram_gib, f[0].node_id))
+    if pinned is not None and not any(n.node_id == pinned for n in nodes):
+        return "the node holding the backup is not an available service node"
+    if not nodes:
+        return "no service node is available"
+    return "no service node fits: " + "; ".join(reasons)

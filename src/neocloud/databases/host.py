@@ -151,6 +151,19 @@ def parse_probe(out: str) -> list[str]:
     return sorted(found, key=int)
 
 
+# The tenant's role and database, created once; values are psql variables quoted by format()'s
+# %I and %L (the verifier is read from a file, never from a command line).
+ROLE_SQL = """\
+\\set verifier `cat "$BASE/run/verifier"`
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'usr', :'verifier')
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'usr') \\gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'usr')
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \\gexec
+SELECT format('GRANT ALL ON DATABASE %I TO %I', :'db', :'usr') \\gexec
+"""
+
+
 def create_script(
     spec: ServerSpec,
     *,
@@ -168,26 +181,31 @@ def create_script(
         + "export BASE\n"
         + f"RESTORE={restore}\n"
         + f"""\
-[ -x "$BIN/postgres" ] && [ -x "$BIN/initdb" ] || {{ echo "PostgreSQL is not installed at $BIN"; exit {NOT_INSTALLED}; }}
+[ -x "$BIN/postgres" ] && [ -x "$BIN/initdb" ] \\
+  || {{ echo "PostgreSQL is not installed at $BIN"; exit {NOT_INSTALLED}; }}
 IFS= read -r VERIFIER
 if ! id -u "$OSUSER" >/dev/null 2>&1; then
   useradd --system --home-dir "$BASE" --no-create-home --shell /usr/sbin/nologin \\
-    --comment "neocloud database $ID" "$OSUSER" || {{ echo "useradd $OSUSER failed"; exit {USER_FAILED}; }}
+    --comment "neocloud database $ID" "$OSUSER" \\
+    || {{ echo "useradd $OSUSER failed"; exit {USER_FAILED}; }}
 elif [ "$(getent passwd "$OSUSER" | cut -d: -f6)" != "$BASE" ]; then
   echo "user $OSUSER exists and is not this database's"; exit {USER_FAILED}
 fi
-mkdir -p "$BASE/tls" "$BASE/run" && chmod o+x /var/lib/neocloud && chmod 711 "$(dirname "$BASE")" || exit {USER_FAILED}
+mkdir -p "$BASE/tls" "$BASE/run" && chmod o+x /var/lib/neocloud \\
+  && chmod 711 "$(dirname "$BASE")" || exit {USER_FAILED}
 cat > "$BASE/tls/server.key" || exit {USER_FAILED}
 """
         + _heredoc('"$BASE/tls/server.crt"', cert, "NEOCLOUD_CERT")
         + _heredoc('"$BASE/tls/ca.crt"', ca_cert, "NEOCLOUD_CA")
         + f"""\
-chown -R "$OSUSER:" "$BASE" && chmod 700 "$BASE" "$BASE/tls" && chmod 600 "$BASE/tls/server.key" || exit {USER_FAILED}
+chown -R "$OSUSER:" "$BASE" && chmod 700 "$BASE" "$BASE/tls" \\
+  && chmod 600 "$BASE/tls/server.key" || exit {USER_FAILED}
 as_db() {{ runuser -u "$OSUSER" -- "$@"; }}
 if [ ! -f "$BASE/data/PG_VERSION" ]; then
   rm -rf "$BASE/data"
   as_db "$BIN/initdb" -D "$BASE/data" -U "$OSUSER" -E UTF8 --locale=C --auth-local=peer \\
-    --auth-host=reject > "$BASE/initdb.log" 2>&1 || {{ tail -n 20 "$BASE/initdb.log"; exit {INITDB_FAILED}; }}
+    --auth-host=reject > "$BASE/initdb.log" 2>&1 \\
+    || {{ tail -n 20 "$BASE/initdb.log"; exit {INITDB_FAILED}; }}
   echo "include 'neocloud.conf'" >> "$BASE/data/postgresql.conf"
 fi
 """
@@ -202,13 +220,9 @@ fi
 printf '%s\\n' "$VERIFIER" > "$BASE/run/verifier" && chown "$OSUSER:" "$BASE/run/verifier"
 as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE/run" -p "$PORT" -U "$OSUSER" -d postgres \\
   -v db="$DBNAME" -v usr="$DBUSER" > "$BASE/role.log" 2>&1 <<'NEOCLOUD_SQL'
-\\set verifier `cat "$BASE/run/verifier"`
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'usr', :'verifier')
-  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'usr') \\gexec
-SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'usr')
-  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec
-SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \\gexec
-SELECT format('GRANT ALL ON DATABASE %I TO %I', :'db', :'usr') \\gexec
+"""
+        + ROLE_SQL
+        + f"""\
 NEOCLOUD_SQL
 STATUS=$?
 rm -f "$BASE/run/verifier"
@@ -232,8 +246,10 @@ def health_script(spec: ServerSpec) -> str:
         + _assign(spec)
         + f"""\
 runuser -u "$OSUSER" -- "$BIN/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1 \\
-  || {{ echo "the server is not running"; tail -n 5 "$BASE/server.log" 2>/dev/null; exit {NOT_RUNNING}; }}
-"$BIN/pg_isready" -q -h "$BASE/run" -p "$PORT" || {{ echo "the server does not accept connections"; exit {NOT_READY}; }}
+  || {{ echo "the server is not running"; tail -n 5 "$BASE/server.log" 2>/dev/null;
+       exit {NOT_RUNNING}; }}
+"$BIN/pg_isready" -q -h "$BASE/run" -p "$PORT" \\
+  || {{ echo "the server does not accept connections"; exit {NOT_READY}; }}
 du -sm "$BASE/data" | cut -f1
 """
     )
@@ -246,7 +262,8 @@ def hba_script(spec: ServerSpec, cidrs: Sequence[str]) -> str:
         + _assign(spec)
         + _heredoc('"$BASE/data/pg_hba.conf.new"', hba_conf(spec, cidrs), "NEOCLOUD_HBA")
         + f"""\
-chown "$OSUSER:" "$BASE/data/pg_hba.conf.new" && mv "$BASE/data/pg_hba.conf.new" "$BASE/data/pg_hba.conf" || exit {NOT_RUNNING}
+chown "$OSUSER:" "$BASE/data/pg_hba.conf.new" \\
+  && mv "$BASE/data/pg_hba.conf.new" "$BASE/data/pg_hba.conf" || exit {NOT_RUNNING}
 runuser -u "$OSUSER" -- "$BIN/pg_ctl" -D "$BASE/data" reload >/dev/null || exit {NOT_RUNNING}
 """
     )
@@ -262,7 +279,8 @@ def backup_script(spec: ServerSpec, backup_id: str) -> str:
         + f"""\
 mkdir -p "$BKDIR" && chmod 700 "$BKDIR" || exit {DUMP_FAILED}
 runuser -u "$OSUSER" -- "$BIN/pg_dump" -h "$BASE/run" -p "$PORT" -U "$OSUSER" -Fc -d "$DBNAME" \\
-  > "$OUT.part" 2> "$BKDIR/dump.log" || {{ rm -f "$OUT.part"; tail -n 20 "$BKDIR/dump.log"; exit {DUMP_FAILED}; }}
+  > "$OUT.part" 2> "$BKDIR/dump.log" \\
+  || {{ rm -f "$OUT.part"; tail -n 20 "$BKDIR/dump.log"; exit {DUMP_FAILED}; }}
 mv "$OUT.part" "$OUT" && stat -c %s "$OUT"
 """
     )
@@ -277,7 +295,8 @@ def delete_script(spec: ServerSpec) -> str:
 if id -u "$OSUSER" >/dev/null 2>&1; then
   if [ -f "$BASE/data/PG_VERSION" ]; then
     runuser -u "$OSUSER" -- "$BIN/pg_ctl" -D "$BASE/data" -m fast -w -t 30 stop >/dev/null 2>&1 \\
-      || runuser -u "$OSUSER" -- "$BIN/pg_ctl" -D "$BASE/data" -m immediate -w -t 10 stop >/dev/null 2>&1
+      || runuser -u "$OSUSER" -- "$BIN/pg_ctl" -D "$BASE/data" -m immediate -w -t 10 stop \\
+        >/dev/null 2>&1
   fi
   pkill -KILL -u "$OSUSER" 2>/dev/null
   sleep 0.2
