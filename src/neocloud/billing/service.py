@@ -267,7 +267,7 @@ def skypilot_csv(*, db: Database, clock: Clock) -> str:
     with db.transaction() as s:
         book = price_book_at(s, clock.now())
         query = sa.select(NodeRow.gpu_model, NodeRow.topology).where(
-            NodeRow.state != NodeState.RETIRED
+            NodeRow.state != NodeState.RETIRED, NodeRow.role == "gpu"
         )
         zones = {
             (model, topo.get("region", ""), topo.get("zone", ""))
