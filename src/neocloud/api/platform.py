@@ -174,14 +174,28 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
 
+    from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
+
     db = Database.from_url(settings.resolved_database_url())
+    drivers = platform_drivers(settings)
+    databases = DatabaseSteps(
+        db,
+        clock,
+        drivers,
+        secret_box(settings),
+        DatabaseConfig(
+            health_interval_s=settings.databases_health_interval_s,
+            backup_interval_h=settings.databases_backup_interval_h,
+        ),
+    )
     worker = Worker(
         db,
         clock,
-        driver=platform_drivers(settings),
+        driver=drivers,
         config=ComputeConfig.from_settings(settings),
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,
+        steps=(databases.run_once,),
     )
     listener = listener_for(db, WAKE_CHANNEL, worker.nudge)
     if listener is not None:

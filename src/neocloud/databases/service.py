@@ -17,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.databases import host
 from neocloud.databases.domain import (
     LIVE,
     MAX_ALLOWED_CIDRS,
@@ -30,6 +31,8 @@ from neocloud.databases.domain import (
     USER_RE,
     BackupState,
     DatabaseState,
+    NodeRoom,
+    place,
 )
 from neocloud.databases.lifecycle import move
 from neocloud.databases.tables import (
@@ -138,11 +141,13 @@ def create_database(
     request: DatabaseRequest,
     max_per_org: int,
 ) -> Created:
-    """Ask for a new database (role member or higher): ``provisioning`` until the worker has
-    started its server on a service node. ``restore_from``: a completed backup of one of the
-    org's databases, restored into this new one. 422 naming the field for bad input or a
-    version no service node has; 404 for a backup not the org's; 409 for a name in use or a
-    backup not completed; 403 past the org's ``max_per_org`` live databases."""
+    """Ask for a new database (role member or higher), placed now on a service node and port
+    (so the connection string is known), ``provisioning`` until the worker has started its
+    server there. ``restore_from``: a completed backup of one of the org's databases, restored
+    into this new one (on the backup's node). 422 naming the field for bad input or a version
+    no service node has; 404 for a backup not the org's; 409 for a name in use, a backup not
+    completed, or no service node with room (``no_database_capacity``, with the reason); 403
+    past the org's ``max_per_org`` live databases."""
     org_id = actor.org_id
     actor.require_org_role(org_id, Role.MEMBER)
     cidrs = check_request(request)
@@ -202,6 +207,13 @@ def create_database(
             created_at=now,
             updated_at=now,
         )
+        unplaced = place_database(s, row, now)
+        if unplaced is not None:
+            raise Conflict(
+                f"no service node can run this database now: {unplaced}",
+                code="no_database_capacity",
+                details={"reason": unplaced},
+            )
         s.add(row)
         s.flush()
         s.expunge(row)
@@ -319,3 +331,65 @@ def ca_certificate(*, db: Database, actor: Principal, database_id: str) -> str:
                 code="certificate_not_issued",
             )
         return ca.cert_pem
+
+
+def place_database(s: Session, row: DatabaseRow, now: datetime) -> str | None:
+    """Choose ``row``'s service node and port (``domain.place``) and set its host address and
+    OS user; answers None, or why no node fits (also kept as the row's reason)."""
+    pinned = None
+    if row.restore_from is not None:
+        backup = s.get(DatabaseBackupRow, row.restore_from)
+        pinned = backup.node_id if backup is not None else None
+    nodes = list(
+        s.scalars(
+            sa.select(NodeRow).where(
+                NodeRow.role == SERVICE_ROLE, NodeRow.state == NodeState.AVAILABLE.value
+            )
+        )
+    )
+    live = list(
+        s.scalars(
+            sa.select(DatabaseRow).where(
+                DatabaseRow.state.in_(LIVE), DatabaseRow.node_id.is_not(None)
+            )
+        )
+    )
+    rooms = []
+    for n in nodes:
+        mine = [d for d in live if d.node_id == n.id]
+        probed = s.get(DatabaseHostRow, n.id)
+        rooms.append(
+            NodeRoom(
+                node_id=n.id,
+                hostname=n.hostname,
+                vcpus=n.vcpus,
+                ram_gib=n.ram_gib,
+                disk_gib=n.nvme_gib,
+                used_vcpus=sum(PRESETS[d.preset].vcpus for d in mine),
+                used_ram_gib=sum(PRESETS[d.preset].ram_gib for d in mine),
+                used_disk_gib=sum(d.storage_gib for d in mine),
+                versions=tuple(probed.versions) if probed else (),
+                ports=frozenset(d.port for d in mine if d.port is not None),
+            )
+        )
+    chosen = place(
+        rooms,
+        version=row.version,
+        preset=PRESETS[row.preset],
+        storage_gib=row.storage_gib,
+        pinned=pinned,
+    )
+    if isinstance(chosen, str):
+        if row.reason != chosen[:1000]:
+            row.reason = chosen[:1000]
+            row.updated_at = now
+        return chosen
+    room, port = chosen
+    node = next(n for n in nodes if n.id == room.node_id)
+    row.node_id = node.id
+    row.port = port
+    row.host = str((node.driver_config or {}).get("address") or node.hostname)
+    row.os_user = host.os_user_for(row.id)
+    row.reason = f"creating the server on {node.hostname} port {port}"
+    row.updated_at = now
+    return None

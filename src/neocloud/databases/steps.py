@@ -12,6 +12,7 @@ again once its lease expires.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -32,12 +33,10 @@ from neocloud.databases.domain import (
     Action,
     BackupState,
     DatabaseState,
-    NodeRoom,
     decide,
-    place,
 )
 from neocloud.databases.lifecycle import move
-from neocloud.databases.service import CA_ID, SERVICE_ROLE, add_backup
+from neocloud.databases.service import CA_ID, SERVICE_ROLE, add_backup, place_database
 from neocloud.databases.tables import (
     DatabaseBackupRow,
     DatabaseCaRow,
@@ -182,7 +181,7 @@ class DatabaseSteps:
                 NodeRow.role == SERVICE_ROLE, NodeRow.state == NodeState.AVAILABLE.value
             )
         )
-        due = []
+        due: list[tuple[str, Callable[[], None]]] = []
         for node in nodes:
             seen = s.get(DatabaseHostRow, node.id)
             fresh = seen is not None and seen.probed_at > now - timedelta(
@@ -191,7 +190,7 @@ class DatabaseSteps:
             key = f"probe-{node.id}"
             if not fresh and key not in self.running:
                 ref = node_ref(node)
-                due.append((key, lambda ref=ref: self.probe(ref)))
+                due.append((key, functools.partial(self.probe, ref)))
         return due
 
     def _schedule_backups(self, s: Session, now: datetime) -> None:
@@ -230,7 +229,7 @@ class DatabaseSteps:
         if action is Action.DELETE:
             return lambda: self.delete(database_id)
         if action is Action.PLACE_AND_CREATE:
-            if row.node_id is None and not self._place(s, row, now):
+            if row.node_id is None and place_database(s, row, now) is not None:
                 return None
             return lambda: self.create(database_id)
         if action is Action.BACKUP and pending is not None:
@@ -238,65 +237,6 @@ class DatabaseSteps:
         if action is Action.HEALTH:
             return lambda: self.health(database_id)
         return None
-
-    def _place(self, s: Session, row: DatabaseRow, now: datetime) -> bool:
-        pinned = None
-        if row.restore_from is not None:
-            backup = s.get(DatabaseBackupRow, row.restore_from)
-            pinned = backup.node_id if backup is not None else None
-        nodes = list(
-            s.scalars(
-                sa.select(NodeRow).where(
-                    NodeRow.role == SERVICE_ROLE, NodeRow.state == NodeState.AVAILABLE.value
-                )
-            )
-        )
-        live = list(
-            s.scalars(
-                sa.select(DatabaseRow).where(
-                    DatabaseRow.state.in_(LIVE), DatabaseRow.node_id.is_not(None)
-                )
-            )
-        )
-        rooms = []
-        for n in nodes:
-            mine = [d for d in live if d.node_id == n.id]
-            probed = s.get(DatabaseHostRow, n.id)
-            rooms.append(
-                NodeRoom(
-                    node_id=n.id,
-                    hostname=n.hostname,
-                    vcpus=n.vcpus,
-                    ram_gib=n.ram_gib,
-                    disk_gib=n.nvme_gib,
-                    used_vcpus=sum(PRESETS[d.preset].vcpus for d in mine),
-                    used_ram_gib=sum(PRESETS[d.preset].ram_gib for d in mine),
-                    used_disk_gib=sum(d.storage_gib for d in mine),
-                    versions=tuple(probed.versions) if probed else (),
-                    ports=frozenset(d.port for d in mine if d.port is not None),
-                )
-            )
-        chosen = place(
-            rooms,
-            version=row.version,
-            preset=PRESETS[row.preset],
-            storage_gib=row.storage_gib,
-            pinned=pinned,
-        )
-        if isinstance(chosen, str):
-            if row.reason != chosen[:1000]:
-                row.reason = chosen[:1000]
-                row.updated_at = now
-            return False
-        room, port = chosen
-        node = next(n for n in nodes if n.id == room.node_id)
-        row.node_id = node.id
-        row.port = port
-        row.host = str((node.driver_config or {}).get("address") or node.hostname)
-        row.os_user = host.os_user_for(row.id)
-        row.reason = f"creating the server on {node.hostname} port {port}"
-        row.updated_at = now
-        return True
 
     # -- acting -------------------------------------------------------------------------------
 
@@ -375,13 +315,10 @@ class DatabaseSteps:
             if status == 0:
                 row.hba_cidrs = cidrs
                 row.health, row.health_at = "ok", now
-                move(
-                    s,
-                    row,
-                    now,
-                    DatabaseState.RUNNING,
-                    f"accepting TLS connections on {address}:{spec.port}; created in {took:.1f} s",
-                )
+                said = f"accepting TLS connections on {address}:{spec.port}"
+                if ref.driver == "sim":
+                    said = "simulated node: no PostgreSQL server runs (the state is a real one's)"
+                move(s, row, now, DatabaseState.RUNNING, f"{said}; created in {took:.1f} s")
             else:
                 move(s, row, now, DatabaseState.FAILED, create_failure(ref, status, out))
 
@@ -451,6 +388,8 @@ class DatabaseSteps:
             status, out = self._run(
                 ref, host.backup_script(spec_of(row), backup_id), self.config.create_timeout_s
             )
+            if status == 0 and ref.driver == "sim":
+                out = "0"  # simulated: nothing was dumped
         now = self.clock.now()
         with self.db.transaction() as s:
             current = s.get(DatabaseRow, database_id)

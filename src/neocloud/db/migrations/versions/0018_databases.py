@@ -1,7 +1,7 @@
 """databases: managed PostgreSQL on service nodes (databases, backups, usage, hosts, CA)
 
 Revision ID: 0018_databases
-Revises: 0016_slurm
+Revises: 0017_storage
 Create Date: 2026-12-06 08:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from neocloud.db.types import Json, UtcDateTime
 
 revision: str = "0018_databases"
-down_revision: str | tuple[str, ...] | None = "0016_slurm"
+down_revision: str | tuple[str, ...] | None = "0017_storage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -83,9 +83,7 @@ def upgrade() -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("completed_at", UtcDateTime(), nullable=True),
     )
-    op.create_index(
-        "ix_database_backups_database_id_id", "database_backups", ["database_id", "id"]
-    )
+    op.create_index("ix_database_backups_database_id_id", "database_backups", ["database_id", "id"])
     op.create_table(
         "database_usage",
         sa.Column("id", ID, primary_key=True),
@@ -98,9 +96,7 @@ def upgrade() -> None:
         sa.Column("end_at", UtcDateTime(), nullable=True),
     )
     op.create_index("ix_database_usage_database_id", "database_usage", ["database_id"])
-    op.create_index(
-        "ix_database_usage_org_id_start_at", "database_usage", ["org_id", "start_at"]
-    )
+    op.create_index("ix_database_usage_org_id_start_at", "database_usage", ["org_id", "start_at"])
     op.create_table(
         "database_hosts",
         sa.Column("node_id", ID, primary_key=True),
