@@ -173,7 +173,6 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
-
     from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
 
     db = Database.from_url(settings.resolved_database_url())
