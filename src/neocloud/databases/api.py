@@ -9,11 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from neocloud.databases import service
+from neocloud.databases.domain import PRESETS, STORAGE_GIB_MAX, STORAGE_GIB_MIN
 from neocloud.databases.schemas import (
     BackupOut,
     DatabaseCreate,
     DatabaseCreated,
+    DatabaseOptionsOut,
     DatabaseOut,
+    PresetOut,
     connection_uri,
 )
 from neocloud.web.deps import Caller, Ctx, Paging
@@ -29,6 +32,19 @@ def nudge(request: Request) -> None:
     poke = getattr(request.app.state, "compute_nudge", None)
     if poke is not None:
         poke()
+
+
+@router.get("/database-options", response_model=DatabaseOptionsOut, tags=TAGS)
+def database_options(ctx: Ctx, caller: Caller) -> DatabaseOptionsOut:
+    """What a create may ask for: the PostgreSQL versions the service nodes have now, the
+    size presets, and the storage bounds."""
+    del caller
+    return DatabaseOptionsOut(
+        versions=service.offered_versions(db=ctx.db),
+        presets=[PresetOut.of(p) for p in PRESETS.values()],
+        storage_gib_min=STORAGE_GIB_MIN,
+        storage_gib_max=STORAGE_GIB_MAX,
+    )
 
 
 @router.post("/databases", response_model=DatabaseCreated, status_code=201, tags=TAGS)

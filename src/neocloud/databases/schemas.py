@@ -12,6 +12,7 @@ from neocloud.databases.domain import (
     PRESETS,
     STORAGE_GIB_MAX,
     STORAGE_GIB_MIN,
+    Preset,
 )
 from neocloud.databases.tables import DatabaseBackupRow, DatabaseRow
 from neocloud.web.fields import Clean
@@ -145,3 +146,22 @@ class BackupOut(ResponseModel):
     @classmethod
     def of(cls, row: DatabaseBackupRow) -> BackupOut:
         return cls.model_validate(row, from_attributes=True)
+
+
+class PresetOut(ResponseModel):
+    name: str
+    vcpus: int
+    ram_gib: int
+    max_connections: int
+
+    @classmethod
+    def of(cls, p: Preset) -> PresetOut:
+        return cls(name=p.name, vcpus=p.vcpus, ram_gib=p.ram_gib, max_connections=p.max_connections)
+
+
+class DatabaseOptionsOut(ResponseModel):
+    object: str = "database_options"
+    versions: list[str] = Field(description="PostgreSQL major versions the service nodes have")
+    presets: list[PresetOut]
+    storage_gib_min: int
+    storage_gib_max: int

@@ -132,6 +132,12 @@ def available_versions(s: Session) -> list[str]:
     return sorted(found, key=lambda v: int(v) if v.isdigit() else 0)
 
 
+def offered_versions(*, db: Database) -> list[str]:
+    """``available_versions`` in a transaction of its own."""
+    with db.transaction() as s:
+        return available_versions(s)
+
+
 def create_database(
     *,
     db: Database,
