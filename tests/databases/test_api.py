@@ -189,6 +189,14 @@ def test_a_simulated_service_node_runs_it_simulated_and_bills_it(
     with db.transaction() as s:
         spans = s.scalars(sa.select(DatabaseUsageRow)).all()
         assert [(u.preset, u.storage_gib, u.end_at) for u in spans] == [("small", 10, None)]
+    clock.advance(3600)  # an hour running: on the invoice preview, per preset-hour and GiB
+    org = acme.get("me")["org"]["id"]
+    preview = acme.invoices.preview(org, "2026-03")
+    lines = {ln["sku"]: ln for ln in preview["service_lines"]}
+    assert lines["postgres.small.hour"]["quantity"] == "1"
+    assert lines["postgres.small.hour"]["amount"]["amount"] == "0.12"
+    assert lines["postgres.storage.gib_month"]["quantity"] == "10"  # 10 GiB for an hour
+    assert preview["total"]["amount"] == "0.12"  # 10 GiB-hours at 0.20/730: under a cent
     backup = acme.databases.backup(created["id"])
     assert backup["state"] == "pending"
     clock.advance(60)

@@ -71,6 +71,11 @@ class DatabasesResource(Resource):
         result: Obj = self._c.get(f"databases/{database_id}/backups", limit=limit, after=after)
         return result
 
+    def options(self) -> Obj:
+        """The versions the service nodes have, the size presets and the storage bounds."""
+        result: Obj = self._c.get("database-options")
+        return result
+
     def ca_certificate(self, database_id: str) -> str:
         """The CA certificate (PEM) to verify the server with (``sslmode=verify-full``)."""
         return self._c.get_text(f"databases/{database_id}/ca")
