@@ -52,6 +52,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.secrets import SecretBox
 
 log = logging.getLogger(__name__)
+SIM_VERSIONS = ("15",)  # what a simulated service node offers (`make run`, the simulator)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,8 @@ class DatabaseSteps:
     def probe(self, ref: NodeRef) -> None:
         status, out = self._run(ref, host.PROBE, self.config.step_timeout_s)
         versions = host.parse_probe(out) if status == 0 else []
+        if status == 0 and ref.driver == "sim":
+            versions = list(SIM_VERSIONS)  # a simulated node offers what the simulator runs
         reason = None if status == 0 else tail(out)
         now = self.clock.now()
         with self.db.transaction() as s:
