@@ -12,14 +12,16 @@ import pytest
 import sqlalchemy as sa
 
 from neocloud.client import ApiError, Client
+from neocloud.compute.tables import InstanceRow
 from neocloud.compute.worker import Worker
-from neocloud.databases.steps import DatabaseSteps
+from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
 from neocloud.databases.tables import DatabaseHostRow, DatabaseRow, DatabaseUsageRow
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Drivers, NodeRef
 from neocloud.drivers.sim import SimDriver
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import VirtualClock
+from neocloud.kernel.ids import new_id
 from neocloud.kernel.secrets import SecretBox
 
 
@@ -247,3 +249,48 @@ def test_the_worker_hook_runs_database_steps(
     worker.run_once()
     steps.wait()
     assert acme.databases.get(created["id"])["state"] == "running"
+
+
+def an_instance(org_id: str, state: str, host: str, now: Any) -> InstanceRow:
+    """An instance row as compute leaves it (written directly: what matters here is its org,
+    state and address, which the health step reads)."""
+    return InstanceRow(
+        id=new_id("inst"), org_id=org_id, instance_type="1xH100", gpu_model="H100-SXM-80GB",
+        gpu_count=1, vcpus=8, ram_gib=64, cls="on_demand", reservation_policy="none",
+        reservation_ids=[], ssh_keys=[], gpu_indices=[0], state=state, created_by="t",
+        created_at=now, updated_at=now, access={"host": host, "port": 22, "user": "ubuntu", "simulated": False},
+    )  # fmt: skip
+
+
+def test_pg_hba_follows_the_orgs_running_instances_and_backups_run_on_schedule(
+    acme: Client, admin: Client, service_node: str, db: Database, clock: VirtualClock, app: Any
+) -> None:
+    created = acme.databases.create(
+        "shop", version="15", storage_gib=1, allowed_cidrs=["203.0.113.0/28"]
+    )
+    config = DatabaseConfig(health_interval_s=30, backup_interval_h=1)
+    steps = DatabaseSteps(db, clock, Drivers.only(SimDriver()), app.state.secret_box, config)
+    steps.run_once()
+    steps.wait()
+    org = acme.get("me")["org"]["id"]
+    other = tenant_client(admin, "globex")[0]["id"]
+    with db.transaction() as s:
+        assert s.get(DatabaseRow, created["id"]).hba_cidrs == ["203.0.113.0/28"]  # type: ignore[union-attr]
+        s.add(an_instance(org, "running", "10.1.2.3", clock.now()))
+        s.add(an_instance(org, "terminated", "10.1.2.4", clock.now()))
+        s.add(an_instance(other, "running", "10.9.9.9", clock.now()))
+    clock.advance(31)  # health is due: the step rewrites pg_hba.conf for the running instance
+    steps.run_once()
+    steps.wait()
+    with db.transaction() as s:
+        row = s.get(DatabaseRow, created["id"])
+        assert row is not None
+        assert row.hba_cidrs == ["10.1.2.3/32", "203.0.113.0/28"]
+        assert row.health == "ok"
+    clock.advance(3600)  # an hour after it ran: a scheduled backup
+    steps.run_once()
+    steps.wait()
+    steps.run_once()
+    steps.wait()
+    kinds = [(b["kind"], b["state"]) for b in acme.databases.backups(created["id"])["data"]]
+    assert kinds == [("scheduled", "completed")]
