@@ -15,7 +15,7 @@ from neocloud.client import ApiError, Client
 from neocloud.compute.tables import InstanceRow
 from neocloud.compute.worker import Worker
 from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
-from neocloud.databases.tables import DatabaseHostRow, DatabaseRow, DatabaseUsageRow
+from neocloud.databases.tables import DatabaseRow, DatabaseUsageRow
 from neocloud.db.engine import Database
 from neocloud.drivers.base import Drivers, NodeRef
 from neocloud.drivers.sim import SimDriver
@@ -24,43 +24,9 @@ from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.ids import new_id
 from neocloud.kernel.secrets import SecretBox
 
+from .conftest import tenant_client
 
-def tenant_client(admin: Client, slug: str) -> tuple[dict[str, Any], Client]:
-    """An org whose owner holds a key; returns (org, SDK client)."""
-    from fastapi.testclient import TestClient
-
-    org = admin.orgs.create(slug.title(), slug=slug, owner_email=f"owner@{slug}.example")
-    user = admin.users.list(org["id"])["data"][0]
-    key = admin.keys.create("owner key", org_id=org["id"], user_id=user["id"])
-    http = TestClient(admin._http.app, raise_server_exceptions=False)
-    return org, Client(api_key=key["secret"], http=http, retries=0)
-
-
-TOPOLOGY = {"region": "r", "zone": "z", "fabric": "f", "block": "b", "rack": "k"}
 BODY = {"name": "shop", "version": "15", "storage_gib": 10, "preset": "small"}
-
-
-@pytest.fixture
-def service_node(admin: Client, db: Database, clock: VirtualClock) -> str:
-    """An available service node (sim driver) whose probe found PostgreSQL 15."""
-    node = admin.nodes.add(
-        "svc-1.example",
-        vcpus=16,
-        ram_gib=64,
-        nvme_gib=500,
-        topology=dict(TOPOLOGY),
-        driver="sim",
-        role="service",
-    )
-    with db.transaction() as s:
-        s.execute(sa.update(NodeRow).where(NodeRow.id == node["id"]).values(state="available"))
-        s.add(DatabaseHostRow(node_id=node["id"], versions=["15"], probed_at=clock.now()))
-    return str(node["id"])
-
-
-@pytest.fixture
-def acme(admin: Client) -> Client:
-    return tenant_client(admin, "acme")[1]
 
 
 def error(exc: pytest.ExceptionInfo[ApiError]) -> tuple[int, str | None, str | None]:
@@ -258,7 +224,8 @@ def an_instance(org_id: str, state: str, host: str, now: Any) -> InstanceRow:
         id=new_id("inst"), org_id=org_id, instance_type="1xH100", gpu_model="H100-SXM-80GB",
         gpu_count=1, vcpus=8, ram_gib=64, cls="on_demand", reservation_policy="none",
         reservation_ids=[], ssh_keys=[], gpu_indices=[0], state=state, created_by="t",
-        created_at=now, updated_at=now, access={"host": host, "port": 22, "user": "ubuntu", "simulated": False},
+        created_at=now, updated_at=now,
+        access={"host": host, "port": 22, "user": "ubuntu", "simulated": False},
     )  # fmt: skip
 
 
