@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-nodes: $(STAMP)
 bench-slurm: $(STAMP)
 	@scripts/install-test-deps
 	$(BIN)/python bench/slurm/bench_slurm.py
+
+bench-databases: $(STAMP)
+	@scripts/install-test-deps
+	$(BIN)/python bench/databases/bench_create_to_connect.py
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py

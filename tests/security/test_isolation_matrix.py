@@ -289,6 +289,30 @@ def _public_key() -> str:
     return line.decode()
 
 
+def _database(w: World) -> dict[str, str]:
+    """A running database of the fixture org, written straight to the app's database: the
+    matrix's fleet has no service node to create one on (tests/nodes/test_databases_e2e.py
+    creates real ones)."""
+    from neocloud.databases.tables import DatabaseRow
+    from neocloud.kernel.ids import new_id
+
+    app: Any = w.http.app
+    ctx = app.state.ctx
+    now = ctx.clock.now()
+    made = new_id("db")
+    with ctx.db.transaction() as s:
+        s.add(
+            DatabaseRow(
+                id=made, org_id=w.b, name=w.unique("db").replace("-", "_"), version="15",
+                preset="small", storage_gib=1, db_user="app", allowed_cidrs=[],
+                state="running", sealed_password="sealed", created_at=now, updated_at=now,
+                running_at=now,
+            )
+        )  # fmt: skip
+    w.markers.add(made)
+    return {"database_id": made}
+
+
 def _ssh_key(w: World) -> dict[str, str]:
     """A new SSH key of the fixture org, added by its owner."""
     made: str = w.ok(
@@ -426,6 +450,24 @@ RULES: dict[str, Rule] = {
     "GET /api/v1/ssh-keys": Rule("viewer", query=_org),
     "GET /api/v1/ssh-keys/{ssh_key_id}": Rule("viewer", path=_ssh_key),
     "DELETE /api/v1/ssh-keys/{ssh_key_id}": Rule("admin", path=_ssh_key),
+    # managed databases: members create, back up and delete in their own org; everyone in it
+    # reads them (the password is in the create answer only)
+    "GET /api/v1/database-options": Rule("any"),
+    "POST /api/v1/databases": Rule(
+        "member",
+        scope="own",
+        body=lambda w: {
+            "name": w.unique("db").replace("-", "_"),
+            "version": "15",
+            "storage_gib": 1,
+        },
+    ),
+    "GET /api/v1/databases": Rule("viewer", scope="own"),
+    "GET /api/v1/databases/{database_id}": Rule("viewer", path=_database),
+    "DELETE /api/v1/databases/{database_id}": Rule("member", path=_database),
+    "POST /api/v1/databases/{database_id}/backups": Rule("member", path=_database),
+    "GET /api/v1/databases/{database_id}/backups": Rule("viewer", path=_database),
+    "GET /api/v1/databases/{database_id}/ca": Rule("viewer", path=_database),
     # quotas
     "GET /api/v1/orgs/{org_id}/quotas": Rule("viewer", path=_org),
     "PUT /api/v1/orgs/{org_id}/quotas/{gpu_model}": Rule(

@@ -170,6 +170,7 @@ def _routers() -> list[APIRouter]:
     from neocloud.compute.api import router as compute_router
     from neocloud.compute.metrics_api import router as compute_metrics_router
     from neocloud.compute.topology_api import router as topology_router
+    from neocloud.databases.api import router as databases_router
     from neocloud.fleet.agent_api import router as agent_router
     from neocloud.fleet.api import router as fleet_router
     from neocloud.studio.api import admin_router as studio_admin_router
@@ -184,6 +185,7 @@ def _routers() -> list[APIRouter]:
         compute_router,
         compute_metrics_router,
         topology_router,
+        databases_router,
         billing_router,
         economics_router,
         studio_admin_router,

@@ -45,7 +45,7 @@ MAX_KEY_LENGTH = 255
 # answers them as ``null``. A route whose response carries a new kind of secret names its
 # field here; tests/security/test_secrets.py fails for a secret-looking field not listed.
 SECRET_RESPONSE_FIELDS = frozenset(
-    {"secret", "private_key", "bmc_password", "token"}
+    {"secret", "private_key", "bmc_password", "token", "password", "connection_string"}
 )  # keys, node credentials (an ssh key, a BMC password), agent tokens
 # Expired rows purged per new key: bounded work on the request path, and the table still
 # shrinks faster than one request a call can grow it.

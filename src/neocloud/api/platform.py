@@ -192,16 +192,29 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.billing.worker import InvoicingWorker
     from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
+    from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
 
     db = Database.from_url(settings.resolved_database_url())
+    drivers = platform_drivers(settings, db=db, clock=clock)
+    databases = DatabaseSteps(
+        db,
+        clock,
+        drivers,
+        secret_box(settings),
+        DatabaseConfig(
+            health_interval_s=settings.databases_health_interval_s,
+            backup_interval_h=settings.databases_backup_interval_h,
+        ),
+    )
     worker = Worker(
         db,
         clock,
-        driver=platform_drivers(settings, db=db, clock=clock),
+        driver=drivers,
         config=ComputeConfig.from_settings(settings),
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,
         box=secret_box(settings),  # seals managed Slurm's munge keys
+        steps=(databases.run_once,),
     )
     listener = listener_for(db, WAKE_CHANNEL, worker.nudge)
     if listener is not None:

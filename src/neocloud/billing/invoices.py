@@ -438,6 +438,7 @@ def preview_invoice(
             rated.lines,
             min(now, period.end),
             rated.token_lines,
+            rated.service_lines,
         )
         spend = [Spend(ln.sku.code, ln.amount.amount) for ln in rated.invoice_lines()]
         charges = agreement_charges(

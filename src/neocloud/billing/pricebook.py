@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from neocloud.billing.metered import DEFAULT_SERVICE_PRICES
 from neocloud.billing.rating import ON_DEMAND, RESERVED, SPOT, TERMS, PriceBook, Sku
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, InstanceType, hourly_price
 from neocloud.fleet.catalog import CATALOG, GpuModel
@@ -54,7 +55,7 @@ def default_gpu_prices(models: Iterable[GpuModel] = CATALOG) -> dict[Sku, Decima
 
 
 def default_price_book(version: str = "pb_default") -> PriceBook:
-    return PriceBook(version, default_gpu_prices())
+    return PriceBook(version, default_gpu_prices(), services=dict(DEFAULT_SERVICE_PRICES))
 
 
 SKYPILOT_COLUMNS = (

@@ -93,6 +93,9 @@ class PriceBook:
     currency: str = "USD"
     effective_from: datetime | None = None
     tokens: Mapping[str, TokenRate] = field(default_factory=dict)
+    # Platform services (managed databases): price per hour or per GiB-month by SKU code
+    # (``billing.metered``).
+    services: Mapping[str, Decimal] = field(default_factory=dict)
 
     def price(self, sku: Sku) -> Decimal:
         try:

@@ -176,6 +176,32 @@ class InvoiceLineOut(ResponseModel):
 _PER_1M = "Price per 1M tokens applied (a batch line's after the batch discount)"
 
 
+class ServiceLineOut(ResponseModel):
+    """A platform service's line: ``quantity`` unit-hours (preset-hours, or GiB-hours of
+    storage priced per GiB-month of 730 hours) at ``unit_price`` per unit-hour."""
+
+    sku: str = Field(examples=["postgres.small.hour", "postgres.storage.gib_month"])
+    description: str
+    quantity: str = Field(description="Unit-hours: hours, or GiB-hours")
+    unit_price: MoneyOut = Field(description="Per unit-hour")
+    amount: MoneyOut
+    fact_ids: list[str]
+
+    @classmethod
+    def of(cls, line: Line) -> ServiceLineOut:
+        hours = line.gpu_hours.quantize(Decimal("0.000001")).normalize()
+        unit = "GiB-hours" if line.sku.cls == "gib_month" else "hours"
+        cur = line.amount.currency
+        return cls(
+            sku=line.sku.code,
+            description=f"{line.sku.gpu_model}, {hours:f} {unit}",
+            quantity=f"{hours:f}",
+            unit_price=MoneyOut(amount=f"{line.unit_price.normalize():f}", currency=cur),
+            amount=MoneyOut.of(line.amount),
+            fact_ids=list(line.fact_ids),
+        )
+
+
 class TokenLineOut(ResponseModel):
     sku: str = Field(examples=["neocloud/tiny-llama.tokens"], description="As invoices store it")
     model: str
@@ -243,6 +269,9 @@ class InvoicePreviewOut(ResponseModel):
     price_book_id: str
     lines: list[InvoiceLineOut]
     token_lines: list[TokenLineOut]
+    service_lines: list[ServiceLineOut] = Field(
+        default_factory=list, description="Managed databases: preset-hours and storage"
+    )
     agreement_lines: list[ChargeOut] = Field(
         default_factory=list,
         description="Reservation charges, true-ups, prepaid drawdowns and credits",
@@ -256,6 +285,8 @@ class InvoicePreviewOut(ResponseModel):
             total += line.amount
         for tline in p.token_lines:
             total += tline.amount
+        for sline in p.service_lines:
+            total += sline.amount
         for ch in charges:
             total += Money(ch.amount, p.currency)
         return cls(
@@ -267,6 +298,7 @@ class InvoicePreviewOut(ResponseModel):
             price_book_id=p.price_book_id,
             lines=[InvoiceLineOut.of(ln, p.currency) for ln in p.lines],
             token_lines=[TokenLineOut.of(tl) for tl in p.token_lines],
+            service_lines=[ServiceLineOut.of(sl) for sl in p.service_lines],
             agreement_lines=[ChargeOut.of(ch, p.currency) for ch in charges],
             total=MoneyOut.of(total),
         )

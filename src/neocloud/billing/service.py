@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.billing.metered import DEFAULT_SERVICE_PRICES, Span, rate_spans
 from neocloud.billing.pricebook import default_gpu_prices, skypilot_catalog
 from neocloud.billing.rating import (
     RESERVED,
@@ -38,6 +39,7 @@ from neocloud.billing.rating import (
 from neocloud.billing.tables import ContractRow, PriceBookRow, UsageEventRow
 from neocloud.billing.usage import TOKENS
 from neocloud.compute.tables import AllocationRow, ReservationRow
+from neocloud.databases.tables import DatabaseUsageRow
 from neocloud.db.engine import Database
 from neocloud.fleet.catalog import CATALOG, find_gpu_model
 from neocloud.fleet.domain import NodeState
@@ -142,7 +144,8 @@ def require_model_id(model: str) -> None:
 def _book(row: PriceBookRow) -> PriceBook:
     prices = {parse_sku(k, param="gpu_prices"): to_decimal(v) for k, v in row.gpu_prices.items()}
     tokens = _token_rates(row.token_prices)
-    return PriceBook(row.id, prices, row.currency, row.effective_from, tokens)
+    services = dict(DEFAULT_SERVICE_PRICES)  # not publishable yet: the defaults price them
+    return PriceBook(row.id, prices, row.currency, row.effective_from, tokens, services)
 
 
 def _token_rates(token_prices: Mapping[str, Any]) -> dict[str, TokenRate]:
@@ -246,7 +249,9 @@ def get_current_price_book(*, db: Database, clock: Clock) -> PriceBookRow:
 def price_book_at(s: Session, at: datetime) -> PriceBook:
     """The book in force at ``at``, or the catalog-derived default before any is published."""
     row = find_price_book_row(s, at)
-    return PriceBook("pb_default", default_gpu_prices()) if row is None else _book(row)
+    if row is None:
+        return PriceBook("pb_default", default_gpu_prices(), services=dict(DEFAULT_SERVICE_PRICES))
+    return _book(row)
 
 
 def price_books_during(s: Session, period: Period) -> list[PriceBook]:
@@ -267,7 +272,7 @@ def skypilot_csv(*, db: Database, clock: Clock) -> str:
     with db.transaction() as s:
         book = price_book_at(s, clock.now())
         query = sa.select(NodeRow.gpu_model, NodeRow.topology).where(
-            NodeRow.state != NodeState.RETIRED
+            NodeRow.state != NodeState.RETIRED, NodeRow.role == "gpu"
         )
         zones = {
             (model, topo.get("region", ""), topo.get("zone", ""))
@@ -288,6 +293,7 @@ class InvoicePreview:
     lines: tuple[Line, ...]
     as_of: datetime
     token_lines: tuple[TokenLine, ...] = ()
+    service_lines: tuple[Line, ...] = ()  # managed databases
 
 
 def load_token_usage(s: Session, org_id: str | None, period: Period) -> list[TokenUsage]:
@@ -348,10 +354,12 @@ class Rated:
     currency: str
     lines: tuple[Line, ...]
     token_lines: tuple[TokenLine, ...]
+    service_lines: tuple[Line, ...] = ()  # managed databases (``billing.metered``)
 
     def invoice_lines(self) -> list[Line]:
-        """GPU lines, then token lines in the same shape (see ``token_invoice_lines``)."""
-        return [*self.lines, *token_invoice_lines(self.token_lines)]
+        """GPU lines, service lines, then token lines in the same shape (see
+        ``token_invoice_lines``)."""
+        return [*self.lines, *self.service_lines, *token_invoice_lines(self.token_lines)]
 
 
 def token_invoice_lines(lines: Iterable[TokenLine]) -> list[Line]:
@@ -435,7 +443,15 @@ def rate_org_period(
         sold_at=load_sold_prices(s, intervals, currency),
     )
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
-    return Rated(books[0].version, currency, lines, tokens)
+    services = rate_spans(
+        load_service_spans(s, org_id, period),
+        books,
+        period,
+        as_of=as_of,
+        currency=currency,
+        rounding=rounding,
+    )
+    return Rated(books[0].version, currency, lines, tokens, services)
 
 
 def rate_one_org(
@@ -510,4 +526,23 @@ def load_outages(s: Session, node_ids: set[str], end: datetime) -> list[Outage]:
         elif ev.node_id in since:
             out.append(Outage(ev.node_id, since.pop(ev.node_id), ev.at))
     out += [Outage(node, start, None) for node, start in since.items()]
+    return out
+
+
+def load_service_spans(s: Session, org_id: str | None, period: Period) -> list[Span]:
+    """Managed databases' running spans of ``org_id`` (None: every org) overlapping
+    ``period``: each is two spans, the preset's hours and the storage's GiB."""
+    query = sa.select(DatabaseUsageRow).where(
+        DatabaseUsageRow.start_at < period.end,
+        sa.or_(DatabaseUsageRow.end_at.is_(None), DatabaseUsageRow.end_at > period.start),
+    )
+    if org_id is not None:
+        query = query.where(DatabaseUsageRow.org_id == org_id)
+    out = []
+    for r in s.scalars(query):
+        for sku, quantity in (
+            (f"postgres.{r.preset}.hour", Decimal(1)),
+            ("postgres.storage.gib_month", Decimal(r.storage_gib)),
+        ):
+            out.append(Span(r.id, r.org_id, r.project_id, sku, quantity, r.start_at, r.end_at))
     return out

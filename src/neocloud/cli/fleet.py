@@ -56,7 +56,8 @@ def node_id(ref: str) -> str:
 NODE_COLUMNS: list[Column] = [
     ("ID", "id"),
     ("HOSTNAME", "hostname"),
-    ("GPU", lambda n: f"{n['gpu_count']}x {n['gpu_model']}"),
+    ("ROLE", lambda n: n.get("role", "gpu")),
+    ("GPU", lambda n: f"{n['gpu_count']}x {n['gpu_model']}" if n["gpu_count"] else "-"),
     (
         "STATE",
         lambda n: (
@@ -70,6 +71,7 @@ NODE_COLUMNS: list[Column] = [
 NODE_FIELDS: list[Column] = [
     ("id", "id"),
     ("hostname", "hostname"),
+    ("role", "role"),
     ("gpu model", "gpu_model"),
     ("gpus", "gpu_count"),
     ("vcpus", "vcpus"),
@@ -290,8 +292,6 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 @api_call
 def nodes_add(
     hostname: Annotated[str, typer.Argument(help="The server's name (a DNS name, unique)")],
-    gpu_model: Annotated[str, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, …")],
-    gpus: Annotated[int, typer.Option("--gpus", min=1, max=16, help="GPUs it has")],
     vcpus: Annotated[int, typer.Option("--vcpus", min=1, help="vCPUs it has")],
     ram_gib: Annotated[int, typer.Option("--ram-gib", min=1, help="Memory, GiB")],
     topology: Annotated[
@@ -314,6 +314,16 @@ def nodes_add(
             "never shown again",
         ),
     ] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, … (gpu nodes)")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", min=1, max=16, help="GPUs it has (gpu nodes)")
+    ] = None,
+    role: Annotated[
+        Literal["gpu", "storage", "service"],
+        typer.Option("--role", help="gpu (rented), storage or service (the platform's, no GPUs)"),
+    ] = "gpu",
     nvme_gib: Annotated[int, typer.Option("--nvme-gib", min=0, help="Local NVMe, GiB")] = 0,
     driver: Annotated[
         Literal["ssh", "redfish", "sim"],
@@ -419,6 +429,7 @@ def nodes_add(
         config = {k: v for k, v in config.items() if v is not None}
     node = STATE.client().nodes.add(
         hostname,
+        role=role,
         gpu_model=gpu_model,
         gpu_count=gpus,
         vcpus=vcpus,
@@ -451,6 +462,9 @@ def _first_line(path: Path) -> str:
 @nodes_app.command("list")
 @api_call
 def nodes_list(
+    role: Annotated[
+        str | None, typer.Option("--role", help="Only nodes of this role: gpu, storage, service")
+    ] = None,
     gpu_model: Annotated[
         str | None, typer.Option("--gpu-model", help="H100, H200-SXM-141GB, …")
     ] = None,
@@ -494,6 +508,7 @@ def nodes_list(
     }
     topology.update(_pairs(level, "--level"))
     found = STATE.client().nodes.iter(
+        role=role,
         gpu_model=gpu_model,
         state=state.value if state else None,
         health=health.value if health else None,

@@ -490,6 +490,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     "images": _register_apps("images"),
     **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
     "studio": _register_apps("studio"),
+    "databases": _register_apps("databases"),
 }
 
 

@@ -25,6 +25,7 @@ from neocloud.client.compute import (
     InstanceTypesResource,
     ReservationsResource,
 )
+from neocloud.client.databases import DatabasesResource
 from neocloud.client.economics import EconomicsResource
 from neocloud.client.fleet import FleetResource, NodesResource
 from neocloud.client.studio import StudioResource
@@ -54,6 +55,7 @@ class Client(Transport):
     users: UsersResource
     keys: KeysResource
     ssh_keys: SshKeysResource
+    databases: DatabasesResource
     quotas: QuotasResource
     audit: AuditResource
     # compute
@@ -93,6 +95,7 @@ class Client(Transport):
         self.users = UsersResource(self)
         self.keys = KeysResource(self)
         self.ssh_keys = SshKeysResource(self)
+        self.databases = DatabasesResource(self)
         self.quotas = QuotasResource(self)
         self.audit = AuditResource(self)
         self.instance_types = InstanceTypesResource(self)

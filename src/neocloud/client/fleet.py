@@ -14,6 +14,7 @@ Obj = dict[str, Any]
 
 def _filters(
     *,
+    role: str | None = None,
     gpu_model: str | None = None,
     state: str | None = None,
     health: str | None = None,
@@ -22,6 +23,7 @@ def _filters(
     topology: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
+        "role": role,
         "gpu_model": gpu_model,
         "state": state,
         "health": health,
@@ -63,8 +65,8 @@ class NodesResource(Resource):
         self,
         hostname: str,
         *,
-        gpu_model: str,
-        gpu_count: int,
+        gpu_model: str | None = None,
+        gpu_count: int | None = None,
         vcpus: int,
         ram_gib: int,
         topology: dict[str, str],
@@ -73,9 +75,12 @@ class NodesResource(Resource):
         driver: str = "ssh",
         driver_config: Obj | None = None,
         idempotency_key: str | None = None,
+        role: str = "gpu",
     ) -> Obj:
         """Register a server; it starts ``enrolled`` and burn-in checks it through its driver
-        before any tenant gets it. ``driver_config`` for ``ssh``: ``address``, ``private_key``
+        before any tenant gets it. ``role``: ``gpu`` (needs ``gpu_model`` and ``gpu_count``),
+        or ``storage``/``service`` (the platform's own: no GPUs, never rented).
+        ``driver_config`` for ``ssh``: ``address``, ``private_key``
         (the key's text; write-only, never returned), and optionally ``port``, ``user``,
         ``gpu_check`` (``nvidia-smi`` or ``none``), ``sudo``, ``scratch_paths``, ``host_key``,
         ``reboot_command``; for ``redfish``: ``bmc_url``, ``bmc_username``, ``bmc_password``
@@ -84,8 +89,7 @@ class NodesResource(Resource):
         ``graceful``), ``power_s``, ``boot_s``."""
         body: Obj = {
             "hostname": hostname,
-            "gpu_model": gpu_model,
-            "gpu_count": gpu_count,
+            "role": role,
             "vcpus": vcpus,
             "ram_gib": ram_gib,
             "nvme_gib": nvme_gib,
@@ -93,13 +97,17 @@ class NodesResource(Resource):
             "labels": labels or {},
             "driver": driver,
         }
+        if gpu_model is not None:
+            body["gpu_model"] = gpu_model
+        if gpu_count is not None:
+            body["gpu_count"] = gpu_count
         if driver_config is not None:
             body["driver_config"] = driver_config
         result: Obj = self._c.post("nodes", body, idempotency_key=idempotency_key)
         return result
 
     def list(self, *, limit: int | None = None, after: str | None = None, **filters: Any) -> Obj:
-        """One page; filters: gpu_model, state, health, hostname, labels={k: v},
+        """One page; filters: role, gpu_model, state, health, hostname, labels={k: v},
         topology={level: name}."""
         result: Obj = self._c.get("nodes", limit=limit, after=after, **_filters(**filters))
         return result

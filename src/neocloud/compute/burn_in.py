@@ -31,7 +31,7 @@ from neocloud.db.engine import Database
 from neocloud.drivers.base import Driver, Drivers, HealthResult, NodeRef, StepResult
 from neocloud.fleet import service as fleet_service
 from neocloud.fleet.agent import issue_agent_token
-from neocloud.fleet.domain import CheckStatus, NodeState
+from neocloud.fleet.domain import CheckStatus, NodeRole, NodeState
 from neocloud.fleet.service import CheckResult
 from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.clock import Clock
@@ -190,6 +190,16 @@ def _check(
         fleet_service.report_health(db=db, clock=clock, node_id=node.id, checks=checks, actor=ACTOR)
         _fail(db, node.id, now, health.message or "health check failed", report)
         return
+    if (node.role or NodeRole.GPU.value) != NodeRole.GPU.value:
+        # A storage or service node has no GPUs: say that their check was skipped, and why.
+        checks = [c for c in checks if c.name != "burn_in.gpu"]
+        checks.append(
+            CheckResult(
+                "burn_in.gpu",
+                CheckStatus.PASS,
+                f"skipped: a {node.role} node has no GPUs (never rented to a tenant)",
+            )
+        )
     # Passing burn-in clears what failed before (the reason the node went to repair).
     for name, latest in sorted((node.health_checks or {}).items()):
         if isinstance(latest, dict) and latest.get("status") == CheckStatus.FAIL.value:

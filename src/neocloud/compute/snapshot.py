@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.compute.tables import AllocationRow
 from neocloud.drivers.base import driver_shares_nodes
-from neocloud.fleet.domain import Health, NodeState
+from neocloud.fleet.domain import Health, NodeRole, NodeState
 from neocloud.fleet.tables import FleetSettingsRow, NodeRow
 from neocloud.placement import Booking, BookingClass, NodeSnapshot
 
@@ -40,7 +40,8 @@ def whole_only(node: NodeRow) -> bool:
 
 def node_eligible(node: NodeRow) -> bool:
     return (
-        NodeState(node.state) in OPEN_STATES
+        (node.role or NodeRole.GPU.value) == NodeRole.GPU.value
+        and NodeState(node.state) in OPEN_STATES
         and not node.hold
         and node.drain_requested_at is None
         and node.health != Health.FAILED.value
@@ -138,7 +139,10 @@ def live_allocations(s: Session, now: datetime) -> list[AllocationRow]:
 def load_snapshot(s: Session, now: datetime, *, gpu_model: str | None = None) -> Snapshot:
     # Every node but retired ones: ineligible nodes stay in the snapshot (placement skips
     # them) so that their bookings are known and a failed one can be replaced near itself.
-    stmt = sa.select(NodeRow).where(NodeRow.state != NodeState.RETIRED.value)
+    # Storage and service nodes are the platform's own: never rented, never in a snapshot.
+    stmt = sa.select(NodeRow).where(
+        NodeRow.state != NodeState.RETIRED.value, NodeRow.role == NodeRole.GPU.value
+    )
     if gpu_model is not None:
         stmt = stmt.where(NodeRow.gpu_model == gpu_model)
     nodes = {n.id: n for n in s.scalars(stmt)}

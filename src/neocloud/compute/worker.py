@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Histogram
@@ -69,8 +70,12 @@ class Worker:
         lease_ttl_s: float = 15.0,
         interval_s: float = 1.0,
         box: SecretBox | None = None,
+        steps: Sequence[Callable[[], int]] = (),
     ) -> None:
         self.db, self.clock = db, clock
+        # Other contexts' steps run under this lease each cycle (managed databases); each
+        # answers how many it started, and keeps slow work in threads of its own.
+        self.steps = tuple(steps)
         self.drivers = Drivers.of(driver)  # chosen per node (``NodeRef.driver``)
         self.config = config or ComputeConfig()
         url = self.config.agent_control_plane_url
@@ -109,6 +114,8 @@ class Worker:
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
         reconciled += self.slurm.run_once()  # configure / remove Slurm, in its own threads
+        for step in self.steps:
+            reconciled += step()
         CYCLE_SECONDS.observe(time.perf_counter() - started)
         return CycleReport(True, report, reconciled, burned_in)
 

@@ -15,6 +15,7 @@ TABLE_MODULES = (
     "neocloud.fleet.tables",
     "neocloud.compute.tables",
     "neocloud.billing.tables",
+    "neocloud.databases.tables",
     "neocloud.studio.tables",
 )
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from neocloud.fleet import node_control, service
 from neocloud.fleet.catalog import CATALOG, resolve_gpu_model
-from neocloud.fleet.domain import OPERATOR_TARGETS
+from neocloud.fleet.domain import OPERATOR_TARGETS, NodeRole
 from neocloud.fleet.node_drivers import check_driver
 from neocloud.fleet.registration import NodeRegistration, register_node
 from neocloud.fleet.schemas import (
@@ -45,7 +45,7 @@ TAG_NODES: list[str | Enum] = ["nodes"]
 TAG_FLEET: list[str | Enum] = ["fleet"]
 NodeId = Annotated[str, Path(max_length=40)]
 Filter = Annotated[str | None, Query(max_length=253)]
-_NODE_PARAMS = {"gpu_model", "state", "health", "hostname", "label", "limit", "after"}
+_NODE_PARAMS = {"role", "gpu_model", "state", "health", "hostname", "label", "limit", "after"}
 # Bounds on the node list's free-form filters (labels, topology levels): each one is a join.
 MAX_FILTERS = 16
 MAX_FILTER_CHARS = 320  # a label key (63) and value (253), with room for the "="
@@ -89,6 +89,7 @@ def list_nodes(
     ctx: Ctx,
     caller: Caller,
     paging: Paging,
+    role: Filter = None,
     gpu_model: Filter = None,
     state: Filter = None,
     health: Filter = None,
@@ -106,7 +107,8 @@ def list_nodes(
     block: Filter = None,
     rack: Filter = None,
 ) -> ListOut[NodeOut]:
-    """Nodes, ordered by id, filtered by model (``H100`` works), state, health, hostname,
+    """Nodes, ordered by id, filtered by role (gpu, storage, service), model (``H100``
+    works), state, health, hostname,
     labels and any topology level of the fleet (``?fabric=us-east-1a-ib01``)."""
     caller.require_operator()
     domains = {k: v for k, v in request.query_params.items() if k not in _NODE_PARAMS}
@@ -119,6 +121,7 @@ def list_nodes(
             raise ValidationFailed("label filters are key=value", param="label")
         labels[key.strip()] = value.strip()
     filters = service.NodeFilter(
+        role=role,
         gpu_model=gpu_model,
         state=state,
         health=health,
@@ -146,6 +149,7 @@ def create_node(request: Request, body: NodeCreate, ctx: Ctx, caller: Caller) ->
     settings = check_driver(body.driver, body.driver_config)
     registration = NodeRegistration(
         hostname=body.hostname,
+        role=NodeRole(body.role),
         gpu_model=body.gpu_model,
         gpu_count=body.gpu_count,
         vcpus=body.vcpus,

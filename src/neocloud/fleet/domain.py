@@ -40,6 +40,21 @@ class NodeState(StrEnum):
 
 S = NodeState
 
+
+class NodeRole(StrEnum):
+    """What a node is for: ``gpu`` nodes are rented to tenants; ``storage`` (a storage pool's
+    bricks) and ``service`` (managed services) nodes are the platform's own, have no GPUs and
+    never enter placement."""
+
+    GPU = "gpu"
+    STORAGE = "storage"
+    SERVICE = "service"
+
+
+# How a node without GPUs stores its model (with ``gpu_count`` 0): not a catalog model, so no
+# instance type, price or capacity line ever matches it.
+NO_GPU_MODEL = "none"
+
 # The one transitions table. Every non-retired state may also go to ``failed`` (added below).
 TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
     S.ENROLLED: frozenset({S.BURN_IN, S.CORDONED, S.MAINTENANCE, S.RETIRED}),

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from neocloud.db.engine import Database
 from neocloud.fleet.catalog import resolve_gpu_model
-from neocloud.fleet.domain import Health, NodeState
+from neocloud.fleet.domain import NO_GPU_MODEL, Health, NodeRole, NodeState
 from neocloud.fleet.imports import add_domains, driver_columns, settle_levels
 from neocloud.fleet.node_drivers import DriverSettings
 from neocloud.fleet.spec import DEFAULT_LEVELS, NAME_PATTERN
@@ -37,14 +37,15 @@ class NodeRegistration:
     """One server to register (counts already bounded by the wire schema)."""
 
     hostname: str
-    gpu_model: str
-    gpu_count: int
+    gpu_model: str | None
+    gpu_count: int | None
     vcpus: int
     ram_gib: int
     nvme_gib: int
     topology: dict[str, str]
     driver: DriverSettings
     labels: dict[str, str] = field(default_factory=dict)
+    role: NodeRole = NodeRole.GPU
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def register_node(
     """Store a new node in ``enrolled`` with its domains, labels and sealed credentials, all
     or nothing. A hostname in use is a ``Conflict``; topology that does not name exactly the
     fleet's levels, or a domain name used under another parent, is refused naming it."""
-    model = resolve_gpu_model(node.gpu_model, param="gpu_model").id
+    model, gpus = gpus_of(node.role, node.gpu_model, node.gpu_count)
     now = clock.now()
     with db.transaction() as session:
         levels = _fleet_levels(session)
@@ -73,8 +74,9 @@ def register_node(
         row = NodeRow(
             id=node_id,
             hostname=node.hostname,
+            role=node.role.value,
             gpu_model=model,
-            gpu_count=node.gpu_count,
+            gpu_count=gpus,
             vcpus=node.vcpus,
             ram_gib=node.ram_gib,
             nvme_gib=node.nvme_gib,
@@ -101,7 +103,8 @@ def register_node(
             session.add(NodeDomainRow(node_id=node_id, level=level, name=name))
         for key, value in node.labels.items():
             session.add(NodeLabelRow(node_id=node_id, key=key, value=value))
-        reason = f"registered: driver {node.driver.driver}" + (
+        role = "" if node.role is NodeRole.GPU else f" as a {node.role.value} node"
+        reason = f"registered{role}: driver {node.driver.driver}" + (
             f"; credentials set: {', '.join(creds)}" if creds else ""
         )
         session.add(
@@ -116,6 +119,27 @@ def register_node(
             )
         )
         return row
+
+
+def gpus_of(role: NodeRole, gpu_model: str | None, gpu_count: int | None) -> tuple[str, int]:
+    """The (catalog model, count) a node of ``role`` is stored with: a GPU node names a catalog
+    model and at least one GPU; a storage or service node has none (``NO_GPU_MODEL``, 0) and
+    naming GPUs for it is refused."""
+    if role is NodeRole.GPU:
+        if gpu_model is None:
+            raise ValidationFailed("a gpu node needs gpu_model", param="gpu_model")
+        if gpu_count is None or gpu_count < 1:
+            raise ValidationFailed("a gpu node needs gpu_count of at least 1", param="gpu_count")
+        return resolve_gpu_model(gpu_model, param="gpu_model").id, gpu_count
+    if gpu_model is not None and gpu_model.strip().lower() != NO_GPU_MODEL:
+        raise ValidationFailed(
+            f"a {role.value} node has no GPUs: leave gpu_model out", param="gpu_model"
+        )
+    if gpu_count:
+        raise ValidationFailed(
+            f"a {role.value} node has no GPUs: gpu_count must be 0 or left out", param="gpu_count"
+        )
+    return NO_GPU_MODEL, 0
 
 
 def _fleet_levels(session: Session) -> list[str]:

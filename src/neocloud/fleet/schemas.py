@@ -56,8 +56,24 @@ class NodeCreate(RequestModel):
     hostname: str = Field(
         min_length=1, max_length=253, pattern=HOSTNAME_PATTERN, description="a DNS name, unique"
     )
-    gpu_model: Clean = Field(min_length=1, max_length=64, description="H100, H200-SXM-141GB, …")
-    gpu_count: int = Field(ge=1, le=16, strict=True, description="GPUs the server declares")
+    role: Literal["gpu", "storage", "service"] = Field(
+        "gpu",
+        description="gpu: rented to tenants; storage or service: the platform's own (no GPUs, "
+        "never rented)",
+    )
+    gpu_model: Clean | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="H100, H200-SXM-141GB, … (required for a gpu node; left out otherwise)",
+    )
+    gpu_count: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        strict=True,
+        description="GPUs the server declares: 1..16 for a gpu node; 0 or left out otherwise",
+    )
     vcpus: int = Field(ge=1, le=4096, strict=True)
     ram_gib: int = Field(ge=1, le=1 << 20, strict=True)
     nvme_gib: int = Field(0, ge=0, le=1 << 24, strict=True)
@@ -87,7 +103,8 @@ class NodeOut(ResponseModel):
     id: str
     object: Literal["node"] = "node"
     hostname: str
-    gpu_model: str
+    role: str = Field(description="gpu, storage or service (the platform's own, no GPUs)")
+    gpu_model: str = Field(description="the catalog model; none for a node without GPUs")
     gpu_count: int
     vcpus: int
     ram_gib: int
@@ -120,6 +137,7 @@ class NodeOut(ResponseModel):
         return cls(
             id=row.id,
             hostname=row.hostname,
+            role=row.role or "gpu",
             gpu_model=row.gpu_model,
             gpu_count=row.gpu_count,
             vcpus=row.vcpus,

@@ -20,7 +20,15 @@ from neocloud.db.engine import Database
 from neocloud.db.pagination import Page, paginate
 from neocloud.fleet import domain
 from neocloud.fleet.catalog import resolve_gpu_model
-from neocloud.fleet.domain import CheckStatus, Health, Lifecycle, Move, NodeState, parse_enum
+from neocloud.fleet.domain import (
+    CheckStatus,
+    Health,
+    Lifecycle,
+    Move,
+    NodeRole,
+    NodeState,
+    parse_enum,
+)
 from neocloud.fleet.imports import IMPORT_STATES as IMPORT_STATES
 from neocloud.fleet.imports import ImportResult as ImportResult
 from neocloud.fleet.imports import import_spec as import_spec
@@ -43,6 +51,7 @@ NODE_EVENTS = table_of(NodeEventRow)
 
 @dataclass(frozen=True)
 class NodeFilter:
+    role: str | None = None
     gpu_model: str | None = None
     state: str | None = None
     health: str | None = None
@@ -94,6 +103,8 @@ def list_nodes(
     """Nodes matching every filter, ordered by id, one page."""
     with db.transaction() as session:
         stmt = sa.select(NodeRow)
+        if filters.role:
+            stmt = stmt.where(NodeRow.role == parse_enum(NodeRole, filters.role, "role").value)
         if filters.gpu_model:
             stmt = stmt.where(NodeRow.gpu_model == resolve_gpu_model(filters.gpu_model).id)
         if filters.state:

@@ -41,6 +41,7 @@ class NodeRow(Base):
         sa.Index("ix_nodes_state_id", "state", "id"),
         sa.Index("ix_nodes_health_id", "health", "id"),
         sa.Index("ix_nodes_agent_seen_at", "agent_seen_at"),
+        sa.Index("ix_nodes_role_id", "role", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -51,6 +52,9 @@ class NodeRow(Base):
     ram_gib: Mapped[int] = mapped_column(sa.Integer)
     nvme_gib: Mapped[int] = mapped_column(sa.Integer)
     topology: Mapped[dict[str, str]] = mapped_column(Json)  # ordered {level: name}
+    # gpu (rented to tenants), storage or service (the platform's own: gpu_model "none",
+    # gpu_count 0, never in placement); ``fleet.domain.NodeRole``.
+    role: Mapped[str] = mapped_column(sa.String(16), default="gpu", server_default="gpu")
     state: Mapped[str] = mapped_column(sa.String(16))
     state_reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
     hold: Mapped[bool] = mapped_column(sa.Boolean, default=False)

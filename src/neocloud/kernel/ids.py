@@ -49,6 +49,9 @@ PREFIXES: dict[str, str] = {
     "req": "request",
     "usg": "studio usage record",
     "sshkey": "ssh key",
+    "db": "managed database",
+    "dbbak": "database backup",
+    "dbuse": "database usage span",
 }
 
 _lock = threading.Lock()

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     compute_reservations_cancellable: bool = True
     compute_reservation_cancel_cutoff_h: float = Field(0.0, ge=0, le=24 * 365)
     compute_burn_in: bool = True
+    # Managed databases (docs/databases.md): live databases an org may have, hours between
+    # scheduled backups (0: none), seconds between health checks of a running server.
+    databases_max_per_org: int = Field(10, ge=0, le=10_000)
+    databases_backup_interval_h: float = Field(24.0, ge=0, le=24 * 366)
+    databases_health_interval_s: float = Field(30.0, gt=0, le=86_400)
     # How often the compute worker cycles when nothing wakes it (the API's writes wake it at once,
     # across processes too: NOTIFY on PostgreSQL, a wake file beside a SQLite database).
     compute_worker_interval_s: float = Field(1.0, gt=0, le=3600)

@@ -1,7 +1,7 @@
 """studio: files (/v1/files) and fine-tuning jobs
 
 Revision ID: 0019_studio_files
-Revises: 0016_slurm
+Revises: 0018_databases
 Create Date: 2026-12-06 08:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from neocloud.db.types import UtcDateTime
 
 revision: str = "0019_studio_files"
-down_revision: str | tuple[str, ...] | None = "0016_slurm"
+down_revision: str | tuple[str, ...] | None = "0018_databases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """fleet: cloud-init seed images served to a node's BMC by one-time token
 
 Revision ID: 0021_nodes2
-Revises: 0016_slurm
+Revises: 0020_batches
 Create Date: 2026-12-06 08:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from neocloud.db.types import UtcDateTime
 
 revision: str = "0021_nodes2"
-down_revision: str | tuple[str, ...] | None = "0016_slurm"
+down_revision: str | tuple[str, ...] | None = "0020_batches"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

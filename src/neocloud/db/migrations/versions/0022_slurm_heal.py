@@ -2,7 +2,7 @@
 release by Slurm)
 
 Revision ID: 0022_slurm_heal
-Revises: 0016_slurm
+Revises: 0021_nodes2
 Create Date: 2026-12-06 08:00:00
 """
 
