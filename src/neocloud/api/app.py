@@ -105,6 +105,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.models_api import router as studio_models_router
 
     app.include_router(studio_models_router, prefix=API_PREFIX)  # the operator's model registry
+    from neocloud.console.app import install_console
+
+    # The web console at / (pages and /static assets); it calls /api/v1 and /v1 in process.
+    install_console(app, box=app.state.secret_box, clock=clock)
     from neocloud.compute.metrics_api import node_busy
 
     app.state.node_busy = node_busy  # the agent's heartbeat: no active checks on a busy node
