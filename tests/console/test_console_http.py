@@ -14,18 +14,17 @@ from neocloud.client import Client
 from neocloud.console.session import SESSION_COOKIE, open_session
 from neocloud.kernel.clock import VirtualClock
 
-SPEC = {
-    "version": 1,
-    "levels": ["region", "fabric", "block", "rack"],
-    "templates": {"h": {"gpu_model": "H100-SXM-80GB", "gpu_count": 8}},
-    "sites": [
-        {
-            "region": "r1",
-            "fabrics": [{"name": "f1", "template": "h", "blocks": 2, "racks_per_block": 2,
-                         "nodes_per_rack": 2}],
-        }
-    ],
-}
+SPEC = """
+version: 1
+levels: [region, zone, fabric, block, rack]
+templates:
+  h100-8x: {gpu_model: H100-SXM-80GB, gpu_count: 8, vcpus: 224, ram_gib: 2048, nvme_tib: 30}
+sites:
+  - region: r1
+    zone: r1a
+    fabrics:
+      - {name: r1a-ib01, template: h100-8x, blocks: 2, racks_per_block: 2, nodes_per_rack: 2}
+"""
 
 
 def _signin(http: TestClient, key: str) -> None:
@@ -48,7 +47,7 @@ def _csrf(html: str) -> str:
 
 @pytest.fixture
 def world(app, admin: Client, admin_key: str) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    admin.fleet.imports(SPEC) if hasattr(admin.fleet, "imports") else None
+    admin.fleet.import_spec(SPEC)
     orgs = {}
     for slug in ("acme", "globex"):
         org = admin.orgs.create(slug.title(), slug=slug, owner_email=f"owner@{slug}.example")
@@ -146,7 +145,7 @@ def test_a_tenant_cannot_open_operator_pages_or_another_orgs_objects(
         assert "/operator/fleet" not in nav.text
 
 
-def test_the_operator_sees_fleet_pages(app, world) -> None:  # type: ignore[no-untyped-def]
+def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # type: ignore[no-untyped-def]
     with TestClient(app) as http:
         _signin(http, world["admin_key"])
         for path in ("/operator/fleet", "/operator/heatmap", "/operator/calendar",
@@ -154,3 +153,17 @@ def test_the_operator_sees_fleet_pages(app, world) -> None:  # type: ignore[no-u
             page = http.get(path)
             assert page.status_code == 200, (path, page.text[:800])
         assert "/operator/fleet" in http.get("/").text
+        fleet = http.get("/operator/fleet").text
+        assert "H100-SXM-80GB" in fleet and ">64<" in fleet  # 8 nodes x 8 GPUs, available
+        heat = http.get("/operator/heatmap").text
+        assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
+        assert '"path":["r1","r1a","r1a-ib01"' in heat
+        node = admin.nodes.list(limit=1)["data"][0]
+        page = http.get(f"/operator/nodes/{node['id']}")
+        assert node["hostname"] in page.text
+        done = http.post(
+            f"/operator/nodes/{node['id']}/action",
+            data={"action": "cordon", "csrf": _csrf(page.text)},
+        )
+        assert done.status_code == 200 and 'id="node-state">cordoned' in done.text
+        assert admin.nodes.get(node["id"])["state"] == "cordoned"

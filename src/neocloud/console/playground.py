@@ -23,7 +23,7 @@ from neocloud.console.session import CSRF_HEADER, same_token
 router = APIRouter(include_in_schema=False)
 MAX_MESSAGES = 64
 MAX_MESSAGE_CHARS = 8_000
-MAX_REPLY_TOKENS = 512
+MAX_REPLY_TOKENS = 256  # at most, and at most half the model's context
 PRICE_CURRENCY = "USD"  # the studio's catalog lists its prices in dollars per million tokens
 MILLION = Decimal(1_000_000)
 
@@ -91,7 +91,7 @@ async def playground_stream(request: Request) -> Response:
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": MAX_REPLY_TOKENS,
+        "max_tokens": min(MAX_REPLY_TOKENS, int(models[model].get("context_length", 512)) // 2),
     }
     chunks = caller.api.stream("/v1/chat/completions", body)
     try:
@@ -116,7 +116,7 @@ async def playground_stream(request: Request) -> Response:
             event = {
                 "prompt_tokens": usage.get("prompt_tokens", 0),
                 "completion_tokens": usage.get("completion_tokens", 0),
-                "cost": {"amount": f"{cost:.6f}", "currency": PRICE_CURRENCY},
+                "cost": {"amount": f"{cost:.8f}", "currency": PRICE_CURRENCY},
             }
             yield f"event: neocloud.cost\ndata: {json.dumps(event)}\n\n".encode()
 

@@ -67,9 +67,9 @@ def heatmap_cells(topology: dict[str, Any], summary: dict[str, Any]) -> dict[str
     rack``. Racks are ordered by path so that a fabric's blocks sit together; ``groups`` is the
     legend's order and each cell's ``n`` lists counts in that order."""
     levels: list[str] = list(topology["levels"])
-    parent: dict[tuple[str, str], str] = {}
-    for d in topology["domains"]:
-        parent[(d["level"], d["name"])] = d["parent"]
+    leaf = levels[-1] if levels else "rack"
+    # A domain's parent is the whole path above it ("r1/r1a/r1a-ib01/r1a-ib01-b01").
+    above = {d["name"]: d["parent"] for d in topology["domains"] if d["level"] == leaf}
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(GROUPS))
     models: dict[str, str] = {}
     index = {g: i for i, g in enumerate(GROUPS)}
@@ -79,20 +79,10 @@ def heatmap_cells(topology: dict[str, Any], summary: dict[str, Any]) -> dict[str
             continue
         counts[rack][index[STATE_GROUPS.get(line["state"], "gone")]] += int(line["nodes"])
         models[rack] = line["gpu_model"]
-    leaf = levels[-1] if levels else "rack"
     cells = []
     for rack, n in counts.items():
-        path = [rack]
-        level_i = len(levels) - 1
-        name = rack
-        while level_i > 0:
-            up = parent.get((levels[level_i], name), "")
-            if not up:
-                break
-            path.append(up)
-            name = up
-            level_i -= 1
-        path.reverse()
+        parent = above.get(rack, "")
+        path = [*(parent.split("/") if parent else []), rack]
         cells.append({"path": path, "model": models.get(rack, ""), "n": n})
     cells.sort(key=lambda c: c["path"])
     return {"levels": levels, "leaf": leaf, "groups": list(GROUPS), "cells": cells}

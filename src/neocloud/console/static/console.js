@@ -36,16 +36,19 @@
       var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
       legend.appendChild(s);
     });
-    // Lay cells out by their group (the level two above the leaf: fabric/block), wrapping rows.
+    // One band per fabric (the path above the block), its blocks side by side in reading
+    // order with a one-cell gap between blocks, wrapping at the canvas's width.
     var cell = 10, gap = 1, width = Math.max(600, Math.min(1500, canvas.parentElement.clientWidth));
     var perRow = Math.floor((width - 8) / (cell + gap));
-    var boxes = [], x = 0, y = 18, lastGroup = null, labels = [];
+    var boxes = [], x = 0, y = 18, lastGroup = null, lastBlock = null, labels = [];
     d.cells.forEach(function (c) {
-      var group = c.path.slice(0, Math.max(1, c.path.length - 1)).join(" / ");
+      var cut = Math.max(1, c.path.length - 2);
+      var group = c.path.slice(0, cut).join(" / "), block = c.path.slice(0, -1).join("/");
       if (group !== lastGroup) {
-        if (lastGroup !== null) { y += cell + gap + 18; }
-        x = 0; labels.push([group, y - 4]); lastGroup = group;
-      } else if (x >= perRow) { x = 0; y += cell + gap; }
+        if (lastGroup !== null) { y += cell + gap + 20; }
+        x = 0; labels.push([group, y - 5]); lastGroup = group; lastBlock = block;
+      } else if (block !== lastBlock) { x += 1; lastBlock = block; }
+      if (x >= perRow) { x = 0; y += cell + gap; }
       boxes.push([4 + x * (cell + gap), y, c]); x += 1;
     });
     canvas.width = width; canvas.height = y + cell + 8;
