@@ -68,11 +68,15 @@ class Server:
         """A fresh org with an H100 quota; its owner's key. ``slug`` is made unique."""
         Server.made += 1
         slug = f"{slug}{Server.made}"
-        org = self.api("POST", "/orgs", json={"name": slug.title(), "slug": slug,
-                                               "owner_email": f"owner@{slug}.example"})
+        org = self.api(
+            "POST",
+            "/orgs",
+            json={"name": slug.title(), "slug": slug, "owner_email": f"owner@{slug}.example"},
+        )
         user = self.api("GET", f"/orgs/{org['id']}/users")["data"][0]
-        key = self.api("POST", "/keys", json={"name": "owner", "org_id": org["id"],
-                                               "user_id": user["id"]})
+        key = self.api(
+            "POST", "/keys", json={"name": "owner", "org_id": org["id"], "user_id": user["id"]}
+        )
         self.api("PUT", f"/orgs/{org['id']}/quotas/H100-SXM-80GB", json={"limit_gpus": quota})
         return {"org": org, "key": key["secret"]}
 
@@ -87,8 +91,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for name in ("NEOCLOUD_DATABASE_URL", "NEOCLOUD_SECRET_KEY"):
         env.pop(name, None)
     log = data_dir / "server.log"
-    command = [sys.executable, "-m", "neocloud.cli.main", "up", "--host", "127.0.0.1",
-               "--port", str(port), "--data-dir", str(data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "neocloud.cli.main",
+        "up",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
@@ -126,7 +140,9 @@ def browser() -> Iterator[Any]:
         pytest.skip(f"playwright is not installed: {exc}")
     with sync_playwright() as pw:
         try:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
         except Error as exc:
             if IN_CI:
                 pytest.fail(f"chromium cannot start under CI: {exc}")

@@ -22,6 +22,7 @@ from playwright.sync_api import expect
 
 from .conftest import SCREENSHOTS, Server, wait_for
 
+
 class Watch:
     """What a page did: every URL it asked for, and console errors (a CSP violation is one)."""
 
@@ -53,9 +54,7 @@ def _signin(page: Any, server: Server, key: str) -> None:
 
 
 @pytest.fixture
-def tenant_page(
-    browser: Any, server: Server
-) -> Iterator[tuple[Any, Watch, dict[str, Any]]]:
+def tenant_page(browser: Any, server: Server) -> Iterator[tuple[Any, Watch, dict[str, Any]]]:
     tenant = server.tenant("acme")
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
     page = context.new_page()
@@ -114,7 +113,9 @@ def test_tenant_cluster_reservation_playground_and_invoice(
     assert streamed.value.headers["content-type"].startswith("text/event-stream")
     page.wait_for_selector("#usage[data-done='1']", timeout=60_000)
     usage = page.locator("#usage").text_content() or ""
-    assert "tokens in" in usage and "tokens out" in usage and "USD" in usage
+    assert "tokens in" in usage
+    assert "tokens out" in usage
+    assert "USD" in usage
     assert page.evaluate("window.__updates") >= 3  # the reply grew piece by piece
     assert (page.locator("#transcript .assistant").text_content() or "").startswith("Model: ")
     _shot(page, "playground")
@@ -125,7 +126,8 @@ def test_tenant_cluster_reservation_playground_and_invoice(
     with page.expect_download() as download:
         page.locator("#csv").click()
     rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
-    assert len(rows) >= 1 and rows[0]
+    assert len(rows) >= 1
+    assert rows[0]
     _shot(page, "billing")
     watch.check()
 
@@ -170,7 +172,8 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
         assert page.locator("main *").count() < 100  # one canvas, not 512 elements
         canvas = page.locator("#heatmap")
         box = canvas.bounding_box()
-        assert box and box["height"] > 50
+        assert box
+        assert box["height"] > 50
         page.mouse.move(box["x"] + 9, box["y"] + 23)
         wait_for("a hover line", lambda: "/" in (page.locator("#heat-hover").text_content() or ""))
         _shot(page, "heatmap")

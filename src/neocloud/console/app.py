@@ -10,7 +10,7 @@ with the API's own message and status: a 404 stays a 404 and a 403 a 403.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from importlib.resources import files
@@ -60,11 +60,13 @@ class OperatorOnly(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Console:
-    """What every page needs: the templates, the sealing box and the clock."""
+    """What every page needs: the templates, the sealing box and the clock; ``shapes`` keeps
+    the fleet's shape (which rack sits where) for a few minutes, see ``operator.py``."""
 
     env: Environment
     box: SecretBox
     clock: Clock
+    shapes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,8 @@ def money(value: Any) -> str:
         amount = Decimal(str(value["amount"]))
     except InvalidOperation:
         return f"{value['amount']} {value.get('currency', '')}".strip()
-    places = max(2, -amount.as_tuple().exponent) if isinstance(amount.as_tuple().exponent, int) else 2
+    exponent = amount.as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
     return f"{amount:,.{min(places, 6)}f} {value.get('currency', '')}".strip()
 
 
@@ -170,8 +173,9 @@ def when(value: Any) -> Markup:
     try:
         utc = datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
-        return Markup(escape(text))
-    return Markup(
+        return escape(text)
+    # Every interpolated value is escaped first.
+    return Markup(  # noqa: S704
         f'<time datetime="{escape(text)}" title="{escape(utc)}" class="local">{escape(utc)}</time>'
     )
 
@@ -237,8 +241,10 @@ def _handlers(app: FastAPI) -> None:
 
     async def csrf(request: Request, _: Exception) -> Response:
         return error_page(
-            request, 403, "Refused", "This form was sent without its security token. Reload "
-            "the page and try again."
+            request,
+            403,
+            "Refused",
+            "This form was sent without its security token. Reload the page and try again.",
         )
 
     async def operator_only(request: Request, _: Exception) -> Response:

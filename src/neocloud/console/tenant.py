@@ -125,9 +125,7 @@ async def _types(caller: Caller) -> list[dict[str, Any]]:
 async def instances_page(request: Request) -> Response:
     caller = await signed_in(request)
     rows = await caller.api.get("/api/v1/instances", limit=200)
-    return render(
-        request, "instances.html", caller, rows=rows["data"], types=await _types(caller)
-    )
+    return render(request, "instances.html", caller, rows=rows["data"], types=await _types(caller))
 
 
 @router.get("/instances/rows", response_class=HTMLResponse)
@@ -279,9 +277,7 @@ def _period(caller: Caller, given: str | None) -> str:
 async def billing_page(request: Request, period: str | None = None) -> Response:
     caller = await signed_in(request)
     month = _period(caller, period or console_of(request).clock.now().strftime("%Y-%m"))
-    preview = await caller.api.get(
-        "/api/v1/invoices/preview", org_id=caller.org_id, period=month
-    )
+    preview = await caller.api.get("/api/v1/invoices/preview", org_id=caller.org_id, period=month)
     invoices = await caller.api.get("/api/v1/invoices", org_id=caller.org_id, limit=100)
     return render(
         request, "billing.html", caller, preview=preview, invoices=invoices["data"], period=month

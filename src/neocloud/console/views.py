@@ -79,7 +79,7 @@ def heatmap_cells(topology: dict[str, Any], summary: dict[str, Any]) -> dict[str
             continue
         counts[rack][index[STATE_GROUPS.get(line["state"], "gone")]] += int(line["nodes"])
         models[rack] = line["gpu_model"]
-    cells = []
+    cells: list[dict[str, Any]] = []
     for rack, n in counts.items():
         parent = above.get(rack, "")
         path = [*(parent.split("/") if parent else []), rack]
@@ -88,7 +88,9 @@ def heatmap_cells(topology: dict[str, Any], summary: dict[str, Any]) -> dict[str
     return {"levels": levels, "leaf": leaf, "groups": list(GROUPS), "cells": cells}
 
 
-def gantt_rows(reservations: list[dict[str, Any]], nodes_block: dict[str, str]) -> list[dict[str, Any]]:
+def gantt_rows(
+    reservations: list[dict[str, Any]], nodes_block: dict[str, str]
+) -> list[dict[str, Any]]:
     """Reservations as bars on one row per block: each bar's start, end, org and state.
 
     ``nodes_block`` maps a node id to its block; a reservation spanning several blocks shows

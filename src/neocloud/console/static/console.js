@@ -166,7 +166,10 @@
     });
     new uPlot({ width: Math.min(1000, el.clientWidth || 1000), height: 300, series: series,
       scales: { x: { time: false } },
-      axes: [{}, { scale: "money" }, { scale: "x1", side: 1, grid: { show: false } }] }, values, el);
+      axes: [{ incrs: [1] },
+        { scale: "money", size: 70, values: function (u, vs) {
+          return vs.map(function (v) { return (v / 1e6).toFixed(1) + "M"; }); } },
+        { scale: "x1", side: 1, size: 50, grid: { show: false } }] }, values, el);
   }
 
   function tornado() {
