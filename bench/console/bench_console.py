@@ -66,7 +66,7 @@ def _check(http: TestClient, nodes: int, gpus: int) -> None:
     block = re.search(r'id="heatmap-data">(.*?)</script>', heat.text, re.S)
     assert block
     data = json.loads(block.group(1))
-    assert sum(sum(c["n"]) for c in data["cells"]) == nodes, "the heatmap lost nodes"
+    assert sum(sum(c[3:]) for c in data["cells"]) == nodes, "the heatmap lost nodes"
     assert heat.text.count("<") < 500, "the heatmap page has elements per node"
     print(
         f"checked: overview totals {gpus:,} GPUs; heatmap {len(data['cells']):,} cells "

@@ -166,7 +166,8 @@ def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # ty
         assert ">64<" in fleet
         heat = http.get("/operator/heatmap").text
         assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
-        assert '"path":["r1","r1a","r1a-ib01"' in heat
+        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in heat
+        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0]' in heat  # 2 nodes free
         node = admin.nodes.list(limit=1)["data"][0]
         page = http.get(f"/operator/nodes/{node['id']}")
         assert node["hostname"] in page.text

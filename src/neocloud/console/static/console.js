@@ -41,7 +41,9 @@
     var cell = 10, gap = 1, width = Math.max(600, Math.min(1500, canvas.parentElement.clientWidth));
     var perRow = Math.floor((width - 8) / (cell + gap));
     var boxes = [], x = 0, y = 18, lastGroup = null, lastBlock = null, labels = [];
-    d.cells.forEach(function (c) {
+    d.cells.forEach(function (raw) {
+      var above = d.parents[raw[0]], c = { path: (above ? above.split("/") : []).concat([raw[1]]),
+        model: d.models[raw[2]], n: raw.slice(3) };
       var cut = Math.max(1, c.path.length - 2);
       var group = c.path.slice(0, cut).join(" / "), block = c.path.slice(0, -1).join("/");
       if (group !== lastGroup) {
