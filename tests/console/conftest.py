@@ -81,6 +81,21 @@ class Server:
         return {"org": org, "key": key["secret"]}
 
 
+def _warm_studio(url: str, key: str) -> None:
+    try:
+        model = httpx.get(
+            f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ).json()["data"][0]["id"]
+        httpx.post(
+            f"{url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+            timeout=180,
+        )
+    except (httpx.HTTPError, KeyError, IndexError):
+        pass  # only a warm-up: the playground test itself says what went wrong
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`neocloud up` with the demo fleet, the worker cycling every 0.2 s; always stopped."""
@@ -117,6 +132,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
             wait_for("the platform", up, timeout=120)
             admin = (data_dir / "admin-key").read_text().strip()
+            # The built-in model loads on its first request, and the server answers nothing
+            # else while it loads: load it here, before any test waits on a page.
+            _warm_studio(url, admin)
             yield Server(url, admin, log)
         finally:
             proc.terminate()

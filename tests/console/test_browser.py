@@ -75,6 +75,7 @@ def test_tenant_cluster_reservation_playground_and_invoice(
 
     # A cluster: created from the form, it reaches running on the live-updating page.
     page.get_by_role("navigation").get_by_role("link", name="Clusters").click()
+    page.wait_for_url(f"{server.url}/clusters")
     page.get_by_label("GPU model").select_option("H100-SXM-80GB")
     page.get_by_label("Nodes").fill("2")
     page.get_by_label("Name (optional)").fill("train")
@@ -88,6 +89,7 @@ def test_tenant_cluster_reservation_playground_and_invoice(
 
     # A reservation from an offering.
     page.get_by_role("navigation").get_by_role("link", name="Reservations").click()
+    page.wait_for_url(f"{server.url}/reservations")
     page.get_by_label("GPU model").select_option("H100-SXM-80GB")
     page.get_by_label("Nodes").fill("1")
     page.get_by_label("Hours").fill("24")
@@ -101,6 +103,7 @@ def test_tenant_cluster_reservation_playground_and_invoice(
 
     # The playground: a streamed reply, then its token counts and cost.
     page.get_by_role("navigation").get_by_role("link", name="Playground").click()
+    page.wait_for_url(f"{server.url}/playground")
     page.evaluate(
         """() => { window.__updates = 0;
         new MutationObserver(() => { window.__updates += 1; })
@@ -108,10 +111,10 @@ def test_tenant_cluster_reservation_playground_and_invoice(
                    {subtree: true, childList: true, characterData: true}); }"""
     )
     page.get_by_label("Message").fill("Tell me a short story about a GPU.")
-    with page.expect_response("**/playground/stream") as streamed:
+    with page.expect_response("**/playground/stream", timeout=120_000) as streamed:
         page.get_by_role("button", name="Send").click()
     assert streamed.value.headers["content-type"].startswith("text/event-stream")
-    page.wait_for_selector("#usage[data-done='1']", timeout=60_000)
+    page.wait_for_selector("#usage[data-done='1']", timeout=120_000)
     usage = page.locator("#usage").text_content() or ""
     assert "tokens in" in usage
     assert "tokens out" in usage
@@ -122,6 +125,7 @@ def test_tenant_cluster_reservation_playground_and_invoice(
 
     # Usage and the invoice preview, downloaded as CSV.
     page.get_by_role("navigation").get_by_role("link", name="Billing").click()
+    page.wait_for_url(f"{server.url}/billing")
     assert "USD" in (page.locator("#preview-total").text_content() or "")
     with page.expect_download() as download:
         page.locator("#csv").click()
@@ -163,10 +167,12 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
     try:
         _signin(page, server, server.admin_key)
         page.get_by_role("navigation").get_by_role("link", name="Fleet", exact=True).click()
+        page.wait_for_url(f"{server.url}/operator/fleet")
         assert "4,096" in (page.locator(".cards").text_content() or "")
         _shot(page, "fleet")
 
         page.get_by_role("navigation").get_by_role("link", name="Heatmap").click()
+        page.wait_for_url(f"{server.url}/operator/heatmap")
         data = page.evaluate("JSON.parse(document.getElementById('heatmap-data').textContent)")
         assert sum(sum(c[3:]) for c in data["cells"]) == 512  # every node of the demo fleet
         assert page.locator("main *").count() < 100  # one canvas, not 512 elements
@@ -187,6 +193,7 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
         _shot(page, "node")
 
         page.get_by_role("navigation").get_by_role("link", name="Economics").click()
+        page.wait_for_url(f"{server.url}/operator/economics")
         assert page.locator("#kpis .card").count() >= 3
         page.wait_for_selector("#econ-chart canvas")
         _shot(page, "economics")
