@@ -89,7 +89,15 @@ def test_session_cookie_is_sealed_httponly_strict_and_key_never_in_pages(
         session = open_session(app.state.console.box, raw, clock=clock)
         assert session is not None
         assert session.key == key
-        for path in ("/", "/instances", "/clusters", "/reservations", "/billing", "/keys"):
+        for path in (
+            "/",
+            "/instances",
+            "/clusters",
+            "/reservations",
+            "/billing",
+            "/keys",
+            "/playground",
+        ):
             page = http.get(path)
             assert page.status_code == 200, (path, page.text[:500])
             assert key not in page.text

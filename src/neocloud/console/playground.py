@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from neocloud.console.app import CsrfRefused, render, signed_in
+from neocloud.console.app import CsrfRefused, console_of, render, signed_in
 from neocloud.console.inproc import ApiFailure
 from neocloud.console.session import CSRF_HEADER, same_token
 
@@ -28,11 +29,29 @@ PRICE_CURRENCY = "USD"  # the studio's catalog lists its prices in dollars per m
 MILLION = Decimal(1_000_000)
 
 
+USAGE_DAYS = 14
+
+
 @router.get("/playground", response_class=HTMLResponse)
 async def playground_page(request: Request) -> Response:
     caller = await signed_in(request)
     models = (await caller.api.get("/v1/models"))["data"]
-    return render(request, "playground.html", caller, models=models)
+    since = console_of(request).clock.now() - timedelta(days=USAGE_DAYS)
+    usage = await caller.api.get(
+        "/api/v1/studio/usage",
+        start_time=since.strftime("%Y-%m-%dT00:00:00Z"),
+        bucket_width="1d",
+        group_by="model",
+    )
+    days = [
+        {"day": b["start_time"][:10], **r}
+        for b in reversed(usage["buckets"])
+        for r in b["results"]
+        if r["num_model_requests"]
+    ]
+    return render(
+        request, "playground.html", caller, models=models, days=days, totals=usage["totals"]
+    )
 
 
 def cost_of(usage: dict[str, Any], pricing: dict[str, Any]) -> Decimal:
