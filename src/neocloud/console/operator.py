@@ -141,7 +141,13 @@ async def revenue_page(request: Request, window_days: int = 90) -> Response:
 @router.get("/economics", response_class=HTMLResponse)
 async def economics_page(request: Request) -> Response:
     caller = await signed_in(request, operator=True)
-    live = await caller.api.get("/api/v1/economics/live")
+    try:
+        live = await caller.api.get("/api/v1/economics/live")
+    except ApiFailure as exc:
+        if exc.status >= 500 or exc.status in (401, 403):
+            raise
+        # No live projection (no node carries capex, say): the scenario form still works.
+        return render(request, "op_economics.html", caller, r=None, live_error=exc.message)
     return render(
         request, "op_economics.html", caller, r=live, data=json_block(live["annual"]), stress=None
     )
@@ -161,6 +167,8 @@ async def economics_stress(request: Request) -> Response:
         ) from exc
     if not isinstance(scenario, dict):
         raise ApiFailure(422, "invalid_scenario", "the scenario is a YAML mapping", "scenario")
+    # YAML's dates become ISO strings, as the CLI sends them.
+    scenario = json.loads(json.dumps(scenario, default=str))
     report = await caller.api.post("/api/v1/economics/projections", {"scenario": scenario})
     stress = await caller.api.post(
         "/api/v1/economics/stress", {"scenario": scenario, "paths": STRESS_PATHS}
