@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases bench-console
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-billing: $(STAMP)
 
 bench-compute: $(STAMP)
 	$(BIN)/python bench/compute/bench_time_to_gpu.py
+
+# Console: server render time of the fleet overview and heatmap at 31,250 nodes (PostgreSQL).
+bench-console: $(STAMP)
+	$(BIN)/python bench/console/bench_console.py
 
 # Create -> SSH login on real test hosts (root; about a minute).
 bench-nodes: $(STAMP)

@@ -125,6 +125,10 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
 
     app.include_router(boot_seeds_router)  # /boot/seeds/{token}.iso: BMCs mount these
     redact_access_log()
+    from neocloud.console.app import install_console
+
+    # The web console at / (pages and /static assets); it calls /api/v1 and /v1 in process.
+    install_console(app, box=app.state.secret_box, clock=clock)
     from neocloud.compute.metrics_api import node_busy
 
     app.state.node_busy = node_busy  # the agent's heartbeat: no active checks on a busy node

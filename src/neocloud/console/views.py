@@ -1,0 +1,123 @@
+"""What the operator pages draw, computed from the API's answers (plain data in, plain data out).
+
+The heatmap is one cell per rack, not one element per node: the fleet's racks come from
+``/fleet/topology`` and each rack's node counts by state from ``/fleet/summary?group_by=rack``.
+At 31,250 nodes that is about 3,900 cells drawn on one canvas from a JSON block, so the page
+stays light whatever the fleet's size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+# Node states grouped as the heatmap colours them; the legend lists them in this order.
+STATE_GROUPS: dict[str, str] = {
+    "available": "free",
+    "allocated": "busy",
+    "provisioning": "busy",
+    "in_use": "busy",
+    "releasing": "busy",
+    "wiping": "busy",
+    "draining": "held",
+    "cordoned": "held",
+    "maintenance": "held",
+    "enrolled": "setup",
+    "burn_in": "setup",
+    "repair": "broken",
+    "failed": "broken",
+    "retired": "gone",
+}
+GROUPS = ("free", "busy", "held", "setup", "broken", "gone")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One GPU model's line of the fleet overview: GPUs per state, and the total."""
+
+    gpu_model: str
+    by_state: dict[str, int]
+    total: int
+
+
+def fleet_matrix(summary: dict[str, Any]) -> tuple[list[str], list[ModelRow], dict[str, int]]:
+    """``/fleet/summary`` as a GPU model x state matrix of GPU counts: the states present (in
+    lifecycle order), one row per model, and the column totals."""
+    order = list(STATE_GROUPS)
+    cells: dict[str, dict[str, int]] = defaultdict(dict)
+    for line in summary["data"]:
+        row = cells[line["gpu_model"]]
+        row[line["state"]] = row.get(line["state"], 0) + int(line["gpus"])
+    present = {s for row in cells.values() for s in row}
+    states = [s for s in order if s in present] + sorted(present - set(order))
+    rows = [
+        ModelRow(model, {s: by.get(s, 0) for s in states}, sum(by.values()))
+        for model, by in sorted(cells.items())
+    ]
+    totals = {s: sum(r.by_state[s] for r in rows) for s in states}
+    totals["total"] = sum(r.total for r in rows)
+    return states, rows, totals
+
+
+def heatmap_cells(topology: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """One cell per rack: where it sits, its GPU model and its nodes per state group.
+
+    ``topology`` is ``/fleet/topology``'s answer, ``summary`` is ``/fleet/summary?group_by=
+    rack``. Compact, since a 31,250-node fleet has ~7,800 racks: ``parents`` lists each path
+    above a rack once ("region/zone/fabric/block"), ``models`` each GPU model once, and a cell
+    is ``[parent index, rack, model index, *nodes per group]`` with ``groups`` the legend's
+    order. Cells are ordered by path so that a fabric's blocks sit together."""
+    levels: list[str] = list(topology["levels"])
+    leaf = levels[-1] if levels else "rack"
+    # A domain's parent is the whole path above it ("r1/r1a/r1a-ib01/r1a-ib01-b01").
+    above = {d["name"]: d["parent"] for d in topology["domains"] if d["level"] == leaf}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(GROUPS))
+    rack_model: dict[str, str] = {}
+    index = {g: i for i, g in enumerate(GROUPS)}
+    for line in summary["data"]:
+        rack = line["domain"]
+        if rack is None:
+            continue
+        counts[rack][index[STATE_GROUPS.get(line["state"], "gone")]] += int(line["nodes"])
+        rack_model[rack] = line["gpu_model"]
+    parents = sorted({above.get(rack, "") for rack in counts})
+    models = sorted(set(rack_model.values()))
+    p_index = {p: i for i, p in enumerate(parents)}
+    m_index = {m: i for i, m in enumerate(models)}
+    cells = sorted(
+        [p_index[above.get(rack, "")], rack, m_index[rack_model[rack]], *n]
+        for rack, n in counts.items()
+    )
+    return {
+        "levels": levels,
+        "leaf": leaf,
+        "groups": list(GROUPS),
+        "parents": parents,
+        "models": models,
+        "cells": cells,
+    }
+
+
+def gantt_rows(
+    reservations: list[dict[str, Any]], nodes_block: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Reservations as bars on one row per block: each bar's start, end, org and state.
+
+    ``nodes_block`` maps a node id to its block; a reservation spanning several blocks shows
+    on each of them."""
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in reservations:
+        blocks = sorted({nodes_block.get(n, "unplaced") for n in r["node_ids"]}) or ["unplaced"]
+        for block in blocks:
+            rows[block].append(
+                {
+                    "id": r["id"],
+                    "org": r["org_id"],
+                    "start": r["start"],
+                    "end": r["end"],
+                    "state": r["state"],
+                    "nodes": r["node_count"],
+                }
+            )
+    return [{"block": b, "bars": bars} for b, bars in sorted(rows.items())]

@@ -1,0 +1,230 @@
+"""The console over HTTP in process (no browser): sessions, CSRF, the console's authorization,
+error pages, the CSP and same-origin assets. The browser scenarios are in test_browser.py."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from neocloud.client import Client
+from neocloud.console.session import SESSION_COOKIE, open_session
+from neocloud.kernel.clock import VirtualClock
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = """
+version: 1
+levels: [region, zone, fabric, block, rack]
+templates:
+  h100-8x: {gpu_model: H100-SXM-80GB, gpu_count: 8, vcpus: 224, ram_gib: 2048, nvme_tib: 30}
+sites:
+  - region: r1
+    zone: r1a
+    fabrics:
+      - {name: r1a-ib01, template: h100-8x, blocks: 2, racks_per_block: 2, nodes_per_rack: 2}
+"""
+
+
+def _signin(http: TestClient, key: str) -> None:
+    page = http.get("/signin")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    done = http.post(
+        "/signin", data={"csrf": token.group(1), "api_key": key}, follow_redirects=False
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/"
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'data-csrf="([^"]+)"', html)
+    assert found
+    return found.group(1)
+
+
+@pytest.fixture
+def world(app, admin: Client, admin_key: str) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    admin.fleet.import_spec(SPEC)
+    orgs = {}
+    for slug in ("acme", "globex"):
+        org = admin.orgs.create(slug.title(), slug=slug, owner_email=f"owner@{slug}.example")
+        user = admin.users.list(org["id"])["data"][0]
+        key = admin.keys.create("owner key", org_id=org["id"], user_id=user["id"])
+        orgs[slug] = {"org": org, "key": key["secret"]}
+    return {"admin_key": admin_key, **orgs}
+
+
+def test_pages_need_a_session_and_the_signin_form_needs_its_token(app, world) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as http:
+        assert http.get("/", follow_redirects=False).headers["location"] == "/signin"
+        assert http.get("/operator/fleet", follow_redirects=False).status_code == 303
+        refused = http.post("/signin", data={"api_key": world["acme"]["key"]})
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+        assert SESSION_COOKIE not in http.cookies
+
+
+def test_a_wrong_key_is_refused_in_words_and_never_echoed(app, world) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as http:
+        page = http.get("/signin")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        bad = "nck_" + "x" * 40
+        answer = http.post("/signin", data={"csrf": token, "api_key": bad})
+        assert answer.status_code == 401
+        assert bad not in answer.text
+        assert "<h1>Sign in" in answer.text
+
+
+def test_session_cookie_is_sealed_httponly_strict_and_key_never_in_pages(
+    app, world, clock: VirtualClock
+) -> None:  # type: ignore[no-untyped-def]
+    key = world["acme"]["key"]
+    with TestClient(app) as http:
+        _signin(http, key)
+        raw = http.cookies[SESSION_COOKIE].strip('"')
+        assert key not in raw
+        session = open_session(app.state.console.box, raw, clock=clock)
+        assert session is not None
+        assert session.key == key
+        for path in (
+            "/",
+            "/instances",
+            "/clusters",
+            "/reservations",
+            "/billing",
+            "/keys",
+            "/playground",
+        ):
+            page = http.get(path)
+            assert page.status_code == 200, (path, page.text[:500])
+            assert key not in page.text
+            csp = page.headers["content-security-policy"]
+            assert "script-src 'self'" in csp
+            assert "frame-ancestors 'none'" in csp
+            for url in re.findall(r'(?:src|href|action|hx-get|hx-post)="([^"]*)"', page.text):
+                assert not re.match(r"^(https?:)?//", url), (path, url)
+    # The cookie's attributes, as the browser is told.
+    with TestClient(app) as http:
+        page = http.get("/signin")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        done = http.post("/signin", data={"csrf": token, "api_key": key}, follow_redirects=False)
+        cookie = next(
+            v for k, v in done.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v
+        )
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie.replace("Strict", "strict")
+        clock.advance(13 * 3600)  # past the session's 12 hours
+        assert http.get("/", follow_redirects=False).status_code == 303
+
+
+def test_forms_without_the_session_token_are_refused(app, world) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as http:
+        _signin(http, world["acme"]["key"])
+        refused = http.post("/keys", data={"name": "sneaky"})
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+        wrong = http.post("/keys", data={"name": "sneaky", "csrf": "not-it"})
+        assert wrong.status_code == 403
+        keys = http.get("/keys")
+        assert "sneaky" not in keys.text
+        made = http.post("/keys", data={"name": "ci", "csrf": _csrf(keys.text)})
+        assert made.status_code == 200
+        secret = re.search(r'id="new-secret">([^<]+)<', made.text)
+        assert secret
+        assert secret.group(1).startswith("nck_")
+        again = http.get("/keys")
+        assert secret.group(1) not in again.text  # shown once
+
+
+def test_a_tenant_cannot_open_operator_pages_or_another_orgs_objects(
+    app, world, admin: Client
+) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as http:
+        _signin(http, world["acme"]["key"])
+        for path in ("/operator/fleet", "/operator/heatmap", "/operator/economics"):
+            page = http.get(path)
+            assert page.status_code == 403, path
+            assert "Operators only" in page.text
+            assert "Traceback" not in page.text
+        other = http.get("/clusters/clu_00000000000000000000000000")
+        assert other.status_code == 404
+        assert "<h1>Not found</h1>" in other.text
+        nav = http.get("/")
+        assert "/operator/fleet" not in nav.text
+
+
+def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as http:
+        _signin(http, world["admin_key"])
+        for path in (
+            "/operator/fleet",
+            "/operator/heatmap",
+            "/operator/calendar",
+            "/operator/revenue",
+            "/operator/nodes",
+        ):
+            page = http.get(path)
+            assert page.status_code == 200, (path, page.text[:800])
+        assert "/operator/fleet" in http.get("/").text
+        fleet = http.get("/operator/fleet").text
+        assert "H100-SXM-80GB" in fleet
+        assert ">64<" in fleet
+        heat = http.get("/operator/heatmap").text
+        assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
+        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in heat
+        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0]' in heat  # 2 nodes free
+        node = admin.nodes.list(limit=1)["data"][0]
+        page = http.get(f"/operator/nodes/{node['id']}")
+        assert node["hostname"] in page.text
+        done = http.post(
+            f"/operator/nodes/{node['id']}/action",
+            data={"action": "cordon", "csrf": _csrf(page.text)},
+        )
+        assert done.status_code == 200
+        assert 'id="node-state">cordoned' in done.text
+        assert admin.nodes.get(node["id"])["state"] == "cordoned"
+
+
+def test_the_economics_dashboard_stresses_a_pasted_scenario(app, world) -> None:  # type: ignore[no-untyped-def]
+    scenario = (ROOT / "examples" / "economics" / "h100-1024.yaml").read_text()
+    with TestClient(app) as http:
+        _signin(http, world["admin_key"])
+        page = http.get("/operator/economics")
+        assert page.status_code == 200, page.text[:800]
+        # This fleet's nodes carry no capex: no live projection, said in words; the form stays.
+        assert "No live projection: live mode needs nodes with capex" in page.text
+        done = http.post(
+            "/operator/economics/stress", data={"scenario": scenario, "csrf": _csrf(page.text)}
+        )
+        assert done.status_code == 200, done.text[:800]
+        assert 'id="econ-data"' in done.text
+        assert 'id="stresses"' in done.text
+        assert 'id="tornado-data">{"metric":"npv"' in done.text
+        bad = http.post(
+            "/operator/economics/stress", data={"scenario": "a: [", "csrf": _csrf(page.text)}
+        )
+        assert bad.status_code == 422
+        assert "not YAML" in bad.text
+
+
+def test_every_console_asset_ships_in_the_wheel() -> None:
+    """pyproject's package-data globs cover every template and static file of the console."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        globs = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["neocloud"]
+    package = ROOT / "src" / "neocloud"
+    files = [
+        p.relative_to(package).as_posix()
+        for folder in ("console/templates", "console/static")
+        for p in (package / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert len(files) > 20
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert not missing, missing
