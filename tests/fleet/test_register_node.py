@@ -406,6 +406,29 @@ def test_cli_nodes_add(cli: CliRunner, tmp_path: Path, key: str) -> None:
     assert "driver_config.address" in bad.output
 
 
+def test_cli_nodes_add_a_redfish_ssh_node(cli: CliRunner, tmp_path: Path, key: str) -> None:
+    key_file = tmp_path / "op_key"
+    key_file.write_text(key)
+    password = tmp_path / "bmc.pw"
+    password.write_text(BMC_PASSWORD + "\n")
+    args = ["nodes", "add", "gpu-11", "--gpu-model", "H100", "--gpus", "8", "--vcpus", "224"]
+    args += ["--ram-gib", "2048", *_topology_args(), "--driver", "redfish"]
+    args += ["--bmc-url", "https://10.9.0.11", "--bmc-username", "admin"]
+    args += ["--bmc-password-file", str(password), "--image-url", "https://img.example/os.iso"]
+    args += ["--address", "10.231.0.11", "--private-key-file", str(key_file)]
+    args += ["--gpu-check", "none"]
+    result = cli.invoke(cli_app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    node = json.loads(result.output)
+    assert node["driver"] == "redfish"
+    assert node["credentials"] == ["bmc_password", "bmc_username", "private_key"]
+    assert node["driver_config"]["address"] == "10.231.0.11"
+    assert node["driver_config"]["bmc_url"] == "https://10.9.0.11"
+    assert BMC_PASSWORD not in result.output
+    for part in secret_parts(key):
+        assert part not in result.output
+
+
 # --------------------------------------------------------------------------- fleet spec files
 
 SPEC = """\

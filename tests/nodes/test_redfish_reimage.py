@@ -353,13 +353,19 @@ def node_state(admin: Client, node_id: str) -> str:
 
 
 def tenant_round(
-    admin: Client, app: Any, db: Database, clock: VirtualClock, worker: Worker, node_id: str
+    admin: Client, emulator: Emulator, clock: VirtualClock, worker: Worker, node_id: str, name: str
 ) -> None:
     """Burn-in, one tenant's instance on the node over SSH, terminated: the node releases."""
     for _ in range(3):
         worker.run_once()
         clock.advance(1)
     assert node_state(admin, node_id) == "available"
+    system = emulator.system(uuid_of(name))  # burn-in powered it on (the fake takes 1-11 s)
+    deadline = time.monotonic() + 25
+    while system.power_state is not sushy.PowerState.ON and time.monotonic() < deadline:
+        time.sleep(0.25)
+        system.refresh(force=True)
+    assert system.power_state is sushy.PowerState.ON
     _, acme = tenant_client(admin, "acme")
     inst = acme.instances.create("8xH100", ssh_keys=[TENANT_KEY])
     worker.run_once()
@@ -381,6 +387,20 @@ def start(
     return Worker(db, clock, driver=Drivers({"redfish": bare}), holder="w"), bare
 
 
+def bmc_calls(emulator: Emulator, uuid: str) -> dict[str, int]:
+    """The requests the emulator logged for one system, by kind."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", emulator.log.read_text(errors="replace"))
+    system = f"/redfish/v1/Systems/{uuid}"
+    return {
+        "reset": text.count(f'"POST {system}/Actions/ComputerSystem.Reset '),
+        "boot": text.count(f'"PATCH {system} '),
+        "insert_cd": text.count(f'"POST {system}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia'),
+        "insert_floppy": text.count(
+            f'"POST {system}/VirtualMedia/Floppy/Actions/VirtualMedia.InsertMedia'
+        ),
+    }
+
+
 def test_a_redfish_ssh_node_is_reimaged_between_tenants(
     admin: Client,
     app: Any,
@@ -395,10 +415,15 @@ def test_a_redfish_ssh_node_is_reimaged_between_tenants(
     host = testhost("rimg", gpus=8, authorized_key=public_key)
     node_id = register(admin, emulator, host, "reimage", private_key, f"{seeds.url}/os.iso")
     worker, _ = start(app, db, clock, seeds)
-    tenant_round(admin, app, db, clock, worker, node_id)
+    tenant_round(admin, emulator, clock, worker, node_id, "reimage")
 
     # Released: the reimage started, the node is not available.
     assert node_state(admin, node_id) == "wiping"
+    calls = bmc_calls(emulator, uuid_of("reimage"))
+    assert calls["reset"] == 3  # burn-in's On; the reimage's ForceOff, then On or a restart
+    assert calls["boot"] >= 1  # the one-time boot override
+    assert calls["insert_cd"] == 1
+    assert calls["insert_floppy"] == 1
     assert host.exec(f"cat {REIMAGE_MARKER}").stdout.strip() == "pending"
     system = emulator.system(uuid_of("reimage"))
     assert system.boot.target is sushy.BootSource.CD  # boot once from the image
@@ -476,7 +501,7 @@ def test_a_node_that_comes_back_without_a_reimage_fails_with_the_reason(
     host = testhost("unrimg", gpus=8, authorized_key=public_key)
     node_id = register(admin, emulator, host, "unreimaged", private_key, f"{seeds.url}/os.iso")
     worker, _ = start(app, db, clock, seeds)
-    tenant_round(admin, app, db, clock, worker, node_id)
+    tenant_round(admin, emulator, clock, worker, node_id, "unreimaged")
     assert node_state(admin, node_id) == "wiping"
     # Emulated: the server restarts but keeps its disk (the image did not boot).
     restart_keeping_disk(host, key_path)

@@ -327,7 +327,11 @@ def nodes_add(
     nvme_gib: Annotated[int, typer.Option("--nvme-gib", min=0, help="Local NVMe, GiB")] = 0,
     driver: Annotated[
         Literal["ssh", "redfish", "sim"],
-        typer.Option("--driver", help="What runs it: ssh (a server with an OS), redfish (its BMC)"),
+        typer.Option(
+            "--driver",
+            help="What runs it: ssh (a server with an OS), redfish (its BMC; with --address "
+            "and --private-key-file too, reimaged between tenants)",
+        ),
     ] = "ssh",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="SSH port")] = 22,
     user: Annotated[str, typer.Option("--user", help="The user the driver logs in as")] = "root",
@@ -409,8 +413,10 @@ def nodes_add(
         if bmc_password_file is not None:
             config["bmc_password"] = _first_line(bmc_password_file)
         config = {k: v for k, v in config.items() if v is not None}
-    if driver == "ssh":
-        config = {
+    # A redfish node given --address (and --private-key-file) is a redfish + ssh node: OS steps
+    # over SSH, reimaged through its BMC between tenants (docs/nodes-redfish.md).
+    if driver == "ssh" or (driver == "redfish" and address is not None):
+        ssh: dict[str, Any] = {
             "address": address,
             "port": port,
             "user": user,
@@ -419,14 +425,15 @@ def nodes_add(
             "scratch_paths": list(scratch_path or []),
         }
         if private_key_file is not None:
-            config["private_key"] = private_key_file.read_text(encoding="utf-8")
+            ssh["private_key"] = private_key_file.read_text(encoding="utf-8")
         if host_key is not None:
-            config["host_key"] = host_key
+            ssh["host_key"] = host_key
         if reboot_command is not None:
-            config["reboot_command"] = reboot_command
+            ssh["reboot_command"] = reboot_command
         if agent_recorded is not None:
-            config["agent_recorded"] = agent_recorded
-        config = {k: v for k, v in config.items() if v is not None}
+            ssh["agent_recorded"] = agent_recorded
+        ssh = {k: v for k, v in ssh.items() if v is not None}
+        config = ssh if config is None else {**config, **ssh}
     node = STATE.client().nodes.add(
         hostname,
         role=role,
