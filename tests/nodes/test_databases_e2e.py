@@ -186,7 +186,7 @@ def test_a_tenant_connects_backs_up_restores_and_deletes_leaving_nothing(
     assert failed["reason"].startswith("service node svc-0: restoring the backup failed: backup")
     users = svc.exec("getent passwd | grep ^ncdb_ | cut -d: -f1").stdout.split()
     assert len(users) == 2, users
-    assert len(svc.exec("ls /var/lib/neocloud/postgres").stdout.split()) == 2
+    assert len(svc.exec("ls /var/lib/neocloud/postgres").stdout.split()) == 2  # not .template
 
     # delete them all: nothing is left on the node
     reads = [got, backup, done, failed]  # every answer but the creates
@@ -199,10 +199,10 @@ def test_a_tenant_connects_backs_up_restores_and_deletes_leaving_nothing(
         )
         reads.append(gone)
     assert svc.exec("pgrep -a postgres").returncode == 1
-    assert svc.exec(
-        "ls -A /var/lib/neocloud/postgres /var/lib/neocloud/postgres-backups"
-    ).stdout.split() == [
+    left = svc.exec("ls -A /var/lib/neocloud/postgres /var/lib/neocloud/postgres-backups")
+    assert left.stdout.split() == [  # only the node's template cluster, no database's files
         "/var/lib/neocloud/postgres:",
+        ".template-15",
         "/var/lib/neocloud/postgres-backups:",
     ]
     assert svc.exec("getent passwd | grep ^ncdb_").returncode == 1
