@@ -7,7 +7,8 @@ allowed) and the clock stops when psycopg, given exactly the returned connection
 the downloaded CA (`sslmode=verify-full`), has connected and run `SELECT 1`; then the database
 is deleted and the next round waits until it is gone. Reported: p50, p99 and max over the
 rounds, the split between reaching `running` and the connection, and the host script's own
-time (user, initdb, TLS files, pg_ctl start, role and database: the `created in` of the reason).
+time (user, a copy of the node's template cluster, TLS files, pg_ctl start, role and database:
+the `created in` of the reason).
 
 Anchors (public figures, not measured here): Amazon RDS for PostgreSQL and Nebius Managed
 PostgreSQL take minutes to create an instance (RDS's documentation says "several minutes");

@@ -115,7 +115,7 @@ def test_pg_hba_allows_only_tls_with_scram_from_the_given_networks() -> None:
     text = host.hba_conf(SPEC, ["10.0.0.5/32", "192.168.1.7/24", "10.0.0.5/32"])
     rules = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert rules == [
-        "local all ncdb_01x peer",
+        "local all neocloud peer map=neocloud",
         "hostssl shop app 10.0.0.5/32 scram-sha-256",
         "hostssl shop app 192.168.1.0/24 scram-sha-256",
         "host all all 0.0.0.0/0 reject",

@@ -175,24 +175,34 @@ def test_a_tenant_connects_backs_up_restores_and_deletes_leaving_nothing(
         owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'")
         assert owner.fetchone() == ("app",)
 
-    # delete both: nothing is left on the node
-    reads = [got, backup, done]  # every answer but the two creates
-    users = []
-    for d in (made, restored):
-        users.append(svc.exec("getent passwd | grep ^ncdb_ | cut -d: -f1").stdout.split())
+    # a restore that fails (its dump is gone from the node) fails with the reason, and leaves
+    # nothing half-made behind: no third OS user, no third data directory
+    dump = f"/var/lib/neocloud/postgres-backups/{made['id']}/{backup['id']}.dump"
+    assert svc.exec(f"rm {dump}").returncode == 0
+    body = {"name": "broken", "version": "15", "storage_gib": 1, "restore_from": backup["id"]}
+    broken = platform.ok("POST", "/databases", key, json=body)
+    failed = settled(platform, key, broken["id"])
+    assert failed["state"] == "failed"
+    assert failed["reason"].startswith("service node svc-0: restoring the backup failed: backup")
+    users = svc.exec("getent passwd | grep ^ncdb_ | cut -d: -f1").stdout.split()
+    assert len(users) == 2, users
+    assert len(svc.exec("ls /var/lib/neocloud/postgres").stdout.split()) == 2  # not .template
+
+    # delete them all: nothing is left on the node
+    reads = [got, backup, done, failed]  # every answer but the creates
+    for d in (made, restored, broken):
         platform.cli(key, "databases", "delete", d["id"])
-    for d in (made, restored):
+    for d in (made, restored, broken):
         gone = wait_for(
             "deleted",
             lambda d=d: (g := database(platform, key, d["id"]))["state"] == "deleted" and g,
         )
         reads.append(gone)
-    assert len(users[0]) == 2, users
     assert svc.exec("pgrep -a postgres").returncode == 1
-    assert svc.exec(
-        "ls -A /var/lib/neocloud/postgres /var/lib/neocloud/postgres-backups"
-    ).stdout.split() == [
+    left = svc.exec("ls -A /var/lib/neocloud/postgres /var/lib/neocloud/postgres-backups")
+    assert left.stdout.split() == [  # only the node's template cluster, no database's files
         "/var/lib/neocloud/postgres:",
+        ".template-15",
         "/var/lib/neocloud/postgres-backups:",
     ]
     assert svc.exec("getent passwd | grep ^ncdb_").returncode == 1
@@ -205,8 +215,8 @@ def test_a_tenant_connects_backs_up_restores_and_deletes_leaving_nothing(
     assert made["id"] in audit
     stored = (platform.data_dir / "neocloud.db").read_bytes()
     for text in (json.dumps(reads), audit, platform.log.read_text()):
-        assert password not in text
-        assert restored["password"] not in text
+        for secret in (password, restored["password"], broken["password"]):
+            assert secret not in text
     assert password.encode() not in stored
     assert restored["password"].encode() not in stored
     assert password in json.dumps(made)

@@ -23,6 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 ROOT = "/var/lib/neocloud/postgres"  # one directory per database: data, tls, run, log
+# Every server's bootstrap superuser, reached only over its socket by its own OS user (peer,
+# mapped in pg_ident.conf): one name, so one template cluster per version serves every server.
+SUPERUSER = "neocloud"
+TEMPLATE_USER = "neocloud-pg"  # initdb's user for the per-node templates
 BACKUPS = "/var/lib/neocloud/postgres-backups"  # one directory per database: dumps
 SCRAM_ITERATIONS = 4096
 
@@ -89,7 +93,7 @@ def hba_conf(spec: ServerSpec, cidrs: Sequence[str]) -> str:
     to its database from ``cidrs`` only, over TLS with SCRAM; everything else is rejected."""
     lines = [
         "# written by neocloud: the platform rewrites this file",
-        f"local all {spec.os_user} peer",
+        f"local all {SUPERUSER} peer map={SUPERUSER}",
     ]
     for cidr in sorted(set(cidrs)):
         net = ipaddress.ip_network(cidr, strict=False)
@@ -126,6 +130,7 @@ def _assign(spec: ServerSpec) -> str:
         "BIN": f"/usr/lib/postgresql/{spec.version}/bin",
         "BASE": base_dir(spec.database_id),
         "BKDIR": f"{BACKUPS}/{spec.database_id}",
+        "TEMPLATE": f"{ROOT}/.template-{spec.version}",
         "DBNAME": spec.db_name,
         "DBUSER": spec.db_user,
     }
@@ -137,9 +142,25 @@ def _heredoc(path: str, text: str, tag: str) -> str:
     return f"cat > {path} <<'{tag}'\n{text}{'' if text.endswith(chr(10)) else chr(10)}{tag}\n"
 
 
-PROBE = """\
+# Lists the versions installed and makes each one's template cluster once (initdb is nearly
+# all of a create's time; a copy of the template is a fraction of it). The template is
+# initdb'd by a system user of its own (initdb refuses root), then owned by root, 0700.
+PROBE = f"""\
+cd /
+id -u {TEMPLATE_USER} >/dev/null 2>&1 || useradd --system --no-create-home \\
+  --home-dir /nonexistent --shell /usr/sbin/nologin {TEMPLATE_USER} >/dev/null 2>&1
+mkdir -p {ROOT} && chmod o+x /var/lib/neocloud && chmod 711 {ROOT}
 for d in /usr/lib/postgresql/*/bin; do
-  [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && basename "$(dirname "$d")"
+  [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] || continue
+  v=$(basename "$(dirname "$d")")
+  t={ROOT}/.template-$v
+  if [ ! -f "$t/data/PG_VERSION" ]; then
+    rm -rf "$t" "$t.part" && mkdir -p "$t.part" && chown {TEMPLATE_USER}: "$t.part" \\
+      && runuser -u {TEMPLATE_USER} -- "$d/initdb" -D "$t.part/data" -U {SUPERUSER} -E UTF8 \\
+        --locale=C --auth-local=peer --auth-host=reject >/dev/null 2>&1 \\
+      && chown -R root:root "$t.part" && chmod 700 "$t.part" && mv "$t.part" "$t"
+  fi
+  echo "$v"
 done
 exit 0
 """
@@ -203,22 +224,28 @@ chown -R "$OSUSER:" "$BASE" && chmod 700 "$BASE" "$BASE/tls" \\
 as_db() {{ runuser -u "$OSUSER" -- "$@"; }}
 if [ ! -f "$BASE/data/PG_VERSION" ]; then
   rm -rf "$BASE/data"
-  as_db "$BIN/initdb" -D "$BASE/data" -U "$OSUSER" -E UTF8 --locale=C --auth-local=peer \\
-    --auth-host=reject > "$BASE/initdb.log" 2>&1 \\
-    || {{ tail -n 20 "$BASE/initdb.log"; exit {INITDB_FAILED}; }}
+  if [ -f "$TEMPLATE/data/PG_VERSION" ]; then
+    cp -a "$TEMPLATE/data" "$BASE/data" && chown -R "$OSUSER:" "$BASE/data" \\
+      || {{ echo "copying the template cluster failed"; exit {INITDB_FAILED}; }}
+  else
+    as_db "$BIN/initdb" -D "$BASE/data" -U {SUPERUSER} -E UTF8 --locale=C --auth-local=peer \\
+      --auth-host=reject > "$BASE/initdb.log" 2>&1 \\
+      || {{ tail -n 20 "$BASE/initdb.log"; exit {INITDB_FAILED}; }}
+  fi
   echo "include 'neocloud.conf'" >> "$BASE/data/postgresql.conf"
 fi
+printf '%s %s %s\\n' {SUPERUSER} "$OSUSER" {SUPERUSER} > "$BASE/data/pg_ident.conf"
 """
         + _heredoc('"$BASE/data/neocloud.conf"', server_conf(spec), "NEOCLOUD_CONF")
         + _heredoc('"$BASE/data/pg_hba.conf"', hba_conf(spec, cidrs), "NEOCLOUD_HBA")
         + f"""\
-chown "$OSUSER:" "$BASE/data/neocloud.conf" "$BASE/data/pg_hba.conf"
+chown "$OSUSER:" "$BASE/data/neocloud.conf" "$BASE/data/pg_hba.conf" "$BASE/data/pg_ident.conf"
 if ! as_db "$BIN/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1; then
   as_db "$BIN/pg_ctl" -D "$BASE/data" -l "$BASE/server.log" -w -t 60 start >/dev/null 2>&1 \\
     || {{ tail -n 20 "$BASE/server.log"; exit {START_FAILED}; }}
 fi
 printf '%s\\n' "$VERIFIER" > "$BASE/run/verifier" && chown "$OSUSER:" "$BASE/run/verifier"
-as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE/run" -p "$PORT" -U "$OSUSER" -d postgres \\
+as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE/run" -p "$PORT" -U {SUPERUSER} -d postgres \\
   -v db="$DBNAME" -v usr="$DBUSER" > "$BASE/role.log" 2>&1 <<'NEOCLOUD_SQL'
 """
         + ROLE_SQL
@@ -229,7 +256,7 @@ rm -f "$BASE/run/verifier"
 [ "$STATUS" = 0 ] || {{ tail -n 20 "$BASE/role.log"; exit {ROLE_FAILED}; }}
 if [ -n "$RESTORE" ] && [ ! -f "$BASE/restored" ]; then
   [ -f "$RESTORE" ] || {{ echo "backup $RESTORE is not on this node"; exit {RESTORE_FAILED}; }}
-  as_db "$BIN/pg_restore" -h "$BASE/run" -p "$PORT" -U "$OSUSER" -d "$DBNAME" --no-owner \\
+  as_db "$BIN/pg_restore" -h "$BASE/run" -p "$PORT" -U {SUPERUSER} -d "$DBNAME" --no-owner \\
     --no-acl --role="$DBUSER" --exit-on-error < "$RESTORE" > "$BASE/restore.log" 2>&1 \\
     || {{ tail -n 20 "$BASE/restore.log"; exit {RESTORE_FAILED}; }}
   touch "$BASE/restored"
@@ -278,7 +305,7 @@ def backup_script(spec: ServerSpec, backup_id: str) -> str:
         + f"OUT={shlex.quote(backup_path(spec.database_id, backup_id))}\n"
         + f"""\
 mkdir -p "$BKDIR" && chmod 700 "$BKDIR" || exit {DUMP_FAILED}
-runuser -u "$OSUSER" -- "$BIN/pg_dump" -h "$BASE/run" -p "$PORT" -U "$OSUSER" -Fc -d "$DBNAME" \\
+runuser -u "$OSUSER" -- "$BIN/pg_dump" -h "$BASE/run" -p "$PORT" -U {SUPERUSER} -Fc -d "$DBNAME" \\
   > "$OUT.part" 2> "$BKDIR/dump.log" \\
   || {{ rm -f "$OUT.part"; tail -n 20 "$BKDIR/dump.log"; exit {DUMP_FAILED}; }}
 mv "$OUT.part" "$OUT" && stat -c %s "$OUT"

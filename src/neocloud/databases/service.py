@@ -88,7 +88,7 @@ def check_request(req: DatabaseRequest) -> list[str]:
     if not USER_RE.match(req.user) or req.user in RESERVED_USERS or req.user.startswith("pg_"):
         raise ValidationFailed(
             f"user {req.user[:80]!r} must be 1 to 63 lowercase letters, digits or _, starting"
-            " with a letter, not postgres, public or pg_*",
+            " with a letter, not postgres, public, neocloud or pg_*",
             code="invalid_user",
             param="user",
         )

@@ -306,6 +306,8 @@ class DatabaseSteps:
         stdin = (host.scram_verifier(password) + "\n" + server.key).encode()
         del password
         status, out = self._run(ref, script, self.config.create_timeout_s, stdin=stdin)
+        if status > 0:  # the node answered: nothing is left half-made (user, files, server)
+            self._run(ref, host.delete_script(spec), self.config.step_timeout_s)
         took = time.monotonic() - started
         now = self.clock.now()
         with self.db.transaction() as s:
