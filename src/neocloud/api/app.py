@@ -96,6 +96,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.files_api import router as studio_files_router
 
     app.include_router(studio_files_router, prefix="/v1")
+    from neocloud.studio.finetuning.api import router as studio_finetuning_router
+
+    app.include_router(studio_finetuning_router, prefix="/v1")
 
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
     def health() -> HealthOut:

@@ -66,10 +66,14 @@ def prepare(
 def _price_builtin_models(db: Database, clock: Clock) -> None:
     """Put the built-in models' token prices in the price book (first start, or a model new to
     this release), so what ``/v1/models`` advertises is what the invoice charges."""
+    from neocloud.studio.finetuning.service import training_prices
+    from neocloud.studio.finetuning.serving import fine_tunable
     from neocloud.studio.pricing import publish_missing, token_prices
     from neocloud.studio.runtime import builtin_catalog
 
-    publish_missing(db=db, clock=clock, prices=token_prices(builtin_catalog().models.values()))
+    catalog = builtin_catalog()
+    prices = {**token_prices(catalog.models.values()), **training_prices(fine_tunable(catalog))}
+    publish_missing(db=db, clock=clock, prices=prices)
 
 
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret

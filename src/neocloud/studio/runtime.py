@@ -15,6 +15,7 @@ from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
 from neocloud.studio.files import Limits
 from neocloud.studio.filestore import FileStore, LocalFileStore
+from neocloud.studio.finetuning.serving import FineTunedModels
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
@@ -34,6 +35,7 @@ class StudioRuntime:
     models: RegisteredModels  # registrations, kept in step with the table (on ``catalog``)
     files: FileStore  # /v1/files' content (under <data_dir>/studio-files)
     file_limits: Limits
+    finetunes: FineTunedModels  # fine-tuned models, served to their org (from the database)
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
 
@@ -73,6 +75,7 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         principals=principals,
         files=LocalFileStore(settings.data_dir / "studio-files"),
         file_limits=Limits.from_settings(settings),
+        finetunes=FineTunedModels(db, lambda: runtime.catalog),
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
         models=RegisteredModels(
