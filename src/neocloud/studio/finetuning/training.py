@@ -28,8 +28,8 @@ from neocloud.studio.finetuning.domain import LORA_TARGETS, Hyperparameters, ste
 from neocloud.studio.jsonl import LineProblem
 
 IGNORE = -100  # the label of a token the loss skips
-MAX_VALIDATION_EXAMPLES = 64
-MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm before each step  # the validation loss of a step reads at most this many
+MAX_VALIDATION_EXAMPLES = 64  # the validation loss of a step reads at most this many
+MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm before each step
 
 
 @dataclass(frozen=True, slots=True)
