@@ -310,3 +310,23 @@ class FineTuneWorker:
             model_name=run.model_name,
         ):
             raise JobLost(run.job.id)
+
+
+def build_worker(db: Database, clock: Clock, data_dir: Path) -> FineTuneWorker | None:
+    """The platform's fine-tuning worker over the built-in models, with the local runner;
+    None when torch, transformers or peft is missing (nothing could train)."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")):
+        return None
+    from neocloud.studio.filestore import LocalFileStore
+    from neocloud.studio.finetuning.serving import fine_tunable
+    from neocloud.studio.runtime import builtin_catalog
+
+    return FineTuneWorker(
+        db,
+        clock,
+        store=LocalFileStore(data_dir / "studio-files"),
+        root=data_dir / "studio-finetune",
+        bases=fine_tunable(builtin_catalog()),
+    )
