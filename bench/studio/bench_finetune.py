@@ -127,7 +127,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {device()}, {threads} threads")
     tokens = examples_tokens(examples)
     steps = len(losses)
-    print(f"data: {len(examples)} examples, {tokens} tokens an epoch, {args.epochs} epochs, ")
+    print(f"data: {len(examples)} examples, {tokens} tokens an epoch, {args.epochs} epochs,")
     print(f"      batch {args.batch_size}, {steps} steps")
     print(f"loss: {first:.3f} -> {last:.3f} (mean of the first and last 5 steps)")
     train_rate, read_rate = trained / elapsed, trained / read
