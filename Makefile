@@ -89,6 +89,10 @@ bench-economics: $(STAMP)
 bench-studio: $(STAMP)
 	$(BIN)/python bench/studio/bench_gateway.py
 
+.PHONY: bench-studio-finetune
+bench-studio-finetune: $(STAMP)
+	$(BIN)/python bench/studio/bench_finetune.py
+
 # Needs an NVIDIA GPU with a CUDA build of torch (not part of `make bench`); --smoke runs on CPU.
 bench-studio-gpu:
 	bash bench/studio/gpu.sh $(ARGS)

@@ -408,6 +408,51 @@ def _batch(w: World) -> dict[str, str]:
     return {"batch_id": made}
 
 
+def _job(w: World) -> dict[str, str]:
+    """A fine-tuning job of the fixture org (made through the service: the fake catalog has no
+    model to fine-tune, so the API would refuse one)."""
+    from decimal import Decimal
+
+    from neocloud.kernel.auth import Principal, Role
+    from neocloud.kernel.clock import SystemClock
+    from neocloud.studio.finetuning.service import BaseModel, create_job
+
+    owner = Principal(w.keys["owner"], w.users["owner"], w.b, Role.OWNER, is_operator=False)
+    base = BaseModel("neocloud/echo", Path("/nonexistent"), Decimal(0), Decimal(0))
+    row = create_job(
+        db=w.http.app.state.ctx.db,
+        clock=SystemClock(),
+        principal=owner,
+        bases={base.id: base},
+        body={"model": base.id, "training_file": _file(w)["file_id"]},
+    )
+    w.markers.add(row.id)
+    return {"job_id": row.id}
+
+
+def _ft_model(w: World) -> dict[str, str]:
+    """A deployed fine-tune of the fixture org (a row: nothing is loaded until it is called)."""
+    from datetime import UTC, datetime
+
+    from neocloud.studio.tables import FineTunedModelRow
+
+    name = f"ft:neocloud/echo:{w.b}:{w.unique('m')}:abcd1234"
+    with w.http.app.state.ctx.db.transaction() as s:
+        s.add(
+            FineTunedModelRow(
+                id=name,
+                org_id=w.b,
+                job_id="ftjob-none",
+                base_model="neocloud/echo",
+                base_path="/nonexistent",
+                adapter_path="/nonexistent",
+                created_at=datetime(2026, 3, 1, tzinfo=UTC),
+            )
+        )
+    w.markers.add(name)
+    return {"model_id": name}
+
+
 RULES: dict[str, Rule] = {
     "GET /api/v1/health": Rule("public"),
     "GET /api/v1/me": Rule("any"),
@@ -710,6 +755,16 @@ RULES: dict[str, Rule] = {
     "GET /v1/batches": Rule("any"),
     "GET /v1/batches/{batch_id}": Rule("viewer", path=_batch),
     "POST /v1/batches/{batch_id}/cancel": Rule("member", path=_batch),
+    # fine-tuning: creating and cancelling spend (member); deleting a fine-tuned model: admin
+    "POST /v1/fine_tuning/jobs": Rule(
+        "member", scope="own", body=lambda w: {"model": "neocloud/echo", "training_file": "x"}
+    ),
+    "GET /v1/fine_tuning/jobs": Rule("any"),
+    "GET /v1/fine_tuning/jobs/{job_id}": Rule("viewer", path=_job),
+    "POST /v1/fine_tuning/jobs/{job_id}/cancel": Rule("member", path=_job),
+    "GET /v1/fine_tuning/jobs/{job_id}/events": Rule("viewer", path=_job),
+    "GET /v1/fine_tuning/jobs/{job_id}/checkpoints": Rule("viewer", path=_job),
+    "DELETE /v1/models/{model_id}": Rule("admin", path=_ft_model),
 }
 
 

@@ -121,7 +121,11 @@ def test_a_platform_first_start_prices_the_built_in_models(tmp_path: Path) -> No
     prepared = prepare(load_settings(data_dir=tmp_path), clock, demo_fleet=False)
     books = _books(prepared.db)
     assert len(books) == 1
-    assert set(books[0].token_prices) == set(builtin_catalog().models)
+    catalog = builtin_catalog()
+    # every model's tokens, and training the fine-tunable ones (per 1M trained tokens)
+    trainable = {f"{m}:fine-tuning" for m in ("neocloud/tiny-llama",) if m in catalog.models}
+    assert set(books[0].token_prices) == set(catalog.models) | trainable
     assert "neocloud/tiny-llama" in books[0].token_prices
+    assert books[0].token_prices["neocloud/tiny-llama:fine-tuning"]["input_per_1m"] == "0.50"
     prepare(load_settings(data_dir=tmp_path), clock, demo_fleet=False)  # a restart
     assert len(_books(prepared.db)) == 1

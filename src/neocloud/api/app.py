@@ -108,6 +108,9 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     from neocloud.studio.batches.api import router as studio_batches_router
 
     app.include_router(studio_batches_router, prefix="/v1")
+    from neocloud.studio.finetuning.api import router as studio_finetuning_router
+
+    app.include_router(studio_finetuning_router, prefix="/v1")
 
     @app.get(f"{API_PREFIX}/health", tags=["platform"], response_model=HealthOut)
     def health() -> HealthOut:

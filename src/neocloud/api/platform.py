@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from neocloud.compute.worker import Worker
     from neocloud.drivers.base import Drivers
     from neocloud.drivers.ssh_commands import AgentInstall
+    from neocloud.studio.finetuning.worker import FineTuneWorker
 
 
 @dataclass
@@ -66,10 +67,14 @@ def prepare(
 def _price_builtin_models(db: Database, clock: Clock) -> None:
     """Put the built-in models' token prices in the price book (first start, or a model new to
     this release), so what ``/v1/models`` advertises is what the invoice charges."""
+    from neocloud.studio.finetuning.service import training_prices
+    from neocloud.studio.finetuning.serving import fine_tunable
     from neocloud.studio.pricing import publish_missing, token_prices
     from neocloud.studio.runtime import builtin_catalog
 
-    publish_missing(db=db, clock=clock, prices=token_prices(builtin_catalog().models.values()))
+    catalog = builtin_catalog()
+    prices = {**token_prices(catalog.models.values()), **training_prices(fine_tunable(catalog))}
+    publish_missing(db=db, clock=clock, prices=prices)
 
 
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name, not a secret
@@ -114,9 +119,12 @@ class Background:
     compute: Worker
     invoicing: InvoicingWorker
     listener: Listener | None  # wakes ``compute`` when another process's API wrote
+    finetune: FineTuneWorker | None = None  # the studio's fine-tuning jobs (local runner)
 
     def stop(self) -> None:
         """Stop the loops and release their leases, so another process takes over at once."""
+        if self.finetune is not None:
+            self.finetune.stop()
         if self.listener is not None:
             self.listener.stop()
         self.invoicing.stop()
@@ -222,7 +230,12 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     worker.start()
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
-    return Background(db, worker, invoicing, listener)
+    from neocloud.studio.finetuning.worker import build_worker
+
+    finetune = build_worker(db, clock, settings.data_dir)
+    if finetune is not None:
+        finetune.start()  # claims fine-tuning jobs with a lease; resumes others' lapsed ones
+    return Background(db, worker, invoicing, listener, finetune)
 
 
 def wire_ports(state: Any, db: Database) -> None:

@@ -129,6 +129,8 @@ def up(
     background = start_background(settings, clock) if worker else None
     # The API wakes the scheduler after a write: this process's, and other processes' workers.
     app_.state.compute_nudge, sender = compute_waker(prepared.db, background)
+    if background is not None and background.finetune is not None:
+        app_.state.finetune_nudge = background.finetune.nudge  # a new job starts at once
     try:
         _serve_until_sigterm(app_, settings)
     finally:

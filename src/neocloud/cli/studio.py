@@ -1,6 +1,7 @@
 """CLI for AI Studio: ``neocloud studio models [list|add|remove]``, ``neocloud studio chat``,
 ``neocloud studio usage``, ``neocloud studio limits get|set``, ``neocloud studio budget
-get|set`` and ``neocloud studio batches list|get|create|cancel``."""
+get|set`` and ``neocloud studio batches list|get|create|cancel``; ``neocloud studio files …``
+and ``neocloud studio finetune …`` (``studio_jobs``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from neocloud.cli.output import (
     when,
 )
 from neocloud.cli.state import ORG_HELP, STATE
+from neocloud.cli.studio_jobs import files_app, finetune_app
 from neocloud.cli.times import FORMS, parse_when
 from neocloud.kernel.clock import rfc3339
 
@@ -53,6 +55,8 @@ models_app = typer.Typer(
     "OpenAI-compatible upstreams such as vLLM and SGLang)."
 )
 studio_app.add_typer(models_app, name="models")
+studio_app.add_typer(files_app, name="files")
+studio_app.add_typer(finetune_app, name="finetune")
 
 
 @models_app.callback(invoke_without_command=True)

@@ -2,8 +2,8 @@
 
 ``client.studio.models`` is the model catalog (the operator's registry); ``usage`` reads an
 org's tokens per time bucket; key rate limits and org budgets are the operator's settings.
-``batches`` are ``/v1/batches`` (the rest of the OpenAI-compatible API under ``/v1`` is for an
-OpenAI client).
+``batches`` are ``/v1/batches``; ``files`` and ``fine_tuning`` call the jobs endpoints under
+``/v1`` (``client.studio_jobs``); the rest of the OpenAI-compatible API is for an OpenAI client.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from neocloud.client.resources import Resource
+from neocloud.client.studio_jobs import StudioFilesResource, StudioFineTuningResource
 from neocloud.client.transport import Transport
 
 Obj = dict[str, Any]
@@ -123,11 +124,15 @@ class StudioBatchesResource(Resource):
 class StudioResource(Resource):
     models: StudioModelsResource
     batches: StudioBatchesResource
+    files: StudioFilesResource
+    fine_tuning: StudioFineTuningResource
 
     def __init__(self, client: Transport) -> None:
         super().__init__(client)
         self.models = StudioModelsResource(client)
         self.batches = StudioBatchesResource(client)
+        self.files = StudioFilesResource(client)
+        self.fine_tuning = StudioFineTuningResource(client)
 
     def usage(
         self,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -134,11 +135,14 @@ async def _body(request: Request) -> Any:
     response_model=None,
     responses={**_ERRORS, 200: {"model": ModelListOut, "description": "The servable models"}},
 )
-async def list_models(request: Request, _caller: StudioCaller) -> dict[str, Any]:
+async def list_models(request: Request, caller: StudioCaller) -> dict[str, Any]:
     """Models that can be served now."""
     runtime = _runtime(request)
-    models = runtime.catalog.servable(runtime.clock.now())
-    return {"object": "list", "data": [_model_out(m) for m in models]}
+    models = [m for m in runtime.catalog.servable(runtime.clock.now()) if m.org_id is None]
+    data: list[dict[str, Any]] = [_model_out(m) for m in models]
+    # the caller's org's fine-tunes (read from the database: visible in every process at once)
+    data += await run_in_threadpool(runtime.finetunes.listed, caller.org_id)
+    return {"object": "list", "data": data}
 
 
 @router.get(
@@ -146,13 +150,21 @@ async def list_models(request: Request, _caller: StudioCaller) -> dict[str, Any]
     response_model=None,
     responses={**_ERRORS, 200: {"model": ModelOut, "description": "The model"}},
 )
-async def get_model(model_id: str, request: Request, _caller: StudioCaller) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     runtime = _runtime(request)
     now = runtime.clock.now()
+    await _ensure(runtime, caller, model_id)
     for kind in ModelKind:
         if (m := runtime.catalog.models.get(model_id)) is not None and m.kind is kind:
             return _model_out(runtime.catalog.get_servable(model_id, kind, now))
     return _model_out(runtime.catalog.get_servable(model_id, ModelKind.TEXT, now))
+
+
+async def _ensure(runtime: StudioRuntime, caller: Principal, model_id: Any) -> None:
+    """A fine-tuned model (``ft:…``) is served to its org only: known to this process from
+    the database on the first request naming it; anyone else's (or a deleted one) is 404."""
+    if isinstance(model_id, str) and model_id.startswith("ft:"):
+        await runtime.finetunes.ensure(model_id, caller.org_id)
 
 
 def _model_out(m: CatalogModel) -> dict[str, Any]:
@@ -351,6 +363,7 @@ async def create_chat_completion(
     runtime = _runtime(request)
     body = await _body(request)
     req: ChatCompletionRequest = parse(ChatCompletionRequest, body)
+    await _ensure(runtime, caller, req.model)
     model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
     if model.engine in runtime.catalog.upstreams:
         return await proxy(
@@ -408,6 +421,7 @@ async def create_completion(
     runtime = _runtime(request)
     body = await _body(request)
     req: CompletionRequest = parse(CompletionRequest, body)
+    await _ensure(runtime, caller, req.model)
     model = runtime.catalog.get_servable(req.model, ModelKind.TEXT, runtime.clock.now())
     if model.engine in runtime.catalog.upstreams:
         return await proxy(

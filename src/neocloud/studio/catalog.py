@@ -42,6 +42,7 @@ class CatalogModel:
     owned_by: str = "neocloud"
     upstream_model: str | None = None  # the name an upstream engine knows the model by
     created: int = 1_764_288_000  # 2025-11-28, the catalog's epoch for models without a date
+    org_id: str | None = None  # a fine-tuned model: served to this org only
 
     def is_deprecated(self, today: date) -> bool:
         return self.deprecated_on is not None and today >= self.deprecated_on

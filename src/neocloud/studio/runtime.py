@@ -18,6 +18,7 @@ from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
 from neocloud.studio.files import Limits
 from neocloud.studio.filestore import FileStore, LocalFileStore
+from neocloud.studio.finetuning.serving import FineTunedModels
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer, UsageSink
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
@@ -61,6 +62,7 @@ class StudioRuntime:
     files: FileStore  # /v1/files' content (under <data_dir>/studio-files)
     file_limits: Limits
     batches: BatchWorker  # runs /v1/batches (in this process when studio_batch_worker)
+    finetunes: FineTunedModels  # fine-tuned models, served to their org (from the database)
     # /v1 auth: keys' principals, until a credential change (polled when built by build_runtime)
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     online: OnlineLoad = field(default_factory=OnlineLoad)
@@ -119,6 +121,7 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
                 lease_ttl_s=settings.studio_batch_lease_ttl_s,
             ),
         ),
+        finetunes=FineTunedModels(db, lambda: runtime.catalog),
         # Registrations go into whichever catalog the runtime holds when they are applied
         # (``runtime`` is bound by the time anything syncs: nothing does before this returns).
         models=RegisteredModels(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -148,3 +149,84 @@ class StudioBatchResultRow(Base):
     index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     ok: Mapped[bool] = mapped_column(sa.Boolean)
     line: Mapped[str] = mapped_column(sa.Text)
+
+
+class FineTuneJobRow(Base):
+    """A fine-tuning job (``/v1/fine_tuning/jobs``): what was asked, where it is, and the lease
+    of the worker running it (``lease_token``, ``lease_until``; results are written only under
+    the token). ``epochs_done`` is the last checkpointed epoch, where a new worker resumes."""
+
+    __tablename__ = "studio_ft_jobs"
+    __table_args__ = (
+        sa.Index("ix_studio_ft_jobs_org_id_created_at", "org_id", "created_at"),
+        sa.Index("ix_studio_ft_jobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # ftjob-<24 hex>
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"))
+    created_by: Mapped[str] = mapped_column(ID)  # the key
+    model: Mapped[str] = mapped_column(sa.String(128))  # the base model
+    base_path: Mapped[str] = mapped_column(sa.String(1000))  # its checkpoint dir
+    training_file: Mapped[str] = mapped_column(ID)
+    validation_file: Mapped[str | None] = mapped_column(ID, nullable=True)
+    suffix: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(sa.String(24))
+    reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)  # why still queued
+    error: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    result_files: Mapped[list[str]] = mapped_column(Json)
+    epochs_done: Mapped[int] = mapped_column(sa.Integer, default=0)
+    runner: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class FineTuneEventRow(Base):
+    """A job's event: a message, or a step's metrics (``data``: step, train_loss, valid_loss)."""
+
+    __tablename__ = "studio_ft_events"
+    __table_args__ = (sa.UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # ftevent-<24 hex>
+    job_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("studio_ft_jobs.id"))
+    seq: Mapped[int] = mapped_column(sa.Integer)  # order within the job
+    level: Mapped[str] = mapped_column(sa.String(8))
+    type: Mapped[str] = mapped_column(sa.String(8))  # message | metrics
+    message: Mapped[str] = mapped_column(sa.String(1000))
+    data: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class FineTuneCheckpointRow(Base):
+    """A checkpoint at the end of an epoch: its step, metrics and the adapter saved there."""
+
+    __tablename__ = "studio_ft_checkpoints"
+    __table_args__ = (sa.UniqueConstraint("job_id", "step_number"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # ftckpt-<24 hex>
+    job_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("studio_ft_jobs.id"))
+    step_number: Mapped[int] = mapped_column(sa.Integer)
+    epoch: Mapped[int] = mapped_column(sa.Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(Json)
+    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(sa.String(300))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class FineTunedModelRow(Base):
+    """A deployed fine-tune: served to ``org_id`` only, as the base model plus the adapter."""
+
+    __tablename__ = "studio_ft_models"
+
+    id: Mapped[str] = mapped_column(sa.String(256), primary_key=True)  # ft:<base>:<org>:…
+    org_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("orgs.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ID)
+    base_model: Mapped[str] = mapped_column(sa.String(128))
+    base_path: Mapped[str] = mapped_column(sa.String(1000))
+    adapter_path: Mapped[str] = mapped_column(sa.String(1000))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

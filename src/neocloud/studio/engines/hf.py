@@ -55,6 +55,9 @@ class EngineConfig:
     # torch's CPU intra-op threads, set when the engine starts on a CPU. Process-wide: the last
     # engine to start decides. None leaves torch's default (one per core).
     cpu_threads: int | None = None
+    # False: always decode through transformers' own forward (``SequentialDecoder``), as a model
+    # with LoRA layers needs (the batched decoder reads the base projections' weights alone).
+    batched_decoder: bool = True
 
 
 BASE_CONFIG = EngineConfig()
@@ -148,7 +151,7 @@ class HFTextEngine:
 
             torch.set_num_threads(self.config.cpu_threads)
         max_len = self.max_len or int(getattr(model.config, "max_position_embeddings", 2048))
-        if supports(model, max_len):
+        if self.config.batched_decoder and supports(model, max_len):
             return SlotDecoder(
                 model,
                 max_batch=self.config.max_batch,
