@@ -150,6 +150,7 @@ def _routers() -> list[APIRouter]:
     from neocloud.compute.topology_api import router as topology_router
     from neocloud.fleet.agent_api import router as agent_router
     from neocloud.fleet.api import router as fleet_router
+    from neocloud.storage.api import router as storage_router
     from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
     from neocloud.tenancy.ssh_keys_api import router as ssh_keys_router
@@ -162,6 +163,7 @@ def _routers() -> list[APIRouter]:
         compute_router,
         compute_metrics_router,
         topology_router,
+        storage_router,
         billing_router,
         economics_router,
         studio_admin_router,

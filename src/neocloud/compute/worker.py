@@ -13,7 +13,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Histogram
 
@@ -39,6 +41,13 @@ CYCLE_SECONDS = Histogram(
     registry=None,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+
+class CycleStep(Protocol):
+    """A step another context runs in each of the leader's cycles (storage's reconciler):
+    cheap to call, it starts what is due and answers how many."""
+
+    def run_once(self) -> int: ...
 
 
 @dataclass
@@ -67,6 +76,7 @@ class Worker:
         holder: str | None = None,
         lease_ttl_s: float = 15.0,
         interval_s: float = 1.0,
+        steps: Sequence[CycleStep] = (),
     ) -> None:
         self.db, self.clock = db, clock
         self.drivers = Drivers.of(driver)  # chosen per node (``NodeRef.driver``)
@@ -79,6 +89,8 @@ class Worker:
         self.lease = LeaderLease(db, clock, name=LEASE_NAME, holder=holder, ttl_s=lease_ttl_s)
         self.reconciler = Reconciler(db, clock, self.drivers, lease_ttl_s=self.config.lease_ttl_s)
         self.slurm = SlurmSteps(db, clock, self.drivers)  # managed Slurm on clusters
+        # Steps of contexts above compute (storage's mounts), run each cycle after Slurm's.
+        self.steps = tuple(steps)
         self.interval_s = interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -106,6 +118,8 @@ class Worker:
         report = schedule(db=self.db, clock=self.clock, config=self.config)
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
         reconciled += self.slurm.run_once()  # configure / remove Slurm, in its own threads
+        for step in self.steps:
+            reconciled += step.run_once()
         CYCLE_SECONDS.observe(time.perf_counter() - started)
         return CycleReport(True, report, reconciled, burned_in)
 

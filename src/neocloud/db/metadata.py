@@ -16,6 +16,7 @@ TABLE_MODULES = (
     "neocloud.compute.tables",
     "neocloud.billing.tables",
     "neocloud.studio.tables",
+    "neocloud.storage.tables",
 )
 
 

@@ -49,6 +49,9 @@ PREFIXES: dict[str, str] = {
     "req": "request",
     "usg": "studio usage record",
     "sshkey": "ssh key",
+    "pool": "storage pool",
+    "fs": "filesystem",
+    "fsa": "filesystem attachment",
 }
 
 _lock = threading.Lock()
