@@ -35,6 +35,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield running
 
 
+def resolvable(hosts: list[Host]) -> None:
+    """Each host resolves every other's address from /etc/hosts. glusterd looks peers and
+    clients up in reverse; where no DNS answers (test hosts reach no name server) each lookup
+    waits for the resolver's timeout. docs/storage.md says the same of real nodes."""
+    lines = "".join(f"{h.address} {h.name}\n" for h in hosts)
+    for h in hosts:
+        done = h.exec("cat >> /etc/hosts", input=lines)
+        assert done.returncode == 0, done.stderr
+
+
 def register_storage(platform: Platform, host: Host, name: str, key_path: Path) -> str:
     done = platform.cli(
         None,
@@ -70,6 +80,7 @@ def test_a_shared_filesystem_on_glusterfs_across_a_cluster(
     _, op_public, op_key = operator_keypair
     st_hosts = [testhost("gst", authorized_key=op_public) for _ in range(2)]
     gpu_hosts = [testhost("gfs", gpus=8, authorized_key=op_public) for _ in range(3)]
+    resolvable(st_hosts + gpu_hosts)
     st_nodes = [register_storage(platform, h, f"st-{i}", op_key) for i, h in enumerate(st_hosts)]
     gpu_nodes = [register(platform, h, f"gpu-{i}", op_key) for i, h in enumerate(gpu_hosts)]
     for node_id in st_nodes + gpu_nodes:
