@@ -312,3 +312,30 @@ def test_a_pool_with_filesystems_is_not_deleted(setup: Any, cycle: Cycle) -> Non
     assert admin.storage_pools.delete("dev")["state"] == "deleted"
     e = _err(lambda: acme.filesystems.create("c", size_gib=1, pool="dev"))
     assert (e.status, e.param, e.code) == (422, "pool", "unknown_pool")
+
+
+def test_filesystems_are_billed_per_gib_month_per_second(setup: Any, cycle: Cycle) -> None:
+    from decimal import Decimal
+
+    admin, acme, _, _ = setup
+    org = next(o for o in admin.orgs.list()["data"] if o["slug"] == "acme")["id"]
+    fs = acme.filesystems.create("billed", size_gib=100, pool="dev")
+    cycle()
+    cycle.clock.advance(86400 - 3)  # a day since it was created (cycle advanced 3 s)
+    acme.filesystems.resize(fs["id"], 200)
+    cycle.clock.advance(86400)
+    acme.filesystems.delete(fs["id"])
+    cycle.clock.advance(86400)  # after the delete: nothing more
+    preview = acme.invoices.preview(org, "2026-03")
+    (line,) = [ln for ln in preview["lines"] if ln["sku"] == "storage.gib_month"]
+    gib_hours = Decimal(line["gpu_hours"])
+    assert gib_hours == Decimal(100 * 24 + 200 * 24)
+    assert "GiB-hours" in line["description"]
+    expected = (gib_hours * Decimal("0.08") / 730).quantize(Decimal("0.01"))
+    assert Decimal(line["amount"]["amount"]) == expected
+    assert line["fact_ids"] == [fs["id"]]
+    # A price book can price it (from now: the next period's lines use it).
+    book = admin.price_books.publish(
+        "2026-03-05T00:00:00Z", gpu_prices={"storage.gib_month": "0.16"}
+    )
+    assert Decimal(book["gpu_prices"]["storage.gib_month"]) == Decimal("0.16")

@@ -54,7 +54,13 @@ from neocloud.storage.domain import (
     MountState,
     PoolState,
 )
-from neocloud.storage.tables import FilesystemRow, FsAttachmentRow, FsMountRow, StoragePoolRow
+from neocloud.storage.tables import (
+    FilesystemRow,
+    FsAttachmentRow,
+    FsMountRow,
+    FsSizeIntervalRow,
+    StoragePoolRow,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,6 +202,7 @@ class StorageSteps:
                 fs.state = FsState.FAILED.value
                 fs.reason = f"storage pool {pool.name} failed: {pool.reason or ''}"[:1000]
                 fs.updated_at = now
+                unbill(s, fs.id)
                 return False
             return pool.state == PoolState.READY.value
         if fs.state == FsState.DELETING.value:
@@ -330,6 +337,8 @@ class StorageSteps:
             for k, v in values.items():
                 setattr(fs, k, v)
             fs.updated_at = self.clock.now()
+            if values.get("state") == FsState.FAILED.value:
+                unbill(s, fs_id)
 
     def _local_dir(self, fs: FilesystemRow) -> Path | None:
         return None if self.data_dir is None else self.data_dir / "filesystems" / fs.id
@@ -691,6 +700,16 @@ class StorageSteps:
             return driver.run_root(ref, script, timeout_s=timeout)
         except Exception as exc:  # a driver's bug: a failed step, never a dead worker
             return -1, f"node {ref.hostname}: driver error: {type(exc).__name__}"
+
+
+def unbill(s: Session, fs_id: str) -> None:
+    """A filesystem that failed before it was ever available is not billed: its size
+    intervals go."""
+    s.execute(
+        sa.delete(FsSizeIntervalRow)
+        .where(FsSizeIntervalRow.filesystem_id == fs_id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _leased(until: datetime | None, now: datetime) -> bool:
