@@ -426,6 +426,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     "images": _register_apps("images"),
     **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
     "studio": _register_apps("studio"),
+    **dict.fromkeys(("fs", "storage-pools"), _register_apps("storage")),
 }
 
 
