@@ -339,3 +339,33 @@ def test_filesystems_are_billed_per_gib_month_per_second(setup: Any, cycle: Cycl
         "2026-03-05T00:00:00Z", gpu_prices={"storage.gib_month": "0.16"}
     )
     assert Decimal(book["gpu_prices"]["storage.gib_month"]) == Decimal("0.16")
+
+
+def test_a_healed_cluster_member_is_mounted(setup: Any, cycle: Cycle, db: Database) -> None:
+    from neocloud.fleet import service as fleet_service
+    from neocloud.fleet.domain import CheckStatus
+    from neocloud.fleet.service import CheckResult
+
+    _, acme, _, _ = setup
+    clu = acme.clusters.create("H100", 2)
+    fs = acme.filesystems.create("shared", size_gib=10, pool="fast")
+    cycle()
+    acme.filesystems.attach(fs["id"], cluster_id=clu["id"], mount_path="/mnt/shared")
+    cycle()
+    before = acme.filesystems.get(fs["id"])["attachments"][0]
+    assert before["state"] == "attached"
+    lost = acme.clusters.get(clu["id"])["nodes"][0]
+    fleet_service.report_health(
+        db=db,
+        clock=cycle.clock,
+        node_id=lost["node_id"],
+        checks=[CheckResult("gpu", CheckStatus.FAIL, "Xid 79")],
+    )
+    cycle(4)
+    clu = acme.clusters.get(clu["id"])
+    assert clu["state"] == "running"
+    live = {n["instance_id"] for n in clu["nodes"] if n["state"] == "running"}
+    assert lost["instance_id"] not in live
+    after = acme.filesystems.get(fs["id"])["attachments"][0]
+    assert after["state"] == "attached", after
+    assert {m["instance_id"] for m in after["mounts"]} == live  # the replacement is mounted
