@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes venv clean
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-storage venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-compute: $(STAMP)
 bench-nodes: $(STAMP)
 	@scripts/install-test-deps
 	$(BIN)/python bench/nodes/bench_ssh_login.py
+
+# Shared filesystems on GlusterFS test hosts: mount time on a 2-node cluster, FUSE dd (root).
+bench-storage: $(STAMP)
+	@scripts/install-test-deps
+	$(BIN)/python bench/storage/bench_storage.py
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py
