@@ -226,12 +226,23 @@ def test_a_shared_filesystem_on_glusterfs_across_a_cluster(
     done = login(inst["ssh"]["command"], private, "cat /data/ckpt/hello")
     assert done.stdout.strip() == "shared-hello"
 
-    # Deleting after detaching removes the volume and its bricks on the node that answers.
-    att = fs["attachments"][0]
-    platform.ok("POST", f"/filesystems/{fs['id']}/attachments/{att['id']}/detach", key)
+    # The instance ends while attached: its node's deprovision unmounts the filesystem (the
+    # path storage recorded under /var/lib/neocloud/mounts), and the attachment ends with it.
+    platform.ok("POST", f"/instances/{inst['id']}/terminate", key)
     wait_for(
-        "detached", lambda: platform.ok("GET", f"/filesystems/{fs['id']}", key)["attachments"] == []
+        "attachment ended",
+        lambda: platform.ok("GET", f"/filesystems/{fs['id']}", key)["attachments"] == [],
+        timeout=90,
     )
+    wait_for(
+        "instance terminated",
+        lambda: platform.ok("GET", f"/instances/{inst['id']}", key)["state"] == "terminated",
+    )
+    host = next(h for h in gpu_hosts if h.address == inst["ssh"]["host"])
+    assert "/data/ckpt" not in host.exec("cat /proc/mounts").stdout
+    assert host.exec("ls /var/lib/neocloud/mounts").stdout.strip() == ""
+
+    # Deleting then removes the volume and its bricks.
     st_hosts[1].exec("glusterd")  # back up, so that the delete reaches both bricks
     platform.ok("DELETE", f"/filesystems/{fs['id']}", key)
     wait_for(
