@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases bench-console
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases bench-console bench-storage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-slurm: $(STAMP)
 bench-databases: $(STAMP)
 	@scripts/install-test-deps
 	$(BIN)/python bench/databases/bench_create_to_connect.py
+
+# Shared filesystems on GlusterFS test hosts: mount time on a 2-node cluster, FUSE dd (root).
+bench-storage: $(STAMP)
+	@scripts/install-test-deps
+	$(BIN)/python bench/storage/bench_storage.py
 
 bench-economics: $(STAMP)
 	$(BIN)/python bench/economics/bench_economics.py

@@ -365,6 +365,7 @@ def _chat(w: World) -> dict[str, Any]:
     }
 
 
+<<<<<<< HEAD
 def _file(w: World) -> dict[str, str]:
     """A new fine-tune file of the fixture org, uploaded by its owner."""
     line = (
@@ -451,6 +452,34 @@ def _ft_model(w: World) -> dict[str, str]:
         )
     w.markers.add(name)
     return {"model_id": name}
+=======
+def _fs_pool(w: World) -> str:
+    """A local storage pool (no nodes), made once."""
+    pool: str | None = getattr(w, "fs_pool", None)
+    if pool is None:
+        body = {"name": "matrix-local", "backend": "local", "replica": 1}
+        pool = str(w.ok("operator", "POST", "storage-pools", body)["id"])
+        w.fs_pool = pool  # type: ignore[attr-defined]
+    return pool
+
+
+def _fs(w: World) -> dict[str, str]:
+    """A new filesystem of the fixture org, made by its owner."""
+    body = {"name": w.unique("fs"), "size_gib": 1, "pool": _fs_pool(w)}
+    made: str = w.ok("owner", "POST", "filesystems", body)["id"]
+    w.markers.add(made)
+    return {"filesystem_id": made}
+
+
+def _fs_attached(w: World) -> dict[str, str]:
+    """A new filesystem attached to the fixture org's instance, and its attachment."""
+    fs = _fs(w)
+    body = {"instance_id": w.instance, "mount_path": f"/mnt/{w.unique('m')}"}
+    att = w.ok("owner", "POST", f"filesystems/{fs['filesystem_id']}/attach", body)
+    made: str = att["attachments"][0]["id"]
+    w.markers.add(made)
+    return {**fs, "attachment_id": made}
+>>>>>>> storage
 
 
 RULES: dict[str, Rule] = {
@@ -626,6 +655,42 @@ RULES: dict[str, Rule] = {
         "viewer", path=lambda w: {"reservation_id": w.reservation}
     ),
     "GET /api/v1/capacity": Rule("any"),
+    # storage: operator admins make pools, everyone reads them; filesystems are the org's
+    "POST /api/v1/storage-pools": Rule(
+        "operator", body=lambda w: {"name": w.unique("pool"), "backend": "local", "replica": 1}
+    ),
+    "GET /api/v1/storage-pools": Rule("any"),
+    "GET /api/v1/storage-pools/{pool_id}": Rule("any", path=lambda w: {"pool_id": _fs_pool(w)}),
+    "DELETE /api/v1/storage-pools/{pool_id}": Rule(
+        "operator",
+        path=lambda w: {
+            "pool_id": w.ok(
+                "operator",
+                "POST",
+                "storage-pools",
+                {"name": w.unique("pool"), "backend": "local", "replica": 1},
+            )["id"]
+        },
+    ),
+    "POST /api/v1/filesystems": Rule(
+        "member",
+        scope="own",
+        body=lambda w: {"name": w.unique("fs"), "size_gib": 1, "pool": _fs_pool(w)},
+    ),
+    "GET /api/v1/filesystems": Rule("any"),
+    "GET /api/v1/filesystems/{filesystem_id}": Rule("viewer", path=_fs),
+    "POST /api/v1/filesystems/{filesystem_id}/resize": Rule(
+        "member", path=_fs, body=lambda w: {"size_gib": 2}
+    ),
+    "POST /api/v1/filesystems/{filesystem_id}/attach": Rule(
+        "member",
+        path=_fs,
+        body=lambda w: {"instance_id": w.instance, "mount_path": "/mnt/matrix"},
+    ),
+    "POST /api/v1/filesystems/{filesystem_id}/attachments/{attachment_id}/detach": Rule(
+        "member", path=_fs_attached
+    ),
+    "DELETE /api/v1/filesystems/{filesystem_id}": Rule("member", path=_fs),
     # images: everyone reads the operator's catalog; operator admins change it
     "GET /api/v1/images": Rule("any"),
     "GET /api/v1/images/{name}": Rule("any", path=lambda w: {"name": w.image}),

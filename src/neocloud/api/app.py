@@ -180,6 +180,7 @@ def _routers() -> list[APIRouter]:
     from neocloud.databases.api import router as databases_router
     from neocloud.fleet.agent_api import router as agent_router
     from neocloud.fleet.api import router as fleet_router
+    from neocloud.storage.api import router as storage_router
     from neocloud.studio.api import admin_router as studio_admin_router
     from neocloud.tenancy.api import router as tenancy_router
     from neocloud.tenancy.ssh_keys_api import router as ssh_keys_router
@@ -193,6 +194,7 @@ def _routers() -> list[APIRouter]:
         compute_metrics_router,
         topology_router,
         databases_router,
+        storage_router,
         billing_router,
         economics_router,
         studio_admin_router,

@@ -201,6 +201,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.compute.config import ComputeConfig
     from neocloud.compute.worker import WAKE_CHANNEL, Worker
     from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
+    from neocloud.storage.steps import StorageSteps
 
     db = Database.from_url(settings.resolved_database_url())
     drivers = platform_drivers(settings, db=db, clock=clock)
@@ -222,7 +223,8 @@ def start_background(settings: Settings, clock: Clock) -> Background:
         lease_ttl_s=settings.leader_lease_ttl_s,
         interval_s=settings.compute_worker_interval_s,
         box=secret_box(settings),  # seals managed Slurm's munge keys
-        steps=(databases.run_once,),
+        # managed databases; shared filesystems' volumes and mounts (local ones under the data dir)
+        steps=[databases, StorageSteps(db, clock, drivers, data_dir=settings.data_dir)],
     )
     listener = listener_for(db, WAKE_CHANNEL, worker.nudge)
     if listener is not None:
@@ -245,16 +247,25 @@ def wire_ports(state: Any, db: Database) -> None:
     from neocloud.billing.prices import BookPrices
     from neocloud.compute.quota import gpus_in_use_by_model
     from neocloud.fleet.catalog import CATALOG, find_gpu_model
+    from neocloud.storage.service import STORAGE_QUOTA, storage_usage
     from neocloud.tenancy.quotas import GpuModelNames, QuotaPorts
 
     def canonical(name: str) -> str | None:
+        if name.strip().lower() == STORAGE_QUOTA:  # storage's quota, in GiB
+            return STORAGE_QUOTA
         model = find_gpu_model(name)
         return None if model is None else model.id
 
+    def usage(*, db: Database, org_id: str) -> dict[str, int]:
+        return {
+            **gpus_in_use_by_model(db=db, org_id=org_id),
+            **storage_usage(db=db, org_id=org_id),
+        }
+
     state.compute_prices = BookPrices(db)
     state.quota_ports = QuotaPorts(
-        usage=gpus_in_use_by_model,
-        models=GpuModelNames(tuple(m.id for m in CATALOG), canonical),
+        usage=usage,
+        models=GpuModelNames((*(m.id for m in CATALOG), STORAGE_QUOTA), canonical),
     )
 
 

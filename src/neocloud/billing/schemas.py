@@ -15,6 +15,7 @@ from neocloud.billing.invoices import CloseResult
 from neocloud.billing.kinds import ContractKind, ReservationBilling
 from neocloud.billing.rating import Line, TokenLine
 from neocloud.billing.service import InvoicePreview
+from neocloud.billing.storage import STORAGE_SKU
 from neocloud.billing.tables import (
     ContractRow,
     CreditNoteRow,
@@ -155,10 +156,12 @@ class InvoiceLineOut(ResponseModel):
     @classmethod
     def of(cls, line: Line, currency: str) -> InvoiceLineOut:
         hours = line.gpu_hours.quantize(Decimal("0.000001"))
+        # A storage line's hours are GiB-hours (billing.storage), priced per GiB-month.
+        unit = "GiB-hours" if line.sku == STORAGE_SKU else "GPU-hours"
         return cls(
             description=f"{line.sku.gpu_model} {line.sku.cls.replace('_', '-')}"
             + (f" {line.sku.term}" if line.sku.term else "")
-            + f", {hours.normalize():f} GPU-hours",
+            + f", {hours.normalize():f} {unit}",
             org_id=line.org_id,
             project_id=line.project_id,
             sku=line.sku.code,

@@ -36,6 +36,7 @@ from neocloud.billing.rating import (
     rate,
     rate_tokens,
 )
+from neocloud.billing.storage import STORAGE_SKU, storage_lines
 from neocloud.billing.tables import ContractRow, PriceBookRow, UsageEventRow
 from neocloud.billing.usage import TOKENS
 from neocloud.compute.tables import AllocationRow, ReservationRow
@@ -60,6 +61,8 @@ from neocloud.kernel.money import (
 
 def parse_sku(code: str, *, param: str) -> Sku:
     """``H100-SXM-80GB.on_demand`` / ``….reserved.1y`` → ``Sku``; 422 naming ``param``."""
+    if code == STORAGE_SKU.code:  # shared filesystems, per GiB-month
+        return STORAGE_SKU
     parts = code.split(".")
     ok = (len(parts) == 2 and parts[1] in ("on_demand", "spot")) or (
         len(parts) == 3 and parts[1] == RESERVED and parts[2] in TERMS
@@ -67,7 +70,7 @@ def parse_sku(code: str, *, param: str) -> Sku:
     if not ok or not parts[0]:
         raise ValidationFailed(
             f"{code!r} is not a SKU: use MODEL.on_demand, MODEL.spot or MODEL.reserved.TERM "
-            f"with TERM one of {', '.join(TERMS)}",
+            f"with TERM one of {', '.join(TERMS)}, or {STORAGE_SKU.code}",
             code="invalid_sku",
             param=param,
         )
@@ -80,6 +83,8 @@ def canonical_sku(code: str, *, param: str) -> Sku:
     model the catalog does not know is a 422 ``unknown_gpu_model`` naming ``param`` and
     listing the valid models."""
     sku = parse_sku(code, param=param)
+    if sku == STORAGE_SKU:
+        return sku
     model = find_gpu_model(sku.gpu_model)
     if model is None:
         valid = [m.id for m in CATALOG]
@@ -443,6 +448,9 @@ def rate_org_period(
         sold_at=load_sold_prices(s, intervals, currency),
     )
     tokens = rate_tokens(usage, books, period, currency=currency, rounding=rounding)
+    stored = storage_lines(
+        s, org_id, period, as_of, books[0], rounding=rounding, by_project=by_project
+    )
     services = rate_spans(
         load_service_spans(s, org_id, period),
         books,
@@ -451,7 +459,7 @@ def rate_org_period(
         currency=currency,
         rounding=rounding,
     )
-    return Rated(books[0].version, currency, lines, tokens, services)
+    return Rated(books[0].version, currency, (*lines, *stored), tokens, services)
 
 
 def rate_one_org(

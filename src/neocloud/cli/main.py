@@ -493,6 +493,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     **dict.fromkeys(("billing", "usage", "invoices"), _register_apps("billing")),
     "studio": _register_apps("studio"),
     "databases": _register_apps("databases"),
+    **dict.fromkeys(("fs", "storage-pools"), _register_apps("storage")),
 }
 
 

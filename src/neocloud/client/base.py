@@ -28,6 +28,7 @@ from neocloud.client.compute import (
 from neocloud.client.databases import DatabasesResource
 from neocloud.client.economics import EconomicsResource
 from neocloud.client.fleet import FleetResource, NodesResource
+from neocloud.client.storage import FilesystemsResource, StoragePoolsResource
 from neocloud.client.studio import StudioResource
 from neocloud.client.tenancy import (
     AuditResource,
@@ -65,6 +66,9 @@ class Client(Transport):
     reservations: ReservationsResource
     capacity: CapacityResource
     images: ImagesResource
+    # storage
+    storage_pools: StoragePoolsResource
+    filesystems: FilesystemsResource
     # economics
     economics: EconomicsResource
     # billing
@@ -105,6 +109,8 @@ class Client(Transport):
         self.capacity = CapacityResource(self)
         self.images = ImagesResource(self)
         self.economics = EconomicsResource(self)
+        self.storage_pools = StoragePoolsResource(self)
+        self.filesystems = FilesystemsResource(self)
         self.price_books = PriceBooksResource(self)
         self.usage = UsageResource(self)
         self.invoices = InvoicesResource(self)

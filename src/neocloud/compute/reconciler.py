@@ -86,6 +86,7 @@ def node_ref(n: NodeRow) -> NodeRef:
         dict(n.driver_config or {}),
         n.driver_secret,
         n.bmc,
+        n.role or "gpu",
     )
 
 

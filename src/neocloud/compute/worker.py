@@ -13,8 +13,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Histogram
 
@@ -41,6 +42,13 @@ CYCLE_SECONDS = Histogram(
     registry=None,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+
+class CycleStep(Protocol):
+    """A step another context runs in each of the leader's cycles (storage's reconciler):
+    cheap to call, it starts what is due and answers how many."""
+
+    def run_once(self) -> int: ...
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Worker:
         lease_ttl_s: float = 15.0,
         interval_s: float = 1.0,
         box: SecretBox | None = None,
-        steps: Sequence[Callable[[], int]] = (),
+        steps: Sequence[CycleStep] = (),
     ) -> None:
         self.db, self.clock = db, clock
         # Other contexts' steps run under this lease each cycle (managed databases); each
@@ -115,7 +123,7 @@ class Worker:
         reconciled = self.reconciler.run_once()  # passes until nothing more is due now
         reconciled += self.slurm.run_once()  # configure / remove Slurm, in its own threads
         for step in self.steps:
-            reconciled += step()
+            reconciled += step.run_once()
         CYCLE_SECONDS.observe(time.perf_counter() - started)
         return CycleReport(True, report, reconciled, burned_in)
 

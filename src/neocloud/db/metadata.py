@@ -17,6 +17,7 @@ TABLE_MODULES = (
     "neocloud.billing.tables",
     "neocloud.databases.tables",
     "neocloud.studio.tables",
+    "neocloud.storage.tables",
 )
 
 

@@ -44,6 +44,9 @@ class NodeRef:
     config: Mapping[str, Any] = field(default_factory=dict)
     sealed: str | None = None
     bmc: dict[str, Any] | None = None
+    role: str = (
+        "gpu"  # gpu, storage or service (``fleet.domain.NodeRole``): the latter have no GPUs
+    )
 
 
 @dataclass(frozen=True, slots=True)

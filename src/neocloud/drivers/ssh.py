@@ -280,8 +280,8 @@ class SshDriver:
         if session.cfg.gpu_check == "none":
             checks["gpu"] = "warn"
             return HealthResult(True, checks, "gpu check skipped (gpu_check: none)")
-        if node.gpu_count == 0:  # a storage or service node: nothing to look for
-            return HealthResult(True, checks, "gpu check skipped: the node has no GPUs")
+        if node.role != "gpu":  # a storage or service node: no GPUs to look for
+            return HealthResult(True, checks, f"gpu check skipped: a {node.role} node has no GPUs")
         done = session.run(sc.HEALTH_GPU, what="health: nvidia-smi")
         if done.status == 127:
             checks["gpu"] = "fail"

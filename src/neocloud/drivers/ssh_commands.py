@@ -21,6 +21,10 @@ from typing import Any
 # ``deprovision`` and ``provision`` touch only the one naming their workload.
 TENANT_GECOS_PREFIX = "neocloud tenant"
 STATE_DIR = "/var/lib/neocloud"  # user data scripts and their output, root only (0700)
+# Shared filesystems mounted for a workload (storage's mounts): one file per workload id, one
+# mount path a line. Deprovision and wipe unmount them, so no tenant's data outlives its lease
+# on a node even when the storage reconciler has not caught up.
+MOUNTS_DIR = f"{STATE_DIR}/mounts"
 SUDOERS_DIR = "/etc/sudoers.d"
 OUTPUT_TAIL_BYTES = 2048
 GPU_QUERY = "nvidia-smi --query-gpu=index,name,uuid,memory.used --format=csv,noheader"
@@ -429,11 +433,23 @@ remove_user() {
 }
 """
 
+# Unmount what storage mounted for workload $W (paths in $STATE/mounts/$W), lazily if busy.
+UNMOUNT_WORKLOAD = """\
+if [ -f "$STATE/mounts/$W" ]; then
+  while IFS= read -r p; do
+    [ -n "$p" ] || continue
+    if grep -qs " $p fuse" /proc/mounts; then umount "$p" 2>/dev/null || umount -l "$p" || true; fi
+  done < "$STATE/mounts/$W"
+  rm -f "$STATE/mounts/$W"
+fi
+"""
+
 # Deprovision one workload's login. Prints "absent" when the user is not there, "foreign GECOS"
 # (exit 0) when it is not this workload's (left alone).
 DEPROVISION = (
     KILL_USER
     + REMOVE_USER
+    + UNMOUNT_WORKLOAD
     + """\
 rm -f "$STATE/user-data-$W" "$STATE/user-data-$W.tmp" "$STATE/user-data-$W.log" \
   "$STATE/user-data-$W.status"
@@ -482,6 +498,14 @@ WIPE_USERS = (
     + REMOVE_USER
     + """\
 status=0
+for f in "$STATE"/mounts/*; do
+  [ -f "$f" ] || continue
+  while IFS= read -r p; do
+    [ -n "$p" ] || continue
+    if grep -qs " $p fuse" /proc/mounts; then umount "$p" 2>/dev/null || umount -l "$p" || true; fi
+  done < "$f"
+  rm -f "$f"
+done
 uid_min=$(awk '$1 == "UID_MIN" {print $2}' /etc/login.defs 2>/dev/null || true)
 case "$uid_min" in ''|*[!0-9]*) uid_min=1000 ;; esac
 for entry in $(getent passwd | awk -F: -v p="$PREFIX" 'index($5, p) == 1 {print $1 ":" $3}'); do

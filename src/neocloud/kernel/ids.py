@@ -52,6 +52,9 @@ PREFIXES: dict[str, str] = {
     "db": "managed database",
     "dbbak": "database backup",
     "dbuse": "database usage span",
+    "pool": "storage pool",
+    "fs": "filesystem",
+    "fsa": "filesystem attachment",
 }
 
 _lock = threading.Lock()

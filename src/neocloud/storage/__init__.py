@@ -1,0 +1,1 @@
+"""Storage: the platform's storage pools and tenants' shared filesystems (GlusterFS or local)."""
