@@ -365,7 +365,6 @@ def _chat(w: World) -> dict[str, Any]:
     }
 
 
-<<<<<<< HEAD
 def _file(w: World) -> dict[str, str]:
     """A new fine-tune file of the fixture org, uploaded by its owner."""
     line = (
@@ -452,7 +451,8 @@ def _ft_model(w: World) -> dict[str, str]:
         )
     w.markers.add(name)
     return {"model_id": name}
-=======
+
+
 def _fs_pool(w: World) -> str:
     """A local storage pool (no nodes), made once."""
     pool: str | None = getattr(w, "fs_pool", None)
@@ -479,7 +479,6 @@ def _fs_attached(w: World) -> dict[str, str]:
     made: str = att["attachments"][0]["id"]
     w.markers.add(made)
     return {**fs, "attachment_id": made}
->>>>>>> storage
 
 
 RULES: dict[str, Rule] = {
