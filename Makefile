@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes venv clean
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-batches bench-studio-gpu bench-nodes venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ bench-economics: $(STAMP)
 # installs litellm[proxy] into bench/studio/.litellm-venv once, and wrk from Debian if missing)
 bench-studio: $(STAMP)
 	$(BIN)/python bench/studio/bench_gateway.py
+
+bench-studio-batches: $(STAMP)
+	$(BIN)/python bench/studio/bench_batches.py
 
 # Needs an NVIDIA GPU with a CUDA build of torch (not part of `make bench`); --smoke runs on CPU.
 bench-studio-gpu:

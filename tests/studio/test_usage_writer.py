@@ -78,6 +78,11 @@ def test_the_writer_process_writes_once_and_comes_back(db: Database, admin_key: 
         sink.write(_records(org_id, "chatcmpl-c"))  # started again
         assert sink.pid not in (None, first)
         assert _counts(db) == (3, 3)
+        second = sink.pid
+        assert second is not None
+        os.kill(second, signal.SIGKILL)  # and at once: it may still look alive when written to
+        sink.write(_records(org_id, "chatcmpl-d"))
+        assert _counts(db) == (4, 4)
     finally:
         sink.close()
     assert sink.pid is None

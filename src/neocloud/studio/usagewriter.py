@@ -29,6 +29,10 @@ class UsageWriterFailed(RuntimeError):
     """The writer process refused a batch, or did not answer within the timeout."""
 
 
+class _WriterGone(UsageWriterFailed):
+    pass
+
+
 class ProcessUsageSink:
     """A ``UsageSink`` that writes through a child process on ``database_url``."""
 
@@ -60,8 +64,16 @@ class ProcessUsageSink:
         return ours
 
     def write(self, records: list[UsageRecord]) -> None:
+        """Write through the writer; one that went away (killed with the process group, say)
+        is replaced and the batch sent again once: the writes are idempotent."""
         if not records:
             return
+        try:
+            self._write_once(records)
+        except _WriterGone:
+            self._write_once(records)
+
+    def _write_once(self, records: list[UsageRecord]) -> None:
         conn = self._writer()
         try:
             conn.send_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
@@ -73,7 +85,7 @@ class ProcessUsageSink:
             answer = conn.recv_bytes().decode()
         except (EOFError, OSError) as exc:
             self.close()
-            raise UsageWriterFailed(f"the usage writer went away: {exc!r}") from None
+            raise _WriterGone(f"the usage writer went away: {exc!r}") from None
         if answer != "ok":
             raise UsageWriterFailed(f"the usage writer refused the batch: {answer}")
 
@@ -92,7 +104,12 @@ class ProcessUsageSink:
 
 
 def serve_writes(conn: Connection, database_url: str) -> None:
-    """The writer process: batches in, ``ok`` or the error out, until the pipe closes."""
+    """The writer process: batches in, ``ok`` or the error out, until the pipe closes. Ctrl-C
+    at a terminal reaches the whole process group: the writer leaves it to the server, which
+    flushes what is left through it while shutting down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from neocloud.db.engine import Database
     from neocloud.kernel.clock import SystemClock
     from neocloud.studio.metering import BillingUsageSink
