@@ -88,6 +88,26 @@ def test_the_writer_process_writes_once_and_comes_back(db: Database, admin_key: 
     assert sink.pid is None
 
 
+def test_the_last_records_of_a_stopping_server_are_written_in_process(
+    db: Database, admin_key: str
+) -> None:
+    """Stopping, the buffer closes the writer first, then writes what is left through the
+    in-process sink: no writer process is started just for the last records."""
+    with db.transaction() as s:
+        org_id = s.scalars(sa.select(OrgRow.id)).first()
+    assert org_id is not None
+    sink = ProcessUsageSink(
+        db.engine.url.render_as_string(hide_password=False),
+        local=BillingUsageSink(db, SystemClock()),
+    )
+    buffer = UsageBuffer(sink, interval_s=60)
+    for r in _records(org_id, "chatcmpl-last"):
+        buffer.record(r)
+    buffer.stop()
+    assert sink.pid is None
+    assert _counts(db) == (1, 1)
+
+
 def test_a_batch_the_writer_cannot_write_stays_in_the_buffer(tmp_path: Path) -> None:
     broken = ProcessUsageSink(f"sqlite:///{tmp_path}/missing/dir/neocloud.db")
     buffer = UsageBuffer(broken)

@@ -261,9 +261,9 @@ class UsageBuffer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self.flush()
         if isinstance(self.sink, ClosableSink):
-            self.sink.close()
+            self.sink.close()  # first: a writer process's sink writes the rest in this process
+        self.flush()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -20,7 +20,7 @@ import pickle
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from neocloud.studio.metering import UsageRecord
+from neocloud.studio.metering import UsageRecord, UsageSink
 
 log = logging.getLogger("neocloud.studio.usagewriter")
 
@@ -36,9 +36,19 @@ class _WriterGone(UsageWriterFailed):
 class ProcessUsageSink:
     """A ``UsageSink`` that writes through a child process on ``database_url``."""
 
-    def __init__(self, database_url: str, *, answer_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        local: UsageSink | None = None,
+        answer_timeout_s: float = 60.0,
+    ) -> None:
         self.database_url = database_url
+        # After ``close`` (the server stopping): the last records go through ``local`` in this
+        # process rather than through a writer started for them (seconds, on a busy machine).
+        self.local = local
         self.answer_timeout_s = answer_timeout_s
+        self._closed = False
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -50,7 +60,7 @@ class ProcessUsageSink:
     def _writer(self) -> Connection:
         if self._process is not None and self._process.is_alive() and self._conn is not None:
             return self._conn
-        self.close()
+        self._stop_writer()
         ours, theirs = multiprocessing.Pipe()
         process = multiprocessing.get_context("spawn").Process(
             target=serve_writes,
@@ -68,6 +78,9 @@ class ProcessUsageSink:
         is replaced and the batch sent again once: the writes are idempotent."""
         if not records:
             return
+        if self._closed and self.local is not None:
+            self.local.write(records)
+            return
         try:
             self._write_once(records)
         except _WriterGone:
@@ -78,19 +91,24 @@ class ProcessUsageSink:
         try:
             conn.send_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
             if not conn.poll(self.answer_timeout_s):
-                self.close()
+                self._stop_writer()
                 raise UsageWriterFailed(
                     f"the usage writer did not answer within {self.answer_timeout_s:g} s"
                 )
             answer = conn.recv_bytes().decode()
         except (EOFError, OSError) as exc:
-            self.close()
+            self._stop_writer()
             raise _WriterGone(f"the usage writer went away: {exc!r}") from None
         if answer != "ok":
             raise UsageWriterFailed(f"the usage writer refused the batch: {answer}")
 
     def close(self) -> None:
-        """Stop the writer (it finishes the batch in hand: its pipe closes after it)."""
+        """Stop the writer (it finishes the batch in hand: its pipe closes after it); later
+        batches go through ``local`` when there is one."""
+        self._closed = True
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
