@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8420
 DATA_DIR ?= .data
 
-.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases bench-console bench-storage
+.PHONY: run test test-fast lint typecheck fuzz bench bench-fleet bench-placement bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-compute bench-billing bench-economics bench-studio bench-studio-gpu bench-nodes bench-slurm venv clean chaos soak bench-databases bench-console bench-storage bench-studio-batches
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,9 @@ bench-studio: $(STAMP)
 .PHONY: bench-studio-finetune
 bench-studio-finetune: $(STAMP)
 	$(BIN)/python bench/studio/bench_finetune.py
+
+bench-studio-batches: $(STAMP)
+	$(BIN)/python bench/studio/bench_batches.py
 
 # Needs an NVIDIA GPU with a CUDA build of torch (not part of `make bench`); --smoke runs on CPU.
 bench-studio-gpu:

@@ -78,9 +78,34 @@ def test_the_writer_process_writes_once_and_comes_back(db: Database, admin_key: 
         sink.write(_records(org_id, "chatcmpl-c"))  # started again
         assert sink.pid not in (None, first)
         assert _counts(db) == (3, 3)
+        second = sink.pid
+        assert second is not None
+        os.kill(second, signal.SIGKILL)  # and at once: it may still look alive when written to
+        sink.write(_records(org_id, "chatcmpl-d"))
+        assert _counts(db) == (4, 4)
     finally:
         sink.close()
     assert sink.pid is None
+
+
+def test_the_last_records_of_a_stopping_server_are_written_in_process(
+    db: Database, admin_key: str
+) -> None:
+    """Stopping, the buffer closes the writer first, then writes what is left through the
+    in-process sink: no writer process is started just for the last records."""
+    with db.transaction() as s:
+        org_id = s.scalars(sa.select(OrgRow.id)).first()
+    assert org_id is not None
+    sink = ProcessUsageSink(
+        db.engine.url.render_as_string(hide_password=False),
+        local=BillingUsageSink(db, SystemClock()),
+    )
+    buffer = UsageBuffer(sink, interval_s=60)
+    for r in _records(org_id, "chatcmpl-last"):
+        buffer.record(r)
+    buffer.stop()
+    assert sink.pid is None
+    assert _counts(db) == (1, 1)
 
 
 def test_a_batch_the_writer_cannot_write_stays_in_the_buffer(tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         try:
             yield
         finally:
-            studio.batches.stop()
+            # Joined off the loop: the worker may be waiting on a request it runs on this loop.
+            await asyncio.to_thread(studio.batches.stop)
             studio.batches.run = asyncio.run
             studio.principals.stop()
             studio.models.stop()

@@ -300,11 +300,11 @@ class UsageBuffer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if isinstance(self.sink, ClosableSink):
+            self.sink.close()  # first: a writer process's sink writes the rest in this process
         self.flush()
         if self.spool is not None:
             self.spool.close()  # what could not be flushed stays in its segment for the next start
-        if isinstance(self.sink, ClosableSink):
-            self.sink.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -20,7 +20,7 @@ import pickle
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from neocloud.studio.metering import UsageRecord
+from neocloud.studio.metering import UsageRecord, UsageSink
 
 log = logging.getLogger("neocloud.studio.usagewriter")
 
@@ -29,12 +29,26 @@ class UsageWriterFailed(RuntimeError):
     """The writer process refused a batch, or did not answer within the timeout."""
 
 
+class _WriterGone(UsageWriterFailed):
+    pass
+
+
 class ProcessUsageSink:
     """A ``UsageSink`` that writes through a child process on ``database_url``."""
 
-    def __init__(self, database_url: str, *, answer_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        local: UsageSink | None = None,
+        answer_timeout_s: float = 60.0,
+    ) -> None:
         self.database_url = database_url
+        # After ``close`` (the server stopping): the last records go through ``local`` in this
+        # process rather than through a writer started for them (seconds, on a busy machine).
+        self.local = local
         self.answer_timeout_s = answer_timeout_s
+        self._closed = False
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -46,7 +60,7 @@ class ProcessUsageSink:
     def _writer(self) -> Connection:
         if self._process is not None and self._process.is_alive() and self._conn is not None:
             return self._conn
-        self.close()
+        self._stop_writer()
         ours, theirs = multiprocessing.Pipe()
         process = multiprocessing.get_context("spawn").Process(
             target=serve_writes,
@@ -60,25 +74,41 @@ class ProcessUsageSink:
         return ours
 
     def write(self, records: list[UsageRecord]) -> None:
+        """Write through the writer; one that went away (killed with the process group, say)
+        is replaced and the batch sent again once: the writes are idempotent."""
         if not records:
             return
+        if self._closed and self.local is not None:
+            self.local.write(records)
+            return
+        try:
+            self._write_once(records)
+        except _WriterGone:
+            self._write_once(records)
+
+    def _write_once(self, records: list[UsageRecord]) -> None:
         conn = self._writer()
         try:
             conn.send_bytes(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
             if not conn.poll(self.answer_timeout_s):
-                self.close()
+                self._stop_writer()
                 raise UsageWriterFailed(
                     f"the usage writer did not answer within {self.answer_timeout_s:g} s"
                 )
             answer = conn.recv_bytes().decode()
         except (EOFError, OSError) as exc:
-            self.close()
-            raise UsageWriterFailed(f"the usage writer went away: {exc!r}") from None
+            self._stop_writer()
+            raise _WriterGone(f"the usage writer went away: {exc!r}") from None
         if answer != "ok":
             raise UsageWriterFailed(f"the usage writer refused the batch: {answer}")
 
     def close(self) -> None:
-        """Stop the writer (it finishes the batch in hand: its pipe closes after it)."""
+        """Stop the writer (it finishes the batch in hand: its pipe closes after it); later
+        batches go through ``local`` when there is one."""
+        self._closed = True
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -92,7 +122,12 @@ class ProcessUsageSink:
 
 
 def serve_writes(conn: Connection, database_url: str) -> None:
-    """The writer process: batches in, ``ok`` or the error out, until the pipe closes."""
+    """The writer process: batches in, ``ok`` or the error out, until the pipe closes. Ctrl-C
+    at a terminal reaches the whole process group: the writer leaves it to the server, which
+    flushes what is left through it while shutting down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from neocloud.db.engine import Database
     from neocloud.kernel.clock import SystemClock
     from neocloud.studio.metering import BillingUsageSink
