@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -30,9 +30,6 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import ValidationFailed
 from neocloud.kernel.ids import random_id
 from neocloud.studio.tables import StudioUsageRow
-
-if TYPE_CHECKING:
-    from neocloud.studio.spool import UsageSpool
 
 log = logging.getLogger("neocloud.studio.metering")
 
@@ -189,6 +186,19 @@ class BillingUsageSink:
         return batch
 
 
+class Spool(Protocol):
+    """Where records wait on disk until they are flushed (``spool.UsageSpool``): a port, so
+    that the spool may import this module's ``UsageRecord`` without a cycle."""
+
+    def append(self, record: UsageRecord) -> None: ...
+
+    def seal(self) -> Path | None: ...
+
+    def orphans(self) -> list[tuple[Path, list[UsageRecord]]]: ...
+
+    def close(self) -> None: ...
+
+
 class UsageBuffer:
     """A thread-safe buffer of usage records with a background flusher.
 
@@ -206,7 +216,7 @@ class UsageBuffer:
         batch_size: int = 500,
         interval_s: float = 1.0,
         max_pending: int = 1_000_000,
-        spool: UsageSpool | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.sink = sink
         self.spool = spool
