@@ -17,7 +17,7 @@ from starlette.formparsers import MultiPartException
 from neocloud.kernel.errors import InvalidRequest
 from neocloud.studio import files
 from neocloud.studio.auth import StudioCaller, require_spend
-from neocloud.studio.runtime import StudioRuntime
+from neocloud.studio.openai_routes import list_page, ok_response, studio_runtime
 from neocloud.web.schemas import ErrorOut
 
 router = APIRouter(tags=["studio files"])
@@ -62,24 +62,15 @@ _UPLOAD_BODY = {
 }
 
 
-def _ok(description: str, schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
-
-
-def _runtime(request: Request) -> StudioRuntime:
-    runtime: StudioRuntime = request.app.state.studio
-    return runtime
-
-
 @router.post(
     "/files",
     response_model=None,
     openapi_extra=_UPLOAD_BODY,
-    responses={**_ERRORS, **_ok("The file", _FILE_OBJECT)},
+    responses={**_ERRORS, **ok_response("The file", _FILE_OBJECT)},
 )
 async def upload_file(request: Request, caller: StudioCaller) -> dict[str, Any]:
     """Upload a JSONL file (``purpose``: ``fine-tune`` or ``batch``), checked line by line."""
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     limits = runtime.file_limits
     try:
         async with request.form(max_files=1, max_fields=16) as form:
@@ -121,7 +112,7 @@ async def upload_file(request: Request, caller: StudioCaller) -> dict[str, Any]:
 @router.get(
     "/files",
     response_model=None,
-    responses={**_ERRORS, **_ok("A page of files", {"type": "object"})},
+    responses={**_ERRORS, **ok_response("A page of files", {"type": "object"})},
 )
 def list_files(
     request: Request,
@@ -141,19 +132,13 @@ def list_files(
         purpose=purpose,
     )
     data = [files.file_out(r) for r in rows]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
+    return list_page(data, more)
 
 
 @router.get(
     "/files/{file_id}",
     response_model=None,
-    responses={**_ERRORS, **_ok("The file", _FILE_OBJECT)},
+    responses={**_ERRORS, **ok_response("The file", _FILE_OBJECT)},
 )
 def retrieve_file(file_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     row = files.get_file(db=request.app.state.ctx.db, principal=caller, file_id=file_id)
@@ -169,7 +154,7 @@ def retrieve_file(file_id: str, request: Request, caller: StudioCaller) -> dict[
     },
 )
 def file_content(file_id: str, request: Request, caller: StudioCaller) -> Response:
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     row, content = files.file_content(
         db=request.app.state.ctx.db, store=runtime.files, principal=caller, file_id=file_id
     )
@@ -184,12 +169,12 @@ def file_content(file_id: str, request: Request, caller: StudioCaller) -> Respon
 @router.delete(
     "/files/{file_id}",
     response_model=None,
-    responses={**_ERRORS, **_ok("Deleted", {"type": "object"})},
+    responses={**_ERRORS, **ok_response("Deleted", {"type": "object"})},
 )
 def delete_file(file_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     """Delete a file and its content (role member or higher)."""
     require_spend(caller)
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     files.delete_file(
         db=request.app.state.ctx.db, store=runtime.files, principal=caller, file_id=file_id
     )

@@ -21,7 +21,7 @@ from neocloud.studio.batches.domain import (
     METADATA_MAX_PAIRS,
     BatchStatus,
 )
-from neocloud.studio.runtime import StudioRuntime
+from neocloud.studio.openai_routes import list_page, ok_response, studio_runtime
 from neocloud.studio.schemas import load_json
 from neocloud.web.schemas import ErrorOut
 
@@ -73,25 +73,16 @@ _CREATE_BODY = {
 }
 
 
-def _ok(description: str, schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
-
-
-def _runtime(request: Request) -> StudioRuntime:
-    runtime: StudioRuntime = request.app.state.studio
-    return runtime
-
-
 @router.post(
     "/batches",
     response_model=None,
     openapi_extra=_CREATE_BODY,
-    responses={**_ERRORS, **_ok("The batch, validating", _BATCH)},
+    responses={**_ERRORS, **ok_response("The batch, validating", _BATCH)},
 )
 async def create_batch(request: Request, caller: StudioCaller) -> dict[str, Any]:
     """A batch of the requests in a ``batch`` file, run within ``completion_window``."""
     require_spend(caller)
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     body = load_json(await request.body())
     if not isinstance(body, dict):
         body = {}
@@ -111,7 +102,7 @@ async def create_batch(request: Request, caller: StudioCaller) -> dict[str, Any]
 @router.get(
     "/batches",
     response_model=None,
-    responses={**_ERRORS, **_ok("A page of batches", {"type": "object"})},
+    responses={**_ERRORS, **ok_response("A page of batches", {"type": "object"})},
 )
 def list_batches(
     request: Request,
@@ -124,19 +115,13 @@ def list_batches(
         db=request.app.state.ctx.db, principal=caller, after=after, limit=limit
     )
     data = [service.batch_out(r) for r in rows]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
+    return list_page(data, more)
 
 
 @router.get(
     "/batches/{batch_id}",
     response_model=None,
-    responses={**_ERRORS, **_ok("The batch", _BATCH)},
+    responses={**_ERRORS, **ok_response("The batch", _BATCH)},
 )
 def retrieve_batch(batch_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     row = service.get_batch(db=request.app.state.ctx.db, principal=caller, batch_id=batch_id)
@@ -149,13 +134,13 @@ def retrieve_batch(batch_id: str, request: Request, caller: StudioCaller) -> dic
     responses={
         **_ERRORS,
         409: {"model": ErrorOut, "description": "The batch is done already"},
-        **_ok("The batch, cancelling (or cancelled)", _BATCH),
+        **ok_response("The batch, cancelling (or cancelled)", _BATCH),
     },
 )
 def cancel_batch(batch_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     """Cancel: ``cancelling`` until the worker has written what finished, then ``cancelled``."""
     require_spend(caller)
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     row = service.cancel_batch(
         db=request.app.state.ctx.db, clock=runtime.clock, principal=caller, batch_id=batch_id
     )

@@ -14,7 +14,7 @@ from neocloud.kernel.errors import InvalidRequest
 from neocloud.studio.auth import StudioCaller
 from neocloud.studio.finetuning import service
 from neocloud.studio.finetuning.serving import FineTunedModels, fine_tunable
-from neocloud.studio.runtime import StudioRuntime
+from neocloud.studio.openai_routes import list_page, studio_runtime
 from neocloud.studio.schemas import load_json
 from neocloud.studio.tables import FineTuneCheckpointRow, FineTuneEventRow, FineTuneJobRow
 from neocloud.web.schemas import ErrorOut
@@ -51,11 +51,6 @@ _CREATE_BODY = {
         },
     }
 }
-
-
-def _runtime(request: Request) -> StudioRuntime:
-    runtime: StudioRuntime = request.app.state.studio
-    return runtime
 
 
 def _models(request: Request) -> FineTunedModels:
@@ -120,16 +115,6 @@ def checkpoint_out(row: FineTuneCheckpointRow) -> dict[str, Any]:
     }
 
 
-def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
-
-
 Limit = Annotated[int, Query(ge=1, le=service.LIST_LIMIT_MAX)]
 After = Annotated[str | None, Query(max_length=64)]
 
@@ -145,7 +130,7 @@ async def create_job(request: Request, caller: StudioCaller) -> dict[str, Any]:
     body = load_json(await request.body())
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_json")
-    runtime = _runtime(request)
+    runtime = studio_runtime(request)
     bases = fine_tunable(runtime.catalog)
     row = await run_in_threadpool(
         lambda: service.create_job(
@@ -170,7 +155,7 @@ def list_jobs(
     rows, more = service.list_jobs(
         db=request.app.state.ctx.db, principal=caller, after=after, limit=limit
     )
-    return _page([job_out(r) for r in rows], more)
+    return list_page([job_out(r) for r in rows], more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}", response_model=None, responses={**_ERRORS, 200: _OBJECT})
@@ -186,7 +171,10 @@ def retrieve_job(job_id: str, request: Request, caller: StudioCaller) -> dict[st
 def cancel_job(job_id: str, request: Request, caller: StudioCaller) -> dict[str, Any]:
     """Cancel a job that has not finished; a running one stops at its next step."""
     row = service.cancel_job(
-        db=request.app.state.ctx.db, clock=_runtime(request).clock, principal=caller, job_id=job_id
+        db=request.app.state.ctx.db,
+        clock=studio_runtime(request).clock,
+        principal=caller,
+        job_id=job_id,
     )
     return job_out(row)
 
@@ -202,7 +190,7 @@ def list_events(
     rows, more = service.list_events(
         db=request.app.state.ctx.db, principal=caller, job_id=job_id, after=after, limit=limit
     )
-    return _page([event_out(r) for r in rows], more)
+    return list_page([event_out(r) for r in rows], more)
 
 
 @router.get(
@@ -217,7 +205,7 @@ def list_checkpoints(
     rows, more = service.list_checkpoints(
         db=request.app.state.ctx.db, principal=caller, job_id=job_id, after=after, limit=limit
     )
-    return _page([checkpoint_out(r) for r in rows], more)
+    return list_page([checkpoint_out(r) for r in rows], more)
 
 
 @router.delete("/models/{model_id:path}", response_model=None, responses={**_ERRORS, 200: _OBJECT})
