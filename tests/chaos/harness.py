@@ -120,7 +120,7 @@ class Platform:
             )
         proc.starts += 1
 
-    def wait_ready(self, proc: Proc, timeout_s: float = 60) -> None:
+    def wait_ready(self, proc: Proc, timeout_s: float = 120) -> None:
         """An API answers /health; a worker has printed its start line."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
