@@ -120,7 +120,7 @@ class Platform:
             )
         proc.starts += 1
 
-    def wait_ready(self, proc: Proc, timeout_s: float = 60) -> None:
+    def wait_ready(self, proc: Proc, timeout_s: float = 120) -> None:
         """An API answers /health; a worker has printed its start line."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -177,7 +177,10 @@ def env_for(tmp: Path, **overrides: str) -> dict[str, str]:
         "NEOCLOUD_SIM_POWER_S": "0",
         "NEOCLOUD_SIM_FAILURE_PROBABILITY": "0",
         "NEOCLOUD_CONFIG": str(tmp / "profiles.json"),
+        # the clients are a load generator, not a runaway script: no per-key rate limits
         "NEOCLOUD_API_WRITES_PER_MINUTE": "1000000",
+        "NEOCLOUD_API_REQUESTS_PER_MINUTE": "1000000",
+        "NEOCLOUD_STUDIO_REQUESTS_PER_MINUTE": "1000000",
         # one key for every process (each has its own data dir, so no shared key file)
         "NEOCLOUD_SECRET_KEY": SecretBox.new_key().decode("ascii"),
     }

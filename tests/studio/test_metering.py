@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,3 +107,21 @@ def test_a_live_process_segment_is_left_alone(tmp_path: Path) -> None:
     assert two.recover() == 0  # ``one`` is open in this process: it flushes its own
     one.stop()
     two.stop()
+
+
+def test_a_spool_that_cannot_be_written_still_meters_in_memory(tmp_path: Path) -> None:
+    from neocloud.studio.spool import UsageSpool
+
+    spool = UsageSpool(tmp_path)
+    sink = MemoryUsageSink()
+    buffer = UsageBuffer(sink, spool=spool)
+    tmp_path.chmod(0o500)  # no new segment can be created
+    try:
+        if os.geteuid() == 0:  # root writes anyway: break the directory instead
+            spool.directory = tmp_path / "missing" / "dir"
+        buffer.record(_record(7))
+    finally:
+        tmp_path.chmod(0o700)
+    assert buffer.flush() == 1
+    assert [r.prompt_tokens for r in sink.records] == [7]
+    buffer.stop()

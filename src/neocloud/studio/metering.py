@@ -236,7 +236,10 @@ class UsageBuffer:
             self.on_record(record)
         with self._lock:
             if self.spool is not None:
-                self.spool.append(record)
+                try:
+                    self.spool.append(record)
+                except OSError:  # a full or broken disk: bill from memory, as without a spool
+                    log.exception("usage spool write failed; this record is kept in memory only")
             if len(self._pending) == self._pending.maxlen:
                 log.error("usage buffer full: dropping the oldest record")
             self._pending.append(record)
