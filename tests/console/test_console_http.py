@@ -178,8 +178,18 @@ def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # ty
         assert ">64<" in fleet
         heat = http.get("/operator/heatmap").text
         assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
-        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in heat
-        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0]' in heat  # 2 nodes free
+        # The whole fleet at one cell per block (4 nodes each), a click opening its fabric.
+        assert '"parents":["r1/r1a/r1a-ib01"]' in heat
+        assert '"leaf":"block"' in heat
+        assert '"drill":"fabric"' in heat
+        assert '[0,"r1a-ib01-b01",0,4,0,0,0,0,0,4,0,0]' in heat  # 4 nodes free, healthy
+        assert 'id="heat-by"' in heat  # the colour selector: state or health
+        # An opened fabric: one cell per rack (2 nodes each), a click listing its nodes.
+        racks = http.get("/operator/heatmap", params={"open": "r1a-ib01"}).text
+        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in racks
+        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0,2,0,0]' in racks
+        assert '"drill":null' in racks
+        assert "fabric r1a-ib01" in racks
         node = admin.nodes.list(limit=1)["data"][0]
         page = http.get(f"/operator/nodes/{node['id']}")
         assert node["hostname"] in page.text

@@ -9,13 +9,22 @@ from decimal import Decimal
 from neocloud.console.app import money, when
 from neocloud.console.playground import cost_of
 from neocloud.console.session import open_session, same_token, seal_session
-from neocloud.console.views import GROUPS, fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import GROUPS, HEALTHS, fleet_matrix, gantt_rows, heatmap_cells
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.secrets import SecretBox
 
 
-def _line(model: str, state: str, domain: str | None, nodes: int) -> dict[str, object]:
-    return {"gpu_model": model, "state": state, "domain": domain, "nodes": nodes, "gpus": nodes * 8}
+def _line(
+    model: str, state: str, domain: str | None, nodes: int, health: str | None = None
+) -> dict[str, object]:
+    return {
+        "gpu_model": model,
+        "state": state,
+        "domain": domain,
+        "nodes": nodes,
+        "gpus": nodes * 8,
+        "health": health,
+    }
 
 
 def test_fleet_matrix_orders_states_by_lifecycle_and_totals_gpus() -> None:
@@ -46,22 +55,31 @@ def test_heatmap_cells_one_per_rack_with_its_path_and_state_groups() -> None:
     }
     summary = {
         "data": [
-            _line("H100", "available", "f1-b2-r1", 2),
-            _line("H100", "in_use", "f1-b2-r1", 1),
-            _line("H100", "cordoned", "f1-b2-r1", 1),
-            _line("H200", "failed", "f1-b1-r1", 4),
+            _line("H100", "available", "f1-b2-r1", 2, "healthy"),
+            _line("H100", "in_use", "f1-b2-r1", 1, "warning"),
+            _line("H100", "cordoned", "f1-b2-r1", 1, "healthy"),
+            _line("H200", "failed", "f1-b1-r1", 3, "failed"),
+            _line("H200", "failed", "f1-b1-r1", 1, "warning"),
         ]
     }
     data = heatmap_cells(topology, summary)
     assert data["leaf"] == "rack"
     assert data["groups"] == list(GROUPS)
+    assert data["healths"] == list(HEALTHS)
     assert data["parents"] == ["r/f1/f1-b1", "r/f1/f1-b2"]
     assert data["models"] == ["H100", "H200"]
-    # [parent, rack, model, free, busy, held, setup, broken, gone], ordered by path
+    # [parent, rack, model, free, busy, held, setup, broken, gone, healthy, warning, failed],
+    # ordered by path
     assert data["cells"] == [
-        [0, "f1-b1-r1", 1, 0, 0, 0, 0, 4, 0],
-        [1, "f1-b2-r1", 0, 2, 1, 1, 0, 0, 0],
+        [0, "f1-b1-r1", 1, 0, 0, 0, 0, 4, 0, 0, 1, 3],
+        [1, "f1-b2-r1", 0, 2, 1, 1, 0, 0, 0, 3, 1, 0],
     ]
+
+
+def test_heatmap_cells_without_health_lines_count_states_only() -> None:
+    topology = {"levels": ["rack"], "domains": [{"level": "rack", "name": "r1", "parent": ""}]}
+    data = heatmap_cells(topology, {"data": [_line("H100", "in_use", "r1", 4)]})
+    assert data["cells"] == [[0, "r1", 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]]
 
 
 def test_gantt_rows_put_a_reservation_on_each_block_it_spans() -> None:

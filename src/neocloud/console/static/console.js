@@ -25,17 +25,24 @@
 
   // ---------------------------------------------------------------------------- heatmap
   var COLORS = { free: "#2e9e5b", busy: "#2456d6", held: "#d49a00", setup: "#8a5cd6",
-    broken: "#c62828", gone: "#9aa1a9" };
+    broken: "#c62828", gone: "#9aa1a9", healthy: "#2e9e5b", warning: "#d49a00", failed: "#c62828" };
 
   function heatmap() {
     var canvas = document.getElementById("heatmap");
     var d = data("heatmap-data");
     if (!canvas || !d) return;
-    var legend = document.getElementById("legend");
-    d.groups.forEach(function (g) {
-      var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
-      legend.appendChild(s);
-    });
+    var legend = document.getElementById("legend"), by = document.getElementById("heat-by");
+    var healths = d.healths || [], ng = d.groups.length;
+    function mode() { return by && by.value === "health" ? "health" : "state"; }
+    function names() { return mode() === "health" ? healths : d.groups; }
+    function showLegend() {
+      legend.textContent = "";
+      names().forEach(function (g) {
+        var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
+        legend.appendChild(s);
+      });
+    }
+    showLegend();
     // One band per fabric (the path above the block), its blocks side by side in reading
     // order with a one-cell gap between blocks, wrapping at the canvas's width.
     var cell = 10, gap = 1, width = Math.max(600, Math.min(1500, canvas.parentElement.clientWidth));
@@ -55,18 +62,26 @@
     });
     canvas.width = width; canvas.height = y + cell + 8;
     var ctx = canvas.getContext("2d");
-    ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#5b6470";
-    labels.forEach(function (l) { ctx.fillText(l[0], 4, l[1]); });
-    boxes.forEach(function (b) {
-      var n = b[2].n, best = 0;
-      for (var i = 1; i < n.length; i++) if (n[i] > n[best]) best = i;
-      ctx.fillStyle = COLORS[d.groups[best]] || "#999";
-      ctx.fillRect(b[0], b[1], cell, cell);
-    });
+    function counts(c) { return mode() === "health" ? c.n.slice(ng) : c.n.slice(0, ng); }
+    function draw() {  // a cell's colour: the state group (or health) most of its nodes are in
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#5b6470";
+      labels.forEach(function (l) { ctx.fillText(l[0], 4, l[1]); });
+      var keys = names();
+      boxes.forEach(function (b) {
+        var n = counts(b[2]), best = 0;
+        for (var i = 1; i < n.length; i++) if (n[i] > n[best]) best = i;
+        ctx.fillStyle = COLORS[keys[best]] || "#999";
+        ctx.fillRect(b[0], b[1], cell, cell);
+      });
+    }
+    draw();
+    if (by) by.addEventListener("change", function () { showLegend(); draw(); });
     var hover = document.getElementById("heat-hover"), focused = 0;
     function describe(b) {
       var c = b[2], parts = [];
-      d.groups.forEach(function (g, i) { if (c.n[i]) parts.push(c.n[i] + " " + g); });
+      var n = counts(c);
+      names().forEach(function (g, i) { if (n[i]) parts.push(n[i] + " " + g); });
       return c.path.join(" / ") + " (" + c.model + "): " + parts.join(", ");
     }
     function at(ev) {
@@ -78,8 +93,12 @@
       }
       return -1;
     }
-    function open(i) {
+    function open(i) {  // a block opens its fabric's racks; a rack lists its nodes
       var c = boxes[i][2];
+      if (d.drill && c.path.length >= 2) {
+        window.location.href = "/operator/heatmap?open=" + encodeURIComponent(c.path[c.path.length - 2]);
+        return;
+      }
       window.location.href = "/operator/nodes?" + encodeURIComponent(d.leaf) + "=" +
         encodeURIComponent(c.path[c.path.length - 1]);
     }
