@@ -176,6 +176,9 @@ def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # ty
         fleet = http.get("/operator/fleet").text
         assert "H100-SXM-80GB" in fleet
         assert ">64<" in fleet
+        assert 'id="fleet-health"' in fleet  # model x health x state
+        assert 'health-healthy">healthy</span>' in fleet
+        assert "gpu_model=H100-SXM-80GB&amp;health=healthy&amp;state=available" in fleet
         heat = http.get("/operator/heatmap").text
         assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
         # The whole fleet at one cell per block (4 nodes each), a click opening its fabric.

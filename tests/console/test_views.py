@@ -9,7 +9,14 @@ from decimal import Decimal
 from neocloud.console.app import money, when
 from neocloud.console.playground import cost_of
 from neocloud.console.session import open_session, same_token, seal_session
-from neocloud.console.views import GROUPS, HEALTHS, fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import (
+    GROUPS,
+    HEALTHS,
+    fleet_health_rows,
+    fleet_matrix,
+    gantt_rows,
+    heatmap_cells,
+)
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.secrets import SecretBox
 
@@ -42,6 +49,27 @@ def test_fleet_matrix_orders_states_by_lifecycle_and_totals_gpus() -> None:
         ("L40S", {"available": 0, "in_use": 0, "failed": 8}, 8),
     ]
     assert totals == {"available": 40, "in_use": 24, "failed": 8, "total": 72}
+
+
+def test_fleet_health_rows_split_each_model_by_health_over_the_matrix_states() -> None:
+    summary = {
+        "data": [
+            _line("H100", "available", None, 4, "healthy"),
+            _line("H100", "available", None, 1, "warning"),
+            _line("H100", "failed", None, 2, "failed"),
+            _line("H100", "in_use", None, 3, "healthy"),
+            _line("B200", "available", None, 1, "healthy"),
+        ]
+    }
+    states, rows, _ = fleet_matrix(summary)
+    assert [(r.gpu_model, r.total) for r in rows] == [("B200", 8), ("H100", 80)]
+    health = fleet_health_rows(summary, states)
+    assert [(r.gpu_model, r.health, r.by_state, r.total) for r in health] == [
+        ("B200", "healthy", {"available": 8, "in_use": 0, "failed": 0}, 8),
+        ("H100", "healthy", {"available": 32, "in_use": 24, "failed": 0}, 56),
+        ("H100", "warning", {"available": 8, "in_use": 0, "failed": 0}, 8),
+        ("H100", "failed", {"available": 0, "in_use": 0, "failed": 16}, 16),
+    ]
 
 
 def test_heatmap_cells_one_per_rack_with_its_path_and_state_groups() -> None:

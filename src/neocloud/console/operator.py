@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from neocloud.console.app import Caller, checked_form, console_of, render, signed_in
 from neocloud.console.inproc import ApiFailure
-from neocloud.console.views import fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import fleet_health_rows, fleet_matrix, gantt_rows, heatmap_cells
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 NODE_ACTIONS = {"cordon", "uncordon", "drain"}
@@ -37,10 +37,17 @@ def json_block(value: Any) -> Markup:
 @router.get("/fleet", response_class=HTMLResponse)
 async def fleet_page(request: Request) -> Response:
     caller = await signed_in(request, operator=True)
-    summary = await caller.api.get("/api/v1/fleet/summary")
+    summary = await caller.api.get("/api/v1/fleet/summary", health=True)
     states, rows, totals = fleet_matrix(summary)
     return render(
-        request, "op_fleet.html", caller, summary=summary, states=states, rows=rows, totals=totals
+        request,
+        "op_fleet.html",
+        caller,
+        summary=summary,
+        states=states,
+        rows=rows,
+        totals=totals,
+        health_rows=fleet_health_rows(summary, states),
     )
 
 

@@ -62,6 +62,33 @@ def fleet_matrix(summary: dict[str, Any]) -> tuple[list[str], list[ModelRow], di
     return states, rows, totals
 
 
+@dataclass(frozen=True, slots=True)
+class HealthRow:
+    """One GPU model x health line of the fleet overview: GPUs per state, and the total."""
+
+    gpu_model: str
+    health: str
+    by_state: dict[str, int]
+    total: int
+
+
+def fleet_health_rows(summary: dict[str, Any], states: list[str]) -> list[HealthRow]:
+    """``/fleet/summary?health=true`` as GPU model x health rows over ``states`` (the columns
+    of ``fleet_matrix``): the overview's third dimension. Healths in ``HEALTHS`` order, any
+    other after them; a model shows only the healths its nodes have."""
+    cells: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for line in summary["data"]:
+        health = line.get("health") or "unknown"
+        row = cells[(line["gpu_model"], health)]
+        row[line["state"]] = row.get(line["state"], 0) + int(line["gpus"])
+    rank = {h: i for i, h in enumerate(HEALTHS)}
+    keys = sorted(cells, key=lambda k: (k[0], rank.get(k[1], len(HEALTHS)), k[1]))
+    return [
+        HealthRow(m, h, {s: cells[(m, h)].get(s, 0) for s in states}, sum(cells[(m, h)].values()))
+        for m, h in keys
+    ]
+
+
 def heatmap_cells(
     topology: dict[str, Any], summary: dict[str, Any], level: str | None = None
 ) -> dict[str, Any]:
