@@ -4,6 +4,7 @@ error pages, the CSP and same-origin assets. The browser scenarios are in test_b
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -160,7 +161,8 @@ def test_a_tenant_cannot_open_operator_pages_or_another_orgs_objects(
         assert "/operator/fleet" not in nav.text
 
 
-def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # type: ignore[no-untyped-def]
+def test_the_operator_sees_fleet_pages(app, world, admin: Client, clock: VirtualClock) -> None:  # type: ignore[no-untyped-def]
+    clock.advance(36 * 3600)  # the fleet in service for the last day and a half
     with TestClient(app) as http:
         _signin(http, world["admin_key"])
         for path in (
@@ -177,6 +179,18 @@ def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # ty
         assert "H100-SXM-80GB" in fleet
         assert ">64<" in fleet
         assert 'id="fleet-health"' in fleet  # model x health x state
+        use = re.search(r'id="use-data">(.*?)</script>', fleet, re.S)
+        assert use  # utilization over time: 30 daily points, the 64 GPUs in service, none used
+        points = json.loads(use.group(1))
+        assert len(points) == 30
+        assert {p["gpu_hours"] for p in points} == {0}
+        assert [p["capacity_gpu_hours"] for p in points[-3:]] == [0, 64 * 12, 64 * 24]
+        assert points[-1]["utilization"] == 0
+        assert points[0]["utilization"] is None  # no node in service yet
+        week = http.get("/operator/fleet", params={"window_days": 7}).text
+        found = re.search(r'id="use-data">(.*?)</script>', week, re.S)
+        assert found
+        assert len(json.loads(found.group(1))) == 28  # every 6 h
         assert 'health-healthy">healthy</span>' in fleet
         assert "gpu_model=H100-SXM-80GB&amp;health=healthy&amp;state=available" in fleet
         heat = http.get("/operator/heatmap").text

@@ -759,6 +759,7 @@ RULES: dict[str, Rule] = {
     ),
     "GET /api/v1/billing/reports/backlog": Rule("staff"),
     "GET /api/v1/billing/reports/concentration": Rule("staff"),
+    "GET /api/v1/billing/reports/utilization": Rule("staff"),
     # economics: the operator's business
     "POST /api/v1/economics/projections": Rule("staff", body=lambda w: {"scenario": {}}),
     "POST /api/v1/economics/stress": Rule("staff", body=lambda w: {"scenario": {}}),

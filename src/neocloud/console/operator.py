@@ -35,10 +35,15 @@ def json_block(value: Any) -> Markup:
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-async def fleet_page(request: Request) -> Response:
+async def fleet_page(request: Request, window_days: int = 30) -> Response:
     caller = await signed_in(request, operator=True)
     summary = await caller.api.get("/api/v1/fleet/summary", health=True)
     states, rows, totals = fleet_matrix(summary)
+    days = min(max(window_days, 1), 366)
+    step = 1 if days <= 2 else 6 if days <= 14 else 24
+    use = await caller.api.get(
+        "/api/v1/billing/reports/utilization", window_days=days, step_hours=step
+    )
     return render(
         request,
         "op_fleet.html",
@@ -48,6 +53,9 @@ async def fleet_page(request: Request) -> Response:
         rows=rows,
         totals=totals,
         health_rows=fleet_health_rows(summary, states),
+        window_days=days,
+        step_hours=step,
+        use=json_block(use["data"]),
     )
 
 

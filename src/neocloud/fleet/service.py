@@ -228,6 +228,23 @@ def fleet_summary(
     return sorted(lines, key=lambda x: (x.gpu_model, x.domain or "", x.state, x.health or ""))
 
 
+def gpu_capacity(*, db: Database) -> list[tuple[int, datetime]]:
+    """(GPUs, in service since) of the nodes not retired, summed per date (an imported fleet
+    shares a handful of them): utilization's denominator in one light query. A node counts
+    from when the platform knew it: no allocation can predate that."""
+    with db.transaction() as session:
+        rows = session.execute(
+            sa.select(NodeRow.gpu_count, NodeRow.in_service_at, NodeRow.created_at).where(
+                NodeRow.state != NodeState.RETIRED.value
+            )
+        ).all()
+    by_since: dict[datetime, int] = {}
+    for gpus, in_service, created in rows:
+        since = max(in_service or created, created)
+        by_since[since] = by_since.get(since, 0) + int(gpus)
+    return [(gpus, since) for since, gpus in sorted(by_since.items())]
+
+
 @dataclass(frozen=True)
 class DomainCount:
     level: str

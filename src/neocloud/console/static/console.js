@@ -193,6 +193,21 @@
         { scale: "x1", side: 1, size: 50, grid: { show: false } }] }, values, el);
   }
 
+  function utilization() {  // the fleet overview's chart: one point per step, in percent
+    var el = document.getElementById("use-chart"), rows = data("use-data");
+    if (!el || !rows || !rows.length || typeof uPlot === "undefined") return;
+    var x = rows.map(function (r) { return Date.parse(r.end) / 1000; });
+    var pct = rows.map(function (r) { return r.utilization === null ? null : 100 * r.utilization; });
+    var used = rows.map(function (r) { return r.gpu_hours; });
+    new uPlot({ width: Math.min(1000, el.clientWidth || 1000), height: 240,
+      series: [{ label: "time" },
+        { label: "utilization %", stroke: "#2456d6", fill: "rgba(36,86,214,0.12)", scale: "%" },
+        { label: "allocated GPU-h", stroke: "#2e9e5b", scale: "h" }],
+      scales: { "%": { range: [0, 100] } },
+      axes: [{}, { scale: "%", size: 50 }, { scale: "h", side: 1, size: 70, grid: { show: false } }] },
+      [x, pct, used], el);
+  }
+
   function tornado() {
     var el = document.getElementById("tornado"), t = data("tornado-data");
     if (!el || !t) return;
@@ -246,6 +261,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes(document); heatmap(); playground(); economics(); tornado(); gantt(); shares();
+    localTimes(document); heatmap(); playground(); economics(); utilization(); tornado(); gantt(); shares();
   });
 })();
