@@ -125,6 +125,30 @@ def test_session_cookie_is_sealed_httponly_strict_and_key_never_in_pages(
         assert http.get("/", follow_redirects=False).status_code == 303
 
 
+def test_a_tenant_sees_capacity_advice_beside_its_quotas_and_create_forms(  # type: ignore[no-untyped-def]
+    app, world, admin: Client
+) -> None:
+    advice = admin.get("capacity")["data"]
+    assert [(c["region"], c["gpu_model"]) for c in advice] == [("r1", "H100-SXM-80GB")]
+    with TestClient(app) as http:
+        _signin(http, world["acme"]["key"])
+        for path in ("/", "/instances", "/clusters"):
+            page = http.get(path).text
+            table = re.search(r'<table id="capacity">(.*?)</table>', page, re.S)
+            assert table, path
+            row = re.sub(r"<[^>]+>", "|", table.group(1))
+            cells = [c for c in row.split("|") if c.strip()]
+            assert cells[-5:] == [
+                "r1",
+                "H100-SXM-80GB",
+                advice[0]["on_demand"],
+                advice[0]["spot"],
+                advice[0]["partial_node"],
+            ], (path, cells)
+            assert advice[0]["on_demand"] == "high"  # 64 GPUs, all free
+            assert ">64<" not in table.group(1)  # a tenant never sees the operator's counts
+
+
 def test_forms_without_the_session_token_are_refused(app, world) -> None:  # type: ignore[no-untyped-def]
     with TestClient(app) as http:
         _signin(http, world["acme"]["key"])
