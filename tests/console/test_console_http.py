@@ -8,14 +8,17 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from neocloud.client import Client
+from neocloud.client import ApiError, Client
+from neocloud.compute.tables import AllocationRow
 from neocloud.console.session import SESSION_COOKIE, open_session
+from neocloud.db.engine import Database
 from neocloud.kernel.clock import VirtualClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,3 +282,57 @@ def test_every_console_asset_ships_in_the_wheel() -> None:
     assert len(files) > 20
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert not missing, missing
+
+
+def test_the_heatmap_colours_by_tenant_from_open_allocations(  # type: ignore[no-untyped-def]
+    app, world, admin: Client, db: Database, clock: VirtualClock
+) -> None:
+    acme, globex = world["acme"]["org"]["id"], world["globex"]["org"]["id"]
+    nodes = admin.nodes.list(topology={"rack": "r1a-ib01-b01-r01"})["data"]
+    assert len(nodes) == 2
+    now = clock.now()
+    with db.transaction() as s:
+        for i, (org, node, gpus, end) in enumerate(
+            [
+                (acme, nodes[0]["id"], 8, None),
+                (globex, nodes[1]["id"], 4, None),
+                (globex, nodes[1]["id"], 4, now - timedelta(minutes=1)),  # ended: not counted
+            ]
+        ):
+            s.add(
+                AllocationRow(
+                    id=f"alc_t{i}",
+                    org_id=org,
+                    node_id=node,
+                    gpu_model="H100-SXM-80GB",
+                    gpu_count=gpus,
+                    gpu_indices=list(range(gpus)),
+                    vcpus=16,
+                    ram_gib=128,
+                    cls="on_demand",
+                    start_at=now - timedelta(hours=2),
+                    end_at=end,
+                    created_at=now - timedelta(hours=2),
+                )
+            )
+    lines = admin.get("capacity/tenants", group_by="block")["data"]
+    assert lines == [
+        {"domain": "r1a-ib01-b01", "org_id": acme, "gpus": 8},
+        {"domain": "r1a-ib01-b01", "org_id": globex, "gpus": 4},
+    ]
+    with pytest.raises(ApiError) as exc:
+        admin.get("capacity/tenants", group_by="row")
+    assert (exc.value.status, exc.value.param) == (422, "group_by")
+    with TestClient(app) as http:
+        _signin(http, world["admin_key"])
+        heat = http.get("/operator/heatmap").text
+        assert '<option value="tenant">tenant</option>' in heat
+        data = json.loads(re.search(r'id="heatmap-data">(.*?)</script>', heat, re.S).group(1))  # type: ignore[union-attr]
+        # The block's dominant tenant, its GPUs, all GPUs held there and the block's 32 GPUs.
+        assert data["orgs"] == [acme]
+        assert data["tenants"] == {"r1a-ib01-b01": [0, 8, 12, 32]}
+        racks = http.get("/operator/heatmap", params={"open": "r1a-ib01"}).text
+        data = json.loads(re.search(r'id="heatmap-data">(.*?)</script>', racks, re.S).group(1))  # type: ignore[union-attr]
+        assert data["tenants"] == {"r1a-ib01-b01-r01": [0, 8, 12, 16]}
+        _signin(http, world["acme"]["key"])
+        assert http.get("/operator/heatmap").status_code == 403

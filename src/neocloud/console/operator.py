@@ -6,6 +6,7 @@ the API's decision (staff read, admins act)."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -16,7 +17,13 @@ from markupsafe import Markup
 
 from neocloud.console.app import Caller, checked_form, console_of, render, signed_in
 from neocloud.console.inproc import ApiFailure
-from neocloud.console.views import fleet_health_rows, fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import (
+    fleet_health_rows,
+    fleet_matrix,
+    gantt_rows,
+    heatmap_cells,
+    tenant_cells,
+)
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 NODE_ACTIONS = {"cordon", "uncordon", "drain"}
@@ -101,6 +108,13 @@ async def heatmap_page(
         query.update(within_level=levels[-3], within=opened)
     summary = await caller.api.get("/api/v1/fleet/summary", **query)
     data = heatmap_cells(topology, summary, cell_level)
+    where = {k: v for k, v in query.items() if k in ("within_level", "within")}
+    tenants = await caller.api.get("/api/v1/capacity/tenants", group_by=cell_level, **where)
+    gpus: dict[str, int] = defaultdict(int)
+    for line in summary["data"]:
+        if line["domain"] is not None:
+            gpus[line["domain"]] += int(line["gpus"])
+    data.update(tenant_cells(tenants, gpus))
     data["drill"] = drill  # clicking a cell opens the domain of this level above it
     return render(
         request,

@@ -140,6 +140,23 @@ def heatmap_cells(
     }
 
 
+def tenant_cells(tenants: dict[str, Any], total_gpus: dict[str, int]) -> dict[str, Any]:
+    """``/capacity/tenants`` per heatmap cell, aggregated: the org holding most of the cell's
+    GPUs, its GPUs, all GPUs held there and the cell's GPUs (so the page can show a share).
+    ``orgs`` lists each org once; a cell is ``domain: [org index, org GPUs, held, GPUs]``."""
+    held: dict[str, int] = defaultdict(int)
+    top: dict[str, tuple[str, int]] = {}
+    for line in tenants["data"]:
+        domain, org, gpus = line["domain"], line["org_id"], int(line["gpus"])
+        held[domain] += gpus
+        if domain not in top or gpus > top[domain][1]:
+            top[domain] = (org, gpus)
+    orgs = sorted({org for org, _ in top.values()})
+    index = {o: i for i, o in enumerate(orgs)}
+    cells = {d: [index[org], gpus, held[d], total_gpus.get(d, 0)] for d, (org, gpus) in top.items()}
+    return {"orgs": orgs, "tenants": cells}
+
+
 def gantt_rows(
     reservations: list[dict[str, Any]], nodes_block: dict[str, str]
 ) -> list[dict[str, Any]]:

@@ -33,10 +33,23 @@
     if (!canvas || !d) return;
     var legend = document.getElementById("legend"), by = document.getElementById("heat-by");
     var healths = d.healths || [], ng = d.groups.length;
-    function mode() { return by && by.value === "health" ? "health" : "state"; }
+    var orgs = d.orgs || [], tenants = d.tenants || {};
+    var ORG_COLORS = ["#2456d6", "#d49a00", "#8a5cd6", "#2e9e5b", "#c62828", "#00838f",
+      "#6d4c41", "#ad1457", "#558b2f", "#3949ab"];
+    function orgColor(i) { return ORG_COLORS[i % ORG_COLORS.length]; }
+    function mode() { return by ? by.value : "state"; }
     function names() { return mode() === "health" ? healths : d.groups; }
     function showLegend() {
       legend.textContent = "";
+      if (mode() === "tenant") {
+        orgs.forEach(function (o, i) {
+          var s = document.createElement("span"); s.style.setProperty("--c", orgColor(i));
+          s.textContent = o; legend.appendChild(s);
+        });
+        var none = document.createElement("span"); none.className = "g-gone";
+        none.textContent = "no tenant"; legend.appendChild(none);
+        return;
+      }
       names().forEach(function (g) {
         var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
         legend.appendChild(s);
@@ -69,6 +82,12 @@
       labels.forEach(function (l) { ctx.fillText(l[0], 4, l[1]); });
       var keys = names();
       boxes.forEach(function (b) {
+        if (mode() === "tenant") {  // the org holding most of the cell's GPUs
+          var t = tenants[b[2].path[b[2].path.length - 1]];
+          ctx.fillStyle = t ? orgColor(t[0]) : COLORS.gone;
+          ctx.fillRect(b[0], b[1], cell, cell);
+          return;
+        }
         var n = counts(b[2]), best = 0;
         for (var i = 1; i < n.length; i++) if (n[i] > n[best]) best = i;
         ctx.fillStyle = COLORS[keys[best]] || "#999";
@@ -80,6 +99,12 @@
     var hover = document.getElementById("heat-hover"), focused = 0;
     function describe(b) {
       var c = b[2], parts = [];
+      if (mode() === "tenant") {
+        var t = tenants[c.path[c.path.length - 1]];
+        parts.push(t ? orgs[t[0]] + " holds " + t[1] + " of " + t[3] + " GPUs (" + t[2] +
+          " held by all tenants)" : "no tenant");
+        return c.path.join(" / ") + " (" + c.model + "): " + parts.join(", ");
+      }
       var n = counts(c);
       names().forEach(function (g, i) { if (n[i]) parts.push(n[i] + " " + g); });
       return c.path.join(" / ") + " (" + c.model + "): " + parts.join(", ");
