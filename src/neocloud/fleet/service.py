@@ -234,9 +234,9 @@ def gpu_capacity(*, db: Database) -> list[tuple[int, datetime]]:
     from when the platform knew it: no allocation can predate that."""
     with db.transaction() as session:
         rows = session.execute(
-            sa.select(NodeRow.gpu_count, NodeRow.in_service_at, NodeRow.created_at).where(
-                NodeRow.state != NodeState.RETIRED.value
-            )
+            sa.select(sa.func.sum(NodeRow.gpu_count), NodeRow.in_service_at, NodeRow.created_at)
+            .where(NodeRow.state != NodeState.RETIRED.value)
+            .group_by(NodeRow.in_service_at, NodeRow.created_at)
         ).all()
     by_since: dict[datetime, int] = {}
     for gpus, in_service, created in rows:
