@@ -5,7 +5,8 @@ Target (the console issue): each page renders in under 1 s on the server. A rend
 the real app in process (FastAPI TestClient): the session cookie is opened, the console calls
 ``/api/v1/me``, ``/fleet/summary`` (and ``/fleet/topology`` for the heatmap) through the whole
 middleware stack, aggregates, and renders the template. The browser's drawing is not counted
-(the heatmap is one canvas of ~7,800 cells drawn from a JSON block).
+(the heatmap is one canvas of ~1,000 block cells drawn from a JSON block; an opened fabric
+is a few hundred rack cells, timed as its own line).
 
 Each page is first checked: the overview's matrix totals 250,000 GPUs, the heatmap's cells hold
 all 31,250 nodes and the page has no element per node.
