@@ -188,6 +188,9 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
         page.wait_for_url("**/operator/heatmap?open=*")
         page.get_by_label("Colour by").select_option("health")
         expect(page.locator("#legend")).to_contain_text("healthy")
+        box = page.locator("#heatmap").bounding_box()  # the opened page has its own layout
+        assert box
+        page.mouse.move(box["x"] + 1, box["y"] + 1)
         page.mouse.move(box["x"] + 9, box["y"] + 23)
         hover = page.locator("#heat-hover")
         wait_for("a health hover", lambda: "healthy" in (hover.text_content() or ""))
