@@ -5,7 +5,8 @@ Target (the console issue): each page renders in under 1 s on the server. A rend
 the real app in process (FastAPI TestClient): the session cookie is opened, the console calls
 ``/api/v1/me``, ``/fleet/summary`` (and ``/fleet/topology`` for the heatmap) through the whole
 middleware stack, aggregates, and renders the template. The browser's drawing is not counted
-(the heatmap is one canvas of ~7,800 cells drawn from a JSON block).
+(the heatmap is one canvas of ~1,000 block cells drawn from a JSON block; an opened fabric
+is a few hundred rack cells, timed as its own line).
 
 Each page is first checked: the overview's matrix totals 250,000 GPUs, the heatmap's cells hold
 all 31,250 nodes and the page has no element per node.
@@ -57,7 +58,7 @@ def _signin(http: TestClient, key: str) -> None:
     assert "Sign out" in done.text, done.text[:300]
 
 
-def _check(http: TestClient, nodes: int, gpus: int) -> None:
+def _check(http: TestClient, nodes: int, gpus: int) -> str:
     fleet = http.get("/operator/fleet")
     assert fleet.status_code == 200, fleet.text[:300]
     assert f"{gpus:,}" in fleet.text, "the overview does not total the fleet's GPUs"
@@ -66,12 +67,26 @@ def _check(http: TestClient, nodes: int, gpus: int) -> None:
     block = re.search(r'id="heatmap-data">(.*?)</script>', heat.text, re.S)
     assert block
     data = json.loads(block.group(1))
-    assert sum(sum(c[3:]) for c in data["cells"]) == nodes, "the heatmap lost nodes"
+    states = len(data["groups"])
+    assert sum(sum(c[3 : 3 + states]) for c in data["cells"]) == nodes, "the heatmap lost nodes"
     assert heat.text.count("<") < 500, "the heatmap page has elements per node"
-    print(
-        f"checked: overview totals {gpus:,} GPUs; heatmap {len(data['cells']):,} cells "
-        f"holding {nodes:,} nodes; page {len(heat.content) / 1024:.0f} KiB"
+    fabric = data["parents"][0].split("/")[-1]  # a block's parent path ends at its fabric
+    opened = http.get("/operator/heatmap", params={"open": fabric})
+    assert opened.status_code == 200, opened.text[:300]
+    found = re.search(r'id="heatmap-data">(.*?)</script>', opened.text, re.S)
+    assert found
+    racks = json.loads(found.group(1))
+    in_fabric = sum(
+        sum(c[3 : 3 + states]) for c in data["cells"] if data["parents"][c[0]].endswith(fabric)
     )
+    assert sum(sum(c[3 : 3 + states]) for c in racks["cells"]) == in_fabric, "a fabric lost nodes"
+    print(
+        f"checked: overview totals {gpus:,} GPUs; heatmap {len(data['cells']):,} {data['leaf']} "
+        f"cells holding {nodes:,} nodes, page {len(heat.content) / 1024:.0f} KiB; fabric "
+        f"{fabric} opened: {len(racks['cells']):,} {racks['leaf']} cells holding {in_fabric:,} "
+        f"nodes"
+    )
+    return fabric
 
 
 def _time(http: TestClient, path: str, calls: int) -> list[float]:
@@ -106,7 +121,7 @@ def _run(db: Database, calls: int, kind: str) -> int:
             )
             _signin(http, key)
             started = time.perf_counter()
-            _check(http, spec.node_count, GPUS)
+            fabric = _check(http, spec.node_count, GPUS)
             print(
                 f"first renders (cold: the heatmap reads the fleet's shape, then keeps it "
                 f"5 min): {time.perf_counter() - started:.2f} s for both pages"
@@ -116,6 +131,7 @@ def _run(db: Database, calls: int, kind: str) -> int:
             for name, path in (
                 ("fleet overview", "/operator/fleet"),
                 ("topology heatmap", "/operator/heatmap"),
+                ("heatmap, fabric open", f"/operator/heatmap?open={fabric}"),
             ):
                 _time(http, path, 2)  # warm: first-call imports and caches
                 t = sorted(_time(http, path, calls))

@@ -217,3 +217,34 @@ def test_reports_are_for_operators_and_check_their_input(db: Database, clock: Vi
         assert err.value.param == param
     with pytest.raises(ValidationFailed):
         reports.concentration_report(db=db, clock=clock, principal=OPERATOR, window_days=0)
+
+
+def test_utilization_steps_allocated_over_in_service_gpu_hours(
+    fleet: Client, db: Database, clock: VirtualClock
+) -> None:
+    _allocations(db, [("org_a", "on_demand", 8, _at(20), _at(20, 12))])  # 96 GPU-h
+    clock.set(_at(21))
+    with db.transaction() as s:
+        gpus = s.scalar(sa.select(sa.func.sum(NodeRow.gpu_count)))
+    assert gpus
+    points = reports.utilization_series(
+        db=db, clock=clock, principal=OPERATOR, window_days=2, step_hours=12
+    )
+    assert [p.start for p in points] == [_at(19), _at(19, 12), _at(20), _at(20, 12)]
+    assert [p.end for p in points][-1] == _at(21)
+    assert [p.gpu_hours for p in points] == [0, 0, 96, 0]
+    assert [p.capacity_gpu_hours for p in points] == [gpus * 12] * 4
+    assert points[2].utilization == pytest.approx(96 / (gpus * 12))
+    assert points[0].utilization == 0
+    with pytest.raises(PermissionDenied):
+        reports.utilization_series(
+            db=db, clock=clock, principal=TENANT, window_days=2, step_hours=12
+        )
+    with pytest.raises(ValidationFailed) as exc:
+        reports.utilization_series(
+            db=db, clock=clock, principal=OPERATOR, window_days=366, step_hours=1
+        )
+    assert exc.value.param == "step_hours"
+    answer = fleet.get("billing/reports/utilization", window_days=2, step_hours=12)
+    assert answer["object"] == "billing.utilization"
+    assert [p["gpu_hours"] for p in answer["data"]] == [0, 0, 96, 0]

@@ -174,7 +174,8 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
         page.get_by_role("navigation").get_by_role("link", name="Heatmap").click()
         page.wait_for_url(f"{server.url}/operator/heatmap")
         data = page.evaluate("JSON.parse(document.getElementById('heatmap-data').textContent)")
-        assert sum(sum(c[3:]) for c in data["cells"]) == 512  # every node of the demo fleet
+        states = len(data["groups"])
+        assert sum(sum(c[3 : 3 + states]) for c in data["cells"]) == 512  # the whole demo fleet
         assert page.locator("main *").count() < 100  # one canvas, not 512 elements
         canvas = page.locator("#heatmap")
         box = canvas.bounding_box()
@@ -183,6 +184,16 @@ def test_operator_heatmap_cordon_and_economics(browser: Any, server: Server) -> 
         page.mouse.move(box["x"] + 9, box["y"] + 23)
         wait_for("a hover line", lambda: "/" in (page.locator("#heat-hover").text_content() or ""))
         _shot(page, "heatmap")
+        page.mouse.click(box["x"] + 9, box["y"] + 23)  # a block cell opens its fabric's racks
+        page.wait_for_url("**/operator/heatmap?open=*")
+        page.get_by_label("Colour by").select_option("health")
+        expect(page.locator("#legend")).to_contain_text("healthy")
+        box = page.locator("#heatmap").bounding_box()  # the opened page has its own layout
+        assert box
+        page.mouse.move(box["x"] + 1, box["y"] + 1)
+        page.mouse.move(box["x"] + 9, box["y"] + 23)
+        hover = page.locator("#heat-hover")
+        wait_for("a health hover", lambda: "healthy" in (hover.text_content() or ""))
         page.mouse.click(box["x"] + 9, box["y"] + 23)
         page.wait_for_url("**/operator/nodes?rack=*")
         page.locator("tbody a").first.click()

@@ -4,17 +4,21 @@ error pages, the CSP and same-origin assets. The browser scenarios are in test_b
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import tomllib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from neocloud.client import Client
+from neocloud.client import ApiError, Client
+from neocloud.compute.tables import AllocationRow
 from neocloud.console.session import SESSION_COOKIE, open_session
+from neocloud.db.engine import Database
 from neocloud.kernel.clock import VirtualClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +128,30 @@ def test_session_cookie_is_sealed_httponly_strict_and_key_never_in_pages(
         assert http.get("/", follow_redirects=False).status_code == 303
 
 
+def test_a_tenant_sees_capacity_advice_beside_its_quotas_and_create_forms(  # type: ignore[no-untyped-def]
+    app, world, admin: Client
+) -> None:
+    advice = admin.get("capacity")["data"]
+    assert [(c["region"], c["gpu_model"]) for c in advice] == [("r1", "H100-SXM-80GB")]
+    with TestClient(app) as http:
+        _signin(http, world["acme"]["key"])
+        for path in ("/", "/instances", "/clusters"):
+            page = http.get(path).text
+            table = re.search(r'<table id="capacity">(.*?)</table>', page, re.S)
+            assert table, path
+            row = re.sub(r"<[^>]+>", "|", table.group(1))
+            cells = [c for c in row.split("|") if c.strip()]
+            assert cells[-5:] == [
+                "r1",
+                "H100-SXM-80GB",
+                advice[0]["on_demand"],
+                advice[0]["spot"],
+                advice[0]["partial_node"],
+            ], (path, cells)
+            assert advice[0]["on_demand"] == "high"  # 64 GPUs, all free
+            assert ">64<" not in table.group(1)  # a tenant never sees the operator's counts
+
+
 def test_forms_without_the_session_token_are_refused(app, world) -> None:  # type: ignore[no-untyped-def]
     with TestClient(app) as http:
         _signin(http, world["acme"]["key"])
@@ -160,7 +188,8 @@ def test_a_tenant_cannot_open_operator_pages_or_another_orgs_objects(
         assert "/operator/fleet" not in nav.text
 
 
-def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # type: ignore[no-untyped-def]
+def test_the_operator_sees_fleet_pages(app, world, admin: Client, clock: VirtualClock) -> None:  # type: ignore[no-untyped-def]
+    clock.advance(36 * 3600)  # the fleet in service for the last day and a half
     with TestClient(app) as http:
         _signin(http, world["admin_key"])
         for path in (
@@ -176,10 +205,35 @@ def test_the_operator_sees_fleet_pages(app, world, admin: Client) -> None:  # ty
         fleet = http.get("/operator/fleet").text
         assert "H100-SXM-80GB" in fleet
         assert ">64<" in fleet
+        assert 'id="fleet-health"' in fleet  # model x health x state
+        use = re.search(r'id="use-data">(.*?)</script>', fleet, re.S)
+        assert use  # utilization over time: 30 daily points, the 64 GPUs in service, none used
+        points = json.loads(use.group(1))
+        assert len(points) == 30
+        assert {p["gpu_hours"] for p in points} == {0}
+        assert [p["capacity_gpu_hours"] for p in points[-3:]] == [0, 64 * 12, 64 * 24]
+        assert points[-1]["utilization"] == 0
+        assert points[0]["utilization"] is None  # no node in service yet
+        week = http.get("/operator/fleet", params={"window_days": 7}).text
+        found = re.search(r'id="use-data">(.*?)</script>', week, re.S)
+        assert found
+        assert len(json.loads(found.group(1))) == 28  # every 6 h
+        assert 'health-healthy">healthy</span>' in fleet
+        assert "gpu_model=H100-SXM-80GB&amp;health=healthy&amp;state=available" in fleet
         heat = http.get("/operator/heatmap").text
         assert heat.count("<div") < 60  # cells are drawn on a canvas, not as elements
-        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in heat
-        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0]' in heat  # 2 nodes free
+        # The whole fleet at one cell per block (4 nodes each), a click opening its fabric.
+        assert '"parents":["r1/r1a/r1a-ib01"]' in heat
+        assert '"leaf":"block"' in heat
+        assert '"drill":"fabric"' in heat
+        assert '[0,"r1a-ib01-b01",0,4,0,0,0,0,0,4,0,0]' in heat  # 4 nodes free, healthy
+        assert 'id="heat-by"' in heat  # the colour selector: state or health
+        # An opened fabric: one cell per rack (2 nodes each), a click listing its nodes.
+        racks = http.get("/operator/heatmap", params={"open": "r1a-ib01"}).text
+        assert '"parents":["r1/r1a/r1a-ib01/r1a-ib01-b01","r1/r1a/r1a-ib01/r1a-ib01-b02"]' in racks
+        assert '[0,"r1a-ib01-b01-r01",0,2,0,0,0,0,0,2,0,0]' in racks
+        assert '"drill":null' in racks
+        assert "fabric r1a-ib01" in racks
         node = admin.nodes.list(limit=1)["data"][0]
         page = http.get(f"/operator/nodes/{node['id']}")
         assert node["hostname"] in page.text
@@ -228,3 +282,57 @@ def test_every_console_asset_ships_in_the_wheel() -> None:
     assert len(files) > 20
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert not missing, missing
+
+
+def test_the_heatmap_colours_by_tenant_from_open_allocations(  # type: ignore[no-untyped-def]
+    app, world, admin: Client, db: Database, clock: VirtualClock
+) -> None:
+    acme, globex = world["acme"]["org"]["id"], world["globex"]["org"]["id"]
+    nodes = admin.nodes.list(topology={"rack": "r1a-ib01-b01-r01"})["data"]
+    assert len(nodes) == 2
+    now = clock.now()
+    with db.transaction() as s:
+        for i, (org, node, gpus, end) in enumerate(
+            [
+                (acme, nodes[0]["id"], 8, None),
+                (globex, nodes[1]["id"], 4, None),
+                (globex, nodes[1]["id"], 4, now - timedelta(minutes=1)),  # ended: not counted
+            ]
+        ):
+            s.add(
+                AllocationRow(
+                    id=f"alc_t{i}",
+                    org_id=org,
+                    node_id=node,
+                    gpu_model="H100-SXM-80GB",
+                    gpu_count=gpus,
+                    gpu_indices=list(range(gpus)),
+                    vcpus=16,
+                    ram_gib=128,
+                    cls="on_demand",
+                    start_at=now - timedelta(hours=2),
+                    end_at=end,
+                    created_at=now - timedelta(hours=2),
+                )
+            )
+    lines = admin.get("capacity/tenants", group_by="block")["data"]
+    assert lines == [
+        {"domain": "r1a-ib01-b01", "org_id": acme, "gpus": 8},
+        {"domain": "r1a-ib01-b01", "org_id": globex, "gpus": 4},
+    ]
+    with pytest.raises(ApiError) as exc:
+        admin.get("capacity/tenants", group_by="row")
+    assert (exc.value.status, exc.value.param) == (422, "group_by")
+    with TestClient(app) as http:
+        _signin(http, world["admin_key"])
+        heat = http.get("/operator/heatmap").text
+        assert '<option value="tenant">tenant</option>' in heat
+        data = json.loads(re.search(r'id="heatmap-data">(.*?)</script>', heat, re.S).group(1))  # type: ignore[union-attr]
+        # The block's dominant tenant, its GPUs, all GPUs held there and the block's 32 GPUs.
+        assert data["orgs"] == [acme]
+        assert data["tenants"] == {"r1a-ib01-b01": [0, 8, 12, 32]}
+        racks = http.get("/operator/heatmap", params={"open": "r1a-ib01"}).text
+        data = json.loads(re.search(r'id="heatmap-data">(.*?)</script>', racks, re.S).group(1))  # type: ignore[union-attr]
+        assert data["tenants"] == {"r1a-ib01-b01-r01": [0, 8, 12, 16]}
+        _signin(http, world["acme"]["key"])
+        assert http.get("/operator/heatmap").status_code == 403

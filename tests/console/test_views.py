@@ -9,13 +9,29 @@ from decimal import Decimal
 from neocloud.console.app import money, when
 from neocloud.console.playground import cost_of
 from neocloud.console.session import open_session, same_token, seal_session
-from neocloud.console.views import GROUPS, fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import (
+    GROUPS,
+    HEALTHS,
+    fleet_health_rows,
+    fleet_matrix,
+    gantt_rows,
+    heatmap_cells,
+)
 from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.secrets import SecretBox
 
 
-def _line(model: str, state: str, domain: str | None, nodes: int) -> dict[str, object]:
-    return {"gpu_model": model, "state": state, "domain": domain, "nodes": nodes, "gpus": nodes * 8}
+def _line(
+    model: str, state: str, domain: str | None, nodes: int, health: str | None = None
+) -> dict[str, object]:
+    return {
+        "gpu_model": model,
+        "state": state,
+        "domain": domain,
+        "nodes": nodes,
+        "gpus": nodes * 8,
+        "health": health,
+    }
 
 
 def test_fleet_matrix_orders_states_by_lifecycle_and_totals_gpus() -> None:
@@ -35,6 +51,27 @@ def test_fleet_matrix_orders_states_by_lifecycle_and_totals_gpus() -> None:
     assert totals == {"available": 40, "in_use": 24, "failed": 8, "total": 72}
 
 
+def test_fleet_health_rows_split_each_model_by_health_over_the_matrix_states() -> None:
+    summary = {
+        "data": [
+            _line("H100", "available", None, 4, "healthy"),
+            _line("H100", "available", None, 1, "warning"),
+            _line("H100", "failed", None, 2, "failed"),
+            _line("H100", "in_use", None, 3, "healthy"),
+            _line("B200", "available", None, 1, "healthy"),
+        ]
+    }
+    states, rows, _ = fleet_matrix(summary)
+    assert [(r.gpu_model, r.total) for r in rows] == [("B200", 8), ("H100", 80)]
+    health = fleet_health_rows(summary, states)
+    assert [(r.gpu_model, r.health, r.by_state, r.total) for r in health] == [
+        ("B200", "healthy", {"available": 8, "in_use": 0, "failed": 0}, 8),
+        ("H100", "healthy", {"available": 32, "in_use": 24, "failed": 0}, 56),
+        ("H100", "warning", {"available": 8, "in_use": 0, "failed": 0}, 8),
+        ("H100", "failed", {"available": 0, "in_use": 0, "failed": 16}, 16),
+    ]
+
+
 def test_heatmap_cells_one_per_rack_with_its_path_and_state_groups() -> None:
     topology = {
         "levels": ["region", "fabric", "block", "rack"],
@@ -46,22 +83,31 @@ def test_heatmap_cells_one_per_rack_with_its_path_and_state_groups() -> None:
     }
     summary = {
         "data": [
-            _line("H100", "available", "f1-b2-r1", 2),
-            _line("H100", "in_use", "f1-b2-r1", 1),
-            _line("H100", "cordoned", "f1-b2-r1", 1),
-            _line("H200", "failed", "f1-b1-r1", 4),
+            _line("H100", "available", "f1-b2-r1", 2, "healthy"),
+            _line("H100", "in_use", "f1-b2-r1", 1, "warning"),
+            _line("H100", "cordoned", "f1-b2-r1", 1, "healthy"),
+            _line("H200", "failed", "f1-b1-r1", 3, "failed"),
+            _line("H200", "failed", "f1-b1-r1", 1, "warning"),
         ]
     }
     data = heatmap_cells(topology, summary)
     assert data["leaf"] == "rack"
     assert data["groups"] == list(GROUPS)
+    assert data["healths"] == list(HEALTHS)
     assert data["parents"] == ["r/f1/f1-b1", "r/f1/f1-b2"]
     assert data["models"] == ["H100", "H200"]
-    # [parent, rack, model, free, busy, held, setup, broken, gone], ordered by path
+    # [parent, rack, model, free, busy, held, setup, broken, gone, healthy, warning, failed],
+    # ordered by path
     assert data["cells"] == [
-        [0, "f1-b1-r1", 1, 0, 0, 0, 0, 4, 0],
-        [1, "f1-b2-r1", 0, 2, 1, 1, 0, 0, 0],
+        [0, "f1-b1-r1", 1, 0, 0, 0, 0, 4, 0, 0, 1, 3],
+        [1, "f1-b2-r1", 0, 2, 1, 1, 0, 0, 0, 3, 1, 0],
     ]
+
+
+def test_heatmap_cells_without_health_lines_count_states_only() -> None:
+    topology = {"levels": ["rack"], "domains": [{"level": "rack", "name": "r1", "parent": ""}]}
+    data = heatmap_cells(topology, {"data": [_line("H100", "in_use", "r1", 4)]})
+    assert data["cells"] == [[0, "r1", 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]]
 
 
 def test_gantt_rows_put_a_reservation_on_each_block_it_spans() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -143,12 +145,34 @@ def test_failing_health_fails_the_node(fleet: Client) -> None:
     assert exc.value.status == 422
 
 
+def by_block_lines(fleet: Client, block: str) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = fleet.fleet.summary(group_by="block")["data"]
+    return [line for line in lines if line["domain"] == block]
+
+
 def test_summary_and_topology(fleet: Client) -> None:
     fleet.nodes.cordon(_special(fleet)["id"])
     summary = fleet.fleet.summary()
     assert summary["total_nodes"] == 17
     assert summary["total_gpus"] == 136
     assert summary["by_state"] == {"available": 16, "cordoned": 1}
+    assert {line["health"] for line in summary["data"]} == {None}
+    with_health = fleet.fleet.summary(health=True)
+    assert {(x["state"], x["health"], x["nodes"]) for x in with_health["data"]} == {
+        ("available", "healthy", 16),
+        ("cordoned", "healthy", 1),
+    }
+    one_block = fleet.fleet.summary(group_by="rack", within=("block", "us-east-1a-ib01-b01"))
+    assert 0 < one_block["total_nodes"] < 17
+    assert one_block["total_nodes"] == sum(
+        line["nodes"] for line in by_block_lines(fleet, "us-east-1a-ib01-b01")
+    )
+    with pytest.raises(ApiError) as exc:
+        fleet.get("fleet/summary", within="us-east-1a-ib01-b01")
+    assert (exc.value.status, exc.value.param) == (422, "within_level")
+    with pytest.raises(ApiError) as exc:
+        fleet.fleet.summary(within=("row", "r1"))
+    assert (exc.value.status, exc.value.param) == (422, "within_level")
     by_block = fleet.fleet.summary(group_by="block")
     assert {line["domain"] for line in by_block["data"]} == {
         "us-east-1a-ib01-b01",

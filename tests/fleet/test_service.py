@@ -204,6 +204,28 @@ def test_summary(db: Database, clock: VirtualClock) -> None:
         service.fleet_summary(db=db, group_by="row")
 
 
+def test_summary_by_health_splits_each_state_by_the_nodes_health(
+    db: Database, clock: VirtualClock
+) -> None:
+    node_id = _one(db, clock)
+    service.report_health(
+        db=db, clock=clock, node_id=node_id, checks=[CheckResult("ib", CheckStatus.WARN, "flap")]
+    )
+    lines = service.fleet_summary(db=db, by_health=True)
+    assert {(x.state, x.health, x.nodes) for x in lines} == {
+        ("available", "healthy", 16),
+        ("available", "warning", 1),
+    }
+    # Without it, health is not a dimension (one line per state).
+    assert [(x.state, x.health, x.nodes) for x in service.fleet_summary(db=db)] == [
+        ("available", None, 17)
+    ]
+    by_rack = service.fleet_summary(db=db, group_by="rack", by_health=True)
+    assert sum(x.nodes for x in by_rack) == 17
+    warned = [x for x in by_rack if x.health == "warning"]
+    assert [(x.nodes, x.domain is not None) for x in warned] == [(1, True)]
+
+
 CUSTOM = """\
 levels: [region, zone, hall, pod]
 templates:

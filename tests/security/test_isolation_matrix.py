@@ -759,6 +759,8 @@ RULES: dict[str, Rule] = {
     ),
     "GET /api/v1/billing/reports/backlog": Rule("staff"),
     "GET /api/v1/billing/reports/concentration": Rule("staff"),
+    "GET /api/v1/billing/reports/utilization": Rule("staff"),
+    "GET /api/v1/capacity/tenants": Rule("staff", query=lambda w: {"group_by": "rack"}),
     # economics: the operator's business
     "POST /api/v1/economics/projections": Rule("staff", body=lambda w: {"scenario": {}}),
     "POST /api/v1/economics/stress": Rule("staff", body=lambda w: {"scenario": {}}),

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Path, Query, Response
 
 from neocloud.billing import contract_service, credits, exports, invoices, reports, service, usage
 from neocloud.billing.rating import Period
-from neocloud.billing.report_schemas import BacklogReportOut, ConcentrationOut, RevenueReportOut
+from neocloud.billing.report_schemas import (
+    BacklogReportOut,
+    ConcentrationOut,
+    RevenueReportOut,
+    UtilizationOut,
+    UtilizationPointOut,
+)
 from neocloud.billing.schemas import (
     CloseIn,
     CloseOut,
@@ -369,3 +375,26 @@ def concentration_report(
         db=ctx.db, clock=ctx.clock, principal=caller, window_days=window_days
     )
     return ConcentrationOut.of(conc)
+
+
+@router.get("/billing/reports/utilization", response_model=UtilizationOut, tags=TAG_REPORTS)
+def utilization_report(
+    ctx: Ctx,
+    caller: Caller,
+    window_days: Annotated[int, Query(ge=1, le=366, description="trailing window")] = 30,
+    step_hours: Annotated[int, Query(ge=1, le=744, description="one point per step")] = 24,
+) -> UtilizationOut:
+    """The fleet's utilization over time: allocated over in-service GPU-hours per step, from
+    the allocation intervals (operators; at most 2,000 points)."""
+    points = reports.utilization_series(
+        db=ctx.db,
+        clock=ctx.clock,
+        principal=caller,
+        window_days=window_days,
+        step_hours=step_hours,
+    )
+    return UtilizationOut(
+        window_days=window_days,
+        step_hours=step_hours,
+        data=[UtilizationPointOut.model_validate(p, from_attributes=True) for p in points],
+    )

@@ -169,3 +169,18 @@ class ConcentrationOut(ResponseModel):
             ],
             skipped=_skipped(c.skipped, c.names),
         )
+
+
+class UtilizationPointOut(ResponseModel):
+    start: datetime
+    end: datetime
+    gpu_hours: float = Field(description="allocated GPU-hours in the step")
+    capacity_gpu_hours: float = Field(description="GPU-hours of the nodes in service")
+    utilization: float | None = Field(description="their ratio; null with no node in service")
+
+
+class UtilizationOut(ResponseModel):
+    object: Literal["billing.utilization"] = "billing.utilization"
+    window_days: int
+    step_hours: int
+    data: list[UtilizationPointOut]

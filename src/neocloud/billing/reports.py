@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -74,7 +74,7 @@ from neocloud.fleet.catalog import find_gpu_model
 from neocloud.fleet.domain import NodeState
 from neocloud.kernel.auth import Principal
 from neocloud.kernel.clock import Clock
-from neocloud.kernel.errors import Conflict, NeocloudError
+from neocloud.kernel.errors import Conflict, NeocloudError, ValidationFailed
 from neocloud.kernel.money import Money
 from neocloud.tenancy.tables import OrgRow
 
@@ -342,6 +342,52 @@ def concentration_report(
     by_org = sums((ln.org_id, ln.amount) for ln in lines)
     conc = concentration_of(by_org, window.start, window.end, rated.currency)
     return replace(conc, names=names, skipped=skipped)
+
+
+# -- utilization over time --------------------------------------------------------------------
+
+MAX_UTILIZATION_POINTS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class UtilizationPoint:
+    start: datetime
+    end: datetime
+    gpu_hours: float  # allocated GPU-hours in the step (every org's, the operator's own included)
+    capacity_gpu_hours: float  # GPU-hours of the nodes in service in the step
+    utilization: float | None  # their ratio (None when no node was in service)
+
+
+def utilization_series(
+    *, db: Database, clock: Clock, principal: Principal, window_days: int, step_hours: int
+) -> list[UtilizationPoint]:
+    """Allocated over in-service GPU-hours in steps of ``step_hours`` over the trailing
+    ``window_days``, from compute's allocation intervals (what live mode's utilization is
+    measured from). Operators only."""
+    principal.require_operator()
+    if not 1 <= step_hours <= 24 * 31:
+        raise ValidationFailed("step_hours is 1 to 744", param="step_hours")
+    window = trailing_window(clock.now(), window_days)
+    step = timedelta(hours=step_hours)
+    if (window.end - window.start) / step > MAX_UTILIZATION_POINTS:
+        raise ValidationFailed(
+            f"at most {MAX_UTILIZATION_POINTS:,} points: a longer step_hours or a shorter "
+            "window_days",
+            param="step_hours",
+        )
+    capacity = fleet_service.gpu_capacity(db=db)
+    with db.transaction() as s:
+        intervals = _usage_intervals(s, window)
+    points: list[UtilizationPoint] = []
+    start = window.start
+    while start < window.end:
+        end = min(start + step, window.end)
+        u = measure_usage(intervals, capacity, window_start=start, window_end=end)
+        points.append(
+            UtilizationPoint(start, end, u.gpu_hours, u.capacity_gpu_hours, u.utilization)
+        )
+        start = end
+    return points
 
 
 # -- economics live mode ----------------------------------------------------------------------

@@ -40,8 +40,20 @@ class FleetResource(Resource):
         result: list[Obj] = self._c.get("gpu-models")["data"]
         return result
 
-    def summary(self, *, group_by: str | None = None) -> Obj:
-        result: Obj = self._c.get("fleet/summary", group_by=group_by)
+    def summary(
+        self,
+        *,
+        group_by: str | None = None,
+        health: bool = False,
+        within: tuple[str, str] | None = None,
+    ) -> Obj:
+        result: Obj = self._c.get(
+            "fleet/summary",
+            group_by=group_by,
+            health="true" if health else None,
+            within_level=within[0] if within else None,
+            within=within[1] if within else None,
+        )
         return result
 
     def topology(self, *, level: str | None = None) -> Obj:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from neocloud.compute import access, clusters, offerings, reservations, service
+from neocloud.compute import access, clusters, occupancy, offerings, reservations, service
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import INSTANCE_TYPES, CapacityClass, advise
 from neocloud.compute.images_api import router as images_router
@@ -31,6 +31,8 @@ from neocloud.compute.schemas import (
     ReservationCreate,
     ReservationExtend,
     ReservationOut,
+    TenantLineOut,
+    TenantMapOut,
 )
 from neocloud.compute.snapshot import (
     FreeGpus,
@@ -41,7 +43,7 @@ from neocloud.compute.snapshot import (
 from neocloud.compute.tables import InstanceRow
 from neocloud.fleet.catalog import resolve_gpu_model
 from neocloud.kernel.clock import ensure_utc
-from neocloud.kernel.errors import Conflict
+from neocloud.kernel.errors import Conflict, ValidationFailed
 from neocloud.web.deps import Caller, Ctx, Paging
 from neocloud.web.schemas import ERROR_RESPONSES, ListOut
 
@@ -484,3 +486,32 @@ def capacity(
         for line in lines
     ]
     return ListOut(data=data, has_more=False)
+
+
+@router.get("/capacity/tenants", response_model=TenantMapOut, tags=["capacity"])
+def capacity_tenants(
+    ctx: Ctx,
+    caller: Caller,
+    group_by: Annotated[str, Query(max_length=32, description="a topology level")],
+    within_level: Annotated[
+        str | None, Query(max_length=32, description="only inside one domain: its level")
+    ] = None,
+    within: Annotated[
+        str | None, Query(max_length=63, description="that domain's name (with within_level)")
+    ] = None,
+) -> TenantMapOut:
+    """GPUs held now per domain of ``group_by`` and org, from the open allocations: which
+    tenants sit where (operators)."""
+    caller.require_operator()
+    if (within_level is None) != (within is None):
+        raise ValidationFailed(
+            "within and within_level go together",
+            code="missing_field",
+            param="within" if within is None else "within_level",
+        )
+    inside = (within_level, within) if within_level is not None and within is not None else None
+    rows = occupancy.tenants_by_domain(db=ctx.db, clock=ctx.clock, level=group_by, within=inside)
+    return TenantMapOut(
+        group_by=group_by,
+        data=[TenantLineOut(domain=r.domain, org_id=r.org_id, gpus=r.gpus) for r in rows],
+    )

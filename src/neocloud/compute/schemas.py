@@ -477,6 +477,18 @@ class ReservationOut(ResponseModel):
 # -------------------------------------------------------------------------------------- capacity
 
 
+class TenantLineOut(ResponseModel):
+    domain: str
+    org_id: str
+    gpus: int = Field(description="GPUs the org holds in the domain now")
+
+
+class TenantMapOut(ResponseModel):
+    object: Literal["capacity.tenants"] = "capacity.tenants"
+    group_by: str
+    data: list[TenantLineOut] = Field(description="by domain, then most GPUs first")
+
+
 class CapacityOut(ResponseModel):
     object: Literal["capacity"] = "capacity"
     region: str

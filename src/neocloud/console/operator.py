@@ -6,17 +6,24 @@ the API's decision (staff read, admins act)."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from neocloud.console.app import Caller, checked_form, console_of, render, signed_in
 from neocloud.console.inproc import ApiFailure
-from neocloud.console.views import fleet_matrix, gantt_rows, heatmap_cells
+from neocloud.console.views import (
+    fleet_health_rows,
+    fleet_matrix,
+    gantt_rows,
+    heatmap_cells,
+    tenant_cells,
+)
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 NODE_ACTIONS = {"cordon", "uncordon", "drain"}
@@ -35,12 +42,27 @@ def json_block(value: Any) -> Markup:
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-async def fleet_page(request: Request) -> Response:
+async def fleet_page(request: Request, window_days: int = 30) -> Response:
     caller = await signed_in(request, operator=True)
-    summary = await caller.api.get("/api/v1/fleet/summary")
+    summary = await caller.api.get("/api/v1/fleet/summary", health=True)
     states, rows, totals = fleet_matrix(summary)
+    days = min(max(window_days, 1), 366)
+    step = 1 if days <= 2 else 6 if days <= 14 else 24
+    use = await caller.api.get(
+        "/api/v1/billing/reports/utilization", window_days=days, step_hours=step
+    )
     return render(
-        request, "op_fleet.html", caller, summary=summary, states=states, rows=rows, totals=totals
+        request,
+        "op_fleet.html",
+        caller,
+        summary=summary,
+        states=states,
+        rows=rows,
+        totals=totals,
+        health_rows=fleet_health_rows(summary, states),
+        window_days=days,
+        step_hours=step,
+        use=json_block(use["data"]),
     )
 
 
@@ -63,22 +85,50 @@ async def _fleet_shape(request: Request, caller: Caller) -> dict[str, Any]:
 
 
 @router.get("/heatmap", response_class=HTMLResponse)
-async def heatmap_page(request: Request) -> Response:
+async def heatmap_page(
+    request: Request, opening: Annotated[str | None, Query(alias="open")] = None
+) -> Response:
+    """The fleet at one cell per block (the level above the leaf); ``open`` names a domain two
+    levels above the leaf (a fabric) whose racks are then drawn one cell each. Racks are read
+    on demand: the whole fleet by rack is ~8,000 lines to count, join and render, a block view
+    ~1,000 and a fabric's racks at most a few hundred."""
     caller = await signed_in(request, operator=True)
     topology = await _fleet_shape(request, caller)
-    levels = topology["levels"]
+    levels: list[str] = topology["levels"]
     leaf = levels[-1] if levels else "rack"
-    summary = await caller.api.get("/api/v1/fleet/summary", group_by=leaf)
-    data = heatmap_cells(topology, summary)
+    opened = opening[:63] if opening else None  # a domain name is at most 63 characters
+    query: dict[str, Any] = {"group_by": leaf, "health": True}
+    if len(levels) < 3:  # too shallow to fold: every leaf cell at once
+        cell_level, drill, opened = leaf, None, None
+    elif opened is None:
+        cell_level, drill = levels[-2], levels[-3]
+        query["group_by"] = cell_level
+    else:
+        cell_level, drill = leaf, None
+        query.update(within_level=levels[-3], within=opened)
+    summary = await caller.api.get("/api/v1/fleet/summary", **query)
+    data = heatmap_cells(topology, summary, cell_level)
+    where = {k: v for k, v in query.items() if k in ("within_level", "within")}
+    tenants = await caller.api.get("/api/v1/capacity/tenants", group_by=cell_level, **where)
+    gpus: dict[str, int] = defaultdict(int)
+    for line in summary["data"]:
+        if line["domain"] is not None:
+            gpus[line["domain"]] += int(line["gpus"])
+    data.update(tenant_cells(tenants, gpus))
+    data["drill"] = drill  # clicking a cell opens the domain of this level above it
     return render(
         request,
         "op_heatmap.html",
         caller,
         data=json_block(data),
-        racks=len(data["cells"]),
+        cells=len(data["cells"]),
         nodes=summary["total_nodes"],
         gpus=summary["total_gpus"],
-        leaf=leaf,
+        leaf=cell_level,
+        opened=opened,
+        opened_level=levels[-3] if opened else None,
+        drill=drill,
+        levels_leaf=leaf,
     )
 
 

@@ -110,10 +110,24 @@ async def overview(request: Request) -> Response:
         "clusters": sum(1 for x in clusters["data"] if x["state"] in LIVE),
         "reservations": sum(1 for x in reservations["data"] if x["state"] in LIVE),
     }
-    return render(request, "overview.html", caller, live=live, quotas=quotas["data"])
+    return render(
+        request,
+        "overview.html",
+        caller,
+        live=live,
+        quotas=quotas["data"],
+        capacity=await _capacity(caller),
+    )
 
 
 # --------------------------------------------------------------------------------- instances
+
+
+async def _capacity(caller: Caller) -> list[dict[str, Any]]:
+    """The API's capacity advice now (``/capacity``: high, medium, low or none per region and
+    GPU model), shown beside the create forms and the quotas."""
+    lines: list[dict[str, Any]] = (await caller.api.get("/api/v1/capacity"))["data"]
+    return lines
 
 
 async def _types(caller: Caller) -> list[dict[str, Any]]:
@@ -125,7 +139,14 @@ async def _types(caller: Caller) -> list[dict[str, Any]]:
 async def instances_page(request: Request) -> Response:
     caller = await signed_in(request)
     rows = await caller.api.get("/api/v1/instances", limit=200)
-    return render(request, "instances.html", caller, rows=rows["data"], types=await _types(caller))
+    return render(
+        request,
+        "instances.html",
+        caller,
+        rows=rows["data"],
+        types=await _types(caller),
+        capacity=await _capacity(caller),
+    )
 
 
 @router.get("/instances/rows", response_class=HTMLResponse)
@@ -165,7 +186,15 @@ async def clusters_page(request: Request) -> Response:
     rows = await caller.api.get("/api/v1/clusters", limit=200)
     types = await _types(caller)
     models = sorted({t["gpu_model"] for t in types if t["whole_node"]})
-    return render(request, "clusters.html", caller, rows=rows["data"], types=types, models=models)
+    return render(
+        request,
+        "clusters.html",
+        caller,
+        rows=rows["data"],
+        types=types,
+        models=models,
+        capacity=await _capacity(caller),
+    )
 
 
 @router.get("/clusters/rows", response_class=HTMLResponse)

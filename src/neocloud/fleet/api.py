@@ -8,7 +8,7 @@ from collections import Counter
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from neocloud.fleet import node_control, service
@@ -320,20 +320,38 @@ def fleet_summary(
     ctx: Ctx,
     caller: Caller,
     group_by: Annotated[str | None, Query(max_length=32, description="a topology level")] = None,
-) -> FleetSummaryOut:
-    """Node and GPU counts by GPU model x state (x domain of ``group_by``)."""
+    health: Annotated[bool, Query(description="also group by node health")] = False,
+    within_level: Annotated[
+        str | None, Query(max_length=32, description="count only inside one domain: its level")
+    ] = None,
+    within: Annotated[
+        str | None, Query(max_length=63, description="that domain's name (with within_level)")
+    ] = None,
+) -> Response:
+    """Node and GPU counts by GPU model x state (x health) (x domain of ``group_by``), over the
+    fleet or within one domain."""
     caller.require_operator()
-    lines = service.fleet_summary(db=ctx.db, group_by=group_by)
+    if (within_level is None) != (within is None):
+        raise ValidationFailed(
+            "within and within_level go together",
+            code="missing_field",
+            param="within" if within is None else "within_level",
+        )
+    inside = (within_level, within) if within_level is not None and within is not None else None
+    lines = service.fleet_summary(db=ctx.db, group_by=group_by, by_health=health, within=inside)
     by_state: Counter[str] = Counter()
     for line in lines:
         by_state[line.state] += line.nodes
-    return FleetSummaryOut(
+    out = FleetSummaryOut(
         group_by=group_by,
         total_nodes=sum(x.nodes for x in lines),
         total_gpus=sum(x.gpus for x in lines),
         by_state=dict(sorted(by_state.items())),
         data=[SummaryLineOut.of(x) for x in lines],
     )
+    # Serialized here, once: by rack a 31,250-node fleet is ~8,000 lines, and letting FastAPI
+    # dump and re-validate them against the response model doubled the endpoint's time.
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/fleet/topology", response_model=TopologyOut, tags=TAG_FLEET)

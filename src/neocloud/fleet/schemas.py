@@ -298,6 +298,7 @@ class SummaryLineOut(ResponseModel):
     domain: str | None
     nodes: int
     gpus: int
+    health: str | None = Field(default=None, description="set when asked with health=true")
 
     @classmethod
     def of(cls, line: SummaryLine) -> SummaryLineOut:

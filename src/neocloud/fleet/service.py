@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -167,17 +168,32 @@ class SummaryLine:
     domain: str | None
     nodes: int
     gpus: int
+    health: str | None = None  # set when the summary is also grouped by health
 
 
-def fleet_summary(*, db: Database, group_by: str | None = None) -> list[SummaryLine]:
-    """Node and GPU counts by model x state (x the domain of one topology level)."""
+def fleet_summary(
+    *,
+    db: Database,
+    group_by: str | None = None,
+    by_health: bool = False,
+    within: tuple[str, str] | None = None,
+) -> list[SummaryLine]:
+    """Node and GPU counts by model x state (x health) (x the domain of one topology level),
+    over the whole fleet or ``within`` one domain (its level and name: ``("fabric", "ib01")``).
+
+    Grouped by a level, the count is one hash join of that level's rows of the topology index
+    (``ix_node_domains_level_name_node``) with the nodes."""
     with db.transaction() as session:
         n = sa.func.count().label("nodes")
         g = sa.func.sum(NodeRow.gpu_count).label("gpus")
+        health = NodeRow.health if by_health else sa.literal(None, sa.String())
+        keys: list[Any] = [NodeRow.gpu_model, NodeRow.state]
+        if by_health:
+            keys.append(NodeRow.health)
         if group_by is None:
             stmt = sa.select(
-                NodeRow.gpu_model, NodeRow.state, sa.literal(None, sa.String()), n, g
-            ).group_by(NodeRow.gpu_model, NodeRow.state)
+                NodeRow.gpu_model, NodeRow.state, sa.literal(None, sa.String()), n, g, health
+            ).group_by(*keys)
         else:
             levels = _levels(session)
             if group_by not in levels:
@@ -187,15 +203,46 @@ def fleet_summary(*, db: Database, group_by: str | None = None) -> list[SummaryL
                     param="group_by",
                 )
             stmt = (
-                sa.select(NodeRow.gpu_model, NodeRow.state, NodeDomainRow.name, n, g)
+                sa.select(NodeRow.gpu_model, NodeRow.state, NodeDomainRow.name, n, g, health)
                 .join(NodeDomainRow, NodeDomainRow.node_id == NodeRow.id)
                 .where(NodeDomainRow.level == group_by)
-                .group_by(NodeRow.gpu_model, NodeRow.state, NodeDomainRow.name)
+                .group_by(NodeDomainRow.name, *keys)
             )
+        if within is not None:
+            level, name = within
+            if level not in _levels(session):
+                raise ValidationFailed(
+                    f"within_level must be one of the fleet's levels: "
+                    f"{', '.join(_levels(session))}",
+                    code="unknown_level",
+                    param="within_level",
+                )
+            inside = sa.select(NodeDomainRow.node_id).where(
+                NodeDomainRow.level == level, NodeDomainRow.name == name
+            )
+            stmt = stmt.where(NodeRow.id.in_(inside))
         lines = [
-            SummaryLine(m, s, d, int(c), int(gp or 0)) for m, s, d, c, gp in session.execute(stmt)
+            SummaryLine(m, s, d, int(c), int(gp or 0), h)
+            for m, s, d, c, gp, h in session.execute(stmt)
         ]
-    return sorted(lines, key=lambda x: (x.gpu_model, x.domain or "", x.state))
+    return sorted(lines, key=lambda x: (x.gpu_model, x.domain or "", x.state, x.health or ""))
+
+
+def gpu_capacity(*, db: Database) -> list[tuple[int, datetime]]:
+    """(GPUs, in service since) of the nodes not retired, summed per date (an imported fleet
+    shares a handful of them): utilization's denominator in one light query. A node counts
+    from when the platform knew it: no allocation can predate that."""
+    with db.transaction() as session:
+        rows = session.execute(
+            sa.select(sa.func.sum(NodeRow.gpu_count), NodeRow.in_service_at, NodeRow.created_at)
+            .where(NodeRow.state != NodeState.RETIRED.value)
+            .group_by(NodeRow.in_service_at, NodeRow.created_at)
+        ).all()
+    by_since: dict[datetime, int] = {}
+    for gpus, in_service, created in rows:
+        since = max(in_service or created, created)
+        by_since[since] = by_since.get(since, 0) + int(gpus)
+    return [(gpus, since) for since, gpus in sorted(by_since.items())]
 
 
 @dataclass(frozen=True)

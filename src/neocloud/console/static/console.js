@@ -25,17 +25,37 @@
 
   // ---------------------------------------------------------------------------- heatmap
   var COLORS = { free: "#2e9e5b", busy: "#2456d6", held: "#d49a00", setup: "#8a5cd6",
-    broken: "#c62828", gone: "#9aa1a9" };
+    broken: "#c62828", gone: "#9aa1a9", healthy: "#2e9e5b", warning: "#d49a00", failed: "#c62828" };
 
   function heatmap() {
     var canvas = document.getElementById("heatmap");
     var d = data("heatmap-data");
     if (!canvas || !d) return;
-    var legend = document.getElementById("legend");
-    d.groups.forEach(function (g) {
-      var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
-      legend.appendChild(s);
-    });
+    var legend = document.getElementById("legend"), by = document.getElementById("heat-by");
+    var healths = d.healths || [], ng = d.groups.length;
+    var orgs = d.orgs || [], tenants = d.tenants || {};
+    var ORG_COLORS = ["#2456d6", "#d49a00", "#8a5cd6", "#2e9e5b", "#c62828", "#00838f",
+      "#6d4c41", "#ad1457", "#558b2f", "#3949ab"];
+    function orgColor(i) { return ORG_COLORS[i % ORG_COLORS.length]; }
+    function mode() { return by ? by.value : "state"; }
+    function names() { return mode() === "health" ? healths : d.groups; }
+    function showLegend() {
+      legend.textContent = "";
+      if (mode() === "tenant") {
+        orgs.forEach(function (o, i) {
+          var s = document.createElement("span"); s.style.setProperty("--c", orgColor(i));
+          s.textContent = o; legend.appendChild(s);
+        });
+        var none = document.createElement("span"); none.className = "g-gone";
+        none.textContent = "no tenant"; legend.appendChild(none);
+        return;
+      }
+      names().forEach(function (g) {
+        var s = document.createElement("span"); s.className = "g-" + g; s.textContent = g;
+        legend.appendChild(s);
+      });
+    }
+    showLegend();
     // One band per fabric (the path above the block), its blocks side by side in reading
     // order with a one-cell gap between blocks, wrapping at the canvas's width.
     var cell = 10, gap = 1, width = Math.max(600, Math.min(1500, canvas.parentElement.clientWidth));
@@ -55,18 +75,38 @@
     });
     canvas.width = width; canvas.height = y + cell + 8;
     var ctx = canvas.getContext("2d");
-    ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#5b6470";
-    labels.forEach(function (l) { ctx.fillText(l[0], 4, l[1]); });
-    boxes.forEach(function (b) {
-      var n = b[2].n, best = 0;
-      for (var i = 1; i < n.length; i++) if (n[i] > n[best]) best = i;
-      ctx.fillStyle = COLORS[d.groups[best]] || "#999";
-      ctx.fillRect(b[0], b[1], cell, cell);
-    });
+    function counts(c) { return mode() === "health" ? c.n.slice(ng) : c.n.slice(0, ng); }
+    function draw() {  // a cell's colour: the state group (or health) most of its nodes are in
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#5b6470";
+      labels.forEach(function (l) { ctx.fillText(l[0], 4, l[1]); });
+      var keys = names();
+      boxes.forEach(function (b) {
+        if (mode() === "tenant") {  // the org holding most of the cell's GPUs
+          var t = tenants[b[2].path[b[2].path.length - 1]];
+          ctx.fillStyle = t ? orgColor(t[0]) : COLORS.gone;
+          ctx.fillRect(b[0], b[1], cell, cell);
+          return;
+        }
+        var n = counts(b[2]), best = 0;
+        for (var i = 1; i < n.length; i++) if (n[i] > n[best]) best = i;
+        ctx.fillStyle = COLORS[keys[best]] || "#999";
+        ctx.fillRect(b[0], b[1], cell, cell);
+      });
+    }
+    draw();
+    if (by) by.addEventListener("change", function () { showLegend(); draw(); });
     var hover = document.getElementById("heat-hover"), focused = 0;
     function describe(b) {
       var c = b[2], parts = [];
-      d.groups.forEach(function (g, i) { if (c.n[i]) parts.push(c.n[i] + " " + g); });
+      if (mode() === "tenant") {
+        var t = tenants[c.path[c.path.length - 1]];
+        parts.push(t ? orgs[t[0]] + " holds " + t[1] + " of " + t[3] + " GPUs (" + t[2] +
+          " held by all tenants)" : "no tenant");
+        return c.path.join(" / ") + " (" + c.model + "): " + parts.join(", ");
+      }
+      var n = counts(c);
+      names().forEach(function (g, i) { if (n[i]) parts.push(n[i] + " " + g); });
       return c.path.join(" / ") + " (" + c.model + "): " + parts.join(", ");
     }
     function at(ev) {
@@ -78,8 +118,12 @@
       }
       return -1;
     }
-    function open(i) {
+    function open(i) {  // a block opens its fabric's racks; a rack lists its nodes
       var c = boxes[i][2];
+      if (d.drill && c.path.length >= 2) {
+        window.location.href = "/operator/heatmap?open=" + encodeURIComponent(c.path[c.path.length - 2]);
+        return;
+      }
       window.location.href = "/operator/nodes?" + encodeURIComponent(d.leaf) + "=" +
         encodeURIComponent(c.path[c.path.length - 1]);
     }
@@ -174,6 +218,21 @@
         { scale: "x1", side: 1, size: 50, grid: { show: false } }] }, values, el);
   }
 
+  function utilization() {  // the fleet overview's chart: one point per step, in percent
+    var el = document.getElementById("use-chart"), rows = data("use-data");
+    if (!el || !rows || !rows.length || typeof uPlot === "undefined") return;
+    var x = rows.map(function (r) { return Date.parse(r.end) / 1000; });
+    var pct = rows.map(function (r) { return r.utilization === null ? null : 100 * r.utilization; });
+    var used = rows.map(function (r) { return r.gpu_hours; });
+    new uPlot({ width: Math.min(1000, el.clientWidth || 1000), height: 240,
+      series: [{ label: "time" },
+        { label: "utilization %", stroke: "#2456d6", fill: "rgba(36,86,214,0.12)", scale: "%" },
+        { label: "allocated GPU-h", stroke: "#2e9e5b", scale: "h" }],
+      scales: { "%": { range: [0, 100] } },
+      axes: [{}, { scale: "%", size: 50 }, { scale: "h", side: 1, size: 70, grid: { show: false } }] },
+      [x, pct, used], el);
+  }
+
   function tornado() {
     var el = document.getElementById("tornado"), t = data("tornado-data");
     if (!el || !t) return;
@@ -227,6 +286,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes(document); heatmap(); playground(); economics(); tornado(); gantt(); shares();
+    localTimes(document); heatmap(); playground(); economics(); utilization(); tornado(); gantt(); shares();
   });
 })();
