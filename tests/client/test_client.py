@@ -17,7 +17,7 @@ RESOURCES = {
     "fleet", "nodes", "orgs", "projects", "users", "keys", "ssh_keys", "quotas", "audit",
     "instance_types", "instances", "clusters", "reservations", "capacity", "images", "economics",
     "price_books", "usage", "invoices", "contracts", "credits", "billing_reports", "studio",
-    "databases",
+    "databases", "filesystems", "storage_pools",
 }  # fmt: skip
 
 

@@ -219,14 +219,17 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [
+                own = {name.lower() for name, _ in headers}
+                added = [
                     (b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"same-origin"),
                 ]
                 if not path.startswith(STATIC_PREFIX):
-                    headers.append((b"cache-control", b"no-store"))
+                    added.append((b"cache-control", b"no-store"))
+                # A route that set one of these itself (/boot/seeds) keeps its own value.
+                headers += [(name, value) for name, value in added if name not in own]
                 message["headers"] = headers
             await send(message)
 
