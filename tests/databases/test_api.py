@@ -211,7 +211,7 @@ def test_the_worker_hook_runs_database_steps(
     db: Database, clock: VirtualClock, service_node: str, acme: Client, app: Any
 ) -> None:
     steps = DatabaseSteps(db, clock, Drivers.only(SimDriver()), app.state.secret_box)
-    worker = Worker(db, clock, driver=SimDriver(), holder="t", steps=(steps.run_once,))
+    worker = Worker(db, clock, driver=SimDriver(), holder="t", steps=(steps,))
     created = acme.databases.create("shop", version="15", storage_gib=10)
     worker.run_once()
     steps.wait()

@@ -49,8 +49,14 @@ def test_the_databases_commands(
     table = run(cli, "databases", "create", "web", "--version", "15", "--storage-gib", "3")
     assert "sslmode=verify-full" in table  # the connection string, with its password
     steps = DatabaseSteps(db, clock, Drivers.only(SimDriver()), app.state.secret_box)
-    steps.run_once()
-    steps.wait()
+    for _ in range(10):  # both creates run in the steps' threads; a loaded machine may need more
+        steps.run_once()
+        steps.wait()
+        states = {d["state"] for d in json.loads(run(cli, "databases", "list", "--json"))}
+        if states == {"running"}:
+            break
+        clock.advance(1)
+    assert states == {"running"}
     shown = run(cli, "databases", "show", "shop")
     assert "running" in shown
     assert password not in shown

@@ -244,6 +244,7 @@ def pools_create(
 @pools_app.command("list")
 @api_call
 def pools_list(as_json: Json = False) -> None:
+    """The storage pools (operator): backend, replica, nodes, state."""
     rows = list(STATE.client().storage_pools.iter())
     if as_json:
         print_json(rows)
@@ -256,6 +257,7 @@ def pools_list(as_json: Json = False) -> None:
 def pools_show(
     pool: Annotated[str, typer.Argument(help="Id or name")], as_json: Json = False
 ) -> None:
+    """One storage pool: its nodes, state and reason."""
     print_object(STATE.client().storage_pools.get(pool), as_json=as_json)
 
 

@@ -93,6 +93,7 @@ def files_list(
 @files_app.command("get")
 @api_call
 def files_get(file_id: FileId, json_: Json = False) -> None:
+    """One file: name, purpose, bytes, status."""
     print_object(STATE.client().studio.files.get(file_id), as_json=json_, fields=FILE_COLUMNS)
 
 
@@ -116,6 +117,7 @@ def files_content(
 @files_app.command("delete")
 @api_call
 def files_delete(file_id: FileId) -> None:
+    """Delete a file and its content."""
     STATE.client().studio.files.delete(file_id)
     out.print(f"deleted {file_id}")
 
@@ -129,7 +131,9 @@ def finetune_create(
         str | None, typer.Option("--validation-file", help="A fine-tune file id")
     ] = None,
     suffix: Annotated[str | None, typer.Option("--suffix", help="In the model's name")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed, for a repeatable run")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="n_epochs (default 3)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 1")] = None,
     lr_multiplier: Annotated[
@@ -173,6 +177,7 @@ def finetune_list(json_: Json = False) -> None:
 @finetune_app.command("get")
 @api_call
 def finetune_get(job_id: JobId, json_: Json = False) -> None:
+    """One fine-tuning job: state, model, hyperparameters, the fine-tuned model once done."""
     job = STATE.client().studio.fine_tuning.get(job_id)
     print_object(job, as_json=json_, fields=JOB_COLUMNS)
 
@@ -180,6 +185,7 @@ def finetune_get(job_id: JobId, json_: Json = False) -> None:
 @finetune_app.command("cancel")
 @api_call
 def finetune_cancel(job_id: JobId, json_: Json = False) -> None:
+    """Cancel a job that has not finished (a running one stops at its next step)."""
     job = STATE.client().studio.fine_tuning.cancel(job_id)
     print_object(job, as_json=json_, fields=JOB_COLUMNS)
 

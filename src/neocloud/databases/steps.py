@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neocloud.compute.reconciler import node_ref
@@ -115,13 +116,20 @@ def ensure_ca(s: Session, box: SecretBox, now: datetime) -> Pem:
     row = s.get(DatabaseCaRow, CA_ID)
     if row is None:
         ca = new_ca(common_name="neocloud managed databases CA", now=now)
-        s.add(
-            DatabaseCaRow(
-                id=CA_ID, cert_pem=ca.cert, sealed_key=box.seal({"key": ca.key}), created_at=now
-            )
-        )
-        s.flush()
-        return ca
+        try:
+            with s.begin_nested():  # two first creates side by side: one CA wins
+                s.add(
+                    DatabaseCaRow(
+                        id=CA_ID,
+                        cert_pem=ca.cert,
+                        sealed_key=box.seal({"key": ca.key}),
+                        created_at=now,
+                    )
+                )
+            return ca
+        except IntegrityError:
+            row = s.get(DatabaseCaRow, CA_ID, populate_existing=True)
+            assert row is not None  # the other writer's, committed
     return Pem(row.cert_pem, str(box.open(row.sealed_key)["key"]))
 
 
