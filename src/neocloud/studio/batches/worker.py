@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from neocloud.studio.catalog import Catalog
 from neocloud.studio.files import read_content, store_output_file
 from neocloud.studio.filestore import FileStore
 from neocloud.studio.metering import BillingUsageSink, UsageRecord
+from neocloud.studio.poller import WorkLoop
 from neocloud.studio.tables import StudioBatchRow
 
 log = logging.getLogger("neocloud.studio.batches")
@@ -94,38 +94,18 @@ class BatchWorker:
         self.hook = hook
         self.sink = BillingUsageSink(db, clock)
         self.paused = 0  # pauses taken for online traffic (for tests and the logs)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = WorkLoop("studio-batches", self.run_once, self.options.interval_s, log)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="studio-batches", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._loop.stop()
 
     def nudge(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("batch worker cycle failed")
-                busy = False
-            if not busy:
-                self._wake.wait(self.options.interval_s)
-                self._wake.clear()
+        self._loop.nudge()
 
     def run_once(self) -> bool:
         """Claim one batch and drive it as far as it goes now; False when none was due."""
@@ -152,7 +132,7 @@ class BatchWorker:
             return
         row = service.start(db=self.db, clock=self.clock, lease=lease, total=len(lines))
         while True:
-            if self._stop.is_set():
+            if self._loop.stopping:
                 raise WorkerStopping
             row = service.renew(
                 db=self.db, clock=self.clock, lease=lease, ttl_s=self.options.lease_ttl_s

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from neocloud.studio.finetuning.training import (
     examples_tokens,
 )
 from neocloud.studio.jsonl import LineProblem
+from neocloud.studio.poller import WorkLoop
 from neocloud.studio.tables import FineTuneJobRow
 
 log = logging.getLogger("neocloud.studio.finetuning")
@@ -127,38 +127,18 @@ class FineTuneWorker:
         self.lease_ttl_s = lease_ttl_s
         self.interval_s = interval_s
         self.step_hook = step_hook
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = WorkLoop("studio-finetune", self.run_once, self.interval_s, log)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="studio-finetune", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._loop.stop()
 
     def nudge(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:
-                log.exception("fine-tuning worker cycle failed")
-                busy = False
-            if not busy:
-                self._wake.wait(self.interval_s)
-                self._wake.clear()
+        self._loop.nudge()
 
     def run_once(self) -> bool:
         """Claim one job and drive it as far as it goes now; False when none was due."""
@@ -288,7 +268,7 @@ class FineTuneWorker:
             raise JobLost(run.job.id)
         if self.step_hook is not None:
             self.step_hook(m)
-        if self._stop.is_set():
+        if self._loop.stopping:
             raise WorkerStopping(run.job.id)
 
     def _on_epoch(self, run: _Run, epoch: int, step: int, path: Path) -> None:
