@@ -90,3 +90,54 @@ def test_fifty_clients_race_for_the_last_ten_nodes(
         ).all()
     assert len(per_gpu) == 12 * 8
     assert {count for _, _, count in per_gpu} == {1}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_terminating_a_cluster_while_the_scheduler_places_it_leaves_no_open_allocation(
+    admin: Client, db: Database, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos test: a terminate that read the cluster and its members as pending
+    while the scheduler placed them wrote ``terminated`` over ``provisioning`` once the
+    scheduler committed, and the members' allocations stayed open (billed for ever). The
+    scheduler is held inside its placing transaction here so the terminate lands in it."""
+    from neocloud.compute import gangs
+
+    assert admin.fleet.import_spec(FLEET_12)["nodes_created"] == 12
+    _, acme = tenant_client(admin, "acme", quota=16)
+    cluster = acme.clusters.create("H100", 2)
+    placing = threading.Event()
+    real_move = gangs.move_cluster
+
+    def slow_move(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_move(*args, **kwargs)
+        placing.set()
+        stop.wait(1.0)  # still inside the transaction that holds the placement
+
+    stop = threading.Event()
+    monkeypatch.setattr(gangs, "move_cluster", slow_move)
+    placer = threading.Thread(
+        target=schedule, kwargs={"db": db, "clock": clock, "config": ComputeConfig()}
+    )
+    placer.start()
+    try:
+        assert placing.wait(10)
+        acme.clusters.terminate(cluster["id"])  # waits for the placement to commit
+    finally:
+        stop.set()
+        placer.join()
+    monkeypatch.undo()
+    reconciler = Reconciler(db, clock, SimDriver())
+    for _ in range(4):
+        reconciler.run_once()
+    from neocloud.compute.tables import AllocationRow, InstanceRow
+
+    with db.transaction() as s:
+        members = list(
+            s.scalars(sa.select(InstanceRow).where(InstanceRow.cluster_id == cluster["id"]))
+        )
+        assert len(members) == 2
+        for row in members:
+            assert row.state == "terminated", (row.id, row.state)
+            alloc = s.get(AllocationRow, row.allocation_id)
+            assert alloc is not None and alloc.end_at is not None, row.id

@@ -266,8 +266,8 @@ def gpus_per_node(view: ClusterView) -> int:
     return resolve_gpu_model(view.cluster.gpu_model).max_gpus_per_node
 
 
-def _visible(s: Session, actor: Principal, cluster_id: str) -> ClusterRow:
-    row = s.get(ClusterRow, cluster_id)
+def _visible(s: Session, actor: Principal, cluster_id: str, *, lock: bool = False) -> ClusterRow:
+    row = s.get(ClusterRow, cluster_id, with_for_update=lock)
     if row is None or not (actor.is_operator or row.org_id == actor.org_id):
         raise NotFound(f"no cluster {cluster_id}", code="cluster_not_found", param="cluster_id")
     return row
@@ -320,7 +320,9 @@ def terminate_cluster(
     after that (``compute/slurm.py``)."""
     now = clock.now()
     with db.transaction() as s:
-        row = _visible(s, actor, cluster_id)
+        # Locked: the scheduler places a pending cluster's members (and books a degraded one's
+        # replacement) under this lock, so the members read below are the ones that exist.
+        row = _visible(s, actor, cluster_id, lock=True)
         actor.require_org_role(row.org_id, Role.MEMBER)
         if ClusterState(row.state) in domain.CLUSTER_FINAL | {ClusterState.STOPPING}:
             return _view(s, row)

@@ -35,6 +35,10 @@ LIVE = [
     InstanceState.RUNNING.value,
     InstanceState.STOPPING.value,
 ]
+# A cluster still gets substitutes for lost members in these states (not once it stops).
+REPLACEABLE = frozenset(
+    {ClusterState.PROVISIONING.value, ClusterState.RUNNING.value, ClusterState.DEGRADED.value}
+)
 
 
 def gang_request(c: ClusterRow) -> GangRequest:
@@ -319,8 +323,9 @@ def _replace_one(
         return
     try:
         with db.transaction() as s:
-            c = s.get(ClusterRow, cluster.id)
-            assert c is not None
+            c = s.get(ClusterRow, cluster.id, with_for_update=True)
+            if c is None or c.state not in REPLACEABLE:
+                raise Conflict("the cluster is stopping or ended", code="not_live")
             member = InstanceRow(
                 id=new_id("inst", at=now),
                 org_id=c.org_id,

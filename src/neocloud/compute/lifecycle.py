@@ -171,6 +171,8 @@ def stop_members(
     s: Session, cluster: ClusterRow, now: datetime, *, reason: Reason, at: datetime
 ) -> None:
     """End a cluster's pending members now and ask its placed ones to stop at ``at``."""
+    # The caller holds the cluster's row lock: the scheduler moves pending members only under
+    # it, so a member read here as pending has not been placed behind our back.
     members = s.scalars(sa.select(InstanceRow).where(InstanceRow.cluster_id == cluster.id))
     for m in members:
         state = InstanceState(m.state)
