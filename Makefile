@@ -68,6 +68,11 @@ bench-compute: $(STAMP)
 bench-console: $(STAMP)
 	$(BIN)/python bench/console/bench_console.py
 
+# Redraw docs/screenshots/ from the browser test (a plain test run leaves them as they are).
+.PHONY: screenshots
+screenshots: $(STAMP)
+	NEOCLOUD_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q -n 0 tests/console/test_browser.py
+
 # Create -> SSH login on real test hosts (root; about a minute).
 bench-nodes: $(STAMP)
 	@scripts/install-test-deps

@@ -5,14 +5,16 @@ reservation from an offering, chats in the playground (streamed, with the token 
 cost) and downloads its invoice preview as CSV; it cannot open operator pages or another org's
 cluster, and a form posted without its CSRF token is refused. The operator opens the heatmap of
 the 4,096-GPU fleet, cordons a node from its page and opens the economics dashboard. Every
-request the pages make stays on the platform's origin and no page breaks its CSP. Screenshots of
-the main pages go to docs/screenshots/.
+request the pages make stays on the platform's origin and no page breaks its CSP. The main pages
+are screenshot on every run; the images replace docs/screenshots/ only with
+``NEOCLOUD_UPDATE_SCREENSHOTS=1`` (``make screenshots``), so a test run leaves the tree clean.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,8 +43,11 @@ class Watch:
 
 
 def _shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    png = page.screenshot()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000, name  # a page, not a blank
+    if os.environ.get("NEOCLOUD_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.png").write_bytes(png)
 
 
 def _signin(page: Any, server: Server, key: str) -> None:

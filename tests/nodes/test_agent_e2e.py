@@ -14,6 +14,7 @@ report for another.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -73,6 +74,8 @@ def agent_bundle() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the parent too, once no other worker uses it
+            root.parent.rmdir()
 
 
 @contextmanager

@@ -244,12 +244,22 @@ def test_a_shared_filesystem_on_glusterfs_across_a_cluster(
 
     # Deleting then removes the volume and its bricks.
     st_hosts[1].exec("glusterd")  # back up, so that the delete reaches both bricks
-    platform.ok("DELETE", f"/filesystems/{fs['id']}", key)
-    wait_for(
-        "deleted",
-        lambda: platform.ok("GET", f"/filesystems/{fs['id']}", key)["state"] == "deleted",
-        timeout=90,
+    wait_for(  # gluster refuses a volume delete while a peer is disconnected
+        "the storage peers connected again",
+        lambda: "Disconnected" not in st_hosts[0].exec("gluster peer status").stdout,
+        timeout=60,
     )
+    platform.ok("DELETE", f"/filesystems/{fs['id']}", key)
+    seen: list[dict[str, Any]] = []
+
+    def deleted() -> bool:
+        seen.append(platform.ok("GET", f"/filesystems/{fs['id']}", key))
+        return seen[-1]["state"] == "deleted"
+
+    try:
+        wait_for("deleted", deleted, timeout=120)  # a failed try is retried after 30 s
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the filesystem says: {seen[-1]}") from None
     assert st_hosts[0].exec(f"gluster volume info {volume}").returncode != 0
     for h in st_hosts:
         assert h.exec(f"test -e /srv/neocloud/bricks/{volume}").returncode != 0
