@@ -140,4 +140,5 @@ def test_terminating_a_cluster_while_the_scheduler_places_it_leaves_no_open_allo
         for row in members:
             assert row.state == "terminated", (row.id, row.state)
             alloc = s.get(AllocationRow, row.allocation_id)
-            assert alloc is not None and alloc.end_at is not None, row.id
+            assert alloc is not None, row.id
+            assert alloc.end_at is not None, row.id

@@ -44,7 +44,8 @@ class Watch:
 
 def _shot(page: Any, name: str) -> None:
     png = page.screenshot()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000, name  # a page, not a blank
+    assert png.startswith(b"\x89PNG"), name
+    assert len(png) > 10_000, name  # a page, not a blank
     if os.environ.get("NEOCLOUD_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         (SCREENSHOTS / f"{name}.png").write_bytes(png)
