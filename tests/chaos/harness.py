@@ -112,6 +112,24 @@ class Platform:
         self.procs.append(proc)
         return proc
 
+    def wait_spools_flushed(self, timeout_s: float = 90) -> None:
+        """Every API replica's usage spool is empty: what a killed replica answered has been
+        taken over and written, and nothing answered is still on its way to the database."""
+        deadline = time.monotonic() + timeout_s
+        pending: list[str] = []
+        while time.monotonic() < deadline:
+            pending = [
+                f"{f} ({size} bytes)"
+                for p in self.procs
+                if p.kind == "api"
+                for f in (self.workdir / p.name / "usage-spool").glob("*.jsonl")
+                if (size := _size(f)) > 0
+            ]
+            if not pending:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"usage spools not flushed after {timeout_s} s: {pending}")
+
     def start(self, proc: Proc) -> None:
         assert not proc.alive()
         with proc.log_path.open("ab") as log:
@@ -247,3 +265,11 @@ def fake_upstream(tmp: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 once it is gone (a flushed segment is deleted)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -143,7 +143,7 @@ def test_chaos_with_sigkills_keeps_every_invariant(db: Database, tmp_path: Path)
                 plat.start(proc)
             plat.wait_ready(proc)
         _settle(db, SETTLE_S)
-        time.sleep(3)  # restarted replicas flush what they recovered from the spool (1 s cycle)
+        plat.wait_spools_flushed()  # restarted replicas write what they took over (1 s cycle)
         recovered = sum(
             int(m)
             for api in apis
