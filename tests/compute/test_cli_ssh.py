@@ -172,3 +172,30 @@ def test_clusters_hosts_takes_only_known_formats(cli: tuple[CliRunner, Client, W
     run, _, _ = cli
     result = run.invoke(app, ["clusters", "hosts", "x", "--format", "csv"])
     assert result.exit_code == 2
+
+
+def test_ssh_key_id_takes_a_key_name_or_id(
+    cli: tuple[CliRunner, Client, Worker], db: Database
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from neocloud.compute.tables import InstanceRow
+
+    run, acme, _ = cli
+    public = Ed25519PrivateKey.generate().public_key()
+    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    key = acme.ssh_keys.add("laptop", line.decode())
+    made = run.invoke(
+        app, ["instances", "create", "8xH100", "--name", "k1", "--ssh-key-id", "laptop", "--json"]
+    )
+    assert made.exit_code == 0, made.output
+    inst = next(i for i in acme.instances.iter() if i["name"] == "k1")
+    assert inst["ssh_keys"] == 1
+    with db.transaction() as s:
+        row = s.get(InstanceRow, inst["id"])
+        assert row is not None
+        assert row.ssh_key_ids == [key["id"]]
+    unknown = run.invoke(app, ["instances", "create", "8xH100", "--ssh-key-id", "desktop"])
+    assert unknown.exit_code != 0
+    assert "desktop" in unknown.output

@@ -30,6 +30,7 @@ from neocloud.cli.output import (
 from neocloud.cli.progress import spinner
 from neocloud.cli.resolve import resolve
 from neocloud.cli.state import STATE
+from neocloud.cli.tenancy import ssh_key_id as resolve_ssh_key
 from neocloud.client.compute import ssh_config_block
 from neocloud.compute.domain import InstanceState, ReservationPolicy
 
@@ -72,8 +73,18 @@ SshKeyLines = Annotated[
 ]
 SshKeyIds = Annotated[
     list[str] | None,
-    typer.Option("--ssh-key-id", help="Your org's SSH key (sshkey_…, see ssh-keys); repeatable"),
+    typer.Option(
+        "--ssh-key-id",
+        help="Your org's SSH key: its id (sshkey_…) or name (see ssh-keys); repeatable",
+    ),
 ]
+
+
+def ssh_key_refs(refs: list[str] | None) -> list[str] | None:
+    """The ids of the SSH keys named by ``--ssh-key-id`` (ids or names of the org's keys)."""
+    return [resolve_ssh_key(r) for r in refs] if refs else refs
+
+
 ImageOpt = Annotated[
     str | None, typer.Option("--image", help="OS image (see images list; default: the default)")
 ]
@@ -252,7 +263,7 @@ def instances_create(
         name=name,
         project_id=project,
         ssh_keys=ssh_key,
-        ssh_key_ids=ssh_key_id,
+        ssh_key_ids=ssh_key_refs(ssh_key_id),
         image=image,
         user_data=read_user_data(user_data),
         reservation_policy=reservation_policy.value if reservation_policy else None,
@@ -579,7 +590,7 @@ def clusters_create(
         fabric=fabric,
         name=name,
         ssh_keys=ssh_key,
-        ssh_key_ids=ssh_key_id,
+        ssh_key_ids=ssh_key_refs(ssh_key_id),
         image=image,
         user_data=read_user_data(user_data),
         queue=queue or None,
