@@ -89,8 +89,10 @@ def test_sigkilled_gateway_bills_every_answered_request_once(tmp_path: Path) -> 
         body = {"model": "acme/fake", "messages": [{"role": "user", "content": "hello there"}]}
         with httpx.Client(base_url=url, headers=auth, timeout=30) as http:
             http.post("/v1/chat/completions", json=body)  # the model is loaded and routable
-            time.sleep(2.5)  # ... and that first request flushed
-            first = _billed(data / "neocloud.db")
+            deadline = time.monotonic() + 30  # ... and that first request flushed (1 s cycle)
+            while (first := _billed(data / "neocloud.db")) < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert first == 1, first
             with ThreadPoolExecutor(8) as pool:
                 answers = list(
                     pool.map(
