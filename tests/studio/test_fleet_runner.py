@@ -5,12 +5,12 @@ and resume, and are billed by their tokens only, never by the instance's GPU tim
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -230,7 +230,8 @@ def test_a_fine_tune_waits_for_quota_and_capacity_runs_and_is_billed_by_tokens_o
     settle(compute, clock, lambda: state(db, inst.id) == "terminated")
     with db.transaction() as s:
         alloc = s.get(AllocationRow, allocs[0].id)
-        assert alloc is not None and alloc.end_at is not None
+        assert alloc is not None
+        assert alloc.end_at is not None
 
     # The invoice: the training tokens, and no GPU time for the job's instance
     preview = ft_admin.invoices.preview(acme, clock.now().strftime("%Y-%m"))
@@ -239,7 +240,8 @@ def test_a_fine_tune_waits_for_quota_and_capacity_runs_and_is_billed_by_tokens_o
     assert preview["lines"] == []
     # the same rating bills an ordinary instance's GPU time (the other tenant's)
     others = ft_admin.invoices.preview(blocker["org_id"], clock.now().strftime("%Y-%m"))
-    assert others["lines"] and all(line["gpu_model"] == H100 for line in others["lines"])
+    assert others["lines"]
+    assert all(line["gpu_model"] == H100 for line in others["lines"])
 
 
 class Killed(BaseException):
@@ -388,7 +390,8 @@ def test_a_spot_batch_preempted_midway_resumes_and_answers_and_bills_each_reques
     assert w.run_once() is True  # two chunks, then the notice: it pauses there
     got = oai.batches.retrieve(batch.id)
     assert got.status == "in_progress"
-    assert got.request_counts is not None and got.request_counts.completed == 16
+    assert got.request_counts is not None
+    assert got.request_counts.completed == 16
     assert got.queued_reason == PREEMPTED  # type: ignore[attr-defined]
     assert len(ran) == 16
 
@@ -396,7 +399,8 @@ def test_a_spot_batch_preempted_midway_resumes_and_answers_and_bills_each_reques
     clock.advance(timedelta(seconds=6))
     assert w.run_once() is True  # a new spot instance, waiting for room
     instances = job_instances(db=db, studio_job_id=batch.id)
-    assert [i.id for i in instances][0] == first.id and len(instances) == 2
+    assert next(i.id for i in instances) == first.id
+    assert len(instances) == 2
     second = instances[1]
     assert second.state == "pending"
     clock.advance(timedelta(seconds=6))
@@ -415,12 +419,14 @@ def test_a_spot_batch_preempted_midway_resumes_and_answers_and_bills_each_reques
     assert done.queued_reason is None  # type: ignore[attr-defined]
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (40, 0)
-    out = [line for line in oai.files.content(done.output_file_id or "").text.splitlines()]
-    assert sorted(out) == sorted(set(out)) and len(out) == 40
+    out = [json.loads(x) for x in oai.files.content(done.output_file_id or "").text.splitlines()]
+    # every request answered exactly once
+    assert sorted(line["custom_id"] for line in out) == sorted(f"req-{n}" for n in range(40))
     assert len(ran) == 40  # the 16 done before the preemption were not redone
     with db.transaction() as s:
         events = list(s.scalars(sa.select(UsageEventRow)))
-    assert len(events) == 40 and all(e.data["batch"] is True for e in events)
+    assert len(events) == 40
+    assert all(e.data["batch"] is True for e in events)
     settle(compute, clock, lambda: state(db, second.id) == "terminated")
     preview = admin.invoices.preview(acme, "2026-04")
     assert preview["lines"] == []  # GPU time of neither spot instance is billed
