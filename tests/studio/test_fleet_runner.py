@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from neocloud.api.app import create_app
+from neocloud.billing.reports import economics_live_data
 from neocloud.billing.tables import UsageEventRow
 from neocloud.client import Client
 from neocloud.compute.jobs import JobInstance, job_instances
@@ -238,6 +239,9 @@ def test_a_fine_tune_waits_for_quota_and_capacity_runs_and_is_billed_by_tokens_o
     tokens = {t["model"]: t for t in preview["token_lines"]}
     assert tokens[training_sku(BASE)]["input_tokens"] == done.trained_tokens
     assert preview["lines"] == []
+    # but the job's GPUs count in utilization, as the economics' live inputs read it
+    live = economics_live_data(db=db, clock=clock, window_days=1)
+    assert live.usage.org_shares["acme"] > 0
     # the same rating bills an ordinary instance's GPU time (the other tenant's)
     others = ft_admin.invoices.preview(blocker["org_id"], clock.now().strftime("%Y-%m"))
     assert others["lines"]
