@@ -125,7 +125,7 @@ def ft_admin(ft_web: TestClient, admin_key: str) -> Client:
     return admin
 
 
-def ft_worker(app: FastAPI, tmp_path: Path, **kwargs: Any) -> Any:
+def ft_worker(app: FastAPI, tmp_path: Path, options: CapacityOptions = RETRY, **kwargs: Any) -> Any:
     from neocloud.studio.finetuning.fleet import FleetRunner
     from neocloud.studio.finetuning.serving import fine_tunable
     from neocloud.studio.finetuning.worker import FineTuneWorker
@@ -138,7 +138,7 @@ def ft_worker(app: FastAPI, tmp_path: Path, **kwargs: Any) -> Any:
         store=runtime.files,
         root=tmp_path / "finetune",
         bases=fine_tunable(runtime.catalog),
-        runner=FleetRunner(FleetCapacity(ctx.db, ctx.clock, RETRY)),
+        runner=FleetRunner(FleetCapacity(ctx.db, ctx.clock, options)),
         **kwargs,
     )
 
@@ -293,6 +293,70 @@ def test_a_worker_restarted_mid_job_reuses_the_jobs_instance(
     assert "Resuming from the checkpoint of epoch 1" in messages
     assert only(db, job.id).id == inst.id  # found by the job's id: no second instance
     settle(compute, clock, lambda: state(db, inst.id) == "terminated")
+
+
+def test_a_spot_fine_tune_preempted_goes_back_to_queued_and_resumes_from_its_checkpoint(
+    ft_app: FastAPI,
+    ft_web: TestClient,
+    ft_admin: Client,
+    db: Database,
+    clock: VirtualClock,
+    compute: Worker,
+    tmp_path: Path,
+) -> None:
+    from neocloud.studio.finetuning.service import training_sku
+
+    _, key = tenant(ft_admin, "acme", quota=8)
+    _, other_key = tenant(ft_admin, "other", quota=8)
+    other = sdk(ft_web, other_key)
+    oai = client(ft_web, key)
+    train = oai.files.create(file=("train.jsonl", TRAIN), purpose="fine-tune").id
+    job = oai.fine_tuning.jobs.create(
+        model=BASE, training_file=train, hyperparameters={"n_epochs": 3, "batch_size": 6}
+    )
+    spot = CapacityOptions(finetune_class="spot", retry_s=5.0)
+    blockers: list[str] = []
+
+    def preempt_at_step_2(m: Any) -> None:
+        if m.step == 2 and not blockers:  # in epoch 2: the whole node is wanted on-demand
+            blockers.append(other.instances.create("8xH100")["id"])
+            compute.run_once()  # placed: the job's spot instance gets its notice
+
+    w = ft_worker(ft_app, tmp_path, spot, step_hook=preempt_at_step_2)
+    assert w.run_once() is True
+    first = only(db, job.id)
+    assert first.cls == "spot"
+    settle(compute, clock, lambda: state(db, first.id) == "running")
+    clock.advance(timedelta(seconds=6))
+    assert w.run_once() is True  # epoch 1, then paused at step 2
+    got = oai.fine_tuning.jobs.retrieve(job.id)
+    assert got.status == "queued"
+    assert got.queued_reason == PREEMPTED  # type: ignore[attr-defined]
+    messages = [e.message for e in oai.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert f"Paused: {PREEMPTED}" in messages
+
+    settle(compute, clock, lambda: state(db, first.id) == "preempted")
+    other.instances.terminate(blockers[0])
+    clock.advance(timedelta(seconds=6))
+    assert w.run_once() is True  # a new spot instance in the job's name
+    instances = job_instances(db=db, studio_job_id=job.id)
+    assert len(instances) == 2
+    settle(compute, clock, lambda: state(db, instances[1].id) == "running")
+    clock.advance(timedelta(seconds=6))
+    for _ in range(5):
+        if not w.run_once():
+            break
+    done = oai.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in oai.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert "Resuming from the checkpoint of epoch 1" in messages
+    with db.transaction() as s:
+        billed = [
+            r.event_id
+            for r in s.scalars(sa.select(UsageEventRow).order_by(UsageEventRow.event_id))
+            if r.data["model"] == training_sku(BASE)
+        ]
+    assert billed == [f"{job.id}-epoch-{n}" for n in (1, 2, 3)]  # epoch 1 once
 
 
 def test_a_crashed_workers_instance_is_ended_when_its_job_is_cancelled(
