@@ -258,9 +258,16 @@ def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_without_double_bill
 
 class NoCapacity:
     name = "fleet"
+    retry_s = 0.0
 
     def acquire(self, job: object) -> str | None:
         return "no H100 free in the organization's quota"
+
+    def check(self, job: object) -> str | None:
+        return None
+
+    def sweep(self) -> None:
+        return None
 
     def train(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("never granted")

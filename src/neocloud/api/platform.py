@@ -232,9 +232,12 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     worker.start()
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
+    from neocloud.studio.finetuning.fleet import build_runner
     from neocloud.studio.finetuning.worker import build_worker
 
-    finetune = build_worker(db, clock, settings.data_dir)
+    # studio_runner: local (in this process) or fleet (an instance in the job's org's name first)
+    runner = build_runner(db, clock, settings)
+    finetune = build_worker(db, clock, settings.data_dir, runner=runner)
     if finetune is not None:
         finetune.start()  # claims fine-tuning jobs with a lease; resumes others' lapsed ones
     return Background(db, worker, invoicing, listener, finetune)

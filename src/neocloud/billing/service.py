@@ -490,13 +490,22 @@ HOLDS_GPUS = sa.or_(
 )
 
 
+# A studio job's instance (a fine-tune or a batch on fleet capacity, ``compute/jobs.py``) holds
+# GPUs like any instance, but the job is billed by its tokens (training tokens at the training
+# price, batch tokens at the batch price): its GPU time is never rated, or the org would pay
+# twice. Utilization (``reports._usage_intervals``, the economics' live inputs) still counts it.
+RATED_AS_GPU_TIME = AllocationRow.studio_job_id.is_(None)
+
+
 def load_intervals(s: Session, org_id: str | None, period: Period) -> list[Interval]:
     """Allocation facts of ``org_id`` (None: every org) that overlap ``period`` (compute's
-    read model), each GPU-hour once (``HOLDS_GPUS``)."""
+    read model), each GPU-hour once (``HOLDS_GPUS``), without studio jobs' allocations
+    (``RATED_AS_GPU_TIME``: their tokens are their bill)."""
     query = sa.select(AllocationRow).where(
         AllocationRow.start_at < period.end,
         sa.or_(AllocationRow.end_at.is_(None), AllocationRow.end_at > period.start),
         HOLDS_GPUS,
+        RATED_AS_GPU_TIME,
     )
     if org_id is not None:
         query = query.where(AllocationRow.org_id == org_id)

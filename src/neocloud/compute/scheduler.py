@@ -447,6 +447,7 @@ def _plan(
                 start_at=start,
                 end_at=end,
                 created_at=now,
+                studio_job_id=row.studio_job_id,
             )
         )
         pre.new_claims.extend(

@@ -127,7 +127,12 @@ def check_project(s: Session, actor: Principal, project_id: str | None) -> None:
 
 
 def create_instance(
-    *, db: Database, clock: Clock, actor: Principal, spec: InstanceSpec
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    spec: InstanceSpec,
+    studio_job_id: str | None = None,
 ) -> InstanceRow:
     """Record a pending instance of the caller's org after validation and the quota check.
 
@@ -135,7 +140,8 @@ def create_instance(
     a bad ``ssh_keys`` line, an ``ssh_key_ids`` id that is not the org's, ``user_data`` the
     image cannot run), ``NotFound`` (foreign project), ``QuotaExceeded`` (with usage and
     limit). Nothing is written when any of them is raised. An omitted image is the catalog's
-    default; the instance keeps the image's login user.
+    default; the instance keeps the image's login user. ``studio_job_id`` marks an instance the
+    studio asked for to run a job (``compute/jobs.py``; never set through the API).
     """
     actor.require_org_role(actor.org_id, Role.MEMBER)
     itype, cls, policy = _validate(spec)
@@ -193,6 +199,7 @@ def create_instance(
             created_by=actor.key_id,
             created_at=now,
             updated_at=now,
+            studio_job_id=studio_job_id,
         )
         s.add(row)
         record_event(

@@ -34,6 +34,7 @@ class InstanceRow(_Leased, Base):
         sa.Index("ix_instances_org_id_id", "org_id", "id"),
         sa.Index("ix_instances_state_id", "state", "id"),
         sa.Index("ix_instances_cluster_id", "cluster_id"),
+        sa.Index("ix_instances_studio_job_id", "studio_job_id"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -80,6 +81,9 @@ class InstanceRow(_Leased, Base):
     # A member of a cluster with managed Slurm: when Slurm let go of it (drained, Slurm
     # removed from it), so the reconciler may stop it (``compute/slurm_heal.py``).
     scheduler_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The studio job (fine-tune or batch) this instance runs, when the studio asked for it
+    # (``compute/jobs.py``): the job is billed by its tokens, not by this instance's GPU time.
+    studio_job_id: Mapped[str | None] = mapped_column(ID, nullable=True)
 
 
 class ClusterRow(Base):
@@ -132,6 +136,8 @@ class AllocationRow(Base):
     """GPUs of one node bound to an instance (or a reservation) for ``[start_at, end_at)``.
 
     ``end_at`` None is open-ended; ending an allocation sets it (the row stays: a billing fact).
+    ``studio_job_id``: the studio job whose instance holds it (counted in utilization and quota,
+    never rated as GPU time: the job's tokens are its bill).
     """
 
     __tablename__ = "allocations"
@@ -158,6 +164,7 @@ class AllocationRow(Base):
     start_at: Mapped[datetime] = mapped_column(UtcDateTime())
     end_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    studio_job_id: Mapped[str | None] = mapped_column(ID, nullable=True)
 
 
 class GpuClaimRow(Base):

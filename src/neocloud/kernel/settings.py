@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     studio_batch_chunk: int = Field(16, ge=1, le=1000)
     studio_batch_yield_rps: float = Field(20.0, ge=0, le=1e6)
     studio_batch_lease_ttl_s: float = Field(60.0, gt=0, le=3600)
+    # Where studio jobs (fine-tunes, batches) run (docs/studio-jobs.md, "Runners"): ``local``,
+    # in the worker process with no fleet capacity (``make run``, tests), or ``fleet``: each job
+    # first gets an instance of ``studio_job_instance_type`` in its org's name (on-demand for
+    # fine-tunes, spot for batches by default; queued up to ``studio_job_max_wait_s``), counted
+    # in utilization and quota but billed by its tokens only; a job waiting for one is looked
+    # at again every ``studio_job_retry_s``.
+    studio_runner: Literal["local", "fleet"] = "local"
+    studio_job_instance_type: str = Field("1xH100", min_length=3, max_length=32)
+    studio_finetune_class: Literal["on_demand", "spot"] = "on_demand"
+    studio_batch_class: Literal["on_demand", "spot"] = "spot"
+    studio_job_max_wait_s: int = Field(24 * 3600, ge=1, le=7 * 24 * 3600)
+    studio_job_retry_s: float = Field(5.0, gt=0, le=3600)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

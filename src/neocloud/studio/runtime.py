@@ -14,6 +14,7 @@ from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
 from neocloud.studio.batches.worker import BatchOptions, BatchWorker
+from neocloud.studio.capacity import capacity_from_settings
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
 from neocloud.studio.engines.upstream import UpstreamOptions
 from neocloud.studio.files import Limits
@@ -120,6 +121,7 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
                 chunk=settings.studio_batch_chunk,
                 lease_ttl_s=settings.studio_batch_lease_ttl_s,
             ),
+            capacity=capacity_from_settings(db, clock, settings),  # studio_runner=fleet
         ),
         finetunes=FineTunedModels(db, lambda: runtime.catalog),
         # Registrations go into whichever catalog the runtime holds when they are applied

@@ -124,6 +124,9 @@ class StudioBatchRow(Base):
     request_completed: Mapped[int] = mapped_column(sa.Integer, default=0)
     request_failed: Mapped[int] = mapped_column(sa.Integer, default=0)
     next_index: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Why an ``in_progress`` batch is not running now (the fleet runner: no capacity or quota,
+    # preempted); None while it runs.
+    queued_reason: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     in_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -46,6 +46,11 @@ _BATCH = {
         "request_counts": {"type": "object"},
         "errors": {"type": ["object", "null"]},
         "metadata": {"type": ["object", "null"]},
+        "queued_reason": {
+            "type": ["string", "null"],
+            "description": "Not OpenAI's: why an in_progress batch waits (studio_runner=fleet: "
+            "no capacity or quota, or preempted); null while it runs",
+        },
     },
 }
 _CREATE_BODY = {

@@ -65,6 +65,8 @@ def batch_out(row: StudioBatchRow) -> dict[str, Any]:
             "failed": row.request_failed,
         },
         "metadata": row.batch_metadata,
+        # Not OpenAI's: why an ``in_progress`` batch is not running now (the fleet runner).
+        "queued_reason": row.queued_reason,
     }
 
 
@@ -296,6 +298,16 @@ def renew(*, db: Database, clock: Clock, lease: Lease, ttl_s: float) -> StudioBa
         return row
 
 
+def wait(*, db: Database, clock: Clock, lease: Lease, reason: str, retry_s: float) -> None:
+    """No capacity for the batch now (``reason``: none free, no quota, preempted): it stays as
+    it is (``in_progress``) with ``queued_reason``, and is claimed again after ``retry_s``."""
+    with db.transaction() as s:
+        row = _held(s, lease)
+        row.queued_reason = reason[:500]
+        row.lease_token = None
+        row.lease_expires_at = clock.now() + timedelta(seconds=retry_s)
+
+
 def release(*, db: Database, lease: Lease) -> None:
     with db.transaction() as s:
         s.execute(
@@ -350,6 +362,7 @@ def record_results(*, db: Database, lease: Lease, results: list[Result], next_in
                     line=json.dumps(r.line, separators=(",", ":")),
                 )
             )
+        row.queued_reason = None  # it runs
         row.request_completed += sum(1 for r in results if r.ok)
         row.request_failed += sum(1 for r in results if not r.ok)
         row.next_index = next_index

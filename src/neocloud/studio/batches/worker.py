@@ -16,6 +16,12 @@ process: online requests started in the last second at or above
 ``studio_batch_yield_rps``) and, while it is, waits ``pause_s`` and asks again, keeping its
 lease. With few requests at a time (``concurrency``) a chunk in flight delays online requests
 by at most that many sequences in the engine's batch.
+
+Fleet capacity (``capacity``, ``studio_runner=fleet``): before each chunk the batch needs its
+instance (spot by default) running; without it the batch stays ``in_progress`` with
+``queued_reason`` (no capacity or quota, or "preempted; resumes from the last checkpoint") and
+is claimed again after the capacity's ``retry_s``. A preempted batch resumes at its first
+request not recorded: what was written is neither redone nor billed again.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
@@ -59,6 +65,21 @@ class WorkerStopping(Exception):
     """This worker is stopping: let the lease go so another resumes the batch."""
 
 
+class Capacity(Protocol):
+    """Where a batch gets its capacity (``studio/capacity.py``'s ``FleetCapacity``)."""
+
+    @property
+    def retry_s(self) -> float: ...
+
+    def acquire_batch(self, row: StudioBatchRow) -> str | None:
+        """None when the batch may run its next chunk, else why it waits."""
+        ...
+
+    def sweep(self) -> list[str]:
+        """Give back the capacity of jobs that have ended."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class BatchOptions:
     concurrency: int = 4
@@ -86,12 +107,14 @@ class BatchWorker:
         online_busy: Callable[[], bool] = lambda: False,
         options: BatchOptions | None = None,
         hook: Callable[[str, int], None] | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.db, self.clock, self.store, self.catalog = db, clock, store, catalog
         self.run = run or asyncio.run
         self.online_busy = online_busy
         self.options = options or BatchOptions()
         self.hook = hook
+        self.capacity = capacity  # None: no fleet capacity (the local runner)
         self.sink = BillingUsageSink(db, clock)
         self.paused = 0  # pauses taken for online traffic (for tests and the logs)
         self._loop = WorkLoop("studio-batches", self.run_once, self.options.interval_s, log)
@@ -109,6 +132,8 @@ class BatchWorker:
 
     def run_once(self) -> bool:
         """Claim one batch and drive it as far as it goes now; False when none was due."""
+        if self.capacity is not None:
+            self.capacity.sweep()
         claimed = service.claim_batch(db=self.db, clock=self.clock, ttl_s=self.options.lease_ttl_s)
         if claimed is None:
             return False
@@ -146,6 +171,17 @@ class BatchWorker:
                 if self.hook is not None:
                     self.hook("finalizing", row.next_index)
                 break
+            if self.capacity is not None:
+                reason = self.capacity.acquire_batch(row)
+                if reason is not None:
+                    service.wait(
+                        db=self.db,
+                        clock=self.clock,
+                        lease=lease,
+                        reason=reason,
+                        retry_s=self.capacity.retry_s,
+                    )
+                    return
             if self.online_busy():
                 self.paused += 1
                 time.sleep(self.options.pause_s)

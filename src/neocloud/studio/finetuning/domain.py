@@ -47,7 +47,9 @@ S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.VALIDATING_FILES: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    # running → queued: its capacity went (a spot instance preempted); it resumes from the
+    # last checkpoint once it has capacity again (the fleet runner).
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.QUEUED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),

@@ -428,8 +428,11 @@ def move(
         return True
 
 
-def wait_queued(*, db: Database, clock: Clock, lease: Lease, reason: str) -> None:
-    """The job stays queued for ``reason`` (no capacity); the lease is let go for a retry."""
+def wait_queued(
+    *, db: Database, clock: Clock, lease: Lease, reason: str, retry_s: float = 0.0
+) -> None:
+    """The job stays queued for ``reason`` (no capacity); the lease is let go, and the job is
+    not claimed again for ``retry_s`` (0: at once)."""
     with db.transaction() as s:
         row = _held(s, lease, (JobStatus.QUEUED,))
         if row is None:
@@ -437,7 +440,25 @@ def wait_queued(*, db: Database, clock: Clock, lease: Lease, reason: str) -> Non
         if row.reason != reason:
             add_event(s, row.id, clock.now(), f"Waiting for capacity: {reason}")
         row.reason = reason
-        row.lease_token, row.lease_until = None, None
+        row.lease_token = None
+        row.lease_until = clock.now() + timedelta(seconds=retry_s) if retry_s > 0 else None
+
+
+def requeue(*, db: Database, clock: Clock, lease: Lease, reason: str, retry_s: float = 0.0) -> bool:
+    """A running job lost its capacity (preempted): back to ``queued`` with ``reason``, to
+    resume from its last checkpoint (``epochs_done``) once it has capacity again; the lease is
+    let go as ``wait_queued`` does. False when no longer held."""
+    with db.transaction() as s:
+        row = _held(s, lease, (JobStatus.RUNNING,))
+        if row is None:
+            return False
+        check_transition(row.status, JobStatus.QUEUED)
+        row.status = JobStatus.QUEUED.value
+        row.reason = reason
+        add_event(s, row.id, clock.now(), f"Paused: {reason}")
+        row.lease_token = None
+        row.lease_until = clock.now() + timedelta(seconds=retry_s) if retry_s > 0 else None
+        return True
 
 
 def record_step(

@@ -6,8 +6,11 @@ deploy the adapter. A worker that dies leaves its lease to lapse; the next worke
 job resumes from its last checkpoint (``epochs_done``), and the epochs already billed are not
 billed again. A worker that stops on purpose lets its lease go at the next step.
 
-Runners (the ``Runner`` port): ``LocalRunner`` trains in this process (``make run``, tests).
-A runner that trains on a node compute gives the job (``node``) is not built yet.
+Runners (the ``Runner`` port): ``LocalRunner`` trains in this process with no fleet capacity
+(``make run``, tests); ``FleetRunner`` (``studio/finetuning/fleet.py``, ``studio_runner=fleet``)
+first gets the job an instance in its org's name and trains once it runs, pausing back to
+``queued`` at the next step when the instance is preempted. A runner that trains *on* the node
+compute gives the job (``node``) is not built yet.
 """
 
 from __future__ import annotations
@@ -48,13 +51,34 @@ class WorkerStopping(Exception):
     """This worker is stopping: let the lease go so another resumes the job."""
 
 
+class Paused(Exception):
+    """The job's capacity went (preempted): back to queued, to resume from its checkpoint."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Runner(Protocol):
     """Where a job trains."""
 
     name: str
 
+    @property
+    def retry_s(self) -> float:
+        """How soon a job that waits for capacity is claimed again (0: at once)."""
+        ...
+
     def acquire(self, job: FineTuneJobRow) -> str | None:
         """Capacity for ``job`` in its org's name: None when granted, else why it must wait."""
+        ...
+
+    def check(self, job: FineTuneJobRow) -> str | None:
+        """At each step: None while the job keeps its capacity, else why it must pause."""
+        ...
+
+    def sweep(self) -> None:
+        """Each cycle: give back the capacity of jobs that have ended."""
         ...
 
     def train(
@@ -75,8 +99,15 @@ class LocalRunner:
     """Trains in the worker's own process (CPU, or its GPU when there is one)."""
 
     name = "local"
+    retry_s = 0.0
 
     def acquire(self, job: FineTuneJobRow) -> str | None:
+        return None
+
+    def check(self, job: FineTuneJobRow) -> str | None:
+        return None
+
+    def sweep(self) -> None:
         return None
 
     def train(
@@ -142,6 +173,7 @@ class FineTuneWorker:
 
     def run_once(self) -> bool:
         """Claim one job and drive it as far as it goes now; False when none was due."""
+        self.runner.sweep()
         claimed = service.claim_job(db=self.db, clock=self.clock, ttl_s=self.lease_ttl_s)
         if claimed is None:
             return False
@@ -154,6 +186,14 @@ class FineTuneWorker:
             log.info("fine-tuning job %s was cancelled or taken over", job.id)
         except WorkerStopping:
             service.release(db=self.db, lease=lease)
+        except Paused as exc:
+            service.requeue(
+                db=self.db,
+                clock=self.clock,
+                lease=lease,
+                reason=exc.reason,
+                retry_s=self.runner.retry_s,
+            )
         except NeocloudError as exc:
             self._fail(run, exc.code, exc.message, exc.param)
         except Exception as exc:
@@ -189,15 +229,31 @@ class FineTuneWorker:
         if status is JobStatus.QUEUED:
             reason = self.runner.acquire(job)
             if reason is not None:
-                service.wait_queued(db=self.db, clock=self.clock, lease=run.lease, reason=reason)
+                service.wait_queued(
+                    db=self.db,
+                    clock=self.clock,
+                    lease=run.lease,
+                    reason=reason,
+                    retry_s=self.runner.retry_s,
+                )
                 return
             self._move(
-                run, JobStatus.RUNNING, f"Fine-tuning job started on the {self.runner.name} runner"
+                run,
+                JobStatus.RUNNING,
+                f"Resuming from the checkpoint of epoch {job.epochs_done}"
+                if job.epochs_done
+                else f"Fine-tuning job started on the {self.runner.name} runner",
             )
-        elif job.epochs_done:
-            self._move(
-                run, JobStatus.RUNNING, f"Resuming from the checkpoint of epoch {job.epochs_done}"
-            )
+        else:  # resuming a running job another worker left: its capacity must still be there
+            reason = self.runner.acquire(job)
+            if reason is not None:
+                raise Paused(reason)
+            if job.epochs_done:
+                self._move(
+                    run,
+                    JobStatus.RUNNING,
+                    f"Resuming from the checkpoint of epoch {job.epochs_done}",
+                )
         self.runner.train(
             trainer,
             train,
@@ -270,6 +326,9 @@ class FineTuneWorker:
             self.step_hook(m)
         if self._loop.stopping:
             raise WorkerStopping(run.job.id)
+        reason = self.runner.check(run.job)
+        if reason is not None:
+            raise Paused(reason)
 
     def _on_epoch(self, run: _Run, epoch: int, step: int, path: Path) -> None:
         last = run.last
@@ -292,9 +351,11 @@ class FineTuneWorker:
             raise JobLost(run.job.id)
 
 
-def build_worker(db: Database, clock: Clock, data_dir: Path) -> FineTuneWorker | None:
-    """The platform's fine-tuning worker over the built-in models, with the local runner;
-    None when torch, transformers or peft is missing (nothing could train)."""
+def build_worker(
+    db: Database, clock: Clock, data_dir: Path, *, runner: Runner | None = None
+) -> FineTuneWorker | None:
+    """The platform's fine-tuning worker over the built-in models, with ``runner`` (default the
+    local one); None when torch, transformers or peft is missing (nothing could train)."""
     import importlib.util
 
     if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")):
@@ -309,4 +370,5 @@ def build_worker(db: Database, clock: Clock, data_dir: Path) -> FineTuneWorker |
         store=LocalFileStore(data_dir / "studio-files"),
         root=data_dir / "studio-finetune",
         bases=fine_tunable(builtin_catalog()),
+        runner=runner,
     )
