@@ -232,9 +232,15 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     worker.start()
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
+    from neocloud.studio.finetuning.tracking import tracker_for
     from neocloud.studio.finetuning.worker import build_worker
 
-    finetune = build_worker(db, clock, settings.data_dir)
+    tracker = tracker_for(
+        settings.mlflow_tracking_uri,
+        experiment_prefix=settings.mlflow_experiment_prefix,
+        timeout_s=settings.mlflow_timeout_s,
+    )
+    finetune = build_worker(db, clock, settings.data_dir, tracker=tracker)
     if finetune is not None:
         finetune.start()  # claims fine-tuning jobs with a lease; resumes others' lapsed ones
     return Background(db, worker, invoicing, listener, finetune)

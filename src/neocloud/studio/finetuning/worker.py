@@ -26,6 +26,7 @@ from neocloud.studio.files import read_content
 from neocloud.studio.filestore import FileStore
 from neocloud.studio.finetuning import service
 from neocloud.studio.finetuning.domain import JobStatus, fine_tuned_model_name
+from neocloud.studio.finetuning.tracking import JobTracking, NoTracker, Tracker
 from neocloud.studio.finetuning.training import (
     Example,
     StepMetrics,
@@ -101,6 +102,7 @@ class _Run:
     model_name: str
     epoch_tokens: int = 0
     last: StepMetrics | None = None
+    tracking: JobTracking | None = None  # its MLflow run, once training starts
 
 
 class FineTuneWorker:
@@ -120,6 +122,7 @@ class FineTuneWorker:
         lease_ttl_s: float = 60.0,
         interval_s: float = 1.0,
         step_hook: Callable[[StepMetrics], None] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.db, self.clock, self.store, self.root = db, clock, store, root
         self.bases = bases
@@ -127,6 +130,7 @@ class FineTuneWorker:
         self.lease_ttl_s = lease_ttl_s
         self.interval_s = interval_s
         self.step_hook = step_hook
+        self.tracker: Tracker = tracker or NoTracker()
         self._loop = WorkLoop("studio-finetune", self.run_once, self.interval_s, log)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -152,6 +156,8 @@ class FineTuneWorker:
             self._drive(run)
         except JobLost:
             log.info("fine-tuning job %s was cancelled or taken over", job.id)
+            if run.tracking is not None:
+                run.tracking.lost()
         except WorkerStopping:
             service.release(db=self.db, lease=lease)
         except NeocloudError as exc:
@@ -162,9 +168,11 @@ class FineTuneWorker:
         return True
 
     def _fail(self, run: _Run, code: str, message: str, param: str | None) -> None:
-        service.fail(
+        failed = service.fail(
             db=self.db, clock=self.clock, lease=run.lease, code=code, message=message, param=param
         )
+        if failed and run.tracking is not None:
+            run.tracking.end(JobStatus.FAILED)
 
     # -- one job -------------------------------------------------------------------------------
 
@@ -198,6 +206,10 @@ class FineTuneWorker:
             self._move(
                 run, JobStatus.RUNNING, f"Resuming from the checkpoint of epoch {job.epochs_done}"
             )
+        run.tracking = JobTracking(
+            self.tracker, db=self.db, clock=self.clock, job=job, lease=run.lease
+        )
+        run.tracking.start()
         self.runner.train(
             trainer,
             train,
@@ -224,6 +236,7 @@ class FineTuneWorker:
             base=self.bases.get(job.model),
         ):
             raise JobLost(job.id)
+        run.tracking.end(JobStatus.SUCCEEDED, adapter)
 
     def _examples(
         self, run: _Run, trainer: Trainer, file_id: str | None, param: str
@@ -266,6 +279,8 @@ class FineTuneWorker:
             data=data,
         ):
             raise JobLost(run.job.id)
+        if run.tracking is not None:
+            run.tracking.step(m)
         if self.step_hook is not None:
             self.step_hook(m)
         if self._loop.stopping:
@@ -292,9 +307,12 @@ class FineTuneWorker:
             raise JobLost(run.job.id)
 
 
-def build_worker(db: Database, clock: Clock, data_dir: Path) -> FineTuneWorker | None:
-    """The platform's fine-tuning worker over the built-in models, with the local runner;
-    None when torch, transformers or peft is missing (nothing could train)."""
+def build_worker(
+    db: Database, clock: Clock, data_dir: Path, *, tracker: Tracker | None = None
+) -> FineTuneWorker | None:
+    """The platform's fine-tuning worker over the built-in models, with the local runner,
+    tracking to ``tracker`` (none by default); None when torch, transformers or peft is
+    missing (nothing could train)."""
     import importlib.util
 
     if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")):
@@ -309,4 +327,5 @@ def build_worker(db: Database, clock: Clock, data_dir: Path) -> FineTuneWorker |
         store=LocalFileStore(data_dir / "studio-files"),
         root=data_dir / "studio-finetune",
         bases=fine_tunable(builtin_catalog()),
+        tracker=tracker,
     )
