@@ -235,11 +235,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.studio.finetuning.tracking import tracker_for
     from neocloud.studio.finetuning.worker import build_worker
 
-    tracker = tracker_for(
-        settings.mlflow_tracking_uri,
-        experiment_prefix=settings.mlflow_experiment_prefix,
-        timeout_s=settings.mlflow_timeout_s,
-    )
+    tracker = tracker_for(settings)  # MLflow runs when NEOCLOUD_MLFLOW_TRACKING_URI is set
     finetune = build_worker(db, clock, settings.data_dir, tracker=tracker)
     if finetune is not None:
         finetune.start()  # claims fine-tuning jobs with a lease; resumes others' lapsed ones

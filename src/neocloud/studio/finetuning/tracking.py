@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
+from neocloud.kernel.settings import Settings
 from neocloud.studio.finetuning import service
 from neocloud.studio.finetuning.domain import JobStatus
 from neocloud.studio.finetuning.training import StepMetrics
@@ -231,8 +232,7 @@ class JobTracking:
         """End the run as ``status`` (a final job state), uploading ``adapter`` when given."""
         if self.off or self.ended:
             return
-        self.ended = True
-        self.failing_since = None  # one last try, whatever the back-off
+        self.ended = True  # and one last try, whatever the rest (see _call)
         if not self._flush():
             return
         run = self.run
@@ -288,7 +288,8 @@ class JobTracking:
         raises or while the tracker rests after a failure."""
         now = self.clock.now()
         since = self.failing_since
-        if since is not None and (now - since).total_seconds() < self.retry_s:
+        resting = since is not None and (now - since).total_seconds() < self.retry_s
+        if resting and not self.ended:
             return False, None
         try:
             result = fn()
@@ -343,18 +344,20 @@ def job_status(*, db: Database, job_id: str) -> JobStatus | None:
     return None if status is None else JobStatus(status)
 
 
-def tracker_for(
-    uri: str | None, *, experiment_prefix: str = "neocloud/", timeout_s: int = 5
-) -> Tracker:
-    """The MLflow tracker when ``uri`` is set (and the ``mlflow`` client is installed: else a
-    warning in the log and no tracking); tracking off otherwise."""
-    if not uri:
+def tracker_for(settings: Settings) -> Tracker:
+    """The MLflow tracker when ``mlflow_tracking_uri`` is set (and the ``mlflow`` client is
+    installed: else a warning in the log and no tracking); tracking off otherwise."""
+    if not settings.mlflow_tracking_uri:
         return NoTracker()
     try:
-        return MlflowTracker(uri, experiment_prefix=experiment_prefix, timeout_s=timeout_s)
+        return MlflowTracker(
+            settings.mlflow_tracking_uri,
+            experiment_prefix=settings.mlflow_experiment_prefix,
+            timeout_s=settings.mlflow_timeout_s,
+        )
     except ImportError:
         log.warning(
-            "NEOCLOUD_MLFLOW_TRACKING_URI is set but the mlflow client is missing: "
-            "pip install 'neocloud[mlflow]'; fine-tuning jobs are not tracked"
+            "NEOCLOUD_MLFLOW_TRACKING_URI is set but the mlflow client is missing "
+            "(pip install 'neocloud[mlflow]'): fine-tuning jobs are not tracked"
         )
         return NoTracker()
