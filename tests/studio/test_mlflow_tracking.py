@@ -307,7 +307,8 @@ def test_a_job_resumed_after_a_restart_continues_its_run_and_a_cancel_kills_one(
     assert run_id is not None
     ml = reader(mlflow_uri)
     assert ml.get_run(run_id).info.status == "RUNNING"
-    assert steps_of(ml.get_metric_history(run_id, "train_loss")) == [1, 2, 3, 4, 5]
+    # sent at most once a second (the virtual clock stands still) and at each epoch's end
+    assert steps_of(ml.get_metric_history(run_id, "train_loss")) == [1, 2, 3]
     clock.advance(timedelta(seconds=31))  # the dead worker's lease lapses
     drive(platform.worker(lease_ttl_s=30))
 
@@ -316,7 +317,7 @@ def test_a_job_resumed_after_a_restart_continues_its_run_and_a_cancel_kills_one(
     experiment = ml.get_run(run_id).info.experiment_id
     assert [r.info.run_id for r in ml.search_runs([experiment])] == [run_id]  # no second run
     assert ml.get_run(run_id).info.status == "FINISHED"
-    # steps 4 and 5 ran twice (epoch 2 replayed from epoch 1's checkpoint), logged once
+    # epoch 2 replayed from epoch 1's checkpoint: each step logged once
     assert steps_of(ml.get_metric_history(run_id, "train_loss")) == list(range(1, 10))
 
     # cancelled through the API while running: the run ends KILLED
@@ -426,7 +427,7 @@ def test_tracking_rests_after_a_failure_buffers_steps_and_catches_up(
 ) -> None:
     lease, job = held_job(db, clock, admin_key)
     fake = FakeTracker(down=True)
-    tracking = JobTracking(fake, db=db, clock=clock, job=job, lease=lease, retry_s=60)
+    tracking = JobTracking(fake, db=db, clock=clock, job=job, lease=lease, flush_s=0, retry_s=60)
     tracking.start()
     for step in (1, 2, 3):
         tracking.step(metrics(step))
@@ -459,7 +460,7 @@ def test_a_reopened_run_skips_the_steps_it_has_and_a_failure_at_the_end_is_one_t
     lease, job = held_job(db, clock, admin_key)
     job.mlflow_run_id = "run-7"
     fake = FakeTracker(last_step=5)
-    tracking = JobTracking(fake, db=db, clock=clock, job=job, lease=lease)
+    tracking = JobTracking(fake, db=db, clock=clock, job=job, lease=lease, flush_s=0)
     tracking.start()
     for step in range(4, 9):
         tracking.step(metrics(step))
@@ -487,3 +488,20 @@ def test_tracking_off_keeps_no_run(
     tracker = tracker_for(Settings(mlflow_tracking_uri="http://127.0.0.1:1", mlflow_timeout_s=3))
     assert isinstance(tracker, MlflowTracker)
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+
+
+def test_steps_go_at_most_once_a_flush_interval_and_at_each_epoch_end(
+    db: Database, clock: VirtualClock, admin_key: str
+) -> None:
+    lease, job = held_job(db, clock, admin_key)  # 3 epochs (the default)
+    fake = FakeTracker()
+    tracking = JobTracking(fake, db=db, clock=clock, job=job, lease=lease, flush_s=1.0)
+    tracking.start()
+    sent = []
+    for step in range(1, 13):  # 4 steps an epoch, 0.4 s a step
+        tracking.step(StepMetrics(step, (step - 1) // 4 + 1, 1.0, None, 0.5, 12))
+        sent.append(len(fake.logged))
+        clock.advance(timedelta(seconds=0.4))
+    # step 1 at once; then 1 s after the last send (steps 4, 7, 11) or an epoch's end (4, 8, 12)
+    assert sent == [1, 1, 1, 4, 4, 4, 7, 8, 8, 8, 11, 12]
+    assert fake.logged == list(range(1, 13))

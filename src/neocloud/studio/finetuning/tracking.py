@@ -192,8 +192,10 @@ class MlflowTracker:
 
 class JobTracking:
     """One claimed job's run, for the worker: never raises, never waits past the tracker's
-    own timeouts. ``retry_s``: seconds between tries while the tracker fails; ``max_pending``:
-    step points kept meanwhile (the oldest dropped past it)."""
+    own timeouts. Steps are sent at most every ``flush_s`` seconds, and at each epoch's last
+    step (before its checkpoint: a restart replays from there, so no step is lost to it).
+    ``retry_s``: seconds between tries while the tracker fails; ``max_pending``: step points
+    kept meanwhile (the oldest dropped past it)."""
 
     def __init__(
         self,
@@ -203,11 +205,14 @@ class JobTracking:
         clock: Clock,
         job: FineTuneJobRow,
         lease: service.Lease,
+        flush_s: float = 1.0,
         retry_s: float = 60.0,
         max_pending: int = 10_000,
     ) -> None:
         self.tracker, self.db, self.clock, self.job, self.lease = tracker, db, clock, job, lease
-        self.retry_s, self.max_pending = retry_s, max_pending
+        self.flush_s, self.retry_s, self.max_pending = flush_s, retry_s, max_pending
+        self.n_epochs = service.hyperparameters_of(job).n_epochs
+        self.flushed_at: datetime | None = None
         self.run: OpenRun | None = None
         self.off = False  # the tracker keeps no run (NoTracker)
         self.pending: list[Point] = []
@@ -224,9 +229,13 @@ class JobTracking:
             return
         if self.run is not None and m.step <= self.run.last_step:
             return  # the run has this step from before a restart
-        self.pending.append(Point(m, self.clock.now()))
+        now = self.clock.now()
+        self.pending.append(Point(m, now))
         del self.pending[: -self.max_pending]
-        self._flush()
+        epoch_end = m.step == m.epoch * (m.total_steps // self.n_epochs)
+        since = self.flushed_at
+        if epoch_end or since is None or (now - since).total_seconds() >= self.flush_s:
+            self._flush()
 
     def end(self, status: JobStatus, adapter: Path | None = None) -> None:
         """End the run as ``status`` (a final job state), uploading ``adapter`` when given."""
@@ -281,6 +290,7 @@ class JobTracking:
         if points and not self._call(lambda: self.tracker.log_metrics(run.run_id, points))[0]:
             return False
         self.pending.clear()
+        self.flushed_at = self.clock.now()
         return True
 
     def _call(self, fn: Callable[[], T]) -> tuple[bool, T | None]:
