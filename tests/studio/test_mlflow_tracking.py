@@ -50,6 +50,7 @@ from neocloud.studio.tables import FineTuneEventRow, FineTuneJobRow
 from .test_files import client, jsonl, org_key
 
 pytest.importorskip("peft")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # as MlflowTracker sets it, before the import
 mlflow = pytest.importorskip("mlflow")
 
 BASE = "neocloud/tiny-llama"
@@ -89,7 +90,12 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(message)
     home = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
+    # no job runner, no usage telemetry to MLflow's servers
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
         [

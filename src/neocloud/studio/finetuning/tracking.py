@@ -128,6 +128,10 @@ class MlflowTracker:
         # its defaults (120 s, 7 retries with backoff) would hold a job for minutes.
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        # Before mlflow's first import: its usage telemetry would report to MLflow's servers
+        # from a thread that sets and unsets a variable of os.environ as it goes, racing any
+        # copy of the environment (requests copies it on every call: a KeyError at random).
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
         from mlflow import MlflowClient
 
         self.uri = uri
