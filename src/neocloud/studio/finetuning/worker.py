@@ -4,7 +4,8 @@ claim (a lease) → validate the files → ask the runner for capacity (no capac
 ``queued`` with the reason) → train epoch by epoch, a checkpoint and its billing after each →
 deploy the adapter. A worker that dies leaves its lease to lapse; the next worker to claim the
 job resumes from its last checkpoint (``epochs_done``), and the epochs already billed are not
-billed again. A worker that stops on purpose lets its lease go at the next step.
+billed again. A worker that stops on purpose lets its lease go at the next step. Training is
+tracked through the ``Tracker`` port (tracking.py: an MLflow run per job, or none).
 
 Runners (the ``Runner`` port): ``LocalRunner`` trains in this process (``make run``, tests).
 A runner that trains on a node compute gives the job (``node``) is not built yet.
