@@ -189,10 +189,15 @@ def drive(w: FineTuneWorker, limit: int = 10) -> None:
 
 @contextmanager
 def running(
-    uri: str, tmp_path: Path, db: Database, clock: VirtualClock, admin_key: str
+    uri: str, tmp_path: Path, db: Database, clock: VirtualClock, admin_key: str, timeout_s: int = 5
 ) -> Iterator[Platform]:
     """The platform with ``NEOCLOUD_MLFLOW_TRACKING_URI`` set to ``uri``."""
-    settings = Settings(data_dir=tmp_path, key_touch_interval_s=0, mlflow_tracking_uri=uri)
+    settings = Settings(
+        data_dir=tmp_path,
+        key_touch_interval_s=0,
+        mlflow_tracking_uri=uri,
+        mlflow_timeout_s=timeout_s,
+    )
     app = create_app(settings=settings, db=db, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as http:
         yield Platform(app, client(http, org_key(http, admin_key, "acme")), settings, tmp_path)
@@ -206,13 +211,23 @@ def platform(
         yield p
 
 
-@pytest.fixture
+@pytest.fixture(params=["refused", "silent"])
 def platform_server_down(
-    tmp_path: Path, db: Database, clock: VirtualClock, admin_key: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    db: Database,
+    clock: VirtualClock,
+    admin_key: str,
 ) -> Iterator[Platform]:
-    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with running(down, tmp_path, db, clock, admin_key) as p:
-        yield p
+    """Tracking to a server that is down: nothing listens (``refused``), or a socket that takes
+    connections and never answers (``silent``: each request waits out the 1 s timeout)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        if request.param == "silent":
+            silent.listen(16)
+        port = silent.getsockname()[1]
+        with running(f"http://127.0.0.1:{port}", tmp_path, db, clock, admin_key, 1) as p:
+            yield p
 
 
 def reader(uri: str) -> Any:
@@ -344,7 +359,7 @@ def test_a_job_resumed_after_a_restart_continues_its_run_and_a_cancel_kills_one(
 
 @SQLITE_ONLY
 def test_a_tracking_server_that_is_down_never_fails_the_job(
-    platform_server_down: Platform, db: Database
+    platform_server_down: Platform, db: Database, request: pytest.FixtureRequest
 ) -> None:
     platform = platform_server_down
     job_id = platform.create(hp={**HP, "n_epochs": 1})
@@ -357,8 +372,12 @@ def test_a_tracking_server_that_is_down_never_fails_the_job(
     warned = warnings_of(db, job_id)
     assert len(warned) == 1  # once for the outage, not once a step
     assert warned[0].startswith("Tracking failed, the job goes on without it: ")
+    if request.node.callspec.params["platform_server_down"] == "silent":
+        assert "ReadTimeout" in warned[0]  # it waited out the timeout, once a try
     assert job_row(db, job_id).mlflow_run_id is None
-    assert elapsed < 60  # refused connections are not retried for minutes
+    # not retried for minutes (MLflow's defaults: 120 s a request, 7 retries with back-off);
+    # a silent server costs two 1 s timeouts: the first step's, and the last try at the end
+    assert elapsed < 45
 
 
 # -- JobTracking, with a fake tracker: the policy that keeps tracking from failing a job ---------
