@@ -233,11 +233,13 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
     from neocloud.studio.finetuning.fleet import build_runner
+    from neocloud.studio.finetuning.tracking import tracker_for
     from neocloud.studio.finetuning.worker import build_worker
 
     # studio_runner: local (in this process) or fleet (an instance in the job's org's name first)
     runner = build_runner(db, clock, settings)
-    finetune = build_worker(db, clock, settings.data_dir, runner=runner)
+    tracker = tracker_for(settings)  # MLflow runs when NEOCLOUD_MLFLOW_TRACKING_URI is set
+    finetune = build_worker(db, clock, settings.data_dir, runner=runner, tracker=tracker)
     if finetune is not None:
         finetune.start()  # claims fine-tuning jobs with a lease; resumes others' lapsed ones
     return Background(db, worker, invoicing, listener, finetune)

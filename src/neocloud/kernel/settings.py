@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     studio_batch_class: Literal["on_demand", "spot"] = "spot"
     studio_job_max_wait_s: int = Field(24 * 3600, ge=1, le=7 * 24 * 3600)
     studio_job_retry_s: float = Field(5.0, gt=0, le=3600)
+    # Fine-tuning jobs tracked in MLflow (docs/studio-jobs.md, "Tracking"): the tracking server's
+    # URI (unset: no tracking; needs the ``mlflow`` extra), the experiment of an org's jobs
+    # (``<prefix><org id>``), and how long one request to the server may take before the job
+    # goes on without tracking (retried a minute later).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment_prefix: str = Field("neocloud/", max_length=200)
+    mlflow_timeout_s: int = Field(5, ge=1, le=120)
     # Billing: how each invoice line is rounded (a ``decimal`` rounding mode), and how long after
     # a month ends its invoices stay drafts (late facts still land on them) before finalizing.
     billing_rounding: str = Field(

@@ -188,6 +188,8 @@ class FineTuneJobRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The job's MLflow run (studio/finetuning/tracking.py): a resumed job goes on with it.
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class FineTuneEventRow(Base):

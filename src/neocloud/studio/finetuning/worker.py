@@ -4,7 +4,8 @@ claim (a lease) → validate the files → ask the runner for capacity (no capac
 ``queued`` with the reason) → train epoch by epoch, a checkpoint and its billing after each →
 deploy the adapter. A worker that dies leaves its lease to lapse; the next worker to claim the
 job resumes from its last checkpoint (``epochs_done``), and the epochs already billed are not
-billed again. A worker that stops on purpose lets its lease go at the next step.
+billed again. A worker that stops on purpose lets its lease go at the next step. Training is
+tracked through the ``Tracker`` port (tracking.py: an MLflow run per job, or none).
 
 Runners (the ``Runner`` port): ``LocalRunner`` trains in this process with no fleet capacity
 (``make run``, tests); ``FleetRunner`` (``studio/finetuning/fleet.py``, ``studio_runner=fleet``)
@@ -29,6 +30,7 @@ from neocloud.studio.files import read_content
 from neocloud.studio.filestore import FileStore
 from neocloud.studio.finetuning import service
 from neocloud.studio.finetuning.domain import JobStatus, fine_tuned_model_name
+from neocloud.studio.finetuning.tracking import JobTracking, NoTracker, Tracker
 from neocloud.studio.finetuning.training import (
     Example,
     StepMetrics,
@@ -132,6 +134,7 @@ class _Run:
     model_name: str
     epoch_tokens: int = 0
     last: StepMetrics | None = None
+    tracking: JobTracking | None = None  # its MLflow run, once training starts
 
 
 class FineTuneWorker:
@@ -151,6 +154,7 @@ class FineTuneWorker:
         lease_ttl_s: float = 60.0,
         interval_s: float = 1.0,
         step_hook: Callable[[StepMetrics], None] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.db, self.clock, self.store, self.root = db, clock, store, root
         self.bases = bases
@@ -158,6 +162,7 @@ class FineTuneWorker:
         self.lease_ttl_s = lease_ttl_s
         self.interval_s = interval_s
         self.step_hook = step_hook
+        self.tracker: Tracker = tracker or NoTracker()
         self._loop = WorkLoop("studio-finetune", self.run_once, self.interval_s, log)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -184,6 +189,8 @@ class FineTuneWorker:
             self._drive(run)
         except JobLost:
             log.info("fine-tuning job %s was cancelled or taken over", job.id)
+            if run.tracking is not None:
+                run.tracking.lost()
         except WorkerStopping:
             service.release(db=self.db, lease=lease)
         except Paused as exc:
@@ -202,9 +209,11 @@ class FineTuneWorker:
         return True
 
     def _fail(self, run: _Run, code: str, message: str, param: str | None) -> None:
-        service.fail(
+        failed = service.fail(
             db=self.db, clock=self.clock, lease=run.lease, code=code, message=message, param=param
         )
+        if failed and run.tracking is not None:
+            run.tracking.end(JobStatus.FAILED)
 
     # -- one job -------------------------------------------------------------------------------
 
@@ -254,6 +263,10 @@ class FineTuneWorker:
                     JobStatus.RUNNING,
                     f"Resuming from the checkpoint of epoch {job.epochs_done}",
                 )
+        run.tracking = JobTracking(
+            self.tracker, db=self.db, clock=self.clock, job=job, lease=run.lease
+        )
+        run.tracking.start()
         self.runner.train(
             trainer,
             train,
@@ -280,6 +293,7 @@ class FineTuneWorker:
             base=self.bases.get(job.model),
         ):
             raise JobLost(job.id)
+        run.tracking.end(JobStatus.SUCCEEDED, adapter)
 
     def _examples(
         self, run: _Run, trainer: Trainer, file_id: str | None, param: str
@@ -322,6 +336,8 @@ class FineTuneWorker:
             data=data,
         ):
             raise JobLost(run.job.id)
+        if run.tracking is not None:
+            run.tracking.step(m)
         if self.step_hook is not None:
             self.step_hook(m)
         if self._loop.stopping:
@@ -352,10 +368,16 @@ class FineTuneWorker:
 
 
 def build_worker(
-    db: Database, clock: Clock, data_dir: Path, *, runner: Runner | None = None
+    db: Database,
+    clock: Clock,
+    data_dir: Path,
+    *,
+    runner: Runner | None = None,
+    tracker: Tracker | None = None,
 ) -> FineTuneWorker | None:
     """The platform's fine-tuning worker over the built-in models, with ``runner`` (default the
-    local one); None when torch, transformers or peft is missing (nothing could train)."""
+    local one), tracking to ``tracker`` (none by default); None when torch, transformers or
+    peft is missing (nothing could train)."""
     import importlib.util
 
     if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")):
@@ -371,4 +393,5 @@ def build_worker(
         root=data_dir / "studio-finetune",
         bases=fine_tunable(builtin_catalog()),
         runner=runner,
+        tracker=tracker,
     )
