@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0024_ft_mlflow"
-down_revision: str | tuple[str, ...] | None = "0022_slurm_heal"
+down_revision: str | tuple[str, ...] | None = "0023_studio_capacity"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
