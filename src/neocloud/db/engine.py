@@ -3,6 +3,9 @@
 ``Database`` wraps one engine and a session factory. A service does its work inside
 ``with db.transaction() as session:``: committed when the block ends, rolled back if it raises.
 Nothing is created at import time.
+
+While a request runs under an ``Idempotency-Key``, the first transaction that commits a write
+also records, in itself, that the request took effect (``neocloud.db.effects``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from neocloud.db import effects
 from neocloud.kernel.errors import Conflict
 
 
@@ -64,6 +68,7 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        effects.watch_writes(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -74,16 +79,29 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, *, effect: bool = True) -> Iterator[Session]:
         """A session in one transaction: commit on success, roll back on error.
 
         A unique or exclusion violation that escapes the block becomes a ``Conflict``; services
         that know what the clash means catch ``IntegrityError`` themselves and say it better.
+        If a request's ``EffectMark`` is pending and the block wrote, the mark's record is
+        written in this transaction before it commits; ``effect=False`` says the block's writes
+        are bookkeeping, no part of the request's effect.
         """
+        mark = effects.pending_mark() if effect else None
+        wrote = False
         session = self._sessions()
         try:
-            yield session
-            session.commit()
+            with effects.watching(mark is not None) as writes:
+                yield session
+                if mark is not None and writes is not None:
+                    session.flush()
+                    wrote = writes.seen
+                    if wrote:  # in this transaction, so the two commit or vanish together
+                        mark.record(session)
+                session.commit()
+            if mark is not None and wrote:
+                mark.committed = True
         except IntegrityError as exc:
             session.rollback()
             raise Conflict(

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(1000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
+    # A request running under an Idempotency-Key holds its key this long: a retry after that
+    # (its process died) runs it again if nothing of it committed (a run still going then has
+    # its write refused), and is told 409 ``idempotency_outcome_unknown`` if its effect did.
+    idempotency_lease_s: float = Field(60.0, gt=0, le=3600)
     # Leader lease for the scheduler and reconcilers, renewed every worker cycle (1 s): a
     # SIGKILLed leader's standby takes over within this plus a cycle (docs/reliability.md).
     leader_lease_ttl_s: float = Field(5.0, gt=0, le=3600)
