@@ -172,7 +172,7 @@ class BodyLimitAndIdempotencyMiddleware:
         ).hexdigest()
         try:
             stored = await anyio.to_thread.run_sync(
-                self._claim, caller, key, scope["method"], scope["path"], request_hash
+                self.claim, caller, key, scope["method"], scope["path"], request_hash
             )
         except NeocloudError as exc:
             await _send_error(send, exc)
@@ -188,13 +188,13 @@ class BodyLimitAndIdempotencyMiddleware:
                 await self.app(scope, replay, captured.send)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._release, claim)
+                await anyio.to_thread.run_sync(self.release, claim)
             raise
         if captured.status is None or captured.status >= 500 or captured.status in _NOT_STORED:
-            await anyio.to_thread.run_sync(self._release, claim)
+            await anyio.to_thread.run_sync(self.release, claim)
         else:
             stored_body = redact_secrets(captured.json_body())
-            await anyio.to_thread.run_sync(self._store, claim, captured.status, stored_body)
+            await anyio.to_thread.run_sync(self.store, claim, captured.status, stored_body)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.path_limits.get(scope["path"], self.max_body_bytes)
@@ -216,7 +216,7 @@ class BodyLimitAndIdempotencyMiddleware:
         return b"".join(chunks)
 
     # The database steps run in a worker thread; each is one short transaction.
-    def _claim(
+    def claim(
         self, caller: str, key: str, method: str, path: str, request_hash: str
     ) -> str | tuple[int, Any]:
         """Claim the key (return the new lease token) or answer a repeat (return the stored
@@ -306,7 +306,7 @@ class BodyLimitAndIdempotencyMiddleware:
                 param="Idempotency-Key",
             )
 
-    def _store(self, claim: Claim, status: int, body: Any) -> None:
+    def store(self, claim: Claim, status: int, body: Any) -> None:
         table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(
@@ -316,7 +316,7 @@ class BodyLimitAndIdempotencyMiddleware:
                 .values(status_code=status, response_body=body, locked_until=None)
             )
 
-    def _release(self, claim: Claim) -> None:
+    def release(self, claim: Claim) -> None:
         """Give the key up after an answer that is not stored: forget it if nothing of the
         request committed (a retry runs it), else lapse its lease at once (a retry is told
         ``idempotency_outcome_unknown``)."""
