@@ -23,10 +23,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.db import effects
 from neocloud.kernel.errors import Conflict
+from neocloud.kernel.settings import Settings
+
+# A PostgreSQL pool's size when none is given: what each pool keeps open, and how many more it
+# opens under a burst (closed when returned). Processes built from settings use
+# ``Settings.db_pool_size`` / ``db_max_overflow``; docs/reliability.md sums the budget.
+POOL_SIZE = 10
+MAX_OVERFLOW = 5
+POOL_TIMEOUT_S = 30.0
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout. A PostgreSQL engine
+    opens at most ``pool_size + max_overflow`` connections; a caller past that waits up to
+    ``pool_timeout_s`` seconds for one to come back, then gets ``sqlalchemy.exc.TimeoutError``."""
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
         if path and path != ":memory:":
@@ -45,7 +62,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -71,8 +95,30 @@ class Database:
         effects.watch_writes(engine)
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
-        return cls(make_engine(url))
+    def from_url(
+        cls,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        max_overflow: int = MAX_OVERFLOW,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
+    ) -> Database:
+        return cls(
+            make_engine(
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout_s=pool_timeout_s
+            )
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The platform's database for an API or worker process: its URL, and a pool of
+        ``db_pool_size`` connections plus ``db_max_overflow`` under a burst."""
+        return cls.from_url(
+            settings.resolved_database_url(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout_s=settings.db_pool_timeout_s,
+        )
 
     @property
     def dialect(self) -> str:

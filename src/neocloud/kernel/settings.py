@@ -16,6 +16,15 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/neocloud.db"
     )
+    # The connection budget (docs/reliability.md): each API or worker process opens one pool on
+    # a PostgreSQL database (two for ``neocloud up`` with its worker), holding up to
+    # ``db_pool_size`` connections and ``db_max_overflow`` more under a burst; each API
+    # process's studio usage writer (a child process) at most ``studio_usage_writer_pool_size``.
+    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_max_overflow: int = Field(5, ge=0, le=1000)
+    # How long a thread waits for a free connection of a full pool before failing (seconds).
+    db_pool_timeout_s: float = Field(30.0, gt=0, le=600)
+    studio_usage_writer_pool_size: int = Field(2, ge=1, le=10)
     host: str = "127.0.0.1"
     port: int = Field(8420, ge=1, le=65535)
     log_level: str = "info"
