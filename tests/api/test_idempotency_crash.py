@@ -1,15 +1,20 @@
 """An ``Idempotency-Key`` survives its request's process dying: a retry after the lease runs a
 request that changed nothing exactly once, and never runs one whose effect committed.
 
-A process "dies" here by having the middleware's own step that would follow fail (its
-``release`` or ``store`` replaced by one that does nothing or raises): the database is left
-exactly as a SIGKILL at that point would leave it, which is all a retry can see.
+Through the app, a process "dies" by having the middleware's own step that would follow fail
+(its ``release`` or ``store`` replaced by one that does nothing or raises): the database is left
+as a SIGKILL at that point would leave it. ``test_a_sigkilled_process_*`` SIGKILLs a real
+process (``idempotency_child.py``) with its effect's transaction in flight or just committed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +31,7 @@ from neocloud.kernel.errors import Conflict
 from neocloud.tenancy import service as tenancy_service
 from neocloud.tenancy.tables import OrgRow
 
+CHILD = Path(__file__).with_name("idempotency_child.py")
 LEASE_S = 60.0  # Settings.idempotency_lease_s's default, which the app fixture uses
 
 
@@ -255,3 +261,52 @@ def test_reads_and_bookkeeping_record_no_effect(db: Database, clock: VirtualCloc
             )
         assert mark.committed
     assert _key_row(db, "k").effect_at == clock.now()
+
+
+def _effects(db: Database, key: str) -> int:
+    table = IDEMPOTENCY_KEYS
+    with db.transaction() as s:
+        found = s.scalar(
+            sa.select(sa.func.count()).where(table.c.scope == "effects", table.c.key == key)
+        )
+        return int(found or 0)
+
+
+@pytest.mark.parametrize("moment", ["before-commit", "after-commit"])
+def test_a_sigkilled_process_leaves_a_key_a_retry_handles_once(
+    db: Database, clock: VirtualClock, moment: str
+) -> None:
+    url = db.engine.url.render_as_string(hide_password=False)
+    key = f"killed-{moment}"
+    child = subprocess.run(
+        [sys.executable, str(CHILD), url, clock.now().isoformat(), key, moment],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    mw = _middleware(db, clock)
+    with pytest.raises(Conflict) as held:
+        mw.claim("key_child", key, "POST", "/api/v1/orgs", "hash")
+    assert held.value.code == "idempotency_key_in_use"
+    clock.advance(LEASE_S + 1)
+    if moment == "after-commit":
+        assert _effects(db, f"{key}-effect") == 1
+        for _ in range(2):
+            with pytest.raises(Conflict) as told:
+                mw.claim("key_child", key, "POST", "/api/v1/orgs", "hash")
+            assert told.value.code == "idempotency_outcome_unknown"
+        assert _effects(db, f"{key}-effect") == 1
+        return
+    assert _effects(db, f"{key}-effect") == 0  # the killed transaction rolled back, stamp too
+    token = mw.claim("key_child", key, "POST", "/api/v1/orgs", "hash")
+    assert isinstance(token, str)
+    mark = EffectMark(lambda s: mw.record_effect(s, Claim("key_child", key, token)))
+    with marking_effects(mark):
+        _effect(db, "effects", f"{key}-effect")
+    assert mark.committed
+    assert _effects(db, f"{key}-effect") == 1
+    clock.advance(LEASE_S + 1)
+    with pytest.raises(Conflict) as told:  # and it is not run a third time
+        mw.claim("key_child", key, "POST", "/api/v1/orgs", "hash")
+    assert told.value.code == "idempotency_outcome_unknown"

@@ -142,7 +142,8 @@ class Database:
                 yield session
                 if mark is not None and writes is not None:
                     session.flush()
-                    wrote = writes.seen
+                    # (not committed: a transaction nested in this block may have recorded it)
+                    wrote = writes.seen and not mark.committed
                     if wrote:  # in this transaction, so the two commit or vanish together
                         mark.record(session)
                 session.commit()
