@@ -171,17 +171,17 @@ class BodyLimitAndIdempotencyMiddleware:
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + _canonical(body)
         ).hexdigest()
         try:
-            stored = await anyio.to_thread.run_sync(
+            claimed = await anyio.to_thread.run_sync(
                 self.claim, caller, key, scope["method"], scope["path"], request_hash
             )
         except NeocloudError as exc:
             await _send_error(send, exc)
             return
-        if not isinstance(stored, str):
-            status, payload = stored
+        if not isinstance(claimed, str):  # a repeat: the stored answer
+            status, payload = claimed
             await _send_json(send, status, payload, replayed=True, redacted=_redacted(payload))
             return
-        claim = Claim(caller, key, stored)
+        claim = Claim(caller, key, claimed)
         captured = _Capture(send)
         try:
             with marking_effects(EffectMark(lambda s: self.record_effect(s, claim))):
