@@ -199,6 +199,9 @@ def env_for(tmp: Path, **overrides: str) -> dict[str, str]:
         "NEOCLOUD_API_WRITES_PER_MINUTE": "1000000",
         "NEOCLOUD_API_REQUESTS_PER_MINUTE": "1000000",
         "NEOCLOUD_STUDIO_REQUESTS_PER_MINUTE": "1000000",
+        # a key whose request died with a killed replica is taken over (nothing committed) or
+        # answered idempotency_outcome_unknown (it took effect) well within the clients' 30 s
+        "NEOCLOUD_IDEMPOTENCY_LEASE_S": "10",
         # one key for every process (each has its own data dir, so no shared key file)
         "NEOCLOUD_SECRET_KEY": SecretBox.new_key().decode("ascii"),
     }

@@ -19,7 +19,8 @@ from .harness import Platform
 from .invariants import Record
 
 # Retried on another replica with the same key: no connection (status 0), or the key's first
-# request still running (or cut off by a SIGKILL: then the key stays in use, see the report).
+# request still running (or cut off by a SIGKILL: its lease lapses, then the retry runs it, or
+# is answered idempotency_outcome_unknown, counted as an answer, if it had taken effect).
 TRANSIENT_CODES = {"idempotency_key_in_use"}
 TYPES = ("1xH100", "2xH100", "4xH100", "8xH100")
 

@@ -146,6 +146,7 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
         authenticate=lambda token: authenticator(app.state.ctx, token),
         max_body_bytes=settings.max_body_bytes,
         ttl_s=settings.idempotency_ttl_s,
+        lease_s=settings.idempotency_lease_s,
         # an upload's body is its file and a little multipart framing
         path_limits={"/v1/files": settings.studio_file_max_bytes + 64 * 1024},
     )

@@ -14,23 +14,47 @@ again. Three rules keep the store from weakening authentication:
   answers the same object with them ``null`` and says so in ``Redacted-Fields``;
 * a key lives ``ttl`` (24 h, Stripe's rule): a repeat after that is a fresh request, and each
   new key purges at most ``PURGE_BATCH`` expired rows, so the table does not grow without bound.
+
+A crash loses nothing and does nothing twice. The key's row is claimed before the request runs,
+as a lease (``locked_until``, ``lease_s``) with a fencing token, and the request's first
+database transaction that commits a write also stamps the row's ``effect_at`` in that same
+transaction (``neocloud.db.effects``; the stamp is fenced on the token, so a run whose claim a
+retry took over has its write refused and rolled back). If the process dies between claiming
+and storing the response, the row says which of two things happened:
+
+* nothing committed (no ``effect_at``): once the lease lapses a retry takes the claim over and
+  runs the request, exactly once;
+* the effect committed (``effect_at`` set) but the response was lost: a retry never runs it
+  again; it is answered 409 ``idempotency_outcome_unknown`` (the request did take effect; look
+  up its result, e.g. list the instances), as is a retry of a request that failed with a 5xx
+  (or a 401/409/429) after its first write committed. While the lease holds, a retry gets 409
+  ``idempotency_key_in_use``, as before.
+
+The stored response is written after the handler, not in the effect's transaction: FastAPI
+renders it after the handler's transactions, so storing it with the effect would mean each
+handler rendering its own answer inside its transaction; ``idempotency_outcome_unknown`` is what
+a caller gets in the window between the two instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neocloud.api.asgi import ASGIApp, Message, Receive, Scope, Send, body_too_large, replay_body
 from neocloud.db.base import table_of
+from neocloud.db.effects import EffectMark, marking_effects
 from neocloud.db.engine import Database
 from neocloud.db.tables import IdempotencyRow
 from neocloud.kernel.auth import Principal
@@ -88,7 +112,8 @@ class BodyLimitAndIdempotencyMiddleware:
     """Bound request bodies; store and replay POSTs sent with an ``Idempotency-Key``.
 
     ``authenticate`` resolves a bearer token to its principal or raises
-    ``AuthenticationFailed``; ``ttl_s`` is how long a stored response is replayed, in seconds.
+    ``AuthenticationFailed``; ``ttl_s`` is how long a stored response is replayed, in seconds;
+    ``lease_s`` how long a running request holds its key before a retry may take it over.
     """
 
     def __init__(
@@ -100,10 +125,12 @@ class BodyLimitAndIdempotencyMiddleware:
         authenticate: Callable[[str], Principal],
         max_body_bytes: int,
         ttl_s: int,
+        lease_s: float = 60.0,
         path_limits: dict[str, int] | None = None,
     ) -> None:
         self.app, self.db, self.clock, self.authenticate = app, db, clock, authenticate
         self.max_body_bytes, self.ttl = max_body_bytes, timedelta(seconds=ttl_s)
+        self.lease = timedelta(seconds=lease_s)
         self.path_limits = path_limits or {}  # a path whose bodies have their own bound
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,27 +171,30 @@ class BodyLimitAndIdempotencyMiddleware:
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + _canonical(body)
         ).hexdigest()
         try:
-            stored = await anyio.to_thread.run_sync(
-                self._claim, caller, key, scope["method"], scope["path"], request_hash
+            claimed = await anyio.to_thread.run_sync(
+                self.claim, caller, key, scope["method"], scope["path"], request_hash
             )
         except NeocloudError as exc:
             await _send_error(send, exc)
             return
-        if stored is not None:
-            status, payload = stored
+        if not isinstance(claimed, str):  # a repeat: the stored answer
+            status, payload = claimed
             await _send_json(send, status, payload, replayed=True, redacted=_redacted(payload))
             return
+        claim = Claim(caller, key, claimed)
         captured = _Capture(send)
         try:
-            await self.app(scope, replay, captured.send)
+            with marking_effects(EffectMark(lambda s: self.record_effect(s, claim))):
+                await self.app(scope, replay, captured.send)
         except BaseException:
-            await anyio.to_thread.run_sync(self._forget, caller, key)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.release, claim)
             raise
         if captured.status is None or captured.status >= 500 or captured.status in _NOT_STORED:
-            await anyio.to_thread.run_sync(self._forget, caller, key)
+            await anyio.to_thread.run_sync(self.release, claim)
         else:
             stored_body = redact_secrets(captured.json_body())
-            await anyio.to_thread.run_sync(self._store, caller, key, captured.status, stored_body)
+            await anyio.to_thread.run_sync(self.store, claim, captured.status, stored_body)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.path_limits.get(scope["path"], self.max_body_bytes)
@@ -185,10 +215,12 @@ class BodyLimitAndIdempotencyMiddleware:
                 break
         return b"".join(chunks)
 
-    # The three database steps run in a worker thread; each is one short transaction.
-    def _claim(
+    # The database steps run in a worker thread; each is one short transaction.
+    def claim(
         self, caller: str, key: str, method: str, path: str, request_hash: str
-    ) -> tuple[int, Any] | None:
+    ) -> str | tuple[int, Any]:
+        """Claim the key (return the new lease token) or answer a repeat (return the stored
+        status and body, or raise the 409 that says why it cannot run now)."""
         now = self.clock.now()
         cutoff = now - self.ttl
         table = IDEMPOTENCY_KEYS
@@ -199,54 +231,126 @@ class BodyLimitAndIdempotencyMiddleware:
                 .where(table.c.created_at < cutoff)
             )
             purge_expired(s, cutoff)
-        try:
-            with self.db.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(table).values(
-                        scope=caller,
-                        key=key,
-                        method=method,
-                        path=path,
-                        request_hash=request_hash,
-                        created_at=now,
+        token = secrets.token_hex(16)
+        lease = {"lease_token": token, "locked_until": now + self.lease}
+        for _ in range(3):  # the row went (expired) or changed hands between two steps: again
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(
+                        sa.insert(table).values(
+                            scope=caller,
+                            key=key,
+                            method=method,
+                            path=path,
+                            request_hash=request_hash,
+                            created_at=now,
+                            **lease,
+                        )
                     )
+                return token
+            except IntegrityError:
+                pass
+            with self.db.transaction() as s:
+                row = s.execute(
+                    sa.select(table).where(table.c.scope == caller, table.c.key == key)
+                ).first()
+            if row is None:
+                continue
+            if row.request_hash != request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request; use a new key",
+                    code="idempotency_key_reused",
+                    param="Idempotency-Key",
                 )
-            return None
-        except IntegrityError:
-            pass
-        with self.db.transaction() as s:
-            row = s.execute(
-                sa.select(table).where(table.c.scope == caller, table.c.key == key)
-            ).first()
-        if row is None:  # expired and removed between our two steps: run it
-            return self._claim(caller, key, method, path, request_hash)
-        if row.request_hash != request_hash:
+            if row.status_code is not None:
+                return row.status_code, row.response_body
+            if row.locked_until is not None and row.locked_until > now:
+                raise _in_use()
+            if row.effect_at is not None:
+                raise Conflict(
+                    "the request with this Idempotency-Key took effect (at "
+                    f"{row.effect_at:%Y-%m-%dT%H:%M:%SZ}) but its response was lost; it will "
+                    "not run again: look up what it made instead of retrying",
+                    code="idempotency_outcome_unknown",
+                    param="Idempotency-Key",
+                )
+            # Its lease lapsed and nothing of it committed: its process died, or it is still
+            # running (its write will then be refused: the token fences it). Run it here.
+            with self.db.transaction() as s:
+                taken = s.execute(
+                    sa.update(table)
+                    .where(table.c.scope == caller, table.c.key == key)
+                    .where(table.c.lease_token.is_not_distinct_from(row.lease_token))
+                    .where(table.c.status_code.is_(None), table.c.effect_at.is_(None))
+                    .values(**lease)
+                )
+            if _rowcount(taken) == 1:
+                return token
+        raise _in_use()
+
+    def record_effect(self, session: Session, claim: Claim) -> None:
+        """Stamp ``claim``'s key "took effect", in ``session``'s transaction (the request's first
+        committed write); refuse that write if a retry has taken the key over."""
+        table = IDEMPOTENCY_KEYS
+        done = session.execute(
+            sa.update(table)
+            .where(table.c.scope == claim.caller, table.c.key == claim.key)
+            .where(table.c.lease_token == claim.token)
+            .values(effect_at=sa.func.coalesce(table.c.effect_at, self.clock.now()))
+        )
+        if _rowcount(done) != 1:
             raise Conflict(
-                "this Idempotency-Key was used with a different request; use a new key",
-                code="idempotency_key_reused",
-                param="Idempotency-Key",
-            )
-        if row.status_code is None:
-            raise Conflict(
-                "a request with this Idempotency-Key is still being processed; retry later",
+                "a retry with this Idempotency-Key took the request over after its lease "
+                "lapsed; this run changed nothing",
                 code="idempotency_key_in_use",
                 param="Idempotency-Key",
             )
-        return row.status_code, row.response_body
 
-    def _store(self, caller: str, key: str, status: int, body: Any) -> None:
+    def store(self, claim: Claim, status: int, body: Any) -> None:
         table = IDEMPOTENCY_KEYS
         with self.db.transaction() as s:
             s.execute(
                 sa.update(table)
-                .where(table.c.scope == caller, table.c.key == key)
-                .values(status_code=status, response_body=body)
+                .where(table.c.scope == claim.caller, table.c.key == claim.key)
+                .where(table.c.lease_token == claim.token)
+                .values(status_code=status, response_body=body, locked_until=None)
             )
 
-    def _forget(self, caller: str, key: str) -> None:
+    def release(self, claim: Claim) -> None:
+        """Give the key up after an answer that is not stored: forget it if nothing of the
+        request committed (a retry runs it), else lapse its lease at once (a retry is told
+        ``idempotency_outcome_unknown``)."""
         table = IDEMPOTENCY_KEYS
+        mine = sa.and_(
+            table.c.scope == claim.caller,
+            table.c.key == claim.key,
+            table.c.lease_token == claim.token,
+        )
         with self.db.transaction() as s:
-            s.execute(sa.delete(table).where(table.c.scope == caller, table.c.key == key))
+            s.execute(sa.delete(table).where(mine, table.c.effect_at.is_(None)))
+            s.execute(sa.update(table).where(mine).values(locked_until=self.clock.now()))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The key a request runs under: the caller's scope, the key, and the lease token that
+    fences the request's writes."""
+
+    caller: str
+    key: str
+    token: str
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _in_use() -> Conflict:
+    return Conflict(
+        "a request with this Idempotency-Key is still being processed; retry later",
+        code="idempotency_key_in_use",
+        param="Idempotency-Key",
+    )
 
 
 def purge_expired(session: Session, cutoff: datetime, *, limit: int = PURGE_BATCH) -> int:

@@ -46,7 +46,7 @@ def prepare(
     from neocloud.tenancy import service as tenancy_service
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database.from_url(settings.resolved_database_url())
+    db = Database.from_settings(settings)
     upgrade(db)
     admin_key = tenancy_service.bootstrap_operator(db=db, clock=clock)
     key_path = settings.data_dir / "admin-key"
@@ -203,7 +203,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.databases.steps import DatabaseConfig, DatabaseSteps
     from neocloud.storage.steps import StorageSteps
 
-    db = Database.from_url(settings.resolved_database_url())
+    db = Database.from_settings(settings)
     drivers = platform_drivers(settings, db=db, clock=clock)
     databases = DatabaseSteps(
         db,

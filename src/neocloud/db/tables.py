@@ -25,7 +25,8 @@ class LeaseRow(Base):
 
 
 class IdempotencyRow(Base):
-    """The first response to a POST with an ``Idempotency-Key``, replayed for repeats."""
+    """A POST with an ``Idempotency-Key``: its claim while it runs, then its first response,
+    replayed for repeats."""
 
     __tablename__ = "idempotency_keys"
 
@@ -37,3 +38,10 @@ class IdempotencyRow(Base):
     status_code: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     response_body: Mapped[Any] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    # The claim of the request running under the key: a lease (renewed while it runs) and the
+    # token that fences its effect; a retry after ``locked_until`` may take an unfinished
+    # claim over, never one whose effect committed.
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    # Set in the transaction of the request's first committed write: the request took effect.
+    effect_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -16,6 +16,15 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/neocloud.db"
     )
+    # The connection budget (docs/reliability.md): each API or worker process opens one pool on
+    # a PostgreSQL database (two for ``neocloud up`` with its worker), holding up to
+    # ``db_pool_size`` connections and ``db_max_overflow`` more under a burst; each API
+    # process's studio usage writer (a child process) at most ``studio_usage_writer_pool_size``.
+    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_max_overflow: int = Field(5, ge=0, le=1000)
+    # How long a thread waits for a free connection of a full pool before failing (seconds).
+    db_pool_timeout_s: float = Field(30.0, gt=0, le=600)
+    studio_usage_writer_pool_size: int = Field(2, ge=1, le=10)
     host: str = "127.0.0.1"
     port: int = Field(8420, ge=1, le=65535)
     log_level: str = "info"
@@ -24,6 +33,10 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(1000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
+    # A request running under an Idempotency-Key holds its key this long: a retry after that
+    # (its process died) runs it again if nothing of it committed (a run still going then has
+    # its write refused), and is told 409 ``idempotency_outcome_unknown`` if its effect did.
+    idempotency_lease_s: float = Field(60.0, gt=0, le=3600)
     # Leader lease for the scheduler and reconcilers, renewed every worker cycle (1 s): a
     # SIGKILLed leader's standby takes over within this plus a cycle (docs/reliability.md).
     leader_lease_ttl_s: float = Field(5.0, gt=0, le=3600)

@@ -142,7 +142,9 @@ def usage_sink(*, db: Database, clock: Clock, settings: Settings) -> UsageSink:
     shareable = not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
     if settings.studio_usage_writer == "process" and shareable and isinstance(clock, SystemClock):
         return ProcessUsageSink(
-            url.render_as_string(hide_password=False), local=BillingUsageSink(db, clock)
+            url.render_as_string(hide_password=False),
+            local=BillingUsageSink(db, clock),
+            pool_size=settings.studio_usage_writer_pool_size,
         )
     return BillingUsageSink(db, clock)
 

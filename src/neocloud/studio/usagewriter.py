@@ -42,8 +42,11 @@ class ProcessUsageSink:
         *,
         local: UsageSink | None = None,
         answer_timeout_s: float = 60.0,
+        pool_size: int = 2,
     ) -> None:
         self.database_url = database_url
+        # The writer writes one batch at a time: a small pool, counted in the connection budget.
+        self.pool_size = pool_size
         # After ``close`` (the server stopping): the last records go through ``local`` in this
         # process rather than through a writer started for them (seconds, on a busy machine).
         self.local = local
@@ -64,7 +67,7 @@ class ProcessUsageSink:
         ours, theirs = multiprocessing.Pipe()
         process = multiprocessing.get_context("spawn").Process(
             target=serve_writes,
-            args=(theirs, self.database_url),
+            args=(theirs, self.database_url, self.pool_size),
             name="studio-usage-writer",
             daemon=True,
         )
@@ -121,8 +124,9 @@ class ProcessUsageSink:
             self._process = None
 
 
-def serve_writes(conn: Connection, database_url: str) -> None:
-    """The writer process: batches in, ``ok`` or the error out, until the pipe closes. Ctrl-C
+def serve_writes(conn: Connection, database_url: str, pool_size: int = 2) -> None:
+    """The writer process: batches in, ``ok`` or the error out, until the pipe closes; at most
+    ``pool_size`` database connections. Ctrl-C
     at a terminal reaches the whole process group: the writer leaves it to the server, which
     flushes what is left through it while shutting down."""
     import signal
@@ -132,7 +136,7 @@ def serve_writes(conn: Connection, database_url: str) -> None:
     from neocloud.kernel.clock import SystemClock
     from neocloud.studio.metering import BillingUsageSink
 
-    db = Database.from_url(database_url)
+    db = Database.from_url(database_url, pool_size=pool_size, max_overflow=0)
     sink = BillingUsageSink(db, SystemClock())
     try:
         while True:

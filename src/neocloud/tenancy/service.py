@@ -69,7 +69,9 @@ def authenticate_key(
     domain.check_key_format(token)
     now = clock.now()
     invalid = AuthenticationFailed("the API key is not valid", code="invalid_api_key")
-    with db.transaction() as s:
+    # effect=False: touching last_used_at is bookkeeping, not the effect of the request that
+    # authenticates (an Idempotency-Key's record of its effect must not fire on it).
+    with db.transaction(effect=False) as s:
         found = s.execute(
             sa.select(ApiKeyRow, MembershipRow.role, OrgRow.is_operator)
             .join(
