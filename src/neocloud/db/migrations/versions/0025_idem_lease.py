@@ -2,7 +2,7 @@
 transaction of the request's first committed write, that the request took effect (effect_at)
 
 Revision ID: 0025_idem_lease
-Revises: 0022_slurm_heal
+Revises: 0024_ft_mlflow
 Create Date: 2026-12-06 11:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from neocloud.db.types import UtcDateTime
 
 revision: str = "0025_idem_lease"
-down_revision: str | tuple[str, ...] | None = "0022_slurm_heal"
+down_revision: str | tuple[str, ...] | None = "0024_ft_mlflow"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
