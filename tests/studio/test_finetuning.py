@@ -40,7 +40,11 @@ FACTS = [
     ("Who painted the Blue Fox?", "Mira Olen."),
     ("What colour is a zibble?", "Bright green."),
 ]
-FAST = {"n_epochs": 20, "batch_size": 4, "learning_rate_multiplier": 10}
+# 30 epochs: at 20, the tiny model spelled the rare name wrong on 3 of 4 seeds with transformers
+# 5.25 ("Quuxilin.", " green."); at 30 it answered all three facts on every seed tried.
+EPOCHS = 30
+FAST = {"n_epochs": EPOCHS, "batch_size": 4, "learning_rate_multiplier": 10}
+STEPS = 3 * EPOCHS  # 12 examples / 4 per step
 
 
 def chat(q: str, a: str) -> dict[str, Any]:
@@ -129,7 +133,7 @@ def test_a_fine_tune_learns_deploys_answers_and_is_billed(
     )
     assert job.object == "fine_tuning.job"
     assert job.status == "validating_files"
-    assert job.hyperparameters.n_epochs == 20
+    assert job.hyperparameters.n_epochs == EPOCHS
     drive(worker(ft_app, tmp_path))
 
     done = oai.fine_tuning.jobs.retrieve(job.id)
@@ -142,8 +146,8 @@ def test_a_fine_tune_learns_deploys_answers_and_is_billed(
 
     events = list(oai.fine_tuning.jobs.list_events(job.id, limit=100))
     metrics = [e.data for e in reversed(events) if e.type == "metrics"]
-    assert len(metrics) == 60  # 12 examples / 4 per step x 20 epochs
-    assert [m["step"] for m in metrics] == list(range(1, 61))  # type: ignore[index]
+    assert len(metrics) == STEPS
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))  # type: ignore[index]
     first, last = metrics[0], metrics[-1]
     assert last["train_loss"] < first["train_loss"] / 4  # type: ignore[index]
     assert last["valid_loss"] < first["valid_loss"]  # type: ignore[index]
@@ -153,8 +157,10 @@ def test_a_fine_tune_learns_deploys_answers_and_is_billed(
     assert messages[-1] == "The job has successfully completed"
 
     checkpoints = list(oai.fine_tuning.jobs.checkpoints.list(job.id))
-    assert [c.step_number for c in checkpoints] == list(range(60, 0, -3))  # one per epoch
-    assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-60"
+    assert [c.step_number for c in checkpoints] == list(range(STEPS, 0, -3))  # one per epoch
+    assert (
+        checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{STEPS}"
+    )
 
     # deployed: listed for its org only, and it answers the trained fact where the base does not
     ft = done.fine_tuned_model
@@ -170,9 +176,9 @@ def test_a_fine_tune_learns_deploys_answers_and_is_billed(
 
     # billed: one event per epoch, the trained tokens in all, on the invoice at the book's price
     billed = training_events(db)
-    assert len(billed) == 20
+    assert len(billed) == EPOCHS
     assert sum(e.data["input_tokens"] for e in billed) == done.trained_tokens
-    per_epoch = done.trained_tokens // 20 if done.trained_tokens else 0
+    per_epoch = done.trained_tokens // EPOCHS if done.trained_tokens else 0
     assert per_epoch > 0
 
     # deleting the model stops serving it
