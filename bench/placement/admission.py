@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import optimality as opt  # noqa: E402
+import optimality as opt
 
-from neocloud.placement import BookingClass, GangRequest, Placement, PlacementEngine  # noqa: E402
-from neocloud.placement.admission import (  # noqa: E402
+from neocloud.placement import BookingClass, GangRequest, Placement, PlacementEngine
+from neocloud.placement.admission import (
     AdmissionPolicy,
     AdmissionRequest,
     Demand,
@@ -101,7 +101,7 @@ def run(
 
 def ilp_revenue(reqs: list[opt.Req], fabrics: dict[str, int], limit: float) -> float:
     """The ILP with revenue as objective: the same model, each request weighted by its price."""
-    h, highspy = opt._highs(limit)  # noqa: SLF001 (the benchmark's own helper)
+    h, highspy = opt._highs(limit)
     inf = highspy.kHighsInf
     names = sorted(fabrics)
     n, nf = len(reqs), len(names)

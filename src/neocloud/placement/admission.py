@@ -228,10 +228,12 @@ def decide(
     steer_s: float = 0.0,
     min_requests: int = 20,
     step_s: float = HOUR,
+    when: str = "",
 ) -> Verdict:
     """Admit ``req``, steer it to the nearest start within ``steer_s`` (steps of ``step_s``)
     that ``fits`` and passes, or decline it with a reason. ``fits(start)`` says whether the
-    placement engine finds nodes for the reservation moved to ``start``."""
+    placement engine finds nodes for the reservation moved to ``start``; ``when`` names the
+    start in the reason ("starting 2026-12-07T00:00:00+00:00")."""
     pricer = BidPricer(fill, forecast, now)
     use_bids = policy is AdmissionPolicy.bid_price and len(forecast.sample(now)) >= min_requests
 
@@ -256,7 +258,7 @@ def decide(
         reason = "no nodes are free for the whole window"
     else:
         code = "reservation_declined"
-        reason = explain(req, bid)
+        reason = explain(req, bid, when)
     if alt is not None and steer_s > 0:
         return Verdict(True, "steered", reason, req.price, bid, alt, alt)
     return Verdict(False, code, reason, req.price, bid, None, alt)
@@ -272,11 +274,12 @@ def steer_starts(start: float, now: float, steer_s: float, step_s: float) -> Ite
                 yield s
 
 
-def explain(req: AdmissionRequest, bid: float) -> str:
+def explain(req: AdmissionRequest, bid: float, when: str = "") -> str:
     """The API's sentence for a decline by bid price."""
     hours = (req.end - req.start) / HOUR
     span = f"{hours / 24:g}-day" if hours >= 24 and hours % 24 == 0 else f"{hours:.0f}-hour"
+    where = f"the {span} window {when}" if when else f"the {span} window"
     return (
-        f"declined: the {span} window is worth more to demand expected later "
-        f"(bid price {bid:.4f} per GPU-hour vs your {req.price:.4f})"
+        f"declined: {where} is worth more to demand expected later"
+        f" (bid price {bid:.4f} per GPU-hour vs your {req.price:.4f})"
     )
