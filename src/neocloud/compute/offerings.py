@@ -9,7 +9,7 @@ takes it on from there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -37,7 +37,7 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
 from neocloud.kernel.money import Money
-from neocloud.placement import OfferingRequest
+from neocloud.placement import Offering, OfferingRequest, PlacementEngine
 from neocloud.placement.admission import Verdict
 from neocloud.tenancy.tables import OrgRow
 
@@ -47,6 +47,10 @@ MIN_HOURS = 24
 MAX_TENANT_HOURS = 365 * 24  # 12 months
 MAX_OPERATOR_HOURS = 5 * 365 * 24  # multi-year contracts, created by the operator
 HORIZON_S = 400 * 86_400.0
+# When the admission policy declines every option, quotes look later: this many times, each a
+# quarter of the duration (at least this step) after the last start declined.
+STEER_TRIES = 8
+STEER_STEP_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -150,37 +154,18 @@ def quote(
         pool = load_pool(s, now=now, gpu_model=model_id, prices=book, config=config)
     engine = build_engine(snap, config)
     engine.horizon = max(HORIZON_S, ts(before) - ts(now) + 86_400.0)
-    found = engine.offerings(
-        OfferingRequest(
-            model_id,
-            query.node_count,
-            query.duration_hours * 3600.0,
-            earliest_start=ts(after),
-            latest_start=ts(before),
-            fabric=query.fabric,
-            k=MAX_OFFERINGS,
-        ),
-        now=ts(now),
-    )
     price = _price(book, model_id, gpus_per_node * query.node_count, query.duration_hours)
     per_gpu_hour = float(book.reserved_per_gpu_hour(model_id).amount)
-    declined: list[Declined] = []
-    shown = []
-    for o in found:
-        v = _judge(pool, query.node_count, gpus_per_node, o.start, o.end, per_gpu_hour)
-        if v.admitted:
-            shown.append(o)
-        else:
-            declined.append(
-                Declined(
-                    from_ts(o.start),
-                    from_ts(o.end),
-                    o.domain,
-                    v.reason,
-                    f"{v.bid_price:.4f}",
-                    f"{v.price:.4f}",
-                )
-            )
+    ask = OfferingRequest(
+        model_id,
+        query.node_count,
+        query.duration_hours * 3600.0,
+        earliest_start=ts(after),
+        latest_start=ts(before),
+        fabric=query.fabric,
+        k=MAX_OFFERINGS,
+    )
+    shown, declined = _search(engine, pool, ask, gpus_per_node, per_gpu_hour, ts(now))
     rows = [
         OfferingRow(
             id=new_id("off", at=now),
@@ -201,6 +186,44 @@ def quote(
     with db.transaction() as s:
         s.add_all(rows)
     return Quote(rows, declined)
+
+
+def _search(
+    engine: PlacementEngine,
+    pool: Pool,
+    ask: OfferingRequest,
+    gpus_per_node: int,
+    per_gpu_hour: float,
+    now: float,
+) -> tuple[list[Offering], list[Declined]]:
+    """The options placement finds that the admission policy sells, and those it declines.
+    Steering: while it declines every option found, look again a little later."""
+    declined: list[Declined] = []
+    shown: list[Offering] = []
+    es = ask.earliest_start if ask.earliest_start is not None else now
+    for _ in range(STEER_TRIES):
+        found = engine.offerings(replace(ask, earliest_start=es), now=now)
+        for o in found:
+            v = _judge(pool, ask.node_count, gpus_per_node, o.start, o.end, per_gpu_hour)
+            if v.admitted:
+                shown.append(o)
+                continue
+            declined.append(
+                Declined(
+                    from_ts(o.start),
+                    from_ts(o.end),
+                    o.domain,
+                    v.reason,
+                    f"{v.bid_price:.4f}",
+                    f"{v.price:.4f}",
+                )
+            )
+        if shown or not found:
+            break
+        es = max(o.start for o in found) + max(STEER_STEP_S, ask.duration / 4)
+        if ask.latest_start is not None and es > ask.latest_start:
+            break
+    return shown, declined
 
 
 def _judge(
