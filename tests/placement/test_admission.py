@@ -170,3 +170,23 @@ def test_unknown_policy_names_the_known_ones() -> None:
     assert get_admission_policy("bid_price") is AdmissionPolicy.bid_price
     with pytest.raises(InvalidRequest, match="fcfs, bid_price"):
         get_admission_policy("lottery")
+
+
+def test_ramp_sums_clamped_overlaps_like_the_brute_force() -> None:
+    import random
+
+    from neocloud.placement.admission import Ramp
+
+    rng = random.Random(5)
+    items = []
+    for _ in range(50):
+        lo = rng.uniform(-10, 10)
+        items.append((lo, lo + rng.uniform(0, 8), rng.uniform(0.1, 3)))
+    r = Ramp(items)
+    for x in [rng.uniform(-15, 25) for _ in range(200)] + [lo for lo, _, _ in items]:
+        brute = sum(w * (min(max(x, lo), hi) - lo) for lo, hi, w in items)
+        assert r(x) == pytest.approx(brute, abs=1e-9)
+    fill = PoolFill(8, ((0.0, 2 * HOUR, 4), (HOUR, 3 * HOUR, 2)))
+    assert fill.booked(0.0, HOUR) == 4
+    assert fill.booked(HOUR, 2 * HOUR) == 6
+    assert fill.booked(1.5 * HOUR, 2.5 * HOUR) == 4  # half an hour of 6, half of 2

@@ -27,15 +27,18 @@ prices are estimates; the caller keeps money in ``Decimal``).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 from neocloud.kernel.errors import InvalidRequest
 
 HOUR = 3600.0
+UNITS = 32  # nodes of a block priced one by one (EMSR), at most
 
 
 class AdmissionPolicy(StrEnum):
@@ -104,43 +107,73 @@ class DemandForecast:
         span = max(self.min_span_s, now - min(d.start for d in seen))
         node_hours = sum(d.nodes * (d.end - d.start) for d in seen) / HOUR
         rate = node_hours / (span / HOUR)  # nodes asked for per hour, on average
+        # node-hours asked for less than tau ahead of their hour (and with k^2, and value):
+        # a request with lead l and length L contributes k (clamp(tau, l, l + L) - l)
+        items = [(d.start - d.arrival, d.end - d.arrival, d) for d in seen]
+        nh = Ramp([(lo, hi, d.nodes / HOUR) for lo, hi, d in items])
+        k2 = Ramp([(lo, hi, d.nodes * d.nodes / HOUR) for lo, hi, d in items])
+        val = Ramp([(lo, hi, d.nodes * d.price / HOUR) for lo, hi, d in items])
         out: list[LateDemand] = []
         for t in hours:
             tau = t + HOUR / 2 - now  # lead time of the hour's middle
-            # node-hours asked for less than tau ahead of their hour, and their price
-            late_nh = late_k2 = late_val = 0.0
-            for d in seen:
-                o = _overlap(d.start, d.end, d.arrival, d.arrival + tau) / HOUR
-                if o > 0:
-                    late_nh += d.nodes * o
-                    late_k2 += d.nodes * d.nodes * o
-                    late_val += d.nodes * o * d.price
-            if late_nh <= 0:
+            late_nh = nh(tau)
+            if late_nh <= 1e-12:
                 out.append(LateDemand(0.0, 0.0, 0.0))
                 continue
-            share = late_nh / node_hours
-            mean = rate * share
+            mean = rate * late_nh / node_hours
             # compound Poisson: Var = E[count] E[k^2] = mean E[k^2] / E[k]
-            var = mean * (late_k2 / late_nh)
-            out.append(LateDemand(mean, var, late_val / late_nh))
+            out.append(LateDemand(mean, mean * k2(tau) / late_nh, val(tau) / late_nh))
         return out
+
+
+class Ramp:
+    """``R(x) = sum of w (clamp(x, lo, hi) - lo)`` over items ``(lo, hi, w)``, in O(log n) per
+    point (prefix sums over the sorted ends)."""
+
+    def __init__(self, items: Iterable[tuple[float, float, float]]) -> None:
+        got = list(items)
+        self._lo = sorted(lo for lo, _, _ in got)
+        self._hi = sorted(hi for _, hi, _ in got)
+        by_lo = sorted(got, key=lambda i: i[0])
+        by_hi = sorted(got, key=lambda i: i[1])
+        self._lo_w = _prefix(w for _, _, w in by_lo)
+        self._lo_wx = _prefix(w * lo for lo, _, w in by_lo)
+        self._hi_w = _prefix(w for _, _, w in by_hi)
+        self._hi_wx = _prefix(w * hi for _, hi, w in by_hi)
+
+    def __call__(self, x: float) -> float:
+        i = bisect.bisect_left(self._lo, x)
+        j = bisect.bisect_left(self._hi, x)
+        rising = x * self._lo_w[i] - self._lo_wx[i]
+        done = x * self._hi_w[j] - self._hi_wx[j]
+        return rising - done
+
+
+def _prefix(xs: Iterable[float]) -> list[float]:
+    out = [0.0]
+    for x in xs:
+        out.append(out[-1] + x)
+    return out
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PoolFill:
     """A GPU model's pool: ``capacity`` nodes and the firm bookings ``(start, end, nodes)``."""
 
     capacity: int
     bookings: tuple[tuple[float, float, int], ...] = ()
 
+    @cached_property
+    def _used(self) -> Ramp:  # node-seconds booked before an instant
+        return Ramp((s, e, float(n)) for s, e, n in self.bookings)
+
     def booked(self, t0: float, t1: float) -> float:
         """Nodes booked on average during ``[t0, t1)``."""
-        used = sum(n * _overlap(s, e, t0, t1) for s, e, n in self.bookings)
-        return used / (t1 - t0)
+        return (self._used(t1) - self._used(t0)) / (t1 - t0)
 
     def with_booking(self, start: float, end: float, nodes: int) -> PoolFill:
         return PoolFill(self.capacity, (*self.bookings, (start, end, nodes)))
@@ -202,9 +235,18 @@ class BidPricer:
             w = _overlap(t, t + HOUR, req.start, req.end) / HOUR
             free = self.fill.capacity - self.fill.booked(t, t + HOUR)
             # EMSR: the j-th node taken is the last one free when late demand exceeds free - j
-            units = sum(_p_exceeds(ld, free - j) for j in range(1, req.nodes + 1))
-            total += w * ld.price * units / req.nodes
+            # (for big blocks, 32 nodes evenly spread stand for all of them)
+            js = _spread(req.nodes, UNITS)
+            units = sum(_p_exceeds(ld, free - j) for j in js) / len(js)
+            total += w * ld.price * units
         return total / ((req.end - req.start) / HOUR)
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """1..n, or ``most`` of them evenly spread."""
+    if n <= most:
+        return list(range(1, n + 1))
+    return [1 + round(i * (n - 1) / (most - 1)) for i in range(most)]
 
 
 def _p_exceeds(ld: LateDemand, room: float) -> float:
