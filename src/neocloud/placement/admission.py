@@ -65,7 +65,7 @@ class Demand:
     arrival: float
     start: float
     end: float
-    nodes: int
+    nodes: float  # a fraction for part of a node
     price: float
 
 
@@ -165,7 +165,7 @@ class PoolFill:
     """A GPU model's pool: ``capacity`` nodes and the firm bookings ``(start, end, nodes)``."""
 
     capacity: int
-    bookings: tuple[tuple[float, float, int], ...] = ()
+    bookings: tuple[tuple[float, float, float], ...] = ()  # nodes may be fractions
 
     @cached_property
     def _used(self) -> Ramp:  # node-seconds booked before an instant
@@ -175,7 +175,7 @@ class PoolFill:
         """Nodes booked on average during ``[t0, t1)``."""
         return (self._used(t1) - self._used(t0)) / (t1 - t0)
 
-    def with_booking(self, start: float, end: float, nodes: int) -> PoolFill:
+    def with_booking(self, start: float, end: float, nodes: float) -> PoolFill:
         return PoolFill(self.capacity, (*self.bookings, (start, end, nodes)))
 
 
