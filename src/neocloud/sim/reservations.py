@@ -77,11 +77,15 @@ def reservation_facts(
     db: Database, outcomes: Counter[str], hours: dict[str, float], start: datetime, end: datetime
 ) -> dict[str, Any]:
     """Requests by outcome, the GPU-hours sold inside ``[start, end)`` and their amount (a
-    block's price pro rata of its time inside), per length (short: under a week)."""
+    block's price pro rata of its time inside), and the whole blocks sold."""
     with db.transaction() as s:
         rows = list(s.query(ReservationRow))
     sold_h = 0.0
     amount = 0.0
+    total_h = sum(
+        r.node_count * GPUS_PER_NODE * (r.end_at - r.start_at).total_seconds() / 3600 for r in rows
+    )
+    total_amount = sum(float(r.price_amount) for r in rows)
     for r in rows:
         inside = max(0.0, (min(r.end_at, end) - max(r.start_at, start)).total_seconds())
         whole = (r.end_at - r.start_at).total_seconds()
@@ -97,4 +101,7 @@ def reservation_facts(
         "gpu_hours_sold_in_run": round(sold_h, 1),
         "amount_in_run": round(amount, 2),
         "gpu_hours_asked": round(sum(hours.values()), 1),
+        # whole blocks sold, also the part after the run (what the sale is worth)
+        "gpu_hours_sold_total": round(total_h, 1),
+        "amount_sold_total": round(total_amount, 2),
     }
