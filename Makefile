@@ -123,6 +123,11 @@ bench-placement-scale: $(STAMP)
 bench-placement-optimality: $(STAMP)
 	$(BIN)/python bench/placement/optimality.py
 
+# Admission of reservations (fcfs vs bid_price, with and without steering) beside the ILP, ~2 min
+.PHONY: bench-placement-admission
+bench-placement-admission: $(STAMP)
+	nice -n 10 $(BIN)/python bench/placement/admission.py --seeds 1-5 --time-limit 10 --steer 6
+
 # Gangs on a 2,048-node fabric/block/rack topology, trace-derived job sizes, ~3 min
 bench-placement-gangs: $(STAMP)
 	$(BIN)/python bench/placement/gangs.py

@@ -198,10 +198,12 @@ def solve_ilp(
     fabrics: dict[str, int],
     time_limit: float = 60.0,
     start: dict[str, str] | None = None,
+    weights: dict[str, float] | None = None,
 ) -> IlpResult:
     """The aggregate ILP (see the module docstring): x_r, z_{r,f}; capacity per fabric per
     maximal clique of alive requests. ``start``: a feasible admission (id -> fabric) to warm
-    start from."""
+    start from; ``weights``: each request's value (default: its GPU-hours)."""
+    value = [r.gpu_hours if weights is None else weights[r.id] for r in reqs]
     h, highspy = _highs(time_limit)
     inf = highspy.kHighsInf
     names = sorted(fabrics)
@@ -210,7 +212,7 @@ def solve_ilp(
     ncols = n + n * nf
     h.addVars(ncols, [0.0] * ncols, [1.0] * ncols)
     h.changeColsIntegrality(ncols, list(range(ncols)), [highspy.HighsVarType.kInteger] * ncols)
-    h.changeColsCost(n, list(range(n)), [r.gpu_hours for r in reqs])
+    h.changeColsCost(n, list(range(n)), value)
     h.changeObjectiveSense(highspy.ObjSense.kMaximize)
     for r in range(n):
         idx = [r] + [n + r * nf + f for f in range(nf)]
@@ -241,7 +243,7 @@ def solve_ilp(
         for f in range(nf)
         if col[r] > 0.5 and col[n + r * nf + f] > 0.5
     }
-    obj = sum(reqs[r].gpu_hours for r in range(n) if col[r] > 0.5)
+    obj = sum(value[r] for r in range(n) if col[r] > 0.5)
     return IlpResult(
         admitted,
         fabric,

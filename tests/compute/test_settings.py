@@ -27,8 +27,10 @@ def test_compute_and_sim_settings_come_from_the_environment(
     monkeypatch.setenv("NEOCLOUD_SIM_WIPE_S", "600")
     monkeypatch.setenv("NEOCLOUD_SIM_FAILURE_PROBABILITY", "1")
     monkeypatch.setenv("NEOCLOUD_SIM_SEED", "7")
+    monkeypatch.setenv("NEOCLOUD_COMPUTE_ADMISSION_POLICY", "bid_price")
     settings = load_settings()
     config = ComputeConfig.from_settings(settings)
+    assert config.admission_policy == "bid_price"
     assert (config.preemption_notice_s, config.cancel_cutoff_s, config.burn_in) == (
         120.0,
         48 * 3600.0,

@@ -188,3 +188,22 @@ def test_cli_json_is_the_report_alone_even_on_a_terminal(monkeypatch: pytest.Mon
     assert "seed 3" in screen.getvalue()
     help_text = CliRunner().invoke(_sim_cli(), ["cluster", "--help"]).output
     assert "API" not in help_text
+
+
+def test_reservations_are_bought_through_offerings_and_counted() -> None:
+    cfg = SimConfig(
+        days=2, fleet_gpus=128, arrivals_per_hour=1, failure_rate=0, seed=2,
+        reservations_per_day=6,
+    )  # fmt: skip
+    report = run(cfg)
+    r = report.reservations
+    assert r["requests"] > 0
+    assert r["sold"] + r["declined"] + r["no_capacity"] == r["requests"]
+    assert r["declined"] == 0  # fcfs never declines
+    assert r["sold"] > 0
+    assert r["no_capacity"] > 0  # 6 a day of 1-16 nodes for days on 16 nodes: some cannot fit
+    assert r["turned_away_share"] == round(r["no_capacity"] / r["requests"], 4)
+    # the block sold starts after the run (booked days ahead): nothing of it is counted yet
+    assert (r["gpu_hours_sold_in_run"], r["amount_in_run"]) == (0.0, 0.0)
+    assert report.sold_ratio == report.allocation_ratio
+    assert r["gpu_hours_asked"] == 130_176  # 12 blocks of 1-16 nodes for 1-14 days

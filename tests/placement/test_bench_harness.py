@@ -77,3 +77,20 @@ def test_gangs_sim_conserves_capacity() -> None:
         assert r.at_true <= r.gangs
         assert r.at_ceil <= r.at_true  # ceil(N / block) is never above the true minimum
         assert r.extra_blocks >= 0
+
+
+def test_admission_bench_fcfs_is_the_engine_online_and_columns_add_up() -> None:
+    adm = _load("admission")
+    opt = adm.opt
+    nodes = opt.fleet(fabrics=2, blocks=2, racks=1, per_rack=4)
+    reqs = opt.instance(3, count=60, days=2.0, sizes=(1, 2, 3, 4, 6))
+    ids, _ = opt.run_engine(nodes, reqs, "default")
+    fcfs = adm.run(nodes, reqs, adm.AdmissionPolicy.fcfs, 0.0)
+    assert fcfs.gpu_hours == pytest.approx(sum(r.gpu_hours for r in reqs if r.id in ids))
+    assert fcfs.turned_away == len(reqs) - len(ids)
+    assert fcfs.steered == 0
+    for policy in adm.AdmissionPolicy:
+        out = adm.run(nodes, reqs, policy, 6.0)
+        assert out.revenue <= sum(adm.revenue(r) for r in reqs)
+        assert 0 <= out.turned_away < len(reqs)
+    assert adm.run(nodes, reqs, adm.AdmissionPolicy.fcfs, 6.0).steered > 0

@@ -115,6 +115,18 @@ def cluster(
         typer.Option("--failure-rate", help="per 1,000 node-days (default: Llama 3's, ~3.8)"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (arrivals, failures)")] = 0,
+    reservations_per_day: Annotated[
+        float,
+        typer.Option(
+            "--reservations-per-day",
+            min=0,
+            help="Capacity blocks asked for per day (1-2 or 7-14 days, 1-16 nodes, 0-3 days ahead)",
+        ),
+    ] = 0.0,
+    admission_policy: Annotated[
+        str,
+        typer.Option("--admission-policy", help="How blocks are sold: fcfs or bid_price"),
+    ] = "fcfs",
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the report (settings included) as one JSON object"),
@@ -148,6 +160,8 @@ def cluster(
         seed=seed,
         arrivals=arrivals,
         max_wait_s=max_wait,
+        reservations_per_day=reservations_per_day,
+        admission_policy=admission_policy,
     )
     try:
         with _progress_bar(days, enabled=not as_json and stdout_is_terminal()) as progress:
@@ -160,7 +174,11 @@ def cluster(
         return
     out.print(f"[bold]settings[/bold]: {cluster_settings(cfg)}")
     print_object(
-        {k: v for k, v in asdict(report).items() if k not in ("classes", "config", "billing")},
+        {
+            k: v
+            for k, v in asdict(report).items()
+            if k not in ("classes", "config", "billing", "reservations")
+        },
         as_json=False,
     )
     print_table(
@@ -174,6 +192,9 @@ def cluster(
             ("STILL QUEUED", lambda r: int(r["still_queued"])),
         ],
     )
+    if report.reservations:
+        out.print("[bold]reservations[/bold]")
+        print_object(report.reservations, as_json=False)
     bill = report.billing
     print_table(
         [{"class": k, **v} for k, v in bill.get("classes", {}).items()],
@@ -203,9 +224,14 @@ def cluster_settings(cfg: SimConfig) -> str:
         )
     else:
         arrivals = f"from {cfg.arrivals}"
+    blocks = ""
+    if cfg.reservations_per_day > 0:
+        blocks = (
+            f"; reservations {cfg.reservations_per_day:g} per day sold by {cfg.admission_policy}"
+        )
     return (
         f"days {cfg.days:g}; fleet {cfg.fleet_gpus:,} H100 GPUs; failure rate {rate}, "
-        f"repair {cfg.repair_hours:g} h; seed {cfg.seed}; arrivals {arrivals}"
+        f"repair {cfg.repair_hours:g} h; seed {cfg.seed}; arrivals {arrivals}{blocks}"
     )
 
 

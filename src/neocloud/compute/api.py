@@ -23,10 +23,12 @@ from neocloud.compute.schemas import (
     ClusterCreate,
     ClusterOut,
     ComputeEventOut,
+    DeclinedOfferingOut,
     InstanceCreate,
     InstanceOut,
     InstanceTypeOut,
     OfferingOut,
+    OfferingsOut,
     OfferingsQuery,
     ReservationCreate,
     ReservationExtend,
@@ -339,11 +341,12 @@ def _config(request: Request) -> ComputeConfig:
     return config
 
 
-@router.post("/reservations/offerings", response_model=ListOut[OfferingOut], tags=TAG_RESERVATIONS)
+@router.post("/reservations/offerings", response_model=OfferingsOut, tags=TAG_RESERVATIONS)
 def find_offerings(
     request: Request, ctx: Ctx, caller: Caller, body: OfferingsQuery
-) -> ListOut[OfferingOut]:
-    """Up to 6 priced capacity blocks (start, end, fabric, price), each valid for 5 minutes."""
+) -> OfferingsOut:
+    """Up to 6 priced capacity blocks (start, end, fabric, price), each valid for 5 minutes;
+    ``declined``: blocks that fit but that the admission policy does not sell, and why."""
     query = offerings.OfferingQuery(
         body.gpu_model,
         body.node_count,
@@ -353,7 +356,7 @@ def find_offerings(
         body.fabric,
         body.org_id,
     )
-    rows = offerings.find_offerings(
+    got = offerings.quote(
         db=ctx.db,
         clock=ctx.clock,
         actor=caller,
@@ -361,7 +364,20 @@ def find_offerings(
         config=_config(request),
         prices=price_source(request),
     )
-    return ListOut(data=[OfferingOut.of(r) for r in rows], has_more=False)
+    declined = [
+        DeclinedOfferingOut(
+            start=d.start_at,
+            end=d.end_at,
+            fabric=d.fabric,
+            reason=d.reason,
+            bid_price_per_gpu_hour=d.bid_price,
+            price_per_gpu_hour=d.price,
+        )
+        for d in got.declined
+    ]
+    return OfferingsOut(
+        data=[OfferingOut.of(r) for r in got.offerings], has_more=False, declined=declined
+    )
 
 
 @router.post("/reservations", response_model=ReservationOut, status_code=201, tags=TAG_RESERVATIONS)

@@ -28,6 +28,12 @@ class ComputeConfig:
     # this URL, and waits this long for its first heartbeat; None: no agent at burn-in.
     agent_control_plane_url: str | None = None
     agent_report_timeout_s: float = 120.0
+    # Reservations: ``fcfs`` sells every block that fits; ``bid_price`` declines one worth less
+    # than the demand expected for its hours (``placement.admission``), once the forecast has
+    # seen ``admission_min_requests`` requests start in the last ``admission_window_s``.
+    admission_policy: str = "fcfs"
+    admission_min_requests: int = 20
+    admission_window_s: float = 3 * 86_400.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeConfig:
@@ -43,6 +49,7 @@ class ComputeConfig:
             if settings.agent_install == "off"
             else settings.resolved_public_url(),
             agent_report_timeout_s=settings.agent_report_timeout_s,
+            admission_policy=settings.compute_admission_policy,
         )
 
 

@@ -9,12 +9,13 @@ takes it on from there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from neocloud.compute.admission import Pool, declined_error, load_pool
 from neocloud.compute.claims import check_free, preempt
 from neocloud.compute.config import ComputeConfig
 from neocloud.compute.domain import ReservationState
@@ -36,7 +37,8 @@ from neocloud.kernel.clock import Clock
 from neocloud.kernel.errors import Conflict, NotFound, ValidationFailed
 from neocloud.kernel.ids import new_id
 from neocloud.kernel.money import Money
-from neocloud.placement import OfferingRequest
+from neocloud.placement import Offering, OfferingRequest, PlacementEngine
+from neocloud.placement.admission import Verdict
 from neocloud.tenancy.tables import OrgRow
 
 OFFERING_TTL = timedelta(minutes=5)
@@ -45,6 +47,30 @@ MIN_HOURS = 24
 MAX_TENANT_HOURS = 365 * 24  # 12 months
 MAX_OPERATOR_HOURS = 5 * 365 * 24  # multi-year contracts, created by the operator
 HORIZON_S = 400 * 86_400.0
+# When the admission policy declines every option, quotes look later: this many times, each a
+# quarter of the duration (at least this step) after the last start declined.
+STEER_TRIES = 8
+STEER_STEP_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Declined:
+    """An option placement found but the admission policy does not sell, and why."""
+
+    start_at: datetime
+    end_at: datetime
+    fabric: str
+    reason: str
+    bid_price: str  # per GPU-hour, in the offering's currency
+    price: str
+
+
+@dataclass(frozen=True)
+class Quote:
+    """Offerings shown, and the options not shown with their reasons."""
+
+    offerings: list[OfferingRow]
+    declined: list[Declined]
 
 
 @dataclass(frozen=True)
@@ -94,8 +120,24 @@ def find_offerings(
     config: ComputeConfig,
     prices: PriceSource = CATALOG_PRICES,
 ) -> list[OfferingRow]:
+    """The offerings of ``quote`` (those the admission policy sells)."""
+    return quote(
+        db=db, clock=clock, actor=actor, query=query, config=config, prices=prices
+    ).offerings
+
+
+def quote(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    query: OfferingQuery,
+    config: ComputeConfig,
+    prices: PriceSource = CATALOG_PRICES,
+) -> Quote:
     """Up to 6 options, each valid for 5 minutes (earliest first, fewest blocks), priced for
-    the whole block at ``prices``' reserved price per GPU-hour in force now."""
+    the whole block at ``prices``' reserved price per GPU-hour in force now; the options the
+    admission policy (``config.admission_policy``) declines are listed with the reason."""
     org_id = query.org_id or actor.org_id
     if org_id != actor.org_id:
         actor.require_operator(write=True)
@@ -105,26 +147,25 @@ def find_offerings(
     actor.require_org_role(org_id, Role.MEMBER)
     now = clock.now()
     model_id, after, before = _validate(query, actor, now)
+    book = prices.prices_at(now)
     with db.transaction() as s:
         snap = load_snapshot(s, now, gpu_model=model_id)
         gpus_per_node = max((n.gpu_count for n in snap.nodes.values()), default=8)
+        pool = load_pool(s, now=now, gpu_model=model_id, prices=book, config=config)
     engine = build_engine(snap, config)
     engine.horizon = max(HORIZON_S, ts(before) - ts(now) + 86_400.0)
-    found = engine.offerings(
-        OfferingRequest(
-            model_id,
-            query.node_count,
-            query.duration_hours * 3600.0,
-            earliest_start=ts(after),
-            latest_start=ts(before),
-            fabric=query.fabric,
-            k=MAX_OFFERINGS,
-        ),
-        now=ts(now),
+    price = _price(book, model_id, gpus_per_node * query.node_count, query.duration_hours)
+    per_gpu_hour = float(book.reserved_per_gpu_hour(model_id).amount)
+    ask = OfferingRequest(
+        model_id,
+        query.node_count,
+        query.duration_hours * 3600.0,
+        earliest_start=ts(after),
+        latest_start=ts(before),
+        fabric=query.fabric,
+        k=MAX_OFFERINGS,
     )
-    price = _price(
-        prices.prices_at(now), model_id, gpus_per_node * query.node_count, query.duration_hours
-    )
+    shown, declined = _search(engine, pool, ask, gpus_per_node, per_gpu_hour, ts(now))
     rows = [
         OfferingRow(
             id=new_id("off", at=now),
@@ -140,11 +181,57 @@ def find_offerings(
             created_at=now,
             expires_at=now + OFFERING_TTL,
         )
-        for o in found
+        for o in shown
     ]
     with db.transaction() as s:
         s.add_all(rows)
-    return rows
+    return Quote(rows, declined)
+
+
+def _search(
+    engine: PlacementEngine,
+    pool: Pool,
+    ask: OfferingRequest,
+    gpus_per_node: int,
+    per_gpu_hour: float,
+    now: float,
+) -> tuple[list[Offering], list[Declined]]:
+    """The options placement finds that the admission policy sells, and those it declines.
+    Steering: while it declines every option found, look again a little later."""
+    declined: list[Declined] = []
+    shown: list[Offering] = []
+    es = ask.earliest_start if ask.earliest_start is not None else now
+    for _ in range(STEER_TRIES):
+        found = engine.offerings(replace(ask, earliest_start=es), now=now)
+        for o in found:
+            v = _judge(pool, ask.node_count, gpus_per_node, o.start, o.end, per_gpu_hour)
+            if v.admitted:
+                shown.append(o)
+                continue
+            declined.append(
+                Declined(
+                    from_ts(o.start),
+                    from_ts(o.end),
+                    o.domain,
+                    v.reason,
+                    f"{v.bid_price:.4f}",
+                    f"{v.price:.4f}",
+                )
+            )
+        if shown or not found:
+            break
+        es = max(o.start for o in found) + max(STEER_STEP_S, ask.duration / 4)
+        if ask.latest_start is not None and es > ask.latest_start:
+            break
+    return shown, declined
+
+
+def _judge(
+    pool: Pool, nodes: int, gpus_per_node: int, start: float, end: float, price: float
+) -> Verdict:
+    return pool.judge(
+        nodes, gpus_per_node, start, end, price, when=f"starting {from_ts(start).isoformat()}"
+    )
 
 
 def _suggest(
@@ -212,12 +299,35 @@ def buy(
             param="offering_id",
             details=_suggest(db, clock, actor, off, config, prices),
         )
+    _admit(db, clock, actor, off, config, prices)
     try:
         return _book(db, clock, actor, off, config)
     except Conflict as exc:
         if exc.code == "offering_taken":
             exc.details.update(_suggest(db, clock, actor, off, config, prices))
         raise
+
+
+def _admit(
+    db: Database,
+    clock: Clock,
+    actor: Principal,
+    off: OfferingRow,
+    config: ComputeConfig,
+    prices: PriceSource,
+) -> None:
+    """409 ``reservation_declined`` when the policy no longer sells the offering (demand and the
+    calendar may have moved since the quote), with a window it would sell if one is found."""
+    now = clock.now()
+    book = prices.prices_at(now)
+    with db.transaction() as s:
+        pool = load_pool(s, now=now, gpu_model=off.gpu_model, prices=book, config=config)
+        node = s.get(NodeRow, off.node_ids[0]) if off.node_ids else None
+    gpus_per_node = node.gpu_count if node is not None else 8
+    per_gpu_hour = float(book.reserved_per_gpu_hour(off.gpu_model).amount)
+    v = _judge(pool, off.node_count, gpus_per_node, ts(off.start_at), ts(off.end_at), per_gpu_hour)
+    if not v.admitted:
+        raise declined_error(v, off.price_currency, _suggest(db, clock, actor, off, config, prices))
 
 
 def _book(

@@ -32,7 +32,7 @@ from neocloud.web.fields import (
     Text,
     UtcTime,
 )
-from neocloud.web.schemas import MoneyOut, RequestModel, ResponseModel, Time
+from neocloud.web.schemas import ListOut, MoneyOut, RequestModel, ResponseModel, Time
 
 Name = Field(None, max_length=128)
 SSH_KEYS_HELP = "OpenSSH public key lines to install, besides ssh_key_ids' keys"
@@ -429,6 +429,23 @@ class OfferingOut(ResponseModel):
             price=MoneyOut.of(Money(row.price_amount, row.price_currency).rounded()),
             expires_at=row.expires_at,
         )
+
+
+class DeclinedOfferingOut(ResponseModel):
+    """An option that fits but that the admission policy does not sell, and why."""
+
+    start: Time
+    end: Time
+    fabric: str
+    reason: str
+    bid_price_per_gpu_hour: str
+    price_per_gpu_hour: str
+
+
+class OfferingsOut(ListOut[OfferingOut]):
+    """Offerings shown; ``declined``: options not shown (admission policy), with the reason."""
+
+    declined: list[DeclinedOfferingOut] = Field(default_factory=list)
 
 
 class ReservationCreate(RequestModel):

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     compute_reservations_cancellable: bool = True
     compute_reservation_cancel_cutoff_h: float = Field(0.0, ge=0, le=24 * 365)
     compute_burn_in: bool = True
+    # Reservations sold first come, first served, or by bid price (``placement.admission``).
+    compute_admission_policy: Literal["fcfs", "bid_price"] = "fcfs"
     # Managed databases (docs/databases.md): live databases an org may have, hours between
     # scheduled backups (0: none), seconds between health checks of a running server.
     databases_max_per_org: int = Field(10, ge=0, le=10_000)

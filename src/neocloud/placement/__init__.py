@@ -23,6 +23,11 @@ Policies are named (``first_fit``, ``random``, ``best_fit``, ``fgd``, ``default`
 whose bookings hug the window, idle nodes last;
 ``get_policy`` raises ``UnknownPolicy`` (an ``InvalidRequest`` and a ``ValueError``).
 
+Admission of reservations is separate and pure (``placement.admission``): ``decide(policy,
+AdmissionRequest, now=, fill=PoolFill, forecast=DemandForecast, fits=, steer_s=)`` admits, steers
+to a nearby start, or declines with a reason, by first come first served (``fcfs``) or by bid
+prices per pool hour learnt from recent demand (``bid_price``).
+
 Inside, the engine is a facade: ``state.FleetState`` holds the snapshot (nodes, topology,
 calendars, index, policy, horizon, now, allocations) and the operations every decision module
 shares (``window``, ``node_fits``, ``released``, ``add``/``remove``/``commit``); ``gangs`` turns

@@ -22,7 +22,7 @@ import heapq
 import math
 import random
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,7 @@ from neocloud.kernel.clock import VirtualClock
 from neocloud.kernel.errors import NeocloudError
 from neocloud.sim.arrivals import SIZES, Arrival, load_arrivals, synthetic
 from neocloud.sim.billing import billing_facts
+from neocloud.sim.reservations import buy_reservation, reservation_facts, synthetic_reservations
 
 LLAMA3_RATE = 419 / (2048 * 54) * 1000  # interruptions per 1,000 node-days
 SIZE_LABELS = tuple(label for label, *_ in SIZES)
@@ -72,6 +73,9 @@ class SimConfig:
     arrivals: str = "synthetic"
     # synthetic arrivals wait this long for capacity (queued); None: fail at once
     max_wait_s: int | None = None
+    # capacity blocks asked for per day (``neocloud.sim.reservations``), sold by this policy
+    reservations_per_day: float = 0.0
+    admission_policy: str = "fcfs"
 
 
 @dataclass
@@ -86,6 +90,9 @@ class SimReport:
     mean_time_to_heal_s: float | None = None
     events: int = 0
     billing: dict[str, Any] = field(default_factory=dict)
+    reservations: dict[str, Any] = field(default_factory=dict)
+    # GPU time sold (instances running plus reserved nodes held) / the fleet's
+    sold_ratio: float = 0.0
 
 
 def run(cfg: SimConfig, *, progress: ProgressCallback | None = None) -> SimReport:
@@ -113,9 +120,8 @@ def _run(
     )
     service.register_default_quotas(db=db, clock=clock, limit_gpus=10**9)
     actor = Principal("key_sim", "usr_sim", "org_sim", Role.OWNER, False)
-    worker = Worker(
-        db, clock, driver=SimDriver(seed=cfg.seed), config=ComputeConfig(), lease_ttl_s=1e9
-    )
+    config = ComputeConfig(admission_policy=cfg.admission_policy)
+    worker = Worker(db, clock, driver=SimDriver(seed=cfg.seed), config=config, lease_ttl_s=1e9)
     with db.transaction() as s:
         node_ids = sorted(s.scalars(sa.select(NodeRow.id)))
     end = start + timedelta(days=cfg.days)
@@ -139,6 +145,13 @@ def _run(
         )
     for a in arrivals:
         push(start + timedelta(seconds=a.at_s), "arrive", a)
+    rsv_rng = random.Random(cfg.seed + 1)  # its own stream: the instance arrivals stay the same
+    for r in synthetic_reservations(
+        rsv_rng, seconds=(end - start).total_seconds(), per_day=cfg.reservations_per_day
+    ):
+        push(start + timedelta(seconds=r.at_s), "reserve", r)
+    outcomes: Counter[str] = Counter()
+    asked: dict[str, float] = {}
     per_node_day = cfg.failure_rate / 1000.0
     fail_rate_per_h = per_node_day * len(node_ids) / 24.0
     t = start
@@ -175,6 +188,10 @@ def _run(
                 continue
             labels[sid] = data.label
             waiting[sid] = data.duration_s
+        elif kind == "reserve":
+            outcome = buy_reservation(db, clock, actor, data, config)
+            outcomes[outcome] += 1
+            asked[f"r{seq}-{events}"] = data.nodes * 8 * data.hours
         elif kind == "leave":
             _leave(db, clock, actor, data)
         elif kind == "fail":
@@ -197,6 +214,12 @@ def _run(
     total = len(node_ids) * 8 * seconds
     report = _report(db, cfg, labels, gpu_seconds / total, failures, events)
     report.billing = billing_facts(db, actor.org_id, start, end)
+    if cfg.reservations_per_day > 0:
+        report.reservations = reservation_facts(db, outcomes, asked, start, end)
+        held = report.reservations["gpu_hours_sold_in_run"] * 3600
+        report.sold_ratio = round((gpu_seconds + held) / total, 4)
+    else:
+        report.sold_ratio = report.allocation_ratio
     return report
 
 
