@@ -110,7 +110,7 @@ bench-studio-batches: $(STAMP)
 bench-studio-gpu:
 	bash bench/studio/gpu.sh $(ARGS)
 
-bench-placement: bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs
+bench-placement: bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-placement-admission
 
 # FGD paper replay (3 seeds, 312 runs, ~13 min on 2 cores); SEEDS=42-51 for the paper's grid.
 bench-placement-alibaba: $(STAMP)
