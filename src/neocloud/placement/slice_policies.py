@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from neocloud.kernel.errors import NotFound
-from neocloud.placement.fragmentation import FragmentationMeter, TargetWorkload
+from neocloud.placement.fragmentation import FragmentationMeter, PodType, TargetWorkload
 from neocloud.placement.slices import MILLI, SliceCluster, SlicePod
 
 FloatArray = npt.NDArray[np.float64]
@@ -333,6 +333,170 @@ class Fgd:
         return node, cluster.whole_gpus(pod, node)
 
 
+StateKey = tuple[bytes, int, int]  # a node's free milli per GPU, free vCPU, GPU model index
+
+
+class FgdLookahead(Fgd):
+    """FGD with a one-step lookahead to choose among the nodes FGD scores best.
+
+    FGD's score is an integer, so many nodes tie for the best; FGD takes the lowest rank. Here
+    each tied node (the ``candidates`` of lowest rank) is scored by what it leaves for the
+    next pod: the expectation, over the ``types`` most frequent pod types of the target, of
+    the best FGD score that pod would then get anywhere in the cluster, i.e.
+    ``sum_m freq_m * max(best score of m on the other nodes, score of m on this node after
+    the pod)``. The highest expectation wins; then ``tie``, then rank, as FGD. A node's score
+    for a type depends only on the node's state (free milli per GPU, free vCPU, GPU model),
+    so it is memoised per state; the per-type best over the cluster is kept per node and
+    refreshed only on the nodes that changed.
+    """
+
+    def __init__(
+        self,
+        target: TargetWorkload,
+        *,
+        types: int = 12,
+        candidates: int = 16,
+        tie: Callable[[SliceCluster, SlicePod], FloatArray] | None = None,
+        name: str = "fgd_lookahead",
+    ) -> None:
+        super().__init__(target, name=name)
+        self.next_tie = tie
+        self.candidates = candidates
+        top = np.argsort(-target.freq, kind="stable")[:types]
+        self.look_types: tuple[PodType, ...] = tuple(target.types[j] for j in top)
+        self.look_freq: FloatArray = target.freq[top] / target.freq[top].sum()
+        self._look_access: BoolArray = np.ones((0, len(top)), dtype=np.bool_)
+        self._memo: dict[StateKey, FloatArray] = {}
+        self._next: FloatArray = np.zeros((len(top), 0), dtype=np.float64)  # [type, node]
+        self._next_version: IntArray = np.zeros(0, dtype=np.int64)
+        self._look_meter: FragmentationMeter | None = None
+
+    def _state_scores(self, g: IntArray, c: IntArray, m: IntArray) -> FloatArray:
+        """``[state, type]``: the best integer FGD score of a pod of each lookahead type on
+        each node state (``-inf`` where it does not fit). One measure call for all the
+        (type, GPU choice) options of all the states."""
+        meter = self._meter
+        assert meter is not None
+        k, slots = g.shape
+        after_g: list[IntArray] = []
+        after_c: list[IntArray] = []
+        valid: list[BoolArray] = []
+        starts: list[int] = []
+        for j, (cpu, milli, num, _spec) in enumerate(self.look_types):
+            starts.append(len(valid))
+            ok = (c >= cpu) & (self._look_access[m, j] if num else True)
+            if num == 1 and milli < MILLI:
+                for slot in range(slots):
+                    opt = g.copy()
+                    opt[:, slot] -= milli
+                    after_g.append(opt)
+                    after_c.append(c - cpu)
+                    valid.append(ok & (g[:, slot] >= milli))
+            else:
+                opt = g
+                if num:
+                    fit = g >= milli
+                    opt = np.where(fit & (np.cumsum(fit, axis=1) <= num), g - milli, g)
+                    ok = ok & (fit.sum(axis=1) >= num)
+                after_g.append(opt)
+                after_c.append(c - cpu)
+                valid.append(ok)
+        n_opt = len(valid)
+        ga = np.stack(after_g, axis=1).reshape(k * n_opt, slots)
+        ca = np.stack(after_c, axis=1).reshape(k * n_opt)
+        ok_all = np.stack(valid, axis=1)
+        after = meter.measure(ga, ca, np.repeat(m, n_opt)).reshape(k, n_opt)
+        before = meter.measure(g, c, m)
+        score = np.where(ok_all, self._score(after - before[:, None]), -np.inf)
+        out: FloatArray = np.maximum.reduceat(score, np.array(starts), axis=1)
+        return out
+
+    def _lookup(self, g: IntArray, c: IntArray, m: IntArray) -> FloatArray:
+        keys = [(g[r].tobytes(), int(c[r]), int(m[r])) for r in range(len(c))]
+        miss = [r for r, key in enumerate(keys) if key not in self._memo]
+        if miss:
+            rows = np.array(sorted({keys[r]: r for r in miss}.values()), dtype=np.int64)
+            for r, val in zip(rows, self._state_scores(g[rows], c[rows], m[rows]), strict=True):
+                self._memo[keys[int(r)]] = val
+        if not keys:
+            return np.zeros((0, len(self.look_types)), dtype=np.float64)
+        return np.stack([self._memo[key] for key in keys])
+
+    def _refresh(self, cluster: SliceCluster) -> None:
+        meter = self._reset_for(cluster)
+        if self._look_meter is not meter:
+            self._look_meter = meter
+            self._memo = {}
+            access = self.target.access(cluster.models)
+            top = [self.target.types.index(t) for t in self.look_types]
+            self._look_access = access[:, top]
+            self._next = np.zeros((len(self.look_types), len(cluster)), dtype=np.float64)
+            self._next_version = np.full(len(cluster), -1, dtype=np.int64)
+        if len(self._memo) > 500_000:
+            self._memo = {}
+        stale = np.flatnonzero(self._next_version != cluster.version)
+        if len(stale):
+            self._next[:, stale] = self._lookup(
+                cluster.gpu_free[stale], cluster.cpu_free[stale], cluster.model_idx[stale]
+            ).T
+            self._next_version[stale] = cluster.version[stale]
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None:
+        feasible = cluster.feasible(pod)
+        if not feasible.any():
+            return None
+        self._reset_for(cluster)
+        key = (pod.cpu_milli, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches[key] = _FragCache(len(cluster))
+        stale = np.flatnonzero(feasible & (cache.version != cluster.version))
+        if len(stale):
+            cache.score[stale], cache.gpu[stale] = self._evaluate(cluster, pod, stale)
+            cache.version[stale] = cluster.version[stale]
+        scores = np.where(feasible, cache.score, -np.inf)
+        tied = np.flatnonzero(scores == scores.max())
+        if len(tied) > 1:
+            tied = tied[np.argsort(cluster.rank[tied], kind="stable")][: self.candidates]
+            node = int(tied[self._choose(cluster, pod, cache, tied)])
+        else:
+            node = int(tied[0])
+        if pod.is_fractional:
+            return node, (int(cache.gpu[node]),)
+        return node, cluster.whole_gpus(pod, node)
+
+    def _choose(
+        self, cluster: SliceCluster, pod: SlicePod, cache: _FragCache, tied: IntArray
+    ) -> int:
+        """Position in ``tied`` (rank order) of the node that leaves the best next step."""
+        self._refresh(cluster)
+        g = cluster.gpu_free[tied].copy()
+        for r, n in enumerate(tied):
+            if pod.is_fractional:
+                g[r, cache.gpu[n]] -= pod.gpu_milli
+            elif pod.num_gpu:
+                g[r, list(cluster.whole_gpus(pod, int(n)))] -= pod.gpu_milli
+        after = self._lookup(g, cluster.cpu_free[tied] - pod.cpu_milli, cluster.model_idx[tied])
+        # Best per type over the cluster, and over the cluster without each candidate.
+        nxt = self._next
+        if nxt.shape[1] > 1:
+            top2 = np.partition(nxt, -2, axis=1)[:, -2:]
+            first, second = top2.max(axis=1), top2.min(axis=1)
+        else:
+            first = second = nxt.max(axis=1)
+        mine = nxt[:, tied].T  # [candidate, type]
+        others = np.where(mine >= first[None, :], second[None, :], first[None, :])
+        best = np.maximum(others, after)
+        value = np.where(np.isfinite(best), best, 0.0) @ self.look_freq
+        top = np.flatnonzero(value >= value.max() - 1e-9)
+        if len(top) > 1 and self.next_tie is not None:
+            extra = self.next_tie(cluster, pod)[tied[top]]
+            top = top[extra >= extra.max() - 1e-12]
+        return int(top[0])
+
+
 def fuller_smaller_first(cluster: SliceCluster, pod: SlicePod) -> FloatArray:
     """Tie-break in [0, 1]: nodes with more of their GPU allocated and with fewer GPUs first
     (keeps large nodes whole for multi-GPU pods, packs the rest)."""
@@ -374,6 +538,7 @@ SLICE_POLICIES: dict[str, PolicyFactory] = {
     "gpu_clustering": lambda _t: GpuClustering(),
     "fgd": lambda t: Fgd(_needs_target("fgd", t)),
     "default": make_default,
+    "fgd_lookahead": lambda t: FgdLookahead(_needs_target("fgd_lookahead", t)),
 }
 
 
