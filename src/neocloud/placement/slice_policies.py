@@ -365,6 +365,14 @@ class FgdLookahead(Fgd):
         top = np.argsort(-target.freq, kind="stable")[:types]
         self.look_types: tuple[PodType, ...] = tuple(target.types[j] for j in top)
         self.look_freq: FloatArray = target.freq[top] / target.freq[top].sum()
+        self._look_cpu: IntArray = np.array([t[0] for t in self.look_types], dtype=np.int64)
+        self._look_num: IntArray = np.array([t[2] for t in self.look_types], dtype=np.int64)
+        self._look_milli: IntArray = np.array(
+            [t[1] if t[2] else 0 for t in self.look_types], dtype=np.int64
+        )
+        fractional = (self._look_num == 1) & (self._look_milli < MILLI)
+        self._look_frac: IntArray = np.flatnonzero(fractional).astype(np.int64)
+        self._look_rest: IntArray = np.flatnonzero(~fractional).astype(np.int64)
         self._look_access: BoolArray = np.ones((0, len(top)), dtype=np.bool_)
         self._memo: dict[StateKey, FloatArray] = {}
         self._next: FloatArray = np.zeros((len(top), 0), dtype=np.float64)  # [type, node]
@@ -373,42 +381,45 @@ class FgdLookahead(Fgd):
 
     def _state_scores(self, g: IntArray, c: IntArray, m: IntArray) -> FloatArray:
         """``[state, type]``: the best integer FGD score of a pod of each lookahead type on
-        each node state (``-inf`` where it does not fit). One measure call for all the
-        (type, GPU choice) options of all the states."""
+        each node state (``-inf`` where it does not fit). All the (type, GPU choice) options
+        of all the states go through one measure call."""
         meter = self._meter
         assert meter is not None
         k, slots = g.shape
-        after_g: list[IntArray] = []
-        after_c: list[IntArray] = []
-        valid: list[BoolArray] = []
-        starts: list[int] = []
-        for j, (cpu, milli, num, _spec) in enumerate(self.look_types):
-            starts.append(len(valid))
-            ok = (c >= cpu) & (self._look_access[m, j] if num else True)
-            if num == 1 and milli < MILLI:
-                for slot in range(slots):
-                    opt = g.copy()
-                    opt[:, slot] -= milli
-                    after_g.append(opt)
-                    after_c.append(c - cpu)
-                    valid.append(ok & (g[:, slot] >= milli))
+        cpu, milli, num = self._look_cpu, self._look_milli, self._look_num
+        ok = (c[:, None] >= cpu[None, :]) & (self._look_access[m] | (num == 0)[None, :])
+        frac = self._look_frac
+        dec = np.zeros((len(frac) * slots, slots), dtype=np.int64)  # option -> GPU decrement
+        opt_type = np.repeat(frac, slots)
+        opt_slot = np.tile(np.arange(slots), len(frac))
+        dec[np.arange(len(dec)), opt_slot] = milli[opt_type]
+        after_g = [g[:, None, :] - dec[None, :, :]]
+        valid = [ok[:, opt_type] & (g[:, opt_slot] >= milli[opt_type][None, :])]
+        for j in self._look_rest:
+            fit = g >= milli[j]
+            if num[j]:
+                taken = fit & (np.cumsum(fit, axis=1) <= num[j])
+                after_g.append((g - np.where(taken, milli[j], 0))[:, None, :])
+                valid.append((ok[:, j] & (fit.sum(axis=1) >= num[j]))[:, None])
             else:
-                opt = g
-                if num:
-                    fit = g >= milli
-                    opt = np.where(fit & (np.cumsum(fit, axis=1) <= num), g - milli, g)
-                    ok = ok & (fit.sum(axis=1) >= num)
-                after_g.append(opt)
-                after_c.append(c - cpu)
-                valid.append(ok)
-        n_opt = len(valid)
-        ga = np.stack(after_g, axis=1).reshape(k * n_opt, slots)
-        ca = np.stack(after_c, axis=1).reshape(k * n_opt)
-        ok_all = np.stack(valid, axis=1)
-        after = meter.measure(ga, ca, np.repeat(m, n_opt)).reshape(k, n_opt)
+                after_g.append(g[:, None, :])
+                valid.append(ok[:, j][:, None])
+        types = np.concatenate([opt_type, self._look_rest])
+        ga = np.concatenate(after_g, axis=1)
+        n_opt = ga.shape[1]
+        after = meter.measure(
+            ga.reshape(k * n_opt, slots),
+            np.repeat(c, n_opt) - np.tile(cpu[types], k),
+            np.repeat(m, n_opt),
+        ).reshape(k, n_opt)
         before = meter.measure(g, c, m)
+        ok_all = np.concatenate(valid, axis=1)
         score = np.where(ok_all, self._score(after - before[:, None]), -np.inf)
-        out: FloatArray = np.maximum.reduceat(score, np.array(starts), axis=1)
+        starts = np.concatenate(
+            [np.arange(len(frac)) * slots, len(frac) * slots + np.arange(len(self._look_rest))]
+        )
+        out = np.empty((k, len(self.look_types)), dtype=np.float64)
+        out[:, np.concatenate([frac, self._look_rest])] = np.maximum.reduceat(score, starts, axis=1)
         return out
 
     def _lookup(self, g: IntArray, c: IntArray, m: IntArray) -> FloatArray:
@@ -473,11 +484,11 @@ class FgdLookahead(Fgd):
         """Position in ``tied`` (rank order) of the node that leaves the best next step."""
         self._refresh(cluster)
         g = cluster.gpu_free[tied].copy()
-        for r, n in enumerate(tied):
-            if pod.is_fractional:
-                g[r, cache.gpu[n]] -= pod.gpu_milli
-            elif pod.num_gpu:
-                g[r, list(cluster.whole_gpus(pod, int(n)))] -= pod.gpu_milli
+        if pod.is_fractional:
+            g[np.arange(len(tied)), cache.gpu[tied]] -= pod.gpu_milli
+        elif pod.num_gpu:
+            fit = g >= pod.gpu_milli
+            g -= np.where(fit & (np.cumsum(fit, axis=1) <= pod.num_gpu), pod.gpu_milli, 0)
         after = self._lookup(g, cluster.cpu_free[tied] - pod.cpu_milli, cluster.model_idx[tied])
         # Best per type over the cluster, and over the cluster without each candidate.
         nxt = self._next
@@ -521,12 +532,20 @@ def _needs_target(name: str, target: TargetWorkload | None) -> TargetWorkload:
 
 
 def make_default(target: TargetWorkload | None) -> SlicePolicy:
-    """FGD; when the target has GPU-model-constrained pods, equal scores go to fuller, smaller
-    nodes (measured better there), otherwise by rank exactly as FGD."""
+    """FGD with the one-step lookahead among its tied nodes (``FgdLookahead``); when the
+    target has GPU-model-constrained pods, nodes the lookahead values equally go to fuller,
+    smaller nodes (measured better there for FGD), otherwise by rank as FGD."""
     target = _needs_target("default", target)
     constrained = any(spec for *_, spec in target.types)
     tie = fuller_smaller_first if constrained else None
-    return Fgd(target, tie=tie, name="default")
+    return FgdLookahead(target, tie=tie, name="default")
+
+
+def make_fgd_tied(target: TargetWorkload | None) -> SlicePolicy:
+    """The previous ``default``: FGD, ties to fuller, smaller nodes on constrained targets."""
+    target = _needs_target("fgd_tied", target)
+    constrained = any(spec for *_, spec in target.types)
+    return Fgd(target, tie=fuller_smaller_first if constrained else None, name="fgd_tied")
 
 
 SLICE_POLICIES: dict[str, PolicyFactory] = {
@@ -539,6 +558,7 @@ SLICE_POLICIES: dict[str, PolicyFactory] = {
     "fgd": lambda t: Fgd(_needs_target("fgd", t)),
     "default": make_default,
     "fgd_lookahead": lambda t: FgdLookahead(_needs_target("fgd_lookahead", t)),
+    "fgd_tied": make_fgd_tied,
 }
 
 
