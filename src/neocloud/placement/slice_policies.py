@@ -373,6 +373,9 @@ class FgdLookahead(Fgd):
         fractional = (self._look_num == 1) & (self._look_milli < MILLI)
         self._look_frac: IntArray = np.flatnonzero(fractional).astype(np.int64)
         self._look_rest: IntArray = np.flatnonzero(~fractional).astype(np.int64)
+        # Several shares of less than a GPU: which GPUs a pod takes depends on their order.
+        self._sortable = not bool(((self._look_num > 1) & (self._look_milli < MILLI)).any())
+        self._cpu_steps: IntArray = np.zeros(1, dtype=np.int64)
         self._look_access: BoolArray = np.ones((0, len(top)), dtype=np.bool_)
         self._memo: dict[StateKey, FloatArray] = {}
         self._next: FloatArray = np.zeros((len(top), 0), dtype=np.float64)  # [type, node]
@@ -423,6 +426,15 @@ class FgdLookahead(Fgd):
         return out
 
     def _lookup(self, g: IntArray, c: IntArray, m: IntArray) -> FloatArray:
+        """``_state_scores`` through the memo. States that score alike share a key: the
+        measure sees the vCPU only through comparisons with the steps in ``_cpu_steps``, so
+        the vCPU is rounded down to a step, and (when no lookahead type takes several GPU
+        shares) it does not see the order of the GPUs, so they are sorted."""
+        steps = self._cpu_steps
+        pos = np.searchsorted(steps, c, side="right") - 1
+        c = np.where(pos >= 0, steps[np.maximum(pos, 0)], -1)
+        if self._sortable:
+            g = -np.sort(-g, axis=1)
         keys = [(g[r].tobytes(), int(c[r]), int(m[r])) for r in range(len(c))]
         miss = [r for r, key in enumerate(keys) if key not in self._memo]
         if miss:
@@ -441,6 +453,11 @@ class FgdLookahead(Fgd):
             access = self.target.access(cluster.models)
             top = [self.target.types.index(t) for t in self.look_types]
             self._look_access = access[:, top]
+            every = self.target.cpu_milli
+            look = self._look_cpu
+            self._cpu_steps = np.unique(
+                np.concatenate([every, look, (every[:, None] + look[None, :]).ravel()])
+            )
             self._next = np.zeros((len(self.look_types), len(cluster)), dtype=np.float64)
             self._next_version = np.full(len(cluster), -1, dtype=np.int64)
         if len(self._memo) > 500_000:
@@ -492,11 +509,12 @@ class FgdLookahead(Fgd):
         after = self._lookup(g, cluster.cpu_free[tied] - pod.cpu_milli, cluster.model_idx[tied])
         # Best per type over the cluster, and over the cluster without each candidate.
         nxt = self._next
-        if nxt.shape[1] > 1:
-            top2 = np.partition(nxt, -2, axis=1)[:, -2:]
-            first, second = top2.max(axis=1), top2.min(axis=1)
-        else:
-            first = second = nxt.max(axis=1)
+        first = nxt.max(axis=1)
+        on_top = nxt == first[:, None]
+        second = first.copy()  # differs only where one node alone has the best score
+        alone = np.flatnonzero(on_top.sum(axis=1) == 1)
+        if len(alone):
+            second[alone] = np.where(on_top[alone], -np.inf, nxt[alone]).max(axis=1)
         mine = nxt[:, tied].T  # [candidate, type]
         others = np.where(mine >= first[None, :], second[None, :], first[None, :])
         best = np.maximum(others, after)
