@@ -46,7 +46,7 @@ PAPER = {  # our name -> the paper's sc_policy
     "best_fit": "05-BestFit",
     "fgd": "06-FGD",
 }
-POLICIES = [*PAPER, "first_fit", "fgd_lookahead", "default"]
+POLICIES = [*PAPER, "first_fit", "fgd_tied", "default"]  # fgd_lookahead: --policies
 
 
 def paper_at(pct: str) -> dict[tuple[str, str], list[float]]:

@@ -13,13 +13,19 @@ scores, because ties decide much of the outcome:
 - ``gpu_clustering``: prefer nodes that already run pods of the same GPU shape.
 - ``fgd``: fragmentation gradient descent — least expected fragmentation increase against the
   target workload (see ``fragmentation``), on both the node and the GPU.
-- ``default``: FGD as the paper scores it. When the target workload has pods constrained to GPU
-  models, nodes with equal scores (frequent: the score is an integer) go first to nodes with
-  more of their GPU allocated and with fewer GPUs, then by rank: on the Alibaba trace this gains
-  0.29 to 0.55 points on the gpuspec workloads but moves the others by -0.16 to +0.11, so elsewhere
-  ties go by rank, as FGD. Other variants measured (the exact increase instead of the integer
-  score, best-fit tie-breaks, coarser buckets, a vCPU-bounded measure) did no better than FGD
-  (bench/placement/README.md has the figures).
+- ``fgd_lookahead``: FGD, and among the nodes with FGD's best (integer, so often shared)
+  score, the one that leaves the next pod drawn from the target the best expected FGD score
+  anywhere in the cluster (a one-step lookahead; FGD takes the lowest rank). On the Alibaba
+  trace it adds 0.1 to 0.5 point to FGD on the ``default`` workload on every one of the
+  paper's 10 seeds, at about 2.5 to 3 times FGD's time (bench/placement/README.md §1).
+- ``default``: ``fgd_lookahead``; when the target workload has pods constrained to GPU models,
+  candidates the lookahead values equally go first to nodes with more of their GPU allocated
+  and with fewer GPUs, then by rank (the rule measured +0.3 to +0.5 point for FGD on the
+  gpuspec workloads).
+- ``fgd_tied``: the previous ``default``: FGD with that tie rule on constrained targets. Other
+  FGD variants measured (the exact increase instead of the integer score, best-fit
+  tie-breaks, coarser buckets, a vCPU-bounded measure, a target weighted by GPU demand, a
+  target cut to the types that still fit, a bonus for fuller nodes) did no better than FGD.
 """
 
 from __future__ import annotations
