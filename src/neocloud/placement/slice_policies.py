@@ -17,7 +17,8 @@ scores, because ties decide much of the outcome:
   score, the one that leaves the next pod drawn from the target the best expected FGD score
   anywhere in the cluster (a one-step lookahead; FGD takes the lowest rank). On the Alibaba
   trace it adds 0.1 to 0.5 point to FGD on the ``default`` workload on every one of the
-  paper's 10 seeds, at about 2.5 to 3 times FGD's time (bench/placement/README.md §1).
+  paper's 10 seeds, and holds or gains on the 12 other workloads, at about 2 to 3 times
+  FGD's time (bench/placement/README.md §1b).
 - ``default``: ``fgd_lookahead``; when the target workload has pods constrained to GPU models,
   candidates the lookahead values equally go first to nodes with more of their GPU allocated
   and with fewer GPUs, then by rank (the rule measured +0.3 to +0.5 point for FGD on the
