@@ -112,7 +112,7 @@ bench-studio-gpu:
 
 bench-placement: bench-placement-alibaba bench-placement-scale bench-placement-optimality bench-placement-gangs bench-placement-admission
 
-# FGD paper replay (3 seeds, 312 runs, ~13 min on 2 cores); SEEDS=42-51 for the paper's grid.
+# FGD paper replay (3 seeds, 351 runs, ~25 min on 2 cores: default, FGD with lookahead, is ~3x FGD); SEEDS=42-51 for the paper's grid.
 bench-placement-alibaba: $(STAMP)
 	$(BIN)/python bench/placement/alibaba.py --seeds $(or $(SEEDS),42-44) --jobs 2
 

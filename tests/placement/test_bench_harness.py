@@ -94,3 +94,17 @@ def test_admission_bench_fcfs_is_the_engine_online_and_columns_add_up() -> None:
         assert out.revenue <= sum(adm.revenue(r) for r in reqs)
         assert 0 <= out.turned_away < len(reqs)
     assert adm.run(nodes, reqs, adm.AdmissionPolicy.fcfs, 6.0).steered > 0
+
+
+def test_alibaba_table_reports_mean_and_sd_beside_the_paper() -> None:
+    ali = _load("alibaba")
+    assert ali.mean_sd([95.0, 96.0, 97.0]) == "96.00 ± 1.00"
+    assert ali.mean_sd([95.5]) == "95.50 ± 0.00"
+    runs = [
+        {"workload": "default", "policy": p, "seed": s, "ratio_130": v}
+        for p, s, v in [("fgd", 42, 95.4), ("fgd", 43, 95.6), ("default", 42, 95.8)]
+    ]
+    head, _rule, row = ali.table(runs, ["default"], ["fgd", "default"])
+    assert head == "| workload | fgd | default |"
+    paper = ali.mean_sd(ali.paper_at("130")[("default", "06-FGD")])
+    assert row == f"| default | 95.50 ± 0.14 (n=2) ({paper}) | 95.80 ± 0.00 (n=1) |"

@@ -106,6 +106,7 @@ def test_default_breaks_ties_towards_fuller_and_smaller_nodes() -> None:
     constrained = typical_pods([HALF, WHOLE, pinned], popularity=1.0)
     assert get_slice_policy("fgd", target=constrained).place(c, WHOLE, rng) == (0, (0,))
     assert get_slice_policy("default", target=constrained).place(c, WHOLE, rng) == (1, (0,))
+    assert get_slice_policy("fgd_tied", target=constrained).place(c, WHOLE, rng) == (1, (0,))
     # Without GPU-model constraints in the target, default breaks ties as FGD does.
     free = typical_pods([HALF, WHOLE], popularity=1.0)
     assert get_slice_policy("default", target=free).place(c, WHOLE, rng) == (0, (0,))
