@@ -307,9 +307,11 @@ class Fgd:
         after = meter.measure(after_g, c_after, m)
         return self._score(after - before), np.full(len(nodes), -1, dtype=np.int64)
 
-    def place(
-        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
-    ) -> Placement | None:
+    def _scored(
+        self, cluster: SliceCluster, pod: SlicePod
+    ) -> tuple[npt.NDArray[np.bool_], _FragCache] | None:
+        """The nodes that fit ``pod`` and this pod shape's score cache, brought up to date for
+        the nodes that changed since it was last read; None when no node fits."""
         feasible = cluster.feasible(pod)
         if not feasible.any():
             return None
@@ -322,6 +324,15 @@ class Fgd:
         if len(stale):
             cache.score[stale], cache.gpu[stale] = self._evaluate(cluster, pod, stale)
             cache.version[stale] = cluster.version[stale]
+        return feasible, cache
+
+    def place(
+        self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
+    ) -> Placement | None:
+        scored = self._scored(cluster, pod)
+        if scored is None:
+            return None
+        feasible, cache = scored
         scores = cache.score
         if self.tie_best_fit:
             # Ties on the exact increase: the node left with the least idle GPU (best fit).
@@ -479,18 +490,10 @@ class FgdLookahead(Fgd):
     def place(
         self, cluster: SliceCluster, pod: SlicePod, rng: np.random.Generator
     ) -> Placement | None:
-        feasible = cluster.feasible(pod)
-        if not feasible.any():
+        scored = self._scored(cluster, pod)
+        if scored is None:
             return None
-        self._reset_for(cluster)
-        key = (pod.cpu_milli, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
-        cache = self._caches.get(key)
-        if cache is None:
-            cache = self._caches[key] = _FragCache(len(cluster))
-        stale = np.flatnonzero(feasible & (cache.version != cluster.version))
-        if len(stale):
-            cache.score[stale], cache.gpu[stale] = self._evaluate(cluster, pod, stale)
-            cache.version[stale] = cluster.version[stale]
+        feasible, cache = scored
         scores = np.where(feasible, cache.score, -np.inf)
         tied = np.flatnonzero(scores == scores.max())
         if len(tied) > 1:
