@@ -11,29 +11,23 @@ job that ended is terminated by the next cycle's ``sweep``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 from neocloud.db.engine import Database
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.capacity import FleetCapacity, capacity_from_settings
-from neocloud.studio.finetuning.training import Example, StepMetrics, Trainer
 from neocloud.studio.finetuning.worker import LocalRunner, Runner
 from neocloud.studio.tables import FineTuneJobRow
 
 
-class FleetRunner:
-    """Trains in the worker's process on capacity compute gave the job."""
+class FleetRunner(LocalRunner):
+    """Trains in the worker's process (``LocalRunner.train``: no ``node`` runner yet) on
+    capacity compute gave the job."""
 
     name = "fleet"
 
     def __init__(self, capacity: FleetCapacity) -> None:
         self.capacity = capacity
-
-    @property
-    def retry_s(self) -> float:
-        return self.capacity.retry_s
+        self.retry_s = capacity.retry_s
 
     def acquire(self, job: FineTuneJobRow) -> str | None:
         return self.capacity.acquire_finetune(job)
@@ -43,19 +37,6 @@ class FleetRunner:
 
     def sweep(self) -> None:
         self.capacity.sweep()
-
-    def train(
-        self,
-        trainer: Trainer,
-        train: list[Example],
-        valid: list[Example],
-        *,
-        start_epoch: int,
-        on_step: Callable[[StepMetrics], None],
-        on_epoch: Callable[[int, int, Path], None],
-    ) -> None:
-        # No node of its own to run on yet (``node`` runner): the worker's process trains.
-        trainer.run(train, valid, start_epoch=start_epoch, on_step=on_step, on_epoch=on_epoch)
 
 
 def build_runner(db: Database, clock: Clock, settings: Settings) -> Runner:
