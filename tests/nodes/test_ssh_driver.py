@@ -10,6 +10,7 @@ PID 1; see ``reboot_node`` below for what that does and does not exercise).
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -398,6 +399,15 @@ def test_an_unreachable_host_is_named_precisely(rig: Rig) -> None:
     host = rig.host()
     node = rig.node(host)
     host.exec("kill 1")  # sshd stops; the address still answers, with a refusal
+    deadline = time.monotonic() + 15  # once its listening socket is closed (not at once)
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host.address, 22), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+        except OSError:
+            pass
+        time.sleep(0.1)
     step = rig.driver.provision(node, rig.request())
     assert not step.ok
     assert step.repair  # a node that cannot be reached takes no tenant until repaired
