@@ -77,17 +77,9 @@ def _acting_for(org_id: str, key_id: str) -> Principal:
 
 def job_instance(*, db: Database, studio_job_id: str) -> JobInstance | None:
     """The job's live instance, else its latest ended one; None when it never had one."""
-    with db.transaction() as s:
-        rows = list(
-            s.scalars(
-                sa.select(InstanceRow)
-                .where(InstanceRow.studio_job_id == studio_job_id)
-                .order_by(InstanceRow.created_at.desc(), InstanceRow.id.desc())
-            )
-        )
-    live = [r for r in rows if r.state in _LIVE]
-    pick = live[0] if live else (rows[0] if rows else None)
-    return None if pick is None else _view(pick)
+    every = job_instances(db=db, studio_job_id=studio_job_id)
+    live = [i for i in every if i.live]
+    return live[-1] if live else (every[-1] if every else None)
 
 
 def job_instances(*, db: Database, studio_job_id: str) -> list[JobInstance]:
