@@ -182,7 +182,8 @@ def unique_name(prefix: str = "th") -> str:
 
 @pytest.fixture
 def testhost(testhost_support: None) -> Iterator[Callable[..., Host]]:
-    """Factory: ``testhost(name=None, gpus=0, authorized_key=None, address=None) -> Host``.
+    """Factory: ``testhost(name=None, gpus=0, authorized_key=None, address=None, binds=())
+    -> Host`` (``binds``: the machine's directories shown read-only inside, ``up --bind``).
 
     ``name`` is a prefix (the worker id and a serial are appended); ``authorized_key`` is the
     public key text root logs in with. Every host made is downed at teardown.
@@ -194,6 +195,7 @@ def testhost(testhost_support: None) -> Iterator[Callable[..., Host]]:
         gpus: int = 0,
         authorized_key: str | None = None,
         address: str | None = None,
+        binds: tuple[str, ...] = (),
     ) -> Host:
         host_name = unique_name(name or "th")
         args = ["up", host_name]
@@ -208,6 +210,8 @@ def testhost(testhost_support: None) -> Iterator[Callable[..., Host]]:
             args += ["--gpus", str(gpus)]
         if address is not None:
             args += ["--address", address]
+        for path in binds:
+            args += ["--bind", path]
         made.append(host_name)
         try:
             done = run_testhost(*args)

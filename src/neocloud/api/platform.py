@@ -236,8 +236,9 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     from neocloud.studio.finetuning.tracking import tracker_for
     from neocloud.studio.finetuning.worker import build_worker
 
-    # studio_runner: local (in this process) or fleet (an instance in the job's org's name first)
-    runner = build_runner(db, clock, settings)
+    # studio_runner: local (in this process), fleet (an instance in the job's org's name first)
+    # or node (that instance, and training on its node through the node's driver)
+    runner = build_runner(db, clock, settings, drivers)
     tracker = tracker_for(settings)  # MLflow runs when NEOCLOUD_MLFLOW_TRACKING_URI is set
     finetune = build_worker(db, clock, settings.data_dir, runner=runner, tracker=tracker)
     if finetune is not None:

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from neocloud.compute.domain import INSTANCE_LIVE, InstanceState, Reason, ReservationPolicy
+from neocloud.compute.reconciler import node_ref
 from neocloud.compute.service import InstanceSpec, create_instance, terminate_instance
 from neocloud.compute.tables import InstanceRow
 from neocloud.db.engine import Database
+from neocloud.drivers.base import DEFAULT_LOGIN_USER, NodeRef
+from neocloud.fleet.tables import NodeRow
 from neocloud.kernel.auth import Principal, Role
 from neocloud.kernel.clock import Clock
 
@@ -80,6 +83,26 @@ def job_instance(*, db: Database, studio_job_id: str) -> JobInstance | None:
     every = job_instances(db=db, studio_job_id=studio_job_id)
     live = [i for i in every if i.live]
     return live[-1] if live else (every[-1] if every else None)
+
+
+def job_node(*, db: Database, studio_job_id: str) -> tuple[NodeRef, str] | None:
+    """The node under the job's running instance, as drivers need it, and the instance's
+    login user (the job's processes run as that user); None when it has none."""
+    with db.transaction() as s:
+        found = s.execute(
+            sa.select(NodeRow, InstanceRow.login_user)
+            .join(InstanceRow, InstanceRow.node_id == NodeRow.id)
+            .where(
+                InstanceRow.studio_job_id == studio_job_id,
+                InstanceRow.state == InstanceState.RUNNING.value,
+            )
+            .order_by(InstanceRow.created_at.desc())
+            .limit(1)
+        ).first()
+        if found is None:
+            return None
+        node, login = found
+        return node_ref(node), login or DEFAULT_LOGIN_USER
 
 
 def job_instances(*, db: Database, studio_job_id: str) -> list[JobInstance]:

@@ -113,7 +113,8 @@ def provision_request(
         login=Login(
             row.login_user or DEFAULT_LOGIN_USER,
             tuple(row.ssh_keys or ()),
-            sudo=bool(config.get("sudo", True)),
+            sudo=bool(config.get("sudo", True)) and row.studio_job_id is None,
+            service=row.studio_job_id is not None,  # a studio job's: nobody logs in
         ),
         image=None
         if row.image is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from neocloud.drivers.base import (
@@ -105,6 +106,20 @@ class BareMetalDriver:
         if not has_ssh(node):
             return -1, f"node {node.hostname}: a redfish-only node has no OS login"
         return self.ssh.run_root(node, script, timeout_s=timeout_s, stdin=stdin)
+
+    def stream_root(
+        self,
+        node: NodeRef,
+        script: str,
+        *,
+        timeout_s: float,
+        stdin: bytes,
+        on_line: Callable[[str], None],
+    ) -> tuple[int, str]:
+        """The ssh driver's ``stream_root`` (``Streamer``); -1 for a BMC-only node."""
+        if not has_ssh(node):
+            return -1, f"node {node.hostname}: a redfish-only node has no OS login"
+        return self.ssh.stream_root(node, script, timeout_s=timeout_s, stdin=stdin, on_line=on_line)
 
     # -- the BMC's ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ instance types off such nodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,6 +57,9 @@ class Login:
     user: str = DEFAULT_LOGIN_USER
     public_keys: tuple[str, ...] = ()
     sudo: bool = True
+    # A workload the platform runs in the tenant's name (a studio job): the user exists for its
+    # processes, nobody logs in, so it may have no key.
+    service: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,29 @@ class Executor(Protocol):
 
     def run_root(
         self, node: NodeRef, script: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> tuple[int, str]: ...
+
+
+@runtime_checkable
+class Streamer(Protocol):
+    """An optional capability of a driver: run a long script as root on a node and hand its
+    standard output to the caller line by line while it runs (a studio job training on the
+    node compute gave it). ``stdin`` is sent first and the script's standard input then stays
+    open for as long as the caller waits: it reaches end-of-file only when the caller goes
+    (``on_line`` raised, the deadline passed, the caller's process died), so a script can stop
+    with its caller by watching it. ``on_line`` may raise to stop: the connection is closed and
+    the exception goes on to the caller. Answers (exit status, the last of standard error);
+    -1 with a message naming the node when the script could not be run or did not finish
+    within ``timeout_s`` seconds. Never raises for a node's failure."""
+
+    def stream_root(
+        self,
+        node: NodeRef,
+        script: str,
+        *,
+        timeout_s: float,
+        stdin: bytes,
+        on_line: Callable[[str], None],
     ) -> tuple[int, str]: ...
 
 

@@ -319,7 +319,9 @@ class SshDriver:
             login = sc.valid_user(request.login.user, what="login user")
             workload = sc.valid_workload(request.workload_id)
             host = sc.safe_hostname(request.hostname)
-            keys = sc.public_key_lines(request.login.public_keys)
+            keys = sc.public_key_lines(
+                request.login.public_keys, required=not request.login.service
+            )
             kind = sc.user_data_kind(request.user_data) if request.user_data else None
         except sc.SshConfigError as exc:
             raise SshStepError(f"node {node.hostname}: provision: {exc}") from None
@@ -721,6 +723,30 @@ class SshDriver:
         out = sc.output_tail(done.stdout, 65536)
         err = sc.output_tail(done.stderr, 65536)
         return done.status, out + (("\n" + err) if err.strip() else "")
+
+    # --- stream_root (the Streamer capability) ---------------------------------------------
+
+    def stream_root(
+        self,
+        node: NodeRef,
+        script: str,
+        *,
+        timeout_s: float,
+        stdin: bytes,
+        on_line: Callable[[str], None],
+    ) -> tuple[int, str]:
+        """Run ``script`` as root on ``node``, its output line by line to ``on_line``
+        (``drivers.base.Streamer``): its exit status and the last of its standard error; -1
+        and a message naming the node when it cannot be run or does not finish in time. What
+        ``on_line`` raises goes on to the caller once the connection is closed."""
+        try:
+            with self.connect(node) as session:
+                done = session.stream(
+                    script, what="stream_root", timeout=timeout_s, stdin=stdin, on_line=on_line
+                )
+        except SshStepError as exc:
+            return -1, str(exc)
+        return done.status, sc.output_tail(done.stderr, 65536)
 
 
 def assign_provision(host: str, login: str, workload: str, keys: str, sudo: bool) -> str:

@@ -134,8 +134,9 @@ def valid_scratch_path(path: object) -> str:
     return norm
 
 
-def public_key_lines(keys: Sequence[str]) -> str:
-    """The ``authorized_keys`` text for ``keys`` (one OpenSSH line each)."""
+def public_key_lines(keys: Sequence[str], *, required: bool = True) -> str:
+    """The ``authorized_keys`` text for ``keys`` (one OpenSSH line each); none at all is
+    refused unless not ``required`` (a service login nobody logs in with)."""
     lines = []
     for key in keys:
         line = key.strip()
@@ -145,6 +146,8 @@ def public_key_lines(keys: Sequence[str]) -> str:
             raise SshConfigError("a public key spans more than one line")
         lines.append(line)
     if not lines:
+        if not required:
+            return ""
         raise SshConfigError("the login has no public key: nobody could log in")
     return "\n".join(lines) + "\n"
 

@@ -93,6 +93,21 @@ def load_private_key(text: str) -> paramiko.PKey:
     )
 
 
+class _CallerStopped(Exception):
+    """What a stream's ``on_line`` raised, carried past the connection's own error handling."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _deliver(on_line: Callable[[str], None], line: bytes) -> None:
+    try:
+        on_line(line.decode("utf-8", errors="replace"))
+    except Exception as exc:
+        raise _CallerStopped(exc) from None
+
+
 class Session:
     """One open connection to a node; ``run`` executes a script as root with a deadline."""
 
@@ -149,6 +164,69 @@ class Session:
                 )
             select.select([fd], [], [], min(0.2, remaining))
         return Completed(chan.recv_exit_status(), bytes(out), bytes(err))
+
+    def stream(
+        self,
+        script: str,
+        *,
+        what: str,
+        timeout: float,
+        stdin: bytes,
+        on_line: Callable[[str], None],
+    ) -> Completed:
+        """Run ``script`` as root, sending ``stdin`` and keeping the script's standard input
+        open while it runs; each line of its standard output goes to ``on_line`` as it comes
+        (``Completed.stdout`` is empty). An exception from ``on_line`` closes the channel (the
+        script sees end-of-file on its input) and goes on to the caller."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshStepError(f"node {self.node.hostname}: {what}: the connection dropped")
+        try:
+            chan = transport.open_session(timeout=min(timeout, 30.0))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshStepError(
+                f"node {self.node.hostname}: {what}: cannot open a session ({type(exc).__name__})"
+            ) from None
+        try:
+            chan.exec_command(sc.as_root(script, self.cfg.user))
+            chan.sendall(stdin)
+            return self._lines(chan, timeout, what, on_line)
+        except _CallerStopped as stopped:  # the caller's own exception, not the connection's
+            raise stopped.error from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshStepError(
+                f"node {self.node.hostname}: {what}: the connection failed ({type(exc).__name__})"
+            ) from None
+        finally:
+            chan.close()
+
+    def _lines(
+        self, chan: paramiko.Channel, limit: float, what: str, on_line: Callable[[str], None]
+    ) -> Completed:
+        pending, err = bytearray(), bytearray()
+        deadline = time.monotonic() + limit
+        fd = chan.fileno()
+        while True:
+            while chan.recv_ready():
+                pending += chan.recv(65536)
+                *lines, rest = bytes(pending).split(b"\n")
+                pending = bytearray(rest)
+                for line in lines:
+                    _deliver(on_line, line)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+                del err[:-OUTPUT_CAP]
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SshStepError(
+                    f"node {self.node.hostname}: {what} did not finish within {limit:g} s"
+                )
+            select.select([fd], [], [], min(0.2, remaining))
+        if pending:
+            _deliver(on_line, bytes(pending))
+        return Completed(chan.recv_exit_status(), b"", bytes(err))
 
     def check(self, script: str, *, what: str, timeout: float | None = None) -> Completed:
         """``run``, and ``SshStepError`` unless it exits 0."""

@@ -74,8 +74,15 @@ class Settings(BaseSettings):
     # first gets an instance of ``studio_job_instance_type`` in its org's name (on-demand for
     # fine-tunes, spot for batches by default; queued up to ``studio_job_max_wait_s``), counted
     # in utilization and quota but billed by its tokens only; a job waiting for one is looked
-    # at again every ``studio_job_retry_s``.
-    studio_runner: Literal["local", "fleet"] = "local"
+    # at again every ``studio_job_retry_s``; or ``node``: as ``fleet``, and a fine-tune trains on
+    # that instance's node through its driver (ssh, redfish+ssh), with ``studio_node_python``
+    # there (its image must carry torch, transformers and peft), staged under
+    # ``studio_node_workdir`` (base models kept per node, a job's files removed after it).
+    studio_runner: Literal["local", "fleet", "node"] = "local"
+    studio_node_python: str = Field("python3", min_length=1, max_length=1024)
+    studio_node_workdir: str = Field(
+        "/var/lib/neocloud/studio", min_length=2, max_length=1024, pattern=r"^/[A-Za-z0-9._/-]+$"
+    )
     studio_job_instance_type: str = Field("1xH100", min_length=3, max_length=32)
     studio_finetune_class: Literal["on_demand", "spot"] = "on_demand"
     studio_batch_class: Literal["on_demand", "spot"] = "spot"

@@ -16,8 +16,9 @@ answers None once that instance is ``running`` with no stop asked for, else why 
 completed, expired): the workers run it every cycle, so an instance outlives its job by at most
 a cycle, also when the worker that ran the job died (the next one's sweep finds it by job id).
 
-The work itself still runs in the worker's process once the instance is running: on the
-simulated fleet of ``make run`` there is no node to run it on (docs/studio-jobs.md).
+Under ``fleet`` the work runs in the worker's process once the instance is running; under
+``node`` a fine-tune trains on the instance's node (``studio/finetuning/node.py``), while a
+batch still runs in the worker's process (docs/studio-jobs.md).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ class FleetCapacity:
 
 
 def capacity_from_settings(db: Database, clock: Clock, settings: Settings) -> FleetCapacity | None:
-    """Fleet capacity when ``studio_runner`` is ``fleet``; None for ``local``."""
-    if settings.studio_runner != "fleet":
+    """Fleet capacity when ``studio_runner`` is ``fleet`` or ``node``; None for ``local``."""
+    if settings.studio_runner == "local":
         return None
     return FleetCapacity(db, clock, CapacityOptions.from_settings(settings))

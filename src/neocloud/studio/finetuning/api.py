@@ -132,13 +132,15 @@ async def create_job(request: Request, caller: StudioCaller) -> dict[str, Any]:
         raise InvalidRequest("the body must be a JSON object", code="invalid_json")
     runtime = studio_runtime(request)
     bases = fine_tunable(runtime.catalog)
+    ctx = request.app.state.ctx
     row = await run_in_threadpool(
         lambda: service.create_job(
-            db=request.app.state.ctx.db,
+            db=ctx.db,
             clock=runtime.clock,
             principal=caller,
             bases=bases,
             body=body,
+            runner=ctx.settings.studio_runner,  # shown on the job: where it will train
         )
     )
     nudge = getattr(request.app.state, "finetune_nudge", None)

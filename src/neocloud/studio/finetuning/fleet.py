@@ -12,6 +12,7 @@ job that ended is terminated by the next cycle's ``sweep``.
 from __future__ import annotations
 
 from neocloud.db.engine import Database
+from neocloud.drivers.base import Drivers
 from neocloud.kernel.clock import Clock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.capacity import FleetCapacity, capacity_from_settings
@@ -20,8 +21,8 @@ from neocloud.studio.tables import FineTuneJobRow
 
 
 class FleetRunner(LocalRunner):
-    """Trains in the worker's process (``LocalRunner.train``: no ``node`` runner yet) on
-    capacity compute gave the job."""
+    """Trains in the worker's process (``LocalRunner.train``) on capacity compute gave the
+    job; ``NodeRunner`` (node.py) trains on that capacity's node."""
 
     name = "fleet"
 
@@ -39,7 +40,18 @@ class FleetRunner(LocalRunner):
         self.capacity.sweep()
 
 
-def build_runner(db: Database, clock: Clock, settings: Settings) -> Runner:
-    """The runner ``studio_runner`` names: ``local`` (default) or ``fleet``."""
+def build_runner(
+    db: Database, clock: Clock, settings: Settings, drivers: Drivers | None = None
+) -> Runner:
+    """The runner ``studio_runner`` names: ``local`` (default), ``fleet``, or ``node`` (which
+    needs the platform's ``drivers`` to reach the nodes)."""
     capacity = capacity_from_settings(db, clock, settings)
-    return LocalRunner() if capacity is None else FleetRunner(capacity)
+    if capacity is None:
+        return LocalRunner()
+    if settings.studio_runner == "node":
+        if drivers is None:
+            raise ValueError("studio_runner=node needs the platform's drivers")
+        from neocloud.studio.finetuning.node import build_node_runner
+
+        return build_node_runner(capacity, drivers, settings)
+    return FleetRunner(capacity)

@@ -428,6 +428,16 @@ def move(
         return True
 
 
+def note(*, db: Database, clock: Clock, lease: Lease, message: str) -> bool:
+    """An event on the held running job (where it trains, say); False when no longer held."""
+    with db.transaction() as s:
+        row = _held(s, lease, (JobStatus.RUNNING,))
+        if row is None:
+            return False
+        add_event(s, row.id, clock.now(), message)
+        return True
+
+
 def wait_queued(
     *, db: Database, clock: Clock, lease: Lease, reason: str, retry_s: float = 0.0
 ) -> None:

@@ -10,8 +10,9 @@ tracked through the ``Tracker`` port (tracking.py: an MLflow run per job, or non
 Runners (the ``Runner`` port): ``LocalRunner`` trains in this process with no fleet capacity
 (``make run``, tests); ``FleetRunner`` (``studio/finetuning/fleet.py``, ``studio_runner=fleet``)
 first gets the job an instance in its org's name and trains once it runs, pausing back to
-``queued`` at the next step when the instance is preempted. A runner that trains *on* the node
-compute gives the job (``node``) is not built yet.
+``queued`` at the next step when the instance is preempted; ``NodeRunner``
+(``studio/finetuning/node.py``, ``studio_runner=node``) does the same and trains *on* that
+instance's node, through the node's driver.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Runner(Protocol):
 
     def train(
         self,
+        job: FineTuneJobRow,
         trainer: Trainer,
         train: list[Example],
         valid: list[Example],
@@ -92,8 +94,10 @@ class Runner(Protocol):
         start_epoch: int,
         on_step: Callable[[StepMetrics], None],
         on_epoch: Callable[[int, int, Path], None],
+        on_note: Callable[[str], None],
     ) -> None:
-        """Run the trainer's epochs after ``start_epoch``."""
+        """Run ``job``'s epochs after ``start_epoch`` with ``trainer`` (``on_note``: an event
+        for the job, where it trains)."""
         ...
 
 
@@ -114,6 +118,7 @@ class LocalRunner:
 
     def train(
         self,
+        job: FineTuneJobRow,
         trainer: Trainer,
         train: list[Example],
         valid: list[Example],
@@ -121,6 +126,7 @@ class LocalRunner:
         start_epoch: int,
         on_step: Callable[[StepMetrics], None],
         on_epoch: Callable[[int, int, Path], None],
+        on_note: Callable[[str], None],
     ) -> None:
         trainer.run(train, valid, start_epoch=start_epoch, on_step=on_step, on_epoch=on_epoch)
 
@@ -268,12 +274,14 @@ class FineTuneWorker:
         )
         run.tracking.start()
         self.runner.train(
+            job,
             trainer,
             train,
             valid,
             start_epoch=job.epochs_done,
             on_step=lambda m: self._on_step(run, m),
             on_epoch=lambda epoch, step, path: self._on_epoch(run, epoch, step, path),
+            on_note=lambda text: self._note(run, text),
         )
         hp = trainer.hp
         adapter = self.root / job.id / "adapter"
@@ -312,6 +320,10 @@ class FineTuneWorker:
         if not service.move(
             db=self.db, clock=self.clock, lease=run.lease, target=target, message=message
         ):
+            raise JobLost(run.job.id)
+
+    def _note(self, run: _Run, text: str) -> None:
+        if not service.note(db=self.db, clock=self.clock, lease=run.lease, message=text):
             raise JobLost(run.job.id)
 
     def _on_step(self, run: _Run, m: StepMetrics) -> None:
