@@ -519,3 +519,60 @@ def test_the_runner_is_a_setting(settings: Settings, db: Database, clock: Virtua
         settings=fleet.model_copy(update={"studio_batch_worker": False}), db=db, clock=clock
     )
     assert isinstance(app.state.studio.batches.capacity, FleetCapacity)
+
+
+def test_the_node_runner_needs_drivers_and_trains_in_the_worker_on_a_simulated_node(
+    ft_app: FastAPI,
+    ft_web: TestClient,
+    ft_admin: Client,
+    settings: Settings,
+    db: Database,
+    clock: VirtualClock,
+    compute: Worker,
+    tmp_path: Path,
+) -> None:
+    """``studio_runner=node`` gets capacity as ``fleet`` does; the simulator's node cannot run
+    commands, so the job trains in the worker process and its events say so (training on a
+    real node: tests/nodes/test_studio_node_runner.py)."""
+    from neocloud.drivers.base import Drivers
+    from neocloud.studio.finetuning.fleet import build_runner
+    from neocloud.studio.finetuning.node import NodeOptions, NodeRunner
+    from neocloud.studio.finetuning.serving import fine_tunable
+    from neocloud.studio.finetuning.worker import FineTuneWorker
+
+    node = settings.model_copy(update={"studio_runner": "node"})
+    with pytest.raises(ValueError, match="drivers"):
+        build_runner(db, clock, node)
+    drivers = Drivers({"sim": SimDriver(seed=1)})
+    built = build_runner(db, clock, node, drivers)
+    assert isinstance(built, NodeRunner)
+    assert built.options == NodeOptions()
+
+    _org, key = tenant(ft_admin, "nodal", quota=8)
+    oai = client(ft_web, key)
+    train = oai.files.create(file=("train.jsonl", TRAIN), purpose="fine-tune").id
+    job = oai.fine_tuning.jobs.create(
+        model=BASE, training_file=train, hyperparameters={"n_epochs": 1, "batch_size": 6}
+    )
+    runtime: StudioRuntime = ft_app.state.studio
+    w = FineTuneWorker(
+        db,
+        clock,
+        store=runtime.files,
+        root=tmp_path / "finetune",
+        bases=fine_tunable(runtime.catalog),
+        runner=NodeRunner(FleetCapacity(db, clock, RETRY), drivers),
+    )
+    assert w.run_once() is True  # an instance asked for
+    inst = only(db, job.id)
+    settle(compute, clock, lambda: state(db, inst.id) == "running")
+    clock.advance(timedelta(seconds=6))
+    for _ in range(5):
+        if not w.run_once():
+            break
+    done = oai.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    told = [e.message for e in oai.fine_tuning.jobs.list_events(job.id, limit=50)]
+    assert "Fine-tuning job started on the node runner" in told
+    hostname = next(m for m in told if "cannot run commands" in m)
+    assert hostname.endswith("(sim driver) cannot run commands: training in the worker process")
