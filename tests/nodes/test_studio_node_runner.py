@@ -156,7 +156,7 @@ def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
 
         # Steps and checkpoints came back from the node, and the loss fell.
         metrics = [e for e in events(oai, job.id) if e.type == "metrics"]
-        assert [m.data["step"] for m in metrics] == list(range(1, 10))  # 12 examples / 4 × 3
+        assert [m.data["step"] for m in metrics] == list(range(1, 10))  # 12 examples / 4, 3 epochs
         losses = [m.data["train_loss"] for m in metrics]
         assert losses[-1] < losses[0] * 0.7, losses
         checkpoints = oai.fine_tuning.jobs.checkpoints.list(job.id).data
@@ -179,7 +179,8 @@ def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
         # no training process is left.
         assert host_has(host, f"! -e {WORKDIR}/jobs/{job.id}")
         bases = host.exec(f"ls {WORKDIR}/bases").stdout.split()
-        assert len(bases) == 1 and bases[0].startswith("tiny-llama-"), bases
+        assert len(bases) == 1, bases
+        assert bases[0].startswith("tiny-llama-"), bases
         assert host_has(host, f"-f {WORKDIR}/bases/{bases[0]}/config.json")
         assert trainer_processes(host) == ""
 
@@ -229,9 +230,9 @@ def test_a_job_whose_platform_stops_mid_training_stops_on_the_node_and_resumes(
         assert any(m.startswith("Resuming from the checkpoint of epoch") for m in told), told
         assert len([m for m in told if m.startswith("Training on node ft-gpu-1")]) == 2, told
         steps = [e.data["step"] for e in events(oai, job.id) if e.type == "metrics"]
-        assert steps[-1] == 24 and set(steps) == set(range(1, 25)), steps
+        assert steps[-1] == 24, steps
+        assert set(steps) == set(range(1, 25)), steps
         # One checkpoint per epoch across both runs (each billed once, on its epoch's key).
-        assert sorted(c.step_number for c in oai.fine_tuning.jobs.checkpoints.list(job.id).data) == [
-            3 * e for e in range(1, 9)
-        ]
+        kept = oai.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert sorted(c.step_number for c in kept) == [3 * e for e in range(1, 9)]
         assert host_has(host, f"! -e {WORKDIR}/jobs/{job.id}")
