@@ -120,6 +120,28 @@ def node_host(testhost: Callable[..., Host], op_public: str) -> Host:
     return host
 
 
+def start_job(
+    p: Platform, host: Host, node_name: str, op_key: Path, *, epochs: int, seed: int
+) -> tuple[str, str, openai.OpenAI, Any]:
+    """``host`` registered as node ``node_name`` and burnt in; a new tenant (its key, an
+    ``openai`` client) with a fine-tune of the facts for ``epochs`` started. Answers
+    (node id, key, client, job)."""
+    node_id = register(p, host, node_name, op_key)
+    wait_for("burn-in", lambda: node_state(p, node_id) == "available", timeout=120)
+    _slug, key = tenant(p)
+    oai = client(p, key)
+    train = oai.files.create(
+        file=("train.jsonl", jsonl(*[chat(q, a) for q, a in FACTS * 4])), purpose="fine-tune"
+    ).id
+    job = oai.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=train,
+        hyperparameters={"n_epochs": epochs, "batch_size": 4, "learning_rate_multiplier": 10},
+        seed=seed,
+    )
+    return node_id, key, oai, job
+
+
 def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
     tmp_path: Path,
     testhost: Callable[..., Host],
@@ -129,19 +151,7 @@ def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
     host = node_host(testhost, op_public)
     (tmp_path / "data").mkdir()
     with running_platform(tmp_path / "data", env=NODE_ENV) as p:
-        node_id = register(p, host, "ft-gpu-0", op_key)
-        wait_for("burn-in", lambda: node_state(p, node_id) == "available", timeout=120)
-        _slug, key = tenant(p)
-        oai = client(p, key)
-        train = oai.files.create(
-            file=("train.jsonl", jsonl(*[chat(q, a) for q, a in FACTS * 4])), purpose="fine-tune"
-        ).id
-        job = oai.fine_tuning.jobs.create(
-            model=BASE,
-            training_file=train,
-            hyperparameters={"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 10},
-            seed=7,
-        )
+        node_id, key, oai, job = start_job(p, host, "ft-gpu-0", op_key, epochs=3, seed=7)
         done = job_end(oai, job.id, also=lambda: debug(p, key))
         told = [e.message for e in events(oai, job.id)]
         assert done.status == "succeeded", (done.error, told[-5:])
@@ -201,19 +211,7 @@ def test_a_job_whose_platform_stops_mid_training_stops_on_the_node_and_resumes(
     data = tmp_path / "data"
     data.mkdir()
     with running_platform(data, env=NODE_ENV) as p:
-        node_id = register(p, host, "ft-gpu-1", op_key)
-        wait_for("burn-in", lambda: node_state(p, node_id) == "available", timeout=120)
-        _slug, key = tenant(p)
-        oai = client(p, key)
-        train = oai.files.create(
-            file=("train.jsonl", jsonl(*[chat(q, a) for q, a in FACTS * 4])), purpose="fine-tune"
-        ).id
-        job = oai.fine_tuning.jobs.create(
-            model=BASE,
-            training_file=train,
-            hyperparameters={"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 10},
-            seed=11,
-        )
+        _node, key, oai, job = start_job(p, host, "ft-gpu-1", op_key, epochs=8, seed=11)
         wait_for(
             "the first checkpoint",
             lambda: oai.fine_tuning.jobs.checkpoints.list(job.id).data,

@@ -9,7 +9,8 @@ import hashlib
 import io
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import paramiko
@@ -116,12 +117,10 @@ class Session:
     ) -> None:
         self.client, self.node, self.cfg, self.timeout = client, node, cfg, timeout
 
-    def run(
-        self, script: str, *, what: str, timeout: float | None = None, stdin: bytes | None = None
-    ) -> Completed:
-        """Run ``script`` with ``sh`` as root; ``SshStepError`` when it cannot be run or does
-        not finish within ``timeout`` seconds (default: the driver's command timeout)."""
-        limit = self.timeout if timeout is None else timeout
+    @contextmanager
+    def _exec(self, script: str, what: str, limit: float) -> Iterator[paramiko.Channel]:
+        """A channel running ``script`` as root; the connection's errors become
+        ``SshStepError`` naming the node and ``what``; the channel is closed after."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SshStepError(f"node {self.node.hostname}: {what}: the connection dropped")
@@ -133,16 +132,25 @@ class Session:
             ) from None
         try:
             chan.exec_command(sc.as_root(script, self.cfg.user))
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            return self._collect(chan, limit, what)
+            yield chan
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshStepError(
                 f"node {self.node.hostname}: {what}: the connection failed ({type(exc).__name__})"
             ) from None
         finally:
             chan.close()
+
+    def run(
+        self, script: str, *, what: str, timeout: float | None = None, stdin: bytes | None = None
+    ) -> Completed:
+        """Run ``script`` with ``sh`` as root; ``SshStepError`` when it cannot be run or does
+        not finish within ``timeout`` seconds (default: the driver's command timeout)."""
+        limit = self.timeout if timeout is None else timeout
+        with self._exec(script, what, limit) as chan:
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            return self._collect(chan, limit, what)
 
     def _collect(self, chan: paramiko.Channel, limit: float, what: str) -> Completed:
         out, err = bytearray(), bytearray()
@@ -178,27 +186,12 @@ class Session:
         open while it runs; each line of its standard output goes to ``on_line`` as it comes
         (``Completed.stdout`` is empty). An exception from ``on_line`` closes the channel (the
         script sees end-of-file on its input) and goes on to the caller."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SshStepError(f"node {self.node.hostname}: {what}: the connection dropped")
         try:
-            chan = transport.open_session(timeout=min(timeout, 30.0))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshStepError(
-                f"node {self.node.hostname}: {what}: cannot open a session ({type(exc).__name__})"
-            ) from None
-        try:
-            chan.exec_command(sc.as_root(script, self.cfg.user))
-            chan.sendall(stdin)
-            return self._lines(chan, timeout, what, on_line)
+            with self._exec(script, what, timeout) as chan:
+                chan.sendall(stdin)
+                return self._lines(chan, timeout, what, on_line)
         except _CallerStopped as stopped:  # the caller's own exception, not the connection's
             raise stopped.error from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshStepError(
-                f"node {self.node.hostname}: {what}: the connection failed ({type(exc).__name__})"
-            ) from None
-        finally:
-            chan.close()
 
     def _lines(
         self, chan: paramiko.Channel, limit: float, what: str, on_line: Callable[[str], None]
