@@ -433,10 +433,11 @@ def test_a_redfish_ssh_node_is_reimaged_between_tenants(
         if calls["reset"] >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    # At least the reimage's ForceOff and then On (or a restart); burn-in's power-on and the
-    # tenant's power-off are skipped when the server is already in that state, which depends on
-    # what ran on this emulator before (CI saw 2 and 3 on the same code).
-    assert calls["reset"] >= 2
+    # At least the reimage's power call; its ForceOff, burn-in's power-on and the tenant's
+    # power-off are skipped when the server is already in that state, which depends on what ran
+    # on this emulator before (CI saw 1, 2 and 3 resets on the same code). The boot override
+    # and both media inserts below are exact.
+    assert calls["reset"] >= 1
     assert calls["boot"] >= 1  # the one-time boot override
     assert calls["insert_cd"] == 1
     assert calls["insert_floppy"] == 1

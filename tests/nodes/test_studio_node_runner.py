@@ -195,7 +195,14 @@ def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
         assert trainer_processes(host) == ""
 
         # The job's instance ends with it and the node is wiped back to available.
-        wait_for("node back", lambda: node_state(p, node_id) == "available", timeout=120)
+        try:
+            wait_for("node back", lambda: node_state(p, node_id) == "available", timeout=120)
+        except AssertionError:
+            events = p.ok("GET", f"/nodes/{node_id}/events")["data"]
+            raise AssertionError(
+                f"node {p.ok('GET', f'/nodes/{node_id}')}; events {events[-6:]};"
+                f" instances {debug(p, key)}"
+            ) from None
         instances = p.ok("GET", "/instances?limit=50", key)["data"]
         mine = [i for i in instances if i["name"] == f"studio-{job.id}"]
         assert [i["state"] for i in mine] == ["terminated"], mine
@@ -211,7 +218,7 @@ def test_a_job_whose_platform_stops_mid_training_stops_on_the_node_and_resumes(
     data = tmp_path / "data"
     data.mkdir()
     with running_platform(data, env=NODE_ENV) as p:
-        _node, key, oai, job = start_job(p, host, "ft-gpu-1", op_key, epochs=8, seed=11)
+        _node, key, oai, job = start_job(p, host, "ft-gpu-1", op_key, epochs=16, seed=11)
         wait_for(
             "the first checkpoint",
             lambda: oai.fine_tuning.jobs.checkpoints.list(job.id).data,
@@ -228,9 +235,99 @@ def test_a_job_whose_platform_stops_mid_training_stops_on_the_node_and_resumes(
         assert any(m.startswith("Resuming from the checkpoint of epoch") for m in told), told
         assert len([m for m in told if m.startswith("Training on node ft-gpu-1")]) == 2, told
         steps = [e.data["step"] for e in events(oai, job.id) if e.type == "metrics"]
-        assert steps[-1] == 24, steps
-        assert set(steps) == set(range(1, 25)), steps
+        assert steps[-1] == 48, steps
+        assert set(steps) == set(range(1, 49)), steps
         # One checkpoint per epoch across both runs (each billed once, on its epoch's key).
-        kept = oai.fine_tuning.jobs.checkpoints.list(job.id).data
-        assert sorted(c.step_number for c in kept) == [3 * e for e in range(1, 9)]
+        kept = oai.fine_tuning.jobs.checkpoints.list(job.id, limit=20).data
+        assert sorted(c.step_number for c in kept) == [3 * e for e in range(1, 17)]
+        # Billed once: the invoice's training tokens are the job's, not more for the rerun part.
+        period = time.strftime("%Y-%m", time.gmtime())
+        preview = p.ok("GET", f"/invoices/preview?org_id={done.organization_id}&period={period}")
+        lines = {t["model"]: t for t in preview["token_lines"]}
+        assert lines[f"{BASE}:fine-tuning"]["input_tokens"] == done.trained_tokens, lines
         assert host_has(host, f"! -e {WORKDIR}/jobs/{job.id}")
+
+
+def batch_processes(host: Host) -> str:
+    done = host.exec("pgrep -af '[n]eocloud[.]studio[.]batches[.]remote' || true")
+    return done.stdout.strip()
+
+
+def test_a_batch_runs_on_its_node_and_is_billed_once_at_the_batch_price(
+    tmp_path: Path,
+    testhost: Callable[..., Host],
+    operator_keypair: tuple[str, str, Path],
+) -> None:
+    """A batch of built-in model requests: its instance's node runs them (a process of the
+    node's login user there while it runs), the answers come back in OpenAI's output lines, the
+    tokens are billed as batch tokens, once, and the node keeps only the package's code."""
+    _private, op_public, op_key = operator_keypair
+    host = node_host(testhost, op_public)
+    (tmp_path / "data").mkdir()
+    count = 300
+    with running_platform(
+        tmp_path / "data", env={**NODE_ENV, "NEOCLOUD_STUDIO_BATCH_WORKER": "true"}
+    ) as p:
+        node_id = register(p, host, "bt-gpu-0", op_key)
+        wait_for("burn-in", lambda: node_state(p, node_id) == "available", timeout=120)
+        slug, key = tenant(p)
+        oai = client(p, key)
+        rows = [
+            {
+                "custom_id": f"req-{n}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": BASE,
+                    "messages": [{"role": "user", "content": f"Count to {n % 7 + 2}."}],
+                    "max_tokens": 6,
+                    "temperature": 0,
+                },
+            }
+            for n in range(count)
+        ]
+        file_id = oai.files.create(file=("in.jsonl", jsonl(*rows)), purpose="batch").id
+        batch = oai.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        seen = wait_for("the batch running on the host", lambda: batch_processes(host), 240)
+        assert "neocloud.studio.batches.remote" in seen, seen
+        done = wait_for(
+            "the batch to end",
+            lambda: (
+                (b := oai.batches.retrieve(batch.id)).status
+                in ("completed", "failed", "cancelled", "expired")
+                and b
+            ),
+            timeout=300,
+        )
+        assert done.status == "completed", (done.errors, done)
+        assert done.request_counts.completed == count, done.request_counts
+        assert done.output_file_id is not None
+        out = [json.loads(x) for x in oai.files.content(done.output_file_id).text.splitlines()]
+        assert sorted(o["custom_id"] for o in out) == sorted(f"req-{n}" for n in range(count))
+        assert all(o["response"]["status_code"] == 200 for o in out)
+        answers = {o["custom_id"]: o["response"]["body"] for o in out}
+        assert answers["req-0"]["model"] == BASE
+        assert answers["req-0"]["choices"][0]["message"]["content"]
+        # Billed once, as batch tokens: the invoice's tokens are the output lines' usage.
+        prompt = sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in out)
+        period = time.strftime("%Y-%m", time.gmtime())
+        org = next(o["id"] for o in p.ok("GET", "/orgs?limit=500")["data"] if o["slug"] == slug)
+        preview = wait_for(
+            "the batch's tokens on the invoice",
+            lambda: [
+                t
+                for t in p.ok("GET", f"/invoices/preview?org_id={org}&period={period}")[
+                    "token_lines"
+                ]
+                if t["model"] == BASE
+            ],
+        )
+        assert [(t["batch"], t["input_tokens"]) for t in preview] == [(True, prompt)], preview
+        # On the host: the batch's files are gone, the code stays for the next one.
+        assert host_has(host, f"! -e {WORKDIR}/jobs/{batch.id}")
+        codes = host.exec(f"ls {WORKDIR}/code").stdout.split()
+        assert len(codes) == 1, codes
+        assert host_has(host, f"-f {WORKDIR}/code/{codes[0]}/neocloud/studio/batches/remote.py")
+        assert batch_processes(host) == ""

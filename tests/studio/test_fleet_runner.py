@@ -503,7 +503,8 @@ def test_a_spot_batch_preempted_midway_resumes_and_answers_and_bills_each_reques
 
 def test_the_runner_is_a_setting(settings: Settings, db: Database, clock: VirtualClock) -> None:
     from neocloud.studio.capacity import capacity_from_settings
-    from neocloud.studio.finetuning.fleet import FleetRunner, build_runner
+    from neocloud.studio.finetuning.fleet import FleetRunner
+    from neocloud.studio.finetuning.runners import build_runner
     from neocloud.studio.finetuning.worker import LocalRunner
 
     assert settings.studio_runner == "local"
@@ -535,8 +536,8 @@ def test_the_node_runner_needs_drivers_and_trains_in_the_worker_on_a_simulated_n
     commands, so the job trains in the worker process and its events say so (training on a
     real node: tests/nodes/test_studio_node_runner.py)."""
     from neocloud.drivers.base import Drivers
-    from neocloud.studio.finetuning.fleet import build_runner
     from neocloud.studio.finetuning.node import NodeOptions, NodeRunner
+    from neocloud.studio.finetuning.runners import build_runner
     from neocloud.studio.finetuning.serving import fine_tunable
     from neocloud.studio.finetuning.worker import FineTuneWorker
 
@@ -575,4 +576,54 @@ def test_the_node_runner_needs_drivers_and_trains_in_the_worker_on_a_simulated_n
     told = [e.message for e in oai.fine_tuning.jobs.list_events(job.id, limit=50)]
     assert "Fine-tuning job started on the node runner" in told
     hostname = next(m for m in told if "cannot run commands" in m)
-    assert hostname.endswith("(sim driver) cannot run commands: training in the worker process")
+    assert hostname.endswith("(sim driver) cannot run commands: running in the worker process")
+
+
+def test_a_node_batch_on_a_simulated_node_runs_in_the_worker_and_says_so(
+    b_app: FastAPI,
+    b_web: TestClient,
+    admin_key: str,
+    db: Database,
+    clock: VirtualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``studio_runner=node`` for a batch on the simulator's node: its node cannot run
+    commands, so the requests run in the worker and the log says so (on a real node:
+    tests/nodes/test_studio_node_runner.py)."""
+    from neocloud.drivers.base import Drivers
+    from neocloud.studio.batches.node import BatchNodeRunner
+
+    compute = Worker(db, clock, driver=SimDriver(seed=1), holder="test-worker")
+    admin = Client(api_key=admin_key, http=b_web, retries=0)
+    assert admin.fleet.import_spec(ONE_NODE)["nodes_created"] == 1
+    _acme, key = tenant(admin, "nodal", quota=8)
+    runtime: StudioRuntime = b_app.state.studio
+    oai = client(b_web, key)
+    file_id = oai.files.create(
+        file=("in.jsonl", jsonl(*(batch_line(n) for n in range(20)))), purpose="batch"
+    ).id
+    batch = oai.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    w = BatchWorker(
+        db,
+        clock,
+        store=runtime.files,
+        catalog=lambda: runtime.catalog,
+        options=BatchOptions(chunk=8),
+        capacity=FleetCapacity(db, clock, RETRY),
+        node=BatchNodeRunner(db, Drivers({"sim": SimDriver(seed=1)})),
+    )
+    assert w.run_once() is True  # validated; asks for an instance
+    settle(compute, clock, lambda: state(db, only(db, batch.id).id) == "running")
+    clock.advance(timedelta(seconds=6))
+    with caplog.at_level("INFO", logger="neocloud.studio.batches"):
+        assert w.run_once() is True
+    done = oai.batches.retrieve(batch.id)
+    assert done.status == "completed", done
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 20
+    said = [r.getMessage() for r in caplog.records if "cannot run commands" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"batch {batch.id}: Node "), said
+    assert said[0].endswith("(sim driver) cannot run commands: running in the worker process")

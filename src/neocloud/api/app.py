@@ -49,7 +49,12 @@ def create_app(*, settings: Settings, db: Database, clock: Clock | None = None) 
     clock = clock or SystemClock()
     from neocloud.studio.runtime import build_runtime
 
-    studio = build_runtime(db=db, clock=clock, settings=settings)
+    drivers = None
+    if settings.studio_runner == "node":  # batches reach their nodes through the drivers
+        from neocloud.api.platform import platform_drivers
+
+        drivers = platform_drivers(settings, db=db, clock=clock)
+    studio = build_runtime(db=db, clock=clock, settings=settings, drivers=drivers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -232,7 +232,7 @@ def start_background(settings: Settings, clock: Clock) -> Background:
     worker.start()
     invoicing = InvoicingWorker.from_settings(db, clock, settings)
     invoicing.start()  # last month's invoices, hourly: drafts, finalized after the grace period
-    from neocloud.studio.finetuning.fleet import build_runner
+    from neocloud.studio.finetuning.runners import build_runner
     from neocloud.studio.finetuning.tracking import tracker_for
     from neocloud.studio.finetuning.worker import build_worker
 

@@ -74,10 +74,11 @@ class Settings(BaseSettings):
     # first gets an instance of ``studio_job_instance_type`` in its org's name (on-demand for
     # fine-tunes, spot for batches by default; queued up to ``studio_job_max_wait_s``), counted
     # in utilization and quota but billed by its tokens only; a job waiting for one is looked
-    # at again every ``studio_job_retry_s``; or ``node``: as ``fleet``, and a fine-tune trains on
-    # that instance's node through its driver (ssh, redfish+ssh), with ``studio_node_python``
-    # there (its image must carry torch, transformers and peft), staged under
-    # ``studio_node_workdir`` (base models kept per node, a job's files removed after it).
+    # at again every ``studio_job_retry_s``; or ``node``: as ``fleet``, and a fine-tune (or a
+    # batch of built-in models' requests) runs on that instance's node through its driver (ssh,
+    # redfish+ssh), with ``studio_node_python`` there (its image must carry torch, transformers
+    # and peft; for batches, neocloud's dependencies), staged under ``studio_node_workdir``
+    # (base models and code kept per node, a job's files removed after it).
     studio_runner: Literal["local", "fleet", "node"] = "local"
     studio_node_python: str = Field("python3", min_length=1, max_length=1024)
     studio_node_workdir: str = Field(

@@ -17,8 +17,8 @@ completed, expired): the workers run it every cycle, so an instance outlives its
 a cycle, also when the worker that ran the job died (the next one's sweep finds it by job id).
 
 Under ``fleet`` the work runs in the worker's process once the instance is running; under
-``node`` a fine-tune trains on the instance's node (``studio/finetuning/node.py``), while a
-batch still runs in the worker's process (docs/studio-jobs.md).
+``node`` it runs on the instance's node (``studio/finetuning/node.py``,
+``studio/batches/node.py``; docs/studio-jobs.md).
 """
 
 from __future__ import annotations

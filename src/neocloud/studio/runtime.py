@@ -10,9 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from neocloud.db.engine import Database
+from neocloud.drivers.base import Drivers
 from neocloud.kernel.clock import Clock, SystemClock
 from neocloud.kernel.settings import Settings
 from neocloud.studio.auth import PrincipalCache
+from neocloud.studio.batches.node import BatchNodeRunner
 from neocloud.studio.batches.worker import BatchOptions, BatchWorker
 from neocloud.studio.capacity import capacity_from_settings
 from neocloud.studio.catalog import Catalog, CatalogModel, Flavor, ModelKind
@@ -21,6 +23,7 @@ from neocloud.studio.files import Limits
 from neocloud.studio.filestore import FileStore, LocalFileStore
 from neocloud.studio.finetuning.serving import FineTunedModels
 from neocloud.studio.metering import BillingUsageSink, UsageBuffer, UsageSink
+from neocloud.studio.onnode import NodeOptions
 from neocloud.studio.quota import QuotaPolicy
 from neocloud.studio.ratelimit import InProcessLimiter, Limiter, RateLimit, RedisLimiter
 from neocloud.studio.registry import RegisteredModels
@@ -77,7 +80,9 @@ class StudioRuntime:
 SPOOL_DIR = "usage-spool"
 
 
-def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRuntime:
+def build_runtime(
+    *, db: Database, clock: Clock, settings: Settings, drivers: Drivers | None = None
+) -> StudioRuntime:
     """The built-in catalog, metered into billing (and ``studio_usage``); engines load on first
     use. Rate limits are shared through Redis when ``settings.redis_url`` is set; the ``/v1``
     principal cache polls the credentials version every ``settings.studio_auth_poll_s``."""
@@ -121,7 +126,8 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
                 chunk=settings.studio_batch_chunk,
                 lease_ttl_s=settings.studio_batch_lease_ttl_s,
             ),
-            capacity=capacity_from_settings(db, clock, settings),  # studio_runner=fleet
+            capacity=capacity_from_settings(db, clock, settings),  # studio_runner=fleet|node
+            node=batch_node_runner(db, settings, drivers),  # studio_runner=node
         ),
         finetunes=FineTunedModels(db, lambda: runtime.catalog),
         # Registrations go into whichever catalog the runtime holds when they are applied
@@ -131,6 +137,15 @@ def build_runtime(*, db: Database, clock: Clock, settings: Settings) -> StudioRu
         ),
     )
     return runtime
+
+
+def batch_node_runner(
+    db: Database, settings: Settings, drivers: Drivers | None
+) -> BatchNodeRunner | None:
+    """Batches on their nodes when ``studio_runner`` is ``node`` (and drivers reach them)."""
+    if settings.studio_runner != "node" or drivers is None:
+        return None
+    return BatchNodeRunner(db, drivers, NodeOptions.from_settings(settings))
 
 
 def usage_sink(*, db: Database, clock: Clock, settings: Settings) -> UsageSink:

@@ -34,6 +34,30 @@ def error_body(exc: NeocloudError) -> dict[str, Any]:
     }
 
 
+def outcome_message(index: int, out: Outcome) -> dict[str, Any]:
+    """``out`` as the JSON line a batch run on a node prints (``batches/remote.py``)."""
+    return {
+        "kind": "outcome",
+        "index": index,
+        "status": out.status_code,
+        "body": out.body,
+        "model": out.model,
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+    }
+
+
+def outcome_of(message: dict[str, Any]) -> Outcome:
+    """The ``Outcome`` of an ``outcome_message`` line."""
+    return Outcome(
+        int(message["status"]),
+        message["body"],
+        message["model"],
+        int(message["prompt_tokens"]),
+        int(message["completion_tokens"]),
+    )
+
+
 async def execute(
     catalog: Catalog, now: datetime, endpoint: str, body: Any, request_id: str
 ) -> Outcome:

@@ -22,6 +22,11 @@ instance (spot by default) running; without it the batch stays ``in_progress`` w
 ``queued_reason`` (no capacity or quota, or "preempted; resumes from the last checkpoint") and
 is claimed again after the capacity's ``retry_s``. A preempted batch resumes at its first
 request not recorded: what was written is neither redone nor billed again.
+
+On the node (``node``, ``studio_runner=node``, ``batches/node.py``): a batch of built-in
+models' requests runs on its instance's node; its outcomes come back in order and are recorded
+in the same chunks, billed then recorded, with the loop's checks between chunks (online
+traffic is not waited for: the node is not the server's engines).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from neocloud.db.engine import Database
@@ -40,10 +46,12 @@ from neocloud.kernel.errors import NeocloudError
 from neocloud.studio.batches import service
 from neocloud.studio.batches.domain import BatchStatus, request_id
 from neocloud.studio.batches.executor import Outcome, execute
+from neocloud.studio.batches.node import BatchNodeRunner, builtin_only
 from neocloud.studio.catalog import Catalog
 from neocloud.studio.files import read_content, store_output_file
 from neocloud.studio.filestore import FileStore
 from neocloud.studio.metering import BillingUsageSink, UsageRecord
+from neocloud.studio.onnode import NodeRunFailed, NodeUnreachable, NotOnNode
 from neocloud.studio.poller import WorkLoop
 from neocloud.studio.tables import StudioBatchRow
 
@@ -63,6 +71,10 @@ class InputLine:
 
 class WorkerStopping(Exception):
     """This worker is stopping: let the lease go so another resumes the batch."""
+
+
+class _Interrupted(Exception):
+    """A run on the node stopped between chunks for the loop to look again."""
 
 
 class Capacity(Protocol):
@@ -108,6 +120,7 @@ class BatchWorker:
         options: BatchOptions | None = None,
         hook: Callable[[str, int], None] | None = None,
         capacity: Capacity | None = None,
+        node: BatchNodeRunner | None = None,
     ) -> None:
         self.db, self.clock, self.store, self.catalog = db, clock, store, catalog
         self.run = run or asyncio.run
@@ -115,6 +128,8 @@ class BatchWorker:
         self.options = options or BatchOptions()
         self.hook = hook
         self.capacity = capacity  # None: no fleet capacity (the local runner)
+        self.node = node  # studio_runner=node: built-in models' batches run on their node
+        self._not_on_node: set[str] = set()  # batches whose node cannot run commands
         self.sink = BillingUsageSink(db, clock)
         self.paused = 0  # pauses taken for online traffic (for tests and the logs)
         self._loop = WorkLoop("studio-batches", self.run_once, self.options.interval_s, log)
@@ -182,6 +197,10 @@ class BatchWorker:
                         retry_s=self.capacity.retry_s,
                     )
                     return
+            if self.node is not None and self._on_node(row, lines):
+                if not self._run_on_node(lease, row, lines):
+                    return
+                continue
             if self.online_busy():
                 self.paused += 1
                 time.sleep(self.options.pause_s)
@@ -189,6 +208,77 @@ class BatchWorker:
             chunk = lines[row.next_index : row.next_index + self.options.chunk]
             self._run_chunk(lease, row, chunk)
         self._finalize(lease, row, lines)
+
+    # -- on the batch's node (``studio_runner=node``) -----------------------------------------
+
+    def _on_node(self, row: StudioBatchRow, lines: list[InputLine]) -> bool:
+        """Whether ``row`` runs on its node: its node can run commands (not yet found unable)
+        and every request is for a built-in engine's model."""
+        if row.id in self._not_on_node:
+            return False
+        models = [str(line.body.get("model")) for line in lines if isinstance(line.body, dict)]
+        return builtin_only(self.catalog(), models)
+
+    def _run_on_node(
+        self, lease: service.Lease, row: StudioBatchRow, lines: list[InputLine]
+    ) -> bool:
+        """Run the rest of ``row`` on its node, recording chunk by chunk (``_record``) and
+        checking between chunks as the loop does; False when the batch must wait or failed."""
+        assert self.node is not None
+        now = self.clock.now()
+        pending: list[tuple[InputLine, Outcome]] = []
+
+        def flush() -> None:
+            if pending:
+                chunk, outs = [line for line, _ in pending], [out for _, out in pending]
+                pending.clear()
+                self._record(lease, row, chunk, outs, now)
+
+        def on_outcome(index: int, out: Outcome) -> None:
+            pending.append((lines[index], out))
+            if len(pending) >= self.options.chunk:
+                flush()
+                self._between_chunks(lease)
+
+        todo = [(line.index, line.custom_id, line.body) for line in lines[row.next_index :]]
+        try:
+            self.node.run(
+                row,
+                todo,
+                now=now,
+                concurrency=self.options.concurrency,
+                on_start=lambda where: log.info("batch %s runs on %s", row.id, where),
+                on_outcome=on_outcome,
+            )
+            flush()
+        except _Interrupted:
+            pass  # the loop looks again: cancelled, expired, or its capacity went
+        except NotOnNode as exc:
+            log.info("batch %s: %s", row.id, exc)
+            self._not_on_node.add(row.id)
+        except NodeUnreachable as exc:
+            retry = self.capacity.retry_s if self.capacity is not None else 5.0
+            service.wait(
+                db=self.db, clock=self.clock, lease=lease, reason=exc.reason, retry_s=retry
+            )
+            return False
+        except NodeRunFailed as exc:
+            errors = [{"code": "node_failed", "message": str(exc)[:1000], "param": None}]
+            service.fail(db=self.db, clock=self.clock, lease=lease, errors=errors)
+            return False
+        return True
+
+    def _between_chunks(self, lease: service.Lease) -> None:
+        """The loop's checks, between two chunks recorded from the node."""
+        row = service.renew(
+            db=self.db, clock=self.clock, lease=lease, ttl_s=self.options.lease_ttl_s
+        )
+        if self._loop.stopping:
+            raise WorkerStopping
+        if row.status == BatchStatus.CANCELLING or self.clock.now() >= row.expires_at:
+            raise _Interrupted
+        if self.capacity is not None and self.capacity.acquire_batch(row) is not None:
+            raise _Interrupted
 
     def _lines_or_none(self, row: StudioBatchRow) -> list[InputLine] | None:
         try:
@@ -230,6 +320,17 @@ class BatchWorker:
             return list(await asyncio.gather(*(one(line) for line in chunk)))
 
         outcomes: list[Outcome] = self.run(run_all())
+        self._record(lease, row, chunk, outcomes, now)
+
+    def _record(
+        self,
+        lease: service.Lease,
+        row: StudioBatchRow,
+        chunk: list[InputLine],
+        outcomes: list[Outcome],
+        now: datetime,
+    ) -> None:
+        """Bill a chunk's usage, then record its results and the index to resume from."""
         usage = [
             UsageRecord(
                 request_id=request_id(row.id, line.custom_id),

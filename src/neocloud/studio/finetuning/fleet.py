@@ -11,12 +11,8 @@ job that ended is terminated by the next cycle's ``sweep``.
 
 from __future__ import annotations
 
-from neocloud.db.engine import Database
-from neocloud.drivers.base import Drivers
-from neocloud.kernel.clock import Clock
-from neocloud.kernel.settings import Settings
-from neocloud.studio.capacity import FleetCapacity, capacity_from_settings
-from neocloud.studio.finetuning.worker import LocalRunner, Runner
+from neocloud.studio.capacity import FleetCapacity
+from neocloud.studio.finetuning.worker import LocalRunner
 from neocloud.studio.tables import FineTuneJobRow
 
 
@@ -38,20 +34,3 @@ class FleetRunner(LocalRunner):
 
     def sweep(self) -> None:
         self.capacity.sweep()
-
-
-def build_runner(
-    db: Database, clock: Clock, settings: Settings, drivers: Drivers | None = None
-) -> Runner:
-    """The runner ``studio_runner`` names: ``local`` (default), ``fleet``, or ``node`` (which
-    needs the platform's ``drivers`` to reach the nodes)."""
-    capacity = capacity_from_settings(db, clock, settings)
-    if capacity is None:
-        return LocalRunner()
-    if settings.studio_runner == "node":
-        if drivers is None:
-            raise ValueError("studio_runner=node needs the platform's drivers")
-        from neocloud.studio.finetuning.node import build_node_runner
-
-        return build_node_runner(capacity, drivers, settings)
-    return FleetRunner(capacity)

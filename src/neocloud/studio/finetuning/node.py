@@ -28,35 +28,39 @@ job's events say so. A node that cannot be reached pauses the job back to ``queu
 resumes from its last checkpoint); training that fails on the node fails the job with the
 node's last lines of standard error.
 
-Batches under ``studio_runner=node`` get their capacity as under ``fleet`` and still run in the
-worker's process (docs/studio-jobs.md).
+Batches run on the node the same way (``studio/batches/node.py``); what both share is in
+``studio/onnode.py``.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.util
 import io
 import json
 import logging
-import shlex
 import shutil
-import tarfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neocloud.compute.jobs import job_node
-from neocloud.drivers.base import Drivers, Executor, NodeRef, Streamer
-from neocloud.kernel.settings import Settings
-from neocloud.studio.capacity import WAITING, FleetCapacity
+from neocloud.drivers.base import Drivers
+from neocloud.studio.capacity import FleetCapacity
 from neocloud.studio.finetuning.fleet import FleetRunner
 from neocloud.studio.finetuning.remote import encode_examples, unpack_dir
 from neocloud.studio.finetuning.training import Example, StepMetrics, Trainer
 from neocloud.studio.finetuning.worker import Paused
+from neocloud.studio.onnode import (
+    NodeOptions,
+    NodeTarget,
+    NodeUnreachable,
+    NotOnNode,
+    dir_digest,
+    node_target,
+    pack,
+    unpack_script,
+)
 from neocloud.studio.tables import FineTuneJobRow
 
 log = logging.getLogger("neocloud.studio.finetuning")
@@ -76,24 +80,6 @@ REMOTE_MODULES = (
 STEP_FIELDS = StepMetrics.__slots__
 
 
-class NodeTrainingFailed(Exception):
-    """The training on the node exited with an error; the message says where and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOptions:
-    """How jobs run on nodes (``studio_node_*`` settings)."""
-
-    python: str = "python3"  # the node's Python with torch, transformers and peft
-    workdir: str = "/var/lib/neocloud/studio"  # where bases and jobs are staged on the node
-    stage_timeout_s: float = 600.0  # one staging copy (a base model, a job)
-    train_timeout_s: float = 7 * 24 * 3600.0  # one training run
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> NodeOptions:
-        return cls(python=settings.studio_node_python, workdir=settings.studio_node_workdir)
-
-
 def code_zip() -> bytes:
     """The modules in ``REMOTE_MODULES``, as a zip to put on ``PYTHONPATH``."""
     buffer = io.BytesIO()
@@ -107,48 +93,6 @@ def code_zip() -> bytes:
             info = zipfile.ZipInfo(arcname, date_time=(2020, 1, 1, 0, 0, 0))
             zf.writestr(info, Path(spec.origin).read_bytes())
     return buffer.getvalue()
-
-
-def pack(files: dict[str, bytes], dirs: dict[str, Path] | None = None) -> bytes:
-    """A ``.tar.gz`` of ``files`` (name → bytes) and the files under ``dirs`` (prefix → dir)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o600
-            tar.addfile(info, io.BytesIO(data))
-        for prefix, root in sorted((dirs or {}).items()):
-            for item in sorted(root.rglob("*")):
-                if item.is_file():
-                    tar.add(item, arcname=f"{prefix}/{item.relative_to(root)}")
-    return buffer.getvalue()
-
-
-def dir_digest(root: Path) -> str:
-    """A digest of every file's name and bytes under ``root``."""
-    h = hashlib.sha256()
-    for item in sorted(root.rglob("*")):
-        if item.is_file():
-            h.update(str(item.relative_to(root)).encode() + b"\0")
-            h.update(hashlib.sha256(item.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def _unpack_script(target: str, *, owner: str | None = None) -> str:
-    """A root script that writes the ``.tar.gz`` on its standard input to ``target`` whole:
-    readable by all (a base model), or ``owner``'s alone (a job's files)."""
-    t = shlex.quote(target)
-    part = shlex.quote(target + ".part")
-    own = (
-        f" chown -R {shlex.quote(owner)}: {part}; chmod 700 {part};"
-        if owner is not None
-        else f" chmod -R a+rX {part};"
-    )
-    return (
-        f"set -e; umask 022; mkdir -p $(dirname {t}); rm -rf {part}; mkdir -p {part};"
-        f" tar -xzf - --no-same-owner -C {part};{own} rm -rf {t}; mv {part} {t}"
-    )
 
 
 class NodeRunner(FleetRunner):
@@ -177,16 +121,12 @@ class NodeRunner(FleetRunner):
         on_epoch: Callable[[int, int, Path], None],
         on_note: Callable[[str], None],
     ) -> None:
-        found = job_node(db=self.capacity.db, studio_job_id=job.id)
-        if found is None:
-            raise Paused(f"{WAITING}: the job's instance holds no node")
-        node, login = found
-        driver = self.drivers.for_node(node)
-        if not isinstance(driver, Streamer) or not isinstance(driver, Executor):
-            on_note(
-                f"Node {node.hostname} ({node.driver} driver) cannot run commands: training"
-                " in the worker process"
-            )
+        try:
+            target = node_target(self.capacity.db, self.drivers, job.id)
+        except NodeUnreachable as exc:  # the job waits, to resume from its last checkpoint
+            raise Paused(exc.reason) from None
+        except NotOnNode as exc:
+            on_note(str(exc))
             super().train(
                 job,
                 trainer,
@@ -200,42 +140,27 @@ class NodeRunner(FleetRunner):
             return
         work = f"{self.options.workdir}/jobs/{job.id}"
         try:
-            base = self._stage_base(driver, node, trainer.base_path)
-            self._stage_job(driver, node, work, login, trainer, train, valid, start_epoch)
-            self._run(driver, node, work, login, base, trainer, on_step, on_epoch, on_note)
+            base = self._stage_base(target, trainer.base_path)
+            self._stage_job(target, work, trainer, train, valid, start_epoch)
+            self._run(target, work, base, trainer, on_step, on_epoch, on_note)
+        except NodeUnreachable as exc:
+            raise Paused(exc.reason) from None
         finally:
-            driver.run_root(node, f"rm -rf {shlex.quote(work)}", timeout_s=60)
+            target.cleanup(work)
 
-    # -- staging --------------------------------------------------------------------------------
-
-    def _root(self, driver: Executor, node: NodeRef, script: str, what: str, **kw: Any) -> str:
-        status, out = driver.run_root(node, script, timeout_s=self.options.stage_timeout_s, **kw)
-        if status == -1:  # not reached: the job waits and resumes from its last checkpoint
-            raise Paused(f"{WAITING}: {what}: {out}")
-        if status != 0:
-            raise NodeTrainingFailed(f"node {node.hostname}: {what} failed (exit {status}): {out}")
-        return out
-
-    def _stage_base(self, driver: Executor, node: NodeRef, base: Path) -> str:
+    def _stage_base(self, target: NodeTarget, base: Path) -> str:
         """The base model's directory on the node, copied there unless it already is."""
         digest = self._digests.get(base)
         if digest is None:
             digest = self._digests[base] = dir_digest(base)
-        target = f"{self.options.workdir}/bases/{base.name}-{digest[:16]}"
-        found = self._root(
-            driver, node, f"test -d {shlex.quote(target)} && echo present || true", "base check"
-        )
-        if "present" not in found:
-            payload = pack({}, {".": base})
-            self._root(driver, node, _unpack_script(target), "staging the base", stdin=payload)
-        return target
+        where = f"{self.options.workdir}/bases/{base.name}-{digest[:16]}"
+        target.stage_shared(base, where, self.options)
+        return where
 
     def _stage_job(
         self,
-        driver: Executor,
-        node: NodeRef,
+        target: NodeTarget,
         work: str,
-        login: str,
         trainer: Trainer,
         train: list[Example],
         valid: list[Example],
@@ -257,41 +182,24 @@ class NodeRunner(FleetRunner):
         dirs = {}
         if start_epoch:
             dirs[f"checkpoints/epoch-{start_epoch}"] = trainer.checkpoint_path(start_epoch)
-        script = _unpack_script(work, owner=login)
-        self._root(driver, node, script, "staging the job", stdin=pack(files, dirs))
-
-    # -- the run --------------------------------------------------------------------------------
+        script = unpack_script(work, owner=target.login)
+        target.root(script, "staging the job", self.options, stdin=pack(files, dirs))
 
     def _run(
         self,
-        driver: Streamer,
-        node: NodeRef,
+        target: NodeTarget,
         work: str,
-        login: str,
         base: str,
         trainer: Trainer,
         on_step: Callable[[StepMetrics], None],
         on_epoch: Callable[[int, int, Path], None],
         on_note: Callable[[str], None],
     ) -> None:
-        w = shlex.quote(work)
-        script = (
-            f"cd {w} && exec runuser -u {shlex.quote(login)} -- env HOME={w}"
-            f" PYTHONPATH={shlex.quote(work + '/code.zip')} PYTHONUNBUFFERED=1"
-            f" {shlex.quote(self.options.python)} -m neocloud.studio.finetuning.remote"
-            f" {w} {shlex.quote(base)}"
-        )
-        done = False
-
-        def on_line(line: str) -> None:
-            nonlocal done
-            if not line.startswith("{"):
-                return
-            message = json.loads(line)
+        def on_message(message: dict[str, Any]) -> None:
             kind = message.get("kind")
             if kind == "start":
                 on_note(
-                    f"Training on node {node.hostname} (host {message['host']},"
+                    f"Training on node {target.node.hostname} (host {message['host']},"
                     f" pid {message['pid']}, {message['device']})"
                 )
             elif kind == "step":
@@ -300,23 +208,16 @@ class NodeRunner(FleetRunner):
                 epoch, step = int(message["epoch"]), int(message["step"])
                 path = self._keep_checkpoint(trainer, epoch, message["checkpoint"])
                 on_epoch(epoch, step, path)
-            elif kind == "done":
-                done = True
 
-        status, err = driver.stream_root(
-            node,
-            script,
-            timeout_s=self.options.train_timeout_s,
-            stdin=b"",
-            on_line=on_line,
+        target.run_module(
+            "neocloud.studio.finetuning.remote",
+            [work, base],
+            work=work,
+            pythonpath=f"{work}/code.zip",
+            what="training",
+            options=self.options,
+            on_message=on_message,
         )
-        if status == -1 and not done:
-            raise Paused(f"{WAITING}: training on node {node.hostname}: {err}")
-        if status != 0 or not done:
-            tail = " ".join(err.strip().splitlines()[-3:])[-600:]
-            raise NodeTrainingFailed(
-                f"training on node {node.hostname} failed (exit {status}): {tail or 'no output'}"
-            )
 
     def _keep_checkpoint(self, trainer: Trainer, epoch: int, packed: str) -> Path:
         """Epoch ``epoch``'s checkpoint from the node, written where a local one would be."""
@@ -327,7 +228,3 @@ class NodeRunner(FleetRunner):
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         return final
-
-
-def build_node_runner(capacity: FleetCapacity, drivers: Drivers, settings: Settings) -> NodeRunner:
-    return NodeRunner(capacity, drivers, NodeOptions.from_settings(settings))
