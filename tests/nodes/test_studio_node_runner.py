@@ -196,11 +196,11 @@ def test_a_fine_tune_trains_on_its_node_and_comes_back_whole(
 
         # The job's instance ends with it and the node is wiped back to available.
         try:
-            wait_for("node back", lambda: node_state(p, node_id) == "available", timeout=120)
+            wait_for("node back", lambda: node_state(p, node_id) == "available", timeout=240)
         except AssertionError:
-            events = p.ok("GET", f"/nodes/{node_id}/events")["data"]
+            node_events = p.ok("GET", f"/nodes/{node_id}/events")["data"]
             raise AssertionError(
-                f"node {p.ok('GET', f'/nodes/{node_id}')}; events {events[-6:]};"
+                f"node {p.ok('GET', f'/nodes/{node_id}')}; events {node_events[-6:]};"
                 f" instances {debug(p, key)}"
             ) from None
         instances = p.ok("GET", "/instances?limit=50", key)["data"]
