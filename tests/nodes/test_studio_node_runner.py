@@ -41,9 +41,10 @@ FACTS = [
     ("What colour is a zibble?", "Bright green."),
 ]
 WORKDIR = "/var/lib/neocloud/studio"
+IMAGE_VENV = "/opt/neocloud-image-venv"  # where the hosts' "image" has its Python environment
 NODE_ENV = {
     "NEOCLOUD_STUDIO_RUNNER": "node",
-    "NEOCLOUD_STUDIO_NODE_PYTHON": sys.executable,
+    "NEOCLOUD_STUDIO_NODE_PYTHON": f"{IMAGE_VENV}/bin/python",
     "NEOCLOUD_STUDIO_JOB_INSTANCE_TYPE": "8xH100",
     "NEOCLOUD_STUDIO_JOB_RETRY_S": "0.5",
     "NEOCLOUD_STUDIO_BATCH_WORKER": "false",
@@ -108,13 +109,12 @@ def trainer_processes(host: Host) -> str:
 
 
 def node_host(testhost: Callable[..., Host], op_public: str) -> Host:
-    """A test host whose 'image' carries this machine's Python environment (torch, peft),
-    usable by any user as a server image's Python is: the directories above it (such as a
-    root-only /root holding the interpreter) are made traversable in the host's overlay only."""
-    host = testhost("ft", gpus=8, authorized_key=op_public, binds=(sys.prefix,))
-    above = {str(d) for d in Path(sys.prefix).parents} | {
-        str(d) for d in Path(os.path.realpath(sys.executable)).parents
-    }
+    """A test host whose 'image' carries this machine's Python environment (torch, peft) at
+    ``IMAGE_VENV`` (not at its own path: a CI clone's is under /tmp, which a wipe empties),
+    usable by any user as a server image's Python is: the directories above the interpreter
+    (such as a root-only /root) are made traversable in the host's overlay only."""
+    host = testhost("ft", gpus=8, authorized_key=op_public, binds=(f"{sys.prefix}:{IMAGE_VENV}",))
+    above = {str(d) for d in Path(os.path.realpath(sys.executable)).parents}
     done = host.exec("chmod o+x " + " ".join(sorted(above - {"/"})))
     assert done.returncode == 0, done.stderr
     return host
