@@ -61,7 +61,7 @@ async def _run(job: dict[str, Any], lines: list[dict[str, Any]]) -> None:
             _say(outcome_message(int(line["index"]), out))
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     work = Path(argv[0])
     threading.Thread(target=_watch_controller, daemon=True).start()
     job = json.loads((work / "job.json").read_text())
@@ -69,8 +69,10 @@ def main(argv: list[str]) -> int:
     _say({"kind": "start", "host": socket.gethostname(), "pid": os.getpid()})
     asyncio.run(_run(job, lines))
     _say({"kind": "done"})
-    return 0
+    # Everything is said and flushed: end here, not through the interpreter's shutdown, which
+    # aborts (SIGABRT) when a daemon thread (the engine's, the controller watch) holds a lock.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -73,7 +73,7 @@ def _watch_controller() -> None:
     os._exit(CONTROLLER_GONE)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     work, base = Path(argv[0]), Path(argv[1])
     threading.Thread(target=_watch_controller, daemon=True).start()
     job = json.loads((work / "job.json").read_text())
@@ -97,8 +97,10 @@ def main(argv: list[str]) -> int:
         train, valid, start_epoch=int(job["start_epoch"]), on_step=on_step, on_epoch=on_epoch
     )
     _say({"kind": "done"})
-    return 0
+    # Everything is said and flushed: end here, not through the interpreter's shutdown, which
+    # aborts (SIGABRT) when a daemon thread (the engine's, the controller watch) holds a lock.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
