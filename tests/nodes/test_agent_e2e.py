@@ -79,16 +79,18 @@ def agent_bundle() -> Iterator[Path]:
 
 
 @contextmanager
-def agent_platform(data_dir: Path, bundle: Path) -> Iterator[Platform]:
+def agent_platform(
+    data_dir: Path, bundle: Path, *, silence_s: float = SILENCE_S
+) -> Iterator[Platform]:
     """`neocloud up` on the bridge's address, installing agents at burn-in from ``bundle`` with
     this interpreter's base executable (a host must be up: the bridge exists from the first
-    one)."""
+    one); an agent silent for ``silence_s`` fails its node."""
     env = {
         "NEOCLOUD_AGENT_INSTALL": "pythonpath",
         "NEOCLOUD_AGENT_PYTHON": os.path.realpath(sys.executable),
         "NEOCLOUD_AGENT_PYTHONPATH": str(bundle),
         "NEOCLOUD_AGENT_INTERVAL_S": "1",
-        "NEOCLOUD_AGENT_SILENCE_S": str(SILENCE_S),
+        "NEOCLOUD_AGENT_SILENCE_S": str(silence_s),
         "NEOCLOUD_AGENT_REPORT_TIMEOUT_S": "30",
     }
     with running_platform(data_dir, host=BRIDGE, env=env) as running:
